@@ -1,0 +1,61 @@
+# pycontainerd — `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := containerd runc busybox-static docker-registry containernetworking-plugins iproute2 tmux pigz zstd util-linux procps
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install deps demo test unit integration lint proto check-proto bench clean-test
+
+help: ## show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+deps: ## install Debian packages (runc, containerd for ctr, busybox-static, docker-registry, CNI)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@# the packaged containerd must not run as the node's daemon: we only want its ctr (and it for comparisons)
+	@-systemctl disable --now containerd >/dev/null 2>&1 || true
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: deps $(STAMP) ## install everything (apt packages, .venv, editable pycontainerd); idempotent
+
+proto: $(STAMP) ## regenerate src/pycontainerd/api from proto/
+	$(BIN)/python tools/genproto.py
+
+check-proto: $(STAMP) ## fail when the generated code is stale
+	$(BIN)/python tools/genproto.py --check
+
+lint: $(STAMP) ## ruff + mypy --strict + import rules
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(STAMP) ## fast tests of pure logic
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+
+integration: install ## tests with the real daemon, ctr, runc, overlayfs, registry (root)
+	$(BIN)/pytest -q tests/integration $(PYTEST_ARGS)
+
+test: install ## install, lint, and run every test
+	$(MAKE) --no-print-directory check-proto lint
+	$(BIN)/pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+
+demo: install ## install, start the daemon, run a container from a locally built busybox image
+	$(BIN)/python -m contrib.demo
+
+bench: install ## side-by-side benchmarks against containerd (results in bench/results/)
+	$(BIN)/python -m bench
+
+clean-test: ## remove leftovers of interrupted test runs (mounts and temp dirs under /tmp/pycd-*)
+	-@grep -oE ' /tmp/pycd-[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l
+	-@rm -rf /tmp/pycd-*

@@ -1,0 +1,1 @@
+"""pyctr: containerd's ``ctr`` commands, friendlier, on ``pycontainerd.client``."""

@@ -1,0 +1,1 @@
+"""Content: blobs addressed by digest, written through resumable ingests."""

@@ -1,0 +1,97 @@
+"""``pycontainerd``: the daemon's command line (serve, ``config default``, ``config dump``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from .. import __version__, errdefs
+from . import config as configmod
+
+LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+          "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL}
+
+
+class _Formatter(logging.Formatter):
+    """logfmt-style lines like containerd's: time="..." level=info msg="..." """
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        msg = record.getMessage().replace('"', '\\"')
+        line = f'time="{ts}.{int(record.msecs):03d}" level={record.levelname.lower()} msg="{msg}" module={record.name}'
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pycontainerd", description="A containerd-compatible container engine.")
+    p.add_argument("-c", "--config", default=None, help=f"config file (default {configmod.DEFAULT_CONFIG_PATH})")
+    p.add_argument("-a", "--address", default=None, help="gRPC socket path")
+    p.add_argument("--root", default=None, help="persistent state directory")
+    p.add_argument("--state", default=None, help="runtime state directory")
+    p.add_argument("-l", "--log-level", default=None, help="trace, debug, info, warn, error")
+    p.add_argument("-v", "--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+    cfg = sub.add_parser("config", help="print configuration")
+    cfgsub = cfg.add_subparsers(dest="config_command", required=True)
+    cfgsub.add_parser("default", help="print the default configuration")
+    cfgsub.add_parser("dump", help="print the effective configuration")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.version:
+        print(f"pycontainerd {__version__}")
+        return
+    if args.command == "config" and args.config_command == "default":
+        sys.stdout.write(configmod.default_config_toml())
+        return
+    path = args.config or configmod.DEFAULT_CONFIG_PATH
+    try:
+        cfg, warnings = configmod.load_config(path, missing_ok=args.config is None)
+        cfg = configmod.with_overrides(cfg, root=args.root, state=args.state, address=args.address,
+                                       log_level=args.log_level)
+    except configmod.ConfigError as exc:
+        print(f"pycontainerd: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if args.command == "config":
+        sys.stdout.write(configmod.dump_config_toml(cfg))
+        return
+    level = LEVELS.get((cfg.debug.level or "info").lower(), logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger("grpc").setLevel(logging.WARNING)
+    log = logging.getLogger("pycontainerd")
+    for w in warnings:
+        log.warning("config: %s", w)
+    if os.geteuid() != 0:
+        log.warning("pycontainerd is not running as root: snapshots and containers will not work")
+    try:
+        asyncio.run(_serve(cfg))
+    except errdefs.ContainerdError as exc:
+        print(f"pycontainerd: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+async def _serve(cfg: configmod.Config) -> None:
+    from .server import Daemon
+
+    daemon = Daemon(cfg)
+    try:
+        await daemon.start()
+    except BaseException:
+        await daemon.stop()
+        raise
+    await daemon.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Namespaced metadata over SQLite: namespaces, images, content records, containers, leases, snapshots, GC."""

@@ -1,0 +1,133 @@
+"""Events service: Publish, Forward and Subscribe over the daemon's exchange.
+
+Events published inside the daemon carry a payload dict; here they become the
+``containerd.events.*`` message for their topic, packed in an Any whose type URL is the
+message's full name (what ``ctr events`` resolves).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, empty_pb2, json_format, message, symbol_database
+
+from .. import errdefs
+from ..api.events import container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2
+from ..api.services.events.v1 import events_pb2 as pb
+from ..api.services.events.v1 import events_pb2_grpc as pb_grpc
+from ..events import Envelope, Exchange
+from ..plugin import InitContext, Registration, types
+from .common import add_servicer, namespace_of, ns_from_ts, ts_from_ns
+
+log = logging.getLogger("pycontainerd.events")
+
+TOPIC_MESSAGES: dict[str, type[message.Message]] = {
+    "/tasks/create": task_pb2.TaskCreate,
+    "/tasks/start": task_pb2.TaskStart,
+    "/tasks/delete": task_pb2.TaskDelete,
+    "/tasks/io": task_pb2.TaskIO,
+    "/tasks/exit": task_pb2.TaskExit,
+    "/tasks/oom": task_pb2.TaskOOM,
+    "/tasks/exec-added": task_pb2.TaskExecAdded,
+    "/tasks/exec-started": task_pb2.TaskExecStarted,
+    "/tasks/paused": task_pb2.TaskPaused,
+    "/tasks/resumed": task_pb2.TaskResumed,
+    "/tasks/checkpointed": task_pb2.TaskCheckpointed,
+    "/containers/create": container_pb2.ContainerCreate,
+    "/containers/update": container_pb2.ContainerUpdate,
+    "/containers/delete": container_pb2.ContainerDelete,
+    "/images/create": image_pb2.ImageCreate,
+    "/images/update": image_pb2.ImageUpdate,
+    "/images/delete": image_pb2.ImageDelete,
+    "/namespaces/create": namespace_pb2.NamespaceCreate,
+    "/namespaces/update": namespace_pb2.NamespaceUpdate,
+    "/namespaces/delete": namespace_pb2.NamespaceDelete,
+    "/snapshot/prepare": snapshot_pb2.SnapshotPrepare,
+    "/snapshot/commit": snapshot_pb2.SnapshotCommit,
+    "/snapshot/remove": snapshot_pb2.SnapshotRemove,
+    "/content/delete": content_pb2.ContentDelete,
+}
+
+
+def encode_event(env: Envelope) -> any_pb2.Any:
+    if env.raw is not None:
+        return any_pb2.Any(type_url=env.raw[0], value=env.raw[1])
+    cls = TOPIC_MESSAGES.get(env.topic)
+    if cls is None:
+        raise errdefs.InvalidArgument(f"no event type known for topic {env.topic}")
+    msg = json_format.ParseDict(dict(env.payload), cls(), ignore_unknown_fields=True)
+    return any_pb2.Any(type_url=cls.DESCRIPTOR.full_name, value=msg.SerializeToString())
+
+
+def decode_any(event: any_pb2.Any) -> dict[str, Any]:
+    """The fields of a forwarded event, for filters on ``event.<field>``; {} if its type is unknown."""
+    name = event.type_url.rsplit("/", 1)[-1]
+    try:
+        cls = symbol_database.Default().GetSymbol(name)
+    except KeyError:
+        return {}
+    msg = cls()
+    msg.ParseFromString(event.value)
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def to_envelope_pb(env: Envelope) -> pb.Envelope:
+    return pb.Envelope(
+        timestamp=ts_from_ns(env.timestamp_ns), namespace=env.namespace, topic=env.topic, event=encode_event(env)
+    )
+
+
+class EventsService(pb_grpc.EventsServicer):
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    async def Publish(self, request: pb.PublishRequest, context: Any) -> empty_pb2.Empty:
+        ns = namespace_of(context)
+        if not request.HasField("event"):
+            raise errdefs.InvalidArgument("event must be set")
+        import time
+
+        env = Envelope(
+            time.time_ns(), ns, request.topic, decode_any(request.event),
+            raw=(request.event.type_url, request.event.value),
+        )
+        self.exchange.forward(env)
+        return empty_pb2.Empty()
+
+    async def Forward(self, request: pb.ForwardRequest, context: Any) -> empty_pb2.Empty:
+        e = request.envelope
+        if not e.HasField("event"):
+            raise errdefs.InvalidArgument("envelope event must be set")
+        env = Envelope(
+            ns_from_ts(e.timestamp), e.namespace, e.topic, decode_any(e.event), raw=(e.event.type_url, e.event.value)
+        )
+        self.exchange.forward(env)
+        return empty_pb2.Empty()
+
+    async def Subscribe(self, request: pb.SubscribeRequest, context: Any) -> AsyncIterator[pb.Envelope]:
+        async for env in self.exchange.subscribe(list(request.filters)):
+            try:
+                yield to_envelope_pb(env)
+            except Exception:
+                log.exception("cannot encode event %s", env.topic)
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        add_servicer(server, pb_grpc.add_EventsServicer_to_server, self, pb, "Events")
+
+
+async def _init(ctx: InitContext) -> EventsService:
+    return EventsService(ctx.daemon.exchange)
+
+
+async def _init_exchange(ctx: InitContext) -> Exchange:
+    exchange: Exchange = ctx.daemon.exchange
+    return exchange
+
+
+REGISTRATIONS = [
+    Registration(type=types.EVENT, id="exchange", init=_init_exchange),
+    Registration(type=types.GRPC, id="events", init=_init, requires=(types.EVENT,)),
+]
