@@ -49,6 +49,7 @@ class Daemon:
         self._server: grpc.aio.Server | None = None
         self._lock_fd: int | None = None
         self._stopping = asyncio.Event()
+        self._serving = False  # the socket path is ours to remove only once we served on it
         self.closers: list[Any] = []  # async callables run at shutdown, reverse order
 
     # -- start-up ---------------------------------------------------------------------------
@@ -139,6 +140,7 @@ class Daemon:
         if self.config.grpc.gid or self.config.grpc.uid:
             os.chown(self.address, self.config.grpc.uid or -1, self.config.grpc.gid or -1)
         self._server = server
+        self._serving = True
         for p in self.plugins.plugins:
             starter = getattr(p.instance, "start", None) if p.error is None else None
             if starter is not None and asyncio.iscoroutinefunction(starter):
@@ -170,8 +172,10 @@ class Daemon:
                 if asyncio.iscoroutine(res):
                     await res
         await asyncio.to_thread(self.db.close)
-        with contextlib.suppress(OSError):
-            os.unlink(self.address)
+        if self._serving:
+            with contextlib.suppress(OSError):
+                os.unlink(self.address)
+            self._serving = False
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -33,7 +33,7 @@ class NamespaceStore:
 
     async def create(self, name: str, labels: Mapping[str, str] | None = None) -> Namespace:
         identifiers.validate(name)
-        labelutil.validate(labels or {})
+        labelutil.validate_all(labels or {})
 
         def tx(conn: sqlite3.Connection) -> None:
             if conn.execute("SELECT 1 FROM namespaces WHERE name=?", (name,)).fetchone():
@@ -60,7 +60,7 @@ class NamespaceStore:
 
     async def update(self, name: str, labels: Mapping[str, str], paths: Sequence[str] = ()) -> Namespace:
         identifiers.validate(name)
-        labelutil.validate(labels)
+        labelutil.validate_all(labels)
         for p in paths:
             if p != "labels" and not p.startswith("labels."):
                 raise errdefs.InvalidArgument(f"cannot update {p!r} field on namespace {name!r}")

@@ -1,0 +1,1 @@
+"""The pycontainerd daemon: configuration, plugin wiring and the gRPC server."""
