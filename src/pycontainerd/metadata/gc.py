@@ -1,0 +1,337 @@
+"""Garbage collection: mark and sweep over the metadata, following containerd's model.
+
+Theory of operation.  Everything collectable is a node ``(namespace, kind, id)`` where kind
+is ``content`` (id = digest), ``snapshots/<snapshotter>`` (id = key) or ``lease``.  Roots:
+
+- every image → its target content;
+- every container → its snapshot (``snapshotter``/``snapshot_key``) and the content and
+  snapshots named by its ``containerd.io/gc.ref.*`` labels;
+- every lease that has not expired (``containerd.io/gc.expire``, RFC 3339) → each
+  resource it lists (content, snapshots, ingests); expired leases are deleted first;
+- every content blob or snapshot labelled ``containerd.io/gc.root``.
+
+Edges: a content blob's labels ``containerd.io/gc.ref.content[.<anything>]`` name content
+digests and ``containerd.io/gc.ref.snapshot.<snapshotter>[/<anything>]`` name snapshot
+keys, in the same namespace; a snapshot references its parent and, through the same labels,
+content and other snapshots.
+
+The mark phase is pure (``mark``) over rows read in one transaction; the sweep deletes
+unmarked content and snapshot rows in that same write transaction, then removes blobs that
+no namespace records any more.  Blob deletion runs on the database's writer thread inside
+the transaction, and content commits also finish on that thread, so a blob being committed
+can never be swept between its rename and its record.  Backend snapshots whose rows were
+swept are removed afterwards by each snapshot store's ``cleanup`` (children first), which
+is safe because every backend snapshot gets its row before it is created.
+
+The scheduler (``io.containerd.gc.v1.scheduler``) runs a collection after deletions —
+once ``deletion_threshold`` deletions or ``mutation_threshold`` mutations have accumulated,
+or ``schedule_delay`` after a deletion — and on demand (``Images.Delete`` with ``sync``,
+``Leases.Delete`` with ``sync``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .db import Database, loads
+
+log = logging.getLogger("pycontainerd.gc")
+
+GC_ROOT = "containerd.io/gc.root"
+GC_EXPIRE = "containerd.io/gc.expire"
+REF_CONTENT = "containerd.io/gc.ref.content"
+REF_SNAPSHOT = "containerd.io/gc.ref.snapshot."
+
+Node = tuple[str, str, str]  # (namespace, kind, id)
+
+
+def parse_expire(value: str) -> float | None:
+    """RFC 3339 → epoch seconds; None when unparseable (such a lease never expires)."""
+    text = value.strip()
+    if not text:
+        return None
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Python's fromisoformat takes at most microseconds
+    if "." in text:
+        head, _, rest = text.partition(".")
+        frac = ""
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            frac += rest[i]
+            i += 1
+        text = head + "." + (frac[:6] or "0") + rest[i:]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def label_refs(namespace: str, labels: dict[str, str]) -> Iterable[Node]:
+    """The nodes a set of labels references (gc.ref.content*, gc.ref.snapshot.<name>*)."""
+    for key, value in labels.items():
+        if not value:
+            continue
+        if key == REF_CONTENT or key.startswith(REF_CONTENT + "."):
+            yield (namespace, "content", value)
+        elif key.startswith(REF_SNAPSHOT):
+            # "<prefix><snapshotter>" or "<prefix><snapshotter>/<anything>"
+            snapshotter = key[len(REF_SNAPSHOT):].split("/", 1)[0]
+            if snapshotter:
+                yield (namespace, f"snapshots/{snapshotter}", value)
+
+
+@dataclass
+class Graph:
+    """What the mark phase needs, read from the database in one transaction."""
+
+    roots: set[Node] = field(default_factory=set)
+    edges: dict[Node, list[Node]] = field(default_factory=dict)
+    nodes: set[Node] = field(default_factory=set)  # every collectable node that exists
+
+
+def mark(graph: Graph) -> set[Node]:
+    """Every node reachable from the roots."""
+    seen: set[Node] = set()
+    stack = [r for r in graph.roots]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend(graph.edges.get(node, ()))
+    return seen
+
+
+def read_graph(conn: sqlite3.Connection, now: float) -> tuple[Graph, list[tuple[str, str]]]:
+    """Build the graph; returns it and the (namespace, lease id) pairs that have expired."""
+    g = Graph()
+    expired: list[tuple[str, str]] = []
+    live_leases: set[tuple[str, str]] = set()
+    for row in conn.execute("SELECT namespace, id, labels FROM leases"):
+        labels = loads(row["labels"])
+        exp = parse_expire(labels.get(GC_EXPIRE, ""))
+        if exp is not None and exp <= now:
+            expired.append((row["namespace"], row["id"]))
+        else:
+            live_leases.add((row["namespace"], row["id"]))
+    for row in conn.execute("SELECT namespace, lease, type, id FROM lease_resources"):
+        if (row["namespace"], row["lease"]) not in live_leases:
+            continue
+        kind = row["type"]
+        if kind == "ingests":
+            continue  # ingests are not swept by this collector
+        g.roots.add((row["namespace"], kind, row["id"]))
+    for row in conn.execute("SELECT namespace, digest FROM images"):
+        g.roots.add((row["namespace"], "content", row["digest"]))
+    for row in conn.execute("SELECT namespace, labels, snapshotter, snapshot_key FROM containers"):
+        ns = row["namespace"]
+        if row["snapshotter"] and row["snapshot_key"]:
+            g.roots.add((ns, f"snapshots/{row['snapshotter']}", row["snapshot_key"]))
+        g.roots.update(label_refs(ns, loads(row["labels"])))
+    for row in conn.execute("SELECT namespace, digest, labels FROM content"):
+        node = (row["namespace"], "content", row["digest"])
+        labels = loads(row["labels"])
+        g.nodes.add(node)
+        if labels.get(GC_ROOT):
+            g.roots.add(node)
+        refs = list(label_refs(row["namespace"], labels))
+        if refs:
+            g.edges[node] = refs
+    for row in conn.execute("SELECT namespace, snapshotter, key, parent, labels FROM snapshots"):
+        kind = f"snapshots/{row['snapshotter']}"
+        node = (row["namespace"], kind, row["key"])
+        labels = loads(row["labels"])
+        g.nodes.add(node)
+        if labels.get(GC_ROOT):
+            g.roots.add(node)
+        refs = list(label_refs(row["namespace"], labels))
+        if row["parent"]:
+            refs.append((row["namespace"], kind, row["parent"]))
+        if refs:
+            g.edges[node] = refs
+    return g, expired
+
+
+@dataclass
+class Stats:
+    leases: int = 0
+    content: int = 0
+    snapshots: int = 0
+    blobs: int = 0
+    seconds: float = 0.0
+
+
+class Collector:
+    """One mark-and-sweep pass over the database, the content bytes and the snapshotters."""
+
+    def __init__(
+        self,
+        db: Database,
+        delete_blob: Callable[[str], None] | None,
+        list_blobs: Callable[[], Iterable[str]] | None,
+        snapshot_cleanups: dict[str, Callable[[], Awaitable[None]]],
+    ) -> None:
+        self.db = db
+        self.delete_blob = delete_blob
+        self.list_blobs = list_blobs
+        self.snapshot_cleanups = snapshot_cleanups
+        self._lock = asyncio.Lock()
+
+    def _sweep(self, conn: sqlite3.Connection) -> tuple[Stats, set[str]]:
+        stats = Stats()
+        g, expired = read_graph(conn, time.time())
+        for ns, lease in expired:
+            conn.execute("DELETE FROM lease_resources WHERE namespace=? AND lease=?", (ns, lease))
+            conn.execute("DELETE FROM leases WHERE namespace=? AND id=?", (ns, lease))
+            stats.leases += 1
+        marked = mark(g)
+        swept_snapshotters: set[str] = set()
+        for node in g.nodes - marked:
+            ns, kind, ident = node
+            if kind == "content":
+                conn.execute("DELETE FROM content WHERE namespace=? AND digest=?", (ns, ident))
+                stats.content += 1
+            else:
+                snapshotter = kind.split("/", 1)[1]
+                conn.execute(
+                    "DELETE FROM snapshots WHERE namespace=? AND snapshotter=? AND key=?", (ns, snapshotter, ident)
+                )
+                swept_snapshotters.add(snapshotter)
+                stats.snapshots += 1
+        # bytes that no namespace records (and no ingest is about to commit) go too
+        if self.delete_blob is not None and self.list_blobs is not None:
+            referenced = {r[0] for r in conn.execute("SELECT DISTINCT digest FROM content")}
+            expected = {r[0] for r in conn.execute("SELECT DISTINCT expected FROM ingests WHERE expected != ''")}
+            for digest in list(self.list_blobs()):
+                if digest not in referenced and digest not in expected:
+                    try:
+                        self.delete_blob(digest)
+                        stats.blobs += 1
+                    except Exception as exc:  # a blob we cannot remove now is retried next time
+                        log.warning("gc: cannot remove blob %s: %s", digest, exc)
+        return stats, swept_snapshotters
+
+    async def collect(self) -> Stats:
+        async with self._lock:
+            start = time.monotonic()
+            stats, _swept = await self.db.write(self._sweep)
+            # backend snapshots without rows (swept now, or left by a crash) go children first
+            for name, cleanup in self.snapshot_cleanups.items():
+                try:
+                    await cleanup()
+                except Exception as exc:
+                    log.warning("gc: snapshotter %s cleanup failed: %s", name, exc)
+            stats.seconds = time.monotonic() - start
+            if stats.leases or stats.content or stats.snapshots or stats.blobs:
+                log.info(
+                    "garbage collected: %d leases, %d content records, %d snapshots, %d blobs in %.3fs",
+                    stats.leases, stats.content, stats.snapshots, stats.blobs, stats.seconds,
+                )
+            return stats
+
+
+class Scheduler:
+    """Runs the collector after deletions/mutations (with thresholds and a delay) and on demand."""
+
+    def __init__(
+        self,
+        collector: Collector,
+        *,
+        deletion_threshold: int = 0,
+        mutation_threshold: int = 100,
+        schedule_delay: float = 0.0,
+        startup_delay: float = 0.1,
+    ) -> None:
+        self.collector = collector
+        self.deletion_threshold = deletion_threshold
+        self.mutation_threshold = mutation_threshold
+        self.schedule_delay = schedule_delay
+        self.startup_delay = startup_delay
+        self._deletions = 0
+        self._mutations = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[Any] | None = None
+        self._waiters: list[asyncio.Future[Stats]] = []
+        self.last: Stats | None = None
+
+    def deleted(self) -> None:
+        """A deletion happened (called from any thread)."""
+        self._deletions += 1
+        self._poke()
+
+    def mutated(self) -> None:
+        self._mutations += 1
+        if self.mutation_threshold and self._mutations >= self.mutation_threshold:
+            self._poke()
+
+    def _poke(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def run_now(self) -> Stats:
+        """Collect now (``sync`` deletes) and return what was removed."""
+        fut: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._wake.set()
+        if self._task is None:
+            return await self._collect()
+        return await fut
+
+    async def _collect(self) -> Stats:
+        self._deletions = 0
+        self._mutations = 0
+        stats = await self.collector.collect()
+        self.last = stats
+        return stats
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(), name="gc-scheduler")
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self.startup_delay)
+        first = True
+        while True:
+            if not first:
+                await self._wake.wait()
+            self._wake.clear()
+            if not first and not self._waiters:
+                due = (
+                    self._deletions > self.deletion_threshold
+                    or (self.mutation_threshold and self._mutations >= self.mutation_threshold)
+                )
+                if not due:
+                    continue
+                if self.schedule_delay:
+                    await asyncio.sleep(self.schedule_delay)
+            first = False
+            waiters, self._waiters = self._waiters, []
+            try:
+                stats = await self._collect()
+            except Exception as exc:
+                log.exception("garbage collection failed")
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(exc)
+                continue
+            for w in waiters:
+                if not w.done():
+                    w.set_result(stats)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
