@@ -73,7 +73,7 @@ class Writer(Protocol):
 
 
 class Provider(Protocol):
-    async def read(self, digest: str, offset: int = 0, size: int = 0) -> AsyncIterator[bytes]:
+    def read(self, digest: str, offset: int = 0, size: int = 0) -> AsyncIterator[bytes]:
         """Stream a blob's bytes from ``offset`` (``size`` 0 = to the end); NotFound if absent."""
         ...
 

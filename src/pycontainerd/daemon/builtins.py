@@ -13,11 +13,16 @@ METADATA = Registration(type=types.METADATA, id="sqlite", init=_init_metadata, r
 
 
 def registrations() -> list[Registration]:
-    from ..services import events, health, introspection, namespaces, version
+    from ..content import local as content_local
+    from ..services import content, events, health, images, introspection, leases, namespaces, version
 
     regs: list[Registration] = []
     regs += events.REGISTRATIONS
+    regs += content_local.REGISTRATIONS
     regs.append(METADATA)
+    regs += content.REGISTRATIONS
+    regs += images.REGISTRATIONS
+    regs += leases.REGISTRATIONS
     regs += namespaces.REGISTRATIONS
     regs += version.REGISTRATIONS
     regs += health.REGISTRATIONS

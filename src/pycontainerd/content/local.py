@@ -1,0 +1,511 @@
+"""The local content store: blobs on the filesystem, shared by every namespace.
+
+Layout under the store's root (as containerd's ``content/local``)::
+
+    blobs/sha256/<hex>            committed blobs, read-only (0444), named by their digest
+    ingest/<sha256(ref)>/         one directory per open ingest
+        data                      the bytes written so far
+        ref                       the ingest's ref (checked on resume: a hash collision guard)
+        total                     the announced size, when known
+        expected                  the announced digest, when known
+        startedat, updatedat      timestamps (ns since the epoch, as text)
+
+Theory of operation.  ``writer(ref)`` takes the ref's lock (a second writer gets
+``Unavailable``, which clients retry) and opens or resumes the ingest.  Bytes are appended
+and hashed as they arrive, so committing a blob written in one run never re-reads it;
+after a restart the data written so far is re-hashed once, when the ingest is resumed.
+``commit`` fsyncs the data, checks the size and the digest (a mismatch is
+``FailedPrecondition`` and leaves nothing visible), renames the data into ``blobs/`` and
+fsyncs that directory, so a blob that is visible is complete and correct, even after a
+crash.  A blob that was already there makes the commit ``AlreadyExists`` (the ingest is
+dropped).  ``close`` releases the lock and keeps the ingest for a later resume; ``abort``
+removes it.
+
+All file work runs in worker threads (``asyncio.to_thread``); the ``*_sync`` methods are
+for callers already on a worker thread (the metadata store commits inside its database
+transaction).  Without a label store (the default, as under the metadata store, which
+keeps labels per namespace) ``update`` is refused; ``labels=True`` keeps labels in memory,
+which the contract suite uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import errno
+import hashlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+
+from .. import errdefs, filters
+from ..plugin import InitContext, Registration, types
+from .helpers import READ_CHUNK, info_adaptor, status_adaptor, update_labels, validate_digest, validate_labels
+from .interfaces import Info, Status
+
+_INLINE_WRITE = 64 << 10
+"""Chunks smaller than this are written and hashed on the event loop; bigger ones in a thread."""
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text()
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore:
+    """Blobs and ingests under ``root``; implements the content ``Store`` Protocol."""
+
+    def __init__(self, root: Path | str, *, labels: bool = False) -> None:
+        self.root = Path(root)
+        self._label_store: dict[str, dict[str, str]] | None = {} if labels else None
+        self._label_updated: dict[str, int] = {}
+        self._locks: dict[str, int] = {}
+        self._locks_mu = threading.Lock()
+
+    # -- paths ------------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        validate_digest(digest)
+        alg, _, enc = digest.partition(":")
+        return self.root / "blobs" / alg / enc
+
+    def ingest_root(self, ref: str) -> Path:
+        return self.root / "ingest" / hashlib.sha256(ref.encode()).hexdigest()
+
+    def setup_sync(self) -> None:
+        (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (self.root / "ingest").mkdir(parents=True, exist_ok=True)
+
+    # -- locks ------------------------------------------------------------------------------
+    def _try_lock(self, ref: str) -> None:
+        with self._locks_mu:
+            if ref in self._locks:
+                raise errdefs.Unavailable(f"ref {ref} locked")
+            self._locks[ref] = _now()
+
+    def _unlock(self, ref: str) -> None:
+        with self._locks_mu:
+            self._locks.pop(ref, None)
+
+    def is_locked(self, ref: str) -> bool:
+        with self._locks_mu:
+            return ref in self._locks
+
+    # -- Manager / Provider -----------------------------------------------------------------
+    def _info_sync(self, digest: str) -> Info:
+        path = self.blob_path(digest)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"content {digest}: not found") from None
+        return self._info_from_stat(digest, st)
+
+    def _info_from_stat(self, digest: str, st: os.stat_result) -> Info:
+        labels: dict[str, str] = {}
+        updated = st.st_mtime_ns
+        if self._label_store is not None:
+            labels = dict(self._label_store.get(digest, {}))
+            updated = self._label_updated.get(digest, updated)
+        return Info(digest=digest, size=st.st_size, created_at=st.st_mtime_ns, updated_at=updated, labels=labels)
+
+    def exists_sync(self, digest: str) -> int | None:
+        """The blob's size if it is committed, else None (for callers on a worker thread)."""
+        try:
+            return self.blob_path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    async def info(self, digest: str) -> Info:
+        return await asyncio.to_thread(self._info_sync, digest)
+
+    async def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
+        if self._label_store is None:
+            raise errdefs.FailedPrecondition("update not supported on immutable content store")
+        current = await self.info(info.digest)
+        labels = update_labels(current.labels, info.labels, fieldpaths, f"content info {info.digest!r}")
+        self._label_store[info.digest] = labels
+        self._label_updated[info.digest] = max(_now(), current.updated_at + 1)
+        return await self.info(info.digest)
+
+    def _walk_sync(self) -> builtins.list[Info]:
+        out: builtins.list[Info] = []
+        blobs = self.root / "blobs"
+        try:
+            algs = sorted(os.listdir(blobs))
+        except FileNotFoundError:
+            return out
+        for alg in algs:
+            d = blobs / alg
+            try:
+                names = sorted(os.listdir(d))
+            except NotADirectoryError:
+                continue
+            for name in names:
+                digest = f"{alg}:{name}"
+                try:
+                    validate_digest(digest)
+                    st = (d / name).stat()
+                except (errdefs.InvalidArgument, FileNotFoundError):
+                    continue
+                out.append(self._info_from_stat(digest, st))
+        return out
+
+    async def list(self, filters_: Sequence[str] = ()) -> builtins.list[Info]:
+        flt = filters.parse_all(list(filters_))
+        return [i for i in await asyncio.to_thread(self._walk_sync) if flt.match(info_adaptor(i))]
+
+    def delete_sync(self, digest: str) -> None:
+        path = self.blob_path(digest)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"content {digest}: not found") from None
+        if self._label_store is not None:
+            self._label_store.pop(digest, None)
+            self._label_updated.pop(digest, None)
+
+    async def delete(self, digest: str) -> None:
+        await asyncio.to_thread(self.delete_sync, digest)
+
+    async def read(self, digest: str, offset: int = 0, size: int = 0) -> AsyncIterator[bytes]:
+        """Stream ``size`` bytes (0: to the end) from ``offset`` in chunks of at most 1 MiB."""
+        path = self.blob_path(digest)
+        try:
+            fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"content {digest}: not found") from None
+        try:
+            total = os.fstat(fd).st_size
+            pos = max(offset, 0)
+            end = total if size <= 0 else min(total, pos + size)
+            while pos < end:
+                chunk = await asyncio.to_thread(os.pread, fd, min(READ_CHUNK, end - pos), pos)
+                if not chunk:
+                    break
+                pos += len(chunk)
+                yield chunk
+        finally:
+            os.close(fd)
+
+    # -- IngestManager ----------------------------------------------------------------------
+    def _status_sync(self, ingest: Path) -> Status:
+        try:
+            st = (ingest / "data").stat()
+            ref = _read_text(ingest / "ref")
+        except FileNotFoundError as exc:
+            raise errdefs.NotFound(f"ingest {ingest.name}: {exc.strerror}: not found") from None
+        updated = max(_read_int(ingest / "updatedat"), st.st_mtime_ns)
+        expected = ""
+        try:
+            expected = _read_text(ingest / "expected").strip()
+        except FileNotFoundError:
+            pass
+        return Status(
+            ref=ref,
+            offset=st.st_size,
+            total=_read_int(ingest / "total"),
+            expected=expected,
+            started_at=_read_int(ingest / "startedat"),
+            updated_at=updated,
+        )
+
+    async def status(self, ref: str) -> Status:
+        st = await asyncio.to_thread(self._status_sync, self.ingest_root(ref))
+        if st.ref != ref:
+            raise errdefs.NotFound(f"ingest ref {ref!r}: not found")
+        return st
+
+    def _list_statuses_sync(self) -> builtins.list[Status]:
+        out: builtins.list[Status] = []
+        try:
+            names = sorted(os.listdir(self.root / "ingest"))
+        except FileNotFoundError:
+            return out
+        for name in names:
+            try:
+                out.append(self._status_sync(self.root / "ingest" / name))
+            except errdefs.NotFound:
+                continue  # committed or aborted while listing
+        return out
+
+    async def list_statuses(self, filters_: Sequence[str] = ()) -> builtins.list[Status]:
+        flt = filters.parse_all(list(filters_))
+        return [s for s in await asyncio.to_thread(self._list_statuses_sync) if flt.match(status_adaptor(s))]
+
+    def abort_sync(self, ref: str) -> None:
+        root = self.ingest_root(ref)
+        try:
+            shutil.rmtree(root)
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"ingest ref {ref!r}: not found") from None
+
+    async def abort(self, ref: str) -> None:
+        await asyncio.to_thread(self.abort_sync, ref)
+
+    # -- Ingester ---------------------------------------------------------------------------
+    async def writer(self, ref: str, total: int = 0, expected: str = "") -> LocalWriter:
+        if not ref:
+            raise errdefs.InvalidArgument("ref must not be empty")
+        if expected:
+            validate_digest(expected)
+        self._try_lock(ref)
+        try:
+            return await asyncio.to_thread(self._open_writer_sync, ref, total, expected)
+        except BaseException:
+            self._unlock(ref)
+            raise
+
+    def _open_writer_sync(self, ref: str, total: int, expected: str) -> LocalWriter:
+        if expected and self.exists_sync(expected) is not None:
+            raise errdefs.AlreadyExists(f"content {expected}: already exists")
+        self.setup_sync()
+        path = self.ingest_root(ref)
+        data = path / "data"
+        hasher = hashlib.sha256()
+        resumed = False
+        started = updated = 0
+        offset = 0
+        try:
+            path.mkdir(mode=0o755)
+        except FileExistsError:
+            try:
+                st = self._status_sync(path)
+                if st.ref == ref and not (total > 0 and st.total > 0 and total != st.total):
+                    offset = _hash_file(data, hasher)
+                    started, updated = st.started_at, st.updated_at
+                    total = total or st.total
+                    expected = expected or st.expected
+                    resumed = True
+            except errdefs.NotFound:
+                pass
+        if not resumed:
+            # a new ingest (or an unusable leftover, which is started again)
+            hasher = hashlib.sha256()
+            started = updated = _now()
+            _write_text(path / "ref", ref)
+            _write_text(path / "startedat", str(started))
+            _write_text(path / "updatedat", str(started))
+            if total > 0:
+                _write_text(path / "total", str(total))
+            if expected:
+                _write_text(path / "expected", expected)
+        fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if not resumed:
+            os.ftruncate(fd, 0)
+        return LocalWriter(self, ref, path, fd, offset, total, expected, hasher, started, updated)
+
+
+def _hash_file(path: Path, hasher: hashlib._Hash) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(READ_CHUNK)
+            if not chunk:
+                return n
+            hasher.update(chunk)
+            n += len(chunk)
+
+
+class LocalWriter:
+    """An open ingest of the local store; holds the ref's lock until ``close``/``commit``."""
+
+    def __init__(
+        self,
+        store: LocalStore,
+        ref: str,
+        path: Path,
+        fd: int,
+        offset: int,
+        total: int,
+        expected: str,
+        hasher: hashlib._Hash,
+        started_at: int,
+        updated_at: int,
+    ) -> None:
+        self._store = store
+        self._ref = ref
+        self._path = path
+        self._fd: int | None = fd
+        self._offset = offset
+        self._total = total
+        self._expected = expected
+        self._hasher = hasher
+        self._started_at = started_at
+        self._updated_at = updated_at
+        self._mu = threading.Lock()
+
+    @property
+    def ref(self) -> str:
+        return self._ref
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def _require_open(self) -> int:
+        if self._fd is None:
+            raise errdefs.FailedPrecondition(f"writer for ref {self._ref} is closed")
+        return self._fd
+
+    def status_sync(self) -> Status:
+        return Status(
+            ref=self._ref,
+            offset=self._offset,
+            total=self._total,
+            expected=self._expected,
+            started_at=self._started_at,
+            updated_at=self._updated_at,
+        )
+
+    async def status(self) -> Status:
+        return self.status_sync()
+
+    def _write_sync(self, data: bytes) -> int:
+        with self._mu:
+            fd = self._require_open()
+            view = memoryview(data)
+            pos = self._offset
+            while view:
+                n = os.pwrite(fd, view, pos)
+                pos += n
+                view = view[n:]
+            self._hasher.update(data)
+            self._offset = pos
+            self._updated_at = _now()
+            return pos
+
+    async def write(self, data: bytes) -> int:
+        if not data:
+            return self._offset
+        if len(data) < _INLINE_WRITE:
+            return self._write_sync(data)
+        return await asyncio.to_thread(self._write_sync, data)
+
+    def truncate_sync(self, size: int) -> None:
+        with self._mu:
+            fd = self._require_open()
+            if size < 0 or size > self._offset:
+                raise errdefs.InvalidArgument(
+                    f"cannot truncate ingest {self._ref} to {size} bytes: it holds {self._offset}"
+                )
+            os.ftruncate(fd, size)
+            hasher = hashlib.sha256()
+            pos = 0
+            while pos < size:
+                chunk = os.pread(fd, min(READ_CHUNK, size - pos), pos)
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                pos += len(chunk)
+            self._hasher = hasher
+            self._offset = size
+            self._updated_at = _now()
+
+    async def truncate(self, size: int) -> None:
+        await asyncio.to_thread(self.truncate_sync, size)
+
+    def digest(self) -> str:
+        return "sha256:" + self._hasher.copy().hexdigest()
+
+    def _fsync(self) -> None:
+        with self._mu:
+            if self._fd is not None:
+                os.fsync(self._fd)
+
+    async def sync(self) -> None:
+        """Flush the data to disk (so a commit inside a transaction has little left to do)."""
+        await asyncio.to_thread(self._fsync)
+
+    def commit_sync(self, size: int, expected: str, labels: Mapping[str, str] | None = None) -> str:
+        """Verify and publish the blob (see the module docstring); always releases the lock."""
+        with self._mu:
+            fd = self._require_open()
+            if labels:
+                validate_labels(labels)
+            try:
+                os.fsync(fd)
+                actual_size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+                self._fd = None
+            try:
+                if size > 0 and size != actual_size:
+                    raise errdefs.FailedPrecondition(f"unexpected commit size {actual_size}, expected {size}")
+                dgst = "sha256:" + self._hasher.hexdigest()
+                if expected and expected != dgst:
+                    raise errdefs.FailedPrecondition(f"unexpected commit digest {dgst}, expected {expected}")
+                target = self._store.blob_path(dgst)
+                if target.exists():
+                    shutil.rmtree(self._path, ignore_errors=True)
+                    raise errdefs.AlreadyExists(f"content {dgst}: already exists")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                data = self._path / "data"
+                os.chmod(data, 0o444)
+                now = _now()
+                os.utime(data, ns=(now, now))
+                try:
+                    os.rename(data, target)
+                except OSError as exc:
+                    raise errdefs.from_oserror(exc, f"commit {self._ref}") from exc
+                _fsync_dir(target.parent)
+                shutil.rmtree(self._path, ignore_errors=True)
+                if self._store._label_store is not None and labels:
+                    self._store._label_store[dgst] = {k: v for k, v in labels.items() if v}
+                return dgst
+            finally:
+                self._store._unlock(self._ref)
+
+    async def commit(self, size: int, expected: str, labels: Mapping[str, str] | None = None) -> str:
+        return await asyncio.to_thread(self.commit_sync, size, expected, labels)
+
+    def close_sync(self) -> None:
+        with self._mu:
+            if self._fd is None:
+                return
+            fd, self._fd = self._fd, None
+            try:
+                _write_text(self._path / "updatedat", str(self._updated_at))
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:  # aborted meanwhile
+                    raise
+            finally:
+                os.close(fd)
+                self._store._unlock(self._ref)
+
+    async def close(self) -> None:
+        if self._fd is None:
+            return
+        await asyncio.to_thread(self.close_sync)
+
+
+async def _init(ctx: InitContext) -> LocalStore:
+    store = LocalStore(ctx.root)
+    await asyncio.to_thread(store.setup_sync)
+    return store
+
+
+REGISTRATIONS = [Registration(type=types.CONTENT, id="content", init=_init)]

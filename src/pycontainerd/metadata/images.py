@@ -1,0 +1,238 @@
+"""Image records: a name pointing at a target descriptor (index or manifest), with labels.
+
+Rules, as containerd's metadata store has them:
+
+- the name must be set; the target needs a valid digest, a size greater than zero and a
+  media type (InvalidArgument otherwise); labels are validated;
+- ``update`` applies a field mask: ``labels``, ``labels.<key>``, ``annotations``,
+  ``annotations.<key>`` (the target's annotations) and ``target`` (replaced as a unit);
+  any other path is InvalidArgument; with no mask the labels, target and annotations are
+  all replaced;
+- writes publish ``/images/create|update|delete`` with the name (and labels).
+
+``delete(..., sync=True)`` runs the garbage collector hook, when one is installed, before
+returning (``ctr images rm --sync``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from .. import errdefs, filters
+from .. import labels as labelutil
+from ..content.helpers import is_valid_digest
+from ..events import Exchange
+from .db import Database, dumps, ensure_namespace, loads, now_ns
+
+
+@dataclass
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Image:
+    name: str
+    target: Descriptor
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: int = 0
+    updated_at: int = 0
+
+
+def validate(image: Image) -> None:
+    if not image.name:
+        raise errdefs.InvalidArgument("image name must not be empty")
+    try:
+        labelutil.validate_all(image.labels)
+    except errdefs.InvalidArgument as exc:
+        raise errdefs.InvalidArgument(f"image.Labels: {exc}") from exc
+    t = image.target
+    if not is_valid_digest(t.digest):
+        raise errdefs.InvalidArgument(f"Target.Digest {t.digest!r} invalid: invalid checksum digest format")
+    if t.size <= 0:
+        raise errdefs.InvalidArgument("Target.Size must be greater than zero")
+    if not t.media_type:
+        raise errdefs.InvalidArgument("Target.MediaType must be set")
+
+
+def adaptor(image: Image) -> Callable[[tuple[str, ...]], str | None]:
+    """Filter fields: ``name``, ``target.digest``, ``target.mediatype``, ``labels.<k>``,
+    ``annotations.<k>``."""
+
+    def get(path: tuple[str, ...]) -> str | None:
+        if not path:
+            return None
+        head = path[0]
+        if head == "name":
+            return image.name or None
+        if head == "target" and len(path) >= 2:
+            if path[1] == "digest":
+                return image.target.digest or None
+            if path[1] == "mediatype":
+                return image.target.media_type or None
+            return None
+        if head in ("labels", "annotations"):
+            m = image.labels if head == "labels" else image.target.annotations
+            if len(path) == 1:
+                return "" if m else None
+            return m.get(".".join(path[1:]))
+        return None
+
+    return get
+
+
+def apply_update(current: Image, new: Image, paths: Sequence[str]) -> Image:
+    """Apply a field mask (pure)."""
+    if not paths:
+        return replace(
+            new,
+            labels={k: v for k, v in new.labels.items() if v},
+            target=replace(new.target, annotations={k: v for k, v in new.target.annotations.items() if v}),
+            created_at=current.created_at,
+        )
+    updated = replace(
+        current,
+        labels=dict(current.labels),
+        target=replace(current.target, annotations=dict(current.target.annotations)),
+    )
+    for path in paths:
+        if path.startswith("labels."):
+            key = path[len("labels.") :]
+            updated.labels[key] = new.labels.get(key, "")
+        elif path.startswith("annotations."):
+            key = path[len("annotations.") :]
+            updated.target.annotations[key] = new.target.annotations.get(key, "")
+        elif path == "labels":
+            updated.labels = dict(new.labels)
+        elif path == "annotations":
+            updated.target.annotations = dict(new.target.annotations)
+        elif path == "target":
+            updated.target = replace(new.target, annotations=dict(new.target.annotations))
+        else:
+            raise errdefs.InvalidArgument(f"cannot update {path!r} field on image {current.name!r}")
+    updated.labels = {k: v for k, v in updated.labels.items() if v}
+    updated.target.annotations = {k: v for k, v in updated.target.annotations.items() if v}
+    return updated
+
+
+def _from_row(row: sqlite3.Row) -> Image:
+    return Image(
+        name=row["name"],
+        target=Descriptor(
+            media_type=row["media_type"],
+            digest=row["digest"],
+            size=row["size"],
+            annotations={str(k): str(v) for k, v in loads(row["annotations"]).items()},
+        ),
+        labels={str(k): str(v) for k, v in loads(row["labels"]).items()},
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _get(conn: sqlite3.Connection, ns: str, name: str) -> Image | None:
+    row = conn.execute("SELECT * FROM images WHERE namespace=? AND name=?", (ns, name)).fetchone()
+    return _from_row(row) if row is not None else None
+
+
+def _write(conn: sqlite3.Connection, ns: str, im: Image) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO images (namespace, name, media_type, digest, size, annotations, labels,"
+        " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            ns,
+            im.name,
+            im.target.media_type,
+            im.target.digest,
+            im.target.size,
+            dumps(im.target.annotations),
+            dumps(im.labels),
+            im.created_at,
+            im.updated_at,
+        ),
+    )
+
+
+class ImageStore:
+    """Namespaced image records in the metadata database."""
+
+    def __init__(self, db: Database, exchange: Exchange | None = None) -> None:
+        self.db = db
+        self.exchange = exchange
+        # installed by the garbage collector: run a collection now (images rm --sync)
+        self.gc_hook: Callable[[], Awaitable[None]] | None = None
+
+    def _publish(self, ns: str, topic: str, payload: dict[str, object]) -> None:
+        if self.exchange is not None:
+            self.exchange.publish(ns, topic, payload)
+
+    async def get(self, namespace: str, name: str) -> Image:
+        im = await self.db.read(lambda c: _get(c, namespace, name))
+        if im is None:
+            raise errdefs.NotFound(f'image "{name}": not found')
+        return im
+
+    async def list(self, namespace: str, filter_exprs: Sequence[str] = ()) -> list[Image]:
+        flt = filters.parse_all(list(filter_exprs))
+        rows = await self.db.read(
+            lambda c: c.execute("SELECT * FROM images WHERE namespace=? ORDER BY name", (namespace,)).fetchall()
+        )
+        return [im for im in map(_from_row, rows) if flt.match(adaptor(im))]
+
+    async def create(self, namespace: str, image: Image) -> Image:
+        if not image.name:
+            raise errdefs.InvalidArgument("image name is required for create")
+        validate(image)
+        # empty values are not stored (as containerd's label buckets)
+        im = replace(
+            image,
+            labels={k: v for k, v in image.labels.items() if v},
+            target=replace(image.target, annotations={k: v for k, v in image.target.annotations.items() if v}),
+        )
+        im.created_at = im.updated_at = now_ns()
+
+        def tx(conn: sqlite3.Connection) -> None:
+            ensure_namespace(conn, namespace)
+            if _get(conn, namespace, im.name) is not None:
+                raise errdefs.AlreadyExists(f'image "{im.name}": already exists')
+            _write(conn, namespace, im)
+
+        await self.db.write(tx)
+        self._publish(namespace, "/images/create", {"name": im.name, "labels": dict(im.labels)})
+        return im
+
+    async def update(self, namespace: str, image: Image, paths: Sequence[str] = ()) -> Image:
+        if not image.name:
+            raise errdefs.InvalidArgument("image name is required for update")
+
+        def tx(conn: sqlite3.Connection) -> Image:
+            current = _get(conn, namespace, image.name)
+            if current is None:
+                raise errdefs.NotFound(f'image "{image.name}": not found')
+            updated = apply_update(current, image, paths)
+            validate(updated)
+            updated.created_at = current.created_at
+            updated.updated_at = max(now_ns(), current.updated_at + 1)
+            _write(conn, namespace, updated)
+            return updated
+
+        updated = await self.db.write(tx)
+        self._publish(namespace, "/images/update", {"name": updated.name, "labels": dict(updated.labels)})
+        return updated
+
+    async def delete(self, namespace: str, name: str, *, sync: bool = False) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            cur = conn.execute("DELETE FROM images WHERE namespace=? AND name=?", (namespace, name))
+            if cur.rowcount == 0:
+                raise errdefs.NotFound(f'image "{name}": not found')
+
+        await self.db.write(tx)
+        self.db.notify_deleted()
+        self._publish(namespace, "/images/delete", {"name": name})
+        if sync and self.gc_hook is not None:
+            await self.gc_hook()
