@@ -14,12 +14,19 @@ METADATA = Registration(type=types.METADATA, id="sqlite", init=_init_metadata, r
 
 def registrations() -> list[Registration]:
     from ..content import local as content_local
-    from ..services import content, events, health, images, introspection, leases, namespaces, version
+    from ..diff import walking
+    from ..services import content, diff, events, health, images, introspection, leases, namespaces, snapshots, version
+    from ..snapshots import native, overlay
 
     regs: list[Registration] = []
     regs += events.REGISTRATIONS
     regs += content_local.REGISTRATIONS
+    regs.append(overlay.REGISTRATION)
+    regs.append(native.REGISTRATION)
     regs.append(METADATA)
+    regs += walking.REGISTRATIONS
+    regs += snapshots.REGISTRATIONS
+    regs += diff.REGISTRATIONS
     regs += content.REGISTRATIONS
     regs += images.REGISTRATIONS
     regs += leases.REGISTRATIONS

@@ -1,0 +1,107 @@
+"""Diff service: Apply (layer blob → snapshot mounts) and Diff (two mounts → layer blob).
+
+Apply answers with the *applied* descriptor: media type
+``application/vnd.oci.image.layer.v1.tar``, the uncompressed digest (the diffID that ctr
+compares with the image config) and size.  Blobs are read from, and diffs written to, the
+caller's namespace of the content store (``content-service``), under the caller's lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from .. import errdefs
+from ..api.services.diff.v1 import diff_pb2 as pb
+from ..api.services.diff.v1 import diff_pb2_grpc as pb_grpc
+from ..api.types import descriptor_pb2
+from ..diff.walking import Descriptor, WalkingDiffer
+from ..mount import Mount
+from ..plugin import InitContext, Registration, types
+from .common import add_servicer, lease_of, namespace_of
+from .snapshots import mounts_from_pb
+
+
+class Differ:
+    """The walking differ over the namespaced content store (plugin ``diff-service``)."""
+
+    def __init__(self, differ: WalkingDiffer, content: Any = None, plugins: Any = None) -> None:
+        self.differ = differ
+        self.content = content  # metadata.content.ContentStore (``namespaced(ns, lease)``)
+        self._plugins = plugins
+
+    def _store(self, namespace: str, lease: str | None) -> Any:
+        if self.content is None and self._plugins is not None:
+            # looked up on first use: content-service may load after us
+            self.content = self._plugins.get(types.SERVICE, "content-service")
+        if self.content is None:
+            raise errdefs.Unavailable("no content store loaded")
+        return self.content.namespaced(namespace, lease)
+
+    async def apply(self, namespace: str, lease: str | None, desc: Descriptor, mounts: Sequence[Mount]) -> Descriptor:
+        return await self.differ.apply(desc, mounts, self._store(namespace, lease))
+
+    async def compare(
+        self,
+        namespace: str,
+        lease: str | None,
+        lower: Sequence[Mount],
+        upper: Sequence[Mount],
+        *,
+        media_type: str = "",
+        ref: str = "",
+        labels: Mapping[str, str] | None = None,
+    ) -> Descriptor:
+        return await self.differ.compare(
+            lower, upper, self._store(namespace, lease), media_type=media_type, ref=ref, labels=labels
+        )
+
+
+def desc_pb(d: Descriptor) -> descriptor_pb2.Descriptor:
+    return descriptor_pb2.Descriptor(media_type=d.media_type, digest=d.digest, size=d.size, annotations=d.annotations)
+
+
+class DiffService(pb_grpc.DiffServicer):
+    def __init__(self, differ: Differ) -> None:
+        self.differ = differ
+
+    async def Apply(self, request: pb.ApplyRequest, context: Any) -> pb.ApplyResponse:
+        d = request.diff
+        if not d.digest:
+            raise errdefs.InvalidArgument("diff descriptor digest is required")
+        desc = Descriptor(d.media_type, d.digest, d.size, dict(d.annotations))
+        applied = await self.differ.apply(
+            namespace_of(context), lease_of(context), desc, mounts_from_pb(request.mounts)
+        )
+        return pb.ApplyResponse(applied=desc_pb(applied))
+
+    async def Diff(self, request: pb.DiffRequest, context: Any) -> pb.DiffResponse:
+        desc = await self.differ.compare(
+            namespace_of(context),
+            lease_of(context),
+            mounts_from_pb(request.left),
+            mounts_from_pb(request.right),
+            media_type=request.media_type,
+            ref=request.ref,
+            labels=dict(request.labels),
+        )
+        return pb.DiffResponse(diff=desc_pb(desc))
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        add_servicer(server, pb_grpc.add_DiffServicer_to_server, self, pb, "Diff")
+
+
+async def _init_differ(ctx: InitContext) -> Differ:
+    return Differ(ctx.get(types.DIFF, "walking"), plugins=ctx.plugins)
+
+
+async def _init_service(ctx: InitContext) -> DiffService:
+    return DiffService(ctx.get(types.SERVICE, "diff-service"))
+
+
+REGISTRATIONS = [
+    Registration(type=types.SERVICE, id="diff-service", init=_init_differ, requires=(types.DIFF, types.METADATA)),
+    Registration(type=types.GRPC, id="diff", init=_init_service, requires=(types.SERVICE,)),
+]
