@@ -15,6 +15,7 @@ METADATA = Registration(type=types.METADATA, id="sqlite", init=_init_metadata, r
 def registrations() -> list[Registration]:
     from ..content import local as content_local
     from ..diff import walking
+    from ..metadata import gc
     from ..services import content, diff, events, health, images, introspection, leases, namespaces, snapshots, version
     from ..snapshots import native, overlay
 
@@ -30,6 +31,7 @@ def registrations() -> list[Registration]:
     regs += content.REGISTRATIONS
     regs += images.REGISTRATIONS
     regs += leases.REGISTRATIONS
+    regs += gc.registrations()
     regs += namespaces.REGISTRATIONS
     regs += version.REGISTRATIONS
     regs += health.REGISTRATIONS

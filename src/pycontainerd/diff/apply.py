@@ -382,6 +382,42 @@ class Extractor:
             else:
                 os.chmod(d, 0o755)
 
+    def _copy_up(self, target: str) -> None:
+        """A hard link to a file of a lower layer: copy that file into this layer first.
+
+        The link must land in this layer's upper dir, where the lower file does not exist;
+        containerd does the same copy-up when applying onto overlay with parents.
+        """
+        rel = target[len(self.root) :]
+        for parent in self.parents:
+            src = parent + rel
+            st = _lstat(src)
+            if st is None or stat.S_ISDIR(st.st_mode):
+                continue
+            self._mkparent(os.path.dirname(target))
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(src), target)
+            elif stat.S_ISREG(st.st_mode):
+                with open(src, "rb") as fin:
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                    try:
+                        while chunk := fin.read(1 << 20):
+                            os.write(fd, chunk)
+                    finally:
+                        os.close(fd)
+            else:
+                os.mknod(target, st.st_mode, st.st_rdev)
+            for name in os.listxattr(src, follow_symlinks=False):
+                if not name.startswith("trusted.overlay."):
+                    os.setxattr(target, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+            if _IS_ROOT:
+                os.lchown(target, st.st_uid, st.st_gid)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(target, stat.S_IMODE(st.st_mode))
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            return
+        raise errdefs.InvalidArgument(f"hard link target {rel} is in neither this layer nor its parents")
+
     def _invalidate(self) -> None:
         self._dir_cache.clear()
 
@@ -468,6 +504,8 @@ class Extractor:
             if not lparts:
                 raise errdefs.InvalidArgument(f"tar entry {h.name!r}: hard link to the root")
             target = resolve_in_root(self.root, lparts[:-1]) + "/" + lparts[-1]
+            if _lstat(target) is None:
+                self._copy_up(target)
             os.link(target, path, follow_symlinks=False)
             reader.skip(h.size, h.name)
         elif t in (b"3", b"4", b"6"):

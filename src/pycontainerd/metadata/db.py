@@ -237,6 +237,15 @@ class Database:
         """For code already on a worker thread (e.g. GC); never call from the event loop."""
         return self._writer.submit(self._run_write, fn).result()
 
+    async def checkpoint(self) -> None:
+        """Fold the WAL into the database file and truncate it (after large deletions)."""
+
+        def run() -> None:
+            assert self._write_conn is not None
+            self._write_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+        await asyncio.get_running_loop().run_in_executor(self._writer, run)
+
     def notify_deleted(self) -> None:
         for cb in list(self.on_delete):
             cb()
