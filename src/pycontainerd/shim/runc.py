@@ -1,0 +1,264 @@
+"""Async wrapper of the runc CLI (any OCI runtime with runc's CLI: crun works the same).
+
+Every invocation is ``<binary> --root <root> --log <bundle>/log.json --log-format json
+[--systemd-cgroup] <command> ...``, started through the reaper (never a second waitpid) and
+awaited on the shim loop.  A failing command raises ``RuncError`` carrying runc's exit
+status, its stderr and the error lines it appended to the JSON log; the message is the most
+specific of those (the log's last ``error`` entry), as containerd's ``runtimeError`` does.
+
+For ``create`` and ``exec`` the runtime's stdio *are* the container process's stdio (the
+caller passes the pipe ends), so their stderr cannot be captured: the log file is the only
+source of the error text for those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from pycontainerd import errdefs
+from pycontainerd.shim.loop import Future, Loop
+from pycontainerd.shim.reaper import Reaper
+
+
+class RuncError(errdefs.Unknown):
+    """A runtime command failed; ``stderr`` and ``log`` hold what the runtime said."""
+
+    def __init__(self, command: str, status: int, stderr: str, log: list[str]) -> None:
+        lines = stderr.strip().splitlines()
+        detail = log[-1] if log else (lines[-1] if lines else "")
+        msg = f"runc {command} failed: {detail or 'no error message'}: exit status {status}"
+        super().__init__(msg)
+        self.command = command
+        self.status = status
+        self.stderr = stderr
+        self.log = log
+        self.detail = detail
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return 255
+
+
+class Runc:
+    def __init__(
+        self,
+        loop: Loop,
+        reaper: Reaper,
+        *,
+        binary: str = "runc",
+        root: str,
+        log_path: str,
+        systemd_cgroup: bool = False,
+        debug: bool = False,
+    ) -> None:
+        self.loop = loop
+        self.reaper = reaper
+        self.binary = binary
+        self.root = root
+        self.log_path = log_path
+        self.systemd_cgroup = systemd_cgroup
+        self.debug = debug
+
+    def _argv(self, args: Sequence[str]) -> list[str]:
+        argv = [self.binary, "--root", self.root, "--log", self.log_path, "--log-format", "json"]
+        if self.debug:
+            argv.append("--debug")
+        if self.systemd_cgroup:
+            argv.append("--systemd-cgroup")
+        argv.extend(args)
+        return argv
+
+    def _log_offset(self) -> int:
+        try:
+            return os.stat(self.log_path).st_size
+        except OSError:
+            return 0
+
+    def _log_errors(self, offset: int) -> list[str]:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                data = f.read(1 << 20)
+        except OSError:
+            return []
+        out: list[str] = []
+        for line in data.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+                out.append(str(entry.get("msg", "")))
+        return out
+
+    async def run(
+        self,
+        args: Sequence[str],
+        *,
+        input: bytes | None = None,
+        stdio: tuple[int | None, int | None, int | None] | None = None,
+    ) -> bytes:
+        """Run one runtime command; return its stdout (empty when ``stdio`` is given)."""
+        offset = self._log_offset()
+        to_close: list[int] = []
+        out_buf = bytearray()
+        err_buf = bytearray()
+        eofs: list[Future[None]] = []
+        exit_fut: Future[tuple[int, int]] = Future()
+        try:
+            if stdio is not None:
+                fds = stdio
+            else:
+                in_r: int | None = None
+                if input is not None:
+                    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                    to_close.append(in_r)
+                    # small payloads (resources JSON): fits the pipe buffer, write now
+                    if len(input) > 60000:
+                        raise errdefs.InvalidArgument("runc input larger than a pipe buffer")
+                    os.write(in_w, input)
+                    os.close(in_w)
+                out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+                err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+                to_close += [out_w, err_w]
+                eofs = [self._collect(out_r, out_buf), self._collect(err_r, err_buf)]
+                fds = (in_r, out_w, err_w)
+            argv = self._argv(args)
+            try:
+                self.reaper.spawn(
+                    argv,
+                    stdin=fds[0],
+                    stdout=fds[1],
+                    stderr=fds[2],
+                    on_exit=lambda status, at: exit_fut.set_result((status, at)),
+                )
+            except OSError as exc:
+                raise errdefs.from_oserror(exc, f"start {argv[0]}") from exc
+        finally:
+            for fd in to_close:
+                os.close(fd)
+        status, _ = await exit_fut
+        for eof in eofs:
+            await eof
+        code = _exit_code(status)
+        if code != 0:
+            raise RuncError(args[0], code, err_buf.decode(errors="replace"), self._log_errors(offset))
+        return bytes(out_buf)
+
+    def _collect(self, fd: int, buf: bytearray) -> Future[None]:
+        done: Future[None] = Future()
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                buf.extend(data)
+                return
+            self.loop.forget_fd(fd)
+            os.close(fd)
+            done.set_result(None)
+
+        self.loop.add_reader(fd, readable)
+        return done
+
+    # -- commands ---------------------------------------------------------------------------
+    async def create(
+        self,
+        container_id: str,
+        *,
+        bundle: str,
+        pid_file: str,
+        stdio: tuple[int | None, int | None, int | None],
+        console_socket: str | None = None,
+        no_pivot: bool = False,
+        no_new_keyring: bool = False,
+    ) -> None:
+        args = ["create", "--bundle", bundle, "--pid-file", pid_file]
+        if console_socket:
+            args += ["--console-socket", console_socket]
+        if no_pivot:
+            args.append("--no-pivot")
+        if no_new_keyring:
+            args.append("--no-new-keyring")
+        args.append(container_id)
+        await self.run(args, stdio=stdio)
+
+    async def start(self, container_id: str) -> None:
+        await self.run(["start", container_id])
+
+    async def exec(
+        self,
+        container_id: str,
+        *,
+        process_file: str,
+        pid_file: str,
+        stdio: tuple[int | None, int | None, int | None],
+        console_socket: str | None = None,
+    ) -> None:
+        args = ["exec", "--process", process_file, "--detach", "--pid-file", pid_file]
+        if console_socket:
+            args += ["--console-socket", console_socket]
+        args.append(container_id)
+        await self.run(args, stdio=stdio)
+
+    async def kill(self, container_id: str, signum: int, all: bool = False) -> None:
+        args = ["kill"]
+        if all:
+            args.append("--all")
+        await self.run([*args, container_id, str(signum)])
+
+    async def pause(self, container_id: str) -> None:
+        await self.run(["pause", container_id])
+
+    async def resume(self, container_id: str) -> None:
+        await self.run(["resume", container_id])
+
+    async def delete(self, container_id: str, force: bool = False) -> None:
+        args = ["delete"]
+        if force:
+            args.append("--force")
+        await self.run([*args, container_id])
+
+    async def ps(self, container_id: str) -> list[int]:
+        out = await self.run(["ps", "--format", "json", container_id])
+        pids = json.loads(out or b"[]")
+        return [int(p) for p in pids or []]
+
+    async def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        await self.run(["update", "--resources", "-", container_id], input=json.dumps(resources).encode())
+
+    async def state(self, container_id: str) -> dict[str, Any]:
+        out = await self.run(["state", container_id])
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        out = await self.run(["events", "--stats", container_id])
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+
+def is_not_exist(err: RuncError) -> bool:
+    text = f"{err.detail} {err.stderr}".lower()
+    return "does not exist" in text or "not exist" in text or "no such file" in text
+
+
+def is_not_running(err: RuncError) -> bool:
+    text = f"{err.detail} {err.stderr}".lower()
+    return (
+        "not running" in text
+        or "no such process" in text
+        or "process already finished" in text
+        or "container is stopped" in text
+    )

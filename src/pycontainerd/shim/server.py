@@ -1,0 +1,198 @@
+"""The shim's socket server: framed JSON requests in, replies and events out.
+
+Each request runs as its own task on the shim loop, so a pending ``wait`` never blocks a
+later ``kill`` on the same connection.  Error kinds raised by the service travel as their
+errdefs code name; anything else is reported as UNKNOWN with its text.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from pycontainerd import errdefs
+from pycontainerd.shim import protocol
+from pycontainerd.shim.loop import Future, Loop
+from pycontainerd.shim.service import Service
+
+
+class Connection:
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.decoder = protocol.Decoder()
+        self.out = bytearray()
+        self.closed = False
+        sock.setblocking(False)
+        self.loop.add_reader(self.fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        try:
+            messages = self.decoder.feed(data)
+        except protocol.ProtocolError as exc:
+            self.loop.report("bad frame from client", exc)
+            self.close()
+            return
+        for msg in messages:
+            self.server.dispatch(self, msg)
+
+    def send(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        if self.out:
+            self.out += frame
+            return
+        try:
+            n = self.sock.send(frame)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self.close()
+            return
+        if n < len(frame):
+            self.out += frame[n:]
+            self.loop.add_writer(self.fd, self._flush)
+
+    def _flush(self) -> None:
+        try:
+            n = self.sock.send(self.out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        del self.out[:n]
+        if not self.out:
+            self.loop.remove_writer(self.fd)
+
+    def flush_blocking(self) -> None:
+        """Before the shim exits: push out what is queued (replies to shutdown)."""
+        if self.closed or not self.out:
+            return
+        try:
+            self.sock.setblocking(True)
+            self.sock.settimeout(1.0)
+            self.sock.sendall(self.out)
+        except OSError:
+            pass
+        self.out.clear()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.forget_fd(self.fd)
+        self.sock.close()
+        self.server.connections.discard(self)
+
+
+class Server:
+    def __init__(self, loop: Loop, listener: socket.socket, service: Service) -> None:
+        self.loop = loop
+        self.listener = listener
+        self.service = service
+        self.connections: set[Connection] = set()
+        listener.setblocking(False)
+        loop.add_reader(listener.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.loop.report("accept", exc)
+                return
+            self.connections.add(Connection(self, sock))
+
+    def dispatch(self, conn: Connection, msg: dict[str, Any]) -> None:
+        req_id = msg.get("id")
+        method = msg.get("method")
+        params = msg.get("params") or {}
+        if not isinstance(req_id, int) or not isinstance(method, str) or not isinstance(params, dict):
+            conn.send(protocol.error(req_id if isinstance(req_id, int) else 0, "INVALID_ARGUMENT", "malformed request"))
+            return
+        if method == "subscribe":
+            conn.send(protocol.reply(req_id, {}))
+            self.service.subscribe(conn)
+            return
+        handler = self.service.methods.get(method)
+        if handler is None:
+            conn.send(protocol.error(req_id, "UNIMPLEMENTED", f"shim method {method!r} not implemented"))
+            return
+        task = self.loop.spawn(handler(params))
+
+        def done(fut: Future[Any]) -> None:
+            exc = fut.exception()
+            if exc is None:
+                conn.send(protocol.reply(req_id, fut.result()))
+            else:
+                kind = _as_kind(exc)
+                if isinstance(kind, errdefs.Unknown) and not isinstance(exc, errdefs.ContainerdError):
+                    self.loop.report(f"{method} failed", exc)
+                conn.send(protocol.error(req_id, kind.code, str(kind)))
+            if self.service.exiting:
+                self.loop.call_soon(self.stop)
+
+        task.add_done_callback(done)
+
+    def stop(self) -> None:
+        for conn in list(self.connections):
+            conn.flush_blocking()
+        self.loop.stop()
+
+    def close(self) -> None:
+        self.loop.forget_fd(self.listener.fileno())
+        self.listener.close()
+        for conn in list(self.connections):
+            conn.close()
+
+
+def _as_kind(exc: BaseException) -> errdefs.ContainerdError:
+    if isinstance(exc, errdefs.ContainerdError):
+        return exc
+    if isinstance(exc, OSError):
+        return errdefs.from_oserror(exc, "shim")
+    return errdefs.Unknown(f"{type(exc).__name__}: {exc}")
+
+
+def bind_listener(path: str) -> socket.socket:
+    """Bind the shim socket at ``path`` (mode 0600); a stale socket file is replaced, a live
+    one (another shim answering there) is AlreadyExists."""
+    os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+        else:
+            raise errdefs.AlreadyExists(f"a shim is already listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(64)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

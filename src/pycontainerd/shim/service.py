@@ -1,0 +1,605 @@
+"""The shim's task logic: one container (its init process) and its exec'd processes.
+
+Every method is a coroutine on the shim loop taking the request's params and returning the
+result dict (see ``protocol`` for the list).  State checks come from the pure table in
+``process``; the I/O is runc (``runc``), stdio (``io``), mounts (``mount``) and reaping
+(``reaper``).
+
+Exits: the reaper calls ``_on_exit`` with the waitpid status.  The exit is recorded at once
+(state becomes stopped, ``<bundle>/init.exit`` or ``exec-<id>.exit`` is written atomically),
+then — once the process's output has drained (bounded by ``DRAIN_TIMEOUT``) — pending
+``wait`` calls are answered and ``/tasks/exit`` is published.  An exit that arrives while
+``start`` is still waiting for runc is held back until ``start`` has recorded the running
+state, so the transitions are always created -> running -> stopped.
+
+Events published while no client is subscribed (the daemon is down) are kept (up to
+``EVENT_BACKLOG``) and handed to the next subscriber.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pycontainerd import errdefs
+from pycontainerd.shim import mount as mnt
+from pycontainerd.shim import process as ps
+from pycontainerd.shim import protocol
+from pycontainerd.shim.io import ProcessIO
+from pycontainerd.shim.loop import Future, Loop
+from pycontainerd.shim.oom import OOMWatcher
+from pycontainerd.shim.reaper import Reaper
+from pycontainerd.shim.runc import Runc, RuncError, is_not_exist, is_not_running
+
+DRAIN_TIMEOUT = 2.0
+DELETE_EXIT_TIMEOUT = 5.0
+EVENT_BACKLOG = 256
+
+
+@dataclass
+class ShimConfig:
+    namespace: str
+    container_id: str
+    bundle: str
+    socket_path: str
+    runtime_binary: str = "runc"
+    runtime_root: str = ""
+    systemd_cgroup: bool = False
+    debug: bool = False
+
+    @property
+    def root(self) -> str:
+        return self.runtime_root or f"/run/pycontainerd/runc/{self.namespace}"
+
+
+class Proc:
+    """A process record plus the live handles the shim holds for it."""
+
+    def __init__(self, record: ps.ProcessRecord) -> None:
+        self.rec = record
+        self.io: ProcessIO | None = None
+        self.reported: Future[None] = Future()  # exit recorded, output drained, waiters may go
+        self.starting = False
+        self.deferred_exit: tuple[int, int] | None = None
+        self.spec: dict[str, Any] | None = None
+        self.close_stdin_on_start = False
+
+    def exit_info(self) -> dict[str, int]:
+        return {"pid": self.rec.pid, "exit_status": self.rec.exit_status, "exited_at_ns": self.rec.exited_at_ns}
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def exit_file(bundle: str, exec_id: str = "") -> str:
+    return os.path.join(bundle, f"exec-{exec_id}.exit" if exec_id else "init.exit")
+
+
+def _read_pid(path: str) -> int:
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+def _check_exec_id(exec_id: str) -> None:
+    if not exec_id or "/" in exec_id or exec_id.startswith(".") or len(exec_id) > 76:
+        raise errdefs.InvalidArgument(f"invalid exec id {exec_id!r}")
+
+
+class Service:
+    def __init__(self, loop: Loop, reaper: Reaper, config: ShimConfig) -> None:
+        self.loop = loop
+        self.reaper = reaper
+        self.config = config
+        self.runc = Runc(
+            loop,
+            reaper,
+            binary=config.runtime_binary,
+            root=config.root,
+            log_path=os.path.join(config.bundle, "log.json"),
+            systemd_cgroup=config.systemd_cgroup,
+            debug=config.debug,
+        )
+        self.init: Proc | None = None
+        self.execs: dict[str, Proc] = {}
+        self.mounted: list[str] = []
+        self.oom: OOMWatcher | None = None
+        self.kill_all_on_exit = False
+        self.subscribers: list[Any] = []  # set by the server: objects with .send_event(frame)
+        self.backlog: list[bytes] = []
+        self.exiting = False
+        self._console_seq = 0
+        self.methods = {
+            "create": self.create,
+            "start": self.start,
+            "delete": self.delete,
+            "exec": self.exec,
+            "kill": self.kill,
+            "state": self.state,
+            "pids": self.pids,
+            "pause": self.pause,
+            "resume": self.resume,
+            "resize_pty": self.resize_pty,
+            "close_io": self.close_io,
+            "update": self.update,
+            "stats": self.stats,
+            "wait": self.wait,
+            "connect": self.connect,
+            "shutdown": self.shutdown,
+        }
+
+    # -- helpers ----------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.config.container_id
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        frame = protocol.event(topic, payload)
+        live = [s for s in self.subscribers if not s.closed]
+        if not live:
+            self.backlog.append(frame)
+            del self.backlog[:-EVENT_BACKLOG]
+            return
+        for sub in live:
+            sub.send(frame)
+
+    def subscribe(self, conn: Any) -> None:
+        self.subscribers = [s for s in self.subscribers if not s.closed]
+        self.subscribers.append(conn)
+        backlog, self.backlog = self.backlog, []
+        for frame in backlog:
+            conn.send(frame)
+
+    def _proc(self, exec_id: str) -> Proc:
+        if not exec_id:
+            if self.init is None:
+                raise errdefs.NotFound(f"task {self.id} not found: not created")
+            if self.init.rec.state == ps.DELETED:
+                raise errdefs.NotFound(f"task {self.id} not found: deleted")
+            return self.init
+        proc = self.execs.get(exec_id)
+        if proc is None:
+            raise errdefs.NotFound(f"process {exec_id} not found in task {self.id}")
+        return proc
+
+    def _console_path(self) -> str:
+        self._console_seq += 1
+        return f"{self.config.socket_path}.c{self._console_seq}"
+
+    def _runtime_error(self, err: RuncError, what: str) -> errdefs.ContainerdError:
+        if is_not_exist(err):
+            return errdefs.NotFound(f"{what}: {err.detail or err}")
+        return err
+
+    # -- exits ------------------------------------------------------------------------------
+    def _on_exit(self, proc: Proc, status: int, at_ns: int) -> None:
+        if proc.starting:
+            proc.deferred_exit = (status, at_ns)
+            return
+        was = proc.rec.state
+        if not proc.rec.exited(ps.wait_status_to_exit_code(status), at_ns):
+            return
+        try:
+            record = {"exec_id": proc.rec.exec_id, **proc.exit_info()}
+            write_atomic(exit_file(self.config.bundle, proc.rec.exec_id), json.dumps(record).encode())
+        except OSError as exc:
+            self.loop.report("record exit", exc)
+        if proc is self.init:
+            if was in (ps.PAUSED, ps.PAUSING):
+                self.loop.spawn(self._quiet(self.runc.resume(self.id)))
+            if self.kill_all_on_exit:
+                self.loop.spawn(self._quiet(self.runc.kill(self.id, signal.SIGKILL, all=True)))
+        self.loop.spawn(self._report_exit(proc))
+
+    async def _quiet(self, coro: Any) -> None:
+        try:
+            await coro
+        except errdefs.ContainerdError:
+            pass
+
+    async def _report_exit(self, proc: Proc) -> None:
+        if proc.io is not None:
+            await self.loop.wait_for(proc.io.drained, DRAIN_TIMEOUT)
+        self.publish(
+            protocol.TASK_EXIT,
+            {
+                "container_id": self.id,
+                "id": proc.rec.exec_id or self.id,
+                "pid": proc.rec.pid,
+                "exit_status": proc.rec.exit_status,
+                "exited_at": protocol.rfc3339(proc.rec.exited_at_ns),
+            },
+        )
+        proc.reported.set_result(None)
+
+    def _start_done(self, proc: Proc) -> None:
+        proc.starting = False
+        if proc.deferred_exit is not None:
+            status, at = proc.deferred_exit
+            proc.deferred_exit = None
+            self._on_exit(proc, status, at)
+
+    # -- methods ----------------------------------------------------------------------------
+    async def connect(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "id": self.id,
+            "namespace": self.config.namespace,
+            "bundle": self.config.bundle,
+        }
+
+    async def create(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.init is not None and self.init.rec.state != ps.DELETED:
+            raise errdefs.AlreadyExists(f"task {self.id}: already exists")
+        opts = params.get("options") or {}
+        if opts.get("binary_name"):
+            self.runc.binary = str(opts["binary_name"])
+        if opts.get("root"):
+            self.runc.root = os.path.join(str(opts["root"]), self.config.namespace)
+        if opts.get("systemd_cgroup"):
+            self.runc.systemd_cgroup = True
+        bundle = self.config.bundle
+        try:
+            # a small local file; the shim loop has nothing else to serve meanwhile
+            with open(os.path.join(bundle, "config.json"), "rb") as f:  # noqa: ASYNC230
+                spec = json.load(f)
+        except OSError as exc:
+            raise errdefs.from_oserror(exc, "read the bundle's OCI spec") from exc
+        namespaces = (spec.get("linux") or {}).get("namespaces") or []
+        self.kill_all_on_exit = not any(n.get("type") == "pid" and not n.get("path") for n in namespaces)
+        rec = ps.ProcessRecord(
+            ps.INIT,
+            self.id,
+            stdin=str(params.get("stdin") or ""),
+            stdout=str(params.get("stdout") or ""),
+            stderr=str(params.get("stderr") or ""),
+            terminal=bool(params.get("terminal")),
+        )
+        proc = Proc(rec)
+        rootfs_mounts = params.get("rootfs") or []
+        if rootfs_mounts:
+            rootfs = os.path.join(bundle, "rootfs")
+            try:
+                os.makedirs(rootfs, mode=0o711, exist_ok=True)
+                self.mounted = mnt.mount_all(rootfs_mounts, rootfs)  # a few syscalls
+            except OSError as exc:
+                raise errdefs.from_oserror(exc, "mount rootfs") from exc
+        window = self.reaper.open_window()
+        pio: ProcessIO | None = None
+        try:
+            pio = await ProcessIO.open(
+                self.loop,
+                self.reaper,
+                container_id=self.id,
+                namespace=self.config.namespace,
+                stdin=rec.stdin,
+                stdout=rec.stdout,
+                stderr=rec.stderr,
+                terminal=rec.terminal,
+                console_path=self._console_path(),
+                uid=int(opts.get("io_uid", -1) or -1) if "io_uid" in opts else -1,
+                gid=int(opts.get("io_gid", -1) or -1) if "io_gid" in opts else -1,
+            )
+            proc.io = pio
+            pid_file = os.path.join(bundle, "init.pid")
+            try:
+                await self.runc.create(
+                    self.id,
+                    bundle=bundle,
+                    pid_file=pid_file,
+                    stdio=pio.child,
+                    console_socket=pio.console_path,
+                    no_pivot=bool(opts.get("no_pivot_root")),
+                    no_new_keyring=bool(opts.get("no_new_keyring")),
+                )
+            except RuncError as err:
+                raise errdefs.Unknown(f"OCI runtime create failed: {err.detail or err}") from err
+            rec.pid = _read_pid(pid_file)
+            self.init = proc
+            self.reaper.adopt(window, rec.pid, lambda status, at: self._on_exit(proc, status, at))
+            await pio.started()
+        except BaseException:
+            if pio is not None:
+                pio.close()
+            if self.init is proc:
+                self.init = None
+            await self._quiet(self.runc.delete(self.id, force=True))
+            self._unmount()
+            raise
+        finally:
+            self.reaper.close_window(window)
+        try:
+            self.oom = OOMWatcher(self.loop, rec.pid, self._on_oom)
+        except OSError:
+            self.oom = None
+        return {"pid": rec.pid}
+
+    def _on_oom(self) -> None:
+        self.publish(protocol.TASK_OOM, {"container_id": self.id})
+
+    def _unmount(self) -> None:
+        for path in reversed(self.mounted):
+            try:
+                mnt.unmount(path)
+            except OSError as exc:
+                self.loop.report("unmount rootfs", exc)
+        self.mounted = []
+
+    async def start(self, params: dict[str, Any]) -> dict[str, Any]:
+        exec_id = str(params.get("exec_id") or "")
+        proc = self._proc(exec_id)
+        proc.rec.check("start")
+        if proc.starting:
+            raise errdefs.FailedPrecondition(f"process {exec_id or self.id} is already starting")
+        proc.starting = True
+        try:
+            if not exec_id:
+                try:
+                    await self.runc.start(self.id)
+                except RuncError as err:
+                    raise errdefs.Unknown(f"OCI runtime start failed: {err.detail or err}") from err
+            else:
+                await self._start_exec(proc)
+            proc.rec.advance("start")
+        finally:
+            self._start_done(proc)
+        if exec_id:
+            self.publish(protocol.TASK_EXEC_STARTED, {"container_id": self.id, "exec_id": exec_id, "pid": proc.rec.pid})
+        return {"pid": proc.rec.pid}
+
+    async def _start_exec(self, proc: Proc) -> None:
+        rec = proc.rec
+        bundle = self.config.bundle
+        spec_path = os.path.join(bundle, f"exec-{rec.exec_id}.json")
+        pid_file = os.path.join(bundle, f"exec-{rec.exec_id}.pid")
+        process_spec = dict(proc.spec or {})
+        process_spec["terminal"] = rec.terminal
+        write_atomic(spec_path, json.dumps(process_spec).encode())
+        pio = await ProcessIO.open(
+            self.loop,
+            self.reaper,
+            container_id=self.id,
+            namespace=self.config.namespace,
+            stdin=rec.stdin,
+            stdout=rec.stdout,
+            stderr=rec.stderr,
+            terminal=rec.terminal,
+            console_path=self._console_path(),
+        )
+        window = self.reaper.open_window()
+        try:
+            try:
+                await self.runc.exec(
+                    self.id, process_file=spec_path, pid_file=pid_file, stdio=pio.child, console_socket=pio.console_path
+                )
+            except RuncError as err:
+                raise errdefs.Unknown(f"OCI runtime exec failed: {err.detail or err}") from err
+            rec.pid = _read_pid(pid_file)
+            proc.io = pio
+            self.reaper.adopt(window, rec.pid, lambda status, at: self._on_exit(proc, status, at))
+            await pio.started()
+            if proc.close_stdin_on_start:
+                pio.close_stdin()
+        except BaseException:
+            pio.close()
+            raise
+        finally:
+            self.reaper.close_window(window)
+
+    async def exec(self, params: dict[str, Any]) -> dict[str, Any]:
+        exec_id = str(params.get("exec_id") or "")
+        _check_exec_id(exec_id)
+        init = self._proc("")
+        init.rec.check("exec")
+        if exec_id in self.execs:
+            raise errdefs.AlreadyExists(f"id {exec_id}: already exists")
+        spec = params.get("spec")
+        if not isinstance(spec, dict):
+            raise errdefs.InvalidArgument("exec needs an OCI process spec object")
+        rec = ps.ProcessRecord(
+            ps.EXEC,
+            exec_id,
+            exec_id=exec_id,
+            stdin=str(params.get("stdin") or ""),
+            stdout=str(params.get("stdout") or ""),
+            stderr=str(params.get("stderr") or ""),
+            terminal=bool(params.get("terminal")),
+        )
+        proc = Proc(rec)
+        proc.spec = spec
+        self.execs[exec_id] = proc
+        self.publish(protocol.TASK_EXEC_ADDED, {"container_id": self.id, "exec_id": exec_id})
+        return {}
+
+    async def delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        exec_id = str(params.get("exec_id") or "")
+        proc = self._proc(exec_id)
+        rec = proc.rec
+        rec.check("delete")
+        if proc.starting:
+            raise errdefs.FailedPrecondition(f"cannot delete process {exec_id or self.id} while it starts")
+        if exec_id:
+            if proc.io is not None:
+                if rec.state == ps.STOPPED:
+                    await self.loop.wait_for(proc.reported, DRAIN_TIMEOUT + 1)
+                proc.io.close()
+            rec.advance("delete")
+            proc.reported.set_result(None)
+            del self.execs[exec_id]
+            for suffix in ("json", "pid"):
+                try:
+                    os.unlink(os.path.join(self.config.bundle, f"exec-{exec_id}.{suffix}"))
+                except OSError:
+                    pass
+            return proc.exit_info()
+        if rec.state == ps.CREATED:
+            try:
+                await self.runc.delete(self.id, force=True)
+            except RuncError as err:
+                if not is_not_exist(err):
+                    raise self._runtime_error(err, "OCI runtime delete failed") from err
+            if not await self.loop.wait_for(proc.reported, DELETE_EXIT_TIMEOUT):
+                proc.rec.exited(255, time.time_ns())
+        else:
+            await self.loop.wait_for(proc.reported, DRAIN_TIMEOUT + 1)
+            try:
+                await self.runc.delete(self.id, force=True)
+            except RuncError as err:
+                if not is_not_exist(err):
+                    raise self._runtime_error(err, "OCI runtime delete failed") from err
+        if proc.io is not None:
+            proc.io.close()
+        if self.oom is not None:
+            self.oom.close()
+            self.oom = None
+        self._unmount()
+        rec.advance("delete")
+        proc.reported.set_result(None)
+        for other in list(self.execs.values()):
+            if other.io is not None:
+                other.io.close()
+            other.reported.set_result(None)
+        self.execs.clear()
+        return proc.exit_info()
+
+    async def kill(self, params: dict[str, Any]) -> dict[str, Any]:
+        exec_id = str(params.get("exec_id") or "")
+        signum = int(params.get("signal") or signal.SIGTERM)
+        proc = self._proc(exec_id)
+        rec = proc.rec
+        rec.check("kill")
+        if rec.state == ps.STOPPED:
+            raise errdefs.NotFound("process already finished")
+        if exec_id:
+            if rec.pid == 0:
+                raise errdefs.FailedPrecondition(f"process {exec_id} not started")
+            try:
+                os.kill(rec.pid, signum)
+            except ProcessLookupError as exc:
+                raise errdefs.NotFound("process already finished") from exc
+            return {}
+        try:
+            await self.runc.kill(self.id, signum, all=bool(params.get("all")))
+        except RuncError as err:
+            if is_not_running(err) or is_not_exist(err):
+                raise errdefs.NotFound("process already finished") from err
+            raise errdefs.Unknown(f"OCI runtime kill failed: {err.detail or err}") from err
+        return {}
+
+    async def state(self, params: dict[str, Any]) -> dict[str, Any]:
+        exec_id = str(params.get("exec_id") or "")
+        rec = self._proc(exec_id).rec
+        return {
+            "id": exec_id or self.id,
+            "exec_id": exec_id,
+            "pid": rec.pid,
+            "status": rec.public_status,
+            "stdin": rec.stdin,
+            "stdout": rec.stdout,
+            "stderr": rec.stderr,
+            "terminal": rec.terminal,
+            "exit_status": rec.exit_status,
+            "exited_at_ns": rec.exited_at_ns,
+            "bundle": self.config.bundle,
+        }
+
+    async def pids(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._proc("")
+        try:
+            pids = await self.runc.ps(self.id)
+        except RuncError as err:
+            raise self._runtime_error(err, "OCI runtime ps failed") from err
+        by_pid = {p.rec.pid: eid for eid, p in self.execs.items() if p.rec.pid}
+        return {"processes": [{"pid": pid, "exec_id": by_pid.get(pid, "")} for pid in pids]}
+
+    async def pause(self, params: dict[str, Any]) -> dict[str, Any]:
+        rec = self._proc("").rec
+        rec.check("pause")
+        rec.advance("pause")
+        try:
+            await self.runc.pause(self.id)
+        except RuncError as err:
+            if rec.state == ps.PAUSING:
+                rec.advance("pause_failed")
+            raise errdefs.Unknown(f"OCI runtime pause failed: {err.detail or err}") from err
+        if rec.state == ps.PAUSING:
+            rec.advance("paused")
+        self.publish(protocol.TASK_PAUSED, {"container_id": self.id})
+        return {}
+
+    async def resume(self, params: dict[str, Any]) -> dict[str, Any]:
+        rec = self._proc("").rec
+        rec.check("resume")
+        try:
+            await self.runc.resume(self.id)
+        except RuncError as err:
+            raise errdefs.Unknown(f"OCI runtime resume failed: {err.detail or err}") from err
+        if rec.state == ps.PAUSED:
+            rec.advance("resume")
+        self.publish(protocol.TASK_RESUMED, {"container_id": self.id})
+        return {}
+
+    async def resize_pty(self, params: dict[str, Any]) -> dict[str, Any]:
+        proc = self._proc(str(params.get("exec_id") or ""))
+        proc.rec.check("resize")
+        if proc.io is None:
+            raise errdefs.FailedPrecondition("process has no console yet: start it first")
+        proc.io.resize(int(params.get("width") or 0), int(params.get("height") or 0))
+        return {}
+
+    async def close_io(self, params: dict[str, Any]) -> dict[str, Any]:
+        proc = self._proc(str(params.get("exec_id") or ""))
+        if params.get("stdin", True):
+            if proc.io is None:
+                proc.close_stdin_on_start = True
+            else:
+                proc.io.close_stdin()
+        return {}
+
+    async def update(self, params: dict[str, Any]) -> dict[str, Any]:
+        rec = self._proc("").rec
+        rec.check("update")
+        resources = params.get("resources")
+        if not isinstance(resources, dict):
+            raise errdefs.InvalidArgument("update needs an OCI LinuxResources object")
+        try:
+            await self.runc.update(self.id, resources)
+        except RuncError as err:
+            raise errdefs.Unknown(f"OCI runtime update failed: {err.detail or err}") from err
+        return {}
+
+    async def stats(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._proc("")
+        try:
+            out = await self.runc.stats(self.id)
+        except RuncError as err:
+            raise self._runtime_error(err, "OCI runtime events --stats failed") from err
+        data = out.get("data")
+        return data if isinstance(data, dict) else {}
+
+    async def wait(self, params: dict[str, Any]) -> dict[str, Any]:
+        proc = self._proc(str(params.get("exec_id") or ""))
+        await proc.reported
+        return proc.exit_info()
+
+    async def shutdown(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.init is not None and self.init.rec.state != ps.DELETED and not params.get("now"):
+            return {"exiting": False}
+        self.exiting = True
+        return {"exiting": True}

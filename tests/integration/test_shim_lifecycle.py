@@ -1,0 +1,361 @@
+"""The shim with real runc, overlayfs and busybox: lifecycle, stdio, exec, signals, pty."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pycontainerd import errdefs
+from pycontainerd.runtime.shim_client import ShimClient, ShimLauncher, read_exit
+
+from .shim_support import (
+    Bundle,
+    FifoReader,
+    base_spec,
+    build_rootfs,
+    cleanup_container,
+    make_bundle,
+    mounts_under,
+    pid_alive,
+    poll_until,
+)
+
+pytestmark = pytest.mark.root
+
+
+def _require() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("shim tests need root")
+    if not shutil.which("runc"):
+        pytest.skip("runc is not installed")
+
+
+@pytest.fixture(scope="session")
+def busybox(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    _require()
+    root = tmp_path_factory.mktemp("shimroot")
+    return build_rootfs(root), base_spec(root)
+
+
+class ShimEnv:
+    def __init__(self, tmp: Path, rootfs: Path, spec: dict[str, Any]) -> None:
+        self.tmp = tmp
+        self.rootfs = rootfs
+        self.spec = spec
+        self.state = tmp / "state"
+        self.state.mkdir()
+        self.runtime_root = str(tmp / "runc")
+        self.bundles = tmp / "bundles"
+        self.bundles.mkdir()
+        self.launcher = ShimLauncher()
+        self.started: list[tuple[str, int, Path]] = []
+        self.ns = "shimtest"
+
+    async def launch(self, name: str, args: list[str], **process: Any) -> tuple[Bundle, ShimClient]:
+        bundle = make_bundle(self.bundles, self.spec, self.rootfs, name, args, **process)
+        client = await ShimClient.launch(
+            namespace=self.ns,
+            container_id=name,
+            bundle=bundle.path,
+            state_dir=self.state,
+            runtime_root=self.runtime_root,
+            launcher=self.launcher,
+        )
+        self.started.append((name, client.pid, bundle.path))
+        return bundle, client
+
+    async def finish(self, client: ShimClient, bundle: Bundle) -> None:
+        """Delete + shutdown, then check the shim is gone and nothing is left mounted."""
+        await client.shutdown()
+        await client.close()
+        await poll_until(lambda: not pid_alive(client.pid), what="shim exit")
+        assert mounts_under(bundle.path) == []
+
+    def cleanup(self) -> None:
+        for name, pid, path in self.started:
+            cleanup_container(self.runtime_root, name, pid, path)
+
+
+@pytest.fixture
+def env(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> Iterator[ShimEnv]:
+    e = ShimEnv(tmp_path, *busybox)
+    try:
+        yield e
+    finally:
+        e.cleanup()
+
+
+def run(env: ShimEnv, coro: Coroutine[Any, Any, None], timeout: float = 60.0) -> None:
+    async def body() -> None:
+        try:
+            await asyncio.wait_for(coro, timeout)
+        finally:
+            await env.launcher.close()
+
+    asyncio.run(body())
+
+
+def test_create_start_wait_stdout_stderr(env: ShimEnv) -> None:
+    async def body() -> None:
+        bundle, c = await env.launch("c1", ["sh", "-c", "echo out; echo err >&2; exit 7"])
+        out_path, err_path = bundle.fifo("stdout"), bundle.fifo("stderr")
+        out, err = FifoReader(out_path), FifoReader(err_path)
+        events: list[tuple[str, dict[str, Any]]] = []
+
+        async def collect() -> None:
+            async for ev in c.events():
+                events.append(ev)
+
+        collector = asyncio.create_task(collect())
+        pid = await c.create(rootfs=bundle.rootfs_mounts, stdin="", stdout=out_path, stderr=err_path, terminal=False)
+        assert pid > 0
+        assert (await c.state()).status == "created"
+        waiter = asyncio.create_task(c.wait())  # ctr waits before it starts
+        await asyncio.sleep(0)
+        assert await c.start() == pid
+        exit_info = await waiter
+        assert exit_info.exit_status == 7
+        assert exit_info.pid == pid
+        assert await out.read_until_eof() == b"out\n"
+        assert await err.read_until_eof() == b"err\n"
+        st = await c.state()
+        assert (st.status, st.exit_status) == ("stopped", 7)
+        recorded = read_exit(bundle.path)
+        assert recorded is not None
+        assert recorded.exit_status == 7
+        # wait after the fact returns at once
+        assert (await c.wait()).exit_status == 7
+        with pytest.raises(errdefs.NotFound):
+            await c.kill("", signal.SIGKILL)
+        deleted = await c.delete()
+        assert deleted.exit_status == 7
+        with pytest.raises(errdefs.NotFound):
+            await c.state()
+        await poll_until(lambda: any(t == "/tasks/exit" for t, _ in events), what="exit event")
+        _, payload = next(e for e in events if e[0] == "/tasks/exit")
+        assert payload["container_id"] == "c1"
+        assert payload["exit_status"] == 7
+        assert payload["pid"] == pid
+        assert payload["exited_at"].endswith("Z")
+        await env.finish(c, bundle)
+        collector.cancel()
+        out.close()
+        err.close()
+
+    run(env, body())
+
+
+def test_stdin_eof_and_close_io(env: ShimEnv) -> None:
+    async def body() -> None:
+        # 1: EOF from the FIFO (the client closes its end) reaches cat
+        bundle, c = await env.launch("cat1", ["cat"])
+        in_path, out_path = bundle.fifo("stdin"), bundle.fifo("stdout")
+        out = FifoReader(out_path)
+        await c.create(rootfs=bundle.rootfs_mounts, stdin=in_path, stdout=out_path, stderr="", terminal=False)
+        w = os.open(in_path, os.O_WRONLY | os.O_NONBLOCK)  # the shim has its read end open
+        await c.start()
+        os.write(w, b"hello stdin\n")
+        await out.read_until(b"hello stdin\n")
+        os.close(w)
+        assert (await c.wait()).exit_status == 0
+        assert await out.read_until_eof() == b"hello stdin\n"
+        await c.delete()
+        await env.finish(c, bundle)
+        out.close()
+
+        # 2: CloseIO while the client still holds the FIFO open; data written before it
+        # is forwarded first
+        bundle, c = await env.launch("cat2", ["cat"])
+        in_path, out_path = bundle.fifo("stdin"), bundle.fifo("stdout")
+        out = FifoReader(out_path)
+        await c.create(rootfs=bundle.rootfs_mounts, stdin=in_path, stdout=out_path, stderr="", terminal=False)
+        w = os.open(in_path, os.O_WRONLY | os.O_NONBLOCK)
+        await c.start()
+        os.write(w, b"before close\n")
+        await c.close_io("", stdin=True)
+        assert (await c.wait()).exit_status == 0
+        assert await out.read_until_eof() == b"before close\n"
+        os.close(w)
+        await c.delete()
+        await env.finish(c, bundle)
+        out.close()
+
+    run(env, body())
+
+
+def test_exec_kill_pids(env: ShimEnv) -> None:
+    async def body() -> None:
+        bundle, c = await env.launch("ex1", ["sleep", "1000"])
+        init_pid = await c.create(rootfs=bundle.rootfs_mounts, stdin="", stdout="", stderr="", terminal=False)
+        await c.start()
+        assert (await c.state()).status == "running"
+
+        out_path = bundle.fifo("exec-out")
+        out = FifoReader(out_path)
+        proc_spec = dict(env.spec["process"], args=["sh", "-c", "echo from exec; exit 5"], terminal=False)
+        await c.exec("e1", proc_spec, stdin="", stdout=out_path, stderr="", terminal=False)
+        with pytest.raises(errdefs.AlreadyExists):
+            await c.exec("e1", proc_spec, stdin="", stdout="", stderr="", terminal=False)
+        assert (await c.state("e1")).status == "created"
+        waiter = asyncio.create_task(c.wait("e1"))
+        epid = await c.start("e1")
+        assert epid > 0
+        assert (await waiter).exit_status == 5
+        assert await out.read_until_eof() == b"from exec\n"
+        assert (await c.delete("e1")).exit_status == 5
+        with pytest.raises(errdefs.NotFound):
+            await c.state("e1")
+
+        sleeper = dict(env.spec["process"], args=["sleep", "1000"], terminal=False)
+        await c.exec("e2", sleeper, stdin="", stdout="", stderr="", terminal=False)
+        e2 = await c.start("e2")
+        pids = await c.pids()
+        assert {p.pid for p in pids} >= {init_pid, e2}
+        assert next(p for p in pids if p.pid == e2).exec_id == "e2"
+        assert next(p for p in pids if p.pid == init_pid).exec_id == ""
+        with pytest.raises(errdefs.FailedPrecondition):
+            await c.delete("e2")  # running
+        await c.kill("e2", signal.SIGKILL)
+        assert (await c.wait("e2")).exit_status == 128 + signal.SIGKILL
+        await c.delete("e2")
+
+        with pytest.raises(errdefs.FailedPrecondition):
+            await c.delete()
+        await c.kill("", signal.SIGKILL)
+        assert (await c.wait()).exit_status == 137
+        await c.delete()
+        await env.finish(c, bundle)
+        out.close()
+
+    run(env, body())
+
+
+def test_pause_resume_update(env: ShimEnv) -> None:
+    async def body() -> None:
+        bundle, c = await env.launch("pz", ["sleep", "1000"])
+        events: list[str] = []
+
+        async def collect() -> None:
+            async for topic, _ in c.events():
+                events.append(topic)
+
+        collector = asyncio.create_task(collect())
+        await c.create(rootfs=bundle.rootfs_mounts, stdin="", stdout="", stderr="", terminal=False)
+        with pytest.raises(errdefs.FailedPrecondition):
+            await c.pause()  # created
+        await c.start()
+        await c.pause()
+        assert (await c.state()).status == "paused"
+        with pytest.raises(errdefs.FailedPrecondition):
+            await c.pause()
+        await c.resume()
+        assert (await c.state()).status == "running"
+        await c.update({"pids": {"limit": 64}})
+        stats = await c.stats()
+        assert isinstance(stats, dict)
+        await poll_until(lambda: "/tasks/resumed" in events, what="resumed event")
+        assert events.index("/tasks/paused") < events.index("/tasks/resumed")
+        # kill while paused: the shim resumes the frozen cgroup so the exit is seen
+        await c.pause()
+        await c.kill("", signal.SIGKILL)
+        assert (await c.wait()).exit_status == 137
+        await c.delete()
+        await env.finish(c, bundle)
+        collector.cancel()
+
+    run(env, body())
+
+
+def test_delete_created_task(env: ShimEnv) -> None:
+    async def body() -> None:
+        bundle, c = await env.launch("cr", ["true"])
+        pid = await c.create(rootfs=bundle.rootfs_mounts, stdin="", stdout="", stderr="", terminal=False)
+        assert pid_alive(pid)
+        info = await c.delete()
+        assert info.pid == pid
+        assert not pid_alive(pid)
+        await env.finish(c, bundle)
+
+    run(env, body())
+
+
+def test_create_failure_reports_runtime_error(env: ShimEnv) -> None:
+    async def body() -> None:
+        bundle, c = await env.launch("bad", ["/no/such/binary"])
+        with pytest.raises(errdefs.ContainerdError) as info:
+            await c.create(rootfs=bundle.rootfs_mounts, stdin="", stdout="", stderr="", terminal=False)
+        assert "no such file" in str(info.value).lower() or "not found" in str(info.value).lower()
+        assert mounts_under(bundle.path) == []
+        await env.finish(c, bundle)
+
+    run(env, body())
+
+
+def test_terminal(env: ShimEnv) -> None:
+    async def body() -> None:
+        bundle, c = await env.launch("tty1", ["sh", "-c", "stty size; tty; read line; echo got:$line"], terminal=True)
+        in_path, out_path = bundle.fifo("stdin"), bundle.fifo("stdout")
+        out = FifoReader(out_path)
+        await c.create(rootfs=bundle.rootfs_mounts, stdin=in_path, stdout=out_path, stderr="", terminal=True)
+        w = os.open(in_path, os.O_WRONLY | os.O_NONBLOCK)
+        await c.resize_pty("", 100, 40)
+        await c.start()
+        await out.read_until(b"/dev/pts/")
+        os.write(w, b"typed\n")
+        assert (await c.wait()).exit_status == 0
+        text = (await out.read_until_eof()).replace(b"\r", b"")
+        assert b"40 100\n" in text
+        assert b"got:typed" in text
+        os.close(w)
+        await c.delete()
+        await env.finish(c, bundle)
+        out.close()
+
+    run(env, body())
+
+
+def test_log_uri_file_and_binary(env: ShimEnv) -> None:
+    async def body() -> None:
+        log = env.tmp / "logs" / "c.log"
+        bundle, c = await env.launch("lf", ["sh", "-c", "echo to-out; echo to-err >&2"])
+        await c.create(
+            rootfs=bundle.rootfs_mounts, stdin="", stdout=f"file://{log}", stderr=f"file://{log}", terminal=False
+        )
+        await c.start()
+        assert (await c.wait()).exit_status == 0
+        assert sorted(log.read_text().splitlines()) == ["to-err", "to-out"]
+        await c.delete()
+        await env.finish(c, bundle)
+
+        # binary logger: fds 3/4 are the streams, closing fd 5 says "ready"
+        logdir = env.tmp / "binlog"
+        logdir.mkdir()
+        script = env.tmp / "logger.sh"
+        script.write_text(
+            "#!/bin/sh\n"
+            'echo "$CONTAINER_NAMESPACE/$CONTAINER_ID" > "$2/who"\n'
+            '/bin/cat <&3 5>&- > "$2/out" &\n'
+            '/bin/cat <&4 5>&- > "$2/err" &\n'
+            "exec 5>&-\n"
+            "wait\n"
+        )
+        script.chmod(0o755)
+        bundle, c = await env.launch("lb", ["sh", "-c", "echo b-out; echo b-err >&2"])
+        uri = f"binary://{script}?dir={logdir}"
+        await c.create(rootfs=bundle.rootfs_mounts, stdin="", stdout=uri, stderr=uri, terminal=False)
+        await c.start()
+        assert (await c.wait()).exit_status == 0
+        await poll_until(lambda: (logdir / "err").exists() and (logdir / "err").read_text() == "b-err\n")
+        await poll_until(lambda: (logdir / "out").exists() and (logdir / "out").read_text() == "b-out\n")
+        assert (logdir / "who").read_text() == "shimtest/lb\n"
+        await c.delete()
+        await env.finish(c, bundle)
+
+    run(env, body())

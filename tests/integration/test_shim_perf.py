@@ -1,0 +1,167 @@
+"""Shim start latency and memory: measured with real runc, printed (run with -s), bounded.
+
+Numbers this reports (see the shim report): warm launch latency, a full
+launch/create/start/wait/delete/shutdown cycle of ``true``, a fresh interpreter importing
+the shim (what a launcher-less design would pay per container), and PSS per running shim
+from /proc/PID/smaps_rollup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pycontainerd.runtime.shim_client import ShimClient, ShimLauncher
+
+from .shim_support import cleanup_container, make_bundle, pid_alive, poll_until
+from .test_shim_lifecycle import busybox  # noqa: F401  (session fixture)
+
+pytestmark = pytest.mark.root
+
+
+def pss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_shim_latency_and_memory(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> None:  # noqa: F811
+    rootfs, spec = busybox
+    state = tmp_path / "state"
+    state.mkdir()
+    runtime_root = str(tmp_path / "runc")
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    started: list[tuple[str, int, Path]] = []
+    report: dict[str, float] = {}
+    launcher = ShimLauncher()
+
+    async def body() -> None:
+        t = time.perf_counter()
+        await launcher.start()
+        b = make_bundle(bundles, spec, rootfs, "first", ["true"])
+        c = await ShimClient.launch(
+            namespace="perf",
+            container_id="first",
+            bundle=b.path,
+            state_dir=state,
+            runtime_root=runtime_root,
+            launcher=launcher,
+        )
+        started.append(("first", c.pid, b.path))
+        report["first launch incl. launcher start+warm-up ms"] = (time.perf_counter() - t) * 1e3
+        await c.shutdown()
+        await c.close()
+
+        # full cycles of `true` (what `ctr run --rm busybox true` needs from the shim)
+        cycles, launches = [], []
+        for i in range(10):
+            b = make_bundle(bundles, spec, rootfs, f"t{i}", ["true"])
+            t0 = time.perf_counter()
+            c = await ShimClient.launch(
+                namespace="perf",
+                container_id=f"t{i}",
+                bundle=b.path,
+                state_dir=state,
+                runtime_root=runtime_root,
+                launcher=launcher,
+            )
+            t1 = time.perf_counter()
+            started.append((f"t{i}", c.pid, b.path))
+            await c.create(rootfs=b.rootfs_mounts, stdin="", stdout="", stderr="", terminal=False)
+            w = asyncio.create_task(c.wait())
+            await c.start()
+            assert (await w).exit_status == 0
+            await c.delete()
+            await c.shutdown()
+            t2 = time.perf_counter()
+            await c.close()
+            launches.append((t1 - t0) * 1e3)
+            cycles.append((t2 - t0) * 1e3)
+        launches.sort()
+        cycles.sort()
+        report["warm launch ms (median)"] = launches[len(launches) // 2]
+        report["launch+create+start+wait+delete ms (median)"] = cycles[len(cycles) // 2]
+
+        # memory of idle shims with running containers
+        n = 5
+        clients = []
+        for i in range(n):
+            b = make_bundle(bundles, spec, rootfs, f"m{i}", ["sleep", "1000"])
+            c = await ShimClient.launch(
+                namespace="perf",
+                container_id=f"m{i}",
+                bundle=b.path,
+                state_dir=state,
+                runtime_root=runtime_root,
+                launcher=launcher,
+            )
+            started.append((f"m{i}", c.pid, b.path))
+            await c.create(rootfs=b.rootfs_mounts, stdin="", stdout="", stderr="", terminal=False)
+            await c.start()
+            await c.state()
+            clients.append(c)
+        pss = [pss_kib(c.pid) for c in clients]
+        report[f"PSS per shim KiB (mean of {n}, launcher alive)"] = sum(pss) / n
+        report["launcher PSS KiB"] = pss_kib(launcher.pid)
+        for c in clients:
+            await c.kill("", 9)
+            await c.wait()
+            await c.delete()
+            await c.shutdown()
+            await c.close()
+        for c in clients:
+            await poll_until(lambda c=c: not pid_alive(c.pid), what="shim exit")
+        assert report[f"PSS per shim KiB (mean of {n}, launcher alive)"] < 6144  # regression guard
+
+    async def main() -> None:
+        try:
+            await asyncio.wait_for(body(), 120)
+        finally:
+            await launcher.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        for cid, pid, path in started:
+            cleanup_container(runtime_root, cid, pid, path)
+
+    # what each shim would pay without the launcher: a fresh interpreter importing the shim
+    fresh = []
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-s", "-c", "import pycontainerd.shim.main"],
+            check=True,
+            env=dict(os.environ),
+        )
+        fresh.append((time.perf_counter() - t) * 1e3)
+    report["fresh interpreter + shim imports ms (min)"] = min(fresh)
+
+    # runc alone, for scale
+    b = make_bundle(bundles, spec, rootfs, "runconly", ["true"])
+    runonly_spec = json.loads((b.path / "config.json").read_text())
+    runonly_spec["root"] = {"path": str(rootfs), "readonly": True}
+    (b.path / "config.json").write_text(json.dumps(runonly_spec))
+    rr = []
+    for i in range(5):
+        t = time.perf_counter()
+        subprocess.run(
+            ["runc", "--root", runtime_root, "run", "--bundle", str(b.path), f"rr{i}"],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
+        rr.append((time.perf_counter() - t) * 1e3)
+    report["runc run true ms (min)"] = min(rr)
+    for k, v in report.items():
+        print(f"{k}: {v:.1f}")
