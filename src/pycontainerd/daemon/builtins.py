@@ -16,6 +16,8 @@ def registrations() -> list[Registration]:
     from ..content import local as content_local
     from ..diff import walking
     from ..metadata import gc
+    from ..runtime import task_manager
+    from ..services import containers, tasks
     from ..services import content, diff, events, health, images, introspection, leases, namespaces, snapshots, version
     from ..snapshots import native, overlay
 
@@ -32,6 +34,9 @@ def registrations() -> list[Registration]:
     regs += images.REGISTRATIONS
     regs += leases.REGISTRATIONS
     regs += gc.registrations()
+    regs += containers.REGISTRATIONS
+    regs += task_manager.REGISTRATIONS
+    regs += tasks.REGISTRATIONS
     regs += namespaces.REGISTRATIONS
     regs += version.REGISTRATIONS
     regs += health.REGISTRATIONS

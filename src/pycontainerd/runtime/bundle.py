@@ -1,0 +1,227 @@
+"""OCI bundles: ``<state>/io.containerd.runtime.v2.task/<namespace>/<id>/``.
+
+A bundle holds ``config.json`` (the container's spec, as runc reads it), ``rootfs/`` (the
+mount point the shim mounts the rootfs on) and ``daemon-task.json``: what the daemon needs
+to clean the task up if its shim is gone after a restart (the runtime binary and root, the
+runtime name, the init pid once known).  Files are written atomically (temp, fsync, rename,
+fsync dir) so a ``kill -9`` of the daemon never leaves half a bundle file behind.
+
+The spec is checked and adjusted here, before runc sees it:
+
+- it must be a JSON object (InvalidArgument otherwise);
+- ``process.oomScoreAdj`` below the daemon's own score is raised to it (restrict_oom_score_adj:
+  an unprivileged, or already-adjusted, daemon cannot lower a child's score and runc fails);
+- with no rootfs mounts, ``root.path`` must name an existing directory, otherwise the
+  container would start on an empty directory (FailedPrecondition naming the path).
+
+Everything here blocks (file I/O, unmount): call it through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import errdefs, identifiers
+from .. import mount as mountpkg
+
+CONFIG = "config.json"
+META = "daemon-task.json"
+ROOTFS = "rootfs"
+
+
+@dataclass
+class BundleMeta:
+    namespace: str
+    id: str
+    runtime_name: str
+    binary_name: str = "runc"
+    runtime_root: str = ""
+    systemd_cgroup: bool = False
+    cgroups_path: str = ""
+    pid: int = 0
+    shim_pid: int = 0
+    shim_address: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BundleMeta:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def bundle_path(root: Path, namespace: str, container_id: str) -> Path:
+    return root / namespace / container_id
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def parse_spec(value: bytes, what: str = "container spec") -> dict[str, Any]:
+    try:
+        spec = json.loads(value.decode("utf-8") if value else "")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise errdefs.InvalidArgument(f"invalid {what}: not valid JSON: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise errdefs.InvalidArgument(f"invalid {what}: expected a JSON object, got {type(spec).__name__}")
+    return spec
+
+
+def own_oom_score_adj(proc: Path = Path("/proc/self/oom_score_adj")) -> int:
+    try:
+        return int(proc.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def adjust_spec(spec: dict[str, Any], *, min_oom_score_adj: int | None) -> dict[str, Any]:
+    """A copy of ``spec`` with the daemon's policy applied (pure)."""
+    out: dict[str, Any] = json.loads(json.dumps(spec))
+    process = out.get("process")
+    if min_oom_score_adj is not None and isinstance(process, dict):
+        adj = process.get("oomScoreAdj")
+        if isinstance(adj, int) and adj < min_oom_score_adj:
+            process["oomScoreAdj"] = min_oom_score_adj
+    return out
+
+
+def cgroups_path_of(spec: dict[str, Any]) -> str:
+    linux = spec.get("linux")
+    if isinstance(linux, dict):
+        value = linux.get("cgroupsPath", "")
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+def check_root(spec: dict[str, Any], bundle: Path, have_rootfs_mounts: bool) -> None:
+    root = spec.get("root")
+    path = root.get("path", "") if isinstance(root, dict) else ""
+    if not isinstance(path, str):
+        raise errdefs.InvalidArgument("invalid container spec: root.path must be a string")
+    if have_rootfs_mounts:
+        return
+    if not path:
+        raise errdefs.InvalidArgument(
+            "container has no rootfs: the task request carries no rootfs mounts (is the snapshot missing?) "
+            "and the spec's root.path is empty"
+        )
+    target = Path(path) if os.path.isabs(path) else bundle / path
+    if not os.path.isabs(path) or not target.is_dir() or not any(target.iterdir()):
+        raise errdefs.FailedPrecondition(
+            f"container has no rootfs: the task request carries no rootfs mounts (is the snapshot missing?) "
+            f"and the spec's root.path {path!r} is not a populated directory"
+        )
+
+
+def check_rootfs_mounts(rootfs: list[dict[str, Any]]) -> None:
+    """Fail early, with the path, when a rootfs mount refers to a directory that is gone."""
+    for m in rootfs:
+        dirs: list[str] = []
+        if m.get("type") == "overlay":
+            for opt in m.get("options", []):
+                key, _, value = str(opt).partition("=")
+                if key == "lowerdir":
+                    dirs += value.split(":")
+                elif key in ("upperdir", "workdir"):
+                    dirs.append(value)
+        elif m.get("type") == "bind" or "bind" in m.get("options", []) or "rbind" in m.get("options", []):
+            dirs.append(str(m.get("source", "")))
+        for d in dirs:
+            if d and not os.path.exists(d):
+                raise errdefs.NotFound(
+                    f"rootfs mount {m.get('type')} refers to {d}, which does not exist (was the snapshot removed?)"
+                )
+
+
+def create(
+    root: Path,
+    namespace: str,
+    container_id: str,
+    spec: dict[str, Any],
+    meta: BundleMeta,
+    *,
+    have_rootfs_mounts: bool,
+) -> Path:
+    """Write a new bundle; AlreadyExists if one is there.  Undone on failure."""
+    identifiers.validate(namespace)
+    identifiers.validate(container_id)
+    ns_dir = root / namespace
+    ns_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+    path = ns_dir / container_id
+    try:
+        path.mkdir(mode=0o711)
+    except FileExistsError as exc:
+        raise errdefs.AlreadyExists(f"bundle {path} already exists") from exc
+    try:
+        (path / ROOTFS).mkdir(mode=0o711)
+        check_root(spec, path, have_rootfs_mounts)
+        atomic_write(path / CONFIG, json.dumps(spec).encode())
+        write_meta(path, meta)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return path
+
+
+def write_meta(path: Path, meta: BundleMeta) -> None:
+    atomic_write(path / META, json.dumps(asdict(meta)).encode())
+
+
+def read_meta(path: Path) -> BundleMeta | None:
+    try:
+        return BundleMeta.from_json(json.loads((path / META).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    try:
+        return parse_spec((path / CONFIG).read_bytes(), f"bundle spec {path / CONFIG}")
+    except FileNotFoundError:
+        return {}
+
+
+def remove(path: Path) -> None:
+    """Unmount whatever is left on ``rootfs`` and delete the bundle (missing is fine)."""
+    if not path.exists():
+        return
+    rootfs = path / ROOTFS
+    if rootfs.exists():
+        mountpkg.unmount_all(rootfs)
+    shutil.rmtree(path)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # the namespace dir, once empty
+
+
+def scan(root: Path) -> Iterator[tuple[str, str, Path]]:
+    """Every ``(namespace, id, path)`` bundle under ``root``."""
+    if not root.is_dir():
+        return
+    for ns_dir in sorted(root.iterdir()):
+        if not ns_dir.is_dir() or ns_dir.name.startswith("."):
+            continue
+        for b in sorted(ns_dir.iterdir()):
+            if b.is_dir() and not b.name.startswith("."):
+                yield ns_dir.name, b.name, b

@@ -1,0 +1,1009 @@
+"""The task manager: containers' running processes, one shim per task (runtime v2).
+
+Theory of operation
+-------------------
+A *task* is a container's init process plus the processes exec-ed into it.  For every task
+the manager owns a bundle (``<state>/<namespace>/<id>/``, see ``bundle.py``) and a shim
+process (``pycontainerd-shim-runc-v2``) that outlives the daemon and drives runc.  The
+manager talks to the shim through ``ShimClient``; it never runs runc itself except to clean
+up after a shim that is gone.
+
+Lifecycle of one task::
+
+    create ─► CREATED ─start─► RUNNING ─(exit)─► STOPPED ─delete─► (gone)
+                  │               ├─pause─► PAUSED ─resume─┘
+                  └───────────────┴──────── delete refused unless CREATED/STOPPED
+
+- ``create``: read the container record, check the runtime name, write the bundle
+  (spec adjusted, see ``bundle.py``), launch the shim, ask it to create the container with
+  the rootfs mounts and stdio paths, publish ``/tasks/create``.  Every step is undone when a
+  later one fails.
+- ``wait`` may be called before ``start`` and answers at once for an exited process.
+- Shim events (``/tasks/exit``, ``/tasks/oom``, exec added/started, paused/resumed) are
+  forwarded to the daemon's exchange under the task's namespace; the manager publishes
+  ``/tasks/create``, ``/tasks/start`` and ``/tasks/delete`` itself.
+- A shim that disappears (killed, or gone while the daemon was down) leaves a *tombstone*:
+  the bundle is cleaned up (``runc delete --force``, unmount, remove) and the task stays
+  listed as STOPPED with its last known exit (255 when unknown) until ``delete``, so
+  ``wait``/``delete`` still answer as they would have.
+- On start-up ``restore`` scans the bundles, reconnects to live shims and tombstones the
+  rest.  Shutting the daemon down only disconnects: shims and containers live on.
+
+The shim is reached through the ``Shim``/``ShimLauncher`` protocols below (the real ones
+are ``runtime.shim_client.ShimClient``), so this module carries no I/O details of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .. import errdefs, filters, identifiers
+from ..events import Exchange
+from ..metadata.containers import ContainerStore
+from . import bundle as bundlemod
+from . import cgroups, signals
+
+log = logging.getLogger("pycontainerd.runtime")
+
+RUNC_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"})
+SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+UNKNOWN_EXIT = 255
+_RUNTIME_NAME = re.compile(r"^io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)$")
+# topics the manager publishes itself; copies from the shim are dropped
+_OWN_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
+
+
+# -- what the manager needs from a shim (runtime/shim_client.py implements it) -----------------
+class ExitLike(Protocol):
+    @property
+    def pid(self) -> int: ...
+    @property
+    def exit_status(self) -> int: ...
+    @property
+    def exited_at_ns(self) -> int: ...
+
+
+class StateLike(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def stdin(self) -> str: ...
+    @property
+    def stdout(self) -> str: ...
+    @property
+    def stderr(self) -> str: ...
+    @property
+    def terminal(self) -> bool: ...
+    @property
+    def exit_status(self) -> int: ...
+    @property
+    def exited_at_ns(self) -> int: ...
+
+
+class PidLike(Protocol):
+    @property
+    def pid(self) -> int: ...
+    @property
+    def exec_id(self) -> str: ...
+
+
+class Shim(Protocol):
+    address: str
+    pid: int
+
+    async def create(
+        self,
+        *,
+        rootfs: list[dict[str, Any]],
+        stdin: str,
+        stdout: str,
+        stderr: str,
+        terminal: bool,
+        options: dict[str, Any] | None = None,
+    ) -> int: ...
+    async def start(self, exec_id: str = "") -> int: ...
+    async def delete(self, exec_id: str = "") -> ExitLike: ...
+    async def exec(
+        self, exec_id: str, spec: dict[str, Any], *, stdin: str, stdout: str, stderr: str, terminal: bool
+    ) -> None: ...
+    async def kill(self, exec_id: str, signal: int, all: bool = False) -> None: ...
+    async def state(self, exec_id: str = "") -> StateLike: ...
+    async def pids(self) -> Sequence[PidLike]: ...
+    async def pause(self) -> None: ...
+    async def resume(self) -> None: ...
+    async def resize_pty(self, exec_id: str, width: int, height: int) -> None: ...
+    async def close_io(self, exec_id: str, stdin: bool = True) -> None: ...
+    async def update(self, resources: dict[str, Any]) -> None: ...
+    async def wait(self, exec_id: str = "") -> ExitLike: ...
+    async def shutdown(self) -> None: ...
+    def events(self) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
+    async def close(self) -> None: ...
+
+
+class ShimLauncher(Protocol):
+    async def launch(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        state_dir: Path,
+        runtime_binary: str = "runc",
+        runtime_root: str | None = None,
+        systemd_cgroup: bool = False,
+        debug: bool = False,
+    ) -> Shim: ...
+
+    async def connect(self, bundle: Path) -> Shim: ...
+
+    async def cleanup(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        runtime_binary: str = "runc",
+        runtime_root: str | None = None,
+    ) -> ExitLike:
+        """After the shim died: runc delete --force, unmount the rootfs, the recorded exit."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# -- the manager's own value types ---------------------------------------------------------------
+@dataclass(frozen=True)
+class RuncOptions:
+    """The runc runtime options that matter here (from ``containerd.runc.v1.Options``)."""
+
+    binary_name: str = ""
+    root: str = ""
+    systemd_cgroup: bool = False
+
+
+@dataclass(frozen=True)
+class RootfsMount:
+    type: str
+    source: str
+    target: str = ""
+    options: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "source": self.source,
+            "target": self.target,
+            "options": list(self.options),
+        }
+
+
+@dataclass(frozen=True)
+class TaskIO:
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    terminal: bool = False
+
+
+@dataclass(frozen=True)
+class Exit:
+    pid: int
+    exit_status: int
+    exited_at_ns: int
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    container_id: str
+    id: str
+    pid: int
+    status: str  # created | running | stopped | paused | pausing | unknown
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    terminal: bool = False
+    exit_status: int = 0
+    exited_at_ns: int = 0
+
+
+@dataclass(frozen=True)
+class ProcessPid:
+    pid: int
+    exec_id: str = ""
+
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    id: str
+    collected_at_ns: int
+    cgroup_version: str  # "v1" | "v2"
+    data: dict[str, Any]
+
+
+@dataclass
+class RuntimeDefaults:
+    """The daemon's defaults for runc (from its config): binary, root, cgroup driver."""
+
+    binary_name: str = "runc"
+    root: str = ""
+    systemd_cgroup: bool = False
+    restrict_oom_score_adj: bool = True
+    shim_debug: bool = False
+
+
+@dataclass
+class _Task:
+    namespace: str
+    id: str
+    bundle: Path
+    meta: bundlemod.BundleMeta
+    shim: Shim | None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pump: asyncio.Task[None] | None = None
+    last_exit: Exit | None = None  # the init's exit, from the shim's /tasks/exit
+    tombstone: Exit | None = None  # set when the shim is gone
+    dead: asyncio.Event = field(default_factory=asyncio.Event)
+    deleting: bool = False
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+def rfc3339(ns: int) -> str:
+    secs, nanos = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+
+
+def check_runtime(name: str) -> None:
+    """Only runc-based runtimes run here; any other name is refused as containerd would."""
+    if name in RUNC_RUNTIMES:
+        return
+    if not name:
+        raise errdefs.InvalidArgument("no runtime name: the container's runtime name is empty")
+    m = _RUNTIME_NAME.match(name)
+    if m is not None:
+        binary = f"containerd-shim-{m.group(1)}-{m.group(2)}"
+        raise errdefs.NotFound(
+            f"failed to start shim: failed to resolve runtime path: runtime {name!r} binary not installed "
+            f"{binary!r}: not found (this daemon runs {', '.join(sorted(RUNC_RUNTIMES))})"
+        )
+    if os.path.isabs(name):
+        raise errdefs.NotFound(
+            f"failed to start shim: runtime {name!r}: custom shim binaries are not supported: not found"
+        )
+    raise errdefs.InvalidArgument(
+        f"invalid runtime name {name}, correct runtime name should be either format like "
+        "`io.containerd.runc.v1` or a full path to the binary"
+    )
+
+
+class TaskManager:
+    def __init__(
+        self,
+        *,
+        root: Path,
+        containers: ContainerStore,
+        exchange: Exchange,
+        launcher: ShimLauncher,
+        defaults: RuntimeDefaults | None = None,
+        shim_state: Path | None = None,
+        cgroup_reader: cgroups.CgroupReader | None = None,
+    ) -> None:
+        self.root = root
+        self.shim_state = shim_state or root
+        self.containers = containers
+        self.exchange = exchange
+        self.launcher = launcher
+        self.defaults = defaults or RuntimeDefaults()
+        self._cgroups = cgroup_reader
+        self._tasks: dict[tuple[str, str], _Task] = {}
+        self._pending: set[tuple[str, str]] = set()
+        self._closing = False
+        self._min_oom = bundlemod.own_oom_score_adj() if self.defaults.restrict_oom_score_adj else None
+
+    # -- lookup --------------------------------------------------------------------------------
+    def _get(self, namespace: str, container_id: str) -> _Task:
+        t = self._tasks.get((namespace, container_id))
+        if t is None:
+            raise errdefs.NotFound(f"task {container_id} not found")
+        return t
+
+    def _shim(self, t: _Task) -> Shim:
+        if t.shim is None:
+            assert t.tombstone is not None
+            raise errdefs.NotFound(f"task {t.id}: process already finished: not found")
+        return t.shim
+
+    def _publish(self, t: _Task, topic: str, payload: dict[str, Any]) -> None:
+        self.exchange.publish(t.namespace, topic, payload)
+
+    def has_task(self, namespace: str, container_id: str) -> bool:
+        return (namespace, container_id) in self._tasks
+
+    # -- create / start -------------------------------------------------------------------------
+    async def create(
+        self,
+        namespace: str,
+        container_id: str,
+        *,
+        rootfs: Sequence[RootfsMount] = (),
+        io: TaskIO = TaskIO(),
+        options: RuncOptions | None = None,
+        runtime_path: str = "",
+    ) -> int:
+        identifiers.validate(namespace)
+        container = await self.containers.get(namespace, container_id)
+        runtime_name = runtime_path or container.runtime_name
+        check_runtime(runtime_name)
+        if container.spec is None:
+            raise errdefs.InvalidArgument(f"container {container_id}: spec must be set")
+        if container.spec.type_url.rsplit("/", 1)[-1] != "Spec" or "runtime-spec" not in container.spec.type_url:
+            raise errdefs.InvalidArgument(
+                f"container {container_id}: spec has type {container.spec.type_url!r}, want {SPEC_TYPE_URL!r}"
+            )
+        spec = bundlemod.parse_spec(container.spec.value, f"container {container_id} spec")
+        spec = bundlemod.adjust_spec(spec, min_oom_score_adj=self._min_oom)
+        opts = options or RuncOptions()
+        binary = opts.binary_name or self.defaults.binary_name or "runc"
+        systemd = opts.systemd_cgroup or self.defaults.systemd_cgroup
+        # runc's state root for this namespace, as containerd lays it out (<root>/<namespace>)
+        runtime_root = os.path.join(opts.root or self.defaults.root or str(self.shim_state / "runc"), namespace)
+        mounts = [m.as_dict() for m in rootfs]
+
+        key = (namespace, container_id)
+        if key in self._tasks or key in self._pending:
+            raise errdefs.AlreadyExists(f"task {container_id}: already exists")
+        self._pending.add(key)
+        try:
+            await asyncio.to_thread(bundlemod.check_rootfs_mounts, mounts)
+            meta = bundlemod.BundleMeta(
+                namespace=namespace,
+                id=container_id,
+                runtime_name=runtime_name,
+                binary_name=binary,
+                runtime_root=runtime_root,
+                systemd_cgroup=systemd,
+                cgroups_path=bundlemod.cgroups_path_of(spec),
+            )
+            path = await asyncio.to_thread(
+                bundlemod.create,
+                self.root,
+                namespace,
+                container_id,
+                spec,
+                meta,
+                have_rootfs_mounts=bool(mounts),
+            )
+            shim: Shim | None = None
+            try:
+                shim = await self.launcher.launch(
+                    namespace=namespace,
+                    container_id=container_id,
+                    bundle=path,
+                    state_dir=self.shim_state,
+                    runtime_binary=binary,
+                    runtime_root=runtime_root,
+                    systemd_cgroup=systemd,
+                    debug=self.defaults.shim_debug,
+                )
+                pid = await shim.create(
+                    rootfs=mounts,
+                    stdin=io.stdin,
+                    stdout=io.stdout,
+                    stderr=io.stderr,
+                    terminal=io.terminal,
+                    options={"binary_name": binary, "systemd_cgroup": systemd},
+                )
+                meta.pid = pid
+                meta.shim_pid = shim.pid
+                meta.shim_address = shim.address
+                await asyncio.to_thread(bundlemod.write_meta, path, meta)
+            except BaseException:
+                await self._discard_shim(shim)
+                await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
+                raise
+            t = _Task(namespace, container_id, path, meta, shim)
+            self._tasks[key] = t
+            t.pump = asyncio.create_task(self._pump(t), name=f"shim-events-{namespace}/{container_id}")
+        finally:
+            self._pending.discard(key)
+        self._publish(
+            t,
+            "/tasks/create",
+            {
+                "container_id": container_id,
+                "bundle": str(path),
+                "rootfs": [
+                    {"type": m["type"], "source": m["source"], "target": m["target"], "options": m["options"]}
+                    for m in mounts
+                ],
+                "io": {"stdin": io.stdin, "stdout": io.stdout, "stderr": io.stderr, "terminal": io.terminal},
+                "pid": pid,
+            },
+        )
+        return pid
+
+    async def _discard_shim(self, shim: Shim | None) -> None:
+        if shim is None:
+            return
+        with contextlib.suppress(Exception):
+            await shim.delete("")
+        with contextlib.suppress(Exception):
+            await shim.shutdown()
+        with contextlib.suppress(Exception):
+            await shim.close()
+
+    async def start_process(self, namespace: str, container_id: str, exec_id: str = "") -> int:
+        t = self._get(namespace, container_id)
+        pid = await self._shim(t).start(exec_id)
+        if not exec_id:
+            self._publish(t, "/tasks/start", {"container_id": container_id, "pid": pid})
+        return pid
+
+    # -- state ----------------------------------------------------------------------------------
+    def _tombstone_status(self, t: _Task) -> ProcessStatus:
+        assert t.tombstone is not None
+        return ProcessStatus(
+            container_id=t.id,
+            id=t.id,
+            pid=t.tombstone.pid,
+            status="stopped",
+            exit_status=t.tombstone.exit_status,
+            exited_at_ns=t.tombstone.exited_at_ns,
+        )
+
+    async def get(self, namespace: str, container_id: str, exec_id: str = "") -> ProcessStatus:
+        t = self._get(namespace, container_id)
+        if t.shim is None:
+            if exec_id:
+                raise errdefs.NotFound(f"process {exec_id} of task {container_id}: not found")
+            return self._tombstone_status(t)
+        try:
+            st = await t.shim.state(exec_id)
+        except errdefs.NotFound:
+            raise
+        except Exception:
+            if t.tombstone is not None and not exec_id:
+                return self._tombstone_status(t)
+            raise
+        return ProcessStatus(
+            container_id=container_id,
+            id=exec_id or container_id,
+            pid=st.pid,
+            status=st.status,
+            stdin=st.stdin,
+            stdout=st.stdout,
+            stderr=st.stderr,
+            terminal=st.terminal,
+            exit_status=st.exit_status,
+            exited_at_ns=st.exited_at_ns,
+        )
+
+    async def list_tasks(self, namespace: str) -> list[ProcessStatus]:
+        ids = [cid for (ns, cid) in self._tasks if ns == namespace]
+
+        async def one(cid: str) -> ProcessStatus | None:
+            try:
+                return await self.get(namespace, cid)
+            except errdefs.NotFound:
+                return None
+            except Exception as exc:
+                log.warning("state of task %s/%s: %s", namespace, cid, exc)
+                return (
+                    ProcessStatus(
+                        container_id=cid, id=cid, pid=self._tasks[(namespace, cid)].meta.pid, status="unknown"
+                    )
+                    if (namespace, cid) in self._tasks
+                    else None
+                )
+
+        results = await asyncio.gather(*(one(c) for c in sorted(ids)))
+        return [r for r in results if r is not None]
+
+    async def wait(self, namespace: str, container_id: str, exec_id: str = "") -> Exit:
+        t = self._get(namespace, container_id)
+        if t.shim is None:
+            if exec_id:
+                raise errdefs.NotFound(f"process {exec_id} of task {container_id}: not found")
+            assert t.tombstone is not None
+            return t.tombstone
+        try:
+            e = await t.shim.wait(exec_id)
+            return Exit(e.pid, e.exit_status, e.exited_at_ns)
+        except errdefs.NotFound:
+            raise
+        except Exception:
+            # the shim went away while we waited: the pump turns that into a tombstone
+            if not exec_id and not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(t.dead.wait(), 10)
+                if t.tombstone is not None:
+                    return t.tombstone
+            raise
+
+    # -- delete -----------------------------------------------------------------------------------
+    async def delete(self, namespace: str, container_id: str) -> Exit:
+        t = self._get(namespace, container_id)
+        async with t.lock:
+            if self._tasks.get((namespace, container_id)) is not t:
+                raise errdefs.NotFound(f"task {container_id} not found")
+            if t.shim is None:
+                assert t.tombstone is not None
+                exit_ = t.tombstone
+            else:
+                st = await t.shim.state("")
+                if st.status not in ("stopped", "created"):
+                    raise errdefs.FailedPrecondition(f"task must be stopped before deletion: {st.status}")
+                e = await t.shim.delete("")
+                exit_ = Exit(e.pid, e.exit_status, e.exited_at_ns)
+                t.deleting = True
+                with contextlib.suppress(Exception):
+                    await t.shim.shutdown()
+                await self._stop_pump(t)
+                with contextlib.suppress(Exception):
+                    await t.shim.close()
+                await asyncio.to_thread(self._cleanup_bundle_sync, t.bundle, t.meta)
+            del self._tasks[(namespace, container_id)]
+        self._publish(
+            t,
+            "/tasks/delete",
+            {
+                "container_id": container_id,
+                "pid": exit_.pid,
+                "exit_status": exit_.exit_status,
+                "exited_at": rfc3339(exit_.exited_at_ns),
+                "id": container_id,
+            },
+        )
+        return exit_
+
+    async def delete_process(self, namespace: str, container_id: str, exec_id: str) -> Exit:
+        if not exec_id:
+            raise errdefs.InvalidArgument("exec id must be set to delete a process (use Delete for the task)")
+        t = self._get(namespace, container_id)
+        e = await self._shim(t).delete(exec_id)
+        return Exit(e.pid, e.exit_status, e.exited_at_ns)
+
+    # -- process control ---------------------------------------------------------------------------
+    async def kill(
+        self, namespace: str, container_id: str, signal: int, *, exec_id: str = "", all: bool = False
+    ) -> None:
+        signals.validate(signal)
+        t = self._get(namespace, container_id)
+        await self._shim(t).kill(exec_id, signal, all)
+
+    async def exec(
+        self, namespace: str, container_id: str, exec_id: str, spec: dict[str, Any], io: TaskIO = TaskIO()
+    ) -> None:
+        if not exec_id:
+            raise errdefs.InvalidArgument("exec id cannot be empty")
+        identifiers.validate(exec_id)
+        if not isinstance(spec, dict) or not spec.get("args"):
+            raise errdefs.InvalidArgument(f"exec {exec_id}: the process spec must have args")
+        t = self._get(namespace, container_id)
+        shim = self._shim(t)
+        try:
+            await shim.state(exec_id)
+        except errdefs.NotFound:
+            pass
+        else:
+            raise errdefs.AlreadyExists(f"id {exec_id}: already exists")
+        await shim.exec(exec_id, spec, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr, terminal=io.terminal)
+
+    async def resize_pty(self, namespace: str, container_id: str, exec_id: str, width: int, height: int) -> None:
+        t = self._get(namespace, container_id)
+        await self._shim(t).resize_pty(exec_id, width, height)
+
+    async def close_io(self, namespace: str, container_id: str, exec_id: str = "", stdin: bool = True) -> None:
+        t = self._get(namespace, container_id)
+        if stdin:
+            await self._shim(t).close_io(exec_id, stdin=True)
+
+    async def pause(self, namespace: str, container_id: str) -> None:
+        t = self._get(namespace, container_id)
+        await self._shim(t).pause()
+
+    async def resume(self, namespace: str, container_id: str) -> None:
+        t = self._get(namespace, container_id)
+        await self._shim(t).resume()
+
+    async def pids(self, namespace: str, container_id: str) -> list[ProcessPid]:
+        t = self._get(namespace, container_id)
+        return [ProcessPid(p.pid, p.exec_id) for p in await self._shim(t).pids()]
+
+    async def update(
+        self,
+        namespace: str,
+        container_id: str,
+        resources: dict[str, Any] | None,
+        annotations: dict[str, str] | None = None,
+    ) -> None:
+        t = self._get(namespace, container_id)
+        shim = self._shim(t)
+        if resources is not None:
+            await shim.update(resources)
+        elif annotations:
+            log.info("task %s/%s: annotations update has no effect on runc tasks", namespace, container_id)
+
+    async def checkpoint(self, namespace: str, container_id: str) -> None:
+        self._get(namespace, container_id)
+        criu = shutil.which("criu")
+        raise errdefs.NotImplemented_(
+            f"checkpoint of task {container_id} is not supported: "
+            + ("criu is not installed" if criu is None else "checkpoint/restore is not implemented by this daemon")
+        )
+
+    # -- metrics -----------------------------------------------------------------------------------
+    async def metrics(self, namespace: str, filter_exprs: Sequence[str] = ()) -> list[TaskMetrics]:
+        flt = filters.parse_all(list(filter_exprs))
+        out: list[TaskMetrics] = []
+        for (ns, cid), t in sorted(self._tasks.items()):
+            if ns != namespace or t.shim is None:
+                continue
+
+            def adaptor(path: tuple[str, ...], t: _Task = t) -> str | None:
+                if not path:
+                    return None
+                if path[0] == "id":
+                    return t.id
+                if path[0] == "namespace":
+                    return t.namespace
+                if path[0] == "runtime":
+                    return t.meta.runtime_name
+                return None
+
+            if not flt.match(adaptor):
+                continue
+            try:
+                st = await t.shim.state("")
+            except Exception:
+                continue
+            if st.status in ("stopped", "unknown"):
+                continue
+            try:
+                mode, data = await asyncio.to_thread(self._read_metrics, st.pid or t.meta.pid, t.meta)
+            except errdefs.NotFound:
+                continue
+            out.append(TaskMetrics(cid, _now(), mode, data))
+        return out
+
+    def _read_metrics(self, pid: int, meta: bundlemod.BundleMeta) -> tuple[str, dict[str, Any]]:
+        if self._cgroups is None:
+            self._cgroups = cgroups.CgroupReader()
+        return cgroups.read_task_metrics(
+            self._cgroups, pid=pid, cgroups_path=meta.cgroups_path, systemd=meta.systemd_cgroup
+        )
+
+    # -- shim events ---------------------------------------------------------------------------------
+    async def _pump(self, t: _Task) -> None:
+        assert t.shim is not None
+        try:
+            async for topic, payload in t.shim.events():
+                self._on_event(t, topic, payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not t.deleting and not self._closing:
+                log.warning("event stream of shim for %s/%s failed: %s", t.namespace, t.id, exc)
+        if not t.deleting and not self._closing:
+            await self._shim_gone(t)
+
+    def _on_event(self, t: _Task, topic: str, payload: dict[str, Any]) -> None:
+        if topic in _OWN_TOPICS:
+            return
+        if topic == "/tasks/exit" and payload.get("id", t.id) in ("", t.id):
+            t.last_exit = Exit(
+                int(payload.get("pid", 0) or 0),
+                int(payload.get("exit_status", 0) or 0),
+                _ns_of(payload.get("exited_at")) or _now(),
+            )
+        self.exchange.publish(t.namespace, topic, payload)
+
+    async def _stop_pump(self, t: _Task) -> None:
+        pump, t.pump = t.pump, None
+        if pump is None or pump is asyncio.current_task():
+            return
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pump
+
+    async def _shim_gone(self, t: _Task) -> None:
+        """The shim of a live task disappeared: clean up and leave a tombstone."""
+        async with t.lock:
+            if t.shim is None or self._tasks.get((t.namespace, t.id)) is not t or t.deleting:
+                return
+            log.warning("shim of task %s/%s is gone; cleaning up", t.namespace, t.id)
+            shim, t.shim = t.shim, None
+            with contextlib.suppress(Exception):
+                await shim.close()
+            await self._tombstone(t)
+
+    async def _tombstone(self, t: _Task) -> None:
+        recorded = await self._cleanup_dead(t.bundle, t.meta)
+        exit_ = t.last_exit or recorded
+        t.tombstone = exit_
+        t.dead.set()
+        if t.last_exit is None:
+            self._publish(
+                t,
+                "/tasks/exit",
+                {
+                    "container_id": t.id,
+                    "id": t.id,
+                    "pid": exit_.pid,
+                    "exit_status": exit_.exit_status,
+                    "exited_at": rfc3339(exit_.exited_at_ns),
+                },
+            )
+
+    async def _cleanup_dead(self, path: Path, meta: bundlemod.BundleMeta) -> Exit:
+        """A task whose shim is gone: runc delete --force, unmount, remove the bundle.
+
+        Returns the exit the shim recorded in the bundle, else 255 (unknown) now."""
+        exit_ = Exit(meta.pid, UNKNOWN_EXIT, _now())
+        try:
+            e = await self.launcher.cleanup(
+                namespace=meta.namespace,
+                container_id=meta.id,
+                bundle=path,
+                runtime_binary=meta.binary_name or "runc",
+                runtime_root=meta.runtime_root or None,
+            )
+            exit_ = Exit(e.pid or meta.pid, e.exit_status, e.exited_at_ns or _now())
+        except Exception as exc:
+            log.warning("cleanup of task %s/%s through the shim binary failed: %s", meta.namespace, meta.id, exc)
+            await self._runc_force_delete(meta)
+        try:
+            await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
+        except Exception as exc:
+            log.warning("removing bundle %s: %s", path, exc)
+        return exit_
+
+    async def _runc_force_delete(self, meta: bundlemod.BundleMeta) -> None:
+        binary = shutil.which(meta.binary_name or "runc")
+        if not binary:
+            return
+        args = [binary]
+        if meta.runtime_root:
+            args += ["--root", meta.runtime_root]
+        args += ["delete", "--force", meta.id]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+            if proc.returncode != 0 and b"not exist" not in err:
+                log.warning("runc delete --force %s: %s", meta.id, err.decode(errors="replace").strip())
+        except (OSError, TimeoutError) as exc:
+            log.warning("runc delete --force %s: %s", meta.id, exc)
+
+    @staticmethod
+    def _cleanup_bundle_sync(path: Path, meta: bundlemod.BundleMeta) -> None:
+        del meta
+        bundlemod.remove(path)
+
+    # -- restart ----------------------------------------------------------------------------------------
+    async def restore(self) -> None:
+        """Reconnect to the shims of tasks that survived a daemon restart."""
+        found = await asyncio.to_thread(lambda: list(bundlemod.scan(self.root)))
+        await asyncio.gather(*(self._restore_one(ns, cid, path) for ns, cid, path in found))
+
+    async def _restore_one(self, namespace: str, container_id: str, path: Path) -> None:
+        meta = await asyncio.to_thread(bundlemod.read_meta, path)
+        if meta is None:
+            spec = await asyncio.to_thread(bundlemod.read_spec, path)
+            meta = bundlemod.BundleMeta(
+                namespace=namespace,
+                id=container_id,
+                runtime_name="io.containerd.runc.v2",
+                binary_name=self.defaults.binary_name,
+                runtime_root=os.path.join(self.defaults.root or str(self.shim_state / "runc"), namespace),
+                cgroups_path=bundlemod.cgroups_path_of(spec),
+            )
+        t = _Task(namespace, container_id, path, meta, None)
+        try:
+            shim = await self.launcher.connect(path)
+        except Exception as exc:
+            log.info("task %s/%s: shim is gone (%s); cleaning up", namespace, container_id, exc)
+            if meta.pid == 0:
+                # never got past create: nothing to report, just clean up
+                await self._cleanup_dead(path, meta)
+                return
+            self._tasks[(namespace, container_id)] = t
+            await self._tombstone(t)
+            return
+        t.shim = shim
+        try:
+            await self.containers.get(namespace, container_id)
+        except errdefs.NotFound:
+            log.warning("task %s/%s has no container record; killing it", namespace, container_id)
+            with contextlib.suppress(Exception):
+                await shim.kill("", 9, True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(shim.wait(""), 10)
+            await self._discard_shim(shim)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
+            return
+        self._tasks[(namespace, container_id)] = t
+        t.pump = asyncio.create_task(self._pump(t), name=f"shim-events-{namespace}/{container_id}")
+        log.info("restored task %s/%s (shim pid %d)", namespace, container_id, shim.pid)
+
+    async def close(self) -> None:
+        """Disconnect from every shim; the shims and their containers keep running."""
+        self._closing = True
+        for t in list(self._tasks.values()):
+            await self._stop_pump(t)
+            if t.shim is not None:
+                with contextlib.suppress(Exception):
+                    await t.shim.close()
+        with contextlib.suppress(Exception):
+            await self.launcher.close()
+
+
+def _ns_of(value: Any) -> int:
+    """exited_at from an event payload: ns int, RFC 3339 string, or {seconds, nanos}."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        return int(value.get("seconds", 0)) * 1_000_000_000 + int(value.get("nanos", 0))
+    if isinstance(value, str):
+        from datetime import datetime
+
+        try:
+            text = value.rstrip("Z")
+            main, _, frac = text.partition(".")
+            dt = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S")
+            secs = int((dt - datetime(1970, 1, 1)).total_seconds())
+            nanos = int((frac + "000000000")[:9]) if frac else 0
+            return secs * 1_000_000_000 + nanos
+        except ValueError:
+            return 0
+    return 0
+
+
+LauncherFactory = Callable[[], ShimLauncher]
+
+
+# -- plugin wiring ---------------------------------------------------------------------------------
+def defaults_from_config(daemon_config: Any, section: dict[str, Any] | None = None) -> RuntimeDefaults:
+    """RuntimeDefaults from the daemon config.
+
+    The default CRI runtime's runc options (``BinaryName``, ``Root``, ``SystemdCgroup``; the
+    config loader folds the legacy ``runtime_engine``/``runtime_root`` into them) are the
+    defaults for every runc task; ``[plugins."io.containerd.runtime.v1.linux"] shim_debug``
+    turns shim debug logs on.  oomScoreAdj is always restricted to the daemon's own score
+    (runc cannot lower it here anyway), whatever CRI's ``restrict_oom_score_adj`` says.
+    """
+    d = RuntimeDefaults()
+    try:
+        opts = daemon_config.cri.default_runtime.options
+    except (AttributeError, KeyError):
+        opts = None
+    if opts is not None:
+        d.binary_name = getattr(opts, "binary_name", "") or d.binary_name
+        d.root = getattr(opts, "root", "") or ""
+        d.systemd_cgroup = bool(getattr(opts, "systemd_cgroup", False))
+    linux = getattr(daemon_config, "linux", None)
+    if linux is not None and getattr(linux, "shim_debug", False):
+        d.shim_debug = True
+    debug = getattr(daemon_config, "debug", None)
+    if debug is not None and getattr(debug, "level", "") == "debug":
+        d.shim_debug = True
+    del section
+    return d
+
+
+class RuntimeAlias:
+    """``io.containerd.runtime.v1.linux``: the same task manager under its legacy plugin name."""
+
+    def __init__(self, manager: TaskManager) -> None:
+        self.manager = manager
+
+
+class ShimClientLauncher:
+    """``ShimLauncher`` over ``shim_client``: one fork-server per task manager (no globals)."""
+
+    def __init__(self) -> None:
+        from . import shim_client
+
+        self._mod = shim_client
+        self._fork = shim_client.ShimLauncher()
+
+    async def launch(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        state_dir: Path,
+        runtime_binary: str = "runc",
+        runtime_root: str | None = None,
+        systemd_cgroup: bool = False,
+        debug: bool = False,
+    ) -> Shim:
+        return await self._mod.ShimClient.launch(
+            namespace=namespace,
+            container_id=container_id,
+            bundle=bundle,
+            state_dir=state_dir,
+            runtime_binary=runtime_binary,
+            runtime_root=runtime_root,
+            systemd_cgroup=systemd_cgroup,
+            debug=debug,
+            launcher=self._fork,
+        )
+
+    async def connect(self, bundle: Path) -> Shim:
+        return await self._mod.ShimClient.connect(bundle)
+
+    async def cleanup(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        runtime_binary: str = "runc",
+        runtime_root: str | None = None,
+    ) -> ExitLike:
+        return await self._mod.ShimClient.cleanup(
+            namespace=namespace,
+            container_id=container_id,
+            bundle=bundle,
+            runtime_binary=runtime_binary,
+            runtime_root=runtime_root,
+        )
+
+    async def close(self) -> None:
+        await self._fork.close()
+
+
+async def _init_v2(ctx: Any) -> TaskManager:
+    ctx.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+    daemon = ctx.daemon
+    manager = TaskManager(
+        root=ctx.state,
+        containers=ContainerStore(daemon.db, daemon.exchange),
+        exchange=daemon.exchange,
+        launcher=ShimClientLauncher(),
+        defaults=defaults_from_config(daemon.config, ctx.config),
+        shim_state=Path(daemon.state),
+    )
+    await manager.restore()
+    return manager
+
+
+async def _init_v1(ctx: Any) -> RuntimeAlias:
+    from ..plugin import types
+
+    return RuntimeAlias(ctx.get(types.RUNTIME_V2, "task"))
+
+
+def _registrations() -> list[Any]:
+    from ..plugin import Registration, types
+
+    return [
+        Registration(type=types.RUNTIME_V2, id="task", init=_init_v2, requires=(types.METADATA, types.EVENT)),
+        Registration(type=types.RUNTIME_V1, id="linux", init=_init_v1, requires=(types.RUNTIME_V2,)),
+    ]
+
+
+REGISTRATIONS = _registrations()
