@@ -30,6 +30,7 @@ from ..metadata.db import Database
 from ..plugin import PluginSet
 from ..plugin import registry as plugin_registry
 from .config import Config
+from .interceptors import TimingInterceptor
 
 log = logging.getLogger("pycontainerd")
 
@@ -130,6 +131,7 @@ class Daemon:
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=None,
+            interceptors=[TimingInterceptor()],
         )
         for p in self.plugins.plugins:
             if p.error is None and hasattr(p.instance, "add_to_server"):
