@@ -136,6 +136,12 @@ class Daemon:
         for p in self.plugins.plugins:
             if p.error is None and hasattr(p.instance, "add_to_server"):
                 p.instance.add_to_server(server)
+        # plugins finish starting (GC's first pass, shim reconnection) before the first call
+        # is served, so clients never see a half-restored daemon
+        for p in self.plugins.plugins:
+            starter = getattr(p.instance, "start", None) if p.error is None else None
+            if starter is not None and asyncio.iscoroutinefunction(starter):
+                await starter()
         server.add_insecure_port(f"unix:{self.address}")
         await server.start()
         os.chmod(self.address, 0o660)
@@ -143,10 +149,6 @@ class Daemon:
             os.chown(self.address, self.config.grpc.uid or -1, self.config.grpc.gid or -1)
         self._server = server
         self._serving = True
-        for p in self.plugins.plugins:
-            starter = getattr(p.instance, "start", None) if p.error is None else None
-            if starter is not None and asyncio.iscoroutinefunction(starter):
-                await starter()
         log.info("pycontainerd serving on %s", self.address)
         sd_notify("READY=1")
 

@@ -297,12 +297,16 @@ class Scheduler:
         return stats
 
     async def start(self) -> None:
+        """One collection now (leftovers of a crash go before anything is served), then on triggers."""
         self._loop = asyncio.get_running_loop()
+        try:
+            await self._collect()
+        except Exception:
+            log.exception("garbage collection at start-up failed")
         self._task = asyncio.create_task(self._run(), name="gc-scheduler")
 
     async def _run(self) -> None:
-        await asyncio.sleep(self.startup_delay)
-        first = True
+        first = False
         while True:
             if not first:
                 await self._wake.wait()
