@@ -7,7 +7,7 @@ APT_PACKAGES := containerd runc busybox-static docker-registry containernetworki
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install deps demo test unit integration lint proto check-proto bench clean-test
+.PHONY: help install deps demo test unit integration lint proto check-proto bench clean-test install-service
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,10 +29,22 @@ $(STAMP): pyproject.toml
 
 install: deps $(STAMP) ## install everything (apt packages, .venv, editable pycontainerd); idempotent
 
+install-service: install ## link the commands into /usr/local/bin, install the systemd unit and a default config
+	for b in pycontainerd pycontainerd-shim-runc-v2 pyctr pycrictl; do ln -sf $(CURDIR)/$(BIN)/$$b /usr/local/bin/$$b; done
+	install -D -m 0644 contrib/pycontainerd.service /etc/systemd/system/pycontainerd.service
+	@[ -f /etc/pycontainerd/config.toml ] || { mkdir -p /etc/pycontainerd && $(BIN)/pycontainerd config default > /etc/pycontainerd/config.toml; }
+	-systemctl daemon-reload 2>/dev/null
+
 proto: $(STAMP) ## regenerate src/pycontainerd/api from proto/
 	$(BIN)/python tools/genproto.py
 
-check-proto: $(STAMP) ## fail when the generated code is stale
+check-install-service: install ## link the commands into /usr/local/bin, install the systemd unit and a default config
+	for b in pycontainerd pycontainerd-shim-runc-v2 pyctr pycrictl; do ln -sf $(CURDIR)/$(BIN)/$$b /usr/local/bin/$$b; done
+	install -D -m 0644 contrib/pycontainerd.service /etc/systemd/system/pycontainerd.service
+	@[ -f /etc/pycontainerd/config.toml ] || { mkdir -p /etc/pycontainerd && $(BIN)/pycontainerd config default > /etc/pycontainerd/config.toml; }
+	-systemctl daemon-reload 2>/dev/null
+
+proto: $(STAMP) ## fail when the generated code is stale
 	$(BIN)/python tools/genproto.py --check
 
 lint: $(STAMP) ## ruff + mypy --strict + import rules
