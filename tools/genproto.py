@@ -33,10 +33,15 @@ def generate(out: Path) -> None:
     files = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
     if not files:
         return
-    plugin = shutil.which("protoc-gen-mypy", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    plugin = shutil.which(
+        "protoc-gen-mypy", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    )
     args = ["protoc", *[f"-I{d}" for d in _include_dirs()], f"--python_out={out}", f"--grpc_python_out={out}"]
     if plugin:
         args += [f"--plugin=protoc-gen-mypy={plugin}", f"--mypy_out={out}"]
+        grpc_plugin = Path(plugin).with_name("protoc-gen-mypy_grpc")
+        if grpc_plugin.exists():
+            args += [f"--plugin=protoc-gen-mypy_grpc={grpc_plugin}", f"--mypy_grpc_out={out}"]
     rc = protoc.main([*args, *files])
     if rc != 0:
         raise SystemExit(f"protoc failed with {rc}")

@@ -67,7 +67,7 @@ class Unavailable(ContainerdError):
     code = "UNAVAILABLE"
 
 
-class NotImplemented_(ContainerdError):  # noqa: N801 - avoid shadowing the builtin constant
+class NotImplemented_(ContainerdError):  # the trailing _ avoids shadowing the builtin constant
     code = "UNIMPLEMENTED"
 
 

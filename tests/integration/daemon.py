@@ -146,6 +146,5 @@ def running_daemon(config_text: str = "") -> Iterator[Daemon]:
         yield d
     finally:
         d.cleanup()
-        if os.environ.get("PYCD_KEEP_TMP"):
-            return
-        subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
+        if not os.environ.get("PYCD_KEEP_TMP"):
+            subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)

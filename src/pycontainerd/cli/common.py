@@ -100,7 +100,9 @@ class Progress:
         bar_w = 20
         filled = int(bar_w * done / total) if total else 0
         bar = "[" + "=" * filled + " " * (bar_w - filled) + "]"
-        text = f"{key[:40]:<40} {status:<11} {bar} {pct} {human_size(done)}/{human_size(total)} {human_size(rate)}/s{eta}"
+        text = (
+            f"{key[:40]:<40} {status:<11} {bar} {pct} {human_size(done)}/{human_size(total)} {human_size(rate)}/s{eta}"
+        )
         return text[: width - 1]
 
     def redraw(self) -> None:

@@ -100,14 +100,14 @@ class Client:
             svc = getattr(self, name)
             setattr(self, name, type(svc)(self))
 
-    async def wait_ready(self, timeout: float | None = None) -> None:
+    async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - like grpc's own
         try:
             await asyncio.wait_for(self.channel.channel_ready(), timeout or self.timeout)
         except TimeoutError:
             raise errdefs.Unavailable(f"cannot reach the daemon at {self.address}: is it running?") from None
 
     async def unary(self, method: Callable[..., Awaitable[T]], request: Any, *, namespace: str | None = None,
-                    timeout: float | None = None) -> T:
+                    timeout: float | None = None) -> T:  # noqa: ASYNC109 - passed to grpc
         try:
             return await method(request, metadata=self.metadata(namespace), timeout=timeout, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
@@ -136,7 +136,7 @@ class Client:
         return str(resp.uuid)
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(None)
 
     async def __aenter__(self) -> Client:
         return self

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import any_pb2, field_mask_pb2, json_format, symbol_database
 
-from ..api.services.containers.v1 import containers_pb2, containers_pb2_grpc
-from ..api.services.content.v1 import content_pb2, content_pb2_grpc
 from ..api.services.events.v1 import events_pb2, events_pb2_grpc
-from ..api.services.images.v1 import images_pb2, images_pb2_grpc
 from ..api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
-from ..api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from ..api.services.namespaces.v1 import namespaces_pb2, namespaces_pb2_grpc
-from ..api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
-from ..api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from .containers import Containers as Containers
+from .content import Content as Content
+from .images import Images as Images
+from .leases import Leases as Leases
+from .snapshots import Snapshots as Snapshots
+from .tasks import Tasks as Tasks
 
 if TYPE_CHECKING:
     from .core import Client
@@ -144,34 +144,3 @@ class Events(_Service):
     async def publish(self, topic: str, event: Any) -> None:
         a = any_pb2.Any(type_url=event.DESCRIPTOR.full_name, value=event.SerializeToString())
         await self.client.unary(self.raw.Publish, events_pb2.PublishRequest(topic=topic, event=a))
-
-
-# -- the rest: thin for now, grown by each capability -------------------------------------
-class Content(_Service):
-    stub_cls = content_pb2_grpc.ContentStub
-    pb = content_pb2
-
-
-class Images(_Service):
-    stub_cls = images_pb2_grpc.ImagesStub
-    pb = images_pb2
-
-
-class Leases(_Service):
-    stub_cls = leases_pb2_grpc.LeasesStub
-    pb = leases_pb2
-
-
-class Snapshots(_Service):
-    stub_cls = snapshots_pb2_grpc.SnapshotsStub
-    pb = snapshots_pb2
-
-
-class Containers(_Service):
-    stub_cls = containers_pb2_grpc.ContainersStub
-    pb = containers_pb2
-
-
-class Tasks(_Service):
-    stub_cls = tasks_pb2_grpc.TasksStub
-    pb = tasks_pb2

@@ -17,8 +17,20 @@ def registrations() -> list[Registration]:
     from ..diff import walking
     from ..metadata import gc
     from ..runtime import task_manager
-    from ..services import containers, tasks
-    from ..services import content, diff, events, health, images, introspection, leases, namespaces, snapshots, version
+    from ..services import (
+        containers,
+        content,
+        diff,
+        events,
+        health,
+        images,
+        introspection,
+        leases,
+        namespaces,
+        snapshots,
+        tasks,
+        version,
+    )
     from ..snapshots import native, overlay
 
     regs: list[Registration] = []

@@ -12,12 +12,12 @@ import grpc
 log = logging.getLogger("pycontainerd.grpc")
 
 
-class TimingInterceptor(grpc.aio.ServerInterceptor):
+class TimingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None or not log.isEnabledFor(logging.DEBUG):
             return handler

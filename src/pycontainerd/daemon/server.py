@@ -104,6 +104,13 @@ class Daemon:
             os.chown(path, uid or -1, gid or -1)
         return sock
 
+    def _claim_socket_path(self) -> None:
+        # bind once to check for a live daemon and replace a stale socket, then hand the
+        # path to grpc, which must own the listening socket itself
+        sock = self._bind_socket()
+        sock.close()
+        Path(self.address).unlink(missing_ok=True)
+
     async def start(self) -> None:
         from . import builtins
 
@@ -121,9 +128,7 @@ class Daemon:
         )
         # Bind our own socket first (checks for a live daemon), then let grpc serve on
         # the path: grpc needs to own the listening socket, so we release ours.
-        sock = self._bind_socket()
-        sock.close()
-        Path(self.address).unlink(missing_ok=True)
+        await asyncio.to_thread(self._claim_socket_path)
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", self.config.grpc.max_recv_message_size or MAX_MSG),

@@ -6,7 +6,8 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .. import errdefs, identifiers, labels as labelutil
+from .. import errdefs, identifiers
+from .. import labels as labelutil
 from ..events import Exchange
 from .db import Database, dumps, ensure_namespace, loads, now_ns
 

@@ -97,7 +97,9 @@ def wrap_servicer(servicer: Any, service_names: list[str]) -> Any:
     return servicer
 
 
-def add_servicer(server: grpc.aio.Server, add_fn: Callable[[Any, Any], None], servicer: Any, pb2_module: Any, service: str) -> None:
+def add_servicer(
+    server: grpc.aio.Server, add_fn: Callable[[Any, Any], None], servicer: Any, pb2_module: Any, service: str
+) -> None:
     """Register a servicer after wrapping its methods for error translation."""
     methods = list(pb2_module.DESCRIPTOR.services_by_name[service].methods_by_name)
     add_fn(wrap_servicer(servicer, methods), server)
