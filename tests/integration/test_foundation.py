@@ -39,6 +39,10 @@ def test_ctr_plugins_ls_shows_statuses(daemon: Daemon) -> None:
     assert rows[("io.containerd.grpc.v1", "namespaces")] == "ok"
     assert rows[("io.containerd.grpc.v1", "introspection")] == "ok"
     assert rows[("io.containerd.event.v1", "exchange")] == "ok"
+    # a plugin that cannot run here is listed as skipped, and the daemon carries on
+    assert rows[("io.containerd.snapshotter.v1", "btrfs")] == "skip"
+    detail = daemon.ctr("plugins", "ls", "-d", "id==btrfs").stdout
+    assert "must be a btrfs filesystem" in detail
     # filters go through containerd's filter syntax
     r = daemon.ctr("plugins", "ls", "type==io.containerd.grpc.v1,id==version")
     assert len(r.stdout.splitlines()) == 2

@@ -31,13 +31,14 @@ def registrations() -> list[Registration]:
         tasks,
         version,
     )
-    from ..snapshots import native, overlay
+    from ..snapshots import btrfs, native, overlay
 
     regs: list[Registration] = []
     regs += events.REGISTRATIONS
     regs += content_local.REGISTRATIONS
     regs.append(overlay.REGISTRATION)
     regs.append(native.REGISTRATION)
+    regs.append(btrfs.REGISTRATION)
     regs.append(METADATA)
     regs += walking.REGISTRATIONS
     regs += snapshots.REGISTRATIONS
