@@ -1,0 +1,224 @@
+"""pyctr run: create a container from an image and run its task, like ``ctr run``.
+
+    pyctr run --rm docker.io/library/busybox:latest hello sh -c 'echo hi; exit 3'   # prints hi, exits 3
+    echo x | pyctr run --rm IMAGE id cat                                           # prints x (stdin EOF is passed on)
+    pyctr run -d --log-uri file:///var/log/web.log IMAGE web httpd -f              # then: pyctr logs web -f
+
+Also ``pyctr logs ID [-f]`` (containers started with ``--log-uri file://...``) and
+``pyctr stats [ID...]`` (CPU %, memory, pids from Tasks.Metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+from ... import errdefs
+from ...client import Client
+from ...client.containers import DEFAULT_RUNTIME
+from ...client.run import LOG_URI_LABEL, TaskIO, delete_container, new_container, run_task
+from ...client.spec import RunOptions
+from ..common import human_size, parse_labels, table
+
+
+def add_container_flags(p: argparse.ArgumentParser, *, cpu_shares: int = 1024) -> None:
+    """The flags that shape a new container (shared by ``run`` and ``containers create``).
+
+    ``ctr run`` always sets cpu shares (default 1024), ``ctr containers create`` does not.
+    """
+    p.add_argument("--snapshotter", default=os.environ.get("CONTAINERD_SNAPSHOTTER", ""),
+                   help="snapshotter name (default: the namespace's default, else overlayfs)")
+    p.add_argument("--snapshotter-label", action="append", default=[], metavar="KEY=VALUE",
+                   help="labels added to the container's rootfs snapshot")
+    p.add_argument("--cwd", default="", help="working directory of the process")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable")
+    p.add_argument("--env-file", default="", help="file with KEY=VALUE lines")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="container label")
+    p.add_argument("--mount", action="append", default=[],
+                   help="additional mount, e.g. type=bind,src=/tmp,dst=/host,options=rbind:ro")
+    p.add_argument("--net-host", action="store_true", help="use the host's network namespace")
+    p.add_argument("--privileged", action="store_true", help="all capabilities and devices, no masked paths")
+    p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
+    p.add_argument("--runtime", default=DEFAULT_RUNTIME, help="runtime name")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a TTY")
+    p.add_argument("--user", "-u", default="", help="user[:group] or uid[:gid] to run as")
+    p.add_argument("--cpus", type=float, default=0.0, help="CFS quota in CPUs (e.g. 1.5)")
+    p.add_argument("--cpu-shares", type=int, default=cpu_shares, help="CPU shares")
+    p.add_argument("--memory-limit", type=int, default=0, help="memory limit in bytes")
+    p.add_argument("--seccomp", action="store_true", help="apply the default seccomp profile")
+    p.add_argument("--cap-add", action="append", default=[], help="add a capability (CAP_...)")
+    p.add_argument("--cap-drop", action="append", default=[], help="drop a capability (CAP_...)")
+    p.add_argument("--hostname", default="", help="container hostname")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run a container", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rm", action="store_true", help="remove the container after running")
+    p.add_argument("-d", "--detach", action="store_true", help="start the task and return")
+    p.add_argument("--null-io", action="store_true", help="send all IO to /dev/null")
+    p.add_argument("--log-uri", default="", help="file:///path or binary:///path for stdout/stderr")
+    add_container_flags(p)
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD", help="command and arguments")
+    p.set_defaults(func=run)
+
+    lg = sub.add_parser("logs", help="print the log of a container started with --log-uri file://...")
+    lg.add_argument("-f", "--follow", action="store_true", help="follow the log until the task exits")
+    lg.add_argument("--tail", type=int, default=-1, help="only the last N lines")
+    lg.add_argument("id", metavar="ID")
+    lg.set_defaults(func=run_logs)
+
+    st = sub.add_parser("stats", help="CPU, memory and pids of running tasks")
+    st.add_argument("--interval", type=float, default=0.5, help="seconds between the two CPU samples")
+    st.add_argument("ids", nargs="*", metavar="ID")
+    st.set_defaults(func=run_stats)
+
+
+def env_from_file(path: str) -> list[str]:
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                out.append(line)
+    return out
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    env = env_from_file(args.env_file) if args.env_file else []
+    return RunOptions(
+        args=list(getattr(args, "args", []) or []), env=[*env, *args.env], mounts=list(args.mount),
+        labels=parse_labels(args.label), read_only=args.read_only, cwd=args.cwd, user=args.user, tty=args.tty,
+        privileged=args.privileged, net_host=args.net_host, seccomp=args.seccomp, cpus=args.cpus,
+        cpu_shares=args.cpu_shares, memory_limit=args.memory_limit, hostname=args.hostname,
+        cap_add=list(args.cap_add), cap_drop=list(args.cap_drop),
+    )
+
+
+async def create_container(args: argparse.Namespace, client: Client, extra_labels: dict[str, str] | None = None
+                           ) -> Any:
+    labels = parse_labels(args.label)
+    labels.update(extra_labels or {})
+    return await new_container(client, args.image, args.id, run_options(args), snapshotter=args.snapshotter,
+                               runtime=args.runtime, container_labels=labels,
+                               snapshot_labels=parse_labels(args.snapshotter_label))
+
+
+async def run(args: argparse.Namespace, client: Client) -> int:
+    if args.rm and args.detach:
+        raise errdefs.InvalidArgument("flags --detach and --rm cannot be specified together")
+    extra = {LOG_URI_LABEL: args.log_uri} if args.log_uri else {}
+    container = await create_container(args, client, extra)
+    tio = TaskIO(tty=args.tty, detach=args.detach, null_io=args.null_io, log_uri=args.log_uri)
+    return await run_task(client, container, tio, rm=args.rm)
+
+
+# -- logs ------------------------------------------------------------------------------------
+def _log_path(uri: str) -> str:
+    u = urlparse(uri)
+    if u.scheme in ("", "file"):
+        return u.path or uri
+    raise errdefs.FailedPrecondition(f"the container logs to {uri}; only file:// logs can be read back")
+
+
+async def _task_running(client: Client, container_id: str) -> bool:
+    try:
+        proc = await client.tasks.get(container_id)
+    except errdefs.NotFound:
+        return False
+    return proc.status in ("running", "created", "paused", "pausing")
+
+
+async def run_logs(args: argparse.Namespace, client: Client) -> int:
+    container = await client.containers.get(args.id)
+    uri = container.labels.get(LOG_URI_LABEL, "")
+    if not uri:
+        raise errdefs.FailedPrecondition(
+            f"container {args.id} was not started with --log-uri file://...: its output was not kept")
+    path = _log_path(uri)
+    out = sys.stdout.buffer
+    try:
+        f = await asyncio.to_thread(open, path, "rb")
+    except FileNotFoundError:
+        if not args.follow:
+            return 0
+        f = None
+    try:
+        if f is not None:
+            data = await asyncio.to_thread(f.read)
+            if args.tail >= 0:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[-args.tail:]) if args.tail else b""
+            out.write(data)
+            out.flush()
+        if not args.follow:
+            return 0
+        while True:
+            running = await _task_running(client, args.id)
+            if f is None and await asyncio.to_thread(os.path.exists, path):
+                f = await asyncio.to_thread(open, path, "rb")
+            if f is not None:
+                chunk = await asyncio.to_thread(f.read)
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
+                    continue
+            if not running:
+                return 0
+            await asyncio.sleep(0.2)
+    finally:
+        if f is not None:
+            f.close()
+
+
+# -- stats -----------------------------------------------------------------------------------
+def _sample(data: Any) -> tuple[int, int, int, int]:
+    """(cpu ns, memory usage, memory limit, pids) from a cgroups v1 or v2 Metrics message."""
+    if data is None:
+        return 0, 0, 0, 0
+    if hasattr(data, "cgroup_stats") or hasattr(data, "memory_oom_control"):  # v1
+        cpu = data.cpu.usage.total
+        mem = data.memory.usage.usage
+        inactive = data.memory.total_inactive_file
+        usage = mem - inactive if inactive < mem else mem
+        return cpu, usage, data.memory.usage.limit, data.pids.current
+    cpu = data.cpu.usage_usec * 1000
+    mem = data.memory.usage
+    inactive = data.memory.inactive_file
+    usage = mem - inactive if inactive < mem else mem
+    return cpu, usage, data.memory.usage_limit, data.pids.current
+
+
+async def run_stats(args: argparse.Namespace, client: Client) -> int:
+    filters = [f"id=={i}" for i in args.ids] if args.ids else []
+    first = {m.id: (_sample(m.data), time.monotonic()) for m in await client.tasks.metrics(filters)}
+    if args.ids:
+        missing = [i for i in args.ids if i not in first]
+        if missing:
+            raise errdefs.NotFound(f"no running task for {', '.join(missing)}")
+    await asyncio.sleep(max(args.interval, 0.05))
+    second = await client.tasks.metrics(filters)
+    rows = []
+    for m in sorted(second, key=lambda m: m.id):
+        (cpu1, *_), t1 = first.get(m.id, ((0, 0, 0, 0), time.monotonic()))
+        cpu2, usage, limit, pids = _sample(m.data)
+        elapsed_ns = max((time.monotonic() - t1) * 1e9, 1.0)
+        cpu_pct = max(0.0, (cpu2 - cpu1) / elapsed_ns * 100.0)
+        unlimited = limit == 0 or limit >= (1 << 62)
+        host_mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        shown_limit = host_mem if unlimited else limit
+        mem_pct = 100.0 * usage / shown_limit if shown_limit else 0.0
+        rows.append([m.id, f"{cpu_pct:.2f}%", f"{human_size(usage)} / {human_size(shown_limit)}", f"{mem_pct:.2f}%",
+                     str(pids)])
+    table(["ID", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"], rows)
+    return 0
+
+
+__all__ = ["add_container_flags", "create_container", "delete_container", "register", "run_options"]

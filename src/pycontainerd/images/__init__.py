@@ -1,0 +1,1 @@
+"""Image objects: media types, manifests/indexes/configs, platforms, walking, archives (pure)."""

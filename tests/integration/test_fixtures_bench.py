@@ -1,0 +1,59 @@
+"""The benchmark harness: statistics/report logic (pure) and a short real run against containerd."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.workloads import FLOOR, Metric
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _metrics() -> dict[str, Metric]:
+    run = Metric("W3", "run", "W3 run", "s", {"pycontainerd": [0.2, 0.3, 0.25, 0.22], "containerd": [0.1] * 4})
+    floor = Metric("W7", "runc_run", "W7 floor", "s", {FLOOR: [0.03, 0.04]}, floor_of="W3.run")
+    fetch = Metric("W1", "fetch", "W1 fetch", "s", {"containerd": [1.0, 2.0]},
+                   errors={"pycontainerd": "CtrError: ctr content fetch → exit 1: unimplemented | x"})
+    return {m.key: m for m in (run, floor, fetch)}
+
+
+def test_ratio_and_tables(tmp_path: Path) -> None:
+    ms = _metrics()
+    r = report.ratio(ms["W3.run"])
+    assert r is not None
+    assert r["median_ratio"] == pytest.approx(0.235 / 0.1)
+    assert r["pair_min"] == pytest.approx(2.0)
+    assert r["pair_max"] == pytest.approx(3.0)
+    assert report.ratio(ms["W1.fetch"]) is None
+    md = report.markdown(ms, {"started": "now"})
+    assert "not yet: CtrError" in md
+    assert "\\|" in md  # pipes in errors are escaped
+    assert list(report.ordered(ms)) == ["W1.fetch", "W3.run", "W7.runc_run"]
+    paths = report.write_all(ms, {"started": "now"}, tmp_path, "x")
+    data = json.loads(paths[0].read_text())
+    assert data["metrics"]["W3.run"]["samples"]["containerd"] == [0.1] * 4
+    assert data["metrics"]["W3.run"]["stats"]["pycontainerd"]["n"] == 4
+    assert paths[2].stat().st_size > 10_000
+    assert (tmp_path / "latest.md").read_text() == paths[1].read_text()
+    assert "W3 run" in report.terminal(ms)
+
+
+@pytest.mark.root
+def test_bench_runs_end_to_end(tmp_path: Path) -> None:
+    """A short real run: containerd only (our daemon's progress must not break this test)."""
+    r = subprocess.run([sys.executable, "-m", "bench", "--targets", "containerd", "--workloads", "W3,W6,W7",
+                        "--runs", "2", "--output", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    data = json.loads((tmp_path / "latest.json").read_text())
+    assert len(data["metrics"]["W3.run"]["samples"]["containerd"]) == 2
+    assert len(data["metrics"]["W7.runc_run"]["samples"][FLOOR]) == 2
+    assert data["metrics"]["W6.idle_start"]["samples"]["containerd"][0] > 1
+    assert (tmp_path / "latest.png").exists()
