@@ -55,6 +55,14 @@ def pids_mentioning(text: str) -> list[int]:
     return pids
 
 
+def parent_pid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def kill_pids(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -76,6 +84,11 @@ class Daemon:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def shim_pids(self) -> list[int]:
+        """Shim processes of this daemon (not the daemon, not its own launcher child)."""
+        own = self.proc.pid if self.proc is not None and self.proc.poll() is None else -1
+        return [p for p in pids_mentioning(str(self.base)) if p != own and parent_pid(p) != own]
 
     def command(self) -> list[str]:
         return [str(BIN / "pycontainerd"), "--config", str(self.config), "--root", str(self.root),
@@ -132,7 +145,14 @@ class Daemon:
 
     def cleanup(self) -> None:
         self.stop()
-        # shims and containers started for this daemon: their command lines name our state dir
+        # containers this daemon left running: runc's state lives under our state dir
+        runc_root = self.state / "runc"
+        if runc_root.is_dir():
+            for ns_dir in runc_root.iterdir():
+                for c in ns_dir.iterdir() if ns_dir.is_dir() else ():
+                    subprocess.run(["runc", "--root", str(ns_dir), "delete", "--force", c.name],
+                                   capture_output=True, check=False, timeout=30)
+        # shims (and their launcher) started for this daemon: their command lines name our state dir
         kill_pids(pids_mentioning(str(self.base)))
         unmount_all(str(self.base))
 

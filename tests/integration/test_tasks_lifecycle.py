@@ -491,7 +491,7 @@ def test_fifty_containers_ten_at_a_time_leave_nothing(daemon: Daemon, api: Api, 
     task_dir = daemon.state / "io.containerd.runtime.v2.task"
     assert not task_dir.exists() or list(task_dir.iterdir()) == []
     assert mounts_under(str(daemon.base)) == []
-    shims = [p for p in pids_mentioning(str(daemon.base)) if p != daemon.pid]
+    shims = daemon.shim_pids()
     assert shims == [], shims
     for ctrl in ("memory", "pids"):
         cg = Path("/sys/fs/cgroup") / ctrl / "default"

@@ -116,8 +116,11 @@ def _python_env() -> dict[str, str]:
 class ShimLauncher:
     """The pre-imported fork server the shims are launched from (one per daemon)."""
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(self, python: str = sys.executable, owner: str = "") -> None:
         self.python = python
+        # named on the launcher's command line, which every forked shim inherits, so an
+        # operator (or a test's cleanup) can tell which daemon's state dir a shim belongs to
+        self.owner = owner
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -149,6 +152,7 @@ class ShimLauncher:
                 "-m",
                 "pycontainerd.shim.main",
                 "launcher",
+                *(["--owner", self.owner] if self.owner else []),
                 stdin=child.fileno(),
                 stdout=asyncio.subprocess.DEVNULL,
                 start_new_session=True,

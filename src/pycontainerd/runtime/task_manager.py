@@ -922,11 +922,11 @@ class RuntimeAlias:
 class ShimClientLauncher:
     """``ShimLauncher`` over ``shim_client``: one fork-server per task manager (no globals)."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str = "") -> None:
         from . import shim_client
 
         self._mod = shim_client
-        self._fork = shim_client.ShimLauncher()
+        self._fork = shim_client.ShimLauncher(owner=owner)
 
     async def launch(
         self,
@@ -983,7 +983,7 @@ async def _init_v2(ctx: Any) -> TaskManager:
         root=ctx.state,
         containers=ContainerStore(daemon.db, daemon.exchange),
         exchange=daemon.exchange,
-        launcher=ShimClientLauncher(),
+        launcher=ShimClientLauncher(owner=str(daemon.state)),
         defaults=defaults_from_config(daemon.config, ctx.config),
         shim_state=Path(daemon.state),
     )
