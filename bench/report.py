@@ -141,11 +141,23 @@ def chart(metrics: Mapping[str, Metric], path: Path) -> None:
             xs = m.samples.get(who, [])
             data.append(xs if xs else [float("nan")])
             labels.append(who if xs else f"{who}\n(not yet)")
-        bp = ax.boxplot(data, showfliers=True, patch_artist=True, widths=0.5)
+        if max(len(m.samples.get(w, [])) for w in whos) <= 2:
+            # too few samples for a box: bars at the median, whiskers to min/max
+            real = [m.samples.get(w, []) for w in whos]
+            meds = [statistics.median(xs) if xs else 0.0 for xs in real]
+            lo = [med - min(xs) if xs else 0.0 for med, xs in zip(meds, real, strict=True)]
+            hi = [max(xs) - med if xs else 0.0 for med, xs in zip(meds, real, strict=True)]
+            ax.bar(range(1, len(data) + 1), meds, yerr=[lo, hi], capsize=4, width=0.5,
+                   color=[colors[w] for w in whos], alpha=0.7)
+            for k, med in enumerate(meds, start=1):
+                if med:
+                    ax.annotate(f"{med:.3g}", (k, med), ha="center", va="bottom", fontsize=7)
+        else:
+            bp = ax.boxplot(data, showfliers=True, patch_artist=True, widths=0.5)
+            for patch, who in zip(bp["boxes"], whos, strict=True):
+                patch.set_facecolor(colors[who])
+                patch.set_alpha(0.55)
         ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
-        for patch, who in zip(bp["boxes"], whos, strict=True):
-            patch.set_facecolor(colors[who])
-            patch.set_alpha(0.55)
         for k, xs in enumerate(data, start=1):
             ax.plot([k] * len(xs), xs, ".", color="black", markersize=2, alpha=0.6)
         fl = floors.get(m.key)
@@ -156,7 +168,8 @@ def chart(metrics: Mapping[str, Metric], path: Path) -> None:
                         fontsize=7, color=colors[FLOOR], va="bottom")
         ax.set_title(m.title, fontsize=9)
         ax.set_ylabel(m.unit)
-        ax.set_ylim(bottom=0)
+        finite = [x for xs in data for x in xs if x == x]
+        ax.set_ylim(0, max(finite) * 1.15 if finite else 1)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle("pycontainerd vs containerd (same ctr, runc, overlayfs; A/B alternated)", fontsize=11)

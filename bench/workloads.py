@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fixtures import images
+from tests.fixtures.procs import pss_kib
 
 from .targets import CtrError, Target
 
@@ -132,6 +133,11 @@ class Bench:
             left = [d for d in digests if d in present]
             if left:
                 raise RuntimeError(f"could not remove content {left[:3]} (cold start impossible)")
+        if t.base is not None:  # belt and braces: no blob file left on disk either (containerd's layout)
+            blobs = t.base / "root" / "io.containerd.content.v1.content" / "blobs" / "sha256"
+            on_disk = [d for d in digests if (blobs / d.split(":", 1)[1]).exists()]
+            if on_disk:
+                raise RuntimeError(f"content {on_disk[:3]} still on disk under {blobs} (not cold)")
 
     # -- workloads ------------------------------------------------------------------------------
 
@@ -234,6 +240,9 @@ class Bench:
                 if t.daemon_pid is None:
                     raise RuntimeError("daemon pid unknown (socket owner not found)")
                 self.record(m, t.label, mib)
+                own = pss_kib(t.daemon_pid) / 1024
+                m.errors[f"{t.label} breakdown"] = (f"daemon {own:.1f} MiB + {shims} helper/shim process(es) "
+                                                    f"{mib - own:.1f} MiB")
                 if left := len(t.task_shim_pids()):
                     m.errors.setdefault(f"{t.label} note", f"{left} shim(s) still alive ({shims} helper processes)")
             self.attempt([m], t, one)

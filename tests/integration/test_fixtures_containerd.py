@@ -169,12 +169,15 @@ def test_big_image_pull_and_run(shared_containerd: Containerd, registry: Registr
     assert int(r.stdout.strip()) > 200
 
 
-def test_fault_proxy_with_real_ctr(shared_containerd: Containerd, fault_proxy: FaultProxy,
-                                   pushed_busybox: PushedImage) -> None:
-    """The proxy speaks HTTP well enough for Go's client, and its faults reach it."""
+def test_fault_proxy_with_real_ctr(shared_containerd: Containerd, fault_proxy: FaultProxy, registry: Registry,
+                                   tmp_path: Path) -> None:
+    """The proxy speaks HTTP well enough for Go's client, and its faults reach it. (A fresh layer:
+    containerd shares content across namespaces, so a blob it already has is never downloaded.)"""
     c = shared_containerd
-    ref = fault_proxy.ref("library/busybox")
-    layer = pushed_busybox.image.layers[0].digest
+    img = I.build_busybox_image(tmp_path / "img", extra_layers=[[I.f("unique", uuid.uuid4().hex)]])
+    I.push_to_registry(img, registry.url, "test/proxied", "latest")
+    ref = fault_proxy.ref("test/proxied")
+    layer = img.layers[-1].digest
     fault_proxy.corrupt_blob(layer)
     bad = c.ctr("content", "fetch", "--plain-http", ref, namespace="fx-proxy", check=False)
     assert bad.returncode != 0
@@ -184,5 +187,7 @@ def test_fault_proxy_with_real_ctr(shared_containerd: Containerd, fault_proxy: F
     missing = c.ctr("images", "pull", "--plain-http", ref, namespace="fx-proxy", check=False)
     assert "not found" in missing.stderr
     fault_proxy.clear()
-    c.ctr("images", "pull", "--plain-http", ref, namespace="fx-proxy")
+    # containerd 1.6 keeps the corrupt, complete ingest under its ref after the failed commit, so a
+    # retry in the same namespace fails the same way (observed); ingests are per namespace.
+    c.ctr("images", "pull", "--plain-http", ref, namespace="fx-proxy-ok")
     assert fault_proxy.requests_matching(f"/blobs/{layer}$", "GET")
