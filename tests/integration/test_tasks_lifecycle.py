@@ -33,7 +33,7 @@ from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from pycontainerd.api.types import mount_pb2
 from pycontainerd.api.types.task import task_pb2
 
-from .daemon import Daemon, mounts_under, pids_mentioning
+from .daemon import Daemon, mounts_under
 
 pytestmark = pytest.mark.root
 
