@@ -143,7 +143,7 @@ class _TarWriter:
         d, base = os.path.split(rel)
         ti = tarfile.TarInfo(os.path.join(d, ".wh." + base))
         ti.type = tarfile.REGTYPE
-        ti.mode = 0o644
+        ti.mode = 0  # as containerd writes them
         self.tar.addfile(ti)
 
     def close(self) -> None:

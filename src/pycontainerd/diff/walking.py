@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import logging
 import os
 import secrets
 import shutil
@@ -31,12 +32,15 @@ from typing import Any, Protocol
 from .. import errdefs
 from ..content.interfaces import Ingester, Provider
 from ..mount import Mount, mount_all, read_only, unmount_all
+from ..mount.mount import MNT_DETACH, mountinfo
 from ..plugin import InitContext, Registration, types
 from . import compression
 from .apply import ApplyResult, apply_layer
 from .compare import write_diff
 
 LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
+
+log = logging.getLogger("pycontainerd.diff")
 
 _APPLY_MEDIA_TYPES = {
     compression.MEDIA_TYPE_LAYER,
@@ -109,7 +113,46 @@ class WalkingDiffer:
                 if mounts:
                     await asyncio.to_thread(unmount_all, tmp)
         finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            if not mounts:
+                await asyncio.to_thread(shutil.rmtree, tmp, True)  # a plain dir, nothing mounted
+            else:
+                # rmdir, never rmtree: if the unmount failed, the snapshot is still mounted
+                # here and its files must not be deleted (start-up cleanup retries the unmount)
+                try:
+                    await asyncio.to_thread(os.rmdir, tmp)
+                except OSError as exc:
+                    log.warning("walking differ: leaving %s for start-up cleanup: %s", tmp, exc)
+
+    def cleanup_tmpmounts(self) -> list[str]:
+        """Unmount and remove what a crashed daemon left under ``tmpmounts`` (blocking; run
+        at plugin init, before anything is served).  Returns the paths removed.  A directory
+        that stays mounted is left alone: removing it would delete a snapshot's files."""
+        removed: list[str] = []
+        root = os.path.realpath(self.tmp_root)
+        stale = sorted(
+            {mi.mountpoint for mi in mountinfo() if mi.mountpoint.startswith(root + "/")}, key=len, reverse=True
+        )
+        for mp in stale:
+            try:
+                unmount_all(mp)
+            except errdefs.ContainerdError as exc:
+                log.warning("walking differ: cannot unmount stale %s (%s); detaching", mp, exc)
+                with contextlib.suppress(errdefs.ContainerdError):
+                    unmount_all(mp, MNT_DETACH)
+        still = {mi.mountpoint for mi in mountinfo() if mi.mountpoint.startswith(root + "/")}
+        for entry in os.scandir(root):
+            if any(m == entry.path or m.startswith(entry.path + "/") for m in still):
+                log.warning("walking differ: %s is still mounted; not removing it", entry.path)
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+            removed.append(entry.path)
+        if removed:
+            log.info("walking differ: removed %d stale temp mounts under %s", len(removed), root)
+        return removed
 
     # -- compare --------------------------------------------------------------------------------
     async def compare(
@@ -217,7 +260,9 @@ class WalkingDiffer:
 
 
 async def _init(ctx: InitContext) -> WalkingDiffer:
-    return await asyncio.to_thread(WalkingDiffer, ctx.root / "tmpmounts")
+    differ = await asyncio.to_thread(WalkingDiffer, ctx.root / "tmpmounts")
+    await asyncio.to_thread(differ.cleanup_tmpmounts)
+    return differ
 
 
 REGISTRATIONS = [Registration(type=types.DIFF, id="walking", init=_init)]

@@ -16,12 +16,18 @@ keys, in the same namespace; a snapshot references its parent and, through the s
 content and other snapshots.
 
 The mark phase is pure (``mark``) over rows read in one transaction; the sweep deletes
-unmarked content and snapshot rows in that same write transaction, then removes blobs that
-no namespace records any more.  Blob deletion runs on the database's writer thread inside
-the transaction, and content commits also finish on that thread, so a blob being committed
-can never be swept between its rename and its record.  Backend snapshots whose rows were
-swept are removed afterwards by each snapshot store's ``cleanup`` (children first), which
-is safe because every backend snapshot gets its row before it is created.
+unmarked content and snapshot rows in that same write transaction.  Only once that has
+committed are the bytes removed: a second pass on the database's writer thread deletes
+the blobs no namespace records any more.  Content commits also finish on that thread, so a
+blob being committed can never be swept between its rename and its record, and a crash
+(``kill -9``) in either pass leaves at worst unrecorded blobs — never a record without its
+blob.  Backend snapshots whose rows were swept are removed afterwards by each snapshot
+store's ``cleanup`` (children first), which is safe because every backend snapshot gets its
+row before it is created.
+
+At start-up (``Scheduler.start``, before the daemon serves) the collection first drops
+snapshot rows whose backend snapshot a crash kept from being made (``reconcile``); its
+``cleanup`` then removes backend directories without rows (a crashed prepare or remove).
 
 The scheduler (``io.containerd.gc.v1.scheduler``) runs a collection after deletions —
 once ``deletion_threshold`` deletions or ``mutation_threshold`` mutations have accumulated,
@@ -178,14 +184,17 @@ class Collector:
         delete_blob: Callable[[str], None] | None,
         list_blobs: Callable[[], Iterable[str]] | None,
         snapshot_cleanups: dict[str, Callable[[], Awaitable[None]]],
+        snapshot_reconcilers: dict[str, Callable[[], Awaitable[object]]] | None = None,
     ) -> None:
         self.db = db
         self.delete_blob = delete_blob
         self.list_blobs = list_blobs
         self.snapshot_cleanups = snapshot_cleanups
+        self.snapshot_reconcilers = snapshot_reconcilers or {}
         self._lock = asyncio.Lock()
 
     def _sweep(self, conn: sqlite3.Connection) -> tuple[Stats, set[str]]:
+        """Phase 1 (one write transaction): expired leases and unmarked records go."""
         stats = Stats()
         g, expired = read_graph(conn, time.time())
         for ns, lease in expired:
@@ -206,23 +215,42 @@ class Collector:
                 )
                 swept_snapshotters.add(snapshotter)
                 stats.snapshots += 1
-        # bytes that no namespace records (and no ingest is about to commit) go too
-        if self.delete_blob is not None and self.list_blobs is not None:
-            referenced = {r[0] for r in conn.execute("SELECT DISTINCT digest FROM content")}
-            expected = {r[0] for r in conn.execute("SELECT DISTINCT expected FROM ingests WHERE expected != ''")}
-            for digest in list(self.list_blobs()):
-                if digest not in referenced and digest not in expected:
-                    try:
-                        self.delete_blob(digest)
-                        stats.blobs += 1
-                    except Exception as exc:  # a blob we cannot remove now is retried next time
-                        log.warning("gc: cannot remove blob %s: %s", digest, exc)
         return stats, swept_snapshotters
 
-    async def collect(self) -> Stats:
+    def _sweep_blobs(self, conn: sqlite3.Connection) -> int:
+        """Phase 2 (after phase 1 committed): bytes that no namespace records go.
+
+        It runs as a write transaction only to hold the writer thread — content commits
+        finish there, so a blob renamed into place is never seen here without its record.
+        It changes no rows: a crash half-way leaves only unrecorded blobs, which the next
+        collection (the one at start-up) removes.  Deleting bytes inside phase 1 instead
+        would lose blobs whose records a crash rolls back."""
+        if self.delete_blob is None or self.list_blobs is None:
+            return 0
+        removed = 0
+        referenced = {r[0] for r in conn.execute("SELECT DISTINCT digest FROM content")}
+        expected = {r[0] for r in conn.execute("SELECT DISTINCT expected FROM ingests WHERE expected != ''")}
+        for digest in list(self.list_blobs()):
+            if digest not in referenced and digest not in expected:
+                try:
+                    self.delete_blob(digest)
+                    removed += 1
+                except Exception as exc:  # a blob we cannot remove now is retried next time
+                    log.warning("gc: cannot remove blob %s: %s", digest, exc)
+        return removed
+
+    async def collect(self, *, startup: bool = False) -> Stats:
         async with self._lock:
             start = time.monotonic()
+            if startup:
+                # records of snapshots a crash kept from being made (nothing is in flight yet)
+                for name, reconcile in self.snapshot_reconcilers.items():
+                    try:
+                        await reconcile()
+                    except Exception as exc:
+                        log.warning("gc: snapshotter %s reconcile failed: %s", name, exc)
             stats, _swept = await self.db.write(self._sweep)
+            stats.blobs = await self.db.write(self._sweep_blobs)
             if stats.content or stats.snapshots or stats.leases:
                 # give the space of the deleted rows back: fold the WAL into the file and truncate it
                 await self.db.checkpoint()
@@ -289,10 +317,10 @@ class Scheduler:
             return await self._collect()
         return await fut
 
-    async def _collect(self) -> Stats:
+    async def _collect(self, *, startup: bool = False) -> Stats:
         self._deletions = 0
         self._mutations = 0
-        stats = await self.collector.collect()
+        stats = await self.collector.collect(startup=startup)
         self.last = stats
         return stats
 
@@ -300,7 +328,7 @@ class Scheduler:
         """One collection now (leftovers of a crash go before anything is served), then on triggers."""
         self._loop = asyncio.get_running_loop()
         try:
-            await self._collect()
+            await self._collect(startup=True)
         except Exception:
             log.exception("garbage collection at start-up failed")
         self._task = asyncio.create_task(self._run(), name="gc-scheduler")
@@ -367,6 +395,7 @@ async def _init(ctx: Any) -> Scheduler:
         delete_blob=local.delete_sync,
         list_blobs=list_blobs,
         snapshot_cleanups={name: store.cleanup for name, store in snapshotters.items()},
+        snapshot_reconcilers={name: store.reconcile for name, store in snapshotters.items()},
     )
     cfg = ctx.config
 

@@ -16,6 +16,9 @@ Ordering against the backend, which is not in our transaction:
 - remove: delete the row (refused while children exist in the namespace), then remove the
   backend snapshot; a backend failure is logged and left to ``cleanup``/GC.
 
+So a crash (``kill -9``) can leave a backend snapshot without a row (``cleanup`` removes
+it) or a row without a backend snapshot (``reconcile``, run by the GC at start-up, drops it).
+
 A lease (``containerd-lease``) given with a write records the resource
 ``("snapshots/<snapshotter>", key)`` in ``lease_resources``.  Events ``/snapshot/prepare``,
 ``/snapshot/commit`` and ``/snapshot/remove`` are published after success.
@@ -338,6 +341,30 @@ class SnapshotStore:
                     log.warning("cleanup of backend snapshot %s: %s", info.name, exc)
             pending = [i for i in pending if i not in leaves]
         await self.backend.cleanup()
+
+    async def reconcile(self) -> builtins.list[tuple[str, str]]:
+        """Drop rows whose backend snapshot does not exist; returns their (namespace, key).
+
+        Only for start-up, before anything is served: at run time a row legitimately exists
+        for a moment before its backend snapshot (prepare, commit).  After a crash between
+        the two, such a row would hide the snapshot from ``walk`` yet make a re-unpack fail
+        (``Commit`` → AlreadyExists, then ``Prepare`` on top of it → parent NotFound).
+        """
+        present = {i.name for i in await self.backend.walk()}
+
+        def tx(conn: sqlite3.Connection) -> builtins.list[tuple[str, str]]:
+            rows = conn.execute(
+                "SELECT namespace, key, backend_key FROM snapshots WHERE snapshotter=?", (self.name,)
+            ).fetchall()
+            gone = [r for r in rows if r["backend_key"] not in present]
+            for r in gone:
+                self._delete_row(conn, r["namespace"], r["key"], r["backend_key"])
+            return [(str(r["namespace"]), str(r["key"])) for r in gone]
+
+        gone = await self.db.write(tx)
+        for ns, key in gone:
+            log.info("snapshotter %s: dropped record of %s/%s (its snapshot was never made)", self.name, ns, key)
+        return gone
 
     async def _known_now(self) -> set[str]:
         return await self.db.read(

@@ -5,7 +5,10 @@ Layout under the plugin root (as containerd's): ``metadata.db`` (``storage.MetaS
 renamed to its id inside the metadata transaction, so a crash leaves either nothing or a
 complete snapshot; a removed one is renamed to ``snapshots/rm-<id>`` in the transaction and
 deleted after it.  ``cleanup`` deletes any directory under ``snapshots/`` whose id has no
-record (crash leftovers).
+record (crash leftovers: ``new-*``, ``rm-*``, or an id a rolled-back transaction gave out),
+except the ``rm-*`` directories a ``remove`` (or another ``cleanup``) is deleting right now.
+The GC runs it at start-up, before anything is served, so a reused id never meets a
+leftover directory.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .. import errdefs
 from ..mount import Mount
@@ -84,6 +88,9 @@ class DirSnapshotter:
         self.snapshots_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
         self.ms = MetaStore(self.root / "metadata.db")
+        # ``rm-<id>`` directories a ``remove`` is deleting right now (cleanup leaves them alone)
+        self._removing: set[str] = set()
+        self._removing_lock = threading.Lock()
 
     # -- hooks ------------------------------------------------------------------------------
     def _dir(self, sid: str) -> Path:
@@ -205,17 +212,25 @@ class DirSnapshotter:
             try:
                 os.rename(path, renamed)
             except FileNotFoundError:
-                renamed = path  # nothing on disk; the record goes anyway
+                return  # nothing on disk; the record goes anyway
             except OSError as exc:
                 raise errdefs.from_oserror(exc, f"remove snapshot {key}") from exc
-        self._rmtree(renamed)
+            with self._removing_lock:
+                self._removing.add(renamed.name)
+        try:
+            self._rmtree(renamed)
+        finally:
+            with self._removing_lock:
+                self._removing.discard(renamed.name)
 
     def _rmtree(self, path: Path) -> None:
         if not path.exists():
             return
 
-        def onerror(func: Callable[..., object], p: str, exc: object) -> None:
-            log.warning("removing %s: %s", p, exc)
+        def onerror(func: Callable[..., object], p: str, exc: tuple[type[BaseException], BaseException, Any]) -> None:
+            if isinstance(exc[1], FileNotFoundError):
+                return  # already gone
+            log.warning("removing %s: %s", p, exc[1])
 
         shutil.rmtree(path, onerror=onerror)
 
@@ -225,21 +240,32 @@ class DirSnapshotter:
 
     def _cleanup(self) -> None:
         doomed: list[Path] = []
-        with self.ms.transaction() as tx:  # holds off creates while we look
+        with self.ms.transaction() as tx:  # holds off creates and removes while we look
             ids = tx.ids()
-            for entry in os.scandir(self.snapshots_dir):
-                if entry.name in ids:
-                    continue
-                path = Path(entry.path)
-                if not entry.name.startswith("rm-"):
-                    target = self.snapshots_dir / f"rm-{entry.name}"
-                    try:
-                        os.rename(path, target)
-                        path = target
-                    except OSError as exc:
-                        log.warning("cleanup: cannot rename %s: %s", path, exc)
+            with self._removing_lock:
+                for entry in os.scandir(self.snapshots_dir):
+                    if entry.name in ids or entry.name in self._removing:
                         continue
-                doomed.append(path)
-        for path in doomed:
-            log.info("%s snapshotter: removing unreferenced %s", self.name, path)
-            self._rmtree(path)
+                    path = Path(entry.path)
+                    if not entry.is_dir(follow_symlinks=False):
+                        with contextlib.suppress(OSError):
+                            os.unlink(path)
+                        continue
+                    if not entry.name.startswith("rm-"):
+                        target = Path(tempfile.mkdtemp(prefix=f"rm-{entry.name}-", dir=self.snapshots_dir))
+                        try:
+                            os.rename(path, target)  # onto the fresh empty dir: atomic replace
+                            path = target
+                        except OSError as exc:
+                            log.warning("cleanup: cannot rename %s: %s", path, exc)
+                            os.rmdir(target)
+                            continue
+                    self._removing.add(path.name)
+                    doomed.append(path)
+        try:
+            for path in doomed:
+                log.info("%s snapshotter: removing unreferenced %s", self.name, path)
+                self._rmtree(path)
+        finally:
+            with self._removing_lock:
+                self._removing.difference_update(p.name for p in doomed)
