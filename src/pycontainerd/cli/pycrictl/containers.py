@@ -1,0 +1,174 @@
+"""pycrictl ps / create / start / stop / rm / inspect: containers in pods."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from typing import Any
+
+from ... import errdefs
+from ...client.cri import (
+    CONTAINER_STATES,
+    CriClient,
+    api_pb2,
+    container_config_from_dict,
+    container_state_name,
+    load_config_file,
+    message_to_dict,
+    parse_info,
+)
+from ..common import table
+from ._format import ago, parse_label_filters, pick_state, print_json, short_state, trunc
+from .pods import load_pod_config
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("ps", help="list containers")
+    p.add_argument("-a", "--all", action="store_true", help="all containers (default: running ones)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only container ids")
+    p.add_argument("-p", "--pod", default="", help="only containers of this pod id (or id prefix)")
+    p.add_argument("--id", default="", help="only the container with this id (or id prefix)")
+    p.add_argument("--name", default="", help="only containers whose name matches this regular expression")
+    p.add_argument("--image", default="", help="only containers of images matching this regular expression")
+    p.add_argument("-s", "--state", default="", help="only containers in this state: created, running, exited")
+    p.add_argument("--label", action="append", default=[], help="only containers with label key=value")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
+    p.add_argument("-l", "--latest", action="store_true", help="only the most recently created container")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(func=ps)
+
+    p = sub.add_parser("create", help="create a container in a pod (pulls the image if it is missing)")
+    p.add_argument("pod", metavar="POD_ID")
+    p.add_argument("container_config", metavar="CONTAINER_CONFIG")
+    p.add_argument("pod_config", metavar="POD_CONFIG")
+    p.add_argument("--no-pull", action="store_true", help="do not pull a missing image")
+    p.set_defaults(func=create)
+
+    p = sub.add_parser("start", help="start created containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER_ID")
+    p.set_defaults(func=start)
+
+    p = sub.add_parser("stop", help="stop containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER_ID")
+    p.add_argument("--timeout", dest="grace", type=int, default=10,
+                   help="seconds between the stop signal and SIGKILL (default 10)")
+    p.set_defaults(func=stop)
+
+    p = sub.add_parser("rm", help="remove containers")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER_ID")
+    p.add_argument("-f", "--force", action="store_true", help="stop running containers first")
+    p.add_argument("-a", "--all", action="store_true", help="remove every container")
+    p.set_defaults(func=rm)
+
+    p = sub.add_parser("inspect", help="show containers' status and info (JSON)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER_ID")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the status, not the verbose info")
+    p.set_defaults(func=inspect)
+
+
+def _match(pattern: str, value: str, what: str) -> bool:
+    if not pattern:
+        return True
+    try:
+        return re.search(pattern, value) is not None
+    except re.error as exc:
+        raise errdefs.InvalidArgument(f"invalid {what} pattern {pattern!r}: {exc}") from None
+
+
+def _image_col(c: api_pb2.Container, names: dict[str, str], no_trunc: bool) -> str:
+    """The image's name when the runtime knows one (it reports ids), else the short id."""
+    ref = c.image.image or c.image_ref
+    if ref in names:
+        return names[ref]
+    return trunc(ref, no_trunc) if ref.startswith("sha256:") else ref
+
+
+async def ps(args: argparse.Namespace, client: CriClient) -> int:
+    flt = api_pb2.ContainerFilter(id=args.id, pod_sandbox_id=args.pod, label_selector=parse_label_filters(args.label))
+    state = pick_state(args.state, CONTAINER_STATES, "CONTAINER_", "container")
+    if state is None and not args.all and not args.latest:
+        state = CONTAINER_STATES["CONTAINER_RUNNING"]
+    if state is not None:
+        flt.state.CopyFrom(api_pb2.ContainerStateValue(state=state))  # type: ignore[arg-type]
+    items = await client.list_containers(flt)
+    items = [c for c in items if _match(args.name, c.metadata.name, "name")
+             and _match(args.image, c.image.image, "image")]
+    items.sort(key=lambda c: c.created_at, reverse=True)
+    if args.latest:
+        items = items[:1]
+    if args.output == "json":
+        print_json({"containers": [message_to_dict(c) for c in items]})
+        return 0
+    if args.quiet:
+        for c in items:
+            print(c.id)
+        return 0
+    pod_names = {p.id: p.metadata.name for p in await client.list_pod_sandbox()} if items else {}
+    image_names = {i.id: (list(i.repo_tags) or list(i.repo_digests) or [i.id])[0]
+                   for i in await client.list_images()} if items else {}
+    rows = [[trunc(c.id, args.no_trunc), _image_col(c, image_names, args.no_trunc), ago(c.created_at),
+             short_state(container_state_name(c.state), "CONTAINER_"), c.metadata.name, c.metadata.attempt,
+             trunc(c.pod_sandbox_id, args.no_trunc), pod_names.get(c.pod_sandbox_id, "unknown")]
+            for c in items]
+    table(["CONTAINER", "IMAGE", "CREATED", "STATE", "NAME", "ATTEMPT", "POD ID", "POD"], rows)
+    return 0
+
+
+async def create(args: argparse.Namespace, client: CriClient) -> int:
+    config = container_config_from_dict(await asyncio.to_thread(load_config_file, args.container_config))
+    sandbox = await load_pod_config(args.pod_config)
+    image = config.image.image
+    if not args.no_pull and not (await client.image_status(image)).HasField("image"):
+        print(f"pulling {image} ...", file=sys.stderr)
+        await client.pull_image(image, sandbox_config=sandbox)
+    print(await client.create_container(args.pod, config, sandbox))
+    return 0
+
+
+async def start(args: argparse.Namespace, client: CriClient) -> int:
+    for cid in args.containers:
+        await client.start_container(cid)
+        print(cid)
+    return 0
+
+
+async def stop(args: argparse.Namespace, client: CriClient) -> int:
+    for cid in args.containers:
+        await client.stop_container(cid, args.grace)
+        print(cid)
+    return 0
+
+
+async def rm(args: argparse.Namespace, client: CriClient) -> int:
+    targets = list(args.containers)
+    if args.all:
+        targets += [c.id for c in await client.list_containers()]
+    if not targets:
+        raise errdefs.InvalidArgument("rm: name a container, or use --all")
+    failed = 0
+    for cid in dict.fromkeys(targets):
+        try:
+            st = await client.container_status(cid)
+        except errdefs.NotFound:
+            print(cid)  # CRI: removing a missing container succeeds
+            continue
+        if st.status.state == CONTAINER_STATES["CONTAINER_RUNNING"]:
+            if not (args.force or args.all):
+                print(f"pycrictl: container {cid} is running: stop it first, or use rm -f", file=sys.stderr)
+                failed += 1
+                continue
+            await client.stop_container(cid, 0)
+        await client.remove_container(cid)
+        print(cid)
+    return 1 if failed else 0
+
+
+async def inspect(args: argparse.Namespace, client: CriClient) -> int:
+    for cid in args.containers:
+        st = await client.container_status(cid, verbose=not args.quiet)
+        out: dict[str, Any] = {"status": message_to_dict(st.status)}
+        out.update(parse_info(st.info))  # like crictl: each info key at the top level
+        print_json(out)
+    return 0

@@ -1,0 +1,59 @@
+"""pycrictl stats: containers' CPU, memory and writable-layer usage."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from ... import errdefs
+from ...client.cri import CriClient, api_pb2, message_to_dict
+from ..common import human_size, table
+from ._format import parse_label_filters, print_json, trunc
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("stats", help="list containers' resource usage")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER_ID")
+    p.add_argument("-p", "--pod", default="", help="only containers of this pod")
+    p.add_argument("--label", action="append", default=[], help="only containers with label key=value")
+    p.add_argument("-a", "--all", action="store_true", help="also containers that are not running")
+    p.add_argument("--name", default="", help="only containers whose name matches this regular expression")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(func=stats)
+
+
+def cpu_percent(s: api_pb2.ContainerStats) -> str:
+    if not s.cpu.HasField("usage_nano_cores"):
+        return "-"
+    return f"{s.cpu.usage_nano_cores.value / 1e7:.2f}"
+
+
+async def stats(args: argparse.Namespace, client: CriClient) -> int:
+    if args.containers:
+        items = [await client.container_stats(cid) for cid in args.containers]
+    else:
+        flt = api_pb2.ContainerStatsFilter(pod_sandbox_id=args.pod, label_selector=parse_label_filters(args.label))
+        items = await client.list_container_stats(flt)
+        if not args.all:
+            running = {c.id for c in await client.list_containers(api_pb2.ContainerFilter(
+                state=api_pb2.ContainerStateValue(state=api_pb2.CONTAINER_RUNNING)))}
+            items = [s for s in items if s.attributes.id in running]
+    if args.name:
+        try:
+            items = [s for s in items if re.search(args.name, s.attributes.metadata.name)]
+        except re.error as exc:
+            raise errdefs.InvalidArgument(f"invalid name pattern {args.name!r}: {exc}") from None
+    if args.output == "json":
+        print_json({"stats": [message_to_dict(s) for s in items]})
+        return 0
+    rows = []
+    for s in items:
+        mem = human_size(s.memory.working_set_bytes.value) if s.memory.HasField("working_set_bytes") else "-"
+        disk = human_size(s.writable_layer.used_bytes.value) if s.writable_layer.HasField("used_bytes") else "-"
+        inodes = str(s.writable_layer.inodes_used.value) if s.writable_layer.HasField("inodes_used") else "-"
+        rows.append([trunc(s.attributes.id, args.no_trunc), s.attributes.metadata.name, cpu_percent(s), mem, disk,
+                     inodes])
+    table(["CONTAINER", "NAME", "CPU %", "MEM", "DISK", "INODES"], rows)
+    return 0
