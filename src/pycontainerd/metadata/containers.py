@@ -229,8 +229,7 @@ class ContainerStore:
             self.exchange.publish(ns, topic, payload)
 
     async def get(self, namespace: str, container_id: str) -> Container:
-        if not container_id:
-            raise errdefs.InvalidArgument("container id must not be empty")
+        # an empty id names no container: NotFound, as containerd answers
         c = await self.db.read(lambda conn: _get(conn, namespace, container_id))
         if c is None:
             raise errdefs.NotFound(f'container "{container_id}" in namespace "{namespace}": not found')

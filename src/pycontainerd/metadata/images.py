@@ -53,11 +53,13 @@ def validate(image: Image) -> None:
         raise errdefs.InvalidArgument(f"image.Labels: {exc}") from exc
     t = image.target
     if not is_valid_digest(t.digest):
-        raise errdefs.InvalidArgument(f"Target.Digest {t.digest!r} invalid: invalid checksum digest format")
+        raise errdefs.InvalidArgument(
+            f"image {image.name!r}: Target.Digest {t.digest!r} invalid: invalid checksum digest format"
+        )
     if t.size <= 0:
-        raise errdefs.InvalidArgument("Target.Size must be greater than zero")
+        raise errdefs.InvalidArgument(f"image {image.name!r}: Target.Size must be greater than zero")
     if not t.media_type:
-        raise errdefs.InvalidArgument("Target.MediaType must be set")
+        raise errdefs.InvalidArgument(f"image {image.name!r}: Target.MediaType must be set")
 
 
 def adaptor(image: Image) -> Callable[[tuple[str, ...]], str | None]:

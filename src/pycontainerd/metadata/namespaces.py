@@ -50,8 +50,8 @@ class NamespaceStore:
         return Namespace(name, dict(labels or {}))
 
     async def get(self, name: str) -> Namespace:
-        """Never NotFound: an unknown namespace has no labels (clients read defaults from here)."""
-        identifiers.validate(name)
+        """Never fails: an unknown (even malformed) namespace has no labels, as in containerd (clients read
+        defaults from here)."""
         row = await self.db.read(lambda c: c.execute("SELECT labels FROM namespaces WHERE name=?", (name,)).fetchone())
         return Namespace(name, loads(row["labels"]) if row else {})
 
@@ -91,11 +91,10 @@ class NamespaceStore:
         return Namespace(name, current)
 
     async def delete(self, name: str) -> None:
-        identifiers.validate(name)
-
+        # no identifier check: a malformed name cannot exist, so it is NotFound (as containerd answers)
         def tx(conn: sqlite3.Connection) -> None:
             if not conn.execute("SELECT 1 FROM namespaces WHERE name=?", (name,)).fetchone():
-                raise errdefs.NotFound(f"namespace {name}: not found")
+                raise errdefs.NotFound(f"namespace {name!r}: not found")
             held = [
                 what
                 for table, what in _HOLDERS

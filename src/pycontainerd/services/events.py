@@ -14,11 +14,12 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2, empty_pb2, json_format, message, symbol_database
 
-from .. import errdefs
+from .. import errdefs, identifiers
 from ..api.events import container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2
 from ..api.services.events.v1 import events_pb2 as pb
 from ..api.services.events.v1 import events_pb2_grpc as pb_grpc
 from ..events import Envelope, Exchange
+from ..events.exchange import validate_topic
 from ..plugin import InitContext, Registration, types
 from .common import add_servicer, namespace_of, ns_from_ts, ts_from_ns
 
@@ -87,7 +88,7 @@ class EventsService(pb_grpc.EventsServicer):
     async def Publish(self, request: pb.PublishRequest, context: Any) -> empty_pb2.Empty:
         ns = namespace_of(context)
         if not request.HasField("event"):
-            raise errdefs.InvalidArgument("event must be set")
+            raise errdefs.InvalidArgument(f"event must be set (topic {request.topic!r})")
         import time
 
         env = Envelope(
@@ -98,9 +99,20 @@ class EventsService(pb_grpc.EventsServicer):
         return empty_pb2.Empty()
 
     async def Forward(self, request: pb.ForwardRequest, context: Any) -> empty_pb2.Empty:
+        # validated in containerd's order (namespace, topic, timestamp); a missing envelope or event
+        # is refused here too (containerd 1.6 dereferences nil and crashes)
+        if not request.HasField("envelope"):
+            raise errdefs.InvalidArgument("forward request: envelope must be set")
         e = request.envelope
         if not e.HasField("event"):
-            raise errdefs.InvalidArgument("envelope event must be set")
+            raise errdefs.InvalidArgument(f"envelope event must be set (topic {e.topic!r})")
+        try:
+            identifiers.validate(e.namespace)
+        except errdefs.InvalidArgument as exc:
+            raise errdefs.InvalidArgument(f"event envelope has invalid namespace: {exc}") from None
+        validate_topic(e.topic)
+        if ns_from_ts(e.timestamp) == 0:
+            raise errdefs.InvalidArgument(f"timestamp must be set on forwarded event {e.topic}")
         env = Envelope(
             ns_from_ts(e.timestamp), e.namespace, e.topic, decode_any(e.event), raw=(e.event.type_url, e.event.value)
         )
