@@ -51,6 +51,14 @@ def blobs_on_disk(d: Daemon) -> list[str]:
     return sorted(os.listdir(p)) if p.exists() else []
 
 
+def blobs_collected(d: Daemon, timeout: float = 10) -> list[str]:
+    """The blobs left once GC (scheduled after a deletion, not inline) has had its turn."""
+    deadline = time.monotonic() + timeout
+    while blobs_on_disk(d) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return blobs_on_disk(d)
+
+
 # -- ctr content --------------------------------------------------------------------------
 def test_ctr_content_ingest_ls_get_label_rm(daemon: Daemon) -> None:
     data = os.urandom(3 * 1024 * 1024 + 123)  # several 1 MiB write messages
@@ -82,7 +90,7 @@ def test_ctr_content_ingest_ls_get_label_rm(daemon: Daemon) -> None:
 
     daemon.ctr("content", "rm", dgst)
     assert content_digests(daemon) == []
-    assert blobs_on_disk(daemon) == []  # no namespace and no lease holds it: bytes are gone
+    assert blobs_collected(daemon) == []  # no namespace and no lease holds it: bytes are gone
     r = ctr_bytes(daemon, "content", "get", dgst)
     assert r.returncode != 0
     assert b"not found" in r.stderr
@@ -95,7 +103,7 @@ def test_ctr_content_wrong_digest_is_refused(daemon: Daemon) -> None:
     assert r.returncode != 0
     assert b"unexpected commit digest" in r.stderr
     assert content_digests(daemon) == []
-    assert blobs_on_disk(daemon) == []
+    assert blobs_collected(daemon) == []
     # the ingest stays, as in containerd, and can be seen and aborted
     assert "bad-ref" in daemon.ctr("content", "active").stdout
     with _content_stub(daemon) as (stub, md):
@@ -134,7 +142,7 @@ def test_ctr_content_is_namespaced(daemon: Daemon) -> None:
     daemon.ctr("content", "rm", dgst)
     assert blobs_on_disk(daemon) == [dgst.split(":")[1]]  # "other" still has it
     daemon.ctr("content", "rm", dgst, namespace="other")
-    assert blobs_on_disk(daemon) == []
+    assert blobs_collected(daemon) == []
 
 
 # -- the Write protocol, call by call --------------------------------------------------------
@@ -388,7 +396,7 @@ def test_ctr_push_then_fetch_into_another_namespace(daemon: Daemon, registry: st
     daemon.ctr("images", "rm", "example.com/big:latest", namespace="src")
     for d in content_digests(daemon, "src"):
         daemon.ctr("content", "rm", d, namespace="src")
-    assert blobs_on_disk(daemon) == []
+    assert blobs_collected(daemon) == []
 
     daemon.ctr("content", "fetch", "--plain-http", f"{registry}/big:latest", namespace="dst")
     digests = content_digests(daemon, "dst")

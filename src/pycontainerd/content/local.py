@@ -17,12 +17,14 @@ after a restart the data written so far is re-hashed once, when the ingest is re
 ``commit`` fsyncs the data, checks the size and the digest (a mismatch is
 ``FailedPrecondition`` and leaves nothing visible), renames the data into ``blobs/`` and
 fsyncs that directory, so a blob that is visible is complete and correct, even after a
-crash.  A blob that was already there makes the commit ``AlreadyExists`` (the ingest is
+crash.  It is also available in three steps (``prepare_commit_sync``, ``publish_sync``,
+``finish_commit_sync``) so that the metadata store keeps only the rename inside its
+transaction.  A blob that was already there makes the commit ``AlreadyExists`` (the ingest is
 dropped).  ``close`` releases the lock and keeps the ingest for a later resume; ``abort``
 removes it.
 
 All file work runs in worker threads (``asyncio.to_thread``); the ``*_sync`` methods are
-for callers already on a worker thread (the metadata store commits inside its database
+for callers already on a worker thread (the metadata store publishes inside its database
 transaction).  Without a label store (the default, as under the metadata store, which
 keeps labels per namespace) ``update`` is refused; ``labels=True`` keeps labels in memory,
 which the contract suite uses.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import errno
 import hashlib
 import os
@@ -75,6 +78,43 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class BlobFile:
+    """A committed blob open for blocking, sequential ``read`` calls from a worker thread.
+
+    ``close`` may come from another thread (a cancelled apply whose worker is still
+    running): it waits for a read in progress, and later reads fail instead of reading
+    whatever file reused the descriptor number.
+    """
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self.size = size
+
+    def read(self, n: int = READ_CHUNK) -> bytes:
+        """Up to ``n`` bytes; b"" at the end."""
+        with self._lock:
+            if self._fd < 0:
+                raise errdefs.Canceled("blob file is closed")
+            return os.read(self._fd, n)
+
+    def close(self) -> None:
+        with self._lock:
+            fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> BlobFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if hasattr(self, "_lock"):
+            self.close()
 
 
 class LocalStore:
@@ -190,6 +230,28 @@ class LocalStore:
 
     async def delete(self, digest: str) -> None:
         await asyncio.to_thread(self.delete_sync, digest)
+
+    async def open_blob(self, digest: str) -> BlobFile:
+        """The blob opened for blocking sequential reads in a worker thread (close it).
+
+        For consumers that process a whole blob in a thread (the differ's apply): reading
+        there directly saves a hop through the event loop per chunk.  The open descriptor
+        keeps the bytes readable even if the blob is deleted meanwhile.
+        """
+        path = self.blob_path(digest)
+
+        def _open() -> BlobFile:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return BlobFile(fd, os.fstat(fd).st_size)
+            except BaseException:
+                os.close(fd)
+                raise
+
+        try:
+            return await asyncio.to_thread(_open)
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"content {digest}: not found") from None
 
     async def read(self, digest: str, offset: int = 0, size: int = 0) -> AsyncIterator[bytes]:
         """Stream ``size`` bytes (0: to the end) from ``offset`` in chunks of at most 1 MiB."""
@@ -357,6 +419,15 @@ class LocalWriter:
         self._started_at = started_at
         self._updated_at = updated_at
         self._mu = threading.Lock()
+        self._prepared = ""  # the verified digest, once prepare_commit_sync succeeded
+        self._published = False  # renamed into blobs/
+        self._done = False  # the ingest dir can go (published, or the blob already existed)
+        self._locked = True  # holds the ref's lock
+
+    def _release_lock(self) -> None:
+        if self._locked:
+            self._locked = False
+            self._store._unlock(self._ref)
 
     @property
     def ref(self) -> str:
@@ -440,44 +511,87 @@ class LocalWriter:
         """Flush the data to disk (so a commit inside a transaction has little left to do)."""
         await asyncio.to_thread(self._fsync)
 
-    def commit_sync(self, size: int, expected: str, labels: Mapping[str, str] | None = None) -> str:
-        """Verify and publish the blob (see the module docstring); always releases the lock."""
+    # A commit in three steps, so that a caller who records the blob in a database transaction
+    # (the metadata store) only has the rename inside it:
+    #   prepare_commit_sync  fsync + close the data, check size and digest, make it read-only;
+    #   publish_sync         rename it into blobs/ (AlreadyExists if the digest is there);
+    #   finish_commit_sync   fsync blobs/ (the rename is durable before the caller answers),
+    #                        remove the ingest dir, release the lock -- always call it.
+    def prepare_commit_sync(self, size: int, expected: str) -> str:
+        """Step 1: the verified digest of the complete data (``FailedPrecondition`` on a mismatch)."""
         with self._mu:
             fd = self._require_open()
-            if labels:
-                validate_labels(labels)
             try:
                 os.fsync(fd)
                 actual_size = os.fstat(fd).st_size
             finally:
                 os.close(fd)
                 self._fd = None
+            if size > 0 and size != actual_size:
+                raise errdefs.FailedPrecondition(f"unexpected commit size {actual_size}, expected {size}")
+            dgst = "sha256:" + self._hasher.hexdigest()
+            if expected and expected != dgst:
+                raise errdefs.FailedPrecondition(f"unexpected commit digest {dgst}, expected {expected}")
+            data = self._path / "data"
+            os.chmod(data, 0o444)
+            now = _now()
+            os.utime(data, ns=(now, now))
+            self._store.blob_path(dgst).parent.mkdir(parents=True, exist_ok=True)
+            self._prepared = dgst
+            return dgst
+
+    def publish_sync(self) -> str:
+        """Step 2: make the prepared blob visible (one ``stat`` and one ``rename``)."""
+        with self._mu:
+            dgst = self._prepared
+            if not dgst:
+                raise errdefs.FailedPrecondition(f"writer for ref {self._ref}: commit not prepared")
+            target = self._store.blob_path(dgst)
+            if target.exists():
+                self._done = True  # the ingest is dropped by finish_commit_sync
+                raise errdefs.AlreadyExists(f"content {dgst}: already exists")
             try:
-                if size > 0 and size != actual_size:
-                    raise errdefs.FailedPrecondition(f"unexpected commit size {actual_size}, expected {size}")
-                dgst = "sha256:" + self._hasher.hexdigest()
-                if expected and expected != dgst:
-                    raise errdefs.FailedPrecondition(f"unexpected commit digest {dgst}, expected {expected}")
-                target = self._store.blob_path(dgst)
-                if target.exists():
+                os.rename(self._path / "data", target)
+            except OSError as exc:
+                raise errdefs.from_oserror(exc, f"commit {self._ref}") from exc
+            self._done = self._published = True
+            return dgst
+
+    def finish_commit_sync(self) -> None:
+        """Step 3: after publishing (or failing to), whatever happened; releases the lock."""
+        with self._mu:
+            try:
+                if self._fd is not None:  # never prepared: the ingest stays for a resume
+                    fd, self._fd = self._fd, None
+                    os.close(fd)
+                if self._published:
+                    _fsync_dir(self._store.blob_path(self._prepared).parent)
+                if self._done:
                     shutil.rmtree(self._path, ignore_errors=True)
-                    raise errdefs.AlreadyExists(f"content {dgst}: already exists")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                data = self._path / "data"
-                os.chmod(data, 0o444)
-                now = _now()
-                os.utime(data, ns=(now, now))
-                try:
-                    os.rename(data, target)
-                except OSError as exc:
-                    raise errdefs.from_oserror(exc, f"commit {self._ref}") from exc
-                _fsync_dir(target.parent)
-                shutil.rmtree(self._path, ignore_errors=True)
-                if self._store._label_store is not None and labels:
-                    self._store._label_store[dgst] = {k: v for k, v in labels.items() if v}
-                return dgst
+                elif self._prepared:  # prepared, not published: writable again for a resume
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chmod(self._path / "data", 0o644)
             finally:
-                self._store._unlock(self._ref)
+                self._release_lock()
+
+    async def prepare_commit(self, size: int, expected: str) -> str:
+        return await asyncio.to_thread(self.prepare_commit_sync, size, expected)
+
+    async def finish_commit(self) -> None:
+        await asyncio.to_thread(self.finish_commit_sync)
+
+    def commit_sync(self, size: int, expected: str, labels: Mapping[str, str] | None = None) -> str:
+        """Verify and publish the blob (see the module docstring); always releases the lock."""
+        try:
+            if labels:
+                validate_labels(labels)
+            self.prepare_commit_sync(size, expected)
+            dgst = self.publish_sync()
+            if self._store._label_store is not None and labels:
+                self._store._label_store[dgst] = {k: v for k, v in labels.items() if v}
+            return dgst
+        finally:
+            self.finish_commit_sync()
 
     async def commit(self, size: int, expected: str, labels: Mapping[str, str] | None = None) -> str:
         return await asyncio.to_thread(self.commit_sync, size, expected, labels)
@@ -494,7 +608,7 @@ class LocalWriter:
                     raise
             finally:
                 os.close(fd)
-                self._store._unlock(self._ref)
+                self._release_lock()
 
     async def close(self) -> None:
         if self._fd is None:

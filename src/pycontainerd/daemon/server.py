@@ -29,6 +29,7 @@ from ..events import Exchange
 from ..metadata.db import Database
 from ..plugin import PluginSet
 from ..plugin import registry as plugin_registry
+from . import memory
 from .config import Config
 from .interceptors import TimingInterceptor
 
@@ -52,6 +53,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._serving = False  # the socket path is ours to remove only once we served on it
         self.closers: list[Any] = []  # async callables run at shutdown, reverse order
+        self.trimmer = memory.default_trimmer()
 
     # -- start-up ---------------------------------------------------------------------------
     def _lock_root(self) -> None:
@@ -114,6 +116,7 @@ class Daemon:
     async def start(self) -> None:
         from . import builtins
 
+        memory.configure_malloc()  # before plugins start their worker threads
         self._lock_root()
         self.uuid = self._server_uuid()
         await self.db.open()
@@ -154,6 +157,7 @@ class Daemon:
             os.chown(self.address, self.config.grpc.uid or -1, self.config.grpc.gid or -1)
         self._server = server
         self._serving = True
+        self.trimmer.start()
         log.info("pycontainerd serving on %s", self.address)
         sd_notify("READY=1")
 
@@ -169,6 +173,8 @@ class Daemon:
         self._stopping.set()
 
     async def stop(self) -> None:
+        if self._serving:
+            await self.trimmer.close()
         if self._server is not None:
             await self._server.stop(grace=2)
             self._server = None

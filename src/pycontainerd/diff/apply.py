@@ -2,13 +2,21 @@
 
 Theory of operation
 -------------------
-Pipeline (``apply_layer``): the event loop pumps the blob's chunks from the content store
-into a bounded pipe; thread A detects the compression from the first bytes, decompresses
-(ISA-L gzip / zstd, both release the GIL) and hashes the *uncompressed* bytes (that sha256
-is the layer's diffID, which ``ctr`` checks); thread B parses tar headers with a small
-streaming parser of our own (ustar, GNU long names, PAX incl. ``SCHILY.xattr.*``) and writes
-the files.  Bounded queues between the stages keep memory flat.  Trailing bytes after the
+Pipeline (``apply_layer``): thread A reads the blob (straight from the content store's file
+when given a ``BlockingSource``; otherwise the event loop pumps an async iterator's chunks
+into a bounded pipe), detects the compression from the first bytes, decompresses (ISA-L
+gzip / zstd, both release the GIL) and hashes the *uncompressed* bytes (that sha256 is the
+layer's diffID, which ``ctr`` checks); thread B parses tar headers with a small streaming
+parser of our own (ustar, GNU long names, PAX incl. ``SCHILY.xattr.*``) and writes the
+files.  Bounded queues between the stages keep memory flat.  Trailing bytes after the
 end-of-archive marker are still read and hashed.
+
+Per entry, thread B makes as few syscalls as it can (a layer is mostly small files, and
+their syscalls are the cost): it creates first and looks only when something is in the way
+(``EEXIST``), creates a regular file with its final mode when the umask allows (no
+``fchmod``), and skips ``chown`` when creation already gave the right owner (our uid, and
+our gid or the setgid parent's).  Directory times are set at the end.  Extracted files are
+not fsynced here (containerd's ``archive.Apply`` does not fsync them either).
 
 Two targets (as containerd's ``archive.Apply``):
 
@@ -54,6 +62,7 @@ import stat
 import threading
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .. import errdefs
 from .compression import Compression, decompressor, detect
@@ -64,6 +73,8 @@ BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 _MAX_META = 16 << 20  # cap for PAX / GNU long-name payloads
 _IS_ROOT = os.geteuid() == 0
+_EUID = os.geteuid()
+_EGID = os.getegid()
 _MAX_LINKS = 255
 
 
@@ -321,6 +332,26 @@ def _lstat(path: str) -> os.stat_result | None:
         return None
 
 
+def _current_umask() -> int | None:
+    """This process's umask, read without changing it (None if unknown)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _has_default_acl(path: str) -> bool:
+    try:
+        os.getxattr(path, "system.posix_acl_default")
+    except OSError:
+        return False
+    return True
+
+
 def _remove(path: str, st: os.stat_result) -> None:
     if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(path)
@@ -342,6 +373,14 @@ class Extractor:
         self._dirs: list[tuple[str, int, int]] = []  # (path, atime, mtime) set at the end
         self._unpacked: set[str] = set()
         self.entries = 0
+        # Fewer syscalls per file (most layer entries are 0:0 and 0644/0755): a new entry's
+        # owner is already right when it is what creation gives it (our fsuid, and the
+        # parent's gid under a setgid parent, else our fsgid), and a file created with its
+        # final mode needs no fchmod when the umask leaves that mode alone.  Default ACLs
+        # would change the creation mode: then we always chmod.
+        self._gid_of_new: dict[str, int] = {}  # dir -> gid a new entry in it gets
+        self._umask = _current_umask()
+        self._create_final_mode = self._umask is not None and not _has_default_acl(self.root)
 
     # parent dirs
     def _parent(self, parts: Sequence[str]) -> str:
@@ -420,10 +459,39 @@ class Extractor:
 
     def _invalidate(self) -> None:
         self._dir_cache.clear()
+        self._gid_of_new.clear()
+
+    def _owner_ok(self, parent: str, h: Header) -> bool:
+        """Whether an entry just created in ``parent`` already has ``h``'s owner."""
+        if h.uid != _EUID:
+            return False
+        gid = self._gid_of_new.get(parent)
+        if gid is None:
+            st = os.lstat(parent)
+            gid = st.st_gid if st.st_mode & stat.S_ISGID else _EGID
+            self._gid_of_new[parent] = gid
+        return h.gid == gid
+
+    def _create_mode(self, h: Header) -> int | None:
+        """The mode to create a regular file with so that no fchmod is needed (None: chmod)."""
+        mode = stat.S_IMODE(h.mode)
+        if not self._create_final_mode or mode & 0o7000 or h.xattrs or self._umask is None or mode & self._umask:
+            return None
+        return mode
+
+    def _clear(self, path: str, keep_dir: bool = False) -> os.stat_result | None:
+        """Remove what is at ``path`` (never following it); a directory stays if ``keep_dir``."""
+        st = _lstat(path)
+        if st is not None and not (keep_dir and stat.S_ISDIR(st.st_mode)):
+            _remove(path, st)
+            if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                self._invalidate()
+            return None
+        return st
 
     # metadata
-    def _meta(self, path: str, h: Header, fd: int | None = None, *, chmod: bool = True) -> None:
-        if _IS_ROOT:
+    def _meta(self, path: str, h: Header, fd: int | None = None, *, chmod: bool = True, chown: bool = True) -> None:
+        if _IS_ROOT and chown:
             if fd is not None:
                 os.fchown(fd, h.uid, h.gid)
             else:
@@ -474,29 +542,42 @@ class Extractor:
             return
         path = parent + "/" + base
         t = h.typeflag
-        st = _lstat(path)
-        if st is not None and not (stat.S_ISDIR(st.st_mode) and t == b"5"):
-            _remove(path, st)
-            if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                self._invalidate()
         if t in (b"0", b"\x00", b"7"):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            # create first, look only if something is in the way (layers rarely overwrite)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            mode = self._create_mode(h)
+            try:
+                fd = os.open(path, flags, 0o600 if mode is None else mode)
+            except FileExistsError:
+                self._clear(path)
+                fd = os.open(path, flags, 0o600 if mode is None else mode)
             try:
                 reader.copy_to(fd, h.size, h.name)
-                self._meta(path, h, fd)
+                self._meta(path, h, fd, chmod=mode is None, chown=not self._owner_ok(parent, h))
                 self._times(path, h, fd)
             finally:
                 os.close(fd)
         elif t == b"5":
-            if st is None or not stat.S_ISDIR(st.st_mode):
+            created = True
+            try:
                 os.mkdir(path, 0o700)
-            self._meta(path, h)
+            except FileExistsError:
+                if self._clear(path, keep_dir=True) is None:
+                    os.mkdir(path, 0o700)
+                else:
+                    created = False
+                    self._gid_of_new.pop(path, None)  # its owner/mode may change now
+            self._meta(path, h, chown=not (created and self._owner_ok(parent, h)))
             atime = h.atime_ns if h.atime_ns is not None else h.mtime_ns
             self._dirs.append((path, max(atime, h.mtime_ns), h.mtime_ns))
             reader.skip(h.size, h.name)
         elif t == b"2":
-            os.symlink(h.linkname, path)
-            self._meta(path, h, chmod=False)
+            try:
+                os.symlink(h.linkname, path)
+            except FileExistsError:
+                self._clear(path)
+                os.symlink(h.linkname, path)
+            self._meta(path, h, chmod=False, chown=not self._owner_ok(parent, h))
             self._times(path, h)
             reader.skip(h.size, h.name)
         elif t == b"1":
@@ -506,17 +587,29 @@ class Extractor:
             target = resolve_in_root(self.root, lparts[:-1]) + "/" + lparts[-1]
             if _lstat(target) is None:
                 self._copy_up(target)
-            os.link(target, path, follow_symlinks=False)
+            try:
+                os.link(target, path, follow_symlinks=False)
+            except FileExistsError:
+                self._clear(path)
+                if _lstat(target) is None:  # it was the entry itself
+                    self._copy_up(target)
+                os.link(target, path, follow_symlinks=False)
             reader.skip(h.size, h.name)
         elif t in (b"3", b"4", b"6"):
             kind = {b"3": stat.S_IFCHR, b"4": stat.S_IFBLK, b"6": stat.S_IFIFO}[t]
-            os.mknod(path, kind | 0o600, os.makedev(h.devmajor, h.devminor) if t != b"6" else 0)
+            dev = os.makedev(h.devmajor, h.devminor) if t != b"6" else 0
+            try:
+                os.mknod(path, kind | 0o600, dev)
+            except FileExistsError:
+                self._clear(path)
+                os.mknod(path, kind | 0o600, dev)
             self._meta(path, h)
             self._times(path, h)
             reader.skip(h.size, h.name)
         else:
             raise errdefs.InvalidArgument(f"tar entry {h.name!r}: unhandled entry type {t!r}")
-        self._unpacked.add(path)
+        if not self.overlay:
+            self._unpacked.add(path)  # what an opaque whiteout must keep
 
     def _whiteout(self, parent: str, base: str, h: Header) -> None:
         if base == ".wh..wh..opq":
@@ -652,7 +745,7 @@ class _ChunkPipe:
 
 
 class _BlockQueue:
-    def __init__(self, depth: int = 16) -> None:
+    def __init__(self, depth: int = 8) -> None:
         self._q: queue.Queue[bytes | None] = queue.Queue(depth)
         self.cancelled = threading.Event()
 
@@ -733,8 +826,22 @@ def _extract_loop(blocks: _BlockQueue, ex: Extractor) -> None:
     extract(_Reader(blocks.get), ex)
 
 
+class BlockingSource(Protocol):
+    """A layer blob readable from a worker thread (``content.local.BlobFile``)."""
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; b"" at the end."""
+        ...
+
+
+# Compressed bytes per read from a blob file: ~1.2 MiB of tar per gzip read; with the
+# 8-deep block queue the apply of a 300 MiB image peaks ~30 MiB lower than with 1 MiB
+# reads and a 16-deep queue, at the same speed (measured on tmpfs, 5 layers, 17k files).
+_SOURCE_READ = 512 << 10
+
+
 async def apply_layer(
-    chunks: AsyncIterable[bytes],
+    chunks: AsyncIterable[bytes] | BlockingSource,
     root: str,
     *,
     whiteouts: str = "remove",
@@ -742,18 +849,36 @@ async def apply_layer(
 ) -> ApplyResult:
     """Apply the layer streamed by ``chunks`` (compressed or not) onto ``root``.
 
-    Returns the uncompressed digest and size.  Raises InvalidArgument on a malformed or
-    unsafe layer; what was written before the error stays (the caller drops the snapshot).
+    ``chunks`` is either an async iterator of byte chunks (pumped from the event loop) or
+    a ``BlockingSource`` that the decompressing thread reads directly (cheaper: no hop
+    through the loop per chunk).  Returns the uncompressed digest and size.  Raises
+    InvalidArgument on a malformed or unsafe layer; what was written before the error
+    stays (the caller drops the snapshot).
     """
     loop = asyncio.get_running_loop()
     pipe = _ChunkPipe(loop)
     blocks = _BlockQueue()
     ex = Extractor(root, whiteouts, parents)
     result: dict[str, object] = {}
+    get: Callable[[], bytes | None]
+
+    if isinstance(chunks, AsyncIterable):
+        source: AsyncIterable[bytes] | None = chunks
+        get = pipe.get
+    else:
+        source = None
+        reader = chunks
+
+        def get() -> bytes | None:
+            if blocks.cancelled.is_set():
+                raise _Cancelled()
+            return reader.read(_SOURCE_READ) or None
 
     async def pump() -> None:
+        if source is None:
+            return
         try:
-            async for chunk in chunks:
+            async for chunk in source:
                 if chunk:
                     await pipe.put(bytes(chunk))
         finally:
@@ -764,7 +889,7 @@ async def apply_layer(
         pipe.cancel()
         blocks.cancelled.set()
 
-    dec = asyncio.ensure_future(asyncio.to_thread(_decompress_loop, pipe.get, blocks, result))
+    dec = asyncio.ensure_future(asyncio.to_thread(_decompress_loop, get, blocks, result))
     ext = asyncio.ensure_future(asyncio.to_thread(_extract_loop, blocks, ex))
     pumper = asyncio.ensure_future(pump())
     tasks = [pumper, dec, ext]
@@ -798,12 +923,8 @@ async def apply_layer(
 def apply_file(path: str, root: str, *, whiteouts: str = "remove", parents: Sequence[str] = ()) -> ApplyResult:
     """Blocking convenience (tests, tools): apply a layer file onto ``root``."""
 
-    async def chunks() -> AsyncIterable[bytes]:
-        with open(path, "rb") as f:  # noqa: ASYNC230 - runs in its own loop
-            while True:
-                data = f.read(1 << 20)
-                if not data:
-                    return
-                yield data
+    async def run() -> ApplyResult:
+        with open(path, "rb", buffering=0) as f:  # noqa: ASYNC230 - runs in its own loop
+            return await apply_layer(f, root, whiteouts=whiteouts, parents=parents)
 
-    return asyncio.run(apply_layer(chunks(), root, whiteouts=whiteouts, parents=parents))
+    return asyncio.run(run())

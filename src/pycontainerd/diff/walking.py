@@ -35,7 +35,7 @@ from ..mount import Mount, mount_all, read_only, unmount_all
 from ..mount.mount import MNT_DETACH, mountinfo
 from ..plugin import InitContext, Registration, types
 from . import compression
-from .apply import ApplyResult, apply_layer
+from .apply import ApplyResult, BlockingSource, apply_layer
 from .compare import write_diff
 
 LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
@@ -84,13 +84,22 @@ class WalkingDiffer:
         mt = desc.media_type.split(";")[0].strip()
         if mt and mt not in _APPLY_MEDIA_TYPES and compression.from_media_type(mt) is None:
             raise errdefs.NotImplemented_(f"unsupported diff media type: {desc.media_type}")
-        chunks: Any = provider.read(desc.digest)
-        if inspect.isawaitable(chunks):  # a Provider written as a coroutine returning an iterator
-            chunks = await chunks
-        result = await self.apply_stream(chunks, mounts)
+        open_blob = getattr(provider, "open_blob", None)
+        if open_blob is not None:
+            # a local store: the apply thread reads the blob file itself
+            blob = await open_blob(desc.digest)
+            try:
+                result = await self.apply_stream(blob, mounts)
+            finally:
+                blob.close()
+        else:
+            chunks: Any = provider.read(desc.digest)
+            if inspect.isawaitable(chunks):  # a Provider written as a coroutine returning an iterator
+                chunks = await chunks
+            result = await self.apply_stream(chunks, mounts)
         return Descriptor(compression.MEDIA_TYPE_LAYER, result.digest, result.size)
 
-    async def apply_stream(self, chunks: AsyncIterator[bytes], mounts: Sequence[Mount]) -> ApplyResult:
+    async def apply_stream(self, chunks: AsyncIterator[bytes] | BlockingSource, mounts: Sequence[Mount]) -> ApplyResult:
         if len(mounts) == 1 and mounts[0].type == "overlay":
             upper = _opt(mounts[0].options, "upperdir")
             if upper:

@@ -18,10 +18,14 @@ Writers, as containerd's metadata store has them:
   copies the existing bytes into a real ingest;
 - otherwise a local writer on the backend ref.
 
-The commit of a real writer verifies and publishes the bytes inside the metadata
-transaction that adds the record, so a concurrent delete can never remove bytes between
-the two.  With a lease the open ingest is a lease resource (``ingests``) and the committed
-blob another (``content``).
+The commit of a real writer syncs and verifies the bytes first, on a worker thread; only
+the rename into ``blobs/`` happens inside the metadata transaction that adds the record
+(on the writer thread, where the GC's blob sweep also runs), so a concurrent delete or
+sweep can never remove bytes between the two.  The directory is synced after that
+transaction, before the caller hears of the commit.  Opening a writer, committing and
+updating labels are batched writes (``Database.write(batch=True)``): under a burst of
+parallel fetches they share transactions.  With a lease the open ingest is a lease
+resource (``ingests``) and the committed blob another (``content``).
 
 Deleting a record publishes ``/content/delete``.  Until the garbage collector runs the
 bytes' lifecycle, the bytes are removed when no namespace has a record of the digest and
@@ -38,7 +42,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from .. import errdefs, filters
 from ..content.helpers import info_adaptor, status_adaptor, update_labels, validate_digest, validate_labels
 from ..content.interfaces import Info, Status
-from ..content.local import LocalStore, LocalWriter
+from ..content.local import BlobFile, LocalStore, LocalWriter
 from ..events import Exchange
 from .db import Database, dumps, ensure_namespace, loads, now_ns
 
@@ -158,7 +162,7 @@ class NamespacedContentStore:
             current.labels, current.updated_at = labels, updated
             return current
 
-        return await self._p.db.write(tx)
+        return await self._p.db.write(tx, batch=True)
 
     async def list(self, filters_: Sequence[str] = ()) -> builtins.list[Info]:
         flt = filters.parse_all(list(filters_))
@@ -190,6 +194,11 @@ class NamespacedContentStore:
             p.exchange.publish(ns, "/content/delete", {"digest": digest})
 
     # -- Provider ---------------------------------------------------------------------------
+    async def open_blob(self, digest: str) -> BlobFile:
+        """The blob opened for blocking reads in a worker thread (see ``LocalStore.open_blob``)."""
+        await self.info(digest)  # visible in this namespace?
+        return await self._p.local.open_blob(digest)
+
     async def read(self, digest: str, offset: int = 0, size: int = 0) -> AsyncIterator[bytes]:
         await self.info(digest)  # visible in this namespace?
         async for chunk in self._p.local.read(digest, offset, size):
@@ -276,7 +285,7 @@ class NamespacedContentStore:
                 _add_lease_resource(conn, ns, lease, "ingests", ref)
                 return False
 
-            if await p.db.write(tx):
+            if await p.db.write(tx, batch=True):
                 raise errdefs.AlreadyExists(f"content {expected}: already exists")
             w: LocalWriter | None = None
             size = total
@@ -389,7 +398,7 @@ class NamespacedWriter:
             else:
                 actual_size = w.offset
                 try:
-                    actual = w.commit_sync(size, expected)
+                    actual = w.publish_sync()  # the rename; prepared outside the transaction
                 except errdefs.AlreadyExists:
                     actual = w.digest()
             if conn.execute("SELECT 1 FROM content WHERE namespace=? AND digest=?", (ns, actual)).fetchone():
@@ -403,15 +412,17 @@ class NamespacedWriter:
             _add_lease_resource(conn, ns, lease, "content", actual)
             return actual, False
 
-        if w is not None:
-            await w.sync()  # the slow part of a commit, outside the metadata transaction
         try:
-            actual, exists = await p.db.write(tx)
+            if w is not None:
+                # fsync, size and digest checks on a worker thread: the transaction (shared
+                # with other batched writes) only renames and records
+                await w.prepare_commit(size, expected)
+            actual, exists = await p.db.write(tx, batch=True)
         finally:
             # committed or not, this writer is done; a failed verification leaves the
             # ingest in place for a new writer to resume or abort
             if w is not None:
-                await w.close()
+                await w.finish_commit()
             self._release()
         if exists:
             raise errdefs.AlreadyExists(f"content {actual}: already exists")

@@ -14,6 +14,7 @@ that says so.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -170,7 +171,7 @@ class Fetcher:
                     progress(total)
                 if len(pending) >= STREAM_CHUNK:
                     await flush()
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except (httpx.TransportError, httpx.StreamError, ssl.SSLError) as exc:
             await flush()  # keep what arrived; the next attempt resumes after it
             raise _Transient(errdefs.Unavailable(
                 f"download of {desc.digest} interrupted at {state.written} bytes: {exc or type(exc).__name__}"

@@ -5,7 +5,9 @@ One ``RegistryHTTP`` per resolver keeps one ``httpx.AsyncClient`` per TLS config
 ``request`` sends to one endpoint and handles, in this order:
 
 - 401: record the challenge and retry once with credentials / a token for the scopes;
-- connection errors, 429 and 5xx: retry with exponential backoff (``RETRIES`` attempts);
+- connection errors, 429 and 5xx: retry with exponential backoff (``RETRIES`` attempts),
+  except TLS failures (an untrusted certificate, a missing client certificate, TLS spoken
+  to a plain-HTTP server), which no retry fixes: they fail at once with what to configure;
 - anything else is returned to the caller, which decides what a 404 means.
 """
 
@@ -32,10 +34,10 @@ TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 TIMEOUT = httpx.Timeout(30.0, read=60.0)
 
 
-def registry_error(resp: httpx.Response) -> str:
+def registry_error(resp: httpx.Response, raw: bytes | None = None) -> str:
     """The registry's error text from its JSON body (``{"errors": [{"code", "message"}]}``), if any."""
     try:
-        body = resp.json()
+        body = json.loads(raw) if raw is not None else resp.json()
     except (ValueError, UnicodeDecodeError, httpx.ResponseNotRead):
         return ""
     errs = body.get("errors") if isinstance(body, dict) else None
@@ -49,9 +51,34 @@ def registry_error(resp: httpx.Response) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def status_error(resp: httpx.Response, what: str) -> errdefs.ContainerdError:
-    """Map an unexpected HTTP status to an error kind with the registry's own explanation."""
-    detail = registry_error(resp)
+async def read_error_body(resp: httpx.Response, limit: int = 64 << 10) -> bytes | None:
+    """The body of a streamed error response for ``status_error(body=)``, if small (else None)."""
+    cl = resp.headers.get("content-length", "")
+    if cl.isdigit() and int(cl) > limit:
+        return None
+    buf = bytearray()
+    try:
+        async for chunk in resp.aiter_bytes():
+            buf.extend(chunk)
+            if len(buf) > limit:
+                return None
+    except (httpx.HTTPError, ssl.SSLError):
+        return None
+    return bytes(buf)
+
+
+def status_error(resp: httpx.Response, what: str, *, body: bytes | None = None) -> errdefs.ContainerdError:
+    """Map an unexpected HTTP status to an error kind with the registry's own explanation.
+
+    ``body``: the error body of a streamed response (``read_error_body``)."""
+    detail = registry_error(resp, body)
+    if not detail and resp.status_code == 400 and resp.url.scheme == "http":
+        try:
+            text = body.decode(errors="replace") if body is not None else resp.text
+        except httpx.ResponseNotRead:
+            text = ""
+        if "HTTP request to an HTTPS server" in text:  # Go's net/http answer to plain HTTP on a TLS port
+            detail = f"{resp.url.netloc.decode()} speaks HTTPS: drop --plain-http (or use an https:// endpoint)"
     text = f"{what}: unexpected status {resp.status_code} {resp.reason_phrase}" + (f": {detail}" if detail else "")
     if resp.status_code == 404:
         return errdefs.NotFound(text)
@@ -62,6 +89,31 @@ def status_error(resp: httpx.Response, what: str) -> errdefs.ContainerdError:
     if resp.status_code == 429 or resp.status_code >= 500:
         return errdefs.Unavailable(text)
     return errdefs.Unknown(text)
+
+
+def tls_problem(exc: BaseException, ep: Endpoint) -> str | None:
+    """What to tell the user when ``exc`` (from a request to ``ep``) is a TLS failure, else None."""
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = " ".join(str(x) for x in chain)
+    verify = next((x for x in chain if isinstance(x, ssl.SSLCertVerificationError)), None)
+    hosts_toml = f"<hosts-dir>/{ep.host}/hosts.toml"
+    if verify is not None or "CERTIFICATE_VERIFY_FAILED" in text:
+        reason = (verify.verify_message if verify is not None else "") or "certificate verify failed"
+        return (f"tls: certificate verify failed for {ep.host}: {reason}; trust the registry's CA with "
+                f"--hosts-dir (ca = \"/path/to/ca.pem\" in {hosts_toml}) or skip verification with "
+                f"-k/--skip-verify")
+    if any(m in text for m in ("CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE", "TLSV1_ALERT_UNKNOWN_CA",
+                               "SSLV3_ALERT_HANDSHAKE_FAILURE")):
+        return (f"tls: {ep.host} refused the connection: it requires a client certificate it trusts; "
+                f"add client = [[\"/path/to/cert.pem\", \"/path/to/key.pem\"]] to {hosts_toml} and pass "
+                f"--hosts-dir")
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
+        return f"tls: {ep.host} does not speak TLS (a plain-HTTP registry?); use --plain-http"
+    return None
 
 
 class RegistryHTTP:
@@ -82,9 +134,17 @@ class RegistryHTTP:
             elif ep.ca or ep.client:
                 ctx = ssl.create_default_context()
                 for f in ep.ca:
-                    ctx.load_verify_locations(cafile=f)
+                    try:
+                        ctx.load_verify_locations(cafile=f)
+                    except (OSError, ssl.SSLError) as exc:
+                        raise errdefs.InvalidArgument(f"registry {ep.host}: cannot load CA {f}: {exc}") from exc
                 for cert, key_file in ep.client:
-                    ctx.load_cert_chain(cert, key_file or None)
+                    try:
+                        ctx.load_cert_chain(cert, key_file or None)
+                    except (OSError, ssl.SSLError) as exc:
+                        raise errdefs.InvalidArgument(
+                            f"registry {ep.host}: cannot load client certificate {cert} (key {key_file or cert}): "
+                            f"{exc}") from exc
                 verify = ctx
             c = httpx.AsyncClient(
                 verify=verify, follow_redirects=True, timeout=TIMEOUT, http2=False,
@@ -131,7 +191,12 @@ class RegistryHTTP:
             req = client.build_request(method, target, headers=hdrs, params=params, content=content)
             try:
                 resp = await client.send(req, stream=True)
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, ssl.SSLError) as exc:
+                # (a TLS alert arriving with the response, e.g. "certificate required" after a
+                # TLS 1.3 handshake, comes through httpx unwrapped as ssl.SSLError)
+                problem = tls_problem(exc, ep)
+                if problem is not None:
+                    raise errdefs.FailedPrecondition(f"{method} {target}: {problem}") from exc
                 last = exc
                 attempt += 1
                 if not retry or attempt >= self.retries:

@@ -29,7 +29,7 @@ from . import reference
 from .auth import Credentials, scope_for
 from .fetcher import Fetcher
 from .hosts import RESOLVE, Endpoint
-from .http import RegistryHTTP, status_error
+from .http import RegistryHTTP, read_error_body, status_error
 from .pusher import Pusher
 
 HostsFn = Callable[[str], Sequence[Endpoint]]
@@ -111,7 +111,8 @@ class Resolver:
             if g.status_code == 404:
                 raise errdefs.NotFound(f"{ep.base_url}{path}: not found")
             if g.status_code != 200:
-                raise status_error(g, f"GET {ep.base_url}{path}")
+                # a small error body says why (registry JSON errors, Go's hint for HTTP on a TLS port)
+                raise status_error(g, f"GET {ep.base_url}{path}", body=await read_error_body(g))
             cl = g.headers.get("content-length", "")
             if cl.isdigit() and int(cl) > MAX_MANIFEST_SIZE:
                 raise errdefs.InvalidArgument(

@@ -3,8 +3,10 @@
 A bundle holds ``config.json`` (the container's spec, as runc reads it), ``rootfs/`` (the
 mount point the shim mounts the rootfs on) and ``daemon-task.json``: what the daemon needs
 to clean the task up if its shim is gone after a restart (the runtime binary and root, the
-runtime name, the init pid once known).  Files are written atomically (temp, fsync, rename,
-fsync dir) so a ``kill -9`` of the daemon never leaves half a bundle file behind.
+runtime name, the init pid once known).  Files are written atomically (temp, rename) so a
+``kill -9`` of the daemon never leaves half a bundle file behind.  They are not fsync'ed: the
+bundle is runtime state (containerd keeps it on tmpfs, ``/run``) and means nothing after a
+reboot, while a crashed process loses nothing that reached the page cache.
 
 The spec is checked and adjusted here, before runc sees it:
 
@@ -20,6 +22,7 @@ Everything here blocks (file I/O, unmount): call it through ``asyncio.to_thread`
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -61,6 +64,7 @@ def bundle_path(root: Path, namespace: str, container_id: str) -> Path:
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Whole or not at all (temp + rename); not flushed to disk (runtime state, see above)."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
@@ -68,15 +72,9 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         while view:
             n = os.write(fd, view)
             view = view[n:]
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def parse_spec(value: bytes, what: str = "container spec") -> dict[str, Any]:
@@ -212,7 +210,45 @@ def remove(path: Path) -> None:
         mountpkg.unmount_all(rootfs)
     shutil.rmtree(path)
     with contextlib.suppress(OSError):
-        path.parent.rmdir()  # the namespace dir, once empty
+        path.parent.rmdir()  # the namespace (or trash) dir, once empty
+
+
+TRASH_DIR = ".deleted"
+
+
+def move_to_trash(path: Path) -> Path | None:
+    """Rename a bundle out of the way (``<root>/.deleted/<ns>-<id>-<n>``) for ``remove`` to
+    delete later, off the request's path; ``None`` if it is already gone.  The namespace
+    directory goes at once when this was its last bundle.  ``scan`` skips the trash and
+    ``clean_trash`` removes what a crash left in it."""
+    trash_dir = path.parent.parent / TRASH_DIR
+    for n in range(1000):
+        trash_dir.mkdir(mode=0o700, exist_ok=True)
+        trash = trash_dir / f"{path.parent.name}-{path.name}-{os.getpid()}-{n}"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            if not path.exists():
+                return None
+            continue  # the trash dir was removed (emptied) meanwhile: make it again
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                continue
+            raise
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # the namespace dir, once empty
+        return trash
+    raise errdefs.Unknown(f"cannot move bundle {path} out of the way: too many leftovers")
+
+
+def clean_trash(root: Path) -> None:
+    """Remove the bundles ``move_to_trash`` moved away that were never removed (a crash)."""
+    trash_dir = root / TRASH_DIR
+    if not trash_dir.is_dir():
+        return
+    for b in trash_dir.iterdir():
+        if b.is_dir():
+            remove(b)
 
 
 def scan(root: Path) -> Iterator[tuple[str, str, Path]]:

@@ -19,6 +19,12 @@ Lifecycle of one task::
   the rootfs mounts and stdio paths, publish ``/tasks/create``.  Every step is undone when a
   later one fails.
 - ``wait`` may be called before ``start`` and answers at once for an exited process.
+- ``delete`` answers as soon as the task is gone for the API: the shim has recorded the
+  exit, closed the IO and unmounted the rootfs, and the bundle is renamed away.  The rest
+  — the shim's ``runc delete`` (it runs after its reply when the container had its own pid
+  namespace), its exit, removing the bundle's files — finishes in the background
+  (``_finishing``); a ``create`` of the same id waits for it, and ``list_tasks`` settles it
+  first, so a listing after a delete sees nothing left behind.
 - Shim events (``/tasks/exit``, ``/tasks/oom``, exec added/started, paused/resumed) are
   forwarded to the daemon's exchange under the task's namespace; the manager publishes
   ``/tasks/create``, ``/tasks/start`` and ``/tasks/delete`` itself.
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -59,6 +66,7 @@ RUNC_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", "io
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 UNKNOWN_EXIT = 255
+SETTLE_TIMEOUT = 5.0  # list_tasks waits at most this long for deletions finishing in the background
 _RUNTIME_NAME = re.compile(r"^io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)$")
 # topics the manager publishes itself; copies from the shim are dropped
 _OWN_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
@@ -314,6 +322,7 @@ class TaskManager:
         self._cgroups = cgroup_reader
         self._tasks: dict[tuple[str, str], _Task] = {}
         self._pending: set[tuple[str, str]] = set()
+        self._finishing: dict[tuple[str, str], asyncio.Task[None]] = {}  # deletes finishing after their reply
         self._closing = False
         self._min_oom = bundlemod.own_oom_score_adj() if self.defaults.restrict_oom_score_adj else None
 
@@ -371,7 +380,10 @@ class TaskManager:
             raise errdefs.AlreadyExists(f"task {container_id}: already exists")
         self._pending.add(key)
         try:
-            await asyncio.to_thread(bundlemod.check_rootfs_mounts, mounts)
+            finishing = self._finishing.get(key)
+            if finishing is not None:
+                # the previous task of this id is still being torn down (runc state, bundle)
+                await asyncio.shield(finishing)
             meta = bundlemod.BundleMeta(
                 namespace=namespace,
                 id=container_id,
@@ -381,15 +393,7 @@ class TaskManager:
                 systemd_cgroup=systemd,
                 cgroups_path=bundlemod.cgroups_path_of(spec),
             )
-            path = await asyncio.to_thread(
-                bundlemod.create,
-                self.root,
-                namespace,
-                container_id,
-                spec,
-                meta,
-                have_rootfs_mounts=bool(mounts),
-            )
+            path = await asyncio.to_thread(self._make_bundle, mounts, namespace, container_id, spec, meta)
             shim: Shim | None = None
             try:
                 shim = await self.launcher.launch(
@@ -438,6 +442,18 @@ class TaskManager:
             },
         )
         return pid
+
+    def _make_bundle(
+        self,
+        mounts: list[dict[str, Any]],
+        namespace: str,
+        container_id: str,
+        spec: dict[str, Any],
+        meta: bundlemod.BundleMeta,
+    ) -> Path:
+        """Check the rootfs mounts and write the bundle (one worker-thread hop for both)."""
+        bundlemod.check_rootfs_mounts(mounts)
+        return bundlemod.create(self.root, namespace, container_id, spec, meta, have_rootfs_mounts=bool(mounts))
 
     async def _discard_shim(self, shim: Shim | None) -> None:
         if shim is None:
@@ -495,7 +511,15 @@ class TaskManager:
             exited_at_ns=st.exited_at_ns,
         )
 
+    async def settle(self) -> None:
+        """Until the deletions that answered already have finished (shims gone, bundles removed);
+        at most ``SETTLE_TIMEOUT``."""
+        if self._finishing:
+            await asyncio.wait([asyncio.shield(t) for t in self._finishing.values()], timeout=SETTLE_TIMEOUT)
+
     async def list_tasks(self, namespace: str) -> list[ProcessStatus]:
+        # a listing is a consistency point: what was deleted is gone from disk, too
+        await self.settle()
         ids = [cid for (ns, cid) in self._tasks if ns == namespace]
 
         async def one(cid: str) -> ProcessStatus | None:
@@ -553,12 +577,16 @@ class TaskManager:
                 e = await t.shim.delete("")
                 exit_ = Exit(e.pid, e.exit_status, e.exited_at_ns)
                 t.deleting = True
-                with contextlib.suppress(Exception):
-                    await t.shim.shutdown()
-                await self._stop_pump(t)
-                with contextlib.suppress(Exception):
-                    await t.shim.close()
-                await asyncio.to_thread(self._cleanup_bundle_sync, t.bundle, t.meta)
+                # The task is gone for the API now.  The shim may still be finishing
+                # (``runc delete`` runs after its reply) and the bundle must go: that happens
+                # in the background; a Create of the same id waits for it (``_finishing``).
+                key = (namespace, container_id)
+                trash = await self._move_bundle(t.bundle, t.meta)
+                task = asyncio.create_task(
+                    self._finish_delete(t, trash), name=f"finish-delete-{namespace}/{container_id}"
+                )
+                self._finishing[key] = task
+                task.add_done_callback(functools.partial(self._finished, key))
             del self._tasks[(namespace, container_id)]
         self._publish(
             t,
@@ -597,14 +625,10 @@ class TaskManager:
         if not isinstance(spec, dict) or not spec.get("args"):
             raise errdefs.InvalidArgument(f"exec {exec_id}: the process spec must have args")
         t = self._get(namespace, container_id)
-        shim = self._shim(t)
-        try:
-            await shim.state(exec_id)
-        except errdefs.NotFound:
-            pass
-        else:
-            raise errdefs.AlreadyExists(f"id {exec_id}: already exists")
-        await shim.exec(exec_id, spec, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr, terminal=io.terminal)
+        # the shim refuses a duplicate exec id itself (AlreadyExists): no state round trip first
+        await self._shim(t).exec(
+            exec_id, spec, stdin=io.stdin, stdout=io.stdout, stderr=io.stderr, terminal=io.terminal
+        )
 
     async def resize_pty(self, namespace: str, container_id: str, exec_id: str, width: int, height: int) -> None:
         t = self._get(namespace, container_id)
@@ -798,9 +822,42 @@ class TaskManager:
         del meta
         bundlemod.remove(path)
 
-    # -- restart ----------------------------------------------------------------------------------------
+    def _finished(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._finishing.get(key) is task:
+            del self._finishing[key]
+
+    async def _finish_delete(self, t: _Task, trash: Path | None) -> None:
+        """After Delete answered: let the shim finish (it exits once ``runc delete`` is done),
+        disconnect, and remove the bundle's files."""
+        try:
+            if t.shim is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(t.shim.shutdown(), 60)
+                await self._stop_pump(t)
+                with contextlib.suppress(Exception):
+                    await t.shim.close()
+            if trash is not None:
+                await asyncio.to_thread(bundlemod.remove, trash)
+        except Exception as exc:
+            log.warning("finishing the deletion of task %s/%s: %s", t.namespace, t.id, exc)
+
+    async def _move_bundle(self, path: Path, meta: bundlemod.BundleMeta) -> Path | None:
+        """Delete's last step before the reply: the bundle is renamed away (one rename: the id
+        is free at once, and a daemon restart will not mistake it for a task); its files are
+        removed afterwards, off the request's path (``_finish_delete``)."""
+        try:
+            return await asyncio.to_thread(bundlemod.move_to_trash, path)
+        except Exception as exc:
+            log.warning("moving bundle %s away: %s; removing it in place", path, exc)
+            await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
+            return None
+
     async def restore(self) -> None:
         """Reconnect to the shims of tasks that survived a daemon restart."""
+        try:
+            await asyncio.to_thread(bundlemod.clean_trash, self.root)
+        except Exception as exc:
+            log.warning("removing leftovers of deleted bundles under %s: %s", self.root, exc)
         found = await asyncio.to_thread(lambda: list(bundlemod.scan(self.root)))
         await asyncio.gather(*(self._restore_one(ns, cid, path) for ns, cid, path in found))
 
@@ -821,8 +878,9 @@ class TaskManager:
             shim = await self.launcher.connect(path)
         except Exception as exc:
             log.info("task %s/%s: shim is gone (%s); cleaning up", namespace, container_id, exc)
-            if meta.pid == 0:
-                # never got past create: nothing to report, just clean up
+            if meta.pid == 0 or not await self._container_exists(namespace, container_id):
+                # never got past create, or deleted (a Delete finishing when the daemon
+                # stopped): nothing to report, just clean up
                 await self._cleanup_dead(path, meta)
                 return
             self._tasks[(namespace, container_id)] = t
@@ -845,9 +903,20 @@ class TaskManager:
         t.pump = asyncio.create_task(self._pump(t), name=f"shim-events-{namespace}/{container_id}")
         log.info("restored task %s/%s (shim pid %d)", namespace, container_id, shim.pid)
 
+    async def _container_exists(self, namespace: str, container_id: str) -> bool:
+        try:
+            await self.containers.get(namespace, container_id)
+        except errdefs.NotFound:
+            return False
+        except Exception:
+            return True  # when in doubt, keep the tombstone
+        return True
+
     async def close(self) -> None:
         """Disconnect from every shim; the shims and their containers keep running."""
         self._closing = True
+        if self._finishing:
+            await asyncio.wait(set(self._finishing.values()), timeout=10)
         for t in list(self._tasks.values()):
             await self._stop_pump(t)
             if t.shim is not None:

@@ -59,8 +59,9 @@ def status_pb(st: Status) -> pb.Status:
 def _digest_arg(digest: str) -> str:
     try:
         return validate_digest(digest)
-    except errdefs.InvalidArgument:
-        raise errdefs.InvalidArgument(f"{digest!r} failed validation") from None
+    except errdefs.InvalidArgument as exc:
+        reason = str(exc).rsplit(": ", 1)[-1]
+        raise errdefs.InvalidArgument(f"digest {digest!r} failed validation: {reason}") from None
 
 
 class ContentService(pb_grpc.ContentServicer):
@@ -95,7 +96,7 @@ class ContentService(pb_grpc.ContentServicer):
         info = await store.info(digest)
         offset = max(request.offset, 0)
         if offset > info.size:
-            raise OutOfRange(f"read past object length {info.size} bytes")
+            raise OutOfRange(f"read of {digest} at offset {offset}: past object length {info.size} bytes")
         size = request.size
         if size <= 0 or offset + size > info.size:
             size = info.size - offset

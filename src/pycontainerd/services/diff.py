@@ -17,6 +17,7 @@ from .. import errdefs
 from ..api.services.diff.v1 import diff_pb2 as pb
 from ..api.services.diff.v1 import diff_pb2_grpc as pb_grpc
 from ..api.types import descriptor_pb2
+from ..daemon import memory
 from ..diff.walking import Descriptor, WalkingDiffer
 from ..mount import Mount
 from ..plugin import InitContext, Registration, types
@@ -41,7 +42,10 @@ class Differ:
         return self.content.namespaced(namespace, lease)
 
     async def apply(self, namespace: str, lease: str | None, desc: Descriptor, mounts: Sequence[Mount]) -> Descriptor:
-        return await self.differ.apply(desc, mounts, self._store(namespace, lease))
+        try:
+            return await self.differ.apply(desc, mounts, self._store(namespace, lease))
+        finally:
+            memory.request_trim()  # an apply churns through the layer in 1 MiB buffers
 
     async def compare(
         self,

@@ -14,9 +14,23 @@ Subcommands::
 Why a launcher: a fresh interpreter that imports the shim takes ~80 ms and ~4.5 MiB PSS;
 a fork of a warm launcher takes ~1-2 ms and shares its pages.  The forked shim calls
 ``setsid()`` (its own session: terminal signals to the daemon do not reach it), replaces
-its stdio (/dev/null in, ``<bundle>/shim.log`` out), closes the launcher's channel and
-becomes a child subreaper, so nothing ties it to the daemon or the launcher: kill -9 of
+its stdio (/dev/null in, ``<socket dir>/shim-<pid>.log`` out), closes the launcher's channel
+and becomes a child subreaper, so nothing ties it to the daemon or the launcher: kill -9 of
 either leaves it running, re-parented to init.
+
+Shim hosts: one forked shim process serves up to ``PYCONTAINERD_SHIM_GROUP`` containers
+(default 16; 1 restores one process per container), each with its own socket, ``Service``
+and ``Server`` on the process's one loop and reaper — as containerd's runc shim serves all
+containers of a pod.  A forked shim still costs ~2.5 MiB of private memory (pages the
+interpreter writes after the fork); shared by 16 containers that is ~0.2 MiB each, and
+adding a container to a running host needs no fork at all.  The launcher keeps a control
+socket (``SOCK_SEQPACKET``) to each host it forked and hands it a new container's bound
+listener with ``SCM_RIGHTS``; a full host answers ``full`` and the launcher forks a new one.
+A host exits once its last container is gone; it takes no new containers once the
+launcher is gone (a daemon restart starts a new launcher and new hosts), and keeps serving
+the ones it has.  The cost is a shared fate: a host that dies takes the shims of all its
+containers with it (the containers keep running; the daemon tombstones their tasks, as
+for any dead shim).
 
 Only the standard library and the shim modules are imported here — no grpc, no protobuf,
 no asyncio (see ``loop`` for the numbers).
@@ -41,41 +55,145 @@ from pycontainerd.shim.service import Service, ShimConfig, exit_file, write_atom
 
 ADDRESS_FILE = "address"
 PID_FILE = "shim.pid"
-LOG_FILE = "shim.log"
 
 
-def run(config: ShimConfig, listener: socket.socket) -> None:
-    """Serve until shutdown (blocking; the shim's whole life)."""
-    loop = Loop()
-    reaper = Reaper(loop)
-    service = Service(loop, reaper, config)
-    server = Server(loop, listener, service)
+GROUP_ENV = "PYCONTAINERD_SHIM_GROUP"
+DEFAULT_GROUP = 16
+HOST_REPLY_TIMEOUT = 10.0
+
+
+def group_size() -> int:
     try:
-        loop.run_forever()
-    finally:
+        return max(1, int(os.environ.get(GROUP_ENV, DEFAULT_GROUP)))
+    except ValueError:
+        return DEFAULT_GROUP
+
+
+def _write_address(config: ShimConfig) -> None:
+    write_atomic(os.path.join(config.bundle, ADDRESS_FILE), f"unix://{config.socket_path}".encode())
+    write_atomic(os.path.join(config.bundle, PID_FILE), str(os.getpid()).encode())
+
+
+class Host:
+    """The shim process's containers: one ``Server``/``Service`` each, one loop and reaper.
+
+    ``ctl`` is the launcher's channel (``None`` for ``serve``): requests to add a container
+    arrive on it with the container's bound listener.  The process ends when its last
+    container is gone (``run`` returns)."""
+
+    def __init__(self, ctl: socket.socket | None = None, cap: int = 1) -> None:
+        self.loop = Loop()
+        self.reaper = Reaper(self.loop)
+        self.ctl = ctl
+        self.cap = cap
+        self.servers: dict[Server, ShimConfig] = {}
+        self.closing = False  # the last container went: exiting, take no new one
+        if ctl is not None:
+            ctl.setblocking(False)
+            self.loop.add_reader(ctl.fileno(), self._ctl_readable)
+
+    def add(self, config: ShimConfig, listener: socket.socket) -> None:
+        service = Service(self.loop, self.reaper, config)
+        server = Server(self.loop, listener, service, on_stop=self._release)
+        self.servers[server] = config
+        _write_address(config)
+
+    def _release(self, server: Server) -> None:
+        config = self.servers.pop(server, None)
         server.close()
+        if config is not None:
+            try:
+                os.unlink(config.socket_path)
+            except OSError:
+                pass
+        if not self.servers:
+            self.closing = True
+            self.loop.stop()
+
+    def _ctl_readable(self) -> None:
+        assert self.ctl is not None
         try:
-            os.unlink(config.socket_path)
+            data, fds, _flags, _addr = socket.recv_fds(self.ctl, 1 << 16, 4)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:  # the launcher is gone: serve what we have, take nothing new
+            self.loop.forget_fd(self.ctl.fileno())
+            self.ctl.close()
+            self.ctl = None
+            for fd in fds:
+                os.close(fd)
+            if not self.servers:
+                self.closing = True
+                self.loop.stop()
+            return
+        reply: dict[str, Any]
+        listener: socket.socket | None = socket.socket(fileno=fds[0]) if fds else None
+        for fd in fds[1:]:
+            os.close(fd)
+        try:
+            if self.closing or len(self.servers) >= self.cap:
+                reply = {"full": True}
+            elif listener is None:
+                raise errdefs.InvalidArgument("launch request without a listener")
+            else:
+                self.add(_config(json.loads(data)), listener)
+                listener = None
+                reply = {"ok": True}
+        except errdefs.ContainerdError as exc:
+            reply = {"error": {"code": exc.code, "message": str(exc)}}
+        except Exception as exc:
+            reply = {"error": {"code": "UNKNOWN", "message": f"add container: {exc!r}"}}
+        finally:
+            if listener is not None:
+                listener.close()
+        try:
+            self.ctl.send(json.dumps(reply).encode())
         except OSError:
             pass
 
+    def run(self) -> None:
+        """Serve until the last container is gone (blocking; the process's whole life)."""
+        try:
+            self.loop.run_forever()
+        finally:
+            for server in list(self.servers):
+                self._release(server)
+
+
+def run(config: ShimConfig, listener: socket.socket) -> None:
+    """Serve one container until shutdown (blocking)."""
+    host = Host()
+    host.add(config, listener)
+    host.run()
+
 
 def _become_shim(config: ShimConfig) -> None:
-    """Detach from the parent: own session, own stdio, subreaper, address files."""
+    """Detach from the parent: own session, own stdio, subreaper."""
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
     devnull = os.open("/dev/null", os.O_RDWR)
-    log = os.open(os.path.join(config.bundle, LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log_path = os.path.join(os.path.dirname(config.socket_path), f"shim-{os.getpid()}.log")
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(devnull, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(devnull)
     os.close(log)
-    os.chdir(config.bundle)
+    os.chdir("/")
     set_subreaper()
-    write_atomic(os.path.join(config.bundle, ADDRESS_FILE), f"unix://{config.socket_path}".encode())
-    write_atomic(os.path.join(config.bundle, PID_FILE), str(os.getpid()).encode())
+
+
+def _drop_empty_log(config: ShimConfig) -> None:
+    """At a clean exit: the host's log goes unless something was written to it."""
+    path = os.path.join(os.path.dirname(config.socket_path), f"shim-{os.getpid()}.log")
+    try:
+        if os.stat(path).st_size == 0:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def _config(params: dict[str, Any]) -> ShimConfig:
@@ -94,18 +212,51 @@ def _config(params: dict[str, Any]) -> ShimConfig:
         raise errdefs.InvalidArgument(f"launch request misses {exc}") from exc
 
 
-def launch(params: dict[str, Any]) -> dict[str, Any]:
-    """In the launcher: bind the shim socket, fork the shim, return its pid."""
-    config = _config(params)
-    if not os.path.isdir(config.bundle):
-        raise errdefs.NotFound(f"bundle {config.bundle} does not exist")
-    listener = bind_listener(config.socket_path)
+class HostHandle:
+    """The launcher's end of a shim host it forked."""
+
+    def __init__(self, pid: int, ctl: socket.socket) -> None:
+        self.pid = pid
+        self.ctl = ctl
+        ctl.settimeout(HOST_REPLY_TIMEOUT)
+
+    def add(self, params: dict[str, Any], listener: socket.socket) -> bool:
+        """Hand the host a container; False if it is full.  OSError/EOFError: it is gone."""
+        socket.send_fds(self.ctl, [json.dumps(params).encode()], [listener.fileno()])
+        try:
+            data = self.ctl.recv(1 << 16)
+        except TimeoutError as exc:
+            # it may still take the listener later: do not hand it to another host
+            raise errdefs.Unavailable(f"shim host {self.pid} did not answer in {HOST_REPLY_TIMEOUT}s") from exc
+        if not data:
+            raise EOFError(f"shim host {self.pid} is gone")
+        reply = json.loads(data)
+        if reply.get("ok"):
+            return True
+        if reply.get("full"):
+            return False
+        err = reply.get("error") or {}
+        raise errdefs.from_code(str(err.get("code", "UNKNOWN")), str(err.get("message", "")))
+
+    def close(self) -> None:
+        self.ctl.close()
+
+
+def _fork_host(config: ShimConfig, listener: socket.socket, hosts: list[HostHandle], cap: int) -> HostHandle:
+    """Fork a new shim host serving ``config``'s container first."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
-    if pid == 0:  # the shim
+    if pid == 0:  # the shim host
         code = 0
         try:
+            ours.close()
+            for h in hosts:  # so that every host sees EOF when the launcher goes
+                h.ctl.close()
             _become_shim(config)
-            run(config, listener)
+            host = Host(theirs, cap)
+            host.add(config, listener)
+            host.run()
+            _drop_empty_log(config)
         except BaseException:
             traceback.print_exc()
             code = 1
@@ -114,8 +265,34 @@ def launch(params: dict[str, Any]) -> dict[str, Any]:
                 sys.stderr.flush()
             finally:
                 os._exit(code)
-    listener.close()
-    return {"pid": pid}
+    theirs.close()
+    return HostHandle(pid, ours)
+
+
+def launch(params: dict[str, Any], hosts: list[HostHandle] | None = None, cap: int = 1) -> dict[str, Any]:
+    """In the launcher: bind the shim socket and give it to a shim host (the newest one with
+    room, else a newly forked one); return the host's pid."""
+    config = _config(params)
+    if not os.path.isdir(config.bundle):
+        raise errdefs.NotFound(f"bundle {config.bundle} does not exist")
+    hosts = [] if hosts is None else hosts
+    listener = bind_listener(config.socket_path)
+    try:
+        for host in reversed(list(hosts)):
+            try:
+                if host.add(params, listener):
+                    return {"pid": host.pid}
+            except (OSError, EOFError, ValueError):
+                hosts.remove(host)  # exited (empty) or broken: forget it
+                host.close()
+        host = _fork_host(config, listener, hosts, cap)
+        if cap > 1:
+            hosts.append(host)
+        else:
+            host.close()
+        return {"pid": host.pid}
+    finally:
+        listener.close()
 
 
 def launcher_main() -> int:
@@ -130,6 +307,8 @@ def launcher_main() -> int:
     gc.collect()
     gc.freeze()  # keep the collector off the shared pages in every forked shim
     decoder = protocol.Decoder()
+    hosts: list[HostHandle] = []
+    cap = group_size()
     while True:
         try:
             data = control.recv(65536)
@@ -142,7 +321,7 @@ def launcher_main() -> int:
             try:
                 if msg.get("method") != "launch":
                     raise errdefs.NotImplemented_(f"launcher method {msg.get('method')!r}")
-                frame = protocol.reply(req_id, launch(msg.get("params") or {}))
+                frame = protocol.reply(req_id, launch(msg.get("params") or {}, hosts, cap))
             except errdefs.ContainerdError as exc:
                 frame = protocol.error(req_id, exc.code, str(exc))
             except OSError as exc:
@@ -175,8 +354,6 @@ def serve_main(argv: list[str]) -> int:
     if not config.socket_path:
         raise SystemExit("--socket is required")
     listener = bind_listener(config.socket_path)
-    write_atomic(os.path.join(config.bundle, ADDRESS_FILE), f"unix://{config.socket_path}".encode())
-    write_atomic(os.path.join(config.bundle, PID_FILE), str(os.getpid()).encode())
     set_subreaper()
     run(config, listener)
     return 0

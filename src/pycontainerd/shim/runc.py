@@ -66,8 +66,9 @@ class Runc:
         self.systemd_cgroup = systemd_cgroup
         self.debug = debug
 
-    def _argv(self, args: Sequence[str]) -> list[str]:
-        argv = [self.binary, "--root", self.root, "--log", self.log_path, "--log-format", "json"]
+    def _argv(self, args: Sequence[str], log_path: str | None = None) -> list[str]:
+        log = self.log_path if log_path is None else log_path
+        argv = [self.binary, "--root", self.root, "--log", log, "--log-format", "json"]
         if self.debug:
             argv.append("--debug")
         if self.systemd_cgroup:
@@ -104,9 +105,13 @@ class Runc:
         *,
         input: bytes | None = None,
         stdio: tuple[int | None, int | None, int | None] | None = None,
+        log_path: str | None = None,
     ) -> bytes:
-        """Run one runtime command; return its stdout (empty when ``stdio`` is given)."""
-        offset = self._log_offset()
+        """Run one runtime command; return its stdout (empty when ``stdio`` is given).
+
+        ``log_path`` overrides the JSON log (``os.devnull``: the command's errors are then
+        known from its stderr only)."""
+        offset = self._log_offset() if log_path is None else 0
         to_close: list[int] = []
         out_buf = bytearray()
         err_buf = bytearray()
@@ -130,7 +135,7 @@ class Runc:
                 to_close += [out_w, err_w]
                 eofs = [self._collect(out_r, out_buf), self._collect(err_r, err_buf)]
                 fds = (in_r, out_w, err_w)
-            argv = self._argv(args)
+            argv = self._argv(args, log_path)
             try:
                 self.reaper.spawn(
                     argv,
@@ -149,7 +154,8 @@ class Runc:
             await eof
         code = _exit_code(status)
         if code != 0:
-            raise RuncError(args[0], code, err_buf.decode(errors="replace"), self._log_errors(offset))
+            log = self._log_errors(offset) if log_path is None else []
+            raise RuncError(args[0], code, err_buf.decode(errors="replace"), log)
         return bytes(out_buf)
 
     def _collect(self, fd: int, buf: bytearray) -> Future[None]:
@@ -224,11 +230,11 @@ class Runc:
     async def resume(self, container_id: str) -> None:
         await self.run(["resume", container_id])
 
-    async def delete(self, container_id: str, force: bool = False) -> None:
+    async def delete(self, container_id: str, force: bool = False, log_path: str | None = None) -> None:
         args = ["delete"]
         if force:
             args.append("--force")
-        await self.run([*args, container_id])
+        await self.run([*args, container_id], log_path=log_path)
 
     async def ps(self, container_id: str) -> list[int]:
         out = await self.run(["ps", "--format", "json", container_id])

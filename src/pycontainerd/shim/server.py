@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from pycontainerd import errdefs
@@ -99,10 +100,24 @@ class Connection:
 
 
 class Server:
-    def __init__(self, loop: Loop, listener: socket.socket, service: Service) -> None:
+    """One container's socket: its ``Service`` behind a listener.
+
+    ``on_stop`` runs once the service is done (after ``shutdown``): by default the whole
+    loop stops (one shim process per container); a shim host serving several containers
+    closes just this server instead (``pycontainerd.shim.main.Host``)."""
+
+    def __init__(
+        self,
+        loop: Loop,
+        listener: socket.socket,
+        service: Service,
+        on_stop: Callable[[Server], None] | None = None,
+    ) -> None:
         self.loop = loop
         self.listener = listener
         self.service = service
+        self.on_stop = on_stop
+        self.stopped = False
         self.connections: set[Connection] = set()
         listener.setblocking(False)
         loop.add_reader(listener.fileno(), self._accept)
@@ -150,9 +165,15 @@ class Server:
         task.add_done_callback(done)
 
     def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
         for conn in list(self.connections):
             conn.flush_blocking()
-        self.loop.stop()
+        if self.on_stop is None:
+            self.loop.stop()
+        else:
+            self.on_stop(self)
 
     def close(self) -> None:
         self.loop.forget_fd(self.listener.fileno())

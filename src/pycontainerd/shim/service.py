@@ -73,19 +73,23 @@ class Proc:
 
 
 def write_atomic(path: str, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temp file renamed over it.
+
+    No fsync: these are runtime-state files in the bundle (exit records, exec specs, the
+    shim's address and pid).  They must survive a crash of any process — and a rename of a
+    fully written file does, the data is in the page cache — but not a reboot, after which
+    the containers they describe are gone anyway (a file emptied by a power cut reads as
+    "no record": exit 255, as containerd reports).  Skipping the two flushes keeps ~0.5 ms
+    per file off ``Create`` and off the exit -> ``Wait`` path."""
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
     os.rename(tmp, path)
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def exit_file(bundle: str, exec_id: str = "") -> str:
@@ -124,6 +128,7 @@ class Service:
         self.subscribers: list[Any] = []  # set by the server: objects with .send_event(frame)
         self.backlog: list[bytes] = []
         self.exiting = False
+        self.teardown: Future[None] | None = None  # runc delete running after Delete answered
         self._console_seq = 0
         self.methods = {
             "create": self.create,
@@ -324,11 +329,18 @@ class Service:
             raise
         finally:
             self.reaper.close_window(window)
+        # right after the reply went out (before the next request is read): the cgroup
+        # lookups are not on Create's path
+        self.loop.call_soon(lambda: self._watch_oom(proc))
+        return {"pid": rec.pid}
+
+    def _watch_oom(self, proc: Proc) -> None:
+        if self.init is not proc or proc.rec.state == ps.DELETED or self.oom is not None:
+            return
         try:
-            self.oom = OOMWatcher(self.loop, rec.pid, self._on_oom)
+            self.oom = OOMWatcher(self.loop, proc.rec.pid, self._on_oom)
         except OSError:
             self.oom = None
-        return {"pid": rec.pid}
 
     def _on_oom(self) -> None:
         self.publish(protocol.TASK_OOM, {"container_id": self.id})
@@ -448,6 +460,7 @@ class Service:
                 except OSError:
                     pass
             return proc.exit_info()
+        deferred = False
         if rec.state == ps.CREATED:
             try:
                 await self.runc.delete(self.id, force=True)
@@ -456,6 +469,12 @@ class Service:
                     raise self._runtime_error(err, "OCI runtime delete failed") from err
             if not await self.loop.wait_for(proc.reported, DELETE_EXIT_TIMEOUT):
                 proc.rec.exited(255, time.time_ns())
+        elif not self.kill_all_on_exit and proc.reported.done():
+            # The container had its own pid namespace and its init's exit is reported: the
+            # kernel reaped every other process of it before that, so nothing runs in it and
+            # nothing holds the rootfs.  What is left for runc is bookkeeping (state dir,
+            # cgroup): that runs after the reply (see ``_teardown``), ~5 ms off Delete.
+            deferred = True
         else:
             await self.loop.wait_for(proc.reported, DRAIN_TIMEOUT + 1)
             try:
@@ -476,7 +495,19 @@ class Service:
                 other.io.close()
             other.reported.set_result(None)
         self.execs.clear()
+        if deferred:
+            self.teardown = self.loop.spawn(self._runtime_delete())
         return proc.exit_info()
+
+    async def _runtime_delete(self) -> None:
+        """``runc delete --force`` after Delete answered; ``shutdown`` waits for it, and the
+        daemon reuses the container id only once this shim is gone."""
+        try:
+            # not into <bundle>/log.json: the daemon moves the bundle away once Delete answered
+            await self.runc.delete(self.id, force=True, log_path=os.devnull)
+        except RuncError as err:
+            if not is_not_exist(err):
+                self.loop.report("OCI runtime delete (after Delete) failed", err)
 
     async def kill(self, params: dict[str, Any]) -> dict[str, Any]:
         exec_id = str(params.get("exec_id") or "")
@@ -601,5 +632,7 @@ class Service:
     async def shutdown(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.init is not None and self.init.rec.state != ps.DELETED and not params.get("now"):
             return {"exiting": False}
+        if self.teardown is not None:
+            await self.teardown  # never raises: failures are logged
         self.exiting = True
         return {"exiting": True}

@@ -59,6 +59,7 @@ def _lifecycle(loop: Loop, service: Service) -> None:
         await service.wait({"exec_id": ""})
         await service.state({"exec_id": ""})
         await service.delete({"exec_id": ""})
+        await service.shutdown({})  # waits for the deferred runtime delete
 
     task = loop.spawn(run())
     while not task.done():
