@@ -1017,8 +1017,6 @@ def _tasks_cases() -> list[Case]:
                 tpb.KillRequest(container_id="c-missing", signal=999), metadata=md(), timeout=TIMEOUT
             ),
             "c-missing",
-            xfail="runtime/task_manager.py kill() validates the signal before looking the task up "
-            "(containerd: NOT_FOUND first); reported to the runtime owner",
         ),
         Case(
             "task-delete-missing",
@@ -1050,15 +1048,11 @@ def _tasks_cases() -> list[Case]:
                 tpb.ExecProcessRequest(container_id="c-exists", exec_id="e1"), metadata=md(), timeout=TIMEOUT
             ),
             "c-exists",
-            xfail="services/tasks.py Exec checks the spec before looking the task up (containerd: "
-            "NOT_FOUND 'task c-exists not found' first); reported to the tasks owner",
         ),
         Case(
             "task-create-empty-container-id",
             lambda c: c.tasks.Create(tpb.CreateTaskRequest(container_id=""), metadata=md(), timeout=TIMEOUT),
             "container",
-            xfail="services/tasks.py Create answers INVALID_ARGUMENT for an empty id (containerd: NOT_FOUND "
-            "'container \"\" in namespace ...: not found'); reported to the tasks owner",
         ),
         Case(
             "task-exec-missing",

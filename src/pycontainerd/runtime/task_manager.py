@@ -327,6 +327,10 @@ class TaskManager:
         self._min_oom = bundlemod.own_oom_score_adj() if self.defaults.restrict_oom_score_adj else None
 
     # -- lookup --------------------------------------------------------------------------------
+    def require_task(self, namespace: str, container_id: str) -> None:
+        """NotFound unless the container has a task (for checks that containerd makes in this order)."""
+        self._get(namespace, container_id)
+
     def _get(self, namespace: str, container_id: str) -> _Task:
         t = self._tasks.get((namespace, container_id))
         if t is None:
@@ -612,8 +616,8 @@ class TaskManager:
     async def kill(
         self, namespace: str, container_id: str, signal: int, *, exec_id: str = "", all: bool = False
     ) -> None:
+        t = self._get(namespace, container_id)  # a missing task is NotFound whatever the signal, like containerd
         signals.validate(signal)
-        t = self._get(namespace, container_id)
         await self._shim(t).kill(exec_id, signal, all)
 
     async def exec(

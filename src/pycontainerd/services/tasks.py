@@ -123,8 +123,7 @@ class TasksService(pb_grpc.TasksServicer):
 
     async def Create(self, request: pb.CreateTaskRequest, context: Any) -> pb.CreateTaskResponse:
         ns = namespace_of(context)
-        if not request.container_id:
-            raise errdefs.InvalidArgument("container id must be set")
+        # an empty id is simply a container that does not exist (NotFound, as containerd answers)
         if request.HasField("checkpoint") and request.checkpoint.digest:
             raise errdefs.NotImplemented_("restoring a task from a checkpoint is not supported (criu is not installed)")
         container = await self.manager.containers.get(ns, request.container_id)
@@ -174,6 +173,7 @@ class TasksService(pb_grpc.TasksServicer):
         ns = namespace_of(context)
         if not request.exec_id:
             raise errdefs.InvalidArgument("exec id cannot be empty")
+        self.manager.require_task(ns, request.container_id)
         if not request.HasField("spec"):
             raise errdefs.InvalidArgument(f"exec {request.exec_id}: process spec must be set")
         spec = json_any(request.spec, "Process", f"exec {request.exec_id} process spec")
