@@ -26,7 +26,9 @@ def tmux() -> Iterator[str]:
     if not shutil.which("tmux"):
         pytest.skip("tmux is not installed")
     session = f"pycd-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", "sh"], check=True)
+    # the host shell's prompt must not look like the container's busybox prompt ("/ # ")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", "env", "PS1=host$ ", "sh"],
+                   check=True)
     try:
         yield session
     finally:
@@ -54,7 +56,7 @@ def keys(session: str, *k: str) -> None:
 def test_ctr_run_t_gives_a_working_shell(daemon: Daemon, pushed_busybox: PushedImage, tmux: str) -> None:
     daemon.ctr("images", "pull", "--plain-http", pushed_busybox.ref, timeout=120)
     keys(tmux, f"{CTR} -a {daemon.address} run --rm -t {pushed_busybox.ref} tty1 sh; echo CTR-EXIT=$?", "Enter")
-    wait_screen(tmux, "# ")
+    wait_screen(tmux, "/ #")
     keys(tmux, "echo $((6*7)) from $(tty)", "Enter")
     s = wait_screen(tmux, "42 from /dev/pts/")
     assert "42 from /dev/pts/0" in s
@@ -69,7 +71,7 @@ def test_ctr_run_t_gives_a_working_shell(daemon: Daemon, pushed_busybox: PushedI
 def test_ctr_run_t_ctrl_c_reaches_the_container(daemon: Daemon, pushed_busybox: PushedImage, tmux: str) -> None:
     daemon.ctr("images", "pull", "--plain-http", pushed_busybox.ref, timeout=120)
     keys(tmux, f"{CTR} -a {daemon.address} run --rm -t {pushed_busybox.ref} tty2 sh; echo CTR-EXIT=$?", "Enter")
-    wait_screen(tmux, "# ")
+    wait_screen(tmux, "/ #")
     keys(tmux, "sleep 100", "Enter")
     time.sleep(0.3)
     keys(tmux, "C-c")

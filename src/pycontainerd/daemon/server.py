@@ -139,7 +139,8 @@ class Daemon:
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=None,
-            interceptors=[TimingInterceptor()],
+            # per-RPC timing only when it is logged: an interceptor costs every call a coroutine hop
+            interceptors=[TimingInterceptor()] if _timing_logged() else [],
         )
         for p in self.plugins.plugins:
             if p.error is None and hasattr(p.instance, "add_to_server"):
@@ -194,6 +195,10 @@ class Daemon:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _timing_logged() -> bool:
+    return logging.getLogger("pycontainerd.grpc").isEnabledFor(logging.DEBUG)
 
 
 def sd_notify(state: str) -> None:
