@@ -32,6 +32,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from .. import errdefs
+from .. import labels as labelutil
 from ..events import Exchange
 from ..mount import Mount
 from ..snapshots.base import match_filters
@@ -40,7 +41,6 @@ from .db import Database, dumps, ensure_namespace, loads, now_ns
 
 log = logging.getLogger("pycontainerd.metadata.snapshots")
 
-_MAX_LABEL = 4096
 _INSERT = (
     "INSERT INTO snapshots (namespace, snapshotter, key, backend_key, parent, labels, created_at, updated_at)"
     " VALUES (?,?,?,?,?,?,?,?)"
@@ -48,13 +48,10 @@ _INSERT = (
 
 
 def validate_labels(labels: Mapping[str, str]) -> None:
-    for k, v in labels.items():
-        if not k:
-            raise errdefs.InvalidArgument("label key must not be empty")
-        if len(k) + len(v) > _MAX_LABEL:
-            raise errdefs.InvalidArgument(
-                f"label key and value greater than maximum size ({_MAX_LABEL} bytes), key: {k[:64]}"
-            )
+    """The shared label rule (key + value at most 4096 bytes), plus: no empty keys."""
+    if "" in labels:
+        raise errdefs.InvalidArgument("label key must not be empty")
+    labelutil.validate_all(labels)
 
 
 class SnapshotStore:
