@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 
+# before anything imports grpc: see pycontainerd/__init__.py (forked children crash otherwise)
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import pytest
 
 pytest_plugins = ["tests.fixtures.pytest_plugin"]

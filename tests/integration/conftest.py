@@ -20,6 +20,18 @@ def _require_root() -> None:
         pytest.skip("the real ctr (Debian package containerd) is not installed")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test's report carries the tail of its daemon's log (CI keeps nothing else)."""
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    if rep.when == "call" and rep.failed:
+        for name in ("daemon", "shared_daemon"):
+            d = getattr(item, "funcargs", {}).get(name)
+            if isinstance(d, Daemon) and d.log.exists():
+                rep.sections.append((f"{name} log (last 6000 chars)", d.log.read_text(errors="replace")[-6000:]))
+
+
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
     """A fresh daemon per test (cheap: ~0.3 s), cleaned up even when the test fails."""
