@@ -44,6 +44,15 @@ APPLETS = ("sh", "echo", "sleep", "cat", "true", "false", "ls", "ps", "id", "hos
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def gone_or_zombie(pid: int | str) -> bool:
+    """The process has exited (reaped already, or a zombie): one read, no exists-then-read race."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def wait_for(cond: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -275,7 +284,7 @@ def test_detached_task_commands(daemon: Daemon, api: Api, rootfs: Path) -> None:
     assert task_rows(daemon)["web"][1] == "RUNNING"
     daemon.ctr("tasks", "kill", "-s", "SIGKILL", "web")
     wait_for(lambda: task_rows(daemon)["web"][1] == "STOPPED", what="web to stop")
-    assert not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    assert gone_or_zombie(pid)
     daemon.ctr("tasks", "rm", "web")
     daemon.ctr("containers", "rm", "web")
     assert daemon.ctr("tasks", "ls").stdout.splitlines()[1:] == []
@@ -436,7 +445,7 @@ def test_restart_reconnects_and_sees_exits(daemon: Daemon, api: Api, rootfs: Pat
     daemon.kill9()
     os.kill(dies_pid, signal.SIGKILL)  # exits while the daemon is down; its shim reaps it
     wait_for(
-        lambda: not os.path.exists(f"/proc/{dies_pid}") or Path(f"/proc/{dies_pid}/stat").read_text().split()[2] == "Z",
+        lambda: gone_or_zombie(dies_pid),
         what="the task to die",
     )
     daemon.start()
@@ -466,7 +475,7 @@ def test_restart_with_dead_shim_leaves_stopped_task(daemon: Daemon, api: Api, ro
     rows = task_rows(daemon)
     assert rows["orphan"][1] == "STOPPED"
     assert not bundle.exists()  # runc delete --force, unmount, rmdir
-    assert not os.path.exists(f"/proc/{meta['pid']}") or Path(f"/proc/{meta['pid']}/stat").read_text().split()[2] == "Z"
+    assert gone_or_zombie(meta["pid"])
     daemon.ctr("tasks", "rm", "orphan")
     assert task_rows(daemon) == {}
 
