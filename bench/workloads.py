@@ -45,7 +45,7 @@ class Images:
     busybox: images.BuiltImage
 
 
-DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 1, "W6": 1, "W7": 30}
+DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 1, "W7": 30}
 TITLES = {
     "W1": "fetch of the big image, content only, cold",
     "W2": "pull + unpack of the big image, cold",

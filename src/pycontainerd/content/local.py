@@ -41,6 +41,7 @@ import os
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
@@ -50,11 +51,26 @@ from .helpers import READ_CHUNK, info_adaptor, status_adaptor, update_labels, va
 from .interfaces import Info, Status
 
 _INLINE_WRITE = 64 << 10
+SMALL_BLOB_MAX = 256 << 10  # blobs up to this size are cached whole (manifests, configs)
+SMALL_CACHE_BYTES = 4 << 20  # at most this much in all
 """Chunks smaller than this are written and hashed on the event loop; bigger ones in a thread."""
 
 
 def _now() -> int:
     return time.time_ns()
+
+
+def _open_and_read(path: Path, pos: int, size: int) -> tuple[int, int, bytes]:
+    """Open a blob and read its first chunk from ``pos``: (fd, blob size, chunk)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        total = os.fstat(fd).st_size
+        end = total if size <= 0 else min(total, pos + size)
+        first = os.pread(fd, min(READ_CHUNK, end - pos), pos) if pos < end else b""
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, total, first
 
 
 def _read_text(path: Path) -> str:
@@ -126,6 +142,39 @@ class LocalStore:
         self._label_updated: dict[str, int] = {}
         self._locks: dict[str, int] = {}
         self._locks_mu = threading.Lock()
+        # Small blobs (manifests, indexes, configs) are read again and again — every
+        # ``ctr run``, image listing and CRI status reads them — and a blob never changes
+        # once committed (its name is its digest), so their bytes are kept in a small LRU.
+        # ``delete_sync`` (every deletion, GC included, goes through it) drops them.
+        self._small: OrderedDict[str, bytes] = OrderedDict()
+        self._small_bytes = 0
+        self._small_mu = threading.Lock()
+
+    # -- small-blob cache ---------------------------------------------------------------------
+    def _cached(self, digest: str) -> bytes | None:
+        with self._small_mu:
+            data = self._small.get(digest)
+            if data is not None:
+                self._small.move_to_end(digest)
+            return data
+
+    def _remember(self, digest: str, data: bytes) -> None:
+        if len(data) > SMALL_BLOB_MAX:
+            return
+        with self._small_mu:
+            if digest in self._small:
+                return
+            self._small[digest] = data
+            self._small_bytes += len(data)
+            while self._small_bytes > SMALL_CACHE_BYTES:
+                _, old = self._small.popitem(last=False)
+                self._small_bytes -= len(old)
+
+    def _forget(self, digest: str) -> None:
+        with self._small_mu:
+            old = self._small.pop(digest, None)
+            if old is not None:
+                self._small_bytes -= len(old)
 
     # -- paths ------------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -220,6 +269,7 @@ class LocalStore:
 
     def delete_sync(self, digest: str) -> None:
         path = self.blob_path(digest)
+        self._forget(digest)
         try:
             path.unlink()
         except FileNotFoundError:
@@ -255,15 +305,26 @@ class LocalStore:
 
     async def read(self, digest: str, offset: int = 0, size: int = 0) -> AsyncIterator[bytes]:
         """Stream ``size`` bytes (0: to the end) from ``offset`` in chunks of at most 1 MiB."""
+        pos = max(offset, 0)
+        data = self._cached(digest)
+        if data is not None:
+            end = len(data) if size <= 0 else min(len(data), pos + size)
+            if pos < end:
+                yield data[pos:end]
+            return
         path = self.blob_path(digest)
         try:
-            fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+            # open, size and first chunk in one worker-thread hop (a small blob: the only one)
+            fd, total, first = await asyncio.to_thread(_open_and_read, path, pos, size)
         except FileNotFoundError:
             raise errdefs.NotFound(f"content {digest}: not found") from None
         try:
-            total = os.fstat(fd).st_size
-            pos = max(offset, 0)
             end = total if size <= 0 else min(total, pos + size)
+            if pos == 0 and len(first) == total:
+                self._remember(digest, first)
+            if first:
+                pos += len(first)
+                yield first
             while pos < end:
                 chunk = await asyncio.to_thread(os.pread, fd, min(READ_CHUNK, end - pos), pos)
                 if not chunk:

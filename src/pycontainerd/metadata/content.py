@@ -199,8 +199,10 @@ class NamespacedContentStore:
         await self.info(digest)  # visible in this namespace?
         return await self._p.local.open_blob(digest)
 
-    async def read(self, digest: str, offset: int = 0, size: int = 0) -> AsyncIterator[bytes]:
-        await self.info(digest)  # visible in this namespace?
+    async def read(self, digest: str, offset: int = 0, size: int = 0, *, checked: bool = False) -> AsyncIterator[bytes]:
+        """The blob's bytes; ``checked``: the caller has just seen it with ``info`` (one lookup less)."""
+        if not checked:
+            await self.info(digest)  # visible in this namespace?
         async for chunk in self._p.local.read(digest, offset, size):
             yield chunk
 

@@ -103,7 +103,7 @@ class ContentService(pb_grpc.ContentServicer):
         if size == 0:
             return
         pos = offset
-        async for chunk in store.read(digest, offset, size):
+        async for chunk in store.read(digest, offset, size, checked=True):
             for i in range(0, len(chunk), READ_CHUNK):
                 part = chunk[i : i + READ_CHUNK]
                 yield pb.ReadContentResponse(offset=pos, data=part)
