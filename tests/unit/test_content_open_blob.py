@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import io
@@ -14,23 +13,9 @@ from pycontainerd import errdefs
 from pycontainerd.content.local import LocalStore
 from pycontainerd.diff.walking import Descriptor, WalkingDiffer
 from pycontainerd.metadata.content import ContentStore
-from pycontainerd.metadata.db import Database
 from pycontainerd.mount import Mount
 from tests.suites.content_suite import blob, digest_of, expect, put
-
-
-def _run(tmp: Path, body: object) -> None:
-    async def main() -> None:
-        db = Database(tmp / "meta.db")
-        await db.open()
-        local = LocalStore(tmp / "content")
-        await asyncio.to_thread(local.setup_sync)
-        try:
-            await body(local, ContentStore(db, local, None))  # type: ignore[operator]
-        finally:
-            await asyncio.to_thread(db.close)
-
-    asyncio.run(main())
+from tests.unit.local_content import run_with_stores
 
 
 def test_open_blob_reads_the_bytes_and_respects_namespaces(tmp_path: Path) -> None:
@@ -55,7 +40,7 @@ def test_open_blob_reads_the_bytes_and_respects_namespaces(tmp_path: Path) -> No
             await a.delete(dgst)
             assert g.read(10) == data[:10]
 
-    _run(tmp_path, body)
+    run_with_stores(tmp_path, body)
 
 
 def test_walking_differ_applies_from_the_blob_file(tmp_path: Path) -> None:
@@ -82,4 +67,4 @@ def test_walking_differ_applies_from_the_blob_file(tmp_path: Path) -> None:
         assert len(os.listdir(target / "dir")) == 50
         await expect(errdefs.NotFound, differ.apply(desc, [], content.namespaced("other")))
 
-    _run(tmp_path, body)
+    run_with_stores(tmp_path, body)
