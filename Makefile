@@ -38,13 +38,7 @@ install-service: install ## link the commands into /usr/local/bin, install the s
 proto: $(STAMP) ## regenerate src/pycontainerd/api from proto/
 	$(BIN)/python tools/genproto.py
 
-check-install-service: install ## link the commands into /usr/local/bin, install the systemd unit and a default config
-	for b in pycontainerd pycontainerd-shim-runc-v2 pyctr pycrictl; do ln -sf $(CURDIR)/$(BIN)/$$b /usr/local/bin/$$b; done
-	install -D -m 0644 contrib/pycontainerd.service /etc/systemd/system/pycontainerd.service
-	@[ -f /etc/pycontainerd/config.toml ] || { mkdir -p /etc/pycontainerd && $(BIN)/pycontainerd config default > /etc/pycontainerd/config.toml; }
-	-systemctl daemon-reload 2>/dev/null
-
-proto: $(STAMP) ## fail when the generated code is stale
+check-proto: $(STAMP) ## fail when the generated code is stale
 	$(BIN)/python tools/genproto.py --check
 
 lint: $(STAMP) ## ruff + mypy --strict + import rules
