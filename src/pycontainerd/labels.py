@@ -19,17 +19,25 @@ Some keys steer the daemon:
 - image config: ``io.containerd.image.config.stop-signal``.
 - CRI: ``io.cri-containerd.kind`` (``sandbox``/``container``), ``io.cri-containerd.image``
   (``managed``), ``io.cri-containerd.pinned`` (``pinned``).
+
+Updates name labels with field-mask paths, the same way for every resource:
+``apply_field_paths`` is that one rule (``labels`` replaces all of them, ``labels.<key>`` sets
+or removes one), which each store combines with the paths of its other fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from .errdefs import InvalidArgument
 
 MAX_SIZE = 4096
 """Maximum bytes of one label's key plus value."""
 _KEY_MAX_IN_MESSAGE = 64
+
+FIELD = "labels"
+"""The update-mask path that replaces every label; ``labels.<key>`` names one label."""
+_KEY_PATH_PREFIX = FIELD + "."
 
 # --- garbage collection ------------------------------------------------------------------
 GC_ROOT = "containerd.io/gc.root"
@@ -99,6 +107,52 @@ def validate_all(labels: Mapping[str, str]) -> None:
     """Validate every label of a mapping (the first offender raises)."""
     for key, value in labels.items():
         validate(key, value)
+
+
+def is_field_path(path: str) -> bool:
+    """Whether an update-mask path is about labels: ``labels`` or ``labels.<key>``."""
+    return path == FIELD or path.startswith(_KEY_PATH_PREFIX)
+
+
+def apply_field_paths(
+    current: Mapping[str, str],
+    new: Mapping[str, str],
+    paths: str | Iterable[str],
+    *,
+    what: str,
+    field: str = "",
+) -> dict[str, str]:
+    """Apply update-mask label paths, in order, to a copy of ``current`` and return it.
+
+    containerd's rule for every resource with labels: ``labels`` replaces them all with
+    ``new``; ``labels.<key>`` sets that key to ``new[key]``, and an empty or missing value
+    removes it.  No paths change nothing: a store whose mask-less update replaces the labels
+    passes ``paths or FIELD``; a store with other fields passes only the label paths.
+    Any other path is InvalidArgument ``cannot update '<path>' field on <what>``.
+
+    As containerd does, the merged labels are validated before empty values are dropped, so
+    a key named for removal must still fit ``MAX_SIZE``, and an empty key with a value is
+    refused (containerd's store cannot hold one).  Validation messages start with
+    ``field`` (e.g. ``image.Labels``) when it is given.  The result holds no empty values.
+    """
+    merged = dict(current)
+    for path in (paths,) if isinstance(paths, str) else paths:
+        if path == FIELD:
+            merged = dict(new)
+        elif path.startswith(_KEY_PATH_PREFIX):
+            key = path[len(_KEY_PATH_PREFIX) :]
+            merged[key] = new.get(key, "")
+        else:
+            raise InvalidArgument(f"cannot update {path!r} field on {what}")
+    try:
+        validate_all(merged)
+        if merged.get(""):
+            raise InvalidArgument("label key must not be empty")
+    except InvalidArgument as exc:
+        if not field:
+            raise
+        raise InvalidArgument(f"{field}: {exc}") from exc
+    return {k: v for k, v in merged.items() if v}
 
 
 def distribution_source_label(registry_host: str) -> str:

@@ -50,3 +50,80 @@ def test_well_known_keys() -> None:
     assert labels.IMAGE_STOP_SIGNAL == "io.containerd.image.config.stop-signal"
     assert labels.distribution_source_label("docker.io") == "containerd.io/distribution.source.docker.io"
     assert labels.gc_ref_snapshot_label("overlayfs") == "containerd.io/gc.ref.snapshot.overlayfs"
+
+
+# --- the field-mask rule -------------------------------------------------------------------
+CUR = {"a": "1", "b": "2"}
+
+
+@pytest.mark.parametrize(
+    ("paths", "new", "want"),
+    [
+        (["labels.a"], {"a": "9"}, {"a": "9", "b": "2"}),
+        (["labels.c"], {"c": "3", "b": "x"}, {"a": "1", "b": "2", "c": "3"}),  # unnamed keys are ignored
+        (["labels.a"], {"a": ""}, {"b": "2"}),  # an empty value removes
+        (["labels.a"], {}, {"b": "2"}),  # so does a missing one
+        (["labels.zz"], {}, CUR),  # removing what is not there is no error
+        (["labels"], {"x": "1", "y": ""}, {"x": "1"}),  # replace all; empty values are not kept
+        (["labels.a", "labels"], {"a": "9"}, {"a": "9"}),  # in order: the replace wins
+        (["labels", "labels.a"], {"x": "9"}, {"x": "9"}),
+        (["labels.com.example.k"], {"com.example.k": "v"}, {**CUR, "com.example.k": "v"}),  # dots in keys
+        ("labels.a", {"a": "9"}, {"a": "9", "b": "2"}),  # a single path
+        ([], {"x": "1"}, CUR),  # no paths: nothing changes
+        (["labels."], {}, CUR),  # the empty key with no value: nothing to set
+    ],
+)
+def test_apply_field_paths(paths: list[str] | str, new: dict[str, str], want: dict[str, str]) -> None:
+    current = dict(CUR)
+    assert labels.apply_field_paths(current, new, paths, what="thing") == want
+    assert current == CUR  # not mutated
+
+
+def test_apply_field_paths_drops_stale_empty_values() -> None:
+    assert labels.apply_field_paths({"a": "1", "old": ""}, {"b": "2"}, ["labels.b"], what="x") == {"a": "1", "b": "2"}
+
+
+def test_is_field_path() -> None:
+    assert labels.is_field_path("labels")
+    assert labels.is_field_path("labels.a.b")
+    assert labels.is_field_path("labels.")
+    assert not labels.is_field_path("labelsx")
+    assert not labels.is_field_path("annotations.a")
+    assert not labels.is_field_path("")
+
+
+def test_other_path_names_it_and_the_object() -> None:
+    with pytest.raises(errdefs.InvalidArgument) as exc:
+        labels.apply_field_paths(CUR, {"a": "9"}, ["labels.a", "spec"], what="image 'x'")
+    assert str(exc.value) == "cannot update 'spec' field on image 'x'"
+
+
+def test_bad_path_reported_before_bad_label() -> None:
+    with pytest.raises(errdefs.InvalidArgument, match="cannot update 'nope'"):
+        labels.apply_field_paths(CUR, {"a": "v" * 5000}, ["labels.a", "nope"], what="x")
+
+
+@pytest.mark.parametrize(
+    ("paths", "new"),
+    [
+        (["labels.z"], {"z": "v" * 5000}),
+        (["labels"], {"ok": "1", "z": "v" * 5000}),
+        # containerd validates before dropping empty values: removing an impossible key is refused too
+        (["labels." + "z" * 5000], {}),
+    ],
+)
+def test_merged_labels_are_validated(paths: list[str], new: dict[str, str]) -> None:
+    with pytest.raises(errdefs.InvalidArgument, match=r"^image\.Labels: label key and value length .*key: z"):
+        labels.apply_field_paths(CUR, new, paths, what="x", field="image.Labels")
+    with pytest.raises(errdefs.InvalidArgument, match=r"^label key and value length"):
+        labels.apply_field_paths(CUR, new, paths, what="x")
+
+
+def test_unnamed_bad_label_is_ignored() -> None:
+    assert labels.apply_field_paths(CUR, {"a": "9", "big": "v" * 5000}, ["labels.a"], what="x") == {"a": "9", "b": "2"}
+
+
+@pytest.mark.parametrize("paths", [["labels."], ["labels"]])
+def test_empty_key_with_a_value_is_refused(paths: list[str]) -> None:
+    with pytest.raises(errdefs.InvalidArgument, match=r"^info\.Labels: label key must not be empty$"):
+        labels.apply_field_paths(CUR, {"": "v"}, paths, what="x", field="info.Labels")

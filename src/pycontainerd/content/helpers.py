@@ -79,26 +79,10 @@ def status_adaptor(status: Status) -> Callable[[tuple[str, ...]], str | None]:
 def update_labels(
     current: Mapping[str, str], new: Mapping[str, str], fieldpaths: Sequence[str], what: str
 ) -> dict[str, str]:
-    """Apply a field mask to a label map, containerd's rule for content, images, ...
-
-    ``labels`` replaces every label, ``labels.<key>`` sets one (an empty or missing value
-    removes it), no paths at all replaces every label; anything else is InvalidArgument
-    naming ``what``.  The result never holds empty values.
-    """
-    updated = dict(current)
-    if not fieldpaths:
-        updated = dict(new)
-    for path in fieldpaths:
-        if path.startswith("labels."):
-            key = path[len("labels.") :]
-            updated[key] = new.get(key, "")
-        elif path == "labels":
-            updated = dict(new)
-        else:
-            raise errdefs.InvalidArgument(f"cannot update {path!r} field on {what}")
-    updated = {k: v for k, v in updated.items() if v != ""}
-    validate_labels(updated)
-    return updated
+    """A blob's labels after an update (``labels.apply_field_paths``; no paths at all replace
+    every label, as in containerd's content stores).  Other paths are InvalidArgument naming
+    ``what``."""
+    return labelutil.apply_field_paths(current, new, fieldpaths or labelutil.FIELD, what=what, field="info.Labels")
 
 
 def validate_labels(labels: Mapping[str, str]) -> None:

@@ -190,20 +190,14 @@ def apply_update(current: Container, new: Container, paths: Sequence[str]) -> Co
             raise errdefs.InvalidArgument("container.Runtime.Name field is immutable")
         paths = MUTABLE_ON_REPLACE
     for path in paths:
-        if path.startswith("labels."):
-            key = path[len("labels.") :]
-            if new.labels.get(key):
-                updated.labels[key] = new.labels[key]
-            else:
-                updated.labels.pop(key, None)
-        elif path.startswith("extensions."):
+        if labelutil.is_field_path(path):
+            continue  # applied after the loop: like containerd, a bad path is reported before a bad label
+        if path.startswith("extensions."):
             key = path[len("extensions.") :]
             if key in new.extensions:
                 updated.extensions[key] = new.extensions[key]
             else:
                 updated.extensions.pop(key, None)
-        elif path == "labels":
-            updated.labels = dict(new.labels)
         elif path == "spec":
             updated.spec = new.spec
         elif path == "extensions":
@@ -214,6 +208,11 @@ def apply_update(current: Container, new: Container, paths: Sequence[str]) -> Co
             updated.snapshot_key = new.snapshot_key
         else:
             raise errdefs.InvalidArgument(f'cannot update "{path}" field on "{current.id}"')
+    label_paths = [p for p in paths if labelutil.is_field_path(p)]
+    if label_paths:
+        updated.labels = labelutil.apply_field_paths(
+            current.labels, new.labels, label_paths, what=f'"{current.id}"', field="containers.Labels"
+        )
     return updated
 
 

@@ -93,7 +93,7 @@ def apply_update(current: Image, new: Image, paths: Sequence[str]) -> Image:
     if not paths:
         return replace(
             new,
-            labels={k: v for k, v in new.labels.items() if v},
+            labels=_apply_labels(current, new, labelutil.FIELD),
             target=replace(new.target, annotations={k: v for k, v in new.target.annotations.items() if v}),
             created_at=current.created_at,
         )
@@ -103,23 +103,28 @@ def apply_update(current: Image, new: Image, paths: Sequence[str]) -> Image:
         target=replace(current.target, annotations=dict(current.target.annotations)),
     )
     for path in paths:
-        if path.startswith("labels."):
-            key = path[len("labels.") :]
-            updated.labels[key] = new.labels.get(key, "")
-        elif path.startswith("annotations."):
+        if labelutil.is_field_path(path):
+            continue  # applied after the loop: like containerd, a bad path is reported before a bad label
+        if path.startswith("annotations."):
             key = path[len("annotations.") :]
             updated.target.annotations[key] = new.target.annotations.get(key, "")
-        elif path == "labels":
-            updated.labels = dict(new.labels)
         elif path == "annotations":
             updated.target.annotations = dict(new.target.annotations)
         elif path == "target":
             updated.target = replace(new.target, annotations=dict(new.target.annotations))
         else:
             raise errdefs.InvalidArgument(f"cannot update {path!r} field on image {current.name!r}")
-    updated.labels = {k: v for k, v in updated.labels.items() if v}
+    label_paths = [p for p in paths if labelutil.is_field_path(p)]
+    if label_paths:
+        updated.labels = _apply_labels(current, new, label_paths)
     updated.target.annotations = {k: v for k, v in updated.target.annotations.items() if v}
     return updated
+
+
+def _apply_labels(current: Image, new: Image, paths: str | Sequence[str]) -> dict[str, str]:
+    return labelutil.apply_field_paths(
+        current.labels, new.labels, paths, what=f"image {current.name!r}", field="image.Labels"
+    )
 
 
 def _from_row(row: sqlite3.Row) -> Image:

@@ -60,27 +60,22 @@ class NamespaceStore:
         return [Namespace(r["name"], loads(r["labels"])) for r in rows]
 
     async def update(self, name: str, labels: Mapping[str, str], paths: Sequence[str] = ()) -> Namespace:
+        """Set the labels named by ``labels.<key>`` paths; with no paths, replace them all.
+
+        Unlike the other resources, a namespace takes no bare ``labels`` path (containerd's
+        Namespaces service refuses it as any other field).
+        """
         identifiers.validate(name)
-        labelutil.validate_all(labels)
         for p in paths:
-            if p != "labels" and not p.startswith("labels."):
+            if p == labelutil.FIELD or not labelutil.is_field_path(p):
                 raise errdefs.InvalidArgument(f"cannot update {p!r} field on namespace {name!r}")
 
         def tx(conn: sqlite3.Connection) -> dict[str, str]:
             ensure_namespace(conn, name)
             row = conn.execute("SELECT labels FROM namespaces WHERE name=?", (name,)).fetchone()
-            current: dict[str, str] = loads(row["labels"])
-            if not paths:
-                current = dict(labels)
-            for p in paths:
-                if p == "labels":
-                    current = dict(labels)
-                else:
-                    key = p[len("labels."):]
-                    if labels.get(key):
-                        current[key] = labels[key]
-                    else:
-                        current.pop(key, None)
+            current = labelutil.apply_field_paths(
+                loads(row["labels"]), labels, paths or labelutil.FIELD, what=f"namespace {name!r}"
+            )
             conn.execute(
                 "UPDATE namespaces SET labels=?, updated_at=? WHERE name=?", (dumps(current), now_ns(), name)
             )

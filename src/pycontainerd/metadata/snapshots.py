@@ -128,24 +128,13 @@ class SnapshotStore:
     async def update(self, ns: str, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
         if not info.name:
             raise errdefs.InvalidArgument("must specify snapshot name")
-        validate_labels(info.labels)
 
         def tx(conn: sqlite3.Connection) -> sqlite3.Row:
             row = self._row(conn, ns, info.name)
-            labels: dict[str, str] = dict(loads(row["labels"]))
-            if not fieldpaths:
-                labels = dict(info.labels)
-            for path in fieldpaths:
-                if path == "labels":
-                    labels = dict(info.labels)
-                elif path.startswith("labels."):
-                    k = path[len("labels.") :]
-                    if k in info.labels:
-                        labels[k] = info.labels[k]
-                    else:
-                        labels.pop(k, None)
-                else:
-                    raise errdefs.InvalidArgument(f"cannot update {path!r} field on snapshot {info.name}")
+            # containerd validates the merged labels, so an unnamed bad label in the request is ignored
+            labels = labelutil.apply_field_paths(
+                loads(row["labels"]), info.labels, fieldpaths or labelutil.FIELD, what=f"snapshot {info.name}"
+            )
             conn.execute(
                 "UPDATE snapshots SET labels=?, updated_at=? WHERE namespace=? AND snapshotter=? AND key=?",
                 (dumps(labels), now_ns(), ns, self.name, info.name),

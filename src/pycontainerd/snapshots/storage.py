@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import errdefs
+from .. import labels as labelutil
 from .interfaces import Info, Kind, Usage
 
 _SCHEMA = """
@@ -136,21 +137,9 @@ class Tx:
 
     def update(self, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
         row = self._row(info.name)
-        labels = _labels(row["labels"])
-        if not fieldpaths:
-            labels = dict(info.labels)
-        else:
-            for path in fieldpaths:
-                if path == "labels":
-                    labels = dict(info.labels)
-                elif path.startswith("labels."):
-                    k = path[len("labels.") :]
-                    if k in info.labels:
-                        labels[k] = info.labels[k]
-                    else:
-                        labels.pop(k, None)
-                else:
-                    raise errdefs.InvalidArgument(f"cannot update {path!r} field on snapshot {info.name}")
+        labels = labelutil.apply_field_paths(
+            _labels(row["labels"]), info.labels, fieldpaths or labelutil.FIELD, what=f"snapshot {info.name}"
+        )
         ts = time.time_ns()
         self.conn.execute("UPDATE snapshots SET labels=?, updated_at=? WHERE key=?", (_dump(labels), ts, info.name))
         return self._info(self._row(info.name))
