@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pycontainerd.mount import Mount, lookup, mount_all, parse_options, read_only, unmount_all
-from pycontainerd.mount.mount import MS_BIND, MS_RDONLY, MS_REC, _mount_long_overlay, compact_lowerdir
+from pycontainerd.mount.mount import _mount_long_overlay, compact_lowerdir
+from pycontainerd.mountopts import MS_BIND, MS_RDONLY, MS_REC
 
 pytestmark = pytest.mark.root
 

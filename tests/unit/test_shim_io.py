@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pycontainerd import errdefs
+from pycontainerd import errdefs, mountopts
 from pycontainerd.shim import mount
 from pycontainerd.shim.io import Pump, Sink, parse_uri
 from pycontainerd.shim.loop import Future, Loop
@@ -23,8 +23,8 @@ def test_parse_uri() -> None:
 
 def test_mount_options() -> None:
     flags, prop, data = mount.parse_options(["ro", "nosuid", "rbind", "rprivate", "lowerdir=/a:/b"])
-    assert flags == mount.MS_RDONLY | mount.MS_NOSUID | mount.MS_BIND | mount.MS_REC
-    assert prop == mount.MS_PRIVATE | mount.MS_REC
+    assert flags == mountopts.MS_RDONLY | mountopts.MS_NOSUID | mountopts.MS_BIND | mountopts.MS_REC
+    assert prop == mountopts.MS_PRIVATE | mountopts.MS_REC
     assert data == "lowerdir=/a:/b"
     flags, _, _ = mount.parse_options(["ro", "rw"])
     assert flags == 0

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import any_pb2, field_mask_pb2, json_format, symbol_database
+from google.protobuf import any_pb2, field_mask_pb2
 
+from .. import typeurl
 from ..api.services.events.v1 import events_pb2, events_pb2_grpc
 from ..api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from ..api.services.namespaces.v1 import namespaces_pb2, namespaces_pb2_grpc
@@ -118,15 +119,9 @@ class Event:
 
 
 def decode_any(a: any_pb2.Any) -> dict[str, Any]:
-    name = a.type_url.rsplit("/", 1)[-1]
-    try:
-        cls = symbol_database.Default().GetSymbol(name)
-    except KeyError:
-        return {"@type": a.type_url}
-    msg = cls()
-    msg.ParseFromString(a.value)
-    result: dict[str, Any] = json_format.MessageToDict(msg, preserving_proto_field_name=True)
-    return result
+    """The fields of an event for printing; ``{"@type": <type URL>}`` if its type is unknown."""
+    fields = typeurl.to_dict(a)
+    return {"@type": a.type_url} if fields is None else fields
 
 
 class Events(_Service):

@@ -1,7 +1,8 @@
 """Mount/unmount with mount(2) through ctypes (blocking: call from a worker thread).
 
-See the package docstring for the theory; this module holds the flag table (the same as
-containerd's ``mount_linux.go``), the deep-overlay fallbacks and mountinfo lookup.
+See the package docstring for the theory; this module holds the mount calls, the deep-overlay
+fallbacks and mountinfo lookup.  The flag table and option parsing live in
+``pycontainerd.mountopts``, shared with the shim (which must not import this package).
 """
 
 from __future__ import annotations
@@ -21,72 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from .. import errdefs
+from .. import errdefs, mountopts
+from ..mountopts import MNT_DETACH as MNT_DETACH  # re-exported: diff.walking imports it from here
+from ..mountopts import (
+    MS_BIND,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REMOUNT,
+    UMOUNT_NOFOLLOW,
+)
 
 T = TypeVar("T")
-
-# mount(2) flags
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_SYNCHRONOUS = 0x10
-MS_REMOUNT = 0x20
-MS_MANDLOCK = 0x40
-MS_DIRSYNC = 0x80
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_UNBINDABLE = 0x20000
-MS_PRIVATE = 0x40000
-MS_SLAVE = 0x80000
-MS_SHARED = 0x100000
-MS_RELATIME = 0x200000
-MS_STRICTATIME = 0x1000000
-
-MNT_DETACH = 0x2
-UMOUNT_NOFOLLOW = 0x8
-
-# option -> (clear?, flag), as containerd's parseMountOptions
-_FLAGS: dict[str, tuple[bool, int]] = {
-    "async": (True, MS_SYNCHRONOUS),
-    "atime": (True, MS_NOATIME),
-    "bind": (False, MS_BIND),
-    "defaults": (False, 0),
-    "dev": (True, MS_NODEV),
-    "diratime": (True, MS_NODIRATIME),
-    "dirsync": (False, MS_DIRSYNC),
-    "exec": (True, MS_NOEXEC),
-    "mand": (False, MS_MANDLOCK),
-    "noatime": (False, MS_NOATIME),
-    "nodev": (False, MS_NODEV),
-    "nodiratime": (False, MS_NODIRATIME),
-    "noexec": (False, MS_NOEXEC),
-    "nomand": (True, MS_MANDLOCK),
-    "norelatime": (True, MS_RELATIME),
-    "nostrictatime": (True, MS_STRICTATIME),
-    "nosuid": (False, MS_NOSUID),
-    "rbind": (False, MS_BIND | MS_REC),
-    "relatime": (False, MS_RELATIME),
-    "remount": (False, MS_REMOUNT),
-    "ro": (False, MS_RDONLY),
-    "rw": (True, MS_RDONLY),
-    "strictatime": (False, MS_STRICTATIME),
-    "suid": (True, MS_NOSUID),
-    "sync": (False, MS_SYNCHRONOUS),
-}
-
-_PROPAGATION: dict[str, int] = {
-    "private": MS_PRIVATE,
-    "rprivate": MS_PRIVATE | MS_REC,
-    "shared": MS_SHARED,
-    "rshared": MS_SHARED | MS_REC,
-    "slave": MS_SLAVE,
-    "rslave": MS_SLAVE | MS_REC,
-    "unbindable": MS_UNBINDABLE,
-    "runbindable": MS_UNBINDABLE | MS_REC,
-}
 
 PAGE_SIZE = os.sysconf("SC_PAGESIZE")
 
@@ -119,19 +69,9 @@ class ParsedOptions:
 
 
 def parse_options(options: Sequence[str]) -> ParsedOptions:
-    flags = 0
-    prop = 0
-    data: list[str] = []
-    for opt in options:
-        if opt in _FLAGS:
-            clear, f = _FLAGS[opt]
-            flags = flags & ~f if clear else flags | f
-        elif opt in _PROPAGATION:
-            prop |= _PROPAGATION[opt]
-        elif opt == "loop":
-            raise errdefs.NotImplemented_("loop mounts are not supported")
-        else:
-            data.append(opt)
+    flags, prop, data = mountopts.parse(options)
+    if "loop" in data:  # neither table knows the word, so it lands in data
+        raise errdefs.NotImplemented_("loop mounts are not supported")
     return ParsedOptions(flags, prop, data)
 
 

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, empty_pb2, json_format, message, symbol_database
+from google.protobuf import any_pb2, empty_pb2, json_format, message
 
-from .. import errdefs, identifiers
+from .. import errdefs, identifiers, typeurl
 from ..api.events import container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2
 from ..api.services.events.v1 import events_pb2 as pb
 from ..api.services.events.v1 import events_pb2_grpc as pb_grpc
@@ -65,14 +65,8 @@ def encode_event(env: Envelope) -> any_pb2.Any:
 
 def decode_any(event: any_pb2.Any) -> dict[str, Any]:
     """The fields of a forwarded event, for filters on ``event.<field>``; {} if its type is unknown."""
-    name = event.type_url.rsplit("/", 1)[-1]
-    try:
-        cls = symbol_database.Default().GetSymbol(name)
-    except KeyError:
-        return {}
-    msg = cls()
-    msg.ParseFromString(event.value)
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    fields = typeurl.to_dict(event)
+    return {} if fields is None else fields
 
 
 def to_envelope_pb(env: Envelope) -> pb.Envelope:

@@ -1,11 +1,12 @@
 """Mounting the container rootfs in the shim (mount(2) through ctypes: no helper process).
 
 ``parse_options`` turns containerd-style mount options into ``(flags, propagation, data)``
-the way containerd's ``mount_linux.go`` does: known flag words (``ro``, ``nosuid``,
-``rbind``...) become MS_* flags, propagation words are applied by a second mount call, and
-the rest is the filesystem data string (``lowerdir=...,upperdir=...``).  Overlay data longer
-than a page is shortened by mounting from the lowerdirs' common parent directory with
-relative paths (the shim is single-threaded, so a temporary chdir is safe).
+with the daemon's table (``pycontainerd.mountopts``, not ``pycontainerd.mount``, whose package
+pulls in asyncio): known flag words (``ro``, ``nosuid``, ``rbind``...) become MS_* flags,
+propagation words are applied by a second mount call, and the rest is the filesystem data
+string (``lowerdir=...,upperdir=...``).  Overlay data longer than a page is shortened by
+mounting from the lowerdirs' common parent directory with relative paths (the shim is
+single-threaded, so a temporary chdir is safe).
 """
 
 from __future__ import annotations
@@ -15,64 +16,8 @@ import errno
 import os
 import time
 
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_SYNCHRONOUS = 0x10
-MS_REMOUNT = 0x20
-MS_MANDLOCK = 0x40
-MS_DIRSYNC = 0x80
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_UNBINDABLE = 1 << 17
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
-MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
-MNT_DETACH = 2
-
-# word -> (clear?, flag)
-_FLAGS: dict[str, tuple[bool, int]] = {
-    "async": (True, MS_SYNCHRONOUS),
-    "atime": (True, MS_NOATIME),
-    "bind": (False, MS_BIND),
-    "defaults": (False, 0),
-    "dev": (True, MS_NODEV),
-    "diratime": (True, MS_NODIRATIME),
-    "dirsync": (False, MS_DIRSYNC),
-    "exec": (True, MS_NOEXEC),
-    "mand": (False, MS_MANDLOCK),
-    "noatime": (False, MS_NOATIME),
-    "nodev": (False, MS_NODEV),
-    "nodiratime": (False, MS_NODIRATIME),
-    "noexec": (False, MS_NOEXEC),
-    "nomand": (True, MS_MANDLOCK),
-    "norelatime": (True, MS_RELATIME),
-    "nostrictatime": (True, MS_STRICTATIME),
-    "nosuid": (False, MS_NOSUID),
-    "rbind": (False, MS_BIND | MS_REC),
-    "relatime": (False, MS_RELATIME),
-    "remount": (False, MS_REMOUNT),
-    "ro": (False, MS_RDONLY),
-    "rw": (True, MS_RDONLY),
-    "strictatime": (False, MS_STRICTATIME),
-    "suid": (True, MS_NOSUID),
-    "sync": (False, MS_SYNCHRONOUS),
-}
-_PROPAGATION: dict[str, int] = {
-    "private": MS_PRIVATE,
-    "rprivate": MS_PRIVATE | MS_REC,
-    "shared": MS_SHARED,
-    "rshared": MS_SHARED | MS_REC,
-    "slave": MS_SLAVE,
-    "rslave": MS_SLAVE | MS_REC,
-    "unbindable": MS_UNBINDABLE,
-    "runbindable": MS_UNBINDABLE | MS_REC,
-}
+from pycontainerd import mountopts
+from pycontainerd.mountopts import MNT_DETACH, MS_BIND, MS_RDONLY, MS_REMOUNT
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -80,17 +25,7 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 def parse_options(options: list[str]) -> tuple[int, int, str]:
-    flags = 0
-    propagation = 0
-    data: list[str] = []
-    for opt in options:
-        if opt in _FLAGS:
-            clear, flag = _FLAGS[opt]
-            flags = flags & ~flag if clear else flags | flag
-        elif opt in _PROPAGATION:
-            propagation |= _PROPAGATION[opt]
-        else:
-            data.append(opt)
+    flags, propagation, data = mountopts.parse(options)
     return flags, propagation, ",".join(data)
 
 

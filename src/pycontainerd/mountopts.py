@@ -1,0 +1,95 @@
+"""mount(2) flags and the parsing of mount(8)-style options into them.
+
+Shared by the daemon (``pycontainerd.mount``) and the shim (``pycontainerd.shim.mount``).
+It is a top-level module on purpose: importing anything under ``pycontainerd.mount`` runs
+that package's ``__init__``, which pulls in asyncio, and every shim process would pay for
+it.  Keep this module free of imports beyond the standard library's typing helpers.
+
+The option table is the one in containerd's ``mount_linux.go``: known words set or clear a
+flag, propagation words are collected separately (they need a mount call of their own), and
+everything else is filesystem data (``lowerdir=...``, ``index=off``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_UNBINDABLE = 0x20000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_SHARED = 0x100000
+MS_RELATIME = 0x200000
+MS_STRICTATIME = 0x1000000
+
+# umount2(2) flags
+MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+
+# option -> (clear?, flag)
+FLAGS: dict[str, tuple[bool, int]] = {
+    "async": (True, MS_SYNCHRONOUS),
+    "atime": (True, MS_NOATIME),
+    "bind": (False, MS_BIND),
+    "defaults": (False, 0),
+    "dev": (True, MS_NODEV),
+    "diratime": (True, MS_NODIRATIME),
+    "dirsync": (False, MS_DIRSYNC),
+    "exec": (True, MS_NOEXEC),
+    "mand": (False, MS_MANDLOCK),
+    "noatime": (False, MS_NOATIME),
+    "nodev": (False, MS_NODEV),
+    "nodiratime": (False, MS_NODIRATIME),
+    "noexec": (False, MS_NOEXEC),
+    "nomand": (True, MS_MANDLOCK),
+    "norelatime": (True, MS_RELATIME),
+    "nostrictatime": (True, MS_STRICTATIME),
+    "nosuid": (False, MS_NOSUID),
+    "rbind": (False, MS_BIND | MS_REC),
+    "relatime": (False, MS_RELATIME),
+    "remount": (False, MS_REMOUNT),
+    "ro": (False, MS_RDONLY),
+    "rw": (True, MS_RDONLY),
+    "strictatime": (False, MS_STRICTATIME),
+    "suid": (True, MS_NOSUID),
+    "sync": (False, MS_SYNCHRONOUS),
+}
+
+PROPAGATION: dict[str, int] = {
+    "private": MS_PRIVATE,
+    "rprivate": MS_PRIVATE | MS_REC,
+    "shared": MS_SHARED,
+    "rshared": MS_SHARED | MS_REC,
+    "slave": MS_SLAVE,
+    "rslave": MS_SLAVE | MS_REC,
+    "unbindable": MS_UNBINDABLE,
+    "runbindable": MS_UNBINDABLE | MS_REC,
+}
+
+
+def parse(options: Iterable[str]) -> tuple[int, int, list[str]]:
+    """``(flags, propagation, data)``: options applied in order (a later ``rw`` undoes ``ro``),
+    with the words neither table knows kept, in order, as data."""
+    flags = 0
+    propagation = 0
+    data: list[str] = []
+    for opt in options:
+        if opt in FLAGS:
+            clear, flag = FLAGS[opt]
+            flags = flags & ~flag if clear else flags | flag
+        elif opt in PROPAGATION:
+            propagation |= PROPAGATION[opt]
+        else:
+            data.append(opt)
+    return flags, propagation, data

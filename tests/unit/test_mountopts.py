@@ -1,0 +1,54 @@
+"""pycontainerd.mountopts: the mount option table shared by the daemon and the shim."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pycontainerd import errdefs, mountopts
+from pycontainerd.mount import mount as daemon_mount
+from pycontainerd.mountopts import MS_BIND, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_SHARED
+from pycontainerd.shim import mount as shim_mount
+
+
+def test_parse_flags_propagation_and_data() -> None:
+    flags, prop, data = mountopts.parse(["ro", "nosuid", "rbind", "rprivate", "index=off", "lowerdir=/a:/b"])
+    assert flags == MS_RDONLY | MS_NOSUID | MS_BIND | MS_REC
+    assert prop == MS_PRIVATE | MS_REC
+    assert data == ["index=off", "lowerdir=/a:/b"]
+
+
+def test_parse_applies_words_in_order() -> None:
+    assert mountopts.parse(["ro", "rw"])[0] == 0
+    assert mountopts.parse(["rw", "ro"])[0] == MS_RDONLY
+    assert mountopts.parse(["defaults"]) == (0, 0, [])
+    # propagation words accumulate
+    assert mountopts.parse(["shared", "rprivate"])[1] == MS_SHARED | MS_PRIVATE | MS_REC
+
+
+def test_daemon_and_shim_parse_alike() -> None:
+    opts = ["rbind", "ro", "nodev", "rslave", "upperdir=/u", "workdir=/w"]
+    flags, prop, data = mountopts.parse(opts)
+    parsed = daemon_mount.parse_options(opts)
+    assert (parsed.flags, parsed.propagation, parsed.data) == (flags, prop, data)
+    assert shim_mount.parse_options(opts) == (flags, prop, "upperdir=/u,workdir=/w")
+
+
+def test_loop_is_refused_by_the_daemon_only() -> None:
+    with pytest.raises(errdefs.NotImplemented_):
+        daemon_mount.parse_options(["ro", "loop"])
+    # the shim passes unknown words through to the filesystem, as it always did
+    assert shim_mount.parse_options(["ro", "loop"]) == (MS_RDONLY, 0, "loop")
+
+
+def test_shim_imports_no_asyncio() -> None:
+    # every shim process imports these; asyncio would cost ~10 MiB each
+    code = (
+        "import sys\n"
+        "import pycontainerd.shim.main, pycontainerd.shim.service, pycontainerd.shim.mount\n"
+        "print(sorted(m for m in sys.modules if m == 'asyncio' or m.startswith('asyncio.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
