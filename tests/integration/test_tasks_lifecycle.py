@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,16 @@ def gone_or_zombie(pid: int | str) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``cond`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
@@ -298,17 +309,30 @@ def test_events_are_published(daemon: Daemon, api: Api, rootfs: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+
+    def seen(text: str) -> bool:
+        return any(text in ln for ln in list(lines))
+
     try:
-        time.sleep(0.5)  # let the subscription reach the daemon
+        # the subscription is live once an event of ours shows up (no fixed sleep: slow under load)
+        for i in range(200):
+            daemon.ctr("namespaces", "create", f"probe{i}")
+            if wait_until(lambda: seen("/namespaces/create"), 0.1 if i < 100 else 1.0):
+                break
         api.create_container("ev", oci_spec("default", "ev", ["true"], rootfs))
         daemon.ctr("tasks", "start", "ev", timeout=60)  # attached: deletes the task when it exits
         daemon.ctr("containers", "rm", "ev")
-        time.sleep(0.5)
+        assert wait_until(lambda: seen("/containers/delete"), 20), "".join(lines)
     finally:
         # SIGTERM, not SIGINT: a shell running the suite as a background job starts it with
         # SIGINT ignored, and Go keeps an inherited SIG_IGN, so ctr would never see a SIGINT
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+    out = "".join(lines)
     topics = re.findall(r"default (/\S+)", out)
     for t in (
         "/containers/create",
