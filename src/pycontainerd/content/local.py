@@ -36,6 +36,7 @@ import asyncio
 import builtins
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import shutil
@@ -396,11 +397,25 @@ class LocalStore:
         if expected:
             validate_digest(expected)
         self._try_lock(ref)
+        # The open runs to completion in its thread even when the caller is cancelled (a
+        # client that hangs up): the writer it makes then has no owner, so it is closed —
+        # releasing the lock — once the thread is done, not before (another writer could
+        # otherwise take the ref and lose its lock to the late close).
+        job = asyncio.ensure_future(asyncio.to_thread(self._open_writer_sync, ref, total, expected))
         try:
-            return await asyncio.to_thread(self._open_writer_sync, ref, total, expected)
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            job.add_done_callback(functools.partial(self._close_orphan, ref))
+            raise
         except BaseException:
             self._unlock(ref)
             raise
+
+    def _close_orphan(self, ref: str, job: asyncio.Future[LocalWriter]) -> None:
+        if job.cancelled() or job.exception() is not None:
+            self._unlock(ref)
+            return
+        asyncio.get_running_loop().run_in_executor(None, job.result().close_sync)
 
     def _open_writer_sync(self, ref: str, total: int, expected: str) -> LocalWriter:
         if expected and self.exists_sync(expected) is not None:
@@ -674,7 +689,10 @@ class LocalWriter:
     async def close(self) -> None:
         if self._fd is None:
             return
-        await asyncio.to_thread(self.close_sync)
+        # shielded: callers close in ``finally`` blocks of handlers that the client's hang-up
+        # cancels; a cancelled, not yet started close would keep the fd and the ref's lock
+        # forever (a resumed pull then waited on "ref locked")
+        await asyncio.shield(asyncio.to_thread(self.close_sync))
 
 
 async def _init(ctx: InitContext) -> LocalStore:

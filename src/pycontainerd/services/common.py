@@ -61,17 +61,25 @@ def _abort_args(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
 
 def _wrap(method: Callable[..., Any], name: str) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(method):
-
+        # Served as a coroutine that writes each item, not as a generator handed to grpc: when
+        # the client goes away grpc cancels the handler's task, and only a coroutine gets that
+        # CancelledError inside our code.  A generator suspended at ``yield`` would just be
+        # dropped, its ``finally`` (releasing an ingest lock, a subscription) left to whenever
+        # the garbage collector finalizes it — a resumed pull then waited on a lock held by a
+        # dead client's stream.
         @functools.wraps(method)
-        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            gen = method(request, context)
             try:
-                async for item in method(request, context):
-                    yield item
+                async for item in gen:
+                    await context.write(item)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
                 code, msg = _abort_args(exc, name)
                 await context.abort(code, msg)
+            finally:
+                await gen.aclose()
 
         return stream
 

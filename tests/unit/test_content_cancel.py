@@ -1,0 +1,57 @@
+"""A client that hangs up cancels the handler in the middle of opening or closing an ingest:
+the ref's lock and the file must still be released, or the next writer of the ref waits on
+"ref locked" forever (a resumed pull hung this way)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from pycontainerd.content.local import LocalStore
+
+
+async def _released(store: LocalStore, ref: str) -> bool:
+    for _ in range(200):
+        if not store.is_locked(ref):
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def _cancel_soon(coro: object) -> None:
+    task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+    await asyncio.sleep(0)  # let it start and reach its worker-thread hop
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def test_cancelled_close_still_releases_the_ref(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = LocalStore(tmp_path)
+        await asyncio.to_thread(store.setup_sync)
+        for i in range(20):
+            w = await store.writer(f"r{i}")
+            await w.write(b"x" * 100)
+            await _cancel_soon(w.close())
+            assert await _released(store, f"r{i}")
+            w2 = await store.writer(f"r{i}")  # the next writer resumes at the offset
+            assert (await w2.status()).offset == 100
+            await w2.close()
+
+    asyncio.run(main())
+
+
+def test_cancelled_open_releases_the_ref_once_the_open_is_done(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = LocalStore(tmp_path)
+        await asyncio.to_thread(store.setup_sync)
+        for i in range(20):
+            await _cancel_soon(store.writer(f"o{i}"))
+            assert await _released(store, f"o{i}")
+            w = await store.writer(f"o{i}")
+            await w.close()
+            assert not store.is_locked(f"o{i}")
+
+    asyncio.run(main())
