@@ -1,6 +1,7 @@
-"""A client that hangs up cancels the handler in the middle of opening or closing an ingest:
-the ref's lock and the file must still be released, or the next writer of the ref waits on
-"ref locked" forever (a resumed pull hung this way)."""
+"""A client that hangs up cancels the handler in the middle of opening or closing an ingest or a
+temporary mount: the ref's lock and the file must still be released (or the next writer of the
+ref waits on "ref locked" forever: a resumed pull hung this way), and a mount made by a worker
+thread must be finished before the cleanup that unmounts it runs."""
 
 from __future__ import annotations
 
@@ -53,5 +54,29 @@ def test_cancelled_open_releases_the_ref_once_the_open_is_done(tmp_path: Path) -
             w = await store.writer(f"o{i}")
             await w.close()
             assert not store.is_locked(f"o{i}")
+
+    asyncio.run(main())
+
+
+def test_to_thread_uncancelled_finishes_the_work_before_the_cancellation() -> None:
+    import threading
+    import time
+
+    from pycontainerd.mount.mount import to_thread_uncancelled
+
+    done = threading.Event()
+
+    def slow() -> None:
+        time.sleep(0.2)
+        done.set()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(to_thread_uncancelled(slow))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+        assert done.is_set()  # the mount (here: slow) happened before the caller went on
 
     asyncio.run(main())

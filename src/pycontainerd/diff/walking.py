@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from .. import errdefs
 from ..content.interfaces import Ingester, Provider
 from ..mount import Mount, mount_all, read_only, unmount_all
-from ..mount.mount import MNT_DETACH, mountinfo
+from ..mount.mount import MNT_DETACH, mountinfo, to_thread_uncancelled
 from ..plugin import InitContext, Registration, types
 from . import compression
 from .apply import ApplyResult, BlockingSource, apply_layer
@@ -114,21 +114,21 @@ class WalkingDiffer:
     async def _temp_mounted(self, mounts: Sequence[Mount]) -> AsyncIterator[str]:
         tmp = await asyncio.to_thread(tempfile.mkdtemp, None, "mount-", str(self.tmp_root))
         try:
-            if mounts:
-                await asyncio.to_thread(mount_all, mounts, tmp)
             try:
+                if mounts:
+                    await to_thread_uncancelled(mount_all, mounts, tmp)
                 yield tmp
             finally:
-                if mounts:
-                    await asyncio.to_thread(unmount_all, tmp)
+                if mounts:  # also after a cancelled mount: the thread may have mounted
+                    await to_thread_uncancelled(unmount_all, tmp)
         finally:
             if not mounts:
-                await asyncio.to_thread(shutil.rmtree, tmp, True)  # a plain dir, nothing mounted
+                await to_thread_uncancelled(shutil.rmtree, tmp, True)  # a plain dir, nothing mounted
             else:
                 # rmdir, never rmtree: if the unmount failed, the snapshot is still mounted
                 # here and its files must not be deleted (start-up cleanup retries the unmount)
                 try:
-                    await asyncio.to_thread(os.rmdir, tmp)
+                    await to_thread_uncancelled(os.rmdir, tmp)
                 except OSError as exc:
                     log.warning("walking differ: leaving %s for start-up cleanup: %s", tmp, exc)
 

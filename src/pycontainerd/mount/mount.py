@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .. import errdefs, mountopts
 from ..mountopts import MNT_DETACH as MNT_DETACH  # re-exported: diff.walking imports it from here
@@ -345,20 +345,34 @@ def with_temp_mount(mounts: Sequence[Mount], fn: Callable[[str], T], parent: str
         return fn(root)
 
 
+async def to_thread_uncancelled(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` in a worker thread and see it finish even if the caller is cancelled.
+
+    For mounting and unmounting: a thread cannot be stopped, so a cancelled caller that
+    returned at once would leave a mount made behind its back (or skip the unmount of its
+    ``finally``).  The cancellation is re-raised once the work is done."""
+    job = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait([job])
+        raise
+
+
 @contextlib.asynccontextmanager
 async def temp_mount_async(mounts: Sequence[Mount], parent: str | os.PathLike[str] | None = None) -> AsyncIterator[str]:
     if parent is not None:
         await asyncio.to_thread(os.makedirs, parent, 0o700, True)
     tmp = await asyncio.to_thread(tempfile.mkdtemp, None, "pycontainerd-mount", os.fspath(parent) if parent else None)
     try:
-        await asyncio.to_thread(mount_all, mounts, tmp)
         try:
+            await to_thread_uncancelled(mount_all, mounts, tmp)
             yield tmp
         finally:
-            await asyncio.to_thread(unmount_all, tmp)
+            await to_thread_uncancelled(unmount_all, tmp)  # none mounted is fine
     finally:
         with contextlib.suppress(OSError):
-            await asyncio.to_thread(os.rmdir, tmp)
+            await to_thread_uncancelled(os.rmdir, tmp)
 
 
 async def mount_all_async(mounts: Sequence[Mount], target: str | os.PathLike[str]) -> None:
