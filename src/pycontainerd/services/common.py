@@ -65,8 +65,7 @@ def _wrap(method: Callable[..., Any], name: str) -> Callable[..., Any]:
         # the client goes away grpc cancels the handler's task, and only a coroutine gets that
         # CancelledError inside our code.  A generator suspended at ``yield`` would just be
         # dropped, its ``finally`` (releasing an ingest lock, a subscription) left to whenever
-        # the garbage collector finalizes it — a resumed pull then waited on a lock held by a
-        # dead client's stream.
+        # the garbage collector finalizes it.
         @functools.wraps(method)
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             gen = method(request, context)
