@@ -62,7 +62,7 @@ def test_to_thread_uncancelled_finishes_the_work_before_the_cancellation() -> No
     import threading
     import time
 
-    from pycontainerd.mount.mount import to_thread_uncancelled
+    from pycontainerd.threads import to_thread_uncancelled
 
     done = threading.Event()
 

@@ -48,6 +48,7 @@ from pathlib import Path
 
 from .. import errdefs, filters
 from ..plugin import InitContext, Registration, types
+from ..threads import to_thread_uncancelled
 from .helpers import READ_CHUNK, info_adaptor, status_adaptor, update_labels, validate_digest, validate_labels
 from .interfaces import Info, Status
 
@@ -689,10 +690,10 @@ class LocalWriter:
     async def close(self) -> None:
         if self._fd is None:
             return
-        # shielded: callers close in ``finally`` blocks of handlers that the client's hang-up
-        # cancels; a cancelled, not yet started close would keep the fd and the ref's lock
-        # forever (a resumed pull then waited on "ref locked")
-        await asyncio.shield(asyncio.to_thread(self.close_sync))
+        # callers close in ``finally`` blocks of handlers that the client's hang-up cancels; a
+        # cancelled, not yet started close would keep the fd and the ref's lock forever (a
+        # resumed pull then waited on "ref locked")
+        await to_thread_uncancelled(self.close_sync)
 
 
 async def _init(ctx: InitContext) -> LocalStore:

@@ -32,8 +32,9 @@ from typing import Any, Protocol
 from .. import errdefs
 from ..content.interfaces import Ingester, Provider
 from ..mount import Mount, mount_all, read_only, unmount_all
-from ..mount.mount import MNT_DETACH, mountinfo, to_thread_uncancelled
+from ..mount.mount import MNT_DETACH, mountinfo
 from ..plugin import InitContext, Registration, types
+from ..threads import to_thread_uncancelled
 from . import compression
 from .apply import ApplyResult, BlockingSource, apply_layer
 from .compare import write_diff

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from .. import errdefs, mountopts
 from ..mountopts import MNT_DETACH as MNT_DETACH  # re-exported: diff.walking imports it from here
@@ -35,6 +35,7 @@ from ..mountopts import (
     MS_REMOUNT,
     UMOUNT_NOFOLLOW,
 )
+from ..threads import to_thread_uncancelled
 
 T = TypeVar("T")
 
@@ -343,20 +344,6 @@ def temp_mount(mounts: Sequence[Mount], parent: str | os.PathLike[str] | None = 
 def with_temp_mount(mounts: Sequence[Mount], fn: Callable[[str], T], parent: str | os.PathLike[str] | None = None) -> T:
     with temp_mount(mounts, parent) as root:
         return fn(root)
-
-
-async def to_thread_uncancelled(fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn`` in a worker thread and see it finish even if the caller is cancelled.
-
-    For mounting and unmounting: a thread cannot be stopped, so a cancelled caller that
-    returned at once would leave a mount made behind its back (or skip the unmount of its
-    ``finally``).  The cancellation is re-raised once the work is done."""
-    job = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(job)
-    except asyncio.CancelledError:
-        await asyncio.wait([job])
-        raise
 
 
 @contextlib.asynccontextmanager
