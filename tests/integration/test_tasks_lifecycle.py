@@ -54,25 +54,21 @@ def gone_or_zombie(pid: int | str) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``cond`` until it holds (True) or ``timeout`` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
+def wait_until(cond: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    """Poll ``cond`` until it gives a true value (returned) or ``timeout`` seconds pass (its last value)."""
     deadline = time.monotonic() + timeout
     while True:
         v = cond()
-        if v:
+        if v or time.monotonic() > deadline:
             return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
+    v = wait_until(cond, timeout, 0.05)
+    if not v:
+        raise AssertionError(f"timed out waiting for {what}")
+    return v
 
 
 @pytest.fixture(scope="module")
