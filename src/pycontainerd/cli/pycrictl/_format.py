@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,17 @@ def trunc(ident: str, full: bool = False) -> str:
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def match_pattern(pattern: str, value: str, what: str) -> bool:
+    """crictl's --name/--image/--namespace filters: a regular expression searched in the value
+    (an empty pattern matches everything); a bad pattern is InvalidArgument naming ``what``."""
+    if not pattern:
+        return True
+    try:
+        return re.search(pattern, value) is not None
+    except re.error as exc:
+        raise errdefs.InvalidArgument(f"invalid {what} pattern {pattern!r}: {exc}") from None
 
 
 def parse_label_filters(items: Sequence[str]) -> dict[str, str]:

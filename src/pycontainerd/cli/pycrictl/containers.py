@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 from typing import Any
 
@@ -20,7 +19,7 @@ from ...client.cri import (
     parse_info,
 )
 from ..common import table
-from ._format import ago, parse_label_filters, pick_state, print_json, short_state, trunc
+from ._format import ago, match_pattern, parse_label_filters, pick_state, print_json, short_state, trunc
 from .pods import load_pod_config
 
 
@@ -68,15 +67,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=inspect)
 
 
-def _match(pattern: str, value: str, what: str) -> bool:
-    if not pattern:
-        return True
-    try:
-        return re.search(pattern, value) is not None
-    except re.error as exc:
-        raise errdefs.InvalidArgument(f"invalid {what} pattern {pattern!r}: {exc}") from None
-
-
 def _image_col(c: api_pb2.Container, names: dict[str, str], no_trunc: bool) -> str:
     """The image's name when the runtime knows one (it reports ids), else the short id."""
     ref = c.image.image or c.image_ref
@@ -93,8 +83,8 @@ async def ps(args: argparse.Namespace, client: CriClient) -> int:
     if state is not None:
         flt.state.CopyFrom(api_pb2.ContainerStateValue(state=state))  # type: ignore[arg-type]
     items = await client.list_containers(flt)
-    items = [c for c in items if _match(args.name, c.metadata.name, "name")
-             and _match(args.image, c.image.image, "image")]
+    items = [c for c in items if match_pattern(args.name, c.metadata.name, "name")
+             and match_pattern(args.image, c.image.image, "image")]
     items.sort(key=lambda c: c.created_at, reverse=True)
     if args.latest:
         items = items[:1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 from typing import Any
 
@@ -20,7 +19,7 @@ from ...client.cri import (
     pod_state_name,
 )
 from ..common import table
-from ._format import ago, parse_label_filters, pick_state, print_json, short_state, trunc
+from ._format import ago, match_pattern, parse_label_filters, pick_state, print_json, short_state, trunc
 
 
 def register(sub: Any) -> None:
@@ -57,23 +56,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=inspectp)
 
 
-def _match(pattern: str, value: str, what: str) -> bool:
-    if not pattern:
-        return True
-    try:
-        return re.search(pattern, value) is not None
-    except re.error as exc:
-        raise errdefs.InvalidArgument(f"invalid {what} pattern {pattern!r}: {exc}") from None
-
-
 async def pods(args: argparse.Namespace, client: CriClient) -> int:
     flt = api_pb2.PodSandboxFilter(id=args.id, label_selector=parse_label_filters(args.label))
     state = pick_state(args.state, POD_STATES, "SANDBOX_", "pod")
     if state is not None:
         flt.state.CopyFrom(api_pb2.PodSandboxStateValue(state=state))  # type: ignore[arg-type]
     items = await client.list_pod_sandbox(flt)
-    items = [p for p in items if _match(args.name, p.metadata.name, "name")
-             and _match(args.namespace, p.metadata.namespace, "namespace")]
+    items = [p for p in items if match_pattern(args.name, p.metadata.name, "name")
+             and match_pattern(args.namespace, p.metadata.namespace, "namespace")]
     items.sort(key=lambda p: p.created_at, reverse=True)
     if args.latest:
         items = items[:1]
