@@ -99,7 +99,9 @@ class Client:
         self._calls: dict[int, asyncio.Future[Response]] = {}
         self._closed = asyncio.Event()
         self._close_reason = "ttrpc connection closed"
-        self.peer_pid = _peer_pid(writer)  # the server process (SO_PEERCRED), e.g. the shim
+        # SO_PEERCRED: the process that called listen() on the server's socket; when the socket
+        # was handed down (the Go shim's `start` binds it for its child), that is the parent.
+        self.peer_pid = _peer_pid(writer)
         self._read_task = asyncio.create_task(self._read_loop(), name="ttrpc-client-read")
 
     @classmethod
