@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -42,6 +43,7 @@ SHIM = Path("/usr/bin/containerd-shim-runc-v2")
 TASK = "containerd.task.v2.Task"
 EVENTS = "containerd.services.events.ttrpc.v1.Events"
 NS = "pycd-ttrpc"
+OCI_PROCESS_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +117,17 @@ class EventSink:
     def topics(self) -> list[str]:
         return [e.topic for e in self.envelopes]
 
+    def events(self, topic: str, cls: type[Any]) -> list[Any]:
+        out = []
+        for env in self.envelopes:
+            if env.topic == topic:
+                assert env.event.type_url == cls.DESCRIPTOR.full_name  # containerd's typeurl: no host prefix
+                out.append(cls.FromString(env.event.value))
+        return out
+
     def event(self, topic: str, cls: type[Any]) -> Any:
-        env = next(e for e in self.envelopes if e.topic == topic)
-        assert env.event.type_url == cls.DESCRIPTOR.full_name  # containerd's typeurl: no host prefix
-        return cls.FromString(env.event.value)
+        (ev,) = self.events(topic, cls)
+        return ev
 
 
 def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]]) -> None:
@@ -143,6 +152,7 @@ def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]]) -> No
         stdout = FifoReader(bundle.fifo("stdout"))
         stderr = FifoReader(bundle.fifo("stderr"))  # the Go shim wants both or neither
         client: Client | None = None
+        background: list[asyncio.Task[Any]] = []
         try:
             # 1. `start`, as containerd runs it: prints the address of the shim it launched
             proc = await asyncio.create_subprocess_exec(
@@ -201,6 +211,7 @@ def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]]) -> No
 
             # 3. Wait (blocks until exit) is in flight while we Start, look and Kill
             waiter = asyncio.create_task(call("Wait", shim_pb2.WaitRequest(id=cid), shim_pb2.WaitResponse, 60))
+            background.append(waiter)
             assert (await call("Start", shim_pb2.StartRequest(id=cid), shim_pb2.StartResponse)).pid == pid
             await stdout.read_until(b"hello from busybox\n")
             st = await call("State", shim_pb2.StateRequest(id=cid), shim_pb2.StateResponse)
@@ -210,6 +221,34 @@ def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]]) -> No
             assert not waiter.done()
             conn = await call("Connect", shim_pb2.ConnectRequest(id=cid), shim_pb2.ConnectResponse)
             assert conn.task_pid == pid
+
+            # an exec process: the OCI Process as JSON in an Any, its own stdio, Wait and Delete
+            process = {**spec["process"], "args": ["sh", "-c", "echo exec-out; exit 3"], "terminal": False}
+            exec_out = FifoReader(bundle.fifo("exec-out"))
+            exec_err = FifoReader(bundle.fifo("exec-err"))
+            exec_req = shim_pb2.ExecProcessRequest(
+                id=cid,
+                exec_id="e1",
+                stdout=str(bundle.path / "exec-out"),
+                stderr=str(bundle.path / "exec-err"),
+                spec=any_pb2.Any(type_url=OCI_PROCESS_URL, value=json.dumps(process).encode()),
+            )
+            await call("Exec", exec_req, empty_pb2.Empty)
+            exec_wait = asyncio.create_task(
+                call("Wait", shim_pb2.WaitRequest(id=cid, exec_id="e1"), shim_pb2.WaitResponse)
+            )
+            background.append(exec_wait)
+            exec_pid = (await call("Start", shim_pb2.StartRequest(id=cid, exec_id="e1"), shim_pb2.StartResponse)).pid
+            assert exec_pid not in (0, pid)
+            assert (await asyncio.wait_for(exec_wait, 30)).exit_status == 3
+            assert await exec_out.read_until_eof() == b"exec-out\n"
+            exec_out.close()
+            exec_err.close()
+            st = await call("State", shim_pb2.StateRequest(id=cid, exec_id="e1"), shim_pb2.StateResponse)
+            # the 1.6 Go shim names the exec in `id` and leaves `exec_id` empty
+            assert (st.id, st.status, st.exit_status) == ("e1", task_pb2.STOPPED, 3)
+            deleted = await call("Delete", shim_pb2.DeleteRequest(id=cid, exec_id="e1"), shim_pb2.DeleteResponse)
+            assert (deleted.pid, deleted.exit_status) == (exec_pid, 3)
 
             # errors come back as errdefs kinds: NotFound for an exec that does not exist
             with pytest.raises(errdefs.NotFound):
@@ -231,16 +270,23 @@ def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]]) -> No
                 await call("State", shim_pb2.StateRequest(id=cid), shim_pb2.StateResponse)
 
             # 5. the shim forwarded its task events to our ttrpc Events server
-            want = ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
-            await poll_until(lambda: all(t in sink.topics() for t in want), timeout=15, what=f"events {want}")
-            assert [t for t in sink.topics() if t in want] == want
+            want = ["/tasks/create", "/tasks/start", "/tasks/exec-added", "/tasks/exec-started", "/tasks/delete"]
+            await poll_until(
+                lambda: all(t in sink.topics() for t in want) and sink.topics().count("/tasks/exit") == 2,
+                timeout=15,
+                what=f"events {want} and two exits",
+            )
+            firsts = [sink.topics().index(t) for t in want]
+            assert firsts == sorted(firsts), sink.topics()
             assert {e.namespace for e in sink.envelopes} == {NS}
             # the Go ttrpc client sends the namespace as metadata too (our Server hands it over)
             assert all(md.get("containerd-namespace-ttrpc") == [NS] for md in sink.metadata)
             created = sink.event("/tasks/create", ev_task_pb2.TaskCreate)
             assert (created.container_id, created.pid, created.bundle) == (cid, pid, str(bundle.path))
-            exited = sink.event("/tasks/exit", ev_task_pb2.TaskExit)
-            assert (exited.container_id, exited.id, exited.pid, exited.exit_status) == (cid, cid, pid, 137)
+            started = sink.event("/tasks/exec-started", ev_task_pb2.TaskExecStarted)
+            assert (started.container_id, started.exec_id, started.pid) == (cid, "e1", exec_pid)
+            exits = {(e.id, e.pid, e.exit_status) for e in sink.events("/tasks/exit", ev_task_pb2.TaskExit)}
+            assert exits == {("e1", exec_pid, 3), (cid, pid, 137)}
             gone = sink.event("/tasks/delete", ev_task_pb2.TaskDelete)
             assert (gone.container_id, gone.pid, gone.exit_status) == (cid, pid, 137)
 
@@ -253,6 +299,9 @@ def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]]) -> No
             print("shim log:\n" + log.text())
             raise
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             if client is not None:
                 await client.close()
             await events_server.close(grace=1)
