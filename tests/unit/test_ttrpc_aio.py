@@ -201,7 +201,7 @@ def test_graceful_close_finishes_calls_in_flight(sock_dir: Path) -> None:
         call = asyncio.create_task(c.call(SVC, "Wait", shim_pb2.WaitRequest(id="g-7"), shim_pb2.WaitResponse))
         await _until(lambda: "g-7" in task.release)
         closing = asyncio.create_task(server.close(grace=30))
-        await _until(lambda: not os.path.exists(path) or server._closing)
+        await _until(lambda: server.closing)
         # while closing: no new connections, new calls on the open one are refused
         with pytest.raises(errdefs.Unavailable):
             await c.call(SVC, "State", shim_pb2.StateRequest(), shim_pb2.StateResponse)

@@ -363,6 +363,10 @@ class Server:
         return Response(payload=out.SerializeToString())
 
     @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
     def in_flight(self) -> int:
         return sum(len(c.tasks) for c in self._conns)
 
