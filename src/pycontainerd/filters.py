@@ -307,6 +307,11 @@ def _unquote(s: str) -> str:
 # --- parser ------------------------------------------------------------------------------
 
 
+_CONTEXT = 100
+"""Characters of the filter quoted on each side of an error's position: a whole filter may be
+megabytes, far over what a gRPC status message (trailing metadata, 16 KiB) can carry."""
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
@@ -315,7 +320,15 @@ class _Parser:
 
     def error(self, pos: int, msg: str) -> InvalidArgument:
         t = self.text
-        where = f"[{t[:pos]} >|{t[pos]}|< {t[pos + 1 :]}]" if pos < len(t) else f"[{t}]"
+        if pos < len(t):
+            before, after = t[:pos], t[pos + 1 :]
+            if len(before) > _CONTEXT:
+                before = "..." + before[-_CONTEXT:]
+            if len(after) > _CONTEXT:
+                after = after[:_CONTEXT] + "..."
+            where = f"[{before} >|{t[pos]}|< {after}]"
+        else:
+            where = f"[{t}]" if len(t) <= 2 * _CONTEXT else f"[...{t[-_CONTEXT:]}]"
         return InvalidArgument(f"filters: parse error: {where}: {msg}")
 
     def peek(self) -> _Token:
