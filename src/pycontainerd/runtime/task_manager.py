@@ -67,7 +67,7 @@ SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 UNKNOWN_EXIT = 255
 SETTLE_TIMEOUT = 5.0  # list_tasks waits at most this long for deletions finishing in the background
-_RUNTIME_NAME = re.compile(r"^io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)$")
+_RUNTIME_NAME = re.compile(r"io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)")  # fullmatch: no trailing newline
 # topics the manager publishes itself; copies from the shim are dropped
 _OWN_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
 
@@ -284,7 +284,7 @@ def check_runtime(name: str) -> None:
         return
     if not name:
         raise errdefs.InvalidArgument("no runtime name: the container's runtime name is empty")
-    m = _RUNTIME_NAME.match(name)
+    m = _RUNTIME_NAME.fullmatch(name)
     if m is not None:
         binary = f"containerd-shim-{m.group(1)}-{m.group(2)}"
         raise errdefs.NotFound(
