@@ -42,7 +42,7 @@ def test_filter_regex_nesting(depth: int, kind: str) -> None:
     flt.match(filters.adaptor_from_mapping({"name": "a"}))
 
 
-_ref_alphabet = st.sampled_from(list("abcdefgABC0123456789.-_/:@+") + ["sha256:", "docker.io/", "localhost:5000/"])
+_ref_alphabet = st.sampled_from([*list("abcdefgABC0123456789.-_/:@+"), "sha256:", "docker.io/", "localhost:5000/"])
 
 
 @given(text=st.one_of(st.lists(_ref_alphabet, max_size=40).map("".join), st.text(max_size=60)))
