@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -135,8 +134,8 @@ def _cleanup_mounts(prefix: Path) -> None:
 
 @pytest.fixture
 def harness() -> Iterator[Harness]:
-    if os.geteuid() != 0 or not shutil.which(CTR):
-        pytest.skip("needs root and the real ctr")
+    if not shutil.which(CTR):
+        pytest.skip("the real ctr (Debian package containerd) is not installed")
     base = Path(tempfile.mkdtemp(prefix="pycd-snap-"))
     h = Harness(base)
     try:
