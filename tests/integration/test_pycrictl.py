@@ -13,9 +13,8 @@ import ipaddress
 import json
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +23,13 @@ import yaml
 
 from tests.fixtures import images
 from tests.fixtures.containerd import NETNS_DIR, Containerd, CriOptions, running_containerd
-from tests.fixtures.procs import kill_pids
+from tests.fixtures.procs import kill_pids, wait_for
 from tests.fixtures.registry import Registry
 
 pytestmark = pytest.mark.root
 
 PYCRICTL = str(Path(sys.executable).parent / "pycrictl")
 LOG_LINE_MAX = 64  # containerd splits longer lines into partial (P) records
-
-
-def wait_for(cond: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Cri:
@@ -188,7 +176,7 @@ def test_pod_and_container_lifecycle(cri: Cri) -> None:
             out = cri.run("logs", cid).stdout
             return out if "last-line" in out else None
 
-        out = wait_for(logged, "the container's output in its log")
+        out = wait_for(logged, 20, "the container's output in its log")
         assert out == f"hello-out\n{long_line}\nlast-line\n"
         raw = (logdir / "box.log").read_text()
         assert " stdout P " in raw and " stdout F " in raw  # the runtime did split the long line
