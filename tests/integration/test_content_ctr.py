@@ -145,14 +145,17 @@ def test_ctr_content_is_namespaced(daemon: Daemon) -> None:
 
 
 # -- the Write protocol, call by call --------------------------------------------------------
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
 @contextlib.contextmanager
 def _content_stub(
     d: Daemon, namespace: str = "default", lease: str | None = None
-) -> Iterator[tuple[cpb_grpc.ContentStub, list[tuple[str, str]]]]:
+) -> Iterator[tuple[cpb_grpc.ContentStub, Metadata]]:
     ch = grpc.insecure_channel(f"unix:{d.address}")
-    md = [("containerd-namespace", namespace)]
+    md: Metadata = (("containerd-namespace", namespace),)
     if lease:
-        md.append(("containerd-lease", lease))
+        md += (("containerd-lease", lease),)
     try:
         yield cpb_grpc.ContentStub(ch), md
     finally:
@@ -162,15 +165,15 @@ def _content_stub(
 class _Stream:
     """A Write stream driven one message at a time."""
 
-    def __init__(self, stub: cpb_grpc.ContentStub, md: list[tuple[str, str]]) -> None:
+    def __init__(self, stub: cpb_grpc.ContentStub, md: Metadata) -> None:
         import queue
 
         self._q: queue.Queue[Any] = queue.Queue()
-        self._it = stub.Write(iter(self._q.get, None), metadata=md)
+        self._it = iter(stub.Write(iter(self._q.get, None), metadata=md))
 
     def send(self, **kw: Any) -> cpb.WriteContentResponse:
         self._q.put(cpb.WriteContentRequest(**kw))
-        return next(self._it)  # type: ignore[no-any-return]
+        return next(self._it)
 
     def close(self) -> None:
         self._q.put(None)

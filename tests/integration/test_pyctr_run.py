@@ -74,7 +74,7 @@ class Engine:
 
 
 @pytest.fixture(scope="module", params=["pycontainerd", "containerd"])
-def engine(request: pytest.FixtureRequest, busybox_archive: Path) -> Iterator[Engine]:
+def engine(request: pytest.FixtureRequest, busybox_archive: Path) -> Engine:
     if request.param == "pycontainerd":
         d: Any = request.getfixturevalue("shared_daemon")
         r = subprocess.run([CTR, "-a", d.address, "plugins", "ls", "type==io.containerd.grpc.v1,id==tasks"],

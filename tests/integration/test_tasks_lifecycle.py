@@ -184,7 +184,7 @@ def api(daemon: Daemon) -> Iterator[Api]:
         try:
             tasks = a.tasks.List(tasks_pb2.ListTasksRequest(), metadata=md).tasks
         except grpc.RpcError:
-            tasks = []
+            tasks = []  # type: ignore[assignment]  # (a repeated field otherwise)
         for t in tasks:
             try:
                 a.tasks.Kill(tasks_pb2.KillRequest(container_id=t.id, signal=9, all=True), metadata=md)

@@ -59,7 +59,7 @@ def run(tmp: Path, fn: Callable[[ImageStore, list[Envelope]], Awaitable[None]]) 
         (img("x", digest="sha256:abc"), "Target.Digest"),
         (img("x", size=0), "Target.Size must be greater than zero"),
         (img("x", media_type=""), "Target.MediaType must be set"),
-        (img("x", **{"k": "v" * 5000}), "image.Labels"),
+        (img("x", k="v" * 5000), "image.Labels"),
     ],
 )
 def test_validate(image: Image, message: str) -> None:
