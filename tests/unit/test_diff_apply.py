@@ -219,7 +219,7 @@ def test_native_whiteouts_and_opaque(tmp_path: Path) -> None:
     assert (tmp_path / "keep").exists()
 
 
-@pytest.mark.skipif(not ROOT, reason="overlay whiteouts are device nodes (root)")
+@pytest.mark.root  # overlay whiteouts are device nodes
 def test_overlay_whiteouts_written_as_devices_and_xattr(tmp_path: Path) -> None:
     upper, lower = tmp_path / "upper", tmp_path / "lower"
     upper.mkdir()
@@ -251,10 +251,8 @@ MALICIOUS: dict[str, list[tuple[str, str, object]]] = {
 
 
 @pytest.mark.parametrize("case", sorted(MALICIOUS))
-@pytest.mark.parametrize("mode", ["remove", "overlay"])
+@pytest.mark.parametrize("mode", ["remove", pytest.param("overlay", marks=pytest.mark.root)])  # device nodes
 def test_malicious_layer_stays_inside_root(case: str, mode: str, sandbox: tuple[Path, Path]) -> None:
-    if mode == "overlay" and not ROOT:
-        pytest.skip("overlay whiteouts need root")
     root, outside = sandbox
     before = snapshot_tree(outside.parent)
     entries = [
