@@ -93,10 +93,14 @@ def _raw_mount(source: str, target: str, fstype: str, flags: int, data: str) -> 
         raise OSError(err, os.strerror(err), target)
 
 
-def _mount_one(m: Mount, target: str) -> None:
+def _mount_one(m: Mount, target: str) -> str:
+    """Mount ``m`` on ``target`` (its ``target`` resolved inside it); the path mounted on."""
     opts = parse_options(m.options)
     if m.target:
-        target = os.path.join(target, m.target.lstrip("/"))
+        try:
+            target = mountopts.resolve_in_root(target, m.target)
+        except OSError as exc:
+            raise errdefs.from_oserror(exc, f"resolve mount target {m.target!r} under {target}") from exc
     data = ",".join(opts.data)
     fstype = m.type
     flags = opts.flags
@@ -114,20 +118,23 @@ def _mount_one(m: Mount, target: str) -> None:
             _raw_mount("", target, "", flags | MS_REMOUNT, "")
     except OSError as exc:
         raise errdefs.from_oserror(exc, what) from exc
+    return target
 
 
 def mount_all(mounts: Sequence[Mount], target: str | os.PathLike[str]) -> None:
-    """Mount each of ``mounts`` on ``target`` in order; on failure undo the ones done."""
+    """Mount each of ``mounts`` on ``target`` in order; on failure undo the ones done.
+
+    A mount's ``target`` is a path under ``target`` resolved with ``target`` as ``/``
+    (``mountopts.resolve_in_root``): it can never land outside it."""
     tgt = os.fspath(target)
-    done = 0
+    done: list[str] = []
     try:
         for m in mounts:
-            _mount_one(m, tgt)
-            done += 1
+            done.append(_mount_one(m, tgt))
     except BaseException:
-        for _ in range(done):
+        for path in reversed(done):
             with contextlib.suppress(OSError, errdefs.ContainerdError):
-                unmount(tgt, MNT_DETACH)
+                unmount(path, MNT_DETACH)
         raise
 
 
@@ -145,7 +152,10 @@ def unmount(target: str | os.PathLike[str], flags: int = 0) -> None:
 
 
 def unmount_all(target: str | os.PathLike[str], flags: int = 0) -> None:
-    """Unmount every mount stacked on ``target`` (none is fine)."""
+    """Unmount every mount stacked on ``target`` and every mount below it (none is fine).
+
+    Mounts below ``target`` (a rootfs mount with a ``target`` sub-path, a bind mount's
+    submounts) make umount2 answer EBUSY: they are unmounted first, deepest first."""
     tgt = os.fspath(target)
     for _ in range(1024):
         if _libc.umount2(_encode(tgt), flags | UMOUNT_NOFOLLOW) == 0:
@@ -154,10 +164,26 @@ def unmount_all(target: str | os.PathLike[str], flags: int = 0) -> None:
         if err in (errno.EINVAL, errno.ENOENT):
             return  # not (or no longer) a mount point
         if err == errno.EBUSY:
+            if _unmount_below(tgt, flags):
+                continue
             unmount(tgt, flags)  # retries, raises if it stays busy
             continue
         raise errdefs.from_oserror(OSError(err, os.strerror(err), tgt), "unmount")
     raise errdefs.FailedPrecondition(f"unmount {tgt}: too many stacked mounts")
+
+
+def _unmount_below(target: str, flags: int) -> bool:
+    """Unmount the mounts strictly below ``target``, deepest first; False if there are none."""
+    below = mountopts.mountpoints_under(target)
+    for mp in below:
+        while _libc.umount2(_encode(mp), flags | UMOUNT_NOFOLLOW) == 0:
+            pass  # stacked mounts on mp, all of them
+        err = ctypes.get_errno()
+        if err == errno.EBUSY:
+            unmount(mp, flags)
+        elif err not in (errno.EINVAL, errno.ENOENT):
+            raise errdefs.from_oserror(OSError(err, os.strerror(err), mp), "unmount")
+    return bool(below)
 
 
 def read_only(mounts: Sequence[Mount]) -> list[Mount]:

@@ -75,12 +75,16 @@ def mount(fstype: str, source: str, target: str, options: list[str]) -> None:
 
 def mount_all(mounts: list[dict[str, object]], rootfs: str) -> list[str]:
     """Mount each ``{"type","source","target","options"}`` at ``rootfs``/target; return the
-    mounted paths (for ``unmount_all`` in reverse order)."""
+    mounted paths (for ``unmount`` in reverse order).
+
+    ``target`` is resolved with ``rootfs`` as ``/`` (``mountopts.resolve_in_root``): ``..``
+    stops at the rootfs and symlinks are followed inside it, so a request can never mount
+    onto a host path (containerd 1.7+ resolves it the same way, with ``fs.RootPath``; 1.6
+    ignores the field and mounts everything on the rootfs)."""
     done: list[str] = []
     try:
         for m in mounts:
-            target = os.path.join(rootfs, str(m.get("target") or "").lstrip("/"))
-            target = target.rstrip("/") or "/"
+            target = mountopts.resolve_in_root(rootfs, str(m.get("target") or ""))
             opts = m.get("options") or []
             mount(str(m.get("type") or ""), str(m.get("source") or ""), target, [str(o) for o in opts])  # type: ignore[attr-defined]
             done.append(target)
@@ -89,6 +93,12 @@ def mount_all(mounts: list[dict[str, object]], rootfs: str) -> list[str]:
             unmount(path)
         raise
     return done
+
+
+def unmount_tree(root: str) -> None:
+    """Unmount everything on ``root`` and below it, deepest first (a dead shim's rootfs)."""
+    for mp in mountopts.mountpoints_under(root, include_root=True):
+        unmount(mp)
 
 
 def unmount(target: str) -> None:
