@@ -12,14 +12,17 @@ everything else is filesystem data (``lowerdir=...``, ``index=off``).
 ``resolve_in_root`` places a mount's ``target`` (a sub-path of the mount point, a containerd
 1.7+ field) under the mount point, the way containerd's ``fs.RootPath`` does: the mount point
 acts as ``/``, ``..`` never climbs above it and symlinks met on the way are followed inside it.
+``pinned_in_root`` then hands mount(2) the opened directory (``/proc/self/fd/N``), checked to
+lie under the mount point, so renaming things in between cannot redirect the mount.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -111,8 +114,9 @@ def resolve_in_root(root: str, path: str) -> str:
     ``..`` at the top stays at the top; a symlink found under ``root`` is read and followed
     relative to ``root`` (an absolute link starts again at ``root``); components that do not
     exist are kept as they are (mounting on them then fails with ENOENT).  Like containerd's
-    ``fs.RootPath``, the walk and the mount that follows are not atomic: a process that can
-    rename things under ``root`` meanwhile could still swap a directory for a symlink.
+    ``fs.RootPath``, the walk and a mount of the path it returns are not atomic: a process
+    that can rename things under ``root`` meanwhile could swap a directory for a symlink.
+    Mount through ``pinned_in_root`` to close that window.
     """
     root = os.path.normpath(root)
     todo = [c for c in path.split("/") if c not in ("", ".")]
@@ -144,6 +148,29 @@ def resolve_in_root(root: str, path: str) -> str:
             done = []
         todo.extend(reversed([c for c in link.split("/") if c not in ("", ".")]))
     return os.path.join(root, *done) if done else root
+
+
+@contextlib.contextmanager
+def pinned_in_root(root: str, target: str) -> Iterator[str]:
+    """``/proc/self/fd/N`` for ``target`` (a path ``resolve_in_root`` gave), opened without
+    following a symlink at its end and checked to still lie under ``root``.
+
+    mount(2) given that name acts on the opened file itself, so a rename under ``root``
+    after the check cannot send the mount elsewhere.  PermissionError (EPERM) when the
+    opened file is outside ``root`` (something was swapped since the resolution).  Open it
+    anew for each mount(2) call: after a mount, the path leads into the new mount while an
+    older descriptor still names the directory below it.
+    """
+    fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        name = f"/proc/self/fd/{fd}"
+        real = os.readlink(name)
+        base = os.path.realpath(root).rstrip("/")
+        if stat.S_ISLNK(os.fstat(fd).st_mode) or not (real == (base or "/") or real.startswith(base + "/")):
+            raise PermissionError(errno.EPERM, f"mount target is no longer under {root} (it is {real})", target)
+        yield name
+    finally:
+        os.close(fd)
 
 
 def _unescape_mountinfo(field: bytes) -> bytes:

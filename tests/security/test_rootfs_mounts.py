@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,3 +116,47 @@ def test_rootfs_target_is_confined_and_shim_kill_leaves_no_mount(
         except grpc.RpcError:
             pass
         api.close()
+
+
+@pytest.mark.parametrize("side", ["daemon", "shim"])
+def test_mount_target_stays_inside_and_unmounts_with_the_root(tmp_path: Path, side: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from pycontainerd import mountopts
+    from pycontainerd.mount import mount as daemon_mount
+    from pycontainerd.shim import mount as shim_mount
+
+    root = tmp_path / "root"
+    root.mkdir()
+    image = tmp_path / "image"  # holds the escaping path, so the confined mount has its directory
+    (image / str(tmp_path.relative_to("/")) / "outside").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    escape = "../" * 20 + str(tmp_path.relative_to("/")) + "/outside"
+    try:
+        if side == "daemon":
+            daemon_mount.mount_all(
+                [
+                    daemon_mount.Mount("bind", str(image), ["rbind"]),
+                    daemon_mount.Mount("tmpfs", "sub", ["size=1m"], target=escape),
+                ],
+                root,
+            )
+        else:
+            shim_mount.mount_all(
+                [
+                    {"type": "bind", "source": str(image), "options": ["rbind"]},
+                    {"type": "tmpfs", "source": "sub", "target": escape, "options": ["size=1m"]},
+                ],
+                str(root),
+            )
+        inside = str(root / str(tmp_path.relative_to("/")) / "outside")
+        assert mountopts.mountpoints_under(str(tmp_path / "outside"), include_root=True) == []
+        assert inside in mountopts.mountpoints_under(str(root))
+        if side == "daemon":
+            daemon_mount.unmount_all(root)  # the nested one first, then the base
+        else:
+            shim_mount.unmount_tree(str(root))
+        assert mountopts.mountpoints_under(str(root), include_root=True) == []
+    finally:
+        for mp in mountopts.mountpoints_under(str(tmp_path), include_root=True):
+            subprocess.run(["umount", "-l", mp], check=False, capture_output=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,31 @@ def test_mountpoints_under_deepest_first_and_unescaped(tmp_path: Path) -> None:
         "/b/rootfs/tmp/x y",
         "/b/rootfs",
     ]
+
+
+def test_pinned_in_root_names_the_opened_directory(tmp_path: Path) -> None:
+    (tmp_path / "root" / "a").mkdir(parents=True)
+    with mountopts.pinned_in_root(str(tmp_path / "root"), str(tmp_path / "root" / "a")) as name:
+        assert name.startswith("/proc/self/fd/")
+        assert os.readlink(name) == str(tmp_path / "root" / "a")
+    with mountopts.pinned_in_root(str(tmp_path / "root"), str(tmp_path / "root")) as name:
+        assert os.readlink(name) == str(tmp_path / "root")
+
+
+def test_pinned_in_root_refuses_what_was_swapped_since_the_resolution(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    target = mountopts.resolve_in_root(str(root), "a/b")
+    # an intermediate directory became a symlink to the host, then the last one did
+    os.rmdir(root / "a")
+    (root / "a").symlink_to(tmp_path / "outside")
+    (tmp_path / "outside" / "b").mkdir()
+    with pytest.raises(PermissionError, match="no longer under"), mountopts.pinned_in_root(str(root), target):
+        pass
+    os.unlink(root / "a")
+    (root / "a").mkdir()
+    (root / "a" / "b").symlink_to(tmp_path / "outside")
+    with pytest.raises(PermissionError), mountopts.pinned_in_root(str(root), target):
+        pass
+

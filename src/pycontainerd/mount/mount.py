@@ -96,27 +96,38 @@ def _raw_mount(source: str, target: str, fstype: str, flags: int, data: str) -> 
 def _mount_one(m: Mount, target: str) -> str:
     """Mount ``m`` on ``target`` (its ``target`` resolved inside it); the path mounted on."""
     opts = parse_options(m.options)
+    root = target
     if m.target:
         try:
-            target = mountopts.resolve_in_root(target, m.target)
+            target = mountopts.resolve_in_root(root, m.target)
         except OSError as exc:
-            raise errdefs.from_oserror(exc, f"resolve mount target {m.target!r} under {target}") from exc
+            raise errdefs.from_oserror(exc, f"resolve mount target {m.target!r} under {root}") from exc
+
+    def at() -> contextlib.AbstractContextManager[str]:
+        # a target from a request: every mount(2) acts on the opened, checked directory
+        return mountopts.pinned_in_root(root, target) if m.target else contextlib.nullcontext(target)
+
     data = ",".join(opts.data)
     fstype = m.type
     flags = opts.flags
     what = f"mount {m.describe()} on {target}"
     try:
         if flags & MS_REMOUNT == 0 or data:
-            if fstype == "overlay" and len(data) >= PAGE_SIZE - 512:
-                _mount_long_overlay(m.source, target, flags, opts.data)
-            else:
-                _raw_mount(m.source, target, fstype, flags, data)
+            with at() as name:
+                if fstype == "overlay" and len(data) >= PAGE_SIZE - 512:
+                    _mount_long_overlay(m.source, name, flags, opts.data)
+                else:
+                    _raw_mount(m.source, name, fstype, flags, data)
         if opts.propagation:
-            _raw_mount("", target, "", opts.propagation, "")
+            with at() as name:
+                _raw_mount("", name, "", opts.propagation, "")
         if flags & MS_BIND and flags & MS_RDONLY:
             # a bind mount ignores MS_RDONLY on the first call: remount to apply it
-            _raw_mount("", target, "", flags | MS_REMOUNT, "")
+            with at() as name:
+                _raw_mount("", name, "", flags | MS_REMOUNT, "")
     except OSError as exc:
+        if isinstance(exc.filename, str) and exc.filename.startswith("/proc/self/fd/"):
+            exc.filename = target
         raise errdefs.from_oserror(exc, what) from exc
     return target
 
@@ -325,6 +336,8 @@ def _mount_long_overlay(source: str, target: str, flags: int, data: Sequence[str
                 raise
     # older kernels: relative lowerdirs, mounted by a helper whose cwd is their common dir
     cwd, compact = compact_lowerdir(data)
+    if target.startswith("/proc/self/fd/"):
+        target = os.readlink(target)  # the helper has its own descriptors (checked just now)
     target = os.path.abspath(target)
     text = ",".join(compact)
     if not cwd or len(text) >= PAGE_SIZE:
