@@ -77,7 +77,8 @@ def test_3000_concurrent_version_calls_on_one_channel_all_answer(daemon: Daemon)
     outcomes, ctr_rc, unanswered = asyncio.run(_version_burst(daemon.address, 3000))
     assert outcomes == {"OK": 3000}, outcomes.most_common(5)
     assert ctr_rc == 0
-    print(f"ctr version answered with {unanswered} burst calls still unanswered")
+    # ctr, on its own connection, was answered while the burst was still being served
+    assert unanswered > 0, "ctr version was answered only after the whole burst"
 
 
 def test_4000_list_calls_over_100_channels_all_answer(daemon: Daemon) -> None:
