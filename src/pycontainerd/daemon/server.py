@@ -36,6 +36,15 @@ from .interceptors import TimingInterceptor
 log = logging.getLogger("pycontainerd")
 
 MAX_MSG = 16 << 20
+# Calls received but not yet picked up by the event loop (grpc.aio takes them one at a time).
+# containerd (grpc-go) has no such backlog and answers every call of a burst; gRPC core's
+# defaults (shed at random past 1000, everything past 3000) turned a burst of a few thousand
+# concurrent calls into CANCELLED answers.  Like containerd, the daemon sets no limit of its
+# own on concurrent calls: memory follows what clients have in flight (about 10 KiB a call,
+# given back once answered).  This is only a last-resort bound far past any real burst;
+# beyond it gRPC answers RESOURCE_EXHAUSTED/CANCELLED.
+MAX_PENDING_CALLS = 1 << 20
+MAX_PENDING_SECONDS = 3600
 
 
 class Daemon:
@@ -137,6 +146,12 @@ class Daemon:
                 ("grpc.max_receive_message_length", self.config.grpc.max_recv_message_size or MAX_MSG),
                 ("grpc.max_send_message_length", self.config.grpc.max_send_message_size or MAX_MSG),
                 ("grpc.so_reuseport", 0),
+                # calls gRPC core holds until our loop picks them up: past the default soft
+                # limit (1000) it sheds them at random, as CANCELLED, and all past 3000
+                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+                # and a call left in that backlog for 30 s (the default) is cancelled too
+                ("grpc.server_max_unrequested_time_in_server", MAX_PENDING_SECONDS),
             ],
             maximum_concurrent_rpcs=None,
             # per-RPC timing only when it is logged: an interceptor costs every call a coroutine hop
