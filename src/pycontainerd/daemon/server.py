@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from .. import errdefs
+from .. import errdefs, fsmodes
 from ..events import Exchange
 from ..metadata.db import Database
 from ..plugin import PluginSet
@@ -57,8 +57,8 @@ class Daemon:
 
     # -- start-up ---------------------------------------------------------------------------
     def _lock_root(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
-        self.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+        fsmodes.top_dir(self.root)
+        fsmodes.top_dir(self.state)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -68,6 +68,18 @@ class Daemon:
                 f"root directory {self.root} is in use by another pycontainerd daemon"
             ) from exc
         self._lock_fd = fd
+        self._close_dirs()
+
+    def _close_dirs(self) -> None:
+        """Close what lies in root and state to other users (see ``fsmodes``): also what an
+        older version left open, so an upgrade closes the plugin directories, bundles and
+        database of containers already running.  The directories that lead to the socket
+        (or to the state directory, if it is inside the root) stay traversable."""
+        targets = [self.state, Path(self.address)]
+        for top in (self.root, self.state):
+            changed = fsmodes.close_children(top, keep=fsmodes.traversable_children(top, targets))
+            if changed:
+                log.info("closed to other users in %s: %s", top, ", ".join(sorted(changed)))
 
     def _server_uuid(self) -> str:
         p = self.root / "uuid"
@@ -76,7 +88,9 @@ class Daemon:
         except FileNotFoundError:
             value = str(uuid.uuid4())
             tmp = p.with_suffix(".tmp")
-            tmp.write_text(value)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, fsmodes.PRIVATE_FILE)
+            with os.fdopen(fd, "w") as f:
+                f.write(value)
             os.replace(tmp, p)
             return value
 

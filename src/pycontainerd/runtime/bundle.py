@@ -8,6 +8,12 @@ runtime name, the init pid once known).  Files are written atomically (temp, ren
 bundle is runtime state (containerd keeps it on tmpfs, ``/run``) and means nothing after a
 reboot, while a crashed process loses nothing that reached the page cache.
 
+The namespace and bundle directories are ``0700``: a running container's root filesystem
+is mounted on ``rootfs/``, and any user who can reach it could run a setuid binary of the
+image there and become root (CVE-2021-41103).  ``rootfs/`` itself is ``0711`` as in
+containerd: with no rootfs mounts it is the container's ``/``, which the container's user
+(maybe not root) must be able to enter; the closed bundle keeps others out of it.
+
 The spec is checked and adjusted here, before runc sees it:
 
 - it must be a JSON object (InvalidArgument otherwise);
@@ -31,12 +37,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import errdefs, identifiers
+from .. import errdefs, fsmodes, identifiers
 from .. import mount as mountpkg
 
 CONFIG = "config.json"
 META = "daemon-task.json"
 ROOTFS = "rootfs"
+ROOTFS_MODE = 0o711  # inside the 0700 bundle: see the module docstring
 
 
 @dataclass
@@ -165,15 +172,14 @@ def create(
     """Write a new bundle; AlreadyExists if one is there.  Undone on failure."""
     identifiers.validate(namespace)
     identifiers.validate(container_id)
-    ns_dir = root / namespace
-    ns_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+    ns_dir = fsmodes.private_dir(root / namespace, chmod=False)
     path = ns_dir / container_id
     try:
-        path.mkdir(mode=0o711)
+        path.mkdir(mode=fsmodes.PRIVATE_DIR)
     except FileExistsError as exc:
         raise errdefs.AlreadyExists(f"bundle {path} already exists") from exc
     try:
-        (path / ROOTFS).mkdir(mode=0o711)
+        (path / ROOTFS).mkdir(mode=ROOTFS_MODE)
         check_root(spec, path, have_rootfs_mounts)
         atomic_write(path / CONFIG, json.dumps(spec).encode())
         write_meta(path, meta)

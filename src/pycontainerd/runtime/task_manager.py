@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import errdefs, filters, identifiers
+from .. import errdefs, filters, fsmodes, identifiers
 from ..events import Exchange
 from ..metadata.containers import ContainerStore
 from . import bundle as bundlemod
@@ -1050,7 +1050,9 @@ class ShimClientLauncher:
 
 
 async def _init_v2(ctx: Any) -> TaskManager:
-    ctx.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+    # bundles (container root filesystems) live below: root only, also when an older
+    # version made it 0711 (CVE-2021-41103)
+    await asyncio.to_thread(fsmodes.private_dir, ctx.state)
     daemon = ctx.daemon
     manager = TaskManager(
         root=ctx.state,
