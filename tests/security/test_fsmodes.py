@@ -119,12 +119,18 @@ def test_daemon_start_closes_what_an_older_version_left_open(tmp_path: Path) -> 
         assert mode(root / "io.containerd.metadata.v1.sqlite") == 0o700
         assert mode(root / "io.containerd.content.v1.content") == 0o700
         assert mode(root / "io.containerd.snapshotter.v1.overlayfs") == 0o700
-        assert mode(state / "io.containerd.runtime.v2.task") == 0o700
         assert mode(state / "s") == 0o700
         assert mode(state / "api") == 0o711  # holds the socket: others with the gid reach it
         assert mode(root / "uuid") == 0o600
         assert mode(root / ".lock") == 0o600
         assert open_to_others(root) == []
+        # the runtime's directory stays passable (user namespaces, see runtime.bundle); its
+        # plugin closes the bundles in it when it starts
+        runtime_dir = state / "io.containerd.runtime.v2.task"
+        assert mode(runtime_dir) == 0o711
+        assert bundle.close_existing(runtime_dir) == [runtime_dir / "default" / "c1"]
+        assert mode(runtime_dir / "default") == 0o711
+        assert mode(runtime_dir / "default" / "c1") == 0o700
         assert open_to_others(state) == []
         daemon.db.open_sync()  # the database file itself is closed when it is opened
         assert mode(root / "io.containerd.metadata.v1.sqlite" / "meta.db") == 0o600
@@ -148,16 +154,63 @@ def test_new_metadata_database_and_its_wal_are_private(tmp_path: Path) -> None:
 
 
 def test_bundle_is_private_and_its_rootfs_enterable_by_the_container_user(tmp_path: Path) -> None:
-    runtime_root = fsmodes.private_dir(tmp_path / "io.containerd.runtime.v2.task")
+    runtime_root = tmp_path / "io.containerd.runtime.v2.task"
+    runtime_root.mkdir(mode=0o711)
     meta = bundle.BundleMeta(namespace="default", id="c1", runtime_name="io.containerd.runc.v2")
     path = bundle.create(runtime_root, "default", "c1", {"root": {"path": "rootfs"}}, meta, have_rootfs_mounts=True)
-    assert mode(runtime_root / "default") == 0o700
+    assert mode(runtime_root / "default") == 0o711  # passable, not listable (containerd's)
     assert mode(path) == 0o700
     # the container's / when there are no rootfs mounts: its user must enter it (inside the
     # 0700 bundle, which keeps everyone else out)
     assert mode(path / "rootfs") == 0o711
     assert mode(path / bundle.CONFIG) == 0o600
     assert mode(path / bundle.META) == 0o600
+
+
+USERNS_SPEC = {"root": {"path": "rootfs"}, "linux": {
+    "namespaces": [{"type": "pid"}, {"type": "user"}],
+    "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+    "gidMappings": [{"containerID": 0, "hostID": 200000, "size": 1000},
+                    {"containerID": 1000, "hostID": 300000, "size": 10}]}}
+
+
+def test_the_host_gid_of_a_user_namespaced_root() -> None:
+    assert bundle.userns_root_gid(USERNS_SPEC) == 200000
+    shifted = {"linux": {"namespaces": [{"type": "user"}],
+                         "gidMappings": [{"containerID": 5, "hostID": 10, "size": 1}, {"containerID": 0, "hostID": 7,
+                                                                                      "size": 1}]}}
+    assert bundle.userns_root_gid(shifted) == 7
+    assert bundle.userns_root_gid({"linux": {"namespaces": [{"type": "pid"}], "gidMappings": [
+        {"containerID": 0, "hostID": 200000, "size": 1}]}}) is None  # no user namespace
+    assert bundle.userns_root_gid({"linux": {"namespaces": [{"type": "user"}]}}) is None
+    assert bundle.userns_root_gid({"root": {"path": "rootfs"}}) is None
+
+
+@pytest.mark.root
+def test_a_user_namespaced_bundle_lets_only_its_mapped_root_group_pass(tmp_path: Path) -> None:
+    runtime_root = tmp_path / "rt"
+    runtime_root.mkdir(mode=0o711)
+    meta = bundle.BundleMeta(namespace="default", id="u1", runtime_name="io.containerd.runc.v2")
+    path = bundle.create(runtime_root, "default", "u1", USERNS_SPEC, meta, have_rootfs_mounts=True)
+    assert mode(path) == 0o710
+    assert os.stat(path).st_gid == 200000
+    assert bundle.close_existing(runtime_root) == []  # closed to others already: left alone
+
+
+def test_close_existing_closes_old_bundles(tmp_path: Path) -> None:
+    rt = tmp_path / "rt"
+    for d in ("default/old", "k8s.io/old2", ".deleted/x"):
+        (rt / d / "rootfs").mkdir(parents=True)
+    for p in (rt, rt / "default", rt / "k8s.io", rt / "default/old", rt / "k8s.io/old2", rt / ".deleted"):
+        os.chmod(p, 0o755 if p == rt else 0o711)
+    (rt / "default" / "stray-symlink").symlink_to("/etc")
+    changed = bundle.close_existing(rt)
+    assert sorted(changed) == [rt / "default/old", rt / "k8s.io/old2"]
+    assert [mode(rt), mode(rt / "default"), mode(rt / "k8s.io")] == [0o711] * 3
+    assert [mode(rt / "default/old"), mode(rt / "k8s.io/old2"), mode(rt / ".deleted")] == [0o700] * 3
+    assert mode(rt / "default/old/rootfs") == 0o755  # the container's / maybe: left alone
+    assert mode("/etc") == 0o755
+    assert open_to_others(rt) == []
 
 
 def test_shim_files_and_socket_dir_are_private(tmp_path: Path) -> None:

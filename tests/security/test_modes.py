@@ -5,11 +5,15 @@ Issue 13, findings 2 and 3.  With the daemon's root and state under 0755 parents
 setuid-root busybox planted in its rootfs, ``nobody`` (``setpriv --reuid 65534 --regid 65534
 --clear-groups``) tries to open every file and socket the walk (as root) finds, to list
 every directory and to execute the setuid binary through the bundle's ``rootfs`` path
-(CVE-2021-41103: that was a local root).  Everything must fail.  Then the layout an older
+(CVE-2021-41103: that was a local root; busybox drops the privilege itself, but executing it
+at all is what must fail: a setuid shell that keeps it, ``bash -p``, is root).  Everything
+must fail.  Then the layout an older
 version left (0755 plugin directories, 0711 bundles, a 0644 database and blobs) is restored
 while the container keeps running, the daemon restarted, and the probe repeated: an upgrade
 closes it all.  Containers whose user is not root still run (rootfs access happens in the
-container's mount namespace, after pivot_root, so the host-side parents do not matter).
+container's mount namespace, after pivot_root, so the host-side parents do not matter), and
+so do containers in a user namespace (runc mounts their rootfs as the mapped root: their
+bundle is 0710 with that root's group, as in containerd).
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ for p in req["sockets"]:
     out["connected"].append(p)
 for p in req["execs"]:
     try:
-        r = subprocess.run([p, "id"], capture_output=True, text=True, timeout=20)
+        r = subprocess.run(["busybox", "id"], executable=p, capture_output=True, text=True, timeout=20)
     except OSError:
         continue
     out["executed"].append([p, r.returncode, r.stdout.strip()])
@@ -234,5 +238,15 @@ def test_containers_whose_user_is_not_root_still_run(daemon: Daemon, user_archiv
         assert r.stdout.split() == ["65534", "1", "listed", "w"]
     finally:
         remove_container(d, cid)
-    task_dir = d.state / "io.containerd.runtime.v2.task"
-    assert stat.S_IMODE(task_dir.stat().st_mode) == 0o700
+    # ... and a container in a user namespace, whose mapped root must reach its bundle:
+    # 0710 with the mapped root's group (containerd's layout), closed to everyone else
+    cid = f"sec-{secrets.token_hex(4)}"
+    try:
+        d.ctr("run", "-d", "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536", IMAGE, cid,
+              "sleep", "1000", timeout=60)
+        st = (d.state / "io.containerd.runtime.v2.task" / "default" / cid).stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o710, 100000)
+        r = d.ctr("tasks", "exec", "--exec-id", "e1", cid, "sh", "-c", script, timeout=60)
+        assert r.stdout.split() == ["0", "1", "listed", "w"]
+    finally:
+        remove_container(d, cid)

@@ -29,6 +29,7 @@ from ..events import Exchange
 from ..metadata.db import Database
 from ..plugin import PluginSet
 from ..plugin import registry as plugin_registry
+from ..plugin import types as plugin_types
 from . import memory
 from .config import Config
 from .interceptors import TimingInterceptor
@@ -74,10 +75,13 @@ class Daemon:
         """Close what lies in root and state to other users (see ``fsmodes``): also what an
         older version left open, so an upgrade closes the plugin directories, bundles and
         database of containers already running.  The directories that lead to the socket
-        (or to the state directory, if it is inside the root) stay traversable."""
+        (or to the state directory, if it is inside the root) stay traversable, and so does
+        the runtime's (bundles below it are closed one by one: ``runtime.bundle``)."""
+        runtime_dir = self.state / f"{plugin_types.RUNTIME_V2}.task"
         targets = [self.state, Path(self.address)]
         for top in (self.root, self.state):
-            changed = fsmodes.close_children(top, keep=fsmodes.traversable_children(top, targets))
+            keep = [*fsmodes.traversable_children(top, targets), runtime_dir]
+            changed = fsmodes.close_children(top, keep=keep)
             if changed:
                 log.info("closed to other users in %s: %s", top, ", ".join(sorted(changed)))
 

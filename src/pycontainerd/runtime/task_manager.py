@@ -1050,9 +1050,12 @@ class ShimClientLauncher:
 
 
 async def _init_v2(ctx: Any) -> TaskManager:
-    # bundles (container root filesystems) live below: root only, also when an older
-    # version made it 0711 (CVE-2021-41103)
-    await asyncio.to_thread(fsmodes.private_dir, ctx.state)
+    # bundles (container root filesystems) live below: containerd's modes (see
+    # runtime.bundle), also for bundles an older version made 0711 (CVE-2021-41103)
+    ctx.state.mkdir(parents=True, exist_ok=True, mode=fsmodes.TOP_DIR)
+    closed = await asyncio.to_thread(bundlemod.close_existing, ctx.state)
+    if closed:
+        log.info("closed %d bundles an older version left open to other users", len(closed))
     daemon = ctx.daemon
     manager = TaskManager(
         root=ctx.state,
