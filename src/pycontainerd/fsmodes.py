@@ -3,9 +3,13 @@
 Nothing below the two top directories is for other local users: bundles hold container
 root filesystems (a setuid binary reachable there is a local root, CVE-2021-41103), the
 metadata database holds container specs with their environment, blobs and snapshots hold
-image contents.  So the top directories are ``0711`` (others may pass through to the
-daemon socket, which lives in the state directory by default, but may not list them) and
-everything below is ``0700`` directories and ``0600``/``0400`` files.
+image contents.  So the state directory is ``0711`` (others may pass through to the daemon
+socket, which lives there by default, but may not list it), the root directory ``0700``
+(``0711`` only when the socket or the state directory is inside it) and everything below
+is ``0700`` directories and ``0600``/``0400`` files.  The one exception is
+containerd's: the runtime's directory and its namespace directories are ``0711`` so that a
+container in a user namespace reaches its bundle, which is closed itself
+(``runtime.bundle``).
 
 ``mkdir(mode=...)`` and ``os.makedirs`` give only the last directory the mode (and only
 when they create it), so directories go through ``private_dir``, which also closes one an
@@ -20,7 +24,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-TOP_DIR = 0o711  # root and state: traversable (the socket), not listable
+TOP_DIR = 0o711  # state (and root if needed): traversable (the socket), not listable
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 READONLY_FILE = 0o400  # committed blobs
@@ -111,6 +115,12 @@ def close_children(top: str | os.PathLike[str], *, keep: Iterable[str | os.PathL
                 os.chmod(entry.path, want)
                 changed.append(entry.name)
     return changed
+
+
+def leads_to(top: str | os.PathLike[str], targets: Iterable[str | os.PathLike[str]]) -> bool:
+    """Whether one of ``targets`` lies inside ``top``."""
+    top_abs = Path(os.path.abspath(top))
+    return any(top_abs in Path(os.path.abspath(t)).parents for t in targets)
 
 
 def traversable_children(top: str | os.PathLike[str], targets: Iterable[str | os.PathLike[str]]) -> list[Path]:

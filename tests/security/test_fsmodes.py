@@ -115,7 +115,8 @@ def test_daemon_start_closes_what_an_older_version_left_open(tmp_path: Path) -> 
     daemon = Daemon(cfg)
     daemon._lock_root()
     try:
-        assert mode(root) == mode(state) == 0o711
+        assert mode(root) == 0o700  # nothing in it for others
+        assert mode(state) == 0o711
         assert mode(root / "io.containerd.metadata.v1.sqlite") == 0o700
         assert mode(root / "io.containerd.content.v1.content") == 0o700
         assert mode(root / "io.containerd.snapshotter.v1.overlayfs") == 0o700
@@ -138,6 +139,30 @@ def test_daemon_start_closes_what_an_older_version_left_open(tmp_path: Path) -> 
         daemon.db.close()
         assert daemon._lock_fd is not None
         os.close(daemon._lock_fd)
+
+
+def locked(cfg: Config) -> Daemon:
+    daemon = Daemon(cfg)
+    daemon._lock_root()
+    assert daemon._lock_fd is not None
+    os.close(daemon._lock_fd)
+    return daemon
+
+
+def test_root_stays_passable_only_when_the_socket_or_the_state_dir_is_inside(tmp_path: Path) -> None:
+    r, s = tmp_path / "r1", tmp_path / "r1" / "run"
+    (r / "io.containerd.content.v1.content").mkdir(parents=True)
+    locked(Config(root=str(r), state=str(s), grpc=GRPCConfig(address=str(s / "d.sock"))))
+    assert [mode(r), mode(s), mode(r / "io.containerd.content.v1.content")] == [0o711, 0o711, 0o700]
+    r, s = tmp_path / "r2", tmp_path / "s2"
+    locked(Config(root=str(r), state=str(s), grpc=GRPCConfig(address=str(r / "api" / "d.sock"))))
+    (r / "api").mkdir(mode=0o755)
+    os.chmod(r / "api", 0o755)
+    locked(Config(root=str(r), state=str(s), grpc=GRPCConfig(address=str(r / "api" / "d.sock"))))
+    assert [mode(r), mode(r / "api"), mode(s)] == [0o711, 0o711, 0o711]
+    r = tmp_path / "r3"
+    locked(Config(root=str(r), state=str(s), grpc=GRPCConfig(address=str(tmp_path / "d.sock"))))
+    assert mode(r) == 0o700
 
 
 def test_new_metadata_database_and_its_wal_are_private(tmp_path: Path) -> None:

@@ -58,8 +58,13 @@ class Daemon:
 
     # -- start-up ---------------------------------------------------------------------------
     def _lock_root(self) -> None:
-        fsmodes.top_dir(self.root)
+        # state: 0711, others pass to the socket (there by default) and a user-namespaced
+        # container's root to its bundle; root: 0700 unless the socket or state is inside it
         fsmodes.top_dir(self.state)
+        if fsmodes.leads_to(self.root, [self.state, Path(self.address)]):
+            fsmodes.top_dir(self.root)
+        else:
+            fsmodes.private_dir(self.root)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
