@@ -192,7 +192,7 @@ def test_a_burst_of_commits_and_label_updates(tmp_path: Path) -> None:
                 assert info.labels == {"src": str(i)}
                 path = local.blob_path(digest_of(b))
                 assert path.read_bytes() == b
-                assert stat.S_IMODE(path.stat().st_mode) == 0o444
+                assert stat.S_IMODE(path.stat().st_mode) == 0o400  # root only (fsmodes)
             assert await ns.list_statuses() == []
             assert list((tmp_path / "content" / "ingest").iterdir()) == []
 

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import errdefs, filters, identifiers
+from .. import errdefs, filters, fsmodes, identifiers
 from ..events import Exchange
 from ..metadata.containers import ContainerStore
 from . import bundle as bundlemod
@@ -1070,7 +1070,12 @@ class ShimClientLauncher:
 
 
 async def _init_v2(ctx: Any) -> TaskManager:
-    ctx.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+    # bundles (container root filesystems) live below: containerd's modes (see
+    # runtime.bundle), also for bundles an older version made 0711 (CVE-2021-41103)
+    ctx.state.mkdir(parents=True, exist_ok=True, mode=fsmodes.TOP_DIR)
+    closed = await asyncio.to_thread(bundlemod.close_existing, ctx.state)
+    if closed:
+        log.info("closed %d bundles an older version left open to other users", len(closed))
     daemon = ctx.daemon
     manager = TaskManager(
         root=ctx.state,
