@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import io
 import os
 import random
 import threading
@@ -18,7 +19,7 @@ from isal import isal_zlib
 
 from pycontainerd import errdefs
 from pycontainerd.diff import apply as apply_mod
-from pycontainerd.diff.compression import MAX_PIECE, Compression, decompressor, detect
+from pycontainerd.diff.compression import MAX_PIECE, Compression, DecompressingReader, decompressor, detect
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -218,3 +219,48 @@ def test_gzip_member_split_between_its_magic_bytes() -> None:
     assert run(Compression.GZIP, [GZ1 + GZ2[:1], GZ2[1:]]) == RAW1 + RAW2
     with pytest.raises(errdefs.InvalidArgument, match="trailing garbage"):
         run(Compression.GZIP, [GZ1 + b"\x1f"])
+
+
+# -- DecompressingReader (image archive import) ------------------------------------------------------
+@pytest.mark.parametrize("kind", [Compression.GZIP, Compression.ZSTD])
+@pytest.mark.parametrize("read_n", [10240, 64 * MiB, -1], ids=["tarfile-reads", "huge-reads", "read-all"])
+def test_decompressing_reader_is_bounded_on_a_bomb(kind: Compression, read_n: int) -> None:
+    size = 1 * GiB if read_n > MiB else 256 * MiB
+    bomb = gzip_bomb(size) if kind is Compression.GZIP else zstd_bomb(size)
+    r = DecompressingReader(io.BytesIO(bomb))
+    assert r.compression is kind
+    if read_n == -1:  # read() with no size is the caller's choice of unbounded: it works
+        assert len(r.read()) == size
+        return
+    tracemalloc.start()
+    try:
+        total = largest = 0
+        while data := r.read(read_n):
+            total += len(data)
+            largest = max(largest, len(data))
+            del data
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == size and largest <= MAX_PIECE and peak < 8 * MiB
+
+
+@pytest.mark.parametrize("blob", [b"", b"ab", b"plain tar bytes" * 1000], ids=["empty", "short", "plain"])
+def test_decompressing_reader_passes_uncompressed_through(blob: bytes) -> None:
+    r = DecompressingReader(io.BytesIO(blob))
+    assert r.compression is Compression.NONE
+    got = b""
+    while data := r.read(7):
+        assert len(data) <= 7
+        got += data
+    assert got == blob
+    r = DecompressingReader(io.BytesIO(blob))
+    assert r.read(1)[:1] == blob[:1] and r.read() == blob[1:]
+
+
+def test_decompressing_reader_multi_member_small_reads() -> None:
+    r = DecompressingReader(io.BytesIO(GZ1 + GZ2), read_size=100)
+    got = b""
+    while data := r.read(333):
+        got += data
+    assert got == RAW1 + RAW2

@@ -207,6 +207,62 @@ class _Zstd:
                 yield out
 
 
+class DecompressingReader:
+    """``read(n)`` of a binary stream decompressed on the fly (gzip or zstd detected from
+    its first bytes, anything else passed through), for readers such as ``tarfile``'s
+    stream mode.  Memory stays bounded: at most one ``MAX_PIECE`` piece is buffered.
+    Blocking (run it in a worker thread)."""
+
+    def __init__(self, fileobj: IO[bytes], *, read_size: int = 256 << 10) -> None:
+        self._f = fileobj
+        self._read_size = read_size
+        head = b""
+        while len(head) < 4:
+            more = fileobj.read(4 - len(head))
+            if not more:
+                break
+            head += more
+        self.compression = detect(head)
+        self._head = head
+        self._pieces: Iterator[bytes] | None = None
+        if self.compression is not Compression.NONE:
+            self._pieces = iter(decompressor(self.compression, self._chunks()))
+        self._buf = b""
+        self._pos = 0
+
+    def _chunks(self) -> Iterator[bytes]:
+        yield self._head
+        self._head = b""
+        while chunk := self._f.read(self._read_size):
+            yield chunk
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pieces is None:  # uncompressed: the head, then the file as it is
+            if self._head:
+                if n < 0:
+                    out = self._head + self._f.read()
+                    self._head = b""
+                    return out
+                out, self._head = self._head[:n], self._head[n:]
+                return out
+            return self._f.read(n)
+        if n < 0:
+            return b"".join([self._take(len(self._buf)), *self._pieces])
+        while self._pos >= len(self._buf):
+            piece = next(self._pieces, None)
+            if piece is None:
+                return b""
+            self._buf, self._pos = piece, 0
+        return self._take(n)
+
+    def _take(self, n: int) -> bytes:
+        out = self._buf[self._pos : self._pos + n]  # the whole piece: the same object, no copy
+        self._pos += len(out)
+        if self._pos >= len(self._buf):
+            self._buf, self._pos = b"", 0
+        return out
+
+
 class GzipCompressor:
     """Incremental gzip (ISA-L level 1 by default: close to gzip -6 in size, much faster)."""
 
