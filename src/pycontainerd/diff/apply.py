@@ -66,7 +66,7 @@ import queue
 import shutil
 import stat
 import threading
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -887,6 +887,9 @@ class _BlockQueue:
                 continue
 
 
+# Small pieces are joined up to this size before they go to the extractor; a decompressed
+# piece is at most ``compression.MAX_PIECE``, so a block stays under twice this and the
+# 8-deep block queue holds a bounded amount whatever the layer's compression ratio.
 _COALESCE = 1 << 20
 
 
@@ -902,39 +905,30 @@ def _decompress_loop(get: Callable[[], bytes | None], out: _BlockQueue, result: 
             break
         head += first
     kind = detect(head)
-    d = decompressor(kind)
     result["compression"] = kind
+
+    def chunks() -> Iterator[bytes]:
+        if head:
+            yield head
+        if first is not None:
+            yield from iter(get, None)
+
     pending: list[bytes] = []
     pending_len = 0
-
-    def emit(data: bytes) -> None:
-        nonlocal size, pending_len
-        if not data:
-            return
+    for data in decompressor(kind, chunks()):
         hasher.update(data)
         size += len(data)
+        if not pending and len(data) >= _COALESCE // 4:
+            out.put(data)  # big enough alone: no copy
+            continue
         pending.append(data)
         pending_len += len(data)
         if pending_len >= _COALESCE:
-            flush()
-
-    def flush() -> None:
-        nonlocal pending_len
-        if pending:
             out.put(pending[0] if len(pending) == 1 else b"".join(pending))
             pending.clear()
             pending_len = 0
-
-    if head:
-        emit(d.decompress(head))
-    if first is not None:
-        while True:
-            chunk = get()
-            if chunk is None:
-                break
-            emit(d.decompress(chunk))
-    emit(d.finish())
-    flush()
+    if pending:
+        out.put(pending[0] if len(pending) == 1 else b"".join(pending))
     result["digest"] = "sha256:" + hasher.hexdigest()
     result["size"] = size
     out.put(None)
