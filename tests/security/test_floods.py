@@ -70,7 +70,7 @@ async def _list_burst(address: str, n: int, channels: int) -> collections.Counte
         return collections.Counter(await asyncio.gather(*calls))
     finally:
         for c in chans:
-            await c.close()
+            await c.close(None)
 
 
 def test_3000_concurrent_version_calls_on_one_channel_all_answer(daemon: Daemon) -> None:

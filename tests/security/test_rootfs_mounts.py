@@ -25,9 +25,9 @@ from pycontainerd.api.services.containers.v1 import containers_pb2
 from pycontainerd.api.services.tasks.v1 import tasks_pb2
 from pycontainerd.api.types import mount_pb2
 from pycontainerd.api.types.task import task_pb2
-from tests.fixtures.procs import remove_tree
+from tests.fixtures.procs import remove_tree, wait_for
 from tests.integration.daemon import Daemon, mounts_under, running_daemon, unmount_all
-from tests.integration.test_tasks_lifecycle import Api, oci_spec, wait_for
+from tests.integration.test_tasks_lifecycle import Api, oci_spec
 
 pytestmark = pytest.mark.root
 

@@ -497,7 +497,7 @@ def test_calls_while_a_dead_shim_is_cleaned_up(tmp_path: Path) -> None:
             await tm.start_process("default", "c1")
             env.launcher.hold = asyncio.Event()
             env.launcher.shims[tmp_path / "state" / "default" / "c1"].vanish()
-            await _until(lambda: "c1" in env.launcher.cleaned)  # cleanup under way, no tombstone yet
+            await wait_for_async(lambda: "c1" in env.launcher.cleaned, 5, "cleanup under way")  # no tombstone yet
             getter = asyncio.create_task(tm.get("default", "c1"))
             waiter = asyncio.create_task(tm.wait("default", "c1"))
             with pytest.raises(errdefs.Unavailable):
