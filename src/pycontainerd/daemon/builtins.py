@@ -14,6 +14,7 @@ METADATA = Registration(type=types.METADATA, id="sqlite", init=_init_metadata, r
 
 def registrations() -> list[Registration]:
     from ..content import local as content_local
+    from ..cri import plugin as cri_plugin
     from ..diff import walking
     from ..metadata import gc
     from ..runtime import task_manager
@@ -54,4 +55,5 @@ def registrations() -> list[Registration]:
     regs += version.REGISTRATIONS
     regs += health.REGISTRATIONS
     regs += introspection.REGISTRATIONS
+    regs.append(cri_plugin.REGISTRATION)
     return regs
