@@ -207,10 +207,22 @@ def test_pull_by_tag_list_inspect_rmi(engine: Engine, registries: Registries) ->
         assert line is not None, f"[{engine.name}] {name} missing from ctr images ls:\n{listing}"
         assert "io.cri-containerd.image=managed" in line, line
 
+    # the unpacked top snapshot, labelled with its chain id as containerd's daemon-side unpacker does
+    chain = st["info"]["chainID"]
+    snap = json.loads(engine.ctr("snapshots", "--snapshotter", "overlayfs", "info", chain))
+    assert snap["Kind"] == "Committed"
+    assert snap["Labels"]["containerd.io/snapshot.ref"] == chain
+
     r = engine.crictl("rmi", ref)
     assert f"Deleted: {ref}" in r.stdout
     assert engine.crictl("images", "-q").stdout.split() == []
     assert engine.ctr("images", "ls", "-q").split() == []
+
+    def collected() -> bool:  # no record pins the image any more: GC takes content and snapshots
+        return (engine.ctr("content", "ls", "-q").split() == []
+                and engine.ctr("snapshots", "--snapshotter", "overlayfs", "ls").splitlines()[1:] == [])
+
+    wait_for(collected, 20, f"[{engine.name}] the removed image's content and snapshots to be collected")
     r = engine.crictl("rmi", ref, check=False)
     assert r.returncode == 1 and "no such image" in r.stderr
 

@@ -58,6 +58,7 @@ NAMESPACE = "k8s.io"
 IMAGE_LABEL = "io.cri-containerd.image"
 IMAGE_LABEL_VALUE = "managed"
 LEASE_EXPIRE = 24 * 3600
+SNAPSHOT_REF = "containerd.io/snapshot.ref"
 
 
 @dataclass
@@ -347,7 +348,10 @@ class _LayerTarget:
         return True
 
     async def prepare(self, key: str, parent: str) -> list[Mount]:
-        mounts: list[Mount] = await self.sn.prepare(key, parent)
+        # the key is "extract-<nanos>-<rand> <chain id>"; containerd's daemon-side unpacker labels
+        # the snapshot with the chain id it becomes (remote snapshotters look it up)
+        chain_id = key.rsplit(" ", 1)[-1]
+        mounts: list[Mount] = await self.sn.prepare(key, parent, {SNAPSHOT_REF: chain_id})
         return mounts
 
     async def apply(self, layer: Descriptor, mounts: Any) -> str:
@@ -358,7 +362,7 @@ class _LayerTarget:
         return str(applied.digest)
 
     async def commit(self, name: str, key: str) -> None:
-        await self.sn.commit(name, key)
+        await self.sn.commit(name, key, {SNAPSHOT_REF: name})
 
     async def remove(self, key: str) -> None:
         await self.sn.remove(key)
