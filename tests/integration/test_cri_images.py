@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class Registries:
     repo: str
     tag: str
     digest: str
+    multi: images.BuiltImage
 
     @property
     def ref(self) -> str:
@@ -104,13 +106,14 @@ class Engine:
 
 
 @pytest.fixture(scope="module")
-def registries(busybox_image: images.BuiltImage) -> Iterator[Registries]:
+def registries(busybox_image: images.BuiltImage, multiplatform_image: images.BuiltImage) -> Iterator[Registries]:
     with running_registry() as plain, running_registry(auth="basic") as basic:
         digest = images.push_to_registry(busybox_image, plain.url, "cri/busybox", "v1")
+        images.push_to_registry(multiplatform_image, plain.url, "cri/multi", "v1")
         user, pw = basic.user()
         images.push_to_registry(busybox_image, basic.url, "cri/private", "v1",
                                 auth=images.RegistryAuth(user, pw))
-        yield Registries(plain, basic, busybox_image, "cri/busybox", "v1", digest)
+        yield Registries(plain, basic, busybox_image, "cri/busybox", "v1", digest, multiplatform_image)
 
 
 def _cri_options(regs: Registries) -> CriOptions:
@@ -241,6 +244,45 @@ def test_pull_by_digest_rmi_by_id(engine: Engine, registries: Registries) -> Non
     engine.crictl("rmi", image_id)
     assert engine.crictl("images", "-q").stdout.split() == []
     assert engine.ctr("images", "ls", "-q").split() == []
+
+
+def test_pull_multiplatform_index(engine: Engine, registries: Registries) -> None:
+    """An index: this host's manifest is unpacked; the repo digest is the index's; the size counts it."""
+    _rmi_all(engine)
+    multi = registries.multi
+    ref = registries.plain.ref("cri/multi", "v1")
+    image_id = engine.crictl("pull", ref).stdout.split()[-1]
+    assert image_id == multi.config.digest
+    (img,) = engine.crictl_json("images", "-o", "json")["images"]
+    assert img["repoDigests"] == [f"{registries.plain.host}/cri/multi@{multi.target.digest}"]
+    expected = multi.target.size + multi.manifest.size + multi.config.size + sum(x.size for x in multi.layers)
+    assert int(img["size"]) == expected
+    engine.crictl("rmi", ref)
+
+
+def test_concurrent_pulls_of_one_image(engine: Engine, registries: Registries) -> None:
+    _rmi_all(engine)
+    req = pb.PullImageRequest(image=pb.ImageSpec(image=registries.ref))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: engine.code("PullImage", req), range(4)))
+    assert [c for c, _ in results] == [grpc.StatusCode.OK] * 4, results
+    assert {r.image_ref for _, r in results} == {registries.image.config.digest}
+    (img,) = engine.crictl_json("images", "-o", "json")["images"]
+    assert img["repoTags"] == [registries.ref]
+
+
+def test_pulled_image_survives_gc(engine: Engine, registries: Registries) -> None:
+    """The image records are GC roots: a collection keeps the content and the unpacked snapshots."""
+    engine.crictl("pull", registries.ref)
+    before = sorted(engine.ctr("content", "ls", "-q").split())
+    snaps = engine.ctr("snapshots", "--snapshotter", "overlayfs", "ls").splitlines()[1:]
+    assert before and snaps
+    lease = f"gc-{uuid.uuid4().hex[:8]}"
+    engine.ctr("leases", "create", "--id", lease)
+    engine.ctr("leases", "delete", "--sync", lease)  # runs a collection before answering
+    assert sorted(engine.ctr("content", "ls", "-q").split()) == before
+    assert engine.ctr("snapshots", "--snapshotter", "overlayfs", "ls").splitlines()[1:] == snaps
+    assert engine.crictl_json("inspecti", registries.ref)["status"]["id"] == registries.image.config.digest
 
 
 def test_imagefsinfo(engine: Engine, registries: Registries) -> None:

@@ -33,15 +33,8 @@ class ImageService(pb_grpc.ImageServiceServicer):
         self.store = store
 
     async def ListImages(self, request: pb.ListImagesRequest, context: Any) -> pb.ListImagesResponse:
-        want = request.filter.image.image if request.HasField("filter") else ""
-        if want:
-            try:
-                images = [await self.store.resolve(want)]
-            except errdefs.NotFound:
-                images = []
-        else:
-            images = await self.store.list()
-        return pb.ListImagesResponse(images=[image_pb(i) for i in images])
+        # like containerd (1.6 and later), the filter is not applied: every image is listed
+        return pb.ListImagesResponse(images=[image_pb(i) for i in await self.store.list()])
 
     async def ImageStatus(self, request: pb.ImageStatusRequest, context: Any) -> pb.ImageStatusResponse:
         try:

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +60,7 @@ IMAGE_LABEL = "io.cri-containerd.image"
 IMAGE_LABEL_VALUE = "managed"
 LEASE_EXPIRE = 24 * 3600
 SNAPSHOT_REF = "containerd.io/snapshot.ref"
+DESCRIBED_CACHE = 4096
 
 
 @dataclass
@@ -105,6 +107,14 @@ class CriImage:
         if user.isdigit():
             return int(user), ""
         return None, user
+
+
+@dataclass(frozen=True)
+class _Described:
+    id: str
+    size: int
+    config: dict[str, Any]
+    chain_id: str
 
 
 @dataclass
@@ -193,30 +203,46 @@ class CriImageStore:
         self.registry = registry
         self.max_concurrent = max_concurrent_downloads or None
         self.ns = namespace
+        self._described: OrderedDict[str, _Described] = OrderedDict()
 
     # -- reading -----------------------------------------------------------------------------
-    async def _describe(self, target: mdimages.Descriptor) -> tuple[str, int, dict[str, Any], str]:
-        """(id, size, config JSON, chain id) of the image whose record targets ``target``."""
+    async def _describe(self, target: mdimages.Descriptor) -> _Described:
+        """(id, size, config JSON, chain id) of the image whose record targets ``target``.
+
+        Content is immutable, so the answer for a target digest never changes: it is cached
+        (bounded), and listing does not re-read every manifest and config on each call.
+        """
+        cached = self._described.get(target.digest)
+        if cached is not None:
+            self._described.move_to_end(target.digest)
+            return cached
         store = self.content.namespaced(self.ns)
         root = Descriptor(target.media_type, target.digest, target.size)
         resolved = await handlers.resolve_manifest(shared.reader(store), root, plat.default())
         cfg_desc = resolved.manifest.config
         cfg = json.loads(await blobs.read_blob(store, cfg_desc))
+        # containerd's image size: the descriptors walked from the target for this platform
         size = resolved.manifest_desc.size + cfg_desc.size + sum(layer.size for layer in resolved.manifest.layers)
-        return cfg_desc.digest, size, cfg, resolved.chain_id
+        if root.digest != resolved.manifest_desc.digest:
+            size += root.size  # the index
+        out = _Described(cfg_desc.digest, size, cfg, resolved.chain_id)
+        self._described[target.digest] = out
+        while len(self._described) > DESCRIBED_CACHE:
+            self._described.popitem(last=False)
+        return out
 
     async def list(self) -> list[CriImage]:
         records = await self.images.list(self.ns)
         by_id: dict[str, CriImage] = {}
         for rec in records:
             try:
-                image_id, size, cfg, chain = await self._describe(rec.target)
+                d = await self._describe(rec.target)
             except errdefs.ContainerdError as exc:
                 log.debug("image %s in %s is not usable by CRI: %s", rec.name, self.ns, exc)
                 continue
-            img = by_id.get(image_id)
+            img = by_id.get(d.id)
             if img is None:
-                img = by_id[image_id] = CriImage(image_id, [], [], size, cfg, chain, [])
+                img = by_id[d.id] = CriImage(d.id, [], [], d.size, d.config, d.chain_id, [])
             img.references.append(rec.name)
             if _is_id(rec.name):
                 continue
