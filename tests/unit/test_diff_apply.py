@@ -219,7 +219,7 @@ def test_native_whiteouts_and_opaque(tmp_path: Path) -> None:
     assert (tmp_path / "keep").exists()
 
 
-@pytest.mark.skipif(not ROOT, reason="overlay whiteouts are device nodes (root)")
+@pytest.mark.root  # overlay whiteouts are device nodes
 def test_overlay_whiteouts_written_as_devices_and_xattr(tmp_path: Path) -> None:
     upper, lower = tmp_path / "upper", tmp_path / "lower"
     upper.mkdir()
@@ -251,10 +251,8 @@ MALICIOUS: dict[str, list[tuple[str, str, object]]] = {
 
 
 @pytest.mark.parametrize("case", sorted(MALICIOUS))
-@pytest.mark.parametrize("mode", ["remove", "overlay"])
+@pytest.mark.parametrize("mode", ["remove", pytest.param("overlay", marks=pytest.mark.root)])  # device nodes
 def test_malicious_layer_stays_inside_root(case: str, mode: str, sandbox: tuple[Path, Path]) -> None:
-    if mode == "overlay" and not ROOT:
-        pytest.skip("overlay whiteouts need root")
     root, outside = sandbox
     before = snapshot_tree(outside.parent)
     entries = [
@@ -372,7 +370,7 @@ def _host_secret(tmp_path: Path) -> Path:
     return secret
 
 
-@pytest.mark.skipif(not ROOT, reason="overlay layers hold whiteout devices (root)")
+@pytest.mark.root  # overlay layers hold whiteout devices
 @pytest.mark.parametrize("link", ["abs", "rel", "chain"])
 def test_hardlink_through_lower_symlink_never_copies_a_host_file(link: str, tmp_path: Path) -> None:
     secret = _host_secret(tmp_path)
@@ -388,14 +386,14 @@ def test_hardlink_through_lower_symlink_never_copies_a_host_file(link: str, tmp_
     assert secret.stat().st_nlink == 1
 
 
-@pytest.mark.skipif(not ROOT, reason="overlay layers hold whiteout devices (root)")
+@pytest.mark.root  # overlay layers hold whiteout devices
 def test_hardlink_through_lower_proc_self_link_is_refused(tmp_path: Path) -> None:
     with pytest.raises(errdefs.InvalidArgument, match="hard link target"):
         _two_layers(tmp_path, [("symlink", "p", "/proc/self")], [("link", "env", "p/environ")])
     assert not (tmp_path / "upper" / "env").exists()
 
 
-@pytest.mark.skipif(not ROOT, reason="overlay layers hold whiteout devices (root)")
+@pytest.mark.root  # overlay layers hold whiteout devices
 def test_hardlink_through_lower_symlink_resolves_inside_the_image(tmp_path: Path) -> None:
     # d -> ../../../etc in the lower layer climbs to the image's root and lands on its /etc
     _host_secret(tmp_path)
@@ -409,7 +407,7 @@ def test_hardlink_through_lower_symlink_resolves_inside_the_image(tmp_path: Path
     assert (lower / "etc" / "shadow").stat().st_nlink == 1
 
 
-@pytest.mark.skipif(not ROOT, reason="overlay layers hold whiteout devices (root)")
+@pytest.mark.root  # overlay layers hold whiteout devices
 def test_copy_up_honours_whiteouts_and_opaque_dirs(tmp_path: Path) -> None:
     l1, l2, upper = tmp_path / "l1", tmp_path / "l2", tmp_path / "upper"
     for p in (l1, l2, upper):
@@ -426,7 +424,7 @@ def test_copy_up_honours_whiteouts_and_opaque_dirs(tmp_path: Path) -> None:
     assert (upper / "z").read_bytes() == b"n"
 
 
-@pytest.mark.skipif(not ROOT, reason="overlay layers hold whiteout devices (root)")
+@pytest.mark.root  # overlay layers hold whiteout devices
 def test_implied_parent_metadata_never_comes_from_the_host(tmp_path: Path) -> None:
     secret = _host_secret(tmp_path)
     (secret.parent / "sub").mkdir(mode=0o701)  # a host dir with a mode unusual enough to notice

@@ -21,6 +21,7 @@ from pycontainerd.content.local import LocalStore
 from pycontainerd.metadata.content import ContentStore
 from pycontainerd.metadata.db import Database, ensure_namespace
 from pycontainerd.metadata.gc import Collector
+from tests.fixtures.procs import wait_for_async
 
 
 def digest_of(data: bytes) -> str:
@@ -82,7 +83,7 @@ def test_queued_batched_writes_share_one_transaction(tmp_path: Path) -> None:
             release, blocker = await hold_writer(db)
             seen = commits_of(db)
             writes = [asyncio.ensure_future(db.write(insert_lease(f"l{i:02d}"), batch=True)) for i in range(20)]
-            await asyncio.sleep(0.01)
+            await wait_for_async(lambda: len(db._batch) == 20, 5, "the twenty writes to queue")
             assert not any(w.done() for w in writes)  # nobody hears before the commit
             release.set()
             assert await asyncio.gather(*writes) == [f"l{i:02d}" for i in range(20)]

@@ -31,6 +31,7 @@ from pycontainerd.runtime.task_manager import (
     TaskManager,
     check_runtime,
 )
+from tests.fixtures.procs import wait_for_async
 
 SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
@@ -316,14 +317,6 @@ class Env:
         return [t for t, _ in self.events]
 
 
-async def _until(cond: Any, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 def test_check_runtime_and_signals() -> None:
     for name in ("io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"):
         check_runtime(name)
@@ -410,7 +403,7 @@ def test_lifecycle(tmp_path: Path) -> None:
             assert not bundle.exists()
             with pytest.raises(errdefs.NotFound):
                 await tm.get("default", "c1")
-            await _until(lambda: "/tasks/delete" in env.topics())
+            await wait_for_async(lambda: "/tasks/delete" in env.topics(), 5, "/tasks/delete")
             topics = env.topics()
             for t in (
                 "/containers/create",
@@ -480,7 +473,7 @@ def test_vanished_shim_leaves_tombstone(tmp_path: Path) -> None:
             assert st.status == "stopped"
             assert st.exit_status == 255
             assert not (tmp_path / "state" / "default" / "c1").exists()
-            await _until(lambda: "/tasks/exit" in env.topics())
+            await wait_for_async(lambda: "/tasks/exit" in env.topics(), 5, "/tasks/exit")
             assert (await tm.delete("default", "c1")).exit_status == 255
             with pytest.raises(errdefs.NotFound):
                 await tm.get("default", "c1")
