@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -10,8 +11,8 @@ from pycontainerd import errdefs
 from pycontainerd.events import exchange as ex
 
 
-async def _first(agen: object) -> object:
-    return await agen.__anext__()  # type: ignore[attr-defined]
+async def _first(agen: AsyncIterator[ex.Envelope]) -> ex.Envelope:
+    return await agen.__anext__()
 
 
 def test_stalled_subscriber_is_dropped_by_bytes_and_others_go_on() -> None:
