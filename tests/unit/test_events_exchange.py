@@ -51,7 +51,7 @@ def test_dropped_subscriber_ends_with_resource_exhausted() -> None:
         for i in range(ex._QUEUE_LIMIT + 1):
             x.publish("default", "/flood", {"i": i})
         assert x.subscriber_count == 0
-        with pytest.raises(errdefs.ResourceExhausted, match="fell .* behind"):
+        with pytest.raises(errdefs.ResourceExhausted, match=r"fell .* behind"):
             await _first(sub)
     asyncio.run(run())
 
