@@ -21,20 +21,21 @@ are killed by pid with the daemon fixture's cleanup (their command lines name ou
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from google.protobuf import any_pb2
 
 from pycontainerd.api.events import task_pb2 as ev_task_pb2
+from tests.fixtures.procs import wait_for
 
 from .daemon import BIN, CTR, Daemon, mounts_under, running_daemon
 
@@ -48,17 +49,6 @@ CONFIG_RUNTIME_PATH = f"""version = 2
   runtime_type = "io.containerd.runc.v2"
   runtime_path = "{SHIM}"
 """
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def go_shim_socket(d: Daemon, namespace: str, cid: str) -> str:
@@ -95,7 +85,7 @@ class Ext:
     def remove(self, cid: str) -> None:
         if cid in self.tasks():
             self.d.ctr("tasks", "kill", "-a", "-s", "SIGKILL", cid, check=False)
-            with contextlib.suppress(AssertionError):
+            with contextlib.suppress(TimeoutError):
                 wait_for(lambda: self.status(cid) in (None, "STOPPED"), 20, f"{cid} to stop")
             self.d.ctr("tasks", "rm", "-f", cid, check=False)
         self.d.ctr("containers", "rm", cid, check=False)
@@ -212,7 +202,7 @@ def test_detached_exec_pause_metrics_kill_and_events(ext: Ext) -> None:
 
         for topic in ("/tasks/create", "/tasks/start", "/tasks/exec-added", "/tasks/exec-started",
                       "/tasks/paused", "/tasks/resumed", "/tasks/delete"):  # fmt: skip
-            wait_for(lambda t=topic: ev.lines(t, cid), 10, f"{topic} in ctr events")
+            wait_for(functools.partial(ev.lines, topic, cid), 10, f"{topic} in ctr events")
         # one exit for the exec (status 4), one for the init (SIGKILL: 137)
         wait_for(lambda: len(ev.lines("/tasks/exit", cid)) >= 2, 10, "two /tasks/exit")
         exits = "\n".join(ev.lines("/tasks/exit", cid))

@@ -32,8 +32,9 @@ from pycontainerd.runtime import bundle as bundlemod
 from pycontainerd.runtime.task_manager import TaskManager
 from pycontainerd.runtime.v2 import ShimManager, TaskShim, binary, runc_options
 from pycontainerd.ttrpc import CallContext, Client, Method, Server
+from tests.fixtures.procs import wait_for_async
 
-from .test_runtime_task_manager import SPEC_URL, Env, FakeShim, _Exit, _until
+from .test_runtime_task_manager import SPEC_URL, Env, FakeShim, _Exit
 
 
 # -- binary names and paths ------------------------------------------------------------------------
@@ -80,7 +81,9 @@ def test_resolve_runtime_path(tmp_path: Path) -> None:
 
 
 def test_command_lines_and_env() -> None:
-    common = dict(namespace="ns1", address="/run/d.sock", publish_binary="/usr/bin/pycontainerd", container_id="c1")
+    common: dict[str, Any] = dict(
+        namespace="ns1", address="/run/d.sock", publish_binary="/usr/bin/pycontainerd", container_id="c1"
+    )
     assert binary.start_args("/bin/shim", **common) == [
         "/bin/shim", "-namespace", "ns1", "-address", "/run/d.sock", "-publish-binary", "/usr/bin/pycontainerd",
         "-id", "c1", "start",
@@ -374,7 +377,7 @@ def test_events_service_routes_to_the_shim_or_the_exchange(tmp_path: Path) -> No
             # not ours: to the exchange as it came; /tasks/create|start|delete: the manager's own
             await forward("ns1", "/tasks/delete", ev_task_pb2.TaskDelete(container_id="other"))
             await forward("ns2", "/tasks/oom", ev_task_pb2.TaskOOM(container_id="c1"))
-            await _until(lambda: len(got) >= 1)
+            await wait_for_async(lambda: len(got) >= 1, 5, "the forwarded event")
             (env,) = got
             assert (env.namespace, env.topic, env.timestamp_ns) == ("ns2", "/tasks/oom", 1_700_000_000 * 10**9)
             assert env.raw is not None and env.raw[0] == "containerd.events.TaskOOM"
