@@ -31,10 +31,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from google.protobuf import any_pb2
 
 from pycontainerd.api.events import task_pb2 as ev_task_pb2
+from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from tests.fixtures.procs import wait_for
 
 from .daemon import BIN, CTR, Daemon, mounts_under, running_daemon
@@ -256,9 +258,16 @@ def test_daemon_kill9_and_restart_reconnects(ext: Ext) -> None:
     assert ext.tasks()[cid] == (pid, "RUNNING")
     r = ext.d.ctr("tasks", "exec", "--exec-id", "after", cid, "echo", "still here", check=False)
     assert (r.returncode, r.stdout) == (0, "still here\n"), r.stderr
-    with ctr_events(ext.d) as ev:
+    with ctr_events(ext.d) as ev, grpc.insecure_channel(f"unix://{ext.d.address}") as channel:
+        tasks = tasks_pb2_grpc.TasksStub(channel)
+        md = (("containerd-namespace", NS),)
+        # Wait (ctr has no command for it) is in flight through the reconnected shim while we kill
+        waiting = tasks.Wait.future(tasks_pb2.WaitRequest(container_id=cid), metadata=md, timeout=60)
+        assert ext.status(cid) == "RUNNING"  # a round trip through the daemon: the Wait is still pending
+        assert not waiting.done()
         ext.d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
-        wait_for(lambda: ext.status(cid) == "STOPPED", 20, f"{cid} to stop after the restart")
+        assert waiting.result(timeout=30).exit_status == 137
+        assert ext.status(cid) == "STOPPED"
         # the shim forwards its exit to the new daemon's ttrpc events socket
         wait_for(lambda: ev.lines("/tasks/exit", cid), 15, "/tasks/exit after the restart")
     deleted = ext.d.ctr("tasks", "rm", cid)
