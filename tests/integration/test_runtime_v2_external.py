@@ -24,6 +24,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -40,6 +41,7 @@ from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from tests.fixtures.procs import wait_for
 
 from .daemon import BIN, CTR, Daemon, mounts_under, running_daemon
+from .test_ctr_tty import keys, wait_screen
 
 pytestmark = pytest.mark.root
 
@@ -317,3 +319,29 @@ def test_publish_command_forwards_to_the_daemon(ext: Ext) -> None:
         )  # fmt: skip
         assert r.returncode == 1
         assert b"topic required" in r.stderr
+
+
+@pytest.fixture
+def term() -> Iterator[str]:
+    """A tmux session (120x30) giving ctr a real terminal, as in test_ctr_tty."""
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed")
+    session = f"pycd-v2-{os.getpid()}-{time.monotonic_ns()}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", "env", "PS1=host$ ", "sh"],
+                   check=True)  # fmt: skip
+    try:
+        yield session
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False, capture_output=True)
+
+
+def test_terminal_and_resize_through_the_go_shim(ext: Ext, term: str) -> None:
+    """``ctr run -t``: the console socket, ResizePty (``stty size`` is the tmux window's) and the exit code."""
+    cid = ext.cid("tty-go")
+    keys(term, f"{CTR} -a {ext.d.address} run --rm -t --runtime {SHIM} {IMAGE} {cid} sh; echo CTR-EXIT=$?", "Enter")
+    wait_screen(term, "/ #")
+    assert ext.shim_exe_of(cid) == SHIM
+    keys(term, "stty size", "Enter")
+    wait_screen(term, "30 120")
+    keys(term, "exit 6", "Enter")
+    wait_screen(term, "CTR-EXIT=6")
