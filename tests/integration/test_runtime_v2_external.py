@@ -38,7 +38,7 @@ from google.protobuf import any_pb2
 
 from pycontainerd.api.events import task_pb2 as ev_task_pb2
 from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from tests.fixtures.procs import wait_for
+from tests.fixtures.procs import pids_mentioning, wait_for
 
 from .daemon import BIN, CTR, Daemon, mounts_under, running_daemon
 from .test_ctr_tty import keys, wait_screen
@@ -345,3 +345,23 @@ def test_terminal_and_resize_through_the_go_shim(ext: Ext, term: str) -> None:
     wait_screen(term, "30 120")
     keys(term, "exit 6", "Enter")
     wait_screen(term, "CTR-EXIT=6")
+
+
+def test_failed_create_leaves_no_shim_behind(ext: Ext) -> None:
+    cid = ext.cid("bad-exec")
+    r = ext.d.ctr("run", "--rm", "--runtime", SHIM, IMAGE, cid, "/no/such/binary", check=False, timeout=60)
+    assert r.returncode != 0
+    assert "/no/such/binary" in r.stderr, r.stderr
+    assert cid not in ext.tasks()
+    bundle = ext.d.state / "io.containerd.runtime.v2.task" / NS / cid
+    wait_for(lambda: not bundle.exists(), 15, "the bundle to be removed")
+    wait_for(lambda: not os.path.exists(go_shim_socket(ext.d, NS, cid)), 15, "the shim to exit")
+    assert [p for p in pids_mentioning(f"-id {cid} ") if _exe_of(p) == SHIM] == []
+    assert [m for m in mounts_under(str(ext.d.state)) if f"/{cid}/" in m] == []
+
+
+def _exe_of(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
