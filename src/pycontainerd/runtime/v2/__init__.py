@@ -13,7 +13,15 @@ import-linter contracts allow it exactly that.
 from __future__ import annotations
 
 from .binary import binary_name, resolve_runtime_path, ttrpc_address
-from .manager import ShimManager
+from .manager import BinaryLauncher, ShimManager
 from .shim import TaskShim, runc_options
 
-__all__ = ["ShimManager", "TaskShim", "binary_name", "resolve_runtime_path", "runc_options", "ttrpc_address"]
+__all__ = [
+    "BinaryLauncher",
+    "ShimManager",
+    "TaskShim",
+    "binary_name",
+    "resolve_runtime_path",
+    "runc_options",
+    "ttrpc_address",
+]

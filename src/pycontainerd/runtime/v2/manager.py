@@ -164,6 +164,10 @@ class ShimManager:
             return None
         return binarymod.resolve_runtime_path(runtime_name, search_path=self.search_path, self_dir=self.self_dir)
 
+    def launcher(self, binary: str) -> BinaryLauncher:
+        """A ``ShimLauncher`` (the task manager's own-launcher protocol) starting ``binary``."""
+        return BinaryLauncher(self, binary)
+
     # -- events ----------------------------------------------------------------------------------
     async def start(self) -> None:
         """Serve ``Events/Forward`` on ``<grpc address>.ttrpc`` for the shims."""
@@ -292,7 +296,10 @@ class ShimManager:
         await asyncio.to_thread(_remove_stale_socket, address)
 
     async def connect(self, bundle: Path) -> TaskShim:
-        """Reconnect to the shim of ``bundle`` after a daemon restart; NotFound when it is gone."""
+        """Reconnect to the shim of ``bundle`` after a daemon restart; NotFound when it is gone.
+
+        The bundle is ``.../<namespace>/<id>`` (containerd's layout); the namespace and id come
+        from its path, the address from its ``address`` file."""
         bundle = Path(bundle)
         address = await asyncio.to_thread(_read_file, bundle / ADDRESS_FILE)
         if not address:
@@ -373,3 +380,64 @@ class ShimManager:
         server, self._server = self._server, None
         if server is not None:
             await server.close(grace=1)
+
+
+def runc_root_base(runtime_root: str, namespace: str) -> str:
+    """``<root>/<namespace>`` -> ``<root>``: runc shims add the namespace to Options.root themselves."""
+    norm = os.path.normpath(runtime_root) if runtime_root else ""
+    if norm and os.path.basename(norm) == namespace:
+        return os.path.dirname(norm)
+    return runtime_root
+
+
+class BinaryLauncher:
+    """The task manager's ``ShimLauncher`` over one shim binary (``ShimManager.launcher``).
+
+    What the daemon's own fast-path launcher is today, for a runtime v2 binary: the runc
+    settings the manager passes (binary, root as ``<root>/<namespace>``, cgroup driver) become
+    the ``containerd.runc.v1.Options`` of ``start`` and Create.  Pointing the task manager's
+    ``launcher`` at ``ShimManager.launcher(<our shim binary>)`` moves every runc task onto the
+    runtime v2 path."""
+
+    def __init__(self, manager: ShimManager, binary: str) -> None:
+        self.manager = manager
+        self.binary = binary
+
+    async def launch(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        state_dir: Path,
+        runtime_binary: str = "runc",
+        runtime_root: str | None = None,
+        systemd_cgroup: bool = False,
+        debug: bool = False,
+    ) -> TaskShim:
+        del state_dir  # the shim picks its own socket (runtime v2: /run/containerd/s/<hash>)
+        root = runc_root_base(runtime_root or "", namespace)
+        runc = {"binary_name": runtime_binary, "root": root, "systemd_cgroup": systemd_cgroup}
+        return await self.manager.launch(
+            namespace=namespace, container_id=container_id, bundle=bundle, binary=self.binary, runc=runc, debug=debug
+        )
+
+    async def connect(self, bundle: Path) -> TaskShim:
+        return await self.manager.connect(bundle)
+
+    async def cleanup(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        runtime_binary: str = "runc",
+        runtime_root: str | None = None,
+    ) -> ExitInfo:
+        del runtime_binary, runtime_root  # the shim binary reads them from its own options.json
+        if not await asyncio.to_thread((Path(bundle) / BINARY_FILE).exists):
+            await asyncio.to_thread(_write_file, Path(bundle) / BINARY_FILE, self.binary)
+        return await self.manager.cleanup(namespace=namespace, container_id=container_id, bundle=bundle)
+
+    async def close(self) -> None:
+        pass
