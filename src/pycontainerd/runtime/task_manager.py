@@ -37,6 +37,13 @@ Lifecycle of one task::
 
 The shim is reached through the ``Shim``/``ShimLauncher`` protocols below (the real ones
 are ``runtime.shim_client.ShimClient``), so this module carries no I/O details of its own.
+
+Runtimes the daemon's own launcher does not serve go to ``ExternalShims`` (the real one is
+``runtime.v2.ShimManager``): an absolute runtime path, any ``io.containerd.<name>.<version>``
+with a ``containerd-shim-<name>-<version>`` binary, or the runc runtime when the config's
+default runtime names a ``runtime_path``.  Such a task's bundle records the binary
+(``meta.extra["shim_binary"]``), so a restart reconnects, and a dead shim is cleaned up,
+through the same external binary.
 """
 
 from __future__ import annotations
