@@ -1002,9 +1002,15 @@ class TaskManager:
         return self.external is not None and bool(meta.extra.get("shim_binary"))
 
     async def start(self) -> None:
-        """Called by the daemon once every plugin is loaded: serve the shims' events."""
+        """Called by the daemon once every plugin is loaded: serve the shims' events.
+
+        A failure (e.g. a socket path too long for ``<address>.ttrpc``) is logged, not fatal:
+        the daemon's own shims do not need it, external shims then lose their events."""
         if self.external is not None:
-            await self.external.start()
+            try:
+                await self.external.start()
+            except Exception as exc:
+                log.error("cannot serve events for runtime v2 shims: %s", exc)
 
     async def _container_exists(self, namespace: str, container_id: str) -> bool:
         try:
