@@ -11,7 +11,7 @@ The shim is selected three ways, all by containerd's rules:
   the daemon's own shim.
 
 Everything after that is the real ``ctr``: run --rm (exit code), run -d, tasks exec, pause/
-resume, metrics, kill, rm, events; a SIGKILL of the daemon with the container running and a
+resume, metrics, kill, rm, events (an OOM kill's /tasks/oom too); a SIGKILL of the daemon with the container running and a
 restart that reconnects (tasks ls, exec, kill, wait); a shim killed with SIGKILL (the shim
 binary's ``delete`` cleans up); and the daemon's ``publish`` command.  The Go shim's sockets
 (``/run/containerd/s/<sha256(address/ns/id)>``) are removed after each test, its processes
@@ -365,3 +365,15 @@ def _exe_of(pid: int) -> str:
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return ""
+
+
+def test_oom_event_from_the_go_shim_reaches_ctr_events(ext: Ext) -> None:
+    cid = ext.cid("oom-go")
+    with ctr_events(ext.d) as ev:
+        # tail keeps the whole newline-free stream in memory: killed at the 16 MiB limit
+        r = ext.d.ctr(
+            "run", "--rm", "--memory-limit", str(16 << 20), "--runtime", SHIM, IMAGE, cid,
+            "sh", "-c", "head -c 268435456 /dev/zero | tail", check=False, timeout=90,
+        )  # fmt: skip
+        assert r.returncode != 0
+        wait_for(lambda: ev.lines("/tasks/oom", cid), 15, "/tasks/oom in ctr events")
