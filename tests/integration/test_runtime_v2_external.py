@@ -10,10 +10,11 @@ The shim is selected three ways, all by containerd's rules:
   every ``io.containerd.runc.v2`` task, plain ``ctr run`` included, use that binary instead of
   the daemon's own shim.
 
-Everything after that is the real ``ctr``: run --rm (exit code), run -d, tasks exec, pause/
-resume, metrics, kill, rm, events (an OOM kill's /tasks/oom too); a SIGKILL of the daemon with the container running and a
-restart that reconnects (tasks ls, exec, kill, wait); a shim killed with SIGKILL (the shim
-binary's ``delete`` cleans up); and the daemon's ``publish`` command.  The Go shim's sockets
+Everything after that is the real ``ctr``: run --rm (exit code), run -d, run -t (resize),
+tasks exec, pause/resume, metrics, kill, rm, events (an OOM kill's /tasks/oom too); a failed
+Create; a SIGKILL of the daemon with the container running and a restart that reconnects
+(tasks ls, exec, kill, Wait); a shim killed with SIGKILL (the shim binary's ``delete`` cleans
+up); and the daemon's ``publish`` command.  The Go shim's sockets
 (``/run/containerd/s/<sha256(address/ns/id)>``) are removed after each test, its processes
 are killed by pid with the daemon fixture's cleanup (their command lines name our temp dir).
 """
