@@ -227,7 +227,7 @@ class ShimManager:
         bundle = Path(bundle)
         opts = runc_options(options, runc)
         drain = LogDrain(bundle / LOG_FIFO, f"{namespace}/{container_id}")
-        await asyncio.to_thread(drain.open)
+        await drain.open()
         address = ""
         try:
             await asyncio.to_thread(_write_file, bundle / BINARY_FILE, binary)
@@ -313,7 +313,7 @@ class ShimManager:
         if (bundle / LOG_FIFO).exists():
             drain = LogDrain(bundle / LOG_FIFO, f"{namespace}/{container_id}")
             try:
-                await asyncio.to_thread(drain.open)
+                await drain.open()
             except OSError as exc:
                 log.warning("shim log of %s/%s: %s", namespace, container_id, exc)
                 drain = None

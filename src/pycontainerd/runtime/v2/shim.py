@@ -128,18 +128,23 @@ class LogDrain:
         self._rfd = -1
         self._wfd = -1
 
-    def open(self) -> None:
+    def open_fifo(self) -> None:
+        """Create the FIFO and open both ends (file system work: call it in a worker thread)."""
         try:
             os.mkfifo(self.path, 0o600)
         except FileExistsError:
             pass
-        self._rfd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        rfd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            self._wfd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            wfd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
-            os.close(self._rfd)
-            self._rfd = -1
+            os.close(rfd)
             raise
+        self._rfd, self._wfd = rfd, wfd
+
+    async def open(self) -> None:
+        """Open the FIFO and start copying it into our log (on the event loop's thread)."""
+        await asyncio.to_thread(self.open_fifo)
         self._loop.add_reader(self._rfd, self._read)
 
     def _read(self) -> None:
