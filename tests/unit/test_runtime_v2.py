@@ -201,7 +201,7 @@ def test_manager_routes_external_runtimes_to_the_shim_manager(tmp_path: Path) ->
             assert launch["binary"] == "/opt/bin/containerd-shim-ext-v2"
             assert launch["options"] == ("containerd.runc.v1.Options", given)
             runc_root = str(tmp_path / "runc")
-            assert launch["runc"] == {"binary_name": "/nonexistent/runc", "root": runc_root, "systemd_cgroup": False}
+            assert launch["runc"] == {"binary_name": "/nonexistent/runc", "root": runc_root}
             meta = bundlemod.read_meta(tmp_path / "state" / "default" / "e1")
             assert meta is not None and meta.extra["shim_binary"] == "/opt/bin/containerd-shim-ext-v2"
             # the task request's options win over the container's (containerd's TaskOptions)

@@ -467,7 +467,7 @@ class TaskManager:
                         bundle=path,
                         binary=shim_binary,
                         options=(raw.type_url, raw.value) if raw is not None and raw.type_url else None,
-                        runc={"binary_name": binary, "root": runc_root, "systemd_cgroup": systemd},
+                        runc=self._runc_settings(opts, binary_name=binary, root=runc_root, systemd_cgroup=systemd),
                         debug=self.defaults.shim_debug,
                     )
                 else:
@@ -996,6 +996,15 @@ class TaskManager:
         self._tasks[(namespace, container_id)] = t
         t.pump = asyncio.create_task(self._pump(t), name=f"shim-events-{namespace}/{container_id}")
         log.info("restored task %s/%s (shim pid %d)", namespace, container_id, shim.pid)
+
+    def _runc_settings(self, opts: RuncOptions, **chosen: Any) -> dict[str, Any]:
+        """Every runc option the task or the daemon config sets, by ``containerd.runc.v1.Options``
+        field name (``RuncOptions`` uses those names), with the values this create settled on."""
+        out: dict[str, Any] = {}
+        for name in RuncOptions.__dataclass_fields__:
+            out[name] = getattr(opts, name) or getattr(self.defaults, name, None)
+        out.update(chosen)
+        return {k: v for k, v in out.items() if v}
 
     def _is_external(self, meta: bundlemod.BundleMeta) -> bool:
         """Whether the task's shim is an external runtime v2 binary (recorded at create)."""
