@@ -245,8 +245,11 @@ def test_config_runtime_path_moves_runc_tasks_to_the_external_shim(busybox_archi
         r = ext.d.ctr("run", "--rm", IMAGE, cid, "sh", "-c", "exit 7", check=False, timeout=60)
         assert r.returncode == 7, r.stderr
         cid = ext.cid("cfg-d")
-        ext.d.ctr("run", "-d", IMAGE, cid, "sleep", "1000", timeout=60)
+        # ctr turns --runc-root into the container's containerd.runc.v1.Options: they reach the shim
+        altroot = ext.d.base / "altroot"
+        ext.d.ctr("run", "-d", "--runc-root", str(altroot), IMAGE, cid, "sleep", "1000", timeout=60)
         assert ext.shim_exe_of(cid) == SHIM
+        assert (altroot / NS / cid / "state.json").exists()
         ext.d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
         wait_for(lambda: ext.status(cid) == "STOPPED", 20, f"{cid} to stop")
         ext.d.ctr("tasks", "rm", cid)
