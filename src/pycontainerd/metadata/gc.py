@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..daemon.config import GCSchedulerConfig
+from ..plugin import InitContext, Registration, types
 from .db import Database, loads
 
 log = logging.getLogger("pycontainerd.gc")
@@ -305,6 +307,7 @@ class Scheduler:
         self._gc_time = 0.0
         self._collections = 0
         self._not_before = 0.0  # monotonic time before which a due collection waits
+        self.next_due: float | None = None  # monotonic time of the collection being waited for
         self.last: Stats | None = None
 
     def deleted(self) -> None:
@@ -352,6 +355,7 @@ class Scheduler:
         try:
             stats = await self.collector.collect(startup=startup)
         finally:
+            self._mutations = 0  # the collection's own writes are not the users' mutations
             end = time.monotonic()
             if not startup:  # the start-up pass (reconcile, cold caches) says little about the rest
                 self._gc_time += end - start
@@ -361,7 +365,10 @@ class Scheduler:
         return stats
 
     async def start(self) -> None:
-        """One collection now (leftovers of a crash go before anything is served), then on triggers."""
+        """One collection now (leftovers of a crash go before anything is served), then on triggers.
+
+        As containerd's, the scheduler collects once ``startup_delay`` after the start (when it
+        is not 0) whatever happened meanwhile, then after deletions and mutations."""
         self._loop = asyncio.get_running_loop()
         try:
             await self._collect(startup=True)
@@ -382,7 +389,17 @@ class Scheduler:
             except TimeoutError:
                 return
 
+    async def _wait(self, delay: float) -> None:
+        self.next_due = time.monotonic() + delay
+        try:
+            await self._hold_off(delay)
+        finally:
+            self.next_due = None
+
     async def _run(self) -> None:
+        if self.startup_delay > 0:
+            await self._wait(self.startup_delay)
+            await self._collect_for_waiters()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -391,19 +408,22 @@ class Scheduler:
                     continue
                 delay = max(self.schedule_delay, self._not_before - time.monotonic())
                 if delay > 0:
-                    await self._hold_off(delay)
-            waiters, self._waiters = self._waiters, []
-            try:
-                stats = await self._collect()
-            except Exception as exc:
-                log.exception("garbage collection failed")
-                for w in waiters:
-                    if not w.done():
-                        w.set_exception(exc)
-                continue
+                    await self._wait(delay)
+            await self._collect_for_waiters()
+
+    async def _collect_for_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        try:
+            stats = await self._collect()
+        except Exception as exc:
+            log.exception("garbage collection failed")
             for w in waiters:
                 if not w.done():
-                    w.set_result(stats)
+                    w.set_exception(exc)
+            return
+        for w in waiters:
+            if not w.done():
+                w.set_result(stats)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -416,61 +436,34 @@ class Scheduler:
 
 
 # -- plugin -------------------------------------------------------------------------------
-async def _init(ctx: Any) -> Scheduler:
-    from ..daemon.config import parse_duration
-    from ..plugin import types
+async def _init(ctx: InitContext) -> Scheduler:
+    from ..content.local import LocalStore
+    from .plugin import Metadata
 
-    db: Database = ctx.daemon.db
-    local = ctx.get(types.CONTENT, "content")
-    content_store = ctx.get(types.SERVICE, "content-service")
-    # with a collector, deleting a record no longer removes bytes directly: GC does
-    content_store.delete_unreferenced_blobs = False
-    try:
-        snapshotters = ctx.get(types.SERVICE, "snapshots-service").stores
-    except Exception:
-        snapshotters = {}
-
-    def list_blobs() -> list[str]:
-        return [i.digest for i in local._walk_sync()]
-
+    cfg = ctx.typed_config(GCSchedulerConfig)
+    meta = ctx.require(Metadata, types.METADATA)
+    local = ctx.require(LocalStore, types.CONTENT, "content")
     collector = Collector(
-        db,
+        meta.db,
         delete_blob=local.delete_sync,
-        list_blobs=list_blobs,
-        snapshot_cleanups={name: store.cleanup for name, store in snapshotters.items()},
-        snapshot_reconcilers={name: store.reconcile for name, store in snapshotters.items()},
+        list_blobs=local.blob_digests_sync,
+        snapshot_cleanups={name: store.cleanup for name, store in meta.snapshotters.items()},
+        snapshot_reconcilers={name: store.reconcile for name, store in meta.snapshotters.items()},
     )
-    cfg = ctx.config
-
-    def dur(key: str, default: float) -> float:
-        value = cfg.get(key)
-        if value is None or value == "":
-            return default
-        return parse_duration(value) if isinstance(value, str) else float(value)
-
     scheduler = Scheduler(
         collector,
-        deletion_threshold=int(cfg.get("deletion_threshold", 0)),
-        mutation_threshold=int(cfg.get("mutation_threshold", 100)),
-        schedule_delay=dur("schedule_delay", 0.0),
-        startup_delay=dur("startup_delay", 0.1),
-        pause_threshold=float(cfg.get("pause_threshold", 0.02)),
+        deletion_threshold=cfg.deletion_threshold,
+        mutation_threshold=cfg.mutation_threshold,
+        schedule_delay=cfg.schedule_delay,
+        startup_delay=cfg.startup_delay,
+        pause_threshold=cfg.pause_threshold,
     )
-    db.on_delete.append(scheduler.deleted)
-    for svc_id in ("images-service",):
-        try:
-            ctx.get(types.SERVICE, svc_id).gc_hook = scheduler.run_now
-        except Exception:
-            pass
-    try:
-        ctx.get(types.LEASE, "manager").gc_hook = scheduler.run_now
-    except Exception:
-        pass
+    meta.db.subscribe(on_delete=scheduler.deleted, on_mutation=scheduler.mutated)
     return scheduler
 
 
-def registrations() -> list[Any]:
-    from ..plugin import Registration, types
-
-    return [Registration(type=types.GC, id="scheduler", init=_init,
-                         requires=(types.METADATA, types.SERVICE, types.LEASE, types.CONTENT))]
+# The stores that delete (content, images, leases) require this plugin and get the scheduler
+# at construction, as containerd's images service requires the GC plugin.
+REGISTRATION = Registration(
+    type=types.GC, id="scheduler", init=_init, requires=(types.METADATA, types.CONTENT), config=GCSchedulerConfig
+)
