@@ -9,6 +9,7 @@ caller's namespace of the content store (``content-service``), under the caller'
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -96,6 +97,20 @@ class DiffService(pb_grpc.DiffServicer):
         add_servicer(server, pb_grpc.add_DiffServicer_to_server, self, pb, "Diff")
 
 
+def _other_than_walking(differs: tuple[str, ...]) -> bool:
+    return any(d != "walking" for d in differs)
+
+
+@dataclass(frozen=True)
+class DiffServiceConfig:
+    """``[plugins."io.containerd.service.v1.diff-service"]``: the differs to use, in order."""
+
+    default: tuple[str, ...] = field(
+        default=("walking",),
+        metadata={"unsupported": (_other_than_walking, "the walking differ is the only one here")},
+    )
+
+
 async def _init_differ(ctx: InitContext) -> Differ:
     return Differ(
         ctx.require(WalkingDiffer, types.DIFF, "walking"),
@@ -111,6 +126,6 @@ async def _init_service(ctx: InitContext) -> DiffService:
 REGISTRATIONS = [
     Registration(type=types.SERVICE, id="diff-service", init=_init_differ,
                  # the content service: blobs are read from and diffs written to the caller's namespace
-                 requires=(types.DIFF, types.METADATA, types.SERVICE)),
+                 requires=(types.DIFF, types.METADATA, types.SERVICE), config=DiffServiceConfig),
     Registration(type=types.GRPC, id="diff", init=_init_service, requires=(types.SERVICE,)),
 ]
