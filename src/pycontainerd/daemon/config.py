@@ -35,9 +35,12 @@ above 0.5), an unparsable duration, a ``version`` other than 1 or 2, or malforme
 ``ConfigError``, whose message names the file and the dotted key (and the line for TOML
 syntax errors).  Unknown keys never fail: they are collected as warnings naming the full
 dotted key.  Plugin sections the model does not type are kept raw in ``Config.plugins``
-(keyed by full plugin id, v1 short names translated) so that each plugin decodes its own
-section via ``Config.plugin_section``; a section whose id is not a known plugin is kept
-too, with a warning.
+(keyed by full plugin id, v1 short names translated); when the daemon loads a plugin,
+``Config.plugin_config`` decodes its section into the dataclass its ``Registration`` names,
+with the same rules (a bad value or an option we cannot honour is a ``ConfigError`` naming
+the key, an unknown key a warning); a section whose id is not a known plugin is kept too,
+with a warning.  Options containerd has but we cannot honour (``slow_chown``, ``ShimCgroup``,
+``Criu*``) are refused (field metadata ``unsupported``), never silently ignored.
 
 Output: ``default_config_toml()`` prints the complete version-2 default configuration
 (``pycontainerd config default``) and ``dump_config_toml(cfg)`` the effective one
