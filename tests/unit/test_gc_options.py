@@ -126,22 +126,30 @@ def test_schedule_delay() -> None:
 def test_startup_delay() -> None:
     async def run() -> None:
         c = Counting()
-        s = _scheduler(c, startup_delay=0.2)
-        t0 = time.monotonic()
-        await s.start()
-        await asyncio.sleep(0)  # one turn of the loop: the scheduler's task starts
-        assert s.next_due is not None and 0.15 < s.next_due - t0 < 0.25
-        await _until(lambda: len(c.runs) == 2)  # collected with nothing deleted or changed
-        assert c.runs[-1] - t0 >= 0.2
+        s = _scheduler(c, startup_delay=0.3)
+        made = time.monotonic()
+        start = asyncio.create_task(s.start())
+        await _until(lambda: s.next_due is not None)
+        assert s.next_due is not None and 0.25 < s.next_due - made <= 0.3
+        assert c.runs == []  # the start-up pass waits for the delay ...
+        await start
+        assert len(c.runs) == 1 and c.runs[0] - made >= 0.3  # ... then runs, before start() returns
+        assert s.next_due is None
         await s.close()
 
         c = Counting()
         s = _scheduler(c, startup_delay=0.0)
+        made = time.monotonic()
         await s.start()
-        await asyncio.sleep(0)
-        assert s.next_due is None  # nothing scheduled after the start-up pass
-        await s.run_now()
-        assert len(c.runs) == 2
+        assert len(c.runs) == 1 and c.runs[0] - made < 0.25  # no delay
+        await s.close()
+
+        c = Counting()
+        s = _scheduler(c, startup_delay=0.2)
+        await asyncio.sleep(0.2)  # the other plugins' start-up took that long: no more waiting
+        t0 = time.monotonic()
+        await s.start()
+        assert len(c.runs) == 1 and c.runs[0] - t0 < 0.1
         await s.close()
 
     asyncio.run(run())

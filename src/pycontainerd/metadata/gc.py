@@ -31,12 +31,17 @@ snapshot rows whose backend snapshot a crash kept from being made (``reconcile``
 
 The scheduler (``io.containerd.gc.v1.scheduler``) follows containerd's: a collection is due
 after a deletion (or ``deletion_threshold`` of them, when set) or ``mutation_threshold``
-mutations, and runs ``schedule_delay`` later — but never sooner than the *pause interval*
+mutations (the database's row-changing writes, which it reports through ``Database.subscribe``),
+and runs ``schedule_delay`` later — but never sooner than the *pause interval*
 after the previous one, ``avg/pause_threshold - avg`` with ``avg`` the mean collection time,
 so that collections take at most ``pause_threshold`` (default 2 %) of the time.  A busy
 daemon (``ctr run --rm`` in a loop deletes a lease, a snapshot and a container every
 ~100 ms) thus collects every few hundred ms instead of after every deletion, off the
-requests' path.  On-demand collections (``Images.Delete``/``Leases.Delete`` with ``sync``,
+requests' path.  containerd collects once ``startup_delay`` after its scheduler starts;
+here that first collection is the start-up pass, which runs before the daemon serves (so
+crash leftovers never meet a request): ``start`` waits until ``startup_delay`` has passed
+since the scheduler was made (the other plugins' start-up usually covers it), then
+collects.  On-demand collections (``Images.Delete``/``Leases.Delete`` with ``sync``,
 ``run_now``) are not held back.  The WAL is folded back and truncated only once it has grown
 past ``WAL_TRUNCATE_BYTES``.
 """
@@ -308,6 +313,7 @@ class Scheduler:
         self._collections = 0
         self._not_before = 0.0  # monotonic time before which a due collection waits
         self.next_due: float | None = None  # monotonic time of the collection being waited for
+        self._made = time.monotonic()  # startup_delay counts from here
         self.last: Stats | None = None
 
     def deleted(self) -> None:
@@ -317,8 +323,8 @@ class Scheduler:
 
     def mutated(self) -> None:
         self._mutations += 1
-        if self.mutation_threshold and self._mutations >= self.mutation_threshold:
-            self._poke()
+        if self.mutation_threshold and self._mutations == self.mutation_threshold:
+            self._poke()  # once: the run loop then waits for the collection to be allowed
 
     def _poke(self) -> None:
         loop = getattr(self, "_loop", None)
@@ -355,7 +361,6 @@ class Scheduler:
         try:
             stats = await self.collector.collect(startup=startup)
         finally:
-            self._mutations = 0  # the collection's own writes are not the users' mutations
             end = time.monotonic()
             if not startup:  # the start-up pass (reconcile, cold caches) says little about the rest
                 self._gc_time += end - start
@@ -365,11 +370,16 @@ class Scheduler:
         return stats
 
     async def start(self) -> None:
-        """One collection now (leftovers of a crash go before anything is served), then on triggers.
-
-        As containerd's, the scheduler collects once ``startup_delay`` after the start (when it
-        is not 0) whatever happened meanwhile, then after deletions and mutations."""
+        """The start-up pass once ``startup_delay`` has passed since the scheduler was made
+        (leftovers of a crash go before anything is served), then collections on triggers."""
         self._loop = asyncio.get_running_loop()
+        wait = self._made + self.startup_delay - time.monotonic()
+        if wait > 0:
+            self.next_due = self._made + self.startup_delay
+            try:
+                await asyncio.sleep(wait)  # a timer, as containerd's startup delay
+            finally:
+                self.next_due = None
         try:
             await self._collect(startup=True)
         except Exception:
@@ -397,9 +407,6 @@ class Scheduler:
             self.next_due = None
 
     async def _run(self) -> None:
-        if self.startup_delay > 0:
-            await self._wait(self.startup_delay)
-            await self._collect_for_waiters()
         while True:
             await self._wake.wait()
             self._wake.clear()
