@@ -70,7 +70,7 @@ fuzz: install ## long property-based fuzzing of the tar applier and every parser
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider tests/fuzz --hypothesis-show-statistics $(PYTEST_ARGS)
 
 chaos: install ## long chaos run: kill -9 of the daemon and shims at random moments (CHAOS_ITERATIONS=60)
-	CHAOS_ITERATIONS=$${CHAOS_ITERATIONS:-60} $(BIN)/pytest -q -p no:cacheprovider -s tests/chaos --timeout 3600 $(PYTEST_ARGS)
+	CHAOS_ITERATIONS=$${CHAOS_ITERATIONS:-60} CHAOS_SEED=$${CHAOS_SEED:-$$(date +%s)} $(BIN)/pytest -q -p no:cacheprovider -s tests/chaos --timeout 3600 $(PYTEST_ARGS)
 
 clean-test: ## remove leftovers of interrupted test runs (mounts and temp dirs under /tmp/pycd-*)
 	-@grep -oE ' /tmp/pycd-[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l
