@@ -282,6 +282,36 @@ class _Task:
     deleting: bool = False
 
 
+def _runc_children(pid: int) -> list[int]:
+    """Children of ``pid`` that are a ``runc`` command (not a container's ``runc init``)."""
+    out = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/comm") as f:
+                    if f.read().strip() == "runc":
+                        out.append(kid)
+            except OSError:
+                continue
+    return out
+
+
+def _wait_no_runc_child(pid: int, timeout: float) -> None:
+    """Blocking: wait (at most ``timeout``) until shim ``pid`` runs no ``runc`` command."""
+    deadline = time.monotonic() + timeout
+    while _runc_children(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def _now() -> int:
     return time.time_ns()
 
@@ -930,6 +960,19 @@ class TaskManager:
             await self._tombstone(t)
             return
         t.shim = shim
+        if meta.pid == 0:
+            # the daemon died between launching the shim and recording the create's answer: the
+            # create was never acknowledged, so there is no task — stop whatever the shim got to
+            # start and clean up, or the id stays taken by a task nobody can see (a "ghost")
+            log.info("task %s/%s: create never completed; removing what it left", namespace, container_id)
+            # the shim may still be running `runc create` for the lost request: let it finish, so
+            # the container it makes is killed and deleted below instead of appearing afterwards
+            await asyncio.to_thread(_wait_no_runc_child, shim.pid, 10.0)
+            with contextlib.suppress(Exception):
+                await shim.kill("", 9, True)
+            await self._discard_shim(shim)
+            await self._cleanup_dead(path, meta)
+            return
         try:
             await self.containers.get(namespace, container_id)
         except errdefs.NotFound:
