@@ -375,4 +375,27 @@ def test_netns_create_remove_exists(lab: Lab) -> None:
         assert not asyncio.run(netns.exists(p))
         asyncio.run(netns.remove(p))  # idempotent
     assert not asyncio.run(netns.exists(lab.root))  # a directory is not a namespace
+    # failures leave nothing behind
+    (lab.root / "afile").write_text("")
+    with pytest.raises(errdefs.AlreadyExists):
+        asyncio.run(netns.create(lab.root / "afile"))
+    with pytest.raises(errdefs.NotFound, match="/proc/999999999/ns/net"):
+        asyncio.run(netns.create(lab.ns_dir, pid=999999999))
+    assert os.listdir(lab.ns_dir) == []
+
+    async def cancelled_creates() -> None:
+        for i in range(12):
+            task = asyncio.ensure_future(netns.create(lab.ns_dir))
+            for _ in range(i):
+                await asyncio.sleep(0)  # cancel at a different step each time
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if task.cancelled():
+                assert os.listdir(lab.ns_dir) == [], i
+            else:
+                await netns.remove(task.result())
+
+    asyncio.run(cancelled_creates())
+    assert mounts_under(str(lab.ns_dir)) == []
     assert mounts_under(str(lab.ns_dir)) == []

@@ -258,3 +258,26 @@ def test_legacy_versions_end_to_end(env: Env) -> None:
     assert res.pod_ip == "10.9.0.7"
     asyncio.run(env.cni().teardown(POD))
     assert "prevResult" not in env.stdin(2)
+
+
+def test_teardown_uses_the_config_the_pod_was_added_with(env: Env, tmp_path: Path) -> None:
+    env.conflist(BRIDGE_PORTMAP)
+    env.answer("bridge", "ADD", _result("1.0.0", "10.9.0.5/24"))
+    env.answer("portmap", "ADD", _result("1.0.0", "10.9.0.5/24"))
+    ns = tmp_path / "ns"
+    ns.write_text("")
+    pod = PodNetwork(sandbox_id="sb1", netns=str(ns))
+    asyncio.run(env.cni().setup(pod))
+    env.conflist([{"type": "failing"}])  # same network name, other plugins
+    ns.unlink()  # and the namespace is gone
+    asyncio.run(env.cni().teardown(pod))
+    assert env.calls()[3:] == ["DEL portmap eth0", "DEL bridge eth0", "DEL loopback lo"]
+    assert env.env(3)["CNI_NETNS"] == ""
+
+    # a config that no longer parses does not keep a pod from being torn down
+    env.answer("failing", "ADD", _result("1.0.0", "10.9.0.6/24"))
+    asyncio.run(env.cni().setup(POD))
+    (env.conf / "10-pods.conflist").write_text("{broken")
+    asyncio.run(env.cni().teardown(POD))
+    assert env.calls()[-2:] == ["DEL failing eth0", "DEL loopback lo"]
+    assert env.cache_files() == []

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -402,10 +403,17 @@ class CNI:
 
     async def _teardown(self, networks: Sequence[Network], pod: PodNetwork) -> list[Exception]:
         cached = {(e.network, e.ifname): e for e in await asyncio.to_thread(self.cache.for_container, pod.sandbox_id)}
-        todo = list(networks)
+        # a network the pod was added to is deleted with the config it was added with (the
+        # file may have changed or gone since); the others of the current config too (a
+        # setup cut short by a crash left no entry, as in go-cni)
+        todo = [
+            Network(cached[(n.name, n.ifname)].config, n.ifname) if (n.name, n.ifname) in cached else n
+            for n in networks
+        ]
         known = {(n.name, n.ifname) for n in networks}
-        # networks a cache entry names that the current config no longer has
         todo.extend(Network(e.config, e.ifname) for key, e in cached.items() if key not in known)
+        if pod.netns and not await asyncio.to_thread(os.path.exists, pod.netns):
+            pod = dataclasses.replace(pod, netns="")  # gone: the spec lets DEL run without one
         errors: list[Exception] = []
         for net in reversed(todo):
             errors.extend(await self._del(net, pod, cached.get((net.name, net.ifname))))
@@ -416,8 +424,9 @@ class CNI:
         (others as notes) after trying everything; the cache keeps what failed for a retry."""
         try:
             networks: tuple[Network, ...] = await self.networks()
-        except errdefs.FailedPrecondition:
-            networks = ()  # no config any more: the cache still says what to delete
+        except errdefs.ContainerdError as exc:
+            log.warning("CNI teardown of %s without the current config: %s", pod.sandbox_id, exc)
+            networks = ()  # the cache still says what to delete
         errors = await asyncio.shield(self._teardown(networks, pod))
         if errors:
             first = errors[0]

@@ -60,10 +60,13 @@ def netns_dir(cri_state_dir: str | os.PathLike[str], *, under_state_dir: bool) -
 
 
 def _prepare(base: Path, name: str) -> Path:
-    if base == Path(NETNS_RUN_DIR):
-        base.mkdir(mode=0o755, parents=True, exist_ok=True)  # where ip-netns(8) looks; as containerd
-    else:
-        fsmodes.private_dir(base, chmod=False)
+    try:
+        if base == Path(NETNS_RUN_DIR):
+            base.mkdir(mode=0o755, parents=True, exist_ok=True)  # where ip-netns(8) looks; as containerd
+        else:
+            fsmodes.private_dir(base, chmod=False)
+    except OSError as exc:
+        raise errdefs.from_oserror(exc, "create network namespace directory") from exc
     path = base / name
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
@@ -103,12 +106,12 @@ def _remove(path: str) -> None:
             unmount(path, MNT_DETACH | UMOUNT_NOFOLLOW)
         except errdefs.ContainerdError as exc:
             cause = exc.__cause__
-            if isinstance(cause, OSError) and cause.errno in (errno.EINVAL, errno.ENOENT):
+            if isinstance(cause, OSError) and cause.errno in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR):
                 break  # not (or no longer) a mount point
             raise
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         pass
     except OSError as exc:
         raise errdefs.from_oserror(exc, "remove network namespace") from exc
@@ -158,10 +161,10 @@ async def create(base_dir: str | os.PathLike[str], *, pid: int | None = None) ->
 
     Nothing is left behind on failure or cancellation."""
     name = f"cni-{uuid.uuid4()}"
-    path = await asyncio.to_thread(_prepare, Path(base_dir), name)
-    spath = str(path)
+    spath = os.path.join(base_dir, name)
     holder: asyncio.subprocess.Process | None = None
     try:
+        await to_thread_uncancelled(_prepare, Path(base_dir), name)
         if pid is None:
             holder = await _spawn_holder()
             pid = holder.pid
