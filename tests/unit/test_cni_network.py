@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pycontainerd import errdefs
-from pycontainerd.cni import CNI, CapabilityArgs, PluginError, PodNetwork, PortMapping
+from pycontainerd.cni import CNI, CapabilityArgs, PluginError, PodNetwork, PodNetworking, PortMapping
 
 FAKE = r"""#!/bin/sh
 t=$(basename "$0")
@@ -281,3 +281,8 @@ def test_teardown_uses_the_config_the_pod_was_added_with(env: Env, tmp_path: Pat
     asyncio.run(env.cni().teardown(POD))
     assert env.calls()[-2:] == ["DEL failing eth0", "DEL loopback lo"]
     assert env.cache_files() == []
+
+
+def test_cni_is_pod_networking(env: Env) -> None:
+    net: PodNetworking = env.cni()  # mypy checks the structure
+    assert callable(net.setup)

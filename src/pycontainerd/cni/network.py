@@ -39,7 +39,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .. import errdefs, fsmodes
 from .config import (
@@ -125,6 +125,23 @@ def select_pod_ips(ips: Sequence[IPConfig], preference: str = "") -> tuple[str, 
             if ip.version == want:
                 return strs[i], tuple(strs[:i] + strs[i + 1 :])
     return strs[0], tuple(strs[1:])
+
+
+class PodNetworking(Protocol):
+    """What the CRI plugin needs of pod networking (:class:`CNI` is the implementation).
+
+    Lifecycle, as containerd's RunPodSandbox / StopPodSandbox / Status use it: ``status``
+    before pods are admitted (NetworkReady); ``setup`` after the pod's netns exists and
+    before its sandbox starts; ``teardown`` when the sandbox stops (again on retries: it is
+    idempotent), before the netns is removed; ``check`` on demand."""
+
+    async def status(self) -> None: ...
+
+    async def setup(self, pod: PodNetwork) -> SetupResult: ...
+
+    async def check(self, pod: PodNetwork) -> None: ...
+
+    async def teardown(self, pod: PodNetwork) -> None: ...
 
 
 # --- the result cache (blocking helpers, run in threads) -------------------------------------
