@@ -158,6 +158,9 @@ class TasksService(pb_grpc.TasksServicer):
             io=TaskIO(request.stdin, request.stdout, request.stderr, request.terminal),
             options=opts,
             runtime_path=request.runtime_path,
+            task_options=TypedValue(request.options.type_url, request.options.value)
+            if request.HasField("options")
+            else None,
         )
         return pb.CreateTaskResponse(container_id=request.container_id, pid=pid)
 
