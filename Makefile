@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := containerd runc busybox-static docker-registry containernetworking-plugins iproute2 tmux pigz zstd util-linux procps
+APT_PACKAGES := containerd runc busybox-static docker-registry containernetworking-plugins iproute2 tmux pigz zstd util-linux procps strace
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
