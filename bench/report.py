@@ -175,6 +175,17 @@ def _deferred_cell(m: Metric) -> str:
     return "" if parts == ["—", "—"] else " / ".join(parts)
 
 
+def _shims(m: Metric) -> str:
+    """For a memory metric measured with shims counted: how many served the containers, per daemon."""
+    per = []
+    for who, short in ((OURS, "ours"), (THEIRS, "containerd")):
+        ok = [s for s in m.samples.get(who, []) if s.value is not None and "shims" in s.extra]
+        n = sorted({int(s.extra["shims"]) for s in ok})
+        if n:
+            per.append(f"{short} {'/'.join(map(str, n))}")
+    return f" (shim and helper processes: {', '.join(per)})" if per else ""
+
+
 def table(metrics: Mapping[str, Metric]) -> list[str]:
     lines = [f"| metric | unit | {OURS} | {THEIRS} | floor | ours/containerd | pairs (dropped) "
              f"| deferred s: ours / containerd |",
@@ -186,23 +197,19 @@ def table(metrics: Mapping[str, Metric]) -> list[str]:
             continue
         floor = floors.get(key)
         floor_cell = _fmt(Stats.of(floor.values(FLOOR)), floor.unit) if floor else ""
-        lines.append(f"| {m.title} | {m.unit} | {_cell(m, OURS)} | {_cell(m, THEIRS)} | {floor_cell} | "
+        lines.append(f"| {m.title}{_shims(m)} | {m.unit} | {_cell(m, OURS)} | {_cell(m, THEIRS)} | {floor_cell} | "
                      f"{_ratio_cell(m)} | {_pairs_cell(m)} | {_deferred_cell(m)} |")
     for m in floors.values():
         lines.append(f"| {m.title} | {m.unit} | | | {_cell(m, FLOOR)} | | | |")
     return lines
 
 
-def notes(metrics: Mapping[str, Metric]) -> list[str]:
+def notes(metrics: Mapping[str, Metric], meta: Mapping[str, Any] | None = None) -> list[str]:
     out = []
+    grouping = (meta or {}).get("shim_grouping")
+    if isinstance(grouping, dict) and "W5.pss_per_container" in metrics:
+        out.append("- Shim grouping (W5): " + "; ".join(f"{who}: {how}" for who, how in grouping.items()))
     for m in ordered(metrics).values():
-        if m.key == "W5.pss_per_container":
-            for who in (OURS, THEIRS):
-                shims = sorted({int(s.extra.get("shims", 0)) for s in m.samples.get(who, []) if s.value is not None})
-                n = sorted({int(s.extra.get("containers", 0)) for s in m.samples.get(who, []) if s.value is not None})
-                if shims:
-                    out.append(f"- W5 shim grouping, {who}: {'/'.join(map(str, shims))} shim/helper processes "
-                               f"for {'/'.join(map(str, n))} containers")
         _, dropped = pairs(m) if both(m) else ([], [])
         for run, why in dropped:
             out.append(f"- {m.key} run {run} dropped: {why}")
@@ -242,7 +249,7 @@ def markdown(metrics: Mapping[str, Metric], meta: Mapping[str, Any]) -> str:
     lines = [f"# pycontainerd vs containerd — {meta.get('started', '')}", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items() if k not in ("started", "args", "commands")]
     lines += ["", *table(metrics)]
-    if n := notes(metrics):
+    if n := notes(metrics, meta):
         lines += ["", "## Notes", "", *n]
     return "\n".join(lines) + "\n"
 
@@ -251,7 +258,7 @@ def readme_block(data: Mapping[str, Any]) -> list[str]:
     """What goes between the README's markers, from a run's JSON alone."""
     metrics = from_json(data)
     lines = [*header(data["meta"], metrics), *table(metrics)]
-    if n := notes(metrics):
+    if n := notes(metrics, data["meta"]):
         lines += ["", *n]
     return lines
 

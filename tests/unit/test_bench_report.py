@@ -16,6 +16,29 @@ from tests.fixtures.procs import kill_pids
 REPO = Path(__file__).resolve().parents[2]
 
 
+def test_the_readme_table_is_generated_from_the_committed_json() -> None:
+    readme = (REPO / "README.md").read_text()
+    source = REPO / report.readme_source(readme)
+    assert source.is_relative_to(REPO / "bench" / "published"), source
+    data = json.loads(source.read_text())
+    assert report.render_readme(readme, str(source.relative_to(REPO)), data) == readme, (
+        "README's benchmark table differs from the one its JSON makes: python -m bench.report --readme README.md")
+    assert report.main(["--check"]) == 0
+
+
+def test_a_hand_edit_of_the_table_is_caught(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    row = next(ln for ln in readme.splitlines() if ln.startswith("| W"))
+    cells = row.split(" | ")
+    cells[2] = "0.001 (0.001–0.001) n=1" if cells[2] != "0.001 (0.001–0.001) n=1" else "0.002 (0.002–0.002) n=1"
+    edited = readme.replace(row, " | ".join(cells), 1)
+    assert edited != readme
+    copy = tmp_path / "README.md"
+    copy.write_text(edited)
+    src = REPO / report.readme_source(readme)
+    assert report.main([str(src), "--readme", str(copy), "--check"]) == 1
+
+
 def metric(ours: list[Sample], theirs: list[Sample]) -> Metric:
     m = Metric("W3", "run", "W3 t", "s")
     m.samples = {report.OURS: ours, report.THEIRS: theirs}
