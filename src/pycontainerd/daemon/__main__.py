@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(cfg))
+    except configmod.ConfigError as exc:  # a plugin's section, decoded when the plugin loads
+        print(f"pycontainerd: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     except errdefs.ContainerdError as exc:
         print(f"pycontainerd: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -52,13 +52,17 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import errdefs, filters, fsmodes, identifiers
 from ..events import Exchange
 from ..metadata.containers import ContainerStore
+from ..shim.protocol import CreateOptions
 from . import bundle as bundlemod
 from . import cgroups, signals
+
+if TYPE_CHECKING:
+    from ..daemon.config import Config
 
 log = logging.getLogger("pycontainerd.runtime")
 
@@ -178,11 +182,15 @@ class ShimLauncher(Protocol):
 # -- the manager's own value types ---------------------------------------------------------------
 @dataclass(frozen=True)
 class RuncOptions:
-    """The runc runtime options that matter here (from ``containerd.runc.v1.Options``)."""
+    """The runc runtime options a task is created with (from ``containerd.runc.v1.Options``)."""
 
     binary_name: str = ""
     root: str = ""
     systemd_cgroup: bool = False
+    no_pivot_root: bool = False
+    no_new_keyring: bool = False
+    io_uid: int = 0
+    io_gid: int = 0
 
 
 @dataclass(frozen=True)
@@ -246,11 +254,15 @@ class TaskMetrics:
 
 @dataclass
 class RuntimeDefaults:
-    """The daemon's defaults for runc (from its config): binary, root, cgroup driver."""
+    """The daemon's defaults for runc (from its config): binary, root, cgroup driver, flags."""
 
     binary_name: str = "runc"
     root: str = ""
     systemd_cgroup: bool = False
+    no_pivot_root: bool = False
+    no_new_keyring: bool = False
+    io_uid: int = 0
+    io_gid: int = 0
     restrict_oom_score_adj: bool = True
     shim_debug: bool = False
 
@@ -268,6 +280,36 @@ class _Task:
     tombstone: Exit | None = None  # set when the shim is gone
     dead: asyncio.Event = field(default_factory=asyncio.Event)
     deleting: bool = False
+
+
+def _runc_children(pid: int) -> list[int]:
+    """Children of ``pid`` that are a ``runc`` command (not a container's ``runc init``)."""
+    out = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/comm") as f:
+                    if f.read().strip() == "runc":
+                        out.append(kid)
+            except OSError:
+                continue
+    return out
+
+
+def _wait_no_runc_child(pid: int, timeout: float) -> None:
+    """Blocking: wait (at most ``timeout``) until shim ``pid`` runs no ``runc`` command."""
+    deadline = time.monotonic() + timeout
+    while _runc_children(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _now() -> int:
@@ -426,7 +468,14 @@ class TaskManager:
                     stdout=io.stdout,
                     stderr=io.stderr,
                     terminal=io.terminal,
-                    options={"binary_name": binary, "systemd_cgroup": systemd},
+                    options=CreateOptions(
+                        binary_name=binary,
+                        systemd_cgroup=systemd,
+                        no_pivot_root=opts.no_pivot_root or self.defaults.no_pivot_root,
+                        no_new_keyring=opts.no_new_keyring or self.defaults.no_new_keyring,
+                        io_uid=opts.io_uid or self.defaults.io_uid,
+                        io_gid=opts.io_gid or self.defaults.io_gid,
+                    ).to_wire(),
                 )
                 meta.pid = pid
                 meta.shim_pid = shim.pid
@@ -911,6 +960,19 @@ class TaskManager:
             await self._tombstone(t)
             return
         t.shim = shim
+        if meta.pid == 0:
+            # the daemon died between launching the shim and recording the create's answer: the
+            # create was never acknowledged, so there is no task — stop whatever the shim got to
+            # start and clean up, or the id stays taken by a task nobody can see (a "ghost")
+            log.info("task %s/%s: create never completed; removing what it left", namespace, container_id)
+            # the shim may still be running `runc create` for the lost request: let it finish, so
+            # the container it makes is killed and deleted below instead of appearing afterwards
+            await asyncio.to_thread(_wait_no_runc_child, shim.pid, 10.0)
+            with contextlib.suppress(Exception):
+                await shim.kill("", 9, True)
+            await self._discard_shim(shim)
+            await self._cleanup_dead(path, meta)
+            return
         try:
             await self.containers.get(namespace, container_id)
         except errdefs.NotFound:
@@ -977,32 +1039,29 @@ LauncherFactory = Callable[[], ShimLauncher]
 
 
 # -- plugin wiring ---------------------------------------------------------------------------------
-def defaults_from_config(daemon_config: Any, section: dict[str, Any] | None = None) -> RuntimeDefaults:
+def defaults_from_config(daemon_config: Config) -> RuntimeDefaults:
     """RuntimeDefaults from the daemon config.
 
-    The default CRI runtime's runc options (``BinaryName``, ``Root``, ``SystemdCgroup``; the
-    config loader folds the legacy ``runtime_engine``/``runtime_root`` into them) are the
-    defaults for every runc task; ``[plugins."io.containerd.runtime.v1.linux"] shim_debug``
-    turns shim debug logs on.  oomScoreAdj is always restricted to the daemon's own score
-    (runc cannot lower it here anyway), whatever CRI's ``restrict_oom_score_adj`` says.
+    The default CRI runtime's runc options are the defaults for every runc task:
+    ``BinaryName``, ``Root``, ``SystemdCgroup`` (the config loader folds the legacy
+    ``runtime_engine``/``runtime_root``/``systemd_cgroup``/``no_pivot`` into them),
+    ``NoPivotRoot`` and ``NoNewKeyring`` (runc create flags) and ``IoUid``/``IoGid`` (owner of
+    the stdio pipes); the loader refuses the options we cannot honour (``ShimCgroup``,
+    ``Criu*``).  ``[plugins."io.containerd.runtime.v1.linux"] shim_debug`` or a debug log
+    level turn shim debug logs on.  oomScoreAdj is always restricted to the daemon's own
+    score (runc cannot lower it here anyway), whatever CRI's ``restrict_oom_score_adj`` says.
     """
-    d = RuntimeDefaults()
-    try:
-        opts = daemon_config.cri.default_runtime.options
-    except (AttributeError, KeyError):
-        opts = None
-    if opts is not None:
-        d.binary_name = getattr(opts, "binary_name", "") or d.binary_name
-        d.root = getattr(opts, "root", "") or ""
-        d.systemd_cgroup = bool(getattr(opts, "systemd_cgroup", False))
-    linux = getattr(daemon_config, "linux", None)
-    if linux is not None and getattr(linux, "shim_debug", False):
-        d.shim_debug = True
-    debug = getattr(daemon_config, "debug", None)
-    if debug is not None and getattr(debug, "level", "") == "debug":
-        d.shim_debug = True
-    del section
-    return d
+    opts = daemon_config.cri.default_runtime.options
+    return RuntimeDefaults(
+        binary_name=opts.binary_name or "runc",
+        root=opts.root,
+        systemd_cgroup=opts.systemd_cgroup,
+        no_pivot_root=opts.no_pivot_root,
+        no_new_keyring=opts.no_new_keyring,
+        io_uid=opts.io_uid,
+        io_gid=opts.io_gid,
+        shim_debug=daemon_config.linux.shim_debug or daemon_config.debug.level == "debug",
+    )
 
 
 class RuntimeAlias:
@@ -1082,7 +1141,7 @@ async def _init_v2(ctx: Any) -> TaskManager:
         containers=ContainerStore(daemon.db, daemon.exchange),
         exchange=daemon.exchange,
         launcher=ShimClientLauncher(owner=str(daemon.state)),
-        defaults=defaults_from_config(daemon.config, ctx.config),
+        defaults=defaults_from_config(daemon.config),
         shim_state=Path(daemon.state),
     )
     await manager.restore()
