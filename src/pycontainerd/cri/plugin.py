@@ -8,10 +8,9 @@ daemon's ``CRIConfig`` (``[plugins."io.containerd.grpc.v1.cri"]`` or the version
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
+from ..daemon.config import CRIConfig
 from ..plugin import InitContext, Registration, SkipPlugin, types
 from .images import ImageService
 from .imagestore import NAMESPACE, CriImageStore, registry_settings, snapshotter_root
@@ -21,7 +20,7 @@ from .runtime import RuntimeService, RuntimeState
 class CriPlugin:
     """The plugin instance: both servicers, and what the next RPC groups will build on."""
 
-    def __init__(self, config: Any, images: CriImageStore) -> None:
+    def __init__(self, config: CRIConfig, images: CriImageStore) -> None:
         self.config = config
         self.images = images
         self.runtime_state = RuntimeState(config)
@@ -34,7 +33,7 @@ class CriPlugin:
 
 
 async def _init(ctx: InitContext) -> CriPlugin:
-    config = ctx.daemon.config.cri
+    config = ctx.typed_config(CRIConfig)
     snapshotter = config.containerd.snapshotter
     backends = ctx.get_all(types.SNAPSHOT)
     if snapshotter not in backends:
@@ -54,5 +53,5 @@ async def _init(ctx: InitContext) -> CriPlugin:
     return CriPlugin(config, store)
 
 
-REGISTRATION = Registration(type=types.GRPC, id="cri", init=_init,
+REGISTRATION = Registration(type=types.GRPC, id="cri", init=_init, config=CRIConfig,
                             requires=(types.EVENT, types.SERVICE, types.LEASE, types.SNAPSHOT))
