@@ -60,11 +60,18 @@ def normalize_endpoint(endpoint: str) -> str:
     raise errdefs.InvalidArgument(f"unsupported endpoint scheme {scheme!r} in {endpoint!r}: only unix:// is supported")
 
 
+GRPC_UNKNOWN_METHOD = ("Method not found!", "Method not implemented!")
+
+
 def cri_error(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> errdefs.ContainerdError:
-    """Map a CRI call's status to an error kind; UNIMPLEMENTED means the daemon has no CRI API."""
+    """Map a CRI call's status to an error kind; UNIMPLEMENTED with gRPC's own "Method not found!"
+    means the daemon has no CRI API, with a message of the runtime's that this one call is not served."""
     if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+        details = exc.details() or ""
+        if details and details not in GRPC_UNKNOWN_METHOD:
+            return errdefs.NotImplemented_(f"{what}: {details}" if what else details)
         return errdefs.NotImplemented_(
-            f"the daemon at {endpoint} does not serve the CRI API ({CRI_API}): {exc.details() or 'unimplemented'}")
+            f"the daemon at {endpoint} does not serve the CRI API ({CRI_API}): {details or 'unimplemented'}")
     err = to_errdefs(exc)
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
         return errdefs.Unavailable(f"cannot reach the runtime at {endpoint}: {exc.details()}")
