@@ -39,11 +39,10 @@ from ..api.services.diff.v1 import diff_pb2, diff_pb2_grpc
 from ..api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from ..api.types import mount_pb2
 from ..content.interfaces import Info
-from ..images import blobs, handlers
+from ..images import blobs, handlers, reference
 from ..images import mediatypes as mt
 from ..images import platforms as plat
 from ..images.models import Descriptor, Platform
-from ..remotes import reference
 from ..remotes.resolver import Resolver
 from .images import Image, desc_to_pb
 
