@@ -8,7 +8,7 @@
 Requests and responses are the generated ``runtime.v1`` messages; errors come back as
 ``pycontainerd.errdefs`` kinds, like every other client wrapper. A daemon that answers
 UNIMPLEMENTED (no CRI plugin, e.g. pycontainerd today or containerd with CRI disabled) gives
-``errdefs.NotImplemented_`` whose message says so: "the daemon at X does not serve the CRI
+``errdefs.Unimplemented`` whose message says so: "the daemon at X does not serve the CRI
 API (runtime.v1): ...".
 
 Also here, because kubelet-style tools need them and they are pure: loading pod/container
@@ -63,7 +63,7 @@ def normalize_endpoint(endpoint: str) -> str:
 def cri_error(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> errdefs.ContainerdError:
     """Map a CRI call's status to an error kind; UNIMPLEMENTED means the daemon has no CRI API."""
     if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-        return errdefs.NotImplemented_(
+        return errdefs.Unimplemented(
             f"the daemon at {endpoint} does not serve the CRI API ({CRI_API}): {exc.details() or 'unimplemented'}")
     err = to_errdefs(exc)
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
