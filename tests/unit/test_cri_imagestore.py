@@ -7,9 +7,7 @@ import base64
 import pytest
 
 from pycontainerd import errdefs
-from pycontainerd.cri import imagestore as st
-from pycontainerd.cri import runtime
-from pycontainerd.daemon.config import (
+from pycontainerd.config import (
     AuthConfig,
     CRIConfig,
     MirrorConfig,
@@ -17,6 +15,8 @@ from pycontainerd.daemon.config import (
     RegistryHostConfig,
     TLSConfig,
 )
+from pycontainerd.cri import imagestore as st
+from pycontainerd.cri import runtime
 
 
 def _img(id_: str, user: str = "") -> st.CriImage:

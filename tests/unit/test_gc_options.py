@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pycontainerd.daemon.config import parse_config
+from pycontainerd.config import parse_config
 from pycontainerd.daemon.memory import Trimmer
 from pycontainerd.events import Exchange
 from pycontainerd.metadata.content import ContentStore

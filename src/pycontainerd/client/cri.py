@@ -8,7 +8,7 @@
 Requests and responses are the generated ``runtime.v1`` messages; errors come back as
 ``pycontainerd.errdefs`` kinds, like every other client wrapper. A daemon that answers
 UNIMPLEMENTED (no CRI plugin, e.g. pycontainerd today or containerd with CRI disabled) gives
-``errdefs.NotImplemented_`` whose message says so: "the daemon at X does not serve the CRI
+``errdefs.Unimplemented`` whose message says so: "the daemon at X does not serve the CRI
 API (runtime.v1): ...".
 
 Also here, because kubelet-style tools need them and they are pure: loading pod/container
@@ -69,8 +69,8 @@ def cri_error(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> errdefs.Co
     if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
         details = exc.details() or ""
         if details and details not in GRPC_UNKNOWN_METHOD:
-            return errdefs.NotImplemented_(f"{what}: {details}" if what else details)
-        return errdefs.NotImplemented_(
+            return errdefs.Unimplemented(f"{what}: {details}" if what else details)
+        return errdefs.Unimplemented(
             f"the daemon at {endpoint} does not serve the CRI API ({CRI_API}): {details or 'unimplemented'}")
     err = to_errdefs(exc)
     if exc.code() == grpc.StatusCode.UNAVAILABLE:

@@ -23,7 +23,7 @@ diff id) → ``Commit(C)``; label the layer blob ``containerd.io/uncompressed``;
 the config ``containerd.io/gc.ref.snapshot.<snapshotter>=<top chain id>``.  AlreadyExists
 from Prepare/Commit means someone else unpacked that layer concurrently.
 
-The fetch and unpack algorithms are ``images.pull``, shared with the daemon's CRI pull;
+The fetch and unpack algorithms are ``remotes.pull``, shared with the daemon's CRI pull;
 this module supplies the gRPC side (content proxy, Snapshots/Diff services).
 """
 
@@ -37,11 +37,10 @@ from .. import errdefs
 from ..api.services.diff.v1 import diff_pb2, diff_pb2_grpc
 from ..api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from ..api.types import mount_pb2
-from ..images import handlers
+from ..images import handlers, reference
 from ..images import platforms as plat
-from ..images import pull as shared
 from ..images.models import Descriptor, Platform
-from ..remotes import reference
+from ..remotes import pull as shared
 from ..remotes.resolver import Resolver
 from .images import Image, desc_to_pb
 
@@ -145,7 +144,7 @@ async def unpack_image(client: Client, img: Image, *, platform: Platform | None 
 
 
 class _GrpcLayerTarget:
-    """``images.pull.LayerTarget`` over the daemon's Snapshots and Diff services."""
+    """``remotes.pull.LayerTarget`` over the daemon's Snapshots and Diff services."""
 
     def __init__(self, client: Client, snapshotter: str) -> None:
         self.client = client

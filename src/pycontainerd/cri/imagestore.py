@@ -20,7 +20,7 @@ tags, digests and the id record (the last one synchronously, so GC runs).
 
 The view is computed from the records on each call (no in-memory cache yet): each record's
 manifest and config are read (small blobs) to find the id.  The pull itself is
-``images.pull`` (the same code as the client-side pull), run in the daemon under a lease.
+``remotes.pull`` (the same code as the client-side pull), run in the daemon under a lease.
 """
 
 from __future__ import annotations
@@ -40,15 +40,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import errdefs
-from ..images import blobs, handlers
+from ..images import blobs, handlers, reference
 from ..images import digest as digests
 from ..images import platforms as plat
-from ..images import pull as shared
 from ..images.models import Descriptor
 from ..metadata import images as mdimages
 from ..mount import Mount
 from ..remotes import hosts as hostsmod
-from ..remotes import reference
+from ..remotes import pull as shared
 from ..remotes.auth import Credentials, credentials_from_config
 from ..remotes.hosts import Endpoint
 from ..remotes.resolver import Resolver
@@ -358,7 +357,7 @@ class CriImageStore:
 
 
 class _LayerTarget:
-    """``images.pull.LayerTarget`` over the daemon's snapshot store and differ, under a lease."""
+    """``remotes.pull.LayerTarget`` over the daemon's snapshot store and differ, under a lease."""
 
     def __init__(self, store: CriImageStore, lease: str) -> None:
         self.sn = store.snapshots.namespaced(store.snapshotter, store.ns, lease)

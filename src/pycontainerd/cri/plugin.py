@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import grpc
 
-from ..daemon.config import CRIConfig
+from ..config import CRIConfig
 from ..plugin import InitContext, Registration, SkipPlugin, types
 from .images import ImageService
 from .imagestore import NAMESPACE, CriImageStore, registry_settings, snapshotter_root

@@ -106,12 +106,12 @@ def _unimplemented(name: str) -> Any:
                f"(pods and containers are not served; images are)")
     if method.server_streaming:
         async def stream(request: Any, context: Any) -> Any:
-            raise errdefs.NotImplemented_(message)
+            raise errdefs.Unimplemented(message)
             yield  # pragma: no cover - makes this an async generator
 
         return stream
 
     async def unary(request: Any, context: Any) -> Any:
-        raise errdefs.NotImplemented_(message)
+        raise errdefs.Unimplemented(message)
 
     return unary

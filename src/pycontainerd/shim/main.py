@@ -324,7 +324,7 @@ def launcher_main() -> int:
             req_id = msg.get("id", 0)
             try:
                 if msg.get("method") != "launch":
-                    raise errdefs.NotImplemented_(f"launcher method {msg.get('method')!r}")
+                    raise errdefs.Unimplemented(f"launcher method {msg.get('method')!r}")
                 frame = protocol.reply(req_id, launch(msg.get("params") or {}, hosts, cap))
             except errdefs.ContainerdError as exc:
                 frame = protocol.error(req_id, exc.code, str(exc))

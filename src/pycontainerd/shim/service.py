@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pycontainerd import errdefs
+from pycontainerd import errdefs, timestamps
 from pycontainerd.shim import mount as mnt
 from pycontainerd.shim import process as ps
 from pycontainerd.shim import protocol
@@ -228,7 +228,7 @@ class Service:
                 "id": proc.rec.exec_id or self.id,
                 "pid": proc.rec.pid,
                 "exit_status": proc.rec.exit_status,
-                "exited_at": protocol.rfc3339(proc.rec.exited_at_ns),
+                "exited_at": timestamps.format_ns(proc.rec.exited_at_ns),
             },
         )
         proc.reported.set_result(None)

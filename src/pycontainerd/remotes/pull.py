@@ -34,12 +34,11 @@ from typing import Any, Protocol
 
 from .. import errdefs
 from ..content.interfaces import Info, Ingester, Provider
-from ..remotes import reference
-from ..remotes.fetcher import Fetcher
-from . import blobs, handlers
-from . import mediatypes as mt
-from . import platforms as plat
-from .models import Descriptor
+from ..images import blobs, handlers, reference
+from ..images import mediatypes as mt
+from ..images import platforms as plat
+from ..images.models import Descriptor
+from .fetcher import Fetcher
 
 ProgressFn = Callable[[str, int, int, str], None]
 """``progress(key, done_bytes, total_bytes, status)``; status: resolving, downloading, done, exists,
