@@ -7,6 +7,9 @@ way containerd does (flags ``-namespace -address -publish-binary -id start``, cw
 and drives a busybox container through the ``containerd.task.v2.Task`` API with our Client:
 Connect, Create (overlay rootfs, stdout FIFO), State, Start, Pids, Wait, Kill, Delete,
 Shutdown.  It proves both halves of our ttrpc interoperate with the Go implementation.
+
+The same test drives our own shim (``containerd-shim-pyrunc-v2`` from the venv, the task.v2
+server of ``pycontainerd.shim``): what the Go shim does there, ours must do too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +44,7 @@ from .shim_support import FifoReader, base_spec, build_rootfs, make_bundle, moun
 pytestmark = pytest.mark.root
 
 SHIM = Path("/usr/bin/containerd-shim-runc-v2")
+OUR_SHIM = Path(sys.executable).parent / "containerd-shim-pyrunc-v2"
 TASK = "containerd.task.v2.Task"
 EVENTS = "containerd.services.events.ttrpc.v1.Events"
 NS = "pycd-ttrpc"
@@ -59,7 +64,7 @@ def busybox() -> Iterator[tuple[Path, dict[str, Any]]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _shim_pids(cid: str) -> list[int]:
+def _shim_pids(shim: Path, cid: str) -> list[int]:
     """Pids of the shim processes serving ``cid`` (ours alone: the id embeds our pid)."""
     pids = []
     for d in Path("/proc").iterdir():
@@ -69,7 +74,7 @@ def _shim_pids(cid: str) -> list[int]:
             argv = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv[0] == bytes(SHIM) and b"-id" in argv and cid.encode() in argv and NS.encode() in argv:
+        if bytes(shim) in argv[:2] and b"-id" in argv and cid.encode() in argv and NS.encode() in argv:
             pids.append(int(d.name))
     return pids
 
@@ -130,7 +135,10 @@ class EventSink:
         return ev
 
 
-def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("shim", [SHIM, OUR_SHIM], ids=["go-runc-v2", "pyrunc-v2"])
+def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]], shim: Path) -> None:
+    if not shim.exists():
+        pytest.skip(f"{shim} is not installed")
     rootfs, spec = busybox
     tmp = Path(tempfile.mkdtemp(prefix="pycd-ttrpc-"))
     cid = f"ttrpc-{os.getpid()}"
@@ -156,7 +164,7 @@ def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]]) -> No
         try:
             # 1. `start`, as containerd runs it: prints the address of the shim it launched
             proc = await asyncio.create_subprocess_exec(
-                str(SHIM),
+                str(shim),
                 "-namespace", NS,
                 "-address", str(tmp / "containerd.sock"),
                 "-publish-binary", "/usr/bin/containerd",
@@ -185,7 +193,7 @@ def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]]) -> No
                 return await client.call(TASK, method, req, resp_type, timeout=timeout, metadata=md)
 
             conn = await call("Connect", shim_pb2.ConnectRequest(id=cid), shim_pb2.ConnectResponse)
-            assert conn.shim_pid in _shim_pids(cid)
+            assert conn.shim_pid in _shim_pids(shim, cid)
             shim_pid = conn.shim_pid
             assert conn.task_pid == 0  # nothing created yet
 
@@ -313,7 +321,7 @@ def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]]) -> No
         asyncio.run(asyncio.wait_for(body(), 120))
     finally:
         subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", cid], capture_output=True, check=False)
-        for pid in {shim_pid, *_shim_pids(cid)} - {0}:
+        for pid in {shim_pid, *_shim_pids(shim, cid)} - {0}:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for m in reversed(mounts_under(tmp)):

@@ -11,6 +11,10 @@ Subcommands::
     delete     clean up after a shim that is gone (same flags, no --socket): runc delete
                --force, unmount <bundle>/rootfs, print the recorded exit as JSON.
 
+Given containerd's runtime v2 command line instead (``-namespace NS -id ID -address ADDR
+-publish-binary BIN [-debug] start|delete``, also installed as ``containerd-shim-pyrunc-v2``),
+the shim serves ``containerd.task.v2.Task`` over ttrpc: see ``v2main``.
+
 Why a launcher: a fresh interpreter that imports the shim takes ~80 ms and ~4.5 MiB PSS;
 a fork of a warm launcher takes ~1-2 ms and shares its pages.  The forked shim calls
 ``setsid()`` (its own session: terminal signals to the daemon do not reach it), replaces
@@ -359,9 +363,10 @@ def serve_main(argv: list[str]) -> int:
     return 0
 
 
-def delete_main(argv: list[str]) -> int:
-    """Clean up after a dead shim (runc state, rootfs mount) and print its recorded exit."""
-    config = _config(_flags(argv))
+def cleanup(config: ShimConfig) -> dict[str, Any]:
+    """After a shim is gone: ``runc delete --force`` the container, unmount <bundle>/rootfs,
+    and return the init process's recorded exit (``pid``/``exit_status``/``exited_at_ns``;
+    exit 255 at time 0 when none was recorded).  Problems are written to stderr."""
     from pycontainerd.shim import mount as mnt
     from pycontainerd.shim.runc import Runc, RuncError
 
@@ -389,12 +394,24 @@ def delete_main(argv: list[str]) -> int:
             exit_info.update(json.load(f))
     except (OSError, ValueError):
         pass
+    return exit_info
+
+
+def delete_main(argv: list[str]) -> int:
+    """Clean up after a dead shim (runc state, rootfs mount) and print its recorded exit."""
+    exit_info = cleanup(_config(_flags(argv)))
     sys.stdout.write(json.dumps(exit_info) + "\n")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0].startswith("-") and args[0] != "--help":
+        # containerd's runtime v2 command line (``-namespace NS -id ID ... start|delete``):
+        # the task.v2 API over ttrpc (``v2main``; imports protobuf, so only here)
+        from pycontainerd.shim import v2main
+
+        return v2main.main(args)
     if not args:
         sys.stderr.write(__doc__ or "")
         return 2

@@ -40,6 +40,10 @@ class Connection:
         if not data:
             self.close()
             return
+        self.on_data(data)
+
+    def on_data(self, data: bytes) -> None:
+        """Bytes from the peer (a subclass speaking another protocol overrides this)."""
         try:
             messages = self.decoder.feed(data)
         except protocol.ProtocolError as exc:
