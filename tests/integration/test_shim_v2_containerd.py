@@ -10,6 +10,7 @@ containerd's address, the namespace and the id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -44,16 +45,29 @@ def ctrd(busybox_archive: Path) -> Iterator[Containerd]:
         pytest.skip("needs root")
     if not (VENV_BIN / "containerd-shim-pyrunc-v2").exists():
         pytest.skip("containerd-shim-pyrunc-v2 is not installed in the venv (pip install -e .)")
-    with pytest.MonkeyPatch.context() as mp:
+    with contextlib.ExitStack() as stack, pytest.MonkeyPatch.context() as mp:
         mp.setenv("PATH", f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
-        with running_containerd() as c:
-            mp.undo()
-            c.ctr("images", "import", str(busybox_archive))
-            yield c
+        c = stack.enter_context(running_containerd())
+        mp.undo()
+        stack.callback(_remove_sockets, c.address)  # runs first, then containerd's cleanup
+        c.ctr("images", "import", str(busybox_archive))
+        yield c
+
+
+_IDS: list[str] = []  # container ids and groups: their shim sockets go at the end, even after a failure
 
 
 def _cid(prefix: str) -> str:
-    return f"pyrunc-{prefix}-{uuid.uuid4().hex[:8]}"
+    _IDS.append(f"pyrunc-{prefix}-{uuid.uuid4().hex[:8]}")
+    return _IDS[-1]
+
+
+def _remove_sockets(address: str) -> None:
+    """Sockets of shims that were killed (not shut down) by the containerd fixture's cleanup."""
+    for name in _IDS:
+        path = taskv2.socket_address(address, "default", name).removeprefix("unix://")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _our_shims(c: Containerd) -> list[int]:
@@ -157,6 +171,48 @@ def test_events_reach_containerd(ctrd: Containerd) -> None:
         assert topic in topics, lines
 
 
+def test_group_annotation_shares_one_shim(ctrd: Containerd) -> None:
+    group = _cid("group")
+    a, b = _cid("ga"), _cid("gb")
+    try:
+        for cid in (a, b):
+            ctrd.ctr("run", "--runtime", RUNTIME, "--annotation", f"io.containerd.runc.v2.group={group}", "-d", IMAGE,
+                     cid, "sleep", "300")
+        address = taskv2.socket_address(ctrd.address, "default", group)
+        bundles = ctrd.state / "io.containerd.runtime.v2.task" / "default"
+        assert (bundles / a / "address").read_text() == (bundles / b / "address").read_text() == address
+        shim_pids = {asyncio.run(_connect(address, cid)) for cid in (a, b)}
+        assert len(shim_pids) == 1
+        (shim_pid,) = shim_pids
+        assert [p for p in _our_shims(ctrd) if pid_alive(p)] == [shim_pid]
+
+        # the first container goes; the shim stays for the second
+        ctrd.ctr("tasks", "kill", "-s", "KILL", a)
+        wait_for(lambda: _tasks(ctrd)[a][1] == "STOPPED", 20, "the task to stop")
+        ctrd.ctr("tasks", "delete", a)
+        ctrd.ctr("containers", "delete", a)
+        assert pid_alive(shim_pid) and _tasks(ctrd)[b][1] == "RUNNING"
+        r = ctrd.ctr("tasks", "exec", "--exec-id", "e", b, "echo", "b alive")
+        assert r.stdout == "b alive\n"
+        ctrd.ctr("tasks", "kill", "-s", "KILL", b)
+        wait_for(lambda: _tasks(ctrd)[b][1] == "STOPPED", 20, "the task to stop")
+        ctrd.ctr("tasks", "delete", b)
+        wait_for(lambda: not pid_alive(shim_pid), 20, "the group's shim to exit")
+        assert not os.path.exists(address.removeprefix("unix://"))
+    finally:
+        for cid in (a, b):
+            ctrd.ctr("tasks", "kill", "-s", "KILL", cid, check=False)
+            ctrd.ctr("tasks", "delete", "-f", cid, check=False)
+            ctrd.ctr("containers", "delete", cid, check=False)
+
+
+async def _connect(address: str, cid: str) -> int:
+    async with await Client.connect(address) as client:
+        resp = await client.call(TASK, "Connect", shim_pb2.ConnectRequest(id=cid), shim_pb2.ConnectResponse, timeout=10)
+        assert resp.task_pid > 0
+        return resp.shim_pid
+
+
 def test_ctr_shim_commands(ctrd: Containerd, tmp_path: Path) -> None:
     cid = _cid("shim")
     ctrd.ctr("run", "--runtime", RUNTIME, "-d", IMAGE, cid, "sleep", "300")
@@ -209,7 +265,8 @@ def test_containerd_restart_keeps_running_task(busybox_archive: Path) -> None:
         pytest.skip("needs root")
     base = Path(tempfile.mkdtemp(prefix="pycd-ctrd-", dir="/tmp"))
     cid = _cid("rst")
-    with pytest.MonkeyPatch.context() as mp:
+    with contextlib.ExitStack() as cleanup, pytest.MonkeyPatch.context() as mp:
+        cleanup.callback(_remove_sockets, str(base / "containerd.sock"))
         mp.setenv("PATH", f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
         with running_containerd(base=base) as c:
             c.ctr("images", "import", str(busybox_archive))

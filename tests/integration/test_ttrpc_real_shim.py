@@ -37,6 +37,7 @@ from pycontainerd.api.runtime.v2.task import shim_pb2
 from pycontainerd.api.services.ttrpc.events.v1 import events_pb2
 from pycontainerd.api.types import mount_pb2
 from pycontainerd.api.types.task import task_pb2
+from pycontainerd.shim.taskv2 import socket_address
 from pycontainerd.ttrpc import CallContext, Client, Method, Server
 
 from .shim_support import FifoReader, base_spec, build_rootfs, make_bundle, mounts_under, pid_alive, poll_until
@@ -181,6 +182,8 @@ def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]], shim:
             shim_address = out.decode().strip()
             assert shim_address.startswith("unix://"), shim_address
             assert (bundle.path / "address").read_text() == shim_address
+            # containerd's shim.SocketAddress: the Go shim proves our formula (``ctr shim`` uses it)
+            assert shim_address == socket_address(str(tmp / "containerd.sock"), NS, cid)
 
             client = await Client.connect(shim_address)
             # SO_PEERCRED names the process that listened: `start`, which bound the socket and

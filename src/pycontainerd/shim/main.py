@@ -48,7 +48,8 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from pycontainerd import errdefs
 from pycontainerd.shim import protocol
@@ -173,21 +174,42 @@ def run(config: ShimConfig, listener: socket.socket) -> None:
     host.run()
 
 
-def _become_shim(config: ShimConfig) -> None:
-    """Detach from the parent: own session, own stdio, subreaper."""
+def become_shim(out_fd: int) -> None:
+    """Detach from the parent: own session, stdin /dev/null, stdout/stderr ``out_fd`` (the
+    shim's log), cwd /, subreaper."""
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
     devnull = os.open("/dev/null", os.O_RDWR)
-    log_path = os.path.join(os.path.dirname(config.socket_path), f"shim-{os.getpid()}.log")
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(devnull, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
     os.close(devnull)
-    os.close(log)
+    if out_fd > 2:
+        os.close(out_fd)
     os.chdir("/")
     set_subreaper()
+
+
+def _become_shim(config: ShimConfig) -> None:
+    log_path = os.path.join(os.path.dirname(config.socket_path), f"shim-{os.getpid()}.log")
+    become_shim(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+
+
+def run_child(body: Callable[[], None]) -> NoReturn:
+    """In a forked child: run ``body`` and leave with ``os._exit`` (0, or 1 after printing
+    the traceback) — never return into the parent's code."""
+    code = 0
+    try:
+        body()
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 def _drop_empty_log(config: ShimConfig) -> None:
@@ -251,8 +273,8 @@ def _fork_host(config: ShimConfig, listener: socket.socket, hosts: list[HostHand
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:  # the shim host
-        code = 0
-        try:
+
+        def body() -> None:
             ours.close()
             for h in hosts:  # so that every host sees EOF when the launcher goes
                 h.ctl.close()
@@ -261,14 +283,8 @@ def _fork_host(config: ShimConfig, listener: socket.socket, hosts: list[HostHand
             host.add(config, listener)
             host.run()
             _drop_empty_log(config)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        finally:
-            try:
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
+
+        run_child(body)
     theirs.close()
     return HostHandle(pid, ours)
 

@@ -148,7 +148,8 @@ def decode_options(value: any_pb2.Any | None) -> dict[str, Any]:
 
 
 def join_cgroup(path: str, pid: int, sys_root: str = "/sys/fs/cgroup") -> None:
-    """Move ``pid`` into the cgroup ``path`` (the ShimCgroup option), v2 or every v1 hierarchy."""
+    """Move ``pid`` into the cgroup ``path`` (the ShimCgroup option): on cgroup v2 the one
+    directory, on v1 every hierarchy that has it (at least one must)."""
     rel = path.strip("/")
     if not rel:
         return
@@ -158,8 +159,10 @@ def join_cgroup(path: str, pid: int, sys_root: str = "/sys/fs/cgroup") -> None:
         targets = [
             os.path.join(sys_root, d, rel)
             for d in sorted(os.listdir(sys_root))
-            if os.path.isdir(os.path.join(sys_root, d)) and not os.path.islink(os.path.join(sys_root, d))
+            if not os.path.islink(os.path.join(sys_root, d)) and os.path.isdir(os.path.join(sys_root, d, rel))
         ]
+    if not targets:
+        raise errdefs.InvalidArgument(f"runtime option ShimCgroup {path!r}: no such cgroup under {sys_root}")
     for target in targets:
         try:
             with open(os.path.join(target, "cgroup.procs"), "w") as f:

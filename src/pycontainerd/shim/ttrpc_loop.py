@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError, Message
 
 from pycontainerd import errdefs
 from pycontainerd.shim.loop import Future, Loop, TimerHandle
-from pycontainerd.shim.server import Connection, _as_kind
+from pycontainerd.shim.server import Connection, Listening, _as_kind, recv_some
 from pycontainerd.ttrpc.protocol import (
     ClientConnection,
     FrameIgnored,
@@ -47,9 +47,10 @@ class Method:
 
 
 class TtrpcConnection(Connection):
-    def __init__(self, server: TtrpcServer, sock: socket.socket) -> None:
+    def __init__(self, server: Listening, sock: socket.socket) -> None:
         self.proto = ServerConnection()
-        super().__init__(server, sock)  # type: ignore[arg-type]  # same duck: .loop, .connections
+        super().__init__(server, sock)
+        assert isinstance(server, TtrpcServer)
         self.ttrpc = server
 
     def on_data(self, data: bytes) -> None:
@@ -72,10 +73,12 @@ class TtrpcConnection(Connection):
             self.send(self.proto.send_response(stream_id, resp))
 
 
-class TtrpcServer:
+class TtrpcServer(Listening):
     """Serve ``methods`` (``{"service/Method": Method}``) on ``listener``; each request runs as
     its own task on the loop, so a pending Wait never holds up a Kill.  ``after_call`` runs
     after each reply is queued (the host uses it to exit after a Shutdown)."""
+
+    connection_class = TtrpcConnection
 
     def __init__(
         self,
@@ -84,24 +87,9 @@ class TtrpcServer:
         methods: Mapping[str, Method],
         after_call: Callable[[], None] | None = None,
     ) -> None:
-        self.loop = loop
-        self.listener = listener
+        super().__init__(loop, listener)
         self.methods = dict(methods)
         self.after_call = after_call
-        self.connections: set[Connection] = set()
-        listener.setblocking(False)
-        loop.add_reader(listener.fileno(), self._accept)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self.loop.report("accept", exc)
-                return
-            self.connections.add(TtrpcConnection(self, sock))
 
     def dispatch(self, conn: TtrpcConnection, stream_id: int, req: Request) -> None:
         name = f"{req.service}/{req.method}"
@@ -134,12 +122,6 @@ class TtrpcServer:
         """Before the process exits: push out the replies still queued."""
         for conn in list(self.connections):
             conn.flush_blocking()
-
-    def close(self) -> None:
-        self.loop.forget_fd(self.listener.fileno())
-        self.listener.close()
-        for conn in list(self.connections):
-            conn.close()
 
 
 class Forwarder:
@@ -231,12 +213,9 @@ class Forwarder:
     def _readable(self) -> None:
         if self.sock is None or self.proto is None:
             return
-        try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
+        data = recv_some(self.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._lost()
             return

@@ -32,7 +32,6 @@ import os
 import signal
 import socket
 import sys
-import traceback
 from dataclasses import dataclass, field
 
 from google.protobuf import any_pb2
@@ -40,8 +39,8 @@ from google.protobuf import any_pb2
 from pycontainerd import errdefs
 from pycontainerd.shim import taskv2
 from pycontainerd.shim.loop import Loop
-from pycontainerd.shim.main import PID_FILE, cleanup
-from pycontainerd.shim.reaper import Reaper, set_subreaper
+from pycontainerd.shim.main import PID_FILE, become_shim, cleanup, run_child
+from pycontainerd.shim.reaper import Reaper
 from pycontainerd.shim.server import bind_listener
 from pycontainerd.shim.service import ShimConfig, write_atomic
 from pycontainerd.shim.ttrpc_loop import Forwarder, TtrpcServer
@@ -124,24 +123,15 @@ def _read_spec(bundle: str) -> dict[str, object]:
     return spec if isinstance(spec, dict) else {}
 
 
-def _shim_stdio(bundle: str) -> None:
-    """The shim's stdin is /dev/null; stdout/stderr go to the bundle's ``log`` FIFO when
-    containerd has it open for reading, else /dev/null."""
-    devnull = os.open("/dev/null", os.O_RDWR)
-    out = devnull
+def _log_fd(bundle: str) -> int:
+    """The shim's stdout/stderr: the bundle's ``log`` FIFO when containerd has it open for
+    reading (it copies it to its own log), else /dev/null."""
     try:
         fd = os.open(os.path.join(bundle, LOG_FIFO), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        pass
-    else:
-        os.set_blocking(fd, True)
-        out = fd
-    os.dup2(devnull, 0)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(devnull)
-    if out != devnull:
-        os.close(out)
+        return os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
+    os.set_blocking(fd, True)
+    return fd
 
 
 def serve(flags: Flags, listener: socket.socket, socket_path: str) -> None:
@@ -190,24 +180,12 @@ def start(flags: Flags) -> str:
     try:
         pid = os.fork()
         if pid == 0:
-            code = 0
-            try:
-                os.setsid()
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-                _shim_stdio(bundle)
-                os.chdir("/")
-                set_subreaper()
+
+            def body() -> None:
+                become_shim(_log_fd(bundle))
                 serve(flags, listener, path)
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-            finally:
-                try:
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
+
+            run_child(body)
         listener.close()
         shim_cgroup = str(options.get("shim_cgroup") or "")
         try:
