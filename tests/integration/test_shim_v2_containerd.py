@@ -30,13 +30,17 @@ from pycontainerd.ttrpc import Client
 from tests.fixtures.containerd import Containerd, running_containerd
 from tests.fixtures.procs import cmdline, kill_pids, mounts_under, pid_alive, wait_for
 
+from .test_ctr_tty import keys, wait_screen
+from .test_ctr_tty import tmux as tmux  # the fixture
+
 pytestmark = pytest.mark.root
 
 RUNTIME = "io.containerd.pyrunc.v2"
 IMAGE = "docker.io/library/busybox:latest"
 VENV_BIN = Path(sys.executable).parent
 TASK = "containerd.task.v2.Task"
-OCI_PROCESS = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+OCI = "types.containerd.io/opencontainers/runtime-spec/1"
+OCI_PROCESS = f"{OCI}/Process"
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +103,24 @@ def test_run_rm_echo(ctrd: Containerd) -> None:
     assert not [m for m in mounts_under(str(ctrd.state)) if cid in m]
 
 
+def test_stdin_and_close_io(ctrd: Containerd) -> None:
+    r = ctrd.ctr("run", "--runtime", RUNTIME, "--rm", IMAGE, _cid("stdin"), "sh", "-c", "cat; echo done",
+                 input="line1\nline2\n")
+    assert r.stdout == "line1\nline2\ndone\n"  # ctr closed stdin (CloseIO) after its EOF: cat ended
+
+
+def test_tty_resize_and_exit_code(ctrd: Containerd, tmux: str) -> None:
+    cid = _cid("tty")
+    keys(tmux, f"ctr -a {ctrd.address} run --runtime {RUNTIME} --rm -t {IMAGE} {cid} sh; echo CTR-EXIT=$?", "Enter")
+    wait_screen(tmux, "/ #")
+    keys(tmux, "echo $((6*7)) from $(tty)", "Enter")
+    wait_screen(tmux, "42 from /dev/pts/0")
+    keys(tmux, "stty size", "Enter")
+    wait_screen(tmux, "30 120")  # ResizePty: the tmux window's size
+    keys(tmux, "exit 5", "Enter")
+    wait_screen(tmux, "CTR-EXIT=5")
+
+
 def test_detached_exec_kill_and_state(ctrd: Containerd) -> None:
     cid = _cid("det")
     ctrd.ctr("run", "--runtime", RUNTIME, "-d", IMAGE, cid, "sleep", "300")
@@ -126,6 +148,16 @@ def test_detached_exec_kill_and_state(ctrd: Containerd) -> None:
         r = ctrd.ctr("tasks", "metrics", "--format", "json", cid)
         metrics = json.loads(r.stdout)
         assert metrics, r.stdout
+
+        # Update (ctr 1.6 has no `tasks update`: straight to the shim, LinuxResources JSON in an Any)
+        memory = json.dumps({"memory": {"limit": 64 << 20}}).encode()
+        limits = any_pb2.Any(type_url=f"{OCI}/LinuxResources", value=memory)
+        update = shim_pb2.UpdateTaskRequest(id=cid, resources=limits)
+        asyncio.run(_task_call(sock, "Update", update, empty_pb2.Empty))
+        limit = Path(f"/sys/fs/cgroup/memory/default/{cid}/memory.limit_in_bytes")
+        if not limit.exists():  # cgroup v2
+            limit = Path(f"/sys/fs/cgroup/default/{cid}/memory.max")
+        assert limit.read_text().strip() == str(64 << 20)
 
         r = ctrd.ctr("tasks", "checkpoint", cid, check=False)
         assert r.returncode != 0 and "criu" in r.stderr
@@ -204,6 +236,11 @@ def test_group_annotation_shares_one_shim(ctrd: Containerd) -> None:
             ctrd.ctr("tasks", "kill", "-s", "KILL", cid, check=False)
             ctrd.ctr("tasks", "delete", "-f", cid, check=False)
             ctrd.ctr("containers", "delete", cid, check=False)
+
+
+async def _task_call(sock: str, method: str, req: Any, resp_type: type[Any]) -> Any:
+    async with await Client.connect(sock) as client:
+        return await client.call(TASK, method, req, resp_type, timeout=10)
 
 
 async def _connect(address: str, cid: str) -> int:

@@ -10,7 +10,6 @@ only swaps what it does with the bytes it reads.
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
@@ -66,7 +65,7 @@ class TtrpcConnection(Connection):
             elif isinstance(ev, RequestRefused):
                 self.respond(ev.stream_id, Response(ev.status))
             elif isinstance(ev, FrameIgnored):
-                sys.stderr.write(f"pycontainerd-shim: ttrpc: ignored frame on stream {ev.stream_id}: {ev.reason}\n")
+                self.loop.log(f"ttrpc: ignored frame on stream {ev.stream_id}: {ev.reason}")
 
     def respond(self, stream_id: int, resp: Response) -> None:
         if not self.closed:
@@ -252,9 +251,7 @@ class Forwarder:
     def _failed(self, why: str) -> None:
         payload, attempts = self.queue.popleft()
         if attempts + 1 >= self.RETRIES:
-            sys.stderr.write(
-                f"pycontainerd-shim: dropping an event for {self.path} after {attempts + 1} tries: {why}\n"
-            )
+            self.loop.log(f"dropping an event for {self.path} after {attempts + 1} tries: {why}")
         else:
             self.queue.appendleft((payload, attempts + 1))
         delay = 0.05 * (2**attempts)
