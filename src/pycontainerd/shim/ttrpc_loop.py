@@ -132,8 +132,9 @@ class Forwarder:
     little for the queue to drain."""
 
     SERVICE = "containerd.services.events.ttrpc.v1.Events"
-    RETRIES = 5
+    RETRIES = 8  # 0.05 s doubling to 2 s between tries: ~5 s, a containerd restart
     CALL_TIMEOUT = 5.0
+    MAX_QUEUE = 1024
 
     def __init__(self, loop: Loop, address: str, namespace: str) -> None:
         self.loop = loop
@@ -149,6 +150,9 @@ class Forwarder:
 
     def forward(self, request: Message) -> None:
         if not self.path:
+            return
+        if len(self.queue) >= self.MAX_QUEUE:
+            self.loop.log(f"dropping an event for {self.path}: {self.MAX_QUEUE} are waiting already")
             return
         self.queue.append((request.SerializeToString(), 0))
         if self.in_flight is None and self.timer is None:
@@ -254,7 +258,7 @@ class Forwarder:
             self.loop.log(f"dropping an event for {self.path} after {attempts + 1} tries: {why}")
         else:
             self.queue.appendleft((payload, attempts + 1))
-        delay = 0.05 * (2**attempts)
+        delay = min(0.05 * 2**attempts, 2.0)
         self.timer = self.loop.call_later(delay, self._next)
 
     def flush(self, timeout: float) -> None:
