@@ -148,7 +148,8 @@ def test_detached_exec_kill_and_state(ctrd: Containerd) -> None:
 
         r = ctrd.ctr("tasks", "metrics", "--format", "json", cid)
         metrics = json.loads(r.stdout)
-        assert metrics, r.stdout
+        assert metrics["pids"]["current"] == 1, r.stdout  # the cgroup Metrics the shim's Stats returned
+        assert metrics["memory"]["usage"]["usage"] > 0, r.stdout
 
         # Update (ctr 1.6 has no `tasks update`: straight to the shim, LinuxResources JSON in an Any)
         memory = json.dumps({"memory": {"limit": 64 << 20}}).encode()

@@ -240,6 +240,7 @@ def test_delete_after_the_shim_died(env: Env) -> None:
     os.kill(shim_pid, signal.SIGKILL)
     poll_sync(lambda: not pid_alive(shim_pid))
     assert pid_alive(pid) and mounts_under(bundle.path)
+    assert os.path.exists(address.removeprefix("unix://"))
     # containerd's `delete`: cwd = bundle, a DeleteResponse (protobuf) on stdout
     r = subprocess.run(
         [str(SHIM), "-namespace", NS, "-address", env.address, "-publish-binary", "/usr/bin/containerd", "-id", cid,
@@ -252,4 +253,5 @@ def test_delete_after_the_shim_died(env: Env) -> None:
     poll_sync(lambda: not pid_alive(pid))
     assert not (runc_root / NS / cid).exists()  # runc delete used the Root from options.json
     assert mounts_under(bundle.path) == []
-    json.loads((bundle.path / taskv2.OPTIONS_FILE).read_text())
+    assert json.loads((bundle.path / taskv2.OPTIONS_FILE).read_text()) == {"root": str(runc_root)}
+    assert not os.path.exists(address.removeprefix("unix://"))  # the killed shim's socket went too

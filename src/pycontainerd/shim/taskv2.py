@@ -438,7 +438,7 @@ class TaskV2:
 
     async def stats(self, req: pb.StatsRequest) -> pb.StatsResponse:
         svc = self._svc(req.id)
-        init = svc._proc("")
+        pid = (await svc.state({}))["pid"]  # NotFound when not created or deleted
         try:
             with open(os.path.join(svc.config.bundle, "config.json"), "rb") as f:  # noqa: ASYNC230 - small local file
                 spec = json.load(f)
@@ -447,7 +447,7 @@ class TaskV2:
         cgroups_path = str((spec.get("linux") or {}).get("cgroupsPath") or "")
         # a few small sysfs reads; the shim loop has nothing else to serve meanwhile
         mode, data = cgroups.read_task_metrics(
-            cgroups.CgroupReader(), pid=init.rec.pid, cgroups_path=cgroups_path, systemd=svc.runc.systemd_cgroup
+            cgroups.CgroupReader(), pid=pid, cgroups_path=cgroups_path, systemd=svc.runc.systemd_cgroup
         )
         return pb.StatsResponse(stats=metrics_any(mode, data))
 

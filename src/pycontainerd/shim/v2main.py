@@ -17,8 +17,9 @@ Command line (Go ``flag`` syntax: ``-name value``, ``-name=value``, ``--name val
     on stdout (``unix:///run/containerd/s/...``).
 ``delete`` (cwd = the bundle, or ``-bundle``)
     The shim is gone: ``runc delete --force`` (root and binary from the ``options.json``
-    Create left in the bundle), unmount ``rootfs``, print a ``containerd.task.v2.DeleteResponse``
-    (protobuf bytes) with the recorded exit, else exit 137 as containerd's runc shim reports.
+    Create left in the bundle), unmount ``rootfs``, remove the dead shim's socket (unless a
+    shim still answers there), print a ``containerd.task.v2.DeleteResponse`` (protobuf bytes)
+    with the recorded exit, else exit 137 as containerd's runc shim reports.
 
 Events go to containerd over ttrpc ``containerd.services.events.ttrpc.v1.Events/Forward`` at
 ``$TTRPC_ADDRESS``, as containerd 1.6's shims do (``-publish-binary`` is accepted and unused).
@@ -206,6 +207,30 @@ def start(flags: Flags) -> str:
     return address
 
 
+def _remove_dead_socket(bundle: str) -> None:
+    """The socket of a shim that was killed stays behind: remove it unless a shim (another
+    container of the group) still answers there."""
+    try:
+        with open(os.path.join(bundle, ADDRESS_FILE)) as f:
+            path = f.read().strip().removeprefix("unix://")
+    except OSError:
+        return
+    if not path.startswith(taskv2.SOCKET_ROOT + "/"):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    except OSError:
+        pass
+    finally:
+        probe.close()
+
+
 def delete(flags: Flags) -> bytes:
     from pycontainerd.api.runtime.v2.task import shim_pb2
 
@@ -226,6 +251,7 @@ def delete(flags: Flags) -> bytes:
         systemd_cgroup=bool(opts.get("systemd_cgroup")),
     )
     info = cleanup(config)
+    _remove_dead_socket(bundle)
     if not info.get("exited_at_ns"):  # nothing recorded: killed with the shim, as containerd reports it
         import time
 
