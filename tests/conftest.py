@@ -1,7 +1,9 @@
 """Top-level test configuration: the shared fixtures plugin and root gating.
 
-Tests marked `root` need real kernel features (mounts, namespaces, cgroups, runc); they run
-only when pytest runs as root and are skipped otherwise — no option needed.
+Tests marked `root` need real kernel features (mounts, namespaces, cgroups, runc).  Run without
+root, they fail with a message saying so rather than vanish as skips (a skipped root test looks
+like a passing suite); leave them out on purpose with ``-m "not root"`` (``make unit`` does when
+it is not run as root).
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import pytest
 
 pytest_plugins = ["tests.fixtures.pytest_plugin"]
 
+NEEDS_ROOT = "needs root: run as root, or deselect with -m 'not root'"
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.geteuid() == 0:
-        return
-    skip = pytest.mark.skip(reason="needs root (run the suite as root)")
-    for item in items:
-        if item.get_closest_marker("root") is not None:
-            item.add_marker(skip)
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") is not None and os.geteuid() != 0:
+        pytest.fail(f"{item.nodeid} {NEEDS_ROOT}", pytrace=False)

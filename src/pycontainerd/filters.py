@@ -33,26 +33,27 @@ segments) and returning the field's string value or ``None`` when it is absent.
 - presence (``labels.foo``): the field is present;
 - ``==``: present and equal;
 - ``!=``: not equal, an absent field counting as ``""`` (as in containerd);
-- ``~=``: ``re.search`` of the value (``""`` when absent); the expression is compiled at
-  parse time, so a bad regexp is an ``InvalidArgument`` rather than a silent non-match.
+- ``~=``: the regular expression matches somewhere in the value (``""`` when absent), with
+  Go's RE2 syntax and linear-time matching (``pycontainerd.regexp``); the expression is
+  compiled at parse time, so a bad regexp is an ``InvalidArgument`` rather than a silent
+  non-match (containerd logs it and matches nothing).
 
 Errors are ``errdefs.InvalidArgument`` with containerd's message format, which marks the
 offending character: ``filters: parse error: [image~= >|,|< id!=x]: expected value or
 quoted``.
 
 Compared with containerd the parser skips whitespace around every token (containerd
-rejects ``a==b , c``), and regexps use Python's ``re`` syntax, which agrees with Go's
-RE2 for everything but a few exotic constructs (``\\pL`` classes, ``\\z``).
+rejects ``a==b , c``).
 """
 
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import regexp as regexpmod
 from .errdefs import InvalidArgument
 
 __all__ = [
@@ -90,7 +91,7 @@ class Selector:
     fieldpath: tuple[str, ...]
     operator: Operator = Operator.PRESENT
     value: str = ""
-    regexp: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    regexp: regexpmod.Regexp | None = field(default=None, compare=False, repr=False)
 
     def match(self, adaptor: Adaptor) -> bool:
         got = adaptor(self.fieldpath)
@@ -101,7 +102,7 @@ class Selector:
         if self.operator is Operator.NOT_EQUAL:
             return (got or "") != self.value
         assert self.regexp is not None
-        return self.regexp.search(got or "") is not None
+        return self.regexp.search(got or "")
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,11 @@ def _unquote(s: str) -> str:
 # --- parser ------------------------------------------------------------------------------
 
 
+_CONTEXT = 100
+"""Characters of the filter quoted on each side of an error's position: a whole filter may be
+megabytes, far over what a gRPC status message (trailing metadata, 16 KiB) can carry."""
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
@@ -314,7 +320,15 @@ class _Parser:
 
     def error(self, pos: int, msg: str) -> InvalidArgument:
         t = self.text
-        where = f"[{t[:pos]} >|{t[pos]}|< {t[pos + 1 :]}]" if pos < len(t) else f"[{t}]"
+        if pos < len(t):
+            before, after = t[:pos], t[pos + 1 :]
+            if len(before) > _CONTEXT:
+                before = "..." + before[-_CONTEXT:]
+            if len(after) > _CONTEXT:
+                after = after[:_CONTEXT] + "..."
+            where = f"[{before} >|{t[pos]}|< {after}]"
+        else:
+            where = f"[{t}]" if len(t) <= 2 * _CONTEXT else f"[...{t[-_CONTEXT:]}]"
         return InvalidArgument(f"filters: parse error: {where}: {msg}")
 
     def peek(self) -> _Token:
@@ -356,9 +370,9 @@ class _Parser:
         regexp = None
         if op is Operator.MATCHES:
             try:
-                regexp = re.compile(value)
-            except re.error as exc:
-                raise self.error(value_tok.pos, f"invalid regular expression {value!r}: {exc}") from exc
+                regexp = regexpmod.compile(value)
+            except InvalidArgument as exc:
+                raise self.error(value_tok.pos, str(exc)) from None
         return Selector(path, op, value, regexp)
 
     def fieldpath(self) -> tuple[str, ...]:

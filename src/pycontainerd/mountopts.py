@@ -3,16 +3,26 @@
 Shared by the daemon (``pycontainerd.mount``) and the shim (``pycontainerd.shim.mount``).
 It is a top-level module on purpose: importing anything under ``pycontainerd.mount`` runs
 that package's ``__init__``, which pulls in asyncio, and every shim process would pay for
-it.  Keep this module free of imports beyond the standard library's typing helpers.
+it.  Keep this module free of imports beyond small standard-library modules.
 
 The option table is the one in containerd's ``mount_linux.go``: known words set or clear a
 flag, propagation words are collected separately (they need a mount call of their own), and
 everything else is filesystem data (``lowerdir=...``, ``index=off``).
+
+``resolve_in_root`` places a mount's ``target`` (a sub-path of the mount point, a containerd
+1.7+ field) under the mount point, the way containerd's ``fs.RootPath`` does: the mount point
+acts as ``/``, ``..`` never climbs above it and symlinks met on the way are followed inside it.
+``pinned_in_root`` then hands mount(2) the opened directory (``/proc/self/fd/N``), checked to
+lie under the mount point, so renaming things in between cannot redirect the mount.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterable, Iterator
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -93,3 +103,104 @@ def parse(options: Iterable[str]) -> tuple[int, int, list[str]]:
         else:
             data.append(opt)
     return flags, propagation, data
+
+
+MAX_SYMLINKS = 255
+
+
+def resolve_in_root(root: str, path: str) -> str:
+    """``root`` joined with ``path`` as if ``root`` were ``/``: the result never leaves ``root``.
+
+    ``..`` at the top stays at the top; a symlink found under ``root`` is read and followed
+    relative to ``root`` (an absolute link starts again at ``root``); components that do not
+    exist are kept as they are (mounting on them then fails with ENOENT).  Like containerd's
+    ``fs.RootPath``, the walk and a mount of the path it returns are not atomic: a process
+    that can rename things under ``root`` meanwhile could swap a directory for a symlink.
+    Mount through ``pinned_in_root`` to close that window.
+    """
+    root = os.path.normpath(root)
+    todo = [c for c in path.split("/") if c not in ("", ".")]
+    todo.reverse()  # a stack: next component last
+    done: list[str] = []
+    links = 0
+    while todo:
+        comp = todo.pop()
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = os.path.join(root, *done, comp)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            done.append(comp)
+            continue
+        if not stat.S_ISLNK(st.st_mode):
+            done.append(comp)
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.path.join(root, path.lstrip("/")))
+        link = os.readlink(candidate)
+        if link.startswith("/"):
+            done = []
+        todo.extend(reversed([c for c in link.split("/") if c not in ("", ".")]))
+    return os.path.join(root, *done) if done else root
+
+
+@contextlib.contextmanager
+def pinned_in_root(root: str, target: str) -> Iterator[str]:
+    """``/proc/self/fd/N`` for ``target`` (a path ``resolve_in_root`` gave), opened without
+    following a symlink at its end and checked to still lie under ``root``.
+
+    mount(2) given that name acts on the opened file itself, so a rename under ``root``
+    after the check cannot send the mount elsewhere.  PermissionError (EPERM) when the
+    opened file is outside ``root`` (something was swapped since the resolution).  Open it
+    anew for each mount(2) call: after a mount, the path leads into the new mount while an
+    older descriptor still names the directory below it.
+    """
+    fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        name = f"/proc/self/fd/{fd}"
+        real = os.readlink(name)
+        base = os.path.realpath(root).rstrip("/")
+        if stat.S_ISLNK(os.fstat(fd).st_mode) or not (real == (base or "/") or real.startswith(base + "/")):
+            raise PermissionError(errno.EPERM, f"mount target is no longer under {root} (it is {real})", target)
+        yield name
+    finally:
+        os.close(fd)
+
+
+def _unescape_mountinfo(field: bytes) -> bytes:
+    """A mountinfo field with its octal escapes (space, tab, newline, backslash) undone."""
+    if b"\\" not in field:
+        return field
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        code = field[i + 1 : i + 4]
+        if field[i] == 0x5C and len(code) == 3 and code.isdigit():
+            out.append(int(code, 8))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return bytes(out)
+
+
+def mountpoints_under(path: str, *, include_root: bool = False, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """The mount points strictly below ``path`` (and ``path`` itself with ``include_root``),
+    deepest first: the order to unmount them in."""
+    prefix = os.path.realpath(path).rstrip("/")
+    points: set[str] = set()
+    with open(mountinfo, "rb") as f:
+        for line in f:
+            fields = line.split(b" ")
+            if len(fields) < 5:
+                continue
+            mp = os.fsdecode(_unescape_mountinfo(fields[4]))
+            if mp.startswith(prefix + "/") or (include_root and mp == prefix):
+                points.add(mp)
+    return sorted(points, key=len, reverse=True)

@@ -27,7 +27,7 @@ class Pair:
 
 def _require() -> None:
     if os.geteuid() != 0:
-        pytest.skip("the compat suite needs root (it runs real daemons)")
+        pytest.fail("the compat suite runs real daemons: mark the test @pytest.mark.root", pytrace=False)
     if not CONTAINERD_BIN.exists() or not shutil.which(CTR):
         pytest.skip("the real containerd (Debian package containerd) is not installed")
 

@@ -23,7 +23,7 @@ deviations fall in three groups:
   events-forward-without-envelope, events-forward-without-event — sent to ours only;
 - containerd accepts input that can never work (OK, or a late error): ns-update-invalid-name,
   content-write-unknown-action, content-{write,commit}-malformed-expected,
-  introspection-plugins-bad-regexp, and diff-apply-malformed-digest (NOT_FOUND where its own
+  introspection-plugins-bad-regexp, img-list-nested-regexp, and diff-apply-malformed-digest (NOT_FOUND where its own
   Content service answers INVALID_ARGUMENT for the same digest).
 
 Cases marked ``xfail`` (strict) are mismatches in code this suite's owner may not change (the
@@ -81,6 +81,8 @@ SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RUNTIME = "io.containerd.runc.v2"
 BAD_FILTER = 'labels."unterminated'
+EVIL_NAME = "a" * 29 + "!"  # with EVIL_FILTER: 2**29 steps for a backtracking regexp engine
+EVIL_FILTER = "name~=/(a+)+$/"
 TIMEOUT = 15
 STAMP = timestamp_pb2.Timestamp(seconds=1_700_000_000)
 
@@ -448,6 +450,11 @@ def _content_cases() -> list[Case]:
             "sha256:xyz",
         ),
         Case(
+            "content-info-digest-trailing-newline",
+            lambda c: c.content.Info(ctpb.InfoRequest(digest=BLOB_DIGEST + "\n"), metadata=md(), timeout=TIMEOUT),
+            "digest",
+        ),
+        Case(
             "content-info-empty-digest",
             lambda c: c.content.Info(ctpb.InfoRequest(digest=""), metadata=md(), timeout=TIMEOUT),
             "digest",
@@ -584,8 +591,43 @@ def _content_cases() -> list[Case]:
     ]
 
 
+def _list_with_evil_regexp(c: Conn) -> None:
+    """Issue 13: a backtracking engine froze the daemon for minutes here; both answer at once, alike."""
+    try:
+        c.images.Create(ipb.CreateImageRequest(image=image(EVIL_NAME, desc())), metadata=md(), timeout=TIMEOUT)
+    except grpc.RpcError as exc:
+        if exc.code() != C.ALREADY_EXISTS:
+            raise
+    resp = c.images.List(ipb.ListImagesRequest(filters=[EVIL_FILTER]), metadata=md(), timeout=TIMEOUT)
+    assert [i.name for i in resp.images] == []
+    resp = c.images.List(ipb.ListImagesRequest(filters=["name~=/^(a+)+!$/"]), metadata=md(), timeout=TIMEOUT)
+    assert [i.name for i in resp.images] == [EVIL_NAME]
+
+
 def _images_cases() -> list[Case]:
     return [
+        Case("img-list-evil-regexp", _list_with_evil_regexp, ""),
+        # containerd answers OK and matches nothing (Go's regexp refuses nesting over 1000 deep and containerd
+        # only logs "error compiling regexp"); like introspection-plugins-bad-regexp we say what is wrong
+        Case(
+            "img-list-nested-regexp",
+            lambda c: c.images.List(
+                ipb.ListImagesRequest(filters=["name~=/" + "(" * 2000 + "a" + ")" * 2000 + "/"]),
+                metadata=md(),
+                timeout=TIMEOUT,
+            ),
+            "nests too deeply",
+            ours=C.INVALID_ARGUMENT,
+        ),
+        Case(
+            "img-create-digest-trailing-newline",
+            lambda c: c.images.Create(
+                ipb.CreateImageRequest(image=image("img-nl-digest", desc(digest=BLOB_DIGEST + "\n"))),
+                metadata=md(),
+                timeout=TIMEOUT,
+            ),
+            "sha256",
+        ),
         Case(
             "img-create-without-name",
             lambda c: c.images.Create(ipb.CreateImageRequest(image=image("", desc())), metadata=md(), timeout=TIMEOUT),

@@ -13,9 +13,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.fixtures.procs import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -98,15 +99,17 @@ class Daemon:
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
-            r = subprocess.run([CTR, "-a", self.address, "version"], capture_output=True, timeout=10)
-            if r.returncode == 0:
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"daemon did not come up in {timeout}s:\n{self.log.read_text()[-4000:]}")
+        proc = self.proc
+
+        def serving() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {proc.returncode}:\n{self.log.read_text()[-4000:]}")
+            return subprocess.run([CTR, "-a", self.address, "version"], capture_output=True, timeout=10).returncode == 0
+
+        try:
+            wait_for(serving, timeout, "the daemon to serve", interval=0.05)
+        except TimeoutError as exc:
+            raise RuntimeError(f"{exc}:\n{self.log.read_text()[-4000:]}") from None
 
     def stop(self, timeout: float = 15) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

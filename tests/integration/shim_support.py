@@ -7,15 +7,15 @@ as the lower layer of a real overlay mount that the shim performs (``rootfs`` mo
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from tests.fixtures.procs import wait_for_async
 
 BUSYBOX = "/bin/busybox"
 APPLETS = ["sh", "cat", "echo", "true", "false", "sleep", "ls", "ps", "touch", "stty", "tty", "env", "id", "kill"]
@@ -99,20 +99,21 @@ class FifoReader:
             self.data += chunk
 
     async def read_until_eof(self, timeout: float = 10.0) -> bytes:
-        deadline = time.monotonic() + timeout
-        while not self.poll():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no EOF on fifo; got {bytes(self.data)!r}")
-            await asyncio.sleep(0.01)
+        try:
+            await wait_for_async(self.poll, timeout, "EOF on the fifo")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; got {bytes(self.data)!r}") from None
         return bytes(self.data)
 
     async def read_until(self, needle: bytes, timeout: float = 10.0) -> bytes:
-        deadline = time.monotonic() + timeout
-        while needle not in self.data:
+        def seen() -> bool:
             self.poll()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{needle!r} not seen; got {bytes(self.data)!r}")
-            await asyncio.sleep(0.01)
+            return needle in self.data
+
+        try:
+            await wait_for_async(seen, timeout, f"{needle!r} on the fifo")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; got {bytes(self.data)!r}") from None
         return bytes(self.data)
 
     def close(self) -> None:
@@ -120,16 +121,8 @@ class FifoReader:
 
 
 async def poll_until(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = cond()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what or cond}")
-        await asyncio.sleep(0.01)
+    """``wait_for_async`` with this module's defaults."""
+    await wait_for_async(cond, timeout, what or repr(cond))
 
 
 def pid_alive(pid: int) -> bool:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
 from pycontainerd import errdefs
 from pycontainerd.client import Client, SyncClient
+from tests.fixtures.procs import wait_for_async
 
 from .daemon import Daemon
 
@@ -49,11 +51,15 @@ def test_events_subscription_sees_publishes(daemon: Daemon) -> None:
                         return
 
             task = asyncio.create_task(listen())
-            for _ in range(100):
+            probes = itertools.count()
+
+            async def subscribed() -> bool:  # live once one of our creates comes back
                 if got:
-                    break
-                await c.namespaces.create(f"e{len(got)}x{_}")
-                await asyncio.sleep(0.02)
+                    return True
+                await c.namespaces.create(f"e0x{next(probes)}")
+                return False
+
+            await wait_for_async(subscribed, 20, "the subscription to see a /namespaces/create")
             await c.namespaces.delete("e0x0")
             await asyncio.wait_for(task, 10)
             assert any(g.startswith("/namespaces/create") for g in got)

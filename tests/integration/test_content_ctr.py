@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 
 from pycontainerd.api.services.content.v1 import content_pb2 as cpb
 from pycontainerd.api.services.content.v1 import content_pb2_grpc as cpb_grpc
+from tests.fixtures.procs import wait_for
 
 from .daemon import CTR, Daemon
 
@@ -53,9 +53,8 @@ def blobs_on_disk(d: Daemon) -> list[str]:
 
 def blobs_collected(d: Daemon, timeout: float = 10) -> list[str]:
     """The blobs left once GC (scheduled after a deletion, not inline) has had its turn."""
-    deadline = time.monotonic() + timeout
-    while blobs_on_disk(d) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: not blobs_on_disk(d), timeout, "the blobs to be collected")
     return blobs_on_disk(d)
 
 
@@ -146,14 +145,17 @@ def test_ctr_content_is_namespaced(daemon: Daemon) -> None:
 
 
 # -- the Write protocol, call by call --------------------------------------------------------
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
 @contextlib.contextmanager
 def _content_stub(
     d: Daemon, namespace: str = "default", lease: str | None = None
-) -> Iterator[tuple[cpb_grpc.ContentStub, list[tuple[str, str]]]]:
+) -> Iterator[tuple[cpb_grpc.ContentStub, Metadata]]:
     ch = grpc.insecure_channel(f"unix:{d.address}")
-    md = [("containerd-namespace", namespace)]
+    md: Metadata = (("containerd-namespace", namespace),)
     if lease:
-        md.append(("containerd-lease", lease))
+        md += (("containerd-lease", lease),)
     try:
         yield cpb_grpc.ContentStub(ch), md
     finally:
@@ -163,15 +165,15 @@ def _content_stub(
 class _Stream:
     """A Write stream driven one message at a time."""
 
-    def __init__(self, stub: cpb_grpc.ContentStub, md: list[tuple[str, str]]) -> None:
+    def __init__(self, stub: cpb_grpc.ContentStub, md: Metadata) -> None:
         import queue
 
         self._q: queue.Queue[Any] = queue.Queue()
-        self._it = stub.Write(iter(self._q.get, None), metadata=md)
+        self._it = iter(stub.Write(iter(self._q.get, None), metadata=md))
 
     def send(self, **kw: Any) -> cpb.WriteContentResponse:
         self._q.put(cpb.WriteContentRequest(**kw))
-        return next(self._it)  # type: ignore[no-any-return]
+        return next(self._it)
 
     def close(self) -> None:
         self._q.put(None)
@@ -369,14 +371,12 @@ def registry(tmp_path: Path) -> Iterator[str]:
     with open(tmp_path / "registry.log", "wb") as logf:
         proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+        def listening() -> bool:
             assert proc.poll() is None, (tmp_path / "registry.log").read_text()
-            assert time.monotonic() < deadline, "registry did not start"
-            time.sleep(0.05)
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 20, "the registry to listen")
         yield f"127.0.0.1:{port}"
     finally:
         with contextlib.suppress(ProcessLookupError):

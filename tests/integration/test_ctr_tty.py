@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.fixtures.procs import wait_for
 from tests.fixtures.pytest_plugin import PushedImage
 
 from .daemon import CTR, Daemon
@@ -40,13 +41,26 @@ def screen(session: str) -> str:
 
 
 def wait_screen(session: str, text: str, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def shown() -> str | None:
         s = screen(session)
-        if text in s:
-            return s
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} never appeared on the screen:\n{screen(session)}")
+        return s if text in s else None
+
+    try:
+        return wait_for(shown, timeout, f"{text!r} on the screen")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}:\n{screen(session)}") from None
+
+
+def container_runs(daemon: Daemon, cid: str, argv: list[str]) -> bool:
+    """One of the container's processes (``ctr tasks ps``) runs ``argv``."""
+    pids = [ln.split()[0] for ln in daemon.ctr("tasks", "ps", cid).stdout.splitlines()[1:] if ln.strip()]
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1] == [a.encode() for a in argv]:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def keys(session: str, *k: str) -> None:
@@ -73,7 +87,7 @@ def test_ctr_run_t_ctrl_c_reaches_the_container(daemon: Daemon, pushed_busybox: 
     keys(tmux, f"{CTR} -a {daemon.address} run --rm -t {pushed_busybox.ref} tty2 sh; echo CTR-EXIT=$?", "Enter")
     wait_screen(tmux, "/ #")
     keys(tmux, "sleep 100", "Enter")
-    time.sleep(0.3)
+    wait_for(lambda: container_runs(daemon, "tty2", ["sleep", "100"]), 20, "sleep 100 to run in the container")
     keys(tmux, "C-c")
     keys(tmux, "echo after-$((40+2))", "Enter")
     wait_screen(tmux, "after-42")  # the shell got ^C, not killed: it runs the next command

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.procs import wait_for
 
 from .daemon import BIN, CTR, Daemon
 
@@ -78,31 +80,30 @@ def test_ctr_events_receives_namespace_events(daemon: Daemon) -> None:
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
 
-    def wait_for(text: str) -> bool:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if any(text in ln for ln in list(lines)):
-                return True
-            time.sleep(0.02)
+    def seen(text: str) -> bool:
+        return any(text in ln for ln in list(lines))
+
+    probes = itertools.count()
+
+    def subscribed() -> bool:
+        if seen("/namespaces/create"):
+            return True
+        daemon.ctr("namespaces", "create", f"ev{next(probes)}")
         return False
 
     try:
-        # the subscription is live once one of our creates shows up
-        i = 0
-        while not any("/namespaces/create" in ln for ln in list(lines)) and i < 100:
-            daemon.ctr("namespaces", "create", f"ev{i}")
-            i += 1
-            wait_for("/namespaces/create") if i > 50 else time.sleep(0.05)
+        # the subscription is live once one of our creates shows up: create until one does
+        wait_for(subscribed, 20, "ctr events to receive a /namespaces/create")
         daemon.ctr("namespaces", "label", "ev0", "k=v")
         daemon.ctr("namespaces", "rm", "ev0")
-        assert wait_for("/namespaces/delete")
+        wait_for(lambda: seen("/namespaces/delete"), 20, "/namespaces/delete from ctr events")
     finally:
         proc.kill()
         proc.wait()
-    seen = "".join(lines)
-    assert "/namespaces/create" in seen
-    assert re.search(r'/namespaces/update \{"name":"ev0","labels":\{"k":"v"\}\}', seen)
-    assert re.search(r'/namespaces/delete \{"name":"ev0"\}', seen)
+    printed = "".join(lines)
+    assert "/namespaces/create" in printed
+    assert re.search(r'/namespaces/update \{"name":"ev0","labels":\{"k":"v"\}\}', printed)
+    assert re.search(r'/namespaces/delete \{"name":"ev0"\}', printed)
 
 
 def test_namespaces_survive_kill9(daemon: Daemon) -> None:

@@ -122,7 +122,10 @@ def test_shim_latency_and_memory(tmp_path: Path, busybox: tuple[Path, dict[str, 
             await c.shutdown()
             await c.close()
         for c in clients:
-            await poll_until(lambda c=c: not pid_alive(c.pid), what="shim exit")
+            def gone(pid: int = c.pid) -> bool:
+                return not pid_alive(pid)
+
+            await poll_until(gone, what="shim exit")
         assert report[f"PSS per shim KiB (mean of {n}, launcher alive)"] < 6144  # regression guard
 
     async def main() -> None:

@@ -120,7 +120,10 @@ def test_daemon_killed_then_reconnect(tmp_path: Path, busybox: tuple[Path, dict[
             await c.close()
             collector.cancel()
             for cid, b in (("live", live), ("quick", quick)):
-                await poll_until(lambda cid=cid: not pid_alive(info[cid]["shim"]), what=f"{cid} shim exit")
+                def gone(pid: int = info[cid]["shim"]) -> bool:
+                    return not pid_alive(pid)
+
+                await poll_until(gone, what=f"{cid} shim exit")
                 assert mounts_under(b.path) == []
 
         asyncio.run(asyncio.wait_for(body(), 60))

@@ -65,7 +65,7 @@ def _cleanup_mounts(prefix: Path) -> None:
         subprocess.run(["umount", "-l", mp], check=False, capture_output=True)
 
 
-LAYER1 = [
+LAYER1: list[tuple[str, str, bytes | str]] = [
     ("dir", "a", ""),
     ("file", "a/x", b"x"),
     ("file", "a/y", b"y"),
@@ -78,7 +78,7 @@ LAYER1 = [
     ("dir", "usr/lib", ""),
     ("symlink", "lib", "/usr/lib"),
 ]
-LAYER2 = [
+LAYER2: list[tuple[str, str, bytes | str]] = [
     ("file", ".wh.c", b""),
     ("file", "a/.wh.x", b""),
     ("dir", "b", ""),

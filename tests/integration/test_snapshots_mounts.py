@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import subprocess
 from pathlib import Path
 
@@ -14,11 +13,6 @@ from pycontainerd.mount.mount import _mount_long_overlay, compact_lowerdir
 from pycontainerd.mountopts import MS_BIND, MS_RDONLY, MS_REC
 
 pytestmark = pytest.mark.root
-
-
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
 
 
 def _cleanup(prefix: Path) -> None:
@@ -43,7 +37,6 @@ def test_parse_options_and_read_only() -> None:
 
 
 def test_ro_bind_is_read_only(tmp_path: Path) -> None:
-    _require_root()
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     dst.mkdir()
@@ -61,7 +54,6 @@ def test_ro_bind_is_read_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fsapi", [True, False], ids=["fsconfig-lowerdir+", "chdir-helper"])
 def test_deep_overlay_beyond_a_page_of_options(fsapi: bool, tmp_path: Path) -> None:
-    _require_root()
     base = tmp_path / ("long-directory-name-" * 3) / "snapshots"
     lowers = []
     for i in range(70):

@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -135,8 +134,8 @@ def _cleanup_mounts(prefix: Path) -> None:
 
 @pytest.fixture
 def harness() -> Iterator[Harness]:
-    if os.geteuid() != 0 or not shutil.which(CTR):
-        pytest.skip("needs root and the real ctr")
+    if not shutil.which(CTR):
+        pytest.skip("the real ctr (Debian package containerd) is not installed")
     base = Path(tempfile.mkdtemp(prefix="pycd-snap-"))
     h = Harness(base)
     try:
@@ -174,12 +173,14 @@ def test_ctr_snapshot_commands(harness: Harness) -> None:
     assert info["Parent"] == "c1"
     h.ctr(*sn, "label", "c1", "containerd.io/gc.root=yes")
     assert json.loads(h.ctr(*sn, "info", "c1"))["Labels"] == {"containerd.io/gc.root": "yes"}
+    # a committed snapshot takes any number of children
+    h.ctr(*sn, "prepare", "k1x", "c1")
+    assert json.loads(h.ctr(*sn, "info", "k1x"))["Parent"] == "c1"
     # errors the way containerd reports them
-    assert "already exists" in h.ctr(*sn, "prepare", "k1x", "c1", check=False) or True
     out = h.ctr(*sn, "prepare", "k2", "c1", check=False)
     assert "already exists" in out, out
     out = h.ctr(*sn, "rm", "c1", check=False)
-    assert "failed precondition" in out or "child" in out, out
+    assert "with child: failed precondition" in out, out
     out = h.ctr(*sn, "prepare", "k3", "nope", check=False)
     assert "not found" in out, out
     # namespaces are separate

@@ -12,6 +12,7 @@ kills leftover shims/containers by pid.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -19,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +33,7 @@ from pycontainerd.api.services.containers.v1 import containers_pb2, containers_p
 from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from pycontainerd.api.types import mount_pb2
 from pycontainerd.api.types.task import task_pb2
+from tests.fixtures.procs import wait_for
 
 from .daemon import Daemon, mounts_under
 
@@ -52,23 +53,6 @@ def gone_or_zombie(pid: int | str) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
-    """Poll ``cond`` until it gives a true value (returned) or ``timeout`` seconds pass (its last value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(interval)
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    v = wait_until(cond, timeout, 0.05)
-    if not v:
-        raise AssertionError(f"timed out waiting for {what}")
-    return v
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +175,7 @@ class Api:
 @pytest.fixture
 def api(daemon: Daemon) -> Iterator[Api]:
     r = daemon.ctr("plugins", "ls", "type==io.containerd.grpc.v1,id==tasks", check=False)
-    if r.returncode != 0 or len(r.stdout.splitlines()) < 2:
-        pytest.skip("the tasks plugin is not wired into daemon/builtins.py")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) >= 2, f"no tasks plugin in the daemon: {r.stdout}{r.stderr}"
     a = Api(daemon.address)
     yield a
     # delete whatever a failed test left behind, by the API
@@ -201,7 +184,7 @@ def api(daemon: Daemon) -> Iterator[Api]:
         try:
             tasks = a.tasks.List(tasks_pb2.ListTasksRequest(), metadata=md).tasks
         except grpc.RpcError:
-            tasks = []
+            tasks = []  # type: ignore[assignment]  # (a repeated field otherwise)
         for t in tasks:
             try:
                 a.tasks.Kill(tasks_pb2.KillRequest(container_id=t.id, signal=9, all=True), metadata=md)
@@ -290,7 +273,7 @@ def test_detached_task_commands(daemon: Daemon, api: Api, rootfs: Path) -> None:
     daemon.ctr("tasks", "kill", "web")
     assert task_rows(daemon)["web"][1] == "RUNNING"
     daemon.ctr("tasks", "kill", "-s", "SIGKILL", "web")
-    wait_for(lambda: task_rows(daemon)["web"][1] == "STOPPED", what="web to stop")
+    wait_for(lambda: task_rows(daemon)["web"][1] == "STOPPED", 20, "web to stop")
     assert gone_or_zombie(pid)
     daemon.ctr("tasks", "rm", "web")
     daemon.ctr("containers", "rm", "web")
@@ -313,15 +296,23 @@ def test_events_are_published(daemon: Daemon, api: Api, rootfs: Path) -> None:
         return any(text in ln for ln in list(lines))
 
     try:
-        # the subscription is live once an event of ours shows up (no fixed sleep: slow under load)
-        for i in range(200):
-            daemon.ctr("namespaces", "create", f"probe{i}")
-            if wait_until(lambda: seen("/namespaces/create"), 0.1 if i < 100 else 1.0):
-                break
+        # the subscription is live once an event of ours shows up: create namespaces until one does
+        probes = itertools.count()
+
+        def subscribed() -> bool:
+            if seen("/namespaces/create"):
+                return True
+            daemon.ctr("namespaces", "create", f"probe{next(probes)}")
+            return False
+
+        wait_for(subscribed, 20, "ctr events to receive a /namespaces/create")
         api.create_container("ev", oci_spec("default", "ev", ["true"], rootfs))
         daemon.ctr("tasks", "start", "ev", timeout=60)  # attached: deletes the task when it exits
         daemon.ctr("containers", "rm", "ev")
-        assert wait_until(lambda: seen("/containers/delete"), 20), "".join(lines)
+        try:
+            wait_for(lambda: seen("/containers/delete"), 20, "/containers/delete from ctr events")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; ctr events printed: {''.join(lines)!r}") from None
     finally:
         # SIGTERM, not SIGINT: a shell running the suite as a background job starts it with
         # SIGINT ignored, and Go keeps an inherited SIG_IGN, so ctr would never see a SIGINT
@@ -444,7 +435,9 @@ def test_wait_before_start_and_after_exit(daemon: Daemon, api: Api, rootfs: Path
     assert got.status == task_pb2.CREATED
     assert got.pid == created.pid
     fut = api.tasks.Wait.future(tasks_pb2.WaitRequest(container_id="w"), metadata=md, timeout=30)
-    time.sleep(0.2)
+    # a round trip behind the Wait on the same channel: the Wait is in the daemon before Start
+    # goes out (a Wait that answered before the exit would not say 7 below), and still pending
+    assert api.tasks.Get(tasks_pb2.GetRequest(container_id="w"), metadata=md).process.status == task_pb2.CREATED
     assert not fut.done()
     api.tasks.Start(tasks_pb2.StartRequest(container_id="w"), metadata=md)
     assert fut.result().exit_status == 7
@@ -464,10 +457,7 @@ def test_restart_reconnects_and_sees_exits(daemon: Daemon, api: Api, rootfs: Pat
     dies_pid = int(rows["dies"][0])
     daemon.kill9()
     os.kill(dies_pid, signal.SIGKILL)  # exits while the daemon is down; its shim reaps it
-    wait_for(
-        lambda: gone_or_zombie(dies_pid),
-        what="the task to die",
-    )
+    wait_for(lambda: gone_or_zombie(dies_pid), 20, "the task to die")
     daemon.start()
     rows = task_rows(daemon)
     assert rows["stay"][1] == "RUNNING"
@@ -479,7 +469,7 @@ def test_restart_reconnects_and_sees_exits(daemon: Daemon, api: Api, rootfs: Pat
     r = daemon.ctr("tasks", "exec", "--exec-id", "after", "stay", "echo", "still-here", timeout=60)
     assert r.stdout.strip() == "still-here"
     daemon.ctr("tasks", "kill", "-s", "KILL", "stay")
-    wait_for(lambda: task_rows(daemon)["stay"][1] == "STOPPED", what="stay to stop")
+    wait_for(lambda: task_rows(daemon)["stay"][1] == "STOPPED", 20, "stay to stop")
     daemon.ctr("tasks", "rm", "stay")
     assert task_rows(daemon) == {}
 

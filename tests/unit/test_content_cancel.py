@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from pathlib import Path
 
 from pycontainerd.content.local import LocalStore
+from pycontainerd.threads import to_thread_uncancelled
+from tests.fixtures.procs import wait_for_async
 
 
 async def _released(store: LocalStore, ref: str) -> bool:
-    for _ in range(200):
-        if not store.is_locked(ref):
-            return True
-        await asyncio.sleep(0.01)
-    return False
+    return await wait_for_async(lambda: not store.is_locked(ref), 5, f"the lock on {ref} to go")
 
 
 async def _cancel_soon(coro: object) -> None:
@@ -59,24 +58,26 @@ def test_cancelled_open_releases_the_ref_once_the_open_is_done(tmp_path: Path) -
 
 
 def test_to_thread_uncancelled_finishes_the_work_before_the_cancellation() -> None:
-    import threading
-    import time
+    started, release, done = threading.Event(), threading.Event(), threading.Event()
 
-    from pycontainerd.threads import to_thread_uncancelled
-
-    done = threading.Event()
-
-    def slow() -> None:
-        time.sleep(0.2)
+    def work() -> None:  # stands for a mount: it runs until the test lets it finish
+        started.set()
+        release.wait(30)
         done.set()
 
     async def main() -> None:
-        task = asyncio.ensure_future(to_thread_uncancelled(slow))
-        await asyncio.sleep(0.05)
-        task.cancel()
+        task = asyncio.ensure_future(to_thread_uncancelled(work))
+        try:
+            await wait_for_async(started.is_set, 10, "the work to start in its thread")
+            task.cancel()
+            for _ in range(20):  # the cancellation is delivered, and held: the work is not done
+                await asyncio.sleep(0)
+            assert not task.done()
+        finally:
+            release.set()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await asyncio.wait_for(task, 10)
         assert task.cancelled()
-        assert done.is_set()  # the mount (here: slow) happened before the caller went on
+        assert done.is_set()  # the mount (here: work) happened before the caller went on
 
     asyncio.run(main())

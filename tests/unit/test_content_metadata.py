@@ -14,6 +14,7 @@ from pycontainerd.events import Envelope, Exchange
 from pycontainerd.metadata.content import ContentStore
 from pycontainerd.metadata.db import Database
 from pycontainerd.metadata.leases import LeaseStore, Resource
+from tests.fixtures.procs import wait_for_async
 from tests.suites.content_suite import digest_of, expect, put, read_all
 
 
@@ -52,14 +53,6 @@ async def env(tmp: Path) -> AsyncIterator[Env]:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await asyncio.to_thread(db.close)
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        assert loop.time() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.001)
 
 
 def run(tmp: Path, fn: Callable[[Env], Awaitable[None]]) -> None:
@@ -174,7 +167,7 @@ def test_bytes_removed_when_unreferenced(tmp_path: Path) -> None:
         def topics() -> list[tuple[str, str, dict[str, object]]]:
             return [(ev.namespace, ev.topic, dict(ev.payload)) for ev in e.events]
 
-        await until(lambda: ("ns-a", "/content/delete", {"digest": dgst2}) in topics())
+        await wait_for_async(lambda: ("ns-a", "/content/delete", {"digest": dgst2}) in topics(), 5, "/content/delete")
         assert ("ns-a", "/content/delete", {"digest": dgst}) in topics()
         assert ("ns-b", "/content/delete", {"digest": dgst}) in topics()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from tests.suites import content_suite
 Impl = Callable[[Path], Any]
 
 
-def _run_local(case: Callable[..., Awaitable[None]], tmp: Path) -> None:
+def _run_local(case: Callable[..., Coroutine[Any, Any, None]], tmp: Path) -> None:
     async def new_store() -> LocalStore:
         store = LocalStore(tmp / "content", labels=True)
         await asyncio.to_thread(store.setup_sync)
@@ -27,7 +27,7 @@ def _run_local(case: Callable[..., Awaitable[None]], tmp: Path) -> None:
     asyncio.run(case(new_store))
 
 
-def _run_metadata(case: Callable[..., Awaitable[None]], tmp: Path) -> None:
+def _run_metadata(case: Callable[..., Coroutine[Any, Any, None]], tmp: Path) -> None:
     async def main() -> None:
         db = Database(tmp / "meta.db")
         await db.open()
@@ -46,7 +46,7 @@ def _run_metadata(case: Callable[..., Awaitable[None]], tmp: Path) -> None:
     asyncio.run(main())
 
 
-IMPLS: dict[str, Callable[[Callable[..., Awaitable[None]], Path], None]] = {
+IMPLS: dict[str, Callable[[Callable[..., Coroutine[Any, Any, None]], Path], None]] = {
     "local": _run_local,
     "metadata": _run_metadata,
 }
@@ -54,5 +54,5 @@ IMPLS: dict[str, Callable[[Callable[..., Awaitable[None]], Path], None]] = {
 
 @pytest.mark.parametrize("impl", sorted(IMPLS))
 @pytest.mark.parametrize("case", content_suite.CASES, ids=lambda c: c.__name__.removeprefix("case_"))
-def test_content_contract(impl: str, case: Callable[..., Awaitable[None]], tmp_path: Path) -> None:
+def test_content_contract(impl: str, case: Callable[..., Coroutine[Any, Any, None]], tmp_path: Path) -> None:
     IMPLS[impl](case, tmp_path)

@@ -102,8 +102,8 @@ def test_grpc_method_paths() -> None:
         unary_unary = unary_stream = stream_unary = stream_stream = _record
 
     rt, img = _Chan(), _Chan()
-    api_pb2_grpc.RuntimeServiceStub(rt)  # type: ignore[no-untyped-call]
-    api_pb2_grpc.ImageServiceStub(img)  # type: ignore[no-untyped-call]
+    api_pb2_grpc.RuntimeServiceStub(rt)  # type: ignore[call-overload]  # a recorder, not a grpc.Channel
+    api_pb2_grpc.ImageServiceStub(img)  # type: ignore[call-overload]
     assert rt.paths == [f"/runtime.v1.RuntimeService/{m[0].lstrip('*')}" for m in RUNTIME_METHODS]
     assert img.paths == [f"/runtime.v1.ImageService/{m[0]}" for m in IMAGE_METHODS]
     assert hasattr(api_pb2_grpc, "add_RuntimeServiceServicer_to_server")

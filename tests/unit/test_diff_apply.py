@@ -219,7 +219,7 @@ def test_native_whiteouts_and_opaque(tmp_path: Path) -> None:
     assert (tmp_path / "keep").exists()
 
 
-@pytest.mark.skipif(not ROOT, reason="overlay whiteouts are device nodes (root)")
+@pytest.mark.root  # overlay whiteouts are device nodes
 def test_overlay_whiteouts_written_as_devices_and_xattr(tmp_path: Path) -> None:
     upper, lower = tmp_path / "upper", tmp_path / "lower"
     upper.mkdir()
@@ -251,10 +251,8 @@ MALICIOUS: dict[str, list[tuple[str, str, object]]] = {
 
 
 @pytest.mark.parametrize("case", sorted(MALICIOUS))
-@pytest.mark.parametrize("mode", ["remove", "overlay"])
+@pytest.mark.parametrize("mode", ["remove", pytest.param("overlay", marks=pytest.mark.root)])  # device nodes
 def test_malicious_layer_stays_inside_root(case: str, mode: str, sandbox: tuple[Path, Path]) -> None:
-    if mode == "overlay" and not ROOT:
-        pytest.skip("overlay whiteouts need root")
     root, outside = sandbox
     before = snapshot_tree(outside.parent)
     entries = [
@@ -350,3 +348,88 @@ def test_write_diff_then_apply_reproduces_upper(tmp_path: Path) -> None:
         tmode, _tn, tdata = snapshot_tree(target)[rel]
         assert (mode, data) == (tmode, tdata), rel
     assert os.lstat(target / "new").st_ino == os.lstat(target / "new-hard").st_ino
+
+
+# -- reads from lower layers stay inside the image (issue 13, finding 1) ---------------------------
+def _two_layers(tmp_path: Path, lower_entries: list[tuple[str, str, object]],
+                upper_entries: list[tuple[str, str, object]]) -> tuple[Path, Path]:
+    """Apply ``lower_entries`` as a first overlay layer, then ``upper_entries`` on top of it."""
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    lower.mkdir()
+    upper.mkdir()
+    apply(build_tar(lower_entries), lower, whiteouts="overlay")
+    apply(build_tar(upper_entries), upper, whiteouts="overlay", parents=[str(lower)])
+    return lower, upper
+
+
+def _host_secret(tmp_path: Path) -> Path:
+    secret = tmp_path / "hostdir" / "shadow"
+    secret.parent.mkdir()
+    secret.write_bytes(b"root:host-secret\n")
+    os.chmod(secret.parent, 0o701)
+    return secret
+
+
+@pytest.mark.root  # overlay layers hold whiteout devices
+@pytest.mark.parametrize("link", ["abs", "rel", "chain"])
+def test_hardlink_through_lower_symlink_never_copies_a_host_file(link: str, tmp_path: Path) -> None:
+    secret = _host_secret(tmp_path)
+    target = {"abs": str(secret.parent), "rel": "../" * 30 + str(secret.parent).lstrip("/"), "chain": "e"}[link]
+    lower_entries: list[tuple[str, str, object]] = [("symlink", "d", target)]
+    if link == "chain":
+        lower_entries.append(("symlink", "e", str(secret.parent)))
+    with pytest.raises(errdefs.InvalidArgument, match="hard link target"):
+        _two_layers(tmp_path, lower_entries, [("link", "x", "d/shadow")])
+    upper = tmp_path / "upper"
+    found = [p for p in upper.rglob("*") if p.is_file() and b"host-secret" in p.read_bytes()]
+    assert found == [], "a host file was copied into the layer"
+    assert secret.stat().st_nlink == 1
+
+
+@pytest.mark.root  # overlay layers hold whiteout devices
+def test_hardlink_through_lower_proc_self_link_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(errdefs.InvalidArgument, match="hard link target"):
+        _two_layers(tmp_path, [("symlink", "p", "/proc/self")], [("link", "env", "p/environ")])
+    assert not (tmp_path / "upper" / "env").exists()
+
+
+@pytest.mark.root  # overlay layers hold whiteout devices
+def test_hardlink_through_lower_symlink_resolves_inside_the_image(tmp_path: Path) -> None:
+    # d -> ../../../etc in the lower layer climbs to the image's root and lands on its /etc
+    _host_secret(tmp_path)
+    lower, upper = _two_layers(
+        tmp_path,
+        [("dir", "etc", 0o755), ("file", "etc/shadow", b"root:image\n"), ("symlink", "d", "../../../../etc")],
+        [("link", "x", "d/shadow")],
+    )
+    assert (upper / "x").read_bytes() == b"root:image\n"
+    assert os.path.samefile(upper / "x", upper / "etc" / "shadow")  # copied up where the union has it
+    assert (lower / "etc" / "shadow").stat().st_nlink == 1
+
+
+@pytest.mark.root  # overlay layers hold whiteout devices
+def test_copy_up_honours_whiteouts_and_opaque_dirs(tmp_path: Path) -> None:
+    l1, l2, upper = tmp_path / "l1", tmp_path / "l2", tmp_path / "upper"
+    for p in (l1, l2, upper):
+        p.mkdir()
+    apply(build_tar([("dir", "a", 0o755), ("file", "a/gone", b"1"), ("file", "a/hidden", b"1"),
+                     ("file", "a/kept", b"k")]), l1, whiteouts="overlay")
+    apply(build_tar([("file", "a/.wh.gone", b""), ("dir", "b", 0o755), ("file", "b/.wh..wh..opq", b""),
+                     ("file", "b/new", b"n")]), l2, whiteouts="overlay", parents=[str(l1)])
+    with pytest.raises(errdefs.InvalidArgument):  # deleted by l2: not resurrected
+        apply(build_tar([("link", "x", "a/gone")]), upper, whiteouts="overlay", parents=[str(l2), str(l1)])
+    apply(build_tar([("link", "y", "a/kept"), ("link", "z", "b/new")]), tmp_path / "upper",
+          whiteouts="overlay", parents=[str(l2), str(l1)])
+    assert (upper / "y").read_bytes() == b"k"
+    assert (upper / "z").read_bytes() == b"n"
+
+
+@pytest.mark.root  # overlay layers hold whiteout devices
+def test_implied_parent_metadata_never_comes_from_the_host(tmp_path: Path) -> None:
+    secret = _host_secret(tmp_path)
+    (secret.parent / "sub").mkdir(mode=0o701)  # a host dir with a mode unusual enough to notice
+    os.chmod(secret.parent / "sub", 0o701)
+    _, upper = _two_layers(tmp_path, [("symlink", "d", str(secret.parent))], [("file", "d/sub/x", b"x")])
+    assert stat.S_IMODE(os.lstat(upper / "d").st_mode) == 0o755
+    assert stat.S_IMODE(os.lstat(upper / "d" / "sub").st_mode) == 0o755
+    assert (upper / "d" / "sub" / "x").read_bytes() == b"x"

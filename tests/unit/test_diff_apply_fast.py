@@ -17,8 +17,6 @@ import pytest
 from pycontainerd import errdefs
 from pycontainerd.diff.apply import ApplyResult, apply_file, apply_layer
 
-ROOT = os.geteuid() == 0
-
 
 def tar_of(*infos: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
     buf = io.BytesIO()
@@ -79,7 +77,7 @@ def test_modes_are_exact_whatever_the_umask(tmp_path: Path, umask: None, mask: i
     assert stat.S_IMODE(os.lstat(root / "d").st_mode) == 0o750
 
 
-@pytest.mark.skipif(not ROOT, reason="needs root (chown)")
+@pytest.mark.root  # chown
 def test_owner_is_exact_under_a_setgid_parent(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
@@ -111,7 +109,7 @@ def test_owner_is_exact_under_a_setgid_parent(tmp_path: Path) -> None:
     assert owner("plain0") == (0, 0)
 
 
-@pytest.mark.skipif(not ROOT, reason="needs root (chown)")
+@pytest.mark.root  # chown
 def test_existing_directory_gets_the_entry_owner(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "d").mkdir(parents=True)

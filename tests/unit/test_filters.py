@@ -201,3 +201,16 @@ def test_custom_adaptor_callable() -> None:
 
     assert parse('labels."a.b"==v').match(adaptor)
     assert seen == [("labels", "a.b")]
+
+
+def test_error_on_a_long_filter_quotes_only_the_neighbourhood() -> None:
+    # the message travels in gRPC trailing metadata (16 KiB at most): the whole filter did not fit
+    with pytest.raises(errdefs.InvalidArgument) as exc:
+        parse("name==" + "a" * 100_000 + " b" + "c" * 100_000)
+    msg = str(exc.value)
+    assert msg.startswith("filters: parse error: [...aaa")
+    assert ">|b|< ccc" in msg and msg.endswith("...]: unexpected input: b")
+    assert len(msg) < 400
+    with pytest.raises(errdefs.InvalidArgument) as exc:
+        parse("labels." + "a" * 100_000 + ".")
+    assert len(str(exc.value)) < 400

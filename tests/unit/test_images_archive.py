@@ -143,3 +143,33 @@ def test_unrecognized_archive(tmp_path: Path, content: bytes | None) -> None:
             await archive.import_index(store, io.BytesIO(data))
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_archive_import(tmp_path: Path, compression: str) -> None:
+    """A gzip- or zstd-compressed archive imports (as ctr's DecompressStream reads both)."""
+    import zstandard
+
+    async def main() -> None:
+        src = LocalStore(tmp_path / "src", labels=True)
+        md, _ = await _make_image(src)
+        out = io.BytesIO()
+        await archive.export_archive(src, out, [archive.ExportImage("docker.io/library/hello:v1", md)],
+                                     matcher=platforms.only(Platform("linux", "amd64")))
+        raw = out.getvalue()
+        packed = gzip.compress(raw) if compression == "gzip" else zstandard.ZstdCompressor().compress(raw)
+        dst = LocalStore(tmp_path / "dst", labels=True)
+        res = await archive.import_index(dst, io.BytesIO(packed))
+        index = parse_index(await blobs.read_blob(dst, res.index))
+        assert [m.digest for m in index.manifests] == [md.digest]
+
+    asyncio.run(main())
+
+
+def test_corrupt_compressed_archive_is_invalid_argument(tmp_path: Path) -> None:
+    async def main() -> None:
+        dst = LocalStore(tmp_path / "dst", labels=True)
+        with pytest.raises(errdefs.InvalidArgument):
+            await archive.import_index(dst, io.BytesIO(gzip.compress(b"x" * 100_000)[:-20]))
+
+    asyncio.run(main())

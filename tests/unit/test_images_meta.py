@@ -12,6 +12,7 @@ from pycontainerd import errdefs
 from pycontainerd.events import Envelope, Exchange
 from pycontainerd.metadata.db import Database
 from pycontainerd.metadata.images import Descriptor, Image, ImageStore, apply_update, validate
+from tests.fixtures.procs import wait_for_async
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -58,7 +59,7 @@ def run(tmp: Path, fn: Callable[[ImageStore, list[Envelope]], Awaitable[None]]) 
         (img("x", digest="sha256:abc"), "Target.Digest"),
         (img("x", size=0), "Target.Size must be greater than zero"),
         (img("x", media_type=""), "Target.MediaType must be set"),
-        (img("x", **{"k": "v" * 5000}), "image.Labels"),
+        (img("x", k="v" * 5000), "image.Labels"),
     ],
 )
 def test_validate(image: Image, message: str) -> None:
@@ -126,10 +127,7 @@ def test_crud_filters_events(tmp_path: Path) -> None:
         exc = await _raises(errdefs.NotFound, store.delete(ns, "docker.io/library/alpine:3"))
         assert str(exc) == 'image "docker.io/library/alpine:3": not found'
 
-        deadline = asyncio.get_running_loop().time() + 5
-        while len(events) < 5:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.001)
+        await wait_for_async(lambda: len(events) >= 5, 5, "five image events")
         got = [(e.topic, dict(e.payload)) for e in events]
         assert got == [
             ("/images/create", {"name": "docker.io/library/busybox:latest", "labels": {"env": "prod"}}),

@@ -7,39 +7,64 @@ import asyncio
 import pytest
 
 from pycontainerd.daemon import memory
+from tests.fixtures.procs import wait_for_async
 
 pytestmark = pytest.mark.skipif(not memory.Trimmer().enabled, reason="not glibc")
 
-
-async def _until(cond: object, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
+MiB = 1 << 20
 
 
-def test_rss_and_trim() -> None:
-    assert memory.rss_bytes() > 1 << 20
-    blocks = [bytearray(1 << 16) for _ in range(2000)]  # ~128 MiB in small-ish blocks
+def _vm_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def _touched(size: int) -> bytearray:
+    b = bytearray(size)
+    b[::4096] = b"x" * len(b[::4096])  # every page resident
+    return b
+
+
+def test_rss_bytes_is_the_resident_size() -> None:
+    assert abs(memory.rss_bytes() - _vm_rss()) < 4 * MiB  # the kernel's own figure
+    before = memory.rss_bytes()
+    big = _touched(64 * MiB)
+    assert memory.rss_bytes() - before >= 60 * MiB  # follows growth
+    del big
+
+
+def test_malloc_trim_returns_freed_heap_pages() -> None:
+    # ~128 MiB of heap blocks (below the mmap threshold); the last one stays, so free() alone
+    # cannot shrink the heap from the top: only malloc_trim hands the freed middle back
+    blocks = [_touched(1 << 16) for _ in range(2000)]
+    keep = blocks[-1]
     del blocks
-    memory.malloc_trim()  # does not crash; may or may not release anything
-    assert memory.rss_bytes() > 0
+    before = memory.rss_bytes()
+    assert memory.malloc_trim() is True  # "True if memory was released"
+    assert before - memory.rss_bytes() >= 64 * MiB
+    del keep
 
 
 def test_requests_coalesce_into_one_trim() -> None:
     async def body() -> None:
-        t = memory.Trimmer(delay=0.05, interval=60)
+        t = memory.Trimmer(delay=1.0, interval=60)  # a wide window: a loaded machine stays inside it
         t.start()
         try:
-            for _ in range(5):
+            for i in range(5):
                 t.request()
-                await asyncio.sleep(0.01)
-            await _until(lambda: t.trims >= 1)
-            await asyncio.sleep(0.2)
+                # the trimmer has taken the request and waits out `delay` for more: the next
+                # request lands inside that window and pushes the trim back
+                await wait_for_async(lambda: not t._requested, 5, f"the trimmer to take request {i}")
+                assert t.trims == 0
+            await wait_for_async(lambda: t.trims >= 1, 5, "the trim")
             assert t.trims == 1
+            assert not t._requested  # nothing pending: the burst gave exactly one trim
             t.request()
-            await _until(lambda: t.trims == 2)
+            await wait_for_async(lambda: t.trims >= 2, 5, "the second trim")
+            assert t.trims == 2
         finally:
             await t.close()
 
@@ -48,12 +73,11 @@ def test_requests_coalesce_into_one_trim() -> None:
 
 def test_growth_triggers_a_trim_without_request() -> None:
     async def body() -> None:
-        t = memory.Trimmer(delay=0.05, interval=0.05, growth=1 << 20)
+        t = memory.Trimmer(delay=0.05, interval=0.05, growth=1 * MiB)
         t.start()
         try:
-            keep = bytearray(8 << 20)
-            keep[::4096] = b"x" * len(keep[::4096])  # touch every page: RSS grows
-            await _until(lambda: t.trims >= 1)
+            keep = _touched(8 * MiB)  # RSS grows
+            await wait_for_async(lambda: t.trims >= 1, 5, "a trim after RSS grew")
             del keep
         finally:
             await t.close()
@@ -68,10 +92,14 @@ def test_nested_start_and_close() -> None:
         t.start()
         await t.close()
         t.request()
-        await _until(lambda: t.trims == 1)  # still running for the other user
+        await wait_for_async(lambda: t.trims == 1, 5, "a trim for the remaining user")
         await t.close()
-        t.request()  # no task: nothing happens, nothing raises
-        await asyncio.sleep(0.05)
+        # the last close stopped the task: no task left that could trim
+        assert t._task is None
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        t.request()  # nothing happens, nothing raises
+        assert t._task is None
+        assert asyncio.all_tasks() == {asyncio.current_task()}
         assert t.trims == 1
 
     asyncio.run(body())

@@ -21,6 +21,7 @@ from pycontainerd.content.local import LocalStore
 from pycontainerd.metadata.content import ContentStore
 from pycontainerd.metadata.db import Database, ensure_namespace
 from pycontainerd.metadata.gc import Collector
+from tests.fixtures.procs import wait_for_async
 
 
 def digest_of(data: bytes) -> str:
@@ -82,7 +83,7 @@ def test_queued_batched_writes_share_one_transaction(tmp_path: Path) -> None:
             release, blocker = await hold_writer(db)
             seen = commits_of(db)
             writes = [asyncio.ensure_future(db.write(insert_lease(f"l{i:02d}"), batch=True)) for i in range(20)]
-            await asyncio.sleep(0.01)
+            await wait_for_async(lambda: len(db._batch) == 20, 5, "the twenty writes to queue")
             assert not any(w.done() for w in writes)  # nobody hears before the commit
             release.set()
             assert await asyncio.gather(*writes) == [f"l{i:02d}" for i in range(20)]
@@ -191,7 +192,7 @@ def test_a_burst_of_commits_and_label_updates(tmp_path: Path) -> None:
                 assert info.labels == {"src": str(i)}
                 path = local.blob_path(digest_of(b))
                 assert path.read_bytes() == b
-                assert stat.S_IMODE(path.stat().st_mode) == 0o444
+                assert stat.S_IMODE(path.stat().st_mode) == 0o400  # root only (fsmodes)
             assert await ns.list_statuses() == []
             assert list((tmp_path / "content" / "ingest").iterdir()) == []
 

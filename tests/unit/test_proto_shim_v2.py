@@ -88,7 +88,7 @@ def _shape(f: FieldDescriptor) -> tuple[object, ...]:
     return ty
 
 
-ID_EXEC = {"id": (1, STR), "exec_id": (2, STR)}
+ID_EXEC: dict[str, tuple[object, ...]] = {"id": (1, STR), "exec_id": (2, STR)}
 FIELDS: dict[object, dict[str, tuple[object, ...]]] = {
     shim_pb2.CreateTaskRequest: {
         "id": (1, STR),

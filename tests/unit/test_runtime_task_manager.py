@@ -31,6 +31,7 @@ from pycontainerd.runtime.task_manager import (
     TaskManager,
     check_runtime,
 )
+from tests.fixtures.procs import wait_for_async
 
 SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
@@ -220,6 +221,7 @@ class FakeLauncher:
         self.shims: dict[Path, FakeShim] = {}
         self.cleaned: list[str] = []
         self.closed = False
+        self.hold: asyncio.Event | None = None  # set: cleanup waits for it (a slow runc delete)
 
     async def launch(
         self,
@@ -247,6 +249,8 @@ class FakeLauncher:
         runtime_root: str | None = None,
     ) -> _Exit:
         self.cleaned.append(container_id)
+        if self.hold is not None:
+            await self.hold.wait()
         return _Exit(0, 255, time.time_ns())
 
     async def close(self) -> None:
@@ -314,14 +318,6 @@ class Env:
 
     def topics(self) -> list[str]:
         return [t for t, _ in self.events]
-
-
-async def _until(cond: Any, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def test_check_runtime_and_signals() -> None:
@@ -410,7 +406,7 @@ def test_lifecycle(tmp_path: Path) -> None:
             assert not bundle.exists()
             with pytest.raises(errdefs.NotFound):
                 await tm.get("default", "c1")
-            await _until(lambda: "/tasks/delete" in env.topics())
+            await wait_for_async(lambda: "/tasks/delete" in env.topics(), 5, "/tasks/delete")
             topics = env.topics()
             for t in (
                 "/containers/create",
@@ -480,10 +476,38 @@ def test_vanished_shim_leaves_tombstone(tmp_path: Path) -> None:
             assert st.status == "stopped"
             assert st.exit_status == 255
             assert not (tmp_path / "state" / "default" / "c1").exists()
-            await _until(lambda: "/tasks/exit" in env.topics())
+            await wait_for_async(lambda: "/tasks/exit" in env.topics(), 5, "/tasks/exit")
             assert (await tm.delete("default", "c1")).exit_status == 255
             with pytest.raises(errdefs.NotFound):
                 await tm.get("default", "c1")
+            await tm.close()
+
+    asyncio.run(run())
+
+
+def test_calls_while_a_dead_shim_is_cleaned_up(tmp_path: Path) -> None:
+    """Between the shim's death and its tombstone, Get/Wait wait for the tombstone and the
+    calls that need a shim answer Unavailable (they used to fail an assertion: UNKNOWN)."""
+
+    async def run() -> None:
+        async with Env(tmp_path) as env:
+            tm = env.manager()
+            await env.container("c1")
+            await tm.create("default", "c1")
+            await tm.start_process("default", "c1")
+            env.launcher.hold = asyncio.Event()
+            env.launcher.shims[tmp_path / "state" / "default" / "c1"].vanish()
+            await wait_for_async(lambda: "c1" in env.launcher.cleaned, 5, "cleanup under way")  # no tombstone yet
+            getter = asyncio.create_task(tm.get("default", "c1"))
+            waiter = asyncio.create_task(tm.wait("default", "c1"))
+            with pytest.raises(errdefs.Unavailable):
+                await tm.kill("default", "c1", 9)
+            assert not getter.done() and not waiter.done()
+            env.launcher.hold.set()
+            st = await asyncio.wait_for(getter, 5)
+            assert (st.status, st.exit_status) == ("stopped", 255)
+            assert (await asyncio.wait_for(waiter, 5)).exit_status == 255
+            await tm.delete("default", "c1")
             await tm.close()
 
     asyncio.run(run())

@@ -89,8 +89,8 @@ def test_lease_resources_and_backend_failure_rollback(tmp_path: Path) -> None:
             await leased.prepare("bad", "active")
         assert sorted(i.name for i in await leased.walk()) == ["active", "c"]
         await leased.remove("active")
-        rows = await db.read(lambda c: [r["id"] for r in c.execute("SELECT id FROM lease_resources").fetchall()])
-        assert rows == ["c"]
+        ids = await db.read(lambda c: [r["id"] for r in c.execute("SELECT id FROM lease_resources").fetchall()])
+        assert ids == ["c"]
 
     asyncio.run(_with_store(tmp_path, body))
 

@@ -20,12 +20,13 @@ READ_CHUNK = 1 << 20
 """Bytes per chunk when streaming a blob (containerd's buffer size)."""
 
 _ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+# fullmatch, never match with ``$``: Python's ``$`` also matches before a trailing newline.
+_DIGEST_RE = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
 
 
 def validate_digest(digest: str) -> str:
     """Return ``digest`` if it is a well-formed OCI digest, else raise InvalidArgument."""
-    m = _DIGEST_RE.match(digest or "")
+    m = _DIGEST_RE.fullmatch(digest or "")
     if m is None:
         raise errdefs.InvalidArgument(f"{digest!r} failed validation: invalid checksum digest format")
     alg, enc = m.group(1), m.group(2)

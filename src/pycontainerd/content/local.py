@@ -2,13 +2,16 @@
 
 Layout under the store's root (as containerd's ``content/local``)::
 
-    blobs/sha256/<hex>            committed blobs, read-only (0444), named by their digest
+    blobs/sha256/<hex>            committed blobs, read-only (0400), named by their digest
     ingest/<sha256(ref)>/         one directory per open ingest
         data                      the bytes written so far
         ref                       the ingest's ref (checked on resume: a hash collision guard)
         total                     the announced size, when known
         expected                  the announced digest, when known
         startedat, updatedat      timestamps (ns since the epoch, as text)
+
+Blobs are image contents (and pushed or imported secrets), so the store is root's only: its
+directories are ``0700``, ingest files ``0600`` (see ``pycontainerd.fsmodes``).
 
 Theory of operation.  ``writer(ref)`` takes the ref's lock (a second writer gets
 ``Unavailable``, which clients retry) and opens or resumes the ingest.  Bytes are appended
@@ -46,7 +49,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
-from .. import errdefs, filters
+from .. import errdefs, filters, fsmodes
 from ..plugin import InitContext, Registration, types
 from ..threads import to_thread_uncancelled
 from .helpers import READ_CHUNK, info_adaptor, status_adaptor, update_labels, validate_digest, validate_labels
@@ -87,7 +90,9 @@ def _read_int(path: Path) -> int:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.write_text(text)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, fsmodes.PRIVATE_FILE)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -140,6 +145,7 @@ class LocalStore:
 
     def __init__(self, root: Path | str, *, labels: bool = False) -> None:
         self.root = Path(root)
+        self._set_up = False
         self._label_store: dict[str, dict[str, str]] | None = {} if labels else None
         self._label_updated: dict[str, int] = {}
         self._locks: dict[str, int] = {}
@@ -188,8 +194,13 @@ class LocalStore:
         return self.root / "ingest" / hashlib.sha256(ref.encode()).hexdigest()
 
     def setup_sync(self) -> None:
-        (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        (self.root / "ingest").mkdir(parents=True, exist_ok=True)
+        # the first call also closes directories an older version made 0755
+        first = not self._set_up
+        fsmodes.private_dir(self.root, chmod=first)
+        fsmodes.private_dir(self.root / "blobs", chmod=first)
+        fsmodes.private_dir(self.root / "blobs" / "sha256", chmod=first)
+        fsmodes.private_dir(self.root / "ingest", chmod=first)
+        self._set_up = True
 
     # -- locks ------------------------------------------------------------------------------
     def _try_lock(self, ref: str) -> None:
@@ -429,7 +440,7 @@ class LocalStore:
         started = updated = 0
         offset = 0
         try:
-            path.mkdir(mode=0o755)
+            path.mkdir(mode=fsmodes.PRIVATE_DIR)
         except FileExistsError:
             try:
                 st = self._status_sync(path)
@@ -452,7 +463,7 @@ class LocalStore:
                 _write_text(path / "total", str(total))
             if expected:
                 _write_text(path / "expected", expected)
-        fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, fsmodes.PRIVATE_FILE)
         if not resumed:
             os.ftruncate(fd, 0)
         return LocalWriter(self, ref, path, fd, offset, total, expected, hasher, started, updated)
@@ -610,10 +621,10 @@ class LocalWriter:
             if expected and expected != dgst:
                 raise errdefs.FailedPrecondition(f"unexpected commit digest {dgst}, expected {expected}")
             data = self._path / "data"
-            os.chmod(data, 0o444)
+            os.chmod(data, fsmodes.READONLY_FILE)
             now = _now()
             os.utime(data, ns=(now, now))
-            self._store.blob_path(dgst).parent.mkdir(parents=True, exist_ok=True)
+            fsmodes.private_dir(self._store.blob_path(dgst).parent, chmod=False)
             self._prepared = dgst
             return dgst
 
@@ -647,7 +658,7 @@ class LocalWriter:
                     shutil.rmtree(self._path, ignore_errors=True)
                 elif self._prepared:  # prepared, not published: writable again for a resume
                     with contextlib.suppress(FileNotFoundError):
-                        os.chmod(self._path / "data", 0o644)
+                        os.chmod(self._path / "data", fsmodes.PRIVATE_FILE)
             finally:
                 self._release_lock()
 

@@ -24,11 +24,12 @@ from typing import Any
 
 import grpc
 
-from .. import errdefs
+from .. import errdefs, fsmodes
 from ..events import Exchange
 from ..metadata.db import Database
 from ..plugin import PluginSet
 from ..plugin import registry as plugin_registry
+from ..plugin import types as plugin_types
 from . import memory
 from .config import Config
 from .interceptors import TimingInterceptor
@@ -36,6 +37,15 @@ from .interceptors import TimingInterceptor
 log = logging.getLogger("pycontainerd")
 
 MAX_MSG = 16 << 20
+# Calls received but not yet picked up by the event loop (grpc.aio takes them one at a time).
+# containerd (grpc-go) has no such backlog and answers every call of a burst; gRPC core's
+# defaults (shed at random past 1000, everything past 3000) turned a burst of a few thousand
+# concurrent calls into CANCELLED answers.  Like containerd, the daemon sets no limit of its
+# own on concurrent calls: memory follows what clients have in flight (about 10 KiB a call,
+# given back once answered).  This is only a last-resort bound far past any real burst;
+# beyond it gRPC answers RESOURCE_EXHAUSTED/CANCELLED.
+MAX_PENDING_CALLS = 1 << 20
+MAX_PENDING_SECONDS = 3600
 
 
 class Daemon:
@@ -57,8 +67,13 @@ class Daemon:
 
     # -- start-up ---------------------------------------------------------------------------
     def _lock_root(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
-        self.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+        # state: 0711, others pass to the socket (there by default) and a user-namespaced
+        # container's root to its bundle; root: 0700 unless the socket or state is inside it
+        fsmodes.top_dir(self.state)
+        if fsmodes.leads_to(self.root, [self.state, Path(self.address)]):
+            fsmodes.top_dir(self.root)
+        else:
+            fsmodes.private_dir(self.root)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -68,6 +83,21 @@ class Daemon:
                 f"root directory {self.root} is in use by another pycontainerd daemon"
             ) from exc
         self._lock_fd = fd
+        self._close_dirs()
+
+    def _close_dirs(self) -> None:
+        """Close what lies in root and state to other users (see ``fsmodes``): also what an
+        older version left open, so an upgrade closes the plugin directories, bundles and
+        database of containers already running.  The directories that lead to the socket
+        (or to the state directory, if it is inside the root) stay traversable, and so does
+        the runtime's (bundles below it are closed one by one: ``runtime.bundle``)."""
+        runtime_dir = self.state / f"{plugin_types.RUNTIME_V2}.task"
+        targets = [self.state, Path(self.address)]
+        for top in (self.root, self.state):
+            keep = [*fsmodes.traversable_children(top, targets), runtime_dir]
+            changed = fsmodes.close_children(top, keep=keep)
+            if changed:
+                log.info("closed to other users in %s: %s", top, ", ".join(sorted(changed)))
 
     def _server_uuid(self) -> str:
         p = self.root / "uuid"
@@ -76,7 +106,9 @@ class Daemon:
         except FileNotFoundError:
             value = str(uuid.uuid4())
             tmp = p.with_suffix(".tmp")
-            tmp.write_text(value)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, fsmodes.PRIVATE_FILE)
+            with os.fdopen(fd, "w") as f:
+                f.write(value)
             os.replace(tmp, p)
             return value
 
@@ -137,6 +169,12 @@ class Daemon:
                 ("grpc.max_receive_message_length", self.config.grpc.max_recv_message_size or MAX_MSG),
                 ("grpc.max_send_message_length", self.config.grpc.max_send_message_size or MAX_MSG),
                 ("grpc.so_reuseport", 0),
+                # calls gRPC core holds until our loop picks them up: past the default soft
+                # limit (1000) it sheds them at random, as CANCELLED, and all past 3000
+                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+                # and a call left in that backlog for 30 s (the default) is cancelled too
+                ("grpc.server_max_unrequested_time_in_server", MAX_PENDING_SECONDS),
             ],
             maximum_concurrent_rpcs=None,
             # per-RPC timing only when it is logged: an interceptor costs every call a coroutine hop

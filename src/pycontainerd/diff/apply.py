@@ -24,10 +24,16 @@ Two targets (as containerd's ``archive.Apply``):
   snapshot's upper dir (not through a mount).  ``.wh.<name>`` becomes an overlay whiteout
   (char device 0/0), ``.wh..wh..opq`` sets ``trusted.overlay.opaque=y`` on its directory;
   parent directories the layer does not list are created with the mode/owner/mtime they
-  have in the lower layers (``parents``).  Symlinks are resolved in the upper dir only
+  have in the lower layers (``parents``).  Entry names are resolved in the upper dir only
   (as containerd and moby do): an entry ``lib/x`` whose ``lib`` is a symlink in a *lower*
   layer creates a directory ``lib`` in the upper.  Layers produced by diffing name the
-  real path, so this does not arise in practice.
+  real path, so this does not arise in practice.  What is *read* from the lower layers (a
+  hard link's target copied up into this layer, an implied parent's metadata) is looked up
+  in the union as overlayfs shows it (``MergedView``): whiteouts and opaque directories
+  hide what lies below, and a symlink of any layer is followed with the union's root as
+  ``/``, never on the host — a lower layer's ``d -> /etc`` plus a hard link ``x -> d/shadow``
+  names the image's ``/etc/shadow`` (copied up if the image has one, refused otherwise),
+  never the host's.
 - **plain directory** (``whiteouts="remove"``, native snapshots, a mounted rootfs):
   ``.wh.<name>`` deletes the path, ``.wh..wh..opq`` deletes every entry of the directory
   that this layer did not create.
@@ -60,7 +66,7 @@ import queue
 import shutil
 import stat
 import threading
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -325,6 +331,107 @@ def resolve_in_root(root: str, parts: Sequence[str]) -> str:
     return root + ("/" + "/".join(resolved) if resolved else "")
 
 
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _is_opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+class MergedView:
+    """Read-only lookups in a stack of overlay layers (top-most first) as overlayfs merges them.
+
+    A component is looked up only in the layers where its parent is a merged directory, the
+    top-most first: a whiteout (char device 0/0) hides it, a non-directory hides whatever the
+    layers below hold, and a directory merges with the directories below it down to the first
+    opaque one.  Every path is built from components that are real directories of that layer
+    (checked with ``lstat``), so the kernel never follows a link of a layer on the host; the
+    view's own symlinks are followed inside the union (its root acts as ``/``), as the
+    container will see them.  Lower layers are committed snapshots: nothing changes them while
+    we look.
+    """
+
+    def __init__(self, layers: Sequence[str]) -> None:
+        self.layers = list(layers)
+
+    def _step(self, dirs: Sequence[int], rel: str) -> tuple[int, os.stat_result, list[int]] | None:
+        """The top-most entry at ``rel`` among the layers ``dirs`` (those where its parent is a
+        merged directory): (layer index, lstat, the layers it merges when a directory)."""
+        for pos, i in enumerate(dirs):
+            path = self.layers[i] + rel
+            st = _lstat(path)
+            if st is None:
+                continue
+            if _is_whiteout(st):
+                return None
+            if not stat.S_ISDIR(st.st_mode):
+                return i, st, []
+            merged = [i]
+            if not _is_opaque(path):
+                for j in dirs[pos + 1 :]:
+                    below = self.layers[j] + rel
+                    bst = _lstat(below)
+                    if bst is None:
+                        continue
+                    if not stat.S_ISDIR(bst.st_mode):
+                        break
+                    merged.append(j)
+                    if _is_opaque(below):
+                        break
+            return i, st, merged
+        return None
+
+    def lookup(self, parts: Sequence[str], *, follow: bool = False) -> tuple[list[str], int | None]:
+        """Resolve ``parts`` in the union: (its symlink-free components, the index of the layer
+        whose entry the union shows there, or None when the union has none).  The last
+        component's symlink is followed only with ``follow``."""
+        resolved: list[str] = []
+        merged: list[list[int]] = [list(range(len(self.layers)))]  # per depth: layers merging that dir
+        owner: list[int | None] = []
+        pending = collections.deque(parts)
+        links = 0
+        while pending:
+            comp = pending.popleft()
+            if comp in ("", "."):
+                continue
+            if comp == "..":
+                if resolved:
+                    resolved.pop()
+                    merged.pop()
+                    owner.pop()
+                continue
+            rel = "/" + "/".join([*resolved, comp])
+            hit = self._step(merged[-1], rel) if merged[-1] else None
+            if hit is None:
+                resolved.append(comp)
+                merged.append([])
+                owner.append(None)
+                continue
+            i, st, below = hit
+            if stat.S_ISLNK(st.st_mode) and (pending or follow):
+                links += 1
+                if links > _MAX_LINKS:
+                    raise errdefs.InvalidArgument(f"too many levels of symbolic links resolving {'/'.join(parts)}")
+                target = os.readlink(self.layers[i] + rel)
+                if target.startswith("/"):
+                    resolved.clear()
+                    del merged[1:]
+                    owner.clear()
+                pending.extendleft(reversed(target.split("/")))
+                continue
+            resolved.append(comp)
+            merged.append(below)
+            owner.append(i)
+        return resolved, (owner[-1] if owner else None)
+
+    def path(self, layer: int, parts: Sequence[str]) -> str:
+        return self.layers[layer] + "".join("/" + p for p in parts)
+
+
 def _lstat(path: str) -> os.stat_result | None:
     try:
         return os.lstat(path)
@@ -369,6 +476,8 @@ class Extractor:
         self.root = os.path.realpath(root)
         self.overlay = whiteouts == "overlay"
         self.parents = [os.path.realpath(p) for p in parents]
+        # reads from the lower layers go through the union, never through a layer's links
+        self._view = MergedView([self.root, *self.parents])
         self._dir_cache: dict[tuple[str, ...], str] = {}
         self._dirs: list[tuple[str, int, int]] = []  # (path, atime, mtime) set at the end
         self._unpacked: set[str] = set()
@@ -405,13 +514,14 @@ class Extractor:
             missing.append(p)
             p = os.path.dirname(p)
         for d in reversed(missing):
-            rel = d[len(self.root) :]
             src = None
-            for parent in self.parents:
-                pst = _lstat(parent + rel)
-                if pst is not None and stat.S_ISDIR(pst.st_mode):
-                    src = pst
-                    break
+            if self.parents:
+                # the metadata the union shows for this directory (a lower layer's symlink is
+                # followed inside the union, never to the host's directory of that name)
+                parts, layer = self._view.lookup(d[len(self.root) + 1 :].split("/"), follow=True)
+                if layer is not None:
+                    pst = os.lstat(self._view.path(layer, parts))
+                    src = pst if stat.S_ISDIR(pst.st_mode) else None
             os.mkdir(d, 0o755)
             if src is not None:
                 if _IS_ROOT:
@@ -421,41 +531,49 @@ class Extractor:
             else:
                 os.chmod(d, 0o755)
 
-    def _copy_up(self, target: str) -> None:
+    def _copy_up(self, lparts: Sequence[str]) -> str:
         """A hard link to a file of a lower layer: copy that file into this layer first.
 
         The link must land in this layer's upper dir, where the lower file does not exist;
-        containerd does the same copy-up when applying onto overlay with parents.
+        containerd's applier fails such a link, we copy the file up as overlayfs would.  The
+        target is looked up in the union (``MergedView``): a lower layer's symlink on the way
+        is followed inside the image, never on the host.  Returns the upper path to link to.
         """
-        rel = target[len(self.root) :]
-        for parent in self.parents:
-            src = parent + rel
-            st = _lstat(src)
-            if st is None or stat.S_ISDIR(st.st_mode):
-                continue
-            self._mkparent(os.path.dirname(target))
-            if stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(src), target)
-            elif stat.S_ISREG(st.st_mode):
-                with open(src, "rb") as fin:
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-                    try:
-                        while chunk := fin.read(1 << 20):
-                            os.write(fd, chunk)
-                    finally:
-                        os.close(fd)
-            else:
-                os.mknod(target, st.st_mode, st.st_rdev)
-            for name in os.listxattr(src, follow_symlinks=False):
-                if not name.startswith("trusted.overlay."):
-                    os.setxattr(target, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
-            if _IS_ROOT:
-                os.lchown(target, st.st_uid, st.st_gid)
-            if not stat.S_ISLNK(st.st_mode):
-                os.chmod(target, stat.S_IMODE(st.st_mode))
-            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-            return
-        raise errdefs.InvalidArgument(f"hard link target {rel} is in neither this layer nor its parents")
+        parts, layer = self._view.lookup(lparts) if self.parents else ([], None)
+        src = self._view.path(layer, parts) if layer is not None else ""
+        st = _lstat(src) if layer is not None else None
+        if layer is None or st is None or stat.S_ISDIR(st.st_mode):
+            raise errdefs.InvalidArgument(
+                f"hard link target {'/'.join(lparts)} is in neither this layer nor its parents"
+            )
+        target = self._view.path(0, parts)
+        if layer == 0:
+            return target  # reached through a lower layer's symlink, but it is this layer's
+        self._mkparent(os.path.dirname(target))
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), target)
+        elif stat.S_ISREG(st.st_mode):
+            fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                try:
+                    while chunk := os.read(fin, 1 << 20):
+                        os.write(fd, chunk)
+                finally:
+                    os.close(fd)
+            finally:
+                os.close(fin)
+        else:
+            os.mknod(target, st.st_mode, st.st_rdev)
+        for name in os.listxattr(src, follow_symlinks=False):
+            if not name.startswith("trusted.overlay."):
+                os.setxattr(target, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+        if _IS_ROOT:
+            os.lchown(target, st.st_uid, st.st_gid)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        return target
 
     def _invalidate(self) -> None:
         self._dir_cache.clear()
@@ -586,13 +704,13 @@ class Extractor:
                 raise errdefs.InvalidArgument(f"tar entry {h.name!r}: hard link to the root")
             target = resolve_in_root(self.root, lparts[:-1]) + "/" + lparts[-1]
             if _lstat(target) is None:
-                self._copy_up(target)
+                target = self._copy_up(lparts)
             try:
                 os.link(target, path, follow_symlinks=False)
             except FileExistsError:
                 self._clear(path)
                 if _lstat(target) is None:  # it was the entry itself
-                    self._copy_up(target)
+                    target = self._copy_up(lparts)
                 os.link(target, path, follow_symlinks=False)
             reader.skip(h.size, h.name)
         elif t in (b"3", b"4", b"6"):
@@ -769,6 +887,9 @@ class _BlockQueue:
                 continue
 
 
+# Small pieces are joined up to this size before they go to the extractor; a decompressed
+# piece is at most ``compression.MAX_PIECE``, so a block stays under twice this and the
+# 8-deep block queue holds a bounded amount whatever the layer's compression ratio.
 _COALESCE = 1 << 20
 
 
@@ -784,39 +905,30 @@ def _decompress_loop(get: Callable[[], bytes | None], out: _BlockQueue, result: 
             break
         head += first
     kind = detect(head)
-    d = decompressor(kind)
     result["compression"] = kind
+
+    def chunks() -> Iterator[bytes]:
+        if head:
+            yield head
+        if first is not None:
+            yield from iter(get, None)
+
     pending: list[bytes] = []
     pending_len = 0
-
-    def emit(data: bytes) -> None:
-        nonlocal size, pending_len
-        if not data:
-            return
+    for data in decompressor(kind, chunks()):
         hasher.update(data)
         size += len(data)
+        if not pending and len(data) >= _COALESCE // 4:
+            out.put(data)  # big enough alone: no copy
+            continue
         pending.append(data)
         pending_len += len(data)
         if pending_len >= _COALESCE:
-            flush()
-
-    def flush() -> None:
-        nonlocal pending_len
-        if pending:
             out.put(pending[0] if len(pending) == 1 else b"".join(pending))
             pending.clear()
             pending_len = 0
-
-    if head:
-        emit(d.decompress(head))
-    if first is not None:
-        while True:
-            chunk = get()
-            if chunk is None:
-                break
-            emit(d.decompress(chunk))
-    emit(d.finish())
-    flush()
+    if pending:
+        out.put(pending[0] if len(pending) == 1 else b"".join(pending))
     result["digest"] = "sha256:" + hasher.hexdigest()
     result["size"] = size
     out.put(None)

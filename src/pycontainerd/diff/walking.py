@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import errdefs
+from .. import errdefs, fsmodes
 from ..content.interfaces import Ingester, Provider
 from ..mount import Mount, mount_all, read_only, unmount_all
 from ..mount.mount import MNT_DETACH, mountinfo
@@ -78,7 +78,7 @@ def _opt(options: Sequence[str], key: str) -> str | None:
 class WalkingDiffer:
     def __init__(self, tmp_root: str | os.PathLike[str]) -> None:
         self.tmp_root = Path(tmp_root)
-        self.tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fsmodes.private_dir(self.tmp_root)
 
     # -- apply ----------------------------------------------------------------------------------
     async def apply(self, desc: Descriptor, mounts: Sequence[Mount], provider: Provider) -> Descriptor:
@@ -270,6 +270,7 @@ class WalkingDiffer:
 
 
 async def _init(ctx: InitContext) -> WalkingDiffer:
+    await asyncio.to_thread(fsmodes.private_dir, ctx.root)
     differ = await asyncio.to_thread(WalkingDiffer, ctx.root / "tmpmounts")
     await asyncio.to_thread(differ.cleanup_tmpmounts)
     return differ

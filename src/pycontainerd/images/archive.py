@@ -27,10 +27,11 @@ import tarfile
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from .. import errdefs
 from ..content.interfaces import Store
+from ..diff.compression import DecompressingReader
 from . import digest as digests
 from . import mediatypes as mt
 from .blobs import iter_read, open_writer, read_blob, write_blob
@@ -228,8 +229,15 @@ class ImportResult:
     blobs: dict[str, Descriptor] = field(default_factory=dict)
 
 
+def _open_tar(fileobj: IO[bytes]) -> tarfile.TarFile:
+    # Decompressed by our bounded reader (gzip / zstd, as containerd's import), not by
+    # tarfile's "r|*", whose per-read output is unbounded for bz2 (a bomb) and which
+    # knows no zstd.
+    return tarfile.open(fileobj=cast("IO[bytes]", DecompressingReader(fileobj)), mode="r|")
+
+
 async def _tar_members(fileobj: IO[bytes]) -> AsyncIterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
-    tf = await asyncio.to_thread(tarfile.open, fileobj=fileobj, mode="r|*")
+    tf = await asyncio.to_thread(_open_tar, fileobj)
     try:
         while True:
             info = await asyncio.to_thread(tf.next)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .. import errdefs
 from .models import Platform
 
-_SPEC_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_SPEC_RE = re.compile(r"[A-Za-z0-9_-]+")  # fullmatch: no trailing newline
 KNOWN_OS = frozenset({
     "aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js", "linux", "nacl",
     "netbsd", "openbsd", "plan9", "solaris", "windows", "zos",
@@ -77,7 +77,7 @@ def parse(spec: str) -> Platform:
         raise errdefs.InvalidArgument("invalid platform \"\": expected os/arch[/variant]")
     parts = spec.split("/")
     for part in parts:
-        if not _SPEC_RE.match(part):
+        if not _SPEC_RE.fullmatch(part):
             raise errdefs.InvalidArgument(f"invalid platform {spec!r}: {part!r} is not a valid component")
     h = host()
     if len(parts) == 1:

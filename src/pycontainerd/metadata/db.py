@@ -58,7 +58,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import errdefs
+from .. import errdefs, fsmodes
 
 T = TypeVar("T")
 
@@ -271,7 +271,10 @@ class Database:
         return conn
 
     def open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # container specs (with their environment) are in here: root only (fsmodes)
+        fsmodes.private_dir(self.path.parent, chmod=False)  # the daemon closes an old one
+        fsmodes.close_existing([f"{self.path}-wal", f"{self.path}-shm"])
+        fsmodes.private_file(self.path)
         conn = self._connect()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:

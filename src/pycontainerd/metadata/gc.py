@@ -304,8 +304,13 @@ class Scheduler:
         self._waiters: list[asyncio.Future[Stats]] = []
         self._gc_time = 0.0
         self._collections = 0
-        self._not_before = 0.0  # monotonic time before which a due collection waits
+        self._not_before = 0.0  # loop time before which a due collection waits
         self.last: Stats | None = None
+
+    @staticmethod
+    def _now() -> float:
+        """The event loop's clock: the one ``asyncio.wait_for`` times the hold-off with."""
+        return asyncio.get_running_loop().time()
 
     def deleted(self) -> None:
         """A deletion happened (called from any thread)."""
@@ -348,11 +353,11 @@ class Scheduler:
     async def _collect(self, *, startup: bool = False) -> Stats:
         self._deletions = 0
         self._mutations = 0
-        start = time.monotonic()
+        start = self._now()
         try:
             stats = await self.collector.collect(startup=startup)
         finally:
-            end = time.monotonic()
+            end = self._now()
             if not startup:  # the start-up pass (reconcile, cold caches) says little about the rest
                 self._gc_time += end - start
                 self._collections += 1
@@ -371,9 +376,9 @@ class Scheduler:
 
     async def _hold_off(self, delay: float) -> None:
         """Wait ``delay`` seconds, or less if an on-demand collection is asked for."""
-        deadline = time.monotonic() + delay
+        deadline = self._now() + delay
         while not self._waiters:
-            left = deadline - time.monotonic()
+            left = deadline - self._now()
             if left <= 0:
                 return
             self._wake.clear()
@@ -389,7 +394,7 @@ class Scheduler:
             if not self._waiters:
                 if not self._due():
                     continue
-                delay = max(self.schedule_delay, self._not_before - time.monotonic())
+                delay = max(self.schedule_delay, self._not_before - self._now())
                 if delay > 0:
                     await self._hold_off(delay)
             waiters, self._waiters = self._waiters, []

@@ -93,41 +93,59 @@ def _raw_mount(source: str, target: str, fstype: str, flags: int, data: str) -> 
         raise OSError(err, os.strerror(err), target)
 
 
-def _mount_one(m: Mount, target: str) -> None:
+def _mount_one(m: Mount, target: str) -> str:
+    """Mount ``m`` on ``target`` (its ``target`` resolved inside it); the path mounted on."""
     opts = parse_options(m.options)
+    root = target
     if m.target:
-        target = os.path.join(target, m.target.lstrip("/"))
+        try:
+            target = mountopts.resolve_in_root(root, m.target)
+        except OSError as exc:
+            raise errdefs.from_oserror(exc, f"resolve mount target {m.target!r} under {root}") from exc
+
+    def at() -> contextlib.AbstractContextManager[str]:
+        # a target from a request: every mount(2) acts on the opened, checked directory
+        return mountopts.pinned_in_root(root, target) if m.target else contextlib.nullcontext(target)
+
     data = ",".join(opts.data)
     fstype = m.type
     flags = opts.flags
     what = f"mount {m.describe()} on {target}"
     try:
         if flags & MS_REMOUNT == 0 or data:
-            if fstype == "overlay" and len(data) >= PAGE_SIZE - 512:
-                _mount_long_overlay(m.source, target, flags, opts.data)
-            else:
-                _raw_mount(m.source, target, fstype, flags, data)
+            with at() as name:
+                if fstype == "overlay" and len(data) >= PAGE_SIZE - 512:
+                    _mount_long_overlay(m.source, name, flags, opts.data)
+                else:
+                    _raw_mount(m.source, name, fstype, flags, data)
         if opts.propagation:
-            _raw_mount("", target, "", opts.propagation, "")
+            with at() as name:
+                _raw_mount("", name, "", opts.propagation, "")
         if flags & MS_BIND and flags & MS_RDONLY:
             # a bind mount ignores MS_RDONLY on the first call: remount to apply it
-            _raw_mount("", target, "", flags | MS_REMOUNT, "")
+            with at() as name:
+                _raw_mount("", name, "", flags | MS_REMOUNT, "")
     except OSError as exc:
+        if isinstance(exc.filename, str) and exc.filename.startswith("/proc/self/fd/"):
+            exc.filename = target
         raise errdefs.from_oserror(exc, what) from exc
+    return target
 
 
 def mount_all(mounts: Sequence[Mount], target: str | os.PathLike[str]) -> None:
-    """Mount each of ``mounts`` on ``target`` in order; on failure undo the ones done."""
+    """Mount each of ``mounts`` on ``target`` in order; on failure undo the ones done.
+
+    A mount's ``target`` is a path under ``target`` resolved with ``target`` as ``/``
+    (``mountopts.resolve_in_root``): it can never land outside it."""
     tgt = os.fspath(target)
-    done = 0
+    done: list[str] = []
     try:
         for m in mounts:
-            _mount_one(m, tgt)
-            done += 1
+            done.append(_mount_one(m, tgt))
     except BaseException:
-        for _ in range(done):
+        for path in reversed(done):
             with contextlib.suppress(OSError, errdefs.ContainerdError):
-                unmount(tgt, MNT_DETACH)
+                unmount(path, MNT_DETACH)
         raise
 
 
@@ -145,7 +163,10 @@ def unmount(target: str | os.PathLike[str], flags: int = 0) -> None:
 
 
 def unmount_all(target: str | os.PathLike[str], flags: int = 0) -> None:
-    """Unmount every mount stacked on ``target`` (none is fine)."""
+    """Unmount every mount stacked on ``target`` and every mount below it (none is fine).
+
+    Mounts below ``target`` (a rootfs mount with a ``target`` sub-path, a bind mount's
+    submounts) make umount2 answer EBUSY: they are unmounted first, deepest first."""
     tgt = os.fspath(target)
     for _ in range(1024):
         if _libc.umount2(_encode(tgt), flags | UMOUNT_NOFOLLOW) == 0:
@@ -154,10 +175,26 @@ def unmount_all(target: str | os.PathLike[str], flags: int = 0) -> None:
         if err in (errno.EINVAL, errno.ENOENT):
             return  # not (or no longer) a mount point
         if err == errno.EBUSY:
+            if _unmount_below(tgt, flags):
+                continue
             unmount(tgt, flags)  # retries, raises if it stays busy
             continue
         raise errdefs.from_oserror(OSError(err, os.strerror(err), tgt), "unmount")
     raise errdefs.FailedPrecondition(f"unmount {tgt}: too many stacked mounts")
+
+
+def _unmount_below(target: str, flags: int) -> bool:
+    """Unmount the mounts strictly below ``target``, deepest first; False if there are none."""
+    below = mountopts.mountpoints_under(target)
+    for mp in below:
+        while _libc.umount2(_encode(mp), flags | UMOUNT_NOFOLLOW) == 0:
+            pass  # stacked mounts on mp, all of them
+        err = ctypes.get_errno()
+        if err == errno.EBUSY:
+            unmount(mp, flags)
+        elif err not in (errno.EINVAL, errno.ENOENT):
+            raise errdefs.from_oserror(OSError(err, os.strerror(err), mp), "unmount")
+    return bool(below)
 
 
 def read_only(mounts: Sequence[Mount]) -> list[Mount]:
@@ -299,6 +336,8 @@ def _mount_long_overlay(source: str, target: str, flags: int, data: Sequence[str
                 raise
     # older kernels: relative lowerdirs, mounted by a helper whose cwd is their common dir
     cwd, compact = compact_lowerdir(data)
+    if target.startswith("/proc/self/fd/"):
+        target = os.readlink(target)  # the helper has its own descriptors (checked just now)
     target = os.path.abspath(target)
     text = ",".join(compact)
     if not cwd or len(text) >= PAGE_SIZE:

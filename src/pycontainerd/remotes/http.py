@@ -34,6 +34,16 @@ TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 TIMEOUT = httpx.Timeout(30.0, read=60.0)
 
 
+async def keep_bodies_encoded(resp: httpx.Response) -> None:
+    """Response hook: httpx never decodes a body.  Its gzip / zstd decoders have no output
+    bound (a few KiB of zstd can expand to gigabytes, decoded in one go and then kept whole
+    by ``aread``), and a registry or token server is untrusted.  We ask for ``identity``;
+    whatever comes encoded anyway stays as sent: blobs and manifests are read raw and
+    digest-checked, a compressed JSON body fails to parse."""
+    if "content-encoding" in resp.headers:
+        del resp.headers["content-encoding"]
+
+
 def registry_error(resp: httpx.Response, raw: bytes | None = None) -> str:
     """The registry's error text from its JSON body (``{"errors": [{"code", "message"}]}``), if any."""
     try:
@@ -149,7 +159,8 @@ class RegistryHTTP:
             c = httpx.AsyncClient(
                 verify=verify, follow_redirects=True, timeout=TIMEOUT, http2=False,
                 limits=httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=30),
-                headers=self.headers,
+                headers={"Accept-Encoding": "identity", **self.headers},
+                event_hooks={"response": [keep_bodies_encoded]},
             )
             self._clients[key] = c
             if self.authorizer._client is None:

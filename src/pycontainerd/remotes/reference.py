@@ -34,13 +34,15 @@ _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEP}{_ALNUM})*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _IPV6 = r"\[(?:[a-fA-F0-9:]+)\]"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})(?::[0-9]+)?"
-_TAG = r"[\w][\w.-]{0,127}"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"  # Go's \w is ASCII; Python's is Unicode
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_REFERENCE_RE = re.compile(rf"^({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?$")
-_ANCHORED_TAG = re.compile(rf"^{_TAG}$")
-_ANCHORED_DIGEST = re.compile(rf"^{_DIGEST}$")
-_HEX64 = re.compile(r"^[a-f0-9]{64}$")
+# Whole-string patterns, always used with fullmatch: Python's ``$`` (which Go's anchored
+# patterns would need) also matches before a trailing newline.
+_REFERENCE_RE = re.compile(rf"({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?")
+_ANCHORED_TAG = re.compile(_TAG)
+_ANCHORED_DIGEST = re.compile(_DIGEST)
+_HEX64 = re.compile(r"[a-f0-9]{64}")
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def _split_domain(name: str) -> tuple[str, str]:
 
 def parse(s: str) -> Reference:
     """Parse a reference as given (no normalisation); the name must include a domain."""
-    m = _REFERENCE_RE.match(s)
+    m = _REFERENCE_RE.fullmatch(s)
     if not m:
         _explain(s)
     name, tag, dgst = m.group(1), m.group(2) or "", m.group(3) or ""
@@ -130,7 +132,7 @@ def parse(s: str) -> Reference:
 
 def parse_normalized(s: str) -> Reference:
     """Docker's ParseNormalizedNamed: add ``docker.io`` and ``library/`` where implied."""
-    if _HEX64.match(s):
+    if _HEX64.fullmatch(s):
         raise errdefs.InvalidArgument(
             f"invalid repository name ({s}), cannot specify 64-byte hexadecimal strings")
     if not s:
@@ -159,17 +161,17 @@ def familiarize(s: str) -> str:
 
 
 def is_tag(s: str) -> bool:
-    return bool(_ANCHORED_TAG.match(s))
+    return bool(_ANCHORED_TAG.fullmatch(s))
 
 
 def is_digest(s: str) -> bool:
-    return bool(_ANCHORED_DIGEST.match(s))
+    return bool(_ANCHORED_DIGEST.fullmatch(s))
 
 
 def _explain(s: str) -> NoReturn:
     name = s.split("@", 1)[0]
     if any(c.isupper() for c in name.rsplit(":", 1)[0].split("/", 1)[-1]):
         raise errdefs.InvalidArgument(f"invalid reference format: repository name must be lowercase: {s!r}")
-    if "@" in s and not _ANCHORED_DIGEST.match(s.split("@", 1)[1]):
+    if "@" in s and not _ANCHORED_DIGEST.fullmatch(s.split("@", 1)[1]):
         raise errdefs.InvalidArgument(f"invalid reference format: invalid digest in {s!r}")
     raise errdefs.InvalidArgument(f"invalid reference format: {s!r}")

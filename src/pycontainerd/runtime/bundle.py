@@ -8,6 +8,16 @@ runtime name, the init pid once known).  Files are written atomically (temp, ren
 bundle is runtime state (containerd keeps it on tmpfs, ``/run``) and means nothing after a
 reboot, while a crashed process loses nothing that reached the page cache.
 
+A bundle directory is ``0700``: a running container's root filesystem is mounted on
+``rootfs/``, and any user who can reach it could run a setuid binary of the image there and
+become root (CVE-2021-41103).  The layout is containerd's: the runtime's directory and the
+namespace directories above the bundles are ``0711`` (others may pass, not list), because a
+container in a user namespace needs its mapped root to reach ``rootfs/`` (runc mounts it
+from inside the namespace): its bundle is ``0710`` with the group of that mapped root.
+``rootfs/`` itself is ``0711``: with no rootfs mounts it is the container's ``/``, which the
+container's user (maybe not root) must be able to enter; the bundle keeps others out.
+``close_existing`` gives bundles an older version made ``0711`` these modes.
+
 The spec is checked and adjusted here, before runc sees it:
 
 - it must be a JSON object (InvalidArgument otherwise);
@@ -26,17 +36,20 @@ import errno
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import errdefs, identifiers
+from .. import errdefs, fsmodes, identifiers
 from .. import mount as mountpkg
 
 CONFIG = "config.json"
 META = "daemon-task.json"
 ROOTFS = "rootfs"
+ROOTFS_MODE = 0o711  # inside the 0700 bundle: see the module docstring
+USERNS_BUNDLE_MODE = 0o710  # group: the host gid of a user-namespaced container's root
 
 
 @dataclass
@@ -166,14 +179,18 @@ def create(
     identifiers.validate(namespace)
     identifiers.validate(container_id)
     ns_dir = root / namespace
-    ns_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+    ns_dir.mkdir(parents=True, exist_ok=True, mode=fsmodes.TOP_DIR)
     path = ns_dir / container_id
     try:
-        path.mkdir(mode=0o711)
+        path.mkdir(mode=fsmodes.PRIVATE_DIR)
     except FileExistsError as exc:
         raise errdefs.AlreadyExists(f"bundle {path} already exists") from exc
     try:
-        (path / ROOTFS).mkdir(mode=0o711)
+        gid = userns_root_gid(spec)
+        if gid is not None:  # the container's root (a host gid) must reach rootfs/
+            os.chown(path, -1, gid)
+            os.chmod(path, USERNS_BUNDLE_MODE)
+        (path / ROOTFS).mkdir(mode=ROOTFS_MODE)
         check_root(spec, path, have_rootfs_mounts)
         atomic_write(path / CONFIG, json.dumps(spec).encode())
         write_meta(path, meta)
@@ -181,6 +198,47 @@ def create(
         shutil.rmtree(path, ignore_errors=True)
         raise
     return path
+
+
+def userns_root_gid(spec: dict[str, Any]) -> int | None:
+    """The host gid that the container's gid 0 maps to, when it runs in a user namespace
+    with mappings (``None`` otherwise)."""
+    linux = spec.get("linux")
+    if not isinstance(linux, dict):
+        return None
+    namespaces = linux.get("namespaces") or []
+    if not any(isinstance(n, dict) and n.get("type") == "user" for n in namespaces):
+        return None
+    for m in linux.get("gidMappings") or []:
+        try:
+            start, host, size = int(m["containerID"]), int(m["hostID"]), int(m["size"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if start <= 0 < start + size:
+            return host - start
+    return None
+
+
+def close_existing(root: Path) -> list[Path]:
+    """Give the runtime directory ``root``, its namespace directories and bundles the modes
+    above: an older version made bundles ``0711``, open to everyone while their containers
+    run on.  Returns the bundles whose mode changed."""
+    changed: list[Path] = []
+    os.chmod(root, fsmodes.TOP_DIR)
+    for ns_dir in root.iterdir():
+        if ns_dir.is_symlink() or not ns_dir.is_dir():
+            continue
+        if ns_dir.name == TRASH_DIR:
+            os.chmod(ns_dir, fsmodes.PRIVATE_DIR)
+            continue
+        os.chmod(ns_dir, fsmodes.TOP_DIR)
+        for b in ns_dir.iterdir():
+            st = b.lstat()
+            if not stat.S_ISDIR(st.st_mode) or not stat.S_IMODE(st.st_mode) & 0o007:
+                continue  # closed to others already (0700, or 0710 for a user namespace)
+            os.chmod(b, USERNS_BUNDLE_MODE if st.st_gid != 0 else fsmodes.PRIVATE_DIR)
+            changed.append(b)
+    return changed
 
 
 def write_meta(path: Path, meta: BundleMeta) -> None:

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import errdefs, filters, identifiers
+from .. import errdefs, filters, fsmodes, identifiers
 from ..events import Exchange
 from ..metadata.containers import ContainerStore
 from . import bundle as bundlemod
@@ -66,8 +66,9 @@ RUNC_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", "io
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 UNKNOWN_EXIT = 255
+TOMBSTONE_WAIT = 10.0  # calls on a task whose shim just died wait this long for its cleanup
 SETTLE_TIMEOUT = 5.0  # list_tasks waits at most this long for deletions finishing in the background
-_RUNTIME_NAME = re.compile(r"^io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)$")
+_RUNTIME_NAME = re.compile(r"io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)")  # fullmatch: no trailing newline
 # topics the manager publishes itself; copies from the shim are dropped
 _OWN_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
 
@@ -284,7 +285,7 @@ def check_runtime(name: str) -> None:
         return
     if not name:
         raise errdefs.InvalidArgument("no runtime name: the container's runtime name is empty")
-    m = _RUNTIME_NAME.match(name)
+    m = _RUNTIME_NAME.fullmatch(name)
     if m is not None:
         binary = f"containerd-shim-{m.group(1)}-{m.group(2)}"
         raise errdefs.NotFound(
@@ -339,9 +340,18 @@ class TaskManager:
 
     def _shim(self, t: _Task) -> Shim:
         if t.shim is None:
-            assert t.tombstone is not None
+            if t.tombstone is None:  # _shim_gone is cleaning up right now
+                raise errdefs.Unavailable(f"task {t.id}: its shim is gone and the task is being cleaned up; retry")
             raise errdefs.NotFound(f"task {t.id}: process already finished: not found")
         return t.shim
+
+    async def _tombstoned(self, t: _Task) -> Exit | None:
+        """The task's tombstone once ``_shim_gone`` has left it (waits up to ``TOMBSTONE_WAIT``:
+        the cleanup runs ``runc delete`` and unmounts); None if it does not come."""
+        if t.tombstone is None and not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(t.dead.wait(), TOMBSTONE_WAIT)
+        return t.tombstone
 
     def _publish(self, t: _Task, topic: str, payload: dict[str, Any]) -> None:
         self.exchange.publish(t.namespace, topic, payload)
@@ -490,13 +500,21 @@ class TaskManager:
 
     async def get(self, namespace: str, container_id: str, exec_id: str = "") -> ProcessStatus:
         t = self._get(namespace, container_id)
-        if t.shim is None:
+        shim = t.shim
+        if shim is None:
             if exec_id:
                 raise errdefs.NotFound(f"process {exec_id} of task {container_id}: not found")
+            if await self._tombstoned(t) is None:
+                raise errdefs.Unavailable(f"task {container_id}: its shim is gone and cleaning up takes long; retry")
             return self._tombstone_status(t)
         try:
-            st = await t.shim.state(exec_id)
+            st = await shim.state(exec_id)
         except errdefs.NotFound:
+            raise
+        except errdefs.Unavailable:
+            # the shim went away under us: the pump turns that into a tombstone
+            if not exec_id and await self._tombstoned(t) is not None:
+                return self._tombstone_status(t)
             raise
         except Exception:
             if t.tombstone is not None and not exec_id:
@@ -546,23 +564,25 @@ class TaskManager:
 
     async def wait(self, namespace: str, container_id: str, exec_id: str = "") -> Exit:
         t = self._get(namespace, container_id)
-        if t.shim is None:
+        shim = t.shim
+        if shim is None:
             if exec_id:
                 raise errdefs.NotFound(f"process {exec_id} of task {container_id}: not found")
-            assert t.tombstone is not None
-            return t.tombstone
+            exit_ = await self._tombstoned(t)
+            if exit_ is None:
+                raise errdefs.Unavailable(f"task {container_id}: its shim is gone and cleaning up takes long; retry")
+            return exit_
         try:
-            e = await t.shim.wait(exec_id)
+            e = await shim.wait(exec_id)
             return Exit(e.pid, e.exit_status, e.exited_at_ns)
         except errdefs.NotFound:
             raise
         except Exception:
             # the shim went away while we waited: the pump turns that into a tombstone
-            if not exec_id and not self._closing:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(t.dead.wait(), 10)
-                if t.tombstone is not None:
-                    return t.tombstone
+            if not exec_id:
+                exit_ = await self._tombstoned(t)
+                if exit_ is not None:
+                    return exit_
             raise
 
     # -- delete -----------------------------------------------------------------------------------
@@ -1050,7 +1070,12 @@ class ShimClientLauncher:
 
 
 async def _init_v2(ctx: Any) -> TaskManager:
-    ctx.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+    # bundles (container root filesystems) live below: containerd's modes (see
+    # runtime.bundle), also for bundles an older version made 0711 (CVE-2021-41103)
+    ctx.state.mkdir(parents=True, exist_ok=True, mode=fsmodes.TOP_DIR)
+    closed = await asyncio.to_thread(bundlemod.close_existing, ctx.state)
+    if closed:
+        log.info("closed %d bundles an older version left open to other users", len(closed))
     daemon = ctx.daemon
     manager = TaskManager(
         root=ctx.state,

@@ -290,7 +290,8 @@ class ProcessIO:
         elif scheme == "file":
             try:
                 os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                # the container's output may hold secrets: owner only
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:
                 raise errdefs.from_oserror(exc, f"open log file {path}") from exc
             shared = Sink(self.loop, fd, name="log file")

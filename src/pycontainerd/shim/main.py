@@ -401,7 +401,7 @@ def cleanup(config: ShimConfig) -> dict[str, Any]:
     except RuncError as err:
         sys.stderr.write(f"{err}\n")
     try:
-        mnt.unmount(os.path.join(config.bundle, "rootfs"))
+        mnt.unmount_tree(os.path.join(config.bundle, "rootfs"))
     except OSError as exc:
         sys.stderr.write(f"{exc}\n")
     exit_info: dict[str, Any] = {"pid": 0, "exit_status": 255, "exited_at_ns": 0}

@@ -11,6 +11,7 @@ single-threaded, so a temporary chdir is safe).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -29,13 +30,14 @@ def parse_options(options: list[str]) -> tuple[int, int, str]:
     return flags, propagation, ",".join(data)
 
 
-def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+def _mount(source: str, target: str, fstype: str, flags: int, data: str, *, shown: str = "") -> None:
     rc = _libc.mount(
         source.encode(), target.encode(), fstype.encode() if fstype else None, flags, data.encode() or None
     )
     if rc != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype or 'none'} {source} on {target}: {os.strerror(err)}", target)
+        shown = shown or target
+        raise OSError(err, f"mount {fstype or 'none'} {source} on {shown}: {os.strerror(err)}", shown)
 
 
 def compact_overlay(data: str) -> tuple[str, str]:
@@ -53,7 +55,9 @@ def compact_overlay(data: str) -> tuple[str, str]:
     return common, ",".join(out)
 
 
-def mount(fstype: str, source: str, target: str, options: list[str]) -> None:
+def mount(fstype: str, source: str, target: str, options: list[str], *, root: str = "") -> None:
+    """Mount on ``target``; with ``root``, each mount(2) call goes through
+    ``mountopts.pinned_in_root(root, target)`` (a target taken from a request)."""
     flags, propagation, data = parse_options(options)
     chdir = ""
     if fstype == "overlay" and len(data) >= os.sysconf("SC_PAGE_SIZE") - 512:
@@ -61,13 +65,20 @@ def mount(fstype: str, source: str, target: str, options: list[str]) -> None:
     old = os.getcwd() if chdir else ""
     if chdir:
         os.chdir(chdir)
+
+    def at() -> contextlib.AbstractContextManager[str]:
+        return mountopts.pinned_in_root(root, target) if root else contextlib.nullcontext(target)
+
     try:
         first = flags & ~(MS_RDONLY | MS_REMOUNT) if flags & MS_BIND else flags
-        _mount(source, target, fstype, first, data)
+        with at() as name:
+            _mount(source, name, fstype, first, data, shown=target)
         if flags & MS_BIND and flags & MS_RDONLY:
-            _mount("", target, "", first | MS_RDONLY | MS_REMOUNT, "")
+            with at() as name:
+                _mount("", name, "", first | MS_RDONLY | MS_REMOUNT, "", shown=target)
         if propagation:
-            _mount("", target, "", propagation, "")
+            with at() as name:
+                _mount("", name, "", propagation, "", shown=target)
     finally:
         if old:
             os.chdir(old)
@@ -75,20 +86,37 @@ def mount(fstype: str, source: str, target: str, options: list[str]) -> None:
 
 def mount_all(mounts: list[dict[str, object]], rootfs: str) -> list[str]:
     """Mount each ``{"type","source","target","options"}`` at ``rootfs``/target; return the
-    mounted paths (for ``unmount_all`` in reverse order)."""
+    mounted paths (for ``unmount`` in reverse order).
+
+    ``target`` is resolved with ``rootfs`` as ``/`` (``mountopts.resolve_in_root``): ``..``
+    stops at the rootfs and symlinks are followed inside it, so a request can never mount
+    onto a host path (containerd 1.7+ resolves it the same way, with ``fs.RootPath``; 1.6
+    ignores the field and mounts everything on the rootfs)."""
     done: list[str] = []
     try:
         for m in mounts:
-            target = os.path.join(rootfs, str(m.get("target") or "").lstrip("/"))
-            target = target.rstrip("/") or "/"
+            sub = str(m.get("target") or "")
+            target = mountopts.resolve_in_root(rootfs, sub)
             opts = m.get("options") or []
-            mount(str(m.get("type") or ""), str(m.get("source") or ""), target, [str(o) for o in opts])  # type: ignore[attr-defined]
+            mount(
+                str(m.get("type") or ""),
+                str(m.get("source") or ""),
+                target,
+                [str(o) for o in opts],  # type: ignore[attr-defined]
+                root=rootfs if sub else "",
+            )
             done.append(target)
     except BaseException:
         for path in reversed(done):
             unmount(path)
         raise
     return done
+
+
+def unmount_tree(root: str) -> None:
+    """Unmount everything on ``root`` and below it, deepest first (a dead shim's rootfs)."""
+    for mp in mountopts.mountpoints_under(root, include_root=True):
+        unmount(mp)
 
 
 def unmount(target: str) -> None:

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from pycontainerd import errdefs
+from pycontainerd import errdefs, fsmodes
 from pycontainerd.shim import protocol
 from pycontainerd.shim.loop import Future, Loop
 from pycontainerd.shim.service import Service
@@ -213,9 +213,10 @@ def _as_kind(exc: BaseException) -> errdefs.ContainerdError:
 
 
 def bind_listener(path: str) -> socket.socket:
-    """Bind the shim socket at ``path`` (mode 0600); a stale socket file is replaced, a live
-    one (another shim answering there) is AlreadyExists."""
-    os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+    """Bind the shim socket at ``path`` (mode 0600, in a 0700 directory: only the daemon
+    talks to shims); a stale socket file is replaced, a live one (another shim answering
+    there) is AlreadyExists."""
+    fsmodes.private_dir(os.path.dirname(path), chmod=False)
     if os.path.exists(path):
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

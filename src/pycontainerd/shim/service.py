@@ -83,7 +83,7 @@ def write_atomic(path: str, data: bytes) -> None:
     "no record": exit 255, as containerd reports).  Skipping the two flushes keeps ~0.5 ms
     per file off ``Create`` and off the exit -> ``Wait`` path."""
     tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)
         while view:
@@ -287,6 +287,7 @@ class Service:
         if rootfs_mounts:
             rootfs = os.path.join(bundle, "rootfs")
             try:
+                # in the daemon's 0700 bundle; 0711 as the daemon makes it (runtime.bundle)
                 os.makedirs(rootfs, mode=0o711, exist_ok=True)
                 self.mounted = mnt.mount_all(rootfs_mounts, rootfs)  # a few syscalls
             except OSError as exc:

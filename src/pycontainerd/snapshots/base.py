@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import errdefs
+from .. import errdefs, fsmodes
 from ..mount import Mount
 from .interfaces import Info, Kind, Usage, info_field
 from .storage import MetaStore, Snapshot
@@ -85,8 +85,10 @@ class DirSnapshotter:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.snapshots_dir = self.root / "snapshots"
-        self.snapshots_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
+        # root only, also when an older version made them 0755 (CVE-2021-41103): snapshot
+        # contents are image and container files (setuid binaries, secrets)
+        fsmodes.private_dir(self.root)
+        fsmodes.private_dir(self.snapshots_dir)
         self.ms = MetaStore(self.root / "metadata.db")
         # ``rm-<id>`` directories a ``remove`` is deleting right now (cleanup leaves them alone)
         self._removing: set[str] = set()

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import errdefs
+from .. import errdefs, fsmodes
 from ..mount import Mount, mount_all, unmount_all
 from ..plugin import InitContext, Registration, SkipPlugin, types
 from .base import DirSnapshotter
@@ -34,7 +34,7 @@ def overlay_supported(root: str | os.PathLike[str]) -> None:
     """Raise SkipPlugin unless an overlay with two lower dirs mounts under ``root``."""
     if "overlay" not in {line.split()[-1] for line in Path("/proc/filesystems").read_text().splitlines() if line}:
         raise SkipPlugin("overlayfs is not supported by the kernel (no 'overlay' in /proc/filesystems)")
-    os.makedirs(root, exist_ok=True)
+    fsmodes.private_dir(root)
     td = tempfile.mkdtemp(prefix="overlay-check-", dir=root)
     try:
         for d in ("lower1", "lower2", "upper", "work", "merged"):

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import errdefs
+from .. import errdefs, fsmodes
 from .. import labels as labelutil
 from .interfaces import Info, Kind, Usage
 
@@ -182,7 +182,9 @@ class MetaStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        fsmodes.private_dir(path.parent, chmod=False)
+        fsmodes.close_existing([f"{path}-wal", f"{path}-shm"])
+        fsmodes.private_file(path)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")

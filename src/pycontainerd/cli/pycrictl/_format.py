@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ... import errdefs
+from ... import errdefs, regexp
 
 TRUNC = 13
 
@@ -44,15 +43,17 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def match_pattern(pattern: str, value: str, what: str) -> bool:
-    """crictl's --name/--image/--namespace filters: a regular expression searched in the value
-    (an empty pattern matches everything); a bad pattern is InvalidArgument naming ``what``."""
+def pattern_matcher(pattern: str, what: str) -> Callable[[str], bool]:
+    """crictl's --name/--image/--namespace filters: a predicate telling whether the regular
+    expression (Go's RE2 syntax, as crictl's) matches somewhere in a value; an empty pattern
+    matches everything.  A bad pattern is InvalidArgument naming ``what``, before any value is
+    looked at."""
     if not pattern:
-        return True
+        return lambda value: True
     try:
-        return re.search(pattern, value) is not None
-    except re.error as exc:
-        raise errdefs.InvalidArgument(f"invalid {what} pattern {pattern!r}: {exc}") from None
+        return regexp.compile(pattern).search
+    except errdefs.InvalidArgument as exc:
+        raise errdefs.InvalidArgument(f"invalid {what} pattern: {exc}") from None
 
 
 def parse_label_filters(items: Sequence[str]) -> dict[str, str]:

@@ -19,7 +19,7 @@ from ...client.cri import (
     parse_info,
 )
 from ..common import table
-from ._format import ago, match_pattern, parse_label_filters, pick_state, print_json, short_state, trunc
+from ._format import ago, parse_label_filters, pattern_matcher, pick_state, print_json, short_state, trunc
 from .pods import load_pod_config
 
 
@@ -82,9 +82,9 @@ async def ps(args: argparse.Namespace, client: CriClient) -> int:
         state = CONTAINER_STATES["CONTAINER_RUNNING"]
     if state is not None:
         flt.state.CopyFrom(api_pb2.ContainerStateValue(state=state))  # type: ignore[arg-type]
+    name_ok, image_ok = pattern_matcher(args.name, "name"), pattern_matcher(args.image, "image")
     items = await client.list_containers(flt)
-    items = [c for c in items if match_pattern(args.name, c.metadata.name, "name")
-             and match_pattern(args.image, c.image.image, "image")]
+    items = [c for c in items if name_ok(c.metadata.name) and image_ok(c.image.image)]
     items.sort(key=lambda c: c.created_at, reverse=True)
     if args.latest:
         items = items[:1]

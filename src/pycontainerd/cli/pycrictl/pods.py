@@ -19,7 +19,7 @@ from ...client.cri import (
     pod_state_name,
 )
 from ..common import table
-from ._format import ago, match_pattern, parse_label_filters, pick_state, print_json, short_state, trunc
+from ._format import ago, parse_label_filters, pattern_matcher, pick_state, print_json, short_state, trunc
 
 
 def register(sub: Any) -> None:
@@ -61,9 +61,9 @@ async def pods(args: argparse.Namespace, client: CriClient) -> int:
     state = pick_state(args.state, POD_STATES, "SANDBOX_", "pod")
     if state is not None:
         flt.state.CopyFrom(api_pb2.PodSandboxStateValue(state=state))  # type: ignore[arg-type]
+    name_ok, namespace_ok = pattern_matcher(args.name, "name"), pattern_matcher(args.namespace, "namespace")
     items = await client.list_pod_sandbox(flt)
-    items = [p for p in items if match_pattern(args.name, p.metadata.name, "name")
-             and match_pattern(args.namespace, p.metadata.namespace, "namespace")]
+    items = [p for p in items if name_ok(p.metadata.name) and namespace_ok(p.metadata.namespace)]
     items.sort(key=lambda p: p.created_at, reverse=True)
     if args.latest:
         items = items[:1]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
 
-from ... import errdefs
 from ...client.cri import CriClient, api_pb2, message_to_dict
 from ..common import human_size, table
-from ._format import parse_label_filters, print_json, trunc
+from ._format import parse_label_filters, pattern_matcher, print_json, trunc
 
 
 def register(sub: Any) -> None:
@@ -31,6 +29,7 @@ def cpu_percent(s: api_pb2.ContainerStats) -> str:
 
 
 async def stats(args: argparse.Namespace, client: CriClient) -> int:
+    name_ok = pattern_matcher(args.name, "name")
     if args.containers:
         items = [await client.container_stats(cid) for cid in args.containers]
     else:
@@ -40,11 +39,7 @@ async def stats(args: argparse.Namespace, client: CriClient) -> int:
             running = {c.id for c in await client.list_containers(api_pb2.ContainerFilter(
                 state=api_pb2.ContainerStateValue(state=api_pb2.CONTAINER_RUNNING)))}
             items = [s for s in items if s.attributes.id in running]
-    if args.name:
-        try:
-            items = [s for s in items if re.search(args.name, s.attributes.metadata.name)]
-        except re.error as exc:
-            raise errdefs.InvalidArgument(f"invalid name pattern {args.name!r}: {exc}") from None
+    items = [s for s in items if name_ok(s.attributes.metadata.name)]
     if args.output == "json":
         print_json({"stats": [message_to_dict(s) for s in items]})
         return 0
