@@ -192,7 +192,7 @@ def test_events_reach_containerd(ctrd: Containerd) -> None:
             os.set_blocking(ev.stdout.fileno(), False)
 
             def poll() -> bool:
-                chunk = ev.stdout.read() if ev.stdout else None  # type: ignore[union-attr]
+                chunk = ev.stdout.read() if ev.stdout else None
                 if chunk:
                     lines.extend(chunk.splitlines())
                 return seen()

@@ -100,7 +100,7 @@ class Env:
             pid = self.shim_pid(cid)
             if pid and pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-                poll_sync(lambda pid=pid: not pid_alive(pid))  # type: ignore[misc]
+                poll_sync(lambda pid=pid: not pid_alive(pid))
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(taskv2.socket_address(self.address, NS, cid).removeprefix("unix://"))
         for m in reversed(mounts_under(self.tmp)):

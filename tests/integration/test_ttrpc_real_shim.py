@@ -302,7 +302,11 @@ def test_real_go_shim_over_our_ttrpc(busybox: tuple[Path, dict[str, Any]], shim:
             assert (gone.container_id, gone.pid, gone.exit_status) == (cid, pid, 137)
 
             # 6. Shutdown: the shim exits, the connection drops, its socket is removed
-            await call("Shutdown", shim_pb2.ShutdownRequest(id=cid), empty_pb2.Empty)
+            # the Go shim may exit before its answer is out: containerd ignores ttrpc.ErrClosed
+            # on Shutdown (runtime/v2/shim.go); ours flushes its replies before exiting
+            closed_ok = (errdefs.Unavailable,) if shim == SHIM else ()
+            with contextlib.suppress(*closed_ok):
+                await call("Shutdown", shim_pb2.ShutdownRequest(id=cid), empty_pb2.Empty)
             await asyncio.wait_for(client.wait_closed(), 15)
             await poll_until(lambda: not pid_alive(shim_pid), timeout=15, what="shim exit")
             assert not Path(shim_address.removeprefix("unix://")).exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 from google.protobuf import any_pb2, timestamp_pb2
@@ -14,7 +15,7 @@ from pycontainerd.shim import taskv2, v2main
 from pycontainerd.shim.protocol import rfc3339
 
 
-def _opts(**kw: object) -> any_pb2.Any:
+def _opts(**kw: Any) -> any_pb2.Any:
     return any_pb2.Any(type_url="containerd.runc.v1.Options", value=oci_pb2.Options(**kw).SerializeToString())
 
 
