@@ -26,7 +26,7 @@ import pytest
 from google.protobuf import any_pb2, empty_pb2
 
 from pycontainerd.api.runtime.v2.task import shim_pb2
-from pycontainerd.shim import taskv2
+from pycontainerd.shim import v2layout
 from pycontainerd.ttrpc import Client
 from tests.fixtures.containerd import Containerd, running_containerd
 from tests.fixtures.procs import cmdline, kill_pids, mounts_under, pid_alive, wait_for
@@ -70,7 +70,7 @@ def _cid(prefix: str) -> str:
 def _remove_sockets(address: str) -> None:
     """Sockets of shims that were killed (not shut down) by the containerd fixture's cleanup."""
     for name in _IDS:
-        path = taskv2.socket_address(address, "default", name).removeprefix("unix://")
+        path = v2layout.socket_address(address, "default", name).removeprefix("unix://")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
@@ -80,7 +80,7 @@ def _our_shims(c: Containerd) -> list[int]:
 
 
 def _socket_path(c: Containerd, cid: str, ns: str = "default") -> str:
-    return taskv2.socket_address(c.address, ns, cid).removeprefix("unix://")
+    return v2layout.socket_address(c.address, ns, cid).removeprefix("unix://")
 
 
 def _tasks(c: Containerd) -> dict[str, tuple[str, str]]:
@@ -212,7 +212,7 @@ def test_group_annotation_shares_one_shim(ctrd: Containerd) -> None:
         for cid in (a, b):
             ctrd.ctr("run", "--runtime", RUNTIME, "--annotation", f"io.containerd.runc.v2.group={group}", "-d", IMAGE,
                      cid, "sleep", "300")
-        address = taskv2.socket_address(ctrd.address, "default", group)
+        address = v2layout.socket_address(ctrd.address, "default", group)
         bundles = ctrd.state / "io.containerd.runtime.v2.task" / "default"
         assert (bundles / a / "address").read_text() == (bundles / b / "address").read_text() == address
         shim_pids = {asyncio.run(_connect(address, cid)) for cid in (a, b)}

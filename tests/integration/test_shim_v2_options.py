@@ -27,7 +27,7 @@ from pycontainerd import errdefs
 from pycontainerd.api.runtime.v2.runc.options import oci_pb2
 from pycontainerd.api.runtime.v2.task import shim_pb2
 from pycontainerd.api.types import mount_pb2
-from pycontainerd.shim import taskv2
+from pycontainerd.shim import v2layout
 from pycontainerd.ttrpc import Client
 
 from .shim_support import FifoReader, base_spec, build_rootfs, make_bundle, mounts_under, pid_alive, poll_until
@@ -81,7 +81,7 @@ class Env:
         self.tmp = Path(tempfile.mkdtemp(prefix="pycd-v2opts-"))
         self.address = str(self.tmp / "containerd.sock")
         self.cids: list[str] = []
-        self.roots: list[str] = [os.path.join(taskv2.DEFAULT_RUNC_ROOT, NS)]
+        self.roots: list[str] = [os.path.join(v2layout.DEFAULT_RUNC_ROOT, NS)]
         self.cgroups: list[str] = []
 
     def bundle(self, cid: str, args: list[str], **process: Any) -> Any:
@@ -102,7 +102,7 @@ class Env:
                 os.kill(pid, signal.SIGKILL)
                 poll_sync(lambda pid=pid: not pid_alive(pid))
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(taskv2.socket_address(self.address, NS, cid).removeprefix("unix://"))
+                os.unlink(v2layout.socket_address(self.address, NS, cid).removeprefix("unix://"))
         for m in reversed(mounts_under(self.tmp)):
             subprocess.run(["umount", "-l", m], capture_output=True, check=False)
         for cg in self.cgroups:
@@ -146,7 +146,7 @@ def test_every_runc_option_reaches_runc(env: Env) -> None:
         binary_name=str(wrapper), root=str(runc_root), systemd_cgroup=True,
     )  # fmt: skip
     address = _start(bundle.path, cid, env.address, opts)
-    assert address == taskv2.socket_address(env.address, NS, cid)
+    assert address == v2layout.socket_address(env.address, NS, cid)
     shim_pid = env.shim_pid(cid)
     # ShimCgroup: `start` moved the shim into it
     assert str(shim_pid) in (cg_dir / "cgroup.procs").read_text().split()
@@ -253,5 +253,5 @@ def test_delete_after_the_shim_died(env: Env) -> None:
     poll_sync(lambda: not pid_alive(pid))
     assert not (runc_root / NS / cid).exists()  # runc delete used the Root from options.json
     assert mounts_under(bundle.path) == []
-    assert json.loads((bundle.path / taskv2.OPTIONS_FILE).read_text()) == {"root": str(runc_root)}
+    assert json.loads((bundle.path / v2layout.OPTIONS_FILE).read_text()) == {"root": str(runc_root)}
     assert not os.path.exists(address.removeprefix("unix://"))  # the killed shim's socket went too

@@ -37,7 +37,7 @@ from pycontainerd.api.runtime.v2.task import shim_pb2
 from pycontainerd.api.services.ttrpc.events.v1 import events_pb2
 from pycontainerd.api.types import mount_pb2
 from pycontainerd.api.types.task import task_pb2
-from pycontainerd.shim.taskv2 import socket_address
+from pycontainerd.shim.v2layout import socket_address
 from pycontainerd.ttrpc import CallContext, Client, Method, Server
 
 from .shim_support import FifoReader, base_spec, build_rootfs, make_bundle, mounts_under, pid_alive, poll_until

@@ -11,7 +11,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 from pycontainerd import errdefs
 from pycontainerd.api.events import task_pb2 as events
 from pycontainerd.api.runtime.v2.runc.options import oci_pb2
-from pycontainerd.shim import taskv2, v2main
+from pycontainerd.shim import taskv2, v2layout, v2main
 from pycontainerd.shim.protocol import rfc3339
 
 
@@ -24,7 +24,7 @@ def _opts(**kw: Any) -> any_pb2.Any:
 # Debian's Go containerd-shim-runc-v2 prints, on every run
 def test_socket_address_is_containerds() -> None:
     want = hashlib.sha256(b"/run/containerd/containerd.sock/default/c1").hexdigest()
-    assert taskv2.socket_address("/run/containerd/containerd.sock", "default", "c1") == f"unix:///run/containerd/s/{want}"
+    assert v2layout.socket_address("/run/containerd/containerd.sock", "default", "c1") == f"unix:///run/containerd/s/{want}"
 
 
 @pytest.mark.parametrize(
@@ -38,20 +38,20 @@ def test_socket_address_is_containerds() -> None:
 )
 def test_socket_address_joins_like_go(address: str, joined: str) -> None:
     want = hashlib.sha256(joined.encode()).hexdigest()
-    assert taskv2.socket_address(address, "ns", "id") == f"unix:///run/containerd/s/{want}"
+    assert v2layout.socket_address(address, "ns", "id") == f"unix:///run/containerd/s/{want}"
 
 
 def test_socket_path_fits_sun_path() -> None:
-    path = taskv2.socket_address("/x" * 200, "n" * 76, "i" * 76).removeprefix("unix://")
+    path = v2layout.socket_address("/x" * 200, "n" * 76, "i" * 76).removeprefix("unix://")
     assert len(f"{path}.99.c99") < 108  # console sockets live next to it
 
 
 def test_group_annotations_in_containerds_order() -> None:
     both = {"io.containerd.runc.v2.group": "g", "io.kubernetes.cri.sandbox-id": "pod"}
-    assert taskv2.group_of({"annotations": both}, "c") == "g"
-    assert taskv2.group_of({"annotations": {"io.kubernetes.cri.sandbox-id": "pod"}}, "c") == "pod"
-    assert taskv2.group_of({"annotations": {"other": "x"}}, "c") == "c"
-    assert taskv2.group_of({}, "c") == "c"
+    assert v2layout.group_of({"annotations": both}, "c") == "g"
+    assert v2layout.group_of({"annotations": {"io.kubernetes.cri.sandbox-id": "pod"}}, "c") == "pod"
+    assert v2layout.group_of({"annotations": {"other": "x"}}, "c") == "c"
+    assert v2layout.group_of({}, "c") == "c"
 
 
 def test_every_runc_option_decodes() -> None:

@@ -396,10 +396,13 @@ def cleanup(config: ShimConfig) -> dict[str, Any]:
         log_path=os.path.join(config.bundle, "log.json"),
         systemd_cgroup=config.systemd_cgroup,
     )
-    try:
-        loop.run_until_complete(loop.spawn(runc.delete(config.container_id, force=True)))
-    except RuncError as err:
-        sys.stderr.write(f"{err}\n")
+    # no state dir: runc knows no such container (the usual case after a clean Delete, when
+    # containerd runs the v2 ``delete`` anyway) — spare the exec
+    if os.path.exists(os.path.join(config.root, config.container_id)):
+        try:
+            loop.run_until_complete(loop.spawn(runc.delete(config.container_id, force=True)))
+        except RuncError as err:
+            sys.stderr.write(f"{err}\n")
     try:
         mnt.unmount_tree(os.path.join(config.bundle, "rootfs"))
     except OSError as exc:

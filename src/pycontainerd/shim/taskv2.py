@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,15 +43,11 @@ from pycontainerd.shim.loop import Future, Loop
 from pycontainerd.shim.reaper import Reaper
 from pycontainerd.shim.service import Service, ShimConfig, write_atomic
 from pycontainerd.shim.ttrpc_loop import Forwarder, Method
+from pycontainerd.shim.v2layout import DEFAULT_RUNC_ROOT, OPTIONS_FILE
 
 TASK = "containerd.task.v2.Task"
 RUNC_OPTIONS = "containerd.runc.v1.Options"
 PROCESS_DETAILS = "containerd.runc.v1.ProcessDetails"
-OPTIONS_FILE = "options.json"  # in the bundle: what ``delete`` needs once the shim is gone
-SOCKET_ROOT = "/run/containerd/s"
-DEFAULT_RUNC_ROOT = "/run/containerd/runc"
-# the spec annotations that put a container into an existing shim (first one present wins)
-GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
 REFUSED_OPTIONS = {
     "criu_path": "CriuPath",
     "criu_image_path": "CriuImagePath",
@@ -81,33 +76,6 @@ EVENT_TYPES: dict[str, type[Message]] = {
 
 
 # -- pure helpers -------------------------------------------------------------------------------
-
-
-def _go_join(*parts: str) -> str:
-    """Go's ``filepath.Join``: empty parts dropped, the result cleaned."""
-    joined = posixpath.normpath("/".join(p for p in parts if p))
-    if joined.startswith("//"):  # posixpath keeps a leading "//", Go's Clean does not
-        joined = "/" + joined.lstrip("/")
-    return joined
-
-
-def socket_address(containerd_address: str, namespace: str, group: str) -> str:
-    """containerd 1.6 ``shim.SocketAddress``: ``unix:///run/containerd/s/<hex sha256 of
-    Join(address, namespace, group)>`` — how ``ctr shim`` and containerd find a shim."""
-    import hashlib
-
-    digest = hashlib.sha256(_go_join(containerd_address, namespace, group).encode()).hexdigest()
-    return f"unix://{SOCKET_ROOT}/{digest}"
-
-
-def group_of(spec: dict[str, Any], container_id: str) -> str:
-    """The shim group a container joins: its group annotation, else its own id."""
-    annotations = spec.get("annotations") or {}
-    for key in GROUP_ANNOTATIONS:
-        value = annotations.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return container_id
 
 
 def decode_options(value: any_pb2.Any | None) -> dict[str, Any]:

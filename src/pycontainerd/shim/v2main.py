@@ -9,7 +9,7 @@ Command line (Go ``flag`` syntax: ``-name value``, ``-name=value``, ``--name val
     The shim's group is the bundle's ``config.json`` annotation
     ``io.containerd.runc.v2.group``, else ``io.kubernetes.cri.sandbox-id``, else the
     container id.  Its socket is ``/run/containerd/s/<sha256 hex of ADDR/NS/GROUP>``
-    (``taskv2.socket_address``, containerd's ``shim.SocketAddress``).  If a shim already
+    (``v2layout.socket_address``, containerd's ``shim.SocketAddress``).  If a shim already
     answers there (another container of the group), that address is reused; otherwise the
     socket is bound (mode 0600) and a shim process is forked for it: own session, subreaper,
     stdio on the bundle's ``log`` FIFO (containerd reads it) or /dev/null, ShimCgroup from
@@ -35,19 +35,17 @@ import socket
 import sys
 from dataclasses import dataclass, field
 
-from google.protobuf import any_pb2
-
 from pycontainerd import errdefs
-from pycontainerd.shim import taskv2
-from pycontainerd.shim.loop import Loop
+from pycontainerd.shim import v2layout
 from pycontainerd.shim.main import PID_FILE, become_shim, cleanup, run_child
-from pycontainerd.shim.reaper import Reaper
 from pycontainerd.shim.server import bind_listener
 from pycontainerd.shim.service import ShimConfig, write_atomic
-from pycontainerd.shim.ttrpc_loop import Forwarder, TtrpcServer
 
-ADDRESS_FILE = "address"
-LOG_FIFO = "log"
+# protobuf, the task.v2 translator and the ttrpc server are imported where they are used:
+# `delete` (run by containerd after every shim exit) and `start` stay cheap
+
+ADDRESS_FILE = v2layout.ADDRESS_FILE
+LOG_FIFO = v2layout.LOG_FIFO
 EXIT_FLUSH = 2.0  # seconds an exiting shim waits for its last events to reach containerd
 
 _BOOL_FLAGS = {"debug", "v", "version"}
@@ -99,6 +97,10 @@ def parse_flags(argv: list[str]) -> Flags:
 
 def _read_options() -> dict[str, object]:
     """containerd writes the runtime options (an Any) on ``start``'s stdin."""
+    from google.protobuf import any_pb2
+
+    from pycontainerd.shim import taskv2
+
     if os.isatty(0):
         return {}
     try:
@@ -137,6 +139,11 @@ def _log_fd(bundle: str) -> int:
 
 def serve(flags: Flags, listener: socket.socket, socket_path: str) -> None:
     """The shim process: serve task.v2 on ``listener`` until a Shutdown leaves it empty."""
+    from pycontainerd.shim import taskv2
+    from pycontainerd.shim.loop import Loop
+    from pycontainerd.shim.reaper import Reaper
+    from pycontainerd.shim.ttrpc_loop import Forwarder, TtrpcServer
+
     loop = Loop()
     reaper = Reaper(loop)
     ttrpc_address = os.environ.get("TTRPC_ADDRESS", "")
@@ -169,8 +176,8 @@ def start(flags: Flags) -> str:
     bundle = flags.bundle or os.getcwd()
     if not flags.namespace or not flags.id:
         raise errdefs.InvalidArgument("start needs -namespace and -id")
-    group = taskv2.group_of(_read_spec(bundle), flags.id)
-    address = taskv2.socket_address(flags.address, flags.namespace, group)
+    group = v2layout.group_of(_read_spec(bundle), flags.id)
+    address = v2layout.socket_address(flags.address, flags.namespace, group)
     path = address.removeprefix("unix://")
     options = _read_options()
     try:
@@ -191,7 +198,9 @@ def start(flags: Flags) -> str:
         shim_cgroup = str(options.get("shim_cgroup") or "")
         try:
             if shim_cgroup:
-                taskv2.join_cgroup(shim_cgroup, pid)
+                from pycontainerd.shim.taskv2 import join_cgroup
+
+                join_cgroup(shim_cgroup, pid)
             write_atomic(os.path.join(bundle, PID_FILE), str(pid).encode())
             write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode())
         except BaseException:
@@ -215,7 +224,7 @@ def _remove_dead_socket(bundle: str) -> None:
             path = f.read().strip().removeprefix("unix://")
     except OSError:
         return
-    if not path.startswith(taskv2.SOCKET_ROOT + "/"):
+    if not path.startswith(v2layout.SOCKET_ROOT + "/"):
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -237,7 +246,7 @@ def delete(flags: Flags) -> bytes:
     bundle = flags.bundle or os.getcwd()
     opts: dict[str, object] = {}
     try:
-        with open(os.path.join(bundle, taskv2.OPTIONS_FILE)) as f:
+        with open(os.path.join(bundle, v2layout.OPTIONS_FILE)) as f:
             opts = json.load(f)
     except (OSError, ValueError):
         pass
@@ -247,7 +256,7 @@ def delete(flags: Flags) -> bytes:
         bundle=bundle,
         socket_path="",
         runtime_binary=str(opts.get("binary_name") or "runc"),
-        runtime_root=os.path.join(str(opts.get("root") or taskv2.DEFAULT_RUNC_ROOT), flags.namespace),
+        runtime_root=os.path.join(str(opts.get("root") or v2layout.DEFAULT_RUNC_ROOT), flags.namespace),
         systemd_cgroup=bool(opts.get("systemd_cgroup")),
     )
     info = cleanup(config)
