@@ -252,6 +252,30 @@ async def _connect(address: str, cid: str) -> int:
         return resp.shim_pid
 
 
+def test_oom_event(ctrd: Containerd) -> None:
+    cid = _cid("oom")
+    with subprocess.Popen(
+        ["ctr", "-a", ctrd.address, "events"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as ev:
+        try:
+            r = ctrd.ctr("run", "--runtime", RUNTIME, "--rm", "--memory-limit", str(16 << 20), IMAGE, cid, "sh", "-c",
+                         "x=a; while true; do x=$x$x; done", check=False)
+            assert r.returncode == 137, (r.returncode, r.stderr)
+            lines: list[str] = []
+            assert ev.stdout is not None
+            os.set_blocking(ev.stdout.fileno(), False)
+
+            def seen() -> bool:
+                chunk = ev.stdout.read() if ev.stdout else None
+                if chunk:
+                    lines.extend(chunk.splitlines())
+                return any("/tasks/oom" in x and cid in x for x in lines)
+
+            wait_for(seen, 20, "the /tasks/oom event")
+        finally:
+            ev.kill()
+
+
 def test_ctr_shim_commands(ctrd: Containerd, tmp_path: Path) -> None:
     cid = _cid("shim")
     ctrd.ctr("run", "--runtime", RUNTIME, "-d", IMAGE, cid, "sleep", "300")
