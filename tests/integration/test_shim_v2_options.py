@@ -96,7 +96,8 @@ class Env:
     def cleanup(self) -> None:
         for cid in self.cids:
             for root in self.roots:
-                subprocess.run(["runc", "--root", root, "delete", "--force", cid], capture_output=True, check=False)
+                if os.path.isdir(os.path.join(root, cid)):
+                    subprocess.run(["runc", "--root", root, "delete", "--force", cid], capture_output=True, check=False)
             pid = self.shim_pid(cid)
             if pid and pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
@@ -105,6 +106,9 @@ class Env:
                 os.unlink(v2layout.socket_address(self.address, NS, cid).removeprefix("unix://"))
         for m in reversed(mounts_under(self.tmp)):
             subprocess.run(["umount", "-l", m], capture_output=True, check=False)
+        for root in self.roots:  # runc made them (our namespace's): gone when empty
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
         for cg in self.cgroups:
             with contextlib.suppress(OSError):
                 os.rmdir(cg)
