@@ -97,10 +97,6 @@ def parse_flags(argv: list[str]) -> Flags:
 
 def _read_options() -> dict[str, object]:
     """containerd writes the runtime options (an Any) on ``start``'s stdin."""
-    from google.protobuf import any_pb2
-
-    from pycontainerd.shim import taskv2
-
     if os.isatty(0):
         return {}
     try:
@@ -109,6 +105,10 @@ def _read_options() -> dict[str, object]:
         return {}
     if not data:
         return {}
+    from google.protobuf import any_pb2
+
+    from pycontainerd.shim import taskv2
+
     value = any_pb2.Any()
     try:
         value.ParseFromString(data)
