@@ -26,6 +26,7 @@ import pytest
 
 from tests.fixtures import images
 from tests.fixtures.containerd import Containerd
+from tests.fixtures.procs import wait_for
 from tests.fixtures.registry import Registry
 
 from .daemon import Daemon
@@ -104,6 +105,7 @@ def test_ctr_snapshot_commands_on_a_pulled_image(daemon: Daemon, refs: dict[str,
     assert labels[img.config.digest]["containerd.io/gc.ref.snapshot.overlayfs"] == chain[-1]
 
     # prepare / mounts / change / label / diff / commit
+    collections_before = daemon.log.read_text(errors="replace").count("garbage collected")
     daemon.ctr(*SN, "prepare", "work", chain[-1])
     assert snapshots(daemon)["work"] == (chain[-1], "Active")
     assert GC_ROOT in json.loads(daemon.ctr(*SN, "info", "work").stdout)["Labels"]
@@ -125,8 +127,14 @@ def test_ctr_snapshot_commands_on_a_pulled_image(daemon: Daemon, refs: dict[str,
     rows = snapshots(daemon)
     assert rows["committed1"] == (chain[-1], "Committed") and "work" not in rows
 
-    # view (read-only overlay of the committed chain)
+    # view (read-only overlay of the committed chain).  `ctr snapshots view` gives the view no
+    # gc.root label and no lease, so it is garbage to the collector: let the collection that the
+    # diff's temporary view removal scheduled finish first, then root the view ourselves (else
+    # the collector may take v1 while the test still uses it, and `rm committed1` succeeds)
+    wait_for(lambda: daemon.log.read_text(errors="replace").count("garbage collected") > collections_before, 30,
+             "the collection scheduled by the diff's temporary view removal")
     daemon.ctr(*SN, "view", "v1", "committed1")
+    daemon.ctr(*SN, "label", "v1", f"{GC_ROOT}=keep")
     assert snapshots(daemon)["v1"] == ("committed1", "View")
     with snapshot_mounted(daemon, "v1", tmp_path / "v1") as v:
         assert (v / "newfile").read_bytes() == b"hello\n"
