@@ -175,34 +175,52 @@ def test_detached_exec_kill_and_state(ctrd: Containerd) -> None:
         ctrd.ctr("containers", "delete", cid, check=False)
 
 
-def test_events_reach_containerd(ctrd: Containerd) -> None:
+class CtrEvents:
+    """`ctr events` running in the background; ``wait_for(topic, cid)`` polls its output."""
+
+    def __init__(self, c: Containerd) -> None:
+        self.proc = subprocess.Popen(
+            ["ctr", "-a", c.address, "events"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.lines: list[str] = []
+
+    def topics(self, cid: str) -> list[str]:
+        # "<date> <time> +0000 UTC <namespace> <topic> <event JSON>"
+        return [x.split()[5] for x in self.lines if cid in x and len(x.split()) > 5]
+
+    def wait_for(self, topic: str, cid: str) -> None:
+        def seen() -> bool:
+            chunk = self.proc.stdout.read() if self.proc.stdout else None
+            if chunk:
+                self.lines.extend(chunk.splitlines())
+            return topic in self.topics(cid)
+
+        wait_for(seen, 20, f"event {topic} of {cid}")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def ctr_events(ctrd: Containerd) -> Iterator[CtrEvents]:
+    ev = CtrEvents(ctrd)
+    try:
+        yield ev
+    finally:
+        ev.close()
+
+
+def test_events_reach_containerd(ctrd: Containerd, ctr_events: CtrEvents) -> None:
     cid = _cid("ev")
-    with subprocess.Popen(
-        ["ctr", "-a", ctrd.address, "events"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    ) as ev:
-        try:
-            ctrd.ctr("run", "--runtime", RUNTIME, "--rm", IMAGE, cid, "true")
-            ctrd.ctr("run", "--runtime", RUNTIME, "--rm", IMAGE, _cid("after"), "true")  # events are async
-            lines: list[str] = []
-
-            def seen() -> bool:
-                return any("/tasks/delete" in x and cid in x for x in lines)
-
-            assert ev.stdout is not None
-            os.set_blocking(ev.stdout.fileno(), False)
-
-            def poll() -> bool:
-                chunk = ev.stdout.read() if ev.stdout else None
-                if chunk:
-                    lines.extend(chunk.splitlines())
-                return seen()
-
-            wait_for(poll, 20, "the task events")
-        finally:
-            ev.kill()
-    topics = [x.split()[5] for x in lines if cid in x and len(x.split()) > 5]  # date time +0000 UTC ns topic
+    ctrd.ctr("run", "--runtime", RUNTIME, "--rm", IMAGE, cid, "true")
+    ctr_events.wait_for("/tasks/delete", cid)
     for topic in ("/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"):
-        assert topic in topics, lines
+        assert topic in ctr_events.topics(cid), ctr_events.lines
 
 
 def test_group_annotation_shares_one_shim(ctrd: Containerd) -> None:
@@ -252,28 +270,12 @@ async def _connect(address: str, cid: str) -> int:
         return resp.shim_pid
 
 
-def test_oom_event(ctrd: Containerd) -> None:
+def test_oom_event(ctrd: Containerd, ctr_events: CtrEvents) -> None:
     cid = _cid("oom")
-    with subprocess.Popen(
-        ["ctr", "-a", ctrd.address, "events"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    ) as ev:
-        try:
-            r = ctrd.ctr("run", "--runtime", RUNTIME, "--rm", "--memory-limit", str(16 << 20), IMAGE, cid, "sh", "-c",
-                         "x=a; while true; do x=$x$x; done", check=False)
-            assert r.returncode == 137, (r.returncode, r.stderr)
-            lines: list[str] = []
-            assert ev.stdout is not None
-            os.set_blocking(ev.stdout.fileno(), False)
-
-            def seen() -> bool:
-                chunk = ev.stdout.read() if ev.stdout else None
-                if chunk:
-                    lines.extend(chunk.splitlines())
-                return any("/tasks/oom" in x and cid in x for x in lines)
-
-            wait_for(seen, 20, "the /tasks/oom event")
-        finally:
-            ev.kill()
+    r = ctrd.ctr("run", "--runtime", RUNTIME, "--rm", "--memory-limit", str(16 << 20), IMAGE, cid, "sh", "-c",
+                 "x=a; while true; do x=$x$x; done", check=False)
+    assert r.returncode == 137, (r.returncode, r.stderr)
+    ctr_events.wait_for("/tasks/oom", cid)
 
 
 def test_ctr_shim_commands(ctrd: Containerd, tmp_path: Path) -> None:
