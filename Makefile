@@ -7,7 +7,7 @@ APT_PACKAGES := containerd runc busybox-static docker-registry containernetworki
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install deps demo test unit integration lint proto check-proto bench fuzz clean-test install-service
+.PHONY: help install deps demo test unit integration lint proto check-proto bench fuzz chaos clean-test install-service
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ bench: install ## side-by-side benchmarks against containerd (results in bench/r
 
 fuzz: install ## long property-based fuzzing of the tar applier and every parser (FUZZ_EXAMPLES=20000 per target)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider tests/fuzz --hypothesis-show-statistics $(PYTEST_ARGS)
+
+chaos: install ## long chaos run: kill -9 of the daemon and shims at random moments (CHAOS_ITERATIONS=60)
+	CHAOS_ITERATIONS=$${CHAOS_ITERATIONS:-60} CHAOS_SEED=$${CHAOS_SEED:-$$(date +%s)} $(BIN)/pytest -q -p no:cacheprovider -s tests/chaos --timeout 3600 $(PYTEST_ARGS)
 
 clean-test: ## remove leftovers of interrupted test runs (mounts and temp dirs under /tmp/pycd-*)
 	-@grep -oE ' /tmp/pycd-[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l

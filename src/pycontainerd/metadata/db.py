@@ -9,8 +9,9 @@ them run beside the writer).
 
 Each transaction is a plain function ``fn(conn) -> T`` run with ``await db.write(fn)`` (one
 ``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception rolls back) or ``await db.read(fn)``.
-After a committed write that deleted something, ``on_delete`` callbacks fire (the GC
-scheduler counts them).
+After a committed write that deleted something, ``on_delete`` callbacks fire; after every
+committed write that changed rows, ``on_mutation`` callbacks fire on the writer thread (the
+GC scheduler subscribes both with ``subscribe`` and counts them).
 
 Group commit.  ``await db.write(fn, batch=True)`` lets the writer thread run ``fn`` in one
 SQLite transaction together with the other batched writes queued at that moment, each in
@@ -258,6 +259,7 @@ class Database:
         self._batch_mu = threading.Lock()
         self._batch_scheduled = False
         self.on_delete: list[Callable[[], None]] = []
+        self.on_mutation: list[Callable[[], None]] = []
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -325,7 +327,8 @@ class Database:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        del before
+        if conn.total_changes != before:
+            self._notify_mutation(1)
         return result
 
     def _reader_conn(self) -> sqlite3.Connection:
@@ -365,6 +368,7 @@ class Database:
         conn = self._write_conn
         assert conn is not None, "database not open"
         outcomes: list[tuple[bool, Any]] = []
+        before = conn.total_changes
         try:
             self._set_synchronous(conn, self.SYNC_BATCHED)
             conn.execute("BEGIN IMMEDIATE")
@@ -386,6 +390,8 @@ class Database:
             for _, fut in jobs:
                 fut.set_exception(exc)
             return
+        if conn.total_changes != before:
+            self._notify_mutation(sum(1 for ok, _ in outcomes if ok))
         for (ok, value), (_, fut) in zip(outcomes, jobs, strict=True):
             if ok:
                 fut.set_result(value)
@@ -431,6 +437,20 @@ class Database:
             return True
 
         return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+
+    def subscribe(
+        self, *, on_delete: Callable[[], None] | None = None, on_mutation: Callable[[], None] | None = None
+    ) -> None:
+        """Be told about committed deletions (``notify_deleted``) and row-changing writes."""
+        if on_delete is not None:
+            self.on_delete.append(on_delete)
+        if on_mutation is not None:
+            self.on_mutation.append(on_mutation)
+
+    def _notify_mutation(self, n: int) -> None:
+        for cb in list(self.on_mutation):
+            for _ in range(n):
+                cb()
 
     def notify_deleted(self) -> None:
         for cb in list(self.on_delete):

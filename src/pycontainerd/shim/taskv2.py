@@ -265,7 +265,8 @@ class TaskV2:
             bundle=req.bundle,
             # per container: its console sockets are "<socket_path>.c<n>"
             socket_path=f"{self.socket_path}.{self._seq}",
-            runtime_root=os.path.join(DEFAULT_RUNC_ROOT, self.namespace),
+            # Root: runc's state under <Root>/<namespace>, as containerd's runc shim keeps it
+            runtime_root=os.path.join(str(opts.get("root") or DEFAULT_RUNC_ROOT), self.namespace),
             debug=self.debug,
         )
         svc = Service(self.loop, self.reaper, config)
@@ -286,7 +287,9 @@ class TaskV2:
                     "stdout": req.stdout,
                     "stderr": req.stderr,
                     "terminal": req.terminal,
-                    "options": opts,
+                    "options": protocol.CreateOptions.from_wire(
+                        {k: v for k, v in opts.items() if k not in ("root", "shim_cgroup")}
+                    ).to_wire(),
                 }
             )
         except BaseException:
