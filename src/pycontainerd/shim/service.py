@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +127,8 @@ class Service:
         self.oom: OOMWatcher | None = None
         self.kill_all_on_exit = False
         self.subscribers: list[Any] = []  # set by the server: objects with .send_event(frame)
+        # set instead by the task.v2 (ttrpc) server: gets every event as (topic, payload)
+        self.event_sink: Callable[[str, dict[str, Any]], None] | None = None
         self.backlog: list[bytes] = []
         self.exiting = False
         self.teardown: Future[None] | None = None  # runc delete running after Delete answered
@@ -155,6 +158,9 @@ class Service:
         return self.config.container_id
 
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        if self.event_sink is not None:
+            self.event_sink(topic, payload)
+            return
         frame = protocol.event(topic, payload)
         live = [s for s in self.subscribers if not s.closed]
         if not live:
