@@ -212,10 +212,10 @@ def test_checkpoint_is_refused(env: Env) -> None:
                 id=cid, bundle=str(bundle.path), rootfs=[mount_pb2.Mount(**m) for m in bundle.rootfs_mounts]
             )
             await _call(client, "Create", create, shim_pb2.CreateTaskResponse)
-            with pytest.raises(errdefs.NotImplemented_, match="criu"):
+            with pytest.raises(errdefs.Unimplemented, match="criu"):
                 await _call(client, "Checkpoint", shim_pb2.CheckpointTaskRequest(id=cid, path="/x"), empty_pb2.Empty)
             restore = shim_pb2.CreateTaskRequest(id="other", bundle=str(bundle.path), checkpoint="/x")
-            with pytest.raises(errdefs.NotImplemented_, match="checkpoint"):
+            with pytest.raises(errdefs.Unimplemented, match="checkpoint"):
                 await _call(client, "Create", restore, shim_pb2.CreateTaskResponse)
 
     asyncio.run(asyncio.wait_for(body(), 60))

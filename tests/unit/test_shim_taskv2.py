@@ -12,7 +12,7 @@ from pycontainerd import errdefs
 from pycontainerd.api.events import task_pb2 as events
 from pycontainerd.api.runtime.v2.runc.options import oci_pb2
 from pycontainerd.shim import taskv2, v2layout, v2main
-from pycontainerd.shim.protocol import rfc3339
+from pycontainerd.timestamps import format_ns as rfc3339
 
 
 def _opts(**kw: Any) -> any_pb2.Any:

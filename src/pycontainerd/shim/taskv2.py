@@ -28,7 +28,7 @@ from typing import Any
 from google.protobuf import any_pb2, empty_pb2, json_format, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 
-from pycontainerd import __version__, errdefs
+from pycontainerd import __version__, errdefs, timestamps
 from pycontainerd.api.cgroups.v1 import metrics_pb2 as metrics_v1
 from pycontainerd.api.cgroups.v2 import metrics_pb2 as metrics_v2
 from pycontainerd.api.events import task_pb2 as events
@@ -251,7 +251,7 @@ class TaskV2:
     # -- RPCs -----------------------------------------------------------------------------------
     async def create(self, req: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
         if req.checkpoint or req.parent_checkpoint:
-            raise errdefs.NotImplemented_("restore from a checkpoint is not supported by the pyrunc shim (no criu)")
+            raise errdefs.Unimplemented("restore from a checkpoint is not supported by the pyrunc shim (no criu)")
         if not req.id or "/" in req.id:
             raise errdefs.InvalidArgument(f"invalid container id {req.id!r}")
         opts = decode_options(req.options if req.HasField("options") else None)
@@ -329,7 +329,7 @@ class TaskV2:
                     "id": req.id,
                     "pid": result["pid"],
                     "exit_status": result["exit_status"],
-                    "exited_at": protocol.rfc3339(result["exited_at_ns"]),
+                    "exited_at": timestamps.format_ns(result["exited_at_ns"]),
                 },
             )
         return pb.DeleteResponse(
@@ -372,7 +372,7 @@ class TaskV2:
 
     async def checkpoint(self, req: pb.CheckpointTaskRequest) -> empty_pb2.Empty:
         self._svc(req.id)
-        raise errdefs.NotImplemented_(f"checkpoint of {req.id}: the pyrunc shim has no checkpoint/restore (criu)")
+        raise errdefs.Unimplemented(f"checkpoint of {req.id}: the pyrunc shim has no checkpoint/restore (criu)")
 
     async def kill(self, req: pb.KillRequest) -> empty_pb2.Empty:
         await self._svc(req.id).kill({"exec_id": req.exec_id, "signal": req.signal, "all": req.all})
