@@ -62,12 +62,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import errdefs, filters, fsmodes, identifiers, timestamps
+from .. import cgroups, errdefs, filters, fsmodes, identifiers, timestamps
 from ..events import Exchange
 from ..metadata.containers import ContainerStore, TypedValue
 from ..shim.protocol import CreateOptions
 from . import bundle as bundlemod
-from . import cgroups, signals
+from . import signals
 
 if TYPE_CHECKING:
     from ..config import Config

@@ -28,7 +28,7 @@ from typing import Any
 from google.protobuf import any_pb2, empty_pb2, json_format, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 
-from pycontainerd import __version__, errdefs, timestamps
+from pycontainerd import __version__, cgroups, errdefs, timestamps
 from pycontainerd.api.cgroups.v1 import metrics_pb2 as metrics_v1
 from pycontainerd.api.cgroups.v2 import metrics_pb2 as metrics_v2
 from pycontainerd.api.events import task_pb2 as events
@@ -36,7 +36,6 @@ from pycontainerd.api.runtime.v2.runc.options import oci_pb2
 from pycontainerd.api.runtime.v2.task import shim_pb2 as pb
 from pycontainerd.api.services.ttrpc.events.v1 import events_pb2
 from pycontainerd.api.types.task import task_pb2
-from pycontainerd.runtime import cgroups
 from pycontainerd.shim import process as ps
 from pycontainerd.shim import protocol
 from pycontainerd.shim.loop import Future, Loop
@@ -140,7 +139,7 @@ def join_cgroup(path: str, pid: int, sys_root: str = "/sys/fs/cgroup") -> None:
 
 
 def metrics_any(mode: str, data: dict[str, Any]) -> any_pb2.Any:
-    """cgroup statistics (``runtime.cgroups``) as the Metrics Any containerd's Stats returns."""
+    """cgroup statistics (``pycontainerd.cgroups``) as the Metrics Any containerd's Stats returns."""
     msg: Message = metrics_v2.Metrics() if mode == "v2" else metrics_v1.Metrics()
     json_format.ParseDict(data, msg, ignore_unknown_fields=True)
     return any_pb2.Any(type_url=msg.DESCRIPTOR.full_name, value=msg.SerializeToString())
