@@ -28,7 +28,7 @@ import socket
 import struct
 import sys
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,35 @@ class ShimLauncher:
 
     async def launch(self, params: dict[str, Any]) -> int:
         """Fork a shim; returns its pid once its socket accepts connections."""
+        return int((await self._request("launch", params))["pid"])
+
+    async def start_v2(self, params: dict[str, Any]) -> tuple[str, int]:
+        """Start a runtime v2 shim (task.v2 over ttrpc) for a bundle: params ``namespace``,
+        ``id``, ``bundle``, ``address`` (the daemon's), ``ttrpc_address`` (events),
+        ``options`` (runc options by field name), ``debug``; returns its address and pid."""
+        result = await self._request("start_v2", params, on_abandoned=_stop_unused_shim)
+        return str(result["address"]), int(result["pid"])
+
+    async def _request(
+        self, method: str, params: dict[str, Any], on_abandoned: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """One request, answered in order.  A caller cancelled meanwhile (its client went away)
+        does not cancel the exchange: its reply is still read (or the next caller would get
+        it), and handed to ``on_abandoned`` (a shim nobody will use)."""
+        exchange = asyncio.ensure_future(self._exchange(method, params))
+        try:
+            return await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            if on_abandoned is not None:
+
+                def done(fut: asyncio.Future[dict[str, Any]]) -> None:
+                    if not fut.cancelled() and fut.exception() is None:
+                        on_abandoned(fut.result())
+
+                exchange.add_done_callback(done)
+            raise
+
+    async def _exchange(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         async with self._lock:
             for attempt in (1, 2):
                 await self.start()
@@ -174,9 +203,11 @@ class ShimLauncher:
                 assert self._writer is not None
                 self._next_id += 1
                 try:
-                    self._writer.write(protocol.request(self._next_id, "launch", params))
+                    self._writer.write(protocol.request(self._next_id, method, params))
                     await self._writer.drain()
                     msg = await _read_frame(self._reader)
+                    while msg.get("id") != self._next_id:  # never happens unless out of sync: resync
+                        msg = await _read_frame(self._reader)
                 except (ConnectionError, asyncio.IncompleteReadError, protocol.ProtocolError) as exc:
                     await self._stop()
                     if attempt == 2:
@@ -184,7 +215,10 @@ class ShimLauncher:
                     continue
                 if "error" in msg:
                     _raise_error(msg["error"])
-                return int(msg["result"]["pid"])
+                result = msg.get("result")
+                if not isinstance(result, dict):
+                    raise errdefs.Unknown(f"shim launcher: malformed {method} reply")
+                return result
         raise errdefs.Unavailable("shim launcher unavailable")
 
     async def _stop(self) -> None:
@@ -205,6 +239,16 @@ class ShimLauncher:
     async def close(self) -> None:
         async with self._lock:
             await self._stop()
+
+
+def _stop_unused_shim(result: dict[str, Any]) -> None:
+    """A shim the launcher forked for a create whose caller went away: nobody will use it."""
+    if not result.get("forked"):
+        return  # the running shim of the container's group: not ours to stop
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(result["pid"]), 9)
+    with contextlib.suppress(OSError):
+        os.unlink(str(result.get("address", "")).removeprefix("unix://"))
 
 
 _default_launcher: ShimLauncher | None = None

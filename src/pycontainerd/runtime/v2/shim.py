@@ -279,7 +279,10 @@ class TaskShim:
         terminal: bool,
         options: dict[str, Any] | None = None,
     ) -> int:
-        del options  # the typed options were settled at launch (self.options)
+        if options and (self.options is None or self.options.type_url.rsplit("/", 1)[-1] == RUNC_OPTIONS):
+            # the manager's runc settings for this create fill what the launch's options leave unset
+            current = (self.options.type_url, self.options.value) if self.options is not None else None
+            self.options = runc_options(current, options)
         req = shim_pb2.CreateTaskRequest(
             id=self.id,
             bundle=str(self.bundle),
