@@ -32,7 +32,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -180,19 +179,6 @@ def start(flags: Flags) -> str:
     return start_shim(flags, _read_options())[0]
 
 
-def _group_pid(bundle: str, address: str) -> int:
-    """The pid of the group's running shim (its socket answered): from its peer credentials."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(address.removeprefix("unix://"))
-        creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return int(struct.unpack("3i", creds)[0])
-    except OSError:
-        return 0
-    finally:
-        probe.close()
-
-
 def start_shim(
     flags: Flags,
     options: dict[str, object],
@@ -200,8 +186,8 @@ def start_shim(
     ttrpc_address: str | None = None,
     before_serve: Callable[[], None] | None = None,
 ) -> tuple[str, int, bool]:
-    """``start``: the shim's address and pid, and whether it was forked now (else it is the
-    group's running shim).
+    """``start``: the shim's address, its pid (0 for the group's running shim: ask it with
+    Connect) and whether it was forked now.
 
     Also the daemon's fork server's way to start a shim (``shim.main`` launcher): it passes
     the options and the events address itself, and ``before_serve`` closes, in the child,
@@ -216,7 +202,7 @@ def start_shim(
         listener = bind_listener(path)
     except errdefs.AlreadyExists:  # the group's shim answers there: reuse it
         write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode())
-        return address, _group_pid(bundle, address), False
+        return address, 0, False  # its pid: ask it (Connect); the socket's owner is whoever bound it
     try:
         pid = os.fork()
         if pid == 0:

@@ -204,6 +204,7 @@ class ShimManager:
     def _register(self, shim: TaskShim) -> None:
         key = (shim.namespace, shim.id)
         self._shims[key] = shim
+        shim.shares_shim = lambda: any(s.address == shim.address and s is not shim for s in self._shims.values())
 
         def unregister() -> None:
             if self._shims.get(key) is shim:
