@@ -5,7 +5,7 @@ Theory of operation
 A *task* is a container's init process plus the processes exec-ed into it.  For every task
 the manager owns a bundle (``<state>/<namespace>/<id>/``, see ``bundle.py``) and a shim
 process (``pycontainerd-shim-runc-v2``) that outlives the daemon and drives runc.  The
-manager talks to the shim through ``ShimClient``; it never runs runc itself except to clean
+manager talks to the shim through the ``Shim`` protocol; it never runs runc itself except to clean
 up after a shim that is gone.
 
 Lifecycle of one task::
@@ -1164,63 +1164,6 @@ class RuntimeAlias:
         self.manager = manager
 
 
-class ShimClientLauncher:
-    """``ShimLauncher`` over ``shim_client``: one fork-server per task manager (no globals)."""
-
-    def __init__(self, owner: str = "") -> None:
-        from . import shim_client
-
-        self._mod = shim_client
-        self._fork = shim_client.ShimLauncher(owner=owner)
-
-    async def launch(
-        self,
-        *,
-        namespace: str,
-        container_id: str,
-        bundle: Path,
-        state_dir: Path,
-        runtime_binary: str = "runc",
-        runtime_root: str | None = None,
-        systemd_cgroup: bool = False,
-        debug: bool = False,
-    ) -> Shim:
-        return await self._mod.ShimClient.launch(
-            namespace=namespace,
-            container_id=container_id,
-            bundle=bundle,
-            state_dir=state_dir,
-            runtime_binary=runtime_binary,
-            runtime_root=runtime_root,
-            systemd_cgroup=systemd_cgroup,
-            debug=debug,
-            launcher=self._fork,
-        )
-
-    async def connect(self, bundle: Path) -> Shim:
-        return await self._mod.ShimClient.connect(bundle)
-
-    async def cleanup(
-        self,
-        *,
-        namespace: str,
-        container_id: str,
-        bundle: Path,
-        runtime_binary: str = "runc",
-        runtime_root: str | None = None,
-    ) -> ExitLike:
-        return await self._mod.ShimClient.cleanup(
-            namespace=namespace,
-            container_id=container_id,
-            bundle=bundle,
-            runtime_binary=runtime_binary,
-            runtime_root=runtime_root,
-        )
-
-    async def close(self) -> None:
-        await self._fork.close()
-
-
 def runtime_paths_from_config(daemon_config: Any) -> dict[str, str]:
     """Runtime names whose shim binary the config names: the default CRI runtime's
     ``runtime_path`` serves its ``runtime_type`` (so ``runtime_type = "io.containerd.runc.v2"``
@@ -1256,7 +1199,6 @@ def external_shims(daemon: Any, defaults: RuntimeDefaults) -> ExternalShims:
     )
 
 
-SHIM_API_ENV = "PYCONTAINERD_SHIM_API"  # "ttrpc" (default): task.v2; "json": the old private protocol
 OWN_SHIM_BINARY = "containerd-shim-pyrunc-v2"
 
 
@@ -1272,10 +1214,7 @@ def own_shim_binary() -> str:
 
 def own_launcher(external: ExternalShims, owner: str) -> ShimLauncher:
     """The launcher of the daemon's own runc runtime: our shim forked by the fork server,
-    serving task.v2 over ttrpc (``runtime.v2.ForkLauncher``); ``PYCONTAINERD_SHIM_API=json``
-    selects the old private JSON protocol instead."""
-    if os.environ.get(SHIM_API_ENV, "ttrpc") == "json":
-        return ShimClientLauncher(owner=owner)
+    serving task.v2 over ttrpc (``runtime.v2.ForkLauncher``)."""
     from . import shim_client
     from .v2 import ForkLauncher, ShimManager
 

@@ -448,11 +448,9 @@ def runc_root_base(runtime_root: str, namespace: str) -> str:
 class BinaryLauncher:
     """The task manager's ``ShimLauncher`` over one shim binary (``ShimManager.launcher``).
 
-    What the daemon's own fast-path launcher is today, for a runtime v2 binary: the runc
-    settings the manager passes (binary, root as ``<root>/<namespace>``, cgroup driver) become
-    the ``containerd.runc.v1.Options`` of ``start`` and Create.  Pointing the task manager's
-    ``launcher`` at ``ShimManager.launcher(<our shim binary>)`` moves every runc task onto the
-    runtime v2 path."""
+    The runc settings the manager passes (binary, root as ``<root>/<namespace>``, cgroup driver)
+    become the ``containerd.runc.v1.Options`` of ``start`` and Create.  ``ForkLauncher`` is the
+    same for our own shim, started by the fork server instead of ``<binary> start``."""
 
     def __init__(self, manager: ShimManager, binary: str) -> None:
         self.manager = manager
