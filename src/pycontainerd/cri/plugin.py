@@ -8,24 +8,39 @@ daemon's ``CRIConfig`` (``[plugins."io.containerd.grpc.v1.cri"]`` or the version
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 
+from ..cni import CNI
 from ..config import CRIConfig
+from ..metadata.containers import ContainerStore
 from ..plugin import InitContext, Registration, SkipPlugin, types
+from ..runtime.task_manager import TaskManager
 from .images import ImageService
 from .imagestore import NAMESPACE, CriImageStore, registry_settings, snapshotter_root
 from .runtime import RuntimeService, RuntimeState
+from .sandbox import Sandboxes
 
 
 class CriPlugin:
     """The plugin instance: both servicers, and what the next RPC groups will build on."""
 
-    def __init__(self, config: CRIConfig, images: CriImageStore) -> None:
+    def __init__(self, config: CRIConfig, images: CriImageStore, *, containers: ContainerStore | None = None,
+                 tasks: TaskManager | None = None, state_dir: Path | None = None) -> None:
         self.config = config
         self.images = images
-        self.runtime_state = RuntimeState(config)
+        cni = None
+        self.pods: Sandboxes | None = None
+        if state_dir is not None:
+            cni = CNI(conf_dir=config.cni.conf_dir, bin_dirs=config.cni.bin_search_path,
+                      cache_dir=state_dir / "cni", max_conf_num=config.cni.max_conf_num, ip_pref=config.cni.ip_pref)
+            if containers is not None and tasks is not None:
+                self.pods = Sandboxes(config=config, images=images, containers=containers, tasks=tasks,
+                                      state_dir=state_dir, cni=cni)
+        self.runtime_state = RuntimeState(config, cni)
         self.image_service = ImageService(images)
-        self.runtime_service = RuntimeService(self.runtime_state)
+        self.runtime_service = RuntimeService(self.runtime_state, self.pods)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         self.runtime_service.add_to_server(server)
@@ -50,8 +65,10 @@ async def _init(ctx: InitContext) -> CriPlugin:
         max_concurrent_downloads=config.max_concurrent_downloads,
         namespace=NAMESPACE,
     )
-    return CriPlugin(config, store)
+    ctx.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+    return CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
+                     tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state)
 
 
 REGISTRATION = Registration(type=types.GRPC, id="cri", init=_init, config=CRIConfig,
-                            requires=(types.EVENT, types.SERVICE, types.LEASE, types.SNAPSHOT))
+                            requires=(types.EVENT, types.SERVICE, types.LEASE, types.SNAPSHOT, types.RUNTIME_V2))

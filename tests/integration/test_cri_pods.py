@@ -1,0 +1,328 @@
+"""CRI pod sandboxes (and containers) on our daemon, and the same steps on containerd 1.6's CRI.
+
+The sandbox image is a pause-like image built offline from busybox-static (``sleep`` for a
+very long time), pushed to a registry on 127.0.0.1 that both engines pull from over plain
+HTTP.  Pod networking: real CNI plugins (bridge + host-local + portmap, loopback added by the
+runtime) on a unique bridge and 10.233.x.0/24 subnet; each engine's fixture removes what the
+plugins leave on the host (pods, netns, bridge, portmap chains, host-local store) even when a
+test fails.
+
+Missing ids, measured on Debian's containerd 1.6 and matched: StopPodSandbox and
+PodSandboxStatus answer NotFound, RemovePodSandbox answers OK (as the CRI spec asks; the
+issue expected NotFound from 1.6, it is not what this build does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import shlex
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
+from pycontainerd.api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
+from tests.fixtures import images
+from tests.fixtures.containerd import CNI_BIN_DIR, CriOptions, cri_config, running_containerd
+from tests.fixtures.procs import remove_tree, unmount_all
+from tests.fixtures.registry import Registry, running_registry
+
+from .daemon import running_daemon
+
+pytestmark = pytest.mark.root
+
+PYCRICTL = str(Path(sys.executable).parent / "pycrictl")
+CTR = "/usr/bin/ctr"
+PAUSE_REPO = "cri/pause"
+
+
+def _run(*argv: str, check: bool = True) -> str:
+    p = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{shlex.join(argv)}: exit {p.returncode}: {p.stderr.strip()}")
+    return p.stdout
+
+
+def _nat_rules() -> list[str]:
+    return _run("iptables", "-w", "-t", "nat", "-S").splitlines()
+
+
+def _drop_chain(chain: str) -> None:
+    for line in _nat_rules():
+        parts = shlex.split(line)
+        if parts[0] == "-A" and "-j" in parts and parts[parts.index("-j") + 1] == chain:
+            _run("iptables", "-w", "-t", "nat", "-D", *parts[1:], check=False)
+    _run("iptables", "-w", "-t", "nat", "-F", chain, check=False)
+    _run("iptables", "-w", "-t", "nat", "-X", chain, check=False)
+
+
+def _chains_of(network: str) -> list[str]:
+    """The per-pod nat chains the plugins made for ``network`` (their rules name it in a comment)."""
+    out: set[str] = set()
+    for line in _nat_rules():
+        parts = shlex.split(line)
+        if not any(f'name: "{network}"' in p for p in parts):
+            continue
+        targets = [parts[1], parts[parts.index("-j") + 1] if "-j" in parts else ""]
+        out.update(t for t in targets if t.startswith(("CNI-DN-", "CNI-")) and t not in (
+            "CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"))
+    return sorted(out)
+
+
+@dataclass
+class Engine:
+    name: str
+    address: str
+    log: Path
+    opts: CriOptions
+    restart: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.address}"
+
+    def crictl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([PYCRICTL, "-r", self.endpoint, *args], capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"[{self.name}] pycrictl {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n"
+                                 f"{r.stderr}\n--- log ---\n{self.log.read_text(errors='replace')[-3000:]}")
+        return r
+
+    def crictl_json(self, *args: str) -> Any:
+        return json.loads(self.crictl(*args).stdout)
+
+    def ctr(self, *args: str) -> str:
+        return _run(CTR, "-a", self.address, "-n", "k8s.io", *args)
+
+    def call(self, name: str, request: Any) -> tuple[grpc.StatusCode, Any]:
+        with grpc.insecure_channel(f"unix:{self.address}") as ch:
+            try:
+                return grpc.StatusCode.OK, getattr(pb_grpc.RuntimeServiceStub(ch), name)(request, timeout=120)
+            except grpc.RpcError as exc:
+                return exc.code(), exc.details()
+
+    def remove_all_pods(self) -> None:
+        for pod in self.crictl("pods", "-q", check=False).stdout.split():
+            self.crictl("stopp", pod, check=False)
+            self.crictl("rmp", pod, check=False)
+
+
+@dataclass
+class Setup:
+    registry: Registry
+    pause_ref: str
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    if not Path(f"{CNI_BIN_DIR}/bridge").exists():
+        pytest.skip("containernetworking-plugins is not installed")
+    dest = tmp_path_factory.mktemp("pause")
+    pause = images.build_busybox_image(dest / "pause", name="docker.io/library/pycd-pause:1",
+                                       cmd=["sleep", "2147483647"])
+    with running_registry() as reg:
+        images.push_to_registry(pause, reg.url, PAUSE_REPO, "1")
+        yield Setup(reg, reg.ref(PAUSE_REPO, "1"))
+
+
+def _conflist(opts: CriOptions, ipam_dir: Path) -> dict[str, object]:
+    return {
+        "cniVersion": "0.4.0",
+        "name": opts.network_name,
+        "plugins": [
+            {"type": "bridge", "bridge": opts.bridge, "isGateway": True, "ipMasq": False,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": opts.subnet}]], "dataDir": str(ipam_dir)}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+@contextlib.contextmanager
+def _host_network_cleanup(opts: CriOptions) -> Iterator[None]:
+    forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    try:
+        yield
+    finally:
+        _run("ip", "link", "del", opts.bridge, check=False)
+        for chain in _chains_of(opts.network_name):
+            _drop_chain(chain)
+        Path("/proc/sys/net/ipv4/ip_forward").write_text(forward)
+
+
+@contextlib.contextmanager
+def _ours(s: Setup) -> Iterator[Engine]:
+    opts = CriOptions(sandbox_image=s.pause_ref, insecure_registries=[s.registry.host],
+                      subnet=f"10.233.{random.randrange(1, 255)}.0/24").resolved()
+    base = Path(tempfile.mkdtemp(prefix="pycd-cripods-", dir="/tmp"))
+    try:
+        (base / "net.d").mkdir()
+        (base / "net.d" / "10-test.conflist").write_text(json.dumps(_conflist(opts, base / "ipam")))
+        with _host_network_cleanup(opts), running_daemon("version = 2\n" + cri_config(base, opts, "overlayfs")) as d:
+            e = Engine("pycontainerd", d.address, d.log, opts, restart=d.restart)
+            try:
+                yield e
+            finally:
+                e.remove_all_pods()
+    finally:
+        unmount_all(str(base))
+        remove_tree(base)
+
+
+@contextlib.contextmanager
+def _theirs(s: Setup) -> Iterator[Engine]:
+    if not Path("/usr/bin/containerd").exists():
+        pytest.skip("needs containerd (apt-get install containerd)")
+    opts = CriOptions(sandbox_image=s.pause_ref, insecure_registries=[s.registry.host])
+    with running_containerd(cri=opts) as c:
+        e = Engine("containerd", c.address, c.log, c.cri or opts)
+        try:
+            yield e
+        finally:
+            e.remove_all_pods()
+
+
+@pytest.fixture(scope="module")
+def ours(setup: Setup) -> Iterator[Engine]:
+    with _ours(setup) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def theirs(setup: Setup) -> Iterator[Engine]:
+    with _theirs(setup) as e:
+        yield e
+
+
+@pytest.fixture(params=["pycontainerd", "containerd"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    e = request.getfixturevalue("ours" if request.param == "pycontainerd" else "theirs")
+    assert isinstance(e, Engine)
+    return e
+
+
+def pod_config(tmp_path: Path, *, name: str = "", host_network: bool = False, **extra: Any) -> Path:
+    name = name or f"pod-{uuid.uuid4().hex[:8]}"
+    cfg: dict[str, Any] = {
+        "metadata": {"name": name, "namespace": "pycd-test", "uid": uuid.uuid4().hex, "attempt": 0},
+        "hostname": name,
+        "log_directory": str(tmp_path / "logs"),
+        "labels": {"app": "pycd", "pod": name},
+        "annotations": {"note": "hello"},
+        "dns_config": {"servers": ["10.0.0.10"], "searches": ["svc.cluster.local"], "options": ["ndots:5"]},
+        "linux": {"security_context": {"namespace_options": {"network": 2 if host_network else 0}}},
+        **extra,
+    }
+    if host_network:
+        # containerd 1.6 sets it anyway and runc refuses ("unable to set hostname without a
+        # private UTS namespace"); we leave the host's name. The kubelet's host-network pods
+        # work on both without it.
+        del cfg["hostname"]
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def _netns_path(info: dict[str, Any]) -> str:
+    for ns in info["info"]["runtimeSpec"]["linux"]["namespaces"]:
+        if ns["type"] == "network":
+            return str(ns.get("path", ""))
+    return ""
+
+
+def test_pod_lifecycle(engine: Engine, tmp_path: Path) -> None:
+    pod = engine.crictl("runp", str(pod_config(tmp_path, port_mappings=[
+        {"protocol": 0, "container_port": 80, "host_port": 18080 + random.randrange(1000), "host_ip": "127.0.0.1"},
+    ]))).stdout.strip()
+    try:
+        info = engine.crictl_json("inspectp", pod)
+        st = info["status"]
+        assert st["state"] == "SANDBOX_READY"
+        ip = st["network"]["ip"]
+        assert ip and ip.startswith(engine.opts.subnet.rsplit(".", 2)[0]), st
+        assert st["labels"]["app"] == "pycd"
+        assert st["annotations"] == {"note": "hello"}
+        spec = info["info"]["runtimeSpec"]
+        assert spec["annotations"]["io.kubernetes.cri.container-type"] == "sandbox"
+        assert spec["annotations"]["io.kubernetes.cri.sandbox-id"] == pod
+        assert spec["hostname"] == st["metadata"]["name"]
+        path = _netns_path(info)
+        assert path and Path(path).exists()
+        # the infra container is in k8s.io, where ctr sees it
+        assert pod in engine.ctr("containers", "ls", "-q").split()
+        listed = engine.crictl("pods", "-q").stdout.split()
+        assert pod in listed
+        assert pod in engine.crictl("pods", "-q", "--label", "app=pycd").stdout.split()
+        assert pod not in engine.crictl("pods", "-q", "--label", "app=other").stdout.split()
+        assert pod in engine.crictl("pods", "-q", "--state", "ready").stdout.split()
+
+        engine.crictl("stopp", pod)
+        st = engine.crictl_json("inspectp", pod)["status"]
+        assert st["state"] == "SANDBOX_NOTREADY"
+        assert not Path(path).exists(), "the netns outlives StopPodSandbox"
+        assert pod in engine.crictl("pods", "-q", "--state", "notready").stdout.split()
+        engine.crictl("stopp", pod)  # idempotent
+        engine.crictl("rmp", pod)
+        assert pod not in engine.crictl("pods", "-q").stdout.split()
+        assert pod not in engine.ctr("containers", "ls", "-q").split()
+        assert _chains_of(engine.opts.network_name) == []
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)
+
+
+def test_missing_pods(engine: Engine) -> None:
+    missing = "f" * 64
+    code, _ = engine.call("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=missing))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, _ = engine.call("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=missing))
+    assert code == grpc.StatusCode.NOT_FOUND  # both engines: stopping an unknown pod is NotFound
+    code, _ = engine.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=missing))
+    assert code == grpc.StatusCode.OK  # CRI: removing a missing pod is success (Debian's 1.6 agrees)
+
+
+def test_same_pod_name_twice_is_refused(engine: Engine, tmp_path: Path) -> None:
+    cfg = pod_config(tmp_path)
+    pod = engine.crictl("runp", str(cfg)).stdout.strip()
+    try:
+        r = engine.crictl("runp", str(cfg), check=False)
+        assert r.returncode != 0 and "reserved" in r.stderr, r.stderr
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)
+
+
+def test_host_network_pod(engine: Engine, tmp_path: Path) -> None:
+    pod = engine.crictl("runp", str(pod_config(tmp_path, host_network=True))).stdout.strip()
+    try:
+        info = engine.crictl_json("inspectp", pod)
+        assert info["status"]["state"] == "SANDBOX_READY"
+        assert not info["status"].get("network", {}).get("ip")
+        assert _netns_path(info) == ""
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)
+
+
+def test_pods_survive_a_daemon_restart(ours: Engine, tmp_path: Path) -> None:
+    pod = ours.crictl("runp", str(pod_config(tmp_path))).stdout.strip()
+    try:
+        ip = ours.crictl_json("inspectp", pod)["status"]["network"]["ip"]
+        ours.restart()
+        st = ours.crictl_json("inspectp", pod)["status"]
+        assert st["state"] == "SANDBOX_READY"
+        assert st["network"]["ip"] == ip
+        assert pod in ours.crictl("pods", "-q").stdout.split()
+    finally:
+        ours.crictl("stopp", pod, check=False)
+        ours.crictl("rmp", pod, check=False)
