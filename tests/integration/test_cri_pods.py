@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import shlex
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 from pycontainerd.api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from tests.fixtures import images
 from tests.fixtures.containerd import CNI_BIN_DIR, CriOptions, cri_config, running_containerd
-from tests.fixtures.procs import remove_tree, unmount_all
+from tests.fixtures.procs import remove_tree, unmount_all, wait_for
 from tests.fixtures.registry import Registry, running_registry
 
 from .daemon import running_daemon
@@ -44,6 +45,7 @@ pytestmark = pytest.mark.root
 PYCRICTL = str(Path(sys.executable).parent / "pycrictl")
 CTR = "/usr/bin/ctr"
 PAUSE_REPO = "cri/pause"
+HOSTPORT_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ")
 
 
 def _run(*argv: str, check: bool = True) -> str:
@@ -121,6 +123,7 @@ class Engine:
 class Setup:
     registry: Registry
     pause_ref: str
+    busybox_ref: str
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +133,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     dest = tmp_path_factory.mktemp("pause")
     pause = images.build_busybox_image(dest / "pause", name="docker.io/library/pycd-pause:1",
                                        cmd=["sleep", "2147483647"])
+    busybox = images.build_busybox_image(dest / "busybox", name="docker.io/library/pycd-busybox:1")
     with running_registry() as reg:
         images.push_to_registry(pause, reg.url, PAUSE_REPO, "1")
-        yield Setup(reg, reg.ref(PAUSE_REPO, "1"))
+        images.push_to_registry(busybox, reg.url, "cri/busybox", "1")
+        yield Setup(reg, reg.ref(PAUSE_REPO, "1"), reg.ref("cri/busybox", "1"))
 
 
 def _conflist(opts: CriOptions, ipam_dir: Path) -> dict[str, object]:
@@ -150,12 +155,19 @@ def _conflist(opts: CriOptions, ipam_dir: Path) -> dict[str, object]:
 @contextlib.contextmanager
 def _host_network_cleanup(opts: CriOptions) -> Iterator[None]:
     forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    chains_before = {line.split()[1] for line in _nat_rules() if line.startswith("-N ")}
     try:
         yield
     finally:
         _run("ip", "link", "del", opts.bridge, check=False)
         for chain in _chains_of(opts.network_name):
             _drop_chain(chain)
+        # portmap's shared chains, which it never deletes: ours to remove if they are new and
+        # no pod (of anyone) has a DNAT rule in them
+        if not any(line.startswith("-A CNI-HOSTPORT-DNAT ") for line in _nat_rules()):
+            for chain in HOSTPORT_CHAINS:
+                if chain not in chains_before:
+                    _drop_chain(chain)
         Path("/proc/sys/net/ipv4/ip_forward").write_text(forward)
 
 
@@ -201,6 +213,11 @@ def ours(setup: Setup) -> Iterator[Engine]:
 def theirs(setup: Setup) -> Iterator[Engine]:
     with _theirs(setup) as e:
         yield e
+
+
+@pytest.fixture(scope="module")
+def busybox(setup: Setup) -> str:
+    return setup.busybox_ref
 
 
 @pytest.fixture(params=["pycontainerd", "containerd"])
@@ -326,3 +343,109 @@ def test_pods_survive_a_daemon_restart(ours: Engine, tmp_path: Path) -> None:
     finally:
         ours.crictl("stopp", pod, check=False)
         ours.crictl("rmp", pod, check=False)
+
+
+CRI_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) (F|P) (.*)")
+
+
+def container_config(tmp_path: Path, image: str, *args: str, name: str = "box", **extra: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "metadata": {"name": name, "attempt": 0},
+        "image": {"image": image},
+        "command": ["sh", "-c"],
+        "args": [" ".join(args)],
+        "envs": [{"key": "GREETING", "value": "hello"}],
+        "labels": {"tier": "test"},
+        "log_path": f"{name}.log",
+        "linux": {},
+        **extra,
+    }
+    path = tmp_path / f"ctr-{name}.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def _wait(cond: Any, what: str, timeout: float = 30) -> None:
+    wait_for(cond, timeout, what, interval=0.1)
+
+
+def test_container_lifecycle(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    podcfg = pod_config(tmp_path)
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        engine.crictl("pull", busybox)
+        script = ("echo $GREETING from $(hostname); echo to-stderr >&2; "
+                  "trap 'echo got TERM; exit 3' TERM; while true; do sleep 0.1; done")
+        cid = engine.crictl("create", pod, str(container_config(tmp_path, busybox, script)),
+                            str(podcfg)).stdout.strip()
+        st = engine.crictl_json("inspect", cid)["status"]
+        assert st["state"] == "CONTAINER_CREATED"
+        assert cid in engine.crictl("ps", "-a", "-q").stdout.split()
+        assert cid not in engine.crictl("ps", "-q").stdout.split()
+        engine.crictl("start", cid)
+        assert cid in engine.crictl("ps", "-q", "--pod", pod).stdout.split()
+        assert cid in engine.crictl("ps", "-q", "--label", "tier=test").stdout.split()
+        info = engine.crictl_json("inspect", cid)
+        st = info["status"]
+        assert st["state"] == "CONTAINER_RUNNING"
+        assert st["labels"] == {"tier": "test"}
+        log_path = Path(st["logPath"])
+        assert log_path == tmp_path / "logs" / "box.log"
+        _wait(lambda: log_path.exists() and "to-stderr" in log_path.read_text(), "the log lines")
+        lines = [CRI_LINE.fullmatch(x) for x in log_path.read_text().splitlines()]
+        assert all(lines), log_path.read_text()
+        got = {(m.group(1), m.group(2), m.group(3)) for m in lines if m}
+        name = json.loads(podcfg.read_text())["hostname"]
+        assert ("stdout", "F", f"hello from {name}") in got
+        assert ("stderr", "F", "to-stderr") in got
+        assert f"hello from {name}" in engine.crictl("logs", cid).stdout
+        # ExecSync: output, exit code; the container sees the pod's network namespace
+        r = engine.crictl("exec", "-s", cid, "sh", "-c", "echo out; echo err >&2; exit 7", check=False)
+        assert r.returncode == 7 and r.stdout.strip() == "out" and "err" in r.stderr, r
+        r = engine.crictl("exec", "-s", cid, "cat", "/etc/resolv.conf")
+        assert "nameserver 10.0.0.10" in r.stdout
+        ip = engine.crictl_json("inspectp", pod)["status"]["network"]["ip"]
+        assert ip in engine.crictl("exec", "-s", cid, "ip", "-4", "addr").stdout
+        code, resp = engine.call("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=["sleep", "10"], timeout=1))
+        assert code != grpc.StatusCode.OK or resp.exit_code != 0, "ExecSync ignored its timeout"
+        engine.crictl("stop", "--timeout", "10", cid)
+        st = engine.crictl_json("inspect", cid)["status"]
+        assert st["state"] == "CONTAINER_EXITED"
+        assert st["exitCode"] == 3 and st["reason"] == "Error", st
+        _wait(lambda: "got TERM" in log_path.read_text(), "the TERM line in the log")
+        engine.crictl("rm", cid)
+        assert cid not in engine.crictl("ps", "-a", "-q").stdout.split()
+        engine.crictl("rm", cid, check=False)  # a second remove: missing
+        code, _ = engine.call("RemoveContainer", pb.RemoveContainerRequest(container_id="e" * 64))
+        assert code == grpc.StatusCode.OK  # both engines: removing a missing container is success
+        code, _ = engine.call("ContainerStatus", pb.ContainerStatusRequest(container_id="e" * 64))
+        assert code == grpc.StatusCode.NOT_FOUND
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)
+
+
+def test_completed_container_and_pod_removal_takes_containers(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    podcfg = pod_config(tmp_path)
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        engine.crictl("pull", busybox)
+        done = engine.crictl("create", pod, str(container_config(tmp_path, busybox, "echo bye", name="done")),
+                             str(podcfg)).stdout.strip()
+        engine.crictl("start", done)
+        _wait(lambda: engine.crictl_json("inspect", done)["status"]["state"] == "CONTAINER_EXITED", "the exit")
+        st = engine.crictl_json("inspect", done)["status"]
+        assert st["exitCode"] == 0 and st["reason"] == "Completed", st
+        runs = engine.crictl("create", pod, str(container_config(tmp_path, busybox, "sleep 1000", name="runs")),
+                             str(podcfg)).stdout.strip()
+        engine.crictl("start", runs)
+        stats = engine.crictl_json("stats", "-o", "json", runs)
+        assert stats["stats"][0]["attributes"]["id"] == runs
+        assert int(stats["stats"][0]["cpu"]["usageCoreNanoSeconds"]["value"]) > 0
+        engine.crictl("stopp", pod)
+        assert engine.crictl_json("inspect", runs)["status"]["state"] == "CONTAINER_EXITED"
+        engine.crictl("rmp", pod)
+        assert not ({done, runs} & set(engine.crictl("ps", "-a", "-q").stdout.split()))
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)

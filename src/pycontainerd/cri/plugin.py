@@ -17,6 +17,7 @@ from ..config import CRIConfig
 from ..metadata.containers import ContainerStore
 from ..plugin import InitContext, Registration, SkipPlugin, types
 from ..runtime.task_manager import TaskManager
+from .containers import Containers
 from .images import ImageService
 from .imagestore import NAMESPACE, CriImageStore, registry_settings, snapshotter_root
 from .runtime import RuntimeService, RuntimeState
@@ -32,15 +33,18 @@ class CriPlugin:
         self.images = images
         cni = None
         self.pods: Sandboxes | None = None
+        self.containers: Containers | None = None
         if state_dir is not None:
             cni = CNI(conf_dir=config.cni.conf_dir, bin_dirs=config.cni.bin_search_path,
                       cache_dir=state_dir / "cni", max_conf_num=config.cni.max_conf_num, ip_pref=config.cni.ip_pref)
             if containers is not None and tasks is not None:
                 self.pods = Sandboxes(config=config, images=images, containers=containers, tasks=tasks,
                                       state_dir=state_dir, cni=cni)
+                self.containers = Containers(pods=self.pods, images=images, containers=containers, tasks=tasks,
+                                             state_dir=state_dir, max_log_line=config.max_container_log_line_size)
         self.runtime_state = RuntimeState(config, cni)
         self.image_service = ImageService(images)
-        self.runtime_service = RuntimeService(self.runtime_state, self.pods)
+        self.runtime_service = RuntimeService(self.runtime_state, self.pods, self.containers)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         self.runtime_service.add_to_server(server)

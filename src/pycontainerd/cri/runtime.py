@@ -19,6 +19,7 @@ from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from ..cni import PodNetworking
 from ..services.common import add_servicer
+from .containers import Containers
 from .sandbox import Sandboxes
 
 log = logging.getLogger("pycontainerd.cri")
@@ -69,9 +70,11 @@ class RuntimeState:
 class RuntimeService:
     """Not a subclass of the generated servicer: the methods it lacks are filled in by ``add_to_server``."""
 
-    def __init__(self, state: RuntimeState, pods: Sandboxes | None = None) -> None:
+    def __init__(self, state: RuntimeState, pods: Sandboxes | None = None, containers: Containers | None = None
+                 ) -> None:
         self.state = state
         self._pods = pods
+        self._containers = containers
 
     @property
     def pods(self) -> Sandboxes:
@@ -158,15 +161,139 @@ class RuntimeService:
         return pb.ListPodSandboxResponse(items=items)
 
     async def _stop_pod_containers(self, sandbox_id: str) -> None:
-        """Stop every container of the pod (the containers RPCs override this)."""
+        if self._containers is not None:
+            await self._containers.stop_in_pod(sandbox_id)
 
     async def _remove_pod_containers(self, sandbox_id: str) -> None:
-        """Stop and remove every container of the pod (the containers RPCs override this)."""
+        if self._containers is not None:
+            await self._containers.remove_in_pod(sandbox_id)
+
+    # -- containers -------------------------------------------------------------------------------
+    @property
+    def containers(self) -> Containers:
+        if self._containers is None:
+            raise errdefs.Unimplemented("containers are not served: the CRI plugin has no task manager")
+        return self._containers
+
+    async def CreateContainer(self, request: pb.CreateContainerRequest, context: Any) -> pb.CreateContainerResponse:
+        cid = await self.containers.create(request.pod_sandbox_id, request.config)
+        return pb.CreateContainerResponse(container_id=cid)
+
+    async def StartContainer(self, request: pb.StartContainerRequest, context: Any) -> pb.StartContainerResponse:
+        await self.containers.start(request.container_id)
+        return pb.StartContainerResponse()
+
+    async def StopContainer(self, request: pb.StopContainerRequest, context: Any) -> pb.StopContainerResponse:
+        await self.containers.stop(request.container_id, int(request.timeout))
+        return pb.StopContainerResponse()
+
+    async def RemoveContainer(self, request: pb.RemoveContainerRequest, context: Any) -> pb.RemoveContainerResponse:
+        await self.containers.remove(request.container_id)
+        return pb.RemoveContainerResponse()
+
+    async def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
+        c = await self.containers.get(request.container_id)
+        cfg = c.config
+        status = pb.ContainerStatus(
+            id=c.id, metadata=cfg.metadata, state=c.state, created_at=c.created_at_ns,
+            started_at=c.started_at_ns, finished_at=c.finished_at_ns if c.state == pb.CONTAINER_EXITED else 0,
+            exit_code=c.exit_code if c.state == pb.CONTAINER_EXITED else 0,
+            image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")), image_ref=str(c.meta.get("image_id") or ""),
+            reason=c.reason if c.state == pb.CONTAINER_EXITED else "", message=str(c.meta.get("message") or ""),
+            labels=dict(cfg.labels), annotations=dict(cfg.annotations), log_path=str(c.meta.get("log_path") or ""),
+            mounts=list(cfg.mounts))
+        info: dict[str, str] = {}
+        if request.verbose:
+            info["info"] = json.dumps({"sandboxID": c.sandbox_id, "pid": c.pid, "runtimeSpec": c.spec,
+                                       "config": json_format.MessageToDict(cfg), "snapshotKey": c.id,
+                                       "runtimeType": "io.containerd.runc.v2"})
+        return pb.ContainerStatusResponse(status=status, info=info)
+
+    async def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
+        f = request.filter
+        out = []
+        for c in await self.containers.list():
+            if request.HasField("filter"):
+                if f.id and not c.id.startswith(f.id):
+                    continue
+                if f.HasField("state") and f.state.state != c.state:
+                    continue
+                if f.pod_sandbox_id and not c.sandbox_id.startswith(f.pod_sandbox_id):
+                    continue
+                if any(c.config.labels.get(k) != v for k, v in f.label_selector.items()):
+                    continue
+            out.append(pb.Container(id=c.id, pod_sandbox_id=c.sandbox_id, metadata=c.config.metadata,
+                                    image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")),
+                                    image_ref=str(c.meta.get("image_id") or ""), state=c.state,
+                                    created_at=c.created_at_ns, labels=dict(c.config.labels),
+                                    annotations=dict(c.config.annotations)))
+        return pb.ListContainersResponse(containers=out)
+
+    async def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
+        out, err, code = await self.containers.exec_sync(request.container_id, list(request.cmd),
+                                                         int(request.timeout))
+        return pb.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+    async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest, context: Any
+                                 ) -> pb.ReopenContainerLogResponse:
+        await self.containers.reopen_log(request.container_id)
+        return pb.ReopenContainerLogResponse()
+
+    async def ContainerStats(self, request: pb.ContainerStatsRequest, context: Any) -> pb.ContainerStatsResponse:
+        c = await self.containers.get(request.container_id)
+        stats = await self.containers.stats([c.id])
+        return pb.ContainerStatsResponse(stats=_stats_pb(c, stats.get(c.id)))
+
+    async def ListContainerStats(self, request: pb.ListContainerStatsRequest, context: Any
+                                 ) -> pb.ListContainerStatsResponse:
+        f = request.filter
+        chosen = []
+        for c in await self.containers.list():
+            if c.state != pb.CONTAINER_RUNNING:
+                continue
+            if request.HasField("filter"):
+                if f.id and not c.id.startswith(f.id):
+                    continue
+                if f.pod_sandbox_id and not c.sandbox_id.startswith(f.pod_sandbox_id):
+                    continue
+                if any(c.config.labels.get(k) != v for k, v in f.label_selector.items()):
+                    continue
+            chosen.append(c)
+        stats = await self.containers.stats([c.id for c in chosen])
+        return pb.ListContainerStatsResponse(stats=[_stats_pb(c, stats.get(c.id)) for c in chosen])
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         for name in unimplemented_methods(self):
             setattr(self, name, _unimplemented(name))
         add_servicer(server, pb_grpc.add_RuntimeServiceServicer_to_server, self, pb, "RuntimeService")
+
+
+def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
+    """CRI stats from the task's cgroup metrics (v1 or v2, as ``pycontainerd.cgroups`` reads them)."""
+    attrs = pb.ContainerAttributes(id=c.id, metadata=c.config.metadata, labels=dict(c.config.labels),
+                                   annotations=dict(c.config.annotations))
+    out = pb.ContainerStats(attributes=attrs)
+    if m is None:
+        return out
+    data, at = m["data"], m["at"]
+    cpu = data.get("cpu") or {}
+    mem = data.get("memory") or {}
+    if m["mode"] == "v2":
+        cpu_ns = int(cpu.get("usage_usec", 0)) * 1000
+        usage = int(mem.get("usage", 0))
+        inactive = int(mem.get("inactive_file", 0))
+    else:
+        cpu_ns = int((cpu.get("usage") or {}).get("total", 0))
+        usage = int((mem.get("usage") or {}).get("usage", 0))
+        inactive = int(mem.get("total_inactive_file", mem.get("inactive_file", 0)))
+    out.cpu.timestamp = at
+    out.cpu.usage_core_nano_seconds.value = cpu_ns
+    out.memory.timestamp = at
+    out.memory.working_set_bytes.value = max(usage - inactive, 0)
+    out.memory.usage_bytes.value = usage
+    out.writable_layer.timestamp = at
+    out.writable_layer.fs_id.mountpoint = ""
+    return out
 
 
 def unimplemented_methods(servicer: Any) -> list[str]:
