@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import socket
 from typing import Any
 
 from ...remotes.resolver import Resolver
@@ -22,7 +23,23 @@ def add_registry_flags(p: Any) -> None:
                    help="extra HTTP header to send to the registry")
 
 
-async def make_resolver(args: argparse.Namespace) -> Resolver:
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def speaks_plain_http(host: str, timeout: float = 2.0) -> bool:
+    """True when a local registry answers plain HTTP (as ctr, which falls back to http for localhost)."""
+    name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not name or not port.isdigit():
+        name, port = host, "80"
+    try:
+        with socket.create_connection((name.strip("[]"), int(port)), timeout=timeout) as sock:
+            sock.sendall(b"GET /v2/ HTTP/1.0\r\nHost: " + host.encode() + b"\r\n\r\n")
+            return sock.recv(5) == b"HTTP/"
+    except OSError:
+        return False
+
+
+async def make_resolver(args: argparse.Namespace, ref: str = "") -> Resolver:
     user, password = "", ""
     if args.user:
         user, sep, password = args.user.partition(":")
@@ -37,5 +54,10 @@ async def make_resolver(args: argparse.Namespace) -> Resolver:
     def credentials(host: str) -> tuple[str, str] | None:
         return creds
 
-    return Resolver(hosts_dir=args.hosts_dir or None, plain_http=args.plain_http,
+    plain_http = args.plain_http
+    host = ref.split("/", 1)[0] if "/" in ref else ""
+    if (not plain_http and not args.hosts_dir and host.rsplit(":", 1)[0] in LOCAL_HOSTS
+            and await asyncio.to_thread(speaks_plain_http, host)):
+        plain_http = True
+    return Resolver(hosts_dir=args.hosts_dir or None, plain_http=plain_http,
                     skip_verify=True if args.skip_verify else None, credentials=credentials, headers=headers)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from typing import Any
 
 from ... import errdefs
 from ...client import Client
+from ...client.run import LOG_URI_LABEL
 from ..common import labels_str, parse_labels, table
-from .run import add_container_flags, create_container, delete_container
+from .run import add_container_flags, create_container, default_log_path, delete_container
 
 
 def register(sub: Any) -> None:
@@ -86,7 +89,11 @@ async def run_rm(args: argparse.Namespace, client: Client) -> int:
         try:
             if args.force:
                 await _force_stop(client, cid)
+            log_uri = (await client.containers.get(cid)).labels.get(LOG_URI_LABEL, "")
             await delete_container(client, cid, keep_snapshot=args.keep_snapshot)
+            if log_uri == "file://" + default_log_path(args, cid):  # the log run -d made, not one the user named
+                with contextlib.suppress(OSError):
+                    os.unlink(log_uri[len("file://"):])
         except errdefs.ContainerdError as exc:
             print(f"pyctr: failed to delete container {cid}: {exc}", file=sys.stderr)
             rc = 1

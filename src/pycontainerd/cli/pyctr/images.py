@@ -100,7 +100,7 @@ def register(sub: Any) -> None:
 # -- pull ------------------------------------------------------------------------------------
 async def run_pull(args: argparse.Namespace, client: Client) -> int:
     ref = reference.normalize(args.ref)
-    resolver = await make_resolver(args)
+    resolver = await make_resolver(args, ref)
     progress = Progress()
     start = time.monotonic()
 
@@ -316,7 +316,7 @@ async def run_push(args: argparse.Namespace, client: Client) -> int:
         normalized = reference.normalize(local)
         await client.images.get(normalized)
         local = normalized
-    resolver = await make_resolver(args)
+    resolver = await make_resolver(args, remote)
     progress = Progress()
     try:
         desc = await push(client, remote, local=local, resolver=resolver, platform=args.platform or None,

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 from typing import Any
@@ -38,7 +39,7 @@ def register(sub: Any) -> None:
     st.set_defaults(func=run_start)
 
     ex = s.add_parser("exec", help="execute another process in a running task")
-    ex.add_argument("--exec-id", required=True, help="id of the new process (required)")
+    ex.add_argument("--exec-id", default="", help="id of the new process (default: a generated one)")
     ex.add_argument("-t", "--tty", action="store_true", help="allocate a TTY")
     ex.add_argument("-d", "--detach", action="store_true", help="start the process and return")
     ex.add_argument("--cwd", default="", help="working directory")
@@ -112,15 +113,18 @@ async def run_ps(args: argparse.Namespace, client: Client) -> int:
 async def run_start(args: argparse.Namespace, client: Client) -> int:
     container = await client.containers.get(args.id)
     tty = args.tty or bool((container.spec or {}).get("process", {}).get("terminal"))
-    tio = TaskIO(tty=tty, detach=args.detach, null_io=args.null_io, log_uri=args.log_uri)
+    tio = TaskIO(tty=tty, detach=args.detach, null_io=args.null_io, log_uri=args.log_uri, fifo_dir=args.fifo_dir)
     return await run_task(client, container, tio)
 
 
 async def run_exec(args: argparse.Namespace, client: Client) -> int:
     if not args.args:
         raise errdefs.InvalidArgument("exec needs a command to run")
-    tio = TaskIO(tty=args.tty, detach=args.detach)
-    return await exec_process(client, args.id, args.exec_id, args.args, tio, cwd=args.cwd, env=args.env,
+    tio = TaskIO(tty=args.tty, detach=args.detach, fifo_dir=args.fifo_dir)
+    exec_id = args.exec_id or f"exec-{secrets.token_hex(4)}"
+    if args.detach and not args.exec_id:
+        print(exec_id)
+    return await exec_process(client, args.id, exec_id, args.args, tio, cwd=args.cwd, env=args.env,
                               user=args.user)
 
 
@@ -204,8 +208,11 @@ async def run_attach(args: argparse.Namespace, client: Client) -> int:
     paths = [p for p in (proc.stdin, proc.stdout, proc.stderr) if p]
     exists = [await asyncio.to_thread(os.path.exists, p) for p in paths]
     if not paths or not all(exists):
+        if proc.stdout.startswith(("file://", "binary://")):
+            raise errdefs.FailedPrecondition(f"task {args.id} writes its output to a log: read it with "
+                                             f"pyctr logs -f {args.id}")
         raise errdefs.FailedPrecondition(
-            f"task {args.id} has no FIFOs to attach to (started detached or with --log-uri; try pyctr logs)")
+            f"task {args.id} has no stdio to attach to: it was started with --null-io or detached without a log")
     fifos = FifoSet(os.path.dirname(paths[0]), IOConfig(proc.stdin, proc.stdout, proc.stderr, proc.terminal))
 
     async def close_stdin() -> None:
