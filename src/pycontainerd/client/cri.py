@@ -97,6 +97,14 @@ class CriClient:
         """Wait until the endpoints accept connections; Unavailable with a hint otherwise."""
         chans = {self.runtime_endpoint: self._runtime_channel, self.image_endpoint: self._image_channel}
         for endpoint, chan in chans.items():
+            from .quick import DaemonUnreachable, probe, unix_path
+
+            if unix_path(endpoint) is not None:
+                try:
+                    await asyncio.to_thread(probe, endpoint, timeout or self.timeout)
+                except DaemonUnreachable as exc:
+                    raise DaemonUnreachable(str(exc).replace("the daemon", "the runtime", 1).replace(
+                        "-a or CONTAINERD_ADDRESS", "-r or CONTAINER_RUNTIME_ENDPOINT").replace("pyctr", "pycrictl")) from None
             try:
                 await asyncio.wait_for(chan.channel_ready(), timeout or self.timeout)
             except TimeoutError:
