@@ -103,8 +103,9 @@ class CriClient:
                 try:
                     await asyncio.to_thread(probe, endpoint, timeout or self.timeout)
                 except DaemonUnreachable as exc:
-                    raise DaemonUnreachable(str(exc).replace("the daemon", "the runtime", 1).replace(
-                        "-a or CONTAINERD_ADDRESS", "-r or CONTAINER_RUNTIME_ENDPOINT").replace("pyctr", "pycrictl")) from None
+                    text = str(exc).replace("the daemon", "the runtime", 1).replace("pyctr", "pycrictl")
+                    text = text.replace("-a or CONTAINERD_ADDRESS", "-r or CONTAINER_RUNTIME_ENDPOINT")
+                    raise DaemonUnreachable(text) from None
             try:
                 await asyncio.wait_for(chan.channel_ready(), timeout or self.timeout)
             except TimeoutError:
