@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import shutil
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING
 
 from .. import errdefs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Sequence
+    from typing import Any, TextIO
 
 EXIT_CODES: dict[type[errdefs.ContainerdError], int] = {}
 
@@ -149,6 +150,7 @@ def run_command(prog: str, fn: Callable[[], Coroutine[Any, Any, int | None]], *,
 
     ``timeout`` (> 0) bounds the whole command, streaming ones (``events``, ``logs -f``) included.
     """
+    import asyncio  # here, not at the top: `pyctr version` and `--help` never start a loop
 
     async def bounded() -> int | None:
         if timeout > 0:
@@ -229,6 +231,8 @@ class Progress:
 
     def _line(self, key: str, item: list[Any]) -> str:
         done, total, status, started = item
+        import shutil
+
         width = shutil.get_terminal_size((100, 20)).columns
         elapsed = max(time.monotonic() - started, 1e-6)
         rate = done / elapsed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -249,6 +250,10 @@ async def run_check(args: argparse.Namespace, client: Client) -> int:
 
 # -- export / import -----------------------------------------------------------------------------
 async def run_export(args: argparse.Namespace, client: Client) -> int:
+    if args.out != "-":
+        parent = os.path.dirname(args.out) or "."
+        if not await asyncio.to_thread(os.path.isdir, parent):
+            raise FileNotFoundError(errno.ENOENT, "no such directory to write the archive in", parent)
     images = []
     for name in args.names:
         img = await client.images.get(name)

@@ -12,10 +12,14 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ... import __version__
 from ...client import DEFAULT_ADDRESS
+
+if TYPE_CHECKING:
+    from typing import Any
+
 from ..common import EXIT_USAGE, did_you_mean, error_line, go_duration, run_command, run_guarded
 
 # command (and aliases) -> module with register(subparsers)
