@@ -27,14 +27,26 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 def speaks_plain_http(host: str, timeout: float = 2.0) -> bool:
-    """True when a local registry answers plain HTTP (as ctr, which falls back to http for localhost)."""
+    """True when a local registry does not speak TLS (ctr falls back to plain HTTP for localhost).
+
+    A TLS handshake is tried: a plain-HTTP server answers it with an HTTP error (or hangs up), which
+    fails the handshake; a server that completes it speaks TLS.  An unreachable host is left to the
+    pull to report.
+    """
+    import ssl
+
     name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
     if not name or not port.isdigit():
-        name, port = host, "80"
+        name, port = host, "443"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((name.strip("[]"), int(port)), timeout=timeout) as sock:
-            sock.sendall(b"GET /v2/ HTTP/1.0\r\nHost: " + host.encode() + b"\r\n\r\n")
-            return sock.recv(5) == b"HTTP/"
+        with socket.create_connection((name.strip("[]"), int(port)), timeout=timeout) as sock, \
+                ctx.wrap_socket(sock, server_hostname=name.strip("[]")):
+            return False
+    except ssl.SSLError:
+        return True
     except OSError:
         return False
 
