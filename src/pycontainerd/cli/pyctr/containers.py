@@ -12,7 +12,7 @@ from typing import Any
 from ... import errdefs
 from ...client import Client
 from ...client.run import LOG_URI_LABEL
-from ..common import labels_str, parse_labels, table
+from ..common import add_output_flag, emit, json_safe, labels_str, parse_labels
 from .run import add_container_flags, create_container, default_log_path, delete_container
 
 
@@ -23,11 +23,13 @@ def register(sub: Any) -> None:
     ls = s.add_parser("ls", aliases=["list"], help="list containers")
     ls.add_argument("-q", "--quiet", action="store_true", help="print only the container id")
     ls.add_argument("filters", nargs="*", help="filters, e.g. labels.x==y or image~=busybox")
+    add_output_flag(ls)
     ls.set_defaults(func=run_ls)
 
     info = s.add_parser("info", help="get info about a container")
     info.add_argument("--spec", action="store_true", help="only display the spec")
     info.add_argument("id", metavar="ID")
+    info.add_argument("-o", "--output", choices=["json", "yaml"], default="json", help="output format")
     info.set_defaults(func=run_info)
 
     c = s.add_parser("create", help="create a container")
@@ -55,13 +57,20 @@ async def run_ls(args: argparse.Namespace, client: Client) -> int:
         for c in containers:
             print(c.id)
         return 0
-    table(["CONTAINER", "IMAGE", "RUNTIME"], [[c.id, c.image or "-", c.runtime] for c in containers])
+    emit(args.output, ["CONTAINER", "IMAGE", "RUNTIME"], [[c.id, c.image or "-", c.runtime] for c in containers],
+         [{"id": c.id, "image": c.image, "runtime": c.runtime, "labels": dict(c.labels)} for c in containers])
     return 0
 
 
 async def run_info(args: argparse.Namespace, client: Client) -> int:
     c = await client.containers.get(args.id)
-    print(json.dumps(c.spec if args.spec else c.info(), indent=4))
+    doc = c.spec if args.spec else c.info()
+    if args.output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(json_safe(doc), sort_keys=False), end="")
+    else:
+        print(json.dumps(doc, indent=4))
     return 0
 
 

@@ -21,7 +21,7 @@ from ...images import mediatypes as mt
 from ...images import platforms as plat
 from ...images.models import Descriptor, Platform
 from ...remotes import reference
-from ..common import Progress, human_size, labels_str, parse_labels, table
+from ..common import Progress, add_output_flag, emit, human_size, labels_str, parse_labels, table
 from ._registry import add_registry_flags, make_resolver
 
 
@@ -44,6 +44,7 @@ def register(sub: Any) -> None:
     ls = s.add_parser("ls", aliases=["list"], help="list images")
     ls.add_argument("filters", nargs="*")
     ls.add_argument("-q", "--quiet", action="store_true")
+    add_output_flag(ls)
     ls.set_defaults(func=run_ls)
 
     tg = s.add_parser("tag", help="tag an image")
@@ -157,12 +158,14 @@ async def run_ls(args: argparse.Namespace, client: Client) -> int:
         for i in imgs:
             print(i.name)
         return 0
-    rows = []
+    rows, records = [], []
     for i in imgs:
         size, plats = await _image_size_and_platforms(client, i)
         rows.append([i.name, i.target.media_type, i.target.digest, human_size(size) if size is not None else "-",
                      ",".join(plats) or "-", labels_str(i.labels)])
-    table(["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"], rows)
+        records.append({"name": i.name, "media_type": i.target.media_type, "digest": i.target.digest,
+                        "size": size, "platforms": plats, "labels": dict(i.labels)})
+    emit(args.output, ["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"], rows, records)
     return 0
 
 

@@ -15,7 +15,7 @@ from ... import errdefs
 from ...client import Client
 from ...client.cio import Attach, FifoSet, IOConfig
 from ...client.run import TaskIO, exec_process, run_task
-from ..common import human_size, table
+from ..common import add_output_flag, emit, human_size, table
 
 
 def register(sub: Any) -> None:
@@ -24,6 +24,7 @@ def register(sub: Any) -> None:
 
     ls = s.add_parser("ls", aliases=["list"], help="list tasks")
     ls.add_argument("-q", "--quiet", action="store_true", help="print only the task id")
+    add_output_flag(ls)
     ls.set_defaults(func=run_ls)
 
     ps = s.add_parser("ps", help="list the processes of a task")
@@ -100,7 +101,8 @@ async def run_ls(args: argparse.Namespace, client: Client) -> int:
         for t in tasks:
             print(t.id)
         return 0
-    table(["TASK", "PID", "STATUS"], [[t.id, t.pid, t.status.upper()] for t in tasks])
+    emit(args.output, ["TASK", "PID", "STATUS"], [[t.id, t.pid, t.status.upper()] for t in tasks],
+         [{"id": t.id, "pid": t.pid, "status": t.status} for t in tasks])
     return 0
 
 
