@@ -141,6 +141,9 @@ def error_message(exc: BaseException) -> str:
         quiet = ("UNKNOWN", "FAILED_PRECONDITION", "INVALID_ARGUMENT", "UNAVAILABLE")
         if kind not in text.lower() and exc.code not in quiet:
             text = f"{text} ({kind})"
+    if "must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$" in text or "greater than maximum length (76" in text:
+        text += (" (an id or namespace is 1 to 76 letters and digits, in runs joined by single '.', '_' or '-',"
+                 " e.g. web-1 or my_app.v2)")
     return text.splitlines()[0] if text else text
 
 
