@@ -14,7 +14,7 @@ from typing import Any
 from ... import errdefs
 from ...client import Client
 from ...client.cio import Attach, FifoSet, IOConfig
-from ...client.run import TaskIO, exec_process, run_task
+from ...client.run import LOG_URI_LABEL, TaskIO, exec_process, run_task
 from ..common import add_output_flag, emit, human_size, table
 
 
@@ -115,7 +115,14 @@ async def run_ps(args: argparse.Namespace, client: Client) -> int:
 async def run_start(args: argparse.Namespace, client: Client) -> int:
     container = await client.containers.get(args.id)
     tty = args.tty or bool((container.spec or {}).get("process", {}).get("terminal"))
-    tio = TaskIO(tty=tty, detach=args.detach, null_io=args.null_io, log_uri=args.log_uri, fifo_dir=args.fifo_dir)
+    log_uri = args.log_uri
+    if args.detach and not log_uri and not args.null_io:  # like run -d: keep the output for `pyctr logs`
+        from .run import default_log_path
+
+        log_uri = "file://" + default_log_path(args, args.id)
+    if log_uri and container.labels.get(LOG_URI_LABEL) != log_uri:
+        await client.containers.set_labels(args.id, {LOG_URI_LABEL: log_uri})
+    tio = TaskIO(tty=tty, detach=args.detach, null_io=args.null_io, log_uri=log_uri, fifo_dir=args.fifo_dir)
     return await run_task(client, container, tio)
 
 
