@@ -138,7 +138,7 @@ def error_message(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, errdefs.ContainerdError):
         kind = exc.code.lower().replace("_", " ")
-        quiet = ("UNKNOWN", "FAILED_PRECONDITION", "INVALID_ARGUMENT", "UNAVAILABLE")
+        quiet = ("UNKNOWN", "UNAVAILABLE")
         if kind not in text.lower() and exc.code not in quiet:
             text = f"{text} ({kind})"
     if "must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$" in text or "greater than maximum length (76" in text:
