@@ -14,8 +14,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
     from typing import Any, TextIO
 
-EXIT_CODES: dict[type[errdefs.ContainerdError], int] = {}
-
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
     """A left-aligned table like ctr's tabwriter output (columns padded with spaces)."""
@@ -59,11 +57,6 @@ EXIT_TIMEOUT = 5       # --timeout ran out
 EXIT_INTERNAL = 70     # a bug in pyctr/pycrictl (EX_SOFTWARE): the traceback with --debug
 EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141        # stdout was closed (e.g. `| head -1`): quietly, as a SIGPIPE'd process
-
-
-def fail(message: str, code: int = 1, prog: str = "pyctr") -> None:
-    print(f"{prog}: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

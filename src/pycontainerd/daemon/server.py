@@ -25,13 +25,13 @@ from typing import Any
 import grpc
 
 from .. import errdefs, fsmodes
+from ..config import Config
 from ..events import Exchange
 from ..metadata.db import Database
 from ..plugin import PluginSet
 from ..plugin import registry as plugin_registry
 from ..plugin import types as plugin_types
 from . import memory
-from .config import Config
 from .interceptors import TimingInterceptor
 
 log = logging.getLogger("pycontainerd")
@@ -62,8 +62,7 @@ class Daemon:
         self._lock_fd: int | None = None
         self._stopping = asyncio.Event()
         self._serving = False  # the socket path is ours to remove only once we served on it
-        self.closers: list[Any] = []  # async callables run at shutdown, reverse order
-        self.trimmer = memory.default_trimmer()
+        self.trimmer = memory.Trimmer()  # the diff service asks it for trims (``trimmer.request``)
 
     # -- start-up ---------------------------------------------------------------------------
     def _lock_root(self) -> None:
@@ -156,7 +155,7 @@ class Daemon:
             builtins.registrations(),
             root=self.root,
             state=self.state,
-            section=self.config.plugin_section,
+            plugin_config=self._plugin_config,
             daemon=self,
             disabled=self.config.disabled_plugins,
             required=self.config.required_plugins,
@@ -199,6 +198,13 @@ class Daemon:
         self.trimmer.start()
         log.info("pycontainerd serving on %s", self.address)
         sd_notify("READY=1")
+
+    def _plugin_config(self, reg: plugin_registry.Registration) -> Any:
+        """A plugin's decoded config; its warnings (unknown keys) are logged, errors raised."""
+        value, warnings = self.config.plugin_config(reg.uri, reg.config)
+        for w in warnings:
+            log.warning("config: %s", w)
+        return value
 
     async def serve_forever(self) -> None:
         loop = asyncio.get_running_loop()

@@ -4,11 +4,11 @@ Used by the client library (``pyctr images pull`` pulls on the client side, like
 by the daemon (CRI pulls).  Pure asyncio + httpx; no gRPC.
 """
 
+from ..images.reference import Reference, normalize, parse, parse_normalized
 from .auth import Authorizer, Challenge, Credentials, parse_challenges
 from .fetcher import Fetcher
 from .hosts import Endpoint, configure, from_mirrors, parse_hosts_toml
 from .pusher import Pusher
-from .reference import Reference, normalize, parse, parse_normalized
 from .resolver import Resolver
 
 __all__ = [

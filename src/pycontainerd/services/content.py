@@ -22,17 +22,14 @@ from ..api.services.content.v1 import content_pb2 as pb
 from ..api.services.content.v1 import content_pb2_grpc as pb_grpc
 from ..content.helpers import READ_CHUNK, validate_digest
 from ..content.interfaces import Info, Status
+from ..content.local import LocalStore
 from ..metadata.content import ContentStore, NamespacedContentStore, NamespacedWriter
+from ..metadata.gc import Scheduler
+from ..metadata.plugin import Metadata
 from ..plugin import InitContext, Registration, types
 from .common import add_servicer, field_paths, lease_of, namespace_of, ts_from_ns
 
 LIST_BATCH = 100
-
-
-class OutOfRange(errdefs.ContainerdError):
-    """A write or read at the wrong offset (gRPC OUT_OF_RANGE, as containerd answers)."""
-
-    code = "OUT_OF_RANGE"
 
 
 def info_pb(info: Info) -> pb.Info:
@@ -96,7 +93,7 @@ class ContentService(pb_grpc.ContentServicer):
         info = await store.info(digest)
         offset = max(request.offset, 0)
         if offset > info.size:
-            raise OutOfRange(f"read of {digest} at offset {offset}: past object length {info.size} bytes")
+            raise errdefs.OutOfRange(f"read of {digest} at offset {offset}: past object length {info.size} bytes")
         size = request.size
         if size <= 0 or offset + size > info.size:
             size = info.size - offset
@@ -166,7 +163,7 @@ class ContentService(pb_grpc.ContentServicer):
                     msg.total = total
                 elif req.action in (pb.WRITE, pb.COMMIT):
                     if req.offset > 0 and req.offset != ws.offset:
-                        raise OutOfRange(f"write @{req.offset} must occur at current offset {ws.offset}")
+                        raise errdefs.OutOfRange(f"write @{req.offset} must occur at current offset {ws.offset}")
                     if req.offset == 0 and ws.offset > 0:
                         await wr.truncate(0)
                         msg.offset = 0
@@ -193,7 +190,11 @@ class ContentService(pb_grpc.ContentServicer):
 
 
 async def _init_store(ctx: InitContext) -> ContentStore:
-    return ContentStore(ctx.daemon.db, ctx.get(types.CONTENT, "content"), ctx.daemon.exchange)
+    meta = ctx.require(Metadata, types.METADATA)
+    local = ctx.require(LocalStore, types.CONTENT, "content")
+    # without a collector, deleting the last record removes the bytes at once
+    gc = ctx.optional(Scheduler, types.GC, "scheduler")
+    return ContentStore(meta.db, local, ctx.daemon.exchange, delete_unreferenced_blobs=gc is None)
 
 
 async def _init_service(ctx: InitContext) -> ContentService:
@@ -201,6 +202,8 @@ async def _init_service(ctx: InitContext) -> ContentService:
 
 
 REGISTRATIONS = [
-    Registration(type=types.SERVICE, id="content-service", init=_init_store, requires=(types.METADATA, types.CONTENT)),
+    Registration(
+        type=types.SERVICE, id="content-service", init=_init_store, requires=(types.METADATA, types.CONTENT, types.GC)
+    ),
     Registration(type=types.GRPC, id="content", init=_init_service, requires=(types.SERVICE,)),
 ]

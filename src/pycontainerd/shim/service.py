@@ -22,10 +22,11 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pycontainerd import errdefs
+from pycontainerd import errdefs, timestamps
 from pycontainerd.shim import mount as mnt
 from pycontainerd.shim import process as ps
 from pycontainerd.shim import protocol
@@ -126,6 +127,8 @@ class Service:
         self.oom: OOMWatcher | None = None
         self.kill_all_on_exit = False
         self.subscribers: list[Any] = []  # set by the server: objects with .send_event(frame)
+        # set instead by the task.v2 (ttrpc) server: gets every event as (topic, payload)
+        self.event_sink: Callable[[str, dict[str, Any]], None] | None = None
         self.backlog: list[bytes] = []
         self.exiting = False
         self.teardown: Future[None] | None = None  # runc delete running after Delete answered
@@ -155,6 +158,9 @@ class Service:
         return self.config.container_id
 
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        if self.event_sink is not None:
+            self.event_sink(topic, payload)
+            return
         frame = protocol.event(topic, payload)
         live = [s for s in self.subscribers if not s.closed]
         if not live:
@@ -228,7 +234,7 @@ class Service:
                 "id": proc.rec.exec_id or self.id,
                 "pid": proc.rec.pid,
                 "exit_status": proc.rec.exit_status,
-                "exited_at": protocol.rfc3339(proc.rec.exited_at_ns),
+                "exited_at": timestamps.format_ns(proc.rec.exited_at_ns),
             },
         )
         proc.reported.set_result(None)
@@ -252,12 +258,10 @@ class Service:
     async def create(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.init is not None and self.init.rec.state != ps.DELETED:
             raise errdefs.AlreadyExists(f"task {self.id}: already exists")
-        opts = params.get("options") or {}
-        if opts.get("binary_name"):
-            self.runc.binary = str(opts["binary_name"])
-        if opts.get("root"):
-            self.runc.root = os.path.join(str(opts["root"]), self.config.namespace)
-        if opts.get("systemd_cgroup"):
+        opts = protocol.CreateOptions.from_wire(params.get("options"))
+        if opts.binary_name:
+            self.runc.binary = opts.binary_name
+        if opts.systemd_cgroup:
             self.runc.systemd_cgroup = True
         bundle = self.config.bundle
         try:
@@ -299,8 +303,8 @@ class Service:
                 stderr=rec.stderr,
                 terminal=rec.terminal,
                 console_path=self._console_path(),
-                uid=int(opts.get("io_uid", -1) or -1) if "io_uid" in opts else -1,
-                gid=int(opts.get("io_gid", -1) or -1) if "io_gid" in opts else -1,
+                uid=opts.io_uid or -1,  # 0: root's already
+                gid=opts.io_gid or -1,
             )
             proc.io = pio
             pid_file = os.path.join(bundle, "init.pid")
@@ -311,8 +315,8 @@ class Service:
                     pid_file=pid_file,
                     stdio=pio.child,
                     console_socket=pio.console_path,
-                    no_pivot=bool(opts.get("no_pivot_root")),
-                    no_new_keyring=bool(opts.get("no_new_keyring")),
+                    no_pivot=opts.no_pivot_root,
+                    no_new_keyring=opts.no_new_keyring,
                 )
             except RuncError as err:
                 raise errdefs.Unknown(f"OCI runtime create failed: {err.detail or err}") from err
