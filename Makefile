@@ -20,6 +20,8 @@ deps: ## install Debian packages (runc, containerd for ctr, busybox-static, dock
 	fi
 	@# the packaged containerd must not run as the node's daemon: we only want its ctr (and it for comparisons)
 	@-systemctl disable --now containerd >/dev/null 2>&1 || true
+	@# nor its docker-registry service (its default config wants an htpasswd file): contrib/registry.yml replaces it
+	@-systemctl disable --now docker-registry >/dev/null 2>&1 || true
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)

@@ -227,7 +227,7 @@ def test_errors_are_clear(cri: Cri) -> None:
     r = cri.run("inspectp", "0123456789abcdef", check=False)
     assert r.returncode == 1 and "not found" in r.stderr.lower()
     r = cri.run("-r", "unix:///nonexistent/pycd.sock", "-t", "0.5", "version", check=False)
-    assert r.returncode == 1 and "cannot reach the runtime at unix:///nonexistent/pycd.sock" in r.stderr
+    assert r.returncode == 3 and "cannot reach the runtime at unix:///nonexistent/pycd.sock" in r.stderr
     r = cri.run("port-forward", "x", "8080:80", check=False)
     assert r.returncode == 1 and "not supported yet" in r.stderr
     bad = cri.workdir / "bad.json"
