@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := containerd runc busybox-static docker-registry containernetworking-plugins iproute2 tmux pigz zstd util-linux procps
+# prometheus (promtool, a server to scrape us) and golang-go (go tool pprof) are for the ops tests
+APT_PACKAGES := containerd runc busybox-static docker-registry containernetworking-plugins iproute2 tmux pigz zstd util-linux procps prometheus golang-go
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-deps: ## install Debian packages (runc, containerd for ctr, busybox-static, docker-registry, CNI)
+deps: ## install Debian packages (runc, containerd for ctr, busybox-static, docker-registry, CNI, prometheus, go)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -20,6 +21,8 @@ deps: ## install Debian packages (runc, containerd for ctr, busybox-static, dock
 	fi
 	@# the packaged containerd must not run as the node's daemon: we only want its ctr (and it for comparisons)
 	@-systemctl disable --now containerd >/dev/null 2>&1 || true
+	@# nor Debian's Prometheus: the tests start their own on 127.0.0.1
+	@-systemctl disable --now prometheus >/dev/null 2>&1 || true
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)

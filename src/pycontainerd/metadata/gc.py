@@ -201,6 +201,7 @@ class Collector:
         self.snapshot_cleanups = snapshot_cleanups
         self.snapshot_reconcilers = snapshot_reconcilers or {}
         self._lock = asyncio.Lock()
+        self.observers: list[Callable[[Stats], None]] = []  # told of each pass (the metrics endpoint)
 
     def _sweep(self, conn: sqlite3.Connection) -> tuple[Stats, set[str]]:
         """Phase 1 (one write transaction): expired leases and unmarked records go."""
@@ -275,6 +276,8 @@ class Collector:
                     "garbage collected: %d leases, %d content records, %d snapshots, %d blobs in %.3fs",
                     stats.leases, stats.content, stats.snapshots, stats.blobs, stats.seconds,
                 )
+            for observe in self.observers:
+                observe(stats)
             return stats
 
 
