@@ -2,10 +2,13 @@
 
 Task metrics follow containerd's cgroups collector: namespace ``container``, labels
 ``container_id`` and ``namespace``, names like ``container_memory_usage_bytes``,
-``container_cpu_usage_microseconds``... (cgroup v2; a v1 host gets the v1 names:
-``container_memory_usage_usage_bytes``, ``container_cpu_total_nanoseconds``...).  Values that
-only grow and that containerd names ``..._total`` are counters here (Prometheus' rules say
-a ``_total`` name is a counter).
+``container_pids_current`` (cgroup v2; a v1 host gets the v1 names:
+``container_memory_usage_usage_bytes``...).  Two deliberate differences, both so that
+``promtool check metrics`` accepts the output: values that only grow and that containerd
+names ``..._total`` are counters (a ``_total`` name is a counter), and CPU times are in
+the base unit, seconds (``container_cpu_usage_seconds`` where containerd has
+``container_cpu_usage_microseconds``, ``container_cpu_total_seconds`` for its v1
+``container_cpu_total_nanoseconds``): promtool rejects micro- and nanoseconds.
 
 Engine metrics containerd lacks are prefixed ``pycontainerd_``: shims and their memory,
 event-loop lag, garbage collections (runs, pauses, what they removed), content ingested
@@ -36,19 +39,21 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from ..runtime import cgroups
+from . import cgroupstats
 
 log = logging.getLogger("pycontainerd.metrics")
 
 TASK_LABELS = ("container_id", "namespace")
 # (cgroup v2 stats key, metric name, help, unit, counter?)
+# (cgroup v2 stats key, metric name, help, unit, counter?, scale)
 _V2_CPU = (
-    ("usage_usec", "cpu_usage", "Total cpu usage (cgroup v2)", "microseconds", False),
-    ("user_usec", "cpu_user_usage", "Current cpu usage in user space (cgroup v2)", "microseconds", False),
-    ("system_usec", "cpu_kernel_usage", "Current cpu usage in kernel space (cgroup v2)", "microseconds", False),
-    ("nr_periods", "cpu_nr_periods", "Current cpu number of periods (only if controller is enabled)", "", True),
-    ("nr_throttled", "cpu_nr_throttled", "Total number of times tasks have been throttled", "", True),
-    ("throttled_usec", "cpu_throttled_usec", "Total time duration for which tasks have been throttled",
-     "microseconds", False),
+    ("usage_usec", "cpu_usage", "Total cpu usage (cgroup v2)", "seconds", False, 1e-6),
+    ("user_usec", "cpu_user_usage", "Current cpu usage in user space (cgroup v2)", "seconds", False, 1e-6),
+    ("system_usec", "cpu_kernel_usage", "Current cpu usage in kernel space (cgroup v2)", "seconds", False, 1e-6),
+    ("nr_periods", "cpu_nr_periods", "Current cpu number of periods (only if controller is enabled)", "", True, 1),
+    ("nr_throttled", "cpu_nr_throttled", "Total number of times tasks have been throttled", "", True, 1),
+    ("throttled_usec", "cpu_throttled", "Total time duration for which tasks have been throttled",
+     "seconds", False, 1e-6),
 )
 _V2_MEMORY_MAIN = (
     ("usage", "memory_usage", "Current memory usage (cgroup v2)"),
@@ -67,11 +72,12 @@ class TaskCgroupCollector(Collector):
 
     def __init__(self) -> None:
         self.tasks: Sequence[Any] = ()
-        self._reader: cgroups.CgroupReader | None = None
+        self._reader: cgroupstats.Reader | None = None
 
     def collect(self) -> Iterator[Metric]:
         if self._reader is None:
-            self._reader = cgroups.CgroupReader()
+            self._reader = cgroupstats.Reader()
+        reader = self._reader
         families: dict[str, Metric] = {}
 
         def fam(name: str, doc: str, unit: str = "", counter: bool = False, extra: tuple[str, ...] = ()) -> Metric:
@@ -84,76 +90,74 @@ class TaskCgroupCollector(Collector):
                 families[full] = m
             return m
 
+        v2 = reader.mode == cgroups.V2
         for t in self.tasks:
             try:
-                mode, data = cgroups.read_task_metrics(self._reader, pid=t.pid, cgroups_path=t.cgroups_path,
-                                                       systemd=t.systemd_cgroup)
-            except Exception:  # the task ended between the snapshot and now
+                st = reader.stats(t.pid, t.cgroups_path, t.systemd_cgroup)
+            except OSError:
+                st = None
+            if st is None:  # the task ended between the snapshot and now
                 continue
             lv = [t.id, t.namespace]
-            if mode == cgroups.V2:
-                self._v2(fam, lv, data)
+            if v2:
+                self._v2(fam, lv, st)
             else:
-                self._v1(fam, lv, data)
+                self._v1(fam, lv, st)
+        reader.forget_except({t.pid for t in self.tasks})
         yield from families.values()
 
     @staticmethod
-    def _v2(fam: Any, lv: list[str], data: dict[str, Any]) -> None:
-        pids = data.get("pids")
-        if pids:
-            fam("pids_limit", "The limit to the number of pids allowed (cgroup v2)").add_metric(lv, pids["limit"])
-            fam("pids_current", "The current number of pids (cgroup v2)").add_metric(lv, pids["current"])
-        cpu = data.get("cpu")
-        if cpu:
-            for key, name, doc, unit, counter in _V2_CPU:
-                fam(name, doc, unit, counter).add_metric(lv, cpu.get(key, 0))
-        mem = data.get("memory")
-        if mem:
-            for key, name, doc in _V2_MEMORY_MAIN:
-                value = mem.get(key, 0)
-                if value >= cgroups.UINT64_MAX:
-                    value = 0  # no limit: containerd reports 0 too... as max uint64; 0 keeps graphs sane
-                fam(name, doc, "bytes").add_metric(lv, value)
-            for key in _V2_MEMORY_STAT:
-                if key in mem:
-                    fam(f"memory_{key}", f"The {key} amount", "bytes").add_metric(lv, mem[key])
-        events = data.get("memory_events")
-        if events:
-            for key in _V2_MEMORY_EVENTS:
-                fam(f"memory_{key}", f"The number of {key} events", "", True).add_metric(lv, events.get(key, 0))
-        io = data.get("io")
-        if io:
-            for e in io.get("usage", []):
-                dev = [*lv, str(e.get("major", 0)), str(e.get("minor", 0))]
-                fam("io_rbytes", "IO bytes read", "bytes", extra=("major", "minor")).add_metric(dev, e.get("rbytes", 0))
-                fam("io_wbytes", "IO bytes written", "bytes", extra=("major", "minor")).add_metric(dev,
-                                                                                                   e.get("wbytes", 0))
-                fam("io_rios", "Number of read IOs", "", True, ("major", "minor")).add_metric(dev, e.get("rios", 0))
-                fam("io_wios", "Number of write IOs", "", True, ("major", "minor")).add_metric(dev, e.get("wios", 0))
+    def _pids(fam: Any, lv: list[str], st: cgroupstats.Stats) -> None:
+        if st.pids_current is not None:
+            limit = st.pids_limit or 0
+            fam("pids_limit", "The limit to the number of pids allowed").add_metric(
+                lv, 0 if limit >= cgroups.UINT64_MAX else limit)
+            fam("pids_current", "The current number of pids").add_metric(lv, st.pids_current)
 
-    @staticmethod
-    def _v1(fam: Any, lv: list[str], data: dict[str, Any]) -> None:
-        pids = data.get("pids")
-        if pids:
-            fam("pids_limit", "The limit to the number of pids allowed").add_metric(lv, pids.get("limit", 0))
-            fam("pids_current", "The current number of pids").add_metric(lv, pids.get("current", 0))
-        cpu = (data.get("cpu") or {}).get("usage") or {}
-        if cpu:
-            fam("cpu_total", "The total cpu time", "nanoseconds").add_metric(lv, cpu.get("total", 0))
-            fam("cpu_kernel", "The total kernel cpu time", "nanoseconds").add_metric(lv, cpu.get("kernel", 0))
-            fam("cpu_user", "The total user cpu time", "nanoseconds").add_metric(lv, cpu.get("user", 0))
-        mem = data.get("memory") or {}
-        usage = mem.get("usage") or {}
-        if usage:
-            fam("memory_usage_usage", "The memory usage", "bytes").add_metric(lv, usage.get("usage", 0))
-            fam("memory_usage_max", "The memory maximum usage", "bytes").add_metric(lv, usage.get("max", 0))
-            limit = usage.get("limit", 0)
+    @classmethod
+    def _v2(cls, fam: Any, lv: list[str], st: cgroupstats.Stats) -> None:
+        cls._pids(fam, lv, st)
+        if st.cpu:
+            for key, name, doc, unit, counter, scale in _V2_CPU:
+                fam(name, doc, unit, counter).add_metric(lv, st.cpu.get(key.encode(), 0) * scale)
+        if st.memory_usage is not None:
+            fam("memory_usage", "Current memory usage (cgroup v2)", "bytes").add_metric(lv, st.memory_usage)
+            limit = st.memory_limit or 0
+            fam("memory_usage_limit", "Current memory usage limit (cgroup v2)", "bytes").add_metric(
+                lv, 0 if limit >= cgroups.UINT64_MAX else limit)
+            for key in _V2_MEMORY_STAT:
+                value = st.memory_stat.get(key.encode())
+                if value is not None:
+                    fam(f"memory_{key}", f"The {key} amount", "bytes").add_metric(lv, value)
+        for key in _V2_MEMORY_EVENTS:
+            if key.encode() in st.memory_events:
+                fam(f"memory_{key}", f"The number of {key} events", "", True).add_metric(
+                    lv, st.memory_events[key.encode()])
+        for e in st.io:
+            dev = [*lv, str(e.get("major", 0)), str(e.get("minor", 0))]
+            mm = ("major", "minor")
+            fam("io_rbytes", "IO bytes read", "bytes", extra=mm).add_metric(dev, e.get("rbytes", 0))
+            fam("io_wbytes", "IO bytes written", "bytes", extra=mm).add_metric(dev, e.get("wbytes", 0))
+            fam("io_rios", "Number of read IOs", "", True, mm).add_metric(dev, e.get("rios", 0))
+            fam("io_wios", "Number of write IOs", "", True, mm).add_metric(dev, e.get("wios", 0))
+
+    @classmethod
+    def _v1(cls, fam: Any, lv: list[str], st: cgroupstats.Stats) -> None:
+        cls._pids(fam, lv, st)
+        if b"usage_ns" in st.cpu:
+            fam("cpu_total", "The total cpu time", "seconds").add_metric(lv, st.cpu[b"usage_ns"] / 1e9)
+            fam("cpu_kernel", "The total kernel cpu time", "seconds").add_metric(lv, st.cpu[b"system_ns"] / 1e9)
+            fam("cpu_user", "The total user cpu time", "seconds").add_metric(lv, st.cpu[b"user_ns"] / 1e9)
+        if st.memory_usage is not None:
+            fam("memory_usage_usage", "The memory usage", "bytes").add_metric(lv, st.memory_usage)
+            fam("memory_usage_max", "The memory maximum usage", "bytes").add_metric(lv, st.memory_max_usage or 0)
+            limit = st.memory_limit or 0
             fam("memory_usage_limit", "The memory limit", "bytes").add_metric(
                 lv, 0 if limit >= cgroups.UINT64_MAX else limit)
-        for entry in (data.get("blkio") or {}).get("io_service_bytes_recursive", []):
-            dev = [*lv, entry.get("device", ""), entry.get("op", "")]
+        for device, op, value in st.blkio:
+            major, _, minor = device.partition(":")
             fam("blkio_io_service_bytes_recursive", "The blkio io service bytes recursive", "bytes",
-                extra=("device", "op")).add_metric(dev, entry.get("value", 0))
+                extra=("op", "major", "minor")).add_metric([*lv, op, major, minor], value)
 
 
 def _rss_of(pid: int) -> int:
