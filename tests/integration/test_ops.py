@@ -16,6 +16,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -404,3 +405,37 @@ def test_bad_metrics_address_is_refused_naming_the_key(tmp_path: Path) -> None:
     finally:
         d.cleanup()
     assert r.returncode != 0 and "metrics.address" in r.stderr, r.stderr
+
+
+def test_pyctr_pprof_metrics_info(tmp_path: Path, busybox_archive: Path) -> None:
+    port = _free_port()
+    with _daemon_with(f'version = 2\n[metrics]\n  address = "127.0.0.1:{port}"\n') as d:
+        env = {**os.environ, "PYCONTAINERD_DEBUG_SOCKET": _debug_sock(d)}
+
+        def pyctr(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([str(Path(sys.executable).parent / "pyctr"), "-a", d.address, *args],
+                                  capture_output=True, text=True, timeout=120, env=env)
+
+        d.ctr("images", "import", str(busybox_archive))
+        d.ctr("run", "-d", "docker.io/library/busybox:latest", "info1", "sleep", "600")
+        try:
+            r = pyctr("pprof", "goroutines")
+            assert r.returncode == 0 and "thread 'MainThread" in r.stdout, r.stderr
+            r = pyctr("pprof", "profile", "--seconds", "1", "-o", str(tmp_path / "cpu.pb.gz"))
+            assert r.returncode == 0, r.stderr
+            assert "Type: cpu" in _go_pprof_top(tmp_path / "cpu.pb.gz")
+            r = pyctr("pprof", "heap", "-o", str(tmp_path / "heap.pb.gz"))
+            assert r.returncode == 0, r.stderr
+            _go_pprof_top(tmp_path / "heap.pb.gz")
+            r = pyctr("metrics")  # the endpoint found through the debug socket
+            assert r.returncode == 0, r.stderr
+            assert "CONTAINERS (1)" in r.stdout and "info1" in r.stdout and "shims               1" in r.stdout
+            r = pyctr("info")
+            assert r.returncode == 0, r.stderr
+            out = r.stdout
+            assert f"Config:   {d.config}" in out and f"Root:     {d.root}" in out
+            assert "Shims:    1 running for 1 tasks" in out
+            assert "content " in out and "snapshots (overlayfs)" in out
+            assert "io.containerd.internal.v1       opt" in out
+        finally:
+            d.ctr("tasks", "kill", "-s", "SIGKILL", "info1", check=False)

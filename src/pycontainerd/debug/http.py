@@ -149,7 +149,9 @@ class HTTPServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
-            raise
+            # only ``close()`` cancels these tasks; asyncio's stream callback would log a
+            # cancelled connection task as an error, so it ends quietly instead
+            return
         except Exception:
             log.exception("%s: error serving a request", self.name)
         finally:

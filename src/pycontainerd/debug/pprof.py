@@ -11,15 +11,16 @@ Heap: ``tracemalloc`` records the Python allocations still alive, with their tra
 allocation): the first heap request starts it (the answer says so and holds what was
 allocated since), ``PYTHONTRACEMALLOC=N`` in the daemon's environment starts it at
 start-up.  tracemalloc knows files and lines, not functions: the function around each
-line is found from the file's syntax tree (cached).
+line is found by scanning the source backwards by indentation (cached).
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
+import linecache
 import os
+import re
 import sys
 import threading
 import time
@@ -102,29 +103,50 @@ def heap_start() -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=512)
-def _functions_of(filename: str) -> list[tuple[int, int, str]]:
-    """(first line, last line, qualified name) of every function in a source file."""
-    try:
-        with open(filename, "rb") as f:
-            tree = ast.parse(f.read(), filename)
-    except (OSError, SyntaxError, ValueError):
-        return []
-    out: list[tuple[int, int, str]] = []
+_DEF = re.compile(r"(\s*)(?:async\s+def|def|class)\s+([A-Za-z_][A-Za-z0-9_]*)")
 
-    def walk(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-                q = f"{prefix}{child.name}"
-                out.append((child.lineno, child.end_lineno or child.lineno, q))
-                walk(child, q + ".<locals>.")
-            elif isinstance(child, ast.ClassDef):
-                walk(child, f"{prefix}{child.name}.")
-            else:
-                walk(child, prefix)
 
-    walk(tree, "")
-    return out
+@functools.lru_cache(maxsize=65536)
+def _enclosing(filename: str, line: int) -> tuple[str, int]:
+    """(qualified name, first line) of the function around ``line``, from the source text.
+
+    A backwards scan by indentation (the nearest ``def`` less indented than the line, then
+    the ``def``/``class`` lines around that): cheap, unlike parsing every file, and right
+    for ordinary code.  ("<module>", 0) at top level or when the source is unavailable.
+    """
+    lines = linecache.getlines(filename)
+    if not lines or not 0 < line <= len(lines):
+        return "<module>", 0
+    target = lines[line - 1]
+    indent = len(target) - len(target.lstrip()) if target.strip() else 1 << 30
+    names: list[str] = []
+    first = 0
+    for i in range(line - 1, -1, -1):
+        text = lines[i]
+        if not text.strip() or text.lstrip().startswith(("#", "@")):
+            continue
+        ind = len(text) - len(text.lstrip())
+        m = _DEF.match(text)
+        if m is not None and (ind < indent or (i == line - 1 and not names)):
+            is_class = text.lstrip().startswith("class")
+            if not names and is_class:
+                return "<module>", 0  # a class body, not a function
+            names.append(m.group(2) if is_class or not names else m.group(2) + ".<locals>")
+            if len(names) == 1:
+                first = i + 1
+            indent = ind
+            if ind == 0:
+                break
+        elif ind < indent and m is None:
+            if not names:
+                indent = ind  # a statement block (if/for/with) the line sits in
+            if ind == 0 and names:
+                break
+            if ind == 0:
+                return "<module>", 0
+    if not names:
+        return "<module>", 0
+    return ".".join(reversed(names)), first
 
 
 def _module_names() -> dict[str, str]:
@@ -137,14 +159,9 @@ def _module_names() -> dict[str, str]:
 
 
 def _function_at(filename: str, line: int, modules: dict[str, str]) -> tuple[str, int]:
-    best: tuple[int, int, str] | None = None
-    for first, last, q in _functions_of(filename):
-        if first <= line <= last and (best is None or first >= best[0]):
-            best = (first, last, q)
     module = modules.get(filename) or os.path.splitext(os.path.basename(filename))[0]
-    if best is None:
-        return f"{module}.<module>", 0
-    return f"{module}.{best[2]}", best[0]
+    name, first = _enclosing(filename, line)
+    return f"{module}.{name}", first
 
 
 def heap_profile() -> tuple[ProfileBuilder, list[tuple[int, int, tuple[Frame, ...]]]]:

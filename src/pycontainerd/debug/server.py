@@ -103,7 +103,15 @@ def daemon_vars(daemon: Any, started: float) -> dict[str, Any]:
         except (OSError, AttributeError):
             pass
     ru = resource.getrusage(resource.RUSAGE_SELF)
+    cfg = daemon.config
+    metrics = getattr(getattr(daemon, "ops", None), "metrics", None)
+    bound = metrics.addresses[0] if metrics is not None and metrics.addresses else None
     return {
+        "config_file": cfg.source or "",
+        "root": str(cfg.root),
+        "state": str(cfg.state),
+        "address": str(daemon.address),
+        "metrics_address": f"{bound[0]}:{bound[1]}" if bound else "",
         "version": __version__,
         "python": sys.version.split()[0],
         "pid": os.getpid(),

@@ -44,6 +44,8 @@ from . import cgroupstats
 log = logging.getLogger("pycontainerd.metrics")
 
 TASK_LABELS = ("container_id", "namespace")
+# a limit this high is "none": cgroup v2 says "max", v1 a page-rounded 2^63 (reported as 0)
+UNLIMITED = 1 << 62
 # (cgroup v2 stats key, metric name, help, unit, counter?)
 # (cgroup v2 stats key, metric name, help, unit, counter?, scale)
 _V2_CPU = (
@@ -111,7 +113,7 @@ class TaskCgroupCollector(Collector):
         if st.pids_current is not None:
             limit = st.pids_limit or 0
             fam("pids_limit", "The limit to the number of pids allowed").add_metric(
-                lv, 0 if limit >= cgroups.UINT64_MAX else limit)
+                lv, 0 if limit >= UNLIMITED else limit)
             fam("pids_current", "The current number of pids").add_metric(lv, st.pids_current)
 
     @classmethod
@@ -124,7 +126,7 @@ class TaskCgroupCollector(Collector):
             fam("memory_usage", "Current memory usage (cgroup v2)", "bytes").add_metric(lv, st.memory_usage)
             limit = st.memory_limit or 0
             fam("memory_usage_limit", "Current memory usage limit (cgroup v2)", "bytes").add_metric(
-                lv, 0 if limit >= cgroups.UINT64_MAX else limit)
+                lv, 0 if limit >= UNLIMITED else limit)
             for key in _V2_MEMORY_STAT:
                 value = st.memory_stat.get(key.encode())
                 if value is not None:
@@ -153,7 +155,7 @@ class TaskCgroupCollector(Collector):
             fam("memory_usage_max", "The memory maximum usage", "bytes").add_metric(lv, st.memory_max_usage or 0)
             limit = st.memory_limit or 0
             fam("memory_usage_limit", "The memory limit", "bytes").add_metric(
-                lv, 0 if limit >= cgroups.UINT64_MAX else limit)
+                lv, 0 if limit >= UNLIMITED else limit)
         for device, op, value in st.blkio:
             major, _, minor = device.partition(":")
             fam("blkio_io_service_bytes_recursive", "The blkio io service bytes recursive", "bytes",

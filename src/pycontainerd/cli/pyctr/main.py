@@ -12,7 +12,7 @@ from ..common import run_command
 
 # command-group modules, each with register(subparsers)
 GROUPS = ["version", "plugins", "namespaces", "events"]
-OPTIONAL_GROUPS = ["content", "images", "leases", "snapshots", "containers", "tasks", "run"]
+OPTIONAL_GROUPS = ["content", "images", "leases", "snapshots", "containers", "tasks", "run", "pprof", "metrics", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     async def go() -> int | None:
+        if getattr(args, "no_client", False):  # debug socket / metrics only: works while gRPC is stuck
+            return int(await func(args, None) or 0)
         client = Client(args.address, args.namespace, timeout=args.connect_timeout)
         try:
             await client.wait_ready()
