@@ -4,11 +4,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # prometheus (promtool, a server to scrape us) and golang-go (go tool pprof) are for the ops tests
-APT_PACKAGES := containerd runc busybox-static docker-registry containernetworking-plugins iproute2 tmux pigz zstd util-linux procps prometheus golang-go
+APT_PACKAGES := containerd runc busybox-static docker-registry containernetworking-plugins iproute2 tmux pigz zstd util-linux procps strace \
+  prometheus golang-go
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install deps demo test unit integration lint proto check-proto bench fuzz clean-test install-service
+.PHONY: help install deps demo test unit integration lint proto check-proto bench bench-publish fuzz chaos clean-test install-service
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -66,11 +67,18 @@ test: install ## install, lint, and run every test
 demo: install ## install, start the daemon, run a container from a locally built busybox image
 	$(BIN)/python -m contrib.demo
 
-bench: install ## side-by-side benchmarks against containerd (results in bench/results/)
-	$(BIN)/python -m bench
+BENCH_ARGS ?=
+bench: install ## side-by-side benchmarks against containerd: JSON with every sample in bench/results/ (BENCH_ARGS="--runs 3")
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-publish: $(STAMP) ## commit-ready: copy bench/results/latest.json to bench/published/, regenerate README's table from it
+	$(BIN)/python -m bench.report --publish $(if $(NOTE),--note "$(NOTE)")
 
 fuzz: install ## long property-based fuzzing of the tar applier and every parser (FUZZ_EXAMPLES=20000 per target)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider tests/fuzz --hypothesis-show-statistics $(PYTEST_ARGS)
+
+chaos: install ## long chaos run: kill -9 of the daemon and shims at random moments (CHAOS_ITERATIONS=60)
+	CHAOS_ITERATIONS=$${CHAOS_ITERATIONS:-60} CHAOS_SEED=$${CHAOS_SEED:-$$(date +%s)} $(BIN)/pytest -q -p no:cacheprovider -s tests/chaos --timeout 3600 $(PYTEST_ARGS)
 
 clean-test: ## remove leftovers of interrupted test runs (mounts and temp dirs under /tmp/pycd-*)
 	-@grep -oE ' /tmp/pycd-[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l

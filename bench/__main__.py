@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from tests.fixtures import images
 from tests.fixtures.procs import remove_tree
 from tests.fixtures.registry import running_registry
 
-from . import report
+from . import quiesce, report
 from .targets import ContainerdTarget, ExternalTarget, OursTarget, Target
 from .workloads import DEFAULT_RUNS, TITLES, Bench, Images
 
@@ -32,8 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 epilog="Workloads: " + "; ".join(f"{k} {v}" for k, v in TITLES.items()))
     p.add_argument("--workloads", default=",".join(ALL), help="comma-separated subset of W1..W7 (default: all)")
-    p.add_argument("--runs", type=int, default=None,
-                   help="runs per workload (default: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_RUNS.items()) + ")")
+    p.add_argument("--runs", default=None,
+                   help="runs per workload: N for all, or e.g. W3=20,W4=20,3 (W5 and W6 at least 3; default: "
+                   + ", ".join(f"{k}={v}" for k, v in DEFAULT_RUNS.items()) + ")")
     p.add_argument("--ours-socket", default=None, help="use a running pycontainerd on this socket")
     p.add_argument("--containerd-socket", default=None, help="use a running containerd on this socket")
     p.add_argument("--targets", default="ours,containerd", help="which daemons to drive (default: both)")
@@ -74,6 +75,59 @@ def started(target: Target) -> Iterator[Target]:
         target.close()
 
 
+def _loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def _mem_gib() -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    return 0.0
+
+
+def _shim_group() -> int:
+    from pycontainerd.shim.main import group_size
+
+    return group_size()
+
+
+def w6_idle_start(bench: Bench, args: argparse.Namespace, log: Callable[[str], None]) -> None:
+    """W6 idle PSS right after start, `runs("W6")` times: run 0 on the daemons under test, the
+    others on fresh pairs of daemons started (in alternating order) only for this and closed."""
+    title = "W6 idle PSS right after start"
+    bench.w6_sample("idle_start", title, run=0)
+    if args.ours_socket or args.containerd_socket:
+        log("  W6: running daemons were given: one idle-start sample only")
+        return
+    for i in range(1, bench.runs("W6")):
+        fresh: list[Target] = []
+        if "ours" in args.targets:
+            fresh.append(OursTarget())
+        if "containerd" in args.targets:
+            fresh.append(ContainerdTarget())
+        if i % 2:
+            fresh.reverse()
+        with contextlib.ExitStack() as stack:
+            live = [stack.enter_context(started(t)) for t in fresh]
+            side = Bench(live, bench.imgs, bench.workdir, args.runs, log)
+            side.metrics = bench.metrics
+            side.w6_sample("idle_start", title, run=i)
+        log(f"  W6 idle start run {i + 1}: " + ", ".join(
+            f"{who} {xs[-1].value:.1f} MiB" for who, xs in bench.metrics["W6.idle_start"].samples.items()
+            if xs and xs[-1].value is not None))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
@@ -84,16 +138,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"missing {tool}: make deps", file=sys.stderr)
             return 2
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    git = _version(["git", "-C", str(Path(__file__).resolve().parents[1]), "describe", "--always", "--dirty"])
     workdir = Path(tempfile.mkdtemp(prefix="pycd-bench-", dir="/tmp"))
     meta: dict[str, object] = {
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "stamp": stamp,
+        "git": git,
+        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, kernel {platform.release()}",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus ({_cpu_model()}), "
+                   f"{_mem_gib():.0f} GiB, kernel {platform.release()}",
+        "loadavg_start": _loadavg(),
         "ctr": _version(["/usr/bin/ctr", "--version"]),
         "containerd": _version(["/usr/bin/containerd", "--version"]),
         "runc": _version(["/usr/sbin/runc", "--version"]),
         "cgroups": "v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1",
         "snapshotter": "overlayfs",
+        "shim_grouping": {"pycontainerd": f"shim hosts of up to {_shim_group()} containers each "
+                                          "(PYCONTAINERD_SHIM_GROUP)",
+                          "containerd": "one containerd-shim-runc-v2 per container (ctr run: no sandbox grouping)"},
+        "quiescence": {"poll_s": quiesce.POLL, "window_s": quiesce.WINDOW, "deadline_s": quiesce.DEADLINE,
+                       "idle_ticks": quiesce.IDLE_TICKS},
     }
     try:
         with contextlib.ExitStack() as stack:
@@ -123,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(targets, imgs, workdir, args.runs, log)
             wl = set(args.workloads)
             if "W6" in wl:
-                bench.w6_sample("idle_start", "W6 idle PSS right after start")
+                w6_idle_start(bench, args, log)
             for name, fn in (("W1", bench.w1), ("W2", bench.w2), ("W3", bench.w3), ("W7", bench.w7),
                              ("W4", bench.w4), ("W5", bench.w5)):
                 if name in wl:
@@ -136,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                     bench.attempt([], t, partial(t.reset, keep_images=[]))
                 bench.w6_sample("idle_after", "W6 idle PSS after the workloads, everything removed")
 
+            meta["loadavg_end"] = _loadavg()
+            meta["commands"] = {m.key: m.command for m in bench.metrics.values()}
             paths = report.write_all(bench.metrics, meta, args.output, stamp)
             log("")
             log(report.terminal(bench.metrics))

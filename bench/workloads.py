@@ -1,8 +1,13 @@
-"""Workloads W1–W7 (issue 6). Each records samples per daemon into `Metric`s; a daemon whose
-command fails is marked "not yet" with the error and skipped for the rest of that workload."""
+"""Workloads W1–W7 (issue 6). Each records samples per daemon into `Metric`s, every sample with
+its run index (A/B pairs are matched by it), its value or its error, and the deferred time the
+daemon needed to become quiescent after it (`quiesce`).  Before every sample both daemons are
+quiescent.  A failed sample is recorded as such and the workload goes on; a daemon that fails
+`MAX_FAILURES` samples in a row (or its setup) is marked "not yet" with the error and skipped
+for the rest of that workload."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import subprocess
@@ -16,10 +21,27 @@ from typing import Any
 from tests.fixtures import images
 from tests.fixtures.procs import pss_kib
 
+from . import quiesce
 from .targets import CtrError, Target
 
 RUNC = "/usr/sbin/runc"
+SAMPLE_ERRORS = (CtrError, RuntimeError, OSError, subprocess.SubprocessError, TimeoutError, ValueError)
 FLOOR = "floor (runc run)"
+
+
+MAX_FAILURES = 3
+"""A daemon that fails this many samples of a workload in a row is given up for that workload."""
+
+
+@dataclasses.dataclass
+class Sample:
+    run: int  # A/B pairs are the two daemons' samples with the same run index
+    value: float | None = None  # None: the sample failed (see error)
+    error: str = ""
+    deferred_s: float | None = None  # time until the daemon was quiescent again after the sample
+    settled: bool = True  # False: not quiescent within quiesce.DEADLINE
+    first_look_s: float | None = None  # deferred_s 0 means: done before this (the first look's end)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -28,9 +50,13 @@ class Metric:
     name: str
     title: str
     unit: str
-    samples: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    samples: dict[str, list[Sample]] = dataclasses.field(default_factory=dict)
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
     floor_of: str = ""  # for the floor metric: the metric key it is the floor of
+    command: str = ""  # what is timed, as run (with {ID}/{REF} placeholders)
+
+    def values(self, who: str) -> list[float]:
+        return [s.value for s in self.samples.get(who, []) if s.value is not None]
 
     @property
     def key(self) -> str:
@@ -45,7 +71,7 @@ class Images:
     busybox: images.BuiltImage
 
 
-DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 1, "W7": 30}
+DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30}
 TITLES = {
     "W1": "fetch of the big image, content only, cold",
     "W2": "pull + unpack of the big image, cold",
@@ -58,7 +84,7 @@ TITLES = {
 
 
 class Bench:
-    def __init__(self, targets: Sequence[Target], imgs: Images, workdir: Path, runs: int | None,
+    def __init__(self, targets: Sequence[Target], imgs: Images, workdir: Path, runs: str | int | None,
                  log: Callable[[str], None] = print) -> None:
         self.targets = list(targets)
         self.imgs = imgs
@@ -66,18 +92,29 @@ class Bench:
         self.runs_override = runs
         self.metrics: dict[str, Metric] = {}
         self.log = log
+        self._fails: dict[tuple[str, str], int] = {}  # (workload, label) → failures in a row
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
-    def metric(self, workload: str, name: str, title: str, unit: str) -> Metric:
-        m = Metric(workload, name, title, unit)
+    def metric(self, workload: str, name: str, title: str, unit: str, command: str = "") -> Metric:
+        m = Metric(workload, name, title, unit, command=command)
         return self.metrics.setdefault(m.key, m)
 
     def runs(self, workload: str) -> int:
-        return self.runs_override if self.runs_override and workload != "W6" else DEFAULT_RUNS[workload]
+        """DEFAULT_RUNS, or --runs (N for every workload, or e.g. "W3=20,W4=20,3"); W5/W6 at least 3."""
+        n = DEFAULT_RUNS[workload]
+        for part in str(self.runs_override or "").split(","):
+            if "=" in part:
+                w, v = part.split("=", 1)
+                if w.strip().upper() == workload:
+                    n = int(v)
+                    break
+            elif part.strip():
+                n = int(part)
+        return max(n, 3) if workload in ("W5", "W6") else n
 
     def live(self, *metrics: Metric) -> list[Target]:
-        """Targets not yet failed in these metrics (and whose daemon started)."""
+        """Targets not yet given up in these metrics (and whose daemon started)."""
         out = []
         for t in self.targets:
             if t.start_error:
@@ -97,21 +134,56 @@ class Bench:
             yield i, live if i % 2 == 0 else list(reversed(live))
 
     def attempt(self, metrics: Sequence[Metric], t: Target, fn: Callable[[], Any]) -> Any:
-        """Run fn; on failure record "not yet: <error>" for t in every metric and return None."""
+        """Run fn (a setup step); on failure record "not yet: <error>" for t in every metric."""
         try:
             return fn()
-        except (CtrError, RuntimeError, OSError, subprocess.SubprocessError, TimeoutError, ValueError) as exc:
+        except SAMPLE_ERRORS as exc:
             msg = f"{type(exc).__name__}: {exc}"
             for m in metrics:
                 m.errors.setdefault(t.label, msg)
             self.log(f"    {t.label}: not yet — {msg[:300]}")
             return None
 
-    def record(self, m: Metric, who: str, value: float) -> None:
-        m.samples.setdefault(who, []).append(value)
+    def settle(self, since: float | None = None, only: Target | None = None) -> dict[str, quiesce.Settled]:
+        """Wait until every live daemon (or `only`) is quiescent (see quiesce)."""
+        return quiesce.settle([only] if only else self.live(), since)
 
-    def timed_sample(self, m: Metric, t: Target, *args: str) -> None:
-        self.record(m, t.label, t.timed(*args))
+    def sample(self, metrics: Sequence[Metric], t: Target, run: int,
+               fn: Callable[[], dict[str, float | tuple[float, dict[str, Any]]]],
+               sub: Sequence[int] | None = None) -> None:
+        """One sample of t: both daemons quiescent first, then fn() → {metric key: value (or
+        (value, extra))}, then t's deferred time.  A failure is recorded as a failed sample of
+        run `run` in every metric; MAX_FAILURES in a row give t up for the workload."""
+        self.settle()
+        key = (metrics[0].workload, t.label)
+        try:
+            got = fn()
+        except SAMPLE_ERRORS as exc:
+            msg = f"{type(exc).__name__}: {exc}"[:800]
+            for m in metrics:
+                m.samples.setdefault(t.label, []).append(Sample(run, error=msg))
+            self._fails[key] = self._fails.get(key, 0) + 1
+            self.log(f"    {t.label} run {run}: failed — {msg[:300]}")
+            if self._fails[key] >= MAX_FAILURES:
+                for m in metrics:
+                    m.errors.setdefault(t.label, f"{MAX_FAILURES} failures in a row; last: {msg}")
+            with contextlib.suppress(*SAMPLE_ERRORS):
+                self.settle(only=t)
+            return
+        end = time.perf_counter()
+        self._fails[key] = 0
+        settled = self.settle(end, only=t)[t.label]
+        for m in metrics:
+            v = got.get(m.key)
+            if v is None:
+                continue
+            value, extra = v if isinstance(v, tuple) else (v, {})
+            m.samples.setdefault(t.label, []).append(
+                Sample(run, value, deferred_s=settled.deferred_s, settled=settled.quiescent,
+                       first_look_s=settled.first_look_s, extra=extra))
+
+    def timed_sample(self, m: Metric, t: Target, run: int, *args: str) -> None:
+        self.sample([m], t, run, lambda: {m.key: t.timed(*args)})
 
     # -- preparation ----------------------------------------------------------------------------
 
@@ -142,42 +214,41 @@ class Bench:
     # -- workloads ------------------------------------------------------------------------------
 
     def w1(self) -> None:
-        m = self.metric("W1", "fetch", "W1 fetch (content only, cold)", "s")
+        m = self.metric("W1", "fetch", "W1 fetch (content only, cold)", "s",
+                        "ctr content fetch --plain-http {BIG}")
         for t in self.live(m):
             self.attempt([m], t, partial(self.cold_big, t))
         for i, order in self.alternate(self.runs("W1"), m):
             for t in order:
-                def one(t: Target = t) -> None:
-                    self.cold_big(t)
-                    self.record(m, t.label, t.timed("content", "fetch", "--plain-http", self.imgs.big_ref))
-                self.attempt([m], t, one)
+                self.attempt([m], t, partial(self.cold_big, t))
+                if t.label not in m.errors:
+                    self.timed_sample(m, t, i, "content", "fetch", "--plain-http", self.imgs.big_ref)
             self.log(f"  W1 run {i + 1}: " + _last(m))
         for t in self.live():
             self.attempt([m], t, partial(self.cold_big, t))
 
     def w2(self) -> None:
-        m = self.metric("W2", "pull", "W2 pull + unpack (cold)", "s")
+        m = self.metric("W2", "pull", "W2 pull + unpack (cold)", "s", "ctr images pull --plain-http {BIG}")
         for i, order in self.alternate(self.runs("W2"), m):
             for t in order:
-                def one(t: Target = t) -> None:
-                    self.cold_big(t)
-                    self.record(m, t.label, t.timed("images", "pull", "--plain-http", self.imgs.big_ref))
-                    self.cold_big(t)
-                self.attempt([m], t, one)
+                self.attempt([m], t, partial(self.cold_big, t))
+                if t.label not in m.errors:
+                    self.timed_sample(m, t, i, "images", "pull", "--plain-http", self.imgs.big_ref)
+                    self.attempt([m], t, partial(self.cold_big, t))
             self.log(f"  W2 run {i + 1}: " + _last(m))
 
     def w3(self) -> None:
-        m = self.metric("W3", "run", "W3 ctr run --rm … true", "s")
+        m = self.metric("W3", "run", "W3 ctr run --rm … true", "s", "ctr run --rm {BUSYBOX} {ID} true")
         for t in self.live(m):
             self.attempt([m], t, partial(self.ensure_busybox, t))
         for i, order in self.alternate(self.runs("W3"), m):
             for t in order:
-                args = ("run", "--rm", self.imgs.busybox_ref, f"{t.prefix}-w3-{i}", "true")
-                self.attempt([m], t, partial(self.timed_sample, m, t, *args))
+                self.timed_sample(m, t, i, "run", "--rm", self.imgs.busybox_ref, f"{t.prefix}-w3-{i}", "true")
         self.log("  W3: " + _summary(m))
 
     def w4(self) -> None:
-        m = self.metric("W4", "exec", "W4 ctr tasks exec … true", "s")
+        m = self.metric("W4", "exec", "W4 ctr tasks exec … true", "s",
+                        "ctr tasks exec --exec-id e{RUN} {ID} true  (ID: a running `sleep`)")
         started: list[Target] = []
         for t in self.live(m):
             def setup(t: Target = t) -> None:
@@ -188,67 +259,70 @@ class Bench:
             self.attempt([m], t, setup)
         for i, order in self.alternate(self.runs("W4"), m):
             for t in order:
-                args = ("tasks", "exec", "--exec-id", f"e{i}", f"{t.prefix}-w4", "true")
-                self.attempt([m], t, partial(self.timed_sample, m, t, *args))
+                self.timed_sample(m, t, i, "tasks", "exec", "--exec-id", f"e{i}", f"{t.prefix}-w4", "true")
         for t in started:
             self.attempt([m], t, partial(t.reset, keep_images=[self.imgs.busybox_ref]))
         self.log("  W4: " + _summary(m))
 
     def w5(self, n: int = 50, batch: int = 10, listing_runs: int = 10) -> None:
-        start = self.metric("W5", "start50", f"W5 start {n} containers, {batch} at a time (wall)", "s")
-        pss = self.metric("W5", "pss_per_container", "W5 PSS of daemon + shims per running container", "MiB")
-        tls = self.metric("W5", "tasks_ls", f"W5 ctr tasks ls with {n} present", "s")
-        cls = self.metric("W5", "containers_ls", f"W5 ctr containers ls with {n} present", "s")
+        start = self.metric("W5", "start50", f"W5 start {n} containers, {batch} at a time (wall)", "s",
+                            f"{n} × ctr run -d {{BUSYBOX}} {{ID}} sleep 1000000, {batch} at once")
+        pss = self.metric("W5", "pss_per_container", "W5 PSS of daemon + shims per running container", "MiB",
+                          f"sum of /proc/PID/smaps_rollup Pss over daemon + shims with {n} running, ÷ {n}")
+        tls = self.metric("W5", "tasks_ls", f"W5 ctr tasks ls with {n} present", "s", "ctr tasks ls")
+        cls = self.metric("W5", "containers_ls", f"W5 ctr containers ls with {n} present", "s", "ctr containers ls")
         ms = [start, pss, tls, cls]
         for t in self.live(*ms):
             self.attempt(ms, t, partial(self.ensure_busybox, t))
         for i, order in self.alternate(self.runs("W5"), *ms):
             for t in order:
-                def one(t: Target = t, i: int = i) -> None:
-                    try:
-                        ids = [f"{t.prefix}-w5-{i}-{k}" for k in range(n)]
-                        t0 = time.perf_counter()
-                        for b in range(0, n, batch):
-                            procs = [t.popen("run", "-d", self.imgs.busybox_ref, cid, "sleep", "1000000")
-                                     for cid in ids[b:b + batch]]
-                            for cid, p in zip(ids[b:b + batch], procs, strict=True):
-                                _, err = p.communicate(timeout=300)
-                                if p.returncode != 0:
-                                    raise CtrError(f"ctr run -d {cid} → exit {p.returncode}: {err.strip()[-400:]}")
-                        self.record(start, t.label, time.perf_counter() - t0)
-                        _wait_running(t, ids)
-                        mib, _shims = t.pss_mib()
-                        self.record(pss, t.label, mib / n)
-                        for _ in range(listing_runs):
-                            self.record(tls, t.label, t.timed("tasks", "ls"))
-                            self.record(cls, t.label, t.timed("containers", "ls"))
-                    finally:
-                        t.reset(keep_images=[self.imgs.busybox_ref])
-                self.attempt(ms, t, one)
+                ids = [f"{t.prefix}-w5-{i}-{k}" for k in range(n)]
+
+                def launch(t: Target = t, ids: list[str] = ids) -> dict[str, Any]:
+                    t0 = time.perf_counter()
+                    for b in range(0, n, batch):
+                        procs = [t.popen("run", "-d", self.imgs.busybox_ref, cid, "sleep", "1000000")
+                                 for cid in ids[b:b + batch]]
+                        for cid, p in zip(ids[b:b + batch], procs, strict=True):
+                            _, err = p.communicate(timeout=300)
+                            if p.returncode != 0:
+                                raise CtrError(f"ctr run -d {cid} → exit {p.returncode}: {err.strip()[-400:]}")
+                    wall = time.perf_counter() - t0
+                    _wait_running(t, ids)
+                    return {start.key: wall}
+
+                self.sample([start, pss], t, i, launch)
+                if not [s for s in start.samples.get(t.label, []) if s.run == i and s.value is not None]:
+                    self.attempt([], t, partial(t.reset, keep_images=[self.imgs.busybox_ref]))
+                    continue
+
+                def memory(t: Target = t) -> dict[str, Any]:
+                    mib, shims = t.pss_mib()
+                    return {pss.key: (mib / n, {"shims": shims, "containers": n})}
+
+                self.sample([pss], t, i, memory)
+                for k in range(listing_runs):
+                    self.timed_sample(tls, t, i * listing_runs + k, "tasks", "ls")
+                    self.timed_sample(cls, t, i * listing_runs + k, "containers", "ls")
+                self.attempt([], t, partial(t.reset, keep_images=[self.imgs.busybox_ref]))
             self.log(f"  W5 run {i + 1}: start " + _last(start) + " · PSS/ctr " + _last(pss))
 
-    def w6_sample(self, name: str, title: str) -> None:
-        m = self.metric("W6", name, title, "MiB")
+    def w6_sample(self, name: str, title: str, run: int = 0) -> None:
+        m = self.metric("W6", name, title, "MiB", "sum of Pss (smaps_rollup) over daemon + shims/helpers")
         for t in self.live(m):
-            def one(t: Target = t) -> None:
+            def one(t: Target = t) -> dict[str, Any]:
                 t.ctr("version")
-                # shims of removed containers exit asynchronously: wait (bounded) for them to go
-                deadline = time.monotonic() + 10
-                while t.task_shim_pids() and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                mib, shims = t.pss_mib()
                 if t.daemon_pid is None:
                     raise RuntimeError("daemon pid unknown (socket owner not found)")
-                self.record(m, t.label, mib)
+                mib, shims = t.pss_mib()
                 own = pss_kib(t.daemon_pid) / 1024
-                m.errors[f"{t.label} breakdown"] = (f"daemon {own:.1f} MiB + {shims} helper/shim process(es) "
-                                                    f"{mib - own:.1f} MiB")
-                if left := len(t.task_shim_pids()):
-                    m.errors.setdefault(f"{t.label} note", f"{left} shim(s) still alive ({shims} helper processes)")
-            self.attempt([m], t, one)
+                return {m.key: (mib, {"daemon_mib": round(own, 2), "helpers": shims,
+                                      "task_shims_alive": len(t.task_shim_pids())})}
+            self.sample([m], t, run, one)
 
     def w7(self) -> None:
-        m = self.metric("W7", "runc_run", "W7 floor: runc run … true", "s")
+        m = self.metric("W7", "runc_run", "W7 floor: runc run … true", "s",
+                        "runc --root R run --bundle B {ID}  (busybox rootfs, `runc spec` running true)")
         m.floor_of = "W3.run"
         bundle = self.workdir / "w7-bundle"
         root = self.workdir / "w7-runc-root"
@@ -261,7 +335,7 @@ class Bench:
             if r.returncode != 0:
                 m.errors[FLOOR] = f"runc run → exit {r.returncode}: {r.stderr.strip()[-400:]}"
                 break
-            self.record(m, FLOOR, dt)
+            m.samples.setdefault(FLOOR, []).append(Sample(i, dt))
         self.log("  W7: " + _summary(m))
 
 
@@ -297,7 +371,11 @@ def _last(m: Metric) -> str:
     parts = []
     for who, xs in m.samples.items():
         if xs:
-            parts.append(f"{who} {xs[-1]:.3f}{m.unit}")
+            last = xs[-1]
+            shown = f"{last.value:.3f}{m.unit}" if last.value is not None else "failed"
+            if last.deferred_s is not None:
+                shown += f" (+{last.deferred_s:.3f}s deferred)"
+            parts.append(f"{who} {shown}")
     return ", ".join(parts) or "-"
 
 
@@ -305,7 +383,7 @@ def _summary(m: Metric) -> str:
     import statistics
 
     parts = []
-    for who, xs in m.samples.items():
-        if xs:
+    for who in m.samples:
+        if xs := m.values(who):
             parts.append(f"{who} median {statistics.median(xs):.3f}{m.unit} (n={len(xs)})")
     return ", ".join(parts) or "-"

@@ -1,5 +1,5 @@
 """Fuzz the parsers that take untrusted text: filters, image references, manifests and indexes,
-image configs, config.toml, and the shim's wire frames.
+image configs, config.toml, and the shim's wire frames (our JSON protocol and ttrpc).
 
 Property: each either returns a value or raises the one documented error (InvalidArgument,
 ConfigError, ProtocolError) — never another exception, never a hang.
@@ -8,6 +8,7 @@ ConfigError, ProtocolError) — never another exception, never a hang.
 from __future__ import annotations
 
 import json
+import struct
 
 import tomli_w
 from hypothesis import given
@@ -18,6 +19,7 @@ from pycontainerd.daemon.config import ConfigError, config_from_dict, parse_conf
 from pycontainerd.images import models
 from pycontainerd.remotes import reference
 from pycontainerd.shim import protocol
+from pycontainerd.ttrpc import protocol as ttrpc_protocol
 
 _filter_alphabet = st.sampled_from(list('abc.=!~/,|"\\`\'()[]{}+*?^$ 0123456789labelsname'))
 _filter_text = st.one_of(st.text(_filter_alphabet, max_size=60), st.text(max_size=40))
@@ -130,4 +132,28 @@ def test_shim_frames(chunks: list[bytes], frames: list[object]) -> None:
             for msg in dec.feed(stream[i : i + 7]):
                 assert isinstance(msg, dict)
     except protocol.ProtocolError:
+        pass
+
+
+_ttrpc_frame = st.tuples(st.integers(min_value=0, max_value=2**32 - 1), st.integers(min_value=0, max_value=255),
+                         st.integers(min_value=0, max_value=255), st.binary(max_size=300))
+
+
+@given(frames=st.lists(_ttrpc_frame, max_size=6), noise=st.binary(max_size=64), cut=st.integers(1, 50),
+       side=st.sampled_from(["server", "client"]))
+def test_ttrpc_frames(frames: list[tuple[int, int, int, bytes]], noise: bytes, cut: int, side: str) -> None:
+    """Any byte stream into either side of a ttrpc connection: events or a documented error, never a crash;
+    the server answers every request it accepted or refused with a well-formed response."""
+    stream = b"".join(struct.pack(">IIBB", len(d), sid, typ, flags) + d for sid, typ, flags, d in frames) + noise
+    conn: ttrpc_protocol.ServerConnection | ttrpc_protocol.ClientConnection
+    conn = ttrpc_protocol.ServerConnection() if side == "server" else ttrpc_protocol.ClientConnection()
+    try:
+        for i in range(0, len(stream), cut):
+            for ev in conn.receive_data(stream[i : i + cut]):
+                if isinstance(conn, ttrpc_protocol.ServerConnection) and isinstance(
+                    ev, ttrpc_protocol.RequestReceived | ttrpc_protocol.RequestRefused
+                ):
+                    status = ev.status if isinstance(ev, ttrpc_protocol.RequestRefused) else ttrpc_protocol.Status()
+                    conn.send_response(ev.stream_id, ttrpc_protocol.Response(status=status, payload=b""))
+    except (ttrpc_protocol.ProtocolError, errdefs.ContainerdError):
         pass

@@ -11,15 +11,19 @@ from pathlib import Path
 import pytest
 
 from bench import report
-from bench.workloads import FLOOR, Metric
+from bench.workloads import FLOOR, Metric, Sample
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _s(*xs: float) -> list[Sample]:
+    return [Sample(i, x) for i, x in enumerate(xs)]
+
+
 def _metrics() -> dict[str, Metric]:
-    run = Metric("W3", "run", "W3 run", "s", {"pycontainerd": [0.2, 0.3, 0.25, 0.22], "containerd": [0.1] * 4})
-    floor = Metric("W7", "runc_run", "W7 floor", "s", {FLOOR: [0.03, 0.04]}, floor_of="W3.run")
-    fetch = Metric("W1", "fetch", "W1 fetch", "s", {"containerd": [1.0, 2.0]},
+    run = Metric("W3", "run", "W3 run", "s", {"pycontainerd": _s(0.2, 0.3, 0.25, 0.22), "containerd": _s(*[0.1] * 4)})
+    floor = Metric("W7", "runc_run", "W7 floor", "s", {FLOOR: _s(0.03, 0.04)}, floor_of="W3.run")
+    fetch = Metric("W1", "fetch", "W1 fetch", "s", {"containerd": _s(1.0, 2.0)},
                    errors={"pycontainerd": "CtrError: ctr content fetch → exit 1: unimplemented | x"})
     return {m.key: m for m in (run, floor, fetch)}
 
@@ -38,8 +42,9 @@ def test_ratio_and_tables(tmp_path: Path) -> None:
     assert list(report.ordered(ms)) == ["W1.fetch", "W3.run", "W7.runc_run"]
     paths = report.write_all(ms, {"started": "now"}, tmp_path, "x")
     data = json.loads(paths[0].read_text())
-    assert data["metrics"]["W3.run"]["samples"]["containerd"] == [0.1] * 4
-    assert data["metrics"]["W3.run"]["stats"]["pycontainerd"]["n"] == 4
+    assert [x["value"] for x in data["metrics"]["W3.run"]["samples"]["containerd"]] == [0.1] * 4
+    assert data["metrics"]["W3.run"]["derived"]["stats_of_used_samples"]["pycontainerd"]["n"] == 4
+    assert report.from_json(data)["W3.run"].samples == ms["W3.run"].samples
     assert paths[2].stat().st_size > 10_000
     assert (tmp_path / "latest.md").read_text() == paths[1].read_text()
     assert "W3 run" in report.terminal(ms)
@@ -55,5 +60,7 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "latest.json").read_text())
     assert len(data["metrics"]["W3.run"]["samples"]["containerd"]) == 2
     assert len(data["metrics"]["W7.runc_run"]["samples"][FLOOR]) == 2
-    assert data["metrics"]["W6.idle_start"]["samples"]["containerd"][0] > 1
+    assert data["metrics"]["W6.idle_start"]["samples"]["containerd"][0]["value"] > 1
+    assert len(data["metrics"]["W6.idle_start"]["samples"]["containerd"]) == 3  # W6: at least 3 runs
+    assert all(x["deferred_s"] is not None for x in data["metrics"]["W3.run"]["samples"]["containerd"])
     assert (tmp_path / "latest.png").exists()

@@ -38,6 +38,7 @@ class _Daemon:
         self.db: Any = None
         self.exchange: Any = None
         self.events: list[Any] = []
+        self.trimmer: Any = None
 
 
 class Harness:
@@ -51,9 +52,11 @@ class Harness:
 
     async def _start(self) -> None:
         from pycontainerd.content import local
-        from pycontainerd.daemon.builtins import METADATA
+        from pycontainerd.daemon.config import Config
+        from pycontainerd.daemon.memory import Trimmer
         from pycontainerd.diff import walking
         from pycontainerd.events import Exchange
+        from pycontainerd.metadata import plugin as metadata
         from pycontainerd.metadata.db import Database
         from pycontainerd.plugin import registry
         from pycontainerd.services import content, diff, snapshots
@@ -63,18 +66,24 @@ class Harness:
         d.db = Database(d.root / "meta.db")
         await d.db.open()
         d.exchange = Exchange()
+        d.trimmer = Trimmer()
         regs = [
             *local.REGISTRATIONS,
             overlay.REGISTRATION,
             native.REGISTRATION,
-            METADATA,
+            metadata.REGISTRATION,
             *walking.REGISTRATIONS,
             *content.REGISTRATIONS,
             *snapshots.REGISTRATIONS,
             *diff.REGISTRATIONS,
         ]
         self.plugins = await registry.load(
-            regs, root=d.root, state=d.state, section=lambda uri: {}, daemon=d, required=[r.uri for r in regs]
+            regs,
+            root=d.root,
+            state=d.state,
+            plugin_config=lambda reg: Config().plugin_config(reg.uri, reg.config)[0],
+            daemon=d,
+            required=[r.uri for r in regs],
         )
         server = grpc.aio.server()
         for p in self.plugins.plugins:

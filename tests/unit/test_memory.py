@@ -105,5 +105,7 @@ def test_nested_start_and_close() -> None:
     asyncio.run(body())
 
 
-def test_request_trim_without_a_running_trimmer_is_a_no_op() -> None:
-    memory.request_trim()
+def test_request_to_a_trimmer_never_started_is_a_no_op() -> None:
+    t = memory.Trimmer()
+    t.request()
+    assert t.trims == 0

@@ -274,19 +274,22 @@ def test_gc_blob_sweep_never_removes_a_blob_being_committed(tmp_path: Path) -> N
     run(body)
 
 
-def test_batched_writes_skip_the_sync_ordinary_ones_do_not(tmp_path: Path) -> None:
+def test_batched_writes_commit_with_a_sync_as_ordinary_ones_do(tmp_path: Path) -> None:
+    """Every acknowledged write is durable (synchronous=FULL), batched or not; the fsync itself
+    is shown in test_metadata_durability."""
+
     def mode(conn: sqlite3.Connection) -> int:
         return int(conn.execute("PRAGMA synchronous").fetchone()[0])
 
     async def body() -> None:
         async with opened(tmp_path) as db:
             assert await db.write(mode) == 2  # FULL
-            assert await db.write(mode, batch=True) == 1  # NORMAL
+            assert await db.write(mode, batch=True) == 2
             assert await db.write(mode) == 2
             release, blocker = await hold_writer(db)
             both = [asyncio.ensure_future(db.write(mode, batch=True)) for _ in range(2)]
             release.set()
             await blocker
-            assert await asyncio.gather(*both) == [1, 1]
+            assert await asyncio.gather(*both) == [2, 2]
 
     run(body)

@@ -276,6 +276,10 @@ class LocalStore:
                 out.append(self._info_from_stat(digest, st))
         return out
 
+    def blob_digests_sync(self) -> builtins.list[str]:
+        """The digest of every blob on disk (blocking: for the garbage collector's thread)."""
+        return [i.digest for i in self._walk_sync()]
+
     async def list(self, filters_: Sequence[str] = ()) -> builtins.list[Info]:
         flt = filters.parse_all(list(filters_))
         return [i for i in await asyncio.to_thread(self._walk_sync) if flt.match(info_adaptor(i))]

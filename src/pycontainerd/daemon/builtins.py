@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from ..plugin import InitContext, Registration, types
-
-
-async def _init_metadata(ctx: InitContext) -> object:
-    return ctx.daemon.db
-
-
-METADATA = Registration(type=types.METADATA, id="sqlite", init=_init_metadata, requires=(types.CONTENT, types.SNAPSHOT))
+from ..plugin import Registration
 
 
 def registrations() -> list[Registration]:
     from ..content import local as content_local
     from ..diff import walking
     from ..metadata import gc
+    from ..metadata import plugin as metadata
     from ..runtime import task_manager
     from ..services import (
         containers,
@@ -40,14 +34,14 @@ def registrations() -> list[Registration]:
     regs.append(overlay.REGISTRATION)
     regs.append(native.REGISTRATION)
     regs.append(btrfs.REGISTRATION)
-    regs.append(METADATA)
+    regs.append(metadata.REGISTRATION)
     regs += walking.REGISTRATIONS
     regs += snapshots.REGISTRATIONS
     regs += diff.REGISTRATIONS
     regs += content.REGISTRATIONS
     regs += images.REGISTRATIONS
     regs += leases.REGISTRATIONS
-    regs += gc.registrations()
+    regs.append(gc.REGISTRATION)
     regs += containers.REGISTRATIONS
     regs += task_manager.REGISTRATIONS
     regs += tasks.REGISTRATIONS

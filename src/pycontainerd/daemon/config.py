@@ -35,9 +35,12 @@ above 0.5), an unparsable duration, a ``version`` other than 1 or 2, or malforme
 ``ConfigError``, whose message names the file and the dotted key (and the line for TOML
 syntax errors).  Unknown keys never fail: they are collected as warnings naming the full
 dotted key.  Plugin sections the model does not type are kept raw in ``Config.plugins``
-(keyed by full plugin id, v1 short names translated) so that each plugin decodes its own
-section via ``Config.plugin_section``; a section whose id is not a known plugin is kept
-too, with a warning.
+(keyed by full plugin id, v1 short names translated); when the daemon loads a plugin,
+``Config.plugin_config`` decodes its section into the dataclass its ``Registration`` names,
+with the same rules (a bad value or an option we cannot honour is a ``ConfigError`` naming
+the key, an unknown key a warning); a section whose id is not a known plugin is kept too,
+with a warning.  Options containerd has but we cannot honour (``slow_chown``, ``ShimCgroup``,
+``Criu*``) are refused (field metadata ``unsupported``), never silently ignored.
 
 Output: ``default_config_toml()`` prints the complete version-2 default configuration
 (``pycontainerd config default``) and ``dump_config_toml(cfg)`` the effective one
@@ -290,6 +293,9 @@ def format_duration(seconds: float) -> str:
 #   manual    decoded by hand (legacy translation); the key is known, so no warning
 #   extra     receives the unknown keys of the table instead of warning about them
 #   internal  not part of the TOML at all
+#   unsupported  (predicate, why): a value the predicate accepts is refused (ConfigError naming
+#             the key): an option containerd has whose effect we do not implement is never
+#             silently ignored
 
 
 def _f(default: Any, **meta: Any) -> Any:
@@ -355,6 +361,9 @@ class StreamProcessorConfig:
     env: tuple[str, ...] = ()
 
 
+_NO_CHECKPOINT = "checkpoint/restore (criu) is not implemented"
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     """``runtimes.<name>.options``: runc's shim options for runc types, else kept raw."""
@@ -364,12 +373,12 @@ class RuntimeOptions:
     systemd_cgroup: bool = _f(False, key="SystemdCgroup")
     no_pivot_root: bool = _f(False, key="NoPivotRoot")
     no_new_keyring: bool = _f(False, key="NoNewKeyring")
-    shim_cgroup: str = _f("", key="ShimCgroup")
+    shim_cgroup: str = _f("", key="ShimCgroup", unsupported=(bool, "the shim cannot be placed in a cgroup yet"))
     io_uid: int = _f(0, key="IoUid", minimum=0)
     io_gid: int = _f(0, key="IoGid", minimum=0)
-    criu_path: str = _f("", key="CriuPath")
-    criu_image_path: str = _f("", key="CriuImagePath")
-    criu_work_path: str = _f("", key="CriuWorkPath")
+    criu_path: str = _f("", key="CriuPath", unsupported=(bool, _NO_CHECKPOINT))
+    criu_image_path: str = _f("", key="CriuImagePath", unsupported=(bool, _NO_CHECKPOINT))
+    criu_work_path: str = _f("", key="CriuWorkPath", unsupported=(bool, _NO_CHECKPOINT))
     extra: dict[str, Any] = field(default_factory=dict, metadata={"extra": True})
 
 
@@ -529,7 +538,9 @@ class OverlayfsConfig:
     root_path: str = ""
     upperdir_label: bool = False
     sync_remove: bool = False
-    slow_chown: bool = False
+    slow_chown: bool = _f(
+        False, unsupported=(bool, "id-mapped snapshots (uid/gid remapping) are not implemented, so nothing is chowned")
+    )
     mount_options: tuple[str, ...] = ()
 
 
@@ -629,6 +640,30 @@ class Config:
                 return copy.deepcopy(self.plugins[short])
         return {}
 
+    def plugin_config(self, plugin_uri: str, cls: type[T] | None) -> tuple[T | None, list[str]]:
+        """Plugin ``plugin_uri``'s section decoded into ``cls``, and the warnings it gave.
+
+        A typed section of the model is returned as loaded (validated with the whole file);
+        any other section is decoded here with the same rules: a wrong type, a value out of
+        range or an unsupported option raise ``ConfigError`` naming the file and the key,
+        an unknown key is a warning.  For a plugin without a config class (``cls`` None) every
+        key of its section is unknown.
+        """
+        attr = _MODELLED_PLUGINS.get(plugin_uri)
+        if attr is not None:
+            value = getattr(self, attr)
+            if cls is not None and not isinstance(value, cls):
+                raise TypeError(f"plugin {plugin_uri} declares config {cls.__name__}, the model has {type(value)}")
+            return (value if cls is not None else None), []
+        dec = _Decoder(self.source or "<config>")
+        table = self.plugin_section(plugin_uri)
+        path = ("plugins", plugin_uri)
+        if cls is None:
+            for key in table:
+                dec.warn(f"unknown key {_dotted((*path, key))} (plugin {plugin_uri} takes no configuration; ignored)")
+            return None, dec.warnings
+        return dec.dataclass(cls, table, path), dec.warnings
+
 
 def _plugin_id(uri: str) -> str:
     parts = uri.split(".", 4)
@@ -701,7 +736,7 @@ class _Decoder:
             known.add(key)
             if key not in table or meta.get("manual"):
                 continue
-            value = self.value(hints[f.name], table[key], (*path, key), meta)
+            value = self.check_supported(self.value(hints[f.name], table[key], (*path, key), meta), (*path, key), meta)
             if meta.get("merge"):
                 default_factory = typing.cast(Any, f.default_factory)
                 value = {**default_factory(), **value}
@@ -769,6 +804,13 @@ class _Decoder:
                 raise self.error(path, f"expected a number, got {_toml_type(raw)} {raw!r}")
             return self.check_range(float(raw), path, meta)
         raise TypeError(f"unsupported config field type {tp!r}")  # a bug in the model
+
+    def check_supported(self, value: T, path: tuple[str, ...], meta: Mapping[str, Any]) -> T:
+        """``unsupported`` metadata: (value predicate, why) - an accepted option that we cannot honour."""
+        rule = meta.get("unsupported")
+        if rule is not None and rule[0](value):
+            raise self.error(path, f"{value!r} is not supported: {rule[1]}")
+        return value
 
     def check_range(self, value: T, path: tuple[str, ...], meta: Mapping[str, Any], shown: Any = None) -> T:
         lo, hi = meta.get("minimum"), meta.get("maximum")

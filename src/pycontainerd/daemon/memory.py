@@ -17,6 +17,9 @@ would stay 50-80 MiB above its idle size.  Two remedies, both cheap:
   whenever the resident size has grown noticeably since the last trim (a slow periodic
   check of ``/proc/self/statm``, so no code path has to remember to ask).
 
+The daemon owns its ``Trimmer`` (no process global: two daemons in one test process each
+have theirs) and hands ``request`` to the plugins that need it (the diff service).
+
 Everything degrades to a no-op where glibc is not the allocator.
 """
 
@@ -169,20 +172,3 @@ class Trimmer:
             await self.trim_now()
         except Exception:  # never let hygiene take the daemon down
             log.exception("malloc_trim failed")
-
-
-_DEFAULT: Trimmer | None = None
-
-
-def default_trimmer() -> Trimmer:
-    """The process-wide trimmer (the daemon starts it; others just ``request()``)."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = Trimmer()
-    return _DEFAULT
-
-
-def request_trim() -> None:
-    """Ask the process-wide trimmer for a trim soon (no-op when it is not running)."""
-    if _DEFAULT is not None:
-        _DEFAULT.request()

@@ -64,7 +64,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._serving = False  # the socket path is ours to remove only once we served on it
         self.closers: list[Any] = []  # async callables run at shutdown, reverse order
-        self.trimmer = memory.default_trimmer()
+        self.trimmer = memory.Trimmer()  # the diff service asks it for trims (``trimmer.request``)
         self.ops = OpsServers(self)  # debug socket, metrics endpoint, SIGUSR1 dumps
 
     # -- start-up ---------------------------------------------------------------------------
@@ -160,7 +160,7 @@ class Daemon:
             builtins.registrations(),
             root=self.root,
             state=self.state,
-            section=self.config.plugin_section,
+            plugin_config=self._plugin_config,
             daemon=self,
             disabled=self.config.disabled_plugins,
             required=self.config.required_plugins,
@@ -205,6 +205,13 @@ class Daemon:
         await self.ops.start()
         log.info("pycontainerd serving on %s", self.address)
         sd_notify("READY=1")
+
+    def _plugin_config(self, reg: plugin_registry.Registration) -> Any:
+        """A plugin's decoded config; its warnings (unknown keys) are logged, errors raised."""
+        value, warnings = self.config.plugin_config(reg.uri, reg.config)
+        for w in warnings:
+            log.warning("config: %s", w)
+        return value
 
     async def serve_forever(self) -> None:
         loop = asyncio.get_running_loop()

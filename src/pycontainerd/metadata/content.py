@@ -29,7 +29,8 @@ resource (``ingests``) and the committed blob another (``content``).
 
 Deleting a record publishes ``/content/delete``.  Until the garbage collector runs the
 bytes' lifecycle, the bytes are removed when no namespace has a record of the digest and
-no lease holds it (``delete_unreferenced_blobs``; GC turns it off).
+no lease holds it (``delete_unreferenced_blobs``: set when the store is built without a
+garbage collector; with one, the collector removes the bytes).
 """
 
 from __future__ import annotations

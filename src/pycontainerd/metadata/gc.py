@@ -31,12 +31,17 @@ snapshot rows whose backend snapshot a crash kept from being made (``reconcile``
 
 The scheduler (``io.containerd.gc.v1.scheduler``) follows containerd's: a collection is due
 after a deletion (or ``deletion_threshold`` of them, when set) or ``mutation_threshold``
-mutations, and runs ``schedule_delay`` later — but never sooner than the *pause interval*
+mutations (the database's row-changing writes, which it reports through ``Database.subscribe``),
+and runs ``schedule_delay`` later — but never sooner than the *pause interval*
 after the previous one, ``avg/pause_threshold - avg`` with ``avg`` the mean collection time,
 so that collections take at most ``pause_threshold`` (default 2 %) of the time.  A busy
 daemon (``ctr run --rm`` in a loop deletes a lease, a snapshot and a container every
 ~100 ms) thus collects every few hundred ms instead of after every deletion, off the
-requests' path.  On-demand collections (``Images.Delete``/``Leases.Delete`` with ``sync``,
+requests' path.  containerd collects once ``startup_delay`` after its scheduler starts;
+here that first collection is the start-up pass, which runs before the daemon serves (so
+crash leftovers never meet a request): ``start`` waits until ``startup_delay`` has passed
+since the scheduler was made (the other plugins' start-up usually covers it), then
+collects.  On-demand collections (``Images.Delete``/``Leases.Delete`` with ``sync``,
 ``run_now``) are not held back.  The WAL is folded back and truncated only once it has grown
 past ``WAL_TRUNCATE_BYTES``.
 """
@@ -52,6 +57,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..daemon.config import GCSchedulerConfig
+from ..plugin import InitContext, Registration, types
 from .db import Database, loads
 
 log = logging.getLogger("pycontainerd.gc")
@@ -308,6 +315,8 @@ class Scheduler:
         self._gc_time = 0.0
         self._collections = 0
         self._not_before = 0.0  # loop time before which a due collection waits
+        self.next_due: float | None = None  # loop time of the collection being waited for
+        self._made = time.monotonic()  # startup_delay counts from here
         self.last: Stats | None = None
 
     @staticmethod
@@ -322,8 +331,8 @@ class Scheduler:
 
     def mutated(self) -> None:
         self._mutations += 1
-        if self.mutation_threshold and self._mutations >= self.mutation_threshold:
-            self._poke()
+        if self.mutation_threshold and self._mutations == self.mutation_threshold:
+            self._poke()  # once: the run loop then waits for the collection to be allowed
 
     def _poke(self) -> None:
         loop = getattr(self, "_loop", None)
@@ -369,8 +378,16 @@ class Scheduler:
         return stats
 
     async def start(self) -> None:
-        """One collection now (leftovers of a crash go before anything is served), then on triggers."""
+        """The start-up pass once ``startup_delay`` has passed since the scheduler was made
+        (leftovers of a crash go before anything is served), then collections on triggers."""
         self._loop = asyncio.get_running_loop()
+        wait = self._made + self.startup_delay - time.monotonic()
+        if wait > 0:
+            self.next_due = self._made + self.startup_delay
+            try:
+                await asyncio.sleep(wait)  # a timer, as containerd's startup delay
+            finally:
+                self.next_due = None
         try:
             await self._collect(startup=True)
         except Exception:
@@ -390,6 +407,13 @@ class Scheduler:
             except TimeoutError:
                 return
 
+    async def _wait(self, delay: float) -> None:
+        self.next_due = self._now() + delay
+        try:
+            await self._hold_off(delay)
+        finally:
+            self.next_due = None
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
@@ -399,19 +423,22 @@ class Scheduler:
                     continue
                 delay = max(self.schedule_delay, self._not_before - self._now())
                 if delay > 0:
-                    await self._hold_off(delay)
-            waiters, self._waiters = self._waiters, []
-            try:
-                stats = await self._collect()
-            except Exception as exc:
-                log.exception("garbage collection failed")
-                for w in waiters:
-                    if not w.done():
-                        w.set_exception(exc)
-                continue
+                    await self._wait(delay)
+            await self._collect_for_waiters()
+
+    async def _collect_for_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        try:
+            stats = await self._collect()
+        except Exception as exc:
+            log.exception("garbage collection failed")
             for w in waiters:
                 if not w.done():
-                    w.set_result(stats)
+                    w.set_exception(exc)
+            return
+        for w in waiters:
+            if not w.done():
+                w.set_result(stats)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -424,61 +451,34 @@ class Scheduler:
 
 
 # -- plugin -------------------------------------------------------------------------------
-async def _init(ctx: Any) -> Scheduler:
-    from ..daemon.config import parse_duration
-    from ..plugin import types
+async def _init(ctx: InitContext) -> Scheduler:
+    from ..content.local import LocalStore
+    from .plugin import Metadata
 
-    db: Database = ctx.daemon.db
-    local = ctx.get(types.CONTENT, "content")
-    content_store = ctx.get(types.SERVICE, "content-service")
-    # with a collector, deleting a record no longer removes bytes directly: GC does
-    content_store.delete_unreferenced_blobs = False
-    try:
-        snapshotters = ctx.get(types.SERVICE, "snapshots-service").stores
-    except Exception:
-        snapshotters = {}
-
-    def list_blobs() -> list[str]:
-        return [i.digest for i in local._walk_sync()]
-
+    cfg = ctx.typed_config(GCSchedulerConfig)
+    meta = ctx.require(Metadata, types.METADATA)
+    local = ctx.require(LocalStore, types.CONTENT, "content")
     collector = Collector(
-        db,
+        meta.db,
         delete_blob=local.delete_sync,
-        list_blobs=list_blobs,
-        snapshot_cleanups={name: store.cleanup for name, store in snapshotters.items()},
-        snapshot_reconcilers={name: store.reconcile for name, store in snapshotters.items()},
+        list_blobs=local.blob_digests_sync,
+        snapshot_cleanups={name: store.cleanup for name, store in meta.snapshotters.items()},
+        snapshot_reconcilers={name: store.reconcile for name, store in meta.snapshotters.items()},
     )
-    cfg = ctx.config
-
-    def dur(key: str, default: float) -> float:
-        value = cfg.get(key)
-        if value is None or value == "":
-            return default
-        return parse_duration(value) if isinstance(value, str) else float(value)
-
     scheduler = Scheduler(
         collector,
-        deletion_threshold=int(cfg.get("deletion_threshold", 0)),
-        mutation_threshold=int(cfg.get("mutation_threshold", 100)),
-        schedule_delay=dur("schedule_delay", 0.0),
-        startup_delay=dur("startup_delay", 0.1),
-        pause_threshold=float(cfg.get("pause_threshold", 0.02)),
+        deletion_threshold=cfg.deletion_threshold,
+        mutation_threshold=cfg.mutation_threshold,
+        schedule_delay=cfg.schedule_delay,
+        startup_delay=cfg.startup_delay,
+        pause_threshold=cfg.pause_threshold,
     )
-    db.on_delete.append(scheduler.deleted)
-    for svc_id in ("images-service",):
-        try:
-            ctx.get(types.SERVICE, svc_id).gc_hook = scheduler.run_now
-        except Exception:
-            pass
-    try:
-        ctx.get(types.LEASE, "manager").gc_hook = scheduler.run_now
-    except Exception:
-        pass
+    meta.db.subscribe(on_delete=scheduler.deleted, on_mutation=scheduler.mutated)
     return scheduler
 
 
-def registrations() -> list[Any]:
-    from ..plugin import Registration, types
-
-    return [Registration(type=types.GC, id="scheduler", init=_init,
-                         requires=(types.METADATA, types.SERVICE, types.LEASE, types.CONTENT))]
+# The stores that delete (content, images, leases) require this plugin and get the scheduler
+# at construction, as containerd's images service requires the GC plugin.
+REGISTRATION = Registration(
+    type=types.GC, id="scheduler", init=_init, requires=(types.METADATA, types.CONTENT), config=GCSchedulerConfig
+)

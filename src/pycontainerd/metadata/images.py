@@ -168,11 +168,13 @@ def _write(conn: sqlite3.Connection, ns: str, im: Image) -> None:
 class ImageStore:
     """Namespaced image records in the metadata database."""
 
-    def __init__(self, db: Database, exchange: Exchange | None = None) -> None:
+    def __init__(
+        self, db: Database, exchange: Exchange | None = None, *, collect: Callable[[], Awaitable[object]] | None = None
+    ) -> None:
         self.db = db
         self.exchange = exchange
-        # installed by the garbage collector: run a collection now (images rm --sync)
-        self.gc_hook: Callable[[], Awaitable[None]] | None = None
+        # the garbage collector's "collect now" (images rm --sync); None without a collector
+        self.gc_hook = collect
 
     def _publish(self, ns: str, topic: str, payload: dict[str, object]) -> None:
         if self.exchange is not None:

@@ -123,10 +123,10 @@ def _require(conn: sqlite3.Connection, ns: str, lease_id: str) -> None:
 class LeaseStore:
     """Namespaced leases and their resources in the metadata database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, collect: Callable[[], Awaitable[object]] | None = None) -> None:
         self.db = db
-        # installed by the garbage collector: run a collection now (Delete with sync)
-        self.gc_hook: Callable[[], Awaitable[None]] | None = None
+        # the garbage collector's "collect now" (Delete with sync); None without a collector
+        self.gc_hook = collect
 
     async def create(self, namespace: str, lease_id: str = "", labels: Mapping[str, str] | None = None) -> Lease:
         # empty values are not stored (as containerd's label buckets)

@@ -105,12 +105,14 @@ class SnapshotStore:
     def _drop_lease_refs(self, conn: sqlite3.Connection, ns: str, key: str) -> None:
         conn.execute("DELETE FROM lease_resources WHERE namespace=? AND type=? AND id=?", (ns, self.lease_type, key))
 
-    def _info(self, row: sqlite3.Row, kind: Kind) -> Info:
+    def _info(self, row: sqlite3.Row, backend: Info) -> Info:
+        # the backend's own labels (e.g. overlay's upperdir label) under the namespace's, as
+        # containerd's metadata snapshotter merges them; backends are given no labels
         return Info(
             name=row["key"],
-            kind=kind,
+            kind=backend.kind,
             parent=row["parent"],
-            labels=dict(loads(row["labels"])),
+            labels={**backend.labels, **loads(row["labels"])},
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
@@ -123,7 +125,7 @@ class SnapshotStore:
     async def stat(self, ns: str, key: str) -> Info:
         row = await self.db.read(lambda c: self._row(c, ns, key))
         binfo = await self.backend.stat(row["backend_key"])
-        return self._info(row, binfo.kind)
+        return self._info(row, binfo)
 
     async def update(self, ns: str, info: Info, fieldpaths: Sequence[str] = ()) -> Info:
         if not info.name:
@@ -143,7 +145,7 @@ class SnapshotStore:
 
         row = await self.db.write(tx)
         binfo = await self.backend.stat(row["backend_key"])
-        return self._info(row, binfo.kind)
+        return self._info(row, binfo)
 
     async def usage(self, ns: str, key: str) -> Usage:
         return await self.backend.usage(await self._bkey(ns, key))
@@ -291,14 +293,14 @@ class SnapshotStore:
                 "SELECT * FROM snapshots WHERE namespace=? AND snapshotter=? ORDER BY key", (ns, self.name)
             ).fetchall()
         )
-        kinds = {i.name: i.kind for i in await self.backend.walk()}
+        backend = {i.name: i for i in await self.backend.walk()}
         match = match_filters(filters)
         infos = []
         for row in rows:
-            kind = kinds.get(row["backend_key"])
-            if kind is None:
+            binfo = backend.get(row["backend_key"])
+            if binfo is None:
                 continue  # reserved row whose backend snapshot is being made or went away
-            info = self._info(row, kind)
+            info = self._info(row, binfo)
             if match(info):
                 infos.append(info)
         return infos

@@ -37,6 +37,13 @@ Lifecycle of one task::
 
 The shim is reached through the ``Shim``/``ShimLauncher`` protocols below (the real ones
 are ``runtime.shim_client.ShimClient``), so this module carries no I/O details of its own.
+
+Runtimes the daemon's own launcher does not serve go to ``ExternalShims`` (the real one is
+``runtime.v2.ShimManager``): an absolute runtime path, any ``io.containerd.<name>.<version>``
+with a ``containerd-shim-<name>-<version>`` binary, or the runc runtime when the config's
+default runtime names a ``runtime_path``.  Such a task's bundle records the binary
+(``meta.extra["shim_binary"]``), so a restart reconnects, and a dead shim is cleaned up,
+through the same external binary.
 """
 
 from __future__ import annotations
@@ -48,17 +55,22 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import errdefs, filters, fsmodes, identifiers
 from ..events import Exchange
-from ..metadata.containers import ContainerStore
+from ..metadata.containers import ContainerStore, TypedValue
+from ..shim.protocol import CreateOptions
 from . import bundle as bundlemod
 from . import cgroups, signals
+
+if TYPE_CHECKING:
+    from ..daemon.config import Config
 
 log = logging.getLogger("pycontainerd.runtime")
 
@@ -175,14 +187,47 @@ class ShimLauncher(Protocol):
     async def close(self) -> None: ...
 
 
+class ExternalShims(Protocol):
+    """Shims of runtimes other than the daemon's own (``runtime.v2.ShimManager``): external
+    binaries found by containerd's rules, started with the runtime v2 ``start`` handshake."""
+
+    def resolve(self, runtime_name: str) -> str | None:
+        """The shim binary for ``runtime_name``; None when the manager's own launcher serves it."""
+        ...
+
+    async def launch(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        binary: str,
+        options: tuple[str, bytes] | None = None,
+        runc: dict[str, Any] | None = None,
+        debug: bool = False,
+    ) -> Shim: ...
+
+    async def connect(self, bundle: Path) -> Shim: ...
+
+    async def cleanup(self, *, namespace: str, container_id: str, bundle: Path) -> ExitLike: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 # -- the manager's own value types ---------------------------------------------------------------
 @dataclass(frozen=True)
 class RuncOptions:
-    """The runc runtime options that matter here (from ``containerd.runc.v1.Options``)."""
+    """The runc runtime options a task is created with (from ``containerd.runc.v1.Options``)."""
 
     binary_name: str = ""
     root: str = ""
     systemd_cgroup: bool = False
+    no_pivot_root: bool = False
+    no_new_keyring: bool = False
+    io_uid: int = 0
+    io_gid: int = 0
 
 
 @dataclass(frozen=True)
@@ -246,11 +291,15 @@ class TaskMetrics:
 
 @dataclass
 class RuntimeDefaults:
-    """The daemon's defaults for runc (from its config): binary, root, cgroup driver."""
+    """The daemon's defaults for runc (from its config): binary, root, cgroup driver, flags."""
 
     binary_name: str = "runc"
     root: str = ""
     systemd_cgroup: bool = False
+    no_pivot_root: bool = False
+    no_new_keyring: bool = False
+    io_uid: int = 0
+    io_gid: int = 0
     restrict_oom_score_adj: bool = True
     shim_debug: bool = False
 
@@ -268,6 +317,36 @@ class _Task:
     tombstone: Exit | None = None  # set when the shim is gone
     dead: asyncio.Event = field(default_factory=asyncio.Event)
     deleting: bool = False
+
+
+def _runc_children(pid: int) -> list[int]:
+    """Children of ``pid`` that are a ``runc`` command (not a container's ``runc init``)."""
+    out = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/comm") as f:
+                    if f.read().strip() == "runc":
+                        out.append(kid)
+            except OSError:
+                continue
+    return out
+
+
+def _wait_no_runc_child(pid: int, timeout: float) -> None:
+    """Blocking: wait (at most ``timeout``) until shim ``pid`` runs no ``runc`` command."""
+    deadline = time.monotonic() + timeout
+    while _runc_children(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _now() -> int:
@@ -323,12 +402,14 @@ class TaskManager:
         defaults: RuntimeDefaults | None = None,
         shim_state: Path | None = None,
         cgroup_reader: cgroups.CgroupReader | None = None,
+        external: ExternalShims | None = None,
     ) -> None:
         self.root = root
         self.shim_state = shim_state or root
         self.containers = containers
         self.exchange = exchange
         self.launcher = launcher
+        self.external = external
         self.defaults = defaults or RuntimeDefaults()
         self._cgroups = cgroup_reader
         self._tasks: dict[tuple[str, str], _Task] = {}
@@ -379,11 +460,16 @@ class TaskManager:
         io: TaskIO = TaskIO(),
         options: RuncOptions | None = None,
         runtime_path: str = "",
+        task_options: TypedValue | None = None,
     ) -> int:
+        """Create a task; ``task_options`` is the request's options Any as it came (an external
+        shim gets it, else the container's runtime options, as containerd passes them)."""
         identifiers.validate(namespace)
         container = await self.containers.get(namespace, container_id)
         runtime_name = runtime_path or container.runtime_name
-        check_runtime(runtime_name)
+        shim_binary = self.external.resolve(runtime_name) if self.external is not None and runtime_name else None
+        if shim_binary is None:
+            check_runtime(runtime_name)
         if container.spec is None:
             raise errdefs.InvalidArgument(f"container {container_id}: spec must be set")
         if container.spec.type_url.rsplit("/", 1)[-1] != "Spec" or "runtime-spec" not in container.spec.type_url:
@@ -396,7 +482,8 @@ class TaskManager:
         binary = opts.binary_name or self.defaults.binary_name or "runc"
         systemd = opts.systemd_cgroup or self.defaults.systemd_cgroup
         # runc's state root for this namespace, as containerd lays it out (<root>/<namespace>)
-        runtime_root = os.path.join(opts.root or self.defaults.root or str(self.shim_state / "runc"), namespace)
+        runc_root = opts.root or self.defaults.root or str(self.shim_state / "runc")
+        runtime_root = os.path.join(runc_root, namespace)
         mounts = [m.as_dict() for m in rootfs]
 
         key = (namespace, container_id)
@@ -417,26 +504,49 @@ class TaskManager:
                 systemd_cgroup=systemd,
                 cgroups_path=bundlemod.cgroups_path_of(spec),
             )
+            if shim_binary is not None:
+                meta.extra["shim_binary"] = shim_binary
             path = await asyncio.to_thread(self._make_bundle, mounts, namespace, container_id, spec, meta)
             shim: Shim | None = None
             try:
-                shim = await self.launcher.launch(
-                    namespace=namespace,
-                    container_id=container_id,
-                    bundle=path,
-                    state_dir=self.shim_state,
-                    runtime_binary=binary,
-                    runtime_root=runtime_root,
-                    systemd_cgroup=systemd,
-                    debug=self.defaults.shim_debug,
-                )
+                if shim_binary is not None:
+                    assert self.external is not None
+                    raw = task_options if task_options is not None and task_options.type_url else None
+                    raw = raw or container.runtime_options
+                    shim = await self.external.launch(
+                        namespace=namespace,
+                        container_id=container_id,
+                        bundle=path,
+                        binary=shim_binary,
+                        options=(raw.type_url, raw.value) if raw is not None and raw.type_url else None,
+                        runc=self._runc_settings(opts, binary_name=binary, root=runc_root, systemd_cgroup=systemd),
+                        debug=self.defaults.shim_debug,
+                    )
+                else:
+                    shim = await self.launcher.launch(
+                        namespace=namespace,
+                        container_id=container_id,
+                        bundle=path,
+                        state_dir=self.shim_state,
+                        runtime_binary=binary,
+                        runtime_root=runtime_root,
+                        systemd_cgroup=systemd,
+                        debug=self.defaults.shim_debug,
+                    )
                 pid = await shim.create(
                     rootfs=mounts,
                     stdin=io.stdin,
                     stdout=io.stdout,
                     stderr=io.stderr,
                     terminal=io.terminal,
-                    options={"binary_name": binary, "systemd_cgroup": systemd},
+                    options=CreateOptions(
+                        binary_name=binary,
+                        systemd_cgroup=systemd,
+                        no_pivot_root=opts.no_pivot_root or self.defaults.no_pivot_root,
+                        no_new_keyring=opts.no_new_keyring or self.defaults.no_new_keyring,
+                        io_uid=opts.io_uid or self.defaults.io_uid,
+                        io_gid=opts.io_gid or self.defaults.io_gid,
+                    ).to_wire(),
                 )
                 meta.pid = pid
                 meta.shim_pid = shim.pid
@@ -824,13 +934,18 @@ class TaskManager:
         Returns the exit the shim recorded in the bundle, else 255 (unknown) now."""
         exit_ = Exit(meta.pid, UNKNOWN_EXIT, _now())
         try:
-            e = await self.launcher.cleanup(
-                namespace=meta.namespace,
-                container_id=meta.id,
-                bundle=path,
-                runtime_binary=meta.binary_name or "runc",
-                runtime_root=meta.runtime_root or None,
-            )
+            e: ExitLike
+            if self._is_external(meta):
+                assert self.external is not None
+                e = await self.external.cleanup(namespace=meta.namespace, container_id=meta.id, bundle=path)
+            else:
+                e = await self.launcher.cleanup(
+                    namespace=meta.namespace,
+                    container_id=meta.id,
+                    bundle=path,
+                    runtime_binary=meta.binary_name or "runc",
+                    runtime_root=meta.runtime_root or None,
+                )
             exit_ = Exit(e.pid or meta.pid, e.exit_status, e.exited_at_ns or _now())
         except Exception as exc:
             log.warning("cleanup of task %s/%s through the shim binary failed: %s", meta.namespace, meta.id, exc)
@@ -917,7 +1032,11 @@ class TaskManager:
             )
         t = _Task(namespace, container_id, path, meta, None)
         try:
-            shim = await self.launcher.connect(path)
+            if self._is_external(meta):
+                assert self.external is not None
+                shim = await self.external.connect(path)
+            else:
+                shim = await self.launcher.connect(path)
         except Exception as exc:
             log.info("task %s/%s: shim is gone (%s); cleaning up", namespace, container_id, exc)
             if meta.pid == 0 or not await self._container_exists(namespace, container_id):
@@ -929,6 +1048,19 @@ class TaskManager:
             await self._tombstone(t)
             return
         t.shim = shim
+        if meta.pid == 0:
+            # the daemon died between launching the shim and recording the create's answer: the
+            # create was never acknowledged, so there is no task — stop whatever the shim got to
+            # start and clean up, or the id stays taken by a task nobody can see (a "ghost")
+            log.info("task %s/%s: create never completed; removing what it left", namespace, container_id)
+            # the shim may still be running `runc create` for the lost request: let it finish, so
+            # the container it makes is killed and deleted below instead of appearing afterwards
+            await asyncio.to_thread(_wait_no_runc_child, shim.pid, 10.0)
+            with contextlib.suppress(Exception):
+                await shim.kill("", 9, True)
+            await self._discard_shim(shim)
+            await self._cleanup_dead(path, meta)
+            return
         try:
             await self.containers.get(namespace, container_id)
         except errdefs.NotFound:
@@ -944,6 +1076,30 @@ class TaskManager:
         self._tasks[(namespace, container_id)] = t
         t.pump = asyncio.create_task(self._pump(t), name=f"shim-events-{namespace}/{container_id}")
         log.info("restored task %s/%s (shim pid %d)", namespace, container_id, shim.pid)
+
+    def _runc_settings(self, opts: RuncOptions, **chosen: Any) -> dict[str, Any]:
+        """Every runc option the task or the daemon config sets, by ``containerd.runc.v1.Options``
+        field name (``RuncOptions`` uses those names), with the values this create settled on."""
+        out: dict[str, Any] = {}
+        for name in RuncOptions.__dataclass_fields__:
+            out[name] = getattr(opts, name) or getattr(self.defaults, name, None)
+        out.update(chosen)
+        return {k: v for k, v in out.items() if v}
+
+    def _is_external(self, meta: bundlemod.BundleMeta) -> bool:
+        """Whether the task's shim is an external runtime v2 binary (recorded at create)."""
+        return self.external is not None and bool(meta.extra.get("shim_binary"))
+
+    async def start(self) -> None:
+        """Called by the daemon once every plugin is loaded: serve the shims' events.
+
+        A failure (e.g. a socket path too long for ``<address>.ttrpc``) is logged, not fatal:
+        the daemon's own shims do not need it, external shims then lose their events."""
+        if self.external is not None:
+            try:
+                await self.external.start()
+            except Exception as exc:
+                log.error("cannot serve events for runtime v2 shims: %s", exc)
 
     async def _container_exists(self, namespace: str, container_id: str) -> bool:
         try:
@@ -966,6 +1122,9 @@ class TaskManager:
                     await t.shim.close()
         with contextlib.suppress(Exception):
             await self.launcher.close()
+        if self.external is not None:
+            with contextlib.suppress(Exception):
+                await self.external.close()
 
 
 def _ns_of(value: Any) -> int:
@@ -995,32 +1154,29 @@ LauncherFactory = Callable[[], ShimLauncher]
 
 
 # -- plugin wiring ---------------------------------------------------------------------------------
-def defaults_from_config(daemon_config: Any, section: dict[str, Any] | None = None) -> RuntimeDefaults:
+def defaults_from_config(daemon_config: Config) -> RuntimeDefaults:
     """RuntimeDefaults from the daemon config.
 
-    The default CRI runtime's runc options (``BinaryName``, ``Root``, ``SystemdCgroup``; the
-    config loader folds the legacy ``runtime_engine``/``runtime_root`` into them) are the
-    defaults for every runc task; ``[plugins."io.containerd.runtime.v1.linux"] shim_debug``
-    turns shim debug logs on.  oomScoreAdj is always restricted to the daemon's own score
-    (runc cannot lower it here anyway), whatever CRI's ``restrict_oom_score_adj`` says.
+    The default CRI runtime's runc options are the defaults for every runc task:
+    ``BinaryName``, ``Root``, ``SystemdCgroup`` (the config loader folds the legacy
+    ``runtime_engine``/``runtime_root``/``systemd_cgroup``/``no_pivot`` into them),
+    ``NoPivotRoot`` and ``NoNewKeyring`` (runc create flags) and ``IoUid``/``IoGid`` (owner of
+    the stdio pipes); the loader refuses the options we cannot honour (``ShimCgroup``,
+    ``Criu*``).  ``[plugins."io.containerd.runtime.v1.linux"] shim_debug`` or a debug log
+    level turn shim debug logs on.  oomScoreAdj is always restricted to the daemon's own
+    score (runc cannot lower it here anyway), whatever CRI's ``restrict_oom_score_adj`` says.
     """
-    d = RuntimeDefaults()
-    try:
-        opts = daemon_config.cri.default_runtime.options
-    except (AttributeError, KeyError):
-        opts = None
-    if opts is not None:
-        d.binary_name = getattr(opts, "binary_name", "") or d.binary_name
-        d.root = getattr(opts, "root", "") or ""
-        d.systemd_cgroup = bool(getattr(opts, "systemd_cgroup", False))
-    linux = getattr(daemon_config, "linux", None)
-    if linux is not None and getattr(linux, "shim_debug", False):
-        d.shim_debug = True
-    debug = getattr(daemon_config, "debug", None)
-    if debug is not None and getattr(debug, "level", "") == "debug":
-        d.shim_debug = True
-    del section
-    return d
+    opts = daemon_config.cri.default_runtime.options
+    return RuntimeDefaults(
+        binary_name=opts.binary_name or "runc",
+        root=opts.root,
+        systemd_cgroup=opts.systemd_cgroup,
+        no_pivot_root=opts.no_pivot_root,
+        no_new_keyring=opts.no_new_keyring,
+        io_uid=opts.io_uid,
+        io_gid=opts.io_gid,
+        shim_debug=daemon_config.linux.shim_debug or daemon_config.debug.level == "debug",
+    )
 
 
 class RuntimeAlias:
@@ -1087,6 +1243,41 @@ class ShimClientLauncher:
         await self._fork.close()
 
 
+def runtime_paths_from_config(daemon_config: Any) -> dict[str, str]:
+    """Runtime names whose shim binary the config names: the default CRI runtime's
+    ``runtime_path`` serves its ``runtime_type`` (so ``runtime_type = "io.containerd.runc.v2"``
+    with ``runtime_path = "/usr/bin/containerd-shim-runc-v2"`` runs every runc task, ``ctr
+    run`` included, on that shim instead of the daemon's own)."""
+    try:
+        rt = daemon_config.cri.default_runtime
+    except (AttributeError, KeyError):
+        return {}
+    path = getattr(rt, "runtime_path", "")
+    rtype = getattr(rt, "runtime_type", "")
+    return {rtype: path} if path and rtype else {}
+
+
+def publish_binary() -> str:
+    """The daemon's own executable, which shims run as ``-publish-binary ... publish``."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0 and os.path.basename(argv0).startswith("pycontainerd") and os.path.isfile(argv0):
+        return os.path.abspath(argv0)
+    return shutil.which("pycontainerd") or os.path.join(os.path.dirname(sys.executable), "pycontainerd")
+
+
+def external_shims(daemon: Any, defaults: RuntimeDefaults) -> ExternalShims:
+    from .v2 import ShimManager
+
+    return ShimManager(
+        exchange=daemon.exchange,
+        grpc_address=str(daemon.address),
+        publish_binary=publish_binary(),
+        runtime_paths=runtime_paths_from_config(daemon.config),
+        self_dir=os.path.dirname(publish_binary()),
+        debug=defaults.shim_debug,
+    )
+
+
 async def _init_v2(ctx: Any) -> TaskManager:
     # bundles (container root filesystems) live below: containerd's modes (see
     # runtime.bundle), also for bundles an older version made 0711 (CVE-2021-41103)
@@ -1095,13 +1286,15 @@ async def _init_v2(ctx: Any) -> TaskManager:
     if closed:
         log.info("closed %d bundles an older version left open to other users", len(closed))
     daemon = ctx.daemon
+    defaults = defaults_from_config(daemon.config)
     manager = TaskManager(
         root=ctx.state,
         containers=ContainerStore(daemon.db, daemon.exchange),
         exchange=daemon.exchange,
         launcher=ShimClientLauncher(owner=str(daemon.state)),
-        defaults=defaults_from_config(daemon.config, ctx.config),
+        defaults=defaults,
         shim_state=Path(daemon.state),
+        external=external_shims(daemon, defaults),
     )
     await manager.restore()
     return manager

@@ -22,7 +22,10 @@ from ..api.services.content.v1 import content_pb2 as pb
 from ..api.services.content.v1 import content_pb2_grpc as pb_grpc
 from ..content.helpers import READ_CHUNK, validate_digest
 from ..content.interfaces import Info, Status
+from ..content.local import LocalStore
 from ..metadata.content import ContentStore, NamespacedContentStore, NamespacedWriter
+from ..metadata.gc import Scheduler
+from ..metadata.plugin import Metadata
 from ..plugin import InitContext, Registration, types
 from .common import add_servicer, field_paths, lease_of, namespace_of, ts_from_ns
 
@@ -193,7 +196,11 @@ class ContentService(pb_grpc.ContentServicer):
 
 
 async def _init_store(ctx: InitContext) -> ContentStore:
-    return ContentStore(ctx.daemon.db, ctx.get(types.CONTENT, "content"), ctx.daemon.exchange)
+    meta = ctx.require(Metadata, types.METADATA)
+    local = ctx.require(LocalStore, types.CONTENT, "content")
+    # without a collector, deleting the last record removes the bytes at once
+    gc = ctx.optional(Scheduler, types.GC, "scheduler")
+    return ContentStore(meta.db, local, ctx.daemon.exchange, delete_unreferenced_blobs=gc is None)
 
 
 async def _init_service(ctx: InitContext) -> ContentService:
@@ -201,6 +208,8 @@ async def _init_service(ctx: InitContext) -> ContentService:
 
 
 REGISTRATIONS = [
-    Registration(type=types.SERVICE, id="content-service", init=_init_store, requires=(types.METADATA, types.CONTENT)),
+    Registration(
+        type=types.SERVICE, id="content-service", init=_init_store, requires=(types.METADATA, types.CONTENT, types.GC)
+    ),
     Registration(type=types.GRPC, id="content", init=_init_service, requires=(types.SERVICE,)),
 ]

@@ -8,7 +8,8 @@ caller's namespace of the content store (``content-service``), under the caller'
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -17,8 +18,8 @@ from .. import errdefs
 from ..api.services.diff.v1 import diff_pb2 as pb
 from ..api.services.diff.v1 import diff_pb2_grpc as pb_grpc
 from ..api.types import descriptor_pb2
-from ..daemon import memory
 from ..diff.walking import Descriptor, WalkingDiffer
+from ..metadata.content import ContentStore
 from ..mount import Mount
 from ..plugin import InitContext, Registration, types
 from .common import add_servicer, lease_of, namespace_of
@@ -28,24 +29,23 @@ from .snapshots import mounts_from_pb
 class Differ:
     """The walking differ over the namespaced content store (plugin ``diff-service``)."""
 
-    def __init__(self, differ: WalkingDiffer, content: Any = None, plugins: Any = None) -> None:
+    def __init__(
+        self, differ: WalkingDiffer, content: ContentStore, *, after_apply: Callable[[], None] | None = None
+    ) -> None:
         self.differ = differ
-        self.content = content  # metadata.content.ContentStore (``namespaced(ns, lease)``)
-        self._plugins = plugins
+        self.content = content
+        # the daemon's memory trimmer: an apply churns through the layer in 1 MiB buffers
+        self._after_apply = after_apply
 
     def _store(self, namespace: str, lease: str | None) -> Any:
-        if self.content is None and self._plugins is not None:
-            # looked up on first use: content-service may load after us
-            self.content = self._plugins.get(types.SERVICE, "content-service")
-        if self.content is None:
-            raise errdefs.Unavailable("no content store loaded")
         return self.content.namespaced(namespace, lease)
 
     async def apply(self, namespace: str, lease: str | None, desc: Descriptor, mounts: Sequence[Mount]) -> Descriptor:
         try:
             return await self.differ.apply(desc, mounts, self._store(namespace, lease))
         finally:
-            memory.request_trim()  # an apply churns through the layer in 1 MiB buffers
+            if self._after_apply is not None:
+                self._after_apply()
 
     async def compare(
         self,
@@ -97,8 +97,26 @@ class DiffService(pb_grpc.DiffServicer):
         add_servicer(server, pb_grpc.add_DiffServicer_to_server, self, pb, "Diff")
 
 
+def _other_than_walking(differs: tuple[str, ...]) -> bool:
+    return any(d != "walking" for d in differs)
+
+
+@dataclass(frozen=True)
+class DiffServiceConfig:
+    """``[plugins."io.containerd.service.v1.diff-service"]``: the differs to use, in order."""
+
+    default: tuple[str, ...] = field(
+        default=("walking",),
+        metadata={"unsupported": (_other_than_walking, "the walking differ is the only one here")},
+    )
+
+
 async def _init_differ(ctx: InitContext) -> Differ:
-    return Differ(ctx.get(types.DIFF, "walking"), plugins=ctx.plugins)
+    return Differ(
+        ctx.require(WalkingDiffer, types.DIFF, "walking"),
+        ctx.require(ContentStore, types.SERVICE, "content-service"),
+        after_apply=ctx.daemon.trimmer.request,
+    )
 
 
 async def _init_service(ctx: InitContext) -> DiffService:
@@ -106,6 +124,8 @@ async def _init_service(ctx: InitContext) -> DiffService:
 
 
 REGISTRATIONS = [
-    Registration(type=types.SERVICE, id="diff-service", init=_init_differ, requires=(types.DIFF, types.METADATA)),
+    Registration(type=types.SERVICE, id="diff-service", init=_init_differ,
+                 # the content service: blobs are read from and diffs written to the caller's namespace
+                 requires=(types.DIFF, types.METADATA, types.SERVICE), config=DiffServiceConfig),
     Registration(type=types.GRPC, id="diff", init=_init_service, requires=(types.SERVICE,)),
 ]

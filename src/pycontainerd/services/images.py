@@ -11,7 +11,9 @@ from .. import errdefs
 from ..api.services.images.v1 import images_pb2 as pb
 from ..api.services.images.v1 import images_pb2_grpc as pb_grpc
 from ..api.types import descriptor_pb2
+from ..metadata.gc import Scheduler
 from ..metadata.images import Descriptor, Image, ImageStore
+from ..metadata.plugin import Metadata
 from ..plugin import InitContext, Registration, types
 from .common import add_servicer, field_paths, namespace_of, ns_from_ts, ts_from_ns
 
@@ -73,7 +75,9 @@ class ImagesService(pb_grpc.ImagesServicer):
 
 
 async def _init_store(ctx: InitContext) -> ImageStore:
-    return ImageStore(ctx.daemon.db, ctx.daemon.exchange)
+    meta = ctx.require(Metadata, types.METADATA)
+    gc = ctx.optional(Scheduler, types.GC, "scheduler")
+    return ImageStore(meta.db, ctx.daemon.exchange, collect=gc.run_now if gc is not None else None)
 
 
 async def _init_service(ctx: InitContext) -> ImagesService:
@@ -81,6 +85,6 @@ async def _init_service(ctx: InitContext) -> ImagesService:
 
 
 REGISTRATIONS = [
-    Registration(type=types.SERVICE, id="images-service", init=_init_store, requires=(types.METADATA,)),
+    Registration(type=types.SERVICE, id="images-service", init=_init_store, requires=(types.METADATA, types.GC)),
     Registration(type=types.GRPC, id="images", init=_init_service, requires=(types.SERVICE,)),
 ]

@@ -9,7 +9,9 @@ from google.protobuf import empty_pb2
 
 from ..api.services.leases.v1 import leases_pb2 as pb
 from ..api.services.leases.v1 import leases_pb2_grpc as pb_grpc
+from ..metadata.gc import Scheduler
 from ..metadata.leases import Lease, LeaseStore, Resource
+from ..metadata.plugin import Metadata
 from ..plugin import InitContext, Registration, types
 from .common import add_servicer, namespace_of, ts_from_ns
 
@@ -55,7 +57,9 @@ class LeasesService(pb_grpc.LeasesServicer):
 
 
 async def _init_manager(ctx: InitContext) -> LeaseStore:
-    return LeaseStore(ctx.daemon.db)
+    meta = ctx.require(Metadata, types.METADATA)
+    gc = ctx.optional(Scheduler, types.GC, "scheduler")
+    return LeaseStore(meta.db, collect=gc.run_now if gc is not None else None)
 
 
 async def _init_service(ctx: InitContext) -> LeasesService:
@@ -63,6 +67,6 @@ async def _init_service(ctx: InitContext) -> LeasesService:
 
 
 REGISTRATIONS = [
-    Registration(type=types.LEASE, id="manager", init=_init_manager, requires=(types.METADATA,)),
+    Registration(type=types.LEASE, id="manager", init=_init_manager, requires=(types.METADATA, types.GC)),
     Registration(type=types.GRPC, id="leases", init=_init_service, requires=(types.LEASE,)),
 ]

@@ -17,6 +17,7 @@ from .. import errdefs
 from ..api.services.snapshots.v1 import snapshots_pb2 as pb
 from ..api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from ..api.types import mount_pb2
+from ..metadata.plugin import Metadata
 from ..metadata.snapshots import NamespacedSnapshotter, SnapshotStore
 from ..mount import Mount
 from ..plugin import InitContext, Registration, types
@@ -124,11 +125,7 @@ class SnapshotsService(pb_grpc.SnapshotsServicer):
 
 
 async def _init_store(ctx: InitContext) -> Snapshotters:
-    backends = ctx.get_all(types.SNAPSHOT)
-    stores = {
-        name: SnapshotStore(ctx.daemon.db, name, backend, ctx.daemon.exchange) for name, backend in backends.items()
-    }
-    return Snapshotters(stores)
+    return Snapshotters(dict(ctx.require(Metadata, types.METADATA).snapshotters))
 
 
 async def _init_service(ctx: InitContext) -> SnapshotsService:
@@ -140,7 +137,7 @@ REGISTRATIONS = [
         type=types.SERVICE,
         id="snapshots-service",
         init=_init_store,
-        requires=(types.METADATA, types.SNAPSHOT),
+        requires=(types.METADATA,),
     ),
     Registration(type=types.GRPC, id="snapshots", init=_init_service, requires=(types.SERVICE,)),
 ]

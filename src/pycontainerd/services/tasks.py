@@ -68,7 +68,23 @@ def runc_options(value: TypedValue | any_pb2.Any | None) -> RuncOptions | None:
         opts.ParseFromString(value.value)
     except Exception as exc:
         raise errdefs.InvalidArgument(f"invalid runtime options {value.type_url}: {exc}") from exc
-    return RuncOptions(binary_name=opts.binary_name, root=opts.root, systemd_cgroup=opts.systemd_cgroup)
+    for name, why in (
+        ("shim_cgroup", "the shim cannot be placed in a cgroup"),
+        ("criu_path", "checkpoint/restore (criu) is not implemented"),
+        ("criu_image_path", "checkpoint/restore (criu) is not implemented"),
+        ("criu_work_path", "checkpoint/restore (criu) is not implemented"),
+    ):
+        if getattr(opts, name):
+            raise errdefs.NotImplemented_(f"runtime option {name} is not supported: {why}")
+    return RuncOptions(
+        binary_name=opts.binary_name,
+        root=opts.root,
+        systemd_cgroup=opts.systemd_cgroup,
+        no_pivot_root=opts.no_pivot_root,
+        no_new_keyring=opts.no_new_keyring,
+        io_uid=opts.io_uid,
+        io_gid=opts.io_gid,
+    )
 
 
 def merge_options(container: RuncOptions | None, task: RuncOptions | None) -> RuncOptions | None:
@@ -81,6 +97,10 @@ def merge_options(container: RuncOptions | None, task: RuncOptions | None) -> Ru
         binary_name=task.binary_name or container.binary_name,
         root=task.root or container.root,
         systemd_cgroup=task.systemd_cgroup or container.systemd_cgroup,
+        no_pivot_root=task.no_pivot_root or container.no_pivot_root,
+        no_new_keyring=task.no_new_keyring or container.no_new_keyring,
+        io_uid=task.io_uid or container.io_uid,
+        io_gid=task.io_gid or container.io_gid,
     )
 
 
@@ -138,6 +158,9 @@ class TasksService(pb_grpc.TasksServicer):
             io=TaskIO(request.stdin, request.stdout, request.stderr, request.terminal),
             options=opts,
             runtime_path=request.runtime_path,
+            task_options=TypedValue(request.options.type_url, request.options.value)
+            if request.HasField("options")
+            else None,
         )
         return pb.CreateTaskResponse(container_id=request.container_id, pid=pid)
 

@@ -46,6 +46,10 @@ import sys
 import traceback
 from typing import Any
 
+# as in the daemon (``pycontainerd.daemon``): the launcher and the shims fork, and should
+# anything they run ever load grpc, its fork handlers must be off (grpc/grpc#43055)
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from pycontainerd import errdefs
 from pycontainerd.shim import protocol
 from pycontainerd.shim.loop import Loop

@@ -21,6 +21,7 @@ answered); the client matches them by ``id``.  ``code`` is an errdefs kind name
 Methods (params -> result):
 
     create   {rootfs, stdin, stdout, stderr, terminal, options}   -> {"pid"}
+             (options: ``CreateOptions.to_wire()``)
     start    {exec_id}                                             -> {"pid"}
     delete   {exec_id}                                             -> {"pid", "exit_status", "exited_at_ns"}
     exec     {exec_id, spec, stdin, stdout, stderr, terminal}      -> {}
@@ -51,7 +52,10 @@ from __future__ import annotations
 import json
 import struct
 import time
+from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from .. import errdefs
 
 MAX_FRAME = 16 << 20
 _HEADER = struct.Struct(">I")
@@ -147,3 +151,41 @@ def parse_rfc3339(text: str) -> int:
     secs = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
     nanos = int((frac or "0").ljust(9, "0")[:9])
     return secs * 1_000_000_000 + nanos
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    """``create``'s ``options``: the runc options (``containerd.runc.v1.Options``) the shim honours.
+
+    ``io_uid``/``io_gid``: owner of the pipes handed to the container as stdio (0 leaves them
+    root's); the runc binary and cgroup driver are the ones the shim was launched with
+    unless set here.
+    """
+
+    binary_name: str = ""
+    systemd_cgroup: bool = False
+    no_pivot_root: bool = False  # runc create --no-pivot
+    no_new_keyring: bool = False  # runc create --no-new-keyring
+    io_uid: int = 0
+    io_gid: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> CreateOptions:
+        """Decode the wire form; a value of the wrong type is a protocol error."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise errdefs.InvalidArgument(f"create options: expected an object, got {type(raw).__name__}")
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            value = raw[f.name]
+            want = type(f.default)
+            if type(value) is not want:
+                raise errdefs.InvalidArgument(f"create options: {f.name} must be {want.__name__}, got {value!r}")
+            kwargs[f.name] = value
+        return cls(**kwargs)

@@ -252,12 +252,10 @@ class Service:
     async def create(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.init is not None and self.init.rec.state != ps.DELETED:
             raise errdefs.AlreadyExists(f"task {self.id}: already exists")
-        opts = params.get("options") or {}
-        if opts.get("binary_name"):
-            self.runc.binary = str(opts["binary_name"])
-        if opts.get("root"):
-            self.runc.root = os.path.join(str(opts["root"]), self.config.namespace)
-        if opts.get("systemd_cgroup"):
+        opts = protocol.CreateOptions.from_wire(params.get("options"))
+        if opts.binary_name:
+            self.runc.binary = opts.binary_name
+        if opts.systemd_cgroup:
             self.runc.systemd_cgroup = True
         bundle = self.config.bundle
         try:
@@ -299,8 +297,8 @@ class Service:
                 stderr=rec.stderr,
                 terminal=rec.terminal,
                 console_path=self._console_path(),
-                uid=int(opts.get("io_uid", -1) or -1) if "io_uid" in opts else -1,
-                gid=int(opts.get("io_gid", -1) or -1) if "io_gid" in opts else -1,
+                uid=opts.io_uid or -1,  # 0: root's already
+                gid=opts.io_gid or -1,
             )
             proc.io = pio
             pid_file = os.path.join(bundle, "init.pid")
@@ -311,8 +309,8 @@ class Service:
                     pid_file=pid_file,
                     stdio=pio.child,
                     console_socket=pio.console_path,
-                    no_pivot=bool(opts.get("no_pivot_root")),
-                    no_new_keyring=bool(opts.get("no_new_keyring")),
+                    no_pivot=opts.no_pivot_root,
+                    no_new_keyring=opts.no_new_keyring,
                 )
             except RuncError as err:
                 raise errdefs.Unknown(f"OCI runtime create failed: {err.detail or err}") from err

@@ -4,7 +4,9 @@ Layout under the plugin root (as containerd's): ``metadata.db`` (``storage.MetaS
 ``snapshots/<id>/`` per snapshot.  A new snapshot is built in ``snapshots/new-XXXX`` and
 renamed to its id inside the metadata transaction, so a crash leaves either nothing or a
 complete snapshot; a removed one is renamed to ``snapshots/rm-<id>`` in the transaction and
-deleted after it.  ``cleanup`` deletes any directory under ``snapshots/`` whose id has no
+deleted after it (``sync_remove``) or left for the next ``cleanup`` (which the garbage
+collector runs after each collection: containerd's asynchronous removal, the overlay
+snapshotter's default).  ``cleanup`` deletes any directory under ``snapshots/`` whose id has no
 record (crash leftovers: ``new-*``, ``rm-*``, or an id a rolled-back transaction gave out),
 except the ``rm-*`` directories a ``remove`` (or another ``cleanup``) is deleting right now.
 The GC runs it at start-up, before anything is served, so a reused id never meets a
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -82,8 +85,9 @@ class DirSnapshotter:
 
     name = "base"
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, sync_remove: bool = True) -> None:
         self.root = Path(root)
+        self.sync_remove = sync_remove
         self.snapshots_dir = self.root / "snapshots"
         # root only, also when an older version made them 0755 (CVE-2021-41103): snapshot
         # contents are image and container files (setuid binaries, secrets)
@@ -107,6 +111,16 @@ class DirSnapshotter:
 
     def _usage_path(self, sid: str) -> Path:
         return self._dir(sid)
+
+    def _extra_labels(self, sid: str) -> dict[str, str]:
+        """Labels the snapshotter adds to the Info it reports (not stored)."""
+        return {}
+
+    def _labelled(self, sid: str, info: Info) -> Info:
+        extra = self._extra_labels(sid)
+        if not extra:
+            return info
+        return dataclasses.replace(info, labels={**info.labels, **extra})
 
     # -- async API (each call runs in a worker thread) -----------------------------------------
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
@@ -152,11 +166,14 @@ class DirSnapshotter:
     # -- blocking implementations ---------------------------------------------------------------
     def _stat(self, key: str) -> Info:
         with self.ms.transaction() as tx:
-            return tx.info(key)[1]
+            sid, info, _usage = tx.info(key)
+        return self._labelled(sid, info)
 
     def _update(self, info: Info, fieldpaths: tuple[str, ...]) -> Info:
         with self.ms.transaction() as tx:
-            return tx.update(info, fieldpaths)
+            updated = tx.update(info, fieldpaths)
+            sid = tx.info(updated.name)[0]
+        return self._labelled(sid, updated)
 
     def _usage(self, key: str) -> Usage:
         with self.ms.transaction() as tx:
@@ -217,6 +234,8 @@ class DirSnapshotter:
                 return  # nothing on disk; the record goes anyway
             except OSError as exc:
                 raise errdefs.from_oserror(exc, f"remove snapshot {key}") from exc
+            if not self.sync_remove:
+                return  # the next cleanup deletes rm-<id>
             with self._removing_lock:
                 self._removing.add(renamed.name)
         try:
@@ -238,7 +257,9 @@ class DirSnapshotter:
 
     def _walk(self) -> list[Info]:
         with self.ms.transaction() as tx:
-            return tx.walk()
+            infos = tx.walk()
+            ids = {key: sid for sid, key in tx.ids().items()}
+        return [self._labelled(ids[i.name], i) for i in infos]
 
     def _cleanup(self) -> None:
         doomed: list[Path] = []

@@ -4,6 +4,9 @@ No kernel help: a snapshot with a parent starts as a full copy of the parent's d
 (``cp -a``, which keeps owners, modes, hard links, devices, xattrs and times), and every
 mount is a bind mount of the snapshot's own directory (``ro`` for views).  Slow and
 space-hungry, but it works on any filesystem, and whiteouts are plain deletions.
+
+Configuration (``[plugins."io.containerd.snapshotter.v1.native"]``): ``root_path``, where
+the snapshots live (default: the plugin's root directory), as containerd's.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .. import errdefs
 from ..mount import Mount
@@ -47,9 +50,16 @@ class NativeSnapshotter(DirSnapshotter):
         return [Mount("bind", str(self._dir(snap.id)), [ro, "rbind"])]
 
 
-async def _init(ctx: InitContext) -> Any:
-    root = ctx.config.get("root_path") or ctx.root
-    return await asyncio.to_thread(NativeSnapshotter, root)
+@dataclass(frozen=True)
+class NativeConfig:
+    """``[plugins."io.containerd.snapshotter.v1.native"]``."""
+
+    root_path: str = ""
 
 
-REGISTRATION = Registration(type=types.SNAPSHOT, id="native", init=_init)
+async def _init(ctx: InitContext) -> NativeSnapshotter:
+    cfg = ctx.typed_config(NativeConfig)
+    return await asyncio.to_thread(NativeSnapshotter, cfg.root_path or ctx.root)
+
+
+REGISTRATION = Registration(type=types.SNAPSHOT, id="native", init=_init, config=NativeConfig)

@@ -1,0 +1,188 @@
+"""Persistent network namespaces for pods (containerd's ``pkg/netns``).
+
+A pod's network namespace must outlive its processes (CNI sets it up before the sandbox
+container starts, and tears it down after it stopped), so it is *pinned*: its nsfs file
+(``/proc/<pid>/ns/net``) is bind-mounted onto an empty file, ``/var/run/netns/cni-<uuid>``
+(where ``ip netns`` looks) or ``<cri state dir>/netns/cni-<uuid>`` when
+``netns_mounts_under_state_dir`` is set.  Removing it is unmount (lazy) plus unlink; the
+namespace dies with its last user.
+
+Where the new namespace comes from: ``unshare(CLONE_NEWNET)`` moves only the calling thread,
+and a thread of the daemon left in (or failing to leave) another namespace would open every
+later socket there.  So the namespace is made by a short-lived child process (fork+exec of
+the interpreter with a few lines of ctypes): it unshares, says so on stdout, and waits on
+stdin; the daemon bind-mounts ``/proc/<child>/ns/net`` (the child is unreaped, so its pid
+cannot be reused), then closes the child's stdin and reaps it.  ``create(pid=...)`` pins the
+namespace of an existing process instead (containerd's ``NewNetNSFromPID``).
+
+The blocking steps (mkdir, mount, umount, stat) run in worker threads, and cleanup is never
+cut short by cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from .. import errdefs, fsmodes
+from ..mount import Mount, mount_all, unmount
+from ..mountopts import MNT_DETACH, UMOUNT_NOFOLLOW
+from ..threads import to_thread_uncancelled
+
+NETNS_RUN_DIR = "/var/run/netns"
+CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: its CLONE_NEW* type (Linux 4.11)
+
+# the child: unshare its network namespace, report, wait for stdin to close
+_HOLDER = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x40000000) != 0:
+    sys.stdout.write("unshare(CLONE_NEWNET): " + os.strerror(ctypes.get_errno()) + "\n")
+    sys.exit(1)
+sys.stdout.write("ok\n")
+sys.stdout.flush()
+sys.stdin.buffer.read()
+"""
+
+HOLDER_TIMEOUT = 30.0
+
+
+def netns_dir(cri_state_dir: str | os.PathLike[str], *, under_state_dir: bool) -> Path:
+    """Where pod namespaces are pinned: ``/var/run/netns`` or ``<cri state>/netns``."""
+    return Path(cri_state_dir) / "netns" if under_state_dir else Path(NETNS_RUN_DIR)
+
+
+def _prepare(base: Path, name: str) -> Path:
+    try:
+        if base == Path(NETNS_RUN_DIR):
+            base.mkdir(mode=0o755, parents=True, exist_ok=True)  # where ip-netns(8) looks; as containerd
+        else:
+            fsmodes.private_dir(base, chmod=False)
+    except OSError as exc:
+        raise errdefs.from_oserror(exc, "create network namespace directory") from exc
+    path = base / name
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    except OSError as exc:
+        raise errdefs.from_oserror(exc, "create network namespace mount point") from exc
+    os.close(fd)
+    return path
+
+
+def _is_netns(path: str) -> bool:
+    """True if ``path`` is a pinned network namespace (an nsfs file of type net)."""
+    try:
+        st = os.stat(path)
+        ref = os.stat("/proc/self/ns/net")
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise errdefs.from_oserror(exc, "stat network namespace") from exc
+    if st.st_dev != ref.st_dev:
+        return False  # not on nsfs: the plain file of a namespace that was unmounted
+    # on nsfs: a network namespace, not another kind
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _remove(path: str) -> None:
+    while True:  # every mount stacked on the file
+        try:
+            unmount(path, MNT_DETACH | UMOUNT_NOFOLLOW)
+        except errdefs.ContainerdError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and cause.errno in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR):
+                break  # not (or no longer) a mount point
+            raise
+    try:
+        os.unlink(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        raise errdefs.from_oserror(exc, "remove network namespace") from exc
+
+
+def _pin(source: str, path: str) -> None:
+    mount_all([Mount("bind", source, ["bind"])], path)
+
+
+async def _spawn_holder() -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        _HOLDER,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd="/",
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), HOLDER_TIMEOUT)
+        if line != b"ok\n":
+            err = (await asyncio.wait_for(proc.stderr.read(4096), HOLDER_TIMEOUT)).decode(errors="replace")
+            raise errdefs.Unknown(f"create network namespace: {(line.decode(errors='replace') + err).strip()}")
+    except BaseException:
+        await _stop_holder(proc)
+        raise
+    return proc
+
+
+async def _stop_holder(proc: asyncio.subprocess.Process) -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(asyncio.shield(proc.wait()), HOLDER_TIMEOUT)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+
+
+async def create(base_dir: str | os.PathLike[str], *, pid: int | None = None) -> str:
+    """Pin a new network namespace (or process ``pid``'s) under ``base_dir``; its path.
+
+    Nothing is left behind on failure or cancellation."""
+    name = f"cni-{uuid.uuid4()}"
+    spath = os.path.join(base_dir, name)
+    holder: asyncio.subprocess.Process | None = None
+    try:
+        await to_thread_uncancelled(_prepare, Path(base_dir), name)
+        if pid is None:
+            holder = await _spawn_holder()
+            pid = holder.pid
+        await to_thread_uncancelled(_pin, f"/proc/{pid}/ns/net", spath)
+    except BaseException:
+        await to_thread_uncancelled(_remove, spath)
+        raise
+    finally:
+        if holder is not None:
+            await _stop_holder(holder)
+    return spath
+
+
+async def remove(path: str | os.PathLike[str]) -> None:
+    """Unpin and delete the namespace file at ``path``; a missing one is fine."""
+    await to_thread_uncancelled(_remove, os.fspath(path))
+
+
+async def exists(path: str | os.PathLike[str]) -> bool:
+    """True if ``path`` is a pinned network namespace (containerd's ``!Closed()``)."""
+    return await asyncio.to_thread(_is_netns, os.fspath(path))

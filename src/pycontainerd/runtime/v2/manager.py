@@ -1,0 +1,443 @@
+"""The runtime v2 shim manager: external shim binaries, started and found again as containerd does.
+
+Theory of operation
+-------------------
+``resolve(runtime_name)`` decides who serves a task: ``None`` for the runtimes the daemon's
+own fast-path launcher serves (``io.containerd.runc.v2`` and its aliases, unless the config
+names a binary for it), otherwise the absolute path of a shim binary found by containerd
+1.6's rules (``binary.py``).
+
+``launch`` runs ``<binary> ... start`` in the bundle (``binary.start_args``), with the runtime
+options ``Any`` on its stdin and ``TTRPC_ADDRESS`` in its environment.  The shim forks its
+long-lived server, prints that server's ttrpc address and exits; the address is written to
+``<bundle>/address`` (and the binary to ``<bundle>/shim-binary-path``), then we connect over
+ttrpc and ``Connect`` for the shim's pid.  Before ``start`` the bundle gets a ``log`` FIFO with
+a reader (``LogDrain``): the Go shim opens it for writing and would block without one.
+
+After a daemon restart ``connect(bundle)`` reads ``<bundle>/address`` and reconnects; a shim
+that is gone is cleaned up with ``cleanup``: ``<binary> ... -bundle BUNDLE delete`` (the shim
+binary's own cleanup: ``runc delete --force``, unmount the rootfs), which prints a
+``DeleteResponse``; a stale socket left by a killed shim is removed.
+
+Events: shims forward theirs to ``<grpc address>.ttrpc`` (``containerd.services.events.ttrpc.v1.Events/Forward``,
+served by ``start()``; the daemon's ``publish`` command forwards there too).  An event about a
+task of a shim we are connected to goes to that ``TaskShim`` (the task manager tracks exits
+from it and republishes it); any other event goes to the exchange as it came, except
+``/tasks/create|start|delete``, which the task manager publishes itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import empty_pb2
+
+from ... import errdefs, typeurl
+from ...api.events import task_pb2 as _task_events  # noqa: F401 - registers the event types for typeurl
+from ...api.runtime.v2.task import shim_pb2
+from ...api.services.ttrpc.events.v1 import events_pb2
+from ...events import Envelope, Exchange
+from ...ttrpc import CallContext, Client, Method, Server
+from . import binary as binarymod
+from .shim import ExitInfo, LogDrain, TaskShim, runc_options
+
+log = logging.getLogger("pycontainerd.runtime.v2")
+
+EVENTS_SERVICE = "containerd.services.events.ttrpc.v1.Events"
+ADDRESS_FILE = "address"
+BINARY_FILE = "shim-binary-path"
+LOG_FIFO = "log"
+START_TIMEOUT = 30.0
+DELETE_TIMEOUT = 30.0
+OWN_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"})
+# published by the task manager itself; copies from shims are not forwarded a second time
+_MANAGER_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
+
+
+def _write_file(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _read_file(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _remove_stale_socket(address: str) -> None:
+    """A killed shim leaves its socket file behind: remove it when nobody listens there."""
+    path = address.removeprefix("unix://")
+    if not path or path.startswith("\0"):
+        return
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return
+    except FileNotFoundError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        probe.close()
+
+
+async def _run(
+    args: list[str], *, cwd: Path, env: dict[str, str], stdin: bytes, limit: float, what: str
+) -> tuple[int, bytes, bytes]:
+    """Run a shim command to its end; (exit code, stdout, stderr).
+
+    ``subprocess.run`` in a worker thread, not the event loop's subprocess support: it closes
+    every inherited descriptor in the child (``close_fds``), and the shim server that ``start``
+    forks must not inherit any of ours.  (A descriptor without CLOEXEC, such as uvloop's stdio
+    socketpairs, would stay open in the long-lived shim: ``start``'s stdout would never reach
+    EOF and the daemon's sockets would leak into every shim.)"""
+
+    def run() -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            args, cwd=cwd, env=env, input=stdin, capture_output=True, timeout=limit, close_fds=True, check=False
+        )
+
+    try:
+        done = await asyncio.to_thread(run)
+    except subprocess.TimeoutExpired as exc:
+        raise errdefs.DeadlineExceeded(f"{what}: timed out after {limit}s") from exc
+    except OSError as exc:
+        raise errdefs.from_oserror(exc, what) from exc
+    return done.returncode, done.stdout, done.stderr
+
+
+class ShimManager:
+    """Launches, reconnects and cleans up external runtime v2 shims; routes their events."""
+
+    def __init__(
+        self,
+        *,
+        exchange: Exchange,
+        grpc_address: str,
+        publish_binary: str,
+        runtime_paths: Mapping[str, str] | None = None,
+        own_runtimes: frozenset[str] = OWN_RUNTIMES,
+        search_path: str | None = None,
+        self_dir: str = "",
+        debug: bool = False,
+    ) -> None:
+        self.exchange = exchange
+        self.grpc_address = grpc_address
+        self.ttrpc_address = binarymod.ttrpc_address(grpc_address)
+        self.publish_binary = publish_binary
+        self.runtime_paths = dict(runtime_paths or {})
+        self.own_runtimes = own_runtimes
+        self.search_path = search_path
+        self.self_dir = self_dir
+        self.debug = debug
+        self._shims: dict[tuple[str, str], TaskShim] = {}
+        self._server: Server | None = None
+
+    # -- which binary ------------------------------------------------------------------------
+    def resolve(self, runtime_name: str) -> str | None:
+        """The shim binary serving ``runtime_name``; None when the daemon's own launcher does."""
+        configured = self.runtime_paths.get(runtime_name)
+        if configured:
+            return binarymod.resolve_runtime_path(configured)
+        if runtime_name in self.own_runtimes:
+            return None
+        return binarymod.resolve_runtime_path(runtime_name, search_path=self.search_path, self_dir=self.self_dir)
+
+    def launcher(self, binary: str) -> BinaryLauncher:
+        """A ``ShimLauncher`` (the task manager's own-launcher protocol) starting ``binary``."""
+        return BinaryLauncher(self, binary)
+
+    # -- events ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Serve ``Events/Forward`` on ``<grpc address>.ttrpc`` for the shims."""
+        if self._server is not None:
+            return
+        server = Server()
+        server.register(EVENTS_SERVICE, {"Forward": Method(events_pb2.ForwardRequest, self._forward)})
+        await server.start(self.ttrpc_address)
+        os.chmod(self.ttrpc_address, 0o600)
+        self._server = server
+        log.info("serving shim events (ttrpc) on %s", self.ttrpc_address)
+
+    async def _forward(self, request: events_pb2.ForwardRequest, ctx: CallContext) -> empty_pb2.Empty:
+        del ctx
+        if not request.HasField("envelope") or not request.envelope.HasField("event"):
+            raise errdefs.InvalidArgument("forward request: envelope and its event must be set")
+        e = request.envelope
+        ts = e.timestamp.seconds * 1_000_000_000 + e.timestamp.nanos
+        payload = typeurl.to_dict(e.event) or {}
+        self.route(Envelope(ts, e.namespace, e.topic, payload, raw=(e.event.type_url, e.event.value)))
+        return empty_pb2.Empty()
+
+    def route(self, env: Envelope) -> None:
+        """An event from a shim: to the task's ``TaskShim`` when we serve it, else to the exchange."""
+        cid = env.payload.get("container_id")
+        shim = self._shims.get((env.namespace, cid)) if isinstance(cid, str) else None
+        if shim is not None:
+            shim.push_event(env.topic, dict(env.payload))
+            return
+        if env.topic in _MANAGER_TOPICS:
+            return
+        self.exchange.forward(env)
+
+    def _register(self, shim: TaskShim) -> None:
+        key = (shim.namespace, shim.id)
+        self._shims[key] = shim
+
+        def unregister() -> None:
+            if self._shims.get(key) is shim:
+                del self._shims[key]
+
+        shim.on_close.append(unregister)
+
+    # -- launch / connect / cleanup -----------------------------------------------------------------
+    async def launch(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        binary: str,
+        options: tuple[str, bytes] | None = None,
+        runc: dict[str, Any] | None = None,
+        debug: bool = False,
+    ) -> TaskShim:
+        """Start the shim for a bundle (config.json written) and connect to it."""
+        bundle = Path(bundle)
+        opts = runc_options(options, runc)
+        drain = LogDrain(bundle / LOG_FIFO, f"{namespace}/{container_id}")
+        await drain.open()
+        address = ""
+        try:
+            await asyncio.to_thread(_write_file, bundle / BINARY_FILE, binary)
+            args = binarymod.start_args(
+                binary,
+                namespace=namespace,
+                address=self.grpc_address,
+                publish_binary=self.publish_binary,
+                container_id=container_id,
+                debug=debug or self.debug,
+            )
+            rc, out, err = await _run(
+                args,
+                cwd=bundle,
+                env=binarymod.shim_env(self.grpc_address),
+                stdin=opts.SerializeToString() if opts is not None else b"",
+                limit=START_TIMEOUT,
+                what=f"failed to start shim {binary}",
+            )
+            if rc != 0:
+                detail = (err or out).decode(errors="replace").strip()
+                raise errdefs.Unknown(f"failed to start shim {binary}: start exited {rc}: {detail}")
+            lines = out.decode(errors="replace").strip().splitlines()
+            address = lines[-1].strip() if lines else ""
+            if not address:
+                raise errdefs.Unknown(f"failed to start shim {binary}: start printed no address")
+            if await asyncio.to_thread(_read_file, bundle / ADDRESS_FILE) != address:
+                await asyncio.to_thread(_write_file, bundle / ADDRESS_FILE, address)
+            client = await Client.connect(address)
+            shim = TaskShim(
+                client,
+                namespace=namespace,
+                container_id=container_id,
+                bundle=bundle,
+                address=address,
+                pid=0,
+                options=opts,
+                log_drain=drain,
+            )
+            try:
+                await shim.connect()
+            except BaseException:
+                await client.close()
+                raise
+        except BaseException:
+            drain.close()
+            if address:
+                await self._stop_orphan(address, namespace, container_id)
+            raise
+        self._register(shim)
+        log.info("started shim %s for %s/%s (pid %d, %s)", binary, namespace, container_id, shim.pid, address)
+        return shim
+
+    async def _stop_orphan(self, address: str, namespace: str, container_id: str) -> None:
+        """A shim that started but that we could not use: ask it to exit."""
+        with contextlib.suppress(Exception):
+            async with await Client.connect(address, timeout=2) as client:
+                await client.call(
+                    "containerd.task.v2.Task",
+                    "Shutdown",
+                    shim_pb2.ShutdownRequest(id=container_id, now=True),
+                    empty_pb2.Empty,
+                    timeout=5,
+                    metadata={"containerd-namespace-ttrpc": namespace},
+                )
+        await asyncio.to_thread(_remove_stale_socket, address)
+
+    async def connect(self, bundle: Path) -> TaskShim:
+        """Reconnect to the shim of ``bundle`` after a daemon restart; NotFound when it is gone.
+
+        The bundle is ``.../<namespace>/<id>`` (containerd's layout); the namespace and id come
+        from its path, the address from its ``address`` file."""
+        bundle = Path(bundle)
+        address = await asyncio.to_thread(_read_file, bundle / ADDRESS_FILE)
+        if not address:
+            raise errdefs.NotFound(f"no shim address in bundle {bundle}")
+        namespace, container_id = bundle.parent.name, bundle.name
+        try:
+            client = await Client.connect(address, timeout=5)
+        except (errdefs.Unavailable, errdefs.NotFound) as exc:
+            raise errdefs.NotFound(f"shim of {namespace}/{container_id} at {address} is gone: {exc}") from exc
+        drain: LogDrain | None = None
+        if (bundle / LOG_FIFO).exists():
+            drain = LogDrain(bundle / LOG_FIFO, f"{namespace}/{container_id}")
+            try:
+                await drain.open()
+            except OSError as exc:
+                log.warning("shim log of %s/%s: %s", namespace, container_id, exc)
+                drain = None
+        shim = TaskShim(
+            client, namespace=namespace, container_id=container_id, bundle=bundle, address=address, pid=0,
+            log_drain=drain,
+        )  # fmt: skip
+        try:
+            await shim.connect()
+        except BaseException as exc:
+            await shim.close()
+            if isinstance(exc, errdefs.Unavailable):
+                raise errdefs.NotFound(f"shim of {namespace}/{container_id} at {address} is gone: {exc}") from exc
+            raise
+        self._register(shim)
+        return shim
+
+    async def cleanup(self, *, namespace: str, container_id: str, bundle: Path) -> ExitInfo:
+        """After the shim died: its binary's ``delete`` (runc delete --force, unmount), then the
+        recorded exit; the dead shim's socket is removed."""
+        bundle = Path(bundle)
+        binary = await asyncio.to_thread(_read_file, bundle / BINARY_FILE)
+        if not binary:
+            raise errdefs.NotFound(f"no shim binary recorded in bundle {bundle}")
+        address = await asyncio.to_thread(_read_file, bundle / ADDRESS_FILE)
+        args = binarymod.delete_args(
+            binary,
+            namespace=namespace,
+            address=self.grpc_address,
+            publish_binary=self.publish_binary,
+            container_id=container_id,
+            bundle=str(bundle),
+            debug=self.debug,
+        )
+        try:
+            rc, out, err = await _run(
+                args,
+                cwd=bundle,
+                env=binarymod.shim_env(self.grpc_address),
+                stdin=b"",
+                limit=DELETE_TIMEOUT,
+                what=f"shim {binary} delete of {namespace}/{container_id}",
+            )
+            if rc != 0:
+                raise errdefs.Unknown(
+                    f"shim {binary} delete of {namespace}/{container_id} failed: {err.decode(errors='replace').strip()}"
+                )
+            if err.strip():
+                log.info("shim %s delete of %s/%s: %s", binary, namespace, container_id,
+                         err.decode(errors="replace").strip()[-2000:])  # fmt: skip
+            resp = shim_pb2.DeleteResponse.FromString(out)
+        finally:
+            if address:
+                await asyncio.to_thread(_remove_stale_socket, address)
+        return ExitInfo(
+            int(resp.pid), int(resp.exit_status), resp.exited_at.seconds * 1_000_000_000 + resp.exited_at.nanos
+        )
+
+    async def close(self) -> None:
+        """Stop serving events and disconnect; the shims and their tasks keep running."""
+        for shim in list(self._shims.values()):
+            with contextlib.suppress(Exception):
+                await shim.close()
+        server, self._server = self._server, None
+        if server is not None:
+            await server.close(grace=1)
+
+
+def runc_root_base(runtime_root: str, namespace: str) -> str:
+    """``<root>/<namespace>`` -> ``<root>``: runc shims add the namespace to Options.root themselves."""
+    norm = os.path.normpath(runtime_root) if runtime_root else ""
+    if norm and os.path.basename(norm) == namespace:
+        return os.path.dirname(norm)
+    return runtime_root
+
+
+class BinaryLauncher:
+    """The task manager's ``ShimLauncher`` over one shim binary (``ShimManager.launcher``).
+
+    What the daemon's own fast-path launcher is today, for a runtime v2 binary: the runc
+    settings the manager passes (binary, root as ``<root>/<namespace>``, cgroup driver) become
+    the ``containerd.runc.v1.Options`` of ``start`` and Create.  Pointing the task manager's
+    ``launcher`` at ``ShimManager.launcher(<our shim binary>)`` moves every runc task onto the
+    runtime v2 path."""
+
+    def __init__(self, manager: ShimManager, binary: str) -> None:
+        self.manager = manager
+        self.binary = binary
+
+    async def launch(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        state_dir: Path,
+        runtime_binary: str = "runc",
+        runtime_root: str | None = None,
+        systemd_cgroup: bool = False,
+        debug: bool = False,
+    ) -> TaskShim:
+        del state_dir  # the shim picks its own socket (runtime v2: /run/containerd/s/<hash>)
+        root = runc_root_base(runtime_root or "", namespace)
+        runc = {"binary_name": runtime_binary, "root": root, "systemd_cgroup": systemd_cgroup}
+        return await self.manager.launch(
+            namespace=namespace, container_id=container_id, bundle=bundle, binary=self.binary, runc=runc, debug=debug
+        )
+
+    async def connect(self, bundle: Path) -> TaskShim:
+        return await self.manager.connect(bundle)
+
+    async def cleanup(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        runtime_binary: str = "runc",
+        runtime_root: str | None = None,
+    ) -> ExitInfo:
+        del runtime_binary, runtime_root  # the shim binary reads them from its own options.json
+        if not await asyncio.to_thread((Path(bundle) / BINARY_FILE).exists):
+            await asyncio.to_thread(_write_file, Path(bundle) / BINARY_FILE, self.binary)
+        return await self.manager.cleanup(namespace=namespace, container_id=container_id, bundle=bundle)
+
+    async def close(self) -> None:
+        pass
