@@ -439,3 +439,13 @@ def test_pyctr_pprof_metrics_info(tmp_path: Path, busybox_archive: Path) -> None
             assert "io.containerd.internal.v1       opt" in out
         finally:
             d.ctr("tasks", "kill", "-s", "SIGKILL", "info1", check=False)
+
+
+def test_debug_format_json_and_uid_gid(tmp_path: Path) -> None:
+    with _daemon_with('version = 2\n[debug]\n  format = "json"\n  gid = 65534\n') as d:
+        lines = [ln for ln in d.log.read_text().splitlines() if ln.startswith("{")]
+        assert lines, d.log.read_text()[:2000]
+        first = json.loads(lines[0])
+        assert first["level"] == "info" and first["msg"].startswith("starting pycontainerd version")
+        st = os.stat(_debug_sock(d))
+        assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == 65534 and st.st_uid == 0
