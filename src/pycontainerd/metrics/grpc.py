@@ -81,6 +81,25 @@ class GRPCMetrics:
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, registry: CollectorRegistry, *, histogram: bool) -> None:
         self.m = GRPCMetrics(registry, histogram=histogram)
+        # the labelled children of each method (and code), made once: ``labels()`` costs microseconds
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any, Any]] = {}
+        self._handled: dict[tuple[str, str, str, str], Any] = {}
+
+    def _method(self, labels: tuple[str, str, str]) -> tuple[Any, Any, Any, Any]:
+        c = self._children.get(labels)
+        if c is None:
+            m = self.m
+            hist = m.seconds.labels(*labels) if m.seconds is not None else None
+            c = self._children[labels] = (m.started.labels(*labels), m.sent.labels(*labels),
+                                          m.received.labels(*labels), hist)
+        return c
+
+    def _handled_child(self, labels: tuple[str, str, str], code: str) -> Any:
+        key = (*labels, code)
+        c = self._handled.get(key)
+        if c is None:
+            c = self._handled[key] = self.m.handled.labels(*key)
+        return c
 
     async def intercept_service(
         self,
@@ -91,7 +110,6 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler
         service, method = split_method(handler_call_details.method)
-        m = self.m
         if handler.unary_unary is not None:
             kind, inner, make = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
         elif handler.unary_stream is not None:
@@ -103,13 +121,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         else:  # pragma: no cover - every handler has one of the four
             return handler
         labels = (kind, service, method)
-        started = m.started.labels(*labels)
-        sent = m.sent.labels(*labels)
-        received = m.received.labels(*labels)
-        hist = m.seconds.labels(*labels) if m.seconds is not None else None
+        started, sent, received, hist = self._method(labels)
 
         def done(exc: BaseException | None, context: Any, t0: float) -> None:
-            m.handled.labels(*labels, _code_of(exc, context)).inc()
+            self._handled_child(labels, _code_of(exc, context)).inc()
             if hist is not None:
                 hist.observe(time.perf_counter() - t0)
 
