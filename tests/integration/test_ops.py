@@ -449,3 +449,21 @@ def test_debug_format_json_and_uid_gid(tmp_path: Path) -> None:
         assert first["level"] == "info" and first["msg"].startswith("starting pycontainerd version")
         st = os.stat(_debug_sock(d))
         assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == 65534 and st.st_uid == 0
+
+
+def test_gc_and_pull_metrics(busybox_archive: Path) -> None:
+    port = _free_port()
+    with _daemon_with(f'version = 2\n[metrics]\n  address = "127.0.0.1:{port}"\n') as d:
+        d.ctr("images", "import", str(busybox_archive))
+        text = _scrape(port)
+        ingested = float(text.split("\npycontainerd_content_ingested_bytes_total ", 1)[1].split()[0])
+        assert ingested >= busybox_archive.stat().st_size * 0.5
+        assert "pycontainerd_diff_apply_seconds_count 1.0" in text
+        d.ctr("images", "rm", "--sync", "docker.io/library/busybox:latest")
+
+        def freed() -> float:
+            t = _scrape(port)
+            return float(t.split("\npycontainerd_gc_freed_bytes_total ", 1)[1].split()[0])
+
+        assert wait_for(freed, 30, "the GC to report freed bytes") >= ingested * 0.5
+        assert 'pycontainerd_gc_removed_total{kind="blobs"}' in _scrape(port)

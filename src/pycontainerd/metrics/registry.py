@@ -216,6 +216,8 @@ class DaemonMetrics:
                                     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0), registry=r)
         self.gc_removed = Counter("pycontainerd_gc_removed", "What garbage collection removed, by kind.",
                                   ["kind"], registry=r)
+        self.gc_freed = Counter("pycontainerd_gc_freed_bytes", "Disk space of the content blobs garbage "
+                                "collection removed.", registry=r)
         self.ingest_bytes = Counter("pycontainerd_content_ingested_bytes",
                                     "Bytes committed to the content store (pulls, imports, pushes in).", registry=r)
         self.ingest_seconds = Histogram("pycontainerd_content_ingest_seconds",
@@ -238,6 +240,7 @@ class DaemonMetrics:
     def on_gc(self, stats: Any) -> None:
         self.gc_runs.inc()
         self.gc_seconds.observe(stats.seconds)
+        self.gc_freed.inc(getattr(stats, "blob_bytes", 0))
         for kind in ("leases", "content", "snapshots", "blobs"):
             n = getattr(stats, kind, 0)
             if n:

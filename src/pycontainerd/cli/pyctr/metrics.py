@@ -72,7 +72,8 @@ def render(text: str) -> str:
         ["open fds", str(int(_one(m, "process_open_fds") or 0))],
         ["event-loop lag", f"{(_one(m, 'pycontainerd_event_loop_lag_seconds') or 0) * 1000:.1f} ms"],
         ["gc runs", f"{int(_one(m, 'pycontainerd_gc_runs_total') or 0)} "
-                    f"({(_one(m, 'pycontainerd_gc_pause_seconds_sum') or 0):.3f}s total; removed "
+                    f"({(_one(m, 'pycontainerd_gc_pause_seconds_sum') or 0):.3f}s total, "
+                    f"{human_size(_one(m, 'pycontainerd_gc_freed_bytes_total') or 0)} freed; removed "
                     + (", ".join(f"{int(v)} {k}" for k, v in sorted(removed.items())) or "nothing") + ")"],
         ["content ingested", f"{human_size(_one(m, 'pycontainerd_content_ingested_bytes_total') or 0)} in "
                              f"{int(_one(m, 'pycontainerd_content_ingest_seconds_count') or 0)} blobs"],
