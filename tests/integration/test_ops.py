@@ -359,6 +359,8 @@ def test_scrape_with_100_tasks_is_cheap(tmp_path: Path, busybox_archive: Path) -
 def test_ctr_install_into_opt_and_the_daemon_finds_it(tmp_path: Path, busybox_archive: Path) -> None:
     opt = tmp_path / "opt"
     marker = tmp_path / "myrunc.calls"
+    shim_marker = tmp_path / "shim.calls"
+    shim_script = f'#!/bin/sh\necho "$@" >> {shim_marker}\nexec /usr/bin/containerd-shim-runc-v2 "$@"\n'
     cfg = f'version = 2\n[plugins."io.containerd.internal.v1.opt"]\n  path = "{opt}"\n'
     with _daemon_with(cfg) as d:
         r = d.ctr("plugins", "ls", "-d", "id==opt")
@@ -366,6 +368,7 @@ def test_ctr_install_into_opt_and_the_daemon_finds_it(tmp_path: Path, busybox_ar
         src = tmp_path / "pkg"
         img = I.build_image(src, [[I.d("bin"), I.f("bin/hello", "#!/bin/sh\necho hello from opt\n", 0o755),
                                    I.f("bin/myrunc", f'#!/bin/sh\necho "$@" >> {marker}\nexec runc "$@"\n', 0o755),
+                                   I.f("bin/containerd-shim-opttest-v2", shim_script, 0o755),
                                    I.d("lib"), I.f("lib/libhello.so", "not really\n")]],
                             name="example.com/tools/hello:1")
         archive = I.export_archive(img, tmp_path / "hello.tar")
@@ -384,6 +387,13 @@ def test_ctr_install_into_opt_and_the_daemon_finds_it(tmp_path: Path, busybox_ar
                   "echo", "ran through myrunc")
         assert "ran through myrunc" in r.stdout
         assert marker.exists() and "create" in marker.read_text()
+        # and a shim installed there: io.containerd.opttest.v2 resolves to containerd-shim-opttest-v2 on PATH
+        if not Path("/usr/bin/containerd-shim-runc-v2").exists():
+            pytest.fail("/usr/bin/containerd-shim-runc-v2 is missing: `make install` installs Debian's containerd")
+        r = d.ctr("run", "--rm", "--runtime", "io.containerd.opttest.v2", "docker.io/library/busybox:latest",
+                  "via-shim", "echo", "ran through the installed shim")
+        assert "ran through the installed shim" in r.stdout
+        assert shim_marker.exists() and "start" in shim_marker.read_text()
 
 
 def test_opt_path_must_be_absolute(tmp_path: Path) -> None:
