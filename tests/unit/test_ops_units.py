@@ -313,3 +313,36 @@ def test_config_dump_shows_debug_and_metrics(tmp_path: Path, capsys: pytest.Capt
     assert '[debug]\naddress = "/run/x/debug.sock"' in out and 'format = "json"' in out
     assert '[metrics]\naddress = "127.0.0.1:1338"\ngrpc_histogram = true' in out
     assert 'path = "/opt/x"' in out
+
+
+def test_sigusr1_dump_while_the_loop_is_blocked(tmp_path: Path) -> None:
+    """The dump must come out of a stuck daemon: a blocking call on the loop, not just an idle loop."""
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    from pycontainerd.daemon.ops import OpsServers
+
+    cfg = SimpleNamespace(metrics=SimpleNamespace(address=""), state=str(tmp_path), debug=SimpleNamespace())
+    ops = OpsServers(SimpleNamespace(config=cfg))
+    seen: list[list[Path]] = []
+
+    def stuck_call_on_the_loop() -> None:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.3)  # blocks the loop; the handler runs within it
+        seen.append(sorted(tmp_path.glob("pycontainerd.*.stacks.log")))
+
+    async def main() -> None:
+        ops.install_signal_handlers()
+        try:
+            asyncio.get_running_loop().call_soon(stuck_call_on_the_loop)
+            await asyncio.sleep(0.5)
+        finally:
+            await ops.close()
+
+    before = signal.getsignal(signal.SIGUSR1)
+    asyncio.run(main())
+    assert signal.getsignal(signal.SIGUSR1) == before  # put back
+    assert seen and len(seen[0]) == 1, "no dump while the loop was blocked"
+    text = seen[0][0].read_text()
+    assert "stuck_call_on_the_loop" in text  # the dump shows what the loop is stuck in

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class OpsServers:
         self.metrics: Any = None
         self._interceptor: Any = None
         self._handlers_installed = False
+        self._previous_handler: Any = None
         self.registry: Any = None  # pycontainerd.metrics.registry.DaemonMetrics when metrics are served
         cfg = daemon.config
         if cfg.metrics.address:
@@ -84,19 +86,25 @@ class OpsServers:
                             uri, uri, p.init_error_message)
 
     def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            loop.add_signal_handler(signal.SIGUSR1, self.dump_stacks)
-        except (ValueError, RuntimeError) as exc:  # not the main thread (a daemon inside a test)
-            log.debug("no SIGUSR1 stack dumps: %s", exc)
+        """SIGUSR1 dumps the stacks, through a plain ``signal.signal`` handler, not the loop's.
+
+        The loop runs its signal callbacks only when it gets back to polling, which a stuck
+        daemon (a blocking call on the loop) never does.  Python runs this handler in the
+        main thread at the next bytecode, or as soon as a blocking system call is
+        interrupted, so the dump shows the very call the loop is stuck in.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            log.debug("no SIGUSR1 stack dumps: the daemon does not run in the main thread")
             return
+        loop = asyncio.get_running_loop()
+        self._previous_handler = signal.signal(signal.SIGUSR1, lambda signum, frame: self.dump_stacks(loop))
         self._handlers_installed = True
 
-    def dump_stacks(self) -> None:
+    def dump_stacks(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         from ..debug.server import dump_stacks
 
         try:
-            dump_stacks(Path(self.daemon.config.state))
+            dump_stacks(Path(self.daemon.config.state), loop)
         except Exception:  # a dump must never take the daemon down
             log.exception("SIGUSR1 stack dump failed")
 
@@ -153,5 +161,5 @@ class OpsServers:
         self.metrics = self.debug = None
         if self._handlers_installed:
             with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
+                signal.signal(signal.SIGUSR1, self._previous_handler or signal.SIG_DFL)
             self._handlers_installed = False

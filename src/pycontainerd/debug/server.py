@@ -227,9 +227,9 @@ class DebugServer:
         return Response(200, await asyncio.to_thread(b.encode), PROFILE_CT)
 
 
-def dump_stacks(state_dir: Path) -> Path | None:
+def dump_stacks(state_dir: Path, loop: asyncio.AbstractEventLoop | None = None) -> Path | None:
     """SIGUSR1: every thread's and task's stack to the log and to a file under the state dir."""
-    body = stacks.text(stacks.all_entries(), 2)
+    body = stacks.text(stacks.all_entries(loop), 2)
     log.info("=== BEGIN stack dump (SIGUSR1) ===\n%s=== END stack dump ===", body)
     name = f"pycontainerd.{time.strftime('%Y%m%dT%H%M%S')}.{time.time_ns() % 10**9:09d}.stacks.log"
     path = state_dir / name
