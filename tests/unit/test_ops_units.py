@@ -346,3 +346,55 @@ def test_sigusr1_dump_while_the_loop_is_blocked(tmp_path: Path) -> None:
     assert seen and len(seen[0]) == 1, "no dump while the loop was blocked"
     text = seen[0][0].read_text()
     assert "stuck_call_on_the_loop" in text  # the dump shows what the loop is stuck in
+
+
+def test_debug_socket_answers_while_the_main_loop_is_blocked(tmp_path: Path) -> None:
+    import socket as socketmod
+    from types import SimpleNamespace
+
+    from pycontainerd.debug.server import DebugServer
+
+    sock = str(tmp_path / "debug.sock")
+    daemon = SimpleNamespace(config=SimpleNamespace(source="", root="/r", state="/s"), address="/a",
+                             plugins=SimpleNamespace(get=lambda *a: (_ for _ in ()).throw(errdefs.NotFound("x"))),
+                             db=SimpleNamespace(path=tmp_path / "none"), exchange=SimpleNamespace(subscriber_count=0))
+    server = DebugServer(daemon, sock)
+    answers: list[tuple[float, bytes]] = []
+
+    def ask() -> None:
+        with socketmod.socket(socketmod.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(sock)
+            s.sendall(b"GET /debug/pprof/goroutine?debug=2 HTTP/1.1\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        answers.append((time.monotonic(), data))
+
+    def blocking_call_on_the_main_loop() -> None:
+        asker = threading.Thread(target=ask)
+        asker.start()
+        asker.join(5)
+        time.sleep(0.05)
+
+    async def main() -> float:
+        await server.start()
+        try:
+            async def ticker() -> None:
+                await asyncio.sleep(30)
+
+            t = asyncio.create_task(ticker(), name="main-loop-ticker")
+            blocking_call_on_the_main_loop()  # the loop is stuck in here while the socket is asked
+            unblocked = time.monotonic()
+            t.cancel()
+            return unblocked
+        finally:
+            await server.close()
+
+    unblocked = asyncio.run(main())
+    assert answers, "no answer while the main loop was blocked"
+    at, data = answers[0]
+    assert at < unblocked
+    assert data.startswith(b"HTTP/1.1 200")
+    assert b"blocking_call_on_the_main_loop" in data and b"task 'main-loop-ticker'" in data
+    assert not Path(sock).exists()

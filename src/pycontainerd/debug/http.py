@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -109,8 +110,8 @@ class HTTPServer:
         self.requests = 0
         self.rejected = 0
 
-    async def start_unix(self, path: str) -> None:
-        self._server = await asyncio.start_unix_server(self._accept, path=path, limit=MAX_HEAD)
+    async def start_unix(self, path: str | None = None, *, sock: socket.socket | None = None) -> None:
+        self._server = await asyncio.start_unix_server(self._accept, path=path, sock=sock, limit=MAX_HEAD)
 
     async def start_tcp(self, host: str, port: int) -> list[tuple[str, int]]:
         self._server = await asyncio.start_server(self._accept, host=host, port=port, limit=MAX_HEAD,

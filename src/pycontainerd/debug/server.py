@@ -12,7 +12,8 @@ The socket is a unix socket, mode 0600 and owned by root unless ``[debug] uid``/
 say otherwise (then 0660, that owner and group): a profile shows every thread's stack and
 ``/debug/vars`` the daemon's innards, so other users are kept out by the kernel.
 
-The SIGUSR1 dump (``dump_stacks``) writes the same goroutine text to the log and to
+The server runs in its own thread and event loop (``DebugServer``), so it answers while the
+main loop is stuck.  The SIGUSR1 dump (``dump_stacks``) writes the same goroutine text to the log and to
 ``<state>/pycontainerd.<time>.stacks.log``, then the daemon goes on serving.
 """
 
@@ -23,7 +24,9 @@ import json
 import logging
 import os
 import resource
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +87,7 @@ def _rss_bytes() -> int:
         return 0
 
 
-def daemon_vars(daemon: Any, started: float) -> dict[str, Any]:
+def daemon_vars(daemon: Any, started: float, loop: asyncio.AbstractEventLoop | None = None) -> dict[str, Any]:
     """The numbers ``/debug/vars`` shows (cheap: no I/O beyond /proc and one stat)."""
     from ..plugin import types
 
@@ -122,7 +125,7 @@ def daemon_vars(daemon: Any, started: float) -> dict[str, Any]:
         "db_size_bytes": db_size,
         "event_subscribers": daemon.exchange.subscriber_count,
         "threads": len(sys._current_frames()),
-        "asyncio_tasks": len(asyncio.all_tasks()),
+        "asyncio_tasks": len(asyncio.all_tasks(loop)),
         "rss_bytes": _rss_bytes(),
         "cpu_user_seconds": ru.ru_utime,
         "cpu_system_seconds": ru.ru_stime,
@@ -131,13 +134,24 @@ def daemon_vars(daemon: Any, started: float) -> dict[str, Any]:
 
 
 class DebugServer:
+    """Serves the debug socket from its own thread and event loop.
+
+    A stuck daemon is when the debug socket matters most, and a stuck daemon is usually a
+    busy or blocked main loop: on that loop the socket would not answer.  In its own thread
+    it does (Python hands the GIL over every few milliseconds even to a busy loop), and the
+    goroutine dump shows where the main loop is.  Handlers only read the daemon's state.
+    """
+
     def __init__(self, daemon: Any, address: str, *, uid: int = 0, gid: int = 0) -> None:
         self.daemon = daemon
         self.address = address
         self.uid = uid
         self.gid = gid
         self.started = time.monotonic()
-        self._profiling = asyncio.Lock()
+        self.main_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._profiling: asyncio.Lock | None = None
         self.http = HTTPServer({
             "/debug/vars": self._vars,
             "/debug/pprof/": self._pprof,
@@ -145,30 +159,69 @@ class DebugServer:
         }, name="debug server")
 
     async def start(self) -> None:
-        path = Path(self.address)
-        await asyncio.to_thread(self._prepare, path)
-        old = os.umask(0o177)  # never a moment with the socket open to others
-        try:
-            await self.http.start_unix(str(path))
-        finally:
-            os.umask(old)
-        mode = 0o660 if (self.uid or self.gid) else 0o600
-        os.chmod(path, mode)
-        if self.uid or self.gid:
-            os.chown(path, self.uid or -1, self.gid or -1)
-        log.info("debug server listening on %s", path)
+        self.main_loop = asyncio.get_running_loop()
+        sock = await asyncio.to_thread(self._bind)
+        ready = threading.Event()
+        failure: list[BaseException] = []
 
-    @staticmethod
-    def _prepare(path: Path) -> None:
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                self._profiling = asyncio.Lock()
+                loop.run_until_complete(self.http.start_unix(sock=sock))
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_default_executor())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="debug-server", daemon=True)
+        self._thread.start()
+        await asyncio.to_thread(ready.wait)
+        if failure:
+            sock.close()
+            raise failure[0]
+        log.info("debug server listening on %s", self.address)
+
+    def _bind(self) -> socket.socket:
+        path = Path(self.address)
         if not path.parent.exists():
             fsmodes.top_dir(path.parent)
         if path.is_socket() or path.is_symlink():
             path.unlink()
         elif path.exists():
             raise FileExistsError(f"debug address {path} exists and is not a socket")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # no umask games (the umask is the whole process'): a fresh socket nobody else may
+            # write to (connect needs write permission) is made 0600 before it listens
+            sock.bind(str(path))
+            os.chmod(path, 0o660 if (self.uid or self.gid) else 0o600)
+            if self.uid or self.gid:
+                os.chown(path, self.uid or -1, self.gid or -1)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     async def close(self) -> None:
-        await self.http.close()
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            fut = asyncio.run_coroutine_threadsafe(self.http.close(), loop)
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(fut), 5)
+            except Exception:
+                log.warning("debug server: closing took too long")
+            loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join, 5)
+        self._loop = self._thread = None
         await asyncio.to_thread(self._remove_socket)
 
     def _remove_socket(self) -> None:
@@ -180,7 +233,7 @@ class DebugServer:
 
     # -- handlers -------------------------------------------------------------------------------
     async def _vars(self, req: Request) -> Response:
-        body = json.dumps(daemon_vars(self.daemon, self.started), indent=2, sort_keys=True)
+        body = json.dumps(daemon_vars(self.daemon, self.started, self.main_loop), indent=2, sort_keys=True)
         return Response(200, body.encode() + b"\n", "application/json; charset=utf-8")
 
     async def _index(self, req: Request) -> Response:
@@ -202,12 +255,13 @@ class DebugServer:
         return text(404, f"unknown profile {name!r}")
 
     def goroutine(self, debug: int) -> Response:
-        entries = stacks.all_entries()
+        entries = stacks.all_entries(self.main_loop)
         if debug > 0:
             return text(200, stacks.text(entries, debug))
         return Response(200, stacks.profile(entries), PROFILE_CT)
 
     async def _heap(self, debug: int) -> Response:
+        assert self._profiling is not None
         async with self._profiling:
             started = pprof.heap_start()
             if started:
@@ -218,6 +272,7 @@ class DebugServer:
         return Response(200, await asyncio.to_thread(b.encode), PROFILE_CT)
 
     async def _profile(self, seconds: float, debug: int) -> Response:
+        assert self._profiling is not None
         if self._profiling.locked():
             return text(503, "another profile is being taken; retry when it is done")
         async with self._profiling:
