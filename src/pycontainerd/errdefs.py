@@ -12,7 +12,8 @@ and a remote one alike.  The tree::
     ├── FailedPrecondition          FAILED_PRECONDITION
     ├── Conflict                    FAILED_PRECONDITION (containerd maps conflict there too)
     ├── Unavailable                 UNAVAILABLE (e.g. a content ref that is locked: retry)
-    ├── NotImplemented              UNIMPLEMENTED
+    ├── Unimplemented               UNIMPLEMENTED
+    ├── OutOfRange                  OUT_OF_RANGE (content read/write at a wrong offset)
     ├── Canceled                    CANCELLED
     ├── DeadlineExceeded            DEADLINE_EXCEEDED
     ├── ResourceExhausted           RESOURCE_EXHAUSTED
@@ -67,11 +68,14 @@ class Unavailable(ContainerdError):
     code = "UNAVAILABLE"
 
 
-class NotImplemented_(ContainerdError):  # the trailing _ avoids shadowing the builtin constant
+class Unimplemented(ContainerdError):
     code = "UNIMPLEMENTED"
 
 
-NotImplementedErr = NotImplemented_
+class OutOfRange(ContainerdError):
+    """A read or write at an offset the object does not have (containerd's content service)."""
+
+    code = "OUT_OF_RANGE"
 
 
 class Canceled(ContainerdError):
@@ -102,7 +106,8 @@ KINDS: dict[str, type[ContainerdError]] = {
         InvalidArgument,
         FailedPrecondition,
         Unavailable,
-        NotImplemented_,
+        Unimplemented,
+        OutOfRange,
         Canceled,
         DeadlineExceeded,
         ResourceExhausted,
@@ -163,5 +168,3 @@ def map_errors(mapping: Mapping[type[BaseException], type[ContainerdError]], wha
         raise best(f"{prefix}{exc}") from exc
 
 
-def is_kind(exc: BaseException, kind: type[ContainerdError]) -> bool:
-    return isinstance(exc, kind)

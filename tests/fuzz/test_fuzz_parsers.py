@@ -15,9 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pycontainerd import errdefs, filters
-from pycontainerd.daemon.config import ConfigError, config_from_dict, parse_config
-from pycontainerd.images import models
-from pycontainerd.remotes import reference
+from pycontainerd.config import ConfigError, config_from_dict, parse_config
+from pycontainerd.images import models, reference
 from pycontainerd.shim import protocol
 from pycontainerd.ttrpc import protocol as ttrpc_protocol
 

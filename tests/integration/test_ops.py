@@ -104,15 +104,15 @@ def test_sigusr1_dumps_stacks_and_the_daemon_goes_on(daemon: Daemon) -> None:
 
 
 def test_startup_log_names_version_config_roots_and_unloaded_sections() -> None:
-    cfg = 'version = 2\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "x"\n' \
+    cfg = 'version = 2\n[plugins."io.containerd.nri.v1.nri"]\n  disable = false\n' \
           '[plugins."io.containerd.snapshotter.v1.zfs"]\n  root_path = "/nowhere"\n'
     with _daemon_with(cfg) as d:
         log = d.log.read_text()
         assert "starting pycontainerd version" in log
         assert f"config file: {d.config}" in log
         assert f"root: {d.root}" in log and f"state: {d.state}" in log
-        assert "configures plugin io.containerd.grpc.v1.cri, which this daemon does not load" in log
-        assert "io.containerd.snapshotter.v1.zfs" in log
+        assert "configures plugin io.containerd.nri.v1.nri, which this daemon does not load" in log
+        assert "configures plugin io.containerd.snapshotter.v1.zfs, which this daemon does not load" in log
 
 
 def test_ctr_pprof_goroutines_lists_threads_and_tasks(daemon: Daemon) -> None:

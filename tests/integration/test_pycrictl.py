@@ -26,6 +26,8 @@ from tests.fixtures.containerd import NETNS_DIR, Containerd, CriOptions, running
 from tests.fixtures.procs import kill_pids, wait_for
 from tests.fixtures.registry import Registry
 
+from .daemon import running_daemon
+
 pytestmark = pytest.mark.root
 
 PYCRICTL = str(Path(sys.executable).parent / "pycrictl")
@@ -234,13 +236,24 @@ def test_errors_are_clear(cri: Cri) -> None:
     assert r.returncode == 1 and "no_such_field" in r.stderr
 
 
-def test_our_daemon_says_it_has_no_cri(daemon: Any) -> None:
+def test_our_daemon_without_the_cri_plugin_says_it_has_no_cri() -> None:
+    with running_daemon('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n') as daemon:
+        r = subprocess.run([PYCRICTL, "-r", f"unix://{daemon.address}", "version"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1, r
+        assert f"the daemon at unix://{daemon.address} does not serve the CRI API (runtime.v1)" in r.stderr, r.stderr
+        r = subprocess.run([PYCRICTL, "-r", daemon.address, "pods"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "does not serve the CRI API (runtime.v1)" in r.stderr, r.stderr
+
+
+def test_our_daemon_serves_images_not_yet_pods(daemon: Any) -> None:
     r = subprocess.run([PYCRICTL, "-r", f"unix://{daemon.address}", "version"], capture_output=True, text=True,
                        timeout=30)
-    assert r.returncode == 1, r
-    assert f"the daemon at unix://{daemon.address} does not serve the CRI API (runtime.v1)" in r.stderr, r.stderr
+    assert r.returncode == 0 and "RuntimeName:  pycontainerd" in r.stdout, r
     r = subprocess.run([PYCRICTL, "-r", daemon.address, "pods"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and "does not serve the CRI API (runtime.v1)" in r.stderr, r.stderr
+    assert r.returncode == 1, r
+    assert "ListPodSandbox is not implemented by pycontainerd yet" in r.stderr, r.stderr
+    assert "does not serve the CRI API" not in r.stderr, r.stderr
 
 
 def test_cleanup_left_nothing_behind(registry: Registry, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -172,6 +173,29 @@ def test_run_rm_with_absolute_shim_path_exits_with_code(ext: Ext) -> None:
     assert [m for m in mounts_under(str(ext.d.state)) if f"/{cid}/" in m or m.endswith(f"/{cid}/rootfs")] == []
     assert "started shim /usr/bin/containerd-shim-runc-v2" in ext.d.log.read_text()
     assert not os.path.exists(go_shim_socket(ext.d, NS, cid))  # the shim shut down and removed it
+
+
+def test_our_pyrunc_shim_under_our_daemon(ext: Ext) -> None:
+    """Our own runtime v2 shim (``containerd-shim-pyrunc-v2``) through the same manager."""
+    ours = str(Path(sys.executable).parent / "containerd-shim-pyrunc-v2")
+    if not Path(ours).exists():
+        pytest.skip(f"{ours} is not installed (pip install -e .)")
+    r = ext.d.ctr("run", "--rm", "--runtime", ours, IMAGE, ext.cid("pyrunc-rm"), "sh", "-c", "echo hi; exit 3",
+                  check=False, timeout=60)  # fmt: skip
+    assert (r.returncode, r.stdout) == (3, "hi\n"), r.stderr
+    cid = ext.cid("pyrunc-d")
+    ext.d.ctr("run", "-d", "--runtime", ours, IMAGE, cid, "sleep", "300", timeout=60)
+    assert ext.status(cid) == "RUNNING"
+    pid = int(ext.tasks()[cid][0])
+    ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert ours.encode() in Path(f"/proc/{ppid}/cmdline").read_bytes().split(b"\0")  # our shim is the parent
+    r = ext.d.ctr("tasks", "exec", "--exec-id", "e1", cid, "sh", "-c", "echo in; exit 4", check=False)
+    assert (r.returncode, r.stdout) == (4, "in\n"), r.stderr
+    ext.d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+    wait_for(lambda: ext.status(cid) == "STOPPED", 20, f"{cid} to stop")
+    ext.d.ctr("tasks", "rm", cid)
+    ext.d.ctr("containers", "rm", cid)
+    wait_for(lambda: not os.path.exists(go_shim_socket(ext.d, NS, cid)), 20, "the shim's socket to go")
 
 
 def test_detached_exec_pause_metrics_kill_and_events(ext: Ext) -> None:

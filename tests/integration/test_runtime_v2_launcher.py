@@ -5,6 +5,8 @@ launch (the ``start`` handshake with a ``log`` FIFO drained into our log), Creat
 runc root the manager chose, events routed back to the ``TaskShim`` over our ttrpc Events
 server, a reconnection from the bundle's ``address`` file (what a daemon restart does),
 Kill/Wait/Delete/Shutdown, and a shim killed with SIGKILL cleaned up by the binary's ``delete``.
+
+The same test drives our own runtime v2 shim (``containerd-shim-pyrunc-v2`` from the venv).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +37,7 @@ from .shim_support import FifoReader, base_spec, build_rootfs, make_bundle, moun
 pytestmark = pytest.mark.root
 
 SHIM = "/usr/bin/containerd-shim-runc-v2"
+OUR_SHIM = str(Path(sys.executable).parent / "containerd-shim-pyrunc-v2")
 NS = "pycd-v2l"
 
 
@@ -55,7 +59,10 @@ async def _collect(shim: Shim, into: list[tuple[str, dict[str, Any]]]) -> None:
         into.append(item)
 
 
-def test_shim_launcher_over_the_go_shim(busybox: tuple[Path, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("shim_binary", [SHIM, OUR_SHIM], ids=["go-runc-v2", "pyrunc-v2"])
+def test_shim_launcher_over_the_go_shim(busybox: tuple[Path, dict[str, Any]], shim_binary: str) -> None:
+    if not Path(shim_binary).exists():
+        pytest.skip(f"{shim_binary} is not installed")
     rootfs, spec = busybox
     tmp = Path(tempfile.mkdtemp(prefix="pycd-v2l-"))
     grpc_address = str(tmp / "d.sock")
@@ -68,7 +75,7 @@ def test_shim_launcher_over_the_go_shim(busybox: tuple[Path, dict[str, Any]]) ->
     async def body() -> None:
         manager = ShimManager(exchange=Exchange(), grpc_address=grpc_address, publish_binary=str(BIN / "pycontainerd"))
         await manager.start()
-        launcher: ShimLauncher = manager.launcher(SHIM)  # the task manager's own-launcher protocol
+        launcher: ShimLauncher = manager.launcher(shim_binary)  # the task manager's own-launcher protocol
         background: list[asyncio.Task[None]] = []
         try:
             # 1. launch + create + start, with the runc root as the task manager passes it
@@ -79,8 +86,11 @@ def test_shim_launcher_over_the_go_shim(busybox: tuple[Path, dict[str, Any]]) ->
                 namespace=NS, container_id=cid, bundle=bundle.path, state_dir=tmp, runtime_root=str(runc_root / NS)
             )
             shim_pids.add(shim.pid)
-            assert os.readlink(f"/proc/{shim.pid}/exe") == SHIM
-            assert (bundle.path / "shim-binary-path").read_text() == SHIM
+            if shim_binary == SHIM:
+                assert os.readlink(f"/proc/{shim.pid}/exe") == SHIM
+            else:  # a Python script: the interpreter runs it
+                assert shim_binary.encode() in Path(f"/proc/{shim.pid}/cmdline").read_bytes().split(b"\0")
+            assert (bundle.path / "shim-binary-path").read_text() == shim_binary
             assert (bundle.path / "address").read_text() == shim.address
             events: list[tuple[str, dict[str, Any]]] = []
             background.append(asyncio.create_task(_collect(shim, events)))

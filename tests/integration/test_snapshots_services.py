@@ -51,8 +51,8 @@ class Harness:
         self.plugins: Any = None
 
     async def _start(self) -> None:
+        from pycontainerd.config import Config
         from pycontainerd.content import local
-        from pycontainerd.daemon.config import Config
         from pycontainerd.daemon.memory import Trimmer
         from pycontainerd.diff import walking
         from pycontainerd.events import Exchange

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from pycontainerd import fsmodes
+from pycontainerd.config import Config, GRPCConfig
 from pycontainerd.content.local import LocalStore
-from pycontainerd.daemon.config import Config, GRPCConfig
 from pycontainerd.daemon.server import Daemon
 from pycontainerd.diff.walking import WalkingDiffer
 from pycontainerd.metadata.db import Database

@@ -72,7 +72,7 @@ def test_lease_lifecycle(tmp_path: Path) -> None:
         assert got == [("content", D1), ("ingests", "layer-sha256:1"), ("snapshots/overlayfs", "extract-1 sha256:x")]
         await _raises(errdefs.InvalidArgument, store.add_resource(ns, "lease-a", Resource("nodigest", "content")))
         await _raises(errdefs.InvalidArgument, store.add_resource(ns, "lease-a", Resource("k", "snapshots")))
-        await _raises(errdefs.NotImplementedErr, store.add_resource(ns, "lease-a", Resource("k", "containers")))
+        await _raises(errdefs.Unimplemented, store.add_resource(ns, "lease-a", Resource("k", "containers")))
         await _raises(errdefs.NotFound, store.add_resource(ns, "nope", Resource(D1, "content")))
         await store.delete_resource(ns, "lease-a", Resource(D1, "content"))
         assert [r.type for r in await store.list_resources(ns, "lease-a")] == ["ingests", "snapshots/overlayfs"]

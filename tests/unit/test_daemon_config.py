@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pycontainerd.daemon import config as c
-from pycontainerd.daemon.config import Config, ConfigError, parse_config
+from pycontainerd import config as c
+from pycontainerd.config import Config, ConfigError, parse_config
 
 CRI = '"io.containerd.grpc.v1.cri"'
 

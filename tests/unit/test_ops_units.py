@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from pycontainerd import errdefs
+from pycontainerd import cgroups, errdefs
 from pycontainerd.cli.pyctr.metrics import render
 from pycontainerd.daemon.ops import parse_metrics_address
 from pycontainerd.debug import pprof, stacks
@@ -20,7 +20,6 @@ from pycontainerd.debug.http import MAX_HEAD, BadRequest, HTTPServer, Request, R
 from pycontainerd.debug.profile import Frame, ProfileBuilder, _varint
 from pycontainerd.metrics import cgroupstats
 from pycontainerd.metrics.grpc import _code_of
-from pycontainerd.runtime import cgroups
 
 
 # -- a small protobuf reader, enough to check what we wrote ----------------------------------------

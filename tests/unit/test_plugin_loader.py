@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pycontainerd import errdefs
-from pycontainerd.daemon.config import Config, ConfigError, parse_config
+from pycontainerd.config import Config, ConfigError, parse_config
 from pycontainerd.plugin import InitContext, Registration
 from pycontainerd.plugin import registry as plugin_registry
 
@@ -128,7 +128,7 @@ def test_unknown_plugin_section_is_a_warning() -> None:
 
 
 def test_modelled_sections_come_as_loaded() -> None:
-    from pycontainerd.daemon.config import GCSchedulerConfig, OverlayfsConfig
+    from pycontainerd.config import GCSchedulerConfig, OverlayfsConfig
 
     cfg = parse_config(
         'version = 2\n[plugins."io.containerd.gc.v1.scheduler"]\ndeletion_threshold = 3\nschedule_delay = "25ms"\n'

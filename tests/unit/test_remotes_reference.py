@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pycontainerd import errdefs
-from pycontainerd.remotes import reference
+from pycontainerd.images import reference
 
 
 @pytest.mark.parametrize(("given", "want"), [

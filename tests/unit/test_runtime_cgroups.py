@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from pycontainerd import errdefs
+from pycontainerd import cgroups, errdefs
 from pycontainerd.api.cgroups.v1 import metrics_pb2 as v1
 from pycontainerd.api.cgroups.v2 import metrics_pb2 as v2
-from pycontainerd.runtime import cgroups
 
 MOUNTINFO = """\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

@@ -395,7 +395,7 @@ def test_lifecycle(tmp_path: Path) -> None:
                 await tm.kill("default", "c1", 0)
             assert [p.id for p in await tm.list_tasks("default")] == ["c1"]
             assert await tm.list_tasks("other") == []
-            with pytest.raises(errdefs.NotImplemented_):
+            with pytest.raises(errdefs.Unimplemented):
                 await tm.checkpoint("default", "c1")
             await tm.kill("default", "c1", 9)
             assert (await asyncio.wait_for(waiter, 5)).exit_status == 137

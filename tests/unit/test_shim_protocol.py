@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from pycontainerd import timestamps
 from pycontainerd.shim import protocol
 
 
@@ -44,6 +45,6 @@ def test_oversized_and_garbage_frames_are_errors() -> None:
 
 def test_rfc3339_roundtrip_with_nanoseconds() -> None:
     ns = 1_700_000_000_123_456_789
-    text = protocol.rfc3339(ns)
+    text = timestamps.format_ns(ns)
     assert text == "2023-11-14T22:13:20.123456789Z"
-    assert protocol.parse_rfc3339(text) == ns
+    assert timestamps.parse_ns(text) == ns

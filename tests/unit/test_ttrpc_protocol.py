@@ -213,7 +213,7 @@ def test_status_codes_are_grpc_codes() -> None:
         (errdefs.NotFound("c1"), 5),
         (errdefs.AlreadyExists("c1"), 6),
         (errdefs.Conflict("busy"), 9),
-        (errdefs.NotImplemented_("no"), 12),
+        (errdefs.Unimplemented("no"), 12),
         (errdefs.Unavailable("x"), 14),
         (ValueError("boom"), 2),
     ],

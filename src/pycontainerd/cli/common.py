@@ -12,8 +12,6 @@ from typing import Any, TextIO
 
 from .. import errdefs
 
-EXIT_CODES: dict[type[errdefs.ContainerdError], int] = {}
-
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
     """A left-aligned table like ctr's tabwriter output (columns padded with spaces)."""
@@ -45,11 +43,6 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
             raise errdefs.InvalidArgument(f"invalid label {item!r}: expected key=value")
         out[k] = v
     return out
-
-
-def fail(message: str, code: int = 1) -> None:
-    print(f"pyctr: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def run_command(prog: str, fn: Callable[[], Coroutine[Any, Any, int | None]]) -> None:

@@ -303,9 +303,3 @@ def terminal_size(fd: int = 1) -> tuple[int, int] | None:
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def stdin_is_usable(fd: int = 0) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True

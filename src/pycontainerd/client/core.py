@@ -60,6 +60,7 @@ class Client:
                 ("grpc.max_send_message_length", MAX_MSG),
             ],
         )
+        from .diff import Diff
         from .services import Containers, Content, Events, Images, Introspection, Leases, Namespaces, Snapshots, Tasks
 
         self.introspection = Introspection(self)
@@ -71,6 +72,7 @@ class Client:
         self.snapshots = Snapshots(self)
         self.containers = Containers(self)
         self.tasks = Tasks(self)
+        self.diff = Diff(self)
 
     # -- plumbing ---------------------------------------------------------------------------
     def metadata(self, namespace: str | None = None) -> tuple[tuple[str, str], ...]:
@@ -96,7 +98,7 @@ class Client:
 
     def _rebind(self) -> None:
         for name in ("introspection", "namespaces", "events", "content", "images", "leases", "snapshots",
-                     "containers", "tasks"):
+                     "containers", "tasks", "diff"):
             svc = getattr(self, name)
             setattr(self, name, type(svc)(self))
 

@@ -8,7 +8,7 @@
 Requests and responses are the generated ``runtime.v1`` messages; errors come back as
 ``pycontainerd.errdefs`` kinds, like every other client wrapper. A daemon that answers
 UNIMPLEMENTED (no CRI plugin, e.g. pycontainerd today or containerd with CRI disabled) gives
-``errdefs.NotImplemented_`` whose message says so: "the daemon at X does not serve the CRI
+``errdefs.Unimplemented`` whose message says so: "the daemon at X does not serve the CRI
 API (runtime.v1): ...".
 
 Also here, because kubelet-style tools need them and they are pure: loading pod/container
@@ -60,11 +60,18 @@ def normalize_endpoint(endpoint: str) -> str:
     raise errdefs.InvalidArgument(f"unsupported endpoint scheme {scheme!r} in {endpoint!r}: only unix:// is supported")
 
 
+GRPC_UNKNOWN_METHOD = ("Method not found!", "Method not implemented!")
+
+
 def cri_error(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> errdefs.ContainerdError:
-    """Map a CRI call's status to an error kind; UNIMPLEMENTED means the daemon has no CRI API."""
+    """Map a CRI call's status to an error kind; UNIMPLEMENTED with gRPC's own "Method not found!"
+    means the daemon has no CRI API, with a message of the runtime's that this one call is not served."""
     if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-        return errdefs.NotImplemented_(
-            f"the daemon at {endpoint} does not serve the CRI API ({CRI_API}): {exc.details() or 'unimplemented'}")
+        details = exc.details() or ""
+        if details and details not in GRPC_UNKNOWN_METHOD:
+            return errdefs.Unimplemented(f"{what}: {details}" if what else details)
+        return errdefs.Unimplemented(
+            f"the daemon at {endpoint} does not serve the CRI API ({CRI_API}): {details or 'unimplemented'}")
     err = to_errdefs(exc)
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
         return errdefs.Unavailable(f"cannot reach the runtime at {endpoint}: {exc.details()}")

@@ -21,7 +21,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from ..api.services.images.v1 import images_pb2, images_pb2_grpc
 from ..api.types import descriptor_pb2
-from ..images.models import Descriptor, Platform
+from ..images.models import Descriptor
 
 if TYPE_CHECKING:
     from .core import Client
@@ -105,7 +105,3 @@ class Images:
         await self.client.unary(self.raw.Delete, images_pb2.DeleteImageRequest(name=name, sync=sync))
 
 
-def platform_from_str(s: str) -> Platform:
-    from ..images import platforms
-
-    return platforms.parse(s)

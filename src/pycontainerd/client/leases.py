@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import timestamp_pb2
 
+from .. import timestamps
 from ..api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 
 if TYPE_CHECKING:
@@ -44,10 +45,6 @@ def _dt(ts: timestamp_pb2.Timestamp) -> datetime | None:
     if not ts.seconds and not ts.nanos:
         return None
     return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, UTC)
-
-
-def rfc3339(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -77,7 +74,7 @@ class Leases:
         lbls = dict(labels or {})
         if expire is not None:
             delta = expire if isinstance(expire, timedelta) else timedelta(seconds=expire)
-            lbls[GC_EXPIRE] = rfc3339(datetime.now(UTC) + delta)
+            lbls[GC_EXPIRE] = timestamps.format_seconds(datetime.now(UTC) + delta)
         req = leases_pb2.CreateRequest(id=id or random_id(), labels=lbls)
         resp = await self.client.unary(self.raw.Create, req)
         return Lease(resp.lease.id, _dt(resp.lease.created_at), dict(resp.lease.labels))

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING
 
 from .. import errdefs
 from ..content.interfaces import Info
-from ..images import blobs, handlers
+from ..images import blobs, handlers, reference
 from ..images import mediatypes as mt
 from ..images import platforms as plat
 from ..images.models import Descriptor
-from ..remotes import reference
 from ..remotes.resolver import Resolver
 from .pull import _merge_source, distribution_source_label, ingest_ref
 

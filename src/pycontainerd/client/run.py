@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .. import errdefs
+from .. import errdefs, timestamps
 from ..api.services.content.v1 import content_pb2
 from ..api.services.images.v1 import images_pb2
 from ..api.services.leases.v1 import leases_pb2, leases_pb2_grpc
@@ -145,7 +145,7 @@ async def temporary_lease(client: Client) -> AsyncIterator[Client]:
     """A lease that keeps what we create alive until the container record references it."""
     stub: Any = _LEASES_STUB(client.channel)
     lease_id = f"pyctr-{secrets.token_hex(8)}"
-    expire = (datetime.now(UTC) + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expire = timestamps.format_seconds(datetime.now(UTC) + timedelta(hours=24))
     await client.unary(stub.Create, leases_pb2.CreateRequest(id=lease_id, labels={GC_EXPIRE_LABEL: expire}))
     try:
         yield client.with_lease(lease_id)

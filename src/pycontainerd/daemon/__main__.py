@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 from .. import __version__, errdefs
-from . import config as configmod
+from .. import config as configmod
 
 LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL}

@@ -7,6 +7,7 @@ from ..plugin import Registration
 
 def registrations() -> list[Registration]:
     from ..content import local as content_local
+    from ..cri import plugin as cri_plugin
     from ..diff import walking
     from ..metadata import gc
     from ..metadata import plugin as metadata
@@ -49,4 +50,5 @@ def registrations() -> list[Registration]:
     regs += version.REGISTRATIONS
     regs += health.REGISTRATIONS
     regs += introspection.REGISTRATIONS
+    regs.append(cri_plugin.REGISTRATION)
     return regs

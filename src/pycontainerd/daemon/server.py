@@ -25,13 +25,13 @@ from typing import Any
 import grpc
 
 from .. import errdefs, fsmodes
+from ..config import Config
 from ..events import Exchange
 from ..metadata.db import Database
 from ..plugin import PluginSet
 from ..plugin import registry as plugin_registry
 from ..plugin import types as plugin_types
 from . import memory
-from .config import Config
 from .interceptors import TimingInterceptor
 from .ops import OpsServers
 
@@ -63,7 +63,6 @@ class Daemon:
         self._lock_fd: int | None = None
         self._stopping = asyncio.Event()
         self._serving = False  # the socket path is ours to remove only once we served on it
-        self.closers: list[Any] = []  # async callables run at shutdown, reverse order
         self.trimmer = memory.Trimmer()  # the diff service asks it for trims (``trimmer.request``)
         self.ops = OpsServers(self)  # debug socket, metrics endpoint, SIGUSR1 dumps
 

@@ -87,7 +87,7 @@ class WalkingDiffer:
     async def apply(self, desc: Descriptor, mounts: Sequence[Mount], provider: Provider) -> Descriptor:
         mt = desc.media_type.split(";")[0].strip()
         if mt and mt not in _APPLY_MEDIA_TYPES and compression.from_media_type(mt) is None:
-            raise errdefs.NotImplemented_(f"unsupported diff media type: {desc.media_type}")
+            raise errdefs.Unimplemented(f"unsupported diff media type: {desc.media_type}")
         started = time.monotonic()
         open_blob = getattr(provider, "open_blob", None)
         if open_blob is not None:
@@ -189,7 +189,7 @@ class WalkingDiffer:
         elif media_type == compression.MEDIA_TYPE_LAYER_ZSTD:
             kind = compression.Compression.ZSTD
         else:
-            raise errdefs.NotImplemented_(f"unsupported diff media type: {media_type}")
+            raise errdefs.Unimplemented(f"unsupported diff media type: {media_type}")
         ref = ref or f"diff-{secrets.token_hex(16)}"
         async with (
             self._temp_mounted(read_only(lower)) as lroot,

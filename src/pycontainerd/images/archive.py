@@ -34,6 +34,7 @@ from ..content.interfaces import Store
 from ..diff.compression import DecompressingReader
 from . import digest as digests
 from . import mediatypes as mt
+from . import reference
 from .blobs import iter_read, open_writer, read_blob, write_blob
 from .handlers import children
 from .models import Descriptor, Index, Manifest, Platform, dumps, parse_config, parse_index
@@ -44,15 +45,9 @@ CHUNK = 1 << 20
 UNCOMPRESSED_LABEL = "containerd.io/uncompressed"
 
 
-def _reference_module() -> Any:
-    from ..remotes import reference  # pure, no I/O: images may use remotes' reference parser
-
-    return reference
-
-
 def oci_ref_name(name: str) -> str:
     """The OCI ref name for an image name: its tag (``latest``), or the name when unparsable."""
-    ref = _reference_module()
+    ref = reference
     try:
         r = ref.parse(name)
     except errdefs.InvalidArgument:
@@ -156,7 +151,7 @@ async def export_archive(store: Store, out: IO[bytes], images: Sequence[ExportIm
             raise errdefs.InvalidArgument(f"only manifests may be exported, not {desc.media_type!r}")
 
     if not skip_manifest_json and docker:
-        ref = _reference_module()
+        ref = reference
         entries = []
         for mdesc, names in docker.values():
             man = _parse_manifest_for_export(await read(mdesc), mdesc)
@@ -314,7 +309,7 @@ async def import_index(store: Store, fileobj: IO[bytes], *, compress_blobs: bool
     for name, target in symlinks.items():
         if target in blobs:
             blobs[name] = blobs[target]
-    ref = _reference_module()
+    ref = reference
     entries: list[Descriptor] = []
     for entry in docker_manifests:
         if not isinstance(entry, dict):

@@ -83,23 +83,6 @@ def is_nondistributable(media_type: str) -> bool:
     return mt.startswith("application/vnd.oci.image.layer.nondistributable.") or mt == DOCKER_FOREIGN_LAYER
 
 
-def is_known(media_type: str) -> bool:
-    """A type this client knows how to walk or store (layers, configs, manifests, indexes)."""
-    mt = base(media_type)
-    return (is_manifest(mt) or is_index(mt) or is_config(mt) or is_layer(mt)
-            or mt.startswith(CONTAINERD_CHECKPOINT_PREFIX) or mt in (OCI_EMPTY, IN_TOTO))
-
-
-def layer_compression(media_type: str) -> str:
-    """``gzip``, ``zstd`` or ``""`` (uncompressed) for a layer media type."""
-    mt = base(media_type)
-    if mt.endswith(("+gzip", ".gzip")):
-        return "gzip"
-    if mt.endswith(("+zstd", ".zstd")):
-        return "zstd"
-    return ""
-
-
 def kind(media_type: str) -> str:
     """What ctr calls a blob in ingest refs and progress: index, manifest, config, layer or blob."""
     if is_index(media_type):

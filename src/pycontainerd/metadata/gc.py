@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..daemon.config import GCSchedulerConfig
+from ..config import GCSchedulerConfig
 from ..plugin import InitContext, Registration, types
 from .db import Database, loads
 

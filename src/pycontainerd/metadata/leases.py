@@ -92,7 +92,7 @@ def parse_resource(r: Resource) -> Resource:
         if len(keys) != 2 or not keys[1]:
             raise errdefs.InvalidArgument(f"invalid snapshot resource type {r.type}")
     else:
-        raise errdefs.NotImplementedErr(f"resource type {r.type} not supported yet")
+        raise errdefs.Unimplemented(f"resource type {r.type} not supported yet")
     if not r.id:
         raise errdefs.InvalidArgument("resource id must not be empty")
     return r

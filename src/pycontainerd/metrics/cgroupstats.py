@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..runtime import cgroups
+from .. import cgroups
 
 
 def _read(path: str) -> bytes | None:

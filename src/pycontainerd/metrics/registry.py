@@ -38,7 +38,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from ..runtime import cgroups
+from .. import cgroups
 from . import cgroupstats
 
 log = logging.getLogger("pycontainerd.metrics")

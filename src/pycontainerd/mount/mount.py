@@ -72,7 +72,7 @@ class ParsedOptions:
 def parse_options(options: Sequence[str]) -> ParsedOptions:
     flags, prop, data = mountopts.parse(options)
     if "loop" in data:  # neither table knows the word, so it lands in data
-        raise errdefs.NotImplemented_("loop mounts are not supported")
+        raise errdefs.Unimplemented("loop mounts are not supported")
     return ParsedOptions(flags, prop, data)
 
 

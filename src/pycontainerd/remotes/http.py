@@ -247,8 +247,3 @@ def join_location(base: str, location: str) -> str:
     return str(httpx.URL(base).join(location))
 
 
-def decode_json(data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise errdefs.InvalidArgument(f"{what}: invalid JSON: {exc}") from None

@@ -23,9 +23,9 @@ import httpx
 from .. import errdefs
 from ..images import digest as digests
 from ..images import mediatypes as mt
+from ..images import reference
 from ..images.models import MAX_MANIFEST_SIZE, Descriptor, detect_media_type
 from . import hosts as hostsmod
-from . import reference
 from .auth import Credentials, scope_for
 from .fetcher import Fetcher
 from .hosts import RESOLVE, Endpoint

@@ -1,1 +1,1 @@
-"""The runtime: tasks through shims that run runc (task manager, bundles, cgroups metrics, the shim client)."""
+"""The runtime: tasks through shims that run runc (task manager, bundles, the shim clients)."""

@@ -72,10 +72,6 @@ class BundleMeta:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def bundle_path(root: Path, namespace: str, container_id: str) -> Path:
-    return root / namespace / container_id
-
-
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Whole or not at all (temp + rename); not flushed to disk (runtime state, see above)."""
     tmp = path.with_name(f".{path.name}.tmp")

@@ -57,20 +57,20 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import errdefs, filters, fsmodes, identifiers
+from .. import cgroups, errdefs, filters, fsmodes, identifiers, timestamps
 from ..events import Exchange
 from ..metadata.containers import ContainerStore, TypedValue
 from ..shim.protocol import CreateOptions
 from . import bundle as bundlemod
-from . import cgroups, signals
+from . import signals
 
 if TYPE_CHECKING:
-    from ..daemon.config import Config
+    from ..config import Config
 
 log = logging.getLogger("pycontainerd.runtime")
 
@@ -351,11 +351,6 @@ def _wait_no_runc_child(pid: int, timeout: float) -> None:
 
 def _now() -> int:
     return time.time_ns()
-
-
-def rfc3339(ns: int) -> str:
-    secs, nanos = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
 
 
 def check_runtime(name: str) -> None:
@@ -739,7 +734,7 @@ class TaskManager:
                 "container_id": container_id,
                 "pid": exit_.pid,
                 "exit_status": exit_.exit_status,
-                "exited_at": rfc3339(exit_.exited_at_ns),
+                "exited_at": timestamps.format_ns(exit_.exited_at_ns),
                 "id": container_id,
             },
         )
@@ -812,7 +807,7 @@ class TaskManager:
     async def checkpoint(self, namespace: str, container_id: str) -> None:
         self._get(namespace, container_id)
         criu = shutil.which("criu")
-        raise errdefs.NotImplemented_(
+        raise errdefs.Unimplemented(
             f"checkpoint of task {container_id} is not supported: "
             + ("criu is not installed" if criu is None else "checkpoint/restore is not implemented by this daemon")
         )
@@ -924,7 +919,7 @@ class TaskManager:
                     "id": t.id,
                     "pid": exit_.pid,
                     "exit_status": exit_.exit_status,
-                    "exited_at": rfc3339(exit_.exited_at_ns),
+                    "exited_at": timestamps.format_ns(exit_.exited_at_ns),
                 },
             )
 
@@ -1136,21 +1131,11 @@ def _ns_of(value: Any) -> int:
     if isinstance(value, dict):
         return int(value.get("seconds", 0)) * 1_000_000_000 + int(value.get("nanos", 0))
     if isinstance(value, str):
-        from datetime import datetime
-
         try:
-            text = value.rstrip("Z")
-            main, _, frac = text.partition(".")
-            dt = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S")
-            secs = int((dt - datetime(1970, 1, 1)).total_seconds())
-            nanos = int((frac + "000000000")[:9]) if frac else 0
-            return secs * 1_000_000_000 + nanos
+            return timestamps.parse_ns(value if value.endswith("Z") else value + "Z")
         except ValueError:
             return 0
     return 0
-
-
-LauncherFactory = Callable[[], ShimLauncher]
 
 
 # -- plugin wiring ---------------------------------------------------------------------------------

@@ -11,8 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -123,15 +122,8 @@ def ns_from_ts(ts: timestamp_pb2.Timestamp) -> int:
     return ts.seconds * 1_000_000_000 + ts.nanos
 
 
-def rfc3339_from_ns(ns: int) -> str:
-    secs, nanos = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
-
-
 def field_paths(mask: Any) -> list[str]:
     """The paths of a FieldMask (empty list when unset)."""
     return list(mask.paths) if mask is not None else []
 
 
-def labels_dict(m: Mapping[str, str]) -> dict[str, str]:
-    return dict(m)

@@ -32,12 +32,6 @@ from .common import add_servicer, field_paths, lease_of, namespace_of, ts_from_n
 LIST_BATCH = 100
 
 
-class OutOfRange(errdefs.ContainerdError):
-    """A write or read at the wrong offset (gRPC OUT_OF_RANGE, as containerd answers)."""
-
-    code = "OUT_OF_RANGE"
-
-
 def info_pb(info: Info) -> pb.Info:
     return pb.Info(
         digest=info.digest,
@@ -99,7 +93,7 @@ class ContentService(pb_grpc.ContentServicer):
         info = await store.info(digest)
         offset = max(request.offset, 0)
         if offset > info.size:
-            raise OutOfRange(f"read of {digest} at offset {offset}: past object length {info.size} bytes")
+            raise errdefs.OutOfRange(f"read of {digest} at offset {offset}: past object length {info.size} bytes")
         size = request.size
         if size <= 0 or offset + size > info.size:
             size = info.size - offset
@@ -169,7 +163,7 @@ class ContentService(pb_grpc.ContentServicer):
                     msg.total = total
                 elif req.action in (pb.WRITE, pb.COMMIT):
                     if req.offset > 0 and req.offset != ws.offset:
-                        raise OutOfRange(f"write @{req.offset} must occur at current offset {ws.offset}")
+                        raise errdefs.OutOfRange(f"write @{req.offset} must occur at current offset {ws.offset}")
                     if req.offset == 0 and ws.offset > 0:
                         await wr.truncate(0)
                         msg.offset = 0

@@ -75,7 +75,7 @@ def runc_options(value: TypedValue | any_pb2.Any | None) -> RuncOptions | None:
         ("criu_work_path", "checkpoint/restore (criu) is not implemented"),
     ):
         if getattr(opts, name):
-            raise errdefs.NotImplemented_(f"runtime option {name} is not supported: {why}")
+            raise errdefs.Unimplemented(f"runtime option {name} is not supported: {why}")
     return RuncOptions(
         binary_name=opts.binary_name,
         root=opts.root,
@@ -145,7 +145,7 @@ class TasksService(pb_grpc.TasksServicer):
         ns = namespace_of(context)
         # an empty id is simply a container that does not exist (NotFound, as containerd answers)
         if request.HasField("checkpoint") and request.checkpoint.digest:
-            raise errdefs.NotImplemented_("restoring a task from a checkpoint is not supported (criu is not installed)")
+            raise errdefs.Unimplemented("restoring a task from a checkpoint is not supported (criu is not installed)")
         container = await self.manager.containers.get(ns, request.container_id)
         opts = merge_options(
             runc_options(container.runtime_options),

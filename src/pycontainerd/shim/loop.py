@@ -253,9 +253,20 @@ class Loop:
         self._stopped = True
 
     def report(self, what: str, exc: BaseException) -> None:
-        sys.stderr.write(f"pycontainerd-shim: {what}: {exc!r}\n")
-        traceback.print_exception(exc, file=sys.stderr)
-        sys.stderr.flush()
+        try:
+            sys.stderr.write(f"pycontainerd-shim: {what}: {exc!r}\n")
+            traceback.print_exception(exc, file=sys.stderr)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # the log is gone (a runtime v2 shim's log FIFO while containerd is down): keep serving
+
+    def log(self, text: str) -> None:
+        """A line for the shim's log; dropped, never raised, when the log cannot take it."""
+        try:
+            sys.stderr.write(f"pycontainerd-shim: {text}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
 
     def _run_ready(self) -> None:
         for _ in range(len(self._ready)):

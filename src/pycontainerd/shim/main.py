@@ -11,6 +11,10 @@ Subcommands::
     delete     clean up after a shim that is gone (same flags, no --socket): runc delete
                --force, unmount <bundle>/rootfs, print the recorded exit as JSON.
 
+Given containerd's runtime v2 command line instead (``-namespace NS -id ID -address ADDR
+-publish-binary BIN [-debug] start|delete``, also installed as ``containerd-shim-pyrunc-v2``),
+the shim serves ``containerd.task.v2.Task`` over ttrpc: see ``v2main``.
+
 Why a launcher: a fresh interpreter that imports the shim takes ~80 ms and ~4.5 MiB PSS;
 a fork of a warm launcher takes ~1-2 ms and shares its pages.  The forked shim calls
 ``setsid()`` (its own session: terminal signals to the daemon do not reach it), replaces
@@ -44,7 +48,8 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 # as in the daemon (``pycontainerd.daemon``): the launcher and the shims fork, and should
 # anything they run ever load grpc, its fork handlers must be off (grpc/grpc#43055)
@@ -173,21 +178,42 @@ def run(config: ShimConfig, listener: socket.socket) -> None:
     host.run()
 
 
-def _become_shim(config: ShimConfig) -> None:
-    """Detach from the parent: own session, own stdio, subreaper."""
+def become_shim(out_fd: int) -> None:
+    """Detach from the parent: own session, stdin /dev/null, stdout/stderr ``out_fd`` (the
+    shim's log), cwd /, subreaper."""
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
     devnull = os.open("/dev/null", os.O_RDWR)
-    log_path = os.path.join(os.path.dirname(config.socket_path), f"shim-{os.getpid()}.log")
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(devnull, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
     os.close(devnull)
-    os.close(log)
+    if out_fd > 2:
+        os.close(out_fd)
     os.chdir("/")
     set_subreaper()
+
+
+def _become_shim(config: ShimConfig) -> None:
+    log_path = os.path.join(os.path.dirname(config.socket_path), f"shim-{os.getpid()}.log")
+    become_shim(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+
+
+def run_child(body: Callable[[], None]) -> NoReturn:
+    """In a forked child: run ``body`` and leave with ``os._exit`` (0, or 1 after printing
+    the traceback) — never return into the parent's code."""
+    code = 0
+    try:
+        body()
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 def _drop_empty_log(config: ShimConfig) -> None:
@@ -251,8 +277,8 @@ def _fork_host(config: ShimConfig, listener: socket.socket, hosts: list[HostHand
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:  # the shim host
-        code = 0
-        try:
+
+        def body() -> None:
             ours.close()
             for h in hosts:  # so that every host sees EOF when the launcher goes
                 h.ctl.close()
@@ -261,14 +287,8 @@ def _fork_host(config: ShimConfig, listener: socket.socket, hosts: list[HostHand
             host.add(config, listener)
             host.run()
             _drop_empty_log(config)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        finally:
-            try:
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
+
+        run_child(body)
     theirs.close()
     return HostHandle(pid, ours)
 
@@ -324,7 +344,7 @@ def launcher_main() -> int:
             req_id = msg.get("id", 0)
             try:
                 if msg.get("method") != "launch":
-                    raise errdefs.NotImplemented_(f"launcher method {msg.get('method')!r}")
+                    raise errdefs.Unimplemented(f"launcher method {msg.get('method')!r}")
                 frame = protocol.reply(req_id, launch(msg.get("params") or {}, hosts, cap))
             except errdefs.ContainerdError as exc:
                 frame = protocol.error(req_id, exc.code, str(exc))
@@ -363,9 +383,10 @@ def serve_main(argv: list[str]) -> int:
     return 0
 
 
-def delete_main(argv: list[str]) -> int:
-    """Clean up after a dead shim (runc state, rootfs mount) and print its recorded exit."""
-    config = _config(_flags(argv))
+def cleanup(config: ShimConfig) -> dict[str, Any]:
+    """After a shim is gone: ``runc delete --force`` the container, unmount <bundle>/rootfs,
+    and return the init process's recorded exit (``pid``/``exit_status``/``exited_at_ns``;
+    exit 255 at time 0 when none was recorded).  Problems are written to stderr."""
     from pycontainerd.shim import mount as mnt
     from pycontainerd.shim.runc import Runc, RuncError
 
@@ -379,10 +400,13 @@ def delete_main(argv: list[str]) -> int:
         log_path=os.path.join(config.bundle, "log.json"),
         systemd_cgroup=config.systemd_cgroup,
     )
-    try:
-        loop.run_until_complete(loop.spawn(runc.delete(config.container_id, force=True)))
-    except RuncError as err:
-        sys.stderr.write(f"{err}\n")
+    # no state dir: runc knows no such container (the usual case after a clean Delete, when
+    # containerd runs the v2 ``delete`` anyway) — spare the exec
+    if os.path.exists(os.path.join(config.root, config.container_id)):
+        try:
+            loop.run_until_complete(loop.spawn(runc.delete(config.container_id, force=True)))
+        except RuncError as err:
+            sys.stderr.write(f"{err}\n")
     try:
         mnt.unmount_tree(os.path.join(config.bundle, "rootfs"))
     except OSError as exc:
@@ -393,12 +417,24 @@ def delete_main(argv: list[str]) -> int:
             exit_info.update(json.load(f))
     except (OSError, ValueError):
         pass
+    return exit_info
+
+
+def delete_main(argv: list[str]) -> int:
+    """Clean up after a dead shim (runc state, rootfs mount) and print its recorded exit."""
+    exit_info = cleanup(_config(_flags(argv)))
     sys.stdout.write(json.dumps(exit_info) + "\n")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0].startswith("-") and args[0] != "--help":
+        # containerd's runtime v2 command line (``-namespace NS -id ID ... start|delete``):
+        # the task.v2 API over ttrpc (``v2main``; imports protobuf, so only here)
+        from pycontainerd.shim import v2main
+
+        return v2main.main(args)
     if not args:
         sys.stderr.write(__doc__ or "")
         return 2

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -135,22 +134,6 @@ class Decoder:
         return len(self._buf)
 
 
-def rfc3339(ns: int) -> str:
-    """RFC 3339 UTC timestamp with nanoseconds, as containerd prints them."""
-    secs, nanos = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
-
-
-def parse_rfc3339(text: str) -> int:
-    """Inverse of ``rfc3339`` (accepts only the ``...Z`` form that function produces)."""
-    if not text.endswith("Z"):
-        raise ValueError(f"unsupported timestamp {text!r}")
-    main, _, frac = text[:-1].partition(".")
-    import calendar
-
-    secs = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
-    nanos = int((frac or "0").ljust(9, "0")[:9])
-    return secs * 1_000_000_000 + nanos
 
 
 @dataclass(frozen=True)

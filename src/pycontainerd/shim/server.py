@@ -18,8 +18,18 @@ from pycontainerd.shim.loop import Future, Loop
 from pycontainerd.shim.service import Service
 
 
+def recv_some(sock: socket.socket) -> bytes | None:
+    """What a non-blocking socket has: None if nothing yet, b"" at EOF or on an error."""
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
 class Connection:
-    def __init__(self, server: Server, sock: socket.socket) -> None:
+    def __init__(self, server: Listening, sock: socket.socket) -> None:
         self.server = server
         self.loop = server.loop
         self.sock = sock
@@ -31,23 +41,26 @@ class Connection:
         self.loop.add_reader(self.fd, self._readable)
 
     def _readable(self) -> None:
-        try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
+        data = recv_some(self.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.close()
             return
+        self.on_data(data)
+
+    def on_data(self, data: bytes) -> None:
+        """Bytes from the peer (a subclass speaking another protocol overrides this)."""
         try:
             messages = self.decoder.feed(data)
         except protocol.ProtocolError as exc:
             self.loop.report("bad frame from client", exc)
             self.close()
             return
+        server = self.server
+        assert isinstance(server, Server)
         for msg in messages:
-            self.server.dispatch(self, msg)
+            server.dispatch(self, msg)
 
     def send(self, frame: bytes) -> None:
         if self.closed:
@@ -99,25 +112,14 @@ class Connection:
         self.server.connections.discard(self)
 
 
-class Server:
-    """One container's socket: its ``Service`` behind a listener.
+class Listening:
+    """A listener on the shim loop whose accepted sockets become ``connection_class``."""
 
-    ``on_stop`` runs once the service is done (after ``shutdown``): by default the whole
-    loop stops (one shim process per container); a shim host serving several containers
-    closes just this server instead (``pycontainerd.shim.main.Host``)."""
+    connection_class: type[Connection] = Connection
 
-    def __init__(
-        self,
-        loop: Loop,
-        listener: socket.socket,
-        service: Service,
-        on_stop: Callable[[Server], None] | None = None,
-    ) -> None:
+    def __init__(self, loop: Loop, listener: socket.socket) -> None:
         self.loop = loop
         self.listener = listener
-        self.service = service
-        self.on_stop = on_stop
-        self.stopped = False
         self.connections: set[Connection] = set()
         listener.setblocking(False)
         loop.add_reader(listener.fileno(), self._accept)
@@ -131,7 +133,33 @@ class Server:
             except OSError as exc:
                 self.loop.report("accept", exc)
                 return
-            self.connections.add(Connection(self, sock))
+            self.connections.add(self.connection_class(self, sock))
+
+    def close(self) -> None:
+        self.loop.forget_fd(self.listener.fileno())
+        self.listener.close()
+        for conn in list(self.connections):
+            conn.close()
+
+
+class Server(Listening):
+    """One container's socket: its ``Service`` behind a listener.
+
+    ``on_stop`` runs once the service is done (after ``shutdown``): by default the whole
+    loop stops (one shim process per container); a shim host serving several containers
+    closes just this server instead (``pycontainerd.shim.main.Host``)."""
+
+    def __init__(
+        self,
+        loop: Loop,
+        listener: socket.socket,
+        service: Service,
+        on_stop: Callable[[Server], None] | None = None,
+    ) -> None:
+        super().__init__(loop, listener)
+        self.service = service
+        self.on_stop = on_stop
+        self.stopped = False
 
     def dispatch(self, conn: Connection, msg: dict[str, Any]) -> None:
         req_id = msg.get("id")
@@ -174,12 +202,6 @@ class Server:
             self.loop.stop()
         else:
             self.on_stop(self)
-
-    def close(self) -> None:
-        self.loop.forget_fd(self.listener.fileno())
-        self.listener.close()
-        for conn in list(self.connections):
-            conn.close()
 
 
 def _as_kind(exc: BaseException) -> errdefs.ContainerdError:

@@ -22,10 +22,11 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pycontainerd import errdefs
+from pycontainerd import errdefs, timestamps
 from pycontainerd.shim import mount as mnt
 from pycontainerd.shim import process as ps
 from pycontainerd.shim import protocol
@@ -126,6 +127,8 @@ class Service:
         self.oom: OOMWatcher | None = None
         self.kill_all_on_exit = False
         self.subscribers: list[Any] = []  # set by the server: objects with .send_event(frame)
+        # set instead by the task.v2 (ttrpc) server: gets every event as (topic, payload)
+        self.event_sink: Callable[[str, dict[str, Any]], None] | None = None
         self.backlog: list[bytes] = []
         self.exiting = False
         self.teardown: Future[None] | None = None  # runc delete running after Delete answered
@@ -155,6 +158,9 @@ class Service:
         return self.config.container_id
 
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        if self.event_sink is not None:
+            self.event_sink(topic, payload)
+            return
         frame = protocol.event(topic, payload)
         live = [s for s in self.subscribers if not s.closed]
         if not live:
@@ -228,7 +234,7 @@ class Service:
                 "id": proc.rec.exec_id or self.id,
                 "pid": proc.rec.pid,
                 "exit_status": proc.rec.exit_status,
-                "exited_at": protocol.rfc3339(proc.rec.exited_at_ns),
+                "exited_at": timestamps.format_ns(proc.rec.exited_at_ns),
             },
         )
         proc.reported.set_result(None)

@@ -18,6 +18,7 @@ import signal
 import socket
 import tempfile
 
+from pycontainerd import timestamps
 from pycontainerd.shim import protocol
 from pycontainerd.shim.io import Pump, Sink
 from pycontainerd.shim.loop import Future, Loop
@@ -100,7 +101,7 @@ def _round(tmp: str) -> None:
         decoder.feed(theirs.recv(1 << 16))
     except BlockingIOError:
         pass
-    service.publish(protocol.TASK_EXIT, {"container_id": "w", "exit_status": 0, "exited_at": protocol.rfc3339(1)})
+    service.publish(protocol.TASK_EXIT, {"container_id": "w", "exit_status": 0, "exited_at": timestamps.format_ns(1)})
     write_atomic(os.path.join(tmp, "state.json"), b"{}")
     server.close()
     theirs.close()

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from .. import errdefs, fsmodes
-from ..daemon.config import OverlayfsConfig
+from ..config import OverlayfsConfig
 from ..mount import Mount, mount_all, unmount_all
 from ..plugin import InitContext, Registration, SkipPlugin, types
 from .base import DirSnapshotter

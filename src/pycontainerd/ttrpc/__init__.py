@@ -3,11 +3,15 @@
 ``protocol`` is the sans-IO part (frames, stream ids, Request/Response, status codes);
 ``aio`` is the asyncio ``Client`` and ``Server`` over unix sockets.  The package needs
 protobuf but never grpc (import-linter contract ``ttrpc-free-of-grpc``).
+
+``aio`` is imported on first use of one of its names: the shim, which runs its own small
+loop (``pycontainerd.shim.loop``) over ``protocol``, never loads asyncio.
 """
 
 from __future__ import annotations
 
-from .aio import CallContext, Client, Handler, Method, Server, socket_path
+from typing import TYPE_CHECKING, Any
+
 from .protocol import (
     MAX_MESSAGE_LENGTH,
     ClientConnection,
@@ -25,6 +29,20 @@ from .protocol import (
     Status,
     encode_frame,
 )
+
+if TYPE_CHECKING:
+    from .aio import CallContext, Client, Handler, Method, Server, socket_path
+
+_AIO_NAMES = frozenset({"CallContext", "Client", "Handler", "Method", "Server", "socket_path"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _AIO_NAMES:
+        from . import aio
+
+        return getattr(aio, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_MESSAGE_LENGTH",

@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
 
 async def exec_(args: argparse.Namespace, client: CriClient) -> int:
     if args.interactive or args.tty:
-        raise errdefs.NotImplemented_(
+        raise errdefs.Unimplemented(
             "interactive exec (-i/-t) needs the runtime's streaming server, which pycrictl does not speak yet; "
             "run the command without -i/-t (it goes through ExecSync: no stdin, output printed when it ends)")
     cmd = list(args.cmd)
@@ -51,5 +51,5 @@ async def exec_(args: argparse.Namespace, client: CriClient) -> int:
 
 
 async def port_forward(args: argparse.Namespace, client: CriClient) -> int:
-    raise errdefs.NotImplemented_(
+    raise errdefs.Unimplemented(
         "port-forward is not supported yet: it needs the runtime's streaming server, which pycrictl does not speak")

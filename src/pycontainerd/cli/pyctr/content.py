@@ -11,10 +11,9 @@ from typing import Any
 from ... import errdefs
 from ...client import Client
 from ...client.pull import fetch
-from ...images import blobs
+from ...images import blobs, reference
 from ...images import digest as digests
 from ...images import platforms as plat
-from ...remotes import reference
 from ..common import Progress, human_size, labels_str, parse_labels, table
 from ._registry import add_registry_flags, make_resolver
 

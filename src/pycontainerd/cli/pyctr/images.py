@@ -15,11 +15,10 @@ from ...client import Client
 from ...client.images import Image
 from ...client.pull import pull, unpack_image
 from ...client.push import push
-from ...images import archive, blobs, handlers
+from ...images import archive, blobs, handlers, reference
 from ...images import mediatypes as mt
 from ...images import platforms as plat
 from ...images.models import Descriptor, Platform
-from ...remotes import reference
 from ..common import Progress, human_size, labels_str, parse_labels, table
 from ._registry import add_registry_flags, make_resolver
 

@@ -13,22 +13,18 @@ import json
 import os
 import secrets
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ... import errdefs
-from ...api.services.content.v1 import content_pb2
-from ...api.services.diff.v1 import diff_pb2, diff_pb2_grpc
+from ... import errdefs, timestamps
 from ...client import Client
 from ...client.run import temporary_lease
-from ...client.snapshots import Info, Kind, SnapshotterProxy, mounts_to_pb
+from ...client.snapshots import Info, Kind, SnapshotterProxy
 from ...mount import Mount
 from ..common import human_size, labels_str, parse_labels, table
 
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-_DIFF_STUB: Any = diff_pb2_grpc.DiffStub
 
 
 def register(sub: Any) -> None:
@@ -175,9 +171,16 @@ async def run_mounts(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+def _rooted(labels: dict[str, str]) -> dict[str, str]:
+    """A snapshot made by hand is a GC root (as ctr's prepare makes it): else the next collection
+    takes it, since nothing else refers to it.  ``ctr``'s view forgets this; ours does not."""
+    labels.setdefault("containerd.io/gc.root", timestamps.format_seconds())
+    return labels
+
+
 async def run_prepare(args: argparse.Namespace, client: Client) -> int:
     sn = await _sn(args, client)
-    mounts = await sn.prepare(args.key, args.parent, parse_labels(args.label))
+    mounts = await sn.prepare(args.key, args.parent, _rooted(parse_labels(args.label)))
     if args.target:
         for line in mount_commands(mounts, args.target):
             print(line)
@@ -186,7 +189,7 @@ async def run_prepare(args: argparse.Namespace, client: Client) -> int:
 
 async def run_view(args: argparse.Namespace, client: Client) -> int:
     sn = await _sn(args, client)
-    mounts = await sn.view(args.key, args.parent, parse_labels(args.label))
+    mounts = await sn.view(args.key, args.parent, _rooted(parse_labels(args.label)))
     if args.target:
         for line in mount_commands(mounts, args.target):
             print(line)
@@ -221,7 +224,7 @@ async def _mounts_of(sn: SnapshotterProxy, key: str) -> AsyncIterator[list[Mount
 async def run_diff(args: argparse.Namespace, client: Client) -> int:
     labels = parse_labels(args.label)
     if args.keep:
-        labels["containerd.io/gc.root"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        labels["containerd.io/gc.root"] = timestamps.format_seconds()
     async with temporary_lease(client) as leased:
         sn = await _sn(args, leased)
         if args.key_b:
@@ -229,13 +232,10 @@ async def run_diff(args: argparse.Namespace, client: Client) -> int:
         else:
             lower_key, upper_key = (await sn.stat(args.key)).parent, args.key
         async with _mounts_of(sn, lower_key) as lower, _mounts_of(sn, upper_key) as upper:
-            req = diff_pb2.DiffRequest(left=mounts_to_pb(lower), right=mounts_to_pb(upper),
-                                       media_type=args.media_type, ref=args.ref, labels=labels)
-            resp = await leased.unary(_DIFF_STUB(leased.channel).Diff, req)
+            layer = await leased.diff.compare(lower, upper, media_type=args.media_type, ref=args.ref, labels=labels)
         out = sys.stdout.buffer
-        read = content_pb2.ReadContentRequest(digest=resp.diff.digest)
-        async for chunk in leased.stream(leased.content.raw.Read, read):
-            out.write(chunk.data)
+        async for chunk in leased.content.read(layer.digest):
+            out.write(chunk)
         out.flush()
     return 0
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import errdefs
+from . import errdefs
 
 UINT64_MAX = (1 << 64) - 1
 V1 = "v1"

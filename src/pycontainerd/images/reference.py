@@ -40,7 +40,6 @@ _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 # Whole-string patterns, always used with fullmatch: Python's ``$`` (which Go's anchored
 # patterns would need) also matches before a trailing newline.
 _REFERENCE_RE = re.compile(rf"({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?")
-_ANCHORED_TAG = re.compile(_TAG)
 _ANCHORED_DIGEST = re.compile(_DIGEST)
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 
@@ -158,14 +157,6 @@ def normalize(s: str) -> str:
 
 def familiarize(s: str) -> str:
     return parse_normalized(s).with_default_tag().familiar()
-
-
-def is_tag(s: str) -> bool:
-    return bool(_ANCHORED_TAG.fullmatch(s))
-
-
-def is_digest(s: str) -> bool:
-    return bool(_ANCHORED_DIGEST.fullmatch(s))
 
 
 def _explain(s: str) -> NoReturn:

@@ -1,0 +1,299 @@
+"""The shim binary as containerd 1.6 runs a runtime v2 shim (``containerd-shim-pyrunc-v2``).
+
+Command line (Go ``flag`` syntax: ``-name value``, ``-name=value``, ``--name value``)::
+
+    containerd-shim-pyrunc-v2 -namespace NS -id ID -address ADDR -publish-binary BIN [-debug]
+                              [-bundle DIR] start|delete
+
+``start`` (cwd = the bundle; stdin: the runtime options Any, possibly empty)
+    The shim's group is the bundle's ``config.json`` annotation
+    ``io.containerd.runc.v2.group``, else ``io.kubernetes.cri.sandbox-id``, else the
+    container id.  Its socket is ``/run/containerd/s/<sha256 hex of ADDR/NS/GROUP>``
+    (``v2layout.socket_address``, containerd's ``shim.SocketAddress``).  If a shim already
+    answers there (another container of the group), that address is reused; otherwise the
+    socket is bound (mode 0600) and a shim process is forked for it: own session, subreaper,
+    stdio on the bundle's ``log`` FIFO (containerd reads it) or /dev/null, ShimCgroup from
+    the options joined.  Either way ``<bundle>/address`` is written and the address printed
+    on stdout (``unix:///run/containerd/s/...``).
+``delete`` (cwd = the bundle, or ``-bundle``)
+    The shim is gone: ``runc delete --force`` (root and binary from the ``options.json``
+    Create left in the bundle), unmount ``rootfs``, remove the dead shim's socket (unless a
+    shim still answers there), print a ``containerd.task.v2.DeleteResponse`` (protobuf bytes)
+    with the recorded exit, else exit 137 as containerd's runc shim reports.
+
+Events go to containerd over ttrpc ``containerd.services.events.ttrpc.v1.Events/Forward`` at
+``$TTRPC_ADDRESS``, as containerd 1.6's shims do (``-publish-binary`` is accepted and unused).
+The shim process exits after a Shutdown once none of its containers is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from pycontainerd import errdefs
+from pycontainerd.shim import v2layout
+from pycontainerd.shim.main import PID_FILE, become_shim, cleanup, run_child
+from pycontainerd.shim.server import bind_listener
+from pycontainerd.shim.service import ShimConfig, write_atomic
+
+# protobuf, the task.v2 translator and the ttrpc server are imported where they are used:
+# `delete` (run by containerd after every shim exit) and `start` stay cheap
+
+ADDRESS_FILE = v2layout.ADDRESS_FILE
+LOG_FIFO = v2layout.LOG_FIFO
+EXIT_FLUSH = 2.0  # seconds an exiting shim waits for its last events to reach containerd
+
+_BOOL_FLAGS = {"debug", "v", "version"}
+
+
+@dataclass
+class Flags:
+    namespace: str = ""
+    id: str = ""
+    address: str = ""
+    publish_binary: str = ""
+    bundle: str = ""
+    socket: str = ""
+    debug: bool = False
+    version: bool = False
+    args: list[str] = field(default_factory=list)
+
+
+def parse_flags(argv: list[str]) -> Flags:
+    """Go ``flag`` parsing of containerd's shim command line; flags stop at the first
+    non-flag argument (the command)."""
+    out = Flags()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            out.args = argv[i + 1 :] if arg == "--" else argv[i:]
+            break
+        name, eq, value = arg.lstrip("-").partition("=")
+        key = name.replace("-", "_")
+        if name in _BOOL_FLAGS:
+            on = value.lower() not in ("false", "0") if eq else True
+            if name == "debug":
+                out.debug = on
+            else:
+                out.version = on
+        elif key in ("namespace", "id", "address", "publish_binary", "bundle", "socket"):
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise errdefs.InvalidArgument(f"flag needs an argument: -{name}")
+                value = argv[i]
+            setattr(out, key, value)
+        else:
+            raise errdefs.InvalidArgument(f"flag provided but not defined: -{name}")
+        i += 1
+    return out
+
+
+def _read_options() -> dict[str, object]:
+    """containerd writes the runtime options (an Any) on ``start``'s stdin."""
+    if os.isatty(0):
+        return {}
+    try:
+        data = sys.stdin.buffer.read()
+    except OSError:
+        return {}
+    if not data:
+        return {}
+    from google.protobuf import any_pb2
+
+    from pycontainerd.shim import taskv2
+
+    value = any_pb2.Any()
+    try:
+        value.ParseFromString(data)
+    except Exception as exc:
+        raise errdefs.InvalidArgument(f"runtime options on stdin are not a protobuf Any: {exc}") from exc
+    return taskv2.decode_options(value)
+
+
+def _read_spec(bundle: str) -> dict[str, object]:
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise errdefs.FailedPrecondition(f"read the bundle's OCI spec {bundle}/config.json: {exc}") from exc
+    return spec if isinstance(spec, dict) else {}
+
+
+def _log_fd(bundle: str) -> int:
+    """The shim's stdout/stderr: the bundle's ``log`` FIFO when containerd has it open for
+    reading (it copies it to its own log), else /dev/null."""
+    try:
+        fd = os.open(os.path.join(bundle, LOG_FIFO), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def serve(flags: Flags, listener: socket.socket, socket_path: str) -> None:
+    """The shim process: serve task.v2 on ``listener`` until a Shutdown leaves it empty."""
+    from pycontainerd.shim import taskv2
+    from pycontainerd.shim.loop import Loop
+    from pycontainerd.shim.reaper import Reaper
+    from pycontainerd.shim.ttrpc_loop import Forwarder, TtrpcServer
+
+    loop = Loop()
+    reaper = Reaper(loop)
+    ttrpc_address = os.environ.get("TTRPC_ADDRESS", "")
+    forwarder = Forwarder(loop, ttrpc_address, flags.namespace) if ttrpc_address else None
+    tasks = taskv2.TaskV2(
+        loop, reaper, namespace=flags.namespace, socket_path=socket_path, forwarder=forwarder, debug=flags.debug
+    )
+
+    def after_call() -> None:
+        if tasks.exiting:
+            loop.stop()
+
+    server = TtrpcServer(loop, listener, tasks.methods(), after_call=after_call)
+    try:
+        loop.run_forever()
+        server.flush()
+        if forwarder is not None:
+            forwarder.flush(EXIT_FLUSH)
+    finally:
+        server.close()
+        if forwarder is not None:
+            forwarder.close()
+        try:
+            os.unlink(socket_path)
+        except OSError:
+            pass
+
+
+def start(flags: Flags) -> str:
+    bundle = flags.bundle or os.getcwd()
+    if not flags.namespace or not flags.id:
+        raise errdefs.InvalidArgument("start needs -namespace and -id")
+    group = v2layout.group_of(_read_spec(bundle), flags.id)
+    address = v2layout.socket_address(flags.address, flags.namespace, group)
+    path = address.removeprefix("unix://")
+    options = _read_options()
+    try:
+        listener = bind_listener(path)
+    except errdefs.AlreadyExists:  # the group's shim answers there: reuse it
+        write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode())
+        return address
+    try:
+        pid = os.fork()
+        if pid == 0:
+
+            def body() -> None:
+                become_shim(_log_fd(bundle))
+                serve(flags, listener, path)
+
+            run_child(body)
+        listener.close()
+        shim_cgroup = str(options.get("shim_cgroup") or "")
+        try:
+            if shim_cgroup:
+                from pycontainerd.shim.taskv2 import join_cgroup
+
+                join_cgroup(shim_cgroup, pid)
+            write_atomic(os.path.join(bundle, PID_FILE), str(pid).encode())
+            write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode())
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            raise
+    except BaseException:
+        listener.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    return address
+
+
+def _remove_dead_socket(bundle: str) -> None:
+    """The socket of a shim that was killed stays behind: remove it unless a shim (another
+    container of the group) still answers there."""
+    try:
+        with open(os.path.join(bundle, ADDRESS_FILE)) as f:
+            path = f.read().strip().removeprefix("unix://")
+    except OSError:
+        return
+    if not path.startswith(v2layout.SOCKET_ROOT + "/"):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    except OSError:
+        pass
+    finally:
+        probe.close()
+
+
+def delete(flags: Flags) -> bytes:
+    from pycontainerd.api.runtime.v2.task import shim_pb2
+
+    bundle = flags.bundle or os.getcwd()
+    opts: dict[str, object] = {}
+    try:
+        with open(os.path.join(bundle, v2layout.OPTIONS_FILE)) as f:
+            opts = json.load(f)
+    except (OSError, ValueError):
+        pass
+    config = ShimConfig(
+        namespace=flags.namespace,
+        container_id=flags.id,
+        bundle=bundle,
+        socket_path="",
+        runtime_binary=str(opts.get("binary_name") or "runc"),
+        runtime_root=os.path.join(str(opts.get("root") or v2layout.DEFAULT_RUNC_ROOT), flags.namespace),
+        systemd_cgroup=bool(opts.get("systemd_cgroup")),
+    )
+    info = cleanup(config)
+    _remove_dead_socket(bundle)
+    if not info.get("exited_at_ns"):  # nothing recorded: killed with the shim, as containerd reports it
+        import time
+
+        pid = 0
+        try:
+            with open(os.path.join(bundle, "init.pid")) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            pass
+        info = {"pid": pid, "exit_status": 128 + signal.SIGKILL, "exited_at_ns": time.time_ns()}
+    resp = shim_pb2.DeleteResponse(pid=int(info["pid"]), exit_status=int(info["exit_status"]))
+    resp.exited_at.FromNanoseconds(int(info["exited_at_ns"]))
+    return resp.SerializeToString()
+
+
+def main(argv: list[str]) -> int:
+    try:
+        flags = parse_flags(argv)
+        if flags.version:
+            from pycontainerd import __version__
+
+            sys.stdout.write(f"containerd-shim-pyrunc-v2:\n  Version: {__version__}\n")
+            return 0
+        cmd = flags.args[0] if flags.args else ""
+        if cmd == "start":
+            sys.stdout.write(start(flags))
+            sys.stdout.flush()
+            return 0
+        if cmd == "delete":
+            sys.stdout.buffer.write(delete(flags))
+            sys.stdout.flush()
+            return 0
+        raise errdefs.InvalidArgument(f"unknown shim command {cmd!r}: want start or delete")
+    except errdefs.ContainerdError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
