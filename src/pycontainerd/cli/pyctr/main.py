@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "run": "run", "logs": "run", "stats": "run",
     "ps": "docker", "stop": "docker",
     "completion": "completion",
+    "pprof": "pprof", "metrics": "metrics", "info": "info",
 }
 MODULES = list(dict.fromkeys(COMMANDS.values()))
 # global flags that take a value (to find the command word without parsing everything)
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0)
 
     async def go() -> int | None:
+        if getattr(args, "no_client", False):  # debug socket / metrics only: works while gRPC is stuck
+            return int(await func(args, None) or 0)
         from ...client import Client
 
         client = Client(args.address, args.namespace, timeout=args.connect_timeout)
