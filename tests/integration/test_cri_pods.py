@@ -331,15 +331,29 @@ def test_host_network_pod(engine: Engine, tmp_path: Path) -> None:
         engine.crictl("rmp", pod, check=False)
 
 
-def test_pods_survive_a_daemon_restart(ours: Engine, tmp_path: Path) -> None:
-    pod = ours.crictl("runp", str(pod_config(tmp_path))).stdout.strip()
+def test_pods_and_containers_survive_a_daemon_restart(ours: Engine, busybox: str, tmp_path: Path) -> None:
+    podcfg = pod_config(tmp_path)
+    pod = ours.crictl("runp", str(podcfg)).stdout.strip()
     try:
         ip = ours.crictl_json("inspectp", pod)["status"]["network"]["ip"]
+        ours.crictl("pull", busybox)
+        cid = ours.crictl("create", pod, str(container_config(
+            tmp_path, busybox, "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done", name="ticker")),
+            str(podcfg)).stdout.strip()
+        ours.crictl("start", cid)
+        log_path = tmp_path / "logs" / "ticker.log"
+        _wait(lambda: log_path.exists() and "tick 2" in log_path.read_text(), "ticks in the log")
         ours.restart()
         st = ours.crictl_json("inspectp", pod)["status"]
         assert st["state"] == "SANDBOX_READY"
         assert st["network"]["ip"] == ip
         assert pod in ours.crictl("pods", "-q").stdout.split()
+        assert ours.crictl_json("inspect", cid)["status"]["state"] == "CONTAINER_RUNNING"
+        # the log copy resumes: new ticks come after the restart, none lost in between
+        seen = len(log_path.read_text().splitlines())
+        _wait(lambda: len(log_path.read_text().splitlines()) > seen + 5, "ticks after the restart")
+        ticks = [int(line.rsplit(" ", 1)[1]) for line in log_path.read_text().splitlines()]
+        assert ticks == list(range(1, len(ticks) + 1))
     finally:
         ours.crictl("stopp", pod, check=False)
         ours.crictl("rmp", pod, check=False)

@@ -458,6 +458,26 @@ class Containers:
             if c.sandbox_id == sandbox_id:
                 await self.remove(c.id)
 
+    async def restore(self) -> None:
+        """After a daemon restart: copy the logs of the running containers again.
+
+        The shim holds their FIFOs (with a read end of its own, so the container's output
+        waited in the pipe instead of failing): opening the read ends resumes the copy.
+        """
+        for c in await self.list():
+            log_path = str(c.meta.get("log_path") or "")
+            d = self.io_dir(c.id)
+            if c.state != pb.CONTAINER_RUNNING or not log_path or c.id in self._loggers or not d.is_dir():
+                continue
+            logger = FifoLogger(d, log_path, self.max_log_line)
+            try:
+                await logger.start()
+            except OSError as exc:
+                log.warning("container %s: cannot reopen its log FIFOs: %s", c.id, exc)
+                continue
+            logger.release()
+            self._loggers[c.id] = logger
+
     # -- exec / logs / stats ----------------------------------------------------------------------
     async def exec_sync(self, cid: str, cmd: builtins.list[str], deadline_s: int) -> tuple[bytes, bytes, int]:
         c = await self.get(cid)

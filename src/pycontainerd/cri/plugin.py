@@ -70,8 +70,11 @@ async def _init(ctx: InitContext) -> CriPlugin:
         namespace=NAMESPACE,
     )
     ctx.state.mkdir(parents=True, exist_ok=True, mode=0o711)
-    return CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
-                     tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state)
+    plugin = CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
+                       tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state)
+    if plugin.containers is not None:
+        await plugin.containers.restore()
+    return plugin
 
 
 REGISTRATION = Registration(type=types.GRPC, id="cri", init=_init, config=CRIConfig,
