@@ -463,3 +463,43 @@ def test_completed_container_and_pod_removal_takes_containers(engine: Engine, bu
     finally:
         engine.crictl("stopp", pod, check=False)
         engine.crictl("rmp", pod, check=False)
+
+
+def test_oom_long_lines_and_log_reopen(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    podcfg = pod_config(tmp_path)
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        engine.crictl("pull", busybox)
+        # tail keeps a newline-free stream in memory: the 32 MiB limit kills it
+        oom = engine.crictl("create", pod, str(container_config(
+            tmp_path, busybox, "head -c 400m /dev/zero | tail", name="oom",
+            linux={"resources": {"memory_limit_in_bytes": 32 << 20}})), str(podcfg)).stdout.strip()
+        engine.crictl("start", oom)
+        _wait(lambda: engine.crictl_json("inspect", oom)["status"]["state"] == "CONTAINER_EXITED", "the OOM kill",
+              timeout=60)
+        st = engine.crictl_json("inspect", oom)["status"]
+        assert st["reason"] == "OOMKilled" and st["exitCode"] == 137, st
+
+        limit = engine.opts.max_container_log_line_size
+        script = (f"head -c {limit + 100} /dev/zero | tr '\\0' a; echo; echo short; "
+                  "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.1; done")
+        cid = engine.crictl("create", pod, str(container_config(tmp_path, busybox, script, name="long")),
+                            str(podcfg)).stdout.strip()
+        engine.crictl("start", cid)
+        log_path = tmp_path / "logs" / "long.log"
+        _wait(lambda: log_path.exists() and "line 2" in log_path.read_text(), "the log")
+        records = [CRI_LINE.fullmatch(x) for x in log_path.read_text().splitlines()]
+        assert all(records)
+        tags = [(m.group(2), len(m.group(3))) for m in records if m][:3]
+        assert tags == [("P", limit), ("F", 100), ("F", len("short"))], tags
+        # the kubelet rotates: rename, then ReopenContainerLog; new lines go to a new file
+        log_path.rename(tmp_path / "logs" / "long.log.1")
+        code, msg = engine.call("ReopenContainerLog", pb.ReopenContainerLogRequest(container_id=cid))
+        assert code == grpc.StatusCode.OK, msg
+        _wait(lambda: log_path.exists() and "line" in log_path.read_text(), "lines in the reopened log")
+        engine.crictl("stop", "--timeout", "0", cid)
+        code, _ = engine.call("ReopenContainerLog", pb.ReopenContainerLogRequest(container_id=cid))
+        assert code != grpc.StatusCode.OK  # not running
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)

@@ -28,6 +28,7 @@ from google.protobuf import json_format
 
 from .. import errdefs
 from ..api.cri.runtime.v1 import api_pb2 as pb
+from ..events.exchange import Exchange
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..oci.spec import (
     SPEC_TYPE_URL,
@@ -89,7 +90,9 @@ class CriContainer:
     reason: str = ""
 
 
-def _reason(code: int) -> str:
+def _reason(code: int, oom: bool = False) -> str:
+    if oom and code != 0:
+        return "OOMKilled"
     return "Completed" if code == 0 else "Error"
 
 
@@ -117,7 +120,9 @@ def _rootfs_files(mounts: list[Any]) -> RootfsFiles:
 
 class Containers:
     def __init__(self, *, pods: Sandboxes, images: CriImageStore, containers: ContainerStore, tasks: TaskManager,
-                 state_dir: Path, max_log_line: int) -> None:
+                 state_dir: Path, max_log_line: int, exchange: Exchange | None = None) -> None:
+        self.exchange = exchange
+        self._watcher: asyncio.Task[None] | None = None
         self.pods = pods
         self.images = images
         self.store = containers
@@ -166,7 +171,7 @@ class Containers:
                 elif st.status == "stopped":
                     out.state = pb.CONTAINER_EXITED
                     out.exit_code, out.finished_at_ns = st.exit_status, st.exited_at_ns
-                    out.reason = _reason(st.exit_status)
+                    out.reason = _reason(st.exit_status, bool(meta.get("oom")))
         elif out.started_at_ns:  # started, and its task is gone (a restart lost it)
             out.state, out.reason = pb.CONTAINER_EXITED, out.reason or "Unknown"
         return out
@@ -411,7 +416,8 @@ class Containers:
                     exit_code, exited = st.exit_status, st.exited_at_ns or exited
             await self._delete_task(cid)
             with contextlib.suppress(errdefs.NotFound):
-                await self._update_meta(cid, finished_at=exited, exit_code=exit_code, reason=_reason(exit_code))
+                oom = bool((ext_data(await self.store.get(NAMESPACE, cid), CONTAINER_EXT) or {}).get("oom"))
+                await self._update_meta(cid, finished_at=exited, exit_code=exit_code, reason=_reason(exit_code, oom))
         logger = self._loggers.pop(cid, None)
         if logger is not None:
             with contextlib.suppress(TimeoutError):
@@ -457,6 +463,26 @@ class Containers:
         for c in await self.list():
             if c.sandbox_id == sandbox_id:
                 await self.remove(c.id)
+
+    def watch_oom(self) -> None:
+        """Note the OOM kills the shims report (``/tasks/oom``): the exit's reason becomes OOMKilled."""
+        if self.exchange is None or self._watcher is not None:
+            return
+        exchange = self.exchange
+
+        async def watch() -> None:
+            while True:  # a subscriber that fell behind is dropped (ResourceExhausted): subscribe again
+                with contextlib.suppress(errdefs.ResourceExhausted):
+                    async for env in exchange.subscribe([f'namespace=={NAMESPACE},topic=="/tasks/oom"']):
+                        cid = str(env.payload.get("container_id") or "")
+                        try:
+                            c = await self.store.get(NAMESPACE, cid)
+                            if c.labels.get(KIND_LABEL) == KIND_CONTAINER:
+                                await self._update_meta(cid, oom=True)
+                        except errdefs.ContainerdError as exc:
+                            log.debug("oom of %s: %s", cid, exc)
+
+        self._watcher = asyncio.create_task(watch(), name="cri-oom-watch")
 
     async def restore(self) -> None:
         """After a daemon restart: copy the logs of the running containers again.

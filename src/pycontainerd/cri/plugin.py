@@ -14,6 +14,7 @@ import grpc
 
 from ..cni import CNI
 from ..config import CRIConfig
+from ..events.exchange import Exchange
 from ..metadata.containers import ContainerStore
 from ..plugin import InitContext, Registration, SkipPlugin, types
 from ..runtime.task_manager import TaskManager
@@ -28,7 +29,8 @@ class CriPlugin:
     """The plugin instance: both servicers, and what the next RPC groups will build on."""
 
     def __init__(self, config: CRIConfig, images: CriImageStore, *, containers: ContainerStore | None = None,
-                 tasks: TaskManager | None = None, state_dir: Path | None = None) -> None:
+                 tasks: TaskManager | None = None, state_dir: Path | None = None, exchange: Exchange | None = None
+                 ) -> None:
         self.config = config
         self.images = images
         cni = None
@@ -41,7 +43,8 @@ class CriPlugin:
                 self.pods = Sandboxes(config=config, images=images, containers=containers, tasks=tasks,
                                       state_dir=state_dir, cni=cni)
                 self.containers = Containers(pods=self.pods, images=images, containers=containers, tasks=tasks,
-                                             state_dir=state_dir, max_log_line=config.max_container_log_line_size)
+                                             state_dir=state_dir, max_log_line=config.max_container_log_line_size,
+                                             exchange=exchange)
         self.runtime_state = RuntimeState(config, cni)
         self.image_service = ImageService(images)
         self.runtime_service = RuntimeService(self.runtime_state, self.pods, self.containers)
@@ -71,8 +74,9 @@ async def _init(ctx: InitContext) -> CriPlugin:
     )
     ctx.state.mkdir(parents=True, exist_ok=True, mode=0o711)
     plugin = CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
-                       tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state)
+                       tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state, exchange=ctx.daemon.exchange)
     if plugin.containers is not None:
+        plugin.containers.watch_oom()
         await plugin.containers.restore()
     return plugin
 
