@@ -503,3 +503,63 @@ def test_oom_long_lines_and_log_reopen(engine: Engine, busybox: str, tmp_path: P
     finally:
         engine.crictl("stopp", pod, check=False)
         engine.crictl("rmp", pod, check=False)
+
+
+def test_remove_a_ready_pod_stops_it_first(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """Measured on containerd 1.6 too: RemovePodSandbox of a READY pod succeeds, stopping it (and its
+    containers) first, netns and network torn down."""
+    podcfg = pod_config(tmp_path, port_mappings=[
+        {"protocol": 0, "container_port": 80, "host_port": 19080 + random.randrange(1000), "host_ip": "127.0.0.1"}])
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        path = _netns_path(engine.crictl_json("inspectp", pod))
+        engine.crictl("pull", busybox)
+        cid = engine.crictl("create", pod, str(container_config(tmp_path, busybox, "sleep 1000")),
+                            str(podcfg)).stdout.strip()
+        engine.crictl("start", cid)
+        if engine.name == "pycontainerd":  # our conflist has portmap (the containerd fixture's has not)
+            assert _chains_of(engine.opts.network_name), "no portmap chain for the pod's port mapping"
+        code, msg = engine.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+        assert code == grpc.StatusCode.OK, msg
+        assert pod not in engine.crictl("pods", "-q").stdout.split()
+        assert cid not in engine.crictl("ps", "-a", "-q").stdout.split()
+        assert not Path(path).exists()
+        assert _chains_of(engine.opts.network_name) == []
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)
+
+
+def test_security_context_sysctls_and_mounts(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    podcfg = pod_config(tmp_path, linux={"sysctls": {"net.ipv4.ping_group_range": "0 0"}})
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        (shared / "note").write_text("from the host\n")
+        engine.crictl("pull", busybox)
+        cid = engine.crictl("create", pod, str(container_config(
+            tmp_path, busybox, "sleep 1000", name="sec",
+            mounts=[{"container_path": "/data", "host_path": str(shared), "readonly": True}],
+            linux={"security_context": {"run_as_user": {"value": 1234}, "readonly_rootfs": True,
+                                        "capabilities": {"drop_capabilities": ["NET_RAW"]}}})),
+            str(podcfg)).stdout.strip()
+        engine.crictl("start", cid)
+
+        def sh(cmd: str) -> subprocess.CompletedProcess[str]:
+            return engine.crictl("exec", "-s", cid, "sh", "-c", cmd, check=False)
+
+        assert sh("id -u").stdout.strip() == "1234"
+        assert sh("touch /x").returncode != 0  # read-only rootfs
+        assert sh("cat /data/note").stdout == "from the host\n"
+        assert sh("touch /data/y").returncode != 0  # read-only mount
+        assert sh("cat /proc/sys/net/ipv4/ping_group_range").stdout.split() == ["0", "0"]
+        cap_bnd = int(sh("grep CapBnd /proc/self/status").stdout.split()[1], 16)
+        assert not cap_bnd & (1 << 13), "CAP_NET_RAW was not dropped"  # 13 = CAP_NET_RAW
+        spec = engine.crictl_json("inspect", cid)["info"]["runtimeSpec"]
+        assert spec["annotations"]["io.kubernetes.cri.container-type"] == "container"
+        assert spec["annotations"]["io.kubernetes.cri.sandbox-id"] == pod
+        assert spec["annotations"]["io.kubernetes.cri.container-name"] == "sec"
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)
