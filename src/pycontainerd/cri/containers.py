@@ -574,8 +574,16 @@ class Containers:
         exprs = [f"id=={i}" for i in ids] if ids is not None else []
         if ids is not None and not exprs:
             return {}
-        return {m.id: {"at": m.collected_at_ns, "data": m.data, "mode": m.cgroup_version}
-                for m in await self.tasks.metrics(NAMESPACE, exprs)}
+        out = {m.id: {"at": m.collected_at_ns, "data": m.data, "mode": m.cgroup_version}
+               for m in await self.tasks.metrics(NAMESPACE, exprs)}
+        sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+        for cid, entry in out.items():
+            try:
+                u = await sn.usage(cid)
+            except errdefs.ContainerdError:
+                continue
+            entry["layer"] = {"used_bytes": u.size, "inodes_used": u.inodes, "mountpoint": self.images.snapshotter_root}
+        return out
 
 
 async def _drain(fd: int, into: bytearray) -> None:

@@ -291,8 +291,12 @@ def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
     out.memory.timestamp = at
     out.memory.working_set_bytes.value = max(usage - inactive, 0)
     out.memory.usage_bytes.value = usage
-    out.writable_layer.timestamp = at
-    out.writable_layer.fs_id.mountpoint = ""
+    layer = m.get("layer")
+    if layer is not None:  # the container's own snapshot: what it wrote
+        out.writable_layer.timestamp = at
+        out.writable_layer.fs_id.mountpoint = layer["mountpoint"]
+        out.writable_layer.used_bytes.value = layer["used_bytes"]
+        out.writable_layer.inodes_used.value = layer["inodes_used"]
     return out
 
 
@@ -305,7 +309,8 @@ def unimplemented_methods(servicer: Any) -> list[str]:
 def _unimplemented(name: str) -> Any:
     method = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name[name]
     message = (f"runtime.v1.RuntimeService/{name} is not implemented by pycontainerd yet "
-               f"(see its release notes for what the CRI plugin serves)")
+               "(its CRI plugin serves images, pods, containers, ExecSync and stats; "
+               "streaming, updates, checkpoints and events are not there yet)")
     if method.server_streaming:
         async def stream(request: Any, context: Any) -> Any:
             raise errdefs.Unimplemented(message)
