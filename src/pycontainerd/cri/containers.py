@@ -29,6 +29,7 @@ from google.protobuf import json_format
 from .. import errdefs
 from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..events.exchange import Exchange
+from ..fsmodes import private_dir
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..oci.spec import (
     SPEC_TYPE_URL,
@@ -377,7 +378,7 @@ class Containers:
             log_path = str(c.meta.get("log_path") or "")
             if log_path and not c.config.tty:
                 d = self.io_dir(c.id)
-                await asyncio.to_thread(d.mkdir, 0o700, True, True)
+                await asyncio.to_thread(private_dir, d)
                 logger = FifoLogger(d, log_path, self.max_log_line)
                 await logger.start()
                 io = TaskIO(stdout=logger.stdout, stderr=logger.stderr)
@@ -514,7 +515,7 @@ class Containers:
         self._exec_seq += 1
         exec_id = f"exec-{os.getpid()}-{self._exec_seq}"
         d = self.io_dir(c.id) / exec_id
-        await asyncio.to_thread(d.mkdir, 0o700, True, True)
+        await asyncio.to_thread(private_dir, d)
         try:
             outs: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
             rfds, keep = {}, []

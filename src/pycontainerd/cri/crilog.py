@@ -1,6 +1,6 @@
 """CRI container logs: the container's stdout/stderr FIFOs copied, daemon-side, into the CRI log file.
 
-Each line is ``<RFC 3339 with nanoseconds> <stdout|stderr> <F|P> <text>\\n`` (the kubelet's
+Each line is ``<RFC 3339 with nanoseconds, Go's RFC3339Nano> <stdout|stderr> <F|P> <text>\\n`` (the kubelet's
 format): ``F`` ends a line; a line longer than ``max_container_log_line_size`` is cut into
 ``P`` (partial) pieces of that size, the last one ``F``.  Output that ends without a newline
 is written as a full line at EOF, as containerd does.  ``reopen`` (ReopenContainerLog, after
@@ -21,9 +21,11 @@ CHUNK = 32 * 1024
 
 
 def timestamp(ns: int | None = None) -> str:
+    """Go's ``time.RFC3339Nano`` in UTC, as containerd writes it: trailing zeros of the fraction dropped."""
     ns = time.time_ns() if ns is None else ns
     secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+    digits = f"{frac:09d}".rstrip("0")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + (f".{digits}" if digits else "") + "Z"
 
 
 def format_lines(stream: str, buf: bytearray, max_line: int, *, eof: bool, now: str) -> bytes:

@@ -15,6 +15,7 @@ import grpc
 from ..cni import CNI
 from ..config import CRIConfig
 from ..events.exchange import Exchange
+from ..fsmodes import private_dir
 from ..metadata.containers import ContainerStore
 from ..plugin import InitContext, Registration, SkipPlugin, types
 from ..runtime.task_manager import TaskManager
@@ -72,7 +73,7 @@ async def _init(ctx: InitContext) -> CriPlugin:
         max_concurrent_downloads=config.max_concurrent_downloads,
         namespace=NAMESPACE,
     )
-    ctx.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+    private_dir(ctx.state)
     plugin = CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
                        tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state, exchange=ctx.daemon.exchange)
     if plugin.containers is not None:

@@ -34,6 +34,7 @@ from .. import errdefs, netns
 from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..cni import CNI, CapabilityArgs, PodNetwork, PortMapping
 from ..config import CRIConfig
+from ..fsmodes import private_dir
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..oci.spec import SPEC_TYPE_URL, canonical, default_spec, replace_or_append_env
 from ..runtime.bundle import own_oom_score_adj
@@ -269,8 +270,7 @@ class Sandboxes:
 
     @staticmethod
     def _write_files(sdir: Path, cfg: pb.PodSandboxConfig) -> None:
-        sdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        sdir.chmod(0o711)  # the pod's containers bind-mount these files
+        private_dir(sdir)  # runc (root) bind-mounts the files below into the pod's containers
         resolv = resolv_conf(cfg.dns_config)
         if resolv is None:
             try:
