@@ -565,6 +565,16 @@ def test_security_context_sysctls_and_mounts(engine: Engine, busybox: str, tmp_p
         assert sh("cat /proc/sys/net/ipv4/ping_group_range").stdout.split() == ["0", "0"]
         cap_bnd = int(sh("grep CapBnd /proc/self/status").stdout.split()[1], 16)
         assert not cap_bnd & (1 << 13), "CAP_NET_RAW was not dropped"  # 13 = CAP_NET_RAW
+        # UpdateContainerResources reaches the running container's cgroup (v1: its own memory dir)
+        code, msg = engine.call("UpdateContainerResources", pb.UpdateContainerResourcesRequest(
+            container_id=cid, linux=pb.LinuxContainerResources(memory_limit_in_bytes=96 << 20)))
+        assert code == grpc.StatusCode.OK, msg
+        cg = engine.crictl_json("inspect", cid)["info"]["runtimeSpec"]["linux"]["cgroupsPath"]
+        v1 = Path(f"/sys/fs/cgroup/memory/{cg.strip('/')}/memory.limit_in_bytes")
+        limit_file = v1 if v1.exists() else Path(f"/sys/fs/cgroup/{cg.strip('/')}/memory.max")
+        assert limit_file.read_text().strip() == str(96 << 20)
+        # and the container sees its cgroup (containerd's CRI mounts it; ctr's default spec has none)
+        assert sh("test -d /sys/fs/cgroup/memory || test -f /sys/fs/cgroup/cgroup.controllers").returncode == 0
         spec = engine.crictl_json("inspect", cid)["info"]["runtimeSpec"]
         assert spec["annotations"]["io.kubernetes.cri.container-type"] == "container"
         assert spec["annotations"]["io.kubernetes.cri.sandbox-id"] == pod

@@ -12,7 +12,7 @@ Pods and containers are container records in ``k8s.io`` (label ``io.cri-containe
 API; a restarted daemon lists them and reopens the running containers' log FIFOs.
 
 What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``): the
-streaming RPCs (Exec, Attach, PortForward: no streaming server yet), UpdateContainerResources,
+streaming RPCs (Exec, Attach, PortForward: no streaming server yet),
 CheckpointContainer, GetContainerEvents, ListMetricDescriptors, ListPodSandboxMetrics,
 PodSandboxStats/ListPodSandboxStats, RuntimeConfig.
 """

@@ -97,6 +97,27 @@ def _reason(code: int, oom: bool = False) -> str:
     return "Completed" if code == 0 else "Error"
 
 
+def oci_resources(res: pb.LinuxContainerResources) -> dict[str, Any]:
+    """The OCI ``linux.resources`` (cpu, memory) a CRI LinuxContainerResources asks for."""
+    out: dict[str, Any] = {}
+    cpu: dict[str, Any] = {}
+    if res.cpu_shares:
+        cpu["shares"] = res.cpu_shares
+    if res.cpu_quota:
+        cpu["quota"] = res.cpu_quota
+    if res.cpu_period:
+        cpu["period"] = res.cpu_period
+    if res.cpuset_cpus:
+        cpu["cpus"] = res.cpuset_cpus
+    if res.cpuset_mems:
+        cpu["mems"] = res.cpuset_mems
+    if cpu:
+        out["cpu"] = cpu
+    if res.memory_limit_in_bytes:
+        out["memory"] = {"limit": res.memory_limit_in_bytes}
+    return out
+
+
 def _rootfs_files(mounts: list[Any]) -> RootfsFiles:
     """/etc/passwd and /etc/group of an overlay (or bind) rootfs, read from its layers without mounting."""
     dirs: list[str] = []
@@ -302,21 +323,7 @@ class Containers:
         res = cfg.linux.resources
         linux = spec["linux"]
         r = linux.setdefault("resources", {})
-        cpu = r.setdefault("cpu", {})
-        if res.cpu_shares:
-            cpu["shares"] = res.cpu_shares
-        if res.cpu_quota:
-            cpu["quota"] = res.cpu_quota
-        if res.cpu_period:
-            cpu["period"] = res.cpu_period
-        if res.cpuset_cpus:
-            cpu["cpus"] = res.cpuset_cpus
-        if res.cpuset_mems:
-            cpu["mems"] = res.cpuset_mems
-        if not cpu:
-            r.pop("cpu")
-        if res.memory_limit_in_bytes:
-            r.setdefault("memory", {})["limit"] = res.memory_limit_in_bytes
+        r.update(oci_resources(res))
         if res.oom_score_adj:
             proc["oomScoreAdj"] = self.pods._oom(res.oom_score_adj)
         # the pod's namespaces, through its infra process
@@ -337,7 +344,10 @@ class Containers:
         linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid)
         # the pod's files, then the config's mounts (which win for the same destination)
         sdir = self.pods.sandbox_dir(sb.id)
-        mounts = [m for m in spec["mounts"]]
+        # CRI's containers see their cgroup (read-only unless privileged), as containerd mounts it
+        mounts = [*spec["mounts"], {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                                    "options": ["nosuid", "noexec", "nodev", "relatime",
+                                                "rw" if sc.privileged else "ro"]}]
         extra: list[dict[str, Any]] = []
         for dest, name in (("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf"),
                            ("/etc/hostname", "hostname")):
@@ -464,6 +474,28 @@ class Containers:
         for c in await self.list():
             if c.sandbox_id == sandbox_id:
                 await self.remove(c.id)
+
+    async def update_resources(self, cid: str, res: pb.LinuxContainerResources) -> None:
+        """New cpu/memory limits: into the running task's cgroup, and the stored spec for a later start."""
+        c = await self.get(cid)
+        async with self.lock(c.id):
+            want = oci_resources(res)
+            if c.state == pb.CONTAINER_RUNNING:
+                current = dict((c.spec.get("linux") or {}).get("resources") or {})
+                merged = {**current, **{k: {**(current.get(k) or {}), **v} for k, v in want.items()}}
+                await self.tasks.update(NAMESPACE, c.id, merged)
+            elif c.state != pb.CONTAINER_CREATED:
+                raise errdefs.FailedPrecondition(f"container {c.id} is not running or created: cannot update it")
+            rec = await self.store.get(NAMESPACE, c.id)
+            spec = dict(c.spec)
+            linux = spec.setdefault("linux", {})
+            cur = linux.setdefault("resources", {})
+            for k, v in want.items():
+                cur[k] = {**(cur.get(k) or {}), **v}
+            if res.oom_score_adj:
+                spec.setdefault("process", {})["oomScoreAdj"] = self.pods._oom(res.oom_score_adj)
+            rec.spec = TypedValue(SPEC_TYPE_URL, json.dumps(canonical(spec)).encode())
+            await self.store.update(NAMESPACE, rec, ["spec"])
 
     def watch_oom(self) -> None:
         """Note the OOM kills the shims report (``/tasks/oom``): the exit's reason becomes OOMKilled."""

@@ -229,6 +229,11 @@ class RuntimeService:
                                     annotations=dict(c.config.annotations)))
         return pb.ListContainersResponse(containers=out)
 
+    async def UpdateContainerResources(self, request: pb.UpdateContainerResourcesRequest, context: Any
+                                       ) -> pb.UpdateContainerResourcesResponse:
+        await self.containers.update_resources(request.container_id, request.linux)
+        return pb.UpdateContainerResourcesResponse()
+
     async def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
         out, err, code = await self.containers.exec_sync(request.container_id, list(request.cmd),
                                                          int(request.timeout))
