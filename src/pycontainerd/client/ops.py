@@ -27,8 +27,12 @@ class DebugClient:
             async with httpx.AsyncClient(transport=transport, timeout=wait or self.timeout) as c:
                 r = await c.get(f"http://debug{path}")
         except httpx.TransportError as exc:
-            raise errdefs.Unavailable(f"debug socket {self.address}: {exc} (is the daemon running? "
-                                      "is [debug] address elsewhere?)") from exc
+            from .quick import DaemonUnreachable
+
+            raise DaemonUnreachable(
+                f"cannot reach the daemon's debug socket {self.address}: {exc}; is the daemon running "
+                "(`systemctl start pycontainerd`, or `pycontainerd` in a shell)? If its [debug] address is "
+                "elsewhere, pass -d PATH") from exc
         if r.status_code != 200:
             raise errdefs.from_code(_status_kind(r.status_code), f"{path}: {r.status_code}: {r.text.strip()}")
         return r.content

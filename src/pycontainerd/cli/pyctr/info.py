@@ -17,7 +17,7 @@ from ... import __version__, errdefs
 from ...client import Client
 from ...client.ops import DebugClient
 from ..common import human_size, table
-from .pprof import add_debug_socket_flag
+from .pprof import add_debug_socket_flag, debug_socket
 
 
 def register(sub: Any) -> None:
@@ -61,7 +61,7 @@ async def run(args: argparse.Namespace, client: Client) -> int:
     print(f"Server:   {v.version} (revision {v.revision}), uuid {await client.server_uuid()}")
     info: dict[str, Any] = {}
     try:
-        info = await DebugClient(args.debug_socket).vars()
+        info = await DebugClient(debug_socket(args)).vars()
     except errdefs.ContainerdError as exc:
         print(f"(debug socket unavailable: {exc})", file=sys.stderr)
     if info:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ...client.ops import DebugClient, fetch_metrics
 from ..common import human_size, table
-from .pprof import add_debug_socket_flag
+from .pprof import add_debug_socket_flag, debug_socket
 
 
 def register(sub: Any) -> None:
@@ -100,7 +100,7 @@ def render(text: str) -> str:
 async def run(args: argparse.Namespace, client: Any) -> int:
     address = args.address
     if not address:
-        address = str((await DebugClient(args.debug_socket).vars()).get("metrics_address", ""))
+        address = str((await DebugClient(debug_socket(args)).vars()).get("metrics_address", ""))
         if not address:
             print("pyctr: the daemon serves no metrics: set [metrics] address in its config")
             return 1

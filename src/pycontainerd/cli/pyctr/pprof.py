@@ -18,8 +18,19 @@ from ...client.ops import DEFAULT_DEBUG_ADDRESS, DebugClient
 
 
 def add_debug_socket_flag(p: Any) -> None:
-    p.add_argument("-d", "--debug-socket", default=os.environ.get("PYCONTAINERD_DEBUG_SOCKET", DEFAULT_DEBUG_ADDRESS),
-                   help=f"the daemon's debug socket (default {DEFAULT_DEBUG_ADDRESS})")
+    p.add_argument("-d", "--debug-socket", default=os.environ.get("PYCONTAINERD_DEBUG_SOCKET", ""),
+                   help=f"the daemon's debug socket (default: debug.sock beside the -a socket, {DEFAULT_DEBUG_ADDRESS} "
+                        "for the default one)")
+
+
+def debug_socket(args: Any) -> str:
+    """``--debug-socket``, else ``debug.sock`` in the directory of the daemon's socket (its state dir)."""
+    if args.debug_socket:
+        return str(args.debug_socket)
+    from ...client.quick import unix_path
+
+    path = unix_path(args.address)
+    return os.path.join(os.path.dirname(path), "debug.sock") if path and os.path.isabs(path) else DEFAULT_DEBUG_ADDRESS
 
 
 def register(sub: Any) -> None:
@@ -39,7 +50,7 @@ def register(sub: Any) -> None:
 
 
 async def run(args: argparse.Namespace, client: Any) -> int:
-    dc = DebugClient(args.debug_socket)
+    dc = DebugClient(debug_socket(args))
     name = {"goroutine": "goroutines", "stacks": "goroutines"}.get(args.sub, args.sub)
     if name == "goroutines":
         data = await dc.get(f"/debug/pprof/goroutine?debug={args.debug}")
