@@ -3,7 +3,7 @@
 ``new_container`` follows ctr 1.6's NewContainer: Images.Get, check the image is unpacked
 (stat of the top chain ID snapshot; unpack through client/pull.py when that is available),
 take a lease, Snapshots.Prepare(key=ID, parent=chainID), read /etc/passwd and /etc/group
-through a read-only temp mount of that snapshot, build the spec (client/spec.py),
+through a read-only temp mount of that snapshot, build the spec (oci/spec.py),
 Containers.Create, drop the lease.
 
 ``run_task`` follows ctr's task half: FIFOs, Tasks.Create, Wait before Start, copy stdio,
@@ -33,9 +33,9 @@ from ..api.services.content.v1 import content_pb2
 from ..api.services.images.v1 import images_pb2
 from ..api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from ..mount import Mount, read_only, temp_mount
+from ..oci.spec import HostInfo, RootfsFiles, RunOptions, build_run_spec, image_labels, process_spec
 from .cio import FIFO_DIR, FORWARDED_SIGNALS, Attach, FifoSet, IOConfig, RawTerminal, log_uri_config, terminal_size
 from .containers import DEFAULT_RUNTIME, Container, runc_options
-from .spec import HostInfo, RootfsFiles, RunOptions, build_run_spec, image_labels, process_spec
 
 if TYPE_CHECKING:
     from .core import Client

@@ -26,7 +26,7 @@ from ... import errdefs
 from ...client import Client
 from ...client.containers import DEFAULT_RUNTIME
 from ...client.run import LOG_URI_LABEL, TaskIO, delete_container, new_container, run_task
-from ...client.spec import RunOptions
+from ...oci.spec import RunOptions
 from ..common import go_duration, human_size, parse_labels, size_bytes, table
 
 
