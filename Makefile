@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := containerd runc busybox-static docker-registry containernetworking-plugins iproute2 tmux pigz zstd util-linux procps strace
+# prometheus (promtool, a server to scrape us) and golang-go (go tool pprof) are for the ops tests
+APT_PACKAGES := containerd runc busybox-static docker-registry containernetworking-plugins iproute2 tmux pigz zstd util-linux procps strace \
+  prometheus golang-go
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
@@ -12,7 +14,7 @@ PYTEST_ARGS ?=
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-deps: ## install Debian packages (runc, containerd for ctr, busybox-static, docker-registry, CNI)
+deps: ## install Debian packages (runc, containerd for ctr, busybox-static, docker-registry, CNI, prometheus, go)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -20,6 +22,10 @@ deps: ## install Debian packages (runc, containerd for ctr, busybox-static, dock
 	fi
 	@# the packaged containerd must not run as the node's daemon: we only want its ctr (and it for comparisons)
 	@-systemctl disable --now containerd >/dev/null 2>&1 || true
+	@# nor its docker-registry service (its default config wants an htpasswd file): contrib/registry.yml replaces it
+	@-systemctl disable --now docker-registry >/dev/null 2>&1 || true
+	@# nor Debian's Prometheus: the tests start their own on 127.0.0.1
+	@-systemctl disable --now prometheus >/dev/null 2>&1 || true
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)

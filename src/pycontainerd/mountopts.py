@@ -111,6 +111,9 @@ MAX_SYMLINKS = 255
 def resolve_in_root(root: str, path: str) -> str:
     """``root`` joined with ``path`` as if ``root`` were ``/``: the result never leaves ``root``.
 
+    The one implementation of containerd's ``fs.RootPath`` here: mounts' targets (daemon and
+    shim) and layer entries (``diff.apply``) go through it.
+
     ``..`` at the top stays at the top; a symlink found under ``root`` is read and followed
     relative to ``root`` (an absolute link starts again at ``root``); components that do not
     exist are kept as they are (mounting on them then fails with ENOENT).  Like containerd's
@@ -134,7 +137,7 @@ def resolve_in_root(root: str, path: str) -> str:
         candidate = os.path.join(root, *done, comp)
         try:
             st = os.lstat(candidate)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # missing, or below a non-directory
             done.append(comp)
             continue
         if not stat.S_ISLNK(st.st_mode):

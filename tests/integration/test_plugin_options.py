@@ -17,8 +17,7 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+from tests.fixtures.procs import wait_for
 
 from .daemon import Daemon, running_daemon
 
@@ -34,17 +34,6 @@ pytestmark = pytest.mark.root
 
 OVERLAY = "io.containerd.snapshotter.v1.overlayfs"
 SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
-
-
-def _poll(cond: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -88,7 +77,7 @@ def test_overlay_default_removal_is_left_to_the_collector() -> None:
         assert "nodev" not in mounts
         d.ctr("snapshots", "--snapshotter", "overlayfs", "rm", "a")
         # the GC's cleanup, run after the collection the removal scheduled, deletes the directory
-        _poll(lambda: not any(_overlay_dir(d).iterdir()), what="the removed snapshot's directory to go")
+        wait_for(lambda: not any(_overlay_dir(d).iterdir()), 20, "the removed snapshot's directory to go")
 
 
 def _refused(base: Path, config: str) -> str:

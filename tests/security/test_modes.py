@@ -25,14 +25,14 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fixtures import images
+from tests.fixtures.procs import wait_for
 from tests.integration.daemon import Daemon, running_daemon
 
 pytestmark = pytest.mark.root
@@ -79,14 +79,6 @@ print(json.dumps(out))
 """
 
 
-def wait_for(cond: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (res := cond()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return res
-
-
 def as_nobody(files: list[str], dirs: list[str], sockets: list[str], execs: list[str]) -> dict[str, Any]:
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     r = subprocess.run([*NOBODY, python, "-I", "-c", PROBE],
@@ -123,7 +115,7 @@ def tasks(d: Daemon) -> dict[str, str]:
 def remove_container(d: Daemon, cid: str) -> None:
     d.ctr("tasks", "kill", "-s", "SIGKILL", cid, check=False)
     if cid in tasks(d):
-        wait_for(lambda: tasks(d).get(cid) in (None, "STOPPED"), f"{cid} to stop")
+        wait_for(lambda: tasks(d).get(cid) in (None, "STOPPED"), 30, f"{cid} to stop")
     d.ctr("tasks", "rm", "-f", cid, check=False)
     d.ctr("containers", "rm", cid, check=False)
 
@@ -192,7 +184,7 @@ def test_nobody_reads_lists_and_executes_nothing_under_root_and_state(daemon: Da
     try:
         assert tasks(d)[cid] == "RUNNING"
         rootfs = d.state / "io.containerd.runtime.v2.task" / "default" / cid / "rootfs"
-        wait_for(lambda: (rootfs / "bin" / "busybox").exists(), "the rootfs to be mounted")
+        wait_for(lambda: (rootfs / "bin" / "busybox").exists(), 30, "the rootfs to be mounted")
         suid = rootfs / "suidbusybox"
         shutil.copyfile(rootfs / "bin" / "busybox", suid)
         os.chown(suid, 0, 0)

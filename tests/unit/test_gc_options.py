@@ -20,6 +20,7 @@ from pycontainerd.metadata.images import ImageStore
 from pycontainerd.metadata.leases import LeaseStore
 from pycontainerd.plugin import Registration, types
 from pycontainerd.plugin import registry as plugin_registry
+from tests.fixtures.procs import wait_for_async
 
 
 class Counting:
@@ -32,13 +33,6 @@ class Counting:
         del startup
         self.runs.append(time.monotonic())
         return Stats()
-
-
-async def _until(cond: Any, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.002)
 
 
 def _scheduler(c: Counting, **kw: Any) -> Scheduler:
@@ -57,7 +51,7 @@ def test_deletion_threshold() -> None:
         assert not s._due()  # two deletions: below the threshold
         s.deleted()
         assert s._due()
-        await _until(lambda: len(c.runs) == 2)  # the start-up pass, then this one
+        await wait_for_async(lambda: len(c.runs) == 2, 3, "the condition")  # the start-up pass, then this one
         await s.close()
 
         c = Counting()
@@ -65,7 +59,7 @@ def test_deletion_threshold() -> None:
         await s.start()
         s.deleted()
         assert s._due()
-        await _until(lambda: len(c.runs) == 2)
+        await wait_for_async(lambda: len(c.runs) == 2, 3, "the condition")
         await s.close()
 
     asyncio.run(run())
@@ -94,7 +88,7 @@ def test_mutation_threshold_counts_the_database_writes(tmp_path: Path) -> None:
         assert s._mutations == 4 and not s._due()
         assert len(c.runs) == 1  # the start-up pass only
         await db.write(insert(4), batch=True)  # batched writes count too
-        await _until(lambda: len(c.runs) == 2)
+        await wait_for_async(lambda: len(c.runs) == 2, 3, "the condition")
         assert s._mutations == 0
         await s.close()
 
@@ -114,9 +108,9 @@ def test_schedule_delay() -> None:
         await s.start()
         t0 = time.monotonic()
         s.deleted()
-        await _until(lambda: s.next_due is not None)
+        await wait_for_async(lambda: s.next_due is not None, 3, "the condition")
         assert s.next_due is not None and 0.25 < s.next_due - t0 < 0.35
-        await _until(lambda: len(c.runs) == 2)
+        await wait_for_async(lambda: len(c.runs) == 2, 3, "the condition")
         assert c.runs[-1] - t0 >= 0.3
         await s.close()
 
@@ -129,7 +123,7 @@ def test_startup_delay() -> None:
         s = _scheduler(c, startup_delay=0.3)
         made = time.monotonic()
         start = asyncio.create_task(s.start())
-        await _until(lambda: s.next_due is not None)
+        await wait_for_async(lambda: s.next_due is not None, 3, "the condition")
         assert s.next_due is not None and 0.25 < s.next_due - made <= 0.3
         assert c.runs == []  # the start-up pass waits for the delay ...
         await start

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from pycontainerd import errdefs
-from pycontainerd.client import seccomp
-from pycontainerd.client.spec import (
+from pycontainerd.oci import seccomp
+from pycontainerd.oci.spec import (
     HostInfo,
     RootfsFiles,
     RunOptions,

@@ -7,8 +7,28 @@
 
 Errors come back as ``pycontainerd.errdefs`` kinds (``NotFound``, ``AlreadyExists`` ...).
 ``SyncClient`` wraps the same API for scripts that do not run an event loop.
+
+The names are loaded on first use (PEP 562): ``import pycontainerd.client.quick`` (the
+grpc-free probes the CLIs use for a fast ``version`` and a dead socket) must not pay for
+importing grpc.
 """
 
-from .core import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, Client, SyncClient, Version
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+DEFAULT_ADDRESS = "/run/pycontainerd/pycontainerd.sock"
+DEFAULT_NAMESPACE = "default"
+
+if TYPE_CHECKING:
+    from .core import Client, SyncClient, Version
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_NAMESPACE", "Client", "SyncClient", "Version"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Client", "SyncClient", "Version"):
+        from . import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ from google.protobuf import any_pb2, field_mask_pb2, timestamp_pb2
 
 from ..api.runtime.v2.runc.options import oci_pb2
 from ..api.services.containers.v1 import containers_pb2, containers_pb2_grpc
-from .spec import SPEC_TYPE_URL
+from ..oci.spec import SPEC_TYPE_URL
 
 if TYPE_CHECKING:
     from .core import Client

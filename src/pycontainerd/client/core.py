@@ -15,11 +15,11 @@ from google.protobuf import empty_pb2
 from .. import errdefs
 from ..api.services.introspection.v1 import introspection_pb2_grpc
 from ..api.services.version.v1 import version_pb2_grpc
+from . import DEFAULT_ADDRESS, DEFAULT_NAMESPACE
+from .quick import DaemonUnreachable, probe, unix_path
 
 T = TypeVar("T")
 
-DEFAULT_ADDRESS = "/run/pycontainerd/pycontainerd.sock"
-DEFAULT_NAMESPACE = "default"
 NAMESPACE_HEADER = "containerd-namespace"
 LEASE_HEADER = "containerd-lease"
 MAX_MSG = 16 << 20
@@ -103,10 +103,19 @@ class Client:
             setattr(self, name, type(svc)(self))
 
     async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - like grpc's own
+        """Wait until the daemon accepts the connection.
+
+        A unix socket is probed first, so a dead daemon (no socket, connection refused) is
+        reported at once, saying why and how to start it, instead of after the whole timeout.
+        """
+        timeout = timeout or self.timeout
+        if unix_path(self.address) is not None:
+            await asyncio.to_thread(probe, self.address, timeout)
         try:
-            await asyncio.wait_for(self.channel.channel_ready(), timeout or self.timeout)
+            await asyncio.wait_for(self.channel.channel_ready(), timeout)
         except TimeoutError:
-            raise errdefs.Unavailable(f"cannot reach the daemon at {self.address}: is it running?") from None
+            raise DaemonUnreachable(f"cannot reach the daemon at {self.address}: no answer in {timeout:g}s: "
+                                    "is it running? (raise --connect-timeout)") from None
 
     async def unary(self, method: Callable[..., Awaitable[T]], request: Any, *, namespace: str | None = None,
                     timeout: float | None = None) -> T:  # noqa: ASYNC109 - passed to grpc

@@ -104,6 +104,15 @@ class CriClient:
         """Wait until the endpoints accept connections; Unavailable with a hint otherwise."""
         chans = {self.runtime_endpoint: self._runtime_channel, self.image_endpoint: self._image_channel}
         for endpoint, chan in chans.items():
+            from .quick import DaemonUnreachable, probe, unix_path
+
+            if unix_path(endpoint) is not None:
+                try:
+                    await asyncio.to_thread(probe, endpoint, timeout or self.timeout)
+                except DaemonUnreachable as exc:
+                    text = str(exc).replace("the daemon", "the runtime", 1).replace("pyctr", "pycrictl")
+                    text = text.replace("-a or CONTAINERD_ADDRESS", "-r or CONTAINER_RUNTIME_ENDPOINT")
+                    raise DaemonUnreachable(text) from None
             try:
                 await asyncio.wait_for(chan.channel_ready(), timeout or self.timeout)
             except TimeoutError:

@@ -3,7 +3,7 @@
 ``new_container`` follows ctr 1.6's NewContainer: Images.Get, check the image is unpacked
 (stat of the top chain ID snapshot; unpack through client/pull.py when that is available),
 take a lease, Snapshots.Prepare(key=ID, parent=chainID), read /etc/passwd and /etc/group
-through a read-only temp mount of that snapshot, build the spec (client/spec.py),
+through a read-only temp mount of that snapshot, build the spec (oci/spec.py),
 Containers.Create, drop the lease.
 
 ``run_task`` follows ctr's task half: FIFOs, Tasks.Create, Wait before Start, copy stdio,
@@ -33,9 +33,9 @@ from ..api.services.content.v1 import content_pb2
 from ..api.services.images.v1 import images_pb2
 from ..api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from ..mount import Mount, read_only, temp_mount
-from .cio import FORWARDED_SIGNALS, Attach, FifoSet, IOConfig, RawTerminal, log_uri_config, terminal_size
+from ..oci.spec import HostInfo, RootfsFiles, RunOptions, build_run_spec, image_labels, process_spec
+from .cio import FIFO_DIR, FORWARDED_SIGNALS, Attach, FifoSet, IOConfig, RawTerminal, log_uri_config, terminal_size
 from .containers import DEFAULT_RUNTIME, Container, runc_options
-from .spec import HostInfo, RootfsFiles, RunOptions, build_run_spec, image_labels, process_spec
 
 if TYPE_CHECKING:
     from .core import Client
@@ -98,7 +98,23 @@ async def read_blob(client: Client, digest: str, limit: int = 16 << 20) -> bytes
 
 async def resolve_image(client: Client, ref: str) -> ImageInfo:
     """Images.Get + read the manifest (for this platform) and config from the content store."""
-    resp = await client.unary(client.images.raw.Get, images_pb2.GetImageRequest(name=ref))
+    try:
+        resp = await client.unary(client.images.raw.Get, images_pb2.GetImageRequest(name=ref))
+    except errdefs.NotFound:
+        # a short name (busybox, library/busybox:1) means what pull made of it (docker.io/library/...)
+        from ..images.reference import normalize
+
+        try:
+            full = normalize(ref)
+        except errdefs.InvalidArgument:
+            full = ref
+        if full == ref:
+            raise errdefs.NotFound(f"image {ref} not found: pull it first (pyctr images pull {ref})") from None
+        try:
+            resp = await client.unary(client.images.raw.Get, images_pb2.GetImageRequest(name=full))
+        except errdefs.NotFound:
+            raise errdefs.NotFound(f"image {ref} ({full}) not found: pull it first "
+                                   f"(pyctr images pull {ref})") from None
     img = resp.image
     media_type, digest = img.target.media_type, img.target.digest
     want_os, want_arch = _host_platform()
@@ -205,12 +221,25 @@ async def new_container(client: Client, image_ref: str, container_id: str, opts:
                         container_labels: Mapping[str, str] | None = None,
                         snapshot_labels: Mapping[str, str] | None = None) -> Container:
     """Create the container record (and its rootfs snapshot) exactly as ``ctr run``/``ctr c create`` do."""
+    try:
+        await client.containers.get(container_id)
+    except errdefs.NotFound:
+        pass
+    else:
+        raise errdefs.AlreadyExists(f"container {container_id} already exists: pick another id, "
+                                    f"or remove it first (pyctr containers rm {container_id})")
     image = await resolve_image(client, image_ref)
     sn_name = snapshotter or await client.snapshots.default_name()
     await ensure_unpacked(client, image, sn_name)
     async with temporary_lease(client) as leased:
         sn = leased.snapshots.snapshotter(sn_name)
-        mounts = await sn.prepare(container_id, image.chain_id, snapshot_labels)
+        try:
+            mounts = await sn.prepare(container_id, image.chain_id, snapshot_labels)
+        except errdefs.AlreadyExists:
+            raise errdefs.AlreadyExists(
+                f"container {container_id}: a snapshot named {container_id} already exists in snapshotter "
+                f"{sn_name} (left by an earlier container?): remove it (pyctr snapshots --snapshotter {sn_name} "
+                f"rm {container_id}) or pick another id") from None
         try:
             files = await rootfs_files(mounts)
             host = await asyncio.to_thread(HostInfo.probe) if opts.needs_host else None
@@ -267,6 +296,7 @@ class TaskIO:
     null_io: bool = False
     log_uri: str = ""
     stdio: Stdio = field(default_factory=Stdio)
+    fifo_dir: str = ""  # where the stdio FIFOs are made (default cio.FIFO_DIR)
 
 
 class _Session:
@@ -291,7 +321,7 @@ class _Session:
         if self.tio.detach or self.tio.null_io:
             return IOConfig(terminal=self.tio.tty)
         self.fifos = await asyncio.to_thread(FifoSet.create, self.exec_id or self.container_id,
-                                             terminal=self.tio.tty)
+                                             terminal=self.tio.tty, base=self.tio.fifo_dir or FIFO_DIR)
         self.attach = Attach(self.fifos, stdin_fd=self.tio.stdio.stdin, stdout_fd=self.tio.stdio.stdout,
                              stderr_fd=self.tio.stdio.stderr, close_stdin=self._close_stdin)
         await self.attach.open()

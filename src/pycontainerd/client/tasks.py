@@ -28,9 +28,9 @@ from ..api.runtime.v2.runc.options import oci_pb2
 from ..api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from ..api.types.task import task_pb2
 from ..mount import Mount
+from ..oci.spec import PROCESS_TYPE_URL, RESOURCES_TYPE_URL
 from .cio import IOConfig
 from .snapshots import mounts_to_pb
-from .spec import PROCESS_TYPE_URL, RESOURCES_TYPE_URL
 
 if TYPE_CHECKING:
     from .core import Client

@@ -284,16 +284,19 @@ class LocalStore:
         flt = filters.parse_all(list(filters_))
         return [i for i in await asyncio.to_thread(self._walk_sync) if flt.match(info_adaptor(i))]
 
-    def delete_sync(self, digest: str) -> None:
+    def delete_sync(self, digest: str) -> int:
+        """Remove the blob; the bytes it held on disk (the GC reports what it freed)."""
         path = self.blob_path(digest)
         self._forget(digest)
         try:
+            freed = path.stat().st_blocks * 512
             path.unlink()
         except FileNotFoundError:
             raise errdefs.NotFound(f"content {digest}: not found") from None
         if self._label_store is not None:
             self._label_store.pop(digest, None)
             self._label_updated.pop(digest, None)
+        return freed
 
     async def delete(self, digest: str) -> None:
         await asyncio.to_thread(self.delete_sync, digest)

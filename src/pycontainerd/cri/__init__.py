@@ -2,12 +2,17 @@
 
 ``plugin.py`` registers it and wires the daemon's stores; ``images.py`` and ``runtime.py``
 are the servicers (translation only); ``imagestore.py`` is the CRI view of images (pull,
-list, resolve, remove) in namespace ``k8s.io``.
+list, resolve, remove) in namespace ``k8s.io``; ``sandbox.py`` the pods (infra task, netns,
+CNI), ``containers.py`` the containers in them, ``crilog.py`` the CRI log format and the
+daemon-side copy of a container's stdout/stderr FIFOs into its log file.
 
-Building pods and containers on it: add the RPCs as methods of ``runtime.RuntimeService``
-(or of a servicer module per RPC group that it delegates to) — whatever the class defines
-is served, the rest answers UNIMPLEMENTED by name.  ``CriPlugin.images.resolve(ref)`` turns
-a container's image reference into a ``CriImage`` (id, config JSON, ``chain_id`` = the
-committed snapshot to ``prepare`` the rootfs from, in ``CriPlugin.images.snapshotter``);
-``RuntimeState.network_ready`` is where CNI's status goes.
+Pods and containers are container records in ``k8s.io`` (label ``io.cri-containerd.kind``
+= ``sandbox``/``container``; their CRI metadata in the extensions
+``io.cri-containerd.{sandbox,container}.metadata``, JSON), run by the task manager's public
+API; a restarted daemon lists them and reopens the running containers' log FIFOs.
+
+What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``): the
+streaming RPCs (Exec, Attach, PortForward: no streaming server yet),
+CheckpointContainer, GetContainerEvents, ListMetricDescriptors, ListPodSandboxMetrics,
+PodSandboxStats/ListPodSandboxStats, RuntimeConfig.
 """

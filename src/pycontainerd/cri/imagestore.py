@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .. import errdefs
@@ -48,9 +48,10 @@ from ..metadata import images as mdimages
 from ..mount import Mount
 from ..remotes import hosts as hostsmod
 from ..remotes import pull as shared
-from ..remotes.auth import Credentials, credentials_from_config
 from ..remotes.hosts import Endpoint
-from ..remotes.resolver import Resolver
+
+if TYPE_CHECKING:
+    from ..remotes.auth import Credentials
 
 log = logging.getLogger("pycontainerd.cri")
 
@@ -291,6 +292,10 @@ class CriImageStore:
         except errdefs.InvalidArgument as exc:
             # containerd 1.6 answers a plain error (UNKNOWN) here, not InvalidArgument
             raise errdefs.Unknown(f"failed to parse image reference {ref!r}: {exc}") from exc
+        # the registry client (httpx, ~11 MiB) loads with the first pull, not with the daemon
+        from ..remotes.auth import credentials_from_config
+        from ..remotes.resolver import Resolver
+
         creds = _credentials(auth, credentials_from_config(self.registry.auths))
         resolver = Resolver(hosts=self._hosts, credentials=creds, headers=self.registry.headers or None)
         lease = await self.leases.create(self.ns, labels={"containerd.io/gc.expire": _rfc3339(

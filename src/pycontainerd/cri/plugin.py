@@ -8,24 +8,47 @@ daemon's ``CRIConfig`` (``[plugins."io.containerd.grpc.v1.cri"]`` or the version
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 
+from ..cni import CNI
 from ..config import CRIConfig
+from ..events.exchange import Exchange
+from ..fsmodes import private_dir
+from ..metadata.containers import ContainerStore
 from ..plugin import InitContext, Registration, SkipPlugin, types
+from ..runtime.task_manager import TaskManager
+from .containers import Containers
 from .images import ImageService
 from .imagestore import NAMESPACE, CriImageStore, registry_settings, snapshotter_root
 from .runtime import RuntimeService, RuntimeState
+from .sandbox import Sandboxes
 
 
 class CriPlugin:
     """The plugin instance: both servicers, and what the next RPC groups will build on."""
 
-    def __init__(self, config: CRIConfig, images: CriImageStore) -> None:
+    def __init__(self, config: CRIConfig, images: CriImageStore, *, containers: ContainerStore | None = None,
+                 tasks: TaskManager | None = None, state_dir: Path | None = None, exchange: Exchange | None = None
+                 ) -> None:
         self.config = config
         self.images = images
-        self.runtime_state = RuntimeState(config)
+        cni = None
+        self.pods: Sandboxes | None = None
+        self.containers: Containers | None = None
+        if state_dir is not None:
+            cni = CNI(conf_dir=config.cni.conf_dir, bin_dirs=config.cni.bin_search_path,
+                      cache_dir=state_dir / "cni", max_conf_num=config.cni.max_conf_num, ip_pref=config.cni.ip_pref)
+            if containers is not None and tasks is not None:
+                self.pods = Sandboxes(config=config, images=images, containers=containers, tasks=tasks,
+                                      state_dir=state_dir, cni=cni)
+                self.containers = Containers(pods=self.pods, images=images, containers=containers, tasks=tasks,
+                                             state_dir=state_dir, max_log_line=config.max_container_log_line_size,
+                                             exchange=exchange)
+        self.runtime_state = RuntimeState(config, cni)
         self.image_service = ImageService(images)
-        self.runtime_service = RuntimeService(self.runtime_state)
+        self.runtime_service = RuntimeService(self.runtime_state, self.pods, self.containers)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         self.runtime_service.add_to_server(server)
@@ -50,8 +73,14 @@ async def _init(ctx: InitContext) -> CriPlugin:
         max_concurrent_downloads=config.max_concurrent_downloads,
         namespace=NAMESPACE,
     )
-    return CriPlugin(config, store)
+    private_dir(ctx.state)
+    plugin = CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
+                       tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state, exchange=ctx.daemon.exchange)
+    if plugin.containers is not None:
+        plugin.containers.watch_oom()
+        await plugin.containers.restore()
+    return plugin
 
 
 REGISTRATION = Registration(type=types.GRPC, id="cri", init=_init, config=CRIConfig,
-                            requires=(types.EVENT, types.SERVICE, types.LEASE, types.SNAPSHOT))
+                            requires=(types.EVENT, types.SERVICE, types.LEASE, types.SNAPSHOT, types.RUNTIME_V2))

@@ -1,4 +1,4 @@
-"""runtime.v1.RuntimeService: Version, Status, UpdateRuntimeConfig; pods and containers come next.
+"""runtime.v1.RuntimeService: Version, Status, UpdateRuntimeConfig, the pod sandboxes (``sandbox.py``).
 
 Every other RPC answers UNIMPLEMENTED naming the method (``unimplemented_methods``), not
 grpc's bare "Method not implemented!".
@@ -12,11 +12,15 @@ import logging
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from .. import __version__, errdefs
 from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
+from ..cni import PodNetworking
 from ..services.common import add_servicer
+from .containers import Containers
+from .sandbox import Sandboxes
 
 log = logging.getLogger("pycontainerd.cri")
 
@@ -46,29 +50,44 @@ def config_json(obj: Any) -> Any:
 
 
 class RuntimeState:
-    """What the runtime side knows so far: the CRI config and the pod CIDR the kubelet sent."""
+    """What the runtime side knows: the CRI config, the pod CIDR the kubelet sent, the CNI manager."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, cni: PodNetworking | None = None) -> None:
         self.config = config
         self.pod_cidr = ""
+        self.cni = cni
 
-    def network_ready(self) -> tuple[bool, str, str]:
-        # CNI is not wired yet (cri/cni.py comes from another branch)
-        return False, NETWORK_NOT_READY_REASON, NETWORK_NOT_READY_MESSAGE
+    async def network_ready(self) -> tuple[bool, str, str]:
+        if self.cni is None:
+            return False, NETWORK_NOT_READY_REASON, NETWORK_NOT_READY_MESSAGE
+        try:
+            await self.cni.status()
+        except errdefs.ContainerdError as exc:
+            return False, NETWORK_NOT_READY_REASON, f"Network plugin returns error: {exc}"
+        return True, "", ""
 
 
 class RuntimeService:
     """Not a subclass of the generated servicer: the methods it lacks are filled in by ``add_to_server``."""
 
-    def __init__(self, state: RuntimeState) -> None:
+    def __init__(self, state: RuntimeState, pods: Sandboxes | None = None, containers: Containers | None = None
+                 ) -> None:
         self.state = state
+        self._pods = pods
+        self._containers = containers
+
+    @property
+    def pods(self) -> Sandboxes:
+        if self._pods is None:
+            raise errdefs.Unimplemented("pods are not served: the CRI plugin has no task manager")
+        return self._pods
 
     async def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
         return pb.VersionResponse(version=KUBE_API_VERSION, runtime_name=RUNTIME_NAME, runtime_version=__version__,
                                   runtime_api_version=RUNTIME_API_VERSION)
 
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
-        ready, reason, message = self.state.network_ready()
+        ready, reason, message = await self.state.network_ready()
         status = pb.RuntimeStatus(conditions=[
             pb.RuntimeCondition(type=RUNTIME_READY, status=True),
             pb.RuntimeCondition(type=NETWORK_READY, status=ready, reason="" if ready else reason,
@@ -88,10 +107,202 @@ class RuntimeService:
             self.state.pod_cidr = cidr
         return pb.UpdateRuntimeConfigResponse()
 
+    # -- pod sandboxes ----------------------------------------------------------------------------
+    async def RunPodSandbox(self, request: pb.RunPodSandboxRequest, context: Any) -> pb.RunPodSandboxResponse:
+        sid = await self.pods.run(request.config, request.runtime_handler)
+        return pb.RunPodSandboxResponse(pod_sandbox_id=sid)
+
+    async def StopPodSandbox(self, request: pb.StopPodSandboxRequest, context: Any) -> pb.StopPodSandboxResponse:
+        await self.pods.stop(request.pod_sandbox_id, self._stop_pod_containers)
+        return pb.StopPodSandboxResponse()
+
+    async def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest, context: Any
+                               ) -> pb.RemovePodSandboxResponse:
+        await self.pods.remove(request.pod_sandbox_id, self._remove_pod_containers)
+        return pb.RemovePodSandboxResponse()
+
+    async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest, context: Any
+                               ) -> pb.PodSandboxStatusResponse:
+        sb = await self.pods.get(request.pod_sandbox_id)
+        cfg = sb.config
+        ns = cfg.linux.security_context.namespace_options
+        status = pb.PodSandboxStatus(
+            id=sb.id, metadata=cfg.metadata, state=pb.SANDBOX_READY if sb.ready else pb.SANDBOX_NOTREADY,
+            created_at=sb.created_at_ns,
+            network=pb.PodSandboxNetworkStatus(ip=sb.ip, additional_ips=[pb.PodIP(ip=i) for i in sb.additional_ips]),
+            linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pb.NamespaceOption(
+                network=ns.network, pid=ns.pid, ipc=ns.ipc, target_id=ns.target_id))),
+            labels=dict(cfg.labels), annotations=dict(cfg.annotations), runtime_handler="")
+        info: dict[str, str] = {}
+        if request.verbose:
+            info["info"] = json.dumps({
+                "pid": sb.pid, "processStatus": "running" if sb.ready else "deleted",
+                "netNamespaceClosed": not sb.netns or not sb.ready, "image": sb.image,
+                "sandboxID": sb.id, "runtimeType": "io.containerd.runc.v2", "runtimeSpec": sb.spec,
+                "config": json_format.MessageToDict(cfg), "netns": sb.netns,
+            })
+        return pb.PodSandboxStatusResponse(status=status, info=info)
+
+    async def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:
+        f = request.filter
+        items = []
+        for sb in await self.pods.list():
+            state = pb.SANDBOX_READY if sb.ready else pb.SANDBOX_NOTREADY
+            if request.HasField("filter"):
+                if f.id and not sb.id.startswith(f.id):
+                    continue
+                if f.HasField("state") and f.state.state != state:
+                    continue
+                if any(sb.config.labels.get(k) != v for k, v in f.label_selector.items()):
+                    continue
+            items.append(pb.PodSandbox(id=sb.id, metadata=sb.config.metadata, state=state,
+                                       created_at=sb.created_at_ns, labels=dict(sb.config.labels),
+                                       annotations=dict(sb.config.annotations)))
+        return pb.ListPodSandboxResponse(items=items)
+
+    async def _stop_pod_containers(self, sandbox_id: str) -> None:
+        if self._containers is not None:
+            await self._containers.stop_in_pod(sandbox_id)
+
+    async def _remove_pod_containers(self, sandbox_id: str) -> None:
+        if self._containers is not None:
+            await self._containers.remove_in_pod(sandbox_id)
+
+    # -- containers -------------------------------------------------------------------------------
+    @property
+    def containers(self) -> Containers:
+        if self._containers is None:
+            raise errdefs.Unimplemented("containers are not served: the CRI plugin has no task manager")
+        return self._containers
+
+    async def CreateContainer(self, request: pb.CreateContainerRequest, context: Any) -> pb.CreateContainerResponse:
+        cid = await self.containers.create(request.pod_sandbox_id, request.config)
+        return pb.CreateContainerResponse(container_id=cid)
+
+    async def StartContainer(self, request: pb.StartContainerRequest, context: Any) -> pb.StartContainerResponse:
+        await self.containers.start(request.container_id)
+        return pb.StartContainerResponse()
+
+    async def StopContainer(self, request: pb.StopContainerRequest, context: Any) -> pb.StopContainerResponse:
+        await self.containers.stop(request.container_id, int(request.timeout))
+        return pb.StopContainerResponse()
+
+    async def RemoveContainer(self, request: pb.RemoveContainerRequest, context: Any) -> pb.RemoveContainerResponse:
+        await self.containers.remove(request.container_id)
+        return pb.RemoveContainerResponse()
+
+    async def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
+        c = await self.containers.get(request.container_id)
+        cfg = c.config
+        status = pb.ContainerStatus(
+            id=c.id, metadata=cfg.metadata, state=c.state, created_at=c.created_at_ns,
+            started_at=c.started_at_ns, finished_at=c.finished_at_ns if c.state == pb.CONTAINER_EXITED else 0,
+            exit_code=c.exit_code if c.state == pb.CONTAINER_EXITED else 0,
+            image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")), image_ref=str(c.meta.get("image_id") or ""),
+            reason=c.reason if c.state == pb.CONTAINER_EXITED else "", message=str(c.meta.get("message") or ""),
+            labels=dict(cfg.labels), annotations=dict(cfg.annotations), log_path=str(c.meta.get("log_path") or ""),
+            mounts=list(cfg.mounts))
+        info: dict[str, str] = {}
+        if request.verbose:
+            info["info"] = json.dumps({"sandboxID": c.sandbox_id, "pid": c.pid, "runtimeSpec": c.spec,
+                                       "config": json_format.MessageToDict(cfg), "snapshotKey": c.id,
+                                       "runtimeType": "io.containerd.runc.v2"})
+        return pb.ContainerStatusResponse(status=status, info=info)
+
+    async def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
+        f = request.filter
+        out = []
+        for c in await self.containers.list():
+            if request.HasField("filter"):
+                if f.id and not c.id.startswith(f.id):
+                    continue
+                if f.HasField("state") and f.state.state != c.state:
+                    continue
+                if f.pod_sandbox_id and not c.sandbox_id.startswith(f.pod_sandbox_id):
+                    continue
+                if any(c.config.labels.get(k) != v for k, v in f.label_selector.items()):
+                    continue
+            out.append(pb.Container(id=c.id, pod_sandbox_id=c.sandbox_id, metadata=c.config.metadata,
+                                    image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")),
+                                    image_ref=str(c.meta.get("image_id") or ""), state=c.state,
+                                    created_at=c.created_at_ns, labels=dict(c.config.labels),
+                                    annotations=dict(c.config.annotations)))
+        return pb.ListContainersResponse(containers=out)
+
+    async def UpdateContainerResources(self, request: pb.UpdateContainerResourcesRequest, context: Any
+                                       ) -> pb.UpdateContainerResourcesResponse:
+        await self.containers.update_resources(request.container_id, request.linux)
+        return pb.UpdateContainerResourcesResponse()
+
+    async def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
+        out, err, code = await self.containers.exec_sync(request.container_id, list(request.cmd),
+                                                         int(request.timeout))
+        return pb.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+    async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest, context: Any
+                                 ) -> pb.ReopenContainerLogResponse:
+        await self.containers.reopen_log(request.container_id)
+        return pb.ReopenContainerLogResponse()
+
+    async def ContainerStats(self, request: pb.ContainerStatsRequest, context: Any) -> pb.ContainerStatsResponse:
+        c = await self.containers.get(request.container_id)
+        stats = await self.containers.stats([c.id])
+        return pb.ContainerStatsResponse(stats=_stats_pb(c, stats.get(c.id)))
+
+    async def ListContainerStats(self, request: pb.ListContainerStatsRequest, context: Any
+                                 ) -> pb.ListContainerStatsResponse:
+        f = request.filter
+        chosen = []
+        for c in await self.containers.list():
+            if c.state != pb.CONTAINER_RUNNING:
+                continue
+            if request.HasField("filter"):
+                if f.id and not c.id.startswith(f.id):
+                    continue
+                if f.pod_sandbox_id and not c.sandbox_id.startswith(f.pod_sandbox_id):
+                    continue
+                if any(c.config.labels.get(k) != v for k, v in f.label_selector.items()):
+                    continue
+            chosen.append(c)
+        stats = await self.containers.stats([c.id for c in chosen])
+        return pb.ListContainerStatsResponse(stats=[_stats_pb(c, stats.get(c.id)) for c in chosen])
+
     def add_to_server(self, server: grpc.aio.Server) -> None:
         for name in unimplemented_methods(self):
             setattr(self, name, _unimplemented(name))
         add_servicer(server, pb_grpc.add_RuntimeServiceServicer_to_server, self, pb, "RuntimeService")
+
+
+def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
+    """CRI stats from the task's cgroup metrics (v1 or v2, as ``pycontainerd.cgroups`` reads them)."""
+    attrs = pb.ContainerAttributes(id=c.id, metadata=c.config.metadata, labels=dict(c.config.labels),
+                                   annotations=dict(c.config.annotations))
+    out = pb.ContainerStats(attributes=attrs)
+    if m is None:
+        return out
+    data, at = m["data"], m["at"]
+    cpu = data.get("cpu") or {}
+    mem = data.get("memory") or {}
+    if m["mode"] == "v2":
+        cpu_ns = int(cpu.get("usage_usec", 0)) * 1000
+        usage = int(mem.get("usage", 0))
+        inactive = int(mem.get("inactive_file", 0))
+    else:
+        cpu_ns = int((cpu.get("usage") or {}).get("total", 0))
+        usage = int((mem.get("usage") or {}).get("usage", 0))
+        inactive = int(mem.get("total_inactive_file", mem.get("inactive_file", 0)))
+    out.cpu.timestamp = at
+    out.cpu.usage_core_nano_seconds.value = cpu_ns
+    out.memory.timestamp = at
+    out.memory.working_set_bytes.value = max(usage - inactive, 0)
+    out.memory.usage_bytes.value = usage
+    layer = m.get("layer")
+    if layer is not None:  # the container's own snapshot: what it wrote
+        out.writable_layer.timestamp = at
+        out.writable_layer.fs_id.mountpoint = layer["mountpoint"]
+        out.writable_layer.used_bytes.value = layer["used_bytes"]
+        out.writable_layer.inodes_used.value = layer["inodes_used"]
+    return out
 
 
 def unimplemented_methods(servicer: Any) -> list[str]:
@@ -103,7 +314,8 @@ def unimplemented_methods(servicer: Any) -> list[str]:
 def _unimplemented(name: str) -> Any:
     method = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name[name]
     message = (f"runtime.v1.RuntimeService/{name} is not implemented by pycontainerd yet "
-               f"(pods and containers are not served; images are)")
+               "(its CRI plugin serves images, pods, containers, ExecSync and stats; "
+               "streaming, updates, checkpoints and events are not there yet)")
     if method.server_streaming:
         async def stream(request: Any, context: Any) -> Any:
             raise errdefs.Unimplemented(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -26,6 +27,17 @@ class _Formatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+class _JSONFormatter(logging.Formatter):
+    """``[debug] format = "json"``: one JSON object a line, with logrus' keys (time, level, msg)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}"
+        out = {"time": ts, "level": record.levelname.lower(), "msg": record.getMessage(), "module": record.name}
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     level = LEVELS.get((cfg.debug.level or "info").lower(), logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(_JSONFormatter() if cfg.debug.format == "json" else _Formatter())
     logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("grpc").setLevel(logging.WARNING)
     log = logging.getLogger("pycontainerd")

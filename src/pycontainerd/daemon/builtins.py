@@ -27,8 +27,9 @@ def registrations() -> list[Registration]:
         version,
     )
     from ..snapshots import btrfs, native, overlay
+    from . import opt
 
-    regs: list[Registration] = []
+    regs: list[Registration] = [opt.REGISTRATION]  # first: PATH is set before any shim starts
     regs += events.REGISTRATIONS
     regs += content_local.REGISTRATIONS
     regs.append(overlay.REGISTRATION)

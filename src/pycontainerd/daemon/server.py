@@ -33,6 +33,7 @@ from ..plugin import registry as plugin_registry
 from ..plugin import types as plugin_types
 from . import memory
 from .interceptors import TimingInterceptor
+from .ops import OpsServers
 
 log = logging.getLogger("pycontainerd")
 
@@ -63,6 +64,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._serving = False  # the socket path is ours to remove only once we served on it
         self.trimmer = memory.Trimmer()  # the diff service asks it for trims (``trimmer.request``)
+        self.ops = OpsServers(self)  # debug socket, metrics endpoint, SIGUSR1 dumps
 
     # -- start-up ---------------------------------------------------------------------------
     def _lock_root(self) -> None:
@@ -148,6 +150,8 @@ class Daemon:
         from . import builtins
 
         memory.configure_malloc()  # before plugins start their worker threads
+        self.ops.install_signal_handlers()  # SIGUSR1 dumps stacks from the first moment on
+        self.ops.log_startup()
         self._lock_root()
         self.uuid = self._server_uuid()
         await self.db.open()
@@ -176,8 +180,9 @@ class Daemon:
                 ("grpc.server_max_unrequested_time_in_server", MAX_PENDING_SECONDS),
             ],
             maximum_concurrent_rpcs=None,
-            # per-RPC timing only when it is logged: an interceptor costs every call a coroutine hop
-            interceptors=[TimingInterceptor()] if _timing_logged() else [],
+            # per-RPC timing only when it is logged, gRPC metrics only when they are served:
+            # an interceptor costs every call a coroutine hop
+            interceptors=[*self.ops.interceptors(), *([TimingInterceptor()] if _timing_logged() else [])],
         )
         for p in self.plugins.plugins:
             if p.error is None and hasattr(p.instance, "add_to_server"):
@@ -196,6 +201,7 @@ class Daemon:
         self._server = server
         self._serving = True
         self.trimmer.start()
+        await self.ops.start()
         log.info("pycontainerd serving on %s", self.address)
         sd_notify("READY=1")
 
@@ -218,6 +224,7 @@ class Daemon:
         self._stopping.set()
 
     async def stop(self) -> None:
+        await self.ops.close()
         if self._serving:
             await self.trimmer.close()
         if self._server is not None:

@@ -70,7 +70,7 @@ from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .. import errdefs
+from .. import errdefs, mountopts
 from .compression import Compression, decompressor, detect
 
 log = logging.getLogger("pycontainerd.diff.apply")
@@ -298,37 +298,15 @@ class _Reader:
 def resolve_in_root(root: str, parts: Sequence[str]) -> str:
     """Host path of ``parts`` with every symlink followed *inside* ``root`` (root acts as ``/``).
 
-    Like containerd's ``fs.RootPath``: ``..`` never climbs above the root; components that
-    do not exist are appended as they are.
+    ``mountopts.resolve_in_root`` (containerd's ``fs.RootPath``): ``..`` never climbs above the
+    root; components that do not exist are appended as they are; a link loop is refused.
     """
-    resolved: list[str] = []
-    pending = collections.deque(parts)
-    links = 0
-    while pending:
-        comp = pending.popleft()
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root + "/" + "/".join([*resolved, comp])
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(comp)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(comp)
-            continue
-        links += 1
-        if links > _MAX_LINKS:
-            raise errdefs.InvalidArgument(f"too many levels of symbolic links resolving {'/'.join(parts)}")
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        pending.extendleft(reversed(target.split("/")))
-    return root + ("/" + "/".join(resolved) if resolved else "")
+    try:
+        return mountopts.resolve_in_root(root, "/".join(parts))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise errdefs.InvalidArgument(f"too many levels of symbolic links resolving {'/'.join(parts)}") from exc
+        raise
 
 
 def _is_whiteout(st: os.stat_result) -> bool:

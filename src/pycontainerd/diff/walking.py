@@ -24,7 +24,8 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -79,12 +80,15 @@ class WalkingDiffer:
     def __init__(self, tmp_root: str | os.PathLike[str]) -> None:
         self.tmp_root = Path(tmp_root)
         fsmodes.private_dir(self.tmp_root)
+        # called with (layer bytes, seconds) after each apply (the metrics endpoint)
+        self.apply_observers: list[Callable[[int, float], None]] = []
 
     # -- apply ----------------------------------------------------------------------------------
     async def apply(self, desc: Descriptor, mounts: Sequence[Mount], provider: Provider) -> Descriptor:
         mt = desc.media_type.split(";")[0].strip()
         if mt and mt not in _APPLY_MEDIA_TYPES and compression.from_media_type(mt) is None:
             raise errdefs.Unimplemented(f"unsupported diff media type: {desc.media_type}")
+        started = time.monotonic()
         open_blob = getattr(provider, "open_blob", None)
         if open_blob is not None:
             # a local store: the apply thread reads the blob file itself
@@ -98,6 +102,8 @@ class WalkingDiffer:
             if inspect.isawaitable(chunks):  # a Provider written as a coroutine returning an iterator
                 chunks = await chunks
             result = await self.apply_stream(chunks, mounts)
+        for observe in self.apply_observers:
+            observe(desc.size, time.monotonic() - started)
         return Descriptor(compression.MEDIA_TYPE_LAYER, result.digest, result.size)
 
     async def apply_stream(self, chunks: AsyncIterator[bytes] | BlockingSource, mounts: Sequence[Mount]) -> ApplyResult:

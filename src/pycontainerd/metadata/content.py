@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from .. import errdefs, filters
 from ..content.helpers import info_adaptor, status_adaptor, update_labels, validate_digest, validate_labels
@@ -112,6 +112,8 @@ class ContentStore:
         self.exchange = exchange
         self.delete_unreferenced_blobs = delete_unreferenced_blobs
         self._locks: set[tuple[str, str]] = set()
+        # called with (bytes, seconds from open to commit) for each new blob (the metrics endpoint)
+        self.ingest_observers: list[Callable[[int, float], None]] = []
 
     def namespaced(self, namespace: str, lease: str | None = None) -> NamespacedContentStore:
         return NamespacedContentStore(self, namespace, lease)
@@ -429,6 +431,9 @@ class NamespacedWriter:
             self._release()
         if exists:
             raise errdefs.AlreadyExists(f"content {actual}: already exists")
+        if w is not None:
+            for observe in p.ingest_observers:
+                observe(w.offset, (now_ns() - self._started) / 1e9)
         return actual
 
     def _release(self) -> None:

@@ -49,6 +49,7 @@ past ``WAL_TRUNCATE_BYTES``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -188,6 +189,7 @@ class Stats:
     content: int = 0
     snapshots: int = 0
     blobs: int = 0
+    blob_bytes: int = 0  # disk space the removed blobs held
     seconds: float = 0.0
 
 
@@ -197,7 +199,7 @@ class Collector:
     def __init__(
         self,
         db: Database,
-        delete_blob: Callable[[str], None] | None,
+        delete_blob: Callable[[str], int | None] | None,
         list_blobs: Callable[[], Iterable[str]] | None,
         snapshot_cleanups: dict[str, Callable[[], Awaitable[None]]],
         snapshot_reconcilers: dict[str, Callable[[], Awaitable[object]]] | None = None,
@@ -208,6 +210,7 @@ class Collector:
         self.snapshot_cleanups = snapshot_cleanups
         self.snapshot_reconcilers = snapshot_reconcilers or {}
         self._lock = asyncio.Lock()
+        self.observers: list[Callable[[Stats], None]] = []  # told of each pass (the metrics endpoint)
 
     def _sweep(self, conn: sqlite3.Connection) -> tuple[Stats, set[str]]:
         """Phase 1 (one write transaction): expired leases and unmarked records go."""
@@ -233,7 +236,7 @@ class Collector:
                 stats.snapshots += 1
         return stats, swept_snapshotters
 
-    def _sweep_blobs(self, conn: sqlite3.Connection) -> int:
+    def _sweep_blobs(self, conn: sqlite3.Connection, stats: Stats | None = None) -> int:
         """Phase 2 (after phase 1 committed): bytes that no namespace records go.
 
         It runs as a write transaction only to hold the writer thread — content commits
@@ -249,8 +252,10 @@ class Collector:
         for digest in list(self.list_blobs()):
             if digest not in referenced and digest not in expected:
                 try:
-                    self.delete_blob(digest)
+                    freed = self.delete_blob(digest)
                     removed += 1
+                    if stats is not None and freed:
+                        stats.blob_bytes += freed
                 except Exception as exc:  # a blob we cannot remove now is retried next time
                     log.warning("gc: cannot remove blob %s: %s", digest, exc)
         return removed
@@ -266,7 +271,7 @@ class Collector:
                     except Exception as exc:
                         log.warning("gc: snapshotter %s reconcile failed: %s", name, exc)
             stats, _swept = await self.db.write(self._sweep)
-            stats.blobs = await self.db.write(self._sweep_blobs)
+            stats.blobs = await self.db.write(functools.partial(self._sweep_blobs, stats=stats))
             if stats.content or stats.snapshots or stats.leases:
                 # give the space back once the WAL has grown: fold it into the file and truncate it
                 await self.db.checkpoint(min_wal_bytes=WAL_TRUNCATE_BYTES)
@@ -282,6 +287,8 @@ class Collector:
                     "garbage collected: %d leases, %d content records, %d snapshots, %d blobs in %.3fs",
                     stats.leases, stats.content, stats.snapshots, stats.blobs, stats.seconds,
                 )
+            for observe in self.observers:
+                observe(stats)
             return stats
 
 

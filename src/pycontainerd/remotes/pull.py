@@ -30,7 +30,7 @@ import base64
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import errdefs
 from ..content.interfaces import Info, Ingester, Provider
@@ -38,7 +38,9 @@ from ..images import blobs, handlers, reference
 from ..images import mediatypes as mt
 from ..images import platforms as plat
 from ..images.models import Descriptor
-from .fetcher import Fetcher
+
+if TYPE_CHECKING:  # the fetcher brings httpx (~11 MiB): a daemon that never pulls does not load it
+    from .fetcher import Fetcher
 
 ProgressFn = Callable[[str, int, int, str], None]
 """``progress(key, done_bytes, total_bytes, status)``; status: resolving, downloading, done, exists,

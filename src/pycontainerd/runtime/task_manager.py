@@ -382,6 +382,16 @@ def check_runtime(name: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class RunningTask:
+    namespace: str
+    id: str
+    pid: int
+    shim_pid: int
+    cgroups_path: str
+    systemd_cgroup: bool
+
+
 class TaskManager:
     def __init__(
         self,
@@ -809,6 +819,14 @@ class TaskManager:
         )
 
     # -- metrics -----------------------------------------------------------------------------------
+    def running_tasks(self) -> list[RunningTask]:
+        """Every task with a live shim, as plain values (for the metrics and debug endpoints)."""
+        return [
+            RunningTask(ns, cid, t.meta.pid, t.meta.shim_pid, t.meta.cgroups_path, t.meta.systemd_cgroup)
+            for (ns, cid), t in list(self._tasks.items())
+            if t.shim is not None
+        ]
+
     async def metrics(self, namespace: str, filter_exprs: Sequence[str] = ()) -> list[TaskMetrics]:
         flt = filters.parse_all(list(filter_exprs))
         out: list[TaskMetrics] = []

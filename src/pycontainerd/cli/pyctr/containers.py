@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from typing import Any
 
 from ... import errdefs
 from ...client import Client
-from ..common import labels_str, parse_labels, table
-from .run import add_container_flags, create_container, delete_container
+from ...client.run import LOG_URI_LABEL
+from ..common import add_output_flag, emit, json_safe, labels_str, parse_labels
+from .run import add_container_flags, create_container, default_log_path, delete_container
 
 
 def register(sub: Any) -> None:
@@ -20,11 +23,13 @@ def register(sub: Any) -> None:
     ls = s.add_parser("ls", aliases=["list"], help="list containers")
     ls.add_argument("-q", "--quiet", action="store_true", help="print only the container id")
     ls.add_argument("filters", nargs="*", help="filters, e.g. labels.x==y or image~=busybox")
+    add_output_flag(ls)
     ls.set_defaults(func=run_ls)
 
     info = s.add_parser("info", help="get info about a container")
     info.add_argument("--spec", action="store_true", help="only display the spec")
     info.add_argument("id", metavar="ID")
+    info.add_argument("-o", "--output", choices=["json", "yaml"], default="json", help="output format")
     info.set_defaults(func=run_info)
 
     c = s.add_parser("create", help="create a container")
@@ -52,13 +57,20 @@ async def run_ls(args: argparse.Namespace, client: Client) -> int:
         for c in containers:
             print(c.id)
         return 0
-    table(["CONTAINER", "IMAGE", "RUNTIME"], [[c.id, c.image or "-", c.runtime] for c in containers])
+    emit(args.output, ["CONTAINER", "IMAGE", "RUNTIME"], [[c.id, c.image or "-", c.runtime] for c in containers],
+         [{"id": c.id, "image": c.image, "runtime": c.runtime, "labels": dict(c.labels)} for c in containers])
     return 0
 
 
 async def run_info(args: argparse.Namespace, client: Client) -> int:
     c = await client.containers.get(args.id)
-    print(json.dumps(c.spec if args.spec else c.info(), indent=4))
+    doc = c.spec if args.spec else c.info()
+    if args.output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(json_safe(doc), sort_keys=False), end="")
+    else:
+        print(json.dumps(doc, indent=4))
     return 0
 
 
@@ -86,7 +98,11 @@ async def run_rm(args: argparse.Namespace, client: Client) -> int:
         try:
             if args.force:
                 await _force_stop(client, cid)
+            log_uri = (await client.containers.get(cid)).labels.get(LOG_URI_LABEL, "")
             await delete_container(client, cid, keep_snapshot=args.keep_snapshot)
+            if log_uri == "file://" + default_log_path(args, cid):  # the log run -d made, not one the user named
+                with contextlib.suppress(OSError):
+                    os.unlink(log_uri[len("file://"):])
         except errdefs.ContainerdError as exc:
             print(f"pyctr: failed to delete container {cid}: {exc}", file=sys.stderr)
             rc = 1

@@ -72,7 +72,7 @@ def _age(ns: int) -> str:
 
 async def run_fetch(args: argparse.Namespace, client: Client) -> int:
     ref = reference.normalize(args.ref)
-    resolver = await make_resolver(args)
+    resolver = await make_resolver(args, ref)
     progress = Progress()
     try:
         async with client.leases.lease() as lc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -19,7 +20,7 @@ from ...images import archive, blobs, handlers, reference
 from ...images import mediatypes as mt
 from ...images import platforms as plat
 from ...images.models import Descriptor, Platform
-from ..common import Progress, human_size, labels_str, parse_labels, table
+from ..common import Progress, add_output_flag, emit, human_size, labels_str, parse_labels, table
 from ._registry import add_registry_flags, make_resolver
 
 
@@ -42,6 +43,7 @@ def register(sub: Any) -> None:
     ls = s.add_parser("ls", aliases=["list"], help="list images")
     ls.add_argument("filters", nargs="*")
     ls.add_argument("-q", "--quiet", action="store_true")
+    add_output_flag(ls)
     ls.set_defaults(func=run_ls)
 
     tg = s.add_parser("tag", help="tag an image")
@@ -99,7 +101,7 @@ def register(sub: Any) -> None:
 # -- pull ------------------------------------------------------------------------------------
 async def run_pull(args: argparse.Namespace, client: Client) -> int:
     ref = reference.normalize(args.ref)
-    resolver = await make_resolver(args)
+    resolver = await make_resolver(args, ref)
     progress = Progress()
     start = time.monotonic()
 
@@ -155,12 +157,14 @@ async def run_ls(args: argparse.Namespace, client: Client) -> int:
         for i in imgs:
             print(i.name)
         return 0
-    rows = []
+    rows, records = [], []
     for i in imgs:
         size, plats = await _image_size_and_platforms(client, i)
         rows.append([i.name, i.target.media_type, i.target.digest, human_size(size) if size is not None else "-",
                      ",".join(plats) or "-", labels_str(i.labels)])
-    table(["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"], rows)
+        records.append({"name": i.name, "media_type": i.target.media_type, "digest": i.target.digest,
+                        "size": size, "platforms": plats, "labels": dict(i.labels)})
+    emit(args.output, ["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"], rows, records)
     return 0
 
 
@@ -248,6 +252,10 @@ async def run_check(args: argparse.Namespace, client: Client) -> int:
 
 # -- export / import -----------------------------------------------------------------------------
 async def run_export(args: argparse.Namespace, client: Client) -> int:
+    if args.out != "-":
+        parent = os.path.dirname(args.out) or "."
+        if not await asyncio.to_thread(os.path.isdir, parent):
+            raise FileNotFoundError(errno.ENOENT, "no such directory to write the archive in", parent)
     images = []
     for name in args.names:
         img = await client.images.get(name)
@@ -315,7 +323,7 @@ async def run_push(args: argparse.Namespace, client: Client) -> int:
         normalized = reference.normalize(local)
         await client.images.get(normalized)
         local = normalized
-    resolver = await make_resolver(args)
+    resolver = await make_resolver(args, remote)
     progress = Progress()
     try:
         desc = await push(client, remote, local=local, resolver=resolver, platform=args.platform or None,

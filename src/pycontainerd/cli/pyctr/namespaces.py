@@ -8,7 +8,7 @@ from typing import Any
 
 from ... import errdefs
 from ...client import Client
-from ..common import labels_str, parse_labels, table
+from ..common import add_output_flag, emit, labels_str, parse_labels
 
 
 def register(sub: Any) -> None:
@@ -16,6 +16,7 @@ def register(sub: Any) -> None:
     s = p.add_subparsers(dest="sub", required=True)
     ls = s.add_parser("ls", aliases=["list"], help="list namespaces")
     ls.add_argument("-q", "--quiet", action="store_true")
+    add_output_flag(ls)
     ls.set_defaults(func=run_ls)
     c = s.add_parser("create", aliases=["c"], help="create a new namespace")
     c.add_argument("name")
@@ -36,7 +37,8 @@ async def run_ls(args: argparse.Namespace, client: Client) -> int:
         for n in nss:
             print(n.name)
         return 0
-    table(["NAME", "LABELS"], [[n.name, labels_str(n.labels) if n.labels else ""] for n in nss])
+    emit(args.output, ["NAME", "LABELS"], [[n.name, labels_str(n.labels) if n.labels else ""] for n in nss],
+         [{"name": n.name, "labels": dict(n.labels)} for n in nss])
     return 0
 
 

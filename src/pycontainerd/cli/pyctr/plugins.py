@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ...client import Client
-from ..common import table
+from ..common import add_output_flag, emit, table
 
 
 def register(sub: Any) -> None:
@@ -16,6 +16,7 @@ def register(sub: Any) -> None:
     ls.add_argument("-q", "--quiet", action="store_true", help="print only the plugin ids")
     ls.add_argument("-d", "--detailed", action="store_true", help="print detailed information about each plugin")
     ls.add_argument("filters", nargs="*")
+    add_output_flag(ls)
     ls.set_defaults(func=run_ls)
 
 
@@ -24,6 +25,9 @@ async def run_ls(args: argparse.Namespace, client: Client) -> int:
     if args.quiet:
         for pl in plugins:
             print(pl.id)
+        return 0
+    if args.output != "table":
+        emit(args.output, [], [], [vars(pl) for pl in plugins])
         return 0
     if args.detailed:
         for pl in plugins:

@@ -2,10 +2,14 @@
 
     pyctr run --rm docker.io/library/busybox:latest hello sh -c 'echo hi; exit 3'   # prints hi, exits 3
     echo x | pyctr run --rm IMAGE id cat                                           # prints x (stdin EOF is passed on)
-    pyctr run -d --log-uri file:///var/log/web.log IMAGE web httpd -f              # then: pyctr logs web -f
+    pyctr run -d IMAGE web httpd -f -v    # then: pyctr logs [-f] [--tail N] web
+    pyctr run -d --log-uri file:///var/log/web.log IMAGE web httpd -f   # the log where you want it
 
-Also ``pyctr logs ID [-f]`` (containers started with ``--log-uri file://...``) and
-``pyctr stats [ID...]`` (CPU %, memory, pids from Tasks.Metrics).
+``run -d`` keeps the output: unless ``--log-uri`` or ``--null-io`` says otherwise, the shim
+appends stdout and stderr to ``<socket dir>/logs/<namespace>/<id>.log`` (the path is kept in
+the container's ``io.pycontainerd.log-uri`` label, so ``pyctr logs ID [-f] [--tail N]`` finds it;
+``pyctr containers rm`` removes it).  Also ``pyctr stats [ID...]`` (CPU %, memory, pids,
+refreshed on a terminal until ^C; ``--no-stream`` for one sample).
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from ... import errdefs
 from ...client import Client
 from ...client.containers import DEFAULT_RUNTIME
 from ...client.run import LOG_URI_LABEL, TaskIO, delete_container, new_container, run_task
-from ...client.spec import RunOptions
-from ..common import human_size, parse_labels, table
+from ...oci.spec import RunOptions
+from ..common import go_duration, human_size, parse_labels, size_bytes, table
 
 
 def add_container_flags(p: argparse.ArgumentParser, *, cpu_shares: int = 1024) -> None:
@@ -49,7 +53,7 @@ def add_container_flags(p: argparse.ArgumentParser, *, cpu_shares: int = 1024) -
     p.add_argument("--user", "-u", default="", help="user[:group] or uid[:gid] to run as")
     p.add_argument("--cpus", type=float, default=0.0, help="CFS quota in CPUs (e.g. 1.5)")
     p.add_argument("--cpu-shares", type=int, default=cpu_shares, help="CPU shares")
-    p.add_argument("--memory-limit", type=int, default=0, help="memory limit in bytes")
+    p.add_argument("--memory-limit", type=size_bytes, default=0, help="memory limit: bytes, or 64m, 1g ...")
     p.add_argument("--seccomp", action="store_true", help="apply the default seccomp profile")
     p.add_argument("--cap-add", action="append", default=[], help="add a capability (CAP_...)")
     p.add_argument("--cap-drop", action="append", default=[], help="drop a capability (CAP_...)")
@@ -66,24 +70,29 @@ def register(sub: Any) -> None:
     add_container_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("id", metavar="ID")
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD", help="command and arguments")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD",
+                   help="command and arguments (default: the image's entrypoint and cmd)")
     p.set_defaults(func=run)
 
-    lg = sub.add_parser("logs", help="print the log of a container started with --log-uri file://...")
+    lg = sub.add_parser("logs", help="print the output of a container started with run -d (or --log-uri file://)")
     lg.add_argument("-f", "--follow", action="store_true", help="follow the log until the task exits")
     lg.add_argument("--tail", type=int, default=-1, help="only the last N lines")
     lg.add_argument("id", metavar="ID")
     lg.set_defaults(func=run_logs)
 
-    st = sub.add_parser("stats", help="CPU, memory and pids of running tasks")
-    st.add_argument("--interval", type=float, default=0.5, help="seconds between the two CPU samples")
+    st = sub.add_parser("stats", help="CPU, memory and pids of running tasks, refreshed until ^C")
+    st.add_argument("--interval", type=go_duration, default=1.0, help="time between samples (default 1s)")
+    st.add_argument("--no-stream", dest="stream", action="store_false", default=None,
+                    help="print one sample and exit (the default when stdout is not a terminal)")
+    st.add_argument("--stream", dest="stream", action="store_true",
+                    help="refresh until ^C (the default on a terminal)")
     st.add_argument("ids", nargs="*", metavar="ID")
     st.set_defaults(func=run_stats)
 
 
 def env_from_file(path: str) -> list[str]:
     out = []
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.strip()
             if line and not line.startswith("#"):
@@ -111,12 +120,21 @@ async def create_container(args: argparse.Namespace, client: Client, extra_label
                                snapshot_labels=parse_labels(args.snapshotter_label))
 
 
+def default_log_path(args: argparse.Namespace, container_id: str) -> str:
+    """``<socket dir>/logs/<namespace>/<id>.log``: where ``run -d`` keeps a container's output."""
+    return os.path.join(os.path.dirname(args.fifo_dir), "logs", args.namespace, f"{container_id}.log")
+
+
 async def run(args: argparse.Namespace, client: Client) -> int:
     if args.rm and args.detach:
         raise errdefs.InvalidArgument("flags --detach and --rm cannot be specified together")
-    extra = {LOG_URI_LABEL: args.log_uri} if args.log_uri else {}
+    log_uri = args.log_uri
+    if args.detach and not log_uri and not args.null_io:
+        log_uri = "file://" + default_log_path(args, args.id)
+    extra = {LOG_URI_LABEL: log_uri} if log_uri else {}
     container = await create_container(args, client, extra)
-    tio = TaskIO(tty=args.tty, detach=args.detach, null_io=args.null_io, log_uri=args.log_uri)
+    tio = TaskIO(tty=args.tty, detach=args.detach, null_io=args.null_io, log_uri=log_uri,
+                 fifo_dir=args.fifo_dir)
     return await run_task(client, container, tio, rm=args.rm)
 
 
@@ -141,7 +159,8 @@ async def run_logs(args: argparse.Namespace, client: Client) -> int:
     uri = container.labels.get(LOG_URI_LABEL, "")
     if not uri:
         raise errdefs.FailedPrecondition(
-            f"container {args.id} was not started with --log-uri file://...: its output was not kept")
+            f"container {args.id} has no log: it ran attached to a terminal or with --null-io, so its output "
+            "was not kept (start containers with `pyctr run -d` to keep it)")
     path = _log_path(uri)
     out = sys.stdout.buffer
     try:
@@ -197,28 +216,36 @@ def _sample(data: Any) -> tuple[int, int, int, int]:
 
 
 async def run_stats(args: argparse.Namespace, client: Client) -> int:
+    stream = args.stream if args.stream is not None else sys.stdout.isatty()
     filters = [f"id=={i}" for i in args.ids] if args.ids else []
     first = {m.id: (_sample(m.data), time.monotonic()) for m in await client.tasks.metrics(filters)}
     if args.ids:
         missing = [i for i in args.ids if i not in first]
         if missing:
-            raise errdefs.NotFound(f"no running task for {', '.join(missing)}")
-    await asyncio.sleep(max(args.interval, 0.05))
-    second = await client.tasks.metrics(filters)
-    rows = []
-    for m in sorted(second, key=lambda m: m.id):
-        (cpu1, *_), t1 = first.get(m.id, ((0, 0, 0, 0), time.monotonic()))
-        cpu2, usage, limit, pids = _sample(m.data)
-        elapsed_ns = max((time.monotonic() - t1) * 1e9, 1.0)
-        cpu_pct = max(0.0, (cpu2 - cpu1) / elapsed_ns * 100.0)
-        unlimited = limit == 0 or limit >= (1 << 62)
-        host_mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        shown_limit = host_mem if unlimited else limit
-        mem_pct = 100.0 * usage / shown_limit if shown_limit else 0.0
-        rows.append([m.id, f"{cpu_pct:.2f}%", f"{human_size(usage)} / {human_size(shown_limit)}", f"{mem_pct:.2f}%",
-                     str(pids)])
-    table(["ID", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"], rows)
-    return 0
+            raise errdefs.NotFound(f"no running task for {', '.join(missing)} (pyctr ps lists the running ones)")
+    while True:
+        await asyncio.sleep(max(args.interval, 0.05))
+        second = await client.tasks.metrics(filters)
+        now = time.monotonic()
+        rows = []
+        for m in sorted(second, key=lambda m: m.id):
+            (cpu1, *_), t1 = first.get(m.id, ((0, 0, 0, 0), now))
+            cpu2, usage, limit, pids = _sample(m.data)
+            elapsed_ns = max((now - t1) * 1e9, 1.0)
+            cpu_pct = max(0.0, (cpu2 - cpu1) / elapsed_ns * 100.0)
+            unlimited = limit == 0 or limit >= (1 << 62)
+            host_mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            shown_limit = host_mem if unlimited else limit
+            mem_pct = 100.0 * usage / shown_limit if shown_limit else 0.0
+            rows.append([m.id, f"{cpu_pct:.2f}%", f"{human_size(usage)} / {human_size(shown_limit)}",
+                         f"{mem_pct:.2f}%", str(pids)])
+        if stream:
+            sys.stdout.write("\x1b[H\x1b[2J")
+        table(["ID", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"], rows)
+        sys.stdout.flush()
+        if not stream:
+            return 0
+        first = {m.id: (_sample(m.data), now) for m in second}
 
 
 __all__ = ["add_container_flags", "create_container", "delete_container", "register", "run_options"]

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 from typing import Any
@@ -13,8 +14,8 @@ from typing import Any
 from ... import errdefs
 from ...client import Client
 from ...client.cio import Attach, FifoSet, IOConfig
-from ...client.run import TaskIO, exec_process, run_task
-from ..common import human_size, table
+from ...client.run import LOG_URI_LABEL, TaskIO, exec_process, run_task
+from ..common import add_output_flag, emit, human_size, table
 
 
 def register(sub: Any) -> None:
@@ -23,6 +24,7 @@ def register(sub: Any) -> None:
 
     ls = s.add_parser("ls", aliases=["list"], help="list tasks")
     ls.add_argument("-q", "--quiet", action="store_true", help="print only the task id")
+    add_output_flag(ls)
     ls.set_defaults(func=run_ls)
 
     ps = s.add_parser("ps", help="list the processes of a task")
@@ -38,7 +40,7 @@ def register(sub: Any) -> None:
     st.set_defaults(func=run_start)
 
     ex = s.add_parser("exec", help="execute another process in a running task")
-    ex.add_argument("--exec-id", required=True, help="id of the new process (required)")
+    ex.add_argument("--exec-id", default="", help="id of the new process (default: a generated one)")
     ex.add_argument("-t", "--tty", action="store_true", help="allocate a TTY")
     ex.add_argument("-d", "--detach", action="store_true", help="start the process and return")
     ex.add_argument("--cwd", default="", help="working directory")
@@ -99,7 +101,8 @@ async def run_ls(args: argparse.Namespace, client: Client) -> int:
         for t in tasks:
             print(t.id)
         return 0
-    table(["TASK", "PID", "STATUS"], [[t.id, t.pid, t.status.upper()] for t in tasks])
+    emit(args.output, ["TASK", "PID", "STATUS"], [[t.id, t.pid, t.status.upper()] for t in tasks],
+         [{"id": t.id, "pid": t.pid, "status": t.status} for t in tasks])
     return 0
 
 
@@ -112,15 +115,25 @@ async def run_ps(args: argparse.Namespace, client: Client) -> int:
 async def run_start(args: argparse.Namespace, client: Client) -> int:
     container = await client.containers.get(args.id)
     tty = args.tty or bool((container.spec or {}).get("process", {}).get("terminal"))
-    tio = TaskIO(tty=tty, detach=args.detach, null_io=args.null_io, log_uri=args.log_uri)
+    log_uri = args.log_uri
+    if args.detach and not log_uri and not args.null_io:  # like run -d: keep the output for `pyctr logs`
+        from .run import default_log_path
+
+        log_uri = "file://" + default_log_path(args, args.id)
+    if log_uri and container.labels.get(LOG_URI_LABEL) != log_uri:
+        await client.containers.set_labels(args.id, {LOG_URI_LABEL: log_uri})
+    tio = TaskIO(tty=tty, detach=args.detach, null_io=args.null_io, log_uri=log_uri, fifo_dir=args.fifo_dir)
     return await run_task(client, container, tio)
 
 
 async def run_exec(args: argparse.Namespace, client: Client) -> int:
     if not args.args:
         raise errdefs.InvalidArgument("exec needs a command to run")
-    tio = TaskIO(tty=args.tty, detach=args.detach)
-    return await exec_process(client, args.id, args.exec_id, args.args, tio, cwd=args.cwd, env=args.env,
+    tio = TaskIO(tty=args.tty, detach=args.detach, fifo_dir=args.fifo_dir)
+    exec_id = args.exec_id or f"exec-{secrets.token_hex(4)}"
+    if args.detach and not args.exec_id:
+        print(exec_id)
+    return await exec_process(client, args.id, exec_id, args.args, tio, cwd=args.cwd, env=args.env,
                               user=args.user)
 
 
@@ -204,8 +217,11 @@ async def run_attach(args: argparse.Namespace, client: Client) -> int:
     paths = [p for p in (proc.stdin, proc.stdout, proc.stderr) if p]
     exists = [await asyncio.to_thread(os.path.exists, p) for p in paths]
     if not paths or not all(exists):
+        if proc.stdout.startswith(("file://", "binary://")):
+            raise errdefs.FailedPrecondition(f"task {args.id} writes its output to a log: read it with "
+                                             f"pyctr logs -f {args.id}")
         raise errdefs.FailedPrecondition(
-            f"task {args.id} has no FIFOs to attach to (started detached or with --log-uri; try pyctr logs)")
+            f"task {args.id} has no stdio to attach to: it was started with --null-io or detached without a log")
     fifos = FifoSet(os.path.dirname(paths[0]), IOConfig(proc.stdin, proc.stdout, proc.stderr, proc.terminal))
 
     async def close_stdin() -> None:

@@ -1,0 +1,631 @@
+"""CRI containers in pods: create, start, stop, remove, status, list, exec-sync, stats, log reopen.
+
+A container is a record in ``k8s.io`` labelled ``io.cri-containerd.kind=container`` whose
+extension ``io.cri-containerd.container.metadata`` (JSON) holds the ContainerConfig, the
+sandbox id, the log path and the status times (started, finished, exit code, reason) — so a
+restarted daemon still answers for it.  Like containerd, CreateContainer makes the record,
+the spec and the rootfs snapshot; StartContainer makes and starts the task, with stdout and
+stderr going through FIFOs into the CRI log (``crilog``).  The container joins the pod's
+network, IPC and UTS namespaces through ``/proc/<infra pid>/ns/*``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from .. import errdefs
+from ..api.cri.runtime.v1 import api_pb2 as pb
+from ..events.exchange import Exchange
+from ..fsmodes import private_dir
+from ..metadata.containers import Container, ContainerStore, TypedValue
+from ..oci.spec import (
+    SPEC_TYPE_URL,
+    HostInfo,
+    RootfsFiles,
+    canonical,
+    default_spec,
+    replace_or_append_env,
+    with_privileged,
+    with_user,
+)
+from ..runtime.task_manager import RootfsMount, TaskIO, TaskManager
+from .crilog import FifoLogger
+from .imagestore import NAMESPACE, CriImageStore
+from .sandbox import (
+    ANN_CONTAINER_TYPE,
+    ANN_SANDBOX_ID,
+    ANN_SANDBOX_NAME,
+    ANN_SANDBOX_NAMESPACE,
+    CONTAINER_EXT,
+    KIND_CONTAINER,
+    KIND_LABEL,
+    RUNTIME_NAME,
+    Sandbox,
+    Sandboxes,
+    cgroups_path,
+    ext_data,
+    ext_value,
+    host_network,
+    new_id,
+)
+
+log = logging.getLogger("pycontainerd.cri")
+
+ANN_CONTAINER_NAME = "io.kubernetes.cri.container-name"
+ANN_IMAGE_NAME = "io.kubernetes.cri.image-name"
+KILL_WAIT = 10.0
+
+
+def container_name(m: pb.ContainerMetadata, s: pb.PodSandboxMetadata) -> str:
+    return f"{m.name}_{s.name}_{s.namespace}_{s.uid}_{m.attempt}"
+
+
+@dataclass
+class CriContainer:
+    id: str
+    sandbox_id: str
+    config: pb.ContainerConfig
+    meta: dict[str, Any]
+    created_at_ns: int
+    image: str
+    labels: dict[str, str]
+    spec: dict[str, Any]
+    state: pb.ContainerState.ValueType = pb.CONTAINER_CREATED
+    pid: int = 0
+    exit_code: int = 0
+    started_at_ns: int = 0
+    finished_at_ns: int = 0
+    reason: str = ""
+
+
+def _reason(code: int, oom: bool = False) -> str:
+    if oom and code != 0:
+        return "OOMKilled"
+    return "Completed" if code == 0 else "Error"
+
+
+def oci_resources(res: pb.LinuxContainerResources) -> dict[str, Any]:
+    """The OCI ``linux.resources`` (cpu, memory) a CRI LinuxContainerResources asks for."""
+    out: dict[str, Any] = {}
+    cpu: dict[str, Any] = {}
+    if res.cpu_shares:
+        cpu["shares"] = res.cpu_shares
+    if res.cpu_quota:
+        cpu["quota"] = res.cpu_quota
+    if res.cpu_period:
+        cpu["period"] = res.cpu_period
+    if res.cpuset_cpus:
+        cpu["cpus"] = res.cpuset_cpus
+    if res.cpuset_mems:
+        cpu["mems"] = res.cpuset_mems
+    if cpu:
+        out["cpu"] = cpu
+    if res.memory_limit_in_bytes:
+        out["memory"] = {"limit": res.memory_limit_in_bytes}
+    return out
+
+
+def _rootfs_files(mounts: list[Any]) -> RootfsFiles:
+    """/etc/passwd and /etc/group of an overlay (or bind) rootfs, read from its layers without mounting."""
+    dirs: list[str] = []
+    for m in mounts:
+        if m.type == "overlay":
+            opts = dict(o.split("=", 1) for o in m.options if "=" in o)
+            if "upperdir" in opts:
+                dirs.append(opts["upperdir"])
+            dirs += opts.get("lowerdir", "").split(":")
+        elif m.type == "bind":
+            dirs.append(m.source)
+
+    def read(rel: str) -> str | None:
+        for d in dirs:
+            p = Path(d) / rel
+            if p.is_file() and not p.is_symlink():
+                return p.read_text(errors="replace")
+        return None
+
+    return RootfsFiles(read("etc/passwd"), read("etc/group"))
+
+
+class Containers:
+    def __init__(self, *, pods: Sandboxes, images: CriImageStore, containers: ContainerStore, tasks: TaskManager,
+                 state_dir: Path, max_log_line: int, exchange: Exchange | None = None) -> None:
+        self.exchange = exchange
+        self._watcher: asyncio.Task[None] | None = None
+        self.pods = pods
+        self.images = images
+        self.store = containers
+        self.tasks = tasks
+        self.state_dir = state_dir
+        self.max_log_line = max_log_line
+        self._names: set[str] = set()
+        self._loggers: dict[str, FifoLogger] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._exec_seq = 0
+
+    def lock(self, cid: str) -> asyncio.Lock:
+        return self._locks.setdefault(cid, asyncio.Lock())
+
+    def io_dir(self, cid: str) -> Path:
+        return self.state_dir / "containers" / cid
+
+    # -- reading ----------------------------------------------------------------------------------
+    async def _of(self, c: Container) -> CriContainer | None:
+        meta = ext_data(c, CONTAINER_EXT)
+        if meta is None:
+            return None
+        cfg = pb.ContainerConfig()
+        with contextlib.suppress(json_format.ParseError):
+            json_format.ParseDict(meta.get("config") or {}, cfg, ignore_unknown_fields=True)
+        spec: dict[str, Any] = {}
+        if c.spec is not None:
+            with contextlib.suppress(ValueError):
+                spec = json.loads(c.spec.value)
+        out = CriContainer(id=c.id, sandbox_id=str(meta.get("sandbox_id") or ""), config=cfg, meta=meta,
+                           created_at_ns=c.created_at_ns, image=c.image, labels=dict(c.labels), spec=spec,
+                           started_at_ns=int(meta.get("started_at") or 0),
+                           finished_at_ns=int(meta.get("finished_at") or 0),
+                           exit_code=int(meta.get("exit_code") or 0), reason=str(meta.get("reason") or ""))
+        if out.finished_at_ns:
+            out.state = pb.CONTAINER_EXITED
+        elif self.tasks.has_task(NAMESPACE, c.id):
+            try:
+                st = await self.tasks.get(NAMESPACE, c.id)
+            except errdefs.ContainerdError:
+                out.state = pb.CONTAINER_UNKNOWN
+            else:
+                out.pid = st.pid
+                if st.status in ("running", "paused", "pausing"):
+                    out.state = pb.CONTAINER_RUNNING
+                elif st.status == "stopped":
+                    out.state = pb.CONTAINER_EXITED
+                    out.exit_code, out.finished_at_ns = st.exit_status, st.exited_at_ns
+                    out.reason = _reason(st.exit_status, bool(meta.get("oom")))
+        elif out.started_at_ns:  # started, and its task is gone (a restart lost it)
+            out.state, out.reason = pb.CONTAINER_EXITED, out.reason or "Unknown"
+        return out
+
+    async def list(self) -> list[CriContainer]:
+        out = []
+        for c in await self.store.list(NAMESPACE, [f"labels.\"{KIND_LABEL}\"=={KIND_CONTAINER}"]):
+            cc = await self._of(c)
+            if cc is not None:
+                out.append(cc)
+        return out
+
+    async def get(self, cid: str) -> CriContainer:
+        if not cid:
+            raise errdefs.InvalidArgument("container id must not be empty")
+        found = [c for c in await self.list() if c.id.startswith(cid)]
+        exact = [c for c in found if c.id == cid]
+        if exact:
+            return exact[0]
+        if not found:
+            raise errdefs.NotFound(f"an error occurred when try to find container {cid!r}: not found")
+        if len(found) > 1:
+            raise errdefs.InvalidArgument(f"container id prefix {cid!r} is ambiguous")
+        return found[0]
+
+    async def _update_meta(self, cid: str, **changes: Any) -> None:
+        c = await self.store.get(NAMESPACE, cid)
+        meta = ext_data(c, CONTAINER_EXT) or {}
+        meta.update(changes)
+        c.extensions = {**c.extensions, CONTAINER_EXT: ext_value(meta)}
+        await self.store.update(NAMESPACE, c, ["extensions"])
+
+    # -- create -----------------------------------------------------------------------------------
+    async def create(self, sandbox_id: str, cfg: pb.ContainerConfig) -> str:
+        sb = await self.pods.get(sandbox_id)
+        if not sb.ready or not sb.pid:
+            raise errdefs.FailedPrecondition(f"sandbox {sb.id} is not ready: cannot create containers in it")
+        if not cfg.metadata.name:
+            raise errdefs.InvalidArgument("container config must include metadata.name")
+        if not cfg.image.image:
+            raise errdefs.InvalidArgument("container config must include image.image")
+        name = container_name(cfg.metadata, sb.config.metadata)
+        if name in self._names or any(c.meta.get("name") == name for c in await self.list()):
+            raise errdefs.AlreadyExists(f"failed to reserve container name {name!r}: name is reserved")
+        self._names.add(name)
+        try:
+            image = await self.images.resolve(cfg.image.image)
+            cid = new_id()
+            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+            mounts = await sn.prepare(cid, image.chain_id, {})
+            try:
+                files = await asyncio.to_thread(_rootfs_files, mounts)
+                host = await asyncio.to_thread(HostInfo.probe) if cfg.linux.security_context.privileged else None
+                spec = self._spec(cid, sb, cfg, image.config, files, host)
+                log_path = ""
+                if sb.config.log_directory and cfg.log_path:
+                    log_path = os.path.join(sb.config.log_directory, cfg.log_path)
+                meta = {"config": json_format.MessageToDict(cfg), "sandbox_id": sb.id, "name": name,
+                        "log_path": log_path, "image_ref": cfg.image.image, "image_id": image.id}
+                labels = {**dict(cfg.labels), KIND_LABEL: KIND_CONTAINER}
+                await self.store.create(NAMESPACE, Container(
+                    id=cid, runtime_name=RUNTIME_NAME,
+                    spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()), labels=labels,
+                    image=image.references[0] if image.references else image.id,
+                    snapshotter=self.images.snapshotter, snapshot_key=cid,
+                    extensions={CONTAINER_EXT: ext_value(meta)}))
+            except BaseException:
+                with contextlib.suppress(errdefs.ContainerdError):
+                    await sn.remove(cid)
+                raise
+        finally:
+            self._names.discard(name)
+        return cid
+
+    def _spec(self, cid: str, sb: Sandbox, cfg: pb.ContainerConfig, image_config: dict[str, Any],
+              files: RootfsFiles, host: HostInfo | None) -> dict[str, Any]:
+        spec = default_spec(NAMESPACE, cid)
+        ic = image_config.get("config") or {}
+        command, args = list(cfg.command), list(cfg.args)
+        if not command and not args:
+            args = list(ic.get("Cmd") or [])
+        if not command:
+            command = list(ic.get("Entrypoint") or [])
+        argv = command + args
+        if not argv:
+            raise errdefs.InvalidArgument(f"no command specified for container {cfg.metadata.name!r}")
+        proc = spec["process"]
+        proc["args"] = argv
+        proc["env"] = replace_or_append_env(replace_or_append_env(proc.get("env") or [], ic.get("Env") or []),
+                                            [f"{kv.key}={kv.value}" for kv in cfg.envs])
+        proc["cwd"] = cfg.working_dir or ic.get("WorkingDir") or "/"
+        if cfg.tty:
+            proc["terminal"] = True
+        sc = cfg.linux.security_context
+        user = ""
+        if sc.HasField("run_as_user"):
+            user = str(sc.run_as_user.value)
+        elif sc.run_as_username:
+            user = sc.run_as_username
+        elif ic.get("User"):
+            user = str(ic["User"])
+        if user:
+            if sc.HasField("run_as_group") and ":" not in user:
+                user = f"{user}:{sc.run_as_group.value}"
+            with_user(spec, user, files)
+        if sc.supplemental_groups:
+            proc["user"]["additionalGids"] = sorted({*proc["user"].get("additionalGids", []),
+                                                      *sc.supplemental_groups})
+        if sc.no_new_privs:
+            proc["noNewPrivileges"] = True
+        if sc.privileged:
+            if not sb.config.linux.security_context.privileged:
+                raise errdefs.InvalidArgument("no privileged container allowed in a non-privileged sandbox")
+            assert host is not None
+            with_privileged(spec, host)
+        caps = proc["capabilities"]
+        add = [c if c.startswith("CAP_") else f"CAP_{c}" for c in sc.capabilities.add_capabilities]
+        drop = [c if c.startswith("CAP_") else f"CAP_{c}" for c in sc.capabilities.drop_capabilities]
+        for key in ("bounding", "effective", "permitted"):
+            cur = caps.get(key, [])
+            if "CAP_ALL" in add:
+                cur = list(HostInfo.probe().capabilities) if host is None else list(host.capabilities)
+            cur = [*cur, *(c for c in add if c != "CAP_ALL" and c not in cur)]
+            caps[key] = [] if "CAP_ALL" in drop else [c for c in cur if c not in drop]
+        if sc.readonly_rootfs:
+            spec["root"]["readonly"] = True
+        res = cfg.linux.resources
+        linux = spec["linux"]
+        r = linux.setdefault("resources", {})
+        r.update(oci_resources(res))
+        if res.oom_score_adj:
+            proc["oomScoreAdj"] = self.pods._oom(res.oom_score_adj)
+        # the pod's namespaces, through its infra process
+        pid = sb.pid
+        spod = sb.config.linux.security_context.namespace_options
+        opts = sc.namespace_options
+        namespaces = [n for n in linux["namespaces"] if n["type"] not in ("network", "ipc", "uts", "pid")]
+        if not host_network(sb.config):
+            namespaces.append({"type": "network", "path": f"/proc/{pid}/ns/net"})
+            namespaces.append({"type": "uts", "path": f"/proc/{pid}/ns/uts"})
+        if spod.ipc != pb.NODE:
+            namespaces.append({"type": "ipc", "path": f"/proc/{pid}/ns/ipc"})
+        if opts.pid == pb.POD and spod.pid != pb.NODE:
+            namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
+        elif opts.pid != pb.NODE and spod.pid != pb.NODE:
+            namespaces.append({"type": "pid"})
+        linux["namespaces"] = namespaces
+        linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid)
+        # the pod's files, then the config's mounts (which win for the same destination)
+        sdir = self.pods.sandbox_dir(sb.id)
+        # CRI's containers see their cgroup (read-only unless privileged), as containerd mounts it
+        mounts = [*spec["mounts"], {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                                    "options": ["nosuid", "noexec", "nodev", "relatime",
+                                                "rw" if sc.privileged else "ro"]}]
+        extra: list[dict[str, Any]] = []
+        for dest, name in (("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf"),
+                           ("/etc/hostname", "hostname")):
+            extra.append({"destination": dest, "type": "bind", "source": str(sdir / name),
+                          "options": ["rbind", "rprivate", "ro" if sc.readonly_rootfs else "rw"]})
+        for m in cfg.mounts:
+            if not m.container_path or not m.host_path:
+                raise errdefs.InvalidArgument("a mount needs container_path and host_path")
+            prop = {pb.PROPAGATION_PRIVATE: "rprivate", pb.PROPAGATION_HOST_TO_CONTAINER: "rslave",
+                    pb.PROPAGATION_BIDIRECTIONAL: "rshared"}.get(m.propagation, "rprivate")
+            extra.append({"destination": m.container_path, "type": "bind", "source": m.host_path,
+                          "options": ["rbind", prop, "ro" if m.readonly else "rw"]})
+        dests = {m["destination"] for m in extra}
+        spec["mounts"] = [m for m in mounts if m["destination"] not in dests] + extra
+        spec["annotations"] = {
+            ANN_CONTAINER_TYPE: KIND_CONTAINER,
+            ANN_SANDBOX_ID: sb.id,
+            ANN_SANDBOX_NAME: sb.config.metadata.name,
+            ANN_SANDBOX_NAMESPACE: sb.config.metadata.namespace,
+            ANN_CONTAINER_NAME: cfg.metadata.name,
+            ANN_IMAGE_NAME: cfg.image.image,
+        }
+        return canonical(spec)
+
+    # -- start / stop / remove --------------------------------------------------------------------
+    async def start(self, cid: str) -> None:
+        c = await self.get(cid)
+        async with self.lock(c.id):
+            if c.state != pb.CONTAINER_CREATED or self.tasks.has_task(NAMESPACE, c.id):
+                raise errdefs.FailedPrecondition(f"container {c.id} is not in created state")
+            sb = await self.pods.get(c.sandbox_id)
+            if not sb.ready:
+                raise errdefs.FailedPrecondition(f"sandbox {sb.id} of container {c.id} is not ready")
+            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+            mounts = await sn.mounts(c.id)
+            logger = None
+            io = TaskIO()
+            log_path = str(c.meta.get("log_path") or "")
+            if log_path and not c.config.tty:
+                d = self.io_dir(c.id)
+                await asyncio.to_thread(private_dir, d)
+                logger = FifoLogger(d, log_path, self.max_log_line)
+                await logger.start()
+                io = TaskIO(stdout=logger.stdout, stderr=logger.stderr)
+            try:
+                await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
+                    RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts])
+                try:
+                    await self.tasks.start_process(NAMESPACE, c.id)
+                except BaseException:
+                    await self._delete_task(c.id)
+                    raise
+                if logger is not None:
+                    logger.release()
+                    self._loggers[c.id] = logger
+            except BaseException as exc:
+                if logger is not None:
+                    await logger.close()
+                    self._loggers.pop(c.id, None)
+                now = time.time_ns()
+                await self._update_meta(c.id, started_at=now, finished_at=now, exit_code=128,
+                                        reason="StartError", message=str(exc))
+                raise
+            await self._update_meta(c.id, started_at=time.time_ns())
+
+    async def _delete_task(self, cid: str) -> None:
+        with contextlib.suppress(errdefs.NotFound):
+            await self.tasks.delete(NAMESPACE, cid)
+
+    async def _record_exit(self, cid: str) -> None:
+        """The exit into the record, the task deleted, the log copier finished."""
+        if self.tasks.has_task(NAMESPACE, cid):
+            exit_code, exited = 255, time.time_ns()
+            with contextlib.suppress(errdefs.NotFound):
+                st = await self.tasks.get(NAMESPACE, cid)
+                if st.status == "stopped":
+                    exit_code, exited = st.exit_status, st.exited_at_ns or exited
+            await self._delete_task(cid)
+            with contextlib.suppress(errdefs.NotFound):
+                oom = bool((ext_data(await self.store.get(NAMESPACE, cid), CONTAINER_EXT) or {}).get("oom"))
+                await self._update_meta(cid, finished_at=exited, exit_code=exit_code, reason=_reason(exit_code, oom))
+        logger = self._loggers.pop(cid, None)
+        if logger is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(logger.done.wait(), 2.0)
+            await logger.close()
+
+    async def stop(self, cid: str, grace_s: int) -> None:
+        c = await self.get(cid)
+        async with self.lock(c.id):
+            if c.state == pb.CONTAINER_RUNNING:
+                sig = signal.SIGTERM
+                stop_signal = str((c.spec.get("process") or {}).get("stopSignal") or "")
+                if stop_signal.startswith("SIG") and hasattr(signal, stop_signal):
+                    sig = getattr(signal, stop_signal)
+                if grace_s > 0:
+                    await self.pods.kill_task(c.id, float(grace_s), sig)
+                else:
+                    await self.pods.kill_task(c.id, 0)
+            await self._record_exit(c.id)
+
+    async def remove(self, cid: str) -> None:
+        try:
+            c = await self.get(cid)
+        except errdefs.NotFound:
+            return  # CRI: removing a missing container is success
+        async with self.lock(c.id):
+            await self.pods.kill_task(c.id, 0)
+            await self._record_exit(c.id)
+            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+            with contextlib.suppress(errdefs.NotFound):
+                await sn.remove(c.id)
+            with contextlib.suppress(errdefs.NotFound):
+                await self.store.delete(NAMESPACE, c.id)
+            await asyncio.to_thread(shutil.rmtree, self.io_dir(c.id), True)
+        self._locks.pop(c.id, None)
+
+    async def stop_in_pod(self, sandbox_id: str) -> None:
+        for c in await self.list():
+            if c.sandbox_id == sandbox_id:
+                await self.stop(c.id, 0)
+
+    async def remove_in_pod(self, sandbox_id: str) -> None:
+        for c in await self.list():
+            if c.sandbox_id == sandbox_id:
+                await self.remove(c.id)
+
+    async def update_resources(self, cid: str, res: pb.LinuxContainerResources) -> None:
+        """New cpu/memory limits: into the running task's cgroup, and the stored spec for a later start."""
+        c = await self.get(cid)
+        async with self.lock(c.id):
+            want = oci_resources(res)
+            if c.state == pb.CONTAINER_RUNNING:
+                current = dict((c.spec.get("linux") or {}).get("resources") or {})
+                merged = {**current, **{k: {**(current.get(k) or {}), **v} for k, v in want.items()}}
+                await self.tasks.update(NAMESPACE, c.id, merged)
+            elif c.state != pb.CONTAINER_CREATED:
+                raise errdefs.FailedPrecondition(f"container {c.id} is not running or created: cannot update it")
+            rec = await self.store.get(NAMESPACE, c.id)
+            spec = dict(c.spec)
+            linux = spec.setdefault("linux", {})
+            cur = linux.setdefault("resources", {})
+            for k, v in want.items():
+                cur[k] = {**(cur.get(k) or {}), **v}
+            if res.oom_score_adj:
+                spec.setdefault("process", {})["oomScoreAdj"] = self.pods._oom(res.oom_score_adj)
+            rec.spec = TypedValue(SPEC_TYPE_URL, json.dumps(canonical(spec)).encode())
+            await self.store.update(NAMESPACE, rec, ["spec"])
+
+    def watch_oom(self) -> None:
+        """Note the OOM kills the shims report (``/tasks/oom``): the exit's reason becomes OOMKilled."""
+        if self.exchange is None or self._watcher is not None:
+            return
+        exchange = self.exchange
+
+        async def watch() -> None:
+            while True:  # a subscriber that fell behind is dropped (ResourceExhausted): subscribe again
+                with contextlib.suppress(errdefs.ResourceExhausted):
+                    async for env in exchange.subscribe([f'namespace=={NAMESPACE},topic=="/tasks/oom"']):
+                        cid = str(env.payload.get("container_id") or "")
+                        try:
+                            c = await self.store.get(NAMESPACE, cid)
+                            if c.labels.get(KIND_LABEL) == KIND_CONTAINER:
+                                await self._update_meta(cid, oom=True)
+                        except errdefs.ContainerdError as exc:
+                            log.debug("oom of %s: %s", cid, exc)
+
+        self._watcher = asyncio.create_task(watch(), name="cri-oom-watch")
+
+    async def restore(self) -> None:
+        """After a daemon restart: copy the logs of the running containers again.
+
+        The shim holds their FIFOs (with a read end of its own, so the container's output
+        waited in the pipe instead of failing): opening the read ends resumes the copy.
+        """
+        for c in await self.list():
+            log_path = str(c.meta.get("log_path") or "")
+            d = self.io_dir(c.id)
+            if c.state != pb.CONTAINER_RUNNING or not log_path or c.id in self._loggers or not d.is_dir():
+                continue
+            logger = FifoLogger(d, log_path, self.max_log_line)
+            try:
+                await logger.start()
+            except OSError as exc:
+                log.warning("container %s: cannot reopen its log FIFOs: %s", c.id, exc)
+                continue
+            logger.release()
+            self._loggers[c.id] = logger
+
+    # -- exec / logs / stats ----------------------------------------------------------------------
+    async def exec_sync(self, cid: str, cmd: builtins.list[str], deadline_s: int) -> tuple[bytes, bytes, int]:
+        c = await self.get(cid)
+        if c.state != pb.CONTAINER_RUNNING:
+            raise errdefs.FailedPrecondition(f"container {c.id} is not running")
+        if not cmd:
+            raise errdefs.InvalidArgument("exec needs a command")
+        self._exec_seq += 1
+        exec_id = f"exec-{os.getpid()}-{self._exec_seq}"
+        d = self.io_dir(c.id) / exec_id
+        await asyncio.to_thread(private_dir, d)
+        try:
+            outs: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+            rfds, keep = {}, []
+            for name in outs:
+                p = str(d / name)
+                os.mkfifo(p, 0o600)
+                rfds[name] = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                keep.append(os.open(p, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            readers = [asyncio.create_task(_drain(rfds[n], outs[n])) for n in outs]
+            proc = dict(c.spec.get("process") or {})
+            proc.update(args=list(cmd), terminal=False)
+            proc.pop("terminal")
+            try:
+                await self.tasks.exec(NAMESPACE, c.id, exec_id, proc,
+                                      TaskIO(stdout=str(d / "stdout"), stderr=str(d / "stderr")))
+                await self.tasks.start_process(NAMESPACE, c.id, exec_id)
+            except BaseException:
+                for t in readers:
+                    t.cancel()
+                with contextlib.suppress(errdefs.ContainerdError):
+                    await self.tasks.delete_process(NAMESPACE, c.id, exec_id)
+                raise
+            finally:
+                # the shim holds the write ends once the process started: EOF comes when it exits
+                for fd in keep:
+                    os.close(fd)
+            try:
+                try:
+                    ex = await asyncio.wait_for(self.tasks.wait(NAMESPACE, c.id, exec_id),
+                                                deadline_s if deadline_s > 0 else None)
+                except TimeoutError:
+                    with contextlib.suppress(errdefs.ContainerdError):
+                        await self.tasks.kill(NAMESPACE, c.id, signal.SIGKILL, exec_id=exec_id)
+                    raise errdefs.DeadlineExceeded(
+                        f"command {cmd!r} timed out after {deadline_s}s in container {c.id}") from None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*readers), 5.0)
+                return bytes(outs["stdout"]), bytes(outs["stderr"]), ex.exit_status
+            finally:
+                with contextlib.suppress(errdefs.ContainerdError):
+                    await self.tasks.delete_process(NAMESPACE, c.id, exec_id)
+                for t in readers:
+                    t.cancel()
+        finally:
+            await asyncio.to_thread(shutil.rmtree, d, True)
+
+    async def reopen_log(self, cid: str) -> None:
+        c = await self.get(cid)
+        if c.state != pb.CONTAINER_RUNNING:
+            raise errdefs.FailedPrecondition(f"container {c.id} is not running")
+        logger = self._loggers.get(c.id)
+        if logger is None:
+            raise errdefs.FailedPrecondition(f"container {c.id} has no log copier in this daemon")
+        await asyncio.to_thread(logger.reopen)
+
+    async def stats(self, ids: builtins.list[str] | None = None) -> dict[str, dict[str, Any]]:
+        exprs = [f"id=={i}" for i in ids] if ids is not None else []
+        if ids is not None and not exprs:
+            return {}
+        out = {m.id: {"at": m.collected_at_ns, "data": m.data, "mode": m.cgroup_version}
+               for m in await self.tasks.metrics(NAMESPACE, exprs)}
+        sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+        for cid, entry in out.items():
+            try:
+                u = await sn.usage(cid)
+            except errdefs.ContainerdError:
+                continue
+            entry["layer"] = {"used_bytes": u.size, "inodes_used": u.inodes, "mountpoint": self.images.snapshotter_root}
+        return out
+
+
+async def _drain(fd: int, into: bytearray) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    proto = asyncio.StreamReaderProtocol(reader)
+    transport, _ = await loop.connect_read_pipe(lambda: proto, os.fdopen(fd, "rb", buffering=0))
+    try:
+        while chunk := await reader.read(65536):
+            into += chunk
+    finally:
+        transport.close()

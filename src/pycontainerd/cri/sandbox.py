@@ -1,0 +1,390 @@
+"""Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox.
+
+A sandbox is, like in containerd 1.6, a container record in namespace ``k8s.io`` labelled
+``io.cri-containerd.kind=sandbox`` whose task (the *infra* process, from ``sandbox_image``)
+holds the pod's namespaces.  What CRI needs to answer later (the PodSandboxConfig, the netns
+path, the pod IPs) is the record's extension ``io.cri-containerd.sandbox.metadata`` (JSON),
+so a restarted daemon lists its pods and ``ctr -n k8s.io containers ls`` shows them.  The
+state is not stored: a sandbox is READY while its infra task runs, NOTREADY otherwise.
+
+Networking: unless the pod asks for the host's network (``NamespaceOption.network=NODE``) a
+network namespace is made with :mod:`pycontainerd.netns` and CNI ADD runs in it (Kubernetes
+args, port mappings as the ``portMappings`` capability); stop runs CNI DEL and removes it.
+Per-pod files (``hostname``, ``resolv.conf`` from the DNSConfig, ``hosts``) are written under
+``<cri state>/sandboxes/<id>/`` for the pod's containers to mount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from .. import errdefs, netns
+from ..api.cri.runtime.v1 import api_pb2 as pb
+from ..cni import CNI, CapabilityArgs, PodNetwork, PortMapping
+from ..config import CRIConfig
+from ..fsmodes import private_dir
+from ..metadata.containers import Container, ContainerStore, TypedValue
+from ..oci.spec import SPEC_TYPE_URL, canonical, default_spec, replace_or_append_env
+from ..runtime.bundle import own_oom_score_adj
+from ..runtime.task_manager import RootfsMount, TaskIO, TaskManager
+from .imagestore import NAMESPACE, CriImageStore
+
+log = logging.getLogger("pycontainerd.cri")
+
+KIND_LABEL = "io.cri-containerd.kind"
+KIND_SANDBOX = "sandbox"
+KIND_CONTAINER = "container"
+SANDBOX_EXT = "io.cri-containerd.sandbox.metadata"
+CONTAINER_EXT = "io.cri-containerd.container.metadata"
+METADATA_TYPE_URL = "pycontainerd.io/cri/Metadata.v1"
+RUNTIME_NAME = "io.containerd.runc.v2"
+SANDBOX_OOM_SCORE_ADJ = -998
+STOP_WAIT = 10.0
+
+ANN_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
+ANN_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
+ANN_SANDBOX_NAME = "io.kubernetes.cri.sandbox-name"
+ANN_SANDBOX_NAMESPACE = "io.kubernetes.cri.sandbox-namespace"
+ANN_SANDBOX_LOG_DIR = "io.kubernetes.cri.sandbox-log-directory"
+
+_PROTOCOLS = {pb.TCP: "tcp", pb.UDP: "udp", pb.SCTP: "sctp"}
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def pod_name(m: pb.PodSandboxMetadata) -> str:
+    """containerd's unique name of a pod: ``name_namespace_uid_attempt``."""
+    return f"{m.name}_{m.namespace}_{m.uid}_{m.attempt}"
+
+
+def ext_value(data: dict[str, Any]) -> TypedValue:
+    return TypedValue(METADATA_TYPE_URL, json.dumps(data, sort_keys=True).encode())
+
+
+def ext_data(c: Container, key: str) -> dict[str, Any] | None:
+    tv = c.extensions.get(key)
+    if tv is None or tv.type_url != METADATA_TYPE_URL:
+        return None
+    try:
+        out = json.loads(tv.value)
+    except ValueError:
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def resolv_conf(dns: pb.DNSConfig) -> str | None:
+    if not (dns.servers or dns.searches or dns.options):
+        return None
+    lines = [f"search {' '.join(dns.searches)}"] if dns.searches else []
+    lines += [f"nameserver {s}" for s in dns.servers]
+    if dns.options:
+        lines.append(f"options {' '.join(dns.options)}")
+    return "\n".join(lines) + "\n"
+
+
+def host_network(cfg: pb.PodSandboxConfig) -> bool:
+    return cfg.linux.security_context.namespace_options.network == pb.NODE
+
+
+def cgroups_path(parent: str, cid: str) -> str:
+    return f"{parent.rstrip('/')}/{cid}" if parent else f"/{NAMESPACE}/{cid}"
+
+
+@dataclass
+class Sandbox:
+    """One pod as stored: its record and metadata, plus whether its infra task runs."""
+
+    id: str
+    config: pb.PodSandboxConfig
+    created_at_ns: int
+    netns: str
+    ip: str
+    additional_ips: list[str]
+    ready: bool
+    pid: int
+    labels: dict[str, str] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    image: str = ""
+
+    @property
+    def name(self) -> str:
+        return pod_name(self.config.metadata)
+
+
+class Sandboxes:
+    """The pod lifecycle over the daemon's container store, snapshots, task manager, CNI and netns."""
+
+    def __init__(self, *, config: CRIConfig, images: CriImageStore, containers: ContainerStore,
+                 tasks: TaskManager, state_dir: Path, cni: CNI | None) -> None:
+        self.config = config
+        self.images = images
+        self.containers = containers
+        self.tasks = tasks
+        self.state_dir = state_dir
+        self.cni = cni
+        self._names: set[str] = set()  # pod names being created right now
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, sid: str) -> asyncio.Lock:
+        return self._locks.setdefault(sid, asyncio.Lock())
+
+    def sandbox_dir(self, sid: str) -> Path:
+        return self.state_dir / "sandboxes" / sid
+
+    # -- reading ----------------------------------------------------------------------------------
+    async def _status_of(self, c: Container) -> Sandbox | None:
+        data = ext_data(c, SANDBOX_EXT)
+        if data is None:
+            return None
+        cfg = pb.PodSandboxConfig()
+        with contextlib.suppress(json_format.ParseError):
+            json_format.ParseDict(data.get("config") or {}, cfg, ignore_unknown_fields=True)
+        ready, pid = False, 0
+        if self.tasks.has_task(NAMESPACE, c.id):
+            with contextlib.suppress(errdefs.ContainerdError):
+                st = await self.tasks.get(NAMESPACE, c.id)
+                ready, pid = st.status == "running", st.pid
+        spec: dict[str, Any] = {}
+        if c.spec is not None:
+            with contextlib.suppress(ValueError):
+                spec = json.loads(c.spec.value)
+        return Sandbox(id=c.id, config=cfg, created_at_ns=c.created_at_ns, netns=str(data.get("netns") or ""),
+                       ip=str(data.get("ip") or ""), additional_ips=list(data.get("additional_ips") or []),
+                       ready=ready, pid=pid, labels=dict(c.labels), spec=spec, image=c.image)
+
+    async def list(self) -> list[Sandbox]:
+        out = []
+        for c in await self.containers.list(NAMESPACE, [f"labels.\"{KIND_LABEL}\"=={KIND_SANDBOX}"]):
+            sb = await self._status_of(c)
+            if sb is not None:
+                out.append(sb)
+        return out
+
+    async def get(self, sid: str) -> Sandbox:
+        """The sandbox of an id or a unique id prefix; NotFound otherwise."""
+        if not sid:
+            raise errdefs.InvalidArgument("sandbox id must not be empty")
+        found = [s for s in await self.list() if s.id.startswith(sid)]
+        exact = [s for s in found if s.id == sid]
+        if exact:
+            return exact[0]
+        if not found:
+            raise errdefs.NotFound(f"an error occurred when try to find sandbox {sid!r}: not found")
+        if len(found) > 1:
+            raise errdefs.InvalidArgument(f"sandbox id prefix {sid!r} is ambiguous")
+        return found[0]
+
+    # -- run --------------------------------------------------------------------------------------
+    async def run(self, cfg: pb.PodSandboxConfig, runtime_handler: str = "") -> str:
+        if runtime_handler and runtime_handler not in self.config.containerd.runtimes:
+            raise errdefs.NotFound(f"no runtime for {runtime_handler!r} is configured")
+        m = cfg.metadata
+        if not m.name or not m.namespace:
+            raise errdefs.InvalidArgument("sandbox config must include metadata.name and metadata.namespace")
+        name = pod_name(m)
+        if name in self._names or any(s.name == name for s in await self.list()):
+            raise errdefs.AlreadyExists(f"failed to reserve sandbox name {name!r}: name is reserved")
+        self._names.add(name)
+        try:
+            return await self._run(cfg, name)
+        finally:
+            self._names.discard(name)
+
+    async def _image(self, ref: str) -> Any:
+        try:
+            return await self.images.resolve(ref)
+        except errdefs.NotFound:
+            await self.images.pull(ref)
+            return await self.images.resolve(ref)
+
+    async def _run(self, cfg: pb.PodSandboxConfig, name: str) -> str:
+        image = await self._image(self.config.sandbox_image)
+        sid = new_id()
+        undo: list[Any] = []
+        try:
+            sdir = self.sandbox_dir(sid)
+            await asyncio.to_thread(self._write_files, sdir, cfg)
+            undo.append(lambda: asyncio.to_thread(shutil.rmtree, sdir, True))
+            path, ip, extra = "", "", []
+            if not host_network(cfg):
+                path = await netns.create(netns.netns_dir(self.state_dir,
+                                                          under_state_dir=self.config.netns_mounts_under_state_dir))
+                undo.append(lambda p=path: netns.remove(p))
+                if self.cni is None:
+                    raise errdefs.FailedPrecondition("cni plugin not initialized: no CNI network for the pod")
+                pod = self._pod_network(sid, path, cfg)
+                undo.append(lambda n=pod: self._teardown(n))
+                res = await self.cni.setup(pod)
+                ip, extra = res.pod_ip, list(res.additional_ips)
+            spec = self._spec(sid, cfg, image.config, path)
+            labels = {**dict(cfg.labels), KIND_LABEL: KIND_SANDBOX}
+            meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": ip, "additional_ips": extra,
+                    "name": name}
+            await self.containers.create(NAMESPACE, Container(
+                id=sid, runtime_name=RUNTIME_NAME, spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
+                labels=labels, image=image.references[0] if image.references else image.id,
+                snapshotter=self.images.snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)}))
+            undo.append(lambda: self.containers.delete(NAMESPACE, sid))
+            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+            mounts = await sn.prepare(sid, image.chain_id, {})
+            undo.append(lambda: sn.remove(sid))
+            await self.tasks.create(NAMESPACE, sid, rootfs=[RootfsMount(mt.type, mt.source, mt.target,
+                                                                        tuple(mt.options)) for mt in mounts],
+                                    io=TaskIO())
+            undo.append(lambda: self._delete_task(sid))
+            await self.tasks.start_process(NAMESPACE, sid)
+        except BaseException:
+            for step in reversed(undo):
+                try:
+                    await step()
+                except Exception as exc:  # undo what can be undone, report the first failure
+                    log.warning("sandbox %s: cleanup after a failed run: %s", sid, exc)
+            raise
+        return sid
+
+    def _pod_network(self, sid: str, path: str, cfg: pb.PodSandboxConfig) -> PodNetwork:
+        ports = tuple(PortMapping(host_port=p.host_port, container_port=p.container_port,
+                                  protocol=_PROTOCOLS.get(p.protocol, "tcp"), host_ip=p.host_ip)
+                      for p in cfg.port_mappings if p.host_port > 0)
+        m = cfg.metadata
+        return PodNetwork(sandbox_id=sid, netns=path, namespace=m.namespace, name=m.name, uid=m.uid,
+                          capabilities=CapabilityArgs(port_mappings=ports))
+
+    async def _teardown(self, pod: PodNetwork) -> None:
+        if self.cni is not None:
+            await self.cni.teardown(pod)
+
+    @staticmethod
+    def _write_files(sdir: Path, cfg: pb.PodSandboxConfig) -> None:
+        private_dir(sdir)  # runc (root) bind-mounts the files below into the pod's containers
+        resolv = resolv_conf(cfg.dns_config)
+        if resolv is None:
+            try:
+                resolv = Path("/etc/resolv.conf").read_text()
+            except OSError:
+                resolv = ""
+        (sdir / "resolv.conf").write_text(resolv)
+        try:
+            hosts = Path("/etc/hosts").read_text()
+        except OSError:
+            hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        (sdir / "hosts").write_text(hosts)
+        hostname = cfg.hostname or os.uname().nodename
+        (sdir / "hostname").write_text(hostname + "\n")
+        for f in ("resolv.conf", "hosts", "hostname"):
+            (sdir / f).chmod(0o644)
+
+    def _oom(self, adj: int) -> int:
+        if self.config.restrict_oom_score_adj:
+            return max(adj, own_oom_score_adj())
+        return adj
+
+    def _spec(self, sid: str, cfg: pb.PodSandboxConfig, image_config: dict[str, Any], path: str) -> dict[str, Any]:
+        spec = default_spec(NAMESPACE, sid)
+        ic = image_config.get("config") or {}
+        args = [*(ic.get("Entrypoint") or []), *(ic.get("Cmd") or [])]
+        if not args:
+            raise errdefs.InvalidArgument(f"sandbox image {self.config.sandbox_image!r} has no entrypoint or command")
+        proc = spec["process"]
+        proc["args"] = args
+        proc["env"] = replace_or_append_env(proc.get("env") or [], ic.get("Env") or [])
+        proc["cwd"] = ic.get("WorkingDir") or "/"
+        proc["oomScoreAdj"] = self._oom(SANDBOX_OOM_SCORE_ADJ)
+        sc = cfg.linux.security_context
+        if sc.HasField("run_as_user"):
+            proc["user"] = {"uid": sc.run_as_user.value, "gid": sc.run_as_group.value
+                            if sc.HasField("run_as_group") else 0}
+        if not host_network(cfg):  # the host's UTS namespace keeps the host's name
+            spec["hostname"] = cfg.hostname or os.uname().nodename
+        spec["root"]["readonly"] = True
+        linux = spec["linux"]
+        ns_opts = sc.namespace_options
+        namespaces = [n for n in linux["namespaces"] if n["type"] not in ("network", "ipc", "pid", "uts")]
+        if not host_network(cfg):
+            namespaces.append({"type": "network", "path": path})
+            namespaces.append({"type": "uts"})
+        if ns_opts.ipc != pb.NODE:
+            namespaces.append({"type": "ipc"})
+        if ns_opts.pid != pb.NODE:
+            namespaces.append({"type": "pid"})
+        linux["namespaces"] = namespaces
+        if cfg.linux.sysctls:
+            linux["sysctl"] = dict(cfg.linux.sysctls)
+        linux["cgroupsPath"] = cgroups_path(cfg.linux.cgroup_parent, sid)
+        linux.setdefault("resources", {}).setdefault("cpu", {})["shares"] = 2
+        spec["annotations"] = {
+            ANN_CONTAINER_TYPE: KIND_SANDBOX,
+            ANN_SANDBOX_ID: sid,
+            ANN_SANDBOX_NAME: cfg.metadata.name,
+            ANN_SANDBOX_NAMESPACE: cfg.metadata.namespace,
+            ANN_SANDBOX_LOG_DIR: cfg.log_directory,
+        }
+        return canonical(spec)
+
+    # -- stop / remove ----------------------------------------------------------------------------
+    async def _delete_task(self, cid: str) -> None:
+        with contextlib.suppress(errdefs.NotFound):
+            await self.tasks.delete(NAMESPACE, cid)
+
+    async def kill_task(self, cid: str, grace: float, sig: int = signal.SIGKILL) -> None:
+        """Signal the task (SIGKILL after ``grace`` seconds when ``sig`` is gentler), wait, delete it."""
+        if not self.tasks.has_task(NAMESPACE, cid):
+            return
+        try:
+            st = await self.tasks.get(NAMESPACE, cid)
+        except errdefs.NotFound:
+            return
+        if st.status in ("running", "paused", "created"):
+            with contextlib.suppress(errdefs.NotFound):
+                await self.tasks.kill(NAMESPACE, cid, sig, all=sig == signal.SIGKILL)
+            if sig != signal.SIGKILL:
+                try:
+                    await asyncio.wait_for(self.tasks.wait(NAMESPACE, cid), grace)
+                except TimeoutError:
+                    with contextlib.suppress(errdefs.NotFound):
+                        await self.tasks.kill(NAMESPACE, cid, signal.SIGKILL, all=True)
+            with contextlib.suppress(errdefs.NotFound):
+                await asyncio.wait_for(self.tasks.wait(NAMESPACE, cid), STOP_WAIT)
+
+    async def stop(self, sid: str, stop_containers: Any = None) -> None:
+        sb = await self.get(sid)
+        async with self.lock(sb.id):
+            if stop_containers is not None:
+                await stop_containers(sb.id)
+            await self.kill_task(sb.id, 0)
+            await self._delete_task(sb.id)
+            if sb.netns:
+                if await netns.exists(sb.netns):
+                    await self._teardown(self._pod_network(sb.id, sb.netns, sb.config))
+                    await netns.remove(sb.netns)
+                else:  # already removed (a second stop): CNI DEL once more is harmless and idempotent
+                    await self._teardown(self._pod_network(sb.id, sb.netns, sb.config))
+
+    async def remove(self, sid: str, remove_containers: Any = None) -> None:
+        try:
+            sb = await self.get(sid)
+        except errdefs.NotFound:
+            return  # CRI: removing a missing sandbox is success
+        await self.stop(sb.id, remove_containers)
+        async with self.lock(sb.id):
+            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+            with contextlib.suppress(errdefs.NotFound):
+                await sn.remove(sb.id)
+            with contextlib.suppress(errdefs.NotFound):
+                await self.containers.delete(NAMESPACE, sb.id)
+            await asyncio.to_thread(shutil.rmtree, self.sandbox_dir(sb.id), True)
+        self._locks.pop(sb.id, None)

@@ -1,0 +1,1 @@
+"""The Prometheus endpoint (``[metrics] address``): gRPC, per-task cgroup and engine metrics."""

@@ -1,0 +1,127 @@
+"""Docker habits in pyctr: `run -d` keeps the output for `logs`, `stop -t`, `ps`, completion, ctr's flags."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.procs import wait_for
+
+from .daemon import BIN
+
+pytestmark = pytest.mark.root
+
+IMAGE = "docker.io/library/busybox:latest"
+
+
+@pytest.fixture(scope="module")
+def d(shared_daemon: Any, busybox_archive: Path) -> Any:
+    shared_daemon.ctr("images", "import", str(busybox_archive), timeout=120)
+    return shared_daemon
+
+
+@pytest.fixture
+def cid(d: Any) -> Iterator[str]:
+    name = f"hab-{secrets.token_hex(4)}"
+    yield name
+    d.pyctr("tasks", "kill", "-s", "SIGKILL", "-a", name, check=False)
+    wait_for(lambda: name not in d.pyctr("ps", "-q").stdout.split(), 20, f"{name} to stop")
+    d.pyctr("containers", "rm", "-f", name, check=False)
+
+
+def test_run_detached_keeps_the_output_for_logs(d: Any, cid: str) -> None:
+    d.pyctr("run", "-d", IMAGE, cid, "sh", "-c", "echo one; echo two >&2; echo three; sleep 600")
+    wait_for(lambda: "three" in d.pyctr("logs", cid).stdout, 20, "the output in the log")
+    # stdout and stderr are two pipes into the shim: their lines are all there, each stream in order
+    lines = d.pyctr("logs", cid).stdout.splitlines()
+    assert sorted(lines) == ["one", "three", "two"] and lines.index("one") < lines.index("three")
+    assert d.pyctr("logs", "--tail", "1", cid).stdout == lines[-1] + "\n"
+    log = Path(d.address).parent / "logs" / "default" / f"{cid}.log"
+    assert log.exists()
+    r = d.pyctr("tasks", "attach", cid, check=False)  # points at logs, not back at attach
+    assert r.returncode == 1 and f"pyctr logs -f {cid}" in r.stderr
+    d.pyctr("stop", "-t", "0", cid)
+    d.pyctr("containers", "rm", cid)
+    assert not log.exists()  # the log run -d made goes with the container
+
+
+def test_stop_kills_a_container_that_ignores_sigterm_after_the_grace_period(d: Any, cid: str) -> None:
+    d.pyctr("run", "-d", IMAGE, cid, "sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done")
+    wait_for(lambda: "ready" in d.pyctr("logs", cid).stdout, 20, "the trap to be set")
+    assert d.pyctr("ps").stdout.split("\n")[1].split()[:3] == [cid, IMAGE, "RUNNING"]
+    start = time.monotonic()
+    r = d.pyctr("stop", "-t", "1", cid)
+    took = time.monotonic() - start
+    assert r.stdout == f"{cid}\n"
+    assert 1.0 <= took < 6.0, f"stop -t 1 took {took:.2f}s"
+    rows = json.loads(d.pyctr("ps", "-a", "-o", "json").stdout)
+    assert [(x["id"], x["status"]) for x in rows if x["id"] == cid] == [(cid, "stopped")]
+    assert cid not in d.pyctr("ps", "-q").stdout.split()
+
+
+def test_stop_returns_as_soon_as_the_task_exits_on_sigterm(d: Any, cid: str) -> None:
+    # (a plain `sleep` as pid 1 would ignore SIGTERM: pid 1 has no default signal actions)
+    d.pyctr("run", "-d", IMAGE, cid, "sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 1; done")
+    wait_for(lambda: "ready" in d.pyctr("logs", cid).stdout, 20, "the trap to be set")
+    start = time.monotonic()
+    d.pyctr("stop", "-t", "30", cid)
+    assert time.monotonic() - start < 10
+
+
+def test_run_takes_short_names_and_no_command_and_exec_ids_are_generated(d: Any, cid: str) -> None:
+    r = d.pyctr("run", "--rm", "busybox", cid, "echo", "short")
+    assert r.stdout == "short\n"
+    d.pyctr("run", "-d", "busybox:latest", cid)  # the image's own command (sh, which waits on stdin: none)
+    d.pyctr("run", "-d", IMAGE, f"{cid}x", "sleep", "600", check=False)
+    try:
+        r = d.pyctr("tasks", "exec", f"{cid}x", "echo", "from-exec")
+        assert r.stdout == "from-exec\n"
+    finally:
+        d.pyctr("stop", "-t", "0", f"{cid}x", check=False)
+        d.pyctr("containers", "rm", f"{cid}x", check=False)
+    r = d.pyctr("run", "--rm", IMAGE, cid, "true", check=False)
+    assert r.returncode == 1 and f"container {cid} already exists" in r.stderr
+    assert "snapshot" not in r.stderr
+
+
+def test_flags_like_ctr(d: Any, tmp_path: Path) -> None:
+    pyctr = str(BIN / "pyctr")
+    r = subprocess.run([pyctr], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "usage: pyctr" in r.stdout
+    r = subprocess.run([pyctr, "-v"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("pyctr version ")
+    r = subprocess.run([pyctr, "-a", d.address, "--connect-timeout", "1s", "--timeout", "1500ms", "version"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "Server:" in r.stdout
+    r = subprocess.run([pyctr, "-a", d.address, "--timeout", "1s", "events"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 5 and "timed out after 1s" in r.stderr
+
+
+def test_fifos_go_under_fifo_dir(d: Any, cid: str, tmp_path: Path) -> None:
+    fifo_dir = tmp_path / "fifos"
+    r = d.pyctr("--fifo-dir", str(fifo_dir), "run", "--rm", IMAGE, cid, "echo", "hi")
+    assert r.stdout == "hi\n"
+    assert fifo_dir.is_dir() and not any(fifo_dir.iterdir())  # made there, removed afterwards
+
+
+@pytest.mark.parametrize("prog", ["pyctr", "pycrictl"])
+def test_completion_scripts_load_in_bash(prog: str) -> None:
+    script = subprocess.run([str(BIN / prog), "completion", "bash"], capture_output=True, text=True, timeout=30,
+                            check=True).stdout
+    probe = (f'{script}\nCOMP_WORDS=({prog} ""); COMP_CWORD=1; _{prog}; echo "${{COMPREPLY[@]}}"\n'
+             f'COMP_WORDS=({prog} version --); COMP_CWORD=2; _{prog}; echo "${{COMPREPLY[@]}}"\n')
+    r = subprocess.run(["bash", "--norc", "-c", probe], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    commands, flags = r.stdout.splitlines()
+    assert "version" in commands.split()
+    assert "--help" in flags.split()
+    if prog == "pyctr":
+        assert {"images", "run", "logs", "stop", "ps"} <= set(commands.split())

@@ -1,0 +1,52 @@
+"""Pure helpers of the CRI pods and containers: names, resolv.conf, cgroup paths, OCI resources."""
+
+from __future__ import annotations
+
+from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
+from pycontainerd.cri import runtime
+from pycontainerd.cri.containers import container_name, oci_resources
+from pycontainerd.cri.sandbox import cgroups_path, host_network, pod_name, resolv_conf
+
+
+def test_names_like_containerd() -> None:
+    pod = pb.PodSandboxMetadata(name="web", namespace="default", uid="u1", attempt=2)
+    assert pod_name(pod) == "web_default_u1_2"
+    assert container_name(pb.ContainerMetadata(name="app", attempt=1), pod) == "app_web_default_u1_1"
+
+
+def test_resolv_conf_from_dns_config() -> None:
+    assert resolv_conf(pb.DNSConfig()) is None  # the host's is copied then
+    text = resolv_conf(pb.DNSConfig(servers=["10.0.0.10", "10.0.0.11"], searches=["a.svc", "svc"],
+                                    options=["ndots:5"]))
+    assert text == "search a.svc svc\nnameserver 10.0.0.10\nnameserver 10.0.0.11\noptions ndots:5\n"
+
+
+def test_cgroups_path_and_host_network() -> None:
+    assert cgroups_path("", "abc") == "/k8s.io/abc"
+    assert cgroups_path("/kubepods/burstable/", "abc") == "/kubepods/burstable/abc"
+    cfg = pb.PodSandboxConfig()
+    assert not host_network(cfg)
+    cfg.linux.security_context.namespace_options.network = pb.NODE
+    assert host_network(cfg)
+
+
+def test_oci_resources() -> None:
+    assert oci_resources(pb.LinuxContainerResources()) == {}
+    res = pb.LinuxContainerResources(cpu_shares=512, cpu_quota=50000, cpu_period=100000, cpuset_cpus="0",
+                                     memory_limit_in_bytes=64 << 20)
+    assert oci_resources(res) == {"cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
+                                  "memory": {"limit": 64 << 20}}
+
+
+def test_stats_from_cgroup_v1_and_v2_metrics() -> None:
+    c = type("C", (), {"id": "x", "config": pb.ContainerConfig(metadata=pb.ContainerMetadata(name="n"))})()
+    v1 = {"at": 5, "mode": "v1", "data": {"cpu": {"usage": {"total": 1234}},
+                                          "memory": {"usage": {"usage": 1000}, "total_inactive_file": 300}}}
+    s = runtime._stats_pb(c, v1)
+    assert s.cpu.usage_core_nano_seconds.value == 1234 and s.memory.working_set_bytes.value == 700
+    v2 = {"at": 5, "mode": "v2", "data": {"cpu": {"usage_usec": 3}, "memory": {"usage": 100, "inactive_file": 500}},
+          "layer": {"used_bytes": 9, "inodes_used": 2, "mountpoint": "/m"}}
+    s = runtime._stats_pb(c, v2)
+    assert s.cpu.usage_core_nano_seconds.value == 3000 and s.memory.working_set_bytes.value == 0
+    assert s.writable_layer.used_bytes.value == 9 and s.writable_layer.fs_id.mountpoint == "/m"
+    assert not runtime._stats_pb(c, None).HasField("cpu")
