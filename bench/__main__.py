@@ -96,12 +96,6 @@ def _mem_gib() -> float:
     return 0.0
 
 
-def _shim_group() -> int:
-    from pycontainerd.shim.main import group_size
-
-    return group_size()
-
-
 def w6_idle_start(bench: Bench, args: argparse.Namespace, log: Callable[[str], None]) -> None:
     """W6 idle PSS right after start, `runs("W6")` times: run 0 on the daemons under test, the
     others on fresh pairs of daemons started (in alternating order) only for this and closed."""
@@ -154,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "runc": _version(["/usr/sbin/runc", "--version"]),
         "cgroups": "v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1",
         "snapshotter": "overlayfs",
-        "shim_grouping": {"pycontainerd": f"shim hosts of up to {_shim_group()} containers each "
-                                          "(PYCONTAINERD_SHIM_GROUP)",
+        "shim_grouping": {"pycontainerd": "one shim per container (ctr run: no io.containerd.runc.v2.group)",
                           "containerd": "one containerd-shim-runc-v2 per container (ctr run: no sandbox grouping)"},
         "quiescence": {"poll_s": quiesce.POLL, "window_s": quiesce.WINDOW, "deadline_s": quiesce.DEADLINE,
                        "idle_ticks": quiesce.IDLE_TICKS},

@@ -1,13 +1,15 @@
-"""Shim hosts: one forked shim process serves several containers (``PYCONTAINERD_SHIM_GROUP``).
+"""Shim groups: one shim process serves the containers of a group (the spec annotation
+``io.containerd.runc.v2.group``, as containerd's runc v2 shim), else one per container.
 
-Real runc and overlay mounts: two containers share a host; deleting one leaves the other
-fully working (exec, kill, wait); the host exits after the last one; with a group size of 1
-every container gets its own process again.
+Real runc and overlay mounts: two grouped containers share a shim; deleting one leaves the
+other fully working (exec, kill, wait); the shim exits after the last one and removes its
+socket; without the annotation every container gets its own process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -15,7 +17,10 @@ from typing import Any
 
 import pytest
 
-from pycontainerd.runtime.shim_client import ShimClient, ShimLauncher, socket_path
+from pycontainerd.events import Exchange
+from pycontainerd.runtime.shim_client import ShimLauncher
+from pycontainerd.runtime.v2 import ShimManager
+from pycontainerd.shim import v2layout
 
 from .shim_support import cleanup_container, make_bundle, pid_alive, poll_until
 from .test_shim_lifecycle import busybox  # noqa: F401  (session fixture)
@@ -29,24 +34,32 @@ def _gone(pid: int) -> bool:
 
 def _run(tmp_path: Path, busybox: tuple[Path, dict[str, Any]], group: str) -> list[int]:  # noqa: F811
     rootfs, spec = busybox
-    state = tmp_path / "state"
-    state.mkdir()
-    runtime_root = str(tmp_path / "runc")
+    if group:
+        spec = dict(spec, annotations={"io.containerd.runc.v2.group": group})
+    address = str(tmp_path / "d.sock")
+    runc_root = str(tmp_path / "runc")
+    runtime_root = os.path.join(runc_root, "hosts")
     bundles = tmp_path / "bundles"
     bundles.mkdir()
     started: list[tuple[str, int, Path]] = []
     pids: list[int] = []
-    old = os.environ.get("PYCONTAINERD_SHIM_GROUP")
-    os.environ["PYCONTAINERD_SHIM_GROUP"] = group
     launcher = ShimLauncher()
+    sockets = [v2layout.socket_address(address, "hosts", g).removeprefix("unix://") for g in (group, "a", "b") if g]
 
     async def body() -> None:
+        manager = ShimManager(exchange=Exchange(), grpc_address=address, publish_binary="")
+        await manager.start()
+        try:
+            await containers(manager)
+        finally:
+            await manager.close()
+
+    async def containers(manager: ShimManager) -> None:
         clients = []
         for name in ("a", "b"):
             b = make_bundle(bundles, spec, rootfs, name, ["sleep", "1000"])
-            c = await ShimClient.launch(
-                namespace="hosts", container_id=name, bundle=b.path, state_dir=state,
-                runtime_root=runtime_root, launcher=launcher,
+            c = await manager.launch_forked(
+                namespace="hosts", container_id=name, bundle=b.path, fork=launcher, runc={"root": runc_root}
             )
             started.append((name, c.pid, b.path))
             await c.create(rootfs=b.rootfs_mounts, stdin="", stdout="", stderr="", terminal=False)
@@ -77,12 +90,9 @@ def _run(tmp_path: Path, busybox: tuple[Path, dict[str, Any]], group: str) -> li
         await b_.close()
         for pid in set(pids):
             await poll_until(functools.partial(_gone, pid), what="shim host exit")
-        # nothing left behind: no sockets, no host logs (they were empty)
-        for name in ("a", "b"):
-            sock = socket_path(state, "hosts", name)
+        # nothing left behind: no sockets
+        for sock in sockets:
             assert not os.path.exists(sock), sock
-            for pid in set(pids):
-                assert not os.path.exists(os.path.join(os.path.dirname(sock), f"shim-{pid}.log"))
 
     async def main() -> None:
         try:
@@ -93,20 +103,19 @@ def _run(tmp_path: Path, busybox: tuple[Path, dict[str, Any]], group: str) -> li
     try:
         asyncio.run(main())
     finally:
-        if old is None:
-            os.environ.pop("PYCONTAINERD_SHIM_GROUP", None)
-        else:
-            os.environ["PYCONTAINERD_SHIM_GROUP"] = old
         for cid, pid, path in started:
             cleanup_container(runtime_root, cid, pid, path)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                os.unlink(sock)
     return pids
 
 
-def test_two_containers_share_a_host(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> None:  # noqa: F811
-    pids = _run(tmp_path, busybox, "16")
+def test_two_containers_of_a_group_share_a_shim(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> None:  # noqa: F811
+    pids = _run(tmp_path, busybox, "pod")
     assert pids[0] == pids[1]
 
 
-def test_group_of_one_is_a_process_per_container(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> None:  # noqa: F811
-    pids = _run(tmp_path, busybox, "1")
+def test_without_a_group_a_process_per_container(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> None:  # noqa: F811
+    pids = _run(tmp_path, busybox, "")
     assert pids[0] != pids[1]

@@ -1,8 +1,13 @@
-"""The shim with real runc, overlayfs and busybox: lifecycle, stdio, exec, signals, pty."""
+"""The shim with real runc, overlayfs and busybox: lifecycle, stdio, exec, signals, pty.
+
+Driven as the daemon drives it: forked by the fork server, over the runtime v2 shim API
+(``runtime.v2.TaskShim``: task.v2 over ttrpc), events through the shim manager's ttrpc
+Events service."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -13,7 +18,10 @@ from typing import Any
 import pytest
 
 from pycontainerd import errdefs
-from pycontainerd.runtime.shim_client import ShimClient, ShimLauncher, read_exit
+from pycontainerd.events import Exchange
+from pycontainerd.runtime.shim_client import ShimLauncher, read_exit
+from pycontainerd.runtime.v2 import ShimManager, TaskShim
+from pycontainerd.shim import v2layout
 
 from .shim_support import (
     Bundle,
@@ -47,38 +55,50 @@ class ShimEnv:
         self.tmp = tmp
         self.rootfs = rootfs
         self.spec = spec
-        self.state = tmp / "state"
-        self.state.mkdir()
-        self.runtime_root = str(tmp / "runc")
+        self.ns = "shimtest"
+        self.runc_root = str(tmp / "runc")  # Options.root; runc's state is <root>/<namespace>
+        self.runtime_root = os.path.join(self.runc_root, self.ns)
         self.bundles = tmp / "bundles"
         self.bundles.mkdir()
         self.launcher = ShimLauncher()
+        self.manager: ShimManager | None = None
         self.started: list[tuple[str, int, Path]] = []
-        self.ns = "shimtest"
 
-    async def launch(self, name: str, args: list[str], **process: Any) -> tuple[Bundle, ShimClient]:
+    async def start(self) -> None:
+        """The shim manager (in the test's loop): the events socket the shims forward to."""
+        self.manager = ShimManager(exchange=Exchange(), grpc_address=str(self.tmp / "d.sock"), publish_binary="")
+        await self.manager.start()
+
+    async def launch(self, name: str, args: list[str], **process: Any) -> tuple[Bundle, TaskShim]:
+        assert self.manager is not None
         bundle = make_bundle(self.bundles, self.spec, self.rootfs, name, args, **process)
-        client = await ShimClient.launch(
-            namespace=self.ns,
-            container_id=name,
-            bundle=bundle.path,
-            state_dir=self.state,
-            runtime_root=self.runtime_root,
-            launcher=self.launcher,
+        client = await self.manager.launch_forked(
+            namespace=self.ns, container_id=name, bundle=bundle.path, fork=self.launcher, runc={"root": self.runc_root}
         )
         self.started.append((name, client.pid, bundle.path))
         return bundle, client
 
-    async def finish(self, client: ShimClient, bundle: Bundle) -> None:
+    async def finish(self, client: TaskShim, bundle: Bundle) -> None:
         """Delete + shutdown, then check the shim is gone and nothing is left mounted."""
         await client.shutdown()
         await client.close()
         await poll_until(lambda: not pid_alive(client.pid), what="shim exit")
         assert mounts_under(bundle.path) == []
 
+    async def close(self) -> None:
+        if self.manager is not None:
+            await self.manager.close()
+        await self.launcher.close()
+
     def cleanup(self) -> None:
         for name, pid, path in self.started:
             cleanup_container(self.runtime_root, name, pid, path)
+            with contextlib.suppress(OSError):
+                os.unlink(v2socket(self, name))  # left behind if the shim was killed
+
+
+def v2socket(env: ShimEnv, name: str) -> str:
+    return v2layout.socket_address(str(env.tmp / "d.sock"), env.ns, name).removeprefix("unix://")
 
 
 @pytest.fixture
@@ -93,9 +113,10 @@ def env(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> Iterator[ShimEn
 def run(env: ShimEnv, coro: Coroutine[Any, Any, None], timeout: float = 60.0) -> None:
     async def body() -> None:
         try:
+            await env.start()
             await asyncio.wait_for(coro, timeout)
         finally:
-            await env.launcher.close()
+            await env.close()
 
     asyncio.run(body())
 
@@ -257,7 +278,7 @@ def test_pause_resume_update(env: ShimEnv) -> None:
         assert (await c.state()).status == "running"
         await c.update({"pids": {"limit": 64}})
         stats = await c.stats()
-        assert isinstance(stats, dict)
+        assert stats.type_url.endswith(("io.containerd.cgroups.v1.Metrics", "io.containerd.cgroups.v2.Metrics"))
         await poll_until(lambda: "/tasks/resumed" in events, what="resumed event")
         assert events.index("/tasks/paused") < events.index("/tasks/resumed")
         # kill while paused: the shim resumes the frozen cgroup so the exit is seen

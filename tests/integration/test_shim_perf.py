@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
-from pycontainerd.runtime.shim_client import ShimClient, ShimLauncher
+from pycontainerd.events import Exchange
+from pycontainerd.runtime.shim_client import ShimLauncher
+from pycontainerd.runtime.v2 import ShimManager, TaskShim
 
 from .shim_support import cleanup_container, make_bundle, pid_alive, poll_until
 from .test_shim_lifecycle import busybox  # noqa: F401  (session fixture)
@@ -37,27 +39,31 @@ def pss_kib(pid: int) -> int:
 
 def test_shim_latency_and_memory(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> None:  # noqa: F811
     rootfs, spec = busybox
-    state = tmp_path / "state"
-    state.mkdir()
-    runtime_root = str(tmp_path / "runc")
+    address = str(tmp_path / "d.sock")
+    runc_root = str(tmp_path / "runc")
+    runtime_root = os.path.join(runc_root, "perf")
     bundles = tmp_path / "bundles"
     bundles.mkdir()
     started: list[tuple[str, int, Path]] = []
     report: dict[str, float] = {}
     launcher = ShimLauncher()
 
+    manager: ShimManager | None = None
+
+    async def launch(cid: str, bundle: Path) -> TaskShim:
+        assert manager is not None
+        return await manager.launch_forked(
+            namespace="perf", container_id=cid, bundle=bundle, fork=launcher, runc={"root": runc_root}
+        )
+
     async def body() -> None:
+        nonlocal manager
+        manager = ShimManager(exchange=Exchange(), grpc_address=address, publish_binary="")
+        await manager.start()
         t = time.perf_counter()
         await launcher.start()
         b = make_bundle(bundles, spec, rootfs, "first", ["true"])
-        c = await ShimClient.launch(
-            namespace="perf",
-            container_id="first",
-            bundle=b.path,
-            state_dir=state,
-            runtime_root=runtime_root,
-            launcher=launcher,
-        )
+        c = await launch("first", b.path)
         started.append(("first", c.pid, b.path))
         report["first launch incl. launcher start+warm-up ms"] = (time.perf_counter() - t) * 1e3
         await c.shutdown()
@@ -68,14 +74,7 @@ def test_shim_latency_and_memory(tmp_path: Path, busybox: tuple[Path, dict[str, 
         for i in range(10):
             b = make_bundle(bundles, spec, rootfs, f"t{i}", ["true"])
             t0 = time.perf_counter()
-            c = await ShimClient.launch(
-                namespace="perf",
-                container_id=f"t{i}",
-                bundle=b.path,
-                state_dir=state,
-                runtime_root=runtime_root,
-                launcher=launcher,
-            )
+            c = await launch(f"t{i}", b.path)
             t1 = time.perf_counter()
             started.append((f"t{i}", c.pid, b.path))
             await c.create(rootfs=b.rootfs_mounts, stdin="", stdout="", stderr="", terminal=False)
@@ -98,21 +97,14 @@ def test_shim_latency_and_memory(tmp_path: Path, busybox: tuple[Path, dict[str, 
         clients = []
         for i in range(n):
             b = make_bundle(bundles, spec, rootfs, f"m{i}", ["sleep", "1000"])
-            c = await ShimClient.launch(
-                namespace="perf",
-                container_id=f"m{i}",
-                bundle=b.path,
-                state_dir=state,
-                runtime_root=runtime_root,
-                launcher=launcher,
-            )
+            c = await launch(f"m{i}", b.path)
             started.append((f"m{i}", c.pid, b.path))
             await c.create(rootfs=b.rootfs_mounts, stdin="", stdout="", stderr="", terminal=False)
             await c.start()
             await c.state()
             clients.append(c)
         # shims of several containers may share one process (a shim host): count each once
-        pss = [pss_kib(pid) for pid in {c.pid for c in clients}]
+        pss = [pss_kib(pid) for pid in {c.pid for c in clients}]  # one per container (no group annotation)
         report[f"PSS per shim KiB (mean of {n}, launcher alive)"] = sum(pss) / n
         report["launcher PSS KiB"] = pss_kib(launcher.pid)
         for c in clients:
@@ -132,6 +124,8 @@ def test_shim_latency_and_memory(tmp_path: Path, busybox: tuple[Path, dict[str, 
         try:
             await asyncio.wait_for(body(), 120)
         finally:
+            if manager is not None:
+                await manager.close()
             await launcher.close()
 
     try:

@@ -1,8 +1,10 @@
-"""The shim survives the daemon: kill -9 of the client process, then reconnect."""
+"""The shim survives the daemon: kill -9 of the client process, then reconnect (runtime v2:
+the bundle's ``address`` file, task.v2 over ttrpc, events to the new daemon's Events socket)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -13,7 +15,10 @@ from typing import Any
 
 import pytest
 
-from pycontainerd.runtime.shim_client import ShimClient, read_exit
+from pycontainerd.events import Exchange
+from pycontainerd.runtime.shim_client import read_exit
+from pycontainerd.runtime.v2 import ShimManager
+from pycontainerd.shim import v2layout
 
 from .shim_support import FifoReader, cleanup_container, kill_pid, make_bundle, mounts_under, pid_alive, poll_until
 from .test_shim_lifecycle import busybox  # noqa: F401  (session fixture)
@@ -25,15 +30,18 @@ pytestmark = pytest.mark.root
 CLIENT = r"""
 import asyncio, json, sys
 from pathlib import Path
-from pycontainerd.runtime.shim_client import ShimClient, ShimLauncher
+from pycontainerd.events import Exchange
+from pycontainerd.runtime.shim_client import ShimLauncher
+from pycontainerd.runtime.v2 import ShimManager
 
 async def main(cfg):
     launcher = ShimLauncher()
+    manager = ShimManager(exchange=Exchange(), grpc_address=cfg["address"], publish_binary="")
+    await manager.start()
     out = {"client": __import__("os").getpid()}
     for c in cfg["containers"]:
-        client = await ShimClient.launch(namespace="restart", container_id=c["id"], bundle=Path(c["bundle"]),
-                                         state_dir=Path(cfg["state"]), runtime_root=cfg["runtime_root"],
-                                         launcher=launcher)
+        client = await manager.launch_forked(namespace="restart", container_id=c["id"], bundle=Path(c["bundle"]),
+                                             fork=launcher, runc={"root": cfg["runc_root"]})
         pid = await client.create(rootfs=c["rootfs"], stdin="", stdout=c["stdout"], stderr="", terminal=False)
         await client.start()
         out[c["id"]] = {"shim": client.pid, "init": pid}
@@ -47,10 +55,10 @@ asyncio.run(main(json.loads(sys.argv[1])))
 
 def test_daemon_killed_then_reconnect(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> None:  # noqa: F811
     rootfs, spec = busybox
-    state = tmp_path / "state"
-    state.mkdir()
-    runtime_root = str(tmp_path / "runc")
-    bundles = tmp_path / "bundles"
+    address = str(tmp_path / "d.sock")  # the "daemon"'s address: shim sockets and events derive from it
+    runc_root = str(tmp_path / "runc")
+    runtime_root = os.path.join(runc_root, "restart")
+    bundles = tmp_path / "restart"  # containerd's layout: <...>/<namespace>/<id>
     bundles.mkdir()
     live = make_bundle(
         bundles, spec, rootfs, "live", ["sh", "-c", "while [ ! -e /tmp/stop ]; do sleep 0.05; done; echo done; exit 9"]
@@ -59,8 +67,8 @@ def test_daemon_killed_then_reconnect(tmp_path: Path, busybox: tuple[Path, dict[
     live_out, quick_out = live.fifo("stdout"), quick.fifo("stdout")
     # the client's FIFO ends live in the "daemon" process and die with it
     cfg = {
-        "state": str(state),
-        "runtime_root": runtime_root,
+        "address": address,
+        "runc_root": runc_root,
         "containers": [
             {"id": "live", "bundle": str(live.path), "rootfs": live.rootfs_mounts, "stdout": live_out},
             {"id": "quick", "bundle": str(quick.path), "rootfs": quick.rootfs_mounts, "stdout": quick_out},
@@ -81,6 +89,14 @@ def test_daemon_killed_then_reconnect(tmp_path: Path, busybox: tuple[Path, dict[
         proc.wait()
 
         async def body() -> None:
+            manager = ShimManager(exchange=Exchange(), grpc_address=address, publish_binary="")
+            await manager.start()  # the restarted daemon
+            try:
+                await reconnect(manager)
+            finally:
+                await manager.close()
+
+        async def reconnect(manager: ShimManager) -> None:
             await poll_until(lambda: not pid_alive(info["launcher"]), what="launcher exit")
             for cid in ("live", "quick"):
                 shim = info[cid]["shim"]
@@ -88,7 +104,7 @@ def test_daemon_killed_then_reconnect(tmp_path: Path, busybox: tuple[Path, dict[
                 assert os.getsid(shim) == shim  # its own session
             # "quick" exits while nobody is connected: the shim records it
             await poll_until(lambda: read_exit(quick.path) is not None, what="exit file")
-            c = await ShimClient.connect(quick.path)
+            c = await manager.connect(quick.path)
             assert c.pid == info["quick"]["shim"]
             assert (await c.wait()).exit_status == 4
             assert (await c.state()).status == "stopped"
@@ -96,7 +112,7 @@ def test_daemon_killed_then_reconnect(tmp_path: Path, busybox: tuple[Path, dict[
             await c.shutdown()
             await c.close()
 
-            c = await ShimClient.connect(live.path)
+            c = await manager.connect(live.path)
             events: list[tuple[str, dict[str, Any]]] = []
 
             async def collect() -> None:
@@ -136,3 +152,5 @@ def test_daemon_killed_then_reconnect(tmp_path: Path, busybox: tuple[Path, dict[
             kill_pid(info["launcher"])
         for cid, b in (("live", live), ("quick", quick)):
             cleanup_container(runtime_root, cid, info.get(cid, {}).get("shim", 0), b.path)
+            with contextlib.suppress(OSError):
+                os.unlink(v2layout.socket_address(address, "restart", cid).removeprefix("unix://"))

@@ -1,4 +1,4 @@
-"""Sans-IO shim protocol: framing, messages, timestamps."""
+"""Sans-IO framing of the daemon <-> fork server control channel, messages, timestamps."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ from pycontainerd.shim import protocol
 
 def test_frames_split_anywhere_reassemble() -> None:
     frames = (
-        protocol.request(1, "kill", {"signal": 9}) + protocol.reply(1, {}) + protocol.event("/tasks/exit", {"pid": 3})
+        protocol.request(1, "start_v2", {"id": "c"})
+        + protocol.reply(1, {"pid": 3})
+        + protocol.error(2, "NOT_FOUND", "bundle /b does not exist")
     )
     for cut in range(len(frames) + 1):
         d = protocol.Decoder()
         msgs = d.feed(frames[:cut]) + d.feed(frames[cut:])
         assert msgs == [
-            {"id": 1, "method": "kill", "params": {"signal": 9}},
-            {"id": 1, "result": {}},
-            {"event": {"topic": "/tasks/exit", "payload": {"pid": 3}}},
+            {"id": 1, "method": "start_v2", "params": {"id": "c"}},
+            {"id": 1, "result": {"pid": 3}},
+            {"id": 2, "error": {"code": "NOT_FOUND", "message": "bundle /b does not exist"}},
         ]
         assert d.pending == 0
 

@@ -5,7 +5,7 @@ Theory of operation
 A *task* is a container's init process plus the processes exec-ed into it.  For every task
 the manager owns a bundle (``<state>/<namespace>/<id>/``, see ``bundle.py``) and a shim
 process (``pycontainerd-shim-runc-v2``) that outlives the daemon and drives runc.  The
-manager talks to the shim through ``ShimClient``; it never runs runc itself except to clean
+manager talks to the shim through the ``Shim`` protocol; it never runs runc itself except to clean
 up after a shim that is gone.
 
 Lifecycle of one task::
@@ -35,8 +35,14 @@ Lifecycle of one task::
 - On start-up ``restore`` scans the bundles, reconnects to live shims and tombstones the
   rest.  Shutting the daemon down only disconnects: shims and containers live on.
 
-The shim is reached through the ``Shim``/``ShimLauncher`` protocols below (the real ones
-are ``runtime.shim_client.ShimClient``), so this module carries no I/O details of its own.
+The shim is reached through the ``Shim``/``ShimLauncher`` protocols below, so this module
+carries no I/O details of its own.  The real ``Shim`` is ``runtime.v2.TaskShim``: the runtime
+v2 shim API (``containerd.task.v2.Task`` over ttrpc).  The daemon's own runc runtime uses
+``runtime.v2.ForkLauncher``: our shim (``containerd-shim-pyrunc-v2``) forked by the
+pre-imported fork server (``runtime.shim_client.ShimLauncher``) instead of exec-ed, listening
+at containerd's socket path (``ctr shim --id`` reaches it), one shim per container unless the
+``io.containerd.runc.v2.group`` annotation groups them; events come over the shim manager's
+ttrpc Events service, a dead shim is cleaned up by the binary's ``delete``.
 
 Runtimes the daemon's own launcher does not serve go to ``ExternalShims`` (the real one is
 ``runtime.v2.ShimManager``): an absolute runtime path, any ``io.containerd.<name>.<version>``
@@ -85,7 +91,7 @@ _RUNTIME_NAME = re.compile(r"io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)")  # fullm
 _OWN_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
 
 
-# -- what the manager needs from a shim (runtime/shim_client.py implements it) -----------------
+# -- what the manager needs from a shim (runtime.v2.TaskShim implements it) -------------------
 class ExitLike(Protocol):
     @property
     def pid(self) -> int: ...
@@ -988,6 +994,11 @@ class TaskManager:
                 await self._stop_pump(t)
                 with contextlib.suppress(Exception):
                     await t.shim.close()
+            left: bool = bool(t.meta.runtime_root) and await asyncio.to_thread(Path(t.meta.runtime_root, t.id).is_dir)
+            if left:
+                # the shim died between Delete's reply and its deferred ``runc delete``: runc's state
+                # would make the next create of this id fail ("container with given ID already exists")
+                await self._runc_force_delete(t.meta)
             if trash is not None:
                 await asyncio.to_thread(bundlemod.remove, trash)
         except Exception as exc:
@@ -1171,63 +1182,6 @@ class RuntimeAlias:
         self.manager = manager
 
 
-class ShimClientLauncher:
-    """``ShimLauncher`` over ``shim_client``: one fork-server per task manager (no globals)."""
-
-    def __init__(self, owner: str = "") -> None:
-        from . import shim_client
-
-        self._mod = shim_client
-        self._fork = shim_client.ShimLauncher(owner=owner)
-
-    async def launch(
-        self,
-        *,
-        namespace: str,
-        container_id: str,
-        bundle: Path,
-        state_dir: Path,
-        runtime_binary: str = "runc",
-        runtime_root: str | None = None,
-        systemd_cgroup: bool = False,
-        debug: bool = False,
-    ) -> Shim:
-        return await self._mod.ShimClient.launch(
-            namespace=namespace,
-            container_id=container_id,
-            bundle=bundle,
-            state_dir=state_dir,
-            runtime_binary=runtime_binary,
-            runtime_root=runtime_root,
-            systemd_cgroup=systemd_cgroup,
-            debug=debug,
-            launcher=self._fork,
-        )
-
-    async def connect(self, bundle: Path) -> Shim:
-        return await self._mod.ShimClient.connect(bundle)
-
-    async def cleanup(
-        self,
-        *,
-        namespace: str,
-        container_id: str,
-        bundle: Path,
-        runtime_binary: str = "runc",
-        runtime_root: str | None = None,
-    ) -> ExitLike:
-        return await self._mod.ShimClient.cleanup(
-            namespace=namespace,
-            container_id=container_id,
-            bundle=bundle,
-            runtime_binary=runtime_binary,
-            runtime_root=runtime_root,
-        )
-
-    async def close(self) -> None:
-        await self._fork.close()
-
-
 def runtime_paths_from_config(daemon_config: Any) -> dict[str, str]:
     """Runtime names whose shim binary the config names: the default CRI runtime's
     ``runtime_path`` serves its ``runtime_type`` (so ``runtime_type = "io.containerd.runc.v2"``
@@ -1263,6 +1217,29 @@ def external_shims(daemon: Any, defaults: RuntimeDefaults) -> ExternalShims:
     )
 
 
+OWN_SHIM_BINARY = "containerd-shim-pyrunc-v2"
+
+
+def own_shim_binary() -> str:
+    """Our shim's runtime v2 binary (its ``delete`` cleans up after a dead shim): beside the
+    interpreter, else beside the daemon's executable, else on PATH."""
+    for directory in (os.path.dirname(sys.executable), os.path.dirname(publish_binary())):
+        candidate = os.path.join(directory, OWN_SHIM_BINARY)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which(OWN_SHIM_BINARY) or OWN_SHIM_BINARY
+
+
+def own_launcher(external: ExternalShims, owner: str) -> ShimLauncher:
+    """The launcher of the daemon's own runc runtime: our shim forked by the fork server,
+    serving task.v2 over ttrpc (``runtime.v2.ForkLauncher``)."""
+    from . import shim_client
+    from .v2 import ForkLauncher, ShimManager
+
+    assert isinstance(external, ShimManager)
+    return ForkLauncher(external, own_shim_binary(), shim_client.ShimLauncher(owner=owner))
+
+
 async def _init_v2(ctx: Any) -> TaskManager:
     # bundles (container root filesystems) live below: containerd's modes (see
     # runtime.bundle), also for bundles an older version made 0711 (CVE-2021-41103)
@@ -1272,14 +1249,15 @@ async def _init_v2(ctx: Any) -> TaskManager:
         log.info("closed %d bundles an older version left open to other users", len(closed))
     daemon = ctx.daemon
     defaults = defaults_from_config(daemon.config)
+    external = external_shims(daemon, defaults)
     manager = TaskManager(
         root=ctx.state,
         containers=ContainerStore(daemon.db, daemon.exchange),
         exchange=daemon.exchange,
-        launcher=ShimClientLauncher(owner=str(daemon.state)),
+        launcher=own_launcher(external, owner=str(daemon.state)),
         defaults=defaults,
         shim_state=Path(daemon.state),
-        external=external_shims(daemon, defaults),
+        external=external,
     )
     await manager.restore()
     return manager

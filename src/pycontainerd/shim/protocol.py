@@ -1,50 +1,25 @@
-"""The daemon <-> shim wire protocol, without any I/O (sans-IO, like h11).
+"""What the shim's parts share, without any I/O: the event topics, ``CreateOptions``, and the
+framing of the daemon <-> fork server control channel (``shim.main`` launcher,
+``runtime.shim_client.ShimLauncher``).  The shim API itself is containerd's task.v2 over
+ttrpc (``taskv2``, ``ttrpc_loop``).
 
-Transport: a unix *stream* socket bound to a filesystem path (mode 0600) under the daemon's
-state directory — never an abstract socket (CVE-2020-15257: abstract sockets are reachable
-from any container sharing the host network namespace).
+Control channel: a socketpair between the daemon and its fork server.  Every message is a
+frame ``4-byte big-endian length || UTF-8 JSON object``; frames larger than ``MAX_FRAME`` are
+a protocol error::
 
-Framing: every message is a frame ``4-byte big-endian length || UTF-8 JSON object``.  Frames
-larger than ``MAX_FRAME`` are a protocol error (the connection is dropped).
-
-Messages::
-
-    request   {"id": <int>, "method": <str>, "params": {...}}          client -> shim
-    reply     {"id": <int>, "result": <any>}                            shim -> client
+    request   {"id": <int>, "method": "start_v2", "params": {...}}     daemon -> launcher
+    reply     {"id": <int>, "result": {"address", "pid", "forked"}}     launcher -> daemon
     error     {"id": <int>, "error": {"code": "NOT_FOUND", "message": "..."}}
-    event     {"event": {"topic": "/tasks/exit", "payload": {...}}}     shim -> subscribed client
 
-Replies may arrive out of order (a ``wait`` request stays pending while later requests are
-answered); the client matches them by ``id``.  ``code`` is an errdefs kind name
-(``pycontainerd.errdefs.KINDS``), so the client raises the same error kind the shim raised.
+``code`` is an errdefs kind name (``pycontainerd.errdefs.KINDS``), so the daemon raises the
+kind the launcher raised.
 
-Methods (params -> result):
-
-    create   {rootfs, stdin, stdout, stderr, terminal, options}   -> {"pid"}
-             (options: ``CreateOptions.to_wire()``)
-    start    {exec_id}                                             -> {"pid"}
-    delete   {exec_id}                                             -> {"pid", "exit_status", "exited_at_ns"}
-    exec     {exec_id, spec, stdin, stdout, stderr, terminal}      -> {}
-    kill     {exec_id, signal, all}                                -> {}
-    state    {exec_id}                                             -> ProcessState fields
-    pids     {}                                                    -> {"processes": [{"pid", "exec_id"}]}
-    pause / resume {}                                              -> {}
-    resize_pty {exec_id, width, height}                            -> {}
-    close_io {exec_id, stdin}                                      -> {}
-    update   {resources}                                           -> {}
-    stats    {}                                                    -> runc ``events --stats`` JSON
-    wait     {exec_id}                                             -> {"pid", "exit_status", "exited_at_ns"}
-    subscribe {}                                                   -> {}  (then events are pushed)
-    connect  {}                                                    -> {"pid", "id", "namespace", "bundle"}
-    shutdown {}                                                    -> {"exiting": bool}
-
-Events pushed by the shim (payload fields are those of the ``containerd.events`` messages,
-timestamps as RFC 3339 strings): ``/tasks/exit`` (TaskExit: container_id, id, pid,
-exit_status, exited_at), ``/tasks/oom`` (TaskOOM: container_id), ``/tasks/exec-added``
-(TaskExecAdded: container_id, exec_id), ``/tasks/exec-started`` (TaskExecStarted:
-container_id, exec_id, pid), ``/tasks/paused`` and ``/tasks/resumed`` (container_id).
-``/tasks/create``, ``/tasks/start`` and ``/tasks/delete`` are published by the daemon, which
-holds the data they carry (bundle, rootfs, io); the shim never sends them.
+``Service`` methods (params -> result, what ``taskv2`` calls): create {rootfs, stdin, stdout,
+stderr, terminal, options (``CreateOptions.to_wire()``)} -> {"pid"}; start/delete/state/wait
+{exec_id}; exec; kill; pids; pause/resume; resize_pty; close_io; update; stats; connect;
+shutdown.  Events (payload fields are those of the ``containerd.events`` messages, timestamps
+as RFC 3339 strings): ``/tasks/exit``, ``/tasks/oom``, ``/tasks/exec-added``,
+``/tasks/exec-started``, ``/tasks/paused``, ``/tasks/resumed``.
 """
 
 from __future__ import annotations
@@ -90,10 +65,6 @@ def reply(req_id: int, result: Any) -> bytes:
 
 def error(req_id: int, code: str, message: str) -> bytes:
     return encode({"id": req_id, "error": {"code": code, "message": message}})
-
-
-def event(topic: str, payload: dict[str, Any]) -> bytes:
-    return encode({"event": {"topic": topic, "payload": payload}})
 
 
 class Decoder:

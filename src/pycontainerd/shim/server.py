@@ -1,21 +1,15 @@
-"""The shim's socket server: framed JSON requests in, replies and events out.
-
-Each request runs as its own task on the shim loop, so a pending ``wait`` never blocks a
-later ``kill`` on the same connection.  Error kinds raised by the service travel as their
-errdefs code name; anything else is reported as UNKNOWN with its text.
+"""The shim's socket plumbing on its own loop: a listening socket (``Listening``), its
+connections with buffered non-blocking writes (``Connection``; the protocol spoken on them is
+a subclass's, ``ttrpc_loop.TtrpcConnection``), and ``bind_listener``.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
-from typing import Any
 
 from pycontainerd import errdefs, fsmodes
-from pycontainerd.shim import protocol
-from pycontainerd.shim.loop import Future, Loop
-from pycontainerd.shim.service import Service
+from pycontainerd.shim.loop import Loop
 
 
 def recv_some(sock: socket.socket) -> bytes | None:
@@ -34,7 +28,6 @@ class Connection:
         self.loop = server.loop
         self.sock = sock
         self.fd = sock.fileno()
-        self.decoder = protocol.Decoder()
         self.out = bytearray()
         self.closed = False
         sock.setblocking(False)
@@ -50,17 +43,8 @@ class Connection:
         self.on_data(data)
 
     def on_data(self, data: bytes) -> None:
-        """Bytes from the peer (a subclass speaking another protocol overrides this)."""
-        try:
-            messages = self.decoder.feed(data)
-        except protocol.ProtocolError as exc:
-            self.loop.report("bad frame from client", exc)
-            self.close()
-            return
-        server = self.server
-        assert isinstance(server, Server)
-        for msg in messages:
-            server.dispatch(self, msg)
+        """Bytes from the peer: what they mean is the subclass's protocol."""
+        raise NotImplementedError
 
     def send(self, frame: bytes) -> None:
         if self.closed:
@@ -140,68 +124,6 @@ class Listening:
         self.listener.close()
         for conn in list(self.connections):
             conn.close()
-
-
-class Server(Listening):
-    """One container's socket: its ``Service`` behind a listener.
-
-    ``on_stop`` runs once the service is done (after ``shutdown``): by default the whole
-    loop stops (one shim process per container); a shim host serving several containers
-    closes just this server instead (``pycontainerd.shim.main.Host``)."""
-
-    def __init__(
-        self,
-        loop: Loop,
-        listener: socket.socket,
-        service: Service,
-        on_stop: Callable[[Server], None] | None = None,
-    ) -> None:
-        super().__init__(loop, listener)
-        self.service = service
-        self.on_stop = on_stop
-        self.stopped = False
-
-    def dispatch(self, conn: Connection, msg: dict[str, Any]) -> None:
-        req_id = msg.get("id")
-        method = msg.get("method")
-        params = msg.get("params") or {}
-        if not isinstance(req_id, int) or not isinstance(method, str) or not isinstance(params, dict):
-            conn.send(protocol.error(req_id if isinstance(req_id, int) else 0, "INVALID_ARGUMENT", "malformed request"))
-            return
-        if method == "subscribe":
-            conn.send(protocol.reply(req_id, {}))
-            self.service.subscribe(conn)
-            return
-        handler = self.service.methods.get(method)
-        if handler is None:
-            conn.send(protocol.error(req_id, "UNIMPLEMENTED", f"shim method {method!r} not implemented"))
-            return
-        task = self.loop.spawn(handler(params))
-
-        def done(fut: Future[Any]) -> None:
-            exc = fut.exception()
-            if exc is None:
-                conn.send(protocol.reply(req_id, fut.result()))
-            else:
-                kind = _as_kind(exc)
-                if isinstance(kind, errdefs.Unknown) and not isinstance(exc, errdefs.ContainerdError):
-                    self.loop.report(f"{method} failed", exc)
-                conn.send(protocol.error(req_id, kind.code, str(kind)))
-            if self.service.exiting:
-                self.loop.call_soon(self.stop)
-
-        task.add_done_callback(done)
-
-    def stop(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        for conn in list(self.connections):
-            conn.flush_blocking()
-        if self.on_stop is None:
-            self.loop.stop()
-        else:
-            self.on_stop(self)
 
 
 def _as_kind(exc: BaseException) -> errdefs.ContainerdError:

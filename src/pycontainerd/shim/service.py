@@ -1,7 +1,7 @@
 """The shim's task logic: one container (its init process) and its exec'd processes.
 
 Every method is a coroutine on the shim loop taking the request's params and returning the
-result dict (see ``protocol`` for the list).  State checks come from the pure table in
+result dict; ``taskv2`` translates the task.v2 requests into them.  State checks come from the pure table in
 ``process``; the I/O is runc (``runc``), stdio (``io``), mounts (``mount``) and reaping
 (``reaper``).
 
@@ -12,8 +12,8 @@ then â€” once the process's output has drained (bounded by ``DRAIN_TIMEOUT``) â€
 ``start`` is still waiting for runc is held back until ``start`` has recorded the running
 state, so the transitions are always created -> running -> stopped.
 
-Events published while no client is subscribed (the daemon is down) are kept (up to
-``EVENT_BACKLOG``) and handed to the next subscriber.
+Events go to ``event_sink`` (``taskv2``: the events ``Forwarder``, which retries while the
+daemon is down).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from pycontainerd.shim.runc import Runc, RuncError, is_not_exist, is_not_running
 
 DRAIN_TIMEOUT = 2.0
 DELETE_EXIT_TIMEOUT = 5.0
-EVENT_BACKLOG = 256
 
 
 @dataclass
@@ -126,10 +125,8 @@ class Service:
         self.mounted: list[str] = []
         self.oom: OOMWatcher | None = None
         self.kill_all_on_exit = False
-        self.subscribers: list[Any] = []  # set by the server: objects with .send_event(frame)
-        # set instead by the task.v2 (ttrpc) server: gets every event as (topic, payload)
+        # set by the task.v2 (ttrpc) server: gets every event as (topic, payload)
         self.event_sink: Callable[[str, dict[str, Any]], None] | None = None
-        self.backlog: list[bytes] = []
         self.exiting = False
         self.teardown: Future[None] | None = None  # runc delete running after Delete answered
         self._console_seq = 0
@@ -160,22 +157,6 @@ class Service:
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self.event_sink is not None:
             self.event_sink(topic, payload)
-            return
-        frame = protocol.event(topic, payload)
-        live = [s for s in self.subscribers if not s.closed]
-        if not live:
-            self.backlog.append(frame)
-            del self.backlog[:-EVENT_BACKLOG]
-            return
-        for sub in live:
-            sub.send(frame)
-
-    def subscribe(self, conn: Any) -> None:
-        self.subscribers = [s for s in self.subscribers if not s.closed]
-        self.subscribers.append(conn)
-        backlog, self.backlog = self.backlog, []
-        for frame in backlog:
-            conn.send(frame)
 
     def _proc(self, exec_id: str) -> Proc:
         if not exec_id:

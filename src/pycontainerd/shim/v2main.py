@@ -33,6 +33,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pycontainerd import errdefs
@@ -137,8 +138,9 @@ def _log_fd(bundle: str) -> int:
     return fd
 
 
-def serve(flags: Flags, listener: socket.socket, socket_path: str) -> None:
-    """The shim process: serve task.v2 on ``listener`` until a Shutdown leaves it empty."""
+def serve(flags: Flags, listener: socket.socket, socket_path: str, ttrpc_address: str | None = None) -> None:
+    """The shim process: serve task.v2 on ``listener`` until a Shutdown leaves it empty;
+    events go to ``ttrpc_address`` (default ``$TTRPC_ADDRESS``)."""
     from pycontainerd.shim import taskv2
     from pycontainerd.shim.loop import Loop
     from pycontainerd.shim.reaper import Reaper
@@ -146,7 +148,8 @@ def serve(flags: Flags, listener: socket.socket, socket_path: str) -> None:
 
     loop = Loop()
     reaper = Reaper(loop)
-    ttrpc_address = os.environ.get("TTRPC_ADDRESS", "")
+    if ttrpc_address is None:
+        ttrpc_address = os.environ.get("TTRPC_ADDRESS", "")
     forwarder = Forwarder(loop, ttrpc_address, flags.namespace) if ttrpc_address else None
     tasks = taskv2.TaskV2(
         loop, reaper, namespace=flags.namespace, socket_path=socket_path, forwarder=forwarder, debug=flags.debug
@@ -173,25 +176,42 @@ def serve(flags: Flags, listener: socket.socket, socket_path: str) -> None:
 
 
 def start(flags: Flags) -> str:
+    return start_shim(flags, _read_options())[0]
+
+
+def start_shim(
+    flags: Flags,
+    options: dict[str, object],
+    *,
+    ttrpc_address: str | None = None,
+    before_serve: Callable[[], None] | None = None,
+) -> tuple[str, int, bool]:
+    """``start``: the shim's address, its pid (0 for the group's running shim: ask it with
+    Connect) and whether it was forked now.
+
+    Also the daemon's fork server's way to start a shim (``shim.main`` launcher): it passes
+    the options and the events address itself, and ``before_serve`` closes, in the child,
+    what the launcher holds open."""
     bundle = flags.bundle or os.getcwd()
     if not flags.namespace or not flags.id:
         raise errdefs.InvalidArgument("start needs -namespace and -id")
     group = v2layout.group_of(_read_spec(bundle), flags.id)
     address = v2layout.socket_address(flags.address, flags.namespace, group)
     path = address.removeprefix("unix://")
-    options = _read_options()
     try:
         listener = bind_listener(path)
     except errdefs.AlreadyExists:  # the group's shim answers there: reuse it
         write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode())
-        return address
+        return address, 0, False  # its pid: ask it (Connect); the socket's owner is whoever bound it
     try:
         pid = os.fork()
         if pid == 0:
 
             def body() -> None:
+                if before_serve is not None:
+                    before_serve()
                 become_shim(_log_fd(bundle))
-                serve(flags, listener, path)
+                serve(flags, listener, path, ttrpc_address)
 
             run_child(body)
         listener.close()
@@ -213,7 +233,7 @@ def start(flags: Flags) -> str:
         except OSError:
             pass
         raise
-    return address
+    return address, pid, True
 
 
 def _remove_dead_socket(bundle: str) -> None:

@@ -4,44 +4,29 @@ A forked shim pays (as private, copy-on-write pages) for every page of the launc
 writes.  On CPython 3.11 two kinds of writes dominate: the specializing interpreter
 rewriting the bytecode of functions the first times they run ("quickening"), and new small
 objects landing in free slots of the launcher's half-used pymalloc pools.  So the launcher
-runs the shim's hot paths — loop, protocol, server/service request handling, the reaper
-``create``/``wait``/``delete`` and ``Runc.run`` (with a stand-in runtime script), pumps — enough times for the bytecode
-to specialize, then ``gc.freeze()``s everything.  Measured: a fresh shim's private memory
-after startup drops from ~3.1 MiB (cold) to ~1.9 MiB.  (Filling free pool slots with
-ballast saved another ~0.1 MiB private but cost more than that in shared pages: not done.)
+runs the shim's hot paths — ttrpc frames through ``TaskV2`` (Create/Start/Wait/State/Pids/
+Kill/Delete/Shutdown, with a stand-in runtime script), the events ``Forwarder``, the reaper,
+``Runc.run``, pumps — enough times for the bytecode to specialize, then ``gc.freeze()``s
+everything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import tempfile
+import time
 
-from pycontainerd import timestamps
-from pycontainerd.shim import protocol
+from pycontainerd.shim import v2layout
 from pycontainerd.shim.io import Pump, Sink
 from pycontainerd.shim.loop import Future, Loop
 from pycontainerd.shim.reaper import Reaper
 from pycontainerd.shim.runc import Runc
-from pycontainerd.shim.server import Connection, Server
-from pycontainerd.shim.service import Service, ShimConfig, write_atomic
+from pycontainerd.shim.service import write_atomic
 
 ROUNDS = 12
-
-
-def _requests() -> bytes:
-    frames = [
-        protocol.request(1, "subscribe", {}),
-        protocol.request(2, "connect", {}),
-        protocol.request(3, "state", {"exec_id": ""}),
-        protocol.request(4, "wait", {"exec_id": "x"}),
-        protocol.request(5, "kill", {"exec_id": "", "signal": 9, "all": False}),
-        protocol.request(6, "exec", {"exec_id": "e", "spec": {}, "stdin": "", "stdout": "", "stderr": ""}),
-        protocol.request(7, "delete", {"exec_id": ""}),
-        protocol.request(8, "nosuch", {}),
-    ]
-    return b"".join(frames)
 
 
 # A stand-in runtime: writes its own pid as the "container" pid and exits, so ``create``
@@ -54,37 +39,12 @@ done
 """
 
 
-def _lifecycle(loop: Loop, service: Service) -> None:
-    async def run() -> None:
-        await service.create({"rootfs": [], "stdin": "", "stdout": "", "stderr": "", "terminal": False})
-        await service.wait({"exec_id": ""})
-        await service.state({"exec_id": ""})
-        await service.delete({"exec_id": ""})
-        await service.shutdown({})  # waits for the deferred runtime delete
-
-    task = loop.spawn(run())
-    while not task.done():
-        loop.run_once(0.05)
-    task.result()
-
-
-def _round(tmp: str) -> None:
+def _round_io(tmp: str) -> None:
+    """``Runc.run`` and a pump over a pipe to its EOF."""
     loop = Loop()
     reaper = Reaper(loop)
-    runtime = os.path.join(tmp, "runtime")
-    config = ShimConfig("warmup", "warmup", tmp, os.path.join(tmp, "sock"), runtime_binary=runtime)
-    service = Service(loop, reaper, config)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(os.path.join(tmp, "sock"))
-    listener.listen(4)
-    server = Server(loop, listener, service)
-    ours, theirs = socket.socketpair()
-    server.connections.add(Connection(server, ours))
-    theirs.sendall(_requests())
-    _lifecycle(loop, service)
     runc = Runc(loop, reaper, binary="/bin/true", root=tmp, log_path=os.path.join(tmp, "log.json"))
     done = loop.spawn(runc.run(["state", "x"]))
-    # a pump over a pipe, with an EOF
     r, w = os.pipe2(os.O_CLOEXEC)
     sink_r, sink_w = os.pipe2(os.O_CLOEXEC)
     pump = Pump(loop, r, Sink(loop, sink_w, name="warmup"))
@@ -94,21 +54,78 @@ def _round(tmp: str) -> None:
     while not (done.done() and timer.done()):
         loop.run_once(0.05)
     loop.run_once(0)
-    loop.run_once(0)
-    theirs.setblocking(False)
-    try:
-        decoder = protocol.Decoder()
-        decoder.feed(theirs.recv(1 << 16))
-    except BlockingIOError:
-        pass
-    service.publish(protocol.TASK_EXIT, {"container_id": "w", "exit_status": 0, "exited_at": timestamps.format_ns(1)})
     write_atomic(os.path.join(tmp, "state.json"), b"{}")
-    server.close()
-    theirs.close()
     os.close(sink_r)
     loop._sel.close()
     os.close(loop._wake_r)
     os.close(loop._wake_w)
+
+
+def _round_v2(tmp: str) -> None:
+    """The runtime v2 shim's path: ttrpc frames in, task.v2 protobufs through ``TaskV2``
+    (Create/Start/Wait/State/Pids/Delete/Shutdown with the stand-in runtime), events out to a
+    ``Forwarder`` (a listening socket nobody answers)."""
+    from google.protobuf import any_pb2
+    from google.protobuf.message import Message
+
+    from pycontainerd.api.runtime.v2.runc.options import oci_pb2
+    from pycontainerd.api.runtime.v2.task import shim_pb2 as pb
+    from pycontainerd.shim import taskv2
+    from pycontainerd.shim.ttrpc_loop import Forwarder, TtrpcConnection, TtrpcServer
+    from pycontainerd.ttrpc.protocol import ClientConnection, Request, ResponseReceived, metadata_pairs
+
+    loop = Loop()
+    reaper = Reaper(loop)
+    events = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    events.bind(os.path.join(tmp, "events"))
+    events.listen(4)
+    forwarder = Forwarder(loop, os.path.join(tmp, "events"), "warmup")
+    tasks = taskv2.TaskV2(loop, reaper, namespace="warmup", socket_path=os.path.join(tmp, "v2"), forwarder=forwarder)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(os.path.join(tmp, "v2"))
+    listener.listen(4)
+    server = TtrpcServer(loop, listener, tasks.methods())
+    ours, theirs = socket.socketpair()
+    server.connections.add(TtrpcConnection(server, ours))
+    theirs.setblocking(False)
+    client = ClientConnection()
+    md = metadata_pairs({"containerd-namespace-ttrpc": "warmup"})
+    options = oci_pb2.Options(binary_name=os.path.join(tmp, "runtime"), root=tmp)
+    any_options = any_pb2.Any(type_url=f"containerd.io/{taskv2.RUNC_OPTIONS}", value=options.SerializeToString())
+
+    def call(method: str, msg: Message) -> None:
+        sid, data = client.send_request(Request(taskv2.TASK, method, msg.SerializeToString(), 0, md))
+        theirs.sendall(data)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            loop.run_once(0.05)
+            try:
+                got = theirs.recv(1 << 16)
+            except BlockingIOError:
+                continue
+            if any(isinstance(ev, ResponseReceived) and ev.stream_id == sid for ev in client.receive_data(got)):
+                return
+
+    call("Create", pb.CreateTaskRequest(id="w", bundle=tmp, options=any_options))
+    call("Start", pb.StartRequest(id="w"))
+    call("Wait", pb.WaitRequest(id="w"))
+    call("State", pb.StateRequest(id="w"))
+    call("Pids", pb.PidsRequest(id="w"))
+    call("Kill", pb.KillRequest(id="w", signal=9))
+    call("Connect", pb.ConnectRequest(id="w"))
+    call("Delete", pb.DeleteRequest(id="w"))
+    call("State", pb.StateRequest(id="nosuch"))
+    call("Shutdown", pb.ShutdownRequest(id="w"))
+    server.close()
+    forwarder.close()
+    theirs.close()
+    events.close()
+    loop._sel.close()
+    os.close(loop._wake_r)
+    os.close(loop._wake_w)
+    for name in ("v2", "events", v2layout.OPTIONS_FILE):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(tmp, name))
 
 
 def warm_up() -> None:
@@ -121,8 +138,8 @@ def warm_up() -> None:
             with open(os.path.join(tmp, "config.json"), "w") as f:
                 f.write('{"linux": {"namespaces": [{"type": "pid"}]}}')
             for _ in range(ROUNDS):
-                _round(tmp)
-                os.unlink(os.path.join(tmp, "sock"))
+                _round_io(tmp)
+                _round_v2(tmp)
     except Exception as exc:
         os.write(2, f"pycontainerd-shim launcher: warm-up failed: {exc!r}\n".encode())
     finally:

@@ -13,11 +13,13 @@ import-linter contracts allow it exactly that.
 from __future__ import annotations
 
 from .binary import binary_name, resolve_runtime_path, ttrpc_address
-from .manager import BinaryLauncher, ShimManager
+from .manager import BinaryLauncher, ForkLauncher, ForkServer, ShimManager
 from .shim import TaskShim, runc_options
 
 __all__ = [
     "BinaryLauncher",
+    "ForkLauncher",
+    "ForkServer",
     "ShimManager",
     "TaskShim",
     "binary_name",

@@ -37,7 +37,7 @@ import stat
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import empty_pb2
 
@@ -204,6 +204,7 @@ class ShimManager:
     def _register(self, shim: TaskShim) -> None:
         key = (shim.namespace, shim.id)
         self._shims[key] = shim
+        shim.shares_shim = lambda: any(s.address == shim.address and s is not shim for s in self._shims.values())
 
         def unregister() -> None:
             if self._shims.get(key) is shim:
@@ -279,6 +280,60 @@ class ShimManager:
             raise
         self._register(shim)
         log.info("started shim %s for %s/%s (pid %d, %s)", binary, namespace, container_id, shim.pid, address)
+        return shim
+
+    async def launch_forked(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        fork: ForkServer,
+        runc: dict[str, Any] | None = None,
+        debug: bool = False,
+    ) -> TaskShim:
+        """Start our own shim through the daemon's fork server (``ForkServer.start_v2``: what
+        ``containerd-shim-pyrunc-v2 start`` does, minus the exec) and connect to it."""
+        bundle = Path(bundle)
+        opts = runc_options(None, runc)
+        drain = LogDrain(bundle / LOG_FIFO, f"{namespace}/{container_id}")
+        await drain.open()
+        address = ""
+        try:
+            address, pid = await fork.start_v2(
+                {
+                    "namespace": namespace,
+                    "id": container_id,
+                    "bundle": str(bundle),
+                    "address": self.grpc_address,
+                    "ttrpc_address": self.ttrpc_address,
+                    "options": {k: v for k, v in (runc or {}).items() if isinstance(v, (str, int, bool))},
+                    "debug": debug or self.debug,
+                }
+            )
+            client = await Client.connect(address)
+            shim = TaskShim(
+                client,
+                namespace=namespace,
+                container_id=container_id,
+                bundle=bundle,
+                address=address,
+                pid=pid,
+                options=opts,
+                log_drain=drain,
+            )
+            if not pid:
+                try:
+                    await shim.connect()
+                except BaseException:
+                    await client.close()
+                    raise
+        except BaseException:
+            drain.close()
+            if address:
+                await self._stop_orphan(address, namespace, container_id)
+            raise
+        self._register(shim)
         return shim
 
     async def _stop_orphan(self, address: str, namespace: str, container_id: str) -> None:
@@ -393,11 +448,9 @@ def runc_root_base(runtime_root: str, namespace: str) -> str:
 class BinaryLauncher:
     """The task manager's ``ShimLauncher`` over one shim binary (``ShimManager.launcher``).
 
-    What the daemon's own fast-path launcher is today, for a runtime v2 binary: the runc
-    settings the manager passes (binary, root as ``<root>/<namespace>``, cgroup driver) become
-    the ``containerd.runc.v1.Options`` of ``start`` and Create.  Pointing the task manager's
-    ``launcher`` at ``ShimManager.launcher(<our shim binary>)`` moves every runc task onto the
-    runtime v2 path."""
+    The runc settings the manager passes (binary, root as ``<root>/<namespace>``, cgroup driver)
+    become the ``containerd.runc.v1.Options`` of ``start`` and Create.  ``ForkLauncher`` is the
+    same for our own shim, started by the fork server instead of ``<binary> start``."""
 
     def __init__(self, manager: ShimManager, binary: str) -> None:
         self.manager = manager
@@ -441,3 +494,45 @@ class BinaryLauncher:
 
     async def close(self) -> None:
         pass
+
+
+class ForkServer(Protocol):
+    """The daemon's pre-forked launcher (``runtime.shim_client.ShimLauncher``): starts our
+    runtime v2 shim for a bundle in a millisecond instead of an interpreter's start-up."""
+
+    async def start_v2(self, params: dict[str, Any]) -> tuple[str, int]: ...
+
+    async def close(self) -> None: ...
+
+
+class ForkLauncher(BinaryLauncher):
+    """The task manager's ``ShimLauncher`` for its own runc runtime: our shim
+    (``containerd-shim-pyrunc-v2``, task.v2 over ttrpc at containerd's socket path) forked by
+    the fork server; reconnect and cleanup as for any runtime v2 binary (``binary`` is the
+    one whose ``delete`` cleans up after a dead shim)."""
+
+    def __init__(self, manager: ShimManager, binary: str, fork: ForkServer) -> None:
+        super().__init__(manager, binary)
+        self.fork = fork
+
+    async def launch(
+        self,
+        *,
+        namespace: str,
+        container_id: str,
+        bundle: Path,
+        state_dir: Path,
+        runtime_binary: str = "runc",
+        runtime_root: str | None = None,
+        systemd_cgroup: bool = False,
+        debug: bool = False,
+    ) -> TaskShim:
+        del state_dir  # the shim's socket is containerd's: /run/containerd/s/<hash>
+        root = runc_root_base(runtime_root or "", namespace)
+        runc = {"binary_name": runtime_binary, "root": root, "systemd_cgroup": systemd_cgroup}
+        return await self.manager.launch_forked(
+            namespace=namespace, container_id=container_id, bundle=bundle, fork=self.fork, runc=runc, debug=debug
+        )
+
+    async def close(self) -> None:
+        await self.fork.close()

@@ -26,7 +26,7 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,8 @@ class TaskShim:
         self._md = {NAMESPACE_METADATA: namespace}
         self._closed = False
         self.on_close: list[Any] = []  # callables run once by close()
+        # whether another task we serve uses the same shim (its group): set by the shim manager
+        self.shares_shim: Callable[[], bool] = lambda: False
 
     # -- plumbing ------------------------------------------------------------------------------
     async def _call(
@@ -279,7 +281,10 @@ class TaskShim:
         terminal: bool,
         options: dict[str, Any] | None = None,
     ) -> int:
-        del options  # the typed options were settled at launch (self.options)
+        if options and (self.options is None or self.options.type_url.rsplit("/", 1)[-1] == RUNC_OPTIONS):
+            # the manager's runc settings for this create fill what the launch's options leave unset
+            current = (self.options.type_url, self.options.value) if self.options is not None else None
+            self.options = runc_options(current, options)
         req = shim_pb2.CreateTaskRequest(
             id=self.id,
             bundle=str(self.bundle),
@@ -398,6 +403,8 @@ class TaskShim:
             await self._call("Shutdown", shim_pb2.ShutdownRequest(id=self.id), empty_pb2.Empty, 10)
         except errdefs.Unavailable:
             pass
+        if self.shares_shim():
+            return  # other tasks of its group still use the shim: it stays
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
                 await self.client.wait_closed()
