@@ -1,4 +1,4 @@
-"""CRI pod stats (PodSandboxStats, ListPodSandboxStats) on our daemon and containerd 1.6.
+"""CRI pod stats (PodSandboxStats, ListPodSandboxStats) and RuntimeConfig on our daemon and containerd 1.6.
 
 Uses the engines, registry and CNI set-up of ``test_cri_pods`` (module fixtures re-imported
 here, so this module starts its own daemon, containerd and registry).
@@ -148,3 +148,12 @@ def test_host_network_pod_stats_have_no_network(engine: Engine, tmp_path: Path) 
         for d in _cgroup_dirs(parent):
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+def test_runtime_config(engine: Engine) -> None:
+    code, resp = engine.call("RuntimeConfig", pb.RuntimeConfigRequest())
+    if engine.name == "containerd":  # containerd 1.6 predates the RPC (CRI 1.28)
+        assert code == grpc.StatusCode.UNIMPLEMENTED
+        return
+    assert code == grpc.StatusCode.OK
+    assert resp.linux.cgroup_driver == pb.CGROUPFS  # the test config leaves SystemdCgroup false

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
+from pycontainerd.config.model import CRIConfig
 from pycontainerd.cri import runtime
 from pycontainerd.cri.containers import container_name, oci_resources
 from pycontainerd.cri.sandbox import InterfaceUsage, cgroups_path, host_network, parse_net_dev, pod_name, resolv_conf
@@ -64,3 +68,17 @@ def test_parse_net_dev() -> None:
         "garbage line\n"
     )
     assert parse_net_dev(text) == [InterfaceUsage("lo", 120, 0, 120, 0), InterfaceUsage("eth0", 1024, 3, 472, 4)]
+
+
+def test_runtime_config_reports_the_cgroup_driver() -> None:
+    def driver(systemd: bool) -> int:
+        cfg = CRIConfig()
+        rt = cfg.default_runtime
+        runtimes = {**cfg.containerd.runtimes, cfg.containerd.default_runtime_name: dataclasses.replace(
+            rt, options=dataclasses.replace(rt.options, systemd_cgroup=systemd))}
+        cfg = dataclasses.replace(cfg, containerd=dataclasses.replace(cfg.containerd, runtimes=runtimes))
+        svc = runtime.RuntimeService(runtime.RuntimeState(cfg))
+        return asyncio.run(svc.RuntimeConfig(pb.RuntimeConfigRequest(), None)).linux.cgroup_driver
+
+    assert driver(False) == pb.CGROUPFS
+    assert driver(True) == pb.SYSTEMD

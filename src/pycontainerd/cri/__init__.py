@@ -14,10 +14,10 @@ API; a restarted daemon lists them and reopens the running containers' log FIFOs
 Pod stats (PodSandboxStats/ListPodSandboxStats) read, like containerd, the pod's
 ``cgroup_parent`` (no parent: an error; the list leaves such pods out where containerd fails
 it), the infra process's ``/proc/<pid>/net/dev`` (eth0 the default interface, lo left out)
-and count the running containers' processes.
+and count the running containers' processes. RuntimeConfig reports the cgroup driver from
+the default runtime's ``SystemdCgroup`` (containerd 1.6 answers it UNIMPLEMENTED).
 
 What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``): the
 streaming RPCs (Exec, Attach, PortForward: no streaming server yet),
-CheckpointContainer, GetContainerEvents, ListMetricDescriptors, ListPodSandboxMetrics,
-RuntimeConfig.
+CheckpointContainer, GetContainerEvents, ListMetricDescriptors, ListPodSandboxMetrics.
 """

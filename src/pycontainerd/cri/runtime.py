@@ -111,6 +111,13 @@ class RuntimeService:
         return pb.UpdateRuntimeConfigResponse()
 
     # -- pod sandboxes ----------------------------------------------------------------------------
+    async def RuntimeConfig(self, request: pb.RuntimeConfigRequest, context: Any) -> pb.RuntimeConfigResponse:
+        """The cgroup driver the kubelet must match: the default runtime's runc ``SystemdCgroup``."""
+        rt = getattr(self.state.config, "default_runtime", None)
+        systemd = bool(rt is not None and rt.options.systemd_cgroup)
+        return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(
+            cgroup_driver=pb.SYSTEMD if systemd else pb.CGROUPFS))
+
     async def RunPodSandbox(self, request: pb.RunPodSandboxRequest, context: Any) -> pb.RunPodSandboxResponse:
         sid = await self.pods.run(request.config, request.runtime_handler)
         return pb.RunPodSandboxResponse(pod_sandbox_id=sid)
