@@ -1,4 +1,5 @@
-"""CRI pod stats (PodSandboxStats, ListPodSandboxStats) and RuntimeConfig on our daemon and containerd 1.6.
+"""CRI pod stats (PodSandboxStats, ListPodSandboxStats), RuntimeConfig and GetContainerEvents
+on our daemon and containerd 1.6 (which answers the last two UNIMPLEMENTED).
 
 Uses the engines, registry and CNI set-up of ``test_cri_pods`` (module fixtures re-imported
 here, so this module starts its own daemon, containerd and registry).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,8 @@ import grpc
 import pytest
 
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
+from pycontainerd.api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
+from tests.fixtures.procs import wait_for
 
 from .test_cri_pods import Engine, busybox, engine, ours, pod_config, setup, theirs
 
@@ -157,3 +161,79 @@ def test_runtime_config(engine: Engine) -> None:
         return
     assert code == grpc.StatusCode.OK
     assert resp.linux.cgroup_driver == pb.CGROUPFS  # the test config leaves SystemdCgroup false
+
+
+class _EventStream:
+    """GetContainerEvents read on a thread into ``events``; ``error`` the status it ended with."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.channel = grpc.insecure_channel(f"unix:{engine.address}")
+        self.call = pb_grpc.RuntimeServiceStub(self.channel).GetContainerEvents(pb.GetEventsRequest())
+        self.events: list[pb.ContainerEventResponse] = []
+        self.error: grpc.StatusCode | None = None
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for ev in self.call:
+                self.events.append(ev)
+        except grpc.RpcError as exc:
+            self.error = exc.code()
+
+    def of(self, cid: str) -> list[pb.ContainerEventResponse]:
+        return [e for e in list(self.events) if e.container_id == cid]
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.thread.join(10)
+        self.channel.close()
+
+
+def _container(engine: Engine, pod: str, pod_cfg: Path, busybox: str, name: str) -> str:
+    cfg = pod_cfg.parent / f"{name}.json"
+    cfg.write_text(json.dumps({"metadata": {"name": name}, "image": {"image": busybox},
+                               "command": ["sleep", "600"]}))
+    return engine.crictl("create", pod, str(cfg), str(pod_cfg)).stdout.strip()
+
+
+def test_container_events(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    stream = _EventStream(engine)
+    pod = ""
+    try:
+        if engine.name == "containerd":  # containerd 1.6 predates the RPC (CRI 1.25)
+            wait_for(lambda: stream.error, 30, "the stream's status")
+            assert stream.error == grpc.StatusCode.UNIMPLEMENTED
+            return
+        pod_cfg = pod_config(tmp_path)
+        pod = engine.crictl("runp", str(pod_cfg)).stdout.strip()
+        # the subscription is live once a probe container's removal shows on the stream
+        probe = _container(engine, pod, pod_cfg, busybox, "probe")
+        engine.crictl("rm", probe)
+        wait_for(lambda: stream.of(probe), 30, "the probe's events")
+
+        cid = _container(engine, pod, pod_cfg, busybox, "work")
+        engine.crictl("start", cid)
+        engine.crictl("stop", "--timeout", "0", cid)
+        engine.crictl("rm", cid)
+        def four() -> list[pb.ContainerEventResponse] | None:
+            evs = stream.of(cid)
+            return evs if len(evs) >= 4 else None
+
+        evs = wait_for(four, 30, "four container events")
+        assert [e.container_event_type for e in evs] == [
+            pb.CONTAINER_CREATED_EVENT, pb.CONTAINER_STARTED_EVENT, pb.CONTAINER_STOPPED_EVENT,
+            pb.CONTAINER_DELETED_EVENT]
+        assert all(e.created_at > 0 for e in evs)
+        assert [e.created_at for e in evs] == sorted(e.created_at for e in evs)
+        for e in evs:
+            assert e.pod_sandbox_status.id == pod and e.pod_sandbox_status.state == pb.SANDBOX_READY
+        states = [{s.id: s.state for s in e.containers_statuses} for e in evs]
+        assert states == [{cid: pb.CONTAINER_CREATED}, {cid: pb.CONTAINER_RUNNING}, {cid: pb.CONTAINER_EXITED}, {}]
+        assert evs[2].containers_statuses[0].metadata.name == "work"
+        assert stream.error is None
+    finally:
+        stream.close()
+        if pod:
+            engine.crictl("stopp", pod, check=False)
+            engine.crictl("rmp", pod, check=False)

@@ -16,8 +16,11 @@ Pod stats (PodSandboxStats/ListPodSandboxStats) read, like containerd, the pod's
 it), the infra process's ``/proc/<pid>/net/dev`` (eth0 the default interface, lo left out)
 and count the running containers' processes. RuntimeConfig reports the cgroup driver from
 the default runtime's ``SystemdCgroup`` (containerd 1.6 answers it UNIMPLEMENTED).
+GetContainerEvents streams the containers' created/started/stopped/deleted steps as
+``containers.py`` takes them (``events.py``: bounded queue per subscriber, a laggard dropped);
+an exit of the container's own is reported when the kubelet stops or removes it.
 
 What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``): the
 streaming RPCs (Exec, Attach, PortForward: no streaming server yet),
-CheckpointContainer, GetContainerEvents, ListMetricDescriptors, ListPodSandboxMetrics.
+CheckpointContainer, ListMetricDescriptors, ListPodSandboxMetrics.
 """

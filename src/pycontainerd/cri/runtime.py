@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -22,10 +23,14 @@ from ..api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from ..cni import PodNetworking
 from ..services.common import add_servicer
 from .containers import Containers
+from .events import ContainerEventHub
 from .imagestore import NAMESPACE
 from .sandbox import DEFAULT_INTERFACE, Sandboxes
 
 log = logging.getLogger("pycontainerd.cri")
+
+_EVENT_TYPES = {"created": pb.CONTAINER_CREATED_EVENT, "started": pb.CONTAINER_STARTED_EVENT,
+                "stopped": pb.CONTAINER_STOPPED_EVENT, "deleted": pb.CONTAINER_DELETED_EVENT}
 
 RUNTIME_NAME = "pycontainerd"
 RUNTIME_API_VERSION = "v1"
@@ -78,6 +83,9 @@ class RuntimeService:
         self.state = state
         self._pods = pods
         self._containers = containers
+        self.events = ContainerEventHub()
+        if containers is not None:
+            containers.on_event = self._container_event
 
     @property
     def pods(self) -> Sandboxes:
@@ -135,14 +143,7 @@ class RuntimeService:
                                ) -> pb.PodSandboxStatusResponse:
         sb = await self.pods.get(request.pod_sandbox_id)
         cfg = sb.config
-        ns = cfg.linux.security_context.namespace_options
-        status = pb.PodSandboxStatus(
-            id=sb.id, metadata=cfg.metadata, state=pb.SANDBOX_READY if sb.ready else pb.SANDBOX_NOTREADY,
-            created_at=sb.created_at_ns,
-            network=pb.PodSandboxNetworkStatus(ip=sb.ip, additional_ips=[pb.PodIP(ip=i) for i in sb.additional_ips]),
-            linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pb.NamespaceOption(
-                network=ns.network, pid=ns.pid, ipc=ns.ipc, target_id=ns.target_id))),
-            labels=dict(cfg.labels), annotations=dict(cfg.annotations), runtime_handler="")
+        status = _pod_status(sb)
         info: dict[str, str] = {}
         if request.verbose:
             info["info"] = json.dumps({
@@ -204,14 +205,7 @@ class RuntimeService:
     async def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
         c = await self.containers.get(request.container_id)
         cfg = c.config
-        status = pb.ContainerStatus(
-            id=c.id, metadata=cfg.metadata, state=c.state, created_at=c.created_at_ns,
-            started_at=c.started_at_ns, finished_at=c.finished_at_ns if c.state == pb.CONTAINER_EXITED else 0,
-            exit_code=c.exit_code if c.state == pb.CONTAINER_EXITED else 0,
-            image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")), image_ref=str(c.meta.get("image_id") or ""),
-            reason=c.reason if c.state == pb.CONTAINER_EXITED else "", message=str(c.meta.get("message") or ""),
-            labels=dict(cfg.labels), annotations=dict(cfg.annotations), log_path=str(c.meta.get("log_path") or ""),
-            mounts=list(cfg.mounts))
+        status = _container_status(c)
         info: dict[str, str] = {}
         if request.verbose:
             info["info"] = json.dumps({"sandboxID": c.sandbox_id, "pid": c.pid, "runtimeSpec": c.spec,
@@ -280,6 +274,24 @@ class RuntimeService:
         stats = await self.containers.stats([c.id for c in chosen])
         return [_stats_pb(c, stats.get(c.id)) for c in chosen]
 
+    # -- container events -----------------------------------------------------------------------
+    async def GetContainerEvents(self, request: pb.GetEventsRequest, context: Any
+                                 ) -> AsyncIterator[pb.ContainerEventResponse]:
+        async for ev in self.events.subscribe():
+            yield ev
+
+    async def _container_event(self, cid: str, sandbox_id: str, kind: str) -> None:
+        """One lifecycle step of a container, with its pod's status and its containers' then."""
+        if not self.events.subscribers:
+            return
+        ev = pb.ContainerEventResponse(container_id=cid, container_event_type=_EVENT_TYPES[kind],
+                                       created_at=time.time_ns())
+        with contextlib.suppress(errdefs.ContainerdError):
+            ev.pod_sandbox_status.CopyFrom(_pod_status(await self.pods.get(sandbox_id)))
+        ev.containers_statuses.extend(_container_status(c) for c in await self.containers.list()
+                                      if c.sandbox_id == sandbox_id)
+        self.events.publish(ev)
+
     # -- pod stats ------------------------------------------------------------------------------
     async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest, context: Any) -> pb.PodSandboxStatsResponse:
         sb = await self.pods.get(request.pod_sandbox_id)
@@ -343,6 +355,31 @@ class RuntimeService:
         add_servicer(server, pb_grpc.add_RuntimeServiceServicer_to_server, self, pb, "RuntimeService")
 
 
+def _pod_status(sb: Any) -> pb.PodSandboxStatus:
+    cfg = sb.config
+    ns = cfg.linux.security_context.namespace_options
+    return pb.PodSandboxStatus(
+        id=sb.id, metadata=cfg.metadata, state=pb.SANDBOX_READY if sb.ready else pb.SANDBOX_NOTREADY,
+        created_at=sb.created_at_ns,
+        network=pb.PodSandboxNetworkStatus(ip=sb.ip, additional_ips=[pb.PodIP(ip=i) for i in sb.additional_ips]),
+        linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pb.NamespaceOption(
+            network=ns.network, pid=ns.pid, ipc=ns.ipc, target_id=ns.target_id))),
+        labels=dict(cfg.labels), annotations=dict(cfg.annotations), runtime_handler="")
+
+
+def _container_status(c: Any) -> pb.ContainerStatus:
+    cfg = c.config
+    exited = c.state == pb.CONTAINER_EXITED
+    return pb.ContainerStatus(
+        id=c.id, metadata=cfg.metadata, state=c.state, created_at=c.created_at_ns,
+        started_at=c.started_at_ns, finished_at=c.finished_at_ns if exited else 0,
+        exit_code=c.exit_code if exited else 0,
+        image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")), image_ref=str(c.meta.get("image_id") or ""),
+        reason=c.reason if exited else "", message=str(c.meta.get("message") or ""),
+        labels=dict(cfg.labels), annotations=dict(cfg.annotations), log_path=str(c.meta.get("log_path") or ""),
+        mounts=list(cfg.mounts))
+
+
 def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
     """CRI stats from the task's cgroup metrics (v1 or v2, as ``pycontainerd.cgroups`` reads them)."""
     attrs = pb.ContainerAttributes(id=c.id, metadata=c.config.metadata, labels=dict(c.config.labels),
@@ -391,7 +428,7 @@ def _unimplemented(name: str) -> Any:
     method = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name[name]
     message = (f"runtime.v1.RuntimeService/{name} is not implemented by pycontainerd yet "
                "(its CRI plugin serves images, pods, containers, ExecSync and container and pod stats; "
-               "streaming, updates, checkpoints and events are not there yet)")
+               "streaming, checkpoints and metrics are not there yet)")
     if method.server_streaming:
         async def stream(request: Any, context: Any) -> Any:
             raise errdefs.Unimplemented(message)
