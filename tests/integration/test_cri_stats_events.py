@@ -112,6 +112,13 @@ def test_pod_stats(engine: Engine, busybox: str, tmp_path: Path) -> None:
         assert _listed(engine, id=pod[:12]) == [pod]
         assert _listed(engine, id=pod, label_selector={"app": "pycd"}) == [pod]
         assert _listed(engine, id=pod, label_selector={"app": "other"}) == []
+        # pycrictl statsp: the same through the CLI
+        out = engine.crictl_json("statsp", "-o", "json", "--id", pod)["stats"]
+        assert [x["attributes"]["id"] for x in out] == [pod]
+        assert [x["attributes"]["id"] for x in out[0]["linux"]["containers"]] == [ctr]
+        assert engine.crictl_json("statsp", "-o", "json", pod)["stats"][0]["attributes"]["id"] == pod
+        table_ = engine.crictl("statsp", "--label", "app=pycd").stdout
+        assert a.metadata.name in table_ and pod[:13] in table_ and "eth0" not in table_
 
         engine.crictl("stopp", pod)
         # a pod that is not ready is not listed; containerd 1.6 skips it only when a filter is
