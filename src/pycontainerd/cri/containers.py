@@ -44,7 +44,7 @@ from ..oci.spec import (
 )
 from ..runtime.task_manager import RootfsMount, TaskIO, TaskManager
 from .crilog import FifoLogger
-from .imagestore import NAMESPACE, CriImageStore
+from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .sandbox import (
     ANN_CONTAINER_TYPE,
     ANN_SANDBOX_ID,
@@ -253,8 +253,16 @@ class Containers:
         try:
             image = await self.images.resolve(cfg.image.image)
             cid = new_id()
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
-            mounts = await sn.prepare(cid, image.chain_id, {})
+            # the snapshot is prepared before the record that references it exists: a lease keeps
+            # the garbage collector (run after a pull's lease goes, say) off it in between
+            lease = await self.images.leases.create(NAMESPACE, labels={
+                "containerd.io/gc.expire": rfc3339(time.time() + LEASE_EXPIRE)})
+            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE, lease.id)
+            try:
+                mounts = await sn.prepare(cid, image.chain_id, {})
+            except BaseException:
+                await self._drop_lease(lease.id)
+                raise
             try:
                 files = await asyncio.to_thread(_rootfs_files, mounts)
                 host = await asyncio.to_thread(HostInfo.probe) if cfg.linux.security_context.privileged else None
@@ -275,10 +283,18 @@ class Containers:
                 with contextlib.suppress(errdefs.ContainerdError):
                     await sn.remove(cid)
                 raise
+            finally:
+                await self._drop_lease(lease.id)
         finally:
             self._names.discard(name)
         await self._emit(cid, sb.id, "created")
         return cid
+
+    async def _drop_lease(self, lease_id: str) -> None:
+        try:
+            await self.images.leases.delete(NAMESPACE, lease_id)
+        except errdefs.ContainerdError as exc:  # it expires on its own
+            log.warning("container create: could not delete lease %s: %s", lease_id, exc)
 
     def _spec(self, cid: str, sb: Sandbox, cfg: pb.ContainerConfig, image_config: dict[str, Any],
               files: RootfsFiles, host: HostInfo | None) -> dict[str, Any]:
