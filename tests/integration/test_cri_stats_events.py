@@ -220,6 +220,7 @@ def test_container_events(engine: Engine, busybox: str, tmp_path: Path) -> None:
         wait_for(lambda: stream.of(probe), 30, "the probe's events")
 
         cid = _container(engine, pod, pod_cfg, busybox, "work")
+        assert engine.ctr("leases", "ls", "-q").split() == []  # create's snapshot lease is gone
         engine.crictl("start", cid)
         engine.crictl("stop", "--timeout", "0", cid)
         engine.crictl("rm", cid)
@@ -244,3 +245,33 @@ def test_container_events(engine: Engine, busybox: str, tmp_path: Path) -> None:
         if pod:
             engine.crictl("stopp", pod, check=False)
             engine.crictl("rmp", pod, check=False)
+
+
+def test_pod_metrics(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    code, resp = engine.call("ListMetricDescriptors", pb.ListMetricDescriptorsRequest())
+    if engine.name == "containerd":  # containerd 1.6 predates both RPCs (CRI 1.29 alpha)
+        assert code == grpc.StatusCode.UNIMPLEMENTED
+        code, _ = engine.call("ListPodSandboxMetrics", pb.ListPodSandboxMetricsRequest())
+        assert code == grpc.StatusCode.UNIMPLEMENTED
+        return
+    assert code == grpc.StatusCode.OK
+    descriptors = {d.name: list(d.label_keys) for d in resp.descriptors}
+    assert descriptors["container_memory_working_set_bytes"] == []
+    assert descriptors["container_network_receive_bytes_total"] == ["interface"]
+    with _pod(engine, tmp_path, busybox) as (pod, ctr, _parent):
+        code, resp = engine.call("ListPodSandboxMetrics", pb.ListPodSandboxMetricsRequest())
+        assert code == grpc.StatusCode.OK
+        pm = next(p for p in resp.pod_metrics if p.pod_sandbox_id == pod)
+        assert {m.name for m in pm.metrics} <= set(descriptors)
+        by_name = {(m.name, tuple(m.label_values)): m for m in pm.metrics}
+        ws = by_name[("container_memory_working_set_bytes", ())]
+        assert ws.metric_type == pb.GAUGE and ws.value.value > 0 and ws.timestamp > 0
+        rx = by_name[("container_network_receive_bytes_total", ("eth0",))]
+        assert rx.metric_type == pb.COUNTER and rx.HasField("value")
+        assert not any("lo" in m.label_values for m in pm.metrics)
+        assert [c.container_id for c in pm.container_metrics] == [ctr]
+        cm = {m.name: m for m in pm.container_metrics[0].metrics}
+        assert cm["container_memory_usage_bytes"].value.value > 0
+        # every metric's labels match its descriptor's keys
+        for m in [*pm.metrics, *pm.container_metrics[0].metrics]:
+            assert len(m.label_values) == len(descriptors[m.name]), m

@@ -19,8 +19,10 @@ the default runtime's ``SystemdCgroup`` (containerd 1.6 answers it UNIMPLEMENTED
 GetContainerEvents streams the containers' created/started/stopped/deleted steps as
 ``containers.py`` takes them (``events.py``: bounded queue per subscriber, a laggard dropped);
 an exit of the container's own is reported when the kubelet stops or removes it.
+ListMetricDescriptors/ListPodSandboxMetrics: cAdvisor-named memory gauges (pod cgroup and
+containers) and per-interface network counters of the pod.
 
 What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``): the
 streaming RPCs (Exec, Attach, PortForward: no streaming server yet),
-CheckpointContainer, ListMetricDescriptors, ListPodSandboxMetrics.
+CheckpointContainer.
 """
