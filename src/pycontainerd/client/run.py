@@ -36,6 +36,7 @@ from ..mount import Mount, read_only, temp_mount
 from ..oci.spec import HostInfo, RootfsFiles, RunOptions, build_run_spec, image_labels, process_spec
 from .cio import FIFO_DIR, FORWARDED_SIGNALS, Attach, FifoSet, IOConfig, RawTerminal, log_uri_config, terminal_size
 from .containers import DEFAULT_RUNTIME, Container, runc_options
+from .network import ContainerNetwork, release_attachment, setup_network, teardown_network
 
 if TYPE_CHECKING:
     from .core import Client
@@ -49,8 +50,8 @@ MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
 
-__all__ = ["LOG_URI_LABEL", "ImageInfo", "delete_container", "exec_process", "new_container", "resolve_image",
-           "run_task"]
+__all__ = ["LOG_URI_LABEL", "ImageInfo", "delete_container", "exec_process", "new_container", "release_network",
+           "resolve_image", "run_task"]
 
 
 # -- images ----------------------------------------------------------------------------------
@@ -275,10 +276,23 @@ async def delete_container(client: Client, container_id: str, *, keep_snapshot: 
         with contextlib.suppress(errdefs.NotFound):
             await client.tasks.delete(container_id)
     container = await client.containers.get(container_id)
+    # CNI DEL before the record (and its label saying what to delete) goes: a failure leaves
+    # the container for another try
+    await teardown_network(client.namespace, container_id, container.labels)
     if not keep_snapshot and container.snapshotter and container.snapshot_key:
         with contextlib.suppress(errdefs.NotFound):
             await client.snapshots.snapshotter(container.snapshotter).remove(container.snapshot_key)
     await client.containers.delete(container_id)
+
+
+async def release_network(client: Client, container_id: str) -> bool:
+    """CNI DEL for a container started with ``run --cni`` once its task is deleted (idempotent);
+    False if the container has no CNI attachment (or is gone)."""
+    try:
+        container = await client.containers.get(container_id)
+    except errdefs.NotFound:
+        return False
+    return await teardown_network(client.namespace, container_id, container.labels)
 
 
 # -- tasks -----------------------------------------------------------------------------------
@@ -384,14 +398,27 @@ class _Session:
             self.fifos = None
 
 
-async def run_task(client: Client, container: Container, tio: TaskIO, *, rm: bool = False) -> int:
-    """Start the container's task and, unless detached, wait for it; returns the exit code."""
+async def run_task(client: Client, container: Container, tio: TaskIO, *, rm: bool = False,
+                   network: ContainerNetwork | None = None) -> int:
+    """Start the container's task and, unless detached, wait for it; returns the exit code.
+
+    With ``network`` (``run --cni``) the created task's network namespace is ADDed to the CNI
+    networks before it starts, and DELeted when the task is deleted here."""
     session = _Session(client, container.id, "", tio)
+    networked = False
     try:
         io = await session.open()
         sn = client.snapshots.snapshotter(container.snapshotter)
         rootfs = await sn.mounts(container.snapshot_key) if container.snapshot_key else []
-        await client.tasks.create(container.id, rootfs, io)
+        pid = await client.tasks.create(container.id, rootfs, io)
+        if network is not None:
+            networked = True
+            try:
+                await setup_network(client.namespace, container.id, pid, network)
+            except BaseException:
+                with contextlib.suppress(errdefs.ContainerdError):
+                    await client.tasks.delete(container.id)
+                raise
         if tio.detach:
             await client.tasks.start(container.id)
             return 0
@@ -413,6 +440,8 @@ async def run_task(client: Client, container: Container, tio: TaskIO, *, rm: boo
         return status.code
     finally:
         session.close()
+        if networked and not tio.detach and not rm and network is not None:  # (with rm: delete_container)
+            await asyncio.shield(release_attachment(client.namespace, container.id, network))
         if rm and not tio.detach:
             with contextlib.suppress(errdefs.NotFound):
                 await delete_container(client, container.id)

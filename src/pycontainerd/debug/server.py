@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, fsmodes
+from .. import __version__, errdefs, fsmodes
 from . import pprof, stacks
 from .http import BadRequest, HTTPServer, Request, Response, text
 
@@ -94,11 +94,12 @@ def daemon_vars(daemon: Any, started: float, loop: asyncio.AbstractEventLoop | N
     tasks = shims = 0
     try:
         manager = daemon.plugins.get(types.RUNTIME_V2, "task")
+    except errdefs.NotFound:  # no runtime plugin (disabled, failed): the rest still answers
+        manager = None
+    if manager is not None:
         running = manager.running_tasks()
         tasks = len(running)
         shims = len({r.shim_pid for r in running if r.shim_pid})
-    except Exception:  # no runtime plugin (disabled, failed): the rest still answers
-        pass
     db_size = 0
     for suffix in ("", "-wal"):
         try:

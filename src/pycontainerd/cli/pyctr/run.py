@@ -10,6 +10,15 @@ appends stdout and stderr to ``<socket dir>/logs/<namespace>/<id>.log`` (the pat
 the container's ``io.pycontainerd.log-uri`` label, so ``pyctr logs ID [-f] [--tail N]`` finds it;
 ``pyctr containers rm`` removes it).  Also ``pyctr stats [ID...]`` (CPU %, memory, pids,
 refreshed on a terminal until ^C; ``--no-stream`` for one sample).
+
+``run --cni`` networks the container like ``ctr run --cni``: the plugins of the first config
+in ``--cni-conf-dir`` (from ``--cni-bin-dir``) run here once the task is created, in its own
+network namespace; ``-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`` publishes ports
+through the portmap plugin.  ``run --rm``, ``tasks delete`` and ``containers rm`` release the
+address and the port rules again (results cached in ``<socket dir>/cni``)::
+
+    pyctr run -d --cni -p 127.0.0.1:8080:80 IMAGE web httpd -f -p 80
+    pyctr run --rm --cni IMAGE probe ip addr
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from urllib.parse import urlparse
 from ... import errdefs
 from ...client import Client
 from ...client.containers import DEFAULT_RUNTIME
+from ...client.network import CNI_LABEL, DEFAULT_BIN_DIRS, DEFAULT_CONF_DIR, ContainerNetwork, publish_all
 from ...client.run import LOG_URI_LABEL, TaskIO, delete_container, new_container, run_task
 from ...oci.spec import RunOptions
 from ..common import go_duration, human_size, parse_labels, size_bytes, table
@@ -67,6 +77,13 @@ def register(sub: Any) -> None:
     p.add_argument("-d", "--detach", action="store_true", help="start the task and return")
     p.add_argument("--null-io", action="store_true", help="send all IO to /dev/null")
     p.add_argument("--log-uri", default="", help="file:///path or binary:///path for stdout/stderr")
+    p.add_argument("--cni", action="store_true", help="network the container through CNI plugins")
+    p.add_argument("--cni-conf-dir", default=DEFAULT_CONF_DIR,
+                   help=f"CNI configs; the first one is used (default {DEFAULT_CONF_DIR})")
+    p.add_argument("--cni-bin-dir", action="append", default=[], metavar="DIR",
+                   help=f"where the CNI plugins are (repeatable or DIR:DIR; default {':'.join(DEFAULT_BIN_DIRS)})")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]", help="publish a port (with --cni)")
     add_container_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("id", metavar="ID")
@@ -132,10 +149,29 @@ async def run(args: argparse.Namespace, client: Client) -> int:
     if args.detach and not log_uri and not args.null_io:
         log_uri = "file://" + default_log_path(args, args.id)
     extra = {LOG_URI_LABEL: log_uri} if log_uri else {}
+    network = await cni_network(args)
+    if network is not None:
+        extra[CNI_LABEL] = network.label()
     container = await create_container(args, client, extra)
     tio = TaskIO(tty=args.tty, detach=args.detach, null_io=args.null_io, log_uri=log_uri,
                  fifo_dir=args.fifo_dir)
-    return await run_task(client, container, tio, rm=args.rm)
+    return await run_task(client, container, tio, rm=args.rm, network=network)
+
+
+async def cni_network(args: argparse.Namespace) -> ContainerNetwork | None:
+    """``--cni`` [``-p``...]: where the plugins and configs are; checked before anything is made."""
+    if not args.cni:
+        if args.publish:
+            raise errdefs.InvalidArgument("--publish needs --cni (ports are published by the CNI portmap plugin)")
+        return None
+    if args.net_host:
+        raise errdefs.InvalidArgument("flags --cni and --net-host cannot be specified together")
+    bin_dirs = tuple(d for v in args.cni_bin_dir for d in v.split(":") if d) or DEFAULT_BIN_DIRS
+    network = ContainerNetwork(conf_dir=args.cni_conf_dir, bin_dirs=bin_dirs,
+                               cache_dir=os.path.join(os.path.dirname(args.fifo_dir), "cni"),
+                               ports=publish_all(args.publish))
+    await network.check_ready()
+    return network
 
 
 # -- logs ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 from ... import errdefs
 from ...client import Client
 from ...client.cio import Attach, FifoSet, IOConfig
-from ...client.run import LOG_URI_LABEL, TaskIO, exec_process, run_task
+from ...client.run import LOG_URI_LABEL, TaskIO, exec_process, release_network, run_task
 from ..common import add_output_flag, emit, human_size, table
 
 
@@ -261,6 +261,7 @@ async def run_rm(args: argparse.Namespace, client: Client) -> int:
                     await client.tasks.kill(cid, int(signal.SIGKILL), all=True)
                     await client.tasks.wait(cid)
             status = await client.tasks.delete(cid)
+            await release_network(client, cid)  # run --cni: CNI DEL now that the netns is gone
             if status.code:
                 print(f"pyctr: task {cid} exited with {status.code}", file=sys.stderr)
         except errdefs.ContainerdError as exc:
