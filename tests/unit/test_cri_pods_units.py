@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
+from pycontainerd.config.model import CRIConfig
 from pycontainerd.cri import runtime
 from pycontainerd.cri.containers import container_name, oci_resources
-from pycontainerd.cri.sandbox import cgroups_path, host_network, pod_name, resolv_conf
+from pycontainerd.cri.sandbox import InterfaceUsage, cgroups_path, host_network, parse_net_dev, pod_name, resolv_conf
 
 
 def test_names_like_containerd() -> None:
@@ -50,3 +54,31 @@ def test_stats_from_cgroup_v1_and_v2_metrics() -> None:
     assert s.cpu.usage_core_nano_seconds.value == 3000 and s.memory.working_set_bytes.value == 0
     assert s.writable_layer.used_bytes.value == 9 and s.writable_layer.fs_id.mountpoint == "/m"
     assert not runtime._stats_pb(c, None).HasField("cpu")
+
+
+def test_parse_net_dev() -> None:
+    text = (
+        "Inter-|   Receive                                                |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls "
+        "carrier compressed\n"
+        "    lo:     120       2    0    0    0     0          0         0      120       2    0    0    0     0"
+        "       0          0\n"
+        "  eth0:    1024      12    3    0    0     0          0         0      472       6    4    0    0     0"
+        "       0          0\n"
+        "garbage line\n"
+    )
+    assert parse_net_dev(text) == [InterfaceUsage("lo", 120, 0, 120, 0), InterfaceUsage("eth0", 1024, 3, 472, 4)]
+
+
+def test_runtime_config_reports_the_cgroup_driver() -> None:
+    def driver(systemd: bool) -> int:
+        cfg = CRIConfig()
+        rt = cfg.default_runtime
+        runtimes = {**cfg.containerd.runtimes, cfg.containerd.default_runtime_name: dataclasses.replace(
+            rt, options=dataclasses.replace(rt.options, systemd_cgroup=systemd))}
+        cfg = dataclasses.replace(cfg, containerd=dataclasses.replace(cfg.containerd, runtimes=runtimes))
+        svc = runtime.RuntimeService(runtime.RuntimeState(cfg))
+        return asyncio.run(svc.RuntimeConfig(pb.RuntimeConfigRequest(), None)).linux.cgroup_driver
+
+    assert driver(False) == pb.CGROUPFS
+    assert driver(True) == pb.SYSTEMD

@@ -228,6 +228,18 @@ class CriClient:
         resp = await self._rt(self.runtime.ListContainerStats, req, "list container stats")
         return list(resp.stats)
 
+    async def pod_stats(self, pod_id: str) -> api_pb2.PodSandboxStats:
+        req = api_pb2.PodSandboxStatsRequest(pod_sandbox_id=pod_id)
+        resp = await self._rt(self.runtime.PodSandboxStats, req, f"pod stats {pod_id}")
+        return resp.stats
+
+    async def list_pod_stats(self, filter: api_pb2.PodSandboxStatsFilter | None = None
+                             ) -> list[api_pb2.PodSandboxStats]:
+        req = (api_pb2.ListPodSandboxStatsRequest(filter=filter) if filter is not None
+               else api_pb2.ListPodSandboxStatsRequest())
+        resp = await self._rt(self.runtime.ListPodSandboxStats, req, "list pod stats")
+        return list(resp.stats)
+
     # -- image service ----------------------------------------------------------------------
     async def list_images(self, image: str = "") -> list[api_pb2.Image]:
         req = api_pb2.ListImagesRequest(filter=api_pb2.ImageFilter(image=api_pb2.ImageSpec(image=image)))

@@ -11,8 +11,18 @@ Pods and containers are container records in ``k8s.io`` (label ``io.cri-containe
 ``io.cri-containerd.{sandbox,container}.metadata``, JSON), run by the task manager's public
 API; a restarted daemon lists them and reopens the running containers' log FIFOs.
 
+Pod stats (PodSandboxStats/ListPodSandboxStats) read, like containerd, the pod's
+``cgroup_parent`` (no parent: an error; the list leaves such pods out where containerd fails
+it), the infra process's ``/proc/<pid>/net/dev`` (eth0 the default interface, lo left out)
+and count the running containers' processes. RuntimeConfig reports the cgroup driver from
+the default runtime's ``SystemdCgroup`` (containerd 1.6 answers it UNIMPLEMENTED).
+GetContainerEvents streams the containers' created/started/stopped/deleted steps as
+``containers.py`` takes them (``events.py``: bounded queue per subscriber, a laggard dropped);
+an exit of the container's own is reported when the kubelet stops or removes it.
+ListMetricDescriptors/ListPodSandboxMetrics: cAdvisor-named memory gauges (pod cgroup and
+containers) and per-interface network counters of the pod.
+
 What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``): the
 streaming RPCs (Exec, Attach, PortForward: no streaming server yet),
-CheckpointContainer, GetContainerEvents, ListMetricDescriptors, ListPodSandboxMetrics,
-PodSandboxStats/ListPodSandboxStats, RuntimeConfig.
+CheckpointContainer.
 """

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from ..oci.spec import (
 )
 from ..runtime.task_manager import RootfsMount, TaskIO, TaskManager
 from .crilog import FifoLogger
-from .imagestore import NAMESPACE, CriImageStore
+from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .sandbox import (
     ANN_CONTAINER_TYPE,
     ANN_SANDBOX_ID,
@@ -155,6 +156,16 @@ class Containers:
         self._loggers: dict[str, FifoLogger] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._exec_seq = 0
+        # the RuntimeService's GetContainerEvents feed: (container id, sandbox id, created|started|stopped|deleted)
+        self.on_event: Callable[[str, str, str], Awaitable[None]] | None = None
+
+    async def _emit(self, cid: str, sandbox_id: str, kind: str) -> None:
+        if self.on_event is None:
+            return
+        try:
+            await self.on_event(cid, sandbox_id, kind)
+        except Exception as exc:  # an event lost is not a lifecycle step failed
+            log.warning("container %s: %s event not sent: %s", cid, kind, exc)
 
     def lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())
@@ -242,8 +253,16 @@ class Containers:
         try:
             image = await self.images.resolve(cfg.image.image)
             cid = new_id()
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
-            mounts = await sn.prepare(cid, image.chain_id, {})
+            # the snapshot is prepared before the record that references it exists: a lease keeps
+            # the garbage collector (run after a pull's lease goes, say) off it in between
+            lease = await self.images.leases.create(NAMESPACE, labels={
+                "containerd.io/gc.expire": rfc3339(time.time() + LEASE_EXPIRE)})
+            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE, lease.id)
+            try:
+                mounts = await sn.prepare(cid, image.chain_id, {})
+            except BaseException:
+                await self._drop_lease(lease.id)
+                raise
             try:
                 files = await asyncio.to_thread(_rootfs_files, mounts)
                 host = await asyncio.to_thread(HostInfo.probe) if cfg.linux.security_context.privileged else None
@@ -264,9 +283,18 @@ class Containers:
                 with contextlib.suppress(errdefs.ContainerdError):
                     await sn.remove(cid)
                 raise
+            finally:
+                await self._drop_lease(lease.id)
         finally:
             self._names.discard(name)
+        await self._emit(cid, sb.id, "created")
         return cid
+
+    async def _drop_lease(self, lease_id: str) -> None:
+        try:
+            await self.images.leases.delete(NAMESPACE, lease_id)
+        except errdefs.ContainerdError as exc:  # it expires on its own
+            log.warning("container create: could not delete lease %s: %s", lease_id, exc)
 
     def _spec(self, cid: str, sb: Sandbox, cfg: pb.ContainerConfig, image_config: dict[str, Any],
               files: RootfsFiles, host: HostInfo | None) -> dict[str, Any]:
@@ -412,14 +440,16 @@ class Containers:
                                         reason="StartError", message=str(exc))
                 raise
             await self._update_meta(c.id, started_at=time.time_ns())
+        await self._emit(c.id, c.sandbox_id, "started")
 
     async def _delete_task(self, cid: str) -> None:
         with contextlib.suppress(errdefs.NotFound):
             await self.tasks.delete(NAMESPACE, cid)
 
-    async def _record_exit(self, cid: str) -> None:
-        """The exit into the record, the task deleted, the log copier finished."""
-        if self.tasks.has_task(NAMESPACE, cid):
+    async def _record_exit(self, cid: str) -> bool:
+        """The exit into the record, the task deleted, the log copier finished; whether it had a task."""
+        had_task = self.tasks.has_task(NAMESPACE, cid)
+        if had_task:
             exit_code, exited = 255, time.time_ns()
             with contextlib.suppress(errdefs.NotFound):
                 st = await self.tasks.get(NAMESPACE, cid)
@@ -434,6 +464,7 @@ class Containers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(logger.done.wait(), 2.0)
             await logger.close()
+        return had_task
 
     async def stop(self, cid: str, grace_s: int) -> None:
         c = await self.get(cid)
@@ -447,7 +478,9 @@ class Containers:
                     await self.pods.kill_task(c.id, float(grace_s), sig)
                 else:
                     await self.pods.kill_task(c.id, 0)
-            await self._record_exit(c.id)
+            stopped = await self._record_exit(c.id)
+        if stopped:
+            await self._emit(c.id, c.sandbox_id, "stopped")
 
     async def remove(self, cid: str) -> None:
         try:
@@ -456,7 +489,7 @@ class Containers:
             return  # CRI: removing a missing container is success
         async with self.lock(c.id):
             await self.pods.kill_task(c.id, 0)
-            await self._record_exit(c.id)
+            stopped = await self._record_exit(c.id)
             sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
             with contextlib.suppress(errdefs.NotFound):
                 await sn.remove(c.id)
@@ -464,6 +497,9 @@ class Containers:
                 await self.store.delete(NAMESPACE, c.id)
             await asyncio.to_thread(shutil.rmtree, self.io_dir(c.id), True)
         self._locks.pop(c.id, None)
+        if stopped:
+            await self._emit(c.id, c.sandbox_id, "stopped")
+        await self._emit(c.id, c.sandbox_id, "deleted")
 
     async def stop_in_pod(self, sandbox_id: str) -> None:
         for c in await self.list():

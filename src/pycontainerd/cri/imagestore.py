@@ -153,7 +153,7 @@ def _credentials(auth: PullAuth | None, fallback: Credentials) -> Credentials:
     return lookup
 
 
-def _rfc3339(ts: float) -> str:
+def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -298,7 +298,7 @@ class CriImageStore:
 
         creds = _credentials(auth, credentials_from_config(self.registry.auths))
         resolver = Resolver(hosts=self._hosts, credentials=creds, headers=self.registry.headers or None)
-        lease = await self.leases.create(self.ns, labels={"containerd.io/gc.expire": _rfc3339(
+        lease = await self.leases.create(self.ns, labels={"containerd.io/gc.expire": rfc3339(
             time.time() + LEASE_EXPIRE)})
         try:
             store = self.content.namespaced(self.ns, lease.id)

@@ -6,9 +6,12 @@ grpc's bare "Method not implemented!".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -20,9 +23,27 @@ from ..api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from ..cni import PodNetworking
 from ..services.common import add_servicer
 from .containers import Containers
-from .sandbox import Sandboxes
+from .events import ContainerEventHub
+from .imagestore import NAMESPACE
+from .sandbox import DEFAULT_INTERFACE, Sandboxes
 
 log = logging.getLogger("pycontainerd.cri")
+
+# name: (help, type, label keys beyond the kubelet's own)
+METRICS: dict[str, tuple[str, pb.MetricType.ValueType, tuple[str, ...]]] = {
+    "container_memory_usage_bytes": ("Current memory usage in bytes, including all memory regardless of when it "
+                                     "was accessed", pb.GAUGE, ()),
+    "container_memory_working_set_bytes": ("Current working set in bytes", pb.GAUGE, ()),
+    "container_network_receive_bytes_total": ("Cumulative count of bytes received", pb.COUNTER, ("interface",)),
+    "container_network_receive_errors_total": ("Cumulative count of errors encountered while receiving",
+                                               pb.COUNTER, ("interface",)),
+    "container_network_transmit_bytes_total": ("Cumulative count of bytes transmitted", pb.COUNTER, ("interface",)),
+    "container_network_transmit_errors_total": ("Cumulative count of errors encountered while transmitting",
+                                                pb.COUNTER, ("interface",)),
+}
+
+_EVENT_TYPES = {"created": pb.CONTAINER_CREATED_EVENT, "started": pb.CONTAINER_STARTED_EVENT,
+                "stopped": pb.CONTAINER_STOPPED_EVENT, "deleted": pb.CONTAINER_DELETED_EVENT}
 
 RUNTIME_NAME = "pycontainerd"
 RUNTIME_API_VERSION = "v1"
@@ -75,6 +96,9 @@ class RuntimeService:
         self.state = state
         self._pods = pods
         self._containers = containers
+        self.events = ContainerEventHub()
+        if containers is not None:
+            containers.on_event = self._container_event
 
     @property
     def pods(self) -> Sandboxes:
@@ -108,6 +132,13 @@ class RuntimeService:
         return pb.UpdateRuntimeConfigResponse()
 
     # -- pod sandboxes ----------------------------------------------------------------------------
+    async def RuntimeConfig(self, request: pb.RuntimeConfigRequest, context: Any) -> pb.RuntimeConfigResponse:
+        """The cgroup driver the kubelet must match: the default runtime's runc ``SystemdCgroup``."""
+        rt = getattr(self.state.config, "default_runtime", None)
+        systemd = bool(rt is not None and rt.options.systemd_cgroup)
+        return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(
+            cgroup_driver=pb.SYSTEMD if systemd else pb.CGROUPFS))
+
     async def RunPodSandbox(self, request: pb.RunPodSandboxRequest, context: Any) -> pb.RunPodSandboxResponse:
         sid = await self.pods.run(request.config, request.runtime_handler)
         return pb.RunPodSandboxResponse(pod_sandbox_id=sid)
@@ -125,14 +156,7 @@ class RuntimeService:
                                ) -> pb.PodSandboxStatusResponse:
         sb = await self.pods.get(request.pod_sandbox_id)
         cfg = sb.config
-        ns = cfg.linux.security_context.namespace_options
-        status = pb.PodSandboxStatus(
-            id=sb.id, metadata=cfg.metadata, state=pb.SANDBOX_READY if sb.ready else pb.SANDBOX_NOTREADY,
-            created_at=sb.created_at_ns,
-            network=pb.PodSandboxNetworkStatus(ip=sb.ip, additional_ips=[pb.PodIP(ip=i) for i in sb.additional_ips]),
-            linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pb.NamespaceOption(
-                network=ns.network, pid=ns.pid, ipc=ns.ipc, target_id=ns.target_id))),
-            labels=dict(cfg.labels), annotations=dict(cfg.annotations), runtime_handler="")
+        status = _pod_status(sb)
         info: dict[str, str] = {}
         if request.verbose:
             info["info"] = json.dumps({
@@ -194,14 +218,7 @@ class RuntimeService:
     async def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
         c = await self.containers.get(request.container_id)
         cfg = c.config
-        status = pb.ContainerStatus(
-            id=c.id, metadata=cfg.metadata, state=c.state, created_at=c.created_at_ns,
-            started_at=c.started_at_ns, finished_at=c.finished_at_ns if c.state == pb.CONTAINER_EXITED else 0,
-            exit_code=c.exit_code if c.state == pb.CONTAINER_EXITED else 0,
-            image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")), image_ref=str(c.meta.get("image_id") or ""),
-            reason=c.reason if c.state == pb.CONTAINER_EXITED else "", message=str(c.meta.get("message") or ""),
-            labels=dict(cfg.labels), annotations=dict(cfg.annotations), log_path=str(c.meta.get("log_path") or ""),
-            mounts=list(cfg.mounts))
+        status = _container_status(c)
         info: dict[str, str] = {}
         if request.verbose:
             info["info"] = json.dumps({"sandboxID": c.sandbox_id, "pid": c.pid, "runtimeSpec": c.spec,
@@ -264,13 +281,162 @@ class RuntimeService:
                 if any(c.config.labels.get(k) != v for k, v in f.label_selector.items()):
                     continue
             chosen.append(c)
+        return pb.ListContainerStatsResponse(stats=await self._container_stats(chosen))
+
+    async def _container_stats(self, chosen: list[Any]) -> list[pb.ContainerStats]:
         stats = await self.containers.stats([c.id for c in chosen])
-        return pb.ListContainerStatsResponse(stats=[_stats_pb(c, stats.get(c.id)) for c in chosen])
+        return [_stats_pb(c, stats.get(c.id)) for c in chosen]
+
+    # -- container events -----------------------------------------------------------------------
+    async def GetContainerEvents(self, request: pb.GetEventsRequest, context: Any
+                                 ) -> AsyncIterator[pb.ContainerEventResponse]:
+        async for ev in self.events.subscribe():
+            yield ev
+
+    async def _container_event(self, cid: str, sandbox_id: str, kind: str) -> None:
+        """One lifecycle step of a container, with its pod's status and its containers' then."""
+        if not self.events.subscribers:
+            return
+        ev = pb.ContainerEventResponse(container_id=cid, container_event_type=_EVENT_TYPES[kind],
+                                       created_at=time.time_ns())
+        with contextlib.suppress(errdefs.ContainerdError):
+            ev.pod_sandbox_status.CopyFrom(_pod_status(await self.pods.get(sandbox_id)))
+        ev.containers_statuses.extend(_container_status(c) for c in await self.containers.list()
+                                      if c.sandbox_id == sandbox_id)
+        self.events.publish(ev)
+
+    # -- pod metrics (cAdvisor's names, values whose unit the name says) --------------------------
+    async def ListMetricDescriptors(self, request: pb.ListMetricDescriptorsRequest, context: Any
+                                    ) -> pb.ListMetricDescriptorsResponse:
+        return pb.ListMetricDescriptorsResponse(descriptors=[
+            pb.MetricDescriptor(name=name, help=help_, label_keys=list(keys))
+            for name, (help_, _, keys) in METRICS.items()])
+
+    async def ListPodSandboxMetrics(self, request: pb.ListPodSandboxMetricsRequest, context: Any
+                                    ) -> pb.ListPodSandboxMetricsResponse:
+        out = []
+        containers = await self.containers.list()
+        for sb in await self.pods.list():
+            if not sb.ready:
+                continue
+            at = time.time_ns()
+            pm = pb.PodSandboxMetrics(pod_sandbox_id=sb.id)
+            with contextlib.suppress(errdefs.ContainerdError):  # no cgroup_parent: no pod-level memory
+                mode, data = await self.pods.cgroup_stats(sb)
+                pm.metrics.extend(_memory_metrics({"data": data, "at": at, "mode": mode}))
+            for i in await self.pods.interfaces(sb) or []:
+                if i.name != "lo":
+                    pm.metrics.extend(_metric(name, at, [i.name], value) for name, value in (
+                        ("container_network_receive_bytes_total", i.rx_bytes),
+                        ("container_network_receive_errors_total", i.rx_errors),
+                        ("container_network_transmit_bytes_total", i.tx_bytes),
+                        ("container_network_transmit_errors_total", i.tx_errors)))
+            running = [c for c in containers if c.sandbox_id == sb.id and c.state == pb.CONTAINER_RUNNING]
+            stats = await self.containers.stats([c.id for c in running])
+            for c in running:
+                m = stats.get(c.id)
+                pm.container_metrics.add(container_id=c.id, metrics=_memory_metrics(m) if m else [])
+            out.append(pm)
+        return pb.ListPodSandboxMetricsResponse(pod_metrics=out)
+
+    # -- pod stats ------------------------------------------------------------------------------
+    async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest, context: Any) -> pb.PodSandboxStatsResponse:
+        sb = await self.pods.get(request.pod_sandbox_id)
+        return pb.PodSandboxStatsResponse(stats=await self._pod_stats(sb))
+
+    async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest, context: Any
+                                  ) -> pb.ListPodSandboxStatsResponse:
+        f = request.filter
+        out = []
+        for sb in await self.pods.list():
+            if not sb.ready:  # containerd lists the ready pods only: the others have no live cgroup
+                continue
+            if f.id and not sb.id.startswith(f.id):
+                continue
+            if any(sb.config.labels.get(k) != v for k, v in f.label_selector.items()):
+                continue
+            try:
+                out.append(await self._pod_stats(sb))
+            except errdefs.FailedPrecondition as exc:
+                # containerd fails the whole list on a pod without a cgroup parent; we leave it out
+                log.debug("pod stats: %s", exc)
+        return pb.ListPodSandboxStatsResponse(stats=out)
+
+    async def _pod_stats(self, sb: Any) -> pb.PodSandboxStats:
+        if not sb.ready:
+            raise errdefs.Unavailable(f"failed to get pod sandbox stats since sandbox container {sb.id!r} "
+                                      "is not in ready state")
+        mode, data = await self.pods.cgroup_stats(sb)
+        at = time.time_ns()
+        out = pb.PodSandboxStats(attributes=pb.PodSandboxAttributes(
+            id=sb.id, metadata=sb.config.metadata, labels=dict(sb.config.labels),
+            annotations=dict(sb.config.annotations)))
+        linux = out.linux
+        _usage_pb(linux.cpu, linux.memory, {"data": data, "at": at, "mode": mode})
+        ifaces = await self.pods.interfaces(sb)
+        if ifaces is not None:
+            for i in ifaces:
+                if i.name == "lo":
+                    continue
+                usage = (linux.network.default_interface if i.name == DEFAULT_INTERFACE
+                         else linux.network.interfaces.add())
+                usage.name = i.name
+                usage.rx_bytes.value, usage.rx_errors.value = i.rx_bytes, i.rx_errors
+                usage.tx_bytes.value, usage.tx_errors.value = i.tx_bytes, i.tx_errors
+            if not linux.network.HasField("default_interface"):  # containerd names it even when missing
+                linux.network.default_interface.name = DEFAULT_INTERFACE
+        running = [c for c in await self.containers.list()
+                   if c.sandbox_id == sb.id and c.state == pb.CONTAINER_RUNNING]
+        count = 0
+        for c in running:  # like containerd: the containers' processes, not the infra one
+            with contextlib.suppress(errdefs.NotFound):
+                count += len(await self.containers.tasks.pids(NAMESPACE, c.id))
+        linux.process.timestamp = at
+        linux.process.process_count.value = count
+        linux.containers.extend(await self._container_stats(running))
+        return out
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         for name in unimplemented_methods(self):
             setattr(self, name, _unimplemented(name))
         add_servicer(server, pb_grpc.add_RuntimeServiceServicer_to_server, self, pb, "RuntimeService")
+
+
+def _metric(name: str, at: int, labels: list[str], value: int) -> pb.Metric:
+    return pb.Metric(name=name, timestamp=at, metric_type=METRICS[name][1], label_values=labels,
+                     value=pb.UInt64Value(value=value))
+
+
+def _memory_metrics(m: dict[str, Any]) -> list[pb.Metric]:
+    cpu, mem = pb.CpuUsage(), pb.MemoryUsage()
+    _usage_pb(cpu, mem, m)
+    return [_metric("container_memory_usage_bytes", m["at"], [], mem.usage_bytes.value),
+            _metric("container_memory_working_set_bytes", m["at"], [], mem.working_set_bytes.value)]
+
+
+def _pod_status(sb: Any) -> pb.PodSandboxStatus:
+    cfg = sb.config
+    ns = cfg.linux.security_context.namespace_options
+    return pb.PodSandboxStatus(
+        id=sb.id, metadata=cfg.metadata, state=pb.SANDBOX_READY if sb.ready else pb.SANDBOX_NOTREADY,
+        created_at=sb.created_at_ns,
+        network=pb.PodSandboxNetworkStatus(ip=sb.ip, additional_ips=[pb.PodIP(ip=i) for i in sb.additional_ips]),
+        linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pb.NamespaceOption(
+            network=ns.network, pid=ns.pid, ipc=ns.ipc, target_id=ns.target_id))),
+        labels=dict(cfg.labels), annotations=dict(cfg.annotations), runtime_handler="")
+
+
+def _container_status(c: Any) -> pb.ContainerStatus:
+    cfg = c.config
+    exited = c.state == pb.CONTAINER_EXITED
+    return pb.ContainerStatus(
+        id=c.id, metadata=cfg.metadata, state=c.state, created_at=c.created_at_ns,
+        started_at=c.started_at_ns, finished_at=c.finished_at_ns if exited else 0,
+        exit_code=c.exit_code if exited else 0,
+        image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")), image_ref=str(c.meta.get("image_id") or ""),
+        reason=c.reason if exited else "", message=str(c.meta.get("message") or ""),
+        labels=dict(cfg.labels), annotations=dict(cfg.annotations), log_path=str(c.meta.get("log_path") or ""),
+        mounts=list(cfg.mounts))
 
 
 def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
@@ -280,6 +446,19 @@ def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
     out = pb.ContainerStats(attributes=attrs)
     if m is None:
         return out
+    _usage_pb(out.cpu, out.memory, m)
+    at = m["at"]
+    layer = m.get("layer")
+    if layer is not None:  # the container's own snapshot: what it wrote
+        out.writable_layer.timestamp = at
+        out.writable_layer.fs_id.mountpoint = layer["mountpoint"]
+        out.writable_layer.used_bytes.value = layer["used_bytes"]
+        out.writable_layer.inodes_used.value = layer["inodes_used"]
+    return out
+
+
+def _usage_pb(cpu_out: pb.CpuUsage, mem_out: pb.MemoryUsage, m: dict[str, Any]) -> None:
+    """CPU and memory usage from one cgroup's metrics dict (a container's or a pod's)."""
     data, at = m["data"], m["at"]
     cpu = data.get("cpu") or {}
     mem = data.get("memory") or {}
@@ -291,18 +470,11 @@ def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
         cpu_ns = int((cpu.get("usage") or {}).get("total", 0))
         usage = int((mem.get("usage") or {}).get("usage", 0))
         inactive = int(mem.get("total_inactive_file", mem.get("inactive_file", 0)))
-    out.cpu.timestamp = at
-    out.cpu.usage_core_nano_seconds.value = cpu_ns
-    out.memory.timestamp = at
-    out.memory.working_set_bytes.value = max(usage - inactive, 0)
-    out.memory.usage_bytes.value = usage
-    layer = m.get("layer")
-    if layer is not None:  # the container's own snapshot: what it wrote
-        out.writable_layer.timestamp = at
-        out.writable_layer.fs_id.mountpoint = layer["mountpoint"]
-        out.writable_layer.used_bytes.value = layer["used_bytes"]
-        out.writable_layer.inodes_used.value = layer["inodes_used"]
-    return out
+    cpu_out.timestamp = at
+    cpu_out.usage_core_nano_seconds.value = cpu_ns
+    mem_out.timestamp = at
+    mem_out.working_set_bytes.value = max(usage - inactive, 0)
+    mem_out.usage_bytes.value = usage
 
 
 def unimplemented_methods(servicer: Any) -> list[str]:
@@ -314,8 +486,8 @@ def unimplemented_methods(servicer: Any) -> list[str]:
 def _unimplemented(name: str) -> Any:
     method = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name[name]
     message = (f"runtime.v1.RuntimeService/{name} is not implemented by pycontainerd yet "
-               "(its CRI plugin serves images, pods, containers, ExecSync and stats; "
-               "streaming, updates, checkpoints and events are not there yet)")
+               "(its CRI plugin serves images, pods, containers, ExecSync and container and pod stats; "
+               "streaming and checkpoints are not there yet)")
     if method.server_streaming:
         async def stream(request: Any, context: Any) -> Any:
             raise errdefs.Unimplemented(message)

@@ -17,6 +17,7 @@ Per-pod files (``hostname``, ``resolv.conf`` from the DNSConfig, ``hosts``) are 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -30,7 +31,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from .. import errdefs, netns
+from .. import cgroups, errdefs, netns
 from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..cni import CNI, CapabilityArgs, PodNetwork, PortMapping
 from ..config import CRIConfig
@@ -98,6 +99,30 @@ def resolv_conf(dns: pb.DNSConfig) -> str | None:
 
 def host_network(cfg: pb.PodSandboxConfig) -> bool:
     return cfg.linux.security_context.namespace_options.network == pb.NODE
+
+
+DEFAULT_INTERFACE = "eth0"
+
+
+@dataclass(frozen=True)
+class InterfaceUsage:
+    name: str
+    rx_bytes: int
+    rx_errors: int
+    tx_bytes: int
+    tx_errors: int
+
+
+def parse_net_dev(text: str) -> list[InterfaceUsage]:
+    """The interfaces of ``/proc/<pid>/net/dev`` (two header lines, then ``name: rx... tx...``)."""
+    out = []
+    for line in text.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        fields = rest.split()
+        if not sep or len(fields) < 11:
+            continue
+        out.append(InterfaceUsage(name.strip(), int(fields[0]), int(fields[2]), int(fields[8]), int(fields[10])))
+    return out
 
 
 def cgroups_path(parent: str, cid: str) -> str:
@@ -187,6 +212,30 @@ class Sandboxes:
         if len(found) > 1:
             raise errdefs.InvalidArgument(f"sandbox id prefix {sid!r} is ambiguous")
         return found[0]
+
+    # -- stats ------------------------------------------------------------------------------------
+    async def cgroup_stats(self, sb: Sandbox) -> tuple[str, dict[str, Any]]:
+        """(mode, metrics) of the pod's cgroup: its config's ``cgroup_parent``, as containerd reads it."""
+        parent = sb.config.linux.cgroup_parent
+        if not parent:
+            raise errdefs.FailedPrecondition(
+                f"failed to get cgroup metrics for sandbox {sb.id}: its config names no cgroup_parent")
+
+        def read() -> tuple[str, dict[str, Any]]:
+            reader = cgroups.CgroupReader()
+            return reader.mode, reader.stats(reader.paths_of_spec(parent))
+
+        return await asyncio.to_thread(read)
+
+    async def interfaces(self, sb: Sandbox) -> builtins.list[InterfaceUsage] | None:
+        """The pod's network interfaces as its infra process sees them; None for host-network pods."""
+        if not sb.netns or sb.pid <= 0:
+            return None
+        try:
+            text = await asyncio.to_thread(Path(f"/proc/{sb.pid}/net/dev").read_text)
+        except OSError:
+            return None
+        return parse_net_dev(text)
 
     # -- run --------------------------------------------------------------------------------------
     async def run(self, cfg: pb.PodSandboxConfig, runtime_handler: str = "") -> str:

@@ -1,4 +1,4 @@
-"""pycrictl stats: containers' CPU, memory and writable-layer usage."""
+"""pycrictl stats / statsp: containers' CPU, memory and writable-layer usage; pods' CPU and memory."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ def register(sub: Any) -> None:
     p.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.set_defaults(func=stats)
+
+    p = sub.add_parser("statsp", help="list pods' resource usage")
+    p.add_argument("pods", nargs="*", metavar="POD_ID")
+    p.add_argument("--id", default="", help="only the pod of this id (or id prefix)")
+    p.add_argument("--label", action="append", default=[], help="only pods with label key=value")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(func=statsp)
 
 
 def cpu_percent(s: api_pb2.ContainerStats) -> str:
@@ -51,4 +59,28 @@ async def stats(args: argparse.Namespace, client: CriClient) -> int:
         rows.append([trunc(s.attributes.id, args.no_trunc), s.attributes.metadata.name, cpu_percent(s), mem, disk,
                      inodes])
     table(["CONTAINER", "NAME", "CPU %", "MEM", "DISK", "INODES"], rows)
+    return 0
+
+
+async def statsp(args: argparse.Namespace, client: CriClient) -> int:
+    if args.pods:
+        items = [await client.pod_stats(pid) for pid in args.pods]
+    else:
+        items = await client.list_pod_stats(api_pb2.PodSandboxStatsFilter(
+            id=args.id, label_selector=parse_label_filters(args.label)))
+    if args.output == "json":
+        print_json({"stats": [message_to_dict(s) for s in items]})
+        return 0
+    rows = []
+    for s in items:
+        lin = s.linux
+        cpu = f"{lin.cpu.usage_nano_cores.value / 1e7:.2f}" if lin.cpu.HasField("usage_nano_cores") else "-"
+        mem = human_size(lin.memory.working_set_bytes.value) if lin.memory.HasField("working_set_bytes") else "-"
+        iface = lin.network.default_interface
+        rx = human_size(iface.rx_bytes.value) if iface.HasField("rx_bytes") else "-"
+        tx = human_size(iface.tx_bytes.value) if iface.HasField("tx_bytes") else "-"
+        procs = str(lin.process.process_count.value) if lin.process.HasField("process_count") else "-"
+        rows.append([s.attributes.metadata.name, trunc(s.attributes.id, args.no_trunc), cpu, mem, rx, tx, procs,
+                     str(len(lin.containers))])
+    table(["POD", "POD ID", "CPU %", "MEM", "RX", "TX", "PROCS", "CONTAINERS"], rows)
     return 0
