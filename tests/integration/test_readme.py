@@ -13,7 +13,7 @@ real paths (``/etc/pycontainerd``, ``/run/pycontainerd``, ``/var/lib/pycontainer
   ``/var/lib/pycontainerd`` and ``/run/pycontainerd`` are fresh directories on a real file
   system (the daemon's overlayfs snapshots cannot live on an overlay), and ``/run/systemd`` is
   hidden so ``systemctl`` in the Makefile cannot reach a host systemd;
-- ``/tmp`` is a fresh tmpfs.
+- ``/tmp`` is a fresh tmpfs (a checkout under ``/tmp`` is bound back at its own path).
 
 What remains shared is the repository checkout (``make`` runs in it; its ``.venv`` must be
 installed already, so ``make install`` has nothing to do -- the test refreshes the stamp of an
@@ -74,7 +74,16 @@ mount -t tmpfs tmpfs /run/systemd
 mkdir -p /run/readme-test
 mount --bind "$T" /run/readme-test
 T=/run/readme-test
+# a fresh /tmp; a checkout that lives under /tmp (CI clones anywhere) is bound back at its own
+# path, since its .venv's scripts name that path
+R=$(realpath "$2")
+case "$R" in
+    /tmp/*) mkdir -p /run/readme-repo; mount --bind "$R" /run/readme-repo ;;
+esac
 mount -t tmpfs tmpfs /tmp
+case "$R" in
+    /tmp/*) mkdir -p "$R"; mount --bind /run/readme-repo "$R" ;;
+esac
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 cd "$2"
 exec bash -euo pipefail -x "$T/readme.sh"
