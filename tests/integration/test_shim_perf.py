@@ -118,7 +118,10 @@ def test_shim_latency_and_memory(tmp_path: Path, busybox: tuple[Path, dict[str, 
                 return not pid_alive(pid)
 
             await poll_until(gone, what="shim exit")
-        assert report[f"PSS per shim KiB (mean of {n}, launcher alive)"] < 6144  # regression guard
+        # regression guard. It was 6 MiB for the JSON shim; the task.v2 shim carries the protobuf runtime
+        # and measures 5.9-6.2 MiB (one shim per container), so the guard sits at 7 MiB until the
+        # shim's memory work of issue 10 (target: containerd's 3.8 MiB per container) brings it down
+        assert report[f"PSS per shim KiB (mean of {n}, launcher alive)"] < 7168
 
     async def main() -> None:
         try:
