@@ -29,7 +29,7 @@ from pycontainerd.api.runtime.v2.task import shim_pb2
 from pycontainerd.shim import v2layout
 from pycontainerd.ttrpc import Client
 from tests.fixtures.containerd import Containerd, running_containerd
-from tests.fixtures.procs import cmdline, kill_pids, mounts_under, pid_alive, wait_for
+from tests.fixtures.procs import cmdline, kill_pids, mounts_under, pid_alive, remove_tree, unmount_all, wait_for
 
 from .test_ctr_tty import keys, wait_screen
 from .test_ctr_tty import tmux as tmux  # the fixture
@@ -331,6 +331,9 @@ def test_containerd_restart_keeps_running_task(busybox_archive: Path) -> None:
     base = Path(tempfile.mkdtemp(prefix="pycd-ctrd-", dir="/tmp"))
     cid = _cid("rst")
     with contextlib.ExitStack() as cleanup, pytest.MonkeyPatch.context() as mp:
+        # the fixture removes only a base it made itself: this one is ours to remove, last
+        cleanup.callback(remove_tree, base)
+        cleanup.callback(unmount_all, str(base))
         cleanup.callback(_remove_sockets, str(base / "containerd.sock"))
         mp.setenv("PATH", f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
         with running_containerd(base=base) as c:
