@@ -1,6 +1,6 @@
 """The few cgroup files a scrape needs, read the cheap way (``os.open``/``os.read``, no pathlib).
 
-``runtime.cgroups`` reads everything ``ctr tasks metrics`` shows (about 27 files a task on
+``pycontainerd.cgroups`` reads everything ``ctr tasks metrics`` shows (about 27 files a task on
 cgroup v1); a scrape of 100 tasks through it took ~270 ms.  The exporter needs less: per
 task 6 to 8 files (memory, cpu, pids, io/blkio), and a task's cgroup directories are found
 once from ``/proc/<pid>/cgroup`` and kept while the pid lives.  Blocking file I/O: the
