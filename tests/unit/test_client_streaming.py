@@ -169,3 +169,41 @@ def test_spdy_stream_reset_reads_as_end():
     s.reset_stream(1)
     events = c.receive_data(s.data_to_send())
     assert events[-2:] == [spdy.DataReceived(1, b"status", False), spdy.StreamReset(1, spdy.RstStatus.CANCEL, True)]
+
+
+def test_websocket_v5_closes_stdin_with_channel_255():
+    seen: list[bytes] = []
+
+    async def v5_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        done = False
+        while not done:
+            data = await reader.read(65536)
+            if not data:
+                return
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, wse.Request):
+                    writer.write(ws.send(wse.AcceptConnection(subprotocol=rc.WS_V5_CHANNEL)))
+                elif isinstance(event, wse.BytesMessage):
+                    seen.append(bytes(event.data))
+                    if bytes(event.data) == rc.encode_close_channel(rc.CHANNEL_STDIN):
+                        done = True
+        writer.write(ws.send(wse.BytesMessage(bytes([rc.CHANNEL_ERROR]) + rc.status_success())))
+        writer.write(ws.send(wse.CloseConnection(code=1000)))
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server, url = await _serve(v5_server)
+        chunks = [b"abc", b""]
+
+        async def stdin() -> bytes:
+            return chunks.pop(0)
+
+        res = await asyncio.wait_for(stream_remotecommand(url, ExecStreams(stdin=stdin), transport="websocket"), 10)
+        assert (res.exit_code, res.protocol) == (0, rc.WS_V5_CHANNEL)
+        assert seen == [b"\x00abc", b"\xff\x00"]
+        server.close()
+
+    asyncio.run(main())
