@@ -22,7 +22,11 @@ an exit of the container's own is reported when the kubelet stops or removes it.
 ListMetricDescriptors/ListPodSandboxMetrics: cAdvisor-named memory gauges (pod cgroup and
 containers) and per-interface network counters of the pod.
 
+The Stream* calls of CRI list streaming (1.36) answer their List* call's items in batches.
+ImageFsInfo names the snapshotter's filesystem for the images (every snapshot, as containerd
+counts) and for the containers (1.29's container_filesystems: the writable snapshots).
+
 What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``): the
-streaming RPCs (Exec, Attach, PortForward: no streaming server yet),
+streaming RPCs (Exec, Attach, PortForward: no streaming server yet), UpdatePodSandboxResources,
 CheckpointContainer.
 """

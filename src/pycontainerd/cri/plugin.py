@@ -47,7 +47,8 @@ class CriPlugin:
                                              state_dir=state_dir, max_log_line=config.max_container_log_line_size,
                                              exchange=exchange)
         self.runtime_state = RuntimeState(config, cni)
-        self.image_service = ImageService(images)
+        self.image_service = ImageService(images, {name: rt.snapshotter
+                                                   for name, rt in config.containerd.runtimes.items()})
         self.runtime_service = RuntimeService(self.runtime_state, self.pods, self.containers)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:

@@ -1,7 +1,8 @@
 """runtime.v1.RuntimeService: Version, Status, UpdateRuntimeConfig, the pod sandboxes (``sandbox.py``).
 
-Every other RPC answers UNIMPLEMENTED naming the method (``unimplemented_methods``), not
-grpc's bare "Method not implemented!".
+The Stream* calls (CRI list streaming) answer what their List* call answers, in batches of
+``STREAM_BATCH``.  Every other RPC answers UNIMPLEMENTED naming the method
+(``unimplemented_methods``), not grpc's bare "Method not implemented!".
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ METRICS: dict[str, tuple[str, pb.MetricType.ValueType, tuple[str, ...]]] = {
 _EVENT_TYPES = {"created": pb.CONTAINER_CREATED_EVENT, "started": pb.CONTAINER_STARTED_EVENT,
                 "stopped": pb.CONTAINER_STOPPED_EVENT, "deleted": pb.CONTAINER_DELETED_EVENT}
 
+STREAM_BATCH = 100  # items per Stream* response
 RUNTIME_NAME = "pycontainerd"
 RUNTIME_API_VERSION = "v1"
 KUBE_API_VERSION = "0.1.0"  # what the kubelet's remote runtime reports as the CRI version
@@ -184,6 +186,13 @@ class RuntimeService:
                                        annotations=dict(sb.config.annotations)))
         return pb.ListPodSandboxResponse(items=items)
 
+    async def StreamPodSandboxes(self, request: pb.StreamPodSandboxesRequest, context: Any
+                                 ) -> AsyncIterator[pb.StreamPodSandboxesResponse]:
+        listed = await self.ListPodSandbox(pb.ListPodSandboxRequest(filter=request.filter)
+                                           if request.HasField("filter") else pb.ListPodSandboxRequest(), context)
+        for chunk in batches(list(listed.items)):
+            yield pb.StreamPodSandboxesResponse(pod_sandboxes=chunk)
+
     async def _stop_pod_containers(self, sandbox_id: str) -> None:
         if self._containers is not None:
             await self._containers.stop_in_pod(sandbox_id)
@@ -246,6 +255,13 @@ class RuntimeService:
                                     annotations=dict(c.config.annotations)))
         return pb.ListContainersResponse(containers=out)
 
+    async def StreamContainers(self, request: pb.StreamContainersRequest, context: Any
+                               ) -> AsyncIterator[pb.StreamContainersResponse]:
+        listed = await self.ListContainers(pb.ListContainersRequest(filter=request.filter)
+                                           if request.HasField("filter") else pb.ListContainersRequest(), context)
+        for chunk in batches(list(listed.containers)):
+            yield pb.StreamContainersResponse(containers=chunk)
+
     async def UpdateContainerResources(self, request: pb.UpdateContainerResourcesRequest, context: Any
                                        ) -> pb.UpdateContainerResourcesResponse:
         await self.containers.update_resources(request.container_id, request.linux)
@@ -282,6 +298,14 @@ class RuntimeService:
                     continue
             chosen.append(c)
         return pb.ListContainerStatsResponse(stats=await self._container_stats(chosen))
+
+    async def StreamContainerStats(self, request: pb.StreamContainerStatsRequest, context: Any
+                                   ) -> AsyncIterator[pb.StreamContainerStatsResponse]:
+        listed = await self.ListContainerStats(
+            pb.ListContainerStatsRequest(filter=request.filter) if request.HasField("filter")
+            else pb.ListContainerStatsRequest(), context)
+        for chunk in batches(list(listed.stats)):
+            yield pb.StreamContainerStatsResponse(container_stats=chunk)
 
     async def _container_stats(self, chosen: list[Any]) -> list[pb.ContainerStats]:
         stats = await self.containers.stats([c.id for c in chosen])
@@ -339,6 +363,12 @@ class RuntimeService:
             out.append(pm)
         return pb.ListPodSandboxMetricsResponse(pod_metrics=out)
 
+    async def StreamPodSandboxMetrics(self, request: pb.StreamPodSandboxMetricsRequest, context: Any
+                                      ) -> AsyncIterator[pb.StreamPodSandboxMetricsResponse]:
+        listed = await self.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), context)
+        for chunk in batches(list(listed.pod_metrics)):
+            yield pb.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=chunk)
+
     # -- pod stats ------------------------------------------------------------------------------
     async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest, context: Any) -> pb.PodSandboxStatsResponse:
         sb = await self.pods.get(request.pod_sandbox_id)
@@ -361,6 +391,14 @@ class RuntimeService:
                 # containerd fails the whole list on a pod without a cgroup parent; we leave it out
                 log.debug("pod stats: %s", exc)
         return pb.ListPodSandboxStatsResponse(stats=out)
+
+    async def StreamPodSandboxStats(self, request: pb.StreamPodSandboxStatsRequest, context: Any
+                                    ) -> AsyncIterator[pb.StreamPodSandboxStatsResponse]:
+        listed = await self.ListPodSandboxStats(
+            pb.ListPodSandboxStatsRequest(filter=request.filter) if request.HasField("filter")
+            else pb.ListPodSandboxStatsRequest(), context)
+        for chunk in batches(list(listed.stats)):
+            yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=chunk)
 
     async def _pod_stats(self, sb: Any) -> pb.PodSandboxStats:
         if not sb.ready:
@@ -397,8 +435,7 @@ class RuntimeService:
         return out
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        for name in unimplemented_methods(self):
-            setattr(self, name, _unimplemented(name))
+        fill_unimplemented(self, "RuntimeService")
         add_servicer(server, pb_grpc.add_RuntimeServiceServicer_to_server, self, pb, "RuntimeService")
 
 
@@ -477,17 +514,27 @@ def _usage_pb(cpu_out: pb.CpuUsage, mem_out: pb.MemoryUsage, m: dict[str, Any]) 
     mem_out.usage_bytes.value = usage
 
 
-def unimplemented_methods(servicer: Any) -> list[str]:
-    """The RuntimeService methods this servicer does not define itself."""
-    names = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name
+def batches(items: list[Any], size: int = STREAM_BATCH) -> list[list[Any]]:
+    """A Stream* call's responses: each item once, none empty (no response at all for no items)."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def unimplemented_methods(servicer: Any, service: str = "RuntimeService") -> list[str]:
+    """The methods of ``service`` this servicer does not define itself."""
+    names = pb.DESCRIPTOR.services_by_name[service].methods_by_name
     return [n for n in names if n not in type(servicer).__dict__]
 
 
-def _unimplemented(name: str) -> Any:
-    method = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name[name]
-    message = (f"runtime.v1.RuntimeService/{name} is not implemented by pycontainerd yet "
-               "(its CRI plugin serves images, pods, containers, ExecSync and container and pod stats; "
-               "streaming and checkpoints are not there yet)")
+def fill_unimplemented(servicer: Any, service: str) -> None:
+    """Give the servicer an UNIMPLEMENTED answer naming each method of ``service`` it lacks."""
+    for name in unimplemented_methods(servicer, service):
+        setattr(servicer, name, _unimplemented(name, service))
+
+
+def _unimplemented(name: str, service: str = "RuntimeService") -> Any:
+    method = pb.DESCRIPTOR.services_by_name[service].methods_by_name[name]
+    message = (f"runtime.v1.{service}/{name} is not implemented by pycontainerd yet "
+               "(its CRI plugin serves images, pods, containers, ExecSync and container and pod stats)")
     if method.server_streaming:
         async def stream(request: Any, context: Any) -> Any:
             raise errdefs.Unimplemented(message)
