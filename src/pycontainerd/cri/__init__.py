@@ -22,6 +22,11 @@ an exit of the container's own is reported when the kubelet stops or removes it.
 ListMetricDescriptors/ListPodSandboxMetrics: cAdvisor-named memory gauges (pod cgroup and
 containers) and per-interface network counters of the pod.
 
+Security contexts (``security.py``, containerd 1.6's rules): seccomp RuntimeDefault/Unconfined/
+Localhost and the deprecated strings, AppArmor (nothing applied on a host without it; a Localhost
+profile refused there), users and groups (SupplementalGroupsPolicy Strict too), no_new_privs,
+masked/read-only paths, privileged, pid namespaces POD/CONTAINER/NODE/TARGET.
+
 The Stream* calls of CRI list streaming (1.36) answer their List* call's items in batches.
 ImageFsInfo names the snapshotter's filesystem for the images (every snapshot, as containerd
 counts) and for the containers (1.29's container_filesystems: the writable snapshots).

@@ -32,6 +32,7 @@ from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..events.exchange import Exchange
 from ..fsmodes import private_dir
 from ..metadata.containers import Container, ContainerStore, TypedValue
+from ..oci.seccomp import default_profile, load_profile
 from ..oci.spec import (
     SPEC_TYPE_URL,
     HostInfo,
@@ -39,6 +40,7 @@ from ..oci.spec import (
     canonical,
     default_spec,
     replace_or_append_env,
+    with_additional_gids,
     with_privileged,
     with_user,
 )
@@ -62,6 +64,7 @@ from .sandbox import (
     host_network,
     new_id,
 )
+from .security import LOCALHOST, apparmor_profile, read_apparmor, seccomp_request, user_string
 
 log = logging.getLogger("pycontainerd.cri")
 
@@ -119,6 +122,16 @@ def oci_resources(res: pb.LinuxContainerResources) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class SecurityInputs:
+    """What ``_spec`` needs read from the host first: the Localhost seccomp profile, AppArmor's state,
+    the pid of the container whose pid namespace a TARGET container joins."""
+
+    seccomp_profile: dict[str, Any] | None = None
+    apparmor: tuple[bool, frozenset[str]] = (False, frozenset())
+    target_pid: int = 0
+
+
 def _rootfs_files(mounts: list[Any]) -> RootfsFiles:
     """/etc/passwd and /etc/group of an overlay (or bind) rootfs, read from its layers without mounting."""
     dirs: list[str] = []
@@ -156,6 +169,7 @@ class Containers:
         self._loggers: dict[str, FifoLogger] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._exec_seq = 0
+        self._apparmor: tuple[bool, frozenset[str]] | None = None  # read once, on the first create
         # the RuntimeService's GetContainerEvents feed: (container id, sandbox id, created|started|stopped|deleted)
         self.on_event: Callable[[str, str, str], Awaitable[None]] | None = None
 
@@ -265,8 +279,11 @@ class Containers:
                 raise
             try:
                 files = await asyncio.to_thread(_rootfs_files, mounts)
-                host = await asyncio.to_thread(HostInfo.probe) if cfg.linux.security_context.privileged else None
-                spec = self._spec(cid, sb, cfg, image.config, files, host)
+                sc = cfg.linux.security_context
+                wants_all = "ALL" in {c.removeprefix("CAP_") for c in sc.capabilities.add_capabilities}
+                host = await asyncio.to_thread(HostInfo.probe) if sc.privileged or wants_all else None
+                sec = await self._security_inputs(sb, cfg)
+                spec = self._spec(cid, sb, cfg, image.config, files, host, sec)
                 log_path = ""
                 if sb.config.log_directory and cfg.log_path:
                     log_path = os.path.join(sb.config.log_directory, cfg.log_path)
@@ -296,8 +313,39 @@ class Containers:
         except errdefs.ContainerdError as exc:  # it expires on its own
             log.warning("container create: could not delete lease %s: %s", lease_id, exc)
 
+    async def _security_inputs(self, sb: Sandbox, cfg: pb.ContainerConfig) -> SecurityInputs:
+        sc = cfg.linux.security_context
+        out = SecurityInputs()
+        wanted = seccomp_request(sc)
+        if wanted is not None and wanted.type == LOCALHOST:
+            out.seccomp_profile = await asyncio.to_thread(load_profile, wanted.ref)
+        out.apparmor = self._apparmor if self._apparmor is not None else await asyncio.to_thread(read_apparmor)
+        self._apparmor = out.apparmor
+        opts = sc.namespace_options
+        if opts.pid == pb.TARGET:
+            out.target_pid = await self._pid_target(sb.id, opts.target_id)
+        elif opts.target_id:
+            raise errdefs.InvalidArgument(f"namespace target_id {opts.target_id!r} is set but no namespace is TARGET")
+        return out
+
+    async def _pid_target(self, sandbox_id: str, target_id: str) -> int:
+        """The pid of a TARGET container (containerd 1.6's rules: same pod, running)."""
+        if not target_id:
+            raise errdefs.InvalidArgument("pid namespace TARGET needs namespace_options.target_id")
+        try:
+            target = await self.get(target_id)
+        except errdefs.NotFound as exc:
+            raise errdefs.NotFound(f"pid namespace target container {target_id!r} does not exist") from exc
+        if target.sandbox_id != sandbox_id:
+            raise errdefs.InvalidArgument(f"pid namespace target container {target.id} (sandbox {target.sandbox_id}) "
+                                          f"does not belong to sandbox {sandbox_id}")
+        if target.state != pb.CONTAINER_RUNNING or not target.pid:
+            raise errdefs.FailedPrecondition(f"pid namespace target container {target.id} is not running")
+        return target.pid
+
     def _spec(self, cid: str, sb: Sandbox, cfg: pb.ContainerConfig, image_config: dict[str, Any],
-              files: RootfsFiles, host: HostInfo | None) -> dict[str, Any]:
+              files: RootfsFiles, host: HostInfo | None, sec: SecurityInputs | None = None) -> dict[str, Any]:
+        sec = sec or SecurityInputs()
         spec = default_spec(NAMESPACE, cid)
         ic = image_config.get("config") or {}
         command, args = list(cfg.command), list(cfg.args)
@@ -316,40 +364,57 @@ class Containers:
         if cfg.tty:
             proc["terminal"] = True
         sc = cfg.linux.security_context
-        user = ""
-        if sc.HasField("run_as_user"):
-            user = str(sc.run_as_user.value)
-        elif sc.run_as_username:
-            user = sc.run_as_username
-        elif ic.get("User"):
-            user = str(ic["User"])
+        # the user: run_as_username, else run_as_user (with run_as_group), else the image's
+        user = user_string(sc.run_as_username, sc.run_as_user if sc.HasField("run_as_user") else None,
+                           sc.run_as_group if sc.HasField("run_as_group") else None) or str(ic.get("User") or "")
         if user:
-            if sc.HasField("run_as_group") and ":" not in user:
-                user = f"{user}:{sc.run_as_group.value}"
             with_user(spec, user, files)
+        # its groups: as containerd, those /etc/group lists the asked-for user (uid 0 when none) in,
+        # unless the policy is Strict; then the supplemental groups asked for
+        before = list(proc["user"].get("additionalGids") or [])
+        if sc.supplemental_groups_policy == pb.Strict:
+            proc["user"]["additionalGids"] = sorted({proc["user"]["gid"], *before})
+        else:
+            with_additional_gids(spec, sc.run_as_username or str(sc.run_as_user.value), files)
+            proc["user"]["additionalGids"] = sorted({*proc["user"]["additionalGids"], *before})
         if sc.supplemental_groups:
-            proc["user"]["additionalGids"] = sorted({*proc["user"].get("additionalGids", []),
-                                                      *sc.supplemental_groups})
-        if sc.no_new_privs:
-            proc["noNewPrivileges"] = True
+            proc["user"]["additionalGids"] = sorted({*proc["user"]["additionalGids"], *sc.supplemental_groups})
+        # as containerd's CRI: no_new_privileges only when asked (the ctr default spec has it on)
+        proc["noNewPrivileges"] = sc.no_new_privs
+        linux = spec["linux"]
+        # masked and read-only paths are the request's alone, as containerd 1.6's CRI has them (measured:
+        # none when the lists are empty; the kubelet always sends them); privileged drops both below
+        for key, paths in (("maskedPaths", sc.masked_paths), ("readonlyPaths", sc.readonly_paths)):
+            if paths:
+                linux[key] = list(paths)
+            else:
+                linux.pop(key, None)
         if sc.privileged:
             if not sb.config.linux.security_context.privileged:
                 raise errdefs.InvalidArgument("no privileged container allowed in a non-privileged sandbox")
             assert host is not None
-            with_privileged(spec, host)
-        caps = proc["capabilities"]
-        add = [c if c.startswith("CAP_") else f"CAP_{c}" for c in sc.capabilities.add_capabilities]
-        drop = [c if c.startswith("CAP_") else f"CAP_{c}" for c in sc.capabilities.drop_capabilities]
-        for key in ("bounding", "effective", "permitted"):
-            cur = caps.get(key, [])
-            if "CAP_ALL" in add:
-                cur = list(HostInfo.probe().capabilities) if host is None else list(host.capabilities)
-            cur = [*cur, *(c for c in add if c != "CAP_ALL" and c not in cur)]
-            caps[key] = [] if "CAP_ALL" in drop else [c for c in cur if c not in drop]
+            with_privileged(spec, host)  # every capability: add/drop do not apply, as in containerd
+        else:
+            caps = proc["capabilities"]
+            add = [c if c.startswith("CAP_") else f"CAP_{c}" for c in sc.capabilities.add_capabilities]
+            drop = [c if c.startswith("CAP_") else f"CAP_{c}" for c in sc.capabilities.drop_capabilities]
+            for key in ("bounding", "effective", "permitted"):
+                cur = caps.get(key, [])
+                if "CAP_ALL" in add:
+                    assert host is not None
+                    cur = list(host.capabilities)
+                cur = [*cur, *(c for c in add if c != "CAP_ALL" and c not in cur)]
+                caps[key] = [] if "CAP_ALL" in drop else [c for c in cur if c not in drop]
+        profile = apparmor_profile(sc, enabled=sec.apparmor[0], loaded=sec.apparmor[1])
+        if profile:
+            proc["apparmorProfile"] = profile
+        wanted = seccomp_request(sc)
+        if wanted is not None:
+            linux["seccomp"] = (sec.seccomp_profile if wanted.type == LOCALHOST and sec.seccomp_profile is not None
+                                else default_profile(proc["capabilities"]["bounding"]))
         if sc.readonly_rootfs:
             spec["root"]["readonly"] = True
         res = cfg.linux.resources
-        linux = spec["linux"]
         r = linux.setdefault("resources", {})
         r.update(oci_resources(res))
         if res.oom_score_adj:
@@ -364,9 +429,15 @@ class Containers:
             namespaces.append({"type": "uts", "path": f"/proc/{pid}/ns/uts"})
         if spod.ipc != pb.NODE:
             namespaces.append({"type": "ipc", "path": f"/proc/{pid}/ns/ipc"})
-        if opts.pid == pb.POD and spod.pid != pb.NODE:
+        # pid, by the container's own option (containerd's WithPodNamespaces): POD joins the infra
+        # process's, TARGET the target container's, CONTAINER gets its own, NODE stays the host's
+        if opts.pid == pb.POD:
             namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
-        elif opts.pid != pb.NODE and spod.pid != pb.NODE:
+        elif opts.pid == pb.TARGET:
+            if not sec.target_pid:
+                raise errdefs.InvalidArgument("pid namespace TARGET without a running target container")
+            namespaces.append({"type": "pid", "path": f"/proc/{sec.target_pid}/ns/pid"})
+        elif opts.pid == pb.CONTAINER:
             namespaces.append({"type": "pid"})
         linux["namespaces"] = namespaces
         linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid)

@@ -123,7 +123,13 @@ class RuntimeService:
         if request.verbose:
             info["config"] = json.dumps(config_json(self.state.config))
             info["podCIDR"] = json.dumps(self.state.pod_cidr)
-        return pb.StatusResponse(status=status, info=info)
+        # what the kubelet may use (1.30+): per handler, neither recursive read-only mounts nor user
+        # namespaces; the Strict supplemental groups policy, yes
+        runtimes = getattr(getattr(self.state.config, "containerd", None), "runtimes", None) or {}
+        handlers = [pb.RuntimeHandler(name=name, features=pb.RuntimeHandlerFeatures())
+                    for name in ["", *sorted(runtimes)]]
+        return pb.StatusResponse(status=status, info=info, runtime_handlers=handlers,
+                                 features=pb.RuntimeFeatures(supplemental_groups_policy=True))
 
     async def UpdateRuntimeConfig(self, request: pb.UpdateRuntimeConfigRequest, context: Any
                                   ) -> pb.UpdateRuntimeConfigResponse:
@@ -252,7 +258,7 @@ class RuntimeService:
                                     image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")),
                                     image_ref=str(c.meta.get("image_id") or ""), state=c.state,
                                     created_at=c.created_at_ns, labels=dict(c.config.labels),
-                                    annotations=dict(c.config.annotations)))
+                                    annotations=dict(c.config.annotations), image_id=str(c.meta.get("image_id") or "")))
         return pb.ListContainersResponse(containers=out)
 
     async def StreamContainers(self, request: pb.StreamContainersRequest, context: Any
@@ -473,7 +479,15 @@ def _container_status(c: Any) -> pb.ContainerStatus:
         image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")), image_ref=str(c.meta.get("image_id") or ""),
         reason=c.reason if exited else "", message=str(c.meta.get("message") or ""),
         labels=dict(cfg.labels), annotations=dict(cfg.annotations), log_path=str(c.meta.get("log_path") or ""),
-        mounts=list(cfg.mounts))
+        mounts=list(cfg.mounts), image_id=str(c.meta.get("image_id") or ""), user=_container_user(c.spec))
+
+
+def _container_user(spec: dict[str, Any]) -> pb.ContainerUser:
+    """The identity the container's first process starts with (ContainerStatus.user, 1.31+)."""
+    user = (spec.get("process") or {}).get("user") or {}
+    return pb.ContainerUser(linux=pb.LinuxContainerUser(
+        uid=int(user.get("uid") or 0), gid=int(user.get("gid") or 0),
+        supplemental_groups=[int(g) for g in user.get("additionalGids") or []]))
 
 
 def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:

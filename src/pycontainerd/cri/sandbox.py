@@ -37,10 +37,12 @@ from ..cni import CNI, CapabilityArgs, PodNetwork, PortMapping
 from ..config import CRIConfig
 from ..fsmodes import private_dir
 from ..metadata.containers import Container, ContainerStore, TypedValue
+from ..oci.seccomp import default_profile, load_profile
 from ..oci.spec import SPEC_TYPE_URL, canonical, default_spec, replace_or_append_env
 from ..runtime.bundle import own_oom_score_adj
 from ..runtime.task_manager import RootfsMount, TaskIO, TaskManager
 from .imagestore import NAMESPACE, CriImageStore
+from .security import LOCALHOST, apparmor_profile, read_apparmor, seccomp_request, user_string
 
 log = logging.getLogger("pycontainerd.cri")
 
@@ -262,6 +264,12 @@ class Sandboxes:
 
     async def _run(self, cfg: pb.PodSandboxConfig, name: str) -> str:
         image = await self._image(self.config.sandbox_image)
+        # the security context's files before anything is made: a bad profile leaves nothing behind
+        sc = cfg.linux.security_context
+        wanted = seccomp_request(sc)
+        local_seccomp = (await asyncio.to_thread(load_profile, wanted.ref)
+                         if wanted is not None and wanted.type == LOCALHOST else None)
+        apparmor = await asyncio.to_thread(read_apparmor)
         sid = new_id()
         undo: list[Any] = []
         try:
@@ -279,7 +287,7 @@ class Sandboxes:
                 undo.append(lambda n=pod: self._teardown(n))
                 res = await self.cni.setup(pod)
                 ip, extra = res.pod_ip, list(res.additional_ips)
-            spec = self._spec(sid, cfg, image.config, path)
+            spec = self._spec(sid, cfg, image.config, path, local_seccomp, apparmor)
             labels = {**dict(cfg.labels), KIND_LABEL: KIND_SANDBOX}
             meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": ip, "additional_ips": extra,
                     "name": name}
@@ -342,7 +350,9 @@ class Sandboxes:
             return max(adj, own_oom_score_adj())
         return adj
 
-    def _spec(self, sid: str, cfg: pb.PodSandboxConfig, image_config: dict[str, Any], path: str) -> dict[str, Any]:
+    def _spec(self, sid: str, cfg: pb.PodSandboxConfig, image_config: dict[str, Any], path: str,
+              local_seccomp: dict[str, Any] | None = None,
+              apparmor: tuple[bool, frozenset[str]] = (False, frozenset())) -> dict[str, Any]:
         spec = default_spec(NAMESPACE, sid)
         ic = image_config.get("config") or {}
         args = [*(ic.get("Entrypoint") or []), *(ic.get("Cmd") or [])]
@@ -354,9 +364,21 @@ class Sandboxes:
         proc["cwd"] = ic.get("WorkingDir") or "/"
         proc["oomScoreAdj"] = self._oom(SANDBOX_OOM_SCORE_ADJ)
         sc = cfg.linux.security_context
+        user_string("", sc.run_as_user if sc.HasField("run_as_user") else None,
+                    sc.run_as_group if sc.HasField("run_as_group") else None)  # refuses a group without a user
         if sc.HasField("run_as_user"):
             proc["user"] = {"uid": sc.run_as_user.value, "gid": sc.run_as_group.value
                             if sc.HasField("run_as_group") else 0}
+        if sc.supplemental_groups:
+            proc["user"]["additionalGids"] = sorted({*proc["user"].get("additionalGids", []),
+                                                      *sc.supplemental_groups})
+        profile = apparmor_profile(sc, enabled=apparmor[0], loaded=apparmor[1])
+        if profile:
+            proc["apparmorProfile"] = profile
+        wanted = seccomp_request(sc)
+        if wanted is not None:
+            spec["linux"]["seccomp"] = (local_seccomp if wanted.type == LOCALHOST and local_seccomp is not None
+                                        else default_profile(proc["capabilities"]["bounding"]))
         if not host_network(cfg):  # the host's UTS namespace keeps the host's name
             spec["hostname"] = cfg.hostname or os.uname().nodename
         spec["root"]["readonly"] = True
