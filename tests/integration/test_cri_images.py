@@ -436,3 +436,14 @@ def test_update_pod_sandbox_resources_is_unimplemented(engine: Engine) -> None:
     assert code == grpc.StatusCode.UNIMPLEMENTED
     if engine.name == "pycontainerd":
         assert "UpdatePodSandboxResources" in msg and "not implemented" in msg
+
+
+def test_checkpoint_container_says_why_not(engine: Engine) -> None:
+    """No CRIU here: UNIMPLEMENTED on both (containerd 1.6: 'method CheckpointContainer not implemented'
+    for any id); ours says why."""
+    code, msg = engine.code("CheckpointContainer", pb.CheckpointContainerRequest(container_id="f" * 64,
+                                                                                 location="/tmp/never.tar"))
+    assert code == grpc.StatusCode.UNIMPLEMENTED, msg
+    if engine.name == "pycontainerd":
+        assert "cannot checkpoint" in msg and "CRIU" in msg, msg
+    assert not Path("/tmp/never.tar").exists()

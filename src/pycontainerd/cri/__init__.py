@@ -32,6 +32,6 @@ ImageFsInfo names the snapshotter's filesystem for the images (every snapshot, a
 counts) and for the containers (1.29's container_filesystems: the writable snapshots).
 
 What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``): the
-streaming RPCs (Exec, Attach, PortForward: no streaming server yet), UpdatePodSandboxResources,
-CheckpointContainer.
+streaming RPCs (Exec, Attach, PortForward: no streaming server yet), UpdatePodSandboxResources.
+CheckpointContainer answers UNIMPLEMENTED too (as containerd 1.6), saying it needs CRIU.
 """
