@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from google.protobuf import json_format
 
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
+from tests.fixtures.procs import unmount_all
 
 from .test_cri_pods import Engine, busybox, engine, ours, pod_config, setup, theirs
 
@@ -40,11 +42,11 @@ class Pod:
         assert code == grpc.StatusCode.OK, f"[{engine.name}] RunPodSandbox: {resp}"
         self.id = resp.pod_sandbox_id
 
-    def create(self, sc: pb.LinuxContainerSecurityContext, script: str = "sleep 1000", *, name: str = ""
-               ) -> tuple[grpc.StatusCode, Any]:
+    def create(self, sc: pb.LinuxContainerSecurityContext, script: str = "sleep 1000", *, name: str = "",
+               **extra: Any) -> tuple[grpc.StatusCode, Any]:
         cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=name or f"c-{uuid.uuid4().hex[:6]}"),
                                  image=pb.ImageSpec(image=self.busybox), command=["sh", "-c", script],
-                                 linux=pb.LinuxContainerConfig(security_context=sc))
+                                 linux=pb.LinuxContainerConfig(security_context=sc), **extra)
         return self.engine.call("CreateContainer", pb.CreateContainerRequest(
             pod_sandbox_id=self.id, config=cfg, sandbox_config=self.config))
 
@@ -258,3 +260,47 @@ def test_seccomp_of_the_sandbox(engine: Engine, busybox: str, tmp_path: Path) ->
     code, msg = engine.call("RunPodSandbox", pb.RunPodSandboxRequest(config=cfg))
     assert code != grpc.StatusCode.OK, msg
     assert set(engine.crictl("pods", "-q").stdout.split()) == before
+
+
+def test_stop_signal(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """ContainerConfig.stop_signal (1.33): StopContainer sends it first; containerd 1.6 predates the field
+    and sends the image's (none here: SIGTERM)."""
+    with _pod(engine, busybox, tmp_path) as pod:
+        script = "trap 'exit 10' USR1; trap 'exit 15' TERM; while true; do sleep 0.1; done"
+        cid = pod.run(_sc(), script, stop_signal=pb.SIGUSR1)
+        code, msg = engine.call("StopContainer", pb.StopContainerRequest(container_id=cid, timeout=10))
+        assert code == grpc.StatusCode.OK, msg
+        code, resp = engine.call("ContainerStatus", pb.ContainerStatusRequest(container_id=cid))
+        assert code == grpc.StatusCode.OK, resp
+        if engine.name == "pycontainerd":
+            assert (resp.status.exit_code, resp.status.stop_signal) == (10, pb.SIGUSR1)
+        else:
+            assert (resp.status.exit_code, resp.status.stop_signal) == (15, pb.RUNTIME_DEFAULT)
+
+
+def test_recursive_read_only_mount(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """Mount.recursive_read_only (1.30): a submount of a read-only volume is read-only too on ours (runc's
+    "rro"); containerd 1.6 predates the field: plain "ro" leaves the submount writable."""
+    vol = tmp_path / "vol"
+    (vol / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "pycd-rro", str(vol / "sub")], check=True)
+    try:
+        with _pod(engine, busybox, tmp_path) as pod:
+            def writable(rro: bool) -> bool:
+                m = pb.Mount(container_path="/vol", host_path=str(vol), readonly=True, recursive_read_only=rro)
+                code, resp = pod.create(_sc(), mounts=[m])
+                assert code == grpc.StatusCode.OK, resp
+                cid = resp.container_id
+                code, msg = engine.call("StartContainer", pb.StartContainerRequest(container_id=cid))
+                assert code == grpc.StatusCode.OK, msg
+                assert pod.sh(cid, "touch /vol/x")[0] != 0
+                return pod.sh(cid, "touch /vol/sub/x")[0] == 0
+
+            assert writable(False)
+            assert writable(True) == (engine.name == "containerd")
+            code, msg = pod.create(_sc(), mounts=[pb.Mount(container_path="/vol", host_path=str(vol),
+                                                           recursive_read_only=True)])
+            if engine.name == "pycontainerd":
+                assert code == grpc.StatusCode.INVALID_ARGUMENT and "needs readonly" in msg, msg
+    finally:
+        unmount_all(str(vol))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import pytest
+
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 from pycontainerd.config.model import CRIConfig
 from pycontainerd.cri import runtime
@@ -82,3 +84,30 @@ def test_runtime_config_reports_the_cgroup_driver() -> None:
 
     assert driver(False) == pb.CGROUPFS
     assert driver(True) == pb.SYSTEMD
+
+
+def test_stop_signals() -> None:
+    import signal
+
+    from pycontainerd import errdefs
+    from pycontainerd.cri.containers import parse_signal, signal_enum, stop_signal_name
+
+    cfg = pb.ContainerConfig()
+    assert stop_signal_name(cfg, {}) == "SIGTERM"
+    assert stop_signal_name(cfg, {"config": {"StopSignal": "SIGQUIT"}}) == "SIGQUIT"
+    cfg.stop_signal = pb.SIGUSR1  # the config's wins over the image's
+    assert stop_signal_name(cfg, {"config": {"StopSignal": "SIGQUIT"}}) == "SIGUSR1"
+    cfg.stop_signal = pb.SIGRTMINPLUS3
+    assert stop_signal_name(cfg, {}) == "SIGRTMIN+3"
+    cfg.stop_signal = pb.SIGRTMAXMINUS2
+    assert stop_signal_name(cfg, {}) == "SIGRTMAX-2"
+    assert parse_signal("SIGUSR1") == parse_signal("usr1") == signal.SIGUSR1
+    assert parse_signal("9") == 9
+    assert parse_signal("SIGRTMIN+3") == signal.SIGRTMIN + 3
+    assert parse_signal("SIGRTMAX-2") == signal.SIGRTMAX - 2
+    assert parse_signal("SIGCLD") == signal.SIGCHLD
+    with pytest.raises(errdefs.InvalidArgument):
+        parse_signal("SIGNOPE")
+    assert signal_enum("SIGUSR1") == pb.SIGUSR1
+    assert signal_enum("SIGRTMIN+3") == pb.SIGRTMINPLUS3
+    assert signal_enum("9") == pb.RUNTIME_DEFAULT

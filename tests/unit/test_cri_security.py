@@ -128,7 +128,8 @@ GROUP = "root:x:0:\nwheel:x:10:root\nstaff:x:50:bob\nbob:x:1000:\n"
 
 
 def _spec(tmp_path: Path, sc: dict[str, Any], *, pod_sc: dict[str, Any] | None = None,
-          sec: SecurityInputs | None = None, host: HostInfo | None = None) -> dict[str, Any]:
+          sec: SecurityInputs | None = None, host: HostInfo | None = None,
+          mounts: list[pb.Mount] | None = None) -> dict[str, Any]:
     c = Containers.__new__(Containers)
     c.pods = _Pods(tmp_path)  # type: ignore[assignment]
     sb = Sandbox(id="s" * 64, config=pb.PodSandboxConfig(
@@ -136,7 +137,7 @@ def _spec(tmp_path: Path, sc: dict[str, Any], *, pod_sc: dict[str, Any] | None =
         linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(**(pod_sc or {})))),
         created_at_ns=1, netns="/run/netns/x", ip="", additional_ips=[], ready=True, pid=4242)
     cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="c"), image=pb.ImageSpec(image="busybox"),
-                             command=["sh"], linux=pb.LinuxContainerConfig(
+                             command=["sh"], mounts=mounts or [], linux=pb.LinuxContainerConfig(
                                  security_context=pb.LinuxContainerSecurityContext(**sc)))
     return c._spec("c" * 64, sb, cfg, {"config": {}}, RootfsFiles(PASSWD, GROUP), host, sec)
 
@@ -203,3 +204,20 @@ def test_spec_pid_namespaces(tmp_path: Path) -> None:
     assert pid(pb.TARGET, sec=SecurityInputs(target_pid=777)) == {"type": "pid", "path": "/proc/777/ns/pid"}
     with pytest.raises(errdefs.InvalidArgument, match="TARGET"):
         pid(pb.TARGET)
+
+
+def test_spec_mounts_recursive_read_only_and_image_volumes(tmp_path: Path) -> None:
+    def opts(m: pb.Mount) -> list[str]:
+        spec = _spec(tmp_path, {}, mounts=[m])
+        return next(x["options"] for x in spec["mounts"] if x["destination"] == "/data")
+
+    assert opts(pb.Mount(container_path="/data", host_path="/srv", readonly=True)) == ["rbind", "rprivate", "ro"]
+    assert opts(pb.Mount(container_path="/data", host_path="/srv", readonly=True,
+                         recursive_read_only=True)) == ["rbind", "rprivate", "rro"]
+    for bad in (pb.Mount(container_path="/data", host_path="/srv", recursive_read_only=True),
+                pb.Mount(container_path="/data", host_path="/srv", readonly=True, recursive_read_only=True,
+                         propagation=pb.PROPAGATION_HOST_TO_CONTAINER)):
+        with pytest.raises(errdefs.InvalidArgument, match="recursive_read_only needs readonly"):
+            opts(bad)
+    with pytest.raises(errdefs.InvalidArgument, match="image volumes"):
+        opts(pb.Mount(container_path="/data", image=pb.ImageSpec(image="busybox")))

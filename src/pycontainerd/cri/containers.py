@@ -101,6 +101,45 @@ def _reason(code: int, oom: bool = False) -> str:
     return "Completed" if code == 0 else "Error"
 
 
+def stop_signal_name(cfg: pb.ContainerConfig, image_config: dict[str, Any]) -> str:
+    """The signal StopContainer sends first: ContainerConfig.stop_signal (1.33+), else the image's
+    StopSignal, else SIGTERM (containerd's order)."""
+    if cfg.stop_signal != pb.RUNTIME_DEFAULT:
+        name = pb.Signal.Name(cfg.stop_signal)
+        if name.startswith("SIGRTMINPLUS"):
+            return f"SIGRTMIN+{name.removeprefix('SIGRTMINPLUS')}"
+        if name.startswith("SIGRTMAXMINUS"):
+            return f"SIGRTMAX-{name.removeprefix('SIGRTMAXMINUS')}"
+        return name
+    return str((image_config.get("config") or {}).get("StopSignal") or "SIGTERM")
+
+
+def parse_signal(value: str) -> int:
+    """A signal as images and CRI name it: ``SIGUSR1``, ``USR1``, ``SIGRTMIN+3``, ``SIGRTMAX-1`` or a number."""
+    v = value.strip().upper()
+    if v.isdigit():
+        return int(v)
+    v = v if v.startswith("SIG") else f"SIG{v}"
+    try:
+        if v.startswith("SIGRTMIN+"):
+            return int(signal.SIGRTMIN) + int(v.removeprefix("SIGRTMIN+"))
+        if v.startswith("SIGRTMAX-"):
+            return int(signal.SIGRTMAX) - int(v.removeprefix("SIGRTMAX-"))
+    except ValueError:
+        pass
+    sig = getattr(signal, v, None)
+    if isinstance(sig, signal.Signals):
+        return int(sig)
+    raise errdefs.InvalidArgument(f"unknown signal {value!r}")
+
+
+def signal_enum(name: str) -> pb.Signal.ValueType:
+    """ContainerStatus.stop_signal for a stored signal name (RUNTIME_DEFAULT when CRI has no name for it)."""
+    v = name.strip().upper()
+    v = v.replace("SIGRTMIN+", "SIGRTMINPLUS").replace("SIGRTMAX-", "SIGRTMAXMINUS")
+    return pb.Signal.Value(v) if v in pb.Signal.DESCRIPTOR.values_by_name else pb.RUNTIME_DEFAULT
+
+
 def oci_resources(res: pb.LinuxContainerResources) -> dict[str, Any]:
     """The OCI ``linux.resources`` (cpu, memory) a CRI LinuxContainerResources asks for."""
     out: dict[str, Any] = {}
@@ -287,8 +326,11 @@ class Containers:
                 log_path = ""
                 if sb.config.log_directory and cfg.log_path:
                     log_path = os.path.join(sb.config.log_directory, cfg.log_path)
+                stop_signal = stop_signal_name(cfg, image.config)
+                parse_signal(stop_signal)  # refused now rather than at StopContainer
                 meta = {"config": json_format.MessageToDict(cfg), "sandbox_id": sb.id, "name": name,
-                        "log_path": log_path, "image_ref": cfg.image.image, "image_id": image.id}
+                        "log_path": log_path, "image_ref": cfg.image.image, "image_id": image.id,
+                        "stop_signal": stop_signal}
                 labels = {**dict(cfg.labels), KIND_LABEL: KIND_CONTAINER}
                 await self.store.create(NAMESPACE, Container(
                     id=cid, runtime_name=RUNTIME_NAME,
@@ -453,12 +495,21 @@ class Containers:
             extra.append({"destination": dest, "type": "bind", "source": str(sdir / name),
                           "options": ["rbind", "rprivate", "ro" if sc.readonly_rootfs else "rw"]})
         for m in cfg.mounts:
+            if m.HasField("image") or m.image_sub_path:
+                raise errdefs.InvalidArgument(f"mount {m.container_path!r}: image volumes (Mount.image, KEP 4639) "
+                                              "are not supported by pycontainerd")
             if not m.container_path or not m.host_path:
                 raise errdefs.InvalidArgument("a mount needs container_path and host_path")
             prop = {pb.PROPAGATION_PRIVATE: "rprivate", pb.PROPAGATION_HOST_TO_CONTAINER: "rslave",
                     pb.PROPAGATION_BIDIRECTIONAL: "rshared"}.get(m.propagation, "rprivate")
+            mode = "ro" if m.readonly else "rw"
+            if m.recursive_read_only:  # CRI 1.30: read-only all the way down (runc's "rro", kernel 5.12+)
+                if not m.readonly or m.propagation != pb.PROPAGATION_PRIVATE:
+                    raise errdefs.InvalidArgument(f"mount {m.container_path!r}: recursive_read_only needs readonly "
+                                                  "and PROPAGATION_PRIVATE")
+                mode = "rro"
             extra.append({"destination": m.container_path, "type": "bind", "source": m.host_path,
-                          "options": ["rbind", prop, "ro" if m.readonly else "rw"]})
+                          "options": ["rbind", prop, mode]})
         dests = {m["destination"] for m in extra}
         spec["mounts"] = [m for m in mounts if m["destination"] not in dests] + extra
         spec["annotations"] = {
@@ -541,10 +592,9 @@ class Containers:
         c = await self.get(cid)
         async with self.lock(c.id):
             if c.state == pb.CONTAINER_RUNNING:
-                sig = signal.SIGTERM
-                stop_signal = str((c.spec.get("process") or {}).get("stopSignal") or "")
-                if stop_signal.startswith("SIG") and hasattr(signal, stop_signal):
-                    sig = getattr(signal, stop_signal)
+                sig = int(signal.SIGTERM)
+                with contextlib.suppress(errdefs.InvalidArgument):  # a record from before: SIGTERM
+                    sig = parse_signal(str(c.meta.get("stop_signal") or "SIGTERM"))
                 if grace_s > 0:
                     await self.pods.kill_task(c.id, float(grace_s), sig)
                 else:

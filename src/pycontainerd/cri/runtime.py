@@ -25,7 +25,7 @@ from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from ..cni import PodNetworking
 from ..services.common import add_servicer
-from .containers import Containers
+from .containers import Containers, signal_enum
 from .events import ContainerEventHub
 from .imagestore import NAMESPACE
 from .sandbox import DEFAULT_INTERFACE, Sandboxes
@@ -490,7 +490,8 @@ def _container_status(c: Any) -> pb.ContainerStatus:
         image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")), image_ref=str(c.meta.get("image_id") or ""),
         reason=c.reason if exited else "", message=str(c.meta.get("message") or ""),
         labels=dict(cfg.labels), annotations=dict(cfg.annotations), log_path=str(c.meta.get("log_path") or ""),
-        mounts=list(cfg.mounts), image_id=str(c.meta.get("image_id") or ""), user=_container_user(c.spec))
+        mounts=list(cfg.mounts), image_id=str(c.meta.get("image_id") or ""), user=_container_user(c.spec),
+        stop_signal=signal_enum(str(c.meta.get("stop_signal") or "SIGTERM")))
 
 
 def _container_user(spec: dict[str, Any]) -> pb.ContainerUser:
