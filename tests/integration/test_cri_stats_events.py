@@ -282,7 +282,7 @@ def test_list_streaming(engine: Engine, tmp_path: Path, busybox: str) -> None:
     answers UNIMPLEMENTED (unknown methods)."""
     with _pod(engine, tmp_path, busybox) as (pod, ctr, _), grpc.insecure_channel(f"unix:{engine.address}") as ch:
         rt = pb_grpc.RuntimeServiceStub(ch)
-        calls = [
+        calls: list[tuple[Any, ...]] = [
             (rt.StreamPodSandboxes, pb.StreamPodSandboxesRequest(), "pod_sandboxes", rt.ListPodSandbox,
              pb.ListPodSandboxRequest(), "items", lambda x: x.id),
             (rt.StreamContainers, pb.StreamContainersRequest(filter=pb.ContainerFilter(pod_sandbox_id=pod)),
