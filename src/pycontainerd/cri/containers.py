@@ -422,7 +422,10 @@ class Containers:
         if sc.supplemental_groups:
             proc["user"]["additionalGids"] = sorted({*proc["user"]["additionalGids"], *sc.supplemental_groups})
         # as containerd's CRI: no_new_privileges only when asked (the ctr default spec has it on)
-        proc["noNewPrivileges"] = sc.no_new_privs
+        if sc.no_new_privs:
+            proc["noNewPrivileges"] = True
+        else:
+            proc.pop("noNewPrivileges", None)
         linux = spec["linux"]
         # masked and read-only paths are the request's alone, as containerd 1.6's CRI has them (measured:
         # none when the lists are empty; the kubelet always sends them); privileged drops both below
@@ -451,9 +454,12 @@ class Containers:
         if profile:
             proc["apparmorProfile"] = profile
         wanted = seccomp_request(sc)
-        if wanted is not None:
-            linux["seccomp"] = (sec.seccomp_profile if wanted.type == LOCALHOST and sec.seccomp_profile is not None
-                                else default_profile(proc["capabilities"]["bounding"]))
+        if wanted is not None and wanted.type == LOCALHOST:
+            if sec.seccomp_profile is None:  # create() loads it; never fall back to another profile
+                raise errdefs.FailedPrecondition(f"seccomp profile {wanted.ref!r} was not loaded")
+            linux["seccomp"] = sec.seccomp_profile
+        elif wanted is not None:
+            linux["seccomp"] = default_profile(proc["capabilities"]["bounding"])
         if sc.readonly_rootfs:
             spec["root"]["readonly"] = True
         res = cfg.linux.resources

@@ -376,9 +376,12 @@ class Sandboxes:
         if profile:
             proc["apparmorProfile"] = profile
         wanted = seccomp_request(sc)
-        if wanted is not None:
-            spec["linux"]["seccomp"] = (local_seccomp if wanted.type == LOCALHOST and local_seccomp is not None
-                                        else default_profile(proc["capabilities"]["bounding"]))
+        if wanted is not None and wanted.type == LOCALHOST:
+            if local_seccomp is None:  # _run loads it; never fall back to another profile
+                raise errdefs.FailedPrecondition(f"seccomp profile {wanted.ref!r} was not loaded")
+            spec["linux"]["seccomp"] = local_seccomp
+        elif wanted is not None:
+            spec["linux"]["seccomp"] = default_profile(proc["capabilities"]["bounding"])
         if not host_network(cfg):  # the host's UTS namespace keeps the host's name
             spec["hostname"] = cfg.hostname or os.uname().nodename
         spec["root"]["readonly"] = True
