@@ -304,3 +304,18 @@ def test_recursive_read_only_mount(engine: Engine, busybox: str, tmp_path: Path)
                 assert code == grpc.StatusCode.INVALID_ARGUMENT and "needs readonly" in msg, msg
     finally:
         unmount_all(str(vol))
+
+
+def test_devices(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """ContainerConfig.devices: the host device appears at container_path with the cgroup access asked."""
+    with _pod(engine, busybox, tmp_path) as pod:
+        cid = pod.run(_sc(), devices=[pb.Device(container_path="/dev/mynull", host_path="/dev/null",
+                                                permissions="rw")])
+        rc, out = pod.sh(cid, "ls -l /dev/mynull; echo hi > /dev/mynull && echo wrote")
+        assert rc == 0 and "wrote" in out, out
+        assert out.split()[0].startswith("c") and out.split()[4:6] == ["1,", "3"], out
+        # a path that is no device is refused at create
+        (tmp_path / "plain").write_text("x")
+        code, msg = pod.create(_sc(), devices=[pb.Device(container_path="/dev/x", host_path=str(tmp_path / "plain"),
+                                                         permissions="rw")])
+        assert code != grpc.StatusCode.OK, f"[{engine.name}] a plain file was taken as a device: {msg}"

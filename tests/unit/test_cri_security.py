@@ -12,7 +12,7 @@ import pytest
 from pycontainerd import errdefs
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 from pycontainerd.cri import security
-from pycontainerd.cri.containers import Containers, SecurityInputs
+from pycontainerd.cri.containers import Containers, SecurityInputs, host_device_entries
 from pycontainerd.cri.sandbox import Sandbox
 from pycontainerd.oci.seccomp import load_profile, parse_profile
 from pycontainerd.oci.spec import HostInfo, RootfsFiles
@@ -129,7 +129,7 @@ GROUP = "root:x:0:\nwheel:x:10:root\nstaff:x:50:bob\nbob:x:1000:\n"
 
 def _spec(tmp_path: Path, sc: dict[str, Any], *, pod_sc: dict[str, Any] | None = None,
           sec: SecurityInputs | None = None, host: HostInfo | None = None,
-          mounts: list[pb.Mount] | None = None) -> dict[str, Any]:
+          mounts: list[pb.Mount] | None = None, **cfg_extra: Any) -> dict[str, Any]:
     c = Containers.__new__(Containers)
     c.pods = _Pods(tmp_path)  # type: ignore[assignment]
     sb = Sandbox(id="s" * 64, config=pb.PodSandboxConfig(
@@ -137,7 +137,7 @@ def _spec(tmp_path: Path, sc: dict[str, Any], *, pod_sc: dict[str, Any] | None =
         linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(**(pod_sc or {})))),
         created_at_ns=1, netns="/run/netns/x", ip="", additional_ips=[], ready=True, pid=4242)
     cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="c"), image=pb.ImageSpec(image="busybox"),
-                             command=["sh"], mounts=mounts or [], linux=pb.LinuxContainerConfig(
+                             command=["sh"], mounts=mounts or [], **cfg_extra, linux=pb.LinuxContainerConfig(
                                  security_context=pb.LinuxContainerSecurityContext(**sc)))
     return c._spec("c" * 64, sb, cfg, {"config": {}}, RootfsFiles(PASSWD, GROUP), host, sec)
 
@@ -223,3 +223,33 @@ def test_spec_mounts_recursive_read_only_and_image_volumes(tmp_path: Path) -> No
             opts(bad)
     with pytest.raises(errdefs.InvalidArgument, match="image volumes"):
         opts(pb.Mount(container_path="/data", image=pb.ImageSpec(image="busybox")))
+
+
+def test_devices(tmp_path: Path) -> None:
+    (entry, rule), = host_device_entries([pb.Device(container_path="/dev/mynull", host_path="/dev/null",
+                                                    permissions="rw")])
+    assert (entry["path"], entry["type"], entry["major"], entry["minor"]) == ("/dev/mynull", "c", 1, 3)
+    assert rule == {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"}
+    spec = _spec(tmp_path, {}, sec=SecurityInputs(devices=[(entry, rule)]))
+    assert spec["linux"]["devices"] == [entry]
+    assert spec["linux"]["resources"]["devices"][-1] == rule
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(errdefs.InvalidArgument, match="not a device"):
+        host_device_entries([pb.Device(container_path="/dev/x", host_path=str(tmp_path / "file"))])
+    with pytest.raises(errdefs.InvalidArgument, match="permissions"):
+        host_device_entries([pb.Device(container_path="/dev/x", host_path="/dev/null", permissions="rwx")])
+    with pytest.raises(errdefs.NotFound):
+        host_device_entries([pb.Device(container_path="/dev/x", host_path=str(tmp_path / "missing"))])
+
+
+def test_unsupported_fields_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(errdefs.InvalidArgument, match="CDI devices"):
+        _spec(tmp_path, {}, CDI_devices=[pb.CDIDevice(name="vendor.com/gpu=0")])
+    with pytest.raises(errdefs.InvalidArgument, match="user namespaces"):
+        _spec(tmp_path, {"namespace_options": pb.NamespaceOption(userns_options=pb.UserNamespace(
+            mode=pb.POD, uids=[pb.IDMapping(host_id=100000, container_id=0, length=65536)]))})
+    # NODE, what the kubelet sends for hostUsers: true, is the host's: fine
+    _spec(tmp_path, {"namespace_options": pb.NamespaceOption(userns_options=pb.UserNamespace(mode=pb.NODE))})
+    with pytest.raises(errdefs.InvalidArgument, match="id-mapped"):
+        _spec(tmp_path, {}, mounts=[pb.Mount(container_path="/data", host_path="/srv",
+                                             uidMappings=[pb.IDMapping(host_id=1, container_id=0, length=1)])])

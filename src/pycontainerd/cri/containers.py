@@ -19,9 +19,10 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from ..oci.spec import (
     RootfsFiles,
     canonical,
     default_spec,
+    host_devices,
     replace_or_append_env,
     with_additional_gids,
     with_privileged,
@@ -64,7 +66,14 @@ from .sandbox import (
     host_network,
     new_id,
 )
-from .security import LOCALHOST, apparmor_profile, read_apparmor, seccomp_request, user_string
+from .security import (
+    LOCALHOST,
+    apparmor_profile,
+    read_apparmor,
+    refuse_user_namespace,
+    seccomp_request,
+    user_string,
+)
 
 log = logging.getLogger("pycontainerd.cri")
 
@@ -169,6 +178,37 @@ class SecurityInputs:
     seccomp_profile: dict[str, Any] | None = None
     apparmor: tuple[bool, frozenset[str]] = (False, frozenset())
     target_pid: int = 0
+    devices: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (device, cgroup rule)
+
+
+def host_device_entries(devices: list[pb.Device]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """ContainerConfig.devices as OCI ``linux.devices`` entries and device cgroup rules (containerd's
+    WithDevices: a directory brings every device below it).  Blocking (stat): run it in a thread."""
+    out: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for d in devices:
+        access = d.permissions or "rwm"
+        if not d.host_path or not d.container_path or set(access) - set("rwm"):
+            raise errdefs.InvalidArgument(f"device {d.host_path!r} -> {d.container_path!r}: needs host_path, "
+                                          f"container_path and permissions from 'rwm' (got {d.permissions!r})")
+        try:
+            st = os.stat(d.host_path)
+        except OSError as exc:
+            raise errdefs.from_oserror(exc, f"device {d.host_path!r}") from exc
+        if stat.S_ISDIR(st.st_mode):
+            found = [(dev, d.container_path.rstrip("/") + dev["path"][len(d.host_path.rstrip("/")):])
+                     for dev in host_devices(d.host_path)]
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            found = [({"type": "c" if stat.S_ISCHR(st.st_mode) else "b", "major": os.major(st.st_rdev),
+                       "minor": os.minor(st.st_rdev), "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
+                       "gid": st.st_gid}, d.container_path)]
+        else:
+            raise errdefs.InvalidArgument(f"device {d.host_path!r} is not a device node or a directory of them")
+        for dev, path in found:
+            entry = {"path": path, "type": dev["type"], "major": dev["major"], "minor": dev["minor"],
+                     "fileMode": dev["fileMode"], "uid": dev["uid"], "gid": dev["gid"]}
+            out.append((entry, {"allow": True, "type": dev["type"], "major": dev["major"], "minor": dev["minor"],
+                                "access": access}))
+    return out
 
 
 def _rootfs_files(mounts: list[Any]) -> RootfsFiles:
@@ -363,6 +403,8 @@ class Containers:
             out.seccomp_profile = await asyncio.to_thread(load_profile, wanted.ref)
         out.apparmor = self._apparmor if self._apparmor is not None else await asyncio.to_thread(read_apparmor)
         self._apparmor = out.apparmor
+        if cfg.devices:
+            out.devices = await asyncio.to_thread(host_device_entries, list(cfg.devices))
         opts = sc.namespace_options
         if opts.pid == pb.TARGET:
             out.target_pid = await self._pid_target(sb.id, opts.target_id)
@@ -406,6 +448,10 @@ class Containers:
         if cfg.tty:
             proc["terminal"] = True
         sc = cfg.linux.security_context
+        if cfg.CDI_devices:
+            raise errdefs.InvalidArgument(f"CDI devices ({', '.join(d.name for d in cfg.CDI_devices)}) are not "
+                                          "supported by pycontainerd (it has no CDI spec registry)")
+        refuse_user_namespace(sc.namespace_options)
         # the user: run_as_username, else run_as_user (with run_as_group), else the image's
         user = user_string(sc.run_as_username, sc.run_as_user if sc.HasField("run_as_user") else None,
                            sc.run_as_group if sc.HasField("run_as_group") else None) or str(ic.get("User") or "")
@@ -450,6 +496,13 @@ class Containers:
                     cur = list(host.capabilities)
                 cur = [*cur, *(c for c in add if c != "CAP_ALL" and c not in cur)]
                 caps[key] = [] if "CAP_ALL" in drop else [c for c in cur if c not in drop]
+        # the config's devices (after privileged's host devices, as containerd)
+        have = {d["path"] for d in linux.get("devices") or []}
+        for entry, rule in sec.devices:
+            if entry["path"] not in have:
+                linux.setdefault("devices", []).append(entry)
+                have.add(entry["path"])
+            linux.setdefault("resources", {}).setdefault("devices", []).append(rule)
         profile = apparmor_profile(sc, enabled=sec.apparmor[0], loaded=sec.apparmor[1])
         if profile:
             proc["apparmorProfile"] = profile
@@ -506,6 +559,9 @@ class Containers:
                                               "are not supported by pycontainerd")
             if not m.container_path or not m.host_path:
                 raise errdefs.InvalidArgument("a mount needs container_path and host_path")
+            if m.uidMappings or m.gidMappings:
+                raise errdefs.InvalidArgument(f"mount {m.container_path!r}: id-mapped mounts (uidMappings/"
+                                              "gidMappings) are not supported by pycontainerd")
             prop = {pb.PROPAGATION_PRIVATE: "rprivate", pb.PROPAGATION_HOST_TO_CONTAINER: "rslave",
                     pb.PROPAGATION_BIDIRECTIONAL: "rshared"}.get(m.propagation, "rprivate")
             mode = "ro" if m.readonly else "rw"

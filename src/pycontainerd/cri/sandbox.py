@@ -42,7 +42,14 @@ from ..oci.spec import SPEC_TYPE_URL, canonical, default_spec, replace_or_append
 from ..runtime.bundle import own_oom_score_adj
 from ..runtime.task_manager import RootfsMount, TaskIO, TaskManager
 from .imagestore import NAMESPACE, CriImageStore
-from .security import LOCALHOST, apparmor_profile, read_apparmor, seccomp_request, user_string
+from .security import (
+    LOCALHOST,
+    apparmor_profile,
+    read_apparmor,
+    refuse_user_namespace,
+    seccomp_request,
+    user_string,
+)
 
 log = logging.getLogger("pycontainerd.cri")
 
@@ -266,6 +273,7 @@ class Sandboxes:
         image = await self._image(self.config.sandbox_image)
         # the security context's files before anything is made: a bad profile leaves nothing behind
         sc = cfg.linux.security_context
+        refuse_user_namespace(sc.namespace_options)
         wanted = seccomp_request(sc)
         local_seccomp = (await asyncio.to_thread(load_profile, wanted.ref)
                          if wanted is not None and wanted.type == LOCALHOST else None)

@@ -137,3 +137,12 @@ def user_string(username: str, uid: pb.Int64Value | None, gid: pb.Int64Value | N
                                           "(run_as_group needs run_as_user or run_as_username)")
         return ""
     return f"{user}:{gid.value}" if gid is not None else user
+
+
+def refuse_user_namespace(opts: pb.NamespaceOption) -> None:
+    """User namespaces (NamespaceOption.userns_options) are not supported: NODE (or none) only.
+    Status tells the kubelet so (no handler has ``user_namespaces``)."""
+    if opts.HasField("userns_options") and (opts.userns_options.mode != pb.NODE or opts.userns_options.uids
+                                            or opts.userns_options.gids):
+        raise errdefs.InvalidArgument("user namespaces (userns_options other than NODE) are not supported by "
+                                      "pycontainerd")
