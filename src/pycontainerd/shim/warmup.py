@@ -41,7 +41,7 @@ from pycontainerd.shim import v2layout
 from pycontainerd.shim.io import Pump, Sink
 from pycontainerd.shim.loop import Future, Loop
 from pycontainerd.shim.reaper import Reaper
-from pycontainerd.shim.runc import Runc
+from pycontainerd.shim.runc import Runc, resolve_binary
 from pycontainerd.shim.service import write_atomic
 
 ROUNDS = 12
@@ -316,6 +316,7 @@ def prepare_memory() -> None:
     del hot
     warm_up()
     warm_after_fork()
+    resolve_binary("runc")  # the default runtime, found on PATH once for every shim
     gc.collect()
     fill_pools()
     fill_heap()
