@@ -1,5 +1,5 @@
-"""Containers.ListStream sends records it encoded once per version (``EncodedRecords``), through
-a handler registered to pass those bytes on as they are (``add_servicer(..., encoded=...)``)."""
+"""Containers.ListStream (what ``ctr containers ls`` calls) over a real grpc.aio server: one
+message per record, filters, updates seen by the next list; List and Get beside it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as pb_grpc
 from pycontainerd.metadata.containers import Container, ContainerStore, TypedValue
 from pycontainerd.metadata.db import Database
-from pycontainerd.services.containers import ContainersService, EncodedRecords, to_pb
+from pycontainerd.services.containers import ContainersService
 
 SPEC = TypedValue("types.containerd.io/opencontainers/runtime-spec/1/Spec", b'{"ociVersion":"1.0.2"}')
 
@@ -24,38 +24,6 @@ def _c(cid: str = "c1", created: int = 10, updated: int = 10, **kw: object) -> C
                                "created_at_ns": created, "updated_at_ns": updated}
     base.update(kw)
     return Container(**base)  # type: ignore[arg-type]
-
-
-def test_encoding_is_the_list_message_of_the_record() -> None:
-    enc = EncodedRecords()
-    c = _c(labels={"a": "1"}, image="docker.io/library/busybox:latest", snapshotter="overlayfs", snapshot_key="c1",
-           extensions={"x": TypedValue("t", b"\x01")}, runtime_options=TypedValue("o", b"\x02"))
-    assert pb.ListContainerMessage.FromString(enc.message("ns", c)).container == to_pb(c)
-
-
-def test_same_version_reuses_the_encoding_a_new_version_does_not() -> None:
-    enc = EncodedRecords()
-    first = enc.message("ns", _c(image="a"))
-    assert enc.message("ns", _c(image="a")) is first  # same (namespace, id, created, updated): not re-encoded
-    updated = enc.message("ns", _c(image="b", updated=11))
-    assert pb.ListContainerMessage.FromString(updated).container.image == "b"
-    recreated = enc.message("ns", _c(image="c", created=12, updated=12))  # deleted and created again
-    assert pb.ListContainerMessage.FromString(recreated).container.image == "c"
-    other_ns = enc.message("ns2", _c(image="d"))  # same id and stamps in another namespace
-    assert pb.ListContainerMessage.FromString(other_ns).container.image == "d"
-    assert len(enc) == 2
-
-
-def test_least_recently_listed_records_go_first() -> None:
-    enc = EncodedRecords(limit=2)
-    a = enc.message("ns", _c("a"))
-    enc.message("ns", _c("b"))
-    assert enc.message("ns", _c("a")) is a  # a listed again: b is now the oldest
-    enc.message("ns", _c("c"))
-    assert len(enc) == 2
-    assert enc.message("ns", _c("a")) is a
-    b_again = enc.message("ns", _c("b"))  # evicted: encoded anew (equal bytes, new object)
-    assert pb.ListContainerMessage.FromString(b_again).container.id == "b"
 
 
 def test_liststream_over_grpc_sends_each_record_and_follows_updates(tmp_path: Path) -> None:
@@ -83,13 +51,12 @@ def test_liststream_over_grpc_sends_each_record_and_follows_updates(tmp_path: Pa
                 assert [c.id for c in got] == ["c0", "c1", "c2"]
                 assert [c.labels["i"] for c in got] == ["0", "1", "2"]
                 assert got[0].runtime.name == "io.containerd.runc.v2" and got[0].spec.value == SPEC.value
-                # an update is seen on the next list (the cached encoding of c1 is not reused)
+                # an update is seen on the next list
                 await store.update("ns", _c("c1", labels={"i": "changed"}), ["labels"])
                 assert [c.labels["i"] for c in await listed()] == ["0", "changed", "2"]
                 filtered = [m.container.id async for m in
                             stub.ListStream(pb.ListContainersRequest(filters=["labels.i==2"]), metadata=md)]
                 assert filtered == ["c2"]
-                # the other methods still go through their protobuf serializers
                 resp = await stub.List(pb.ListContainersRequest(), metadata=md)
                 assert [c.id for c in resp.containers] == ["c0", "c1", "c2"]
                 with pytest.raises(grpc.aio.AioRpcError) as err:

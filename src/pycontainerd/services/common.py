@@ -103,56 +103,12 @@ def wrap_servicer(servicer: Any, service_names: list[str]) -> Any:
     return servicer
 
 
-class _Capture:
-    """Stands in for the server while a generated ``add_XServicer_to_server`` runs: keeps the
-    method handlers it registers, so that they can be changed before the real registration."""
-
-    def __init__(self) -> None:
-        self.handlers: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        pass  # built from the same dict that add_registered_method_handlers receives
-
-    def add_registered_method_handlers(
-        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
-    ) -> None:
-        self.handlers[service] = dict(handlers)
-
-
 def add_servicer(
-    server: grpc.aio.Server,
-    add_fn: Callable[[Any, Any], None],
-    servicer: Any,
-    pb2_module: Any,
-    service: str,
-    *,
-    encoded: tuple[str, ...] = (),
+    server: grpc.aio.Server, add_fn: Callable[[Any, Any], None], servicer: Any, pb2_module: Any, service: str
 ) -> None:
-    """Register a servicer after wrapping its methods for error translation.
-
-    The methods named in ``encoded`` answer with messages they serialized themselves
-    (``bytes``, e.g. cached encodings): their responses go out as they are."""
+    """Register a servicer after wrapping its methods for error translation."""
     methods = list(pb2_module.DESCRIPTOR.services_by_name[service].methods_by_name)
-    wrapped = wrap_servicer(servicer, methods)
-    if not encoded:
-        add_fn(wrapped, server)
-        return
-    capture = _Capture()
-    add_fn(wrapped, capture)
-    target: Any = server  # grpc-stubs lacks add_registered_method_handlers (grpcio >= 1.62 has it)
-    for full_name, handlers in capture.handlers.items():
-        for name in encoded:
-            handlers[name] = _passing_bytes(handlers[name])
-        target.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(full_name, handlers),))
-        target.add_registered_method_handlers(full_name, handlers)
-
-
-def _passing_bytes(h: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler without a response serializer: grpc sends the ``bytes`` it returns."""
-    des = h.request_deserializer
-    if h.request_streaming or not h.response_streaming or h.unary_stream is None:
-        raise TypeError("encoded responses are implemented for unary-stream methods only")
-    return grpc.unary_stream_rpc_method_handler(h.unary_stream, request_deserializer=des)
+    add_fn(wrap_servicer(servicer, methods), server)
 
 
 # -- protobuf helpers ---------------------------------------------------------------------

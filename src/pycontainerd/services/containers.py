@@ -64,39 +64,9 @@ def to_pb(c: Container) -> pb.Container:
     return out
 
 
-class EncodedRecords:
-    """The wire encoding of ``ListContainerMessage``s, made once per version of a record.
-
-    ``ctr containers ls`` (ListStream) sends one message per container; a record changes only
-    through the store, which stamps every change: ``update`` moves ``updated_at`` strictly
-    forward, a deleted and re-created id gets a new ``created_at``.  So (namespace, id,
-    created_at, updated_at) names one version of a record, and its encoding is reused until
-    the stamp changes.  At most ``limit`` records are kept (the least recently listed go)."""
-
-    def __init__(self, limit: int = 4096) -> None:
-        self.limit = limit
-        self._cache: dict[tuple[str, str], tuple[int, int, bytes]] = {}
-
-    def message(self, namespace: str, c: Container) -> bytes:
-        key = (namespace, c.id)
-        hit = self._cache.pop(key, None)
-        if hit is not None and hit[0] == c.created_at_ns and hit[1] == c.updated_at_ns:
-            data = hit[2]
-        else:
-            data = pb.ListContainerMessage(container=to_pb(c)).SerializeToString()
-            if len(self._cache) >= self.limit:
-                del self._cache[next(iter(self._cache))]
-        self._cache[key] = (c.created_at_ns, c.updated_at_ns, data)  # re-inserted: most recent last
-        return data
-
-    def __len__(self) -> int:
-        return len(self._cache)
-
-
 class ContainersService(pb_grpc.ContainersServicer):
     def __init__(self, store: ContainerStore) -> None:
         self.store = store
-        self.encoded = EncodedRecords()
 
     async def Get(self, request: pb.GetContainerRequest, context: Any) -> pb.GetContainerResponse:
         c = await self.store.get(namespace_of(context), request.id)
@@ -106,13 +76,11 @@ class ContainersService(pb_grpc.ContainersServicer):
         cs = await self.store.list(namespace_of(context), list(request.filters))
         return pb.ListContainersResponse(containers=[to_pb(c) for c in cs])
 
-    async def ListStream(  # type: ignore[override]  # yields encoded ListContainerMessages (add_to_server)
+    async def ListStream(
         self, request: pb.ListContainersRequest, context: Any
-    ) -> AsyncIterator[bytes]:
-        """One ``ListContainerMessage`` per container (as containerd sends them), already encoded."""
-        ns = namespace_of(context)
-        for c in await self.store.list(ns, list(request.filters)):
-            yield self.encoded.message(ns, c)
+    ) -> AsyncIterator[pb.ListContainerMessage]:
+        for c in await self.store.list(namespace_of(context), list(request.filters)):
+            yield pb.ListContainerMessage(container=to_pb(c))
 
     async def Create(self, request: pb.CreateContainerRequest, context: Any) -> pb.CreateContainerResponse:
         if not request.HasField("container"):
@@ -132,7 +100,7 @@ class ContainersService(pb_grpc.ContainersServicer):
         return empty_pb2.Empty()
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(server, pb_grpc.add_ContainersServicer_to_server, self, pb, "Containers", encoded=("ListStream",))
+        add_servicer(server, pb_grpc.add_ContainersServicer_to_server, self, pb, "Containers")
 
 
 async def _init_store(ctx: InitContext) -> ContainerStore:
