@@ -1,10 +1,11 @@
 """The CRI plugin (``io.containerd.grpc.v1.cri``): kubelet's RuntimeService and ImageService.
 
-``plugin.py`` registers it and wires the daemon's stores; ``images.py`` and ``runtime.py``
-are the servicers (translation only); ``imagestore.py`` is the CRI view of images (pull,
-list, resolve, remove) in namespace ``k8s.io``; ``sandbox.py`` the pods (infra task, netns,
-CNI), ``containers.py`` the containers in them, ``crilog.py`` the CRI log format and the
-daemon-side copy of a container's stdout/stderr FIFOs into its log file.
+``plugin.py`` registers it; ``wiring.py`` (imported only when the plugin starts) wires the
+daemon's stores; ``images.py`` and ``runtime.py`` are the servicers (translation only);
+``imagestore.py`` is the CRI view of images (pull, list, resolve, remove) in namespace
+``k8s.io``; ``sandbox.py`` the pods (infra task, netns, CNI), ``containers.py`` the containers
+in them, ``crilog.py`` the CRI log format and the daemon-side copy of a container's
+stdout/stderr FIFOs into its log file.
 
 Pods and containers are container records in ``k8s.io`` (label ``io.cri-containerd.kind``
 = ``sandbox``/``container``; their CRI metadata in the extensions

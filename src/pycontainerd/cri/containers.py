@@ -42,7 +42,8 @@ from ..oci.spec import (
     with_privileged,
     with_user,
 )
-from ..runtime.task_manager import RootfsMount, TaskIO, TaskManager
+from ..runtime.task_manager import TaskManager
+from ..runtime.task_types import RootfsMount, TaskIO
 from .crilog import FifoLogger
 from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .sandbox import (

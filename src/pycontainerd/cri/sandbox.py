@@ -39,7 +39,8 @@ from ..fsmodes import private_dir
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..oci.spec import SPEC_TYPE_URL, canonical, default_spec, replace_or_append_env
 from ..runtime.bundle import own_oom_score_adj
-from ..runtime.task_manager import RootfsMount, TaskIO, TaskManager
+from ..runtime.task_manager import TaskManager
+from ..runtime.task_types import RootfsMount, TaskIO
 from .imagestore import NAMESPACE, CriImageStore
 
 log = logging.getLogger("pycontainerd.cri")
