@@ -1,0 +1,350 @@
+"""The streaming server against a fake runtime: tokens, HTTP edge cases, WebSocket exec/attach/port-forward.
+
+Clients are independent implementations: the ``websockets`` library, and raw sockets for
+the malformed requests.  The runtime is a working fake (``EchoRuntime``): exec copies stdin
+to stdout and exits with the code its command names; dial connects to a local echo server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import websockets
+
+from pycontainerd import errdefs
+from pycontainerd.streaming.runtime import (
+    AttachRequest,
+    ExecRequest,
+    PortForwardRequest,
+    StreamIO,
+    TerminalSize,
+)
+from pycontainerd.streaming.server import ServerConfig, StreamServer
+from pycontainerd.streaming.tokens import TokenCache
+
+# -- the token cache ------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_is_one_time() -> None:
+    cache: TokenCache[str] = TokenCache()
+    token = cache.insert("req")
+    assert len(token) == 11
+    assert cache.consume(token) == "req"
+    assert cache.consume(token) is None
+
+
+def test_token_expires() -> None:
+    clock = Clock()
+    cache: TokenCache[str] = TokenCache(ttl=60, clock=clock)
+    a = cache.insert("a")
+    clock.now += 59.9
+    b = cache.insert("b")
+    assert cache.consume(a) == "a"
+    clock.now += 0.2
+    assert cache.consume(b) == "b"
+    c = cache.insert("c")
+    clock.now += 60
+    assert cache.consume(c) is None
+
+
+def test_token_cache_is_bounded() -> None:
+    clock = Clock()
+    cache: TokenCache[int] = TokenCache(ttl=60, max_size=3, clock=clock)
+    tokens = [cache.insert(i) for i in range(3)]
+    with pytest.raises(errdefs.ResourceExhausted):
+        cache.insert(3)
+    clock.now += 61  # all expired: room again
+    cache.insert(4)
+    assert len(cache) == 1
+    assert all(cache.consume(t) is None for t in tokens)
+
+
+def test_tokens_differ() -> None:
+    cache: TokenCache[int] = TokenCache(max_size=10_000)
+    assert len({cache.insert(i) for i in range(5000)}) == 5000
+
+
+# -- a working fake runtime -----------------------------------------------------------------------
+
+
+class EchoRuntime:
+    def __init__(self, echo_port: int = 0) -> None:
+        self.echo_port = echo_port
+        self.cancelled = 0
+        self.sizes: list[TerminalSize] = []
+        self.started = asyncio.Event()
+
+    async def exec(self, request: ExecRequest, io: StreamIO) -> int:
+        self.started.set()
+        try:
+            if request.cmd[0] == "fail":
+                raise errdefs.NotFound("no such thing")
+            if request.cmd[0] == "resize":
+                assert io.resize is not None
+                self.sizes.append(await io.resize.get())
+            if io.stdin is not None and io.stdout is not None:
+                while data := await io.stdin.read():
+                    await io.stdout.write(data.upper())
+            if request.cmd[0] == "hang":
+                await asyncio.Event().wait()
+            if io.stderr is not None:
+                await io.stderr.write(b"err\n")
+            return int(request.cmd[1]) if len(request.cmd) > 1 else 0
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+    async def attach(self, request: AttachRequest, io: StreamIO) -> None:
+        assert io.stdout is not None
+        await io.stdout.write(b"attached\n")
+
+    async def dial(self, pod_id: str, port: int) -> socket.socket:
+        if port != self.echo_port:
+            raise errdefs.Unavailable(f"connection refused on port {port}")
+        s = socket.socket()
+        s.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", port))
+        return s
+
+
+def serve(test: Callable[[StreamServer, EchoRuntime], Awaitable[None]], **cfg: Any) -> EchoRuntime:
+    async def main() -> EchoRuntime:
+        echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        rt = EchoRuntime(echo.sockets[0].getsockname()[1])
+        server = StreamServer(ServerConfig(**cfg), rt)
+        await server.start()
+        try:
+            await asyncio.wait_for(test(server, rt), 30)
+        finally:
+            await server.close()
+            echo.close()
+        return rt
+
+    return asyncio.run(main())
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def ws_exec(url: str, protocol: str, stdin: bytes = b"", close_stdin: bool = True,
+                  **kw: Any) -> tuple[dict[int, bytes], websockets.ClientConnection]:
+    out: dict[int, bytes] = {}
+    async with websockets.connect(url.replace("http", "ws", 1), subprotocols=[protocol],  # type: ignore[list-item]
+                                  **kw) as ws:
+        assert ws.subprotocol == protocol
+        if stdin:
+            await ws.send(b"\x00" + stdin)
+        if close_stdin:
+            await ws.send(b"\xff\x00")
+        async for msg in ws:
+            assert isinstance(msg, bytes)
+            out[msg[0]] = out.get(msg[0], b"") + msg[1:]
+    return out, ws
+
+
+def test_ws_v5_exec_exit_codes() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        url = server.url(ExecRequest("c1", ("cat", "0"), stdin=True))
+        assert url.startswith(f"http://127.0.0.1:{server.port}/exec/")
+        out, _ = await ws_exec(url, "v5.channel.k8s.io", b"hello")
+        assert out[1] == b"HELLO"
+        assert out[2] == b"err\n"
+        assert json.loads(out[3]) == {"metadata": {}, "status": "Success"}
+        out, _ = await ws_exec(server.url(ExecRequest("c1", ("x", "3"))), "v5.channel.k8s.io")
+        status = json.loads(out[3])
+        assert status["status"] == "Failure" and status["reason"] == "NonZeroExitCode"
+        assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+        out, _ = await ws_exec(server.url(ExecRequest("c1", ("fail",))), "v4.channel.k8s.io", close_stdin=False)
+        assert json.loads(out[3])["message"] == "no such thing"
+    serve(t)
+
+
+def test_ws_base64_and_legacy_protocols() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        url = server.url(ExecRequest("c1", ("x", "2"))).replace("http", "ws", 1)
+        got: list[str] = []
+        async with websockets.connect(url, subprotocols=["v4.base64.channel.k8s.io"]) as ws:  # type: ignore[list-item]
+            got.extend([m async for m in ws])  # type: ignore[misc]
+        import base64
+        assert got[0] == "1"  # the empty hello on stdout
+        assert base64.b64decode(got[1][1:]) == b"err\n" and got[1][0] == "2"
+        assert json.loads(base64.b64decode(got[2][1:]))["reason"] == "NonZeroExitCode"
+        out, _ = await ws_exec(server.url(ExecRequest("c1", ("x", "4"))), "channel.k8s.io", close_stdin=False)
+        assert b"exit code 4" in out[3]
+    serve(t)
+
+
+def test_ws_attach_and_resize() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        out, _ = await ws_exec(server.url(AttachRequest("c1", stdout=True, stderr=False)), "v5.channel.k8s.io",
+                               close_stdin=False)
+        assert out[1] == b"attached\n"
+        url = server.url(ExecRequest("c1", ("resize",), tty=True, stderr=False)).replace("http", "ws", 1)
+        async with websockets.connect(url, subprotocols=["v5.channel.k8s.io"]) as ws:  # type: ignore[list-item]
+            await ws.send(b"\x04" + json.dumps({"Width": 100, "Height": 30}).encode())
+            msgs = [m async for m in ws]
+        assert json.loads(msgs[-1][1:])["status"] == "Success"
+        assert rt.sizes == [TerminalSize(100, 30)]
+    serve(t)
+
+
+def test_ws_token_reuse_and_unknown_refused() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        url = server.url(ExecRequest("c1", ("x", "0")))
+        await ws_exec(url, "v5.channel.k8s.io", close_stdin=False)
+        for bad in (url, url.replace("/exec/", "/attach/"), url.rsplit("/", 1)[0] + "/AAAAAAAAAAA"):
+            with pytest.raises(websockets.InvalidStatus) as exc:
+                await ws_exec(bad, "v5.channel.k8s.io")
+            assert exc.value.response.status_code == 404
+        with pytest.raises(websockets.InvalidStatus) as exc:  # a token of another kind is used up too
+            await ws_exec(server.url(AttachRequest("c1")).replace("/attach/", "/exec/"), "v5.channel.k8s.io")
+        assert exc.value.response.status_code == 404
+    serve(t)
+
+
+def test_token_expiry_through_the_server() -> None:
+    clock = Clock()
+
+    async def main() -> None:
+        server = StreamServer(ServerConfig(), EchoRuntime(), clock=clock)
+        await server.start()
+        try:
+            url = server.url(ExecRequest("c1", ("x", "0")))
+            clock.now += 61
+            with pytest.raises(websockets.InvalidStatus) as exc:
+                await ws_exec(url, "v5.channel.k8s.io")
+            assert exc.value.response.status_code == 404
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+
+
+def test_ws_unsupported_subprotocol_refused() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        with pytest.raises(websockets.InvalidStatus) as exc:
+            await ws_exec(server.url(ExecRequest("c1", ("x",))), "v9.channel.k8s.io")
+        assert exc.value.response.status_code == 403
+    serve(t)
+
+
+def test_ws_client_vanishing_cancels_the_exec() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        url = server.url(ExecRequest("c1", ("hang",))).replace("http", "ws", 1)
+        ws = await websockets.connect(url, subprotocols=["v5.channel.k8s.io"])  # type: ignore[list-item]
+        await ws.recv()  # the hello: the exec runs
+        await asyncio.wait_for(rt.started.wait(), 5)
+        ws.transport.abort()  # no close handshake: the client is just gone
+        while rt.cancelled == 0:
+            await asyncio.sleep(0.01)
+    assert serve(t).cancelled == 1
+
+
+def test_idle_timeout_closes_the_session() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        url = server.url(ExecRequest("c1", ("hang",))).replace("http", "ws", 1)
+        async with websockets.connect(url, subprotocols=["v5.channel.k8s.io"]) as ws:  # type: ignore[list-item]
+            async def drain() -> None:
+                while True:
+                    await ws.recv()
+
+            with pytest.raises(websockets.ConnectionClosed):
+                await drain()
+    assert serve(t, idle_timeout=0.3).cancelled == 1
+
+
+def test_ws_portforward_echo() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        payload = bytes(range(256)) * 4096 * 4  # 4 MiB
+        url = server.url(PortForwardRequest("pod", (rt.echo_port,))).replace("http", "ws", 1)
+        async with websockets.connect(url, subprotocols=["v4.binary.portforward.k8s.io"],  # type: ignore[list-item]
+                                      max_size=None) as ws:
+            port = struct.pack("<H", rt.echo_port)
+            assert await ws.recv() == b"\x00" + port
+            assert await ws.recv() == b"\x01" + port
+            got = bytearray()
+
+            async def send() -> None:
+                for i in range(0, len(payload), 65536):
+                    await ws.send(b"\x00" + payload[i:i + 65536])
+
+            sender = asyncio.create_task(send())
+            while len(got) < len(payload):
+                msg = await ws.recv()
+                assert isinstance(msg, bytes) and msg[0] == 0
+                got += msg[1:]
+            await sender
+        assert bytes(got) == payload
+        # a port nobody listens on: the error channel says so
+        url = server.url(PortForwardRequest("pod", (1,))).replace("http", "ws", 1)
+        async with websockets.connect(url, subprotocols=["v4.binary.portforward.k8s.io"]) as ws:  # type: ignore[list-item]
+            msgs = [m async for m in ws]
+        assert any(m[0] == 1 and b"connection refused" in m for m in msgs)
+    serve(t)
+
+
+# -- HTTP edge cases ------------------------------------------------------------------------------
+
+
+async def raw(server: StreamServer, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(data)
+    await writer.drain()
+    out = await reader.read()
+    writer.close()
+    return out
+
+
+def test_http_edge_cases() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        head = b"GET /exec/x HTTP/1.1\r\nHost: a\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n"
+        assert (await raw(server, head)).startswith(b"HTTP/1.1 431")
+        assert (await raw(server, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        assert (await raw(server, b"GET /other HTTP/1.1\r\nHost: a\r\n\r\n")).startswith(b"HTTP/1.1 404")
+        token_url = server.url(ExecRequest("c1", ("x",)))
+        path = token_url.split(str(server.port), 1)[1]
+        out = await raw(server, f"POST {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        assert out.startswith(b"HTTP/1.1 400") and b"missing upgrade headers" in out
+        path = server.url(ExecRequest("c1", ("x",))).split(str(server.port), 1)[1]
+        out = await raw(server, f"DELETE {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        assert out.startswith(b"HTTP/1.1 405")
+        # a client that never finishes its head is dropped after the head timeout
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /exec/x HTTP/1.1\r\n")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    serve(t, head_timeout=0.3)
+
+
+def test_tls_with_generated_certificate() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        assert server.certificate is not None
+        url = server.url(ExecRequest("c1", ("x", "0")))
+        assert url.startswith("https://127.0.0.1:")
+        ctx = ssl.create_default_context(cadata=server.certificate.decode())
+        out, _ = await ws_exec(url.replace("https", "wss", 1), "v5.channel.k8s.io", ssl=ctx, close_stdin=False)
+        assert json.loads(out[3])["status"] == "Success"
+        # a client that does not trust it fails the handshake
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await ws_exec(server.url(ExecRequest("c1", ("x",))).replace("https", "wss", 1), "v5.channel.k8s.io",
+                          ssl=ssl.create_default_context())
+    serve(t, tls=True)
