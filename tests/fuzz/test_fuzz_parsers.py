@@ -156,3 +156,48 @@ def test_ttrpc_frames(frames: list[tuple[int, int, int, bytes]], noise: bytes, c
                     conn.send_response(ev.stream_id, ttrpc_protocol.Response(status=status, payload=b""))
     except (ttrpc_protocol.ProtocolError, errdefs.ContainerdError):
         pass
+
+
+# --- SPDY/3.1 frames and the remotecommand messages (streaming/) --------------------------
+
+_spdy_frame = st.one_of(
+    st.binary(max_size=64),
+    st.tuples(
+        st.sampled_from([1, 2, 3, 4, 6, 7, 8, 9, 10]), st.integers(0, 255), st.binary(max_size=48)
+    ).map(lambda t: struct.pack(">IB", 0x80030000 | t[0], t[1]) + len(t[2]).to_bytes(3, "big") + t[2]),
+    st.tuples(st.integers(0, 9), st.integers(0, 255), st.binary(max_size=48)).map(
+        lambda t: struct.pack(">IB", t[0], t[1]) + len(t[2]).to_bytes(3, "big") + t[2]
+    ),
+)
+
+
+@given(chunks=st.lists(_spdy_frame, max_size=8), client=st.booleans())
+def test_spdy_receive(chunks: list[bytes], client: bool) -> None:
+    from pycontainerd.streaming import spdy
+
+    conn = spdy.SpdyConnection(client=client, max_control_frame=4096, max_header_bytes=4096)
+    # a valid opening so that later frames meet a live stream and a started zlib stream
+    peer = spdy.SpdyConnection(client=not client)
+    peer.open_stream({"streamtype": "data"})
+    try:
+        conn.receive_data(peer.data_to_send())
+        for chunk in chunks:
+            conn.receive_data(chunk)
+    except spdy.ProtocolError:
+        pass
+
+
+@given(data=st.one_of(st.binary(max_size=200), st.text(max_size=200)))
+def test_remotecommand_messages(data: bytes | str) -> None:
+    from pycontainerd.streaming import remotecommand as rc
+
+    raw = data.encode() if isinstance(data, str) else data
+    for fn in (rc.parse_status, rc.parse_resize, rc.decode_port_prefix, rc.ResizeDecoder(limit=64).feed):
+        try:
+            fn(raw)
+        except errdefs.InvalidArgument:
+            pass
+    try:
+        rc.decode_channel_frame(data)
+    except errdefs.InvalidArgument:
+        pass
