@@ -164,7 +164,7 @@ def test_port_forward_to_httpd_carries_10_mib(ours: Engine, pod: tuple[str, Path
     want = ours.crictl("exec", "-s", cid, "sha256sum", "/www/big").stdout.split()[0]
     url = url_of(ours, "PortForward", pb.PortForwardRequest(pod_sandbox_id=pod[0], port=[8080]))
     assert "/portforward/" in url
-    with ws(url + "?port=8080", "v4.binary.portforward.k8s.io") as c:
+    with ws(url + "?port=8080", "v4.channel.k8s.io") as c:
         port = struct.pack("<H", 8080)
         assert c.recv(timeout=10) == b"\x00" + port
         assert c.recv(timeout=10) == b"\x01" + port
@@ -176,7 +176,7 @@ def test_port_forward_to_httpd_carries_10_mib(ours: Engine, pod: tuple[str, Path
     assert hashlib.sha256(body).hexdigest() == want
     # a port nobody listens on: the error channel says so
     url = url_of(ours, "PortForward", pb.PortForwardRequest(pod_sandbox_id=pod[0], port=[9]))
-    with ws(url, "v4.binary.portforward.k8s.io") as c:
+    with ws(url, "v4.channel.k8s.io") as c:
         out = collect(c)
     assert b"connect" in out[1], out
 

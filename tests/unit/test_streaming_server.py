@@ -189,7 +189,7 @@ def test_ws_base64_and_legacy_protocols() -> None:
         assert base64.b64decode(got[1][1:]) == b"err\n" and got[1][0] == "2"
         assert json.loads(base64.b64decode(got[2][1:]))["reason"] == "NonZeroExitCode"
         out, _ = await ws_exec(server.url(ExecRequest("c1", ("x", "4"))), "channel.k8s.io", close_stdin=False)
-        assert b"exit code 4" in out[3]
+        assert b"exit status 4" in out[3]
     serve(t)
 
 
@@ -276,7 +276,7 @@ def test_ws_portforward_echo() -> None:
     async def t(server: StreamServer, rt: EchoRuntime) -> None:
         payload = bytes(range(256)) * 4096 * 4  # 4 MiB
         url = server.url(PortForwardRequest("pod", (rt.echo_port,))).replace("http", "ws", 1)
-        async with websockets.connect(url, subprotocols=["v4.binary.portforward.k8s.io"],  # type: ignore[list-item]
+        async with websockets.connect(url, subprotocols=["v4.channel.k8s.io"],  # type: ignore[list-item]
                                       max_size=None) as ws:
             port = struct.pack("<H", rt.echo_port)
             assert await ws.recv() == b"\x00" + port
@@ -296,7 +296,7 @@ def test_ws_portforward_echo() -> None:
         assert bytes(got) == payload
         # a port nobody listens on: the error channel says so
         url = server.url(PortForwardRequest("pod", (1,))).replace("http", "ws", 1)
-        async with websockets.connect(url, subprotocols=["v4.binary.portforward.k8s.io"]) as ws:  # type: ignore[list-item]
+        async with websockets.connect(url, subprotocols=["v4.channel.k8s.io"]) as ws:  # type: ignore[list-item]
             msgs = [m async for m in ws]
         assert any(m[0] == 1 and b"connection refused" in m for m in msgs)
     serve(t)
@@ -348,3 +348,120 @@ def test_tls_with_generated_certificate() -> None:
             await ws_exec(server.url(ExecRequest("c1", ("x",))).replace("https", "wss", 1), "v5.channel.k8s.io",
                           ssl=ssl.create_default_context())
     serve(t, tls=True)
+
+
+# -- SPDY/3.1 (the client: spdyio's session in client role) ---------------------------------------
+
+
+async def spdy_connect(server: StreamServer, url: str, protocols: list[str]) -> tuple[Any, str]:
+    from pycontainerd.streaming.spdyio import SpdySession
+
+    path = url.split(str(server.port), 1)[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    offered = "".join(f"X-Stream-Protocol-Version: {p}\r\n" for p in protocols)
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                 f"{offered}Content-Length: 0\r\n\r\n".encode())
+    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    status = head.split("\r\n", 1)[0]
+    if " 101 " not in status:
+        writer.close()
+        return head, ""
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head.split("\r\n")[1:] if line)}
+    assert headers["upgrade"] == "SPDY/3.1" and headers["connection"] == "Upgrade"
+    return SpdySession(reader, writer, client=True), headers["x-stream-protocol-version"]
+
+
+async def read_all(stream: Any) -> bytes:
+    out = b""
+    while chunk := await stream.read():
+        out += chunk
+    return out
+
+
+def test_spdy_v4_exec_exit_codes_and_resize() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        url = server.url(ExecRequest("c1", ("cat", "5"), stdin=True))
+        session, proto = await spdy_connect(server, url, ["v4.channel.k8s.io", "channel.k8s.io"])
+        assert proto == "v4.channel.k8s.io"
+        async with session:
+            error = await session.open_stream({"streamType": "error"})
+            stdin = await session.open_stream({"streamType": "stdin"})
+            stdout = await session.open_stream({"streamType": "stdout"})
+            stderr = await session.open_stream({"streamType": "stderr"})
+            await stdin.write(b"spdy")
+            await stdin.close()
+            assert await read_all(stdout) == b"SPDY"
+            assert await read_all(stderr) == b"err\n"
+            status = json.loads(await read_all(error))
+            assert status["reason"] == "NonZeroExitCode"
+            assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "5"}]
+        # v4 with a terminal: a resize stream, no stderr
+        url = server.url(ExecRequest("c1", ("resize",), tty=True, stderr=False))
+        session, _ = await spdy_connect(server, url, ["v4.channel.k8s.io"])
+        async with session:
+            error = await session.open_stream({"streamType": "error"})
+            await session.open_stream({"streamType": "stdout"})
+            resize = await session.open_stream({"streamType": "resize"})
+            await resize.write(b'{"Width":80,"Height":24}')
+            assert json.loads(await read_all(error))["status"] == "Success"
+        assert rt.sizes == [TerminalSize(80, 24)]
+        # v1: a plain message on failure, nothing on success
+        url = server.url(ExecRequest("c1", ("x", "0")))
+        session, _ = await spdy_connect(server, url, ["channel.k8s.io"])
+        async with session:
+            error = await session.open_stream({"streamType": "error"})
+            await session.open_stream({"streamType": "stdout"})
+            await session.open_stream({"streamType": "stderr"})
+            assert await read_all(error) == b""
+    serve(t)
+
+
+def test_spdy_negotiation_refusals() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        head, _ = await spdy_connect(server, server.url(ExecRequest("c1", ("x",))), ["v9.channel.k8s.io"])
+        assert head.startswith("HTTP/1.1 403") and "X-Accepted-Stream-Protocol-Versions: v4.channel.k8s.io" in head
+        head, _ = await spdy_connect(server, server.url(ExecRequest("c1", ("x",))), [])
+        assert head.startswith("HTTP/1.1 400")
+        head, _ = await spdy_connect(server, server.url(PortForwardRequest("p", (1,))), ["v4.channel.k8s.io"])
+        assert head.startswith("HTTP/1.1 403")
+    serve(t)
+
+
+def test_spdy_client_vanishing_cancels_the_exec() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        session, _ = await spdy_connect(server, server.url(ExecRequest("c1", ("hang",))), ["v4.channel.k8s.io"])
+        await session.open_stream({"streamType": "error"})
+        await session.open_stream({"streamType": "stdout"})
+        await session.open_stream({"streamType": "stderr"})
+        await asyncio.wait_for(rt.started.wait(), 5)
+        session._writer.transport.abort()
+        while rt.cancelled == 0:
+            await asyncio.sleep(0.01)
+    assert serve(t).cancelled == 1
+
+
+def test_spdy_portforward_echo_and_refused_port() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        url = server.url(PortForwardRequest("pod", (rt.echo_port, 1)))
+        session, proto = await spdy_connect(server, url, ["portforward.k8s.io"])
+        assert proto == "portforward.k8s.io"
+        payload = bytes(range(256)) * 4096 * 4
+        async with session:
+            port = str(rt.echo_port)
+            error = await session.open_stream({"streamType": "error", "port": port, "requestID": "0"})
+            data = await session.open_stream({"streamType": "data", "port": port, "requestID": "0"})
+
+            async def send() -> None:
+                for i in range(0, len(payload), 65536):
+                    await data.write(payload[i:i + 65536])
+                await data.close()
+
+            sender = asyncio.create_task(send())
+            assert await read_all(data) == payload
+            await sender
+            assert await read_all(error) == b""
+            # a second forwarded connection on the same session, to a port nobody listens on
+            error = await session.open_stream({"streamType": "error", "port": "1", "requestID": "1"})
+            await session.open_stream({"streamType": "data", "port": "1", "requestID": "1"})
+            assert b"connection refused" in await read_all(error)
+    serve(t)

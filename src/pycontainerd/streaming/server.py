@@ -36,15 +36,17 @@ from urllib.parse import parse_qs
 import h11
 
 from .. import errdefs
+from . import remotecommand as rc
+from . import spdyserve
 from . import websocket as wsmod
 from .runtime import AttachRequest, ExecRequest, PortForwardRequest, StreamRequest, StreamRuntime
+from .spdyio import SpdySession
 from .streams import Activity
 from .tls import server_context
 from .tokens import DEFAULT_MAX_SIZE, DEFAULT_TTL, TokenCache
 
 log = logging.getLogger("pycontainerd.streaming")
 
-SPDY_UPGRADE = "spdy/3.1"
 LINGER = 1.0
 _PATH = re.compile(r"/(exec|attach|portforward)/([A-Za-z0-9_-]{1,64})")
 _KINDS: dict[str, type] = {"exec": ExecRequest, "attach": AttachRequest, "portforward": PortForwardRequest}
@@ -175,7 +177,10 @@ class StreamServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_head)
         try:
             try:
-                req, trailing = await asyncio.wait_for(self._read_head(reader, conn), self.config.head_timeout)
+                # asyncio.timeout, not wait_for: no task switch between the last read and
+                # _route, so the bytes that followed the head go back in front of the reader
+                async with asyncio.timeout(self.config.head_timeout):
+                    req, trailing = await self._read_head(reader, conn)
                 await self._route(req, trailing, reader, writer, conn)
             except HttpError as exc:
                 await self._respond(reader, writer, conn, exc.status, str(exc), exc.headers)
@@ -265,7 +270,7 @@ class StreamServer:
             reader.feed_data(trailing)  # what the client sent right after the head, back in front
         if _is_upgrade(req, "websocket"):
             await self._websocket(req, query, request, reader, writer, activity)
-        elif _is_upgrade(req, SPDY_UPGRADE):
+        elif _is_upgrade(req, rc.SPDY_UPGRADE.lower()):
             await self._spdy(req, request, reader, writer, conn, activity)
         else:
             raise HttpError(400, "unable to upgrade: missing upgrade headers in request")
@@ -278,7 +283,7 @@ class StreamServer:
     async def _websocket(self, req: HttpRequest, query: str, request: StreamRequest, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter, activity: Activity) -> None:
         pf = isinstance(request, PortForwardRequest)
-        supported = wsmod.PORTFORWARD_PROTOCOLS if pf else wsmod.EXEC_PROTOCOLS
+        supported = rc.WS_PORT_FORWARD_PROTOCOLS if pf else rc.WS_REMOTECOMMAND_PROTOCOLS
         try:
             ws, protocol, out = wsmod.handshake(req.head_bytes(), supported)
         except Exception as exc:  # wsproto refuses a malformed handshake
@@ -287,8 +292,8 @@ class StreamServer:
         await writer.drain()
         if protocol is None:
             return
-        b64 = protocol in (wsmod.V4_BASE64, wsmod.CHANNEL_BASE64, wsmod.PF_BASE64)
-        chans = wsmod.WebSocketChannels(reader, writer, ws, activity, b64=b64, stream_close=protocol == wsmod.V5)
+        chans = wsmod.WebSocketChannels(reader, writer, ws, activity, b64=rc.is_base64_protocol(protocol),
+                                        stream_close=rc.ws_supports_close(protocol))
         watch = self._watch(activity)
         try:
             if isinstance(request, PortForwardRequest):
@@ -307,7 +312,25 @@ class StreamServer:
 
     async def _spdy(self, req: HttpRequest, request: StreamRequest, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter, conn: h11.Connection, activity: Activity) -> None:
-        raise HttpError(400, "SPDY is not served yet")
+        pf = isinstance(request, PortForwardRequest)
+        supported = rc.SPDY_PORT_FORWARD_PROTOCOLS if pf else rc.SPDY_REMOTECOMMAND_PROTOCOLS
+        protocol = negotiate_spdy(req.header_values(rc.HEADER_PROTOCOL_VERSION.lower()), supported)
+        # kubelet's 101: the upgrade and the protocol picked
+        writer.write((f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {rc.SPDY_UPGRADE}\r\n"
+                      f"{rc.HEADER_PROTOCOL_VERSION}: {protocol}\r\n\r\n").encode())
+        await writer.drain()
+        session = SpdySession(reader, writer, client=False)
+        session.on_event = lambda _event: activity.touch()
+        watch = self._watch(activity)
+        try:
+            if isinstance(request, PortForwardRequest):
+                await spdyserve.serve_portforward(session, self.runtime, request, activity)
+            else:
+                await spdyserve.serve_command(session, protocol, self.runtime, request, activity,
+                                              self.config.stream_creation_timeout)
+        finally:
+            watch.cancel()
+            await session.aclose()
 
 
 def _outward_address() -> str:

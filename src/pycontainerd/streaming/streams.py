@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 
 from .. import errdefs
-from . import _interim as rc
+from . import remotecommand as rc
 from .runtime import AttachRequest, ExecRequest, StreamIO, StreamRuntime, TerminalSize
 
 log = logging.getLogger("pycontainerd.streaming")
@@ -97,70 +96,38 @@ def resize_queue() -> asyncio.Queue[TerminalSize]:
     return asyncio.Queue(RESIZE_QUEUE)
 
 
-def offer_resize(queue: asyncio.Queue[TerminalSize], data: bytes) -> None:
-    """One resize message (``{"Width": w, "Height": h}``) into the queue; a full queue drops the oldest."""
-    try:
-        obj = json.loads(data)
-        size = TerminalSize(int(obj.get("Width") or 0), int(obj.get("Height") or 0))
-    except (ValueError, TypeError, AttributeError) as exc:
-        log.debug("bad resize message %r: %s", data[:100], exc)
-        return
+def offer_resize(queue: asyncio.Queue[TerminalSize], size: tuple[int, int]) -> None:
+    """A new terminal size into the queue; a full queue drops the oldest (only the latest matters)."""
     if queue.full():
         queue.get_nowait()
-    queue.put_nowait(size)
+    queue.put_nowait(TerminalSize(*size))
 
 
-class ResizeDecoder:
-    """A stream of concatenated resize JSON objects (SPDY's resize stream) into a queue."""
-
-    def __init__(self, queue: asyncio.Queue[TerminalSize]) -> None:
-        self.queue = queue
-        self._buf = ""
-        self._decoder = json.JSONDecoder()
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data.decode(errors="replace")
-        if len(self._buf) > 64 * 1024:  # garbage: no object ever ends
-            self._buf = ""
-            return
-        while True:
-            text = self._buf.lstrip()
-            if not text:
-                self._buf = ""
-                return
-            try:
-                obj, end = self._decoder.raw_decode(text)
-            except ValueError:
-                self._buf = text
-                return
-            self._buf = text[end:]
-            offer_resize(self.queue, json.dumps(obj).encode())
+def offer_resize_message(queue: asyncio.Queue[TerminalSize], data: bytes) -> None:
+    """One WebSocket resize message; a malformed one is ignored (as kubelet logs and drops it)."""
+    try:
+        offer_resize(queue, rc.parse_resize(data))
+    except errdefs.InvalidArgument as exc:
+        log.debug("%s", exc)
 
 
 async def run_command(runtime: StreamRuntime, request: ExecRequest | AttachRequest, io: StreamIO,
-                      report: Callable[[bytes], Awaitable[None]], status_objects: bool) -> None:
+                      report: Callable[[bytes], Awaitable[None]], protocol: str) -> None:
     """Run the exec (or attach) and report its outcome with ``report`` (the error stream).
 
-    ``status_objects`` (remotecommand v4 and later): a Kubernetes Status, success included;
-    older versions: a plain message, on failure only.
+    remotecommand v4 and later: a Kubernetes Status, success included; older versions: a
+    plain message, on failure only (``remotecommand.encode_status``).
     """
-    code: int | None
-    message = ""
     try:
         if isinstance(request, ExecRequest):
-            code = await runtime.exec(request, io)
-            if code != 0:
-                message = (f"command terminated with non-zero exit code: error executing command "
-                           f"{list(request.cmd)}, exit code {code}")
+            status = rc.encode_status(protocol, await runtime.exec(request, io))
         else:
             await runtime.attach(request, io)
-            code = 0
+            status = rc.encode_status(protocol, 0)
     except errdefs.ContainerdError as exc:
-        code, message = None, str(exc)
-    if status_objects:
-        await report(rc.status_json(code, message))
-    elif code != 0:
-        await report(message.encode())
+        status = rc.encode_status(protocol, 0, str(exc))
+    if status:
+        await report(status)
 
 
 async def pump_socket_out(sock: socket.socket, send: Callable[[bytes], Awaitable[None]]) -> None:

@@ -6,7 +6,7 @@ data.  remotecommand: stdin 0, stdout 1, stderr 2, error 3, resize 4; ``v5.chann
 adds message ``255 <channel>``, "the client closed that channel" (stdin EOF without closing
 the connection).  As kubelet, the server first sends an empty message on the lowest channel
 it writes (stdout, else stderr, else error): the client knows the streams are up.
-Port-forward (``v4.binary.portforward.k8s.io``, ``v4.base64.portforward.k8s.io``): port i
+Port-forward (kubelet's ``v4.channel.k8s.io``, ``v4.base64.channel.k8s.io`` or none): port i
 (the ``port`` query parameters, else the PortForward request's) has data channel 2i and error
 channel 2i+1; the server's first message on each is the port, two bytes little-endian.
 """
@@ -14,11 +14,9 @@ channel 2i+1; the server's first message on each is the port, two bytes little-e
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import socket
-import struct
 from collections.abc import Awaitable, Callable, Sequence
 
 from wsproto import WSConnection
@@ -37,7 +35,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from .. import errdefs
-from . import _interim as rc
+from . import remotecommand as rc
 from .runtime import (
     AttachRequest,
     ExecRequest,
@@ -46,20 +44,10 @@ from .runtime import (
     StreamRuntime,
     TerminalSize,
 )
-from .streams import Activity, Pipe, offer_resize, pump_socket_in, pump_socket_out, resize_queue, run_command
+from .streams import Activity, Pipe, offer_resize_message, pump_socket_in, pump_socket_out, resize_queue, run_command
 
 log = logging.getLogger("pycontainerd.streaming")
 
-# remotecommand protocols, in no particular order: the client's preference decides
-V5 = "v5.channel.k8s.io"
-V4 = "v4.channel.k8s.io"
-V4_BASE64 = "v4.base64.channel.k8s.io"
-CHANNEL = "channel.k8s.io"
-CHANNEL_BASE64 = "base64.channel.k8s.io"
-EXEC_PROTOCOLS = (V5, V4, V4_BASE64, CHANNEL, CHANNEL_BASE64)
-PF_BINARY = "v4.binary.portforward.k8s.io"
-PF_BASE64 = "v4.base64.portforward.k8s.io"
-PORTFORWARD_PROTOCOLS = (PF_BINARY, PF_BASE64)
 MAX_MESSAGE = 16 * 1024 * 1024
 READ_CHUNK = 64 * 1024
 
@@ -93,9 +81,8 @@ class WebSocketChannels:
         self.gone = False
 
     def _frame(self, channel: int, data: bytes) -> Event:
-        if self.b64:
-            return TextMessage(data=chr(ord("0") + channel) + base64.b64encode(data).decode())
-        return BytesMessage(data=bytes([channel]) + data)
+        msg = rc.encode_channel_frame(channel, data, base64_variant=self.b64)
+        return TextMessage(data=msg) if isinstance(msg, str) else BytesMessage(data=msg)
 
     async def send(self, channel: int, data: bytes) -> None:
         if self.gone or self.ws.state != ConnectionState.OPEN:
@@ -152,22 +139,17 @@ class WebSocketChannels:
             self._end_inputs()
 
     async def _dispatch(self, msg: bytes | str) -> None:
-        if not msg:
-            return
         try:
-            if isinstance(msg, str):
-                channel, data = ord(msg[0]) - ord("0"), base64.b64decode(msg[1:], validate=False)
-            else:
-                channel, data = msg[0], bytes(msg[1:])
-        except ValueError:
-            log.debug("websocket: undecodable message dropped")
+            channel, data = rc.decode_channel_frame(msg)
+        except errdefs.InvalidArgument as exc:
+            log.debug("websocket message dropped: %s", exc)
             return
-        if self.stream_close and channel == rc.CLOSE_CHANNEL:
+        if self.stream_close and channel == rc.CHANNEL_CLOSE:
             if data and data[0] in self.inbound:
                 self.inbound[data[0]].close()
             return
         if channel == self.resize_channel and self.resize is not None:
-            offer_resize(self.resize, data)
+            offer_resize_message(self.resize, data)
             return
         pipe = self.inbound.get(channel)
         if pipe is not None:
@@ -209,20 +191,20 @@ async def serve_command(conn: WebSocketChannels, protocol: str, runtime: StreamR
                         request: ExecRequest | AttachRequest) -> None:
     io = StreamIO(tty=request.tty)
     if request.stdin:
-        io.stdin = conn.inbound.setdefault(rc.STREAM_STDIN, Pipe())
+        io.stdin = conn.inbound.setdefault(rc.CHANNEL_STDIN, Pipe())
     if request.stdout:
-        io.stdout = _ChannelWriter(conn, rc.STREAM_STDOUT)
+        io.stdout = _ChannelWriter(conn, rc.CHANNEL_STDOUT)
     if request.stderr and not request.tty:
-        io.stderr = _ChannelWriter(conn, rc.STREAM_STDERR)
+        io.stderr = _ChannelWriter(conn, rc.CHANNEL_STDERR)
     if request.tty:
         io.resize = conn.resize = resize_queue()
-        conn.resize_channel = rc.STREAM_RESIZE
-    first = rc.STREAM_STDOUT if io.stdout else rc.STREAM_STDERR if io.stderr else rc.STREAM_ERROR
+        conn.resize_channel = rc.CHANNEL_RESIZE
+    first = rc.CHANNEL_STDOUT if io.stdout else rc.CHANNEL_STDERR if io.stderr else rc.CHANNEL_ERROR
     await conn.send(first, b"")
     reader = asyncio.create_task(conn.pump(), name="ws-read")
-    status_objects = protocol in (V5, V4, V4_BASE64)
-    runner = asyncio.create_task(run_command(runtime, request, io, lambda b: conn.send(rc.STREAM_ERROR, b),
-                                             status_objects), name="ws-command")
+    # the pre-v4 protocols report like SPDY's v1-v3: a message on failure only
+    runner = asyncio.create_task(run_command(runtime, request, io, lambda b: conn.send(rc.CHANNEL_ERROR, b),
+                                             protocol or rc.WS_CHANNEL), name="ws-command")
     try:
         done, _ = await asyncio.wait({reader, runner}, return_when=asyncio.FIRST_COMPLETED)
         if runner in done:
@@ -247,7 +229,7 @@ async def serve_portforward(conn: WebSocketChannels, runtime: StreamRuntime, req
 
     async def forward(i: int, port: int) -> None:
         data_ch, err_ch = 2 * i, 2 * i + 1
-        prefix = struct.pack("<H", port)
+        prefix = rc.encode_port_prefix(port)
         await conn.send(data_ch, prefix)
         await conn.send(err_ch, prefix)
         try:
