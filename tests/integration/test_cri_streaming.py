@@ -7,6 +7,7 @@ test_cri_pods' (a pause-like image and busybox, from a registry on 127.0.0.1).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -15,6 +16,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
+from pycontainerd.streaming.spdyio import SpdySession
 from tests.fixtures.procs import wait_for
 
 from .test_cri_pods import Engine, busybox, container_config, ours, pod_config, setup  # noqa: F401 - the fixtures
@@ -104,6 +107,13 @@ def test_exec_exit_codes_over_websocket_v5_and_v4(ours: Engine, box: str) -> Non
     assert exc.value.response.status_code == 404
 
 
+def test_status_names_the_streaming_server(ours: Engine) -> None:
+    code, resp = ours.call("Status", pb.StatusRequest(verbose=True))
+    assert code.name == "OK"
+    assert json.loads(resp.info["streamServer"]).startswith("http://127.0.0.1:")
+    assert "streaming server listening at http://127.0.0.1:" in ours.log.read_text()
+
+
 def test_exec_checks(ours: Engine, box: str) -> None:
     code, _ = ours.call("Exec", pb.ExecRequest(container_id=box, cmd=["true"]))
     assert code.name == "INVALID_ARGUMENT"  # no stream at all
@@ -149,19 +159,28 @@ def test_attach_to_a_container_with_stdin_and_tty(ours: Engine, pod: tuple[str, 
     assert " stdout F " in log.read_text() or " stdout P " in log.read_text()
 
 
-def test_port_forward_to_httpd_carries_10_mib(ours: Engine, pod: tuple[str, Path], busybox: str,
-                                              tmp_path: Path) -> None:
-    start_container(ours, pod, busybox, tmp_path,
-                    "mkdir -p /www && head -c 10485760 /dev/urandom > /www/big.part && mv /www/big.part /www/big "
-                    "&& exec httpd -f -p 127.0.0.1:8080 -h /www", "web")
-    cid = ours.crictl("ps", "-q", "--name", "web").stdout.split()[0]
+@pytest.fixture(scope="module")
+def web(ours: Engine, pod: tuple[str, Path], busybox: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """busybox httpd on 127.0.0.1:8080 inside the pod, serving /big (10 MiB); its sha256."""
+    cid = start_container(ours, pod, busybox, tmp_path_factory.mktemp("web"),
+                          "mkdir -p /www && head -c 10485760 /dev/urandom > /www/big.part && mv /www/big.part "
+                          "/www/big && exec httpd -f -p 127.0.0.1:8080 -h /www", "web")
 
     def served() -> bool:
-        r = ours.crictl("exec", "-s", cid, "sh", "-c", "wget -q --spider http://127.0.0.1:8080/big", check=False)
+        r = ours.crictl("exec", "-s", cid, "wget", "-q", "--spider", "http://127.0.0.1:8080/big", check=False)
         return r.returncode == 0
 
     wait_for(served, 30, "httpd in the pod", interval=0.2)
-    want = ours.crictl("exec", "-s", cid, "sha256sum", "/www/big").stdout.split()[0]
+    return ours.crictl("exec", "-s", cid, "sha256sum", "/www/big").stdout.split()[0]
+
+
+def _http_body(raw: bytes) -> bytes:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], head[:200]
+    return body
+
+
+def test_port_forward_over_websocket_carries_10_mib(ours: Engine, pod: tuple[str, Path], web: str) -> None:
     url = url_of(ours, "PortForward", pb.PortForwardRequest(pod_sandbox_id=pod[0], port=[8080]))
     assert "/portforward/" in url
     with ws(url + "?port=8080", "v4.channel.k8s.io") as c:
@@ -170,15 +189,92 @@ def test_port_forward_to_httpd_carries_10_mib(ours: Engine, pod: tuple[str, Path
         assert c.recv(timeout=10) == b"\x01" + port
         c.send(b"\x00GET /big HTTP/1.0\r\n\r\n")
         out = collect(c)
-    head, _, body = out[0].partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], head
+    body = _http_body(out[0])
     assert len(body) == 10 * 1024 * 1024
-    assert hashlib.sha256(body).hexdigest() == want
+    assert hashlib.sha256(body).hexdigest() == web
     # a port nobody listens on: the error channel says so
     url = url_of(ours, "PortForward", pb.PortForwardRequest(pod_sandbox_id=pod[0], port=[9]))
     with ws(url, "v4.channel.k8s.io") as c:
         out = collect(c)
     assert b"connect" in out[1], out
+
+
+async def _spdy(url: str, protocol: str) -> SpdySession:
+    """The upgrade as client-go sends it, then a client-role SPDY session."""
+    u = urllib.parse.urlsplit(url)
+    reader, writer = await asyncio.open_connection(u.hostname, u.port)
+    writer.write(f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                 f"X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    assert f"X-Stream-Protocol-Version: {protocol}".encode() in head
+    return SpdySession(reader, writer, client=True)
+
+
+async def _read_all(stream: Any) -> bytes:
+    out = b""
+    while chunk := await stream.read():
+        out += chunk
+    return out
+
+
+def test_exec_over_spdy_v4(ours: Engine, box: str) -> None:
+    async def main() -> None:
+        url = exec_url(ours, box, "sh", "-c", "read x; echo spdy-$x; exit 6", stdin=True)
+        async with await _spdy(url, "v4.channel.k8s.io") as session:
+            error = await session.open_stream({"streamType": "error"})
+            stdin = await session.open_stream({"streamType": "stdin"})
+            stdout = await session.open_stream({"streamType": "stdout"})
+            stderr = await session.open_stream({"streamType": "stderr"})
+            await stdin.write(b"ok\n")
+            await stdin.close()
+            assert await _read_all(stdout) == b"spdy-ok\n"
+            assert await _read_all(stderr) == b""
+            status = json.loads(await _read_all(error))
+            assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "6"}]
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_port_forward_over_spdy_from_a_local_port(ours: Engine, pod: tuple[str, Path], web: str) -> None:
+    """kubectl's shape: a listener on 127.0.0.1, each accepted connection an error+data stream pair."""
+    async def main() -> None:
+        url = url_of(ours, "PortForward", pb.PortForwardRequest(pod_sandbox_id=pod[0], port=[8080]))
+        session = await _spdy(url, "portforward.k8s.io")
+        ids = iter(range(1000))
+
+        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            rid = str(next(ids))
+            await session.open_stream({"streamType": "error", "port": "8080", "requestID": rid})
+            data = await session.open_stream({"streamType": "data", "port": "8080", "requestID": rid})
+
+            async def up() -> None:
+                while chunk := await reader.read(65536):
+                    await data.write(chunk)
+                await data.close()
+
+            task = asyncio.create_task(up())
+            while chunk := await data.read():
+                writer.write(chunk)
+                await writer.drain()
+            writer.close()
+            await task
+
+        listener = await asyncio.start_server(forward, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            async with session:
+                for _ in range(2):  # two connections through one session
+                    r, w = await asyncio.open_connection("127.0.0.1", port)
+                    w.write(b"GET /big HTTP/1.0\r\n\r\n")
+                    body = _http_body(await r.read())
+                    w.close()
+                    assert len(body) == 10 * 1024 * 1024
+                    assert hashlib.sha256(body).hexdigest() == web
+        finally:
+            listener.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
 
 
 def _daemon_sockets(pid: int) -> int:

@@ -440,6 +440,18 @@ def test_spdy_client_vanishing_cancels_the_exec() -> None:
     assert serve(t).cancelled == 1
 
 
+def test_spdy_idle_timeout_closes_the_session() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        session, _ = await spdy_connect(server, server.url(ExecRequest("c1", ("hang",))), ["v4.channel.k8s.io"])
+        await session.open_stream({"streamType": "error"})
+        await session.open_stream({"streamType": "stdout"})
+        await session.open_stream({"streamType": "stderr"})
+        await asyncio.wait_for(session.wait_closed(), 10)
+        assert session.lost is not None
+        await session.aclose()
+    assert serve(t, idle_timeout=0.3).cancelled == 1
+
+
 def test_spdy_portforward_echo_and_refused_port() -> None:
     async def t(server: StreamServer, rt: EchoRuntime) -> None:
         url = server.url(PortForwardRequest("pod", (rt.echo_port, 1)))

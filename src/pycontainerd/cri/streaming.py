@@ -100,7 +100,6 @@ class CriStreamRuntime:
     def __init__(self, containers: Containers, pods: Sandboxes) -> None:
         self.containers = containers
         self.pods = pods
-        self.live_execs: set[str] = set()  # exec ids with a process or FIFOs (tests read it)
 
     async def _running(self, cid: str) -> str:
         c = await self.containers.get(cid)
@@ -116,7 +115,6 @@ class CriStreamRuntime:
         exec_id = "exec-" + secrets.token_hex(16)
         d = self.containers.io_dir(c.id) / exec_id
         tasks = self.containers.tasks
-        self.live_execs.add(exec_id)
         fds: list[int] = []
         keep: list[int] = []
         helpers: list[asyncio.Task[Any]] = []
@@ -196,7 +194,6 @@ class CriStreamRuntime:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             await asyncio.to_thread(shutil.rmtree, d, True)
-            self.live_execs.discard(exec_id)
 
     # -- attach -----------------------------------------------------------------------------------
     async def attach(self, request: AttachRequest, io: StreamIO) -> None:
