@@ -224,6 +224,13 @@ class Containers:
     async def get(self, cid: str) -> CriContainer:
         if not cid:
             raise errdefs.InvalidArgument("container id must not be empty")
+        # a full id: one record, not a listing with every container's task state
+        with contextlib.suppress(errdefs.NotFound):
+            rec = await self.store.get(NAMESPACE, cid)
+            if rec.labels.get(KIND_LABEL) == KIND_CONTAINER:
+                exact = await self._of(rec)
+                if exact is not None:
+                    return exact
         found = [c for c in await self.list() if c.id.startswith(cid)]
         exact = [c for c in found if c.id == cid]
         if exact:
