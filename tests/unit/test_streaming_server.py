@@ -477,3 +477,46 @@ def test_spdy_portforward_echo_and_refused_port() -> None:
             await session.open_stream({"streamType": "data", "port": "1", "requestID": "1"})
             assert b"connection refused" in await read_all(error)
     serve(t)
+
+
+def test_ws_portforward_without_a_port_is_closed_with_policy_violation() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        url = server.url(PortForwardRequest("pod")).replace("http", "ws", 1)
+        async with websockets.connect(url, subprotocols=["v4.channel.k8s.io"]) as ws:  # type: ignore[list-item]
+            with pytest.raises(websockets.ConnectionClosed) as exc:
+                await ws.recv()
+        assert exc.value.rcvd is not None and exc.value.rcvd.code == 1008
+    serve(t)
+
+
+def test_cri_config_maps_to_the_server() -> None:
+    from pycontainerd.config.model import CRIConfig, X509KeyPairStreaming
+    from pycontainerd.cri.plugin import stream_server_config
+
+    cfg = stream_server_config(CRIConfig())
+    assert (cfg.address, cfg.port, cfg.tls, cfg.idle_timeout) == ("127.0.0.1", 0, False, 4 * 3600.0)
+    cfg = stream_server_config(CRIConfig(stream_server_address="::1", stream_server_port="10010",
+                                         enable_tls_streaming=True, stream_idle_timeout=30.0,
+                                         x509_key_pair_streaming=X509KeyPairStreaming("/c.pem", "/k.pem")))
+    assert (cfg.address, cfg.port, cfg.tls, cfg.cert_file, cfg.key_file, cfg.idle_timeout) == (
+        "::1", 10010, True, "/c.pem", "/k.pem", 30.0)
+    for bad in ("http", "70000", "-1"):
+        with pytest.raises(errdefs.InvalidArgument):
+            stream_server_config(CRIConfig(stream_server_port=bad))
+
+
+def test_tls_needs_both_files_or_neither() -> None:
+    from pycontainerd.streaming.tls import server_context
+
+    with pytest.raises(errdefs.InvalidArgument):
+        server_context("/some/cert.pem", "", "127.0.0.1")
+    with pytest.raises(errdefs.InvalidArgument):
+        server_context("/no/such/cert.pem", "/no/such/key.pem", "127.0.0.1")
+
+
+def test_ipv6_listener_url() -> None:
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        assert server.url(ExecRequest("c", ("x",))).startswith(f"http://[::1]:{server.port}/exec/")
+        out, _ = await ws_exec(server.url(ExecRequest("c1", ("x", "0"))), "v5.channel.k8s.io", close_stdin=False)
+        assert json.loads(out[3])["status"] == "Success"
+    serve(t, address="::1")

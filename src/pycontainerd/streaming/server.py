@@ -299,14 +299,17 @@ class StreamServer:
             if isinstance(request, PortForwardRequest):
                 try:
                     ports = [int(p) for p in parse_qs(query).get("port", [])] or list(request.ports)
-                    if any(not 0 < p < 65536 for p in ports):
-                        raise ValueError("port out of range")
+                    if not ports or any(not 0 < p < 65536 for p in ports):
+                        raise ValueError(f"{ports or 'none'}")
                 except ValueError as exc:
-                    await chans.close(1008, f"bad port: {exc}")
+                    await chans.close(1008, f"bad or missing port query parameter: {exc}"[:120])
                     return
                 await wsmod.serve_portforward(chans, self.runtime, request, ports)
             else:
                 await wsmod.serve_command(chans, protocol, self.runtime, request)
+        except errdefs.ContainerdError as exc:  # upgraded already: no HTTP answer any more
+            log.debug("websocket session failed: %s", exc)
+            await chans.close(1011, str(exc)[:120])
         finally:
             watch.cancel()
 
@@ -328,6 +331,8 @@ class StreamServer:
             else:
                 await spdyserve.serve_command(session, protocol, self.runtime, request, activity,
                                               self.config.stream_creation_timeout)
+        except errdefs.ContainerdError as exc:  # upgraded already: no HTTP answer any more
+            log.debug("spdy session failed: %s", exc)
         finally:
             watch.cancel()
             await session.aclose()

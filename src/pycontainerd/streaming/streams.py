@@ -124,7 +124,7 @@ async def run_command(runtime: StreamRuntime, request: ExecRequest | AttachReque
         else:
             await runtime.attach(request, io)
             status = rc.encode_status(protocol, 0)
-    except errdefs.ContainerdError as exc:
+    except (errdefs.ContainerdError, OSError) as exc:  # the process could not run (or the client is gone)
         status = rc.encode_status(protocol, 0, str(exc))
     if status:
         await report(status)

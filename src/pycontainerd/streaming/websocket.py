@@ -221,8 +221,6 @@ async def serve_command(conn: WebSocketChannels, protocol: str, runtime: StreamR
 
 async def serve_portforward(conn: WebSocketChannels, runtime: StreamRuntime, request: PortForwardRequest,
                             ports: Sequence[int]) -> None:
-    if not ports:
-        raise errdefs.InvalidArgument('query parameter "port" is required')
     for i in range(len(ports)):
         conn.inbound[2 * i] = Pipe()
     reader = asyncio.create_task(conn.pump(), name="ws-read")
