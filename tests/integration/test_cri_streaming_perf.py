@@ -19,6 +19,7 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -37,14 +38,14 @@ SAMPLES = 30
 OVERHEAD_FLOOR = 0.015  # s: below this, noise on a loaded 2-core machine
 
 
-async def _exec_sync(stub: pb_grpc.RuntimeServiceStub, cid: str) -> float:
+async def _exec_sync(stub: Any, cid: str) -> float:
     t0 = time.perf_counter()
     resp = await stub.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=30), timeout=30)
     assert resp.exit_code == 0
     return time.perf_counter() - t0
 
 
-async def _round_trip(stub: pb_grpc.RuntimeServiceStub, cid: str) -> float:
+async def _round_trip(stub: Any, cid: str) -> float:
     t0 = time.perf_counter()
     resp = await stub.Exec(pb.ExecRequest(container_id=cid, cmd=["true"], stdout=True, stderr=True), timeout=30)
     u = urllib.parse.urlsplit(resp.url)
@@ -99,7 +100,7 @@ def test_exec_round_trip_vs_containerd(boxes: dict[str, tuple[Engine, str]]) -> 
                     times[f"{name} ExecSync"].append(await _exec_sync(stubs[name], boxes[name][1]))
         finally:
             for ch in channels.values():
-                await ch.close()
+                await ch.close(None)
         return times
 
     times = asyncio.run(main())

@@ -228,9 +228,9 @@ class Containers:
         with contextlib.suppress(errdefs.NotFound):
             rec = await self.store.get(NAMESPACE, cid)
             if rec.labels.get(KIND_LABEL) == KIND_CONTAINER:
-                exact = await self._of(rec)
-                if exact is not None:
-                    return exact
+                one = await self._of(rec)
+                if one is not None:
+                    return one
         found = [c for c in await self.list() if c.id.startswith(cid)]
         exact = [c for c in found if c.id == cid]
         if exact:
