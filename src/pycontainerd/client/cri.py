@@ -216,6 +216,24 @@ class CriClient:
         req = api_pb2.ExecSyncRequest(container_id=container_id, cmd=list(cmd), timeout=timeout)
         return await self._rt(self.runtime.ExecSync, req, f"exec in container {container_id}", no_deadline=True)
 
+    async def exec(self, container_id: str, cmd: Iterable[str], *, tty: bool = False, stdin: bool = False,
+                   stdout: bool = True, stderr: bool = True) -> str:
+        """Prepare a streaming exec; returns the streaming server's URL (see ``client.streaming``)."""
+        req = api_pb2.ExecRequest(container_id=container_id, cmd=list(cmd), tty=tty, stdin=stdin,
+                                  stdout=stdout, stderr=stderr)
+        return (await self._rt(self.runtime.Exec, req, f"exec in container {container_id}")).url
+
+    async def attach(self, container_id: str, *, tty: bool = False, stdin: bool = False,
+                     stdout: bool = True, stderr: bool = True) -> str:
+        """Prepare an attach to a container's process; returns the streaming server's URL."""
+        req = api_pb2.AttachRequest(container_id=container_id, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)
+        return (await self._rt(self.runtime.Attach, req, f"attach to container {container_id}")).url
+
+    async def port_forward(self, pod_id: str, ports: Iterable[int] = ()) -> str:
+        """Prepare a port-forward into a pod's network namespace; returns the streaming server's URL."""
+        req = api_pb2.PortForwardRequest(pod_sandbox_id=pod_id, port=list(ports))
+        return (await self._rt(self.runtime.PortForward, req, f"port-forward to pod {pod_id}")).url
+
     async def container_stats(self, container_id: str) -> api_pb2.ContainerStats:
         req = api_pb2.ContainerStatsRequest(container_id=container_id)
         resp = await self._rt(self.runtime.ContainerStats, req, f"container stats {container_id}")

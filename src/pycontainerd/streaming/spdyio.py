@@ -52,11 +52,21 @@ class SpdyStream:
     def was_reset(self) -> bool:
         return self._reset is not None
 
+    @property
+    def reset_status(self) -> int | None:
+        """The RST_STREAM status (ours or the peer's), None if the stream was not reset."""
+        return self._reset
+
     async def read(self) -> bytes:
-        """Next chunk of data; b"" once the peer half-closed.  Raises ``Unavailable`` if reset or lost."""
+        """Next chunk of data; b"" once the peer half-closed or reset the stream.
+
+        A reset reads as the end, as in moby spdystream (kubelet resets every stream when an
+        exec ends, right after the last data): check ``reset_status`` to tell them apart.
+        Raises ``Unavailable`` if the connection was lost.
+        """
         while not self._chunks:
             if self._reset is not None:
-                raise errdefs.Unavailable(f"spdy stream {self.stream_id} was reset (status {self._reset})")
+                return b""
             if self._ended:
                 self._session._maybe_done(self)
                 return b""

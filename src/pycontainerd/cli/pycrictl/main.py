@@ -17,7 +17,7 @@ from ...client.cri import DEFAULT_ENDPOINT, CriClient
 from ..common import EXIT_USAGE, completion_script, did_you_mean, error_line, go_duration, run_command
 
 # command-group modules, each with register(subparsers); each command's func(args, client)
-GROUPS = ["version", "images", "pods", "containers", "logs", "exec", "stats"]
+GROUPS = ["version", "images", "pods", "containers", "logs", "exec", "attach", "portforward", "stats"]
 
 
 def build_parser() -> argparse.ArgumentParser:
