@@ -212,20 +212,24 @@ def _dial_in(path: str, port: int, timeout: float) -> socket.socket:
             if target >= 0:
                 _setns(target)
             try:
-                last: OSError | None = None
-                for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+                errors: list[str] = []
+                first: OSError | None = None
+                for family, host, name in ((socket.AF_INET, "127.0.0.1", "tcp4 127.0.0.1"),
+                                           (socket.AF_INET6, "::1", "tcp6 [::1]")):
                     s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
                     try:
                         s.settimeout(timeout)
                         s.connect((host, port))
                     except OSError as exc:
                         s.close()
-                        last = last or exc
+                        first = first or exc
+                        # Go's wording, as containerd reports it
+                        errors.append(f"dial {name}:{port}: connect: {(exc.strerror or str(exc)).lower()}")
                         continue
                     s.setblocking(False)
                     return s
-                assert last is not None
-                raise last
+                assert first is not None
+                raise OSError(first.errno, f"IPv4: {errors[0]} IPv6: {errors[1]}")
             finally:
                 if target >= 0:
                     _setns(own)  # if this fails the thread dies with the error: it is never reused
@@ -272,7 +276,7 @@ async def dial(path: str, port: int, connect_timeout: float = DIAL_TIMEOUT) -> s
         return await fut
     except OSError as exc:
         if exc.errno in (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH):
-            where = path or "of the host"
-            raise errdefs.Unavailable(f"failed to connect to localhost:{port} inside namespace {where}: "
+            where = repr(path) if path else "of the host"
+            raise errdefs.Unavailable(f"failed to connect to localhost:{port} inside namespace {where}, "
                                       f"{exc.strerror or exc}") from exc
         raise errdefs.from_oserror(exc, f"connect to localhost:{port} inside namespace {path}") from exc
