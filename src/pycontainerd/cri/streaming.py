@@ -101,12 +101,6 @@ class CriStreamRuntime:
         self.containers = containers
         self.pods = pods
 
-    async def _running(self, cid: str) -> str:
-        c = await self.containers.get(cid)
-        if c.state != pb.CONTAINER_RUNNING:
-            raise errdefs.FailedPrecondition(f"container {c.id} is in {pb.ContainerState.Name(c.state)} state")
-        return c.id
-
     # -- exec -------------------------------------------------------------------------------------
     async def exec(self, request: ExecRequest, io: StreamIO) -> int:
         c = await self.containers.get(request.container_id)
@@ -118,7 +112,7 @@ class CriStreamRuntime:
         fds: list[int] = []
         keep: list[int] = []
         helpers: list[asyncio.Task[Any]] = []
-        created = exited = False
+        created = started = exited = False
         try:
             await asyncio.to_thread(private_dir, d)
             paths = {name: str(d / name) for name, want in (("stdin", io.stdin), ("stdout", io.stdout),
@@ -148,6 +142,7 @@ class CriStreamRuntime:
             wait = asyncio.create_task(tasks.wait(NAMESPACE, c.id, exec_id), name=f"exec-wait-{exec_id}")
             helpers.append(wait)
             await tasks.start_process(NAMESPACE, c.id, exec_id)
+            started = True
             for fd in keep:  # the shim holds the write ends now: EOF comes when the process is gone
                 os.close(fd)
             keep.clear()
@@ -166,7 +161,8 @@ class CriStreamRuntime:
         finally:
             for t in helpers:
                 t.cancel()
-            await asyncio.shield(self._exec_cleanup(c.id, exec_id, d, created, exited, helpers, fds + keep))
+            await asyncio.shield(self._exec_cleanup(c.id, exec_id, d, created, started and not exited, helpers,
+                                                    fds + keep))
 
     async def _copy_in(self, source: InStream, fd: int, fds: list[int], cid: str, exec_id: str) -> None:
         while data := await source.read():
@@ -176,13 +172,13 @@ class CriStreamRuntime:
         with contextlib.suppress(errdefs.ContainerdError):
             await self.containers.tasks.close_io(NAMESPACE, cid, exec_id)
 
-    async def _exec_cleanup(self, cid: str, exec_id: str, d: Path, created: bool, exited: bool,
+    async def _exec_cleanup(self, cid: str, exec_id: str, d: Path, created: bool, running: bool,
                             helpers: list[asyncio.Task[Any]], fds: list[int]) -> None:
         tasks = self.containers.tasks
         await asyncio.gather(*helpers, return_exceptions=True)
         try:
             if created:
-                if not exited:
+                if running:  # the client went away (or the daemon stops): the process goes too
                     with contextlib.suppress(errdefs.ContainerdError):
                         await tasks.kill(NAMESPACE, cid, signal.SIGKILL, exec_id=exec_id)
                     with contextlib.suppress(errdefs.ContainerdError, TimeoutError):
