@@ -338,3 +338,23 @@ def test_20_concurrent_execs_one_client_vanishing_leaks_nothing(ours: Engine, bo
                 and _daemon_sockets(d.pid) <= sockets)
 
     wait_for(clean, 20, "no exec process, FIFO or socket left", interval=0.1)
+
+
+def test_attach_after_a_daemon_restart(ours: Engine, pod: tuple[str, Path], busybox: str, tmp_path: Path) -> None:
+    """The restarted daemon reopens the container's output FIFOs: attach sees what it prints next.
+
+    (Not stdin: the shim closes a container's stdin when the daemon's write end goes away, so a
+    container that reads stdin sees EOF at a daemon restart.)"""
+    cid = start_container(ours, pod, busybox, tmp_path, "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done",
+                          "ticker", tty=True)
+    ours.restart()
+    url = url_of(ours, "Attach", pb.AttachRequest(container_id=cid, stdout=True, tty=True))
+    with ws(url) as c:
+        got = b""
+        deadline = time.monotonic() + 20
+        while got.count(b"tick-") < 3 and time.monotonic() < deadline:
+            msg = c.recv(timeout=deadline - time.monotonic())
+            assert isinstance(msg, bytes)
+            if msg[0] == 1:
+                got += msg[1:]
+        assert got.count(b"tick-") >= 3, got
