@@ -520,3 +520,55 @@ def test_ipv6_listener_url() -> None:
         out, _ = await ws_exec(server.url(ExecRequest("c1", ("x", "0"))), "v5.channel.k8s.io", close_stdin=False)
         assert json.loads(out[3])["status"] == "Success"
     serve(t, address="::1")
+
+
+def _masked_frame(payload: bytes, opcode: int = 2) -> bytes:
+    """One client WebSocket frame (RFC 6455: FIN, masked), built by hand."""
+    import os
+
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_ws_client_that_does_not_wait_for_the_101() -> None:
+    """Stream bytes sent right behind the request head (more than one read's worth) keep their order."""
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        url = server.url(ExecRequest("c1", ("cat", "0"), stdin=True, stderr=False))
+        path = url.split(str(server.port), 1)[1]
+        data = bytes(range(256)) * 600  # 150 KiB of stdin
+        pipelined = (f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n").encode()
+        pipelined += b"".join(_masked_frame(b"\x00" + data[i:i + 20000]) for i in range(0, len(data), 20000))
+        pipelined += _masked_frame(b"\xff\x00")
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(pipelined)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        from wsproto.frame_protocol import FrameProtocol, Opcode
+
+        frames = FrameProtocol(client=True, extensions=[])
+        out, message, closed = b"", b"", False
+        while not closed and (chunk := await reader.read(65536)):
+            frames.receive_bytes(chunk)
+            for frame in frames.received_frames():  # pieces of frames, as they arrive
+                if frame.opcode is Opcode.CLOSE:
+                    closed = True
+                    break
+                message += bytes(frame.payload)
+                if frame.message_finished:
+                    if message[:1] == b"\x01":
+                        out += message[1:]
+                    message = b""
+        writer.close()
+        assert out == data.upper()
+    serve(t)

@@ -177,8 +177,6 @@ class StreamServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_head)
         try:
             try:
-                # asyncio.timeout, not wait_for: no task switch between the last read and
-                # _route, so the bytes that followed the head go back in front of the reader
                 async with asyncio.timeout(self.config.head_timeout):
                     req, trailing = await self._read_head(reader, conn)
                 await self._route(req, trailing, reader, writer, conn)
@@ -187,7 +185,7 @@ class StreamServer:
             except errdefs.ContainerdError as exc:
                 await self._respond(reader, writer, conn, 500, str(exc))
         except (ConnectionError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            log.debug("streaming connection ended: %r", exc, exc_info=True)
+            log.debug("streaming connection ended: %r", exc)
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -267,7 +265,7 @@ class StreamServer:
             raise HttpError(404, "404 page not found")
         activity = Activity()
         if trailing:
-            reader.feed_data(trailing)  # what the client sent right after the head, back in front
+            _unread(reader, trailing)  # what the client sent right after the head
         if _is_upgrade(req, "websocket"):
             await self._websocket(req, query, request, reader, writer, activity)
         elif _is_upgrade(req, rc.SPDY_UPGRADE.lower()):
@@ -336,6 +334,20 @@ class StreamServer:
         finally:
             watch.cancel()
             await session.aclose()
+
+
+def _unread(reader: asyncio.StreamReader, data: bytes) -> None:
+    """Put bytes h11 read past the request head back in front of the reader's buffer.
+
+    StreamReader has no public unread; ``feed_data`` would append them after whatever else
+    is buffered already (a client that did not wait for the 101).  Its buffer is a bytearray
+    in every CPython 3.11+; anything else falls back to appending.
+    """
+    buf = getattr(reader, "_buffer", None)
+    if isinstance(buf, bytearray):
+        buf[:0] = data
+    else:  # pragma: no cover - another StreamReader implementation
+        reader.feed_data(data)
 
 
 def _outward_address() -> str:
