@@ -564,6 +564,7 @@ def test_ws_client_that_does_not_wait_for_the_101() -> None:
                 if frame.opcode is Opcode.CLOSE:
                     closed = True
                     break
+                assert isinstance(frame.payload, bytes | bytearray)
                 message += bytes(frame.payload)
                 if frame.message_finished:
                     if message[:1] == b"\x01":
