@@ -21,14 +21,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
+from pycontainerd.api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.streaming.spdyio import SpdySession
+from tests.fixtures.containerd import CriOptions, cri_config
 from tests.fixtures.procs import wait_for
 
+from .daemon import running_daemon
 from .test_cri_pods import Engine, busybox, container_config, ours, pod_config, setup  # noqa: F401 - the fixtures
 
 pytestmark = pytest.mark.root
@@ -358,3 +362,24 @@ def test_attach_after_a_daemon_restart(ours: Engine, pod: tuple[str, Path], busy
             if msg[0] == 1:
                 got += msg[1:]
         assert got.count(b"tick-") >= 3, got
+
+
+def test_a_streaming_port_in_use_leaves_the_rest_of_the_cri_serving(tmp_path: Path) -> None:
+    """containerd fails its CRI plugin then; we keep it and Exec/Attach/PortForward say why."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        config = "version = 2\n" + cri_config(tmp_path, CriOptions(sandbox_image="x/pause:1").resolved(), "overlayfs")
+        config = config.replace('stream_server_port = "0"', f'stream_server_port = "{port}"')
+        with running_daemon(config) as d, grpc.insecure_channel(f"unix:{d.address}") as ch:
+            rt = pb_grpc.RuntimeServiceStub(ch)
+            assert rt.Version(pb.VersionRequest(), timeout=30).runtime_name == "pycontainerd"
+            with pytest.raises(grpc.RpcError) as exc:
+                rt.Exec(pb.ExecRequest(container_id="x", cmd=["true"], stdout=True), timeout=30)
+            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "streaming server did not start" in str(exc.value.details())
+            assert f"127.0.0.1:{port}" in str(exc.value.details())
+    finally:
+        taken.close()

@@ -8,6 +8,7 @@ daemon's ``CRIConfig`` (``[plugins."io.containerd.grpc.v1.cri"]`` or the version
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import grpc
@@ -27,6 +28,8 @@ from .imagestore import NAMESPACE, CriImageStore, registry_settings, snapshotter
 from .runtime import RuntimeService, RuntimeState
 from .sandbox import Sandboxes
 from .streaming import CriStreamRuntime
+
+log = logging.getLogger("pycontainerd.cri")
 
 
 class CriPlugin:
@@ -62,8 +65,15 @@ class CriPlugin:
         self.image_service.add_to_server(server)
 
     async def start(self) -> None:
-        if self.stream_server is not None:
+        if self.stream_server is None:
+            return
+        try:
             await self.stream_server.start()
+        except errdefs.ContainerdError as exc:
+            # the rest of the CRI still serves; Exec/Attach/PortForward say why they cannot
+            log.error("CRI streaming server not started: %s", exc)
+            self.stream_server = None
+            self.runtime_service.disable_streaming(str(exc))
 
     async def close(self) -> None:
         if self.stream_server is not None:

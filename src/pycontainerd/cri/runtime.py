@@ -100,6 +100,7 @@ class RuntimeService:
         self._pods = pods
         self._containers = containers
         self._stream_server = stream_server
+        self._no_streaming = "the CRI plugin has no streaming server (no task manager)"
         self.events = ContainerEventHub()
         if containers is not None:
             containers.on_event = self._container_event
@@ -266,20 +267,27 @@ class RuntimeService:
     @property
     def stream_server(self) -> StreamServer:
         if self._stream_server is None:
-            raise errdefs.Unimplemented("streaming is not served: the CRI plugin has no streaming server")
+            raise errdefs.Unavailable(f"streaming is not served: {self._no_streaming}")
         return self._stream_server
 
+    def disable_streaming(self, why: str) -> None:
+        self._stream_server = None
+        self._no_streaming = f"the CRI streaming server did not start: {why}"
+
     async def Exec(self, request: pb.ExecRequest, context: Any) -> pb.ExecResponse:
+        server = self.stream_server
         req = await streaming.exec_request(self.containers, request)
-        return pb.ExecResponse(url=self.stream_server.url(req))
+        return pb.ExecResponse(url=server.url(req))
 
     async def Attach(self, request: pb.AttachRequest, context: Any) -> pb.AttachResponse:
+        server = self.stream_server
         req = await streaming.attach_request(self.containers, request)
-        return pb.AttachResponse(url=self.stream_server.url(req))
+        return pb.AttachResponse(url=server.url(req))
 
     async def PortForward(self, request: pb.PortForwardRequest, context: Any) -> pb.PortForwardResponse:
+        server = self.stream_server
         pod_id, ports = await streaming.port_forward_ports(self.pods, request)
-        return pb.PortForwardResponse(url=self.stream_server.url(PortForwardRequest(pod_id, ports)))
+        return pb.PortForwardResponse(url=server.url(PortForwardRequest(pod_id, ports)))
 
     async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest, context: Any
                                  ) -> pb.ReopenContainerLogResponse:
