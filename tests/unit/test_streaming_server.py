@@ -573,3 +573,19 @@ def test_ws_client_that_does_not_wait_for_the_101() -> None:
         writer.close()
         assert out == data.upper()
     serve(t)
+
+
+def test_tls_with_a_configured_key_pair(tmp_path: Any) -> None:
+    from pycontainerd.streaming.tls import self_signed
+
+    cert, key = self_signed(["127.0.0.1"])
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+
+    async def t(server: StreamServer, rt: EchoRuntime) -> None:
+        assert server.certificate is None  # nothing generated
+        url = server.url(ExecRequest("c1", ("x", "0"))).replace("https", "wss", 1)
+        out, _ = await ws_exec(url, "v5.channel.k8s.io", ssl=ssl.create_default_context(cadata=cert.decode()),
+                               close_stdin=False)
+        assert json.loads(out[3])["status"] == "Success"
+    serve(t, tls=True, cert_file=str(tmp_path / "cert.pem"), key_file=str(tmp_path / "key.pem"))
