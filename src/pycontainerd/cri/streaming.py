@@ -133,6 +133,14 @@ class CriStreamRuntime:
             proc["terminal"] = io.tty
             if io.tty and not any(str(e).startswith("TERM=") for e in proc.get("env") or []):
                 proc["env"] = [*(proc.get("env") or []), "TERM=xterm"]
+            if io.tty and io.resize is not None:
+                # the client's first size usually arrived with its streams: runc makes the pty
+                # that size (a resize after start would race the process's first output)
+                size = None
+                while not io.resize.empty():
+                    size = io.resize.get_nowait()
+                if size is not None and size.width > 0 and size.height > 0:
+                    proc["consoleSize"] = {"height": size.height, "width": size.width}
             await tasks.exec(NAMESPACE, c.id, exec_id, proc, TaskIO(
                 stdin=paths.get("stdin", ""), stdout=paths.get("stdout", ""), stderr=paths.get("stderr", ""),
                 terminal=io.tty))
