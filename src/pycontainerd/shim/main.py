@@ -111,18 +111,14 @@ def start_v2(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def launcher_main() -> int:
-    import gc
-
     control = socket.socket(fileno=0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims that exit are reaped by the kernel
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # the runtime v2 shim's modules (protobuf, task.v2): imported once here, shared by every fork
     from pycontainerd.shim import taskv2, ttrpc_loop, v2main  # noqa: F401
-    from pycontainerd.shim.warmup import warm_up
+    from pycontainerd.shim.warmup import prepare_memory
 
-    warm_up()
-    gc.collect()
-    gc.freeze()  # keep the collector off the shared pages in every forked shim
+    prepare_memory()
     decoder = protocol.Decoder()
     while True:
         try:
