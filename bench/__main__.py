@@ -17,21 +17,22 @@ from functools import partial
 from pathlib import Path
 
 from tests.fixtures import images
+from tests.fixtures.containerd import CriOptions
 from tests.fixtures.procs import remove_tree
 from tests.fixtures.registry import running_registry
 
 from . import quiesce, report
 from .targets import ContainerdTarget, ExternalTarget, OursTarget, Target
-from .workloads import DEFAULT_RUNS, TITLES, Bench, Images
+from .workloads import DEFAULT_RUNS, TITLES, Bench, Images, cri_exec_workload
 
-ALL = ["W1", "W2", "W3", "W4", "W5", "W6", "W7"]
+ALL = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 epilog="Workloads: " + "; ".join(f"{k} {v}" for k, v in TITLES.items()))
-    p.add_argument("--workloads", default=",".join(ALL), help="comma-separated subset of W1..W7 (default: all)")
+    p.add_argument("--workloads", default=",".join(ALL), help="comma-separated subset of W1..W8 (default: all)")
     p.add_argument("--runs", default=None,
                    help="runs per workload: N for all, or e.g. W3=20,W4=20,3 (W5 and W6 at least 3; default: "
                    + ", ".join(f"{k}={v}" for k, v in DEFAULT_RUNS.items()) + ")")
@@ -122,6 +123,24 @@ def w6_idle_start(bench: Bench, args: argparse.Namespace, log: Callable[[str], N
             if xs and xs[-1].value is not None))
 
 
+def w8_cri_exec(bench: Bench, args: argparse.Namespace, pause_ref: str, log: Callable[[str], None]) -> None:
+    """W8 on a pair of daemons started with the CRI plugin for it (the others run without)."""
+    if args.ours_socket or args.containerd_socket:
+        log("  W8: needs daemons started here with the CRI plugin: skipped with --*-socket")
+        return
+    cri = CriOptions(sandbox_image=pause_ref, insecure_registries=[pause_ref.split("/", 1)[0]])
+    fresh: list[Target] = []
+    if "ours" in args.targets:
+        fresh.append(OursTarget(cri=cri))
+    if "containerd" in args.targets:
+        fresh.append(ContainerdTarget(cri=cri))
+    with contextlib.ExitStack() as stack:
+        live = [stack.enter_context(started(t)) for t in fresh]
+        side = Bench(live, bench.imgs, bench.workdir, args.runs, log)
+        side.metrics = bench.metrics
+        cri_exec_workload(side, bench.imgs.busybox_ref, bench.workdir)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
@@ -167,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
             images.push_to_registry(big, reg.url, "bench/big", "latest")
             imgs = Images(reg.ref("bench/busybox"), reg.ref("bench/big"), big, busybox)
             log(f"  registry {reg.url} serving {imgs.busybox_ref} and {imgs.big_ref}")
+            pause_ref = ""
+            if "W8" in args.workloads:  # the CRI sandbox image: busybox sleeping
+                pause = images.build_busybox_image(workdir / "pause", name="docker.io/library/pycd-pause:1",
+                                                   cmd=["sleep", "2147483647"])
+                images.push_to_registry(pause, reg.url, "bench/pause", "1")
+                pause_ref = reg.ref("bench/pause", "1")
 
             targets: list[Target] = []
             if "ours" in args.targets:
@@ -189,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = time.perf_counter()
                     fn()
                     log(f"  ({time.perf_counter() - t0:.1f}s)")
+            if "W8" in wl:
+                log(f"W8: {TITLES['W8']}")
+                t0 = time.perf_counter()
+                w8_cri_exec(bench, args, pause_ref, log)
+                log(f"  ({time.perf_counter() - t0:.1f}s)")
             if "W6" in wl:
                 for t in bench.live():
                     bench.attempt([], t, partial(t.reset, keep_images=[]))

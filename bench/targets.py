@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.fixtures.containerd import Containerd
+from tests.fixtures.containerd import Containerd, CriOptions, cri_config
 from tests.fixtures.procs import (
     children_of,
     kill_pids,
@@ -183,12 +183,16 @@ class ExternalTarget(Target):
 class OursTarget(Target):
     """pycontainerd started as `.venv/bin/pycontainerd --root R --state S --address A --config C`."""
 
-    def __init__(self) -> None:
+    def __init__(self, cri: CriOptions | None = None) -> None:
         base = Path(tempfile.mkdtemp(prefix="pycd-bench-ours-", dir="/tmp"))
         super().__init__("ours", "pycontainerd", str(base / "pycd.sock"), "a", base)
         self.base: Path = base
         self.config = self.base / "config.toml"
-        self.config.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
+        if cri is None:
+            self.config.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
+        else:  # the CRI plugin as the tests run it (its CNI directory empty: host-network pods only)
+            (base / "net.d").mkdir()
+            self.config.write_text("version = 2\n" + cri_config(base, cri.resolved(), "overlayfs"))
         self.log = self.base / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -225,9 +229,9 @@ class OursTarget(Target):
 
 
 class ContainerdTarget(Target):
-    def __init__(self) -> None:
+    def __init__(self, cri: CriOptions | None = None) -> None:
         base = Path(tempfile.mkdtemp(prefix="pycd-bench-ctrd-", dir="/tmp"))
-        self.c = Containerd(base)
+        self.c = Containerd(base, cri=cri)
         super().__init__("containerd", "containerd", self.c.address, "b", base)
         self.base: Path = base
 

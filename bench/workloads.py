@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -71,7 +72,7 @@ class Images:
     busybox: images.BuiltImage
 
 
-DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30}
+DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30, "W8": 20}
 TITLES = {
     "W1": "fetch of the big image, content only, cold",
     "W2": "pull + unpack of the big image, cold",
@@ -80,7 +81,9 @@ TITLES = {
     "W5": "50 containers, started 10 at a time",
     "W6": "idle daemon memory (PSS)",
     "W7": "floor: runc run on a prepared bundle",
+    "W8": "crictl exec into a running CRI container (the streaming server)",
 }
+PYCRICTL = "pycrictl"  # beside the interpreter running the bench
 
 
 class Bench:
@@ -337,6 +340,52 @@ class Bench:
                 break
             m.samples.setdefault(FLOOR, []).append(Sample(i, dt))
         self.log("  W7: " + _summary(m))
+
+
+def cri_exec_workload(bench: Bench, busybox_ref: str, workdir: Path) -> None:
+    """W8 on `bench`'s targets, daemons started with the CRI plugin: a host-network pod holding
+    a busybox `sleep`, then `pycrictl exec CONTAINER true` timed (Exec RPC, the streaming URL,
+    SPDY/3.1 remotecommand v4: what `crictl exec` does, in the same client for both daemons)."""
+    m = bench.metric("W8", "cri_exec", "W8 crictl exec … true (streaming server)", "s",
+                     "pycrictl -r unix://{SOCK} exec {ID} true  (ID: a running `sleep` in a host-network pod)")
+    exe = str(Path(sys.executable).parent / PYCRICTL)
+    boxes: dict[str, str] = {}
+
+    def crictl(t: Target, *args: str) -> str:
+        r = subprocess.run([exe, "-r", f"unix://{t.address}", *args], capture_output=True, text=True, timeout=300,
+                           stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise CtrError(f"pycrictl {' '.join(args)} → exit {r.returncode}: {(r.stderr or r.stdout).strip()[-600:]}")
+        return r.stdout.strip()
+
+    for t in bench.live(m):
+        def setup(t: Target = t) -> None:
+            d = workdir / f"w8-{t.key}"
+            d.mkdir(exist_ok=True)
+            pod_cfg = d / "pod.json"
+            pod_cfg.write_text(json.dumps({
+                "metadata": {"name": f"w8-{t.key}", "namespace": "bench", "uid": f"w8-{t.key}", "attempt": 0},
+                "log_directory": str(d / "logs"),
+                "linux": {"security_context": {"namespace_options": {"network": 2}}}}))
+            ctr_cfg = d / "ctr.json"
+            ctr_cfg.write_text(json.dumps({"metadata": {"name": "sleeper"}, "image": {"image": busybox_ref},
+                                           "command": ["sleep", "1000000"], "log_path": "sleeper.log",
+                                           "linux": {}}))
+            pod = crictl(t, "runp", str(pod_cfg))
+            crictl(t, "pull", busybox_ref)
+            cid = crictl(t, "create", pod, str(ctr_cfg), str(pod_cfg))
+            crictl(t, "start", cid)
+            crictl(t, "exec", cid, "true")  # warm: the first exec pays for imports and caches
+            boxes[t.label] = cid
+        bench.attempt([m], t, setup)
+    for i, order in bench.alternate(bench.runs("W8"), m):
+        for t in order:
+            def one(t: Target = t) -> dict[str, Any]:
+                t0 = time.perf_counter()
+                crictl(t, "exec", boxes[t.label], "true")
+                return {m.key: time.perf_counter() - t0}
+            bench.sample([m], t, i, one)
+    bench.log("  W8: " + _summary(m))
 
 
 def prepare_bundle(img: images.BuiltImage, bundle: Path) -> None:

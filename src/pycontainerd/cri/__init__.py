@@ -23,7 +23,11 @@ an exit of the container's own is reported when the kubelet stops or removes it.
 ListMetricDescriptors/ListPodSandboxMetrics: cAdvisor-named memory gauges (pod cgroup and
 containers) and per-interface network counters of the pod.
 
-What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``): the
-streaming RPCs (Exec, Attach, PortForward: no streaming server yet),
+Exec, Attach and PortForward answer a URL of the daemon's streaming server
+(``pycontainerd.streaming``, started with the plugin; ``streaming.py`` here holds the RPCs'
+checks and the runtime side: exec processes, attach to the daemon-held stdio, dialling
+in the pod's network namespace).
+
+What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``):
 CheckpointContainer.
 """

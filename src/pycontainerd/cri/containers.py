@@ -174,6 +174,10 @@ class Containers:
     def io_dir(self, cid: str) -> Path:
         return self.state_dir / "containers" / cid
 
+    def logger(self, cid: str) -> FifoLogger | None:
+        """The daemon's reader of a running container's output (and holder of its stdin), if any."""
+        return self._loggers.get(cid)
+
     # -- reading ----------------------------------------------------------------------------------
     async def _of(self, c: Container) -> CriContainer | None:
         meta = ext_data(c, CONTAINER_EXT)
@@ -221,6 +225,13 @@ class Containers:
     async def get(self, cid: str) -> CriContainer:
         if not cid:
             raise errdefs.InvalidArgument("container id must not be empty")
+        # a full id: one record, not a listing with every container's task state
+        with contextlib.suppress(errdefs.NotFound):
+            rec = await self.store.get(NAMESPACE, cid)
+            if rec.labels.get(KIND_LABEL) == KIND_CONTAINER:
+                one = await self._of(rec)
+                if one is not None:
+                    return one
         found = [c for c in await self.list() if c.id.startswith(cid)]
         exact = [c for c in found if c.id == cid]
         if exact:
@@ -314,8 +325,10 @@ class Containers:
         proc["env"] = replace_or_append_env(replace_or_append_env(proc.get("env") or [], ic.get("Env") or []),
                                             [f"{kv.key}={kv.value}" for kv in cfg.envs])
         proc["cwd"] = cfg.working_dir or ic.get("WorkingDir") or "/"
-        if cfg.tty:
+        if cfg.tty:  # containerd's oci.WithTTY
             proc["terminal"] = True
+            if not any(e.startswith("TERM=") for e in proc["env"]):
+                proc["env"].append("TERM=xterm")
         sc = cfg.linux.security_context
         user = ""
         if sc.HasField("run_as_user"):
@@ -412,15 +425,14 @@ class Containers:
                 raise errdefs.FailedPrecondition(f"sandbox {sb.id} of container {c.id} is not ready")
             sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
             mounts = await sn.mounts(c.id)
-            logger = None
-            io = TaskIO()
+            # stdio through FIFOs the daemon reads (and, with stdin, holds): the CRI log and
+            # attached clients get the output; a terminal's output is logged as stdout
             log_path = str(c.meta.get("log_path") or "")
-            if log_path and not c.config.tty:
-                d = self.io_dir(c.id)
-                await asyncio.to_thread(private_dir, d)
-                logger = FifoLogger(d, log_path, self.max_log_line)
-                await logger.start()
-                io = TaskIO(stdout=logger.stdout, stderr=logger.stderr)
+            d = self.io_dir(c.id)
+            await asyncio.to_thread(private_dir, d)
+            logger = FifoLogger(d, log_path, self.max_log_line, tty=c.config.tty, stdin=c.config.stdin)
+            await logger.start()
+            io = TaskIO(stdin=logger.stdin, stdout=logger.stdout, stderr=logger.stderr, terminal=c.config.tty)
             try:
                 await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
                     RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts])
@@ -429,13 +441,11 @@ class Containers:
                 except BaseException:
                     await self._delete_task(c.id)
                     raise
-                if logger is not None:
-                    logger.release()
-                    self._loggers[c.id] = logger
+                logger.release()
+                self._loggers[c.id] = logger
             except BaseException as exc:
-                if logger is not None:
-                    await logger.close()
-                    self._loggers.pop(c.id, None)
+                await logger.close()
+                self._loggers.pop(c.id, None)
                 now = time.time_ns()
                 await self._update_meta(c.id, started_at=now, finished_at=now, exit_code=128,
                                         reason="StartError", message=str(exc))
@@ -563,9 +573,10 @@ class Containers:
         for c in await self.list():
             log_path = str(c.meta.get("log_path") or "")
             d = self.io_dir(c.id)
-            if c.state != pb.CONTAINER_RUNNING or not log_path or c.id in self._loggers or not d.is_dir():
+            if c.state != pb.CONTAINER_RUNNING or c.id in self._loggers or not (d / "stdout").exists():
                 continue
-            logger = FifoLogger(d, log_path, self.max_log_line)
+            stdin = c.config.stdin and (d / "stdin").exists()  # gone: closed for good (stdin_once)
+            logger = FifoLogger(d, log_path, self.max_log_line, tty=c.config.tty, stdin=stdin)
             try:
                 await logger.start()
             except OSError as exc:

@@ -22,6 +22,9 @@ from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from ..cni import PodNetworking
 from ..services.common import add_servicer
+from ..streaming.runtime import PortForwardRequest
+from ..streaming.server import StreamServer
+from . import streaming
 from .containers import Containers
 from .events import ContainerEventHub
 from .imagestore import NAMESPACE
@@ -91,11 +94,13 @@ class RuntimeState:
 class RuntimeService:
     """Not a subclass of the generated servicer: the methods it lacks are filled in by ``add_to_server``."""
 
-    def __init__(self, state: RuntimeState, pods: Sandboxes | None = None, containers: Containers | None = None
-                 ) -> None:
+    def __init__(self, state: RuntimeState, pods: Sandboxes | None = None, containers: Containers | None = None,
+                 stream_server: StreamServer | None = None) -> None:
         self.state = state
         self._pods = pods
         self._containers = containers
+        self._stream_server = stream_server
+        self._no_streaming = "the CRI plugin has no streaming server (no task manager)"
         self.events = ContainerEventHub()
         if containers is not None:
             containers.on_event = self._container_event
@@ -121,6 +126,8 @@ class RuntimeService:
         if request.verbose:
             info["config"] = json.dumps(config_json(self.state.config))
             info["podCIDR"] = json.dumps(self.state.pod_cidr)
+            if self._stream_server is not None and self._stream_server.port:
+                info["streamServer"] = json.dumps(self._stream_server.base_url)
         return pb.StatusResponse(status=status, info=info)
 
     async def UpdateRuntimeConfig(self, request: pb.UpdateRuntimeConfigRequest, context: Any
@@ -255,6 +262,32 @@ class RuntimeService:
         out, err, code = await self.containers.exec_sync(request.container_id, list(request.cmd),
                                                          int(request.timeout))
         return pb.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+    # -- streaming: the URL of the daemon's streaming server, with a one-time token -----------------
+    @property
+    def stream_server(self) -> StreamServer:
+        if self._stream_server is None:
+            raise errdefs.Unavailable(f"streaming is not served: {self._no_streaming}")
+        return self._stream_server
+
+    def disable_streaming(self, why: str) -> None:
+        self._stream_server = None
+        self._no_streaming = f"the CRI streaming server did not start: {why}"
+
+    async def Exec(self, request: pb.ExecRequest, context: Any) -> pb.ExecResponse:
+        server = self.stream_server
+        req = await streaming.exec_request(self.containers, request)
+        return pb.ExecResponse(url=server.url(req))
+
+    async def Attach(self, request: pb.AttachRequest, context: Any) -> pb.AttachResponse:
+        server = self.stream_server
+        req = await streaming.attach_request(self.containers, request)
+        return pb.AttachResponse(url=server.url(req))
+
+    async def PortForward(self, request: pb.PortForwardRequest, context: Any) -> pb.PortForwardResponse:
+        server = self.stream_server
+        pod_id, ports = await streaming.port_forward_ports(self.pods, request)
+        return pb.PortForwardResponse(url=server.url(PortForwardRequest(pod_id, ports)))
 
     async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest, context: Any
                                  ) -> pb.ReopenContainerLogResponse:
@@ -486,8 +519,8 @@ def unimplemented_methods(servicer: Any) -> list[str]:
 def _unimplemented(name: str) -> Any:
     method = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name[name]
     message = (f"runtime.v1.RuntimeService/{name} is not implemented by pycontainerd yet "
-               "(its CRI plugin serves images, pods, containers, ExecSync and container and pod stats; "
-               "streaming and checkpoints are not there yet)")
+               "(its CRI plugin serves images, pods, containers, ExecSync, streaming and container and pod stats; "
+               "checkpoints are not there yet)")
     if method.server_streaming:
         async def stream(request: Any, context: Any) -> Any:
             raise errdefs.Unimplemented(message)

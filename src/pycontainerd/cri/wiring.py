@@ -4,10 +4,12 @@ never loads the CRI's servicers, its generated API or CNI)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import grpc
 
+from .. import errdefs
 from ..cni import CNI
 from ..config import CRIConfig
 from ..events.exchange import Exchange
@@ -15,11 +17,15 @@ from ..fsmodes import private_dir
 from ..metadata.containers import ContainerStore
 from ..plugin import InitContext, SkipPlugin, types
 from ..runtime.task_manager import TaskManager
+from ..streaming.server import ServerConfig, StreamServer
 from .containers import Containers
 from .images import ImageService
 from .imagestore import NAMESPACE, CriImageStore, registry_settings, snapshotter_root
 from .runtime import RuntimeService, RuntimeState
 from .sandbox import Sandboxes
+from .streaming import CriStreamRuntime
+
+log = logging.getLogger("pycontainerd.cri")
 
 
 class CriPlugin:
@@ -42,13 +48,47 @@ class CriPlugin:
                 self.containers = Containers(pods=self.pods, images=images, containers=containers, tasks=tasks,
                                              state_dir=state_dir, max_log_line=config.max_container_log_line_size,
                                              exchange=exchange)
+        self.stream_server: StreamServer | None = None
+        if self.pods is not None and self.containers is not None:
+            self.stream_server = StreamServer(stream_server_config(config),
+                                              CriStreamRuntime(self.containers, self.pods))
         self.runtime_state = RuntimeState(config, cni)
         self.image_service = ImageService(images)
-        self.runtime_service = RuntimeService(self.runtime_state, self.pods, self.containers)
+        self.runtime_service = RuntimeService(self.runtime_state, self.pods, self.containers, self.stream_server)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         self.runtime_service.add_to_server(server)
         self.image_service.add_to_server(server)
+
+    async def start(self) -> None:
+        if self.stream_server is None:
+            return
+        try:
+            await self.stream_server.start()
+        except errdefs.ContainerdError as exc:
+            # the rest of the CRI still serves; Exec/Attach/PortForward say why they cannot
+            log.error("CRI streaming server not started: %s", exc)
+            self.stream_server = None
+            self.runtime_service.disable_streaming(str(exc))
+
+    async def close(self) -> None:
+        if self.stream_server is not None:
+            await self.stream_server.close()
+
+
+def stream_server_config(config: CRIConfig) -> ServerConfig:
+    """The CRI section's streaming options (containerd's names) as the server's config."""
+    try:
+        port = int(config.stream_server_port)
+    except ValueError:
+        raise errdefs.InvalidArgument(
+            f"stream_server_port {config.stream_server_port!r} is not a port number") from None
+    if not 0 <= port < 65536:
+        raise errdefs.InvalidArgument(f"stream_server_port {port} is out of range")
+    tls = config.x509_key_pair_streaming
+    return ServerConfig(address=config.stream_server_address, port=port, tls=config.enable_tls_streaming,
+                        cert_file=tls.tls_cert_file, key_file=tls.tls_key_file,
+                        idle_timeout=config.stream_idle_timeout)
 
 
 async def init(ctx: InitContext) -> CriPlugin:

@@ -26,7 +26,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import socket
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -186,3 +188,95 @@ async def remove(path: str | os.PathLike[str]) -> None:
 async def exists(path: str | os.PathLike[str]) -> bool:
     """True if ``path`` is a pinned network namespace (containerd's ``!Closed()``)."""
     return await asyncio.to_thread(_is_netns, os.fspath(path))
+
+
+# -- connecting to a port inside a namespace (CRI port-forward) ------------------------------------
+DIAL_TIMEOUT = 10.0
+
+
+def _setns(fd: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")
+
+
+def _dial_in(path: str, port: int, timeout: float) -> socket.socket:
+    """On a thread of its own: enter ``path``'s namespace, connect to localhost:port, come back."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC) if path else -1
+        try:
+            if target >= 0:
+                _setns(target)
+            try:
+                errors: list[str] = []
+                first: OSError | None = None
+                for family, host, name in ((socket.AF_INET, "127.0.0.1", "tcp4 127.0.0.1"),
+                                           (socket.AF_INET6, "::1", "tcp6 [::1]")):
+                    s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+                    try:
+                        s.settimeout(timeout)
+                        s.connect((host, port))
+                    except OSError as exc:
+                        s.close()
+                        first = first or exc
+                        # Go's wording, as containerd reports it
+                        errors.append(f"dial {name}:{port}: connect: {(exc.strerror or str(exc)).lower()}")
+                        continue
+                    s.setblocking(False)
+                    return s
+                assert first is not None
+                raise OSError(first.errno, f"IPv4: {errors[0]} IPv6: {errors[1]}")
+            finally:
+                if target >= 0:
+                    _setns(own)  # if this fails the thread dies with the error: it is never reused
+        finally:
+            if target >= 0:
+                os.close(target)
+    finally:
+        os.close(own)
+
+
+async def dial(path: str, port: int, connect_timeout: float = DIAL_TIMEOUT) -> socket.socket:
+    """A connected non-blocking TCP socket to 127.0.0.1:port (else [::1]:port) in namespace ``path``.
+
+    ``setns`` moves only the calling thread, so the connect runs on a fresh thread that does
+    nothing else and ends right after (never the loop's, never a pool's); the socket keeps
+    its namespace and is used from the loop.  ``path`` empty: the daemon's own namespace.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[socket.socket] = loop.create_future()
+
+    def deliver(sock: socket.socket | None, exc: BaseException | None) -> None:
+        if fut.done():  # the caller gave up meanwhile
+            if sock is not None:
+                sock.close()
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(sock)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            sock = _dial_in(path, port, connect_timeout)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(deliver, None, exc)
+            return
+        try:
+            loop.call_soon_threadsafe(deliver, sock, None)
+        except RuntimeError:  # the loop is gone
+            sock.close()
+
+    threading.Thread(target=run, name=f"netns-dial-{port}", daemon=True).start()
+    try:
+        return await fut
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            where = repr(path) if path else "of the host"
+            raise errdefs.Unavailable(f"failed to connect to localhost:{port} inside namespace {where}, "
+                                      f"{exc.strerror or exc}") from exc
+        raise errdefs.from_oserror(exc, f"connect to localhost:{port} inside namespace {path}") from exc
