@@ -1,4 +1,4 @@
-"""Workloads W1–W7 (issue 6). Each records samples per daemon into `Metric`s, every sample with
+"""Workloads W1–W8 (issues 6 and 15). Each records samples per daemon into `Metric`s, every sample with
 its run index (A/B pairs are matched by it), its value or its error, and the deferred time the
 daemon needed to become quiescent after it (`quiesce`).  Before every sample both daemons are
 quiescent.  A failed sample is recorded as such and the workload goes on; a daemon that fails
@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ from tests.fixtures import images
 from tests.fixtures.procs import pss_kib
 
 from . import quiesce
-from .targets import CtrError, Target
+from .targets import CTR, NAMESPACE, CtrError, Target
 
 RUNC = "/usr/sbin/runc"
 SAMPLE_ERRORS = (CtrError, RuntimeError, OSError, subprocess.SubprocessError, TimeoutError, ValueError)
@@ -71,7 +72,7 @@ class Images:
     busybox: images.BuiltImage
 
 
-DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30}
+DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30, "W8": 30}
 TITLES = {
     "W1": "fetch of the big image, content only, cold",
     "W2": "pull + unpack of the big image, cold",
@@ -80,7 +81,9 @@ TITLES = {
     "W5": "50 containers, started 10 at a time",
     "W6": "idle daemon memory (PSS)",
     "W7": "floor: runc run on a prepared bundle",
+    "W8": "pyctr against ctr on pycontainerd: run --rm … true, version",
 }
+CLI_LABELS = ("pycontainerd", "containerd")  # W8 puts pyctr in the first column, ctr in the second
 
 
 class Bench:
@@ -337,6 +340,40 @@ class Bench:
                 break
             m.samples.setdefault(FLOOR, []).append(Sample(i, dt))
         self.log("  W7: " + _summary(m))
+
+
+    def w8(self) -> None:
+        """pyctr against ctr, both on pycontainerd (issue 15: pyctr run --rm ≤ 1.3× ctr run --rm).
+
+        The two CLIs take the two columns of the table (pyctr where pycontainerd's samples go,
+        ctr where containerd's do), so the ratio column is pyctr/ctr; the order alternates
+        per run like the daemons' in the other workloads."""
+        mr = self.metric("W8", "run", "W8 run --rm … true: pyctr (1st column) / ctr (2nd), on pycontainerd",
+                         "s", "pyctr|ctr -a OURS run --rm {BUSYBOX} {ID} true")
+        mv = self.metric("W8", "version", "W8 version: pyctr (1st column) / ctr (2nd), on pycontainerd",
+                         "s", "pyctr|ctr -a OURS version")
+        ours = next((t for t in self.live(mr, mv) if t.key == "ours"), None)
+        if ours is None:
+            for m in (mr, mv):
+                m.errors.setdefault(CLI_LABELS[0], "pycontainerd is not among the targets")
+            return
+        self.attempt([mr, mv], ours, partial(self.ensure_busybox, ours))
+        clis = ((str(Path(sys.executable).parent / "pyctr"), CLI_LABELS[0]), (CTR, CLI_LABELS[1]))
+        for i in range(self.runs("W8")):
+            for binary, label in clis if i % 2 == 0 else tuple(reversed(clis)):
+                name = Path(binary).name
+                for m, args in ((mr, ("run", "--rm", self.imgs.busybox_ref, f"{ours.prefix}-w8-{name}-{i}", "true")),
+                                (mv, ("version",))):
+                    self.settle()
+                    t0 = time.perf_counter()
+                    r = subprocess.run([binary, "-a", ours.address, "-n", NAMESPACE, *args], capture_output=True,
+                                       text=True, stdin=subprocess.DEVNULL, timeout=120)
+                    dt = time.perf_counter() - t0
+                    sample = Sample(i, dt) if r.returncode == 0 else Sample(
+                        i, error=f"{name} {' '.join(args)} → exit {r.returncode}: {r.stderr.strip()[-400:]}")
+                    m.samples.setdefault(label, []).append(sample)
+        self.log("  W8 run: " + _summary(mr))
+        self.log("  W8 version: " + _summary(mv))
 
 
 def prepare_bundle(img: images.BuiltImage, bundle: Path) -> None:

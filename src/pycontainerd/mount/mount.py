@@ -7,19 +7,14 @@ fallbacks and mountinfo lookup.  The flag table and option parsing live in
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
 from .. import errdefs, mountopts
@@ -35,13 +30,15 @@ from ..mountopts import (
     MS_REMOUNT,
     UMOUNT_NOFOLLOW,
 )
-from ..threads import to_thread_uncancelled
 
 T = TypeVar("T")
 
 PAGE_SIZE = os.sysconf("SC_PAGESIZE")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the process's own symbols include libc's (no ctypes.util.find_library: it runs ldconfig, and
+# `pyctr run` reads the rootfs' /etc/passwd through a mount); asyncio, subprocess and tempfile
+# are imported where used, for the same reason
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.mount.restype = ctypes.c_int
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -342,6 +339,8 @@ def _mount_long_overlay(source: str, target: str, flags: int, data: Sequence[str
     text = ",".join(compact)
     if not cwd or len(text) >= PAGE_SIZE:
         raise OSError(errno.E2BIG, "overlay options too long even when compacted", target)
+    import subprocess
+
     proc = subprocess.run(
         [
             sys.executable,
@@ -368,6 +367,8 @@ def temp_mount(mounts: Sequence[Mount], parent: str | os.PathLike[str] | None = 
     """Mount in a new temp dir (under ``parent``) for the duration of the block."""
     if parent is not None:
         os.makedirs(parent, mode=0o700, exist_ok=True)
+    import tempfile
+
     tmp = tempfile.mkdtemp(prefix="pycontainerd-mount", dir=parent)
     try:
         mount_all(mounts, tmp)
@@ -387,6 +388,11 @@ def with_temp_mount(mounts: Sequence[Mount], fn: Callable[[str], T], parent: str
 
 @contextlib.asynccontextmanager
 async def temp_mount_async(mounts: Sequence[Mount], parent: str | os.PathLike[str] | None = None) -> AsyncIterator[str]:
+    import asyncio
+    import tempfile
+
+    from ..threads import to_thread_uncancelled
+
     if parent is not None:
         await asyncio.to_thread(os.makedirs, parent, 0o700, True)
     tmp = await asyncio.to_thread(tempfile.mkdtemp, None, "pycontainerd-mount", os.fspath(parent) if parent else None)
@@ -402,10 +408,14 @@ async def temp_mount_async(mounts: Sequence[Mount], parent: str | os.PathLike[st
 
 
 async def mount_all_async(mounts: Sequence[Mount], target: str | os.PathLike[str]) -> None:
+    import asyncio
+
     await asyncio.to_thread(mount_all, mounts, target)
 
 
 async def unmount_all_async(target: str | os.PathLike[str], flags: int = 0) -> None:
+    import asyncio
+
     await asyncio.to_thread(unmount_all, target, flags)
 
 
@@ -441,7 +451,9 @@ def _unescape(s: str) -> str:
 
 def mountinfo(pid: str = "self") -> list[MountInfo]:
     result = []
-    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+        text = fh.read()
+    for line in text.splitlines():
         pre, _, post = line.partition(" - ")
         f = pre.split(" ")
         p = post.split(" ")

@@ -24,20 +24,22 @@ address and the port rules again (results cached in ``<socket dir>/cni``)::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-import time
-from typing import Any
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any
 
 from ... import errdefs
-from ...client import Client
-from ...client.containers import DEFAULT_RUNTIME
-from ...client.network import CNI_LABEL, DEFAULT_BIN_DIRS, DEFAULT_CONF_DIR, ContainerNetwork, publish_all
-from ...client.run import LOG_URI_LABEL, TaskIO, delete_container, new_container, run_task
-from ...oci.spec import RunOptions
+from ...client import DEFAULT_BIN_DIRS, DEFAULT_CONF_DIR, DEFAULT_RUNTIME, LOG_URI_LABEL
 from ..common import go_duration, human_size, parse_labels, size_bytes, table
+
+if TYPE_CHECKING:
+    from ...client import Client
+    from ...client.network import ContainerNetwork
+    from ...oci.spec import RunOptions
+
+# The modules behind `run` (grpc, asyncio, the protobufs, the CNI library) are imported by the
+# functions that use them: `pyctr run` in the foreground goes through client/fastrun.py and
+# never loads them.
 
 
 def add_container_flags(p: argparse.ArgumentParser, *, cpu_shares: int = 1024) -> None:
@@ -89,7 +91,7 @@ def register(sub: Any) -> None:
     p.add_argument("id", metavar="ID")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD",
                    help="command and arguments (default: the image's entrypoint and cmd)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, quick=run_quick)
 
     lg = sub.add_parser("logs", help="print the output of a container started with run -d (or --log-uri file://)")
     lg.add_argument("-f", "--follow", action="store_true", help="follow the log until the task exits")
@@ -118,6 +120,8 @@ def env_from_file(path: str) -> list[str]:
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
+    from ...oci.spec import RunOptions
+
     env = env_from_file(args.env_file) if args.env_file else []
     return RunOptions(
         args=list(getattr(args, "args", []) or []), env=[*env, *args.env], mounts=list(args.mount),
@@ -130,6 +134,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 async def create_container(args: argparse.Namespace, client: Client, extra_labels: dict[str, str] | None = None
                            ) -> Any:
+    from ...client.run import new_container
+
     labels = parse_labels(args.label)
     labels.update(extra_labels or {})
     return await new_container(client, args.image, args.id, run_options(args), snapshotter=args.snapshotter,
@@ -142,7 +148,28 @@ def default_log_path(args: argparse.Namespace, container_id: str) -> str:
     return os.path.join(os.path.dirname(args.fifo_dir), "logs", args.namespace, f"{container_id}.log")
 
 
+def run_quick(args: argparse.Namespace) -> int | None:
+    """A foreground ``run`` without grpc (client/fastrun.py); None = the full client's turn
+    (``-d``, ``-t``, ``--cni``, ``--log-uri``, ``--timeout``, or what fastrun hands back)."""
+    if args.detach or args.tty or args.cni or args.publish or args.log_uri or args.timeout > 0:
+        return None
+    from ...client.quick import unix_path
+
+    if unix_path(args.address) is None:
+        return None
+    from ...client import fastrun
+
+    return fastrun.run(args.address, args.namespace, args.image, args.id, lambda: run_options(args),
+                       snapshotter=args.snapshotter,
+                       runtime=args.runtime, container_labels=parse_labels(args.label),
+                       snapshot_labels=parse_labels(args.snapshotter_label), fifo_dir=args.fifo_dir,
+                       io=("", "") if args.null_io else None, rm=args.rm, connect_timeout=args.connect_timeout)
+
+
 async def run(args: argparse.Namespace, client: Client) -> int:
+    from ...client.network import CNI_LABEL
+    from ...client.run import TaskIO, run_task
+
     if args.rm and args.detach:
         raise errdefs.InvalidArgument("flags --detach and --rm cannot be specified together")
     log_uri = args.log_uri
@@ -160,6 +187,8 @@ async def run(args: argparse.Namespace, client: Client) -> int:
 
 async def cni_network(args: argparse.Namespace) -> ContainerNetwork | None:
     """``--cni`` [``-p``...]: where the plugins and configs are; checked before anything is made."""
+    from ...client.network import ContainerNetwork, publish_all
+
     if not args.cni:
         if args.publish:
             raise errdefs.InvalidArgument("--publish needs --cni (ports are published by the CNI portmap plugin)")
@@ -176,6 +205,8 @@ async def cni_network(args: argparse.Namespace) -> ContainerNetwork | None:
 
 # -- logs ------------------------------------------------------------------------------------
 def _log_path(uri: str) -> str:
+    from urllib.parse import urlparse
+
     u = urlparse(uri)
     if u.scheme in ("", "file"):
         return u.path or uri
@@ -191,6 +222,8 @@ async def _task_running(client: Client, container_id: str) -> bool:
 
 
 async def run_logs(args: argparse.Namespace, client: Client) -> int:
+    import asyncio
+
     container = await client.containers.get(args.id)
     uri = container.labels.get(LOG_URI_LABEL, "")
     if not uri:
@@ -252,6 +285,9 @@ def _sample(data: Any) -> tuple[int, int, int, int]:
 
 
 async def run_stats(args: argparse.Namespace, client: Client) -> int:
+    import asyncio
+    import time
+
     stream = args.stream if args.stream is not None else sys.stdout.isatty()
     filters = [f"id=={i}" for i in args.ids] if args.ids else []
     first = {m.id: (_sample(m.data), time.monotonic()) for m in await client.tasks.metrics(filters)}
@@ -284,4 +320,4 @@ async def run_stats(args: argparse.Namespace, client: Client) -> int:
         first = {m.id: (_sample(m.data), now) for m in second}
 
 
-__all__ = ["add_container_flags", "create_container", "delete_container", "register", "run_options"]
+__all__ = ["add_container_flags", "create_container", "register", "run_options", "run_quick"]
