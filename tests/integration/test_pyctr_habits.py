@@ -125,3 +125,25 @@ def test_completion_scripts_load_in_bash(prog: str) -> None:
     assert "--help" in flags.split()
     if prog == "pyctr":
         assert {"images", "run", "logs", "stop", "ps"} <= set(commands.split())
+
+
+@pytest.mark.parametrize("command", [("snapshots", "ls"), ("leases", "ls"), ("content", "ls"), ("images", "ls"),
+                                     ("containers", "ls"), ("namespaces", "ls")])
+def test_list_commands_print_json_and_yaml(d: Any, command: tuple[str, ...]) -> None:
+    import yaml
+
+    lease = d.pyctr("leases", "create", "--id", f"hab-o-{secrets.token_hex(3)}", "k=v").stdout.strip()
+    try:
+        as_json = json.loads(d.pyctr(*command, "-o", "json").stdout)
+        assert yaml.safe_load(d.pyctr(*command, "-o", "yaml").stdout) == as_json
+        table = d.pyctr(*command).stdout.splitlines()
+        assert isinstance(as_json, list) and len(as_json) == len(table) - 1
+        assert as_json or command[0] == "containers"  # busybox's blobs and snapshot, our lease
+        first = {"snapshots": "key", "leases": "id", "content": "digest", "images": "name", "containers": "id",
+                 "namespaces": "name"}[command[0]]
+        assert [r[first] for r in as_json] == [line.split()[0] for line in table[1:]]
+        if command[0] == "leases":
+            row = next(r for r in as_json if r["id"] == lease)
+            assert row["labels"]["k"] == "v" and row["created_at"].endswith("Z")
+    finally:
+        d.pyctr("leases", "rm", lease, check=False)
