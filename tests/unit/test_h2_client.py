@@ -112,6 +112,26 @@ def test_streamed_answers_beyond_the_receive_window_and_calls_in_flight_together
         ch.close()
 
 
+def test_pump_waits_on_the_socket_and_other_fds_together(address: str) -> None:
+    import os
+
+    ch = Channel(address)
+    r, w = os.pipe()
+    try:
+        sid = ch.start("/t.T/Chunks", b"3")  # frames arrive split across reads: pump must keep reading
+        seen: list[int] = []
+        while not ch.done(sid):
+            ready, _ = ch.pump([r], [], 10)
+            seen += ready
+        assert seen == [] and len(ch.result(sid)) == 3
+        os.write(w, b"x")
+        assert ch.pump([r], [], 10)[0] == [r]
+    finally:
+        os.close(r)
+        os.close(w)
+        ch.close()
+
+
 def test_unreachable_socket_is_said_in_words(tmp_path: Path) -> None:
     with pytest.raises(errdefs.Unavailable, match="no such socket"):
         Channel(str(tmp_path / "none.sock"))

@@ -306,31 +306,34 @@ class Channel:
         """Wait until the daemon sends something or one of ``rfds``/``wfds`` is ready; handle the
         daemon's frames and say which of the others are ready."""
         self.flush()
-        if self._rbuf:
-            self._read_available()
+        if self._buffered_frame():
+            self._read_buffered()
             return [], []
         sock = self.sock.fileno()
         r, w, _ = select.select([sock, *rfds], wfds, [], timeout)
         if sock in r:
-            self._read_available()
+            self._recv()
+            self._read_buffered()
         return [fd for fd in r if fd != sock], w
 
-    def _read_available(self) -> None:
-        """Handle the frames already received (at least one read of the socket)."""
-        self._fill(9)
-        while len(self._rbuf) >= 9:
-            length = int.from_bytes(self._rbuf[:3], "big")
-            if len(self._rbuf) < 9 + length:
-                break
+    def _buffered_frame(self) -> bool:
+        return len(self._rbuf) >= 9 and len(self._rbuf) >= 9 + int.from_bytes(self._rbuf[:3], "big")
+
+    def _read_buffered(self) -> None:
+        """Handle the complete frames already received."""
+        while self._buffered_frame():
             self._read_frame()
         self.flush()
 
+    def _recv(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise errdefs.Unavailable(f"the daemon at {self.address} closed the connection")
+        self._rbuf += chunk
+
     def _fill(self, n: int) -> None:
         while len(self._rbuf) < n:
-            chunk = self.sock.recv(max(65536, n - len(self._rbuf)))
-            if not chunk:
-                raise errdefs.Unavailable(f"the daemon at {self.address} closed the connection")
-            self._rbuf += chunk
+            self._recv()
 
     def _read_frame(self) -> None:
         self._fill(9)
