@@ -5,10 +5,13 @@
     pyctr run -d IMAGE web httpd -f -v    # then: pyctr logs [-f] [--tail N] web
     pyctr run -d --log-uri file:///var/log/web.log IMAGE web httpd -f   # the log where you want it
 
-``run -d`` keeps the output: unless ``--log-uri`` or ``--null-io`` says otherwise, the shim
-appends stdout and stderr to ``<socket dir>/logs/<namespace>/<id>.log`` (the path is kept in
-the container's ``io.pycontainerd.log-uri`` label, so ``pyctr logs ID [-f] [--tail N]`` finds it;
-``pyctr containers rm`` removes it).  Also ``pyctr stats [ID...]`` (CPU %, memory, pids,
+``run -d`` keeps the output: unless ``--log-uri`` or ``--null-io`` says otherwise, pycontainerd
+keeps stdout and stderr in a log file of its own (``<root>/io.containerd.runtime.v2.task/logs/
+<namespace>/<id>.log``, root only; it outlives pyctr, the task and a daemon restart, and goes
+with the container, whoever removes it); its path is in the container's ``io.pycontainerd.log-uri``
+label, so ``pyctr logs ID [-f] [--tail N]`` finds it.  With real containerd the shim appends the
+output to ``<socket dir>/logs/<namespace>/<id>.log`` and ``pyctr containers rm`` removes it.
+Also ``pyctr stats [ID...]`` (CPU %, memory, pids,
 refreshed on a terminal until ^C; ``--no-stream`` for one sample).
 
 ``run --cni`` networks the container like ``ctr run --cni``: the plugins of the first config
@@ -29,7 +32,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ... import errdefs
-from ...client import DEFAULT_BIN_DIRS, DEFAULT_CONF_DIR, DEFAULT_RUNTIME, LOG_URI_LABEL
+from ...client import DEFAULT_BIN_DIRS, DEFAULT_CONF_DIR, DEFAULT_RUNTIME, KEEP_LOG_LABEL, LOG_URI_LABEL
 from ..common import go_duration, human_size, parse_labels, size_bytes, table
 
 if TYPE_CHECKING:
@@ -144,8 +147,22 @@ async def create_container(args: argparse.Namespace, client: Client, extra_label
 
 
 def default_log_path(args: argparse.Namespace, container_id: str) -> str:
-    """``<socket dir>/logs/<namespace>/<id>.log``: where ``run -d`` keeps a container's output."""
+    """``<socket dir>/logs/<namespace>/<id>.log``: where ``run -d`` keeps a container's output
+    when the daemon does not (real containerd)."""
     return os.path.join(os.path.dirname(args.fifo_dir), "logs", args.namespace, f"{container_id}.log")
+
+
+async def kept_output(args: argparse.Namespace, client: Client) -> tuple[dict[str, str], str]:
+    """(container labels, log URI for the task) of a detached task: ``--log-uri`` as given,
+    nothing with ``--null-io``; else pycontainerd keeps the output itself (label
+    KEEP_LOG_LABEL; the daemon writes the log URI label on Tasks.Create), and with another
+    daemon the shim appends it to ``default_log_path``."""
+    if args.log_uri or args.null_io:
+        return ({LOG_URI_LABEL: args.log_uri} if args.log_uri else {}), args.log_uri
+    if (await client.version()).revision == "pycontainerd":
+        return {KEEP_LOG_LABEL: "daemon"}, ""
+    uri = "file://" + default_log_path(args, args.id)
+    return {LOG_URI_LABEL: uri}, uri
 
 
 def run_quick(args: argparse.Namespace) -> int | None:
@@ -172,10 +189,11 @@ async def run(args: argparse.Namespace, client: Client) -> int:
 
     if args.rm and args.detach:
         raise errdefs.InvalidArgument("flags --detach and --rm cannot be specified together")
-    log_uri = args.log_uri
-    if args.detach and not log_uri and not args.null_io:
-        log_uri = "file://" + default_log_path(args, args.id)
-    extra = {LOG_URI_LABEL: log_uri} if log_uri else {}
+    if args.detach:
+        extra, log_uri = await kept_output(args, client)
+    else:
+        log_uri = args.log_uri
+        extra = {LOG_URI_LABEL: log_uri} if log_uri else {}
     network = await cni_network(args)
     if network is not None:
         extra[CNI_LABEL] = network.label()
