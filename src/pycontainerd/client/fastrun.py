@@ -467,8 +467,8 @@ def _run_task(ch: Channel, container_id: str, snapshotter: str, mounts: list[dic
             paths = ("", io[0], io[1])
         req = cid + b"".join(wire.message(3, _mount_pb(m)) for m in mounts)
         req += wire.string(4, paths[0]) + wire.string(5, paths[1]) + wire.string(6, paths[2])
+        task = True  # from here on, maybe (an interrupted Create): --rm asks before deleting
         ch.call(TASKS + "Create", req)
-        task = True
         session = _Session(ch, container_id, fifos)
         wait_sid = ch.start(TASKS + "Wait", cid)
         session.forward_signals()
