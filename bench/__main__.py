@@ -25,14 +25,14 @@ from . import quiesce, report
 from .targets import ContainerdTarget, ExternalTarget, OursTarget, Target
 from .workloads import DEFAULT_RUNS, TITLES, Bench, Images, cri_exec_workload
 
-ALL = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
+ALL = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 epilog="Workloads: " + "; ".join(f"{k} {v}" for k, v in TITLES.items()))
-    p.add_argument("--workloads", default=",".join(ALL), help="comma-separated subset of W1..W8 (default: all)")
+    p.add_argument("--workloads", default=",".join(ALL), help="comma-separated subset of W1..W9 (default: all)")
     p.add_argument("--runs", default=None,
                    help="runs per workload: N for all, or e.g. W3=20,W4=20,3 (W5 and W6 at least 3; default: "
                    + ", ".join(f"{k}={v}" for k, v in DEFAULT_RUNS.items()) + ")")
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             if "W6" in wl:
                 w6_idle_start(bench, args, log)
             for name, fn in (("W1", bench.w1), ("W2", bench.w2), ("W3", bench.w3), ("W7", bench.w7),
-                             ("W4", bench.w4), ("W5", bench.w5)):
+                             ("W4", bench.w4), ("W5", bench.w5), ("W9", bench.w9)):
                 if name in wl:
                     log(f"{name}: {TITLES[name]}")
                     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Workloads W1–W7 (issue 6). Each records samples per daemon into `Metric`s, every sample with
+"""Workloads W1–W9 (issues 6, 12 and 15). Each records samples per daemon into `Metric`s, every sample with
 its run index (A/B pairs are matched by it), its value or its error, and the deferred time the
 daemon needed to become quiescent after it (`quiesce`).  Before every sample both daemons are
 quiescent.  A failed sample is recorded as such and the workload goes on; a daemon that fails
@@ -23,7 +23,7 @@ from tests.fixtures import images
 from tests.fixtures.procs import pss_kib
 
 from . import quiesce
-from .targets import CtrError, Target
+from .targets import CTR, NAMESPACE, CtrError, Target
 
 RUNC = "/usr/sbin/runc"
 SAMPLE_ERRORS = (CtrError, RuntimeError, OSError, subprocess.SubprocessError, TimeoutError, ValueError)
@@ -72,7 +72,7 @@ class Images:
     busybox: images.BuiltImage
 
 
-DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30, "W8": 20}
+DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30, "W8": 20, "W9": 30}
 TITLES = {
     "W1": "fetch of the big image, content only, cold",
     "W2": "pull + unpack of the big image, cold",
@@ -82,8 +82,10 @@ TITLES = {
     "W6": "idle daemon memory (PSS)",
     "W7": "floor: runc run on a prepared bundle",
     "W8": "crictl exec into a running CRI container (the streaming server)",
+    "W9": "pyctr against ctr on pycontainerd: run --rm … true, version",
 }
 PYCRICTL = "pycrictl"  # beside the interpreter running the bench
+CLI_LABELS = ("pycontainerd", "containerd")  # W9 puts pyctr in the first column, ctr in the second
 
 
 class Bench:
@@ -340,6 +342,39 @@ class Bench:
                 break
             m.samples.setdefault(FLOOR, []).append(Sample(i, dt))
         self.log("  W7: " + _summary(m))
+
+    def w9(self) -> None:
+        """pyctr against ctr, both on pycontainerd (issue 15: pyctr run --rm ≤ 1.3× ctr run --rm).
+
+        The two CLIs take the two columns of the table (pyctr where pycontainerd's samples go,
+        ctr where containerd's do), so the ratio column is pyctr/ctr; the order alternates
+        per run like the daemons' in the other workloads."""
+        mr = self.metric("W9", "run", "W9 run --rm … true: pyctr (1st column) / ctr (2nd), on pycontainerd",
+                         "s", "pyctr|ctr -a OURS run --rm {BUSYBOX} {ID} true")
+        mv = self.metric("W9", "version", "W9 version: pyctr (1st column) / ctr (2nd), on pycontainerd",
+                         "s", "pyctr|ctr -a OURS version")
+        ours = next((t for t in self.live(mr, mv) if t.key == "ours"), None)
+        if ours is None:
+            for m in (mr, mv):
+                m.errors.setdefault(CLI_LABELS[0], "pycontainerd is not among the targets")
+            return
+        self.attempt([mr, mv], ours, partial(self.ensure_busybox, ours))
+        clis = ((str(Path(sys.executable).parent / "pyctr"), CLI_LABELS[0]), (CTR, CLI_LABELS[1]))
+        for i in range(self.runs("W9")):
+            for binary, label in clis if i % 2 == 0 else tuple(reversed(clis)):
+                name = Path(binary).name
+                for m, args in ((mr, ("run", "--rm", self.imgs.busybox_ref, f"{ours.prefix}-w9-{name}-{i}", "true")),
+                                (mv, ("version",))):
+                    self.settle()
+                    t0 = time.perf_counter()
+                    r = subprocess.run([binary, "-a", ours.address, "-n", NAMESPACE, *args], capture_output=True,
+                                       text=True, stdin=subprocess.DEVNULL, timeout=120)
+                    dt = time.perf_counter() - t0
+                    sample = Sample(i, dt) if r.returncode == 0 else Sample(
+                        i, error=f"{name} {' '.join(args)} → exit {r.returncode}: {r.stderr.strip()[-400:]}")
+                    m.samples.setdefault(label, []).append(sample)
+        self.log("  W9 run: " + _summary(mr))
+        self.log("  W9 version: " + _summary(mv))
 
 
 def cri_exec_workload(bench: Bench, busybox_ref: str, workdir: Path) -> None:

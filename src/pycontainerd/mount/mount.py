@@ -7,18 +7,14 @@ re-exported here; see its docstring for the rules (containerd's ``Mount.mount`` 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 from .. import errdefs
 from ..mountopts import MNT_DETACH as MNT_DETACH  # re-exported: diff.walking imports it from here
-from ..threads import to_thread_uncancelled
 from .core import Mount as Mount
 from .core import mount_all as mount_all
 from .core import parse_options as parse_options
@@ -26,6 +22,9 @@ from .core import unmount as unmount
 from .core import unmount_all as unmount_all
 
 T = TypeVar("T")
+
+# asyncio and tempfile are imported where used: `pyctr run`'s fast path (client/fastrun.py)
+# reads the rootfs' /etc/passwd through a temp mount and pays for no more than that
 
 
 def read_only(mounts: Sequence[Mount]) -> list[Mount]:
@@ -50,6 +49,8 @@ def temp_mount(mounts: Sequence[Mount], parent: str | os.PathLike[str] | None = 
     """Mount in a new temp dir (under ``parent``) for the duration of the block."""
     if parent is not None:
         os.makedirs(parent, mode=0o700, exist_ok=True)
+    import tempfile
+
     tmp = tempfile.mkdtemp(prefix="pycontainerd-mount", dir=parent)
     try:
         mount_all(mounts, tmp)
@@ -69,6 +70,11 @@ def with_temp_mount(mounts: Sequence[Mount], fn: Callable[[str], T], parent: str
 
 @contextlib.asynccontextmanager
 async def temp_mount_async(mounts: Sequence[Mount], parent: str | os.PathLike[str] | None = None) -> AsyncIterator[str]:
+    import asyncio
+    import tempfile
+
+    from ..threads import to_thread_uncancelled
+
     if parent is not None:
         await asyncio.to_thread(os.makedirs, parent, 0o700, True)
     tmp = await asyncio.to_thread(tempfile.mkdtemp, None, "pycontainerd-mount", os.fspath(parent) if parent else None)
@@ -84,10 +90,14 @@ async def temp_mount_async(mounts: Sequence[Mount], parent: str | os.PathLike[st
 
 
 async def mount_all_async(mounts: Sequence[Mount], target: str | os.PathLike[str]) -> None:
+    import asyncio
+
     await asyncio.to_thread(mount_all, mounts, target)
 
 
 async def unmount_all_async(target: str | os.PathLike[str], flags: int = 0) -> None:
+    import asyncio
+
     await asyncio.to_thread(unmount_all, target, flags)
 
 
@@ -123,7 +133,9 @@ def _unescape(s: str) -> str:
 
 def mountinfo(pid: str = "self") -> list[MountInfo]:
     result = []
-    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+        text = fh.read()
+    for line in text.splitlines():
         pre, _, post = line.partition(" - ")
         f = pre.split(" ")
         p = post.split(" ")

@@ -69,9 +69,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import cgroups, errdefs, filters, identifiers, timestamps
+from .. import cgroups, errdefs, filters, fsmodes, identifiers, timestamps
 from ..events import Exchange
-from ..metadata.containers import ContainerStore, TypedValue
+from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..shim.protocol import CreateOptions
 from . import bundle as bundlemod
 from . import signals
@@ -173,6 +173,15 @@ def check_runtime(name: str) -> None:
     )
 
 
+# A container labelled KEEP_LOG_LABEL=daemon whose task is created without stdout/stderr
+# (``pyctr run -d``) has its output kept by the daemon: the shim appends both streams to
+# ``<log dir>/<namespace>/<id>.log`` (dirs 0700, file 0600, under the daemon's root, so it
+# outlives the client, the task and a daemon restart); the file's URI goes in LOG_URI_LABEL
+# (``pyctr logs`` reads it) and the file goes when the container record does.
+KEEP_LOG_LABEL = "io.pycontainerd.log"
+LOG_URI_LABEL = "io.pycontainerd.log-uri"
+
+
 class TaskManager:
     def __init__(
         self,
@@ -185,8 +194,13 @@ class TaskManager:
         shim_state: Path | None = None,
         cgroup_reader: cgroups.CgroupReader | None = None,
         external: ExternalShims | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         self.root = root
+        self.log_dir = log_dir
+        self._log_removals: set[asyncio.Task[None]] = set()
+        if log_dir is not None:
+            exchange.observers.append(self._on_exchange_event)
         self.shim_state = shim_state or root
         self.containers = containers
         self.exchange = exchange
@@ -232,6 +246,55 @@ class TaskManager:
     def has_task(self, namespace: str, container_id: str) -> bool:
         return (namespace, container_id) in self._tasks
 
+    # -- kept logs ------------------------------------------------------------------------------
+    def log_path(self, namespace: str, container_id: str) -> Path | None:
+        if self.log_dir is None:
+            return None
+        return self.log_dir / namespace / f"{container_id}.log"
+
+    async def _kept_log(self, namespace: str, container: Container, io: TaskIO) -> TaskIO:
+        """stdout and stderr to the container's log file (made private here, appended by the shim)."""
+        path = self.log_path(namespace, container.id)
+        if path is None:
+            raise errdefs.FailedPrecondition(f"container {container.id}: this daemon keeps no logs")
+
+        def prepare() -> None:
+            fsmodes.private_dir(path.parent)
+            fsmodes.private_file(path)
+
+        await asyncio.to_thread(prepare)
+        uri = f"file://{path}"
+        if container.labels.get(LOG_URI_LABEL) != uri:
+            await self.containers.update(namespace, Container(id=container.id, labels={LOG_URI_LABEL: uri}),
+                                         [f"labels.{LOG_URI_LABEL}"])
+        return TaskIO(io.stdin, uri, uri, io.terminal)
+
+    def _on_exchange_event(self, env: Any) -> None:
+        if env.topic != "/containers/delete" or self.log_dir is None:
+            return
+        container_id = str(env.payload.get("id", ""))
+        try:
+            identifiers.validate(container_id)
+            loop = asyncio.get_running_loop()
+        except (errdefs.ContainerdError, RuntimeError):
+            return
+        task = loop.create_task(self._remove_log(env.namespace, container_id))
+        self._log_removals.add(task)
+        task.add_done_callback(self._log_removals.discard)
+
+    async def _remove_log(self, namespace: str, container_id: str) -> None:
+        """The kept log of a deleted container (not of one that exists: events can be forwarded)."""
+        path = self.log_path(namespace, container_id)
+        if path is None:
+            return
+        try:
+            await self.containers.get(namespace, container_id)
+            return
+        except errdefs.NotFound:
+            pass
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.unlink, path)
+
     # -- create / start -------------------------------------------------------------------------
     async def create(
         self,
@@ -260,6 +323,8 @@ class TaskManager:
             )
         spec = bundlemod.parse_spec(container.spec.value, f"container {container_id} spec")
         spec = bundlemod.adjust_spec(spec, min_oom_score_adj=self._min_oom)
+        if container.labels.get(KEEP_LOG_LABEL) == "daemon" and not io.stdout and not io.stderr:
+            io = await self._kept_log(namespace, container, io)
         opts = options or RuncOptions()
         binary = opts.binary_name or self.defaults.binary_name or "runc"
         systemd = opts.systemd_cgroup or self.defaults.systemd_cgroup

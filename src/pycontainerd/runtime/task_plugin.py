@@ -133,6 +133,7 @@ async def _init_v2(ctx: Any) -> TaskManager:
         defaults=defaults,
         shim_state=Path(daemon.state),
         external=external,
+        log_dir=Path(ctx.root) / "logs",
     )
     await manager.restore()
     return manager
