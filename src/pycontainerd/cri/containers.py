@@ -646,6 +646,8 @@ class Containers:
         out = {m.id: {"at": m.collected_at_ns, "data": m.data, "mode": m.cgroup_version}
                for m in await self.tasks.metrics(NAMESPACE, exprs)}
         sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+        for cid in ids or []:  # a container without a live task still has its writable layer
+            out.setdefault(cid, {"at": time.time_ns(), "data": {}, "mode": ""})
         for cid, entry in out.items():
             try:
                 u = await sn.usage(cid)

@@ -270,9 +270,7 @@ class RuntimeService:
                                  ) -> pb.ListContainerStatsResponse:
         f = request.filter
         chosen = []
-        for c in await self.containers.list():
-            if c.state != pb.CONTAINER_RUNNING:
-                continue
+        for c in await self.containers.list():  # every container, as containerd: `crictl stats -a` shows all
             if request.HasField("filter"):
                 if f.id and not c.id.startswith(f.id):
                     continue
@@ -335,7 +333,7 @@ class RuntimeService:
             stats = await self.containers.stats([c.id for c in running])
             for c in running:
                 m = stats.get(c.id)
-                pm.container_metrics.add(container_id=c.id, metrics=_memory_metrics(m) if m else [])
+                pm.container_metrics.add(container_id=c.id, metrics=_memory_metrics(m) if m and m.get("data") else [])
             out.append(pm)
         return pb.ListPodSandboxMetricsResponse(pod_metrics=out)
 
@@ -446,7 +444,8 @@ def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
     out = pb.ContainerStats(attributes=attrs)
     if m is None:
         return out
-    _usage_pb(out.cpu, out.memory, m)
+    if m.get("data"):  # a container without a live task has no cgroup: only its writable layer
+        _usage_pb(out.cpu, out.memory, m)
     at = m["at"]
     layer = m.get("layer")
     if layer is not None:  # the container's own snapshot: what it wrote
