@@ -1,5 +1,5 @@
-"""pycrictl's run / update / logs -f --since / stats -a / rmp -a / rmi --prune -- on our daemon
-and on containerd 1.6's CRI alike.
+"""pycrictl's run / update / logs -f --since / stats -a / rmp -a / rmi --prune, a container
+that exits by itself -- on our daemon and on containerd 1.6's CRI alike.
 
 Uses the engines, registry and CNI set-up of ``test_cri_pods`` (module fixtures re-imported
 here, so this module starts its own daemon, containerd and registry).
@@ -14,11 +14,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 from tests.fixtures.procs import kill_pids, wait_for
 
 from .test_cri_pods import PYCRICTL, Engine, busybox, engine, ours, pod_config, setup, theirs
+from .test_cri_stats_events import _EventStream
 
 __all__ = ["busybox", "engine", "ours", "setup", "theirs"]  # fixtures, used by name
 
@@ -120,3 +123,47 @@ def test_run_removes_its_pod_when_the_container_fails(engine: Engine, tmp_path: 
                       str(pod_config(tmp_path)), check=False)
     assert r.returncode == 1 and "was removed" in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
     assert set(_pods(engine)) == before
+
+
+def test_a_container_exiting_by_itself(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """ContainerStatus records the exit (state, code, finish time, reason); on ours GetContainerEvents
+    sends CONTAINER_STOPPED_EVENT for it (containerd 1.6 predates that RPC)."""
+    stream = _EventStream(engine)
+    podcfg = pod_config(tmp_path)
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        engine.crictl("pull", busybox)
+        done = engine.crictl("create", pod, str(_ctr_config(tmp_path, busybox, "exit 0", "done")),
+                             str(podcfg)).stdout.strip()
+        cid = engine.crictl("create", pod, str(_ctr_config(tmp_path, busybox, "sleep 1; exit 3", "fails")),
+                            str(podcfg)).stdout.strip()
+        engine.crictl("start", done)
+        engine.crictl("start", cid)
+        wait_for(lambda: _state(engine, cid)["state"] == "CONTAINER_EXITED", 30, "the container's own exit")
+        st = _state(engine, cid)
+        assert (st["exitCode"], st["reason"]) == (3, "Error"), st
+        assert st["finishedAt"] > st["startedAt"], st
+        wait_for(lambda: _state(engine, done)["state"] == "CONTAINER_EXITED", 30, "the other one's exit")
+        assert (_state(engine, done)["exitCode"], _state(engine, done)["reason"]) == (0, "Completed")
+        # the status stays what it was (not re-read from a task that is gone) across queries and a stop
+        engine.crictl("stop", cid)
+        assert _state(engine, cid) == st
+        if engine.name == "containerd":
+            wait_for(lambda: stream.error, 30, "the stream's status")
+            assert stream.error == grpc.StatusCode.UNIMPLEMENTED
+            return
+
+        def stopped() -> list[pb.ContainerEventResponse] | None:
+            evs = [e for e in stream.of(cid) if e.container_event_type == pb.CONTAINER_STOPPED_EVENT]
+            return evs or None
+
+        evs = wait_for(stopped, 30, "CONTAINER_STOPPED_EVENT of the container that exited")
+        assert len(evs) == 1  # the later StopContainer sent no second one
+        statuses = {s.id: s for s in evs[0].containers_statuses}
+        assert statuses[cid].state == pb.CONTAINER_EXITED and statuses[cid].exit_code == 3
+        assert statuses[cid].reason == "Error"
+        kinds = [e.container_event_type for e in stream.of(done)]
+        assert kinds == [pb.CONTAINER_CREATED_EVENT, pb.CONTAINER_STARTED_EVENT, pb.CONTAINER_STOPPED_EVENT]
+    finally:
+        stream.close()
+        engine.crictl("rmp", "-f", pod, check=False)
