@@ -370,7 +370,8 @@ class Containers:
         elif opts.pid != pb.NODE and spod.pid != pb.NODE:
             namespaces.append({"type": "pid"})
         linux["namespaces"] = namespaces
-        linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid)
+        linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid,
+                                            self.pods.systemd_cgroup(sb.runtime_handler))
         # the pod's files, then the config's mounts (which win for the same destination)
         sdir = self.pods.sandbox_dir(sb.id)
         # CRI's containers see their cgroup (read-only unless privileged), as containerd mounts it
@@ -423,7 +424,8 @@ class Containers:
                 io = TaskIO(stdout=logger.stdout, stderr=logger.stderr)
             try:
                 await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
-                    RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts])
+                    RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts],
+                    options=self.pods.run_options(sb.runtime_handler))
                 try:
                     await self.tasks.start_process(NAMESPACE, c.id)
                 except BaseException:

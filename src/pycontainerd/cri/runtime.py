@@ -133,7 +133,8 @@ class RuntimeService:
 
     # -- pod sandboxes ----------------------------------------------------------------------------
     async def RuntimeConfig(self, request: pb.RuntimeConfigRequest, context: Any) -> pb.RuntimeConfigResponse:
-        """The cgroup driver the kubelet must match: the default runtime's runc ``SystemdCgroup``."""
+        """The cgroup driver the kubelet must match: the default runtime's runc ``SystemdCgroup``, the
+        same setting that makes its pods' cgroup paths systemd slices (``sandbox.cgroups_path``)."""
         rt = getattr(self.state.config, "default_runtime", None)
         systemd = bool(rt is not None and rt.options.systemd_cgroup)
         return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(
@@ -181,7 +182,7 @@ class RuntimeService:
                     continue
             items.append(pb.PodSandbox(id=sb.id, metadata=sb.config.metadata, state=state,
                                        created_at=sb.created_at_ns, labels=dict(sb.config.labels),
-                                       annotations=dict(sb.config.annotations)))
+                                       annotations=dict(sb.config.annotations), runtime_handler=sb.runtime_handler))
         return pb.ListPodSandboxResponse(items=items)
 
     async def _stop_pod_containers(self, sandbox_id: str) -> None:
@@ -421,7 +422,7 @@ def _pod_status(sb: Any) -> pb.PodSandboxStatus:
         network=pb.PodSandboxNetworkStatus(ip=sb.ip, additional_ips=[pb.PodIP(ip=i) for i in sb.additional_ips]),
         linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pb.NamespaceOption(
             network=ns.network, pid=ns.pid, ipc=ns.ipc, target_id=ns.target_id))),
-        labels=dict(cfg.labels), annotations=dict(cfg.annotations), runtime_handler="")
+        labels=dict(cfg.labels), annotations=dict(cfg.annotations), runtime_handler=sb.runtime_handler)
 
 
 def _container_status(c: Any) -> pb.ContainerStatus:

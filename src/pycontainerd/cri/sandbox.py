@@ -34,12 +34,12 @@ from google.protobuf import json_format
 from .. import cgroups, errdefs, netns
 from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..cni import CNI, CapabilityArgs, PodNetwork, PortMapping
-from ..config import CRIConfig
+from ..config import CRIConfig, RuntimeConfig
 from ..fsmodes import private_dir
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..oci.spec import SPEC_TYPE_URL, canonical, default_spec, replace_or_append_env
 from ..runtime.bundle import own_oom_score_adj
-from ..runtime.task_manager import RootfsMount, TaskIO, TaskManager
+from ..runtime.task_manager import RootfsMount, RuncOptions, TaskIO, TaskManager
 from .imagestore import NAMESPACE, CriImageStore
 
 log = logging.getLogger("pycontainerd.cri")
@@ -125,8 +125,34 @@ def parse_net_dev(text: str) -> list[InterfaceUsage]:
     return out
 
 
-def cgroups_path(parent: str, cid: str) -> str:
-    return f"{parent.rstrip('/')}/{cid}" if parent else f"/{NAMESPACE}/{cid}"
+SYSTEMD_PREFIX = "cri-containerd"
+
+
+def cgroups_path(parent: str, cid: str, systemd: bool = False) -> str:
+    """The OCI ``linux.cgroupsPath`` of a pod's or container's process under the pod's cgroup parent.
+
+    cgroupfs driver: ``<parent>/<id>`` (``/k8s.io/<id>`` without a parent).  systemd driver (the
+    runtime's ``SystemdCgroup``, which also makes runc use systemd): runc's ``slice:prefix:name``,
+    as containerd makes it -- ``<the parent's last slice>:cri-containerd:<id>``, the scope
+    ``cri-containerd-<id>.scope`` in that slice (``system.slice`` without a parent).  A parent that
+    is no slice cannot be used with systemd: refused, rather than handed to runc to fail on."""
+    if not systemd:
+        return f"{parent.rstrip('/')}/{cid}" if parent else f"/{NAMESPACE}/{cid}"
+    base = parent.rstrip("/").rsplit("/", 1)[-1] or "system.slice"
+    if not base.endswith(".slice"):
+        raise errdefs.InvalidArgument(
+            f"cgroup parent {parent!r} is not a systemd slice, and the runtime uses the systemd cgroup driver "
+            "(SystemdCgroup = true): give a slice such as kubepods-besteffort-pod<uid>.slice, or use cgroupfs")
+    return f"{base}:{SYSTEMD_PREFIX}:{cid}"
+
+
+def parent_cgroup(parent: str, systemd: bool) -> str:
+    """The cgroupfs path (below the hierarchy's root) of a pod's cgroup parent; with systemd a slice
+    name such as ``kubepods-besteffort-pod1.slice`` lives at ``/kubepods.slice/kubepods-besteffort.slice/...``."""
+    base = parent.rstrip("/").rsplit("/", 1)[-1]
+    if systemd and base.endswith(".slice"):
+        return cgroups.systemd_path(f"{base}:x:y").rsplit("/", 1)[0]
+    return parent
 
 
 @dataclass
@@ -144,6 +170,7 @@ class Sandbox:
     labels: dict[str, str] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
     image: str = ""
+    runtime_handler: str = ""
 
     @property
     def name(self) -> str:
@@ -189,7 +216,8 @@ class Sandboxes:
                 spec = json.loads(c.spec.value)
         return Sandbox(id=c.id, config=cfg, created_at_ns=c.created_at_ns, netns=str(data.get("netns") or ""),
                        ip=str(data.get("ip") or ""), additional_ips=list(data.get("additional_ips") or []),
-                       ready=ready, pid=pid, labels=dict(c.labels), spec=spec, image=c.image)
+                       ready=ready, pid=pid, labels=dict(c.labels), spec=spec, image=c.image,
+                       runtime_handler=str(data.get("runtime_handler") or ""))
 
     async def list(self) -> list[Sandbox]:
         out = []
@@ -213,6 +241,27 @@ class Sandboxes:
             raise errdefs.InvalidArgument(f"sandbox id prefix {sid!r} is ambiguous")
         return found[0]
 
+    # -- runtimes -------------------------------------------------------------------------------
+    def runtime(self, handler: str = "") -> RuntimeConfig:
+        """The runtime of a pod's handler (RuntimeClass); the default one for ``""``."""
+        if not handler:
+            return self.config.default_runtime
+        try:
+            return self.config.containerd.runtimes[handler]
+        except KeyError:
+            raise errdefs.NotFound(f"no runtime for {handler!r} is configured") from None
+
+    def systemd_cgroup(self, handler: str = "") -> bool:
+        """Whether the pods of this handler use the systemd cgroup driver (its runc ``SystemdCgroup``)."""
+        return self.runtime(handler).options.systemd_cgroup
+
+    def run_options(self, handler: str = "") -> RuncOptions:
+        """The runc options the handler's runtime configures, for its pods' and containers' tasks."""
+        o = self.runtime(handler).options
+        return RuncOptions(binary_name=o.binary_name, root=o.root, systemd_cgroup=o.systemd_cgroup,
+                           no_pivot_root=o.no_pivot_root, no_new_keyring=o.no_new_keyring, io_uid=o.io_uid,
+                           io_gid=o.io_gid)
+
     # -- stats ------------------------------------------------------------------------------------
     async def cgroup_stats(self, sb: Sandbox) -> tuple[str, dict[str, Any]]:
         """(mode, metrics) of the pod's cgroup: its config's ``cgroup_parent``, as containerd reads it."""
@@ -221,9 +270,11 @@ class Sandboxes:
             raise errdefs.FailedPrecondition(
                 f"failed to get cgroup metrics for sandbox {sb.id}: its config names no cgroup_parent")
 
+        path = parent_cgroup(parent, self.systemd_cgroup(sb.runtime_handler))
+
         def read() -> tuple[str, dict[str, Any]]:
             reader = cgroups.CgroupReader()
-            return reader.mode, reader.stats(reader.paths_of_spec(parent))
+            return reader.mode, reader.stats(reader.paths_of_spec(path))
 
         return await asyncio.to_thread(read)
 
@@ -249,7 +300,7 @@ class Sandboxes:
             raise errdefs.AlreadyExists(f"failed to reserve sandbox name {name!r}: name is reserved")
         self._names.add(name)
         try:
-            return await self._run(cfg, name)
+            return await self._run(cfg, name, runtime_handler)
         finally:
             self._names.discard(name)
 
@@ -260,7 +311,7 @@ class Sandboxes:
             await self.images.pull(ref)
             return await self.images.resolve(ref)
 
-    async def _run(self, cfg: pb.PodSandboxConfig, name: str) -> str:
+    async def _run(self, cfg: pb.PodSandboxConfig, name: str, handler: str = "") -> str:
         image = await self._image(self.config.sandbox_image)
         sid = new_id()
         undo: list[Any] = []
@@ -279,10 +330,10 @@ class Sandboxes:
                 undo.append(lambda n=pod: self._teardown(n))
                 res = await self.cni.setup(pod)
                 ip, extra = res.pod_ip, list(res.additional_ips)
-            spec = self._spec(sid, cfg, image.config, path)
+            spec = self._spec(sid, cfg, image.config, path, self.systemd_cgroup(handler))
             labels = {**dict(cfg.labels), KIND_LABEL: KIND_SANDBOX}
             meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": ip, "additional_ips": extra,
-                    "name": name}
+                    "name": name, "runtime_handler": handler}
             await self.containers.create(NAMESPACE, Container(
                 id=sid, runtime_name=RUNTIME_NAME, spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
                 labels=labels, image=image.references[0] if image.references else image.id,
@@ -293,7 +344,7 @@ class Sandboxes:
             undo.append(lambda: sn.remove(sid))
             await self.tasks.create(NAMESPACE, sid, rootfs=[RootfsMount(mt.type, mt.source, mt.target,
                                                                         tuple(mt.options)) for mt in mounts],
-                                    io=TaskIO())
+                                    io=TaskIO(), options=self.run_options(handler))
             undo.append(lambda: self._delete_task(sid))
             await self.tasks.start_process(NAMESPACE, sid)
         except BaseException:
@@ -342,7 +393,8 @@ class Sandboxes:
             return max(adj, own_oom_score_adj())
         return adj
 
-    def _spec(self, sid: str, cfg: pb.PodSandboxConfig, image_config: dict[str, Any], path: str) -> dict[str, Any]:
+    def _spec(self, sid: str, cfg: pb.PodSandboxConfig, image_config: dict[str, Any], path: str,
+              systemd: bool = False) -> dict[str, Any]:
         spec = default_spec(NAMESPACE, sid)
         ic = image_config.get("config") or {}
         args = [*(ic.get("Entrypoint") or []), *(ic.get("Cmd") or [])]
@@ -373,7 +425,7 @@ class Sandboxes:
         linux["namespaces"] = namespaces
         if cfg.linux.sysctls:
             linux["sysctl"] = dict(cfg.linux.sysctls)
-        linux["cgroupsPath"] = cgroups_path(cfg.linux.cgroup_parent, sid)
+        linux["cgroupsPath"] = cgroups_path(cfg.linux.cgroup_parent, sid, systemd)
         linux.setdefault("resources", {}).setdefault("cpu", {})["shares"] = 2
         spec["annotations"] = {
             ANN_CONTAINER_TYPE: KIND_SANDBOX,
