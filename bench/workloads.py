@@ -69,9 +69,10 @@ class Images:
     big_ref: str
     big: images.BuiltImage
     busybox: images.BuiltImage
+    pause_ref: str = ""  # W8's sandbox image: busybox running `sleep inf`
 
 
-DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30}
+DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30, "W8": 20}
 TITLES = {
     "W1": "fetch of the big image, content only, cold",
     "W2": "pull + unpack of the big image, cold",
@@ -80,6 +81,7 @@ TITLES = {
     "W5": "50 containers, started 10 at a time",
     "W6": "idle daemon memory (PSS)",
     "W7": "floor: runc run on a prepared bundle",
+    "W8": "CRI: RunPodSandbox, CreateContainer + StartContainer, StopPodSandbox + RemovePodSandbox",
 }
 
 
