@@ -1,5 +1,5 @@
 """pycrictl's run / update / logs -f --since / stats -a / rmp -a / rmi --prune, a container
-that exits by itself -- on our daemon and on containerd 1.6's CRI alike.
+that exits by itself, one shim per pod -- on our daemon and on containerd 1.6's CRI alike.
 
 Uses the engines, registry and CNI set-up of ``test_cri_pods`` (module fixtures re-imported
 here, so this module starts its own daemon, containerd and registry).
@@ -166,4 +166,29 @@ def test_a_container_exiting_by_itself(engine: Engine, busybox: str, tmp_path: P
         assert kinds == [pb.CONTAINER_CREATED_EVENT, pb.CONTAINER_STARTED_EVENT, pb.CONTAINER_STOPPED_EVENT]
     finally:
         stream.close()
+        engine.crictl("rmp", "-f", pod, check=False)
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_one_shim_per_pod(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """The pod's infra process and its two containers are children of one shim process, as
+    containerd's runc v2 shim groups a pod's containers by their sandbox id."""
+    podcfg = pod_config(tmp_path)
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        engine.crictl("pull", busybox)
+        cids = [engine.crictl("create", pod, str(_ctr_config(tmp_path, busybox, "sleep 1000", f"c{i}")),
+                              str(podcfg)).stdout.strip() for i in range(2)]
+        for cid in cids:
+            engine.crictl("start", cid)
+        pids = [int(engine.crictl_json("inspectp", pod)["info"]["pid"])]
+        pids += [int(engine.crictl_json("inspect", cid)["info"]["pid"]) for cid in cids]
+        shims = {_ppid(p) for p in pids}
+        assert len(shims) == 1, f"{engine.name}: the pod's processes {pids} have parents {shims}"
+        shim = shims.pop()
+        assert "shim" in Path(f"/proc/{shim}/cmdline").read_bytes().decode(errors="replace"), shim
+    finally:
         engine.crictl("rmp", "-f", pod, check=False)
