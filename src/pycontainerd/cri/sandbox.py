@@ -312,14 +312,20 @@ class Sandboxes:
             return await self.images.resolve(ref)
 
     async def _run(self, cfg: pb.PodSandboxConfig, name: str, handler: str = "") -> str:
+        """netns, then CNI ADD in it *while* the record, the snapshot and the infra task are made
+        (runc only needs the netns to exist; the pod's interfaces may come meanwhile), then the
+        pod's IPs into the record and the infra process started: CNI ADD and runc create are each
+        about a third of the call, and neither waits for the other (containerd runs them one after
+        the other).  On failure everything is undone in reverse, CNI DEL only once ADD is over."""
         image = await self._image(self.config.sandbox_image)
         sid = new_id()
         undo: list[Any] = []
+        cni_add: asyncio.Task[Any] | None = None
         try:
             sdir = self.sandbox_dir(sid)
             await asyncio.to_thread(self._write_files, sdir, cfg)
             undo.append(lambda: asyncio.to_thread(shutil.rmtree, sdir, True))
-            path, ip, extra = "", "", []
+            path = ""
             if not host_network(cfg):
                 path = await netns.create(netns.netns_dir(self.state_dir,
                                                           under_state_dir=self.config.netns_mounts_under_state_dir))
@@ -328,16 +334,16 @@ class Sandboxes:
                     raise errdefs.FailedPrecondition("cni plugin not initialized: no CNI network for the pod")
                 pod = self._pod_network(sid, path, cfg)
                 undo.append(lambda n=pod: self._teardown(n))
-                res = await self.cni.setup(pod)
-                ip, extra = res.pod_ip, list(res.additional_ips)
+                cni_add = asyncio.create_task(self.cni.setup(pod), name=f"cni-add-{sid[:12]}")
             spec = self._spec(sid, cfg, image.config, path, self.systemd_cgroup(handler))
             labels = {**dict(cfg.labels), KIND_LABEL: KIND_SANDBOX}
-            meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": ip, "additional_ips": extra,
+            meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": "", "additional_ips": [],
                     "name": name, "runtime_handler": handler}
-            await self.containers.create(NAMESPACE, Container(
+            record = Container(
                 id=sid, runtime_name=RUNTIME_NAME, spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
                 labels=labels, image=image.references[0] if image.references else image.id,
-                snapshotter=self.images.snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)}))
+                snapshotter=self.images.snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)})
+            await self.containers.create(NAMESPACE, record)
             undo.append(lambda: self.containers.delete(NAMESPACE, sid))
             sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
             mounts = await sn.prepare(sid, image.chain_id, {})
@@ -346,8 +352,18 @@ class Sandboxes:
                                                                         tuple(mt.options)) for mt in mounts],
                                     io=TaskIO(), options=self.run_options(handler))
             undo.append(lambda: self._delete_task(sid))
+            if cni_add is not None:
+                res = await cni_add
+                meta.update(ip=res.pod_ip, additional_ips=list(res.additional_ips))
+                record = await self.containers.get(NAMESPACE, sid)
+                record.extensions = {**record.extensions, SANDBOX_EXT: ext_value(meta)}
+                await self.containers.update(NAMESPACE, record, ["extensions"])
             await self.tasks.start_process(NAMESPACE, sid)
         except BaseException:
+            if cni_add is not None and not cni_add.done():
+                await asyncio.wait([cni_add])  # CNI DEL (in the undo) only after ADD is over
+            if cni_add is not None and cni_add.done() and not cni_add.cancelled():
+                cni_add.exception()  # retrieved: the error that matters is the one raised below
             for step in reversed(undo):
                 try:
                     await step()
