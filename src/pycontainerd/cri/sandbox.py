@@ -190,6 +190,7 @@ class Sandboxes:
         self.cni = cni
         self._names: set[str] = set()  # pod names being created right now
         self._locks: dict[str, asyncio.Lock] = {}
+        self._net_down: set[str] = set()  # pods whose network this daemon tore down (CNI DEL done)
 
     def lock(self, sid: str) -> asyncio.Lock:
         return self._locks.setdefault(sid, asyncio.Lock())
@@ -478,18 +479,31 @@ class Sandboxes:
                 await asyncio.wait_for(self.tasks.wait(NAMESPACE, cid), STOP_WAIT)
 
     async def stop(self, sid: str, stop_containers: Any = None) -> None:
+        """The pod's containers, then its infra process, stopped; its network torn down meanwhile
+        (CNI DEL and the netns do not wait for the processes, nor they for it).  A later stop or the
+        remove skips CNI DEL when this daemon already did it; after a restart it runs once more
+        (idempotent: it releases what a stop interrupted by a crash or reboot left)."""
         sb = await self.get(sid)
         async with self.lock(sb.id):
-            if stop_containers is not None:
-                await stop_containers(sb.id)
-            await self.kill_task(sb.id, 0)
-            await self._delete_task(sb.id)
-            if sb.netns:
-                if await netns.exists(sb.netns):
-                    await self._teardown(self._pod_network(sb.id, sb.netns, sb.config))
-                    await netns.remove(sb.netns)
-                else:  # already removed (a second stop): CNI DEL once more is harmless and idempotent
-                    await self._teardown(self._pod_network(sb.id, sb.netns, sb.config))
+            net = (asyncio.create_task(self._network_down(sb), name=f"cni-del-{sb.id[:12]}")
+                   if sb.netns and sb.id not in self._net_down else None)
+            try:
+                if stop_containers is not None:
+                    await stop_containers(sb.id)
+                await self.kill_task(sb.id, 0)
+                await self._delete_task(sb.id)
+            finally:
+                if net is not None:
+                    await asyncio.wait([net])
+            if net is not None:
+                net.result()  # its error, if any
+
+    async def _network_down(self, sb: Sandbox) -> None:
+        pod = self._pod_network(sb.id, sb.netns, sb.config)
+        await self._teardown(pod)
+        if await netns.exists(sb.netns):
+            await netns.remove(sb.netns)
+        self._net_down.add(sb.id)
 
     async def remove(self, sid: str, remove_containers: Any = None) -> None:
         try:
@@ -505,3 +519,4 @@ class Sandboxes:
                 await self.containers.delete(NAMESPACE, sb.id)
             await asyncio.to_thread(shutil.rmtree, self.sandbox_dir(sb.id), True)
         self._locks.pop(sb.id, None)
+        self._net_down.discard(sb.id)
