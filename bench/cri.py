@@ -34,6 +34,20 @@ TITLES = {"runp": "W8 CRI RunPodSandbox", "create_start": "W8 CRI CreateContaine
           "stopp_rmp": "W8 CRI StopPodSandbox + RemovePodSandbox"}
 
 
+class CriError(RuntimeError):
+    """A CRI call failed: recorded as a failed sample (or a failed setup), the bench goes on."""
+
+
+@contextlib.contextmanager
+def _rpc(what: str) -> Iterator[None]:
+    try:
+        yield
+    except grpc.RpcError as exc:
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        raise CriError(f"{what}: {code.name if code else 'error'}: {details}") from None
+
+
 class Cri:
     """The CRI of one target, through the generated stubs (the same client for both daemons)."""
 
@@ -43,10 +57,13 @@ class Cri:
         self.img = pb_grpc.ImageServiceStub(self.channel)
 
     def pull(self, ref: str) -> None:
-        self.img.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=600)
+        with _rpc(f"PullImage {ref}"):
+            self.img.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=600)
 
     def remove_all_pods(self) -> None:
-        for p in self.rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=RPC_TIMEOUT).items:
+        with _rpc("ListPodSandbox"):
+            pods = self.rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=RPC_TIMEOUT).items
+        for p in pods:
             with contextlib.suppress(grpc.RpcError):
                 self.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=p.id), timeout=RPC_TIMEOUT)
                 self.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=p.id), timeout=RPC_TIMEOUT)
@@ -96,7 +113,8 @@ def w8(bench: Bench) -> None:
                 def runp(c: Cri = c, cfg: pb.PodSandboxConfig = cfg, pod: dict[str, str] = pod
                          ) -> dict[str, float | tuple[float, dict[str, object]]]:
                     t0 = time.perf_counter()
-                    resp = c.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=RPC_TIMEOUT)
+                    with _rpc("RunPodSandbox"):
+                        resp = c.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=RPC_TIMEOUT)
                     dt = time.perf_counter() - t0
                     pod["id"] = resp.pod_sandbox_id
                     return {ms["runp"].key: dt}
@@ -108,27 +126,30 @@ def w8(bench: Bench) -> None:
                 def create_start(c: Cri = c, cfg: pb.PodSandboxConfig = cfg, pod: dict[str, str] = pod
                                  ) -> dict[str, float | tuple[float, dict[str, object]]]:
                     t0 = time.perf_counter()
-                    cid = c.rt.CreateContainer(pb.CreateContainerRequest(
-                        pod_sandbox_id=pod["id"], config=container_config(imgs.busybox_ref), sandbox_config=cfg),
-                        timeout=RPC_TIMEOUT).container_id
-                    c.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=RPC_TIMEOUT)
+                    with _rpc("CreateContainer + StartContainer"):
+                        cid = c.rt.CreateContainer(pb.CreateContainerRequest(
+                            pod_sandbox_id=pod["id"], config=container_config(imgs.busybox_ref),
+                            sandbox_config=cfg), timeout=RPC_TIMEOUT).container_id
+                        c.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=RPC_TIMEOUT)
                     return {ms["create_start"].key: time.perf_counter() - t0}
 
                 def stopp_rmp(c: Cri = c, pod: dict[str, str] = pod
                               ) -> dict[str, float | tuple[float, dict[str, object]]]:
                     t0 = time.perf_counter()
-                    c.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod["id"]), timeout=RPC_TIMEOUT)
-                    c.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod["id"]), timeout=RPC_TIMEOUT)
+                    with _rpc("StopPodSandbox + RemovePodSandbox"):
+                        c.rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod["id"]), timeout=RPC_TIMEOUT)
+                        c.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod["id"]),
+                                              timeout=RPC_TIMEOUT)
                     return {ms["stopp_rmp"].key: time.perf_counter() - t0}
 
                 bench.sample([ms["create_start"]], t, i, create_start)
                 bench.sample([ms["stopp_rmp"]], t, i, stopp_rmp)
-                with contextlib.suppress(grpc.RpcError):  # a failed sample left its pod: not in the next one
+                with contextlib.suppress(CriError):  # a failed sample left its pod: not in the next one
                     c.remove_all_pods()
             bench.log(f"  W8 run {i + 1}: " + " · ".join(f"{k} {_last(m)}" for k, m in ms.items()))
     finally:
         for c in clients.values():
-            with contextlib.suppress(grpc.RpcError):
+            with contextlib.suppress(CriError):
                 c.remove_all_pods()
             c.close()
 
