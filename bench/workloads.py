@@ -70,9 +70,10 @@ class Images:
     big_ref: str
     big: images.BuiltImage
     busybox: images.BuiltImage
+    pause_ref: str = ""  # W8's and W10's sandbox image: busybox running `sleep inf`
 
 
-DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30, "W8": 20, "W9": 30}
+DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30, "W8": 20, "W9": 30, "W10": 20}
 TITLES = {
     "W1": "fetch of the big image, content only, cold",
     "W2": "pull + unpack of the big image, cold",
@@ -83,6 +84,7 @@ TITLES = {
     "W7": "floor: runc run on a prepared bundle",
     "W8": "crictl exec into a running CRI container (the streaming server)",
     "W9": "pyctr against ctr on pycontainerd: run --rm … true, version",
+    "W10": "CRI: RunPodSandbox, CreateContainer + StartContainer, StopPodSandbox + RemovePodSandbox",
 }
 PYCRICTL = "pycrictl"  # beside the interpreter running the bench
 CLI_LABELS = ("pycontainerd", "containerd")  # W9 puts pyctr in the first column, ctr in the second

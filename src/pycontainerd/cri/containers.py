@@ -157,6 +157,7 @@ class Containers:
         self._loggers: dict[str, FifoLogger] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._exec_seq = 0
+        self._exit_handlers: set[asyncio.Task[None]] = set()
         # the RuntimeService's GetContainerEvents feed: (container id, sandbox id, created|started|stopped|deleted)
         self.on_event: Callable[[str, str, str], Awaitable[None]] | None = None
 
@@ -383,7 +384,8 @@ class Containers:
         elif opts.pid != pb.NODE and spod.pid != pb.NODE:
             namespaces.append({"type": "pid"})
         linux["namespaces"] = namespaces
-        linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid)
+        linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid,
+                                            self.pods.systemd_cgroup(sb.runtime_handler))
         # the pod's files, then the config's mounts (which win for the same destination)
         sdir = self.pods.sandbox_dir(sb.id)
         # CRI's containers see their cgroup (read-only unless privileged), as containerd mounts it
@@ -435,7 +437,8 @@ class Containers:
             io = TaskIO(stdin=logger.stdin, stdout=logger.stdout, stderr=logger.stderr, terminal=c.config.tty)
             try:
                 await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
-                    RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts])
+                    RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts],
+                    options=self.pods.run_options(sb.runtime_handler))
                 try:
                     await self.tasks.start_process(NAMESPACE, c.id)
                 except BaseException:
@@ -451,7 +454,7 @@ class Containers:
                                         reason="StartError", message=str(exc))
                 raise
             await self._update_meta(c.id, started_at=time.time_ns())
-        await self._emit(c.id, c.sandbox_id, "started")
+            await self._emit(c.id, c.sandbox_id, "started")  # under the lock: before an exit's "stopped"
 
     async def _delete_task(self, cid: str) -> None:
         with contextlib.suppress(errdefs.NotFound):
@@ -545,16 +548,25 @@ class Containers:
             await self.store.update(NAMESPACE, rec, ["spec"])
 
     def watch_oom(self) -> None:
-        """Note the OOM kills the shims report (``/tasks/oom``): the exit's reason becomes OOMKilled."""
+        """Follow the shims' task events in ``k8s.io``, in their order: an OOM kill (``/tasks/oom``)
+        makes the exit's reason OOMKilled; a container's init process that exits by itself
+        (``/tasks/exit``, not through StopContainer) has its exit recorded and CONTAINER_STOPPED_EVENT
+        sent, as containerd's CRI does on TaskExit."""
         if self.exchange is None or self._watcher is not None:
             return
         exchange = self.exchange
+        topics = [f'namespace=={NAMESPACE},topic=="/tasks/oom"', f'namespace=={NAMESPACE},topic=="/tasks/exit"']
 
         async def watch() -> None:
             while True:  # a subscriber that fell behind is dropped (ResourceExhausted): subscribe again
                 with contextlib.suppress(errdefs.ResourceExhausted):
-                    async for env in exchange.subscribe([f'namespace=={NAMESPACE},topic=="/tasks/oom"']):
+                    async for env in exchange.subscribe(topics):
                         cid = str(env.payload.get("container_id") or "")
+                        if env.topic == "/tasks/exit":
+                            if str(env.payload.get("id") or cid) == cid:  # the init process, not an exec
+                                self._exit_handlers.add(t := asyncio.create_task(self._exited(cid)))
+                                t.add_done_callback(self._exit_handlers.discard)
+                            continue
                         try:
                             c = await self.store.get(NAMESPACE, cid)
                             if c.labels.get(KIND_LABEL) == KIND_CONTAINER:
@@ -562,15 +574,35 @@ class Containers:
                         except errdefs.ContainerdError as exc:
                             log.debug("oom of %s: %s", cid, exc)
 
-        self._watcher = asyncio.create_task(watch(), name="cri-oom-watch")
+        self._watcher = asyncio.create_task(watch(), name="cri-task-events")
+
+    async def _exited(self, cid: str) -> None:
+        """A container's process exited: record it (unless a stop or remove already did) and say so."""
+        try:
+            c = await self.store.get(NAMESPACE, cid)
+            if c.labels.get(KIND_LABEL) != KIND_CONTAINER:
+                return
+            sandbox_id = str((ext_data(c, CONTAINER_EXT) or {}).get("sandbox_id") or "")
+            async with self.lock(cid):  # after a start that is still running; stop/remove win otherwise
+                if await self._record_exit(cid):
+                    await self._emit(cid, sandbox_id, "stopped")
+        except errdefs.NotFound:
+            return  # removed meanwhile
+        except Exception as exc:  # the status still reads the exit from the task
+            log.warning("container %s: recording its exit failed: %s", cid, exc)
 
     async def restore(self) -> None:
-        """After a daemon restart: copy the logs of the running containers again.
+        """After a daemon restart: record the exits that happened meanwhile; copy the logs of the
+        running containers again.
 
         The shim holds their FIFOs (with a read end of its own, so the container's output
         waited in the pipe instead of failing): opening the read ends resumes the copy.
         """
         for c in await self.list():
+            if (c.state == pb.CONTAINER_EXITED and not c.meta.get("finished_at")
+                    and self.tasks.has_task(NAMESPACE, c.id)):
+                await self._exited(c.id)  # it exited while the daemon was down: record it now
+                continue
             log_path = str(c.meta.get("log_path") or "")
             d = self.io_dir(c.id)
             if c.state != pb.CONTAINER_RUNNING or c.id in self._loggers or not (d / "stdout").exists():
@@ -658,6 +690,8 @@ class Containers:
         out = {m.id: {"at": m.collected_at_ns, "data": m.data, "mode": m.cgroup_version}
                for m in await self.tasks.metrics(NAMESPACE, exprs)}
         sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+        for cid in ids or []:  # a container without a live task still has its writable layer
+            out.setdefault(cid, {"at": time.time_ns(), "data": {}, "mode": ""})
         for cid, entry in out.items():
             try:
                 u = await sn.usage(cid)

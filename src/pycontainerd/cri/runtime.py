@@ -140,7 +140,8 @@ class RuntimeService:
 
     # -- pod sandboxes ----------------------------------------------------------------------------
     async def RuntimeConfig(self, request: pb.RuntimeConfigRequest, context: Any) -> pb.RuntimeConfigResponse:
-        """The cgroup driver the kubelet must match: the default runtime's runc ``SystemdCgroup``."""
+        """The cgroup driver the kubelet must match: the default runtime's runc ``SystemdCgroup``, the
+        same setting that makes its pods' cgroup paths systemd slices (``sandbox.cgroups_path``)."""
         rt = getattr(self.state.config, "default_runtime", None)
         systemd = bool(rt is not None and rt.options.systemd_cgroup)
         return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(
@@ -188,7 +189,7 @@ class RuntimeService:
                     continue
             items.append(pb.PodSandbox(id=sb.id, metadata=sb.config.metadata, state=state,
                                        created_at=sb.created_at_ns, labels=dict(sb.config.labels),
-                                       annotations=dict(sb.config.annotations)))
+                                       annotations=dict(sb.config.annotations), runtime_handler=sb.runtime_handler))
         return pb.ListPodSandboxResponse(items=items)
 
     async def _stop_pod_containers(self, sandbox_id: str) -> None:
@@ -303,9 +304,7 @@ class RuntimeService:
                                  ) -> pb.ListContainerStatsResponse:
         f = request.filter
         chosen = []
-        for c in await self.containers.list():
-            if c.state != pb.CONTAINER_RUNNING:
-                continue
+        for c in await self.containers.list():  # every container, as containerd: `crictl stats -a` shows all
             if request.HasField("filter"):
                 if f.id and not c.id.startswith(f.id):
                     continue
@@ -368,7 +367,7 @@ class RuntimeService:
             stats = await self.containers.stats([c.id for c in running])
             for c in running:
                 m = stats.get(c.id)
-                pm.container_metrics.add(container_id=c.id, metrics=_memory_metrics(m) if m else [])
+                pm.container_metrics.add(container_id=c.id, metrics=_memory_metrics(m) if m and m.get("data") else [])
             out.append(pm)
         return pb.ListPodSandboxMetricsResponse(pod_metrics=out)
 
@@ -456,7 +455,7 @@ def _pod_status(sb: Any) -> pb.PodSandboxStatus:
         network=pb.PodSandboxNetworkStatus(ip=sb.ip, additional_ips=[pb.PodIP(ip=i) for i in sb.additional_ips]),
         linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pb.NamespaceOption(
             network=ns.network, pid=ns.pid, ipc=ns.ipc, target_id=ns.target_id))),
-        labels=dict(cfg.labels), annotations=dict(cfg.annotations), runtime_handler="")
+        labels=dict(cfg.labels), annotations=dict(cfg.annotations), runtime_handler=sb.runtime_handler)
 
 
 def _container_status(c: Any) -> pb.ContainerStatus:
@@ -479,7 +478,8 @@ def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
     out = pb.ContainerStats(attributes=attrs)
     if m is None:
         return out
-    _usage_pb(out.cpu, out.memory, m)
+    if m.get("data"):  # a container without a live task has no cgroup: only its writable layer
+        _usage_pb(out.cpu, out.memory, m)
     at = m["at"]
     layer = m.get("layer")
     if layer is not None:  # the container's own snapshot: what it wrote

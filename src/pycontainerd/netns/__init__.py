@@ -9,11 +9,12 @@ namespace dies with its last user.
 
 Where the new namespace comes from: ``unshare(CLONE_NEWNET)`` moves only the calling thread,
 and a thread of the daemon left in (or failing to leave) another namespace would open every
-later socket there.  So the namespace is made by a short-lived child process (fork+exec of
-the interpreter with a few lines of ctypes): it unshares, says so on stdout, and waits on
-stdin; the daemon bind-mounts ``/proc/<child>/ns/net`` (the child is unreaped, so its pid
-cannot be reused), then closes the child's stdin and reaps it.  ``create(pid=...)`` pins the
-namespace of an existing process instead (containerd's ``NewNetNSFromPID``).
+later socket there.  So the namespace is made by a thread of its own that does nothing else
+and ends right after: it unshares, bind-mounts ``/proc/thread-self/ns/net`` (its new
+namespace) onto the pin and returns; no other work ever runs on it, so no socket can be
+opened there (a fork+exec'd helper process did the same, at the price of starting an
+interpreter: most of the call).  ``create(pid=...)`` pins the namespace of an existing process
+instead (containerd's ``NewNetNSFromPID``).
 
 The blocking steps (mkdir, mount, umount, stat) run in worker threads, and cleanup is never
 cut short by cancellation.
@@ -22,12 +23,11 @@ cut short by cancellation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import ctypes
 import errno
 import fcntl
 import os
 import socket
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -41,19 +41,7 @@ NETNS_RUN_DIR = "/var/run/netns"
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: its CLONE_NEW* type (Linux 4.11)
 
-# the child: unshare its network namespace, report, wait for stdin to close
-_HOLDER = r"""
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-if libc.unshare(0x40000000) != 0:
-    sys.stdout.write("unshare(CLONE_NEWNET): " + os.strerror(ctypes.get_errno()) + "\n")
-    sys.exit(1)
-sys.stdout.write("ok\n")
-sys.stdout.flush()
-sys.stdin.buffer.read()
-"""
-
-HOLDER_TIMEOUT = 30.0
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def netns_dir(cri_state_dir: str | os.PathLike[str], *, under_state_dir: bool) -> Path:
@@ -123,39 +111,24 @@ def _pin(source: str, path: str) -> None:
     mount_all([Mount("bind", source, ["bind"])], path)
 
 
-async def _spawn_holder() -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        "-S",
-        "-c",
-        _HOLDER,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd="/",
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), HOLDER_TIMEOUT)
-        if line != b"ok\n":
-            err = (await asyncio.wait_for(proc.stderr.read(4096), HOLDER_TIMEOUT)).decode(errors="replace")
-            raise errdefs.Unknown(f"create network namespace: {(line.decode(errors='replace') + err).strip()}")
-    except BaseException:
-        await _stop_holder(proc)
-        raise
-    return proc
+def _unshare_and_pin(path: str) -> None:
+    """A new network namespace pinned at ``path``, made on a thread that ends right after."""
+    failed: list[BaseException] = []
 
+    def run() -> None:
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise errdefs.from_oserror(OSError(err, os.strerror(err)), "create network namespace (unshare)")
+            _pin("/proc/thread-self/ns/net", path)
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
 
-async def _stop_holder(proc: asyncio.subprocess.Process) -> None:
-    if proc.stdin is not None:
-        proc.stdin.close()
-    try:
-        await asyncio.wait_for(asyncio.shield(proc.wait()), HOLDER_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await asyncio.shield(proc.wait())
+    t = threading.Thread(target=run, name="netns-unshare", daemon=True)
+    t.start()
+    t.join()
+    if failed:
+        raise failed[0]
 
 
 async def create(base_dir: str | os.PathLike[str], *, pid: int | None = None) -> str:
@@ -164,19 +137,15 @@ async def create(base_dir: str | os.PathLike[str], *, pid: int | None = None) ->
     Nothing is left behind on failure or cancellation."""
     name = f"cni-{uuid.uuid4()}"
     spath = os.path.join(base_dir, name)
-    holder: asyncio.subprocess.Process | None = None
     try:
         await to_thread_uncancelled(_prepare, Path(base_dir), name)
         if pid is None:
-            holder = await _spawn_holder()
-            pid = holder.pid
-        await to_thread_uncancelled(_pin, f"/proc/{pid}/ns/net", spath)
+            await to_thread_uncancelled(_unshare_and_pin, spath)
+        else:
+            await to_thread_uncancelled(_pin, f"/proc/{pid}/ns/net", spath)
     except BaseException:
         await to_thread_uncancelled(_remove, spath)
         raise
-    finally:
-        if holder is not None:
-            await _stop_holder(holder)
     return spath
 
 
