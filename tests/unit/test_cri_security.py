@@ -111,7 +111,7 @@ def test_parse_seccomp_profile(tmp_path: Path) -> None:
 
 # -- the container spec ----------------------------------------------------------------------------
 class _Pods:
-    """The two things ``Containers._spec`` asks of the pods: their directory and the OOM score rule."""
+    """What ``Containers._spec`` asks of the pods: their directory, the OOM score rule, the cgroup driver."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -121,6 +121,9 @@ class _Pods:
 
     def _oom(self, adj: int) -> int:
         return adj
+
+    def systemd_cgroup(self, handler: str) -> bool:
+        return False
 
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n"

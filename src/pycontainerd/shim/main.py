@@ -111,18 +111,14 @@ def start_v2(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def launcher_main() -> int:
-    import gc
-
     control = socket.socket(fileno=0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims that exit are reaped by the kernel
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # the runtime v2 shim's modules (protobuf, task.v2): imported once here, shared by every fork
     from pycontainerd.shim import taskv2, ttrpc_loop, v2main  # noqa: F401
-    from pycontainerd.shim.warmup import warm_up
+    from pycontainerd.shim.warmup import prepare_memory
 
-    warm_up()
-    gc.collect()
-    gc.freeze()  # keep the collector off the shared pages in every forked shim
+    prepare_memory()
     decoder = protocol.Decoder()
     while True:
         try:
@@ -155,7 +151,7 @@ def cleanup(config: ShimConfig) -> dict[str, Any]:
     """After a shim is gone: ``runc delete --force`` the container, unmount <bundle>/rootfs,
     and return the init process's recorded exit (``pid``/``exit_status``/``exited_at_ns``;
     exit 255 at time 0 when none was recorded).  Problems are written to stderr."""
-    from pycontainerd.shim import mount as mnt
+    from pycontainerd.mount import core as mounts
     from pycontainerd.shim.runc import Runc, RuncError
 
     loop = Loop()
@@ -176,8 +172,8 @@ def cleanup(config: ShimConfig) -> dict[str, Any]:
         except RuncError as err:
             sys.stderr.write(f"{err}\n")
     try:
-        mnt.unmount_tree(os.path.join(config.bundle, "rootfs"))
-    except OSError as exc:
+        mounts.unmount_all(os.path.join(config.bundle, "rootfs"))  # what is mounted below first
+    except (OSError, errdefs.ContainerdError) as exc:
         sys.stderr.write(f"{exc}\n")
     exit_info: dict[str, Any] = {"pid": 0, "exit_status": 255, "exited_at_ns": 0}
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,24 @@ class RuncError(errdefs.Unknown):
         self.stderr = stderr
         self.log = log
         self.detail = detail
+
+
+_FOUND: dict[str, str] = {}  # bare runtime name -> its path on PATH, found once per process
+
+
+def resolve_binary(binary: str, *, again: bool = False) -> str:
+    """The runtime binary to exec: a bare name (``runc``) is looked up on PATH once and
+    remembered — the launcher does it before it forks, so shims inherit the answer; exec'ing
+    the bare name would walk PATH (a failed execve per entry) at every runc command.
+    ``again``: forget what was found (it was not there any more)."""
+    if "/" in binary:
+        return binary
+    if again:
+        _FOUND.pop(binary, None)
+    found = _FOUND.get(binary)
+    if found is None:
+        found = _FOUND[binary] = shutil.which(binary) or binary
+    return found
 
 
 def _exit_code(status: int) -> int:
@@ -136,16 +155,22 @@ class Runc:
                 eofs = [self._collect(out_r, out_buf), self._collect(err_r, err_buf)]
                 fds = (in_r, out_w, err_w)
             argv = self._argv(args, log_path)
-            try:
-                self.reaper.spawn(
-                    argv,
-                    stdin=fds[0],
-                    stdout=fds[1],
-                    stderr=fds[2],
-                    on_exit=lambda status, at: exit_fut.set_result((status, at)),
-                )
-            except OSError as exc:
-                raise errdefs.from_oserror(exc, f"start {argv[0]}") from exc
+            for again in (False, True):
+                argv[0] = resolve_binary(self.binary, again=again)
+                try:
+                    self.reaper.spawn(
+                        argv,
+                        stdin=fds[0],
+                        stdout=fds[1],
+                        stderr=fds[2],
+                        on_exit=lambda status, at: exit_fut.set_result((status, at)),
+                    )
+                    break
+                except FileNotFoundError as exc:
+                    if again or argv[0] == self.binary:
+                        raise errdefs.from_oserror(exc, f"start {self.binary}") from exc
+                except OSError as exc:
+                    raise errdefs.from_oserror(exc, f"start {self.binary}") from exc
         finally:
             for fd in to_close:
                 os.close(fd)

@@ -153,12 +153,31 @@ def _ts(ns: int) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
+def _event(cls: type[Message], payload: dict[str, Any]) -> Message:
+    """The event message of ``payload`` (its fields by name; nested messages as dicts,
+    timestamps as RFC 3339 strings; other keys ignored), built by the message's constructor:
+    ``json_format.ParseDict`` would run a few hundred lines of Python, and every object it
+    touches costs a forked shim a page of its launcher's memory."""
+    fields = cls.DESCRIPTOR.fields_by_name
+    kwargs: dict[str, Any] = {}
+    for name, value in payload.items():
+        field = fields.get(name)
+        if field is None:
+            continue
+        if isinstance(value, str) and field.message_type is timestamp_pb2.Timestamp.DESCRIPTOR:
+            ts = timestamp_pb2.Timestamp()
+            ts.FromJsonString(value)
+            value = ts
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
 def envelope(namespace: str, topic: str, payload: dict[str, Any]) -> events_pb2.ForwardRequest | None:
     """The Forward request carrying one service event (None for a topic we do not know)."""
     cls = EVENT_TYPES.get(topic)
     if cls is None:
         return None
-    msg = json_format.ParseDict(payload, cls(), ignore_unknown_fields=True)
+    msg = _event(cls, payload)
     env = events_pb2.Envelope(
         namespace=namespace,
         topic=topic,
