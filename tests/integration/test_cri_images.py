@@ -358,10 +358,11 @@ def test_status_codes_match_containerd(ours: Engine, theirs: Engine, registries:
 
 
 def test_unimplemented_runtime_methods_say_so(ours: Engine) -> None:
-    # (Attach was the example until the streaming server came)
-    code, msg = ours.code("CheckpointContainer", pb.CheckpointContainerRequest(container_id="x"))
+    # (Attach was the example until the streaming server came, CheckpointContainer until it said why:
+    # test_checkpoint_container_says_why_not)
+    code, msg = ours.code("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id="x"))
     assert code == grpc.StatusCode.UNIMPLEMENTED
-    assert "CheckpointContainer" in msg and "not implemented" in msg
+    assert "UpdatePodSandboxResources" in msg and "not implemented" in msg
 
 
 def test_cri_plugin_listed(ours: Engine) -> None:
