@@ -297,6 +297,9 @@ def test_20_concurrent_execs_one_client_vanishing_leaks_nothing(ours: Engine, bo
     io_dir = Path(d.state) / CRI_STATE / "containers" / box
     task_pids = len(ours.ctr("tasks", "ps", box).splitlines())
     sockets = _daemon_sockets(d.pid)
+    shim = _parent(int(ours.crictl_json("inspect", box)["info"]["pid"]))  # the shim: the subreaper of the init
+    assert "shim" in Path(f"/proc/{shim}/cmdline").read_text(), Path(f"/proc/{shim}/cmdline").read_text()
+    shim_fds = len(os.listdir(f"/proc/{shim}/fd"))
     results: dict[int, Any] = {}
 
     def session(i: int) -> None:
@@ -339,9 +342,17 @@ def test_20_concurrent_execs_one_client_vanishing_leaks_nothing(ours: Engine, bo
     def clean() -> bool:
         return (len(ours.ctr("tasks", "ps", box).splitlines()) == task_pids
                 and not any(p.name.startswith("exec-") for p in io_dir.iterdir())
-                and _daemon_sockets(d.pid) <= sockets)
+                and _daemon_sockets(d.pid) <= sockets
+                and len(os.listdir(f"/proc/{shim}/fd")) <= shim_fds)
 
-    wait_for(clean, 20, "no exec process, FIFO or socket left", interval=0.1)
+    wait_for(clean, 20, "no exec process, FIFO, socket or shim fd left", interval=0.1)
+
+
+def _parent(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no parent of {pid}")
 
 
 def test_attach_after_a_daemon_restart(ours: Engine, pod: tuple[str, Path], busybox: str, tmp_path: Path) -> None:
