@@ -524,7 +524,9 @@ def test_piped_stdin_ends_with_ctrs_close_io(ctrd: Containerd, runtime: str) -> 
     ``ctr tasks exec`` sends CloseIO at its EOF.  ``ctr run`` (1.6) does not when its stdin ends
     before Create returned (containerd/containerd#4489: its closer is not set yet): containerd's
     own shim then keeps the stdin open and ``cat`` never exits (measured: still running after
-    60 s), so that half runs on ours only, where a writer gone before Start ends stdin."""
+    60 s), so that half runs on ours only, where a writer gone before Start ends stdin.  (With
+    ``</dev/null`` ctr's writer never even connects: ``ctr run --rm IMG id cat`` hangs on both
+    shims, as before this shim held stdin open - measured, 10 s.)"""
     if runtime == RUNTIME:
         r = ctrd.ctr("run", "--runtime", runtime, "--rm", IMAGE, _cid("pipe"), "cat", input="hi\n", timeout=60)
         assert r.stdout == "hi\n"
