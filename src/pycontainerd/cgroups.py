@@ -123,6 +123,22 @@ def systemd_path(cgroups_path: str) -> str:
     return f"{out}/{unit}"
 
 
+def swap_accounting(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc")) -> bool:
+    """Whether memory swap can be limited here (containerd's ``SwapControllerAvailable``): cgroup v1
+    with ``memory.memsw.limit_in_bytes`` (swapaccount=1), or cgroup v2 with ``memory.swap.max``
+    beside our own cgroup (the root cgroup has none: then any first-level group's is looked at)."""
+    base = sys_root / "fs" / "cgroup"
+    if not (base / "cgroup.controllers").exists():
+        return (base / "memory" / "memory.memsw.limit_in_bytes").exists()
+    own = parse_proc_cgroup(_read(proc_root / "self" / "cgroup") or "").get("", "/")
+    if own.strip("/") and (base / own.strip("/") / "memory.swap.max").exists():
+        return True
+    try:
+        return any((d / "memory.swap.max").exists() for d in base.iterdir() if d.is_dir())
+    except OSError:
+        return False
+
+
 # -- readers -----------------------------------------------------------------------------------
 def _read(path: Path) -> str | None:
     try:

@@ -12,7 +12,7 @@ from pycontainerd import errdefs
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 from pycontainerd.config.model import CRIConfig
 from pycontainerd.cri import runtime
-from pycontainerd.cri.containers import Containers, container_name, oci_resources
+from pycontainerd.cri.containers import Containers, container_name, merge_resources, oci_resources
 from pycontainerd.cri.sandbox import (
     InterfaceUsage,
     Sandbox,
@@ -55,6 +55,42 @@ def test_oci_resources() -> None:
                                      memory_limit_in_bytes=64 << 20)
     assert oci_resources(res) == {"cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
                                   "memory": {"limit": 64 << 20}}
+
+
+
+def test_oci_resources_swap_hugepages_unified() -> None:
+    """containerd 1.6's rules: swap only where the host accounts it (memory limit = no swap by
+    default), hugepage limits and unified keys passed on for runc to apply or refuse."""
+    res = pb.LinuxContainerResources(memory_limit_in_bytes=64 << 20)
+    assert oci_resources(res, swap_accounting=True)["memory"] == {"limit": 64 << 20, "swap": 64 << 20}
+    assert oci_resources(res, swap_accounting=False)["memory"] == {"limit": 64 << 20}
+    res.memory_swap_limit_in_bytes = 128 << 20
+    assert oci_resources(res, swap_accounting=True)["memory"] == {"limit": 64 << 20, "swap": 128 << 20}
+    res = pb.LinuxContainerResources(hugepage_limits=[pb.HugepageLimit(page_size="2MB", limit=4 << 20)],
+                                     unified={"memory.high": "1000000"})
+    assert oci_resources(res) == {"hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20}],
+                                  "unified": {"memory.high": "1000000"}}
+    merged = merge_resources({"cpu": {"shares": 2}, "hugepageLimits": [{"pageSize": "1GB", "limit": 1}]},
+                             {"cpu": {"quota": 5}, "hugepageLimits": []})
+    assert merged == {"cpu": {"shares": 2, "quota": 5}, "hugepageLimits": []}
+
+
+def test_swap_accounting_reads_the_host(tmp_path: Path) -> None:
+    from pycontainerd import cgroups
+
+    (tmp_path / "sys/fs/cgroup/memory").mkdir(parents=True)
+    (tmp_path / "proc/self").mkdir(parents=True)
+    assert not cgroups.swap_accounting(tmp_path / "sys", tmp_path / "proc")
+    (tmp_path / "sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
+    assert cgroups.swap_accounting(tmp_path / "sys", tmp_path / "proc")
+    v2 = tmp_path / "v2"
+    (v2 / "sys/fs/cgroup/user.slice").mkdir(parents=True)
+    (v2 / "sys/fs/cgroup/cgroup.controllers").write_text("memory\n")
+    (v2 / "proc/self").mkdir(parents=True)
+    (v2 / "proc/self/cgroup").write_text("0::/user.slice\n")
+    assert not cgroups.swap_accounting(v2 / "sys", v2 / "proc")
+    (v2 / "sys/fs/cgroup/user.slice/memory.swap.max").write_text("max\n")
+    assert cgroups.swap_accounting(v2 / "sys", v2 / "proc")
 
 
 def test_stats_from_cgroup_v1_and_v2_metrics() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from .. import errdefs
+from .. import cgroups, errdefs
 from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..events.exchange import Exchange
 from ..fsmodes import private_dir
@@ -150,8 +150,15 @@ def signal_enum(name: str) -> pb.Signal.ValueType:
     return pb.Signal.Value(v) if v in pb.Signal.DESCRIPTOR.values_by_name else pb.RUNTIME_DEFAULT
 
 
-def oci_resources(res: pb.LinuxContainerResources) -> dict[str, Any]:
-    """The OCI ``linux.resources`` (cpu, memory) a CRI LinuxContainerResources asks for."""
+def oci_resources(res: pb.LinuxContainerResources, *, swap_accounting: bool = False) -> dict[str, Any]:
+    """The OCI ``linux.resources`` a CRI LinuxContainerResources asks for, as containerd builds them.
+
+    Memory swap follows containerd 1.6: with swap accounting on the host, the swap limit is the
+    one asked for, or the memory limit itself (no swap by default); without it (cgroup v1 with
+    no ``memory.memsw.*``, the default on Debian) there is nothing to limit and none is set.
+    Hugepage limits and cgroup v2 ``unified`` keys go to runc as asked: a host without the
+    hugetlb controller, or a cgroup v1 host given ``unified`` keys, fails the start with runc's
+    error naming them (never silently dropped)."""
     out: dict[str, Any] = {}
     cpu: dict[str, Any] = {}
     if res.cpu_shares:
@@ -168,6 +175,22 @@ def oci_resources(res: pb.LinuxContainerResources) -> dict[str, Any]:
         out["cpu"] = cpu
     if res.memory_limit_in_bytes:
         out["memory"] = {"limit": res.memory_limit_in_bytes}
+        if swap_accounting:
+            out["memory"]["swap"] = res.memory_swap_limit_in_bytes or res.memory_limit_in_bytes
+    elif res.memory_swap_limit_in_bytes and swap_accounting:
+        out["memory"] = {"swap": res.memory_swap_limit_in_bytes}
+    if res.hugepage_limits:
+        out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit} for h in res.hugepage_limits]
+    if res.unified:
+        out["unified"] = dict(res.unified)
+    return out
+
+
+def merge_resources(current: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
+    """``want`` over ``current``: sections (cpu, memory, unified) key by key, lists (hugepage limits) replaced."""
+    out = dict(current)
+    for k, v in want.items():
+        out[k] = {**(current.get(k) or {}), **v} if isinstance(v, dict) else v
     return out
 
 
@@ -250,6 +273,7 @@ class Containers:
         self._locks: dict[str, asyncio.Lock] = {}
         self._exec_seq = 0
         self._apparmor: tuple[bool, frozenset[str]] | None = None  # read once, on the first create
+        self.swap_accounting = cgroups.swap_accounting()  # a host fact (kernel command line): read once
         self._exit_handlers: set[asyncio.Task[None]] = set()
         # the RuntimeService's GetContainerEvents feed: (container id, sandbox id, created|started|stopped|deleted)
         self.on_event: Callable[[str, str, str], Awaitable[None]] | None = None
@@ -532,7 +556,7 @@ class Containers:
             spec["root"]["readonly"] = True
         res = cfg.linux.resources
         r = linux.setdefault("resources", {})
-        r.update(oci_resources(res))
+        r.update(oci_resources(res, swap_accounting=self.swap_accounting))
         if res.oom_score_adj:
             proc["oomScoreAdj"] = self.pods._oom(res.oom_score_adj)
         # the pod's namespaces, through its infra process
@@ -712,19 +736,16 @@ class Containers:
         """New cpu/memory limits: into the running task's cgroup, and the stored spec for a later start."""
         c = await self.get(cid)
         async with self.lock(c.id):
-            want = oci_resources(res)
+            want = oci_resources(res, swap_accounting=self.swap_accounting)
             if c.state == pb.CONTAINER_RUNNING:
                 current = dict((c.spec.get("linux") or {}).get("resources") or {})
-                merged = {**current, **{k: {**(current.get(k) or {}), **v} for k, v in want.items()}}
-                await self.tasks.update(NAMESPACE, c.id, merged)
+                await self.tasks.update(NAMESPACE, c.id, merge_resources(current, want))
             elif c.state != pb.CONTAINER_CREATED:
                 raise errdefs.FailedPrecondition(f"container {c.id} is not running or created: cannot update it")
             rec = await self.store.get(NAMESPACE, c.id)
             spec = dict(c.spec)
             linux = spec.setdefault("linux", {})
-            cur = linux.setdefault("resources", {})
-            for k, v in want.items():
-                cur[k] = {**(cur.get(k) or {}), **v}
+            linux["resources"] = merge_resources(linux.get("resources") or {}, want)
             if res.oom_score_adj:
                 spec.setdefault("process", {})["oomScoreAdj"] = self.pods._oom(res.oom_score_adj)
             rec.spec = TypedValue(SPEC_TYPE_URL, json.dumps(canonical(spec)).encode())
