@@ -33,6 +33,7 @@ from ..plugin import registry as plugin_registry
 from ..plugin import types as plugin_types
 from . import memory
 from .interceptors import TimingInterceptor
+from .methods import MethodTable
 from .ops import OpsServers
 
 log = logging.getLogger("pycontainerd")
@@ -184,9 +185,12 @@ class Daemon:
             # an interceptor costs every call a coroutine hop
             interceptors=[*self.ops.interceptors(), *([TimingInterceptor()] if _timing_logged() else [])],
         )
+        # services go to one method table, given to the server as one handler (see methods.py)
+        table = MethodTable()
         for p in self.plugins.plugins:
             if p.error is None and hasattr(p.instance, "add_to_server"):
-                p.instance.add_to_server(server)
+                p.instance.add_to_server(table)
+        table.install(server)
         # plugins finish starting (GC's first pass, shim reconnection) before the first call
         # is served, so clients never see a half-restored daemon
         for p in self.plugins.plugins:
