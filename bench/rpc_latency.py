@@ -186,6 +186,10 @@ def started(args: argparse.Namespace) -> Iterator[list[Client]]:
             variant = OursTarget()
             variant.key = f"ours-{name}"
             envs[variant.key] = dict(kv.split("=", 1) for kv in env.split(",") if kv)
+            for config in args.ours_variant_configs:
+                if config.partition(":")[0] == name:
+                    with open(variant.config, "a") as fh:
+                        fh.write(config.partition(":")[2].replace("\\n", "\n") + "\n")
             targets.append(variant)
         for t in targets:
             saved = dict(os.environ)
@@ -230,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--floors", default="", help="minimal servers to add: aio, aio-uvloop, sync")
     p.add_argument("--ours-variant", dest="ours_variants", action="append", default=[],
                    help="NAME:ENV=VALUE[,ENV=VALUE]: another pycontainerd started with this environment")
+    p.add_argument("--ours-variant-config", dest="ours_variant_configs", action="append", default=[],
+                   help="NAME:TOML: append TOML (\\n for newlines) to that variant's config file")
     p.add_argument("--ours-socket", default=None)
     p.add_argument("--containerd-socket", default=None)
     p.add_argument("--json", type=Path, default=None, help="write every sample here")

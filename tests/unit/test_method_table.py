@@ -73,3 +73,54 @@ def test_installed_table_serves_its_methods_and_generic_only_handlers(tmp_path: 
             await server.stop(None)
 
     asyncio.run(main())
+
+
+def test_wrappers_are_applied_once_per_method_first_outermost(tmp_path: Path) -> None:
+    address = f"unix:{tmp_path / 'grpc.sock'}"
+    wrapped: list[str] = []
+    calls: list[str] = []
+
+    def wrapper(name: str) -> Any:
+        def wrap(method: str, handler: Any) -> Any:
+            wrapped.append(f"{name} {method}")
+            if handler.unary_unary is None:
+                return handler
+            inner = handler.unary_unary
+
+            async def call(request: Any, context: Any) -> Any:
+                calls.append(f"{name} in")
+                try:
+                    return await inner(request, context)
+                finally:
+                    calls.append(f"{name} out")
+
+            return grpc.unary_unary_rpc_method_handler(call, request_deserializer=handler.request_deserializer,
+                                                       response_serializer=handler.response_serializer)
+        return wrap
+
+    async def main() -> None:
+        table = MethodTable()
+        VersionService().add_to_server(table)
+        table.add_generic_rpc_handlers([_generic_only(HEALTH, b"ok")])
+        server = grpc.aio.server()
+        table.install(server, [wrapper("outer"), wrapper("inner")])
+        version = "/containerd.services.version.v1.Version/Version"
+        assert wrapped == [f"inner {version}", f"outer {version}"]  # at install, not per call
+        server.add_insecure_port(address)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                stub = version_pb2_grpc.VersionStub(channel)
+                for _ in range(3):
+                    await stub.Version(empty_pb2.Empty())
+                assert calls == ["outer in", "inner in", "inner out", "outer out"] * 3
+                assert len(wrapped) == 2
+                calls.clear()
+                for _ in range(2):  # a generic-only method: wrapped on its first call, once
+                    assert await channel.unary_unary(HEALTH, None, None)(b"") == b"ok"
+                assert calls == ["outer in", "inner in", "inner out", "outer out"] * 2
+                assert wrapped[2:] == [f"inner {HEALTH}", f"outer {HEALTH}"]
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())

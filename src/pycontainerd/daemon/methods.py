@@ -15,10 +15,15 @@ generated code) is kept and asked after the table, in the order it was added.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
+
+if TYPE_CHECKING:  # generic only in grpc-stubs
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    Wrapper = Callable[[str, Handler], Handler]
+    """``wrap(full_method, handler) -> handler``: what the daemon wraps around every method."""
 
 
 class MethodTable(grpc.aio.Server):
@@ -41,9 +46,17 @@ class MethodTable(grpc.aio.Server):
                 raise ValueError(f"gRPC method {method} is added twice")
             self.handlers[method] = handler
 
-    def install(self, server: grpc.aio.Server) -> None:
-        """Give ``server`` the table (first) and the generic handlers that came on their own."""
-        server.add_generic_rpc_handlers([_Lookup(self.handlers), *self._generic])
+    def install(self, server: grpc.aio.Server, wrappers: Sequence[Wrapper] = ()) -> None:
+        """Give ``server`` the table (first) and the generic handlers that came on their own.
+
+        Each of ``wrappers`` (``wrap(full_method, handler) -> handler``: metrics, timing) is
+        applied to each method's handler here, once, the first one outermost; a method of a
+        generic handler that came alone is wrapped on its first call."""
+        handlers = {method: _wrapped(method, h, wrappers) for method, h in self.handlers.items()}
+        fallback: list[grpc.GenericRpcHandler[Any, Any]] = []
+        if self._generic:
+            fallback = [_Wrapping(self._generic, wrappers)] if wrappers else list(self._generic)
+        server.add_generic_rpc_handlers([_Lookup(handlers), *fallback])
 
     # -- a MethodTable serves nothing ----------------------------------------------------------
     def _refuse(self, what: str) -> NoReturn:
@@ -63,6 +76,33 @@ class MethodTable(grpc.aio.Server):
 
     async def wait_for_termination(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - the Server API
         self._refuse("wait_for_termination")
+
+
+def _wrapped(method: str, handler: Handler, wrappers: Sequence[Wrapper]) -> Handler:
+    for wrap in reversed(wrappers):
+        handler = wrap(method, handler)
+    return handler
+
+
+class _Wrapping(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Generic handlers whose methods get the wrappers, each method on its first call."""
+
+    def __init__(self, generic: Sequence[grpc.GenericRpcHandler[Any, Any]], wrappers: Sequence[Wrapper]) -> None:
+        self._generic = list(generic)
+        self._wrappers = list(wrappers)
+        self._done: dict[str, Handler] = {}  # only methods that exist: unknown names are not kept
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        method = handler_call_details.method
+        handler = self._done.get(method)
+        if handler is not None:
+            return handler
+        for generic in self._generic:
+            found = generic.service(handler_call_details)
+            if found is not None:
+                handler = self._done[method] = _wrapped(method, found, self._wrappers)
+                return handler
+        return None
 
 
 class _Lookup(grpc.GenericRpcHandler):  # type: ignore[type-arg]
