@@ -17,21 +17,23 @@ from functools import partial
 from pathlib import Path
 
 from tests.fixtures import images
+from tests.fixtures.containerd import CriOptions
 from tests.fixtures.procs import remove_tree
 from tests.fixtures.registry import running_registry
 
+from . import cri as bench_cri
 from . import quiesce, report
 from .targets import ContainerdTarget, ExternalTarget, OursTarget, Target
-from .workloads import DEFAULT_RUNS, TITLES, Bench, Images
+from .workloads import DEFAULT_RUNS, TITLES, Bench, Images, cri_exec_workload
 
-ALL = ["W1", "W2", "W3", "W4", "W5", "W6", "W7"]
+ALL = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 epilog="Workloads: " + "; ".join(f"{k} {v}" for k, v in TITLES.items()))
-    p.add_argument("--workloads", default=",".join(ALL), help="comma-separated subset of W1..W7 (default: all)")
+    p.add_argument("--workloads", default=",".join(ALL), help="comma-separated subset of W1..W10 (default: all)")
     p.add_argument("--runs", default=None,
                    help="runs per workload: N for all, or e.g. W3=20,W4=20,3 (W5 and W6 at least 3; default: "
                    + ", ".join(f"{k}={v}" for k, v in DEFAULT_RUNS.items()) + ")")
@@ -122,6 +124,24 @@ def w6_idle_start(bench: Bench, args: argparse.Namespace, log: Callable[[str], N
             if xs and xs[-1].value is not None))
 
 
+def w8_cri_exec(bench: Bench, args: argparse.Namespace, pause_ref: str, log: Callable[[str], None]) -> None:
+    """W8 on a pair of daemons started with the CRI plugin for it (the others run without)."""
+    if args.ours_socket or args.containerd_socket:
+        log("  W8: needs daemons started here with the CRI plugin: skipped with --*-socket")
+        return
+    cri = CriOptions(sandbox_image=pause_ref, insecure_registries=[pause_ref.split("/", 1)[0]])
+    fresh: list[Target] = []
+    if "ours" in args.targets:
+        fresh.append(OursTarget(cri=cri))
+    if "containerd" in args.targets:
+        fresh.append(ContainerdTarget(cri=cri))
+    with contextlib.ExitStack() as stack:
+        live = [stack.enter_context(started(t)) for t in fresh]
+        side = Bench(live, bench.imgs, bench.workdir, args.runs, log)
+        side.metrics = bench.metrics
+        cri_exec_workload(side, bench.imgs.busybox_ref, bench.workdir)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
@@ -149,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         "cgroups": "v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1",
         "snapshotter": "overlayfs",
         "shim_grouping": {"pycontainerd": "one shim per container (ctr run: no io.containerd.runc.v2.group)",
-                          "containerd": "one containerd-shim-runc-v2 per container (ctr run: no sandbox grouping)"},
+                          "containerd": "one containerd-shim-runc-v2 per container (ctr run: no sandbox grouping)",
+                          "W8, W10 (CRI)": "both: one shim per pod (its containers grouped by sandbox id)"},
         "quiescence": {"poll_s": quiesce.POLL, "window_s": quiesce.WINDOW, "deadline_s": quiesce.DEADLINE,
                        "idle_ticks": quiesce.IDLE_TICKS},
     }
@@ -166,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             images.push_to_registry(busybox, reg.url, "bench/busybox", "latest")
             images.push_to_registry(big, reg.url, "bench/big", "latest")
             imgs = Images(reg.ref("bench/busybox"), reg.ref("bench/big"), big, busybox)
+            if {"W8", "W10"} & set(args.workloads):  # the CRI sandbox image: busybox sleeping
+                pause = images.build_busybox_image(workdir / "pause", name="docker.io/library/pause:bench",
+                                                   cmd=["sleep", "inf"])
+                images.push_to_registry(pause, reg.url, "bench/pause", "latest")
+                imgs.pause_ref = reg.ref("bench/pause")
             log(f"  registry {reg.url} serving {imgs.busybox_ref} and {imgs.big_ref}")
 
             targets: list[Target] = []
@@ -183,12 +209,28 @@ def main(argv: list[str] | None = None) -> int:
             if "W6" in wl:
                 w6_idle_start(bench, args, log)
             for name, fn in (("W1", bench.w1), ("W2", bench.w2), ("W3", bench.w3), ("W7", bench.w7),
-                             ("W4", bench.w4), ("W5", bench.w5)):
+                             ("W4", bench.w4), ("W5", bench.w5), ("W9", bench.w9)):
                 if name in wl:
                     log(f"{name}: {TITLES[name]}")
                     t0 = time.perf_counter()
                     fn()
                     log(f"  ({time.perf_counter() - t0:.1f}s)")
+            if "W8" in wl:
+                log(f"W8: {TITLES['W8']}")
+                t0 = time.perf_counter()
+                w8_cri_exec(bench, args, imgs.pause_ref, log)
+                log(f"  ({time.perf_counter() - t0:.1f}s)")
+            if "W10" in wl:
+                log(f"W10: {TITLES['W10']}")
+                t0 = time.perf_counter()
+                if args.ours_socket or args.containerd_socket:
+                    bench_cri.w10(bench)  # the given daemons must serve CRI
+                else:
+                    with bench_cri.cri_targets(args.targets, imgs, started) as cri_targets:
+                        side = Bench(cri_targets, imgs, workdir, args.runs, log)
+                        side.metrics = bench.metrics
+                        bench_cri.w10(side)
+                log(f"  ({time.perf_counter() - t0:.1f}s)")
             if "W6" in wl:
                 for t in bench.live():
                     bench.attempt([], t, partial(t.reset, keep_images=[]))

@@ -9,6 +9,7 @@ Both use the overlayfs snapshotter and /usr/sbin/runc.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,14 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.fixtures.containerd import Containerd
+from tests.fixtures.containerd import (
+    IP_FORWARD,
+    Containerd,
+    CriOptions,
+    cni_conflist,
+    cri_config,
+    remove_iptables_rules,
+)
 from tests.fixtures.procs import (
     children_of,
     kill_pids,
@@ -51,6 +59,7 @@ class Target:
         self.prefix = prefix
         self.daemon_pid: int | None = None
         self.start_error: str | None = None
+        self.cri: CriOptions | None = None  # the CRI plugin's options when it is on
 
     # -- ctr ------------------------------------------------------------------------------------
 
@@ -181,18 +190,29 @@ class ExternalTarget(Target):
 
 
 class OursTarget(Target):
-    """pycontainerd started as `.venv/bin/pycontainerd --root R --state S --address A --config C`."""
+    """pycontainerd started as `.venv/bin/pycontainerd --root R --state S --address A --config C`;
+    with `cri` its CRI plugin is on, configured as the containerd fixture configures containerd's
+    (same sandbox image, registries and CNI conflist: bridge + host-local on a network of its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cri: CriOptions | None = None) -> None:
         base = Path(tempfile.mkdtemp(prefix="pycd-bench-ours-", dir="/tmp"))
         super().__init__("ours", "pycontainerd", str(base / "pycd.sock"), "a", base)
         self.base: Path = base
         self.config = self.base / "config.toml"
-        self.config.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
+        self.cri = cri.resolved() if cri is not None else None
+        if self.cri is None:
+            self.config.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
+        else:
+            (base / "net.d").mkdir()
+            (base / "net.d" / "10-pycd.conflist").write_text(json.dumps(cni_conflist(self.cri, base / "cni-ipam")))
+            self.config.write_text("version = 2\n" + cri_config(base, self.cri, "overlayfs"))
         self.log = self.base / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._ip_forward: str | None = None
 
     def start(self) -> None:
+        with contextlib.suppress(OSError):
+            self._ip_forward = IP_FORWARD.read_text()  # the bridge plugin (isGateway) turns it on
         exe = Path(sys.executable).parent / "pycontainerd"
         if not exe.exists():
             exe = REPO / ".venv" / "bin" / "pycontainerd"
@@ -219,15 +239,22 @@ class OursTarget(Target):
         kill_pids(shims)
         if self.proc is not None:
             stop_process(self.proc)
+        if self.cri is not None:  # what the CNI plugins left on the host (the pods were removed first)
+            remove_iptables_rules(self.cri.network_name)
+            subprocess.run(["ip", "link", "del", self.cri.bridge], capture_output=True, check=False, timeout=30)
+            if self._ip_forward is not None:
+                with contextlib.suppress(OSError):
+                    IP_FORWARD.write_text(self._ip_forward)
         unmount_all(str(self.base))
         if not os.environ.get("PYCD_KEEP_TMP") and not unmount_all(str(self.base)):
             remove_tree(self.base)
 
 
 class ContainerdTarget(Target):
-    def __init__(self) -> None:
+    def __init__(self, cri: CriOptions | None = None) -> None:
         base = Path(tempfile.mkdtemp(prefix="pycd-bench-ctrd-", dir="/tmp"))
-        self.c = Containerd(base)
+        self.c = Containerd(base, cri=cri)
+        self.cri = self.c.cri
         super().__init__("containerd", "containerd", self.c.address, "b", base)
         self.base: Path = base
 

@@ -1,4 +1,4 @@
-"""Workloads W1–W7 (issue 6). Each records samples per daemon into `Metric`s, every sample with
+"""Workloads W1–W9 (issues 6, 12 and 15). Each records samples per daemon into `Metric`s, every sample with
 its run index (A/B pairs are matched by it), its value or its error, and the deferred time the
 daemon needed to become quiescent after it (`quiesce`).  Before every sample both daemons are
 quiescent.  A failed sample is recorded as such and the workload goes on; a daemon that fails
@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ from tests.fixtures import images
 from tests.fixtures.procs import pss_kib
 
 from . import quiesce
-from .targets import CtrError, Target
+from .targets import CTR, NAMESPACE, CtrError, Target
 
 RUNC = "/usr/sbin/runc"
 SAMPLE_ERRORS = (CtrError, RuntimeError, OSError, subprocess.SubprocessError, TimeoutError, ValueError)
@@ -69,9 +70,10 @@ class Images:
     big_ref: str
     big: images.BuiltImage
     busybox: images.BuiltImage
+    pause_ref: str = ""  # W8's and W10's sandbox image: busybox running `sleep inf`
 
 
-DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30}
+DEFAULT_RUNS = {"W1": 5, "W2": 5, "W3": 30, "W4": 30, "W5": 3, "W6": 3, "W7": 30, "W8": 20, "W9": 30, "W10": 20}
 TITLES = {
     "W1": "fetch of the big image, content only, cold",
     "W2": "pull + unpack of the big image, cold",
@@ -80,7 +82,12 @@ TITLES = {
     "W5": "50 containers, started 10 at a time",
     "W6": "idle daemon memory (PSS)",
     "W7": "floor: runc run on a prepared bundle",
+    "W8": "crictl exec into a running CRI container (the streaming server)",
+    "W9": "pyctr against ctr on pycontainerd: run --rm … true, version",
+    "W10": "CRI: RunPodSandbox, CreateContainer + StartContainer, StopPodSandbox + RemovePodSandbox",
 }
+PYCRICTL = "pycrictl"  # beside the interpreter running the bench
+CLI_LABELS = ("pycontainerd", "containerd")  # W9 puts pyctr in the first column, ctr in the second
 
 
 class Bench:
@@ -337,6 +344,85 @@ class Bench:
                 break
             m.samples.setdefault(FLOOR, []).append(Sample(i, dt))
         self.log("  W7: " + _summary(m))
+
+    def w9(self) -> None:
+        """pyctr against ctr, both on pycontainerd (issue 15: pyctr run --rm ≤ 1.3× ctr run --rm).
+
+        The two CLIs take the two columns of the table (pyctr where pycontainerd's samples go,
+        ctr where containerd's do), so the ratio column is pyctr/ctr; the order alternates
+        per run like the daemons' in the other workloads."""
+        mr = self.metric("W9", "run", "W9 run --rm … true: pyctr (1st column) / ctr (2nd), on pycontainerd",
+                         "s", "pyctr|ctr -a OURS run --rm {BUSYBOX} {ID} true")
+        mv = self.metric("W9", "version", "W9 version: pyctr (1st column) / ctr (2nd), on pycontainerd",
+                         "s", "pyctr|ctr -a OURS version")
+        ours = next((t for t in self.live(mr, mv) if t.key == "ours"), None)
+        if ours is None:
+            for m in (mr, mv):
+                m.errors.setdefault(CLI_LABELS[0], "pycontainerd is not among the targets")
+            return
+        self.attempt([mr, mv], ours, partial(self.ensure_busybox, ours))
+        clis = ((str(Path(sys.executable).parent / "pyctr"), CLI_LABELS[0]), (CTR, CLI_LABELS[1]))
+        for i in range(self.runs("W9")):
+            for binary, label in clis if i % 2 == 0 else tuple(reversed(clis)):
+                name = Path(binary).name
+                for m, args in ((mr, ("run", "--rm", self.imgs.busybox_ref, f"{ours.prefix}-w9-{name}-{i}", "true")),
+                                (mv, ("version",))):
+                    self.settle()
+                    t0 = time.perf_counter()
+                    r = subprocess.run([binary, "-a", ours.address, "-n", NAMESPACE, *args], capture_output=True,
+                                       text=True, stdin=subprocess.DEVNULL, timeout=120)
+                    dt = time.perf_counter() - t0
+                    sample = Sample(i, dt) if r.returncode == 0 else Sample(
+                        i, error=f"{name} {' '.join(args)} → exit {r.returncode}: {r.stderr.strip()[-400:]}")
+                    m.samples.setdefault(label, []).append(sample)
+        self.log("  W9 run: " + _summary(mr))
+        self.log("  W9 version: " + _summary(mv))
+
+
+def cri_exec_workload(bench: Bench, busybox_ref: str, workdir: Path) -> None:
+    """W8 on `bench`'s targets, daemons started with the CRI plugin: a host-network pod holding
+    a busybox `sleep`, then `pycrictl exec CONTAINER true` timed (Exec RPC, the streaming URL,
+    SPDY/3.1 remotecommand v4: what `crictl exec` does, in the same client for both daemons)."""
+    m = bench.metric("W8", "cri_exec", "W8 crictl exec … true (streaming server)", "s",
+                     "pycrictl -r unix://{SOCK} exec {ID} true  (ID: a running `sleep` in a host-network pod)")
+    exe = str(Path(sys.executable).parent / PYCRICTL)
+    boxes: dict[str, str] = {}
+
+    def crictl(t: Target, *args: str) -> str:
+        r = subprocess.run([exe, "-r", f"unix://{t.address}", *args], capture_output=True, text=True, timeout=300,
+                           stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise CtrError(f"pycrictl {' '.join(args)} → exit {r.returncode}: {(r.stderr or r.stdout).strip()[-600:]}")
+        return r.stdout.strip()
+
+    for t in bench.live(m):
+        def setup(t: Target = t) -> None:
+            d = workdir / f"w8-{t.key}"
+            d.mkdir(exist_ok=True)
+            pod_cfg = d / "pod.json"
+            pod_cfg.write_text(json.dumps({
+                "metadata": {"name": f"w8-{t.key}", "namespace": "bench", "uid": f"w8-{t.key}", "attempt": 0},
+                "log_directory": str(d / "logs"),
+                "linux": {"security_context": {"namespace_options": {"network": 2}}}}))
+            ctr_cfg = d / "ctr.json"
+            ctr_cfg.write_text(json.dumps({"metadata": {"name": "sleeper"}, "image": {"image": busybox_ref},
+                                           "command": ["sleep", "1000000"], "log_path": "sleeper.log",
+                                           "linux": {}}))
+            pod = crictl(t, "runp", str(pod_cfg))
+            crictl(t, "pull", busybox_ref)
+            cid = crictl(t, "create", pod, str(ctr_cfg), str(pod_cfg))
+            crictl(t, "start", cid)
+            crictl(t, "exec", cid, "true")  # warm: the first exec pays for imports and caches
+            boxes[t.label] = cid
+        bench.attempt([m], t, setup)
+    for i, order in bench.alternate(bench.runs("W8"), m):
+        for t in order:
+            def one(t: Target = t) -> dict[str, Any]:
+                t0 = time.perf_counter()
+                crictl(t, "exec", boxes[t.label], "true")
+                return {m.key: time.perf_counter() - t0}
+            bench.sample([m], t, i, one)
+    bench.log("  W8: " + _summary(m))
 
 
 def prepare_bundle(img: images.BuiltImage, bundle: Path) -> None:

@@ -1,9 +1,8 @@
 """mount(2) flags and the parsing of mount(8)-style options into them.
 
-Shared by the daemon (``pycontainerd.mount``) and the shim (``pycontainerd.shim.mount``).
-It is a top-level module on purpose: importing anything under ``pycontainerd.mount`` runs
-that package's ``__init__``, which pulls in asyncio, and every shim process would pay for
-it.  Keep this module free of imports beyond small standard-library modules.
+Used by ``pycontainerd.mount.core``, the one mount implementation of the daemon and the shim
+(every shim process imports it).  Keep this module free of imports beyond small
+standard-library modules.
 
 The option table is the one in containerd's ``mount_linux.go``: known words set or clear a
 flag, propagation words are collected separately (they need a mount call of their own), and

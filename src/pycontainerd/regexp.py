@@ -22,9 +22,8 @@ matches anywhere in the text.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
-
-import re2
 
 from .errdefs import InvalidArgument
 
@@ -36,9 +35,18 @@ MAX_NESTING = 1000
 _SHOWN = 120
 """Characters of a pattern quoted in an error message (a pattern may be megabytes long)."""
 
-_OPTIONS = re2.Options()
-_OPTIONS.log_errors = False  # errors become InvalidArgument; RE2 need not also print them to stderr
-_OPTIONS.never_capture = True  # only "does it match" is asked: no submatch bookkeeping
+
+
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """The binding and our options, loaded on the first pattern: RE2 is ~1 MiB resident and an
+    idle daemon (or a client) that is never given a ``~=`` filter does not need it."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # errors become InvalidArgument; RE2 need not also print them to stderr
+    options.never_capture = True  # only "does it match" is asked: no submatch bookkeeping
+    return re2, options
 
 _UNSUPPORTED = (
     ("invalid perl operator: (?=", "lookahead (?=...) is not supported"),
@@ -76,10 +84,11 @@ def compile(pattern: str) -> Regexp:
         encoded = pattern.encode("utf-8")
     except UnicodeEncodeError:
         raise _invalid(pattern, "invalid UTF-8") from None
+    re2, options = _re2()
     try:
         # A fresh object rather than re2.compile: that one keeps the last 128 patterns in a
         # process-wide cache, and a pattern's program and DFA may take megabytes each.
-        compiled = re2._Regexp(encoded, _OPTIONS)
+        compiled = re2._Regexp(encoded, options)
     except re2.error as exc:
         raise _invalid(pattern, _explain(exc, pattern)) from None
     return Regexp(pattern, compiled)

@@ -116,6 +116,12 @@ def _cases(prog: str, parser: argparse.ArgumentParser) -> list[tuple[str, list[s
         values = [DEAD_REF, MISSING_FILE] if talks_to_registry(p) else ["nosuch-0123456789", MISSING_FILE, DEAD_REF]
         for v in values:
             cases.append((f"{' '.join(w)} {v}", [*w, *positionals(p, v)], True))
+        if any("--output" in a.option_strings for a in p._actions):  # -o json|yaml on list/info commands
+            required = [a for a in p._actions if not a.option_strings and a.nargs in (None, "+")
+                        and a.dest != "help" and not isinstance(a, argparse._SubParsersAction)]
+            for fmt in ("json", "yaml", "bogus"):
+                cases.append((f"{' '.join(w)} -o {fmt}", [*w, "-o", fmt, *["nosuch-0123456789"] * len(required)],
+                              fmt != "bogus"))
     return cases
 
 

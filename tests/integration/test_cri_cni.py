@@ -399,3 +399,31 @@ def test_netns_create_remove_exists(lab: Lab) -> None:
     asyncio.run(cancelled_creates())
     assert mounts_under(str(lab.ns_dir)) == []
     assert mounts_under(str(lab.ns_dir)) == []
+
+
+def _threads_elsewhere(me: int) -> list[str]:
+    out = []
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            if os.stat(f"/proc/self/task/{tid}/ns/net").st_ino != me:
+                out.append(tid)
+    return out
+
+
+def test_netns_create_leaves_no_thread_in_the_new_namespace(lab: Lab) -> None:
+    """The namespace is made by a thread of its own (unshare moves only the calling thread): once
+    create returns, every thread of ours that lives on -- the event loop's, the worker pool's,
+    which open sockets -- is still in our namespace, and the pin is another namespace."""
+    me = os.stat("/proc/self/ns/net").st_ino
+
+    async def many() -> list[str]:
+        return list(await asyncio.gather(*(netns.create(lab.ns_dir) for _ in range(8))))
+
+    made = asyncio.run(many())
+    try:
+        assert len({os.stat(p).st_ino for p in made} | {me}) == 9  # eight new namespaces, none ours
+        wait_for(lambda: not _threads_elsewhere(me), 10, "the unshare threads to end")
+    finally:
+        for p in made:
+            asyncio.run(netns.remove(p))
+    assert os.listdir(lab.ns_dir) == []

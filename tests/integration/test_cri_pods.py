@@ -88,6 +88,7 @@ class Engine:
     log: Path
     opts: CriOptions
     restart: Any = None
+    daemon: Any = None  # ours: the Daemon (pid, state dir)
 
     @property
     def endpoint(self) -> str:
@@ -180,7 +181,7 @@ def _ours(s: Setup) -> Iterator[Engine]:
         (base / "net.d").mkdir()
         (base / "net.d" / "10-test.conflist").write_text(json.dumps(_conflist(opts, base / "ipam")))
         with _host_network_cleanup(opts), running_daemon("version = 2\n" + cri_config(base, opts, "overlayfs")) as d:
-            e = Engine("pycontainerd", d.address, d.log, opts, restart=d.restart)
+            e = Engine("pycontainerd", d.address, d.log, opts, restart=d.restart, daemon=d)
             try:
                 yield e
             finally:

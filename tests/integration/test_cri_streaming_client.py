@@ -2,8 +2,7 @@
 
 containerd 1.6's CRI serves Exec/Attach/PortForward with kubelet's Go streaming code (moby
 spdystream for SPDY/3.1, x/net/websocket for WebSocket): that is the interoperability proof.
-The same tests run against our daemon as soon as its CRI answers Exec with something other
-than Unimplemented (the streaming server); until then they skip for it.
+The same tests run against our daemon's streaming server (``streaming/``).
 
 One pod per engine (module scope) holds two containers: ``box`` runs busybox httpd on 8080
 serving a 10 MiB random file, and ``term`` runs ``sh`` with stdin and a TTY (for attach).
@@ -91,7 +90,7 @@ def world(request: pytest.FixtureRequest, setup) -> Iterator[World]:
     cm = _theirs(setup) if request.param == "containerd" else _ours(setup)
     with cm as e:
         if request.param == "pycontainerd" and not _streaming_served(e):
-            pytest.skip("streaming server not merged yet (our CRI answers Exec with Unimplemented)")
+            pytest.fail("our CRI answers Exec with Unimplemented: the streaming server is not served")
         tmp = Path(tempfile.mkdtemp(prefix="pycd-stream-", dir="/tmp"))
         try:
             yield _make_world(e, setup.busybox_ref, tmp)

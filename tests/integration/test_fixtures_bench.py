@@ -64,3 +64,21 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     assert len(data["metrics"]["W6.idle_start"]["samples"]["containerd"]) == 3  # W6: at least 3 runs
     assert all(x["deferred_s"] is not None for x in data["metrics"]["W3.run"]["samples"]["containerd"])
     assert (tmp_path / "latest.png").exists()
+
+
+@pytest.mark.root
+def test_cri_workload_runs_end_to_end(tmp_path: Path) -> None:
+    """W10 (the CRI side by side) on both daemons, two runs: every sample there, none failed.
+    Times are the benchmark's business, never asserted here."""
+    r = subprocess.run([sys.executable, "-m", "bench", "--workloads", "W10", "--runs", "2", "--output", str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    data = json.loads((tmp_path / "latest.json").read_text())
+    for key in ("W10.runp", "W10.create_start", "W10.stopp_rmp"):
+        m = data["metrics"][key]
+        assert not m.get("errors"), (key, m.get("errors"))
+        for who in ("pycontainerd", "containerd"):
+            samples = m["samples"][who]
+            assert [s["run"] for s in samples] == [0, 1], (key, who, samples)
+            assert all(s["value"] is not None and s["value"] > 0 for s in samples), (key, who, samples)

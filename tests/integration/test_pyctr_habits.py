@@ -36,6 +36,13 @@ def cid(d: Any) -> Iterator[str]:
     d.pyctr("containers", "rm", "-f", name, check=False)
 
 
+def _kept_log(d: Any, cid: str) -> Path:
+    """The log file the daemon keeps for a `run -d` container: under its root, named in the label."""
+    uri = json.loads(d.pyctr("containers", "info", cid).stdout)["Labels"]["io.pycontainerd.log-uri"]
+    assert uri.startswith(f"file://{d.root}/"), uri
+    return Path(uri[len("file://"):])
+
+
 def test_run_detached_keeps_the_output_for_logs(d: Any, cid: str) -> None:
     d.pyctr("run", "-d", IMAGE, cid, "sh", "-c", "echo one; echo two >&2; echo three; sleep 600")
     wait_for(lambda: "three" in d.pyctr("logs", cid).stdout, 20, "the output in the log")
@@ -43,13 +50,13 @@ def test_run_detached_keeps_the_output_for_logs(d: Any, cid: str) -> None:
     lines = d.pyctr("logs", cid).stdout.splitlines()
     assert sorted(lines) == ["one", "three", "two"] and lines.index("one") < lines.index("three")
     assert d.pyctr("logs", "--tail", "1", cid).stdout == lines[-1] + "\n"
-    log = Path(d.address).parent / "logs" / "default" / f"{cid}.log"
+    log = _kept_log(d, cid)
     assert log.exists()
     r = d.pyctr("tasks", "attach", cid, check=False)  # points at logs, not back at attach
     assert r.returncode == 1 and f"pyctr logs -f {cid}" in r.stderr
     d.pyctr("stop", "-t", "0", cid)
     d.pyctr("containers", "rm", cid)
-    assert not log.exists()  # the log run -d made goes with the container
+    wait_for(lambda: not log.exists(), 10, "the log to go")  # the log run -d made goes with the container
 
 
 def test_stop_kills_a_container_that_ignores_sigterm_after_the_grace_period(d: Any, cid: str) -> None:
@@ -125,3 +132,59 @@ def test_completion_scripts_load_in_bash(prog: str) -> None:
     assert "--help" in flags.split()
     if prog == "pyctr":
         assert {"images", "run", "logs", "stop", "ps"} <= set(commands.split())
+
+
+@pytest.mark.parametrize("command", [("snapshots", "ls"), ("leases", "ls"), ("content", "ls"), ("images", "ls"),
+                                     ("containers", "ls"), ("namespaces", "ls")])
+def test_list_commands_print_json_and_yaml(d: Any, command: tuple[str, ...]) -> None:
+    import yaml
+
+    lease = d.pyctr("leases", "create", "--id", f"hab-o-{secrets.token_hex(3)}", "k=v").stdout.strip()
+    try:
+        as_json = json.loads(d.pyctr(*command, "-o", "json").stdout)
+        assert yaml.safe_load(d.pyctr(*command, "-o", "yaml").stdout) == as_json
+        table = d.pyctr(*command).stdout.splitlines()
+        assert isinstance(as_json, list) and len(as_json) == len(table) - 1
+        assert as_json or command[0] == "containers"  # busybox's blobs and snapshot, our lease
+        first = {"snapshots": "key", "leases": "id", "content": "digest", "images": "name", "containers": "id",
+                 "namespaces": "name"}[command[0]]
+        assert [r[first] for r in as_json] == [line.split()[0] for line in table[1:]]
+        if command[0] == "leases":
+            row = next(r for r in as_json if r["id"] == lease)
+            assert row["labels"]["k"] == "v" and row["created_at"].endswith("Z")
+    finally:
+        d.pyctr("leases", "rm", lease, check=False)
+
+
+def test_the_kept_log_is_the_daemons_private_and_outlives_client_task_and_restart(daemon: Any,
+                                                                                   busybox_archive: Path) -> None:
+    d = daemon
+    d.ctr("images", "import", str(busybox_archive), timeout=120)
+    d.pyctr("run", "-d", IMAGE, "once", "sh", "-c", "echo hi")
+    wait_for(lambda: d.pyctr("logs", "once").stdout == "hi\n", 20, "hi in the log")
+    log = _kept_log(d, "once")
+    # root only: the file 0600, every directory the daemon made for it 0700; nobody cannot read it
+    logs_dir = log.parents[1]
+    for p in [log, log.parent, logs_dir]:
+        assert p.stat().st_mode & 0o077 == 0, f"{p} is {oct(p.stat().st_mode)}"
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", str(log)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "hi" not in r.stdout
+
+    # -f follows until the task exits
+    d.pyctr("run", "-d", IMAGE, "slow", "sh", "-c", "echo a; sleep 1; echo b")
+    start = time.monotonic()
+    assert d.pyctr("logs", "-f", "slow", timeout=30).stdout == "a\nb\n"
+    assert time.monotonic() - start < 20
+    assert d.pyctr("logs", "--tail", "1", "slow").stdout == "b\n"
+
+    # after the task is gone and the daemon restarted, the output is still there
+    wait_for(lambda: d.pyctr("tasks", "ls").stdout.count("STOPPED") == 2, 20, "both tasks to stop")
+    d.pyctr("tasks", "rm", "once")
+    d.restart()
+    assert d.pyctr("logs", "once").stdout == "hi\n"
+
+    # whoever removes the container (here the real ctr, which knows nothing of logs), the log goes
+    d.ctr("containers", "rm", "once")
+    wait_for(lambda: not log.exists(), 10, "the log to go with its container")
+    assert _kept_log(d, "slow").exists()  # not the others'

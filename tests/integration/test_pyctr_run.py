@@ -348,3 +348,60 @@ def test_errors_are_clear(engine: Engine, cid: str) -> None:
     assert r.returncode == 1
     assert "not found" in r.stderr
     assert cid not in engine.containers()
+
+
+# -- the foreground fast path (client/fastrun.py) ----------------------------------------------
+_MODULES_PROBE = """
+import atexit, sys
+atexit.register(lambda: print("MODULES", sorted(m for m in ("grpc", "asyncio", "google.protobuf")
+                                                 if m in sys.modules), file=sys.stderr))
+sys.argv = ["pyctr", *sys.argv[1:]]
+from pycontainerd.cli.pyctr.main import main
+main()
+"""
+
+
+def _info(engine: Engine, cid: str) -> dict[str, Any]:
+    info: dict[str, Any] = json.loads(engine.pyctr("containers", "info", cid).stdout)
+    for k in ("ID", "SnapshotKey", "CreatedAt", "UpdatedAt"):
+        info.pop(k, None)
+    return info
+
+
+def test_run_in_the_foreground_needs_neither_grpc_nor_asyncio(engine: Engine, cid: str, tmp_path: Path) -> None:
+    fifo_dir = tmp_path / "fifo"
+    r = subprocess.run([str(BIN / "python"), "-c", _MODULES_PROBE, "-a", engine.address, "--fifo-dir", str(fifo_dir),
+                        "run", "--rm", IMAGE, cid, "sh", "-c", "echo out; echo err >&2; exit 5"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 5 and r.stdout == "out\n", r.stderr
+    assert "err\n" in r.stderr and "MODULES []" in r.stderr
+    assert cid not in engine.containers() and cid not in engine.snapshot_keys()
+    assert not [x for x in engine.pyctr("leases", "ls", "-q").stdout.split() if x.startswith("pyctr-")]  # lease gone
+    assert list(fifo_dir.iterdir()) == []  # and so are the FIFOs
+
+
+def test_fast_and_full_client_make_the_same_container(engine: Engine, cid: str) -> None:
+    """A foreground run goes through client/fastrun.py; with --timeout, through the full client."""
+    other = f"{cid}-b"
+    flags = ("--env", "A=1", "--label", "l=v", "--cwd", "/tmp", "--user", "1:2", "--memory-limit", "64m",
+             "--cpus", "0.5", "--hostname", "h", "--read-only")
+    try:
+        engine.pyctr("run", *flags, IMAGE, cid, "true")
+        engine.pyctr("--timeout", "1m", "run", *flags, IMAGE, other, "true")
+        fast, full = _info(engine, cid), _info(engine, other)
+        for spec in (fast["Spec"], full["Spec"]):
+            spec["linux"]["cgroupsPath"] = spec["linux"]["cgroupsPath"].rsplit("/", 1)[0]
+        assert fast == full
+        assert fast["Labels"]["l"] == "v" and fast["Spec"]["process"]["user"]["uid"] == 1
+    finally:
+        _cleanup(engine, other)
+
+
+def test_run_falls_back_to_the_full_client_when_it_must(engine: Engine, cid: str) -> None:
+    # a short name (normalized by the full client), an id in use, an image not found: same answers
+    assert engine.pyctr("run", "--rm", "busybox", cid, "echo", "short").stdout == "short\n"
+    engine.pyctr("run", IMAGE, cid, "true")
+    r = engine.pyctr("run", "--rm", IMAGE, cid, "true", check=False)
+    assert r.returncode == 1 and f"container {cid} already exists" in r.stderr
+    r = engine.pyctr("run", "--rm", "docker.io/library/nothere:1", f"{cid}-x", "true", check=False)
+    assert r.returncode == 1 and "not found: pull it first" in r.stderr

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from pycontainerd.events import Exchange
-from pycontainerd.runtime.task_manager import Shim, ShimLauncher
+from pycontainerd.runtime.shim_api import Shim, ShimLauncher
 from pycontainerd.runtime.v2 import ShimManager
 from tests.fixtures.procs import wait_for_async
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pycontainerd.mount import Mount, lookup, mount_all, parse_options, read_only, unmount_all
-from pycontainerd.mount.mount import _mount_long_overlay, compact_lowerdir
+from pycontainerd.mount.deep_overlay import compact_lowerdir
+from pycontainerd.mount.deep_overlay import mount as mount_deep_overlay
 from pycontainerd.mountopts import MS_BIND, MS_RDONLY, MS_REC
 
 pytestmark = pytest.mark.root
@@ -67,7 +68,7 @@ def test_deep_overlay_beyond_a_page_of_options(fsapi: bool, tmp_path: Path) -> N
     data = [f"lowerdir={':'.join(reversed(lowers))}", f"upperdir={upper}", f"workdir={work}"]
     assert len(",".join(data)) > 4096
     try:
-        _mount_long_overlay("overlay", str(target), 0, data, fsapi=fsapi)
+        mount_deep_overlay("overlay", str(target), 0, data, fsapi=fsapi)
         assert len(list(target.iterdir())) == 70
         (target / "new").write_text("x")
         assert (upper / "new").exists()

@@ -181,7 +181,10 @@ def test_nobody_reads_lists_and_executes_nothing_under_root_and_state(daemon: Da
     d = daemon
     cid = f"sec-{secrets.token_hex(4)}"
     d.ctr("run", "-d", "--env", f"SECRET_TOKEN={SECRET}", IMAGE, cid, "sleep", "1000", timeout=60)
+    # a container whose output the daemon keeps (pyctr run -d): its log holds the secret too
+    d.pyctr("run", "-d", IMAGE, f"{cid}-log", "sh", "-c", f"echo {SECRET}", timeout=60)
     try:
+        wait_for(lambda: SECRET in d.pyctr("logs", f"{cid}-log").stdout, 30, "the secret in the kept log")
         assert tasks(d)[cid] == "RUNNING"
         rootfs = d.state / "io.containerd.runtime.v2.task" / "default" / cid / "rootfs"
         wait_for(lambda: (rootfs / "bin" / "busybox").exists(), 30, "the rootfs to be mounted")
@@ -208,6 +211,7 @@ def test_nobody_reads_lists_and_executes_nothing_under_root_and_state(daemon: Da
         assert r.stdout.strip() == SECRET
     finally:
         remove_container(d, cid)
+        remove_container(d, f"{cid}-log")
 
 
 def test_containers_whose_user_is_not_root_still_run(daemon: Daemon, user_archive: Path) -> None:

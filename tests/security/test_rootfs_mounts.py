@@ -123,8 +123,9 @@ def test_mount_target_stays_inside_and_unmounts_with_the_root(tmp_path: Path, si
     if os.geteuid() != 0:
         pytest.skip("needs root")
     from pycontainerd import mountopts
+    from pycontainerd.mount import core
     from pycontainerd.mount import mount as daemon_mount
-    from pycontainerd.shim import mount as shim_mount
+    from pycontainerd.shim import service as shim_service
 
     root = tmp_path / "root"
     root.mkdir()
@@ -142,10 +143,11 @@ def test_mount_target_stays_inside_and_unmounts_with_the_root(tmp_path: Path, si
                 root,
             )
         else:
-            shim_mount.mount_all(
+            # the shim's path: the Create request's mounts (dicts) through mount.core
+            core.mount_all(
                 [
-                    {"type": "bind", "source": str(image), "options": ["rbind"]},
-                    {"type": "tmpfs", "source": "sub", "target": escape, "options": ["size=1m"]},
+                    shim_service._mount({"type": "bind", "source": str(image), "options": ["rbind"]}),
+                    shim_service._mount({"type": "tmpfs", "source": "sub", "target": escape, "options": ["size=1m"]}),
                 ],
                 str(root),
             )
@@ -155,7 +157,7 @@ def test_mount_target_stays_inside_and_unmounts_with_the_root(tmp_path: Path, si
         if side == "daemon":
             daemon_mount.unmount_all(root)  # the nested one first, then the base
         else:
-            shim_mount.unmount_tree(str(root))
+            core.unmount_all(str(root))  # as the shim's delete and cleanup do
         assert mountopts.mountpoints_under(str(root), include_root=True) == []
     finally:
         for mp in mountopts.mountpoints_under(str(tmp_path), include_root=True):

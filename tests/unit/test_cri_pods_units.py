@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 
+import pytest
+
+from pycontainerd import errdefs
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 from pycontainerd.config.model import CRIConfig
 from pycontainerd.cri import runtime
-from pycontainerd.cri.containers import container_name, oci_resources
-from pycontainerd.cri.sandbox import InterfaceUsage, cgroups_path, host_network, parse_net_dev, pod_name, resolv_conf
+from pycontainerd.cri.containers import Containers, container_name, oci_resources
+from pycontainerd.cri.sandbox import (
+    InterfaceUsage,
+    Sandbox,
+    Sandboxes,
+    cgroups_path,
+    host_network,
+    parent_cgroup,
+    parse_net_dev,
+    pod_name,
+    resolv_conf,
+)
+from pycontainerd.oci.spec import RootfsFiles
 
 
 def test_names_like_containerd() -> None:
@@ -70,15 +85,61 @@ def test_parse_net_dev() -> None:
     assert parse_net_dev(text) == [InterfaceUsage("lo", 120, 0, 120, 0), InterfaceUsage("eth0", 1024, 3, 472, 4)]
 
 
+def _config(systemd: bool) -> CRIConfig:
+    cfg = CRIConfig()
+    rt = cfg.default_runtime
+    runtimes = {**cfg.containerd.runtimes, cfg.containerd.default_runtime_name: dataclasses.replace(
+        rt, options=dataclasses.replace(rt.options, systemd_cgroup=systemd))}
+    return dataclasses.replace(cfg, containerd=dataclasses.replace(cfg.containerd, runtimes=runtimes))
+
+
 def test_runtime_config_reports_the_cgroup_driver() -> None:
     def driver(systemd: bool) -> int:
-        cfg = CRIConfig()
-        rt = cfg.default_runtime
-        runtimes = {**cfg.containerd.runtimes, cfg.containerd.default_runtime_name: dataclasses.replace(
-            rt, options=dataclasses.replace(rt.options, systemd_cgroup=systemd))}
-        cfg = dataclasses.replace(cfg, containerd=dataclasses.replace(cfg.containerd, runtimes=runtimes))
-        svc = runtime.RuntimeService(runtime.RuntimeState(cfg))
+        svc = runtime.RuntimeService(runtime.RuntimeState(_config(systemd)))
         return asyncio.run(svc.RuntimeConfig(pb.RuntimeConfigRequest(), None)).linux.cgroup_driver
 
     assert driver(False) == pb.CGROUPFS
     assert driver(True) == pb.SYSTEMD
+
+
+def test_systemd_cgroup_paths_like_containerd() -> None:
+    slice_ = "kubepods-besteffort-pod1.slice"
+    assert cgroups_path(slice_, "abc", systemd=True) == "kubepods-besteffort-pod1.slice:cri-containerd:abc"
+    assert cgroups_path(f"/kubepods.slice/kubepods-besteffort.slice/{slice_}", "abc", systemd=True) == \
+        f"{slice_}:cri-containerd:abc"  # the kubelet's full path: its last slice
+    assert cgroups_path("", "abc", systemd=True) == "system.slice:cri-containerd:abc"
+    with pytest.raises(errdefs.InvalidArgument, match="not a systemd slice"):
+        cgroups_path("/kubepods/besteffort/pod1", "abc", systemd=True)
+    assert parent_cgroup(slice_, True) == "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice"
+    assert parent_cgroup("/kubepods/besteffort/pod1", False) == "/kubepods/besteffort/pod1"
+
+
+@pytest.mark.parametrize("systemd", [False, True])
+def test_the_cgroup_driver_reported_is_the_one_pods_get(systemd: bool, tmp_path: Path) -> None:
+    """RuntimeConfig's driver, the pod's and its containers' cgroupsPath, and runc's --systemd-cgroup
+    (the tasks' options) all follow the default runtime's SystemdCgroup."""
+    cfg = _config(systemd)
+    reported = asyncio.run(runtime.RuntimeService(runtime.RuntimeState(cfg)).RuntimeConfig(
+        pb.RuntimeConfigRequest(), None)).linux.cgroup_driver
+    pods = Sandboxes(config=cfg, images=None, containers=None, tasks=None,  # type: ignore[arg-type]
+                     state_dir=tmp_path, cni=None)
+    parent = "kubepods-besteffort-pod1.slice" if systemd else "/kubepods/besteffort/pod1"
+    pod_cfg = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u"))
+    pod_cfg.linux.cgroup_parent = parent
+    pod_spec = pods._spec("s" * 64, pod_cfg, {"config": {"Cmd": ["pause"]}}, "/run/netns/x",
+                          pods.systemd_cgroup(""))
+    containers = Containers(pods=pods, images=None, containers=None, tasks=None,  # type: ignore[arg-type]
+                            state_dir=tmp_path, max_log_line=16384)
+    sb = Sandbox(id="s" * 64, config=pod_cfg, created_at_ns=1, netns="/run/netns/x", ip="", additional_ips=[],
+                 ready=True, pid=1)
+    ctr_cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="c"), image=pb.ImageSpec(image="i"),
+                                 command=["true"])
+    ctr_spec = containers._spec("c" * 64, sb, ctr_cfg, {}, RootfsFiles(None, None), None)
+    paths = [pod_spec["linux"]["cgroupsPath"], ctr_spec["linux"]["cgroupsPath"]]
+    if systemd:
+        assert reported == pb.SYSTEMD
+        assert paths == [f"{parent}:cri-containerd:{'s' * 64}", f"{parent}:cri-containerd:{'c' * 64}"]
+    else:
+        assert reported == pb.CGROUPFS
+        assert paths == [f"{parent}/{'s' * 64}", f"{parent}/{'c' * 64}"]
+    assert pods.run_options("").systemd_cgroup is systemd

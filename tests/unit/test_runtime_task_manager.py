@@ -24,13 +24,8 @@ from pycontainerd.metadata.containers import Container, ContainerStore, TypedVal
 from pycontainerd.metadata.db import Database
 from pycontainerd.runtime import bundle as bundlemod
 from pycontainerd.runtime import signals
-from pycontainerd.runtime.task_manager import (
-    RootfsMount,
-    RuntimeDefaults,
-    TaskIO,
-    TaskManager,
-    check_runtime,
-)
+from pycontainerd.runtime.task_manager import TaskManager, check_runtime
+from pycontainerd.runtime.task_types import RootfsMount, RuntimeDefaults, TaskIO
 from tests.fixtures.procs import wait_for_async
 
 SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"

@@ -1,4 +1,4 @@
-"""Pure helpers of the shim: stdio URIs, mount options, the mini loop and pumps."""
+"""Pure helpers of the shim: stdio URIs, the mini loop and pumps (its mounts: test_mount_core)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import os
 
 import pytest
 
-from pycontainerd import errdefs, mountopts
-from pycontainerd.shim import mount
+from pycontainerd import errdefs
 from pycontainerd.shim.io import Pump, Sink, parse_uri
 from pycontainerd.shim.loop import Future, Loop
 
@@ -19,22 +18,6 @@ def test_parse_uri() -> None:
     assert parse_uri("binary:///bin/logger?dir=/tmp/l") == ("binary", "/bin/logger", ["dir", "/tmp/l"])
     with pytest.raises(errdefs.InvalidArgument):
         parse_uri("http://example.com/x")
-
-
-def test_mount_options() -> None:
-    flags, prop, data = mount.parse_options(["ro", "nosuid", "rbind", "rprivate", "lowerdir=/a:/b"])
-    assert flags == mountopts.MS_RDONLY | mountopts.MS_NOSUID | mountopts.MS_BIND | mountopts.MS_REC
-    assert prop == mountopts.MS_PRIVATE | mountopts.MS_REC
-    assert data == "lowerdir=/a:/b"
-    flags, _, _ = mount.parse_options(["ro", "rw"])
-    assert flags == 0
-
-
-def test_compact_overlay_uses_common_parent() -> None:
-    data = "index=off,lowerdir=/var/lib/s/snapshots/3/fs:/var/lib/s/snapshots/2/fs,upperdir=/u,workdir=/w"
-    chdir, out = mount.compact_overlay(data)
-    assert chdir == "/var/lib/s/snapshots"
-    assert out == "index=off,lowerdir=3/fs:2/fs,upperdir=/u,workdir=/w"
 
 
 def test_loop_tasks_timers_and_wait_for() -> None:

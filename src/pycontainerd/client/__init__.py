@@ -19,6 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 DEFAULT_ADDRESS = "/run/pycontainerd/pycontainerd.sock"
 DEFAULT_NAMESPACE = "default"
+DEFAULT_RUNTIME = "io.containerd.runc.v2"
+LOG_URI_LABEL = "io.pycontainerd.log-uri"  # where a container's output is kept (run -d, --log-uri)
+KEEP_LOG_LABEL = "io.pycontainerd.log"  # "daemon": pycontainerd keeps the output of a task made without stdio
+DEFAULT_CONF_DIR = "/etc/cni/net.d"  # CNI configs (``run --cni``)
+DEFAULT_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")  # CNI plugins
 
 if TYPE_CHECKING:
     from .core import Client, SyncClient, Version

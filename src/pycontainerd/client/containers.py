@@ -19,11 +19,11 @@ from google.protobuf import any_pb2, field_mask_pb2, timestamp_pb2
 from ..api.runtime.v2.runc.options import oci_pb2
 from ..api.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from ..oci.spec import SPEC_TYPE_URL
+from . import DEFAULT_RUNTIME
 
 if TYPE_CHECKING:
     from .core import Client
 
-DEFAULT_RUNTIME = "io.containerd.runc.v2"
 RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options"
 
 __all__ = ["DEFAULT_RUNTIME", "Container", "Containers", "runc_options"]

@@ -201,6 +201,17 @@ class CriClient:
         await self._rt(self.runtime.RemoveContainer, api_pb2.RemoveContainerRequest(container_id=container_id),
                        f"remove container {container_id}", no_deadline=True)
 
+    async def update_container_resources(self, container_id: str,
+                                         linux: api_pb2.LinuxContainerResources) -> None:
+        """New CPU/memory limits for a running or created container."""
+        req = api_pb2.UpdateContainerResourcesRequest(container_id=container_id, linux=linux)
+        await self._rt(self.runtime.UpdateContainerResources, req, f"update container {container_id}")
+
+    async def reopen_container_log(self, container_id: str) -> None:
+        """Ask the runtime to reopen the container's log file (after it was rotated away)."""
+        req = api_pb2.ReopenContainerLogRequest(container_id=container_id)
+        await self._rt(self.runtime.ReopenContainerLog, req, f"reopen the log of container {container_id}")
+
     async def list_containers(self, filter: api_pb2.ContainerFilter | None = None) -> list[api_pb2.Container]:
         req = api_pb2.ListContainersRequest(filter=filter) if filter is not None else api_pb2.ListContainersRequest()
         resp = await self._rt(self.runtime.ListContainers, req, "list containers")

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 
 from .. import errdefs
 from ..cni import CNI, CapabilityArgs, PodNetwork, PortMapping, SetupResult
+from . import DEFAULT_BIN_DIRS, DEFAULT_CONF_DIR
 
 CNI_LABEL = "io.pycontainerd.cni"
-DEFAULT_CONF_DIR = "/etc/cni/net.d"
-DEFAULT_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 
 __all__ = ["CNI_LABEL", "DEFAULT_BIN_DIRS", "DEFAULT_CONF_DIR", "ContainerNetwork", "parse_publish",
            "publish_all", "release_attachment", "setup_network", "teardown_network"]

@@ -16,12 +16,18 @@ starting its event engine costs far more than the call itself.  Nothing here imp
 
 from __future__ import annotations
 
+# the C module: socket.py turns every constant into an enum on import, which costs more than
+# the whole `pyctr version` conversation
+import _socket
 import errno
-import socket
 import struct
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .. import errdefs
+
+if TYPE_CHECKING:
+    from socket import socket
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
@@ -55,12 +61,12 @@ _REASONS = {
 }
 
 
-def connect(address: str, timeout: float) -> socket.socket:
+def connect(address: str, timeout: float) -> socket:
     """A connected unix socket to the daemon, or DaemonUnreachable saying why not and what to do."""
     path = unix_path(address)
     if path is None:
         raise errdefs.InvalidArgument(f"address {address!r} is not a unix socket")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock: socket = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)  # type: ignore[assignment]
     sock.settimeout(timeout if timeout > 0 else None)
     try:
         sock.connect(path)
@@ -106,7 +112,7 @@ def _frame(ftype: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))

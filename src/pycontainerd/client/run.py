@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import importlib
 import json
-import os
 import platform
 import secrets
 import signal
@@ -34,14 +33,15 @@ from ..api.services.images.v1 import images_pb2
 from ..api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from ..mount import Mount, read_only, temp_mount
 from ..oci.spec import HostInfo, RootfsFiles, RunOptions, build_run_spec, image_labels, process_spec
+from . import LOG_URI_LABEL
 from .cio import FIFO_DIR, FORWARDED_SIGNALS, Attach, FifoSet, IOConfig, RawTerminal, log_uri_config, terminal_size
 from .containers import DEFAULT_RUNTIME, Container, runc_options
 from .network import ContainerNetwork, release_attachment, setup_network, teardown_network
+from .rootfs import read_in_root
 
 if TYPE_CHECKING:
     from .core import Client
 
-LOG_URI_LABEL = "io.pycontainerd.log-uri"
 GC_EXPIRE_LABEL = "containerd.io/gc.expire"
 _LEASES_STUB: Any = leases_pb2_grpc.LeasesStub
 
@@ -172,38 +172,6 @@ async def temporary_lease(client: Client) -> AsyncIterator[Client]:
 
 
 # -- reading the rootfs ----------------------------------------------------------------------
-def read_in_root(root: str, path: str, limit: int = 4 << 20) -> str | None:
-    """Read ``path`` as seen from inside ``root`` (symlinks resolved within root); None if absent."""
-    parts = [p for p in path.split("/") if p]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > 40:
-                return None
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        resolved.append(part)
-    full = os.path.join(root, *resolved)
-    try:
-        with open(full, "rb") as f:
-            return f.read(limit).decode(errors="replace")
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None
-
-
 def _read_user_files(mounts: Sequence[Mount]) -> RootfsFiles:
     with temp_mount(read_only(mounts)) as root:
         return RootfsFiles(read_in_root(root, "/etc/passwd"), read_in_root(root, "/etc/group"))

@@ -1,10 +1,11 @@
 """The CRI plugin (``io.containerd.grpc.v1.cri``): kubelet's RuntimeService and ImageService.
 
-``plugin.py`` registers it and wires the daemon's stores; ``images.py`` and ``runtime.py``
-are the servicers (translation only); ``imagestore.py`` is the CRI view of images (pull,
-list, resolve, remove) in namespace ``k8s.io``; ``sandbox.py`` the pods (infra task, netns,
-CNI), ``containers.py`` the containers in them, ``crilog.py`` the CRI log format and the
-daemon-side copy of a container's stdout/stderr FIFOs into its log file.
+``plugin.py`` registers it; ``wiring.py`` (imported only when the plugin starts) wires the
+daemon's stores; ``images.py`` and ``runtime.py`` are the servicers (translation only);
+``imagestore.py`` is the CRI view of images (pull, list, resolve, remove) in namespace
+``k8s.io``; ``sandbox.py`` the pods (infra task, netns, CNI), ``containers.py`` the containers
+in them, ``crilog.py`` the CRI log format and the daemon-side copy of a container's
+stdout/stderr FIFOs into its log file.
 
 Pods and containers are container records in ``k8s.io`` (label ``io.cri-containerd.kind``
 = ``sandbox``/``container``; their CRI metadata in the extensions
@@ -22,7 +23,11 @@ an exit of the container's own is reported when the kubelet stops or removes it.
 ListMetricDescriptors/ListPodSandboxMetrics: cAdvisor-named memory gauges (pod cgroup and
 containers) and per-interface network counters of the pod.
 
-What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``): the
-streaming RPCs (Exec, Attach, PortForward: no streaming server yet),
+Exec, Attach and PortForward answer a URL of the daemon's streaming server
+(``pycontainerd.streaming``, started with the plugin; ``streaming.py`` here holds the RPCs'
+checks and the runtime side: exec processes, attach to the daemon-held stdio, dialling
+in the pod's network namespace).
+
+What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``):
 CheckpointContainer.
 """

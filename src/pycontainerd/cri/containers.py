@@ -42,7 +42,8 @@ from ..oci.spec import (
     with_privileged,
     with_user,
 )
-from ..runtime.task_manager import RootfsMount, TaskIO, TaskManager
+from ..runtime.task_manager import TaskManager
+from ..runtime.task_types import RootfsMount, TaskIO
 from .crilog import FifoLogger
 from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .sandbox import (
@@ -156,6 +157,7 @@ class Containers:
         self._loggers: dict[str, FifoLogger] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._exec_seq = 0
+        self._exit_handlers: set[asyncio.Task[None]] = set()
         # the RuntimeService's GetContainerEvents feed: (container id, sandbox id, created|started|stopped|deleted)
         self.on_event: Callable[[str, str, str], Awaitable[None]] | None = None
 
@@ -172,6 +174,10 @@ class Containers:
 
     def io_dir(self, cid: str) -> Path:
         return self.state_dir / "containers" / cid
+
+    def logger(self, cid: str) -> FifoLogger | None:
+        """The daemon's reader of a running container's output (and holder of its stdin), if any."""
+        return self._loggers.get(cid)
 
     # -- reading ----------------------------------------------------------------------------------
     async def _of(self, c: Container) -> CriContainer | None:
@@ -220,6 +226,13 @@ class Containers:
     async def get(self, cid: str) -> CriContainer:
         if not cid:
             raise errdefs.InvalidArgument("container id must not be empty")
+        # a full id: one record, not a listing with every container's task state
+        with contextlib.suppress(errdefs.NotFound):
+            rec = await self.store.get(NAMESPACE, cid)
+            if rec.labels.get(KIND_LABEL) == KIND_CONTAINER:
+                one = await self._of(rec)
+                if one is not None:
+                    return one
         found = [c for c in await self.list() if c.id.startswith(cid)]
         exact = [c for c in found if c.id == cid]
         if exact:
@@ -313,8 +326,10 @@ class Containers:
         proc["env"] = replace_or_append_env(replace_or_append_env(proc.get("env") or [], ic.get("Env") or []),
                                             [f"{kv.key}={kv.value}" for kv in cfg.envs])
         proc["cwd"] = cfg.working_dir or ic.get("WorkingDir") or "/"
-        if cfg.tty:
+        if cfg.tty:  # containerd's oci.WithTTY
             proc["terminal"] = True
+            if not any(e.startswith("TERM=") for e in proc["env"]):
+                proc["env"].append("TERM=xterm")
         sc = cfg.linux.security_context
         user = ""
         if sc.HasField("run_as_user"):
@@ -369,7 +384,8 @@ class Containers:
         elif opts.pid != pb.NODE and spod.pid != pb.NODE:
             namespaces.append({"type": "pid"})
         linux["namespaces"] = namespaces
-        linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid)
+        linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid,
+                                            self.pods.systemd_cgroup(sb.runtime_handler))
         # the pod's files, then the config's mounts (which win for the same destination)
         sdir = self.pods.sandbox_dir(sb.id)
         # CRI's containers see their cgroup (read-only unless privileged), as containerd mounts it
@@ -411,36 +427,34 @@ class Containers:
                 raise errdefs.FailedPrecondition(f"sandbox {sb.id} of container {c.id} is not ready")
             sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
             mounts = await sn.mounts(c.id)
-            logger = None
-            io = TaskIO()
+            # stdio through FIFOs the daemon reads (and, with stdin, holds): the CRI log and
+            # attached clients get the output; a terminal's output is logged as stdout
             log_path = str(c.meta.get("log_path") or "")
-            if log_path and not c.config.tty:
-                d = self.io_dir(c.id)
-                await asyncio.to_thread(private_dir, d)
-                logger = FifoLogger(d, log_path, self.max_log_line)
-                await logger.start()
-                io = TaskIO(stdout=logger.stdout, stderr=logger.stderr)
+            d = self.io_dir(c.id)
+            await asyncio.to_thread(private_dir, d)
+            logger = FifoLogger(d, log_path, self.max_log_line, tty=c.config.tty, stdin=c.config.stdin)
+            await logger.start()
+            io = TaskIO(stdin=logger.stdin, stdout=logger.stdout, stderr=logger.stderr, terminal=c.config.tty)
             try:
                 await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
-                    RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts])
+                    RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts],
+                    options=self.pods.run_options(sb.runtime_handler))
                 try:
                     await self.tasks.start_process(NAMESPACE, c.id)
                 except BaseException:
                     await self._delete_task(c.id)
                     raise
-                if logger is not None:
-                    logger.release()
-                    self._loggers[c.id] = logger
+                logger.release()
+                self._loggers[c.id] = logger
             except BaseException as exc:
-                if logger is not None:
-                    await logger.close()
-                    self._loggers.pop(c.id, None)
+                await logger.close()
+                self._loggers.pop(c.id, None)
                 now = time.time_ns()
                 await self._update_meta(c.id, started_at=now, finished_at=now, exit_code=128,
                                         reason="StartError", message=str(exc))
                 raise
             await self._update_meta(c.id, started_at=time.time_ns())
-        await self._emit(c.id, c.sandbox_id, "started")
+            await self._emit(c.id, c.sandbox_id, "started")  # under the lock: before an exit's "stopped"
 
     async def _delete_task(self, cid: str) -> None:
         with contextlib.suppress(errdefs.NotFound):
@@ -534,16 +548,25 @@ class Containers:
             await self.store.update(NAMESPACE, rec, ["spec"])
 
     def watch_oom(self) -> None:
-        """Note the OOM kills the shims report (``/tasks/oom``): the exit's reason becomes OOMKilled."""
+        """Follow the shims' task events in ``k8s.io``, in their order: an OOM kill (``/tasks/oom``)
+        makes the exit's reason OOMKilled; a container's init process that exits by itself
+        (``/tasks/exit``, not through StopContainer) has its exit recorded and CONTAINER_STOPPED_EVENT
+        sent, as containerd's CRI does on TaskExit."""
         if self.exchange is None or self._watcher is not None:
             return
         exchange = self.exchange
+        topics = [f'namespace=={NAMESPACE},topic=="/tasks/oom"', f'namespace=={NAMESPACE},topic=="/tasks/exit"']
 
         async def watch() -> None:
             while True:  # a subscriber that fell behind is dropped (ResourceExhausted): subscribe again
                 with contextlib.suppress(errdefs.ResourceExhausted):
-                    async for env in exchange.subscribe([f'namespace=={NAMESPACE},topic=="/tasks/oom"']):
+                    async for env in exchange.subscribe(topics):
                         cid = str(env.payload.get("container_id") or "")
+                        if env.topic == "/tasks/exit":
+                            if str(env.payload.get("id") or cid) == cid:  # the init process, not an exec
+                                self._exit_handlers.add(t := asyncio.create_task(self._exited(cid)))
+                                t.add_done_callback(self._exit_handlers.discard)
+                            continue
                         try:
                             c = await self.store.get(NAMESPACE, cid)
                             if c.labels.get(KIND_LABEL) == KIND_CONTAINER:
@@ -551,20 +574,41 @@ class Containers:
                         except errdefs.ContainerdError as exc:
                             log.debug("oom of %s: %s", cid, exc)
 
-        self._watcher = asyncio.create_task(watch(), name="cri-oom-watch")
+        self._watcher = asyncio.create_task(watch(), name="cri-task-events")
+
+    async def _exited(self, cid: str) -> None:
+        """A container's process exited: record it (unless a stop or remove already did) and say so."""
+        try:
+            c = await self.store.get(NAMESPACE, cid)
+            if c.labels.get(KIND_LABEL) != KIND_CONTAINER:
+                return
+            sandbox_id = str((ext_data(c, CONTAINER_EXT) or {}).get("sandbox_id") or "")
+            async with self.lock(cid):  # after a start that is still running; stop/remove win otherwise
+                if await self._record_exit(cid):
+                    await self._emit(cid, sandbox_id, "stopped")
+        except errdefs.NotFound:
+            return  # removed meanwhile
+        except Exception as exc:  # the status still reads the exit from the task
+            log.warning("container %s: recording its exit failed: %s", cid, exc)
 
     async def restore(self) -> None:
-        """After a daemon restart: copy the logs of the running containers again.
+        """After a daemon restart: record the exits that happened meanwhile; copy the logs of the
+        running containers again.
 
         The shim holds their FIFOs (with a read end of its own, so the container's output
         waited in the pipe instead of failing): opening the read ends resumes the copy.
         """
         for c in await self.list():
+            if (c.state == pb.CONTAINER_EXITED and not c.meta.get("finished_at")
+                    and self.tasks.has_task(NAMESPACE, c.id)):
+                await self._exited(c.id)  # it exited while the daemon was down: record it now
+                continue
             log_path = str(c.meta.get("log_path") or "")
             d = self.io_dir(c.id)
-            if c.state != pb.CONTAINER_RUNNING or not log_path or c.id in self._loggers or not d.is_dir():
+            if c.state != pb.CONTAINER_RUNNING or c.id in self._loggers or not (d / "stdout").exists():
                 continue
-            logger = FifoLogger(d, log_path, self.max_log_line)
+            stdin = c.config.stdin and (d / "stdin").exists()  # gone: closed for good (stdin_once)
+            logger = FifoLogger(d, log_path, self.max_log_line, tty=c.config.tty, stdin=stdin)
             try:
                 await logger.start()
             except OSError as exc:
@@ -646,6 +690,8 @@ class Containers:
         out = {m.id: {"at": m.collected_at_ns, "data": m.data, "mode": m.cgroup_version}
                for m in await self.tasks.metrics(NAMESPACE, exprs)}
         sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+        for cid in ids or []:  # a container without a live task still has its writable layer
+            out.setdefault(cid, {"at": time.time_ns(), "data": {}, "mode": ""})
         for cid, entry in out.items():
             try:
                 u = await sn.usage(cid)

@@ -5,6 +5,13 @@ format): ``F`` ends a line; a line longer than ``max_container_log_line_size`` i
 ``P`` (partial) pieces of that size, the last one ``F``.  Output that ends without a newline
 is written as a full line at EOF, as containerd does.  ``reopen`` (ReopenContainerLog, after
 the kubelet rotated the file) makes the copier write to a new file at the same path.
+
+A container with a terminal has one output stream: the pty's, logged as ``stdout`` (as
+containerd).  Attached clients (CRI Attach) get the same output as it is read
+(``subscribe``): each through a bounded queue, so a slow client never holds the log back —
+one that falls behind by ``SUBSCRIBER_QUEUE`` chunks is dropped.  A container created with
+``stdin`` gets a stdin FIFO whose write end the daemon holds open (``stdin_fd``), so the
+process does not see EOF between attachments; ``close_stdin`` ends it (``stdin_once``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 STDOUT = "stdout"
 STDERR = "stderr"
 CHUNK = 32 * 1024
+SUBSCRIBER_QUEUE = 256
 
 
 def timestamp(ns: int | None = None) -> str:
@@ -59,6 +67,8 @@ class LogFile:
         self.open()
 
     def open(self) -> None:
+        if not self.path:  # no log file asked for: output only goes to attached clients
+            return
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         old, self._fd = self._fd, fd
@@ -75,28 +85,77 @@ class LogFile:
             self._fd = -1
 
 
-class FifoLogger:
-    """Reads one container's stdout/stderr FIFOs until EOF and writes CRI log lines."""
+class Subscriber:
+    """One attached client's view of a container's output: chunks per stream, ``None`` at the end."""
 
-    def __init__(self, fifo_dir: Path, log_path: str, max_line: int) -> None:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self.dropped = False
+
+    def offer(self, item: tuple[str, bytes] | None) -> bool:
+        """Queue ``item``; ``False`` once the subscriber has fallen behind (it gets ``None`` then)."""
+        if self.dropped:
+            return False
+        if self.queue.full():
+            self.dropped = True
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
+            return False
+        self.queue.put_nowait(item)
+        return True
+
+
+class FifoLogger:
+    """Reads one container's stdout/stderr FIFOs until EOF, writes CRI log lines, feeds attached clients."""
+
+    def __init__(self, fifo_dir: Path, log_path: str, max_line: int, *, tty: bool = False,
+                 stdin: bool = False) -> None:
         self.fifo_dir = fifo_dir
         self.stdout = str(fifo_dir / "stdout")
-        self.stderr = str(fifo_dir / "stderr")
+        self.stderr = "" if tty else str(fifo_dir / "stderr")
+        self.stdin = str(fifo_dir / "stdin") if stdin else ""
+        self.stdin_fd = -1
         self.log = LogFile(log_path)
         self.max_line = max_line
         self._tasks: list[asyncio.Task[None]] = []
         self._keep: list[int] = []  # our own write ends until the shim has opened the FIFOs
+        self.subscribers: set[Subscriber] = set()
         self.done = asyncio.Event()
 
     async def start(self) -> None:
-        for p in (self.stdout, self.stderr):
+        outputs = [(p, stream) for p, stream in ((self.stdout, STDOUT), (self.stderr, STDERR)) if p]
+        for p in [p for p, _ in outputs] + ([self.stdin] if self.stdin else []):
             with contextlib.suppress(FileExistsError):
                 os.mkfifo(p, 0o600)
-        for p, stream in ((self.stdout, STDOUT), (self.stderr, STDERR)):
+        if self.stdin:
+            # read-write: never blocks, never ENXIO, and the process sees no EOF while we hold it
+            self.stdin_fd = os.open(self.stdin, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        for p, stream in outputs:
             rfd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             self._keep.append(os.open(p, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
             self._tasks.append(asyncio.create_task(self._copy(rfd, stream), name=f"cri-log-{stream}"))
         asyncio.get_running_loop().create_task(self._finish())
+
+    def subscribe(self) -> Subscriber:
+        sub = Subscriber()
+        if self.done.is_set():
+            sub.offer(None)
+        else:
+            self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    def close_stdin(self) -> None:
+        """No more stdin for the container: our write end goes, the FIFO too (a restart must not reopen it)."""
+        if self.stdin_fd >= 0:
+            os.close(self.stdin_fd)
+            self.stdin_fd = -1
+        if self.stdin:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.stdin)
 
     def release(self) -> None:
         """The shim holds the FIFOs now: drop our write ends, so EOF comes when it closes them."""
@@ -115,6 +174,10 @@ class FifoLogger:
                 chunk = await reader.read(CHUNK)
                 buf += chunk
                 self.log.write(format_lines(stream, buf, self.max_line, eof=not chunk, now=timestamp()))
+                if chunk:
+                    for sub in list(self.subscribers):
+                        if not sub.offer((stream, chunk)):
+                            self.subscribers.discard(sub)
                 if not chunk:
                     return
         finally:
@@ -122,7 +185,16 @@ class FifoLogger:
 
     async def _finish(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._end()
+
+    def _end(self) -> None:
         self.log.close()
+        if self.stdin_fd >= 0:
+            os.close(self.stdin_fd)
+            self.stdin_fd = -1
+        for sub in self.subscribers:
+            sub.offer(None)
+        self.subscribers.clear()
         self.done.set()
 
     def reopen(self) -> None:
@@ -133,5 +205,4 @@ class FifoLogger:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.log.close()
-        self.done.set()
+        self._end()

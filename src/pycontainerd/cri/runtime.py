@@ -22,6 +22,9 @@ from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from ..cni import PodNetworking
 from ..services.common import add_servicer
+from ..streaming.runtime import PortForwardRequest
+from ..streaming.server import StreamServer
+from . import streaming
 from .containers import Containers
 from .events import ContainerEventHub
 from .imagestore import NAMESPACE
@@ -91,11 +94,13 @@ class RuntimeState:
 class RuntimeService:
     """Not a subclass of the generated servicer: the methods it lacks are filled in by ``add_to_server``."""
 
-    def __init__(self, state: RuntimeState, pods: Sandboxes | None = None, containers: Containers | None = None
-                 ) -> None:
+    def __init__(self, state: RuntimeState, pods: Sandboxes | None = None, containers: Containers | None = None,
+                 stream_server: StreamServer | None = None) -> None:
         self.state = state
         self._pods = pods
         self._containers = containers
+        self._stream_server = stream_server
+        self._no_streaming = "the CRI plugin has no streaming server (no task manager)"
         self.events = ContainerEventHub()
         if containers is not None:
             containers.on_event = self._container_event
@@ -121,6 +126,8 @@ class RuntimeService:
         if request.verbose:
             info["config"] = json.dumps(config_json(self.state.config))
             info["podCIDR"] = json.dumps(self.state.pod_cidr)
+            if self._stream_server is not None and self._stream_server.port:
+                info["streamServer"] = json.dumps(self._stream_server.base_url)
         return pb.StatusResponse(status=status, info=info)
 
     async def UpdateRuntimeConfig(self, request: pb.UpdateRuntimeConfigRequest, context: Any
@@ -133,7 +140,8 @@ class RuntimeService:
 
     # -- pod sandboxes ----------------------------------------------------------------------------
     async def RuntimeConfig(self, request: pb.RuntimeConfigRequest, context: Any) -> pb.RuntimeConfigResponse:
-        """The cgroup driver the kubelet must match: the default runtime's runc ``SystemdCgroup``."""
+        """The cgroup driver the kubelet must match: the default runtime's runc ``SystemdCgroup``, the
+        same setting that makes its pods' cgroup paths systemd slices (``sandbox.cgroups_path``)."""
         rt = getattr(self.state.config, "default_runtime", None)
         systemd = bool(rt is not None and rt.options.systemd_cgroup)
         return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(
@@ -181,7 +189,7 @@ class RuntimeService:
                     continue
             items.append(pb.PodSandbox(id=sb.id, metadata=sb.config.metadata, state=state,
                                        created_at=sb.created_at_ns, labels=dict(sb.config.labels),
-                                       annotations=dict(sb.config.annotations)))
+                                       annotations=dict(sb.config.annotations), runtime_handler=sb.runtime_handler))
         return pb.ListPodSandboxResponse(items=items)
 
     async def _stop_pod_containers(self, sandbox_id: str) -> None:
@@ -256,6 +264,32 @@ class RuntimeService:
                                                          int(request.timeout))
         return pb.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
 
+    # -- streaming: the URL of the daemon's streaming server, with a one-time token -----------------
+    @property
+    def stream_server(self) -> StreamServer:
+        if self._stream_server is None:
+            raise errdefs.Unavailable(f"streaming is not served: {self._no_streaming}")
+        return self._stream_server
+
+    def disable_streaming(self, why: str) -> None:
+        self._stream_server = None
+        self._no_streaming = f"the CRI streaming server did not start: {why}"
+
+    async def Exec(self, request: pb.ExecRequest, context: Any) -> pb.ExecResponse:
+        server = self.stream_server
+        req = await streaming.exec_request(self.containers, request)
+        return pb.ExecResponse(url=server.url(req))
+
+    async def Attach(self, request: pb.AttachRequest, context: Any) -> pb.AttachResponse:
+        server = self.stream_server
+        req = await streaming.attach_request(self.containers, request)
+        return pb.AttachResponse(url=server.url(req))
+
+    async def PortForward(self, request: pb.PortForwardRequest, context: Any) -> pb.PortForwardResponse:
+        server = self.stream_server
+        pod_id, ports = await streaming.port_forward_ports(self.pods, request)
+        return pb.PortForwardResponse(url=server.url(PortForwardRequest(pod_id, ports)))
+
     async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest, context: Any
                                  ) -> pb.ReopenContainerLogResponse:
         await self.containers.reopen_log(request.container_id)
@@ -270,9 +304,7 @@ class RuntimeService:
                                  ) -> pb.ListContainerStatsResponse:
         f = request.filter
         chosen = []
-        for c in await self.containers.list():
-            if c.state != pb.CONTAINER_RUNNING:
-                continue
+        for c in await self.containers.list():  # every container, as containerd: `crictl stats -a` shows all
             if request.HasField("filter"):
                 if f.id and not c.id.startswith(f.id):
                     continue
@@ -335,7 +367,7 @@ class RuntimeService:
             stats = await self.containers.stats([c.id for c in running])
             for c in running:
                 m = stats.get(c.id)
-                pm.container_metrics.add(container_id=c.id, metrics=_memory_metrics(m) if m else [])
+                pm.container_metrics.add(container_id=c.id, metrics=_memory_metrics(m) if m and m.get("data") else [])
             out.append(pm)
         return pb.ListPodSandboxMetricsResponse(pod_metrics=out)
 
@@ -423,7 +455,7 @@ def _pod_status(sb: Any) -> pb.PodSandboxStatus:
         network=pb.PodSandboxNetworkStatus(ip=sb.ip, additional_ips=[pb.PodIP(ip=i) for i in sb.additional_ips]),
         linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pb.NamespaceOption(
             network=ns.network, pid=ns.pid, ipc=ns.ipc, target_id=ns.target_id))),
-        labels=dict(cfg.labels), annotations=dict(cfg.annotations), runtime_handler="")
+        labels=dict(cfg.labels), annotations=dict(cfg.annotations), runtime_handler=sb.runtime_handler)
 
 
 def _container_status(c: Any) -> pb.ContainerStatus:
@@ -446,7 +478,8 @@ def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
     out = pb.ContainerStats(attributes=attrs)
     if m is None:
         return out
-    _usage_pb(out.cpu, out.memory, m)
+    if m.get("data"):  # a container without a live task has no cgroup: only its writable layer
+        _usage_pb(out.cpu, out.memory, m)
     at = m["at"]
     layer = m.get("layer")
     if layer is not None:  # the container's own snapshot: what it wrote
@@ -486,8 +519,8 @@ def unimplemented_methods(servicer: Any) -> list[str]:
 def _unimplemented(name: str) -> Any:
     method = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name[name]
     message = (f"runtime.v1.RuntimeService/{name} is not implemented by pycontainerd yet "
-               "(its CRI plugin serves images, pods, containers, ExecSync and container and pod stats; "
-               "streaming and checkpoints are not there yet)")
+               "(its CRI plugin serves images, pods, containers, ExecSync, streaming and container and pod stats; "
+               "checkpoints are not there yet)")
     if method.server_streaming:
         async def stream(request: Any, context: Any) -> Any:
             raise errdefs.Unimplemented(message)

@@ -34,12 +34,13 @@ from google.protobuf import json_format
 from .. import cgroups, errdefs, netns
 from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..cni import CNI, CapabilityArgs, PodNetwork, PortMapping
-from ..config import CRIConfig
+from ..config import CRIConfig, RuntimeConfig
 from ..fsmodes import private_dir
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..oci.spec import SPEC_TYPE_URL, canonical, default_spec, replace_or_append_env
 from ..runtime.bundle import own_oom_score_adj
-from ..runtime.task_manager import RootfsMount, TaskIO, TaskManager
+from ..runtime.task_manager import TaskManager
+from ..runtime.task_types import RootfsMount, RuncOptions, TaskIO
 from .imagestore import NAMESPACE, CriImageStore
 
 log = logging.getLogger("pycontainerd.cri")
@@ -125,8 +126,34 @@ def parse_net_dev(text: str) -> list[InterfaceUsage]:
     return out
 
 
-def cgroups_path(parent: str, cid: str) -> str:
-    return f"{parent.rstrip('/')}/{cid}" if parent else f"/{NAMESPACE}/{cid}"
+SYSTEMD_PREFIX = "cri-containerd"
+
+
+def cgroups_path(parent: str, cid: str, systemd: bool = False) -> str:
+    """The OCI ``linux.cgroupsPath`` of a pod's or container's process under the pod's cgroup parent.
+
+    cgroupfs driver: ``<parent>/<id>`` (``/k8s.io/<id>`` without a parent).  systemd driver (the
+    runtime's ``SystemdCgroup``, which also makes runc use systemd): runc's ``slice:prefix:name``,
+    as containerd makes it -- ``<the parent's last slice>:cri-containerd:<id>``, the scope
+    ``cri-containerd-<id>.scope`` in that slice (``system.slice`` without a parent).  A parent that
+    is no slice cannot be used with systemd: refused, rather than handed to runc to fail on."""
+    if not systemd:
+        return f"{parent.rstrip('/')}/{cid}" if parent else f"/{NAMESPACE}/{cid}"
+    base = parent.rstrip("/").rsplit("/", 1)[-1] or "system.slice"
+    if not base.endswith(".slice"):
+        raise errdefs.InvalidArgument(
+            f"cgroup parent {parent!r} is not a systemd slice, and the runtime uses the systemd cgroup driver "
+            "(SystemdCgroup = true): give a slice such as kubepods-besteffort-pod<uid>.slice, or use cgroupfs")
+    return f"{base}:{SYSTEMD_PREFIX}:{cid}"
+
+
+def parent_cgroup(parent: str, systemd: bool) -> str:
+    """The cgroupfs path (below the hierarchy's root) of a pod's cgroup parent; with systemd a slice
+    name such as ``kubepods-besteffort-pod1.slice`` lives at ``/kubepods.slice/kubepods-besteffort.slice/...``."""
+    base = parent.rstrip("/").rsplit("/", 1)[-1]
+    if systemd and base.endswith(".slice"):
+        return cgroups.systemd_path(f"{base}:x:y").rsplit("/", 1)[0]
+    return parent
 
 
 @dataclass
@@ -144,6 +171,7 @@ class Sandbox:
     labels: dict[str, str] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
     image: str = ""
+    runtime_handler: str = ""
 
     @property
     def name(self) -> str:
@@ -163,6 +191,7 @@ class Sandboxes:
         self.cni = cni
         self._names: set[str] = set()  # pod names being created right now
         self._locks: dict[str, asyncio.Lock] = {}
+        self._net_down: set[str] = set()  # pods whose network this daemon tore down (CNI DEL done)
 
     def lock(self, sid: str) -> asyncio.Lock:
         return self._locks.setdefault(sid, asyncio.Lock())
@@ -189,7 +218,8 @@ class Sandboxes:
                 spec = json.loads(c.spec.value)
         return Sandbox(id=c.id, config=cfg, created_at_ns=c.created_at_ns, netns=str(data.get("netns") or ""),
                        ip=str(data.get("ip") or ""), additional_ips=list(data.get("additional_ips") or []),
-                       ready=ready, pid=pid, labels=dict(c.labels), spec=spec, image=c.image)
+                       ready=ready, pid=pid, labels=dict(c.labels), spec=spec, image=c.image,
+                       runtime_handler=str(data.get("runtime_handler") or ""))
 
     async def list(self) -> list[Sandbox]:
         out = []
@@ -213,6 +243,27 @@ class Sandboxes:
             raise errdefs.InvalidArgument(f"sandbox id prefix {sid!r} is ambiguous")
         return found[0]
 
+    # -- runtimes -------------------------------------------------------------------------------
+    def runtime(self, handler: str = "") -> RuntimeConfig:
+        """The runtime of a pod's handler (RuntimeClass); the default one for ``""``."""
+        if not handler:
+            return self.config.default_runtime
+        try:
+            return self.config.containerd.runtimes[handler]
+        except KeyError:
+            raise errdefs.NotFound(f"no runtime for {handler!r} is configured") from None
+
+    def systemd_cgroup(self, handler: str = "") -> bool:
+        """Whether the pods of this handler use the systemd cgroup driver (its runc ``SystemdCgroup``)."""
+        return self.runtime(handler).options.systemd_cgroup
+
+    def run_options(self, handler: str = "") -> RuncOptions:
+        """The runc options the handler's runtime configures, for its pods' and containers' tasks."""
+        o = self.runtime(handler).options
+        return RuncOptions(binary_name=o.binary_name, root=o.root, systemd_cgroup=o.systemd_cgroup,
+                           no_pivot_root=o.no_pivot_root, no_new_keyring=o.no_new_keyring, io_uid=o.io_uid,
+                           io_gid=o.io_gid)
+
     # -- stats ------------------------------------------------------------------------------------
     async def cgroup_stats(self, sb: Sandbox) -> tuple[str, dict[str, Any]]:
         """(mode, metrics) of the pod's cgroup: its config's ``cgroup_parent``, as containerd reads it."""
@@ -221,9 +272,11 @@ class Sandboxes:
             raise errdefs.FailedPrecondition(
                 f"failed to get cgroup metrics for sandbox {sb.id}: its config names no cgroup_parent")
 
+        path = parent_cgroup(parent, self.systemd_cgroup(sb.runtime_handler))
+
         def read() -> tuple[str, dict[str, Any]]:
             reader = cgroups.CgroupReader()
-            return reader.mode, reader.stats(reader.paths_of_spec(parent))
+            return reader.mode, reader.stats(reader.paths_of_spec(path))
 
         return await asyncio.to_thread(read)
 
@@ -249,7 +302,7 @@ class Sandboxes:
             raise errdefs.AlreadyExists(f"failed to reserve sandbox name {name!r}: name is reserved")
         self._names.add(name)
         try:
-            return await self._run(cfg, name)
+            return await self._run(cfg, name, runtime_handler)
         finally:
             self._names.discard(name)
 
@@ -260,15 +313,21 @@ class Sandboxes:
             await self.images.pull(ref)
             return await self.images.resolve(ref)
 
-    async def _run(self, cfg: pb.PodSandboxConfig, name: str) -> str:
+    async def _run(self, cfg: pb.PodSandboxConfig, name: str, handler: str = "") -> str:
+        """netns, then CNI ADD in it *while* the record, the snapshot and the infra task are made
+        (runc only needs the netns to exist; the pod's interfaces may come meanwhile), then the
+        pod's IPs into the record and the infra process started: CNI ADD and runc create are each
+        about a third of the call, and neither waits for the other (containerd runs them one after
+        the other).  On failure everything is undone in reverse, CNI DEL only once ADD is over."""
         image = await self._image(self.config.sandbox_image)
         sid = new_id()
         undo: list[Any] = []
+        cni_add: asyncio.Task[Any] | None = None
         try:
             sdir = self.sandbox_dir(sid)
             await asyncio.to_thread(self._write_files, sdir, cfg)
             undo.append(lambda: asyncio.to_thread(shutil.rmtree, sdir, True))
-            path, ip, extra = "", "", []
+            path = ""
             if not host_network(cfg):
                 path = await netns.create(netns.netns_dir(self.state_dir,
                                                           under_state_dir=self.config.netns_mounts_under_state_dir))
@@ -277,26 +336,36 @@ class Sandboxes:
                     raise errdefs.FailedPrecondition("cni plugin not initialized: no CNI network for the pod")
                 pod = self._pod_network(sid, path, cfg)
                 undo.append(lambda n=pod: self._teardown(n))
-                res = await self.cni.setup(pod)
-                ip, extra = res.pod_ip, list(res.additional_ips)
-            spec = self._spec(sid, cfg, image.config, path)
+                cni_add = asyncio.create_task(self.cni.setup(pod), name=f"cni-add-{sid[:12]}")
+            spec = self._spec(sid, cfg, image.config, path, self.systemd_cgroup(handler))
             labels = {**dict(cfg.labels), KIND_LABEL: KIND_SANDBOX}
-            meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": ip, "additional_ips": extra,
-                    "name": name}
-            await self.containers.create(NAMESPACE, Container(
+            meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": "", "additional_ips": [],
+                    "name": name, "runtime_handler": handler}
+            record = Container(
                 id=sid, runtime_name=RUNTIME_NAME, spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
                 labels=labels, image=image.references[0] if image.references else image.id,
-                snapshotter=self.images.snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)}))
+                snapshotter=self.images.snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)})
+            await self.containers.create(NAMESPACE, record)
             undo.append(lambda: self.containers.delete(NAMESPACE, sid))
             sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
             mounts = await sn.prepare(sid, image.chain_id, {})
             undo.append(lambda: sn.remove(sid))
             await self.tasks.create(NAMESPACE, sid, rootfs=[RootfsMount(mt.type, mt.source, mt.target,
                                                                         tuple(mt.options)) for mt in mounts],
-                                    io=TaskIO())
+                                    io=TaskIO(), options=self.run_options(handler))
             undo.append(lambda: self._delete_task(sid))
+            if cni_add is not None:
+                res = await cni_add
+                meta.update(ip=res.pod_ip, additional_ips=list(res.additional_ips))
+                record = await self.containers.get(NAMESPACE, sid)
+                record.extensions = {**record.extensions, SANDBOX_EXT: ext_value(meta)}
+                await self.containers.update(NAMESPACE, record, ["extensions"])
             await self.tasks.start_process(NAMESPACE, sid)
         except BaseException:
+            if cni_add is not None and not cni_add.done():
+                await asyncio.wait([cni_add])  # CNI DEL (in the undo) only after ADD is over
+            if cni_add is not None and cni_add.done() and not cni_add.cancelled():
+                cni_add.exception()  # retrieved: the error that matters is the one raised below
             for step in reversed(undo):
                 try:
                     await step()
@@ -342,7 +411,8 @@ class Sandboxes:
             return max(adj, own_oom_score_adj())
         return adj
 
-    def _spec(self, sid: str, cfg: pb.PodSandboxConfig, image_config: dict[str, Any], path: str) -> dict[str, Any]:
+    def _spec(self, sid: str, cfg: pb.PodSandboxConfig, image_config: dict[str, Any], path: str,
+              systemd: bool = False) -> dict[str, Any]:
         spec = default_spec(NAMESPACE, sid)
         ic = image_config.get("config") or {}
         args = [*(ic.get("Entrypoint") or []), *(ic.get("Cmd") or [])]
@@ -373,7 +443,7 @@ class Sandboxes:
         linux["namespaces"] = namespaces
         if cfg.linux.sysctls:
             linux["sysctl"] = dict(cfg.linux.sysctls)
-        linux["cgroupsPath"] = cgroups_path(cfg.linux.cgroup_parent, sid)
+        linux["cgroupsPath"] = cgroups_path(cfg.linux.cgroup_parent, sid, systemd)
         linux.setdefault("resources", {}).setdefault("cpu", {})["shares"] = 2
         spec["annotations"] = {
             ANN_CONTAINER_TYPE: KIND_SANDBOX,
@@ -410,18 +480,31 @@ class Sandboxes:
                 await asyncio.wait_for(self.tasks.wait(NAMESPACE, cid), STOP_WAIT)
 
     async def stop(self, sid: str, stop_containers: Any = None) -> None:
+        """The pod's containers, then its infra process, stopped; its network torn down meanwhile
+        (CNI DEL and the netns do not wait for the processes, nor they for it).  A later stop or the
+        remove skips CNI DEL when this daemon already did it; after a restart it runs once more
+        (idempotent: it releases what a stop interrupted by a crash or reboot left)."""
         sb = await self.get(sid)
         async with self.lock(sb.id):
-            if stop_containers is not None:
-                await stop_containers(sb.id)
-            await self.kill_task(sb.id, 0)
-            await self._delete_task(sb.id)
-            if sb.netns:
-                if await netns.exists(sb.netns):
-                    await self._teardown(self._pod_network(sb.id, sb.netns, sb.config))
-                    await netns.remove(sb.netns)
-                else:  # already removed (a second stop): CNI DEL once more is harmless and idempotent
-                    await self._teardown(self._pod_network(sb.id, sb.netns, sb.config))
+            net = (asyncio.create_task(self._network_down(sb), name=f"cni-del-{sb.id[:12]}")
+                   if sb.netns and sb.id not in self._net_down else None)
+            try:
+                if stop_containers is not None:
+                    await stop_containers(sb.id)
+                await self.kill_task(sb.id, 0)
+                await self._delete_task(sb.id)
+            finally:
+                if net is not None:
+                    await asyncio.wait([net])
+            if net is not None:
+                net.result()  # its error, if any
+
+    async def _network_down(self, sb: Sandbox) -> None:
+        pod = self._pod_network(sb.id, sb.netns, sb.config)
+        await self._teardown(pod)
+        if await netns.exists(sb.netns):
+            await netns.remove(sb.netns)
+        self._net_down.add(sb.id)
 
     async def remove(self, sid: str, remove_containers: Any = None) -> None:
         try:
@@ -437,3 +520,4 @@ class Sandboxes:
                 await self.containers.delete(NAMESPACE, sb.id)
             await asyncio.to_thread(shutil.rmtree, self.sandbox_dir(sb.id), True)
         self._locks.pop(sb.id, None)
+        self._net_down.discard(sb.id)

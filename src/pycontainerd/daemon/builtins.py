@@ -11,7 +11,7 @@ def registrations() -> list[Registration]:
     from ..diff import walking
     from ..metadata import gc
     from ..metadata import plugin as metadata
-    from ..runtime import task_manager
+    from ..runtime import task_plugin
     from ..services import (
         containers,
         content,
@@ -44,7 +44,7 @@ def registrations() -> list[Registration]:
     regs += leases.REGISTRATIONS
     regs.append(gc.REGISTRATION)
     regs += containers.REGISTRATIONS
-    regs += task_manager.REGISTRATIONS
+    regs += task_plugin.REGISTRATIONS
     regs += tasks.REGISTRATIONS
     regs += namespaces.REGISTRATIONS
     regs += version.REGISTRATIONS

@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import errdefs, fsmodes
 from ..content.interfaces import Ingester, Provider
@@ -37,8 +37,9 @@ from ..mount.mount import MNT_DETACH, mountinfo
 from ..plugin import InitContext, Registration, types
 from ..threads import to_thread_uncancelled
 from . import compression
-from .apply import ApplyResult, BlockingSource, apply_layer
-from .compare import write_diff
+
+if TYPE_CHECKING:
+    from .apply import ApplyResult, BlockingSource
 
 LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
 
@@ -107,6 +108,8 @@ class WalkingDiffer:
         return Descriptor(compression.MEDIA_TYPE_LAYER, result.digest, result.size)
 
     async def apply_stream(self, chunks: AsyncIterator[bytes] | BlockingSource, mounts: Sequence[Mount]) -> ApplyResult:
+        from .apply import apply_layer  # the tar reader: loaded by the first apply, not by an idle daemon
+
         if len(mounts) == 1 and mounts[0].type == "overlay":
             upper = _opt(mounts[0].options, "upperdir")
             if upper:
@@ -244,6 +247,8 @@ class WalkingDiffer:
                 send(b"".join(buf))
                 buf.clear()
                 buffered = 0
+
+        from .compare import write_diff  # tarfile: loaded by the first diff, not by an idle daemon
 
         def work() -> None:
             try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +94,9 @@ def validate_topic(topic: str) -> None:
 class Exchange:
     def __init__(self) -> None:
         self._subscribers: set[_Subscriber] = set()
+        # in-daemon listeners, called with every event as it is published (on the loop; they
+        # must not block nor raise): e.g. the task manager removes a kept log with its container
+        self.observers: list[Callable[[Envelope], None]] = []
 
     def publish(self, namespace: str, topic: str, payload: Mapping[str, Any] | None = None) -> None:
         """Publish from inside the daemon; never blocks."""
@@ -105,6 +108,11 @@ class Exchange:
         self._deliver(envelope)
 
     def _deliver(self, env: Envelope) -> None:
+        for observe in self.observers:
+            try:
+                observe(env)
+            except Exception:
+                log.exception("event observer failed on %s", env.topic)
         if not self._subscribers:
             return
         size = 64 + len(env.topic) + len(env.namespace) + _approx_size(env.payload)

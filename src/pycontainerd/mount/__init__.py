@@ -6,6 +6,11 @@ the options into mount(2) flags plus a data string, and mounts one after the oth
 same target (later mounts stack on top).  Everything here is blocking and meant to run in
 a worker thread; the ``*_async`` helpers do that for callers on the event loop.
 
+``core`` mounts and unmounts (the daemon's and the shim's one implementation); ``mount``
+adds what only the daemon needs (async helpers, temporary mounts, mountinfo).  The names
+below are loaded on first use, so that the shim, which imports ``pycontainerd.mount.core``
+in every process, does not pay for ``mount.mount``'s asyncio and tempfile.
+
 Deep overlay chains: the kernel copies the data string of mount(2) into one page, so a
 ``lowerdir=`` list of 50+ absolute paths may not fit.  containerd compacts the option
 (relative paths under the longest common directory) and mounts from a child that chdir-ed
@@ -17,21 +22,25 @@ so it must not happen in a thread of the daemon).
 
 from __future__ import annotations
 
-from .mount import (
-    Mount,
-    MountInfo,
-    lookup,
-    mount_all,
-    mount_all_async,
-    parse_options,
-    read_only,
-    temp_mount,
-    temp_mount_async,
-    unmount,
-    unmount_all,
-    unmount_all_async,
-    with_temp_mount,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .mount import (
+        Mount,
+        MountInfo,
+        lookup,
+        mount_all,
+        mount_all_async,
+        parse_options,
+        read_only,
+        temp_mount,
+        temp_mount_async,
+        unmount,
+        unmount_all,
+        unmount_all_async,
+        with_temp_mount,
+    )
 
 __all__ = [
     "Mount",
@@ -48,3 +57,9 @@ __all__ = [
     "unmount_all_async",
     "with_temp_mount",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module(".mount", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

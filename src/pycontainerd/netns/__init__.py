@@ -9,11 +9,12 @@ namespace dies with its last user.
 
 Where the new namespace comes from: ``unshare(CLONE_NEWNET)`` moves only the calling thread,
 and a thread of the daemon left in (or failing to leave) another namespace would open every
-later socket there.  So the namespace is made by a short-lived child process (fork+exec of
-the interpreter with a few lines of ctypes): it unshares, says so on stdout, and waits on
-stdin; the daemon bind-mounts ``/proc/<child>/ns/net`` (the child is unreaped, so its pid
-cannot be reused), then closes the child's stdin and reaps it.  ``create(pid=...)`` pins the
-namespace of an existing process instead (containerd's ``NewNetNSFromPID``).
+later socket there.  So the namespace is made by a thread of its own that does nothing else
+and ends right after: it unshares, bind-mounts ``/proc/thread-self/ns/net`` (its new
+namespace) onto the pin and returns; no other work ever runs on it, so no socket can be
+opened there (a fork+exec'd helper process did the same, at the price of starting an
+interpreter: most of the call).  ``create(pid=...)`` pins the namespace of an existing process
+instead (containerd's ``NewNetNSFromPID``).
 
 The blocking steps (mkdir, mount, umount, stat) run in worker threads, and cleanup is never
 cut short by cancellation.
@@ -22,11 +23,12 @@ cut short by cancellation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import ctypes
 import errno
 import fcntl
 import os
-import sys
+import socket
+import threading
 import uuid
 from pathlib import Path
 
@@ -39,19 +41,7 @@ NETNS_RUN_DIR = "/var/run/netns"
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: its CLONE_NEW* type (Linux 4.11)
 
-# the child: unshare its network namespace, report, wait for stdin to close
-_HOLDER = r"""
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-if libc.unshare(0x40000000) != 0:
-    sys.stdout.write("unshare(CLONE_NEWNET): " + os.strerror(ctypes.get_errno()) + "\n")
-    sys.exit(1)
-sys.stdout.write("ok\n")
-sys.stdout.flush()
-sys.stdin.buffer.read()
-"""
-
-HOLDER_TIMEOUT = 30.0
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def netns_dir(cri_state_dir: str | os.PathLike[str], *, under_state_dir: bool) -> Path:
@@ -121,39 +111,24 @@ def _pin(source: str, path: str) -> None:
     mount_all([Mount("bind", source, ["bind"])], path)
 
 
-async def _spawn_holder() -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        "-S",
-        "-c",
-        _HOLDER,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd="/",
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), HOLDER_TIMEOUT)
-        if line != b"ok\n":
-            err = (await asyncio.wait_for(proc.stderr.read(4096), HOLDER_TIMEOUT)).decode(errors="replace")
-            raise errdefs.Unknown(f"create network namespace: {(line.decode(errors='replace') + err).strip()}")
-    except BaseException:
-        await _stop_holder(proc)
-        raise
-    return proc
+def _unshare_and_pin(path: str) -> None:
+    """A new network namespace pinned at ``path``, made on a thread that ends right after."""
+    failed: list[BaseException] = []
 
+    def run() -> None:
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise errdefs.from_oserror(OSError(err, os.strerror(err)), "create network namespace (unshare)")
+            _pin("/proc/thread-self/ns/net", path)
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
 
-async def _stop_holder(proc: asyncio.subprocess.Process) -> None:
-    if proc.stdin is not None:
-        proc.stdin.close()
-    try:
-        await asyncio.wait_for(asyncio.shield(proc.wait()), HOLDER_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await asyncio.shield(proc.wait())
+    t = threading.Thread(target=run, name="netns-unshare", daemon=True)
+    t.start()
+    t.join()
+    if failed:
+        raise failed[0]
 
 
 async def create(base_dir: str | os.PathLike[str], *, pid: int | None = None) -> str:
@@ -162,19 +137,15 @@ async def create(base_dir: str | os.PathLike[str], *, pid: int | None = None) ->
     Nothing is left behind on failure or cancellation."""
     name = f"cni-{uuid.uuid4()}"
     spath = os.path.join(base_dir, name)
-    holder: asyncio.subprocess.Process | None = None
     try:
         await to_thread_uncancelled(_prepare, Path(base_dir), name)
         if pid is None:
-            holder = await _spawn_holder()
-            pid = holder.pid
-        await to_thread_uncancelled(_pin, f"/proc/{pid}/ns/net", spath)
+            await to_thread_uncancelled(_unshare_and_pin, spath)
+        else:
+            await to_thread_uncancelled(_pin, f"/proc/{pid}/ns/net", spath)
     except BaseException:
         await to_thread_uncancelled(_remove, spath)
         raise
-    finally:
-        if holder is not None:
-            await _stop_holder(holder)
     return spath
 
 
@@ -186,3 +157,95 @@ async def remove(path: str | os.PathLike[str]) -> None:
 async def exists(path: str | os.PathLike[str]) -> bool:
     """True if ``path`` is a pinned network namespace (containerd's ``!Closed()``)."""
     return await asyncio.to_thread(_is_netns, os.fspath(path))
+
+
+# -- connecting to a port inside a namespace (CRI port-forward) ------------------------------------
+DIAL_TIMEOUT = 10.0
+
+
+def _setns(fd: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")
+
+
+def _dial_in(path: str, port: int, timeout: float) -> socket.socket:
+    """On a thread of its own: enter ``path``'s namespace, connect to localhost:port, come back."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC) if path else -1
+        try:
+            if target >= 0:
+                _setns(target)
+            try:
+                errors: list[str] = []
+                first: OSError | None = None
+                for family, host, name in ((socket.AF_INET, "127.0.0.1", "tcp4 127.0.0.1"),
+                                           (socket.AF_INET6, "::1", "tcp6 [::1]")):
+                    s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+                    try:
+                        s.settimeout(timeout)
+                        s.connect((host, port))
+                    except OSError as exc:
+                        s.close()
+                        first = first or exc
+                        # Go's wording, as containerd reports it
+                        errors.append(f"dial {name}:{port}: connect: {(exc.strerror or str(exc)).lower()}")
+                        continue
+                    s.setblocking(False)
+                    return s
+                assert first is not None
+                raise OSError(first.errno, f"IPv4: {errors[0]} IPv6: {errors[1]}")
+            finally:
+                if target >= 0:
+                    _setns(own)  # if this fails the thread dies with the error: it is never reused
+        finally:
+            if target >= 0:
+                os.close(target)
+    finally:
+        os.close(own)
+
+
+async def dial(path: str, port: int, connect_timeout: float = DIAL_TIMEOUT) -> socket.socket:
+    """A connected non-blocking TCP socket to 127.0.0.1:port (else [::1]:port) in namespace ``path``.
+
+    ``setns`` moves only the calling thread, so the connect runs on a fresh thread that does
+    nothing else and ends right after (never the loop's, never a pool's); the socket keeps
+    its namespace and is used from the loop.  ``path`` empty: the daemon's own namespace.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[socket.socket] = loop.create_future()
+
+    def deliver(sock: socket.socket | None, exc: BaseException | None) -> None:
+        if fut.done():  # the caller gave up meanwhile
+            if sock is not None:
+                sock.close()
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(sock)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            sock = _dial_in(path, port, connect_timeout)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(deliver, None, exc)
+            return
+        try:
+            loop.call_soon_threadsafe(deliver, sock, None)
+        except RuntimeError:  # the loop is gone
+            sock.close()
+
+    threading.Thread(target=run, name=f"netns-dial-{port}", daemon=True).start()
+    try:
+        return await fut
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            where = repr(path) if path else "of the host"
+            raise errdefs.Unavailable(f"failed to connect to localhost:{port} inside namespace {where}, "
+                                      f"{exc.strerror or exc}") from exc
+        raise errdefs.from_oserror(exc, f"connect to localhost:{port} inside namespace {path}") from exc

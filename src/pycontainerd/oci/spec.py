@@ -23,14 +23,11 @@ empty are left out.
 from __future__ import annotations
 
 import os
-import socket
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import errdefs
-from .seccomp import default_profile
 
 Spec = dict[str, Any]
 
@@ -123,15 +120,15 @@ def default_spec(namespace: str, container_id: str) -> Spec:
 
 
 # -- /etc/passwd and /etc/group --------------------------------------------------------------
-@dataclass(frozen=True)
-class PasswdEntry:
+# Records are NamedTuples, not dataclasses: `pyctr run` imports this module, and dataclasses
+# (with inspect) would cost more than its whole conversation with the daemon.
+class PasswdEntry(NamedTuple):
     name: str
     uid: int
     gid: int
 
 
-@dataclass(frozen=True)
-class GroupEntry:
+class GroupEntry(NamedTuple):
     name: str
     gid: int
     members: tuple[str, ...]
@@ -171,8 +168,7 @@ def parse_group(text: str) -> list[GroupEntry]:
     return out
 
 
-@dataclass(frozen=True)
-class RootfsFiles:
+class RootfsFiles(NamedTuple):
     """The rootfs' ``/etc/passwd`` and ``/etc/group`` (None when the file does not exist)."""
 
     passwd: str | None = None
@@ -330,15 +326,16 @@ def _valid_label(key: str, value: str) -> bool:
 
 
 # -- host facts ------------------------------------------------------------------------------
-@dataclass
-class HostInfo:
-    capabilities: list[str] = field(default_factory=list)
-    devices: list[dict[str, Any]] = field(default_factory=list)
+class HostInfo(NamedTuple):
+    capabilities: Sequence[str] = ()
+    devices: Sequence[dict[str, Any]] = ()
     hostname: str = ""
 
     @classmethod
     def probe(cls) -> HostInfo:
         """Read the current capabilities, /dev and the hostname (blocking; run in a thread)."""
+        import socket
+
         return cls(current_capabilities(), host_devices(), socket.gethostname())
 
 
@@ -447,14 +444,13 @@ def with_annotations(spec: Spec, annotations: Mapping[str, str]) -> None:
 
 
 # -- the whole of ctr run --------------------------------------------------------------------
-@dataclass
-class RunOptions:
+class RunOptions(NamedTuple):
     """The spec-shaping flags of ``ctr run`` / ``pyctr run``."""
 
-    args: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    mounts: list[str] = field(default_factory=list)  # --mount values
-    labels: dict[str, str] = field(default_factory=dict)
+    args: Sequence[str] = ()
+    env: Sequence[str] = ()
+    mounts: Sequence[str] = ()  # --mount values
+    labels: Mapping[str, str] = {}  # shared default: never mutated
     read_only: bool = False
     cwd: str = ""
     user: str = ""
@@ -466,8 +462,8 @@ class RunOptions:
     cpu_shares: int = 1024
     memory_limit: int = 0
     hostname: str = ""
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
+    cap_add: Sequence[str] = ()
+    cap_drop: Sequence[str] = ()
 
     @property
     def needs_host(self) -> bool:
@@ -515,6 +511,8 @@ def build_run_spec(namespace: str, container_id: str, image_config: Mapping[str,
         for key in ("bounding", "effective", "permitted"):
             caps[key] = [] if drop_all else [c for c in caps[key] if c not in opts.cap_drop]
     if opts.seccomp:
+        from .seccomp import default_profile  # a large table: only when asked for
+
         spec["linux"]["seccomp"] = default_profile(spec["process"]["capabilities"]["bounding"])
     if opts.cpus > 0:
         with_cpu_cfs(spec, int(opts.cpus * 100000.0), 100000)

@@ -35,14 +35,16 @@ Lifecycle of one task::
 - On start-up ``restore`` scans the bundles, reconnects to live shims and tombstones the
   rest.  Shutting the daemon down only disconnects: shims and containers live on.
 
-The shim is reached through the ``Shim``/``ShimLauncher`` protocols below, so this module
-carries no I/O details of its own.  The real ``Shim`` is ``runtime.v2.TaskShim``: the runtime
-v2 shim API (``containerd.task.v2.Task`` over ttrpc).  The daemon's own runc runtime uses
-``runtime.v2.ForkLauncher``: our shim (``containerd-shim-pyrunc-v2``) forked by the
-pre-imported fork server (``runtime.shim_client.ShimLauncher``) instead of exec-ed, listening
-at containerd's socket path (``ctr shim --id`` reaches it), one shim per container unless the
-``io.containerd.runc.v2.group`` annotation groups them; events come over the shim manager's
-ttrpc Events service, a dead shim is cleaned up by the binary's ``delete``.
+The shim is reached through the ``Shim``/``ShimLauncher`` protocols (``shim_api.py``), so this
+module carries no I/O details of its own; its value types are in ``task_types.py`` and its
+plugin wiring (config defaults, launchers, registrations) in ``task_plugin.py``. The real
+``Shim`` is ``runtime.v2.TaskShim``: the runtime v2 shim API (``containerd.task.v2.Task`` over
+ttrpc). The daemon's own runc runtime uses ``runtime.v2.ForkLauncher``: our shim (``containerd-
+shim-pyrunc-v2``) forked by the pre-imported fork server (``runtime.shim_client.ShimLauncher``)
+instead of exec-ed, listening at containerd's socket path (``ctr shim --id`` reaches it), one
+shim per container unless the ``io.containerd.runc.v2.group`` annotation groups them; events
+come over the shim manager's ttrpc Events service, a dead shim is cleaned up by the binary's
+``delete``.
 
 Runtimes the daemon's own launcher does not serve go to ``ExternalShims`` (the real one is
 ``runtime.v2.ShimManager``): an absolute runtime path, any ``io.containerd.<name>.<version>``
@@ -61,22 +63,30 @@ import logging
 import os
 import re
 import shutil
-import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from .. import cgroups, errdefs, filters, fsmodes, identifiers, timestamps
 from ..events import Exchange
-from ..metadata.containers import ContainerStore, TypedValue
+from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..shim.protocol import CreateOptions
 from . import bundle as bundlemod
 from . import signals
-
-if TYPE_CHECKING:
-    from ..config import Config
+from .shim_api import ExitLike, ExternalShims, Shim, ShimLauncher
+from .task_types import (
+    Exit,
+    ProcessPid,
+    ProcessStatus,
+    RootfsMount,
+    RuncOptions,
+    RunningTask,
+    RuntimeDefaults,
+    TaskIO,
+    TaskMetrics,
+)
 
 log = logging.getLogger("pycontainerd.runtime")
 
@@ -89,225 +99,6 @@ SETTLE_TIMEOUT = 5.0  # list_tasks waits at most this long for deletions finishi
 _RUNTIME_NAME = re.compile(r"io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)")  # fullmatch: no trailing newline
 # topics the manager publishes itself; copies from the shim are dropped
 _OWN_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
-
-
-# -- what the manager needs from a shim (runtime.v2.TaskShim implements it) -------------------
-class ExitLike(Protocol):
-    @property
-    def pid(self) -> int: ...
-    @property
-    def exit_status(self) -> int: ...
-    @property
-    def exited_at_ns(self) -> int: ...
-
-
-class StateLike(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def pid(self) -> int: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def stdin(self) -> str: ...
-    @property
-    def stdout(self) -> str: ...
-    @property
-    def stderr(self) -> str: ...
-    @property
-    def terminal(self) -> bool: ...
-    @property
-    def exit_status(self) -> int: ...
-    @property
-    def exited_at_ns(self) -> int: ...
-
-
-class PidLike(Protocol):
-    @property
-    def pid(self) -> int: ...
-    @property
-    def exec_id(self) -> str: ...
-
-
-class Shim(Protocol):
-    address: str
-    pid: int
-
-    async def create(
-        self,
-        *,
-        rootfs: list[dict[str, Any]],
-        stdin: str,
-        stdout: str,
-        stderr: str,
-        terminal: bool,
-        options: dict[str, Any] | None = None,
-    ) -> int: ...
-    async def start(self, exec_id: str = "") -> int: ...
-    async def delete(self, exec_id: str = "") -> ExitLike: ...
-    async def exec(
-        self, exec_id: str, spec: dict[str, Any], *, stdin: str, stdout: str, stderr: str, terminal: bool
-    ) -> None: ...
-    async def kill(self, exec_id: str, signal: int, all: bool = False) -> None: ...
-    async def state(self, exec_id: str = "") -> StateLike: ...
-    async def pids(self) -> Sequence[PidLike]: ...
-    async def pause(self) -> None: ...
-    async def resume(self) -> None: ...
-    async def resize_pty(self, exec_id: str, width: int, height: int) -> None: ...
-    async def close_io(self, exec_id: str, stdin: bool = True) -> None: ...
-    async def update(self, resources: dict[str, Any]) -> None: ...
-    async def wait(self, exec_id: str = "") -> ExitLike: ...
-    async def shutdown(self) -> None: ...
-    def events(self) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
-    async def close(self) -> None: ...
-
-
-class ShimLauncher(Protocol):
-    async def launch(
-        self,
-        *,
-        namespace: str,
-        container_id: str,
-        bundle: Path,
-        state_dir: Path,
-        runtime_binary: str = "runc",
-        runtime_root: str | None = None,
-        systemd_cgroup: bool = False,
-        debug: bool = False,
-    ) -> Shim: ...
-
-    async def connect(self, bundle: Path) -> Shim: ...
-
-    async def cleanup(
-        self,
-        *,
-        namespace: str,
-        container_id: str,
-        bundle: Path,
-        runtime_binary: str = "runc",
-        runtime_root: str | None = None,
-    ) -> ExitLike:
-        """After the shim died: runc delete --force, unmount the rootfs, the recorded exit."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-class ExternalShims(Protocol):
-    """Shims of runtimes other than the daemon's own (``runtime.v2.ShimManager``): external
-    binaries found by containerd's rules, started with the runtime v2 ``start`` handshake."""
-
-    def resolve(self, runtime_name: str) -> str | None:
-        """The shim binary for ``runtime_name``; None when the manager's own launcher serves it."""
-        ...
-
-    async def launch(
-        self,
-        *,
-        namespace: str,
-        container_id: str,
-        bundle: Path,
-        binary: str,
-        options: tuple[str, bytes] | None = None,
-        runc: dict[str, Any] | None = None,
-        debug: bool = False,
-    ) -> Shim: ...
-
-    async def connect(self, bundle: Path) -> Shim: ...
-
-    async def cleanup(self, *, namespace: str, container_id: str, bundle: Path) -> ExitLike: ...
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-# -- the manager's own value types ---------------------------------------------------------------
-@dataclass(frozen=True)
-class RuncOptions:
-    """The runc runtime options a task is created with (from ``containerd.runc.v1.Options``)."""
-
-    binary_name: str = ""
-    root: str = ""
-    systemd_cgroup: bool = False
-    no_pivot_root: bool = False
-    no_new_keyring: bool = False
-    io_uid: int = 0
-    io_gid: int = 0
-
-
-@dataclass(frozen=True)
-class RootfsMount:
-    type: str
-    source: str
-    target: str = ""
-    options: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "type": self.type,
-            "source": self.source,
-            "target": self.target,
-            "options": list(self.options),
-        }
-
-
-@dataclass(frozen=True)
-class TaskIO:
-    stdin: str = ""
-    stdout: str = ""
-    stderr: str = ""
-    terminal: bool = False
-
-
-@dataclass(frozen=True)
-class Exit:
-    pid: int
-    exit_status: int
-    exited_at_ns: int
-
-
-@dataclass(frozen=True)
-class ProcessStatus:
-    container_id: str
-    id: str
-    pid: int
-    status: str  # created | running | stopped | paused | pausing | unknown
-    stdin: str = ""
-    stdout: str = ""
-    stderr: str = ""
-    terminal: bool = False
-    exit_status: int = 0
-    exited_at_ns: int = 0
-
-
-@dataclass(frozen=True)
-class ProcessPid:
-    pid: int
-    exec_id: str = ""
-
-
-@dataclass(frozen=True)
-class TaskMetrics:
-    id: str
-    collected_at_ns: int
-    cgroup_version: str  # "v1" | "v2"
-    data: dict[str, Any]
-
-
-@dataclass
-class RuntimeDefaults:
-    """The daemon's defaults for runc (from its config): binary, root, cgroup driver, flags."""
-
-    binary_name: str = "runc"
-    root: str = ""
-    systemd_cgroup: bool = False
-    no_pivot_root: bool = False
-    no_new_keyring: bool = False
-    io_uid: int = 0
-    io_gid: int = 0
-    restrict_oom_score_adj: bool = True
-    shim_debug: bool = False
 
 
 @dataclass
@@ -382,14 +173,13 @@ def check_runtime(name: str) -> None:
     )
 
 
-@dataclass(frozen=True)
-class RunningTask:
-    namespace: str
-    id: str
-    pid: int
-    shim_pid: int
-    cgroups_path: str
-    systemd_cgroup: bool
+# A container labelled KEEP_LOG_LABEL=daemon whose task is created without stdout/stderr
+# (``pyctr run -d``) has its output kept by the daemon: the shim appends both streams to
+# ``<log dir>/<namespace>/<id>.log`` (dirs 0700, file 0600, under the daemon's root, so it
+# outlives the client, the task and a daemon restart); the file's URI goes in LOG_URI_LABEL
+# (``pyctr logs`` reads it) and the file goes when the container record does.
+KEEP_LOG_LABEL = "io.pycontainerd.log"
+LOG_URI_LABEL = "io.pycontainerd.log-uri"
 
 
 class TaskManager:
@@ -404,8 +194,13 @@ class TaskManager:
         shim_state: Path | None = None,
         cgroup_reader: cgroups.CgroupReader | None = None,
         external: ExternalShims | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         self.root = root
+        self.log_dir = log_dir
+        self._log_removals: set[asyncio.Task[None]] = set()
+        if log_dir is not None:
+            exchange.observers.append(self._on_exchange_event)
         self.shim_state = shim_state or root
         self.containers = containers
         self.exchange = exchange
@@ -451,6 +246,55 @@ class TaskManager:
     def has_task(self, namespace: str, container_id: str) -> bool:
         return (namespace, container_id) in self._tasks
 
+    # -- kept logs ------------------------------------------------------------------------------
+    def log_path(self, namespace: str, container_id: str) -> Path | None:
+        if self.log_dir is None:
+            return None
+        return self.log_dir / namespace / f"{container_id}.log"
+
+    async def _kept_log(self, namespace: str, container: Container, io: TaskIO) -> TaskIO:
+        """stdout and stderr to the container's log file (made private here, appended by the shim)."""
+        path = self.log_path(namespace, container.id)
+        if path is None:
+            raise errdefs.FailedPrecondition(f"container {container.id}: this daemon keeps no logs")
+
+        def prepare() -> None:
+            fsmodes.private_dir(path.parent)
+            fsmodes.private_file(path)
+
+        await asyncio.to_thread(prepare)
+        uri = f"file://{path}"
+        if container.labels.get(LOG_URI_LABEL) != uri:
+            await self.containers.update(namespace, Container(id=container.id, labels={LOG_URI_LABEL: uri}),
+                                         [f"labels.{LOG_URI_LABEL}"])
+        return TaskIO(io.stdin, uri, uri, io.terminal)
+
+    def _on_exchange_event(self, env: Any) -> None:
+        if env.topic != "/containers/delete" or self.log_dir is None:
+            return
+        container_id = str(env.payload.get("id", ""))
+        try:
+            identifiers.validate(container_id)
+            loop = asyncio.get_running_loop()
+        except (errdefs.ContainerdError, RuntimeError):
+            return
+        task = loop.create_task(self._remove_log(env.namespace, container_id))
+        self._log_removals.add(task)
+        task.add_done_callback(self._log_removals.discard)
+
+    async def _remove_log(self, namespace: str, container_id: str) -> None:
+        """The kept log of a deleted container (not of one that exists: events can be forwarded)."""
+        path = self.log_path(namespace, container_id)
+        if path is None:
+            return
+        try:
+            await self.containers.get(namespace, container_id)
+            return
+        except errdefs.NotFound:
+            pass
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.unlink, path)
+
     # -- create / start -------------------------------------------------------------------------
     async def create(
         self,
@@ -479,6 +323,8 @@ class TaskManager:
             )
         spec = bundlemod.parse_spec(container.spec.value, f"container {container_id} spec")
         spec = bundlemod.adjust_spec(spec, min_oom_score_adj=self._min_oom)
+        if container.labels.get(KEEP_LOG_LABEL) == "daemon" and not io.stdout and not io.stderr:
+            io = await self._kept_log(namespace, container, io)
         opts = options or RuncOptions()
         binary = opts.binary_name or self.defaults.binary_name or "runc"
         systemd = opts.systemd_cgroup or self.defaults.systemd_cgroup
@@ -1148,134 +994,3 @@ def _ns_of(value: Any) -> int:
             return 0
     return 0
 
-
-# -- plugin wiring ---------------------------------------------------------------------------------
-def defaults_from_config(daemon_config: Config) -> RuntimeDefaults:
-    """RuntimeDefaults from the daemon config.
-
-    The default CRI runtime's runc options are the defaults for every runc task:
-    ``BinaryName``, ``Root``, ``SystemdCgroup`` (the config loader folds the legacy
-    ``runtime_engine``/``runtime_root``/``systemd_cgroup``/``no_pivot`` into them),
-    ``NoPivotRoot`` and ``NoNewKeyring`` (runc create flags) and ``IoUid``/``IoGid`` (owner of
-    the stdio pipes); the loader refuses the options we cannot honour (``ShimCgroup``,
-    ``Criu*``).  ``[plugins."io.containerd.runtime.v1.linux"] shim_debug`` or a debug log
-    level turn shim debug logs on.  oomScoreAdj is always restricted to the daemon's own
-    score (runc cannot lower it here anyway), whatever CRI's ``restrict_oom_score_adj`` says.
-    """
-    opts = daemon_config.cri.default_runtime.options
-    return RuntimeDefaults(
-        binary_name=opts.binary_name or "runc",
-        root=opts.root,
-        systemd_cgroup=opts.systemd_cgroup,
-        no_pivot_root=opts.no_pivot_root,
-        no_new_keyring=opts.no_new_keyring,
-        io_uid=opts.io_uid,
-        io_gid=opts.io_gid,
-        shim_debug=daemon_config.linux.shim_debug or daemon_config.debug.level == "debug",
-    )
-
-
-class RuntimeAlias:
-    """``io.containerd.runtime.v1.linux``: the same task manager under its legacy plugin name."""
-
-    def __init__(self, manager: TaskManager) -> None:
-        self.manager = manager
-
-
-def runtime_paths_from_config(daemon_config: Any) -> dict[str, str]:
-    """Runtime names whose shim binary the config names: the default CRI runtime's
-    ``runtime_path`` serves its ``runtime_type`` (so ``runtime_type = "io.containerd.runc.v2"``
-    with ``runtime_path = "/usr/bin/containerd-shim-runc-v2"`` runs every runc task, ``ctr
-    run`` included, on that shim instead of the daemon's own)."""
-    try:
-        rt = daemon_config.cri.default_runtime
-    except (AttributeError, KeyError):
-        return {}
-    path = getattr(rt, "runtime_path", "")
-    rtype = getattr(rt, "runtime_type", "")
-    return {rtype: path} if path and rtype else {}
-
-
-def publish_binary() -> str:
-    """The daemon's own executable, which shims run as ``-publish-binary ... publish``."""
-    argv0 = sys.argv[0] if sys.argv else ""
-    if argv0 and os.path.basename(argv0).startswith("pycontainerd") and os.path.isfile(argv0):
-        return os.path.abspath(argv0)
-    return shutil.which("pycontainerd") or os.path.join(os.path.dirname(sys.executable), "pycontainerd")
-
-
-def external_shims(daemon: Any, defaults: RuntimeDefaults) -> ExternalShims:
-    from .v2 import ShimManager
-
-    return ShimManager(
-        exchange=daemon.exchange,
-        grpc_address=str(daemon.address),
-        publish_binary=publish_binary(),
-        runtime_paths=runtime_paths_from_config(daemon.config),
-        self_dir=os.path.dirname(publish_binary()),
-        debug=defaults.shim_debug,
-    )
-
-
-OWN_SHIM_BINARY = "containerd-shim-pyrunc-v2"
-
-
-def own_shim_binary() -> str:
-    """Our shim's runtime v2 binary (its ``delete`` cleans up after a dead shim): beside the
-    interpreter, else beside the daemon's executable, else on PATH."""
-    for directory in (os.path.dirname(sys.executable), os.path.dirname(publish_binary())):
-        candidate = os.path.join(directory, OWN_SHIM_BINARY)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which(OWN_SHIM_BINARY) or OWN_SHIM_BINARY
-
-
-def own_launcher(external: ExternalShims, owner: str) -> ShimLauncher:
-    """The launcher of the daemon's own runc runtime: our shim forked by the fork server,
-    serving task.v2 over ttrpc (``runtime.v2.ForkLauncher``)."""
-    from . import shim_client
-    from .v2 import ForkLauncher, ShimManager
-
-    assert isinstance(external, ShimManager)
-    return ForkLauncher(external, own_shim_binary(), shim_client.ShimLauncher(owner=owner))
-
-
-async def _init_v2(ctx: Any) -> TaskManager:
-    # bundles (container root filesystems) live below: containerd's modes (see
-    # runtime.bundle), also for bundles an older version made 0711 (CVE-2021-41103)
-    ctx.state.mkdir(parents=True, exist_ok=True, mode=fsmodes.TOP_DIR)
-    closed = await asyncio.to_thread(bundlemod.close_existing, ctx.state)
-    if closed:
-        log.info("closed %d bundles an older version left open to other users", len(closed))
-    daemon = ctx.daemon
-    defaults = defaults_from_config(daemon.config)
-    external = external_shims(daemon, defaults)
-    manager = TaskManager(
-        root=ctx.state,
-        containers=ContainerStore(daemon.db, daemon.exchange),
-        exchange=daemon.exchange,
-        launcher=own_launcher(external, owner=str(daemon.state)),
-        defaults=defaults,
-        shim_state=Path(daemon.state),
-        external=external,
-    )
-    await manager.restore()
-    return manager
-
-
-async def _init_v1(ctx: Any) -> RuntimeAlias:
-    from ..plugin import types
-
-    return RuntimeAlias(ctx.get(types.RUNTIME_V2, "task"))
-
-
-def _registrations() -> list[Any]:
-    from ..plugin import Registration, types
-
-    return [
-        Registration(type=types.RUNTIME_V2, id="task", init=_init_v2, requires=(types.METADATA, types.EVENT)),
-        Registration(type=types.RUNTIME_V1, id="linux", init=_init_v1, requires=(types.RUNTIME_V2,)),
-    ]
-
-
-REGISTRATIONS = _registrations()

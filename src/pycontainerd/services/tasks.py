@@ -25,14 +25,8 @@ from ..api.types.task import task_pb2
 from ..metadata.containers import TypedValue
 from ..plugin import InitContext, Registration, types
 from ..runtime import bundle as bundlemod
-from ..runtime.task_manager import (
-    Exit,
-    ProcessStatus,
-    RootfsMount,
-    RuncOptions,
-    TaskIO,
-    TaskManager,
-)
+from ..runtime.task_manager import TaskManager
+from ..runtime.task_types import Exit, ProcessStatus, RootfsMount, RuncOptions, TaskIO
 from .common import add_servicer, namespace_of, ts_from_ns
 
 log = logging.getLogger("pycontainerd.services.tasks")

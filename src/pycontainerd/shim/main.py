@@ -151,7 +151,7 @@ def cleanup(config: ShimConfig) -> dict[str, Any]:
     """After a shim is gone: ``runc delete --force`` the container, unmount <bundle>/rootfs,
     and return the init process's recorded exit (``pid``/``exit_status``/``exited_at_ns``;
     exit 255 at time 0 when none was recorded).  Problems are written to stderr."""
-    from pycontainerd.shim import mount as mnt
+    from pycontainerd.mount import core as mounts
     from pycontainerd.shim.runc import Runc, RuncError
 
     loop = Loop()
@@ -172,8 +172,8 @@ def cleanup(config: ShimConfig) -> dict[str, Any]:
         except RuncError as err:
             sys.stderr.write(f"{err}\n")
     try:
-        mnt.unmount_tree(os.path.join(config.bundle, "rootfs"))
-    except OSError as exc:
+        mounts.unmount_all(os.path.join(config.bundle, "rootfs"))  # what is mounted below first
+    except (OSError, errdefs.ContainerdError) as exc:
         sys.stderr.write(f"{exc}\n")
     exit_info: dict[str, Any] = {"pid": 0, "exit_status": 255, "exited_at_ns": 0}
     try:

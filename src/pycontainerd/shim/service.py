@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pycontainerd import errdefs, timestamps
-from pycontainerd.shim import mount as mnt
+from pycontainerd.mount import core as mounts
 from pycontainerd.shim import process as ps
 from pycontainerd.shim import protocol
 from pycontainerd.shim.io import ProcessIO
@@ -122,7 +122,7 @@ class Service:
         )
         self.init: Proc | None = None
         self.execs: dict[str, Proc] = {}
-        self.mounted: list[str] = []
+        self.mounted_rootfs = ""  # <bundle>/rootfs once the rootfs mounts are on it
         self.oom: OOMWatcher | None = None
         self.kill_all_on_exit = False
         # set by the task.v2 (ttrpc) server: gets every event as (topic, payload)
@@ -268,9 +268,10 @@ class Service:
             try:
                 # in the daemon's 0700 bundle; 0711 as the daemon makes it (runtime.bundle)
                 os.makedirs(rootfs, mode=0o711, exist_ok=True)
-                self.mounted = mnt.mount_all(rootfs_mounts, rootfs)  # a few syscalls
             except OSError as exc:
                 raise errdefs.from_oserror(exc, "mount rootfs") from exc
+            mounts.mount_all([_mount(m) for m in rootfs_mounts], rootfs)  # a few syscalls; errdefs kinds
+            self.mounted_rootfs = rootfs
         window = self.reaper.open_window()
         pio: ProcessIO | None = None
         try:
@@ -332,12 +333,12 @@ class Service:
         self.publish(protocol.TASK_OOM, {"container_id": self.id})
 
     def _unmount(self) -> None:
-        for path in reversed(self.mounted):
+        if self.mounted_rootfs:
             try:
-                mnt.unmount(path)
-            except OSError as exc:
+                mounts.unmount_all(self.mounted_rootfs)  # stacked mounts and those below, deepest first
+            except (OSError, errdefs.ContainerdError) as exc:
                 self.loop.report("unmount rootfs", exc)
-        self.mounted = []
+            self.mounted_rootfs = ""
 
     async def start(self, params: dict[str, Any]) -> dict[str, Any]:
         exec_id = str(params.get("exec_id") or "")
@@ -622,3 +623,13 @@ class Service:
             await self.teardown  # never raises: failures are logged
         self.exiting = True
         return {"exiting": True}
+
+
+def _mount(m: dict[str, Any]) -> mounts.Mount:
+    """A rootfs mount of the Create request (``{"type", "source", "target", "options"}``)."""
+    return mounts.Mount(
+        type=str(m.get("type") or ""),
+        source=str(m.get("source") or ""),
+        options=[str(o) for o in m.get("options") or []],
+        target=str(m.get("target") or ""),
+    )

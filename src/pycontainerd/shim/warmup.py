@@ -37,6 +37,7 @@ import time
 from types import CodeType, FrameType, FunctionType
 from typing import Any
 
+from pycontainerd.mount import core as mounts
 from pycontainerd.shim import v2layout
 from pycontainerd.shim.io import Pump, Sink
 from pycontainerd.shim.loop import Future, Loop
@@ -73,6 +74,10 @@ def _round_io(tmp: str) -> None:
         loop.run_once(0.05)
     loop.run_once(0)
     write_atomic(os.path.join(tmp, "state.json"), b"{}")
+    # a Create's rootfs mounts: option parsing is pure; the mount(2) calls themselves are not rehearsed
+    for m in (mounts.Mount("overlay", "overlay", ["index=off", "workdir=/w", "upperdir=/u", "lowerdir=/l"]),
+              mounts.Mount("bind", "/s", ["rbind", "ro"])):
+        mounts.parse_options(m.options)
     os.close(sink_r)
     loop._sel.close()
     os.close(loop._wake_r)

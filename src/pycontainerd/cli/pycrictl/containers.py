@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from typing import Any
 
@@ -18,8 +19,9 @@ from ...client.cri import (
     message_to_dict,
     parse_info,
 )
-from ..common import table
-from ._format import ago, parse_label_filters, pattern_matcher, pick_state, print_json, short_state, trunc
+from ..common import go_duration, size_bytes, table
+from ._format import TRUNC, ago, parse_label_filters, pattern_matcher, pick_state, print_json, short_state, trunc
+from .images import pull_auth
 from .pods import load_pod_config
 
 
@@ -42,8 +44,33 @@ def register(sub: Any) -> None:
     p.add_argument("pod", metavar="POD_ID")
     p.add_argument("container_config", metavar="CONTAINER_CONFIG")
     p.add_argument("pod_config", metavar="POD_CONFIG")
-    p.add_argument("--no-pull", action="store_true", help="do not pull a missing image")
+    _pull_flags(p, "do not pull a missing image",
+                "pull the image even when the runtime has it (config: pull-image-on-create)")
     p.set_defaults(func=create)
+
+    p = sub.add_parser("run", help="run a container in a new pod: runp + create + start (JSON or YAML configs)",
+                       description="Run a new pod from POD_CONFIG, create the container of CONTAINER_CONFIG in "
+                                   "it (pulling its image when the runtime lacks it) and start it; prints the "
+                                   "container's id (the pod's on stderr).  If the container cannot be created "
+                                   "or started, the pod made for it is removed again.")
+    p.add_argument("container_config", metavar="CONTAINER_CONFIG")
+    p.add_argument("pod_config", metavar="POD_CONFIG")
+    p.add_argument("-r", "--runtime", default="", help="runtime handler (RuntimeClass) to use")
+    _pull_flags(p, "do not pull the image (config: disable-pull-on-run)", "pull the image even when the runtime "
+                "has it")
+    p.set_defaults(func=run)
+
+    p = sub.add_parser("update", help="update the CPU and memory limits of running (or created) containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER_ID")
+    p.add_argument("--cpu-period", type=int, default=0, help="CPU CFS period in microseconds")
+    p.add_argument("--cpu-quota", type=int, default=0, help="CPU CFS quota in microseconds per period")
+    p.add_argument("--cpu-share", type=int, default=0, help="CPU shares (relative weight)")
+    p.add_argument("--cpuset-cpus", default="", help="CPUs the container may use, e.g. 0-1")
+    p.add_argument("--cpuset-mems", default="", help="memory nodes the container may use, e.g. 0")
+    p.add_argument("--memory", type=size_bytes, default=0,
+                   help="memory limit: bytes, or with a unit (512k, 64m, 1g)")
+    p.add_argument("--oom-score-adj", type=int, default=None, help="OOM killer score adjustment")
+    p.set_defaults(func=update)
 
     p = sub.add_parser("start", help="start created containers")
     p.add_argument("containers", nargs="+", metavar="CONTAINER_ID")
@@ -65,6 +92,17 @@ def register(sub: Any) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER_ID")
     p.add_argument("-q", "--quiet", action="store_true", help="only the status, not the verbose info")
     p.set_defaults(func=inspect)
+
+
+def _pull_flags(p: Any, no_pull: str, with_pull: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--no-pull", action="store_true", help=no_pull)
+    g.add_argument("--with-pull", action="store_true", help=with_pull)
+    p.add_argument("--creds", default="", help="registry credentials USERNAME[:PASSWORD] for the pull")
+    p.add_argument("--auth", default="", help="base64 of USERNAME:PASSWORD for the pull")
+    p.add_argument("-u", "--username", default="", help="registry user name (password prompted)")
+    p.add_argument("--pull-timeout", type=go_duration, default=0.0,
+                   help="give up the pull after this long, a Go duration (default: no limit)")
 
 
 def _image_col(c: api_pb2.Container, names: dict[str, str], no_trunc: bool) -> str:
@@ -106,14 +144,61 @@ async def ps(args: argparse.Namespace, client: CriClient) -> int:
     return 0
 
 
-async def create(args: argparse.Namespace, client: CriClient) -> int:
-    config = container_config_from_dict(await asyncio.to_thread(load_config_file, args.container_config))
-    sandbox = await load_pod_config(args.pod_config)
+async def _pull_for(args: argparse.Namespace, client: CriClient, config: api_pb2.ContainerConfig,
+                    sandbox: api_pb2.PodSandboxConfig, *, always: bool) -> None:
     image = config.image.image
-    if not args.no_pull and not (await client.image_status(image)).HasField("image"):
-        print(f"pulling {image} ...", file=sys.stderr)
-        await client.pull_image(image, sandbox_config=sandbox)
+    if not always and (await client.image_status(image)).HasField("image"):
+        return
+    print(f"pulling {image} ...", file=sys.stderr)
+    await client.pull_image(image, pull_auth(args), sandbox, timeout=args.pull_timeout or None)
+
+
+async def _load_container_config(path: str) -> api_pb2.ContainerConfig:
+    return container_config_from_dict(await asyncio.to_thread(load_config_file, path))
+
+
+async def create(args: argparse.Namespace, client: CriClient) -> int:
+    config = await _load_container_config(args.container_config)
+    sandbox = await load_pod_config(args.pod_config)
+    if not args.no_pull:
+        await _pull_for(args, client, config, sandbox,
+                        always=args.with_pull or getattr(args, "pull_image_on_create", False))
     print(await client.create_container(args.pod, config, sandbox))
+    return 0
+
+
+async def run(args: argparse.Namespace, client: CriClient) -> int:
+    config = await _load_container_config(args.container_config)
+    sandbox = await load_pod_config(args.pod_config)
+    if args.with_pull or not (args.no_pull or getattr(args, "disable_pull_on_run", False)):
+        await _pull_for(args, client, config, sandbox, always=args.with_pull)
+    pod = await client.run_pod_sandbox(sandbox, args.runtime)
+    print(f"pod {pod}", file=sys.stderr)
+    try:
+        cid = await client.create_container(pod, config, sandbox)
+        await client.start_container(cid)
+    except BaseException as exc:
+        with contextlib.suppress(errdefs.ContainerdError):
+            await client.stop_pod_sandbox(pod)
+            await client.remove_pod_sandbox(pod)
+        if isinstance(exc, errdefs.ContainerdError):
+            exc.message = f"{exc.message} (the pod {pod[:TRUNC]} made for it was removed)"
+        raise
+    print(cid)
+    return 0
+
+
+async def update(args: argparse.Namespace, client: CriClient) -> int:
+    res = api_pb2.LinuxContainerResources(
+        cpu_period=args.cpu_period, cpu_quota=args.cpu_quota, cpu_shares=args.cpu_share,
+        cpuset_cpus=args.cpuset_cpus, cpuset_mems=args.cpuset_mems, memory_limit_in_bytes=args.memory,
+        oom_score_adj=args.oom_score_adj or 0)
+    if res == api_pb2.LinuxContainerResources() and args.oom_score_adj is None:
+        raise errdefs.InvalidArgument("update: name a limit to change, e.g. --memory 64m or --cpu-quota 50000 "
+                                      "(pycrictl update --help lists them)")
+    for cid in args.containers:
+        await client.update_container_resources(cid, res)
+        print(cid)
     return 0
 
 

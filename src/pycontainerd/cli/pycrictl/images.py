@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import sys
 import time
@@ -41,7 +42,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("rmi", help="remove images")
     p.add_argument("images", nargs="*", help="image ids, names or digests")
     p.add_argument("-a", "--all", action="store_true", help="remove every image")
-    p.add_argument("-q", "--prune", action="store_true", help="remove the images no container uses")
+    p.add_argument("-q", "--prune", action="store_true",
+                   help="remove the images no container uses (pinned ones, like the sandbox image, stay)")
     p.set_defaults(func=rmi)
 
     p = sub.add_parser("inspecti", help="show an image's status and info (JSON)")
@@ -114,7 +116,7 @@ async def images(args: argparse.Namespace, client: CriClient) -> int:
     return 0
 
 
-def _auth(args: argparse.Namespace) -> api_pb2.AuthConfig | None:
+def pull_auth(args: argparse.Namespace) -> api_pb2.AuthConfig | None:
     if args.auth:
         try:
             user, sep, pw = base64.b64decode(args.auth).decode().partition(":")
@@ -166,7 +168,7 @@ async def spinner(text: str) -> AsyncIterator[None]:
 
 
 async def pull(args: argparse.Namespace, client: CriClient) -> int:
-    auth = _auth(args)
+    auth = pull_auth(args)
     sandbox = None
     if args.pod_config:
         from ...client.cri import load_config_file, pod_config_from_dict
@@ -180,17 +182,31 @@ async def pull(args: argparse.Namespace, client: CriClient) -> int:
 
 
 async def rmi(args: argparse.Namespace, client: CriClient) -> int:
+    """crictl's rules: -a every image, --prune every image no container uses (pinned images, such
+    as the runtime's sandbox image, are kept); named images are removed by id, tag or digest."""
     targets: list[str] = list(args.images)
     if args.all or args.prune:
-        imgs = await client.list_images()
-        in_use: set[str] = set()
+        keep: set[str] = set()
         if args.prune:
-            for c in await client.list_containers():
-                in_use.update({c.image_ref, c.image.image})
-        for img in imgs:
-            if args.prune and (img.id in in_use or in_use & set(img.repo_tags) or in_use & set(img.repo_digests)):
+            refs = [r for c in await client.list_containers() for r in (c.image_ref, c.image.image)]
+            # the runtime's sandbox image (containerd 1.6 does not mark it pinned): pods need it
+            with contextlib.suppress(errdefs.ContainerdError, ValueError, AttributeError):
+                cfg = json.loads((await client.status(verbose=True)).info.get("config", "{}"))
+                refs.append(str(cfg.get("sandboxImage") or ""))
+            for ref in dict.fromkeys(refs):
+                    if not ref:
+                        continue
+                    with contextlib.suppress(errdefs.NotFound):
+                        st = await client.image_status(ref)
+                        if st.HasField("image"):
+                            keep.add(st.image.id)
+        for img in await client.list_images():
+            if args.prune and (img.pinned or img.id in keep):
                 continue
             targets.append(img.id)
+        if not targets:
+            print("No images to remove", file=sys.stderr)
+            return 0
     if not targets:
         raise errdefs.InvalidArgument("rmi: name an image, or use --all / --prune")
     failed = 0
@@ -200,7 +216,13 @@ async def rmi(args: argparse.Namespace, client: CriClient) -> int:
             print(f"pycrictl: no such image {name}", file=sys.stderr)
             failed += 1
             continue
-        await client.remove_image(st.image.id)
+        try:
+            await client.remove_image(st.image.id)
+        except errdefs.ContainerdError as exc:
+            if name in args.images or not args.prune:  # prune races with pulls and new containers: skip
+                print(f"pycrictl: removing image {name}: {exc}", file=sys.stderr)
+                failed += 1
+            continue
         for tag in st.image.repo_tags or st.image.repo_digests or [st.image.id]:
             print(f"Deleted: {tag}")
     return 1 if failed else 0

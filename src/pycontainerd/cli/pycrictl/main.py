@@ -14,27 +14,31 @@ from typing import Any
 
 from ... import __version__
 from ...client.cri import DEFAULT_ENDPOINT, CriClient
-from ..common import EXIT_USAGE, completion_script, did_you_mean, error_line, go_duration, run_command
+from ..common import EXIT_USAGE, completion_script, did_you_mean, error_line, go_duration, run_command, run_guarded
+from . import config
 
 # command-group modules, each with register(subparsers); each command's func(args, client)
-GROUPS = ["version", "images", "pods", "containers", "logs", "exec", "attach", "portforward", "stats"]
+GROUPS = ["version", "images", "pods", "containers", "logs", "exec", "attach", "portforward", "stats", "config"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pycrictl",
         description="A friendlier crictl: talk to a CRI runtime (runtime.v1), e.g. containerd's CRI plugin.")
-    p.add_argument("-r", "--runtime-endpoint",
-                   default=os.environ.get("CONTAINER_RUNTIME_ENDPOINT", DEFAULT_ENDPOINT),
+    p.add_argument("-c", "--config", default=None,
+                   help=f"pycrictl's config file (env CRI_CONFIG_FILE; default {config.DEFAULT_PATH}, else "
+                        f"{config.CRICTL_PATH} when that does not exist); see `pycrictl config`")
+    p.add_argument("-r", "--runtime-endpoint", default=os.environ.get("CONTAINER_RUNTIME_ENDPOINT"),
                    help="the runtime's endpoint, unix:///path (env CONTAINER_RUNTIME_ENDPOINT; "
-                        f"default {DEFAULT_ENDPOINT})")
-    p.add_argument("-i", "--image-endpoint", default=os.environ.get("IMAGE_SERVICE_ENDPOINT", ""),
+                        f"default from the config file, else {DEFAULT_ENDPOINT})")
+    p.add_argument("-i", "--image-endpoint", default=os.environ.get("IMAGE_SERVICE_ENDPOINT"),
                    help="the image service's endpoint (env IMAGE_SERVICE_ENDPOINT; default: the runtime endpoint)")
-    p.add_argument("-t", "--timeout", type=go_duration, default=10.0,
-                   help="timeout for connecting and for each quick call, a Go duration (default 10s; "
-                        "pull, stop, exec wait longer)")
+    p.add_argument("-t", "--timeout", type=go_duration, default=None,
+                   help="timeout for connecting and for each quick call, a Go duration (default from the config "
+                        f"file, else {config.DEFAULT_TIMEOUT:g}s; pull, stop, exec wait longer)")
     p.add_argument("-v", "--version", action="version", version=f"pycrictl version {__version__}")
-    p.add_argument("-D", "--debug", action="store_true", help="print every request and response to stderr")
+    p.add_argument("-D", "--debug", action="store_true", default=None,
+                   help="print every request and response to stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in GROUPS:
         mod = importlib.import_module(f"{__package__}.{name}")
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(args, "completion", False):
         print(completion_script("pycrictl", parser, args.shell), end="")
         raise SystemExit(0)
+    local = getattr(args, "local", None)
+    if local is not None:  # `config`: no runtime to talk to
+        run_guarded("pycrictl", lambda: local(args), debug=bool(args.debug))
+    run_guarded("pycrictl", lambda: config.apply(args), fallthrough=True)  # the config file under the flags
     func = getattr(args, "func", None)
     if func is None:  # a bare `pycrictl`
         parser.print_help()
@@ -90,7 +98,8 @@ def _commands(parser: argparse.ArgumentParser) -> set[str]:
 def _is_flag_value(argv: list[str], word: str) -> bool:
     """Whether ``word`` is the value of a global flag (``-r unix:///x``) rather than the command."""
     i = argv.index(word)
-    return i > 0 and argv[i - 1] in ("-r", "--runtime-endpoint", "-i", "--image-endpoint", "-t", "--timeout")
+    return i > 0 and argv[i - 1] in ("-r", "--runtime-endpoint", "-i", "--image-endpoint", "-t", "--timeout",
+                                     "-c", "--config")
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("rmp", help="remove pod sandboxes")
     p.add_argument("pods", nargs="*", metavar="POD_ID")
-    p.add_argument("-f", "--force", action="store_true", help="stop the pods first")
-    p.add_argument("-a", "--all", action="store_true", help="remove every pod")
+    p.add_argument("-f", "--force", action="store_true", help="stop ready pods (and their containers) first")
+    p.add_argument("-a", "--all", action="store_true", help="remove every pod (ready ones need -f)")
     p.set_defaults(func=rmp)
 
     p = sub.add_parser("inspectp", help="show pod sandboxes' status and info (JSON)")
@@ -100,19 +100,34 @@ async def stopp(args: argparse.Namespace, client: CriClient) -> int:
 
 
 async def rmp(args: argparse.Namespace, client: CriClient) -> int:
-    targets = list(args.pods)
-    if args.all:
-        targets += [p.id for p in await client.list_pod_sandbox()]
+    """crictl's rules: a ready pod is stopped first only with -f; -a takes every pod (none: nothing
+    to do); a missing pod is removed already (CRI)."""
+    if args.all and args.pods:
+        raise errdefs.InvalidArgument("rmp: name pods or use --all, not both")
+    targets = [p.id for p in await client.list_pod_sandbox()] if args.all else list(args.pods)
     if not targets:
+        if args.all:
+            print("No pods to remove", file=sys.stderr)
+            return 0
         raise errdefs.InvalidArgument("rmp: name a pod, or use --all")
     failed = 0
     for pod in dict.fromkeys(targets):
         try:
-            if args.force or args.all:
-                await client.stop_pod_sandbox(pod)
-            await client.remove_pod_sandbox(pod)
-        except errdefs.FailedPrecondition as exc:
-            print(f"pycrictl: removing pod {pod}: {exc} (stop it first, or use -f)", file=sys.stderr)
+            st = (await client.pod_sandbox_status(pod)).status
+        except errdefs.NotFound:
+            print(f"Removed sandbox {pod}")  # CRI: removing a missing pod succeeds
+            continue
+        try:
+            if st.state == POD_STATES["SANDBOX_READY"]:
+                if not args.force:
+                    print(f"pycrictl: pod {pod} ({st.metadata.name}) is ready: stop it first (stopp), or use rmp -f",
+                          file=sys.stderr)
+                    failed += 1
+                    continue
+                await client.stop_pod_sandbox(st.id)
+            await client.remove_pod_sandbox(st.id)
+        except errdefs.ContainerdError as exc:
+            print(f"pycrictl: removing pod {pod}: {exc}", file=sys.stderr)
             failed += 1
             continue
         print(f"Removed sandbox {pod}")

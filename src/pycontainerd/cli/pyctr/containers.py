@@ -11,9 +11,9 @@ from typing import Any
 
 from ... import errdefs
 from ...client import Client
-from ...client.run import LOG_URI_LABEL
+from ...client.run import LOG_URI_LABEL, delete_container
 from ..common import add_output_flag, emit, json_safe, labels_str, parse_labels
-from .run import add_container_flags, create_container, default_log_path, delete_container
+from .run import add_container_flags, create_container, default_log_path
 
 
 def register(sub: Any) -> None:

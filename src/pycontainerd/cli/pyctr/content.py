@@ -8,13 +8,13 @@ import sys
 import time
 from typing import Any
 
-from ... import errdefs
+from ... import errdefs, timestamps
 from ...client import Client
 from ...client.pull import fetch
 from ...images import blobs, reference
 from ...images import digest as digests
 from ...images import platforms as plat
-from ..common import Progress, human_size, labels_str, parse_labels, table
+from ..common import Progress, add_output_flag, emit, human_size, labels_str, parse_labels, table
 from ._registry import add_registry_flags, make_resolver
 
 
@@ -32,6 +32,7 @@ def register(sub: Any) -> None:
     ls = s.add_parser("ls", aliases=["list"], help="list all blobs in the store")
     ls.add_argument("filters", nargs="*")
     ls.add_argument("-q", "--quiet", action="store_true")
+    add_output_flag(ls)
     ls.set_defaults(func=run_ls)
 
     g = s.add_parser("get", help="write a blob's content to stdout")
@@ -91,8 +92,11 @@ async def run_ls(args: argparse.Namespace, client: Client) -> int:
         for i in infos:
             print(i.digest)
         return 0
-    table(["DIGEST", "SIZE", "AGE", "LABELS"],
-          [[i.digest, human_size(i.size), _age(i.created_at), labels_str(i.labels)] for i in infos])
+    emit(args.output, ["DIGEST", "SIZE", "AGE", "LABELS"],
+         [[i.digest, human_size(i.size), _age(i.created_at), labels_str(i.labels)] for i in infos],
+         [{"digest": i.digest, "size": i.size, "labels": dict(i.labels),
+           "created_at": timestamps.format_ns(i.created_at) if i.created_at else None,
+           "updated_at": timestamps.format_ns(i.updated_at) if i.updated_at else None} for i in infos])
     return 0
 
 

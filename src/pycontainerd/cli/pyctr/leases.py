@@ -8,7 +8,7 @@ from typing import Any
 
 from ... import errdefs
 from ...client import Client
-from ..common import labels_str, parse_labels, table
+from ..common import add_output_flag, emit, labels_str, parse_labels
 
 
 def _duration(s: str) -> float:
@@ -36,6 +36,7 @@ def register(sub: Any) -> None:
     ls = s.add_parser("ls", aliases=["list"], help="list leases")
     ls.add_argument("filters", nargs="*")
     ls.add_argument("-q", "--quiet", action="store_true")
+    add_output_flag(ls)
     ls.set_defaults(func=run_ls)
     c = s.add_parser("create", help="create a lease")
     c.add_argument("labels", nargs="*", metavar="KEY=VALUE")
@@ -55,9 +56,13 @@ async def run_ls(args: argparse.Namespace, client: Client) -> int:
         for lease in leases:
             print(lease.id)
         return 0
-    table(["ID", "CREATED AT", "LABELS"],
-          [[x.id, x.created_at.strftime("%Y-%m-%dT%H:%M:%SZ") if x.created_at else "-", labels_str(x.labels)]
-           for x in leases])
+
+    def created(x: Any) -> str | None:
+        return x.created_at.strftime("%Y-%m-%dT%H:%M:%SZ") if x.created_at else None
+
+    emit(args.output, ["ID", "CREATED AT", "LABELS"],
+         [[x.id, created(x) or "-", labels_str(x.labels)] for x in leases],
+         [{"id": x.id, "created_at": created(x), "labels": dict(x.labels)} for x in leases])
     return 0
 
 

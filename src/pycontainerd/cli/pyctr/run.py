@@ -5,10 +5,13 @@
     pyctr run -d IMAGE web httpd -f -v    # then: pyctr logs [-f] [--tail N] web
     pyctr run -d --log-uri file:///var/log/web.log IMAGE web httpd -f   # the log where you want it
 
-``run -d`` keeps the output: unless ``--log-uri`` or ``--null-io`` says otherwise, the shim
-appends stdout and stderr to ``<socket dir>/logs/<namespace>/<id>.log`` (the path is kept in
-the container's ``io.pycontainerd.log-uri`` label, so ``pyctr logs ID [-f] [--tail N]`` finds it;
-``pyctr containers rm`` removes it).  Also ``pyctr stats [ID...]`` (CPU %, memory, pids,
+``run -d`` keeps the output: unless ``--log-uri`` or ``--null-io`` says otherwise, pycontainerd
+keeps stdout and stderr in a log file of its own (``<root>/io.containerd.runtime.v2.task/logs/
+<namespace>/<id>.log``, root only; it outlives pyctr, the task and a daemon restart, and goes
+with the container, whoever removes it); its path is in the container's ``io.pycontainerd.log-uri``
+label, so ``pyctr logs ID [-f] [--tail N]`` finds it.  With real containerd the shim appends the
+output to ``<socket dir>/logs/<namespace>/<id>.log`` and ``pyctr containers rm`` removes it.
+Also ``pyctr stats [ID...]`` (CPU %, memory, pids,
 refreshed on a terminal until ^C; ``--no-stream`` for one sample).
 
 ``run --cni`` networks the container like ``ctr run --cni``: the plugins of the first config
@@ -24,20 +27,22 @@ address and the port rules again (results cached in ``<socket dir>/cni``)::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-import time
-from typing import Any
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any
 
 from ... import errdefs
-from ...client import Client
-from ...client.containers import DEFAULT_RUNTIME
-from ...client.network import CNI_LABEL, DEFAULT_BIN_DIRS, DEFAULT_CONF_DIR, ContainerNetwork, publish_all
-from ...client.run import LOG_URI_LABEL, TaskIO, delete_container, new_container, run_task
-from ...oci.spec import RunOptions
+from ...client import DEFAULT_BIN_DIRS, DEFAULT_CONF_DIR, DEFAULT_RUNTIME, KEEP_LOG_LABEL, LOG_URI_LABEL
 from ..common import go_duration, human_size, parse_labels, size_bytes, table
+
+if TYPE_CHECKING:
+    from ...client import Client
+    from ...client.network import ContainerNetwork
+    from ...oci.spec import RunOptions
+
+# The modules behind `run` (grpc, asyncio, the protobufs, the CNI library) are imported by the
+# functions that use them: `pyctr run` in the foreground goes through client/fastrun.py and
+# never loads them.
 
 
 def add_container_flags(p: argparse.ArgumentParser, *, cpu_shares: int = 1024) -> None:
@@ -89,7 +94,7 @@ def register(sub: Any) -> None:
     p.add_argument("id", metavar="ID")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD",
                    help="command and arguments (default: the image's entrypoint and cmd)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, quick=run_quick)
 
     lg = sub.add_parser("logs", help="print the output of a container started with run -d (or --log-uri file://)")
     lg.add_argument("-f", "--follow", action="store_true", help="follow the log until the task exits")
@@ -118,6 +123,8 @@ def env_from_file(path: str) -> list[str]:
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
+    from ...oci.spec import RunOptions
+
     env = env_from_file(args.env_file) if args.env_file else []
     return RunOptions(
         args=list(getattr(args, "args", []) or []), env=[*env, *args.env], mounts=list(args.mount),
@@ -130,6 +137,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 async def create_container(args: argparse.Namespace, client: Client, extra_labels: dict[str, str] | None = None
                            ) -> Any:
+    from ...client.run import new_container
+
     labels = parse_labels(args.label)
     labels.update(extra_labels or {})
     return await new_container(client, args.image, args.id, run_options(args), snapshotter=args.snapshotter,
@@ -138,17 +147,53 @@ async def create_container(args: argparse.Namespace, client: Client, extra_label
 
 
 def default_log_path(args: argparse.Namespace, container_id: str) -> str:
-    """``<socket dir>/logs/<namespace>/<id>.log``: where ``run -d`` keeps a container's output."""
+    """``<socket dir>/logs/<namespace>/<id>.log``: where ``run -d`` keeps a container's output
+    when the daemon does not (real containerd)."""
     return os.path.join(os.path.dirname(args.fifo_dir), "logs", args.namespace, f"{container_id}.log")
 
 
+async def kept_output(args: argparse.Namespace, client: Client) -> tuple[dict[str, str], str]:
+    """(container labels, log URI for the task) of a detached task: ``--log-uri`` as given,
+    nothing with ``--null-io``; else pycontainerd keeps the output itself (label
+    KEEP_LOG_LABEL; the daemon writes the log URI label on Tasks.Create), and with another
+    daemon the shim appends it to ``default_log_path``."""
+    if args.log_uri or args.null_io:
+        return ({LOG_URI_LABEL: args.log_uri} if args.log_uri else {}), args.log_uri
+    if (await client.version()).revision == "pycontainerd":
+        return {KEEP_LOG_LABEL: "daemon"}, ""
+    uri = "file://" + default_log_path(args, args.id)
+    return {LOG_URI_LABEL: uri}, uri
+
+
+def run_quick(args: argparse.Namespace) -> int | None:
+    """A foreground ``run`` without grpc (client/fastrun.py); None = the full client's turn
+    (``-d``, ``-t``, ``--cni``, ``--log-uri``, ``--timeout``, or what fastrun hands back)."""
+    if args.detach or args.tty or args.cni or args.publish or args.log_uri or args.timeout > 0:
+        return None
+    from ...client.quick import unix_path
+
+    if unix_path(args.address) is None:
+        return None
+    from ...client import fastrun
+
+    return fastrun.run(args.address, args.namespace, args.image, args.id, lambda: run_options(args),
+                       snapshotter=args.snapshotter,
+                       runtime=args.runtime, container_labels=parse_labels(args.label),
+                       snapshot_labels=parse_labels(args.snapshotter_label), fifo_dir=args.fifo_dir,
+                       io=("", "") if args.null_io else None, rm=args.rm, connect_timeout=args.connect_timeout)
+
+
 async def run(args: argparse.Namespace, client: Client) -> int:
+    from ...client.network import CNI_LABEL
+    from ...client.run import TaskIO, run_task
+
     if args.rm and args.detach:
         raise errdefs.InvalidArgument("flags --detach and --rm cannot be specified together")
-    log_uri = args.log_uri
-    if args.detach and not log_uri and not args.null_io:
-        log_uri = "file://" + default_log_path(args, args.id)
-    extra = {LOG_URI_LABEL: log_uri} if log_uri else {}
+    if args.detach:
+        extra, log_uri = await kept_output(args, client)
+    else:
+        log_uri = args.log_uri
+        extra = {LOG_URI_LABEL: log_uri} if log_uri else {}
     network = await cni_network(args)
     if network is not None:
         extra[CNI_LABEL] = network.label()
@@ -160,6 +205,8 @@ async def run(args: argparse.Namespace, client: Client) -> int:
 
 async def cni_network(args: argparse.Namespace) -> ContainerNetwork | None:
     """``--cni`` [``-p``...]: where the plugins and configs are; checked before anything is made."""
+    from ...client.network import ContainerNetwork, publish_all
+
     if not args.cni:
         if args.publish:
             raise errdefs.InvalidArgument("--publish needs --cni (ports are published by the CNI portmap plugin)")
@@ -176,6 +223,8 @@ async def cni_network(args: argparse.Namespace) -> ContainerNetwork | None:
 
 # -- logs ------------------------------------------------------------------------------------
 def _log_path(uri: str) -> str:
+    from urllib.parse import urlparse
+
     u = urlparse(uri)
     if u.scheme in ("", "file"):
         return u.path or uri
@@ -191,6 +240,8 @@ async def _task_running(client: Client, container_id: str) -> bool:
 
 
 async def run_logs(args: argparse.Namespace, client: Client) -> int:
+    import asyncio
+
     container = await client.containers.get(args.id)
     uri = container.labels.get(LOG_URI_LABEL, "")
     if not uri:
@@ -252,6 +303,9 @@ def _sample(data: Any) -> tuple[int, int, int, int]:
 
 
 async def run_stats(args: argparse.Namespace, client: Client) -> int:
+    import asyncio
+    import time
+
     stream = args.stream if args.stream is not None else sys.stdout.isatty()
     filters = [f"id=={i}" for i in args.ids] if args.ids else []
     first = {m.id: (_sample(m.data), time.monotonic()) for m in await client.tasks.metrics(filters)}
@@ -284,4 +338,4 @@ async def run_stats(args: argparse.Namespace, client: Client) -> int:
         first = {m.id: (_sample(m.data), now) for m in second}
 
 
-__all__ = ["add_container_flags", "create_container", "delete_container", "register", "run_options"]
+__all__ = ["add_container_flags", "create_container", "register", "run_options", "run_quick"]

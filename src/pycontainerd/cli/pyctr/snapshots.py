@@ -22,7 +22,7 @@ from ...client import Client
 from ...client.run import temporary_lease
 from ...client.snapshots import Info, Kind, SnapshotterProxy
 from ...mount import Mount
-from ..common import human_size, labels_str, parse_labels, table
+from ..common import add_output_flag, emit, human_size, labels_str, parse_labels, table
 
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
@@ -36,6 +36,7 @@ def register(sub: Any) -> None:
 
     ls = s.add_parser("ls", aliases=["list"], help="list snapshots")
     ls.add_argument("filters", nargs="*", help="filters, e.g. kind==committed or labels.x==y")
+    add_output_flag(ls)
     ls.set_defaults(func=run_ls)
 
     tr = s.add_parser("tree", help="display the snapshots as a tree")
@@ -118,7 +119,10 @@ def mount_commands(mounts: Sequence[Mount], target: str) -> list[str]:
 async def run_ls(args: argparse.Namespace, client: Client) -> int:
     sn = await _sn(args, client)
     infos = await sn.walk(args.filters)
-    table(["KEY", "PARENT", "KIND"], [[i.name, i.parent or "", str(i.kind)] for i in infos])
+    emit(args.output, ["KEY", "PARENT", "KIND"], [[i.name, i.parent or "", str(i.kind)] for i in infos],
+         [{"key": i.name, "parent": i.parent, "kind": str(i.kind), "labels": dict(i.labels),
+           "created_at": timestamps.format_ns(i.created_at) if i.created_at else None,
+           "updated_at": timestamps.format_ns(i.updated_at) if i.updated_at else None} for i in infos])
     return 0
 
 

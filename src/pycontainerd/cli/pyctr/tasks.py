@@ -115,13 +115,15 @@ async def run_ps(args: argparse.Namespace, client: Client) -> int:
 async def run_start(args: argparse.Namespace, client: Client) -> int:
     container = await client.containers.get(args.id)
     tty = args.tty or bool((container.spec or {}).get("process", {}).get("terminal"))
-    log_uri = args.log_uri
-    if args.detach and not log_uri and not args.null_io:  # like run -d: keep the output for `pyctr logs`
-        from .run import default_log_path
+    if args.detach:  # like run -d: keep the output for `pyctr logs`
+        from .run import kept_output
 
-        log_uri = "file://" + default_log_path(args, args.id)
-    if log_uri and container.labels.get(LOG_URI_LABEL) != log_uri:
-        await client.containers.set_labels(args.id, {LOG_URI_LABEL: log_uri})
+        labels, log_uri = await kept_output(args, client)
+    else:
+        log_uri = args.log_uri
+        labels = {LOG_URI_LABEL: log_uri} if log_uri else {}
+    if any(container.labels.get(k) != v for k, v in labels.items()):
+        await client.containers.set_labels(args.id, labels)
     tio = TaskIO(tty=tty, detach=args.detach, null_io=args.null_io, log_uri=log_uri, fifo_dir=args.fifo_dir)
     return await run_task(client, container, tio)
 

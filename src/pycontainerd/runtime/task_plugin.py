@@ -1,0 +1,157 @@
+"""The task manager as the daemon's plugins ``io.containerd.runtime.v2.task`` and its legacy
+alias ``io.containerd.runtime.v1.linux``: the runc defaults from the daemon config, the
+launchers (our fork-server shim, external runtime v2 binaries) and the registrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import fsmodes
+from ..metadata.containers import ContainerStore
+from . import bundle as bundlemod
+from .shim_api import ExternalShims, ShimLauncher
+from .task_manager import TaskManager
+from .task_types import RuntimeDefaults
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+log = logging.getLogger("pycontainerd.runtime")
+
+
+def defaults_from_config(daemon_config: Config) -> RuntimeDefaults:
+    """RuntimeDefaults from the daemon config.
+
+    The default CRI runtime's runc options are the defaults for every runc task:
+    ``BinaryName``, ``Root``, ``SystemdCgroup`` (the config loader folds the legacy
+    ``runtime_engine``/``runtime_root``/``systemd_cgroup``/``no_pivot`` into them),
+    ``NoPivotRoot`` and ``NoNewKeyring`` (runc create flags) and ``IoUid``/``IoGid`` (owner of
+    the stdio pipes); the loader refuses the options we cannot honour (``ShimCgroup``,
+    ``Criu*``).  ``[plugins."io.containerd.runtime.v1.linux"] shim_debug`` or a debug log
+    level turn shim debug logs on.  oomScoreAdj is always restricted to the daemon's own
+    score (runc cannot lower it here anyway), whatever CRI's ``restrict_oom_score_adj`` says.
+    """
+    opts = daemon_config.cri.default_runtime.options
+    return RuntimeDefaults(
+        binary_name=opts.binary_name or "runc",
+        root=opts.root,
+        systemd_cgroup=opts.systemd_cgroup,
+        no_pivot_root=opts.no_pivot_root,
+        no_new_keyring=opts.no_new_keyring,
+        io_uid=opts.io_uid,
+        io_gid=opts.io_gid,
+        shim_debug=daemon_config.linux.shim_debug or daemon_config.debug.level == "debug",
+    )
+
+
+class RuntimeAlias:
+    """``io.containerd.runtime.v1.linux``: the same task manager under its legacy plugin name."""
+
+    def __init__(self, manager: TaskManager) -> None:
+        self.manager = manager
+
+
+def runtime_paths_from_config(daemon_config: Any) -> dict[str, str]:
+    """Runtime names whose shim binary the config names: the default CRI runtime's
+    ``runtime_path`` serves its ``runtime_type`` (so ``runtime_type = "io.containerd.runc.v2"``
+    with ``runtime_path = "/usr/bin/containerd-shim-runc-v2"`` runs every runc task, ``ctr
+    run`` included, on that shim instead of the daemon's own)."""
+    try:
+        rt = daemon_config.cri.default_runtime
+    except (AttributeError, KeyError):
+        return {}
+    path = getattr(rt, "runtime_path", "")
+    rtype = getattr(rt, "runtime_type", "")
+    return {rtype: path} if path and rtype else {}
+
+
+def publish_binary() -> str:
+    """The daemon's own executable, which shims run as ``-publish-binary ... publish``."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0 and os.path.basename(argv0).startswith("pycontainerd") and os.path.isfile(argv0):
+        return os.path.abspath(argv0)
+    return shutil.which("pycontainerd") or os.path.join(os.path.dirname(sys.executable), "pycontainerd")
+
+
+def external_shims(daemon: Any, defaults: RuntimeDefaults) -> ExternalShims:
+    from .v2 import ShimManager
+
+    return ShimManager(
+        exchange=daemon.exchange,
+        grpc_address=str(daemon.address),
+        publish_binary=publish_binary(),
+        runtime_paths=runtime_paths_from_config(daemon.config),
+        self_dir=os.path.dirname(publish_binary()),
+        debug=defaults.shim_debug,
+    )
+
+
+OWN_SHIM_BINARY = "containerd-shim-pyrunc-v2"
+
+
+def own_shim_binary() -> str:
+    """Our shim's runtime v2 binary (its ``delete`` cleans up after a dead shim): beside the
+    interpreter, else beside the daemon's executable, else on PATH."""
+    for directory in (os.path.dirname(sys.executable), os.path.dirname(publish_binary())):
+        candidate = os.path.join(directory, OWN_SHIM_BINARY)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which(OWN_SHIM_BINARY) or OWN_SHIM_BINARY
+
+
+def own_launcher(external: ExternalShims, owner: str) -> ShimLauncher:
+    """The launcher of the daemon's own runc runtime: our shim forked by the fork server,
+    serving task.v2 over ttrpc (``runtime.v2.ForkLauncher``)."""
+    from . import shim_client
+    from .v2 import ForkLauncher, ShimManager
+
+    assert isinstance(external, ShimManager)
+    return ForkLauncher(external, own_shim_binary(), shim_client.ShimLauncher(owner=owner))
+
+
+async def _init_v2(ctx: Any) -> TaskManager:
+    # bundles (container root filesystems) live below: containerd's modes (see
+    # runtime.bundle), also for bundles an older version made 0711 (CVE-2021-41103)
+    ctx.state.mkdir(parents=True, exist_ok=True, mode=fsmodes.TOP_DIR)
+    closed = await asyncio.to_thread(bundlemod.close_existing, ctx.state)
+    if closed:
+        log.info("closed %d bundles an older version left open to other users", len(closed))
+    daemon = ctx.daemon
+    defaults = defaults_from_config(daemon.config)
+    external = external_shims(daemon, defaults)
+    manager = TaskManager(
+        root=ctx.state,
+        containers=ContainerStore(daemon.db, daemon.exchange),
+        exchange=daemon.exchange,
+        launcher=own_launcher(external, owner=str(daemon.state)),
+        defaults=defaults,
+        shim_state=Path(daemon.state),
+        external=external,
+        log_dir=Path(ctx.root) / "logs",
+    )
+    await manager.restore()
+    return manager
+
+
+async def _init_v1(ctx: Any) -> RuntimeAlias:
+    from ..plugin import types
+
+    return RuntimeAlias(ctx.get(types.RUNTIME_V2, "task"))
+
+
+def _registrations() -> list[Any]:
+    from ..plugin import Registration, types
+
+    return [
+        Registration(type=types.RUNTIME_V2, id="task", init=_init_v2, requires=(types.METADATA, types.EVENT)),
+        Registration(type=types.RUNTIME_V1, id="linux", init=_init_v1, requires=(types.RUNTIME_V2,)),
+    ]
+
+
+REGISTRATIONS = _registrations()

@@ -1,0 +1,53 @@
+"""What an idle daemon does not load: the modules of a disabled plugin and of operations not yet
+asked for stay out of memory (W6, idle PSS).  Checked in a fresh interpreter: the plugin list
+is built and the registry's configs decoded as the daemon does at start-up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+LAZY = [
+    "pycontainerd.cri.wiring",  # the CRI's servicers, stores, CNI: imported when the plugin starts
+    "pycontainerd.api.cri.runtime.v1.api_pb2",
+    "pycontainerd.cni",
+    "re2",  # a user's ~= filter compiles the first pattern
+    "isal",  # the first gzip layer applied or diff made
+    "zstandard",
+    "tarfile",  # the first diff (compare.write_diff)
+    "pycontainerd.diff.apply",  # the first layer applied
+    "pycontainerd.diff.compare",
+]
+
+SCRIPT = """
+import json, os, sys
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+from pycontainerd.daemon import builtins, server  # noqa: F401 - what `pycontainerd` imports to serve
+from pycontainerd import filters
+regs = builtins.registrations()
+filters.parse_all(["labels.a==b"])  # a plain filter needs no regexp engine
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _modules_after_startup_imports() -> set[str]:
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=120)
+    return set(json.loads(out.stdout))
+
+
+def test_idle_daemon_leaves_lazy_modules_unloaded() -> None:
+    loaded = _modules_after_startup_imports()
+    assert "pycontainerd.cri.plugin" in loaded  # registered ...
+    assert "pycontainerd.diff.walking" in loaded
+    assert not [m for m in LAZY if m in loaded]  # ... but not loaded
+
+
+def test_lazy_modules_load_on_first_use() -> None:
+    from pycontainerd import regexp
+    from pycontainerd.diff import compression
+
+    assert regexp.compile("^a+$").search("aaa")
+    gz = compression.GzipCompressor()
+    data = gz.compress(b"x" * 1000) + gz.flush()
+    assert b"".join(compression.decompressor(compression.Compression.GZIP, [data])) == b"x" * 1000
