@@ -358,10 +358,11 @@ def test_status_codes_match_containerd(ours: Engine, theirs: Engine, registries:
 
 
 def test_unimplemented_runtime_methods_say_so(ours: Engine) -> None:
-    # (Attach was the example until the streaming server came)
-    code, msg = ours.code("CheckpointContainer", pb.CheckpointContainerRequest(container_id="x"))
+    # (Attach was the example until the streaming server came, CheckpointContainer until it said why:
+    # test_checkpoint_container_says_why_not)
+    code, msg = ours.code("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id="x"))
     assert code == grpc.StatusCode.UNIMPLEMENTED
-    assert "CheckpointContainer" in msg and "not implemented" in msg
+    assert "UpdatePodSandboxResources" in msg and "not implemented" in msg
 
 
 def test_cri_plugin_listed(ours: Engine) -> None:
@@ -369,3 +370,82 @@ def test_cri_plugin_listed(ours: Engine) -> None:
                        check=True)
     line = next(line for line in r.stdout.splitlines() if line.split()[:2] == ["io.containerd.grpc.v1", "cri"])
     assert line.split()[-1] == "ok", line
+
+
+# -- fields and calls newer than containerd 1.6's CRI (cri-api 1.29 .. 1.36) ----------------------------
+def test_imagefsinfo_container_filesystems(engine: Engine, registries: Registries) -> None:
+    """1.29's container_filesystems: ours names the snapshotter's filesystem and counts the writable layers;
+    containerd 1.6 predates the field and its answer has none."""
+    engine.crictl("pull", registries.ref)
+    root = str(engine.root / "io.containerd.snapshotter.v1.overlayfs")
+    code, resp = engine.code("ImageFsInfo", pb.ImageFsInfoRequest())
+    assert code == grpc.StatusCode.OK, resp
+    if engine.name == "containerd":
+        assert len(resp.container_filesystems) == 0
+        return
+    (before,) = resp.container_filesystems
+    assert before.fs_id.mountpoint == resp.image_filesystems[0].fs_id.mountpoint == root
+    assert before.timestamp > 0
+    # a writable snapshot (what a container's layer is) with 1 MiB in it counts there
+    key = f"writable-{uuid.uuid4().hex[:8]}"
+    engine.ctr("snapshots", "--snapshotter", "overlayfs", "prepare", key)
+    try:
+        cmd = engine.ctr("snapshots", "--snapshotter", "overlayfs", "mounts", "/mnt", key).split()
+        upper = Path(cmd[cmd.index("bind") + 1])  # "mount -t bind <dir> /mnt -o rbind,rw"
+        (upper / "blob").write_bytes(b"x" * (1 << 20))
+        code, resp = engine.code("ImageFsInfo", pb.ImageFsInfoRequest())
+        (after,) = resp.container_filesystems
+        assert after.used_bytes.value >= before.used_bytes.value + (1 << 20)
+        assert after.inodes_used.value > before.inodes_used.value
+        assert resp.image_filesystems[0].used_bytes.value >= after.used_bytes.value  # images count every snapshot
+    finally:
+        engine.ctr("snapshots", "--snapshotter", "overlayfs", "rm", key)
+
+
+def test_stream_images(engine: Engine, registries: Registries) -> None:
+    engine.crictl("pull", registries.ref)
+    with engine.stubs() as (_, img):
+        if engine.name == "containerd":
+            with pytest.raises(grpc.RpcError) as exc:
+                list(img.StreamImages(pb.StreamImagesRequest(), timeout=60))
+            assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            return
+        streamed = [i for r in img.StreamImages(pb.StreamImagesRequest(), timeout=60) for i in r.images]
+        listed = list(img.ListImages(pb.ListImagesRequest(), timeout=60).images)
+    assert sorted(i.id for i in streamed) == sorted(i.id for i in listed)
+    assert registries.image.config.digest in {i.id for i in streamed}
+
+
+def test_pull_with_runtime_handler(engine: Engine, registries: Registries) -> None:
+    """ImageSpec.runtime_handler (1.29+): the default handler's name pulls; containerd 1.6 ignores the field,
+    ours refuses a handler that is not configured instead of pulling for the wrong runtime."""
+    code, resp = engine.code("PullImage", pb.PullImageRequest(
+        image=pb.ImageSpec(image=registries.ref, runtime_handler="runc", user_specified_image=registries.ref)))
+    assert code == grpc.StatusCode.OK, resp
+    assert resp.image_ref == registries.image.config.digest
+    code, resp = engine.code("PullImage", pb.PullImageRequest(
+        image=pb.ImageSpec(image=registries.ref, runtime_handler="no-such-handler")))
+    if engine.name == "containerd":
+        assert code == grpc.StatusCode.OK, resp
+    else:
+        assert code == grpc.StatusCode.NOT_FOUND, resp
+        assert "no-such-handler" in resp and "configured" in resp
+
+
+def test_update_pod_sandbox_resources_is_unimplemented(engine: Engine) -> None:
+    """1.33's call: neither engine has it; ours names the method (the kubelet treats it as best effort)."""
+    code, msg = engine.code("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id="x"))
+    assert code == grpc.StatusCode.UNIMPLEMENTED
+    if engine.name == "pycontainerd":
+        assert "UpdatePodSandboxResources" in msg and "not implemented" in msg
+
+
+def test_checkpoint_container_says_why_not(engine: Engine) -> None:
+    """No CRIU here: UNIMPLEMENTED on both (containerd 1.6: 'method CheckpointContainer not implemented'
+    for any id); ours says why."""
+    code, msg = engine.code("CheckpointContainer", pb.CheckpointContainerRequest(container_id="f" * 64,
+                                                                                 location="/tmp/never.tar"))
+    assert code == grpc.StatusCode.UNIMPLEMENTED, msg
+    if engine.name == "pycontainerd":
+        assert "cannot checkpoint" in msg and "CRIU" in msg, msg
+    assert not Path("/tmp/never.tar").exists()

@@ -275,3 +275,33 @@ def test_pod_metrics(engine: Engine, busybox: str, tmp_path: Path) -> None:
         # every metric's labels match its descriptor's keys
         for m in [*pm.metrics, *pm.container_metrics[0].metrics]:
             assert len(m.label_values) == len(descriptors[m.name]), m
+
+
+def test_list_streaming(engine: Engine, tmp_path: Path, busybox: str) -> None:
+    """CRI 1.36 list streaming: each Stream* call answers its List* call's items (batched); containerd 1.6
+    answers UNIMPLEMENTED (unknown methods)."""
+    with _pod(engine, tmp_path, busybox) as (pod, ctr, _), grpc.insecure_channel(f"unix:{engine.address}") as ch:
+        rt = pb_grpc.RuntimeServiceStub(ch)
+        calls: list[tuple[Any, ...]] = [
+            (rt.StreamPodSandboxes, pb.StreamPodSandboxesRequest(), "pod_sandboxes", rt.ListPodSandbox,
+             pb.ListPodSandboxRequest(), "items", lambda x: x.id),
+            (rt.StreamContainers, pb.StreamContainersRequest(filter=pb.ContainerFilter(pod_sandbox_id=pod)),
+             "containers", rt.ListContainers,
+             pb.ListContainersRequest(filter=pb.ContainerFilter(pod_sandbox_id=pod)), "containers",
+             lambda x: x.id),
+            (rt.StreamContainerStats, pb.StreamContainerStatsRequest(), "container_stats",
+             rt.ListContainerStats, pb.ListContainerStatsRequest(), "stats", lambda x: x.attributes.id),
+            (rt.StreamPodSandboxStats, pb.StreamPodSandboxStatsRequest(), "pod_sandbox_stats",
+             rt.ListPodSandboxStats, pb.ListPodSandboxStatsRequest(), "stats", lambda x: x.attributes.id),
+        ]
+        for stream, sreq, sfield, lst, lreq, lfield, key in calls:
+            if engine.name == "containerd":
+                with pytest.raises(grpc.RpcError) as exc:
+                    list(stream(sreq, timeout=60))
+                assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+                continue
+            batches = list(stream(sreq, timeout=60))
+            assert all(len(getattr(b, sfield)) for b in batches), "an empty batch"
+            got = sorted(key(x) for b in batches for x in getattr(b, sfield))
+            assert got == sorted(key(x) for x in getattr(lst(lreq, timeout=60), lfield))
+            assert pod in got or ctr in got, (stream, got)

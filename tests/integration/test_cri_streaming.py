@@ -297,6 +297,9 @@ def test_20_concurrent_execs_one_client_vanishing_leaks_nothing(ours: Engine, bo
     io_dir = Path(d.state) / CRI_STATE / "containers" / box
     task_pids = len(ours.ctr("tasks", "ps", box).splitlines())
     sockets = _daemon_sockets(d.pid)
+    shim = _parent(int(ours.crictl_json("inspect", box)["info"]["pid"]))  # the shim: the subreaper of the init
+    assert "shim" in Path(f"/proc/{shim}/cmdline").read_text(), Path(f"/proc/{shim}/cmdline").read_text()
+    shim_fds = len(os.listdir(f"/proc/{shim}/fd"))
     results: dict[int, Any] = {}
 
     def session(i: int) -> None:
@@ -339,16 +342,22 @@ def test_20_concurrent_execs_one_client_vanishing_leaks_nothing(ours: Engine, bo
     def clean() -> bool:
         return (len(ours.ctr("tasks", "ps", box).splitlines()) == task_pids
                 and not any(p.name.startswith("exec-") for p in io_dir.iterdir())
-                and _daemon_sockets(d.pid) <= sockets)
+                and _daemon_sockets(d.pid) <= sockets
+                and len(os.listdir(f"/proc/{shim}/fd")) <= shim_fds)
 
-    wait_for(clean, 20, "no exec process, FIFO or socket left", interval=0.1)
+    wait_for(clean, 20, "no exec process, FIFO, socket or shim fd left", interval=0.1)
+
+
+def _parent(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no parent of {pid}")
 
 
 def test_attach_after_a_daemon_restart(ours: Engine, pod: tuple[str, Path], busybox: str, tmp_path: Path) -> None:
     """The restarted daemon reopens the container's output FIFOs: attach sees what it prints next.
-
-    (Not stdin: the shim closes a container's stdin when the daemon's write end goes away, so a
-    container that reads stdin sees EOF at a daemon restart.)"""
+    (Stdin across a restart: ``test_stdin_survives_a_daemon_kill_9_and_restart``.)"""
     cid = start_container(ours, pod, busybox, tmp_path, "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done",
                           "ticker", tty=True)
     ours.restart()
@@ -362,6 +371,55 @@ def test_attach_after_a_daemon_restart(ours: Engine, pod: tuple[str, Path], busy
             if msg[0] == 1:
                 got += msg[1:]
         assert got.count(b"tick-") >= 3, got
+
+
+def _attach_line(engine: Engine, cid: str, line: bytes, expect: bytes) -> bytes:
+    """Attach with stdin, send ``line``, read stdout until ``expect``; the client then leaves
+    (closing its stdin: for a container without ``stdin_once`` that is a detach)."""
+    url = url_of(engine, "Attach", pb.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True))
+    got = b""
+    with ws(url) as c:
+        c.send(b"\x00" + line)
+        deadline = time.monotonic() + 20
+        while expect not in got and time.monotonic() < deadline:
+            msg = c.recv(timeout=deadline - time.monotonic())
+            assert isinstance(msg, bytes)
+            if msg[0] == 1:
+                got += msg[1:]
+        c.send(b"\xff\x00")  # v5: our stdin is closed
+    assert expect in got, got
+    return got
+
+
+def test_stdin_survives_a_daemon_kill_9_and_restart(ours: Engine, pod: tuple[str, Path], busybox: str,
+                                                    tmp_path: Path) -> None:
+    """The daemon holds a stdin container's FIFO for attach; when it dies, the shim's own write
+    end keeps the container's stdin open (containerd's runc shim does the same): the restarted
+    daemon's attach writes to the same stdin, and the container never saw EOF."""
+    cid = start_container(ours, pod, busybox, tmp_path, "while read l; do echo got-$l; done; echo EOF-SEEN",
+                          "reader", stdin=True)
+    _attach_line(ours, cid, b"one\n", b"got-one")
+    d = ours.daemon
+    d.kill9()
+    d.start()
+    assert ours.crictl_json("inspect", cid)["status"]["state"] == "CONTAINER_RUNNING"
+    got = _attach_line(ours, cid, b"two\n", b"got-two")
+    assert b"EOF-SEEN" not in got
+    log = Path(json.loads(ours.crictl("inspect", cid).stdout)["status"]["logPath"])
+    assert "EOF-SEEN" not in log.read_text()
+    assert ours.crictl_json("inspect", cid)["status"]["state"] == "CONTAINER_RUNNING"
+
+
+def test_attach_of_a_stdin_once_container_ends_its_stdin(ours: Engine, pod: tuple[str, Path], busybox: str,
+                                                        tmp_path: Path) -> None:
+    """``stdin_once``: the first attach's end closes the container's stdin (CloseIO), as containerd's CRI."""
+    cid = start_container(ours, pod, busybox, tmp_path, "while read l; do echo got-$l; done; echo EOF-SEEN",
+                          "once", stdin=True, stdin_once=True)
+    _attach_line(ours, cid, b"one\n", b"got-one")
+    log = Path(json.loads(ours.crictl("inspect", cid).stdout)["status"]["logPath"])
+    wait_for(lambda: "EOF-SEEN" in log.read_text(), 20, "the container to see EOF after the attach ended")
+    wait_for(lambda: ours.crictl_json("inspect", cid)["status"]["state"] == "CONTAINER_EXITED", 20,
+             "the container to exit")
 
 
 def test_a_streaming_port_in_use_leaves_the_rest_of_the_cri_serving(tmp_path: Path) -> None:

@@ -173,7 +173,8 @@ def test_create_start_wait_stdout_stderr(env: ShimEnv) -> None:
 
 def test_stdin_eof_and_close_io(env: ShimEnv) -> None:
     async def body() -> None:
-        # 1: EOF from the FIFO (the client closes its end) reaches cat
+        # 1: the client closing its end after Start is a detach (the shim holds a write end of
+        # its own, as containerd's): cat reads what a later writer sends; CloseIO ends it
         bundle, c = await env.launch("cat1", ["cat"])
         in_path, out_path = bundle.fifo("stdin"), bundle.fifo("stdout")
         out = FifoReader(out_path)
@@ -183,8 +184,30 @@ def test_stdin_eof_and_close_io(env: ShimEnv) -> None:
         os.write(w, b"hello stdin\n")
         await out.read_until(b"hello stdin\n")
         os.close(w)
+        w = os.open(in_path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO if the shim had closed stdin
+        os.write(w, b"again\n")
+        os.close(w)
+        await out.read_until(b"hello stdin\nagain\n")
+        assert (await c.state()).status == "running"
+        await c.close_io("", stdin=True)
         assert (await c.wait()).exit_status == 0
-        assert await out.read_until_eof() == b"hello stdin\n"
+        assert await out.read_until_eof() == b"hello stdin\nagain\n"
+        await c.delete()
+        await env.finish(c, bundle)
+        out.close()
+
+        # 1b: a writer that came and went before Start (``echo x | ctr run --rm``, whose
+        # CloseIO ctr 1.6 loses): its EOF reaches cat once the data is read
+        bundle, c = await env.launch("cat1b", ["cat"])
+        in_path, out_path = bundle.fifo("stdin"), bundle.fifo("stdout")
+        out = FifoReader(out_path)
+        await c.create(rootfs=bundle.rootfs_mounts, stdin=in_path, stdout=out_path, stderr="", terminal=False)
+        w = os.open(in_path, os.O_WRONLY | os.O_NONBLOCK)
+        os.write(w, b"early\n")
+        os.close(w)
+        await c.start()
+        assert (await c.wait()).exit_status == 0
+        assert await out.read_until_eof() == b"early\n"
         await c.delete()
         await env.finish(c, bundle)
         out.close()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -22,10 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf import any_pb2, empty_pb2
 
 from pycontainerd.api.runtime.v2.task import shim_pb2
+from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from pycontainerd.api.types.task import task_pb2
 from pycontainerd.shim import v2layout
 from pycontainerd.ttrpc import Client
 from tests.fixtures.containerd import Containerd, running_containerd
@@ -361,3 +365,194 @@ def test_containerd_restart_keeps_running_task(busybox_archive: Path) -> None:
             c.ctr("containers", "delete", cid)
             wait_for(lambda: not pid_alive(shims[0]), 20, "the shim to exit")
         kill_pids([p for p in shims if pid_alive(p)])
+
+
+# -- stdin: the shim holds the stdin FIFO's write end too (containerd/containerd#661) -----------------
+# Each test runs on containerd's own runc shim (Debian's containerd-shim-runc-v2) and on ours, so
+# the two are held to the same behaviour: a process's stdin ends only on CloseIO, never because
+# the FIFO's writer (ctr, the CRI) went away.
+
+RUNTIMES = ("io.containerd.runc.v2", RUNTIME)
+RUNTIME_IDS = ("containerd-shim", "ours")
+READ_LOOP = "while read l; do echo got-$l; done; echo EOF-SEEN"
+
+
+def _ctr_detached(c: Containerd, *args: str, tty: bool) -> None:
+    """``ctr ... --detach``, its stdin a pipe nobody writes (or a terminal nobody types on): ctr,
+    the stdin FIFO's writer, exits once the process started, and sends no CloseIO."""
+    if tty:
+        parent, child = pty.openpty()
+    else:
+        child, parent = os.pipe()
+    try:
+        err = subprocess.DEVNULL if tty else subprocess.PIPE
+        proc = subprocess.Popen(["ctr", "-a", c.address, *args], stdin=child, stdout=child if tty else subprocess.PIPE,
+                                stderr=child if tty else err, start_new_session=True)
+        try:
+            out, errs = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        assert proc.returncode == 0, (args, out, errs)
+    finally:
+        os.close(parent)
+        os.close(child)
+
+
+def _grpc_tasks(c: Containerd) -> Iterator[Any]:
+    with grpc.insecure_channel(f"unix://{c.address}") as ch:
+        yield tasks_pb2_grpc.TasksStub(ch)
+
+
+_NS = (("containerd-namespace", "default"),)
+
+
+def _status(c: Containerd, cid: str, exec_id: str = "") -> int:
+    for stub in _grpc_tasks(c):
+        return int(stub.Get(tasks_pb2.GetRequest(container_id=cid, exec_id=exec_id), metadata=_NS, timeout=10)
+                   .process.status)
+    raise AssertionError("unreachable")
+
+
+def _close_io(c: Containerd, cid: str, exec_id: str = "") -> None:
+    for stub in _grpc_tasks(c):
+        stub.CloseIO(tasks_pb2.CloseIORequest(container_id=cid, exec_id=exec_id, stdin=True), metadata=_NS, timeout=10)
+
+
+def _shim_of(c: Containerd, cid: str) -> int:
+    """The shim serving ``cid``: its init process's parent (the shim is the subreaper)."""
+    pid = _tasks(c)[cid][0]
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no parent of {pid}")
+
+
+def _fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class _Fifos:
+    """The FIFOs ctr left in ``--fifo-dir`` for process ``name``: we write stdin, read stdout."""
+
+    def __init__(self, fifo_dir: Path, name: str) -> None:
+        found = list(fifo_dir.glob(f"*/{name}-stdin"))
+        assert len(found) == 1, list(fifo_dir.rglob("*"))
+        self.stdin = str(found[0])
+        self.out_fd = os.open(str(found[0].parent / f"{name}-stdout"), os.O_RDONLY | os.O_NONBLOCK)
+        self.out = b""
+
+    def send(self, data: bytes) -> None:
+        try:  # ENXIO: the shim closed its read end, i.e. the process's stdin is closed
+            fd = os.open(self.stdin, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise AssertionError(f"stdin FIFO has no reader any more ({exc}); output so far {self.out!r}") from exc
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)  # a writer goes away again
+
+    def wait_output(self, text: bytes, what: str) -> None:
+        def seen() -> bool:
+            with contextlib.suppress(BlockingIOError):
+                while chunk := os.read(self.out_fd, 65536):
+                    self.out += chunk
+            return text in self.out
+
+        try:
+            wait_for(seen, 20, what)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: output {self.out!r}") from None
+
+    def close(self) -> None:
+        os.close(self.out_fd)
+
+
+@pytest.mark.parametrize("tty", [False, True], ids=["pipes", "tty"])
+@pytest.mark.parametrize("kind", ["task", "exec"])
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=RUNTIME_IDS)
+def test_stdin_outlives_its_writer_until_close_io(ctrd: Containerd, runtime: str, kind: str, tty: bool,
+                                                 tmp_path: Path) -> None:
+    cid = _cid(f"keep-{kind}")
+    fifo_dir = tmp_path / "fifo"
+    fifo_dir.mkdir()
+    term = ["-t"] if tty else []
+    exec_id = ""
+    fifos: _Fifos | None = None
+    try:
+        if kind == "task":
+            _ctr_detached(ctrd, "run", "--runtime", runtime, "-d", *term, "--fifo-dir", str(fifo_dir), IMAGE, cid,
+                          "sh", "-c", READ_LOOP, tty=tty)
+            name = cid
+        else:
+            ctrd.ctr("run", "--runtime", runtime, "-d", "--null-io", IMAGE, cid, "sleep", "300")
+            shim = _shim_of(ctrd, cid)
+            baseline = _fd_count(shim)
+            exec_id = name = "reader"
+            _ctr_detached(ctrd, "tasks", "exec", "-d", *term, "--fifo-dir", str(fifo_dir), "--exec-id", exec_id, cid,
+                          "sh", "-c", READ_LOOP, tty=tty)
+        fifos = _Fifos(fifo_dir, name)
+        # ctr, the writer, is gone without CloseIO: the process still reads
+        fifos.send(b"one\n")
+        fifos.wait_output(b"got-one", "the first line after ctr left")
+        fifos.send(b"two\n")  # and again after our own writer came and went
+        fifos.wait_output(b"got-two", "the line of a second writer")
+        assert b"EOF-SEEN" not in fifos.out
+        assert _status(ctrd, cid, exec_id) == task_pb2.RUNNING
+        # CloseIO (with no writer left) ends it
+        _close_io(ctrd, cid, exec_id)
+        if not tty:  # (containerd's shim hangs the terminal up instead: the shell dies of SIGHUP)
+            fifos.wait_output(b"EOF-SEEN", "EOF after CloseIO")
+        wait_for(lambda: _status(ctrd, cid, exec_id) == task_pb2.STOPPED, 20, "the reader to exit after CloseIO")
+        if kind == "exec":
+            ctrd.ctr("tasks", "delete", "--exec-id", exec_id, cid, check=False)  # fails with a non-zero exit
+            if runtime == RUNTIME or not tty:  # (containerd's shim keeps a fd after its tty exec: not ours to check)
+                wait_for(lambda: _fd_count(shim) == baseline, 10, f"the shim's fds back to {baseline}")
+    finally:
+        if fifos is not None:
+            fifos.close()
+        ctrd.ctr("tasks", "kill", "-s", "KILL", cid, check=False)
+        ctrd.ctr("tasks", "delete", "-f", cid, check=False)
+        ctrd.ctr("containers", "delete", cid, check=False)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=RUNTIME_IDS)
+def test_piped_stdin_ends_with_ctrs_close_io(ctrd: Containerd, runtime: str) -> None:
+    """``echo hi | ctr run --rm IMG id cat`` and ``ctr tasks exec`` likewise: stdin ends at ctr's EOF.
+
+    ``ctr tasks exec`` sends CloseIO at its EOF.  ``ctr run`` (1.6) does not when its stdin ends
+    before Create returned (containerd/containerd#4489: its closer is not set yet): containerd's
+    own shim then keeps the stdin open and ``cat`` never exits (measured: still running after
+    60 s), so that half runs on ours only, where a writer gone before Start ends stdin.  (With
+    ``</dev/null`` ctr's writer never even connects: ``ctr run --rm IMG id cat`` hangs on both
+    shims, as before this shim held stdin open - measured, 10 s.)"""
+    if runtime == RUNTIME:
+        r = ctrd.ctr("run", "--runtime", runtime, "--rm", IMAGE, _cid("pipe"), "cat", input="hi\n", timeout=60)
+        assert r.stdout == "hi\n"
+    cid = _cid("pipex")
+    try:
+        ctrd.ctr("run", "--runtime", runtime, "-d", "--null-io", IMAGE, cid, "sleep", "300")
+        r = ctrd.ctr("tasks", "exec", "--exec-id", "cat", cid, "sh", "-c", "cat; echo done", input="hi\n", timeout=60)
+        assert r.stdout == "hi\ndone\n"
+    finally:
+        ctrd.ctr("tasks", "kill", "-s", "KILL", cid, check=False)
+        ctrd.ctr("tasks", "delete", "-f", cid, check=False)
+        ctrd.ctr("containers", "delete", cid, check=False)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=RUNTIME_IDS)
+def test_20_exec_stdin_sessions_leave_no_fd_in_the_shim(ctrd: Containerd, runtime: str) -> None:
+    cid = _cid("fds")
+    try:
+        ctrd.ctr("run", "--runtime", runtime, "-d", "--null-io", IMAGE, cid, "sleep", "300")
+        shim = _shim_of(ctrd, cid)
+        baseline = _fd_count(shim)
+        for i in range(20):
+            r = ctrd.ctr("tasks", "exec", "--exec-id", f"s{i}", cid, "cat", input=f"line-{i}\n", timeout=60)
+            assert r.stdout == f"line-{i}\n"
+        wait_for(lambda: _fd_count(shim) == baseline, 10, f"the shim's fds back to {baseline}")
+    finally:
+        ctrd.ctr("tasks", "kill", "-s", "KILL", cid, check=False)
+        ctrd.ctr("tasks", "delete", "-f", cid, check=False)
+        ctrd.ctr("containers", "delete", cid, check=False)

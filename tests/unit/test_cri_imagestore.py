@@ -93,7 +93,26 @@ def test_status_config_json_is_camel_case() -> None:
 def test_every_unserved_runtime_method_is_unimplemented() -> None:
     svc = runtime.RuntimeService(runtime.RuntimeState(CRIConfig()))
     missing = runtime.unimplemented_methods(svc)
-    assert "Attach" in missing and "CheckpointContainer" in missing
+    # Exec/Attach/PortForward: the streaming server; CheckpointContainer: answered with its reason
+    assert not {"Exec", "Attach", "PortForward", "CheckpointContainer"} & set(missing)
     assert not {"Version", "Status", "UpdateRuntimeConfig", "RunPodSandbox", "StopPodSandbox", "RemovePodSandbox",
                 "PodSandboxStatus", "ListPodSandbox", "PodSandboxStats", "ListPodSandboxStats", "RuntimeConfig",
-                "GetContainerEvents", "ListMetricDescriptors", "ListPodSandboxMetrics"} & set(missing)
+                "GetContainerEvents", "ListMetricDescriptors", "ListPodSandboxMetrics", "StreamPodSandboxes",
+                "StreamContainers", "StreamContainerStats", "StreamPodSandboxStats",
+                "StreamPodSandboxMetrics"} & set(missing)
+    assert missing == ["UpdatePodSandboxResources"]
+
+
+def test_every_image_method_is_served() -> None:
+    from pycontainerd.cri.images import ImageService
+
+    assert runtime.unimplemented_methods(ImageService(None), "ImageService") == []  # type: ignore[arg-type]
+
+
+def test_stream_batches_hold_each_item_once_and_none_is_empty() -> None:
+    assert runtime.batches([]) == []
+    assert runtime.batches([1, 2, 3], 2) == [[1, 2], [3]]
+    items = list(range(2 * runtime.STREAM_BATCH + 1))
+    out = runtime.batches(items)
+    assert [len(b) for b in out] == [runtime.STREAM_BATCH, runtime.STREAM_BATCH, 1]
+    assert [i for b in out for i in b] == items

@@ -143,3 +143,29 @@ def test_the_cgroup_driver_reported_is_the_one_pods_get(systemd: bool, tmp_path:
         assert reported == pb.CGROUPFS
         assert paths == [f"{parent}/{'s' * 64}", f"{parent}/{'c' * 64}"]
     assert pods.run_options("").systemd_cgroup is systemd
+
+
+def test_stop_signals() -> None:
+    import signal
+
+    from pycontainerd.cri.containers import parse_signal, signal_enum, stop_signal_name
+
+    cfg = pb.ContainerConfig()
+    assert stop_signal_name(cfg, {}) == "SIGTERM"
+    assert stop_signal_name(cfg, {"config": {"StopSignal": "SIGQUIT"}}) == "SIGQUIT"
+    cfg.stop_signal = pb.SIGUSR1  # the config's wins over the image's
+    assert stop_signal_name(cfg, {"config": {"StopSignal": "SIGQUIT"}}) == "SIGUSR1"
+    cfg.stop_signal = pb.SIGRTMINPLUS3
+    assert stop_signal_name(cfg, {}) == "SIGRTMIN+3"
+    cfg.stop_signal = pb.SIGRTMAXMINUS2
+    assert stop_signal_name(cfg, {}) == "SIGRTMAX-2"
+    assert parse_signal("SIGUSR1") == parse_signal("usr1") == signal.SIGUSR1
+    assert parse_signal("9") == 9
+    assert parse_signal("SIGRTMIN+3") == signal.SIGRTMIN + 3
+    assert parse_signal("SIGRTMAX-2") == signal.SIGRTMAX - 2
+    assert parse_signal("SIGCLD") == signal.SIGCHLD
+    with pytest.raises(errdefs.InvalidArgument):
+        parse_signal("SIGNOPE")
+    assert signal_enum("SIGUSR1") == pb.SIGUSR1
+    assert signal_enum("SIGRTMIN+3") == pb.SIGRTMINPLUS3
+    assert signal_enum("9") == pb.RUNTIME_DEFAULT

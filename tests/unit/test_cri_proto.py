@@ -1,7 +1,7 @@
 """Pin the wire-level facts of our Kubernetes CRI proto (runtime.v1).
 
 proto/pycontainerd/api/cri/runtime/v1/api.proto must stay wire-compatible with
-k8s.io/cri-api runtime.v1 as released in Kubernetes v1.28.0 (cri-api v0.28.x),
+k8s.io/cri-api runtime.v1 as of Kubernetes v1.36 (kubernetes/kubernetes 0268656a),
 so that kubelet and crictl can talk to our CRI plugin. The values below are the
 upstream ones; a failure here means an edit changed something a real CRI client
 depends on (package, service/method name or types, field number/type/label,
@@ -35,11 +35,13 @@ RUNTIME_METHODS: list[tuple[str, str, str]] = [
     ("RemovePodSandbox", "RemovePodSandboxRequest", "RemovePodSandboxResponse"),
     ("PodSandboxStatus", "PodSandboxStatusRequest", "PodSandboxStatusResponse"),
     ("ListPodSandbox", "ListPodSandboxRequest", "ListPodSandboxResponse"),
+    ("*StreamPodSandboxes", "StreamPodSandboxesRequest", "StreamPodSandboxesResponse"),
     ("CreateContainer", "CreateContainerRequest", "CreateContainerResponse"),
     ("StartContainer", "StartContainerRequest", "StartContainerResponse"),
     ("StopContainer", "StopContainerRequest", "StopContainerResponse"),
     ("RemoveContainer", "RemoveContainerRequest", "RemoveContainerResponse"),
     ("ListContainers", "ListContainersRequest", "ListContainersResponse"),
+    ("*StreamContainers", "StreamContainersRequest", "StreamContainersResponse"),
     ("ContainerStatus", "ContainerStatusRequest", "ContainerStatusResponse"),
     ("UpdateContainerResources", "UpdateContainerResourcesRequest", "UpdateContainerResourcesResponse"),
     ("ReopenContainerLog", "ReopenContainerLogRequest", "ReopenContainerLogResponse"),
@@ -49,19 +51,24 @@ RUNTIME_METHODS: list[tuple[str, str, str]] = [
     ("PortForward", "PortForwardRequest", "PortForwardResponse"),
     ("ContainerStats", "ContainerStatsRequest", "ContainerStatsResponse"),
     ("ListContainerStats", "ListContainerStatsRequest", "ListContainerStatsResponse"),
+    ("*StreamContainerStats", "StreamContainerStatsRequest", "StreamContainerStatsResponse"),
     ("PodSandboxStats", "PodSandboxStatsRequest", "PodSandboxStatsResponse"),
     ("ListPodSandboxStats", "ListPodSandboxStatsRequest", "ListPodSandboxStatsResponse"),
+    ("*StreamPodSandboxStats", "StreamPodSandboxStatsRequest", "StreamPodSandboxStatsResponse"),
     ("UpdateRuntimeConfig", "UpdateRuntimeConfigRequest", "UpdateRuntimeConfigResponse"),
     ("Status", "StatusRequest", "StatusResponse"),
     ("CheckpointContainer", "CheckpointContainerRequest", "CheckpointContainerResponse"),
     ("*GetContainerEvents", "GetEventsRequest", "ContainerEventResponse"),
     ("ListMetricDescriptors", "ListMetricDescriptorsRequest", "ListMetricDescriptorsResponse"),
     ("ListPodSandboxMetrics", "ListPodSandboxMetricsRequest", "ListPodSandboxMetricsResponse"),
+    ("*StreamPodSandboxMetrics", "StreamPodSandboxMetricsRequest", "StreamPodSandboxMetricsResponse"),
     ("RuntimeConfig", "RuntimeConfigRequest", "RuntimeConfigResponse"),
+    ("UpdatePodSandboxResources", "UpdatePodSandboxResourcesRequest", "UpdatePodSandboxResourcesResponse"),
 ]
 
 IMAGE_METHODS: list[tuple[str, str, str]] = [
     ("ListImages", "ListImagesRequest", "ListImagesResponse"),
+    ("*StreamImages", "StreamImagesRequest", "StreamImagesResponse"),
     ("ImageStatus", "ImageStatusRequest", "ImageStatusResponse"),
     ("PullImage", "PullImageRequest", "PullImageResponse"),
     ("RemoveImage", "RemoveImageRequest", "RemoveImageResponse"),
@@ -105,7 +112,7 @@ def test_grpc_method_paths() -> None:
     api_pb2_grpc.RuntimeServiceStub(rt)  # type: ignore[call-overload]  # a recorder, not a grpc.Channel
     api_pb2_grpc.ImageServiceStub(img)  # type: ignore[call-overload]
     assert rt.paths == [f"/runtime.v1.RuntimeService/{m[0].lstrip('*')}" for m in RUNTIME_METHODS]
-    assert img.paths == [f"/runtime.v1.ImageService/{m[0]}" for m in IMAGE_METHODS]
+    assert img.paths == [f"/runtime.v1.ImageService/{m[0].lstrip('*')}" for m in IMAGE_METHODS]
     assert hasattr(api_pb2_grpc, "add_RuntimeServiceServicer_to_server")
     assert hasattr(api_pb2_grpc, "add_ImageServiceServicer_to_server")
 
@@ -195,6 +202,7 @@ FIELDS: dict[str, dict[str, tuple[object, ...]]] = {
         "linux": (15, *msg("LinuxContainerConfig")),
         "windows": (16, *msg("WindowsContainerConfig")),
         "CDI_devices": (17, REP, *msg("CDIDevice")),
+        "stop_signal": (18, *enum("Signal")),
     },
     "Mount": {
         "container_path": (1, STR),
@@ -204,6 +212,9 @@ FIELDS: dict[str, dict[str, tuple[object, ...]]] = {
         "propagation": (5, *enum("MountPropagation")),
         "uidMappings": (6, REP, *msg("IDMapping")),
         "gidMappings": (7, REP, *msg("IDMapping")),
+        "recursive_read_only": (8, BOOL),
+        "image": (9, *msg("ImageSpec")),
+        "image_sub_path": (10, STR),
     },
     "LinuxContainerResources": {
         "cpu_period": (1, I64),
@@ -226,6 +237,7 @@ FIELDS: dict[str, dict[str, tuple[object, ...]]] = {
         "run_as_username": (6, STR),
         "readonly_rootfs": (7, BOOL),
         "supplemental_groups": (8, REP, I64),
+        "supplemental_groups_policy": (17, *enum("SupplementalGroupsPolicy")),
         "apparmor_profile": (9, STR),
         "seccomp_profile_path": (10, STR),
         "no_new_privs": (11, BOOL),
@@ -241,6 +253,7 @@ FIELDS: dict[str, dict[str, tuple[object, ...]]] = {
         "run_as_user": (3, *msg("Int64Value")),
         "readonly_rootfs": (4, BOOL),
         "supplemental_groups": (5, REP, I64),
+        "supplemental_groups_policy": (11, *enum("SupplementalGroupsPolicy")),
         "privileged": (6, BOOL),
         "seccomp_profile_path": (7, STR),
         "run_as_group": (8, *msg("Int64Value")),
@@ -270,6 +283,7 @@ FIELDS: dict[str, dict[str, tuple[object, ...]]] = {
         "stdin": (4, BOOL),
         "stdout": (5, BOOL),
         "stderr": (6, BOOL),
+        "audit_request_id": (7, STR),
     },
     # same fields as ExecRequest minus cmd, but numbered differently
     "AttachRequest": {
@@ -278,6 +292,7 @@ FIELDS: dict[str, dict[str, tuple[object, ...]]] = {
         "tty": (3, BOOL),
         "stdout": (4, BOOL),
         "stderr": (5, BOOL),
+        "audit_request_id": (6, STR),
     },
     "ExecSyncRequest": {
         "container_id": (1, STR),
@@ -293,6 +308,8 @@ FIELDS: dict[str, dict[str, tuple[object, ...]]] = {
         "image": (1, STR),
         "annotations": (2, MAP),
         "user_specified_image": (18, STR),
+        "runtime_handler": (19, STR),
+        "image_ref": (20, STR),
     },
     "Image": {
         "id": (1, STR),
@@ -326,6 +343,9 @@ FIELDS: dict[str, dict[str, tuple[object, ...]]] = {
         "mounts": (14, REP, *msg("Mount")),
         "log_path": (15, STR),
         "resources": (16, *msg("ContainerResources")),
+        "image_id": (17, STR),
+        "user": (18, *msg("ContainerUser")),
+        "stop_signal": (19, *enum("Signal")),
     },
     "Container": {
         "id": (1, STR),
@@ -337,6 +357,7 @@ FIELDS: dict[str, dict[str, tuple[object, ...]]] = {
         "created_at": (7, I64),
         "labels": (8, MAP),
         "annotations": (9, MAP),
+        "image_id": (10, STR),
     },
     "PodSandboxStatus": {
         "id": (1, STR),
@@ -368,9 +389,78 @@ FIELDS: dict[str, dict[str, tuple[object, ...]]] = {
         "memory": (3, *msg("MemoryUsage")),
         "writable_layer": (4, *msg("FilesystemUsage")),
         "swap": (5, *msg("SwapUsage")),
+        "io": (6, *msg("IoUsage")),
     },
-    # 1.29 adds container_filesystems = 2; we match 1.28
-    "ImageFsInfoResponse": {"image_filesystems": (1, REP, *msg("FilesystemUsage"))},
+    "ImageFsInfoResponse": {
+        "image_filesystems": (1, REP, *msg("FilesystemUsage")),
+        "container_filesystems": (2, REP, *msg("FilesystemUsage")),
+    },
+    "StatusResponse": {
+        "status": (1, *msg("RuntimeStatus")),
+        "info": (2, MAP),
+        "runtime_handlers": (3, REP, *msg("RuntimeHandler")),
+        "features": (4, *msg("RuntimeFeatures")),
+    },
+    "RuntimeHandler": {"name": (1, STR), "features": (2, *msg("RuntimeHandlerFeatures"))},
+    "RuntimeHandlerFeatures": {"recursive_read_only_mounts": (1, BOOL), "user_namespaces": (2, BOOL)},
+    "RuntimeFeatures": {"supplemental_groups_policy": (1, BOOL), "user_namespaces_host_network": (2, BOOL)},
+    "ContainerUser": {"linux": (1, *msg("LinuxContainerUser"))},
+    "LinuxContainerUser": {"uid": (1, I64), "gid": (2, I64), "supplemental_groups": (3, REP, I64)},
+    "LinuxPodSandboxStats": {
+        "cpu": (1, *msg("CpuUsage")),
+        "memory": (2, *msg("MemoryUsage")),
+        "network": (3, *msg("NetworkUsage")),
+        "process": (4, *msg("ProcessUsage")),
+        "containers": (5, REP, *msg("ContainerStats")),
+        "io": (6, *msg("IoUsage")),
+    },
+    "CpuUsage": {
+        "timestamp": (1, I64),
+        "usage_core_nano_seconds": (2, *msg("UInt64Value")),
+        "usage_nano_cores": (3, *msg("UInt64Value")),
+        "psi": (4, *msg("PsiStats")),
+    },
+    "MemoryUsage": {
+        "timestamp": (1, I64),
+        "working_set_bytes": (2, *msg("UInt64Value")),
+        "available_bytes": (3, *msg("UInt64Value")),
+        "usage_bytes": (4, *msg("UInt64Value")),
+        "rss_bytes": (5, *msg("UInt64Value")),
+        "page_faults": (6, *msg("UInt64Value")),
+        "major_page_faults": (7, *msg("UInt64Value")),
+        "psi": (8, *msg("PsiStats")),
+    },
+    "IoUsage": {"timestamp": (1, I64), "psi": (2, *msg("PsiStats"))},
+    "PsiStats": {"Full": (1, *msg("PsiData")), "Some": (2, *msg("PsiData"))},
+    "PsiData": {"Total": (1, U64), "Avg10": (2, T.TYPE_DOUBLE), "Avg60": (3, T.TYPE_DOUBLE),
+                "Avg300": (4, T.TYPE_DOUBLE)},
+    "WindowsContainerResources": {
+        "cpu_shares": (1, I64),
+        "cpu_count": (2, I64),
+        "cpu_maximum": (3, I64),
+        "memory_limit_in_bytes": (4, I64),
+        "rootfs_size_in_bytes": (5, I64),
+        "affinity_cpus": (6, REP, *msg("WindowsCpuGroupAffinity")),
+    },
+    "WindowsCpuGroupAffinity": {"cpu_mask": (1, U64), "cpu_group": (2, U32)},
+    "StreamPodSandboxesRequest": {"filter": (1, *msg("PodSandboxFilter"))},
+    "StreamPodSandboxesResponse": {"pod_sandboxes": (1, REP, *msg("PodSandbox"))},
+    "StreamContainersRequest": {"filter": (1, *msg("ContainerFilter"))},
+    "StreamContainersResponse": {"containers": (1, REP, *msg("Container"))},
+    "StreamContainerStatsRequest": {"filter": (1, *msg("ContainerStatsFilter"))},
+    "StreamContainerStatsResponse": {"container_stats": (1, REP, *msg("ContainerStats"))},
+    "StreamPodSandboxStatsRequest": {"filter": (1, *msg("PodSandboxStatsFilter"))},
+    "StreamPodSandboxStatsResponse": {"pod_sandbox_stats": (1, REP, *msg("PodSandboxStats"))},
+    "StreamPodSandboxMetricsRequest": {},
+    "StreamPodSandboxMetricsResponse": {"pod_sandbox_metrics": (1, REP, *msg("PodSandboxMetrics"))},
+    "StreamImagesRequest": {"filter": (1, *msg("ImageFilter"))},
+    "StreamImagesResponse": {"images": (1, REP, *msg("Image"))},
+    "UpdatePodSandboxResourcesRequest": {
+        "pod_sandbox_id": (1, STR),
+        "overhead": (2, *msg("LinuxContainerResources")),
+        "resources": (3, *msg("LinuxContainerResources")),
+    },
+    "UpdatePodSandboxResourcesResponse": {},
     "ContainerEventResponse": {
         "container_id": (1, STR),
         "container_event_type": (2, *enum("ContainerEventType")),
@@ -428,6 +518,15 @@ ENUMS: dict[str, list[tuple[str, int]]] = {
     ],
     "MetricType": [("COUNTER", 0), ("GAUGE", 1)],
     "CgroupDriver": [("SYSTEMD", 0), ("CGROUPFS", 1)],
+    "SupplementalGroupsPolicy": [("Merge", 0), ("Strict", 1)],
+    # CRI's own numbering: RUNTIME_DEFAULT, then the classic signals alphabetically, then the RT range
+    "Signal": list(zip(
+        ["RUNTIME_DEFAULT", "SIGABRT", "SIGALRM", "SIGBUS", "SIGCHLD", "SIGCLD", "SIGCONT", "SIGFPE", "SIGHUP",
+         "SIGILL", "SIGINT", "SIGIO", "SIGIOT", "SIGKILL", "SIGPIPE", "SIGPOLL", "SIGPROF", "SIGPWR", "SIGQUIT",
+         "SIGSEGV", "SIGSTKFLT", "SIGSTOP", "SIGSYS", "SIGTERM", "SIGTRAP", "SIGTSTP", "SIGTTIN", "SIGTTOU",
+         "SIGURG", "SIGUSR1", "SIGUSR2", "SIGVTALRM", "SIGWINCH", "SIGXCPU", "SIGXFSZ", "SIGRTMIN",
+         *(f"SIGRTMINPLUS{i}" for i in range(1, 16)), *(f"SIGRTMAXMINUS{i}" for i in range(14, 0, -1)),
+         "SIGRTMAX"], range(66), strict=True)),
 }
 
 
@@ -472,3 +571,9 @@ def test_encoding_is_upstream_bytes() -> None:
     st = api_pb2.ContainerStatus.FromString(b"\x18\x02\x38\x89\x01")
     assert st.state == api_pb2.CONTAINER_EXITED
     assert st.exit_code == 137
+
+
+def test_auth_secrets_are_redacted_in_debug_output() -> None:
+    fields = D.message_types_by_name["AuthConfig"].fields_by_name
+    assert [n for n in ("username", "password", "auth", "server_address", "identity_token", "registry_token")
+            if fields[n].GetOptions().debug_redact] == ["password", "auth", "identity_token", "registry_token"]

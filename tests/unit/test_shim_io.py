@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
+from typing import cast
 
 import pytest
 
 from pycontainerd import errdefs
-from pycontainerd.shim.io import Pump, Sink, parse_uri
+from pycontainerd.shim.io import ProcessIO, Pump, Sink, parse_uri
 from pycontainerd.shim.loop import Future, Loop
+from pycontainerd.shim.reaper import Reaper
 
 
 def test_parse_uri() -> None:
@@ -117,3 +121,99 @@ def test_reaper_dispatches_exits_and_windows() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _open_stdin_io(loop: Loop, fifo: str) -> ProcessIO:
+    # no logging binary: the reaper is never used
+    return loop.run_until_complete(loop.spawn(ProcessIO.open(
+        loop, cast(Reaper, None), container_id="c", namespace="n", stdin=fifo, stdout="", stderr="",
+        terminal=False, console_path="")))
+
+
+def _read_child(loop: Loop, fd: int, want: bytes) -> bytes:
+    """Run the loop until the process's end of the stdin pipe has ``want``, or hits EOF."""
+    got = b""
+    deadline = time.monotonic() + 10
+    while want not in got and time.monotonic() < deadline:
+        loop.run_once(0.01)
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_stdin_keeper_outlives_writers_until_close_stdin(tmp_path: Path) -> None:
+    loop = Loop()
+    fifo = str(tmp_path / "stdin")
+    os.mkfifo(fifo)
+    before = _fds()
+    pio = _open_stdin_io(loop, fifo)
+    assert pio.child[0] is not None
+    child = os.dup(pio.child[0])  # the process's stdin
+    os.set_blocking(child, False)
+    w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # the client, connected before Start
+    loop.run_until_complete(loop.spawn(pio.started()))
+    pio.keep_stdin()
+    os.write(w, b"one\n")
+    os.close(w)  # the client leaves: a detach, not an EOF
+    assert _read_child(loop, child, b"one\n") == b"one\n"
+    for _ in range(3):
+        loop.run_once(0.02)
+    assert pio.stdin_pump is not None and not pio.stdin_pump.done.done()
+    with pytest.raises(BlockingIOError):
+        os.read(child, 10)
+    w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # a later writer reaches the same stdin
+    os.write(w, b"two\n")
+    assert _read_child(loop, child, b"two\n") == b"two\n"
+    pio.close_stdin()  # CloseIO: what was written is forwarded, then EOF (the client still holds w)
+    os.close(w)
+    assert _read_child(loop, child, b"never") == b""
+    pio.close()
+    os.close(child)
+    assert _fds() == before
+
+
+def test_stdin_writer_gone_before_start_ends_stdin(tmp_path: Path) -> None:
+    """``echo x | ctr run --rm``: ctr wrote and left during Create; no keeper, EOF after the data."""
+    loop = Loop()
+    fifo = str(tmp_path / "stdin")
+    os.mkfifo(fifo)
+    before = _fds()
+    pio = _open_stdin_io(loop, fifo)
+    assert pio.child[0] is not None
+    child = os.dup(pio.child[0])
+    os.set_blocking(child, False)
+    w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    os.write(w, b"early\n")
+    os.close(w)
+    loop.run_until_complete(loop.spawn(pio.started()))
+    pio.keep_stdin()
+    assert _read_child(loop, child, b"never") == b"early\n"  # then EOF
+    pio.close()
+    os.close(child)
+    assert _fds() == before
+
+
+def test_stdin_keeper_goes_at_exit_and_delete(tmp_path: Path) -> None:
+    loop = Loop()
+    fifo = str(tmp_path / "stdin")
+    os.mkfifo(fifo)
+    before = _fds()
+    for release in (True, False):
+        pio = _open_stdin_io(loop, fifo)
+        loop.run_until_complete(loop.spawn(pio.started()))
+        pio.keep_stdin()
+        assert _fds() == before + 3  # the FIFO's read end, the pipe's write end, the keeper
+        if release:  # the process exited
+            pio.release_stdin()
+            assert _fds() == before + 2
+        pio.close()  # Delete
+        assert _fds() == before

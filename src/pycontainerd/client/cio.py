@@ -13,8 +13,11 @@ The order of opens matters, because a FIFO end opened alone misbehaves:
   end": the process exited and its output is drained.
 - stdin: we open the FIFO read-write (never blocks, never fails with ENXIO), write what we
   read from our own stdin, and at EOF -- once the process has started -- close our end and
-  call Tasks.CloseIO(stdin) so the process sees EOF.  (ctr 1.6 never closes a container's
-  stdin; we do, so ``echo x | pyctr run --rm IMAGE id cat`` prints x and exits.)
+  call Tasks.CloseIO(stdin) so the process sees EOF: the shim holds a write end of the FIFO
+  too, so our end closing alone is a detach, not an EOF.  (ctr 1.6 loses that CloseIO when
+  its stdin ends before Create returned, containerd/containerd#4489, and ``echo x | ctr run
+  --rm IMAGE id cat`` hangs on containerd's shim; we call it only after Start, so
+  ``echo x | pyctr run --rm IMAGE id cat`` prints x and exits.)
 
 Our own stdin is read by a daemon thread (regular files and ttys cannot all be polled; the
 thread must never keep the process alive), and handed to the loop through a queue.

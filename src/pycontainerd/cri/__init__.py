@@ -23,11 +23,21 @@ an exit of the container's own is reported when the kubelet stops or removes it.
 ListMetricDescriptors/ListPodSandboxMetrics: cAdvisor-named memory gauges (pod cgroup and
 containers) and per-interface network counters of the pod.
 
+Security contexts (``security.py``, containerd 1.6's rules): seccomp RuntimeDefault/Unconfined/
+Localhost and the deprecated strings, AppArmor (nothing applied on a host without it; a Localhost
+profile refused there), users and groups (SupplementalGroupsPolicy Strict too), no_new_privs,
+masked/read-only paths, privileged, pid namespaces POD/CONTAINER/NODE/TARGET.
+
+The Stream* calls of CRI list streaming (1.36) answer their List* call's items in batches.
+ImageFsInfo names the snapshotter's filesystem for the images (every snapshot, as containerd
+counts) and for the containers (1.29's container_filesystems: the writable snapshots).
+
 Exec, Attach and PortForward answer a URL of the daemon's streaming server
 (``pycontainerd.streaming``, started with the plugin; ``streaming.py`` here holds the RPCs'
 checks and the runtime side: exec processes, attach to the daemon-held stdio, dialling
 in the pod's network namespace).
 
 What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``):
-CheckpointContainer.
+UpdatePodSandboxResources. CheckpointContainer answers UNIMPLEMENTED too (as containerd 1.6),
+saying it needs CRIU.
 """

@@ -19,9 +19,10 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,16 @@ from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..events.exchange import Exchange
 from ..fsmodes import private_dir
 from ..metadata.containers import Container, ContainerStore, TypedValue
+from ..oci.seccomp import default_profile, load_profile
 from ..oci.spec import (
     SPEC_TYPE_URL,
     HostInfo,
     RootfsFiles,
     canonical,
     default_spec,
+    host_devices,
     replace_or_append_env,
+    with_additional_gids,
     with_privileged,
     with_user,
 )
@@ -62,6 +66,14 @@ from .sandbox import (
     ext_value,
     host_network,
     new_id,
+)
+from .security import (
+    LOCALHOST,
+    apparmor_profile,
+    read_apparmor,
+    refuse_user_namespace,
+    seccomp_request,
+    user_string,
 )
 
 log = logging.getLogger("pycontainerd.cri")
@@ -99,6 +111,45 @@ def _reason(code: int, oom: bool = False) -> str:
     return "Completed" if code == 0 else "Error"
 
 
+def stop_signal_name(cfg: pb.ContainerConfig, image_config: dict[str, Any]) -> str:
+    """The signal StopContainer sends first: ContainerConfig.stop_signal (1.33+), else the image's
+    StopSignal, else SIGTERM (containerd's order)."""
+    if cfg.stop_signal != pb.RUNTIME_DEFAULT:
+        name = pb.Signal.Name(cfg.stop_signal)
+        if name.startswith("SIGRTMINPLUS"):
+            return f"SIGRTMIN+{name.removeprefix('SIGRTMINPLUS')}"
+        if name.startswith("SIGRTMAXMINUS"):
+            return f"SIGRTMAX-{name.removeprefix('SIGRTMAXMINUS')}"
+        return name
+    return str((image_config.get("config") or {}).get("StopSignal") or "SIGTERM")
+
+
+def parse_signal(value: str) -> int:
+    """A signal as images and CRI name it: ``SIGUSR1``, ``USR1``, ``SIGRTMIN+3``, ``SIGRTMAX-1`` or a number."""
+    v = value.strip().upper()
+    if v.isdigit():
+        return int(v)
+    v = v if v.startswith("SIG") else f"SIG{v}"
+    try:
+        if v.startswith("SIGRTMIN+"):
+            return int(signal.SIGRTMIN) + int(v.removeprefix("SIGRTMIN+"))
+        if v.startswith("SIGRTMAX-"):
+            return int(signal.SIGRTMAX) - int(v.removeprefix("SIGRTMAX-"))
+    except ValueError:
+        pass
+    sig = getattr(signal, v, None)
+    if isinstance(sig, signal.Signals):
+        return int(sig)
+    raise errdefs.InvalidArgument(f"unknown signal {value!r}")
+
+
+def signal_enum(name: str) -> pb.Signal.ValueType:
+    """ContainerStatus.stop_signal for a stored signal name (RUNTIME_DEFAULT when CRI has no name for it)."""
+    v = name.strip().upper()
+    v = v.replace("SIGRTMIN+", "SIGRTMINPLUS").replace("SIGRTMAX-", "SIGRTMAXMINUS")
+    return pb.Signal.Value(v) if v in pb.Signal.DESCRIPTOR.values_by_name else pb.RUNTIME_DEFAULT
+
+
 def oci_resources(res: pb.LinuxContainerResources) -> dict[str, Any]:
     """The OCI ``linux.resources`` (cpu, memory) a CRI LinuxContainerResources asks for."""
     out: dict[str, Any] = {}
@@ -117,6 +168,47 @@ def oci_resources(res: pb.LinuxContainerResources) -> dict[str, Any]:
         out["cpu"] = cpu
     if res.memory_limit_in_bytes:
         out["memory"] = {"limit": res.memory_limit_in_bytes}
+    return out
+
+
+@dataclass
+class SecurityInputs:
+    """What ``_spec`` needs read from the host first: the Localhost seccomp profile, AppArmor's state,
+    the pid of the container whose pid namespace a TARGET container joins."""
+
+    seccomp_profile: dict[str, Any] | None = None
+    apparmor: tuple[bool, frozenset[str]] = (False, frozenset())
+    target_pid: int = 0
+    devices: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (device, cgroup rule)
+
+
+def host_device_entries(devices: list[pb.Device]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """ContainerConfig.devices as OCI ``linux.devices`` entries and device cgroup rules (containerd's
+    WithDevices: a directory brings every device below it).  Blocking (stat): run it in a thread."""
+    out: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for d in devices:
+        access = d.permissions or "rwm"
+        if not d.host_path or not d.container_path or set(access) - set("rwm"):
+            raise errdefs.InvalidArgument(f"device {d.host_path!r} -> {d.container_path!r}: needs host_path, "
+                                          f"container_path and permissions from 'rwm' (got {d.permissions!r})")
+        try:
+            st = os.stat(d.host_path)
+        except OSError as exc:
+            raise errdefs.from_oserror(exc, f"device {d.host_path!r}") from exc
+        if stat.S_ISDIR(st.st_mode):
+            found = [(dev, d.container_path.rstrip("/") + dev["path"][len(d.host_path.rstrip("/")):])
+                     for dev in host_devices(d.host_path)]
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            found = [({"type": "c" if stat.S_ISCHR(st.st_mode) else "b", "major": os.major(st.st_rdev),
+                       "minor": os.minor(st.st_rdev), "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
+                       "gid": st.st_gid}, d.container_path)]
+        else:
+            raise errdefs.InvalidArgument(f"device {d.host_path!r} is not a device node or a directory of them")
+        for dev, path in found:
+            entry = {"path": path, "type": dev["type"], "major": dev["major"], "minor": dev["minor"],
+                     "fileMode": dev["fileMode"], "uid": dev["uid"], "gid": dev["gid"]}
+            out.append((entry, {"allow": True, "type": dev["type"], "major": dev["major"], "minor": dev["minor"],
+                                "access": access}))
     return out
 
 
@@ -157,6 +249,7 @@ class Containers:
         self._loggers: dict[str, FifoLogger] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._exec_seq = 0
+        self._apparmor: tuple[bool, frozenset[str]] | None = None  # read once, on the first create
         self._exit_handlers: set[asyncio.Task[None]] = set()
         # the RuntimeService's GetContainerEvents feed: (container id, sandbox id, created|started|stopped|deleted)
         self.on_event: Callable[[str, str, str], Awaitable[None]] | None = None
@@ -278,13 +371,19 @@ class Containers:
                 raise
             try:
                 files = await asyncio.to_thread(_rootfs_files, mounts)
-                host = await asyncio.to_thread(HostInfo.probe) if cfg.linux.security_context.privileged else None
-                spec = self._spec(cid, sb, cfg, image.config, files, host)
+                sc = cfg.linux.security_context
+                wants_all = "ALL" in {c.removeprefix("CAP_") for c in sc.capabilities.add_capabilities}
+                host = await asyncio.to_thread(HostInfo.probe) if sc.privileged or wants_all else None
+                sec = await self._security_inputs(sb, cfg)
+                spec = self._spec(cid, sb, cfg, image.config, files, host, sec)
                 log_path = ""
                 if sb.config.log_directory and cfg.log_path:
                     log_path = os.path.join(sb.config.log_directory, cfg.log_path)
+                stop_signal = stop_signal_name(cfg, image.config)
+                parse_signal(stop_signal)  # refused now rather than at StopContainer
                 meta = {"config": json_format.MessageToDict(cfg), "sandbox_id": sb.id, "name": name,
-                        "log_path": log_path, "image_ref": cfg.image.image, "image_id": image.id}
+                        "log_path": log_path, "image_ref": cfg.image.image, "image_id": image.id,
+                        "stop_signal": stop_signal}
                 labels = {**dict(cfg.labels), KIND_LABEL: KIND_CONTAINER}
                 await self.store.create(NAMESPACE, Container(
                     id=cid, runtime_name=RUNTIME_NAME,
@@ -309,8 +408,41 @@ class Containers:
         except errdefs.ContainerdError as exc:  # it expires on its own
             log.warning("container create: could not delete lease %s: %s", lease_id, exc)
 
+    async def _security_inputs(self, sb: Sandbox, cfg: pb.ContainerConfig) -> SecurityInputs:
+        sc = cfg.linux.security_context
+        out = SecurityInputs()
+        wanted = seccomp_request(sc)
+        if wanted is not None and wanted.type == LOCALHOST:
+            out.seccomp_profile = await asyncio.to_thread(load_profile, wanted.ref)
+        out.apparmor = self._apparmor if self._apparmor is not None else await asyncio.to_thread(read_apparmor)
+        self._apparmor = out.apparmor
+        if cfg.devices:
+            out.devices = await asyncio.to_thread(host_device_entries, list(cfg.devices))
+        opts = sc.namespace_options
+        if opts.pid == pb.TARGET:
+            out.target_pid = await self._pid_target(sb.id, opts.target_id)
+        elif opts.target_id:
+            raise errdefs.InvalidArgument(f"namespace target_id {opts.target_id!r} is set but no namespace is TARGET")
+        return out
+
+    async def _pid_target(self, sandbox_id: str, target_id: str) -> int:
+        """The pid of a TARGET container (containerd 1.6's rules: same pod, running)."""
+        if not target_id:
+            raise errdefs.InvalidArgument("pid namespace TARGET needs namespace_options.target_id")
+        try:
+            target = await self.get(target_id)
+        except errdefs.NotFound as exc:
+            raise errdefs.NotFound(f"pid namespace target container {target_id!r} does not exist") from exc
+        if target.sandbox_id != sandbox_id:
+            raise errdefs.InvalidArgument(f"pid namespace target container {target.id} (sandbox {target.sandbox_id}) "
+                                          f"does not belong to sandbox {sandbox_id}")
+        if target.state != pb.CONTAINER_RUNNING or not target.pid:
+            raise errdefs.FailedPrecondition(f"pid namespace target container {target.id} is not running")
+        return target.pid
+
     def _spec(self, cid: str, sb: Sandbox, cfg: pb.ContainerConfig, image_config: dict[str, Any],
-              files: RootfsFiles, host: HostInfo | None) -> dict[str, Any]:
+              files: RootfsFiles, host: HostInfo | None, sec: SecurityInputs | None = None) -> dict[str, Any]:
+        sec = sec or SecurityInputs()
         spec = default_spec(NAMESPACE, cid)
         ic = image_config.get("config") or {}
         command, args = list(cfg.command), list(cfg.args)
@@ -331,40 +463,74 @@ class Containers:
             if not any(e.startswith("TERM=") for e in proc["env"]):
                 proc["env"].append("TERM=xterm")
         sc = cfg.linux.security_context
-        user = ""
-        if sc.HasField("run_as_user"):
-            user = str(sc.run_as_user.value)
-        elif sc.run_as_username:
-            user = sc.run_as_username
-        elif ic.get("User"):
-            user = str(ic["User"])
+        if cfg.CDI_devices:
+            raise errdefs.InvalidArgument(f"CDI devices ({', '.join(d.name for d in cfg.CDI_devices)}) are not "
+                                          "supported by pycontainerd (it has no CDI spec registry)")
+        refuse_user_namespace(sc.namespace_options)
+        # the user: run_as_username, else run_as_user (with run_as_group), else the image's
+        user = user_string(sc.run_as_username, sc.run_as_user if sc.HasField("run_as_user") else None,
+                           sc.run_as_group if sc.HasField("run_as_group") else None) or str(ic.get("User") or "")
         if user:
-            if sc.HasField("run_as_group") and ":" not in user:
-                user = f"{user}:{sc.run_as_group.value}"
             with_user(spec, user, files)
+        # its groups: as containerd, those /etc/group lists the asked-for user (uid 0 when none) in,
+        # unless the policy is Strict; then the supplemental groups asked for
+        before = list(proc["user"].get("additionalGids") or [])
+        if sc.supplemental_groups_policy == pb.Strict:
+            proc["user"]["additionalGids"] = sorted({proc["user"]["gid"], *before})
+        else:
+            with_additional_gids(spec, sc.run_as_username or str(sc.run_as_user.value), files)
+            proc["user"]["additionalGids"] = sorted({*proc["user"]["additionalGids"], *before})
         if sc.supplemental_groups:
-            proc["user"]["additionalGids"] = sorted({*proc["user"].get("additionalGids", []),
-                                                      *sc.supplemental_groups})
+            proc["user"]["additionalGids"] = sorted({*proc["user"]["additionalGids"], *sc.supplemental_groups})
+        # as containerd's CRI: no_new_privileges only when asked (the ctr default spec has it on)
         if sc.no_new_privs:
             proc["noNewPrivileges"] = True
+        else:
+            proc.pop("noNewPrivileges", None)
+        linux = spec["linux"]
+        # masked and read-only paths are the request's alone, as containerd 1.6's CRI has them (measured:
+        # none when the lists are empty; the kubelet always sends them); privileged drops both below
+        for key, paths in (("maskedPaths", sc.masked_paths), ("readonlyPaths", sc.readonly_paths)):
+            if paths:
+                linux[key] = list(paths)
+            else:
+                linux.pop(key, None)
         if sc.privileged:
             if not sb.config.linux.security_context.privileged:
                 raise errdefs.InvalidArgument("no privileged container allowed in a non-privileged sandbox")
             assert host is not None
-            with_privileged(spec, host)
-        caps = proc["capabilities"]
-        add = [c if c.startswith("CAP_") else f"CAP_{c}" for c in sc.capabilities.add_capabilities]
-        drop = [c if c.startswith("CAP_") else f"CAP_{c}" for c in sc.capabilities.drop_capabilities]
-        for key in ("bounding", "effective", "permitted"):
-            cur = caps.get(key, [])
-            if "CAP_ALL" in add:
-                cur = list(HostInfo.probe().capabilities) if host is None else list(host.capabilities)
-            cur = [*cur, *(c for c in add if c != "CAP_ALL" and c not in cur)]
-            caps[key] = [] if "CAP_ALL" in drop else [c for c in cur if c not in drop]
+            with_privileged(spec, host)  # every capability: add/drop do not apply, as in containerd
+        else:
+            caps = proc["capabilities"]
+            add = [c if c.startswith("CAP_") else f"CAP_{c}" for c in sc.capabilities.add_capabilities]
+            drop = [c if c.startswith("CAP_") else f"CAP_{c}" for c in sc.capabilities.drop_capabilities]
+            for key in ("bounding", "effective", "permitted"):
+                cur = caps.get(key, [])
+                if "CAP_ALL" in add:
+                    assert host is not None
+                    cur = list(host.capabilities)
+                cur = [*cur, *(c for c in add if c != "CAP_ALL" and c not in cur)]
+                caps[key] = [] if "CAP_ALL" in drop else [c for c in cur if c not in drop]
+        # the config's devices (after privileged's host devices, as containerd)
+        have = {d["path"] for d in linux.get("devices") or []}
+        for entry, rule in sec.devices:
+            if entry["path"] not in have:
+                linux.setdefault("devices", []).append(entry)
+                have.add(entry["path"])
+            linux.setdefault("resources", {}).setdefault("devices", []).append(rule)
+        profile = apparmor_profile(sc, enabled=sec.apparmor[0], loaded=sec.apparmor[1])
+        if profile:
+            proc["apparmorProfile"] = profile
+        wanted = seccomp_request(sc)
+        if wanted is not None and wanted.type == LOCALHOST:
+            if sec.seccomp_profile is None:  # create() loads it; never fall back to another profile
+                raise errdefs.FailedPrecondition(f"seccomp profile {wanted.ref!r} was not loaded")
+            linux["seccomp"] = sec.seccomp_profile
+        elif wanted is not None:
+            linux["seccomp"] = default_profile(proc["capabilities"]["bounding"])
         if sc.readonly_rootfs:
             spec["root"]["readonly"] = True
         res = cfg.linux.resources
-        linux = spec["linux"]
         r = linux.setdefault("resources", {})
         r.update(oci_resources(res))
         if res.oom_score_adj:
@@ -379,9 +545,15 @@ class Containers:
             namespaces.append({"type": "uts", "path": f"/proc/{pid}/ns/uts"})
         if spod.ipc != pb.NODE:
             namespaces.append({"type": "ipc", "path": f"/proc/{pid}/ns/ipc"})
-        if opts.pid == pb.POD and spod.pid != pb.NODE:
+        # pid, by the container's own option (containerd's WithPodNamespaces): POD joins the infra
+        # process's, TARGET the target container's, CONTAINER gets its own, NODE stays the host's
+        if opts.pid == pb.POD:
             namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
-        elif opts.pid != pb.NODE and spod.pid != pb.NODE:
+        elif opts.pid == pb.TARGET:
+            if not sec.target_pid:
+                raise errdefs.InvalidArgument("pid namespace TARGET without a running target container")
+            namespaces.append({"type": "pid", "path": f"/proc/{sec.target_pid}/ns/pid"})
+        elif opts.pid == pb.CONTAINER:
             namespaces.append({"type": "pid"})
         linux["namespaces"] = namespaces
         linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid,
@@ -398,12 +570,24 @@ class Containers:
             extra.append({"destination": dest, "type": "bind", "source": str(sdir / name),
                           "options": ["rbind", "rprivate", "ro" if sc.readonly_rootfs else "rw"]})
         for m in cfg.mounts:
+            if m.HasField("image") or m.image_sub_path:
+                raise errdefs.InvalidArgument(f"mount {m.container_path!r}: image volumes (Mount.image, KEP 4639) "
+                                              "are not supported by pycontainerd")
             if not m.container_path or not m.host_path:
                 raise errdefs.InvalidArgument("a mount needs container_path and host_path")
+            if m.uidMappings or m.gidMappings:
+                raise errdefs.InvalidArgument(f"mount {m.container_path!r}: id-mapped mounts (uidMappings/"
+                                              "gidMappings) are not supported by pycontainerd")
             prop = {pb.PROPAGATION_PRIVATE: "rprivate", pb.PROPAGATION_HOST_TO_CONTAINER: "rslave",
                     pb.PROPAGATION_BIDIRECTIONAL: "rshared"}.get(m.propagation, "rprivate")
+            mode = "ro" if m.readonly else "rw"
+            if m.recursive_read_only:  # CRI 1.30: read-only all the way down (runc's "rro", kernel 5.12+)
+                if not m.readonly or m.propagation != pb.PROPAGATION_PRIVATE:
+                    raise errdefs.InvalidArgument(f"mount {m.container_path!r}: recursive_read_only needs readonly "
+                                                  "and PROPAGATION_PRIVATE")
+                mode = "rro"
             extra.append({"destination": m.container_path, "type": "bind", "source": m.host_path,
-                          "options": ["rbind", prop, "ro" if m.readonly else "rw"]})
+                          "options": ["rbind", prop, mode]})
         dests = {m["destination"] for m in extra}
         spec["mounts"] = [m for m in mounts if m["destination"] not in dests] + extra
         spec["annotations"] = {
@@ -484,10 +668,9 @@ class Containers:
         c = await self.get(cid)
         async with self.lock(c.id):
             if c.state == pb.CONTAINER_RUNNING:
-                sig = signal.SIGTERM
-                stop_signal = str((c.spec.get("process") or {}).get("stopSignal") or "")
-                if stop_signal.startswith("SIG") and hasattr(signal, stop_signal):
-                    sig = getattr(signal, stop_signal)
+                sig = int(signal.SIGTERM)
+                with contextlib.suppress(errdefs.InvalidArgument):  # a record from before: SIGTERM
+                    sig = parse_signal(str(c.meta.get("stop_signal") or "SIGTERM"))
                 if grace_s > 0:
                     await self.pods.kill_task(c.id, float(grace_s), sig)
                 else:

@@ -1,8 +1,12 @@
-"""runtime.v1.ImageService: ListImages ImageStatus PullImage RemoveImage ImageFsInfo (translation only)."""
+"""runtime.v1.ImageService: ListImages StreamImages ImageStatus PullImage RemoveImage ImageFsInfo (translation only).
+
+Methods the servicer does not define answer UNIMPLEMENTED by name (``runtime.unimplemented_methods``).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -11,7 +15,8 @@ from .. import errdefs
 from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from ..services.common import add_servicer
-from .imagestore import CriImage, CriImageStore, PullAuth
+from .imagestore import CriImage, CriImageStore, FsUsage, PullAuth
+from .runtime import batches, fill_unimplemented
 
 
 def image_pb(img: CriImage) -> pb.Image:
@@ -29,12 +34,31 @@ def auth_from_pb(a: pb.AuthConfig) -> PullAuth:
 
 
 class ImageService(pb_grpc.ImageServiceServicer):
-    def __init__(self, store: CriImageStore) -> None:
+    def __init__(self, store: CriImageStore, runtime_snapshotters: Mapping[str, str] | None = None) -> None:
         self.store = store
+        # runtime handler name -> the snapshotter its images unpack into ("" = the CRI default)
+        self.runtime_snapshotters = dict(runtime_snapshotters or {})
 
     async def ListImages(self, request: pb.ListImagesRequest, context: Any) -> pb.ListImagesResponse:
         # like containerd (1.6 and later), the filter is not applied: every image is listed
         return pb.ListImagesResponse(images=[image_pb(i) for i in await self.store.list()])
+
+    async def StreamImages(self, request: pb.StreamImagesRequest, context: Any
+                           ) -> AsyncIterator[pb.StreamImagesResponse]:
+        for chunk in batches([image_pb(i) for i in await self.store.list()]):
+            yield pb.StreamImagesResponse(images=chunk)
+
+    def _check_runtime_handler(self, handler: str) -> None:
+        """ImageSpec.runtime_handler (1.29+): the default's images, or refused naming why."""
+        if not handler:
+            return
+        if handler not in self.runtime_snapshotters:
+            raise errdefs.NotFound(f"no runtime for {handler!r} is configured: cannot pull an image for it")
+        snapshotter = self.runtime_snapshotters[handler]
+        if snapshotter and snapshotter != self.store.snapshotter:
+            raise errdefs.FailedPrecondition(
+                f"runtime handler {handler!r} uses snapshotter {snapshotter!r}: pycontainerd unpacks CRI images "
+                f"into {self.store.snapshotter!r} only")
 
     async def ImageStatus(self, request: pb.ImageStatusRequest, context: Any) -> pb.ImageStatusResponse:
         try:
@@ -47,6 +71,7 @@ class ImageService(pb_grpc.ImageServiceServicer):
         return pb.ImageStatusResponse(image=image_pb(img), info=info)
 
     async def PullImage(self, request: pb.PullImageRequest, context: Any) -> pb.PullImageResponse:
+        self._check_runtime_handler(request.image.runtime_handler)
         auth = auth_from_pb(request.auth) if request.HasField("auth") else None
         image_id = await self.store.pull(request.image.image, auth)
         return pb.PullImageResponse(image_ref=image_id)
@@ -56,11 +81,15 @@ class ImageService(pb_grpc.ImageServiceServicer):
         return pb.RemoveImageResponse()
 
     async def ImageFsInfo(self, request: pb.ImageFsInfoRequest, context: Any) -> pb.ImageFsInfoResponse:
-        u = await self.store.fs_usage()
-        fs = pb.FilesystemUsage(timestamp=u.timestamp, fs_id=pb.FilesystemIdentifier(mountpoint=u.mountpoint),
-                                used_bytes=pb.UInt64Value(value=u.used_bytes),
-                                inodes_used=pb.UInt64Value(value=u.inodes_used))
-        return pb.ImageFsInfoResponse(image_filesystems=[fs])
+        images, containers = await self.store.fs_usage()
+        return pb.ImageFsInfoResponse(image_filesystems=[_fs_pb(images)], container_filesystems=[_fs_pb(containers)])
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
+        fill_unimplemented(self, "ImageService")
         add_servicer(server, pb_grpc.add_ImageServiceServicer_to_server, self, pb, "ImageService")
+
+
+def _fs_pb(u: FsUsage) -> pb.FilesystemUsage:
+    return pb.FilesystemUsage(timestamp=u.timestamp, fs_id=pb.FilesystemIdentifier(mountpoint=u.mountpoint),
+                              used_bytes=pb.UInt64Value(value=u.used_bytes),
+                              inodes_used=pb.UInt64Value(value=u.inodes_used))

@@ -49,6 +49,7 @@ from ..mount import Mount
 from ..remotes import hosts as hostsmod
 from ..remotes import pull as shared
 from ..remotes.hosts import Endpoint
+from ..snapshots.interfaces import Kind
 
 if TYPE_CHECKING:
     from ..remotes.auth import Credentials
@@ -348,9 +349,14 @@ class CriImageStore:
         return img
 
     # -- file system usage -------------------------------------------------------------------
-    async def fs_usage(self) -> FsUsage:
+    async def fs_usage(self) -> tuple[FsUsage, FsUsage]:
+        """(images, containers): every snapshot of the namespace's snapshotter, as containerd counts
+        the image filesystem, and the writable (active) snapshots alone, the containers' layers.
+
+        Both live on the snapshotter's filesystem, so both name its root as the mount point.
+        """
         sn = self.snapshots.namespaced(self.snapshotter, self.ns)
-        used = inodes = 0
+        used = inodes = active_used = active_inodes = 0
         for info in await sn.walk():
             try:
                 u = await sn.usage(info.name)
@@ -358,7 +364,12 @@ class CriImageStore:
                 continue
             used += u.size
             inodes += u.inodes
-        return FsUsage(time.time_ns(), self.snapshotter_root, used, inodes)
+            if info.kind == Kind.ACTIVE:
+                active_used += u.size
+                active_inodes += u.inodes
+        now = time.time_ns()
+        return (FsUsage(now, self.snapshotter_root, used, inodes),
+                FsUsage(now, self.snapshotter_root, active_used, active_inodes))
 
 
 class _LayerTarget:

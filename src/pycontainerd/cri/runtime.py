@@ -1,15 +1,18 @@
 """runtime.v1.RuntimeService: Version, Status, UpdateRuntimeConfig, the pod sandboxes (``sandbox.py``).
 
-Every other RPC answers UNIMPLEMENTED naming the method (``unimplemented_methods``), not
-grpc's bare "Method not implemented!".
+The Stream* calls (CRI list streaming) answer what their List* call answers, in batches of
+``STREAM_BATCH``.  Every other RPC answers UNIMPLEMENTED naming the method
+(``unimplemented_methods``), not grpc's bare "Method not implemented!".
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,7 +28,7 @@ from ..services.common import add_servicer
 from ..streaming.runtime import PortForwardRequest
 from ..streaming.server import StreamServer
 from . import streaming
-from .containers import Containers
+from .containers import Containers, signal_enum
 from .events import ContainerEventHub
 from .imagestore import NAMESPACE
 from .sandbox import DEFAULT_INTERFACE, Sandboxes
@@ -48,6 +51,7 @@ METRICS: dict[str, tuple[str, pb.MetricType.ValueType, tuple[str, ...]]] = {
 _EVENT_TYPES = {"created": pb.CONTAINER_CREATED_EVENT, "started": pb.CONTAINER_STARTED_EVENT,
                 "stopped": pb.CONTAINER_STOPPED_EVENT, "deleted": pb.CONTAINER_DELETED_EVENT}
 
+STREAM_BATCH = 100  # items per Stream* response
 RUNTIME_NAME = "pycontainerd"
 RUNTIME_API_VERSION = "v1"
 KUBE_API_VERSION = "0.1.0"  # what the kubelet's remote runtime reports as the CRI version
@@ -128,7 +132,13 @@ class RuntimeService:
             info["podCIDR"] = json.dumps(self.state.pod_cidr)
             if self._stream_server is not None and self._stream_server.port:
                 info["streamServer"] = json.dumps(self._stream_server.base_url)
-        return pb.StatusResponse(status=status, info=info)
+        # what the kubelet may use (1.30+): per handler, neither recursive read-only mounts nor user
+        # namespaces; the Strict supplemental groups policy, yes
+        runtimes = getattr(getattr(self.state.config, "containerd", None), "runtimes", None) or {}
+        handlers = [pb.RuntimeHandler(name=name, features=pb.RuntimeHandlerFeatures())
+                    for name in ["", *sorted(runtimes)]]
+        return pb.StatusResponse(status=status, info=info, runtime_handlers=handlers,
+                                 features=pb.RuntimeFeatures(supplemental_groups_policy=True))
 
     async def UpdateRuntimeConfig(self, request: pb.UpdateRuntimeConfigRequest, context: Any
                                   ) -> pb.UpdateRuntimeConfigResponse:
@@ -192,6 +202,13 @@ class RuntimeService:
                                        annotations=dict(sb.config.annotations), runtime_handler=sb.runtime_handler))
         return pb.ListPodSandboxResponse(items=items)
 
+    async def StreamPodSandboxes(self, request: pb.StreamPodSandboxesRequest, context: Any
+                                 ) -> AsyncIterator[pb.StreamPodSandboxesResponse]:
+        listed = await self.ListPodSandbox(pb.ListPodSandboxRequest(filter=request.filter)
+                                           if request.HasField("filter") else pb.ListPodSandboxRequest(), context)
+        for chunk in batches(list(listed.items)):
+            yield pb.StreamPodSandboxesResponse(pod_sandboxes=chunk)
+
     async def _stop_pod_containers(self, sandbox_id: str) -> None:
         if self._containers is not None:
             await self._containers.stop_in_pod(sandbox_id)
@@ -251,8 +268,15 @@ class RuntimeService:
                                     image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")),
                                     image_ref=str(c.meta.get("image_id") or ""), state=c.state,
                                     created_at=c.created_at_ns, labels=dict(c.config.labels),
-                                    annotations=dict(c.config.annotations)))
+                                    annotations=dict(c.config.annotations), image_id=str(c.meta.get("image_id") or "")))
         return pb.ListContainersResponse(containers=out)
+
+    async def StreamContainers(self, request: pb.StreamContainersRequest, context: Any
+                               ) -> AsyncIterator[pb.StreamContainersResponse]:
+        listed = await self.ListContainers(pb.ListContainersRequest(filter=request.filter)
+                                           if request.HasField("filter") else pb.ListContainersRequest(), context)
+        for chunk in batches(list(listed.containers)):
+            yield pb.StreamContainersResponse(containers=chunk)
 
     async def UpdateContainerResources(self, request: pb.UpdateContainerResourcesRequest, context: Any
                                        ) -> pb.UpdateContainerResourcesResponse:
@@ -315,9 +339,26 @@ class RuntimeService:
             chosen.append(c)
         return pb.ListContainerStatsResponse(stats=await self._container_stats(chosen))
 
+    async def StreamContainerStats(self, request: pb.StreamContainerStatsRequest, context: Any
+                                   ) -> AsyncIterator[pb.StreamContainerStatsResponse]:
+        listed = await self.ListContainerStats(
+            pb.ListContainerStatsRequest(filter=request.filter) if request.HasField("filter")
+            else pb.ListContainerStatsRequest(), context)
+        for chunk in batches(list(listed.stats)):
+            yield pb.StreamContainerStatsResponse(container_stats=chunk)
+
     async def _container_stats(self, chosen: list[Any]) -> list[pb.ContainerStats]:
         stats = await self.containers.stats([c.id for c in chosen])
         return [_stats_pb(c, stats.get(c.id)) for c in chosen]
+
+    async def CheckpointContainer(self, request: pb.CheckpointContainerRequest, context: Any
+                                  ) -> pb.CheckpointContainerResponse:
+        """UNIMPLEMENTED, the code containerd 1.6 answers (and the kubelet reads as "not supported"),
+        with the reason instead of grpc's generic text."""
+        criu = await asyncio.to_thread(shutil.which, "criu")
+        raise errdefs.Unimplemented(
+            "CheckpointContainer: pycontainerd cannot checkpoint containers (its shim has no CRIU "
+            "checkpoint/restore" + ("" if criu else ", and criu is not installed on this host") + ")")
 
     # -- container events -----------------------------------------------------------------------
     async def GetContainerEvents(self, request: pb.GetEventsRequest, context: Any
@@ -371,6 +412,12 @@ class RuntimeService:
             out.append(pm)
         return pb.ListPodSandboxMetricsResponse(pod_metrics=out)
 
+    async def StreamPodSandboxMetrics(self, request: pb.StreamPodSandboxMetricsRequest, context: Any
+                                      ) -> AsyncIterator[pb.StreamPodSandboxMetricsResponse]:
+        listed = await self.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest(), context)
+        for chunk in batches(list(listed.pod_metrics)):
+            yield pb.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=chunk)
+
     # -- pod stats ------------------------------------------------------------------------------
     async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest, context: Any) -> pb.PodSandboxStatsResponse:
         sb = await self.pods.get(request.pod_sandbox_id)
@@ -393,6 +440,14 @@ class RuntimeService:
                 # containerd fails the whole list on a pod without a cgroup parent; we leave it out
                 log.debug("pod stats: %s", exc)
         return pb.ListPodSandboxStatsResponse(stats=out)
+
+    async def StreamPodSandboxStats(self, request: pb.StreamPodSandboxStatsRequest, context: Any
+                                    ) -> AsyncIterator[pb.StreamPodSandboxStatsResponse]:
+        listed = await self.ListPodSandboxStats(
+            pb.ListPodSandboxStatsRequest(filter=request.filter) if request.HasField("filter")
+            else pb.ListPodSandboxStatsRequest(), context)
+        for chunk in batches(list(listed.stats)):
+            yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=chunk)
 
     async def _pod_stats(self, sb: Any) -> pb.PodSandboxStats:
         if not sb.ready:
@@ -429,8 +484,7 @@ class RuntimeService:
         return out
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        for name in unimplemented_methods(self):
-            setattr(self, name, _unimplemented(name))
+        fill_unimplemented(self, "RuntimeService")
         add_servicer(server, pb_grpc.add_RuntimeServiceServicer_to_server, self, pb, "RuntimeService")
 
 
@@ -468,7 +522,16 @@ def _container_status(c: Any) -> pb.ContainerStatus:
         image=pb.ImageSpec(image=str(c.meta.get("image_ref") or "")), image_ref=str(c.meta.get("image_id") or ""),
         reason=c.reason if exited else "", message=str(c.meta.get("message") or ""),
         labels=dict(cfg.labels), annotations=dict(cfg.annotations), log_path=str(c.meta.get("log_path") or ""),
-        mounts=list(cfg.mounts))
+        mounts=list(cfg.mounts), image_id=str(c.meta.get("image_id") or ""), user=_container_user(c.spec),
+        stop_signal=signal_enum(str(c.meta.get("stop_signal") or "SIGTERM")))
+
+
+def _container_user(spec: dict[str, Any]) -> pb.ContainerUser:
+    """The identity the container's first process starts with (ContainerStatus.user, 1.31+)."""
+    user = (spec.get("process") or {}).get("user") or {}
+    return pb.ContainerUser(linux=pb.LinuxContainerUser(
+        uid=int(user.get("uid") or 0), gid=int(user.get("gid") or 0),
+        supplemental_groups=[int(g) for g in user.get("additionalGids") or []]))
 
 
 def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
@@ -510,17 +573,27 @@ def _usage_pb(cpu_out: pb.CpuUsage, mem_out: pb.MemoryUsage, m: dict[str, Any]) 
     mem_out.usage_bytes.value = usage
 
 
-def unimplemented_methods(servicer: Any) -> list[str]:
-    """The RuntimeService methods this servicer does not define itself."""
-    names = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name
+def batches(items: list[Any], size: int = STREAM_BATCH) -> list[list[Any]]:
+    """A Stream* call's responses: each item once, none empty (no response at all for no items)."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def unimplemented_methods(servicer: Any, service: str = "RuntimeService") -> list[str]:
+    """The methods of ``service`` this servicer does not define itself."""
+    names = pb.DESCRIPTOR.services_by_name[service].methods_by_name
     return [n for n in names if n not in type(servicer).__dict__]
 
 
-def _unimplemented(name: str) -> Any:
-    method = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods_by_name[name]
-    message = (f"runtime.v1.RuntimeService/{name} is not implemented by pycontainerd yet "
-               "(its CRI plugin serves images, pods, containers, ExecSync, streaming and container and pod stats; "
-               "checkpoints are not there yet)")
+def fill_unimplemented(servicer: Any, service: str) -> None:
+    """Give the servicer an UNIMPLEMENTED answer naming each method of ``service`` it lacks."""
+    for name in unimplemented_methods(servicer, service):
+        setattr(servicer, name, _unimplemented(name, service))
+
+
+def _unimplemented(name: str, service: str = "RuntimeService") -> Any:
+    method = pb.DESCRIPTOR.services_by_name[service].methods_by_name[name]
+    message = (f"runtime.v1.{service}/{name} is not implemented by pycontainerd yet "
+               "(its CRI plugin serves images, pods, containers, ExecSync, streaming and container and pod stats)")
     if method.server_streaming:
         async def stream(request: Any, context: Any) -> Any:
             raise errdefs.Unimplemented(message)

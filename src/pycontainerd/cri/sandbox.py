@@ -37,11 +37,20 @@ from ..cni import CNI, CapabilityArgs, PodNetwork, PortMapping
 from ..config import CRIConfig, RuntimeConfig
 from ..fsmodes import private_dir
 from ..metadata.containers import Container, ContainerStore, TypedValue
+from ..oci.seccomp import default_profile, load_profile
 from ..oci.spec import SPEC_TYPE_URL, canonical, default_spec, replace_or_append_env
 from ..runtime.bundle import own_oom_score_adj
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, RuncOptions, TaskIO
 from .imagestore import NAMESPACE, CriImageStore
+from .security import (
+    LOCALHOST,
+    apparmor_profile,
+    read_apparmor,
+    refuse_user_namespace,
+    seccomp_request,
+    user_string,
+)
 
 log = logging.getLogger("pycontainerd.cri")
 
@@ -320,6 +329,13 @@ class Sandboxes:
         about a third of the call, and neither waits for the other (containerd runs them one after
         the other).  On failure everything is undone in reverse, CNI DEL only once ADD is over."""
         image = await self._image(self.config.sandbox_image)
+        # the security context's files before anything is made: a bad profile leaves nothing behind
+        sc = cfg.linux.security_context
+        refuse_user_namespace(sc.namespace_options)
+        wanted = seccomp_request(sc)
+        local_seccomp = (await asyncio.to_thread(load_profile, wanted.ref)
+                         if wanted is not None and wanted.type == LOCALHOST else None)
+        apparmor = await asyncio.to_thread(read_apparmor)
         sid = new_id()
         undo: list[Any] = []
         cni_add: asyncio.Task[Any] | None = None
@@ -337,7 +353,8 @@ class Sandboxes:
                 pod = self._pod_network(sid, path, cfg)
                 undo.append(lambda n=pod: self._teardown(n))
                 cni_add = asyncio.create_task(self.cni.setup(pod), name=f"cni-add-{sid[:12]}")
-            spec = self._spec(sid, cfg, image.config, path, self.systemd_cgroup(handler))
+            spec = self._spec(sid, cfg, image.config, path, self.systemd_cgroup(handler),
+                              local_seccomp=local_seccomp, apparmor=apparmor)
             labels = {**dict(cfg.labels), KIND_LABEL: KIND_SANDBOX}
             meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": "", "additional_ips": [],
                     "name": name, "runtime_handler": handler}
@@ -412,7 +429,8 @@ class Sandboxes:
         return adj
 
     def _spec(self, sid: str, cfg: pb.PodSandboxConfig, image_config: dict[str, Any], path: str,
-              systemd: bool = False) -> dict[str, Any]:
+              systemd: bool = False, *, local_seccomp: dict[str, Any] | None = None,
+              apparmor: tuple[bool, frozenset[str]] = (False, frozenset())) -> dict[str, Any]:
         spec = default_spec(NAMESPACE, sid)
         ic = image_config.get("config") or {}
         args = [*(ic.get("Entrypoint") or []), *(ic.get("Cmd") or [])]
@@ -424,9 +442,24 @@ class Sandboxes:
         proc["cwd"] = ic.get("WorkingDir") or "/"
         proc["oomScoreAdj"] = self._oom(SANDBOX_OOM_SCORE_ADJ)
         sc = cfg.linux.security_context
+        user_string("", sc.run_as_user if sc.HasField("run_as_user") else None,
+                    sc.run_as_group if sc.HasField("run_as_group") else None)  # refuses a group without a user
         if sc.HasField("run_as_user"):
             proc["user"] = {"uid": sc.run_as_user.value, "gid": sc.run_as_group.value
                             if sc.HasField("run_as_group") else 0}
+        if sc.supplemental_groups:
+            proc["user"]["additionalGids"] = sorted({*proc["user"].get("additionalGids", []),
+                                                      *sc.supplemental_groups})
+        profile = apparmor_profile(sc, enabled=apparmor[0], loaded=apparmor[1])
+        if profile:
+            proc["apparmorProfile"] = profile
+        wanted = seccomp_request(sc)
+        if wanted is not None and wanted.type == LOCALHOST:
+            if local_seccomp is None:  # _run loads it; never fall back to another profile
+                raise errdefs.FailedPrecondition(f"seccomp profile {wanted.ref!r} was not loaded")
+            spec["linux"]["seccomp"] = local_seccomp
+        elif wanted is not None:
+            spec["linux"]["seccomp"] = default_profile(proc["capabilities"]["bounding"])
         if not host_network(cfg):  # the host's UTS namespace keeps the host's name
             spec["hostname"] = cfg.hostname or os.uname().nodename
         spec["root"]["readonly"] = True

@@ -53,7 +53,8 @@ class CriPlugin:
             self.stream_server = StreamServer(stream_server_config(config),
                                               CriStreamRuntime(self.containers, self.pods))
         self.runtime_state = RuntimeState(config, cni)
-        self.image_service = ImageService(images)
+        self.image_service = ImageService(images, {name: rt.snapshotter
+                                                   for name, rt in config.containerd.runtimes.items()})
         self.runtime_service = RuntimeService(self.runtime_state, self.pods, self.containers, self.stream_server)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:

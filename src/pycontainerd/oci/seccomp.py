@@ -27,10 +27,13 @@ persona other than the five harmless ones, and every syscall not named anywhere 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from collections.abc import Sequence
 from typing import Any
+
+from .. import errdefs
 
 # Allowed for everyone (containerd 1.6.20's list; names unknown to an architecture are ignored by runc).
 BASE_ALLOW: tuple[str, ...] = (
@@ -160,3 +163,48 @@ def default_profile(bounding: Sequence[str], *, machine: str | None = None,
         rules.append(_allow(["clone"], [{"index": index, "value": CLONE_NAMESPACE_FLAGS, "op": "SCMP_CMP_MASKED_EQ"}]))
         rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
     return {"defaultAction": "SCMP_ACT_ERRNO", "architectures": arches, "syscalls": rules}
+
+
+# The fields of the runtime-spec's ``linux.seccomp`` (what a profile file may hold).
+PROFILE_FIELDS = ("defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath", "listenerMetadata",
+                  "syscalls")
+
+
+def parse_profile(text: str | bytes, source: str) -> dict[str, Any]:
+    """A seccomp profile in the runtime-spec's ``linux.seccomp`` JSON form (what containerd's
+    ``seccomp.WithProfile`` loads for CRI's Localhost profiles), checked enough that runc will not
+    be the first to trip over it.  Raises ``InvalidArgument`` naming ``source`` and the fault."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errdefs.InvalidArgument(f"seccomp profile {source}: not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise errdefs.InvalidArgument(f"seccomp profile {source}: expected a JSON object, got {type(doc).__name__}")
+    action = doc.get("defaultAction")
+    if not isinstance(action, str) or not action.startswith("SCMP_ACT_"):
+        raise errdefs.InvalidArgument(f"seccomp profile {source}: defaultAction must be an SCMP_ACT_* name, "
+                                      f"got {action!r}")
+    for key in ("architectures", "flags"):
+        value = doc.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise errdefs.InvalidArgument(f"seccomp profile {source}: {key} must be a list of strings")
+    syscalls = doc.get("syscalls", [])
+    if not isinstance(syscalls, list):
+        raise errdefs.InvalidArgument(f"seccomp profile {source}: syscalls must be a list")
+    for i, rule in enumerate(syscalls):
+        if (not isinstance(rule, dict) or not isinstance(rule.get("names"), list)
+                or not all(isinstance(n, str) for n in rule["names"])
+                or not isinstance(rule.get("action"), str)):
+            raise errdefs.InvalidArgument(f"seccomp profile {source}: syscalls[{i}] needs names (strings) and "
+                                          "an action")
+    return {k: doc[k] for k in PROFILE_FIELDS if k in doc}
+
+
+def load_profile(path: str) -> dict[str, Any]:
+    """``parse_profile`` of the file at ``path`` (blocking: run it in a thread)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(4 << 20)
+    except OSError as exc:
+        raise errdefs.from_oserror(exc, f"cannot load seccomp profile {path!r}") from exc
+    return parse_profile(text, repr(path))

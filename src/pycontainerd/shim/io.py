@@ -9,6 +9,17 @@ Theory of operation (the same shape as containerd's runc shim):
   exactly like containerd.  A stdin FIFO opened ``O_RDONLY|O_NONBLOCK`` before its writer
   connects does not report readiness (the kernel only flags a hang-up once a writer has come
   and gone), so an early open is safe.
+* The shim also holds a *write* end of the stdin FIFO ("stdin keeper", as containerd's runc
+  shim does since containerd/containerd#661), so a process's stdin does not end when its
+  writer goes away: ``ctr run -d`` exiting, a CRI daemon restarting (it holds the FIFO for
+  ``crictl attach``) or an attach client leaving are detaches, and a later writer reaches
+  the same stdin.  Stdin ends on CloseIO (which closes the keeper, forwards what is
+  readable and closes the process's stdin); the keeper also goes when the process exits
+  and on Delete.  The keeper is opened when the process is *started* (``keep_stdin``), and
+  only if the FIFO has not already been hung up: a writer that came and went before Start
+  (``echo x | ctr run --rm IMAGE id cat``: ctr 1.6 reads its EOF while Create runs and then
+  loses the CloseIO, containerd/containerd#4489) ends stdin when its data is read instead
+  of leaving the process waiting forever as containerd's shim does.
 * The container never sees the FIFOs: runc is given pipes (or, with a terminal, hands the
   shim the pty master over ``--console-socket`` with SCM_RIGHTS) and the shim copies
   between pipes and FIFOs.  That is what lets the shim close the container's stdin on
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import signal
 import socket
 import stat
@@ -234,6 +246,7 @@ class ProcessIO:
         self._sinks: dict[str, Sink] = {}  # "stdout"/"stderr"
         self._pipes: dict[str, int] = {}  # our ends: "stdin" (write) "stdout" "stderr" (read)
         self._stdin_fifo = -1
+        self._stdin_keeper = -1  # our write end of the stdin FIFO (see the module docstring)
         self.stdin_pump: Pump | None = None
         self.out_pumps: list[Pump] = []
         self.console_path: str | None = None
@@ -476,8 +489,44 @@ class ProcessIO:
         return fut
 
     # -- operations -------------------------------------------------------------------------
+    def keep_stdin(self) -> None:
+        """The process started: hold a write end of its stdin FIFO from now until CloseIO, its
+        exit or Delete, so that its writer leaving does not end its stdin.
+
+        Not if stdin is closed already, nor if the FIFO was hung up (POLLHUP: a writer came and
+        went and none is left) -- that writer finished before the process even started, and
+        its EOF is delivered once its data is read."""
+        pump = self.stdin_pump
+        if self.stdin_closed or self.closed or self._stdin_keeper >= 0:
+            return
+        if pump is not None:
+            if pump.done.done():
+                return
+            fifo = pump.src
+        elif self._stdin_fifo >= 0:
+            fifo = self._stdin_fifo
+        else:
+            return
+        poller = select.poll()
+        poller.register(fifo, select.POLLIN)
+        if any(ev & select.POLLHUP for _, ev in poller.poll(0)):
+            return
+        try:
+            # the FIFO we read, reopened for writing: never ENXIO (we are its reader), and the
+            # same FIFO even if its path was removed or replaced meanwhile
+            self._stdin_keeper = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            self.loop.report("hold the stdin FIFO open", exc)
+
+    def release_stdin(self) -> None:
+        """Drop our write end of the stdin FIFO (process exited): stdin ends with its last writer."""
+        if self._stdin_keeper >= 0:
+            os.close(self._stdin_keeper)
+            self._stdin_keeper = -1
+
     def close_stdin(self) -> None:
         """CloseIO: forward what the client already wrote, then close the process's stdin."""
+        self.release_stdin()
         if self.stdin_closed:
             return
         self.stdin_closed = True
@@ -508,6 +557,7 @@ class ProcessIO:
             os.close(fd)
         self._child_fds = []
         self._close_console_socket()
+        self.release_stdin()
         if self.stdin_pump is not None:
             self.stdin_pump.finish()
         elif self._stdin_fifo >= 0:

@@ -187,6 +187,8 @@ class Service:
         was = proc.rec.state
         if not proc.rec.exited(ps.wait_status_to_exit_code(status), at_ns):
             return
+        if proc.io is not None:
+            proc.io.release_stdin()  # nobody reads it any more: no reason to hold the FIFO open
         try:
             record = {"exec_id": proc.rec.exec_id, **proc.exit_info()}
             write_atomic(exit_file(self.config.bundle, proc.rec.exec_id), json.dumps(record).encode())
@@ -355,6 +357,8 @@ class Service:
                     raise errdefs.Unknown(f"OCI runtime start failed: {err.detail or err}") from err
             else:
                 await self._start_exec(proc)
+            if proc.io is not None:
+                proc.io.keep_stdin()  # before a deferred exit (``_start_done``) releases it
             proc.rec.advance("start")
         finally:
             self._start_done(proc)

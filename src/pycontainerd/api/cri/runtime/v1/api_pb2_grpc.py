@@ -65,6 +65,11 @@ class RuntimeServiceStub:
                 request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxRequest.SerializeToString,
                 response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxResponse.FromString,
                 _registered_method=True)
+        self.StreamPodSandboxes = channel.unary_stream(
+                '/runtime.v1.RuntimeService/StreamPodSandboxes',
+                request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxesRequest.SerializeToString,
+                response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxesResponse.FromString,
+                _registered_method=True)
         self.CreateContainer = channel.unary_unary(
                 '/runtime.v1.RuntimeService/CreateContainer',
                 request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.CreateContainerRequest.SerializeToString,
@@ -89,6 +94,11 @@ class RuntimeServiceStub:
                 '/runtime.v1.RuntimeService/ListContainers',
                 request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListContainersRequest.SerializeToString,
                 response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListContainersResponse.FromString,
+                _registered_method=True)
+        self.StreamContainers = channel.unary_stream(
+                '/runtime.v1.RuntimeService/StreamContainers',
+                request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainersRequest.SerializeToString,
+                response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainersResponse.FromString,
                 _registered_method=True)
         self.ContainerStatus = channel.unary_unary(
                 '/runtime.v1.RuntimeService/ContainerStatus',
@@ -135,6 +145,11 @@ class RuntimeServiceStub:
                 request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListContainerStatsRequest.SerializeToString,
                 response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListContainerStatsResponse.FromString,
                 _registered_method=True)
+        self.StreamContainerStats = channel.unary_stream(
+                '/runtime.v1.RuntimeService/StreamContainerStats',
+                request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainerStatsRequest.SerializeToString,
+                response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainerStatsResponse.FromString,
+                _registered_method=True)
         self.PodSandboxStats = channel.unary_unary(
                 '/runtime.v1.RuntimeService/PodSandboxStats',
                 request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.PodSandboxStatsRequest.SerializeToString,
@@ -144,6 +159,11 @@ class RuntimeServiceStub:
                 '/runtime.v1.RuntimeService/ListPodSandboxStats',
                 request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxStatsRequest.SerializeToString,
                 response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxStatsResponse.FromString,
+                _registered_method=True)
+        self.StreamPodSandboxStats = channel.unary_stream(
+                '/runtime.v1.RuntimeService/StreamPodSandboxStats',
+                request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxStatsRequest.SerializeToString,
+                response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxStatsResponse.FromString,
                 _registered_method=True)
         self.UpdateRuntimeConfig = channel.unary_unary(
                 '/runtime.v1.RuntimeService/UpdateRuntimeConfig',
@@ -175,10 +195,20 @@ class RuntimeServiceStub:
                 request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxMetricsRequest.SerializeToString,
                 response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxMetricsResponse.FromString,
                 _registered_method=True)
+        self.StreamPodSandboxMetrics = channel.unary_stream(
+                '/runtime.v1.RuntimeService/StreamPodSandboxMetrics',
+                request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxMetricsRequest.SerializeToString,
+                response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxMetricsResponse.FromString,
+                _registered_method=True)
         self.RuntimeConfig = channel.unary_unary(
                 '/runtime.v1.RuntimeService/RuntimeConfig',
                 request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.RuntimeConfigRequest.SerializeToString,
                 response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.RuntimeConfigResponse.FromString,
+                _registered_method=True)
+        self.UpdatePodSandboxResources = channel.unary_unary(
+                '/runtime.v1.RuntimeService/UpdatePodSandboxResources',
+                request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.UpdatePodSandboxResourcesRequest.SerializeToString,
+                response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.UpdatePodSandboxResourcesResponse.FromString,
                 _registered_method=True)
 
 
@@ -222,6 +252,14 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamPodSandboxes(self, request, context):
+        """The Stream* calls are the list calls answered in batches (feature gate
+        CRIListStreaming, KEP 5825): each item once, then EOF.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateContainer(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -247,6 +285,12 @@ class RuntimeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListContainers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamContainers(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -306,6 +350,12 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamContainerStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PodSandboxStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -313,6 +363,12 @@ class RuntimeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPodSandboxStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamPodSandboxStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -355,8 +411,21 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamPodSandboxMetrics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RuntimeConfig(self, request, context):
         """Runtime -> kubelet configuration (cgroup driver); added in 1.28.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePodSandboxResources(self, request, context):
+        """Pod-level resources after the kubelet resized the pod cgroup (best effort).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -395,6 +464,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxRequest.FromString,
                     response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxResponse.SerializeToString,
             ),
+            'StreamPodSandboxes': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamPodSandboxes,
+                    request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxesRequest.FromString,
+                    response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxesResponse.SerializeToString,
+            ),
             'CreateContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateContainer,
                     request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.CreateContainerRequest.FromString,
@@ -419,6 +493,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ListContainers,
                     request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListContainersRequest.FromString,
                     response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListContainersResponse.SerializeToString,
+            ),
+            'StreamContainers': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamContainers,
+                    request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainersRequest.FromString,
+                    response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainersResponse.SerializeToString,
             ),
             'ContainerStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.ContainerStatus,
@@ -465,6 +544,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListContainerStatsRequest.FromString,
                     response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListContainerStatsResponse.SerializeToString,
             ),
+            'StreamContainerStats': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamContainerStats,
+                    request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainerStatsRequest.FromString,
+                    response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainerStatsResponse.SerializeToString,
+            ),
             'PodSandboxStats': grpc.unary_unary_rpc_method_handler(
                     servicer.PodSandboxStats,
                     request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.PodSandboxStatsRequest.FromString,
@@ -474,6 +558,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ListPodSandboxStats,
                     request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxStatsRequest.FromString,
                     response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxStatsResponse.SerializeToString,
+            ),
+            'StreamPodSandboxStats': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamPodSandboxStats,
+                    request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxStatsRequest.FromString,
+                    response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxStatsResponse.SerializeToString,
             ),
             'UpdateRuntimeConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateRuntimeConfig,
@@ -505,10 +594,20 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxMetricsRequest.FromString,
                     response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxMetricsResponse.SerializeToString,
             ),
+            'StreamPodSandboxMetrics': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamPodSandboxMetrics,
+                    request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxMetricsRequest.FromString,
+                    response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxMetricsResponse.SerializeToString,
+            ),
             'RuntimeConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.RuntimeConfig,
                     request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.RuntimeConfigRequest.FromString,
                     response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.RuntimeConfigResponse.SerializeToString,
+            ),
+            'UpdatePodSandboxResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePodSandboxResources,
+                    request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.UpdatePodSandboxResourcesRequest.FromString,
+                    response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.UpdatePodSandboxResourcesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -685,6 +784,33 @@ class RuntimeService:
             _registered_method=True)
 
     @staticmethod
+    def StreamPodSandboxes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/StreamPodSandboxes',
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxesRequest.SerializeToString,
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateContainer(request,
             target,
             options=(),
@@ -809,6 +935,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/ListContainers',
             pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListContainersRequest.SerializeToString,
             pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListContainersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamContainers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/StreamContainers',
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainersRequest.SerializeToString,
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainersResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1063,6 +1216,33 @@ class RuntimeService:
             _registered_method=True)
 
     @staticmethod
+    def StreamContainerStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/StreamContainerStats',
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainerStatsRequest.SerializeToString,
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamContainerStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PodSandboxStats(request,
             target,
             options=(),
@@ -1106,6 +1286,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/ListPodSandboxStats',
             pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxStatsRequest.SerializeToString,
             pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListPodSandboxStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamPodSandboxStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/StreamPodSandboxStats',
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxStatsRequest.SerializeToString,
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1279,6 +1486,33 @@ class RuntimeService:
             _registered_method=True)
 
     @staticmethod
+    def StreamPodSandboxMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/StreamPodSandboxMetrics',
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxMetricsRequest.SerializeToString,
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamPodSandboxMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def RuntimeConfig(request,
             target,
             options=(),
@@ -1305,6 +1539,33 @@ class RuntimeService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def UpdatePodSandboxResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/UpdatePodSandboxResources',
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.UpdatePodSandboxResourcesRequest.SerializeToString,
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.UpdatePodSandboxResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ImageServiceStub:
     """Image management.
@@ -1320,6 +1581,11 @@ class ImageServiceStub:
                 '/runtime.v1.ImageService/ListImages',
                 request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListImagesRequest.SerializeToString,
                 response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
+        self.StreamImages = channel.unary_stream(
+                '/runtime.v1.ImageService/StreamImages',
+                request_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamImagesRequest.SerializeToString,
+                response_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamImagesResponse.FromString,
                 _registered_method=True)
         self.ImageStatus = channel.unary_unary(
                 '/runtime.v1.ImageService/ImageStatus',
@@ -1348,6 +1614,12 @@ class ImageServiceServicer:
     """
 
     def ListImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamImages(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1384,6 +1656,11 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.ListImages,
                     request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListImagesRequest.FromString,
                     response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListImagesResponse.SerializeToString,
+            ),
+            'StreamImages': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamImages,
+                    request_deserializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamImagesRequest.FromString,
+                    response_serializer=pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamImagesResponse.SerializeToString,
             ),
             'ImageStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.ImageStatus,
@@ -1434,6 +1711,33 @@ class ImageService:
             '/runtime.v1.ImageService/ListImages',
             pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListImagesRequest.SerializeToString,
             pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.ListImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runtime.v1.ImageService/StreamImages',
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamImagesRequest.SerializeToString,
+            pycontainerd_dot_api_dot_cri_dot_runtime_dot_v1_dot_api__pb2.StreamImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
