@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +67,18 @@ def test_kept_log_of_a_container_deleted_while_the_daemon_was_down_goes_at_start
     the logs of containers that no longer exist (and keeps those of containers that do)."""
     daemon.ctr("images", "import", str(busybox_archive), timeout=120)
     gone, kept = f"hab-{secrets.token_hex(4)}", f"hab-{secrets.token_hex(4)}"
+    def logged(name: str) -> bool:
+        return name in daemon.pyctr("logs", name).stdout
+
+    def task_removed(name: str) -> bool:
+        return daemon.pyctr("tasks", "rm", name, check=False).returncode == 0
+
     for name in (gone, kept):
         daemon.pyctr("run", "-d", IMAGE, name, "echo", name)
-        wait_for(lambda name=name: name in daemon.pyctr("logs", name).stdout, 20, f"{name}'s output")
+        wait_for(partial(logged, name), 20, f"{name}'s output")
     gone_log, kept_log = _kept_log(daemon, gone), _kept_log(daemon, kept)
     for name in (gone, kept):
-        wait_for(lambda name=name: daemon.pyctr("tasks", "rm", name, check=False).returncode == 0, 20,
-                 f"{name}'s task to go")
+        wait_for(partial(task_removed, name), 20, f"{name}'s task to go")
     daemon.stop()
     # the record deleted behind the daemon's back, as a crash between the commit and the event would leave it
     db = sqlite3.connect(daemon.root / "io.containerd.metadata.v1.sqlite" / "meta.db")
