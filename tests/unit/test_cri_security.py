@@ -135,6 +135,7 @@ def _spec(tmp_path: Path, sc: dict[str, Any], *, pod_sc: dict[str, Any] | None =
           mounts: list[pb.Mount] | None = None, **cfg_extra: Any) -> dict[str, Any]:
     c = Containers.__new__(Containers)
     c.pods = _Pods(tmp_path)  # type: ignore[assignment]
+    c.swap_accounting = False
     sb = Sandbox(id="s" * 64, config=pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u"),
         linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(**(pod_sc or {})))),
