@@ -548,9 +548,15 @@ def test_20_exec_stdin_sessions_leave_no_fd_in_the_shim(ctrd: Containerd, runtim
         ctrd.ctr("run", "--runtime", runtime, "-d", "--null-io", IMAGE, cid, "sleep", "300")
         shim = _shim_of(ctrd, cid)
         baseline = _fd_count(shim)
+        lost = []
         for i in range(20):
             r = ctrd.ctr("tasks", "exec", "--exec-id", f"s{i}", cid, "cat", input=f"line-{i}\n", timeout=60)
-            assert r.stdout == f"line-{i}\n"
+            if r.stdout != f"line-{i}\n":
+                lost.append((i, r.stdout))
+        # ctr 1.6 with containerd's own shim loses a session's output now and then under load (seen once
+        # in 20 sessions in a fresh-clone run: cat's line never reached ctr; daemon, shim and ctr are
+        # all containerd's there); ours must not lose any. The fds are the point of the test, on both.
+        assert not lost if runtime == RUNTIME else len(lost) <= 2, lost
         wait_for(lambda: _fd_count(shim) == baseline, 10, f"the shim's fds back to {baseline}")
     finally:
         ctrd.ctr("tasks", "kill", "-s", "KILL", cid, check=False)
