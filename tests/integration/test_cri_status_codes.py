@@ -397,6 +397,9 @@ CASES: list[Case] = [
     # stop / remove of missing ids
     Case("stop-missing", "StopContainer", lambda s, b: pb.StopContainerRequest(container_id=MISSING),
          lambda s: MISSING),
+    # stopping what is stopped: OK (the CRI's idempotence)
+    Case("stop-exited", "StopContainer", lambda s, b: pb.StopContainerRequest(container_id=s.exited)),
+    Case("stopp-stopped", "StopPodSandbox", lambda s, b: pb.StopPodSandboxRequest(pod_sandbox_id=s.stopped_pod)),
     Case("rm-missing", "RemoveContainer", lambda s, b: pb.RemoveContainerRequest(container_id=MISSING)),
     Case("stopp-missing", "StopPodSandbox", lambda s, b: pb.StopPodSandboxRequest(pod_sandbox_id=MISSING),
          lambda s: MISSING),
@@ -434,6 +437,10 @@ CASES: list[Case] = [
     Case("update-missing", "UpdateContainerResources",
          lambda s, b: pb.UpdateContainerResourcesRequest(container_id=MISSING, linux=pb.LinuxContainerResources(
              memory_limit_in_bytes=64 << 20)), lambda s: MISSING),
+    # the spec is updated, OK (ours refused it, FAILED_PRECONDITION, before this suite)
+    Case("update-exited", "UpdateContainerResources",
+         lambda s, b: pb.UpdateContainerResourcesRequest(container_id=s.exited, linux=pb.LinuxContainerResources(
+             memory_limit_in_bytes=64 << 20)), lambda s: s.exited),
     Case("reopen-exited", "ReopenContainerLog", lambda s, b: pb.ReopenContainerLogRequest(container_id=s.exited),
          lambda s: s.exited, ours=C.FAILED_PRECONDITION),
     Case("reopen-missing", "ReopenContainerLog", lambda s, b: pb.ReopenContainerLogRequest(container_id=MISSING),
@@ -558,13 +565,18 @@ def test_runtime_status_codes_match_containerd(ours: Engine, theirs: Engine, bus
         problems += [f"{where}: left network namespace {n}" for n, where in sorted(suspects) if n in unused]
         problems += [f"create-missing-mount-source [{n}]: no host dir made" for n, s in states.items()
                      if not Path(s.scratch, "new", "dir").is_dir()]
+        for e in engines:  # update-exited: the stored spec took the new limit
+            info = _ok(e, "ContainerStatus", pb.ContainerStatusRequest(container_id=states[e.name].exited,
+                                                                      verbose=True)).info
+            mem = json.loads(info["info"])["runtimeSpec"]["linux"]["resources"].get("memory") or {}
+            if mem.get("limit") != 64 << 20:
+                problems.append(f"update-exited [{e.name}]: the spec's memory is {mem}")
         assert not problems, "\n".join(problems)
         assert time.monotonic() - started < 90
     finally:
         for e in engines:
-            _cgroup_dirs = states[e.name].cgroup_parent
             e.remove_all_pods()
-            _remove_cgroup(_cgroup_dirs)
+            _remove_cgroup(states[e.name].cgroup_parent)
 
 
 def _short(x: Any) -> str:

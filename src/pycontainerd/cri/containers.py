@@ -754,15 +754,15 @@ class Containers:
                 await self.remove(c.id)
 
     async def update_resources(self, cid: str, res: pb.LinuxContainerResources) -> None:
-        """New cpu/memory limits: into the running task's cgroup, and the stored spec for a later start."""
+        """New cpu/memory limits: into the running task's cgroup, and the stored spec for a later start.
+        A container that is not running (created, or exited: say it exited just before a resize) gets
+        the spec only, and OK, as containerd 1.6 answers."""
         c = await self.get(cid)
         async with self.lock(c.id):
             want = oci_resources(res, swap_accounting=self.swap_accounting)
             if c.state == pb.CONTAINER_RUNNING:
                 current = dict((c.spec.get("linux") or {}).get("resources") or {})
                 await self.tasks.update(NAMESPACE, c.id, merge_resources(current, want))
-            elif c.state != pb.CONTAINER_CREATED:
-                raise errdefs.FailedPrecondition(f"container {c.id} is not running or created: cannot update it")
             rec = await self.store.get(NAMESPACE, c.id)
             spec = dict(c.spec)
             linux = spec.setdefault("linux", {})
