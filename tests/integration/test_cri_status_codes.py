@@ -2,8 +2,14 @@
 CRI (Debian's containerd, same CRI config, images and CNI as tests/integration/test_cri_pods.py), compared
 by status code; our message must be one line naming what is wrong; and after every failing call nothing is
 half-created on either engine: no new ``k8s.io`` container records, snapshots or tasks (``ctr``), no new
-per-object dirs (64-hex names) under the engine's root and state (pod dirs, bundles, io dirs), no new
-unused ``cni-*`` network namespace, and nothing left in the pod's cgroup parent.
+per-object dirs (64-hex names) under the engine's root and state (pod dirs, bundles, io dirs), no pod IP
+still held in the engine's host-local store, no veth left on its bridge, no new unused ``cni-*`` network
+namespace (judged at the end: other tests' pods come and go in /var/run/netns), and nothing left in the
+failing pod's cgroup parent.  The whole module runs in about 30 s.
+
+Found by it and fixed (ours now matches containerd): a mount whose host path cannot be stat'ed failed only
+at StartContainer, and a missing one was not made (create-bad-mount-source, create-missing-mount-source);
+UpdateContainerResources of an exited container was refused (update-exited).
 
 Each engine gets the same starting state (``_prepare``): a ready pod, a running container, a created one,
 an exited one, a not-ready (stopped) pod, and enough containers and host-network pods that two ids share a
