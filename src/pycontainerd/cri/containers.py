@@ -236,6 +236,25 @@ def host_device_entries(devices: list[pb.Device]) -> list[tuple[dict[str, Any], 
     return out
 
 
+def make_mount_sources(mounts: list[pb.Mount]) -> None:
+    """The host paths of ContainerConfig.mounts, as containerd's CRI checks them at CreateContainer: one
+    that does not exist is made (a directory, 0755: a hostPath volume without a type); one that cannot
+    be stat'ed (a path below a regular file, say) fails the create naming it, rather than the start.
+    Blocking (stat, mkdir): run it in a thread."""
+    for m in mounts:
+        if not m.host_path:
+            continue  # refused by name when the spec is built
+        try:
+            os.stat(m.host_path)
+        except FileNotFoundError:
+            try:
+                os.makedirs(m.host_path, 0o755, exist_ok=True)
+            except OSError as exc:
+                raise errdefs.from_oserror(exc, f"mount {m.container_path!r}: cannot make its host path") from exc
+        except OSError as exc:
+            raise errdefs.from_oserror(exc, f"mount {m.container_path!r}: cannot stat its host path") from exc
+
+
 def _rootfs_files(mounts: list[Any]) -> RootfsFiles:
     """/etc/passwd and /etc/group of an overlay (or bind) rootfs, read from its layers without mounting."""
     dirs: list[str] = []
@@ -448,6 +467,8 @@ class Containers:
         self._apparmor = out.apparmor
         if cfg.devices:
             out.devices = await asyncio.to_thread(host_device_entries, list(cfg.devices))
+        if cfg.mounts:
+            await asyncio.to_thread(make_mount_sources, list(cfg.mounts))
         opts = sc.namespace_options
         if opts.pid == pb.TARGET:
             out.target_pid = await self._pid_target(sb.id, opts.target_id)
@@ -746,15 +767,15 @@ class Containers:
                 await self.remove(c.id)
 
     async def update_resources(self, cid: str, res: pb.LinuxContainerResources) -> None:
-        """New cpu/memory limits: into the running task's cgroup, and the stored spec for a later start."""
+        """New cpu/memory limits: into the running task's cgroup, and the stored spec for a later start.
+        A container that is not running (created, or exited: say it exited just before a resize) gets
+        the spec only, and OK, as containerd 1.6 answers."""
         c = await self.get(cid)
         async with self.lock(c.id):
             want = oci_resources(res, swap_accounting=self.swap_accounting)
             if c.state == pb.CONTAINER_RUNNING:
                 current = dict((c.spec.get("linux") or {}).get("resources") or {})
                 await self.tasks.update(NAMESPACE, c.id, merge_resources(current, want))
-            elif c.state != pb.CONTAINER_CREATED:
-                raise errdefs.FailedPrecondition(f"container {c.id} is not running or created: cannot update it")
             rec = await self.store.get(NAMESPACE, c.id)
             spec = dict(c.spec)
             linux = spec.setdefault("linux", {})
