@@ -28,11 +28,11 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import errdefs
-from . import wire
+from . import imagewalk, wire
 from .h2 import Channel
 
 if TYPE_CHECKING:
@@ -56,18 +56,11 @@ RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options"
 RUNC_RUNTIME = "io.containerd.runc.v2"
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json")
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
-               "application/vnd.docker.distribution.manifest.list.v2+json")
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 DRAIN_GRACE = 30.0
 _BLOB_LIMIT = 16 << 20
 
 __all__ = ["run"]
-
-
-def _platform() -> tuple[str, str]:
-    machine = os.uname().machine
-    return "linux", {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
 
 
 def _read_blob(ch: Channel, digest: str) -> bytes:
@@ -80,30 +73,17 @@ def _read_blob(ch: Channel, digest: str) -> bytes:
 
 def _image_config(ch: Channel, digest: str, media_type: str) -> dict[str, Any] | None:
     """The image config (manifest found through any index for this platform), or None."""
-    want_os, want_arch = _platform()
-    for _ in range(4):
+    want = imagewalk.host_platform()
+    for _ in range(imagewalk.MAX_DEPTH):
         doc = json.loads(_read_blob(ch, digest))
-        media_type = doc.get("mediaType") or media_type
-        if media_type in INDEX_TYPES or ("manifests" in doc and "layers" not in doc):
-            candidates = [m for m in doc.get("manifests", [])
-                          if (m.get("platform") or {}).get("os", want_os) == want_os
-                          and (m.get("platform") or {}).get("architecture", want_arch) == want_arch]
-            if not candidates:
-                return None
-            digest, media_type = candidates[0]["digest"], candidates[0].get("mediaType", "")
-            continue
-        config: dict[str, Any] = json.loads(_read_blob(ch, doc["config"]["digest"]))
-        return config
+        if not imagewalk.is_index(doc, media_type):
+            config: dict[str, Any] = json.loads(_read_blob(ch, doc["config"]["digest"]))
+            return config
+        found = imagewalk.pick_manifest(doc, want)
+        if found is None:
+            return None
+        digest, media_type = found
     return None
-
-
-def _chain_id(diff_ids: Sequence[str]) -> str:
-    chain = diff_ids[0]
-    for d in diff_ids[1:]:
-        import hashlib
-
-        chain = "sha256:" + hashlib.sha256(f"{chain} {d}".encode()).hexdigest()
-    return chain
 
 
 def _mount_pb(m: Mapping[str, Any]) -> bytes:
@@ -406,7 +386,7 @@ def _create(ch: Channel, namespace: str, image_ref: str, container_id: str, make
     diff_ids = list(((config or {}).get("rootfs") or {}).get("diff_ids") or [])
     if config is None or not diff_ids:
         return None
-    chain = _chain_id(diff_ids)
+    chain = imagewalk.chain_id(diff_ids)
 
     lease = f"pyctr-{os.urandom(8).hex()}"
     expire = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 24 * 3600))

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import importlib
 import json
-import platform
 import secrets
 import signal
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
@@ -33,9 +31,10 @@ from ..api.services.images.v1 import images_pb2
 from ..api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from ..mount import Mount, read_only, temp_mount
 from ..oci.spec import HostInfo, RootfsFiles, RunOptions, build_run_spec, image_labels, process_spec
-from . import LOG_URI_LABEL
+from . import LOG_URI_LABEL, imagewalk
 from .cio import FIFO_DIR, FORWARDED_SIGNALS, Attach, FifoSet, IOConfig, RawTerminal, log_uri_config, terminal_size
 from .containers import DEFAULT_RUNTIME, Container, runc_options
+from .imagewalk import MAX_DEPTH, chain_id, host_platform
 from .network import ContainerNetwork, release_attachment, setup_network, teardown_network
 from .rootfs import read_in_root
 
@@ -47,8 +46,6 @@ _LEASES_STUB: Any = leases_pb2_grpc.LeasesStub
 
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json")
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
-               "application/vnd.docker.distribution.manifest.list.v2+json")
 
 __all__ = ["LOG_URI_LABEL", "ImageInfo", "delete_container", "exec_process", "new_container", "release_network",
            "resolve_image", "run_task"]
@@ -67,22 +64,6 @@ class ImageInfo:
     @property
     def chain_id(self) -> str:
         return chain_id(self.diff_ids)
-
-
-def chain_id(diff_ids: Sequence[str]) -> str:
-    """The identity of a layer stack: ChainID(L0) = DiffID(L0), ChainID(L0..n) = sha256(ChainID(L0..n-1) DiffID(Ln))."""
-    if not diff_ids:
-        return ""
-    chain = diff_ids[0]
-    for d in diff_ids[1:]:
-        chain = "sha256:" + hashlib.sha256(f"{chain} {d}".encode()).hexdigest()
-    return chain
-
-
-def _host_platform() -> tuple[str, str]:
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "s390x": "s390x",
-            "ppc64le": "ppc64le"}.get(platform.machine(), platform.machine())
-    return "linux", arch
 
 
 async def read_blob(client: Client, digest: str, limit: int = 16 << 20) -> bytes:
@@ -118,17 +99,14 @@ async def resolve_image(client: Client, ref: str) -> ImageInfo:
                                    f"(pyctr images pull {ref})") from None
     img = resp.image
     media_type, digest = img.target.media_type, img.target.digest
-    want_os, want_arch = _host_platform()
-    for _ in range(4):
+    want = host_platform()
+    for _ in range(MAX_DEPTH):
         doc = json.loads(await read_blob(client, digest))
-        media_type = doc.get("mediaType") or media_type
-        if media_type in INDEX_TYPES or ("manifests" in doc and "layers" not in doc):
-            candidates = [m for m in doc.get("manifests", [])
-                          if (m.get("platform") or {}).get("os", want_os) == want_os
-                          and (m.get("platform") or {}).get("architecture", want_arch) == want_arch]
-            if not candidates:
-                raise errdefs.NotFound(f"image {ref}: no manifest for platform {want_os}/{want_arch}")
-            digest, media_type = candidates[0]["digest"], candidates[0].get("mediaType", "")
+        if imagewalk.is_index(doc, media_type):
+            found = imagewalk.pick_manifest(doc, want)
+            if found is None:
+                raise errdefs.NotFound(f"image {ref}: no manifest for platform {want[0]}/{want[1]}")
+            digest, media_type = found
             continue
         config_digest = doc["config"]["digest"]
         config = json.loads(await read_blob(client, config_digest))
