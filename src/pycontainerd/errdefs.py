@@ -1,7 +1,7 @@
 """The one error vocabulary of pycontainerd.
 
 Every layer raises these kinds (never grpc errors, never bare OSError across a seam); the
-daemon maps them to gRPC status codes once, in an interceptor, and the client maps status
+daemon maps them to gRPC status codes once (``services.common.wrap_servicer``), and the client maps status
 codes back to the same kinds, so callers write ``except NotFound`` against a local store
 and a remote one alike.  The tree::
 

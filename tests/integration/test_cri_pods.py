@@ -173,9 +173,9 @@ def _host_network_cleanup(opts: CriOptions) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _ours(s: Setup) -> Iterator[Engine]:
+def _ours(s: Setup, **extra: Any) -> Iterator[Engine]:
     opts = CriOptions(sandbox_image=s.pause_ref, insecure_registries=[s.registry.host],
-                      subnet=f"10.233.{random.randrange(1, 255)}.0/24").resolved()
+                      subnet=f"10.233.{random.randrange(1, 255)}.0/24", **extra).resolved()
     base = Path(tempfile.mkdtemp(prefix="pycd-cripods-", dir="/tmp"))
     try:
         (base / "net.d").mkdir()
@@ -192,10 +192,10 @@ def _ours(s: Setup) -> Iterator[Engine]:
 
 
 @contextlib.contextmanager
-def _theirs(s: Setup) -> Iterator[Engine]:
+def _theirs(s: Setup, **extra: Any) -> Iterator[Engine]:
     if not Path("/usr/bin/containerd").exists():
         pytest.skip("needs containerd (apt-get install containerd)")
-    opts = CriOptions(sandbox_image=s.pause_ref, insecure_registries=[s.registry.host])
+    opts = CriOptions(sandbox_image=s.pause_ref, insecure_registries=[s.registry.host], **extra)
     with running_containerd(cri=opts) as c:
         e = Engine("containerd", c.address, c.log, c.cri or opts)
         try:

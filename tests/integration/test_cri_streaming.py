@@ -33,7 +33,16 @@ from tests.fixtures.containerd import CriOptions, cri_config
 from tests.fixtures.procs import wait_for
 
 from .daemon import running_daemon
-from .test_cri_pods import Engine, busybox, container_config, ours, pod_config, setup  # noqa: F401 - the fixtures
+from .test_cri_pods import (  # noqa: F401 - the fixtures
+    Engine,
+    busybox,
+    container_config,
+    engine,
+    ours,
+    pod_config,
+    setup,
+    theirs,
+)
 
 pytestmark = pytest.mark.root
 # the fixtures imported above are parameters here
@@ -441,3 +450,63 @@ def test_a_streaming_port_in_use_leaves_the_rest_of_the_cri_serving(tmp_path: Pa
             assert f"127.0.0.1:{port}" in str(exc.value.details())
     finally:
         taken.close()
+
+
+async def _spdy_attach(engine: Engine, cid: str, *, tty: bool) -> tuple[SpdySession, Any, Any, Any]:
+    """An attach with stdin and stdout as kubectl opens it (error, stdin, stdout, then resize or stderr)."""
+    url = url_of(engine, "Attach", pb.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=not tty,
+                                                    tty=tty))
+    session = await _spdy(url, "v4.channel.k8s.io")
+    error = await session.open_stream({"streamType": "error"})
+    stdin = await session.open_stream({"streamType": "stdin"})
+    stdout = await session.open_stream({"streamType": "stdout"})
+    await session.open_stream({"streamType": "resize" if tty else "stderr"})
+    return session, error, stdin, stdout
+
+
+async def _read_until(stream: Any, want: bytes) -> bytes:
+    got = b""
+    while want not in got:
+        chunk = await stream.read()
+        assert chunk, f"the stream ended before {want!r}: {got!r}"
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize(("tty", "once"), [(True, True), (False, True), (False, False)],
+                         ids=["once-tty", "once", "plain"])
+def test_the_end_of_an_attach_stdin(engine: Engine, busybox: str, tmp_path: Path, tty: bool, once: bool) -> None:
+    """containerd 1.6 (ContainerIO.Attach): when the client's stdin ends, a ``stdin_once``
+    container's stdin is closed only if the attach has no terminal (the container sees EOF, the
+    attach goes on until its output ends); otherwise (a terminal, or no ``stdin_once``) the
+    container's stdin stays open and the attach detaches (its output ends now), so a later attach
+    still writes to the container."""
+    podcfg = pod_config(tmp_path)
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        engine.crictl("pull", busybox)
+        cid = start_container(engine, (pod, podcfg), busybox, tmp_path,
+                              "while read l; do echo got-$l; done; echo EOF-SEEN", "once-tty",
+                              stdin=True, stdin_once=once, tty=tty)
+
+        async def attach_once(line: bytes) -> bytes:
+            session, _error, stdin, stdout = await _spdy_attach(engine, cid, tty=tty)
+            async with session:
+                await stdin.write(line + b"\n")
+                got = await _read_until(stdout, b"got-" + line)
+                await stdin.close()
+                return got + await _read_all(stdout)  # ends: detached (tty), the container's EOF (no tty)
+
+        rest = asyncio.run(asyncio.wait_for(attach_once(b"one"), 30))
+        if once and not tty:
+            assert b"EOF-SEEN" in rest
+            wait_for(lambda: engine.crictl_json("inspect", cid)["status"]["state"] == "CONTAINER_EXITED", 20,
+                     "the container to exit after its stdin closed")
+            return
+        assert b"EOF-SEEN" not in rest
+        assert engine.crictl_json("inspect", cid)["status"]["state"] == "CONTAINER_RUNNING"
+        asyncio.run(asyncio.wait_for(attach_once(b"two"), 30))  # the stdin is still open
+        assert engine.crictl_json("inspect", cid)["status"]["state"] == "CONTAINER_RUNNING"
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,36 @@ def test_run_detached_keeps_the_output_for_logs(d: Any, cid: str) -> None:
     d.pyctr("stop", "-t", "0", cid)
     d.pyctr("containers", "rm", cid)
     wait_for(lambda: not log.exists(), 10, "the log to go")  # the log run -d made goes with the container
+
+
+def test_kept_log_of_a_container_deleted_while_the_daemon_was_down_goes_at_start(daemon: Any,
+                                                                                  busybox_archive: Path) -> None:
+    """The delete event that removes a kept log never reaches a stopped daemon: a later start sweeps
+    the logs of containers that no longer exist (and keeps those of containers that do)."""
+    daemon.ctr("images", "import", str(busybox_archive), timeout=120)
+    gone, kept = f"hab-{secrets.token_hex(4)}", f"hab-{secrets.token_hex(4)}"
+    def logged(name: str) -> bool:
+        return name in daemon.pyctr("logs", name).stdout
+
+    def task_removed(name: str) -> bool:
+        return daemon.pyctr("tasks", "rm", name, check=False).returncode == 0
+
+    for name in (gone, kept):
+        daemon.pyctr("run", "-d", IMAGE, name, "echo", name)
+        wait_for(partial(logged, name), 20, f"{name}'s output")
+    gone_log, kept_log = _kept_log(daemon, gone), _kept_log(daemon, kept)
+    for name in (gone, kept):
+        wait_for(partial(task_removed, name), 20, f"{name}'s task to go")
+    daemon.stop()
+    # the record deleted behind the daemon's back, as a crash between the commit and the event would leave it
+    db = sqlite3.connect(daemon.root / "io.containerd.metadata.v1.sqlite" / "meta.db")
+    with db:
+        assert db.execute("DELETE FROM containers WHERE namespace = 'default' AND id = ?", (gone,)).rowcount == 1
+    db.close()
+    daemon.start()
+    wait_for(lambda: not gone_log.exists(), 20, "the orphaned log to be swept")
+    assert kept_log.exists() and daemon.pyctr("logs", kept).stdout == f"{kept}\n"
+    daemon.pyctr("containers", "rm", kept)
 
 
 def test_stop_kills_a_container_that_ignores_sigterm_after_the_grace_period(d: Any, cid: str) -> None:

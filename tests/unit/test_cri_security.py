@@ -11,6 +11,7 @@ import pytest
 
 from pycontainerd import errdefs
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
+from pycontainerd.config import RuntimeConfig
 from pycontainerd.cri import security
 from pycontainerd.cri.containers import Containers, SecurityInputs, host_device_entries
 from pycontainerd.cri.sandbox import Sandbox
@@ -113,8 +114,9 @@ def test_parse_seccomp_profile(tmp_path: Path) -> None:
 class _Pods:
     """What ``Containers._spec`` asks of the pods: their directory, the OOM score rule, the cgroup driver."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, runtimes: dict[str, RuntimeConfig] | None = None) -> None:
         self.root = root
+        self.runtimes = runtimes or {}
 
     def sandbox_dir(self, sid: str) -> Path:
         return self.root / sid
@@ -125,6 +127,9 @@ class _Pods:
     def systemd_cgroup(self, handler: str) -> bool:
         return False
 
+    def runtime(self, handler: str = "") -> RuntimeConfig:
+        return self.runtimes.get(handler, RuntimeConfig())
+
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n"
 GROUP = "root:x:0:\nwheel:x:10:root\nstaff:x:50:bob\nbob:x:1000:\n"
@@ -132,13 +137,16 @@ GROUP = "root:x:0:\nwheel:x:10:root\nstaff:x:50:bob\nbob:x:1000:\n"
 
 def _spec(tmp_path: Path, sc: dict[str, Any], *, pod_sc: dict[str, Any] | None = None,
           sec: SecurityInputs | None = None, host: HostInfo | None = None,
-          mounts: list[pb.Mount] | None = None, **cfg_extra: Any) -> dict[str, Any]:
+          mounts: list[pb.Mount] | None = None, runtime: RuntimeConfig | None = None,
+          **cfg_extra: Any) -> dict[str, Any]:
     c = Containers.__new__(Containers)
-    c.pods = _Pods(tmp_path)  # type: ignore[assignment]
+    c.pods = _Pods(tmp_path, {"h": runtime} if runtime else None)  # type: ignore[assignment]
+    c.swap_accounting = False
     sb = Sandbox(id="s" * 64, config=pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u"),
         linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(**(pod_sc or {})))),
-        created_at_ns=1, netns="/run/netns/x", ip="", additional_ips=[], ready=True, pid=4242)
+        created_at_ns=1, netns="/run/netns/x", ip="", additional_ips=[], ready=True, pid=4242,
+        runtime_handler="h" if runtime else "")
     cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="c"), image=pb.ImageSpec(image="busybox"),
                              command=["sh"], mounts=mounts or [], **cfg_extra, linux=pb.LinuxContainerConfig(
                                  security_context=pb.LinuxContainerSecurityContext(**sc)))
@@ -196,6 +204,18 @@ def test_spec_paths_privileges_and_flags(tmp_path: Path) -> None:
     assert "maskedPaths" not in priv["linux"] and "readonlyPaths" not in priv["linux"]
     assert "seccomp" not in priv["linux"]
     assert priv["linux"]["devices"] == host.devices
+    assert priv["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    # the pod's handler says privileged_without_host_devices: no host device, the default cgroup rule
+    # (or every device allowed with ..._all_devices_allowed), as containerd
+    no_dev = RuntimeConfig(privileged_without_host_devices=True)
+    priv = _spec(tmp_path, {"privileged": True}, pod_sc={"privileged": True}, host=host, runtime=no_dev)
+    assert "devices" not in priv["linux"] or priv["linux"]["devices"] == []
+    assert priv["linux"]["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    assert priv["process"]["capabilities"]["bounding"] == ["CAP_CHOWN", "CAP_SYS_ADMIN"]
+    all_dev = RuntimeConfig(privileged_without_host_devices=True,
+                            privileged_without_host_devices_all_devices_allowed=True)
+    priv = _spec(tmp_path, {"privileged": True}, pod_sc={"privileged": True}, host=host, runtime=all_dev)
+    assert not priv["linux"].get("devices")
     assert priv["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
 
 

@@ -394,6 +394,14 @@ class _Loader:
                 from_v1.add(name)
             dec.warn(f"{_dotted(lpath)} is deprecated; used as {_dotted((*runtimes_path, name))}")
 
+        for name, rt in runtimes.items():
+            if rt.snapshotter and rt.snapshotter != containerd.snapshotter:
+                raise dec.error(
+                    (*runtimes_path, name, "snapshotter"),
+                    f"{rt.snapshotter!r} is not supported: the CRI unpacks every image into "
+                    f"containerd.snapshotter ({containerd.snapshotter!r}); a snapshotter per runtime "
+                    "is not implemented",
+                )
         default_name = containerd.default_runtime_name
         if default_name not in runtimes:
             raise dec.error(
@@ -460,6 +468,13 @@ class _Loader:
                 dec.warn(f"unknown key {_dotted((*opts_path, key))} (ignored)")
             options = replace(options, extra={})
         else:
+            for key in opts_table:
+                if key not in ("TypeUrl", "ConfigPath"):
+                    raise dec.error(
+                        (*opts_path, key),
+                        f"is not supported: the options of a {rtype} runtime are runtimeoptions.v1.Options "
+                        "(TypeUrl, ConfigPath)",
+                    )
             options = RuntimeOptions(extra=copy.deepcopy(opts_table))
         if not engine and was_v1 and linux.runtime not in ("", "runc"):
             engine = linux.runtime

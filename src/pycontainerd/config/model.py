@@ -222,9 +222,11 @@ class RuntimeConfig:
     container_annotations: tuple[str, ...] = ()
     privileged_without_host_devices: bool = False
     privileged_without_host_devices_all_devices_allowed: bool = False
-    base_runtime_spec: str = ""
-    cni_conf_dir: str = ""
-    cni_max_conf_num: int = _f(0, minimum=0)
+    base_runtime_spec: str = _f("", unsupported=(bool, "a base OCI spec file per runtime is not implemented"))
+    cni_conf_dir: str = _f("", unsupported=(bool, "per-runtime CNI configuration is not implemented; use cni.conf_dir"))
+    cni_max_conf_num: int = _f(
+        0, minimum=0, unsupported=(bool, "per-runtime CNI configuration is not implemented; use cni.max_conf_num")
+    )
     snapshotter: str = ""
     options: RuntimeOptions = field(default_factory=RuntimeOptions, metadata={"manual": True})
 

@@ -10,7 +10,9 @@ stdout/stderr FIFOs into its log file.
 Pods and containers are container records in ``k8s.io`` (label ``io.cri-containerd.kind``
 = ``sandbox``/``container``; their CRI metadata in the extensions
 ``io.cri-containerd.{sandbox,container}.metadata``, JSON), run by the task manager's public
-API; a restarted daemon lists them and reopens the running containers' log FIFOs.
+API; a restarted daemon lists them and reopens the running containers' log FIFOs.  A pod's
+runtime handler (``handlers.py``) is their records' runtime (its ``runtime_type`` and options,
+as ``ctr c info`` shows them), so the task manager runs them on that runtime's shim.
 
 Pod stats (PodSandboxStats/ListPodSandboxStats) read, like containerd, the pod's
 ``cgroup_parent`` (no parent: an error; the list leaves such pods out where containerd fails
@@ -35,7 +37,8 @@ counts) and for the containers (1.29's container_filesystems: the writable snaps
 Exec, Attach and PortForward answer a URL of the daemon's streaming server
 (``pycontainerd.streaming``, started with the plugin; ``streaming.py`` here holds the RPCs'
 checks and the runtime side: exec processes, attach to the daemon-held stdio, dialling
-in the pod's network namespace).
+in the pod's network namespace).  When an attach's stdin ends, a ``stdin_once`` container's stdin
+is closed if the attach has no terminal; otherwise the attach detaches (containerd 1.6's rule).
 
 What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``):
 UpdatePodSandboxResources. CheckpointContainer answers UNIMPLEMENTED too (as containerd 1.6),

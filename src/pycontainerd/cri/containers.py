@@ -48,6 +48,7 @@ from ..oci.spec import (
 )
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, TaskIO
+from . import handlers
 from .crilog import FifoLogger
 from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .phases import Phases
@@ -59,7 +60,6 @@ from .sandbox import (
     CONTAINER_EXT,
     KIND_CONTAINER,
     KIND_LABEL,
-    RUNTIME_NAME,
     Sandbox,
     Sandboxes,
     cgroups_path,
@@ -104,6 +104,7 @@ class CriContainer:
     started_at_ns: int = 0
     finished_at_ns: int = 0
     reason: str = ""
+    runtime_type: str = "io.containerd.runc.v2"  # the record's runtime (its pod's handler's runtime_type)
 
 
 def _reason(code: int, oom: bool = False) -> str:
@@ -313,7 +314,8 @@ class Containers:
                            created_at_ns=c.created_at_ns, image=c.image, labels=dict(c.labels), spec=spec,
                            started_at_ns=int(meta.get("started_at") or 0),
                            finished_at_ns=int(meta.get("finished_at") or 0),
-                           exit_code=int(meta.get("exit_code") or 0), reason=str(meta.get("reason") or ""))
+                           exit_code=int(meta.get("exit_code") or 0), reason=str(meta.get("reason") or ""),
+                           runtime_type=c.runtime_name or "io.containerd.runc.v2")
         if out.finished_at_ns:
             out.state = pb.CONTAINER_EXITED
         elif self.tasks.has_task(NAMESPACE, c.id):
@@ -439,8 +441,12 @@ class Containers:
                         "log_path": log_path, "image_ref": cfg.image.image, "image_id": image.id,
                         "stop_signal": stop_signal}
                 labels = {**dict(cfg.labels), KIND_LABEL: KIND_CONTAINER}
+                rt = self.pods.runtime(sb.runtime_handler)
+                spec["annotations"] = {**handlers.passthrough(sb.config.annotations, rt.pod_annotations),
+                                       **handlers.passthrough(cfg.annotations, rt.container_annotations),
+                                       **spec["annotations"]}
                 await self.store.create(NAMESPACE, Container(
-                    id=cid, runtime_name=RUNTIME_NAME,
+                    id=cid, runtime_name=rt.runtime_type, runtime_options=handlers.runtime_options(rt),
                     spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()), labels=labels,
                     image=image.references[0] if image.references else image.id,
                     snapshotter=self.images.snapshotter, snapshot_key=cid,
@@ -557,7 +563,13 @@ class Containers:
             if not sb.config.linux.security_context.privileged:
                 raise errdefs.InvalidArgument("no privileged container allowed in a non-privileged sandbox")
             assert host is not None
-            with_privileged(spec, host)  # every capability: add/drop do not apply, as in containerd
+            rt = self.pods.runtime(sb.runtime_handler)
+            cgroup_devices = list(linux.get("resources", {}).get("devices", []))
+            # the handler's privileged_without_host_devices: no host devices (and, unless its
+            # ..._all_devices_allowed, the default device cgroup rules), as containerd
+            with_privileged(spec, host._replace(devices=()) if rt.privileged_without_host_devices else host)
+            if rt.privileged_without_host_devices and not rt.privileged_without_host_devices_all_devices_allowed:
+                linux.setdefault("resources", {})["devices"] = cgroup_devices
         else:
             caps = proc["capabilities"]
             add = [c if c.startswith("CAP_") else f"CAP_{c}" for c in sc.capabilities.add_capabilities]
@@ -685,7 +697,8 @@ class Containers:
             try:
                 await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
                     RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts],
-                    options=self.pods.run_options(sb.runtime_handler))
+                    options=self.pods.run_options(sb.runtime_handler),
+                    runtime_path=self.pods.runtime(sb.runtime_handler).runtime_path)
                 phases.mark("task create")
                 # the start time into the record while the shim starts the process (runc start):
                 # both are over before the answer; a failed start overwrites it below

@@ -180,7 +180,8 @@ class RuntimeService:
             info["info"] = json.dumps({
                 "pid": sb.pid, "processStatus": "running" if sb.ready else "deleted",
                 "netNamespaceClosed": not sb.netns or not sb.ready, "image": sb.image,
-                "sandboxID": sb.id, "runtimeType": "io.containerd.runc.v2", "runtimeSpec": sb.spec,
+                "sandboxID": sb.id, "runtimeHandler": sb.runtime_handler, "runtimeType": sb.runtime_type,
+                "runtimeSpec": sb.spec,
                 "config": json_format.MessageToDict(cfg), "netns": sb.netns,
             })
         return pb.PodSandboxStatusResponse(status=status, info=info)
@@ -248,7 +249,7 @@ class RuntimeService:
         if request.verbose:
             info["info"] = json.dumps({"sandboxID": c.sandbox_id, "pid": c.pid, "runtimeSpec": c.spec,
                                        "config": json_format.MessageToDict(cfg), "snapshotKey": c.id,
-                                       "runtimeType": "io.containerd.runc.v2"})
+                                       "runtimeType": c.runtime_type})
         return pb.ContainerStatusResponse(status=status, info=info)
 
     async def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:

@@ -43,6 +43,7 @@ from ..oci.spec import SPEC_TYPE_URL, canonical, default_spec, replace_or_append
 from ..runtime.bundle import own_oom_score_adj
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, RuncOptions, TaskIO
+from . import handlers
 from .imagestore import NAMESPACE, CriImageStore
 from .phases import Phases
 from .security import (
@@ -205,6 +206,7 @@ class Sandbox:
     spec: dict[str, Any] = field(default_factory=dict)
     image: str = ""
     runtime_handler: str = ""
+    runtime_type: str = RUNTIME_NAME
 
     @property
     def name(self) -> str:
@@ -252,7 +254,8 @@ class Sandboxes:
         return Sandbox(id=c.id, config=cfg, created_at_ns=c.created_at_ns, netns=str(data.get("netns") or ""),
                        ip=str(data.get("ip") or ""), additional_ips=list(data.get("additional_ips") or []),
                        ready=ready, pid=pid, labels=dict(c.labels), spec=spec, image=c.image,
-                       runtime_handler=str(data.get("runtime_handler") or ""))
+                       runtime_handler=str(data.get("runtime_handler") or ""),
+                       runtime_type=c.runtime_name or RUNTIME_NAME)
 
     async def names(self) -> set[str]:
         """The names of the stored pods, from their records alone (no task states asked)."""
@@ -349,7 +352,8 @@ class Sandboxes:
     # -- run --------------------------------------------------------------------------------------
     async def run(self, cfg: pb.PodSandboxConfig, runtime_handler: str = "") -> str:
         if runtime_handler and runtime_handler not in self.config.containerd.runtimes:
-            raise errdefs.NotFound(f"no runtime for {runtime_handler!r} is configured")
+            # containerd 1.6 says the same with UNKNOWN; the handler is what is not found
+            raise errdefs.NotFound(f'failed to get sandbox runtime: no runtime for "{runtime_handler}" is configured')
         m = cfg.metadata
         if not m.name or not m.namespace:
             raise errdefs.InvalidArgument("sandbox config must include metadata.name and metadata.namespace")
@@ -410,8 +414,11 @@ class Sandboxes:
             labels = {**dict(cfg.labels), KIND_LABEL: KIND_SANDBOX}
             meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": "", "additional_ips": [],
                     "name": name, "runtime_handler": handler}
+            rt = self.runtime(handler)
+            spec["annotations"] = {**handlers.passthrough(cfg.annotations, rt.pod_annotations), **spec["annotations"]}
             record = Container(
-                id=sid, runtime_name=RUNTIME_NAME, spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
+                id=sid, runtime_name=rt.runtime_type, runtime_options=handlers.runtime_options(rt),
+                spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
                 labels=labels, image=image.references[0] if image.references else image.id,
                 snapshotter=self.images.snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)})
             phases.mark("spec")
@@ -425,7 +432,7 @@ class Sandboxes:
             phases.mark("snapshot")
             await self.tasks.create(NAMESPACE, sid, rootfs=[RootfsMount(mt.type, mt.source, mt.target,
                                                                         tuple(mt.options)) for mt in mounts],
-                                    io=TaskIO(), options=self.run_options(handler))
+                                    io=TaskIO(), options=self.run_options(handler), runtime_path=rt.runtime_path)
             undo.append(lambda: self._delete_task(sid))
             phases.mark("task create")
             if cni_add is None:

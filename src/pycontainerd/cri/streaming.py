@@ -28,6 +28,7 @@ import secrets
 import shutil
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from ..fsmodes import private_dir
 from ..runtime.task_types import TaskIO
 from ..streaming.runtime import AttachRequest, ExecRequest, InStream, OutStream, StreamIO, TerminalSize
 from .containers import Containers
+from .crilog import Subscriber
 from .imagestore import NAMESPACE
 from .sandbox import Sandboxes
 
@@ -211,7 +213,16 @@ class CriStreamRuntime:
         helpers: list[asyncio.Task[None]] = []
         try:
             if io.stdin is not None and logger.stdin_fd >= 0:
-                helpers.append(asyncio.create_task(self._attach_stdin(io.stdin, c.id, bool(c.config.stdin_once))))
+                # the end of the client's stdin (containerd 1.6's ContainerIO.Attach): a
+                # ``stdin_once`` container's stdin is closed, unless the attach has a terminal;
+                # otherwise the container's stdin stays open and this attach detaches (its output ends)
+                close = bool(c.config.stdin_once) and not io.tty
+
+                def detach(sub: Subscriber = sub) -> None:
+                    logger.unsubscribe(sub)
+                    sub.offer(None)
+
+                helpers.append(asyncio.create_task(self._attach_stdin(io.stdin, c.id, close, detach)))
             if io.resize is not None and c.config.tty:
                 helpers.append(asyncio.create_task(_resize(io.resize, self.containers, c.id, "")))
             while True:
@@ -228,13 +239,15 @@ class CriStreamRuntime:
                 t.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
 
-    async def _attach_stdin(self, source: InStream, cid: str, once: bool) -> None:
+    async def _attach_stdin(self, source: InStream, cid: str, close: bool, detach: Callable[[], None]) -> None:
         logger = self.containers.logger(cid)
         while data := await source.read():
             if logger is None or logger.stdin_fd < 0:
-                return
+                break
             await _write_fd(logger.stdin_fd, data)
-        if once and logger is not None:
+        if not close:
+            detach()
+        elif logger is not None:
             logger.close_stdin()
             with contextlib.suppress(errdefs.ContainerdError):
                 await self.containers.tasks.close_io(NAMESPACE, cid)

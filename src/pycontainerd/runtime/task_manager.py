@@ -869,6 +869,25 @@ class TaskManager:
             log.warning("removing leftovers of deleted bundles under %s: %s", self.root, exc)
         found = await asyncio.to_thread(lambda: list(bundlemod.scan(self.root)))
         await asyncio.gather(*(self._restore_one(ns, cid, path) for ns, cid, path in found))
+        await self._sweep_kept_logs()
+
+    async def _sweep_kept_logs(self) -> None:
+        """Kept logs of containers deleted while the daemon was down (their delete event never came)."""
+        log_dir = self.log_dir
+        if log_dir is None:
+            return
+
+        def listing() -> list[tuple[str, str]]:
+            out: list[tuple[str, str]] = []
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                for ns in os.scandir(log_dir):
+                    if ns.is_dir(follow_symlinks=False):
+                        out += [(ns.name, f.name[: -len(".log")]) for f in os.scandir(ns.path)
+                                if f.name.endswith(".log") and f.is_file(follow_symlinks=False)]
+            return out
+
+        for namespace, container_id in await asyncio.to_thread(listing):
+            await self._remove_log(namespace, container_id)
 
     async def _restore_one(self, namespace: str, container_id: str, path: Path) -> None:
         meta = await asyncio.to_thread(bundlemod.read_meta, path)
