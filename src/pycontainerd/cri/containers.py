@@ -51,6 +51,7 @@ from ..runtime.task_types import RootfsMount, TaskIO
 from . import handlers
 from .crilog import FifoLogger
 from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
+from .phases import Phases
 from .sandbox import (
     ANN_CONTAINER_TYPE,
     ANN_SANDBOX_ID,
@@ -353,6 +354,15 @@ class Containers:
             out.state, out.reason = pb.CONTAINER_EXITED, out.reason or "Unknown"
         return out
 
+    async def _names_stored(self) -> set[str]:
+        """The names of the stored containers, from their records alone (no task states asked)."""
+        out = set()
+        for c in await self.store.list(NAMESPACE, [f"labels.\"{KIND_LABEL}\"=={KIND_CONTAINER}"]):
+            meta = ext_data(c, CONTAINER_EXT)
+            if meta is not None and isinstance(meta.get("name"), str):
+                out.add(meta["name"])
+        return out
+
     async def list(self) -> list[CriContainer]:
         out = []
         for c in await self.store.list(NAMESPACE, [f"labels.\"{KIND_LABEL}\"=={KIND_CONTAINER}"]):
@@ -390,7 +400,9 @@ class Containers:
 
     # -- create -----------------------------------------------------------------------------------
     async def create(self, sandbox_id: str, cfg: pb.ContainerConfig) -> str:
+        phases = Phases("CreateContainer")
         sb = await self.pods.get(sandbox_id)
+        phases.mark("sandbox")
         if not sb.ready or not sb.pid:
             raise errdefs.FailedPrecondition(f"sandbox {sb.id} is not ready: cannot create containers in it")
         if not cfg.metadata.name:
@@ -398,29 +410,47 @@ class Containers:
         if not cfg.image.image:
             raise errdefs.InvalidArgument("container config must include image.image")
         name = container_name(cfg.metadata, sb.config.metadata)
-        if name in self._names or any(c.meta.get("name") == name for c in await self.list()):
+        if name in self._names or name in await self._names_stored():
             raise errdefs.AlreadyExists(f"failed to reserve container name {name!r}: name is reserved")
         self._names.add(name)
+        phases.mark("name")
         try:
-            image = await self.images.resolve(cfg.image.image)
             cid = new_id()
             # the snapshot is prepared before the record that references it exists: a lease keeps
-            # the garbage collector (run after a pull's lease goes, say) off it in between
-            lease = await self.images.leases.create(NAMESPACE, labels={
-                "containerd.io/gc.expire": rfc3339(time.time() + LEASE_EXPIRE)})
+            # the garbage collector (run after a pull's lease goes, say) off it in between.  The
+            # image is looked up while the lease is written; its error comes first, as before.
+            resolving = asyncio.ensure_future(self.images.resolve(cfg.image.image))
+            try:
+                lease = await self.images.leases.create(NAMESPACE, labels={
+                    "containerd.io/gc.expire": rfc3339(time.time() + LEASE_EXPIRE)})
+            except BaseException:
+                await asyncio.wait([resolving])
+                lookup_error = None if resolving.cancelled() else resolving.exception()
+                if lookup_error is not None:
+                    raise lookup_error from None
+                raise
+            try:
+                image = await resolving
+            except BaseException:
+                await self._drop_lease(lease.id)
+                raise
             sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE, lease.id)
+            phases.mark("image + lease")
             try:
                 mounts = await sn.prepare(cid, image.chain_id, {})
             except BaseException:
                 await self._drop_lease(lease.id)
                 raise
+            phases.mark("snapshot")
             try:
                 files = await asyncio.to_thread(_rootfs_files, mounts)
+                phases.mark("passwd+group")
                 sc = cfg.linux.security_context
                 wants_all = "ALL" in {c.removeprefix("CAP_") for c in sc.capabilities.add_capabilities}
                 host = await asyncio.to_thread(HostInfo.probe) if sc.privileged or wants_all else None
                 sec = await self._security_inputs(sb, cfg)
                 spec = self._spec(cid, sb, cfg, image.config, files, host, sec)
+                phases.mark("spec")
                 log_path = ""
                 if sb.config.log_directory and cfg.log_path:
                     log_path = os.path.join(sb.config.log_directory, cfg.log_path)
@@ -440,15 +470,19 @@ class Containers:
                     image=image.references[0] if image.references else image.id,
                     snapshotter=self.images.snapshotter, snapshot_key=cid,
                     extensions={CONTAINER_EXT: ext_value(meta)}))
+                phases.mark("record")
             except BaseException:
                 with contextlib.suppress(errdefs.ContainerdError):
                     await sn.remove(cid)
                 raise
             finally:
                 await self._drop_lease(lease.id)
+                phases.mark("lease deleted")
         finally:
             self._names.discard(name)
         await self._emit(cid, sb.id, "created")
+        phases.mark("event")
+        phases.done(cid)
         return cid
 
     async def _drop_lease(self, lease_id: str) -> None:
@@ -659,15 +693,19 @@ class Containers:
 
     # -- start / stop / remove --------------------------------------------------------------------
     async def start(self, cid: str) -> None:
+        phases = Phases("StartContainer", cid)
         c = await self.get(cid)
+        phases.mark("record")
         async with self.lock(c.id):
             if c.state != pb.CONTAINER_CREATED or self.tasks.has_task(NAMESPACE, c.id):
                 raise errdefs.FailedPrecondition(f"container {c.id} is not in created state")
             sb = await self.pods.get(c.sandbox_id)
             if not sb.ready:
                 raise errdefs.FailedPrecondition(f"sandbox {sb.id} of container {c.id} is not ready")
+            phases.mark("sandbox")
             sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
             mounts = await sn.mounts(c.id)
+            phases.mark("mounts")
             # stdio through FIFOs the daemon reads (and, with stdin, holds): the CRI log and
             # attached clients get the output; a terminal's output is logged as stdout
             log_path = str(c.meta.get("log_path") or "")
@@ -675,15 +713,22 @@ class Containers:
             await asyncio.to_thread(private_dir, d)
             logger = FifoLogger(d, log_path, self.max_log_line, tty=c.config.tty, stdin=c.config.stdin)
             await logger.start()
+            phases.mark("fifos")
             io = TaskIO(stdin=logger.stdin, stdout=logger.stdout, stderr=logger.stderr, terminal=c.config.tty)
             try:
                 await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
                     RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts],
                     options=self.pods.run_options(sb.runtime_handler),
                     runtime_path=self.pods.runtime(sb.runtime_handler).runtime_path)
+                phases.mark("task create")
+                # the start time into the record while the shim starts the process (runc start):
+                # both are over before the answer; a failed start overwrites it below
+                recording = asyncio.ensure_future(self._update_meta(c.id, started_at=time.time_ns()))
                 try:
                     await self.tasks.start_process(NAMESPACE, c.id)
+                    phases.mark("task start")
                 except BaseException:
+                    await asyncio.gather(recording, return_exceptions=True)  # before the StartError write
                     await self._delete_task(c.id)
                     raise
                 logger.release()
@@ -695,8 +740,11 @@ class Containers:
                 await self._update_meta(c.id, started_at=now, finished_at=now, exit_code=128,
                                         reason="StartError", message=str(exc))
                 raise
-            await self._update_meta(c.id, started_at=time.time_ns())
+            await recording
+            phases.mark("record updated")
             await self._emit(c.id, c.sandbox_id, "started")  # under the lock: before an exit's "stopped"
+            phases.mark("event")
+        phases.done()
 
     async def _delete_task(self, cid: str) -> None:
         with contextlib.suppress(errdefs.NotFound):

@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, RuncOptions, TaskIO
 from . import handlers
 from .imagestore import NAMESPACE, CriImageStore
+from .phases import Phases
 from .security import (
     LOCALHOST,
     apparmor_profile,
@@ -166,6 +168,28 @@ def parent_cgroup(parent: str, systemd: bool) -> str:
     return parent
 
 
+async def together(undo: list[Any], *steps: tuple[Awaitable[Any], Callable[[], Awaitable[Any]] | None]) -> list[Any]:
+    """Independent steps run at once, their results in order.  The undo of each step that
+    succeeded goes onto ``undo`` (in the steps' order) whatever happens to the others, then the
+    first step's error, if any, is raised; when the caller is cancelled, the steps are cancelled
+    and waited for first, so that what they made is undone with the rest."""
+    tasks = [asyncio.ensure_future(aw) for aw, _ in steps]
+    try:
+        await asyncio.wait(tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for t, (_, step_undo) in zip(tasks, steps, strict=True):
+            if step_undo is not None and not t.cancelled() and t.exception() is None:
+                undo.append(step_undo)
+    for t in tasks:
+        exc = t.exception()
+        if exc is not None:
+            raise exc
+    return [t.result() for t in tasks]
+
+
 @dataclass
 class Sandbox:
     """One pod as stored: its record and metadata, plus whether its infra task runs."""
@@ -233,6 +257,22 @@ class Sandboxes:
                        runtime_handler=str(data.get("runtime_handler") or ""),
                        runtime_type=c.runtime_name or RUNTIME_NAME)
 
+    async def names(self) -> set[str]:
+        """The names of the stored pods, from their records alone (no task states asked)."""
+        out = set()
+        for c in await self.containers.list(NAMESPACE, [f"labels.\"{KIND_LABEL}\"=={KIND_SANDBOX}"]):
+            data = ext_data(c, SANDBOX_EXT)
+            if data is None:
+                continue
+            name = data.get("name")
+            if not isinstance(name, str) or not name:
+                cfg = pb.PodSandboxConfig()
+                with contextlib.suppress(json_format.ParseError):
+                    json_format.ParseDict(data.get("config") or {}, cfg, ignore_unknown_fields=True)
+                name = pod_name(cfg.metadata)
+            out.add(name)
+        return out
+
     async def list(self) -> list[Sandbox]:
         out = []
         for c in await self.containers.list(NAMESPACE, [f"labels.\"{KIND_LABEL}\"=={KIND_SANDBOX}"]):
@@ -245,6 +285,13 @@ class Sandboxes:
         """The sandbox of an id or a unique id prefix; NotFound otherwise."""
         if not sid:
             raise errdefs.InvalidArgument("sandbox id must not be empty")
+        # a full id: one record and its task's state, not a listing with every pod's
+        with contextlib.suppress(errdefs.NotFound):
+            rec = await self.containers.get(NAMESPACE, sid)
+            if rec.labels.get(KIND_LABEL) == KIND_SANDBOX:
+                one = await self._status_of(rec)
+                if one is not None:
+                    return one
         found = [s for s in await self.list() if s.id.startswith(sid)]
         exact = [s for s in found if s.id == sid]
         if exact:
@@ -311,7 +358,7 @@ class Sandboxes:
         if not m.name or not m.namespace:
             raise errdefs.InvalidArgument("sandbox config must include metadata.name and metadata.namespace")
         name = pod_name(m)
-        if name in self._names or any(s.name == name for s in await self.list()):
+        if name in self._names or name in await self.names():
             raise errdefs.AlreadyExists(f"failed to reserve sandbox name {name!r}: name is reserved")
         self._names.add(name)
         try:
@@ -332,7 +379,9 @@ class Sandboxes:
         pod's IPs into the record and the infra process started: CNI ADD and runc create are each
         about a third of the call, and neither waits for the other (containerd runs them one after
         the other).  On failure everything is undone in reverse, CNI DEL only once ADD is over."""
+        phases = Phases("RunPodSandbox")
         image = await self._image(self.config.sandbox_image)
+        phases.mark("image")
         # the security context's files before anything is made: a bad profile leaves nothing behind
         sc = cfg.linux.security_context
         refuse_user_namespace(sc.namespace_options)
@@ -340,6 +389,7 @@ class Sandboxes:
         local_seccomp = (await asyncio.to_thread(load_profile, wanted.ref)
                          if wanted is not None and wanted.type == LOCALHOST else None)
         apparmor = await asyncio.to_thread(read_apparmor)
+        phases.mark("security files")
         sid = new_id()
         undo: list[Any] = []
         cni_add: asyncio.Task[Any] | None = None
@@ -347,11 +397,13 @@ class Sandboxes:
             sdir = self.sandbox_dir(sid)
             await asyncio.to_thread(self._write_files, sdir, cfg)
             undo.append(lambda: asyncio.to_thread(shutil.rmtree, sdir, True))
+            phases.mark("pod files")
             path = ""
             if not host_network(cfg):
                 path = await netns.create(netns.netns_dir(self.state_dir,
                                                           under_state_dir=self.config.netns_mounts_under_state_dir))
                 undo.append(lambda p=path: netns.remove(p))
+                phases.mark("netns")
                 if self.cni is None:
                     raise errdefs.FailedPrecondition("cni plugin not initialized: no CNI network for the pod")
                 pod = self._pod_network(sid, path, cfg)
@@ -369,22 +421,31 @@ class Sandboxes:
                 spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
                 labels=labels, image=image.references[0] if image.references else image.id,
                 snapshotter=self.images.snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)})
+            phases.mark("spec")
             await self.containers.create(NAMESPACE, record)
             undo.append(lambda: self.containers.delete(NAMESPACE, sid))
+            phases.mark("record")
+            # after the record that names it: the garbage collector never sees it unreferenced
             sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
             mounts = await sn.prepare(sid, image.chain_id, {})
             undo.append(lambda: sn.remove(sid))
+            phases.mark("snapshot")
             await self.tasks.create(NAMESPACE, sid, rootfs=[RootfsMount(mt.type, mt.source, mt.target,
                                                                         tuple(mt.options)) for mt in mounts],
                                     io=TaskIO(), options=self.run_options(handler), runtime_path=rt.runtime_path)
             undo.append(lambda: self._delete_task(sid))
-            if cni_add is not None:
+            phases.mark("task create")
+            if cni_add is None:
+                await self.tasks.start_process(NAMESPACE, sid)
+            else:
                 res = await cni_add
+                phases.mark("cni add (rest)")
                 meta.update(ip=res.pod_ip, additional_ips=list(res.additional_ips))
-                record = await self.containers.get(NAMESPACE, sid)
-                record.extensions = {**record.extensions, SANDBOX_EXT: ext_value(meta)}
-                await self.containers.update(NAMESPACE, record, ["extensions"])
-            await self.tasks.start_process(NAMESPACE, sid)
+                # the pod's IPs into its record while its infra process starts: both are over
+                # (or undone) before the answer
+                await together(undo, (self._record_ips(sid, meta), None),
+                               (self.tasks.start_process(NAMESPACE, sid), lambda: self.kill_task(sid, 0)))
+            phases.mark("ips + task start")
         except BaseException:
             if cni_add is not None and not cni_add.done():
                 await asyncio.wait([cni_add])  # CNI DEL (in the undo) only after ADD is over
@@ -396,7 +457,13 @@ class Sandboxes:
                 except Exception as exc:  # undo what can be undone, report the first failure
                     log.warning("sandbox %s: cleanup after a failed run: %s", sid, exc)
             raise
+        phases.done(sid)
         return sid
+
+    async def _record_ips(self, sid: str, meta: dict[str, Any]) -> None:
+        record = await self.containers.get(NAMESPACE, sid)
+        record.extensions = {**record.extensions, SANDBOX_EXT: ext_value(meta)}
+        await self.containers.update(NAMESPACE, record, ["extensions"])
 
     def _pod_network(self, sid: str, path: str, cfg: pb.PodSandboxConfig) -> PodNetwork:
         ports = tuple(PortMapping(host_port=p.host_port, container_port=p.container_port,
