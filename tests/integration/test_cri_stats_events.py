@@ -96,7 +96,9 @@ def test_pod_stats(engine: Engine, busybox: str, tmp_path: Path) -> None:
         assert c[0].cpu.usage_core_nano_seconds.value > 0
         assert linux.cpu.usage_core_nano_seconds.value >= c[0].cpu.usage_core_nano_seconds.value
         assert linux.memory.working_set_bytes.value > 0
-        assert linux.memory.usage_bytes.value >= c[0].memory.usage_bytes.value > 0
+        # (the pod's and the container's figures are two reads, milliseconds apart, on either engine:
+        # containerd's pod usage was once 16 KiB below its container's, read 7 ms later)
+        assert linux.memory.usage_bytes.value + (1 << 20) >= c[0].memory.usage_bytes.value > 0
         # the pod's own netns: eth0 (the CNI veth) as the default interface, lo left out
         net = linux.network
         assert net.default_interface.name == "eth0"
