@@ -39,8 +39,9 @@ from ..oci.spec import (
     HostInfo,
     RootfsFiles,
     canonical,
-    default_spec,
+    cri_default_spec,
     host_devices,
+    mount_depth,
     replace_or_append_env,
     with_additional_gids,
     with_privileged,
@@ -57,7 +58,9 @@ from .sandbox import (
     ANN_SANDBOX_ID,
     ANN_SANDBOX_NAME,
     ANN_SANDBOX_NAMESPACE,
+    ANN_SANDBOX_UID,
     CONTAINER_EXT,
+    DEV_SHM,
     KIND_CONTAINER,
     KIND_LABEL,
     Sandbox,
@@ -67,6 +70,7 @@ from .sandbox import (
     ext_value,
     host_network,
     new_id,
+    shm_source,
 )
 from .security import (
     LOCALHOST,
@@ -528,7 +532,7 @@ class Containers:
     def _spec(self, cid: str, sb: Sandbox, cfg: pb.ContainerConfig, image_config: dict[str, Any],
               files: RootfsFiles, host: HostInfo | None, sec: SecurityInputs | None = None) -> dict[str, Any]:
         sec = sec or SecurityInputs()
-        spec = default_spec(NAMESPACE, cid)
+        spec = cri_default_spec(NAMESPACE, cid)
         ic = image_config.get("config") or {}
         command, args = list(cfg.command), list(cfg.args)
         if not command and not args:
@@ -540,7 +544,9 @@ class Containers:
             raise errdefs.InvalidArgument(f"no command specified for container {cfg.metadata.name!r}")
         proc = spec["process"]
         proc["args"] = argv
-        proc["env"] = replace_or_append_env(replace_or_append_env(proc.get("env") or [], ic.get("Env") or []),
+        # as containerd: the default PATH, HOSTNAME (the pod's, else the node's), the image's, the config's
+        env = replace_or_append_env(proc.get("env") or [], [f"HOSTNAME={sb.config.hostname or os.uname().nodename}"])
+        proc["env"] = replace_or_append_env(replace_or_append_env(env, ic.get("Env") or []),
                                             [f"{kv.key}={kv.value}" for kv in cfg.envs])
         proc["cwd"] = cfg.working_dir or ic.get("WorkingDir") or "/"
         if cfg.tty:  # containerd's oci.WithTTY
@@ -655,11 +661,18 @@ class Containers:
         mounts = [*spec["mounts"], {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                                     "options": ["nosuid", "noexec", "nodev", "relatime",
                                                 "rw" if sc.privileged else "ro"]}]
+        # as containerd 1.6's CRI (containerMounts + WithMounts): the pod's files and its /dev/shm
+        # (the host's when the pod or the container asks for the host's IPC), unless the config
+        # mounts the same destination; the config's mounts first, then those, ordered by depth
+        pod_files: list[dict[str, Any]] = []
+        for dest, name in (("/etc/hostname", "hostname"), ("/etc/hosts", "hosts"),
+                           ("/etc/resolv.conf", "resolv.conf")):
+            pod_files.append({"destination": dest, "type": "bind", "source": str(sdir / name),
+                              "options": ["rbind", "rprivate", "ro" if sc.readonly_rootfs else "rw"]})
+        shm = DEV_SHM if opts.ipc == pb.NODE else shm_source(sdir, sb.config)
+        pod_files.append({"destination": DEV_SHM, "type": "bind", "source": shm,
+                          "options": ["rbind", "rprivate", "rw"]})
         extra: list[dict[str, Any]] = []
-        for dest, name in (("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf"),
-                           ("/etc/hostname", "hostname")):
-            extra.append({"destination": dest, "type": "bind", "source": str(sdir / name),
-                          "options": ["rbind", "rprivate", "ro" if sc.readonly_rootfs else "rw"]})
         for m in cfg.mounts:
             if m.HasField("image") or m.image_sub_path:
                 raise errdefs.InvalidArgument(f"mount {m.container_path!r}: image volumes (Mount.image, KEP 4639) "
@@ -679,13 +692,19 @@ class Containers:
                 mode = "rro"
             extra.append({"destination": m.container_path, "type": "bind", "source": m.host_path,
                           "options": ["rbind", prop, mode]})
-        dests = {m["destination"] for m in extra}
-        spec["mounts"] = [m for m in mounts if m["destination"] not in dests] + extra
+        given = {os.path.normpath(m["destination"]) for m in extra}
+        extra += [m for m in pod_files if m["destination"] not in given]
+        extra.sort(key=lambda m: mount_depth(m["destination"]))  # stable: the order above within a depth
+        dests = {os.path.normpath(m["destination"]) for m in extra}
+        # the defaults a given mount replaces go, and all under /dev when /dev is given
+        spec["mounts"] = [m for m in mounts if m["destination"] not in dests
+                          and not ("/dev" in dests and m["destination"].startswith("/dev/"))] + extra
         spec["annotations"] = {
             ANN_CONTAINER_TYPE: KIND_CONTAINER,
             ANN_SANDBOX_ID: sb.id,
             ANN_SANDBOX_NAME: sb.config.metadata.name,
             ANN_SANDBOX_NAMESPACE: sb.config.metadata.namespace,
+            ANN_SANDBOX_UID: sb.config.metadata.uid,
             ANN_CONTAINER_NAME: cfg.metadata.name,
             ANN_IMAGE_NAME: cfg.image.image,
         }
