@@ -13,7 +13,11 @@ read-write into every container; the host's with IPC NODE) instead of a tmpfs pe
 ``/run`` tmpfs and no ``RLIMIT_NOFILE`` rlimit in CRI specs; the sandbox's read-only
 ``/etc/resolv.conf``; ``HOSTNAME`` in the container's environment; the
 ``io.kubernetes.cri.sandbox-uid`` annotation; the container mounts' order (the config's and the
-pod's files sorted by depth, after the defaults).
+pod's files sorted by depth, after the defaults); the container's network, IPC and UTS
+namespaces always joined through the infra process (also when they are the host's), and its
+pid namespace too in a host-pid pod.  Three variants (``VARIANTS``): a plain pod; host IPC with
+a read-only rootfs, a tty, a mount and env; host network and pid with a user, capabilities,
+no_new_privs and resources.
 
 Besides the specs, from inside the containers: two containers of one pod share /dev/shm (a file
 one writes, the other reads), and with the pod's IPC namespace NODE they see the host's.
@@ -118,21 +122,47 @@ def _judge(kind: str, diff: dict[str, tuple[Any, Any]]) -> None:
 
 
 def _pod_and_container(engine: Engine, image: str, tmp_path: Path, podcfg: Path, script: str,
-                       name: str = "box") -> tuple[str, str]:
+                       name: str = "box", **extra: Any) -> tuple[str, str]:
     pod = engine.crictl("runp", str(podcfg)).stdout.strip()
     engine.crictl("pull", image)
-    cid = engine.crictl("create", pod, str(container_config(tmp_path, image, script, name=name)),
+    cid = engine.crictl("create", pod, str(container_config(tmp_path, image, script, name=name, **extra)),
                         str(podcfg)).stdout.strip()
     engine.crictl("start", cid)
     return pod, cid
 
 
+HOST_IPC = {"security_context": {"namespace_options": {"ipc": 2}}}
+# (pod config extras, container config extras) per variant; "<tmp>" is the test's tmp_path
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "plain": ({}, {}),
+    # the host's IPC (and /dev/shm), a read-only rootfs (the pod's files read-only, its shm not),
+    # a config mount, a tty, a working directory, an env var the image does not set
+    "host-ipc-readonly-tty": ({"linux": HOST_IPC}, {
+        "tty": True, "stdin": True, "working_dir": "/tmp",
+        "envs": [{"key": "GREETING", "value": "hello"}, {"key": "HOSTNAME", "value": "mine"}],
+        "mounts": [{"container_path": "/data", "host_path": "<tmp>", "readonly": True}],
+        "linux": {"security_context": {**HOST_IPC["security_context"], "readonly_rootfs": True}}}),
+    # the host's network and pid namespaces; a user, capabilities added and dropped, no_new_privs,
+    # resources, an oom score
+    "host-network-pid-security": (
+        {"host_network": True, "linux": {"security_context": {"namespace_options": {"network": 2, "pid": 2}}}},
+        {"linux": {"security_context": {"namespace_options": {"network": 2, "pid": 2},
+                                        "run_as_user": {"value": 1234}, "no_new_privs": True,
+                                        "capabilities": {"add_capabilities": ["SYS_ADMIN"],
+                                                         "drop_capabilities": ["NET_RAW"]}},
+                   "resources": {"cpu_shares": 512, "memory_limit_in_bytes": 128 << 20, "oom_score_adj": 500}}}),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_pod_and_container_specs_match_containerd(ours: Engine, theirs: Engine, busybox: str,
-                                                  tmp_path: Path) -> None:
-    fixed_pod = pod_config(tmp_path, name=f"parity-{uuid.uuid4().hex[:8]}")  # one config, both engines
+                                                  tmp_path: Path, variant: str) -> None:
+    pod_extra, ctr_extra = json.loads(json.dumps(VARIANTS[variant]).replace("<tmp>", str(tmp_path)))
+    # one config, both engines
+    fixed_pod = pod_config(tmp_path, name=f"parity-{uuid.uuid4().hex[:8]}", **pod_extra)
     specs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for engine in (ours, theirs):
-        pod, cid = _pod_and_container(engine, busybox, tmp_path, fixed_pod, "sleep 1000")
+        pod, cid = _pod_and_container(engine, busybox, tmp_path, fixed_pod, "sleep 1000", **ctr_extra)
         try:
             ids = {pod: "<SID>", cid: "<CID>"}
             pspec = _normalise(engine.crictl_json("inspectp", pod)["info"]["runtimeSpec"], ids)

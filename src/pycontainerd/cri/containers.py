@@ -68,7 +68,6 @@ from .sandbox import (
     cgroups_path,
     ext_data,
     ext_value,
-    host_network,
     new_id,
     shm_source,
 )
@@ -634,24 +633,23 @@ class Containers:
             proc["oomScoreAdj"] = self.pods._oom(res.oom_score_adj)
         # the pod's namespaces, through its infra process
         pid = sb.pid
-        spod = sb.config.linux.security_context.namespace_options
         opts = sc.namespace_options
         namespaces = [n for n in linux["namespaces"] if n["type"] not in ("network", "ipc", "uts", "pid")]
-        if not host_network(sb.config):
-            namespaces.append({"type": "network", "path": f"/proc/{pid}/ns/net"})
-            namespaces.append({"type": "uts", "path": f"/proc/{pid}/ns/uts"})
-        if spod.ipc != pb.NODE:
-            namespaces.append({"type": "ipc", "path": f"/proc/{pid}/ns/ipc"})
-        # pid, by the container's own option (containerd's WithPodNamespaces): POD joins the infra
-        # process's, TARGET the target container's, CONTAINER gets its own, NODE stays the host's
-        if opts.pid == pb.POD:
-            namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
-        elif opts.pid == pb.TARGET:
+        # as containerd's WithPodNamespaces: the infra process's network, IPC and UTS namespaces,
+        # always (they are the host's when the pod asked for the host's)
+        for kind, name in (("network", "net"), ("ipc", "ipc"), ("uts", "uts")):
+            namespaces.append({"type": kind, "path": f"/proc/{pid}/ns/{name}"})
+        # pid, by the container's own option: CONTAINER gets its own, TARGET joins the target
+        # container's, POD the infra process's; NODE the host's: in a host-pid pod through the
+        # infra process, as containerd's spec has it, else left out of the spec
+        if opts.pid == pb.TARGET:
             if not sec.target_pid:
                 raise errdefs.InvalidArgument("pid namespace TARGET without a running target container")
             namespaces.append({"type": "pid", "path": f"/proc/{sec.target_pid}/ns/pid"})
         elif opts.pid == pb.CONTAINER:
             namespaces.append({"type": "pid"})
+        elif opts.pid == pb.POD or sb.config.linux.security_context.namespace_options.pid == pb.NODE:
+            namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
         linux["namespaces"] = namespaces
         linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid,
                                             self.pods.systemd_cgroup(sb.runtime_handler))
