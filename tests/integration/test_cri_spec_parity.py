@@ -151,6 +151,15 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
                                         "capabilities": {"add_capabilities": ["SYS_ADMIN"],
                                                          "drop_capabilities": ["NET_RAW"]}},
                    "resources": {"cpu_shares": 512, "memory_limit_in_bytes": 128 << 20, "oom_score_adj": 500}}}),
+    # privileged, with the kubelet's masked and read-only paths (privileged drops them)
+    "privileged": ({"linux": {"security_context": {"privileged": True}}}, {
+        "linux": {"security_context": {"privileged": True, "masked_paths": ["/proc/kcore"],
+                                       "readonly_paths": ["/proc/sys"]}}}),
+    # unprivileged with the kubelet's masked and read-only paths and the runtime's default seccomp
+    "masked-seccomp": ({}, {
+        "linux": {"security_context": {"masked_paths": ["/proc/kcore", "/proc/keys"],
+                                       "readonly_paths": ["/proc/sys", "/proc/bus"],
+                                       "seccomp": {"profile_type": 0}}}}),
 }
 
 
