@@ -21,7 +21,10 @@ from pycontainerd.oci.spec import (
     RootfsFiles,
     RunOptions,
     build_run_spec,
+    cri_default_spec,
+    default_spec,
     image_labels,
+    mount_depth,
     parse_mount_flag,
     process_spec,
     replace_or_append_env,
@@ -157,3 +160,15 @@ def test_with_user_helpers_keep_primary_gid_first() -> None:
     assert spec["process"]["user"]["additionalGids"] == [1000, 2000]
     with_image_config(spec, _image(), RootfsFiles())
     assert spec["process"]["user"]["additionalGids"][0] == spec["process"]["user"]["gid"]
+
+
+def test_cri_default_spec_drops_run_and_rlimits_and_ctr_keeps_them() -> None:
+    # containerd's CRI: WithoutRunMount and WithoutDefaultSecuritySettings; ctr (pyctr run) keeps both
+    cri, ctr = cri_default_spec("k8s.io", "c1"), default_spec("default", "c1")
+    assert "/run" not in [m["destination"] for m in cri["mounts"]]
+    assert "rlimits" not in cri["process"]
+    assert "/run" in [m["destination"] for m in ctr["mounts"]]
+    assert ctr["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
+    assert [m for m in cri["mounts"]] == [m for m in ctr["mounts"] if m["destination"] != "/run"]
+    assert sorted(["/dev/shm", "/data/x/y", "/etc/hosts", "/"], key=mount_depth) == [
+        "/", "/dev/shm", "/etc/hosts", "/data/x/y"]

@@ -39,8 +39,9 @@ from ..oci.spec import (
     HostInfo,
     RootfsFiles,
     canonical,
-    default_spec,
+    cri_default_spec,
     host_devices,
+    mount_depth,
     replace_or_append_env,
     with_additional_gids,
     with_privileged,
@@ -57,7 +58,9 @@ from .sandbox import (
     ANN_SANDBOX_ID,
     ANN_SANDBOX_NAME,
     ANN_SANDBOX_NAMESPACE,
+    ANN_SANDBOX_UID,
     CONTAINER_EXT,
+    DEV_SHM,
     KIND_CONTAINER,
     KIND_LABEL,
     Sandbox,
@@ -65,8 +68,8 @@ from .sandbox import (
     cgroups_path,
     ext_data,
     ext_value,
-    host_network,
     new_id,
+    shm_source,
 )
 from .security import (
     LOCALHOST,
@@ -528,7 +531,7 @@ class Containers:
     def _spec(self, cid: str, sb: Sandbox, cfg: pb.ContainerConfig, image_config: dict[str, Any],
               files: RootfsFiles, host: HostInfo | None, sec: SecurityInputs | None = None) -> dict[str, Any]:
         sec = sec or SecurityInputs()
-        spec = default_spec(NAMESPACE, cid)
+        spec = cri_default_spec(NAMESPACE, cid)
         ic = image_config.get("config") or {}
         command, args = list(cfg.command), list(cfg.args)
         if not command and not args:
@@ -540,7 +543,9 @@ class Containers:
             raise errdefs.InvalidArgument(f"no command specified for container {cfg.metadata.name!r}")
         proc = spec["process"]
         proc["args"] = argv
-        proc["env"] = replace_or_append_env(replace_or_append_env(proc.get("env") or [], ic.get("Env") or []),
+        # as containerd: the default PATH, HOSTNAME (the pod's, else the node's), the image's, the config's
+        env = replace_or_append_env(proc.get("env") or [], [f"HOSTNAME={sb.config.hostname or os.uname().nodename}"])
+        proc["env"] = replace_or_append_env(replace_or_append_env(env, ic.get("Env") or []),
                                             [f"{kv.key}={kv.value}" for kv in cfg.envs])
         proc["cwd"] = cfg.working_dir or ic.get("WorkingDir") or "/"
         if cfg.tty:  # containerd's oci.WithTTY
@@ -628,24 +633,23 @@ class Containers:
             proc["oomScoreAdj"] = self.pods._oom(res.oom_score_adj)
         # the pod's namespaces, through its infra process
         pid = sb.pid
-        spod = sb.config.linux.security_context.namespace_options
         opts = sc.namespace_options
         namespaces = [n for n in linux["namespaces"] if n["type"] not in ("network", "ipc", "uts", "pid")]
-        if not host_network(sb.config):
-            namespaces.append({"type": "network", "path": f"/proc/{pid}/ns/net"})
-            namespaces.append({"type": "uts", "path": f"/proc/{pid}/ns/uts"})
-        if spod.ipc != pb.NODE:
-            namespaces.append({"type": "ipc", "path": f"/proc/{pid}/ns/ipc"})
-        # pid, by the container's own option (containerd's WithPodNamespaces): POD joins the infra
-        # process's, TARGET the target container's, CONTAINER gets its own, NODE stays the host's
-        if opts.pid == pb.POD:
-            namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
-        elif opts.pid == pb.TARGET:
+        # as containerd's WithPodNamespaces: the infra process's network, IPC and UTS namespaces,
+        # always (they are the host's when the pod asked for the host's)
+        for kind, name in (("network", "net"), ("ipc", "ipc"), ("uts", "uts")):
+            namespaces.append({"type": kind, "path": f"/proc/{pid}/ns/{name}"})
+        # pid, by the container's own option: CONTAINER gets its own, TARGET joins the target
+        # container's, POD the infra process's; NODE the host's: in a host-pid pod through the
+        # infra process, as containerd's spec has it, else left out of the spec
+        if opts.pid == pb.TARGET:
             if not sec.target_pid:
                 raise errdefs.InvalidArgument("pid namespace TARGET without a running target container")
             namespaces.append({"type": "pid", "path": f"/proc/{sec.target_pid}/ns/pid"})
         elif opts.pid == pb.CONTAINER:
             namespaces.append({"type": "pid"})
+        elif opts.pid == pb.POD or sb.config.linux.security_context.namespace_options.pid == pb.NODE:
+            namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
         linux["namespaces"] = namespaces
         linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid,
                                             self.pods.systemd_cgroup(sb.runtime_handler))
@@ -655,11 +659,18 @@ class Containers:
         mounts = [*spec["mounts"], {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                                     "options": ["nosuid", "noexec", "nodev", "relatime",
                                                 "rw" if sc.privileged else "ro"]}]
+        # as containerd 1.6's CRI (containerMounts + WithMounts): the pod's files and its /dev/shm
+        # (the host's when the pod or the container asks for the host's IPC), unless the config
+        # mounts the same destination; the config's mounts first, then those, ordered by depth
+        pod_files: list[dict[str, Any]] = []
+        for dest, name in (("/etc/hostname", "hostname"), ("/etc/hosts", "hosts"),
+                           ("/etc/resolv.conf", "resolv.conf")):
+            pod_files.append({"destination": dest, "type": "bind", "source": str(sdir / name),
+                              "options": ["rbind", "rprivate", "ro" if sc.readonly_rootfs else "rw"]})
+        shm = DEV_SHM if opts.ipc == pb.NODE else shm_source(sdir, sb.config)
+        pod_files.append({"destination": DEV_SHM, "type": "bind", "source": shm,
+                          "options": ["rbind", "rprivate", "rw"]})
         extra: list[dict[str, Any]] = []
-        for dest, name in (("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf"),
-                           ("/etc/hostname", "hostname")):
-            extra.append({"destination": dest, "type": "bind", "source": str(sdir / name),
-                          "options": ["rbind", "rprivate", "ro" if sc.readonly_rootfs else "rw"]})
         for m in cfg.mounts:
             if m.HasField("image") or m.image_sub_path:
                 raise errdefs.InvalidArgument(f"mount {m.container_path!r}: image volumes (Mount.image, KEP 4639) "
@@ -679,13 +690,19 @@ class Containers:
                 mode = "rro"
             extra.append({"destination": m.container_path, "type": "bind", "source": m.host_path,
                           "options": ["rbind", prop, mode]})
-        dests = {m["destination"] for m in extra}
-        spec["mounts"] = [m for m in mounts if m["destination"] not in dests] + extra
+        given = {os.path.normpath(m["destination"]) for m in extra}
+        extra += [m for m in pod_files if m["destination"] not in given]
+        extra.sort(key=lambda m: mount_depth(m["destination"]))  # stable: the order above within a depth
+        dests = {os.path.normpath(m["destination"]) for m in extra}
+        # the defaults a given mount replaces go, and all under /dev when /dev is given
+        spec["mounts"] = [m for m in mounts if m["destination"] not in dests
+                          and not ("/dev" in dests and m["destination"].startswith("/dev/"))] + extra
         spec["annotations"] = {
             ANN_CONTAINER_TYPE: KIND_CONTAINER,
             ANN_SANDBOX_ID: sb.id,
             ANN_SANDBOX_NAME: sb.config.metadata.name,
             ANN_SANDBOX_NAMESPACE: sb.config.metadata.namespace,
+            ANN_SANDBOX_UID: sb.config.metadata.uid,
             ANN_CONTAINER_NAME: cfg.metadata.name,
             ANN_IMAGE_NAME: cfg.image.image,
         }

@@ -11,7 +11,10 @@ Networking: unless the pod asks for the host's network (``NamespaceOption.networ
 network namespace is made with :mod:`pycontainerd.netns` and CNI ADD runs in it (Kubernetes
 args, port mappings as the ``portMappings`` capability); stop runs CNI DEL and removes it.
 Per-pod files (``hostname``, ``resolv.conf`` from the DNSConfig, ``hosts``) are written under
-``<cri state>/sandboxes/<id>/`` for the pod's containers to mount.
+``<cri state>/sandboxes/<id>/`` for the pod's containers to mount, and, unless the pod's IPC
+namespace is the host's, its ``shm`` there: a 64 MiB tmpfs the infra process and every container
+of the pod bind-mount on /dev/shm (containerd's sandbox shm), unmounted when the pod is stopped
+or removed.  With IPC ``NODE`` they all bind-mount the host's /dev/shm.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ from ..cni import CNI, CapabilityArgs, PodNetwork, PortMapping
 from ..config import CRIConfig, RuntimeConfig
 from ..fsmodes import private_dir
 from ..metadata.containers import Container, ContainerStore, TypedValue
+from ..mount.core import Mount as MountRecord
+from ..mount.core import mount_all, unmount_all
 from ..oci.seccomp import default_profile, load_profile
-from ..oci.spec import SPEC_TYPE_URL, canonical, default_spec, replace_or_append_env
+from ..oci.spec import SPEC_TYPE_URL, canonical, cri_default_spec, replace_or_append_env
 from ..runtime.bundle import own_oom_score_adj
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, RuncOptions, TaskIO
@@ -71,7 +76,10 @@ ANN_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 ANN_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 ANN_SANDBOX_NAME = "io.kubernetes.cri.sandbox-name"
 ANN_SANDBOX_NAMESPACE = "io.kubernetes.cri.sandbox-namespace"
+ANN_SANDBOX_UID = "io.kubernetes.cri.sandbox-uid"
 ANN_SANDBOX_LOG_DIR = "io.kubernetes.cri.sandbox-log-directory"
+DEV_SHM = "/dev/shm"
+SANDBOX_SHM_SIZE = 64 << 20  # containerd's defaultShmSize
 
 _PROTOCOLS = {pb.TCP: "tcp", pb.UDP: "udp", pb.SCTP: "sctp"}
 
@@ -108,6 +116,13 @@ def resolv_conf(dns: pb.DNSConfig) -> str | None:
     if dns.options:
         lines.append(f"options {' '.join(dns.options)}")
     return "\n".join(lines) + "\n"
+
+
+def shm_source(sdir: Path, cfg: pb.PodSandboxConfig) -> str:
+    """What the pod's /dev/shm is: the host's with IPC NODE, else the pod's own tmpfs under its directory."""
+    if cfg.linux.security_context.namespace_options.ipc == pb.NODE:
+        return DEV_SHM
+    return str(sdir / "shm")
 
 
 def host_network(cfg: pb.PodSandboxConfig) -> bool:
@@ -397,6 +412,8 @@ class Sandboxes:
             sdir = self.sandbox_dir(sid)
             await asyncio.to_thread(self._write_files, sdir, cfg)
             undo.append(lambda: asyncio.to_thread(shutil.rmtree, sdir, True))
+            await asyncio.to_thread(self._mount_shm, shm_source(self.sandbox_dir(sid), cfg))
+            undo.append(lambda: asyncio.to_thread(self._unmount_shm, sid))
             phases.mark("pod files")
             path = ""
             if not host_network(cfg):
@@ -497,6 +514,23 @@ class Sandboxes:
         for f in ("resolv.conf", "hosts", "hostname"):
             (sdir / f).chmod(0o644)
 
+    @staticmethod
+    def _mount_shm(source: str) -> None:
+        """The pod's /dev/shm (containerd's sandbox shm: a tmpfs, nosuid, nodev, noexec, mode 1777,
+        64 MiB); with IPC NODE the host's must exist."""
+        if source == DEV_SHM:
+            if not os.path.isdir(DEV_SHM):
+                raise errdefs.FailedPrecondition(f"host {DEV_SHM} is not available for a pod with host IPC")
+            return
+        os.makedirs(source, mode=0o700, exist_ok=True)
+        mount_all([MountRecord("tmpfs", "shm", ["nosuid", "nodev", "noexec", "mode=1777",
+                                                f"size={SANDBOX_SHM_SIZE}"])], source)
+
+    def _unmount_shm(self, sid: str) -> None:
+        shm = self.sandbox_dir(sid) / "shm"
+        if shm.is_dir():  # none with IPC NODE; unmounting what is not a mount point is fine
+            unmount_all(shm)
+
     def _oom(self, adj: int) -> int:
         if self.config.restrict_oom_score_adj:
             return max(adj, own_oom_score_adj())
@@ -505,7 +539,7 @@ class Sandboxes:
     def _spec(self, sid: str, cfg: pb.PodSandboxConfig, image_config: dict[str, Any], path: str,
               systemd: bool = False, *, local_seccomp: dict[str, Any] | None = None,
               apparmor: tuple[bool, frozenset[str]] = (False, frozenset())) -> dict[str, Any]:
-        spec = default_spec(NAMESPACE, sid)
+        spec = cri_default_spec(NAMESPACE, sid)
         ic = image_config.get("config") or {}
         args = [*(ic.get("Entrypoint") or []), *(ic.get("Cmd") or [])]
         if not args:
@@ -552,11 +586,19 @@ class Sandboxes:
             linux["sysctl"] = dict(cfg.linux.sysctls)
         linux["cgroupsPath"] = cgroups_path(cfg.linux.cgroup_parent, sid, systemd)
         linux.setdefault("resources", {}).setdefault("cpu", {})["shares"] = 2
+        # as containerd: the pod's shm and resolv.conf, read-only, after the default mounts (whose
+        # /dev/shm tmpfs stays below the bind)
+        sdir = self.sandbox_dir(sid)
+        spec["mounts"] += [{"destination": DEV_SHM, "type": "bind", "source": shm_source(sdir, cfg),
+                            "options": ["rbind", "ro"]},
+                           {"destination": "/etc/resolv.conf", "type": "bind", "source": str(sdir / "resolv.conf"),
+                            "options": ["rbind", "ro"]}]
         spec["annotations"] = {
             ANN_CONTAINER_TYPE: KIND_SANDBOX,
             ANN_SANDBOX_ID: sid,
             ANN_SANDBOX_NAME: cfg.metadata.name,
             ANN_SANDBOX_NAMESPACE: cfg.metadata.namespace,
+            ANN_SANDBOX_UID: cfg.metadata.uid,
             ANN_SANDBOX_LOG_DIR: cfg.log_directory,
         }
         return canonical(spec)
@@ -600,6 +642,8 @@ class Sandboxes:
                     await stop_containers(sb.id)
                 await self.kill_task(sb.id, 0)
                 await self._delete_task(sb.id)
+                # as containerd's StopPodSandbox: the pod's shm goes with its processes
+                await asyncio.to_thread(self._unmount_shm, sb.id)
             finally:
                 if net is not None:
                     await asyncio.wait([net])
@@ -625,6 +669,7 @@ class Sandboxes:
                 await sn.remove(sb.id)
             with contextlib.suppress(errdefs.NotFound):
                 await self.containers.delete(NAMESPACE, sb.id)
+            await asyncio.to_thread(self._unmount_shm, sb.id)  # never rmtree into a mounted tmpfs
             await asyncio.to_thread(shutil.rmtree, self.sandbox_dir(sb.id), True)
         self._locks.pop(sb.id, None)
         self._net_down.discard(sb.id)

@@ -119,6 +119,22 @@ def default_spec(namespace: str, container_id: str) -> Spec:
     }
 
 
+
+def cri_default_spec(namespace: str, container_id: str) -> Spec:
+    """What containerd 1.6's CRI starts its sandbox and container specs from: the default spec
+    without its ``/run`` tmpfs (``oci.WithoutRunMount``) and without the default rlimits
+    (``WithoutDefaultSecuritySettings``: the runtime's own limits apply).  ``pyctr run`` keeps both."""
+    spec = default_spec(namespace, container_id)
+    spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != "/run"]
+    del spec["process"]["rlimits"]
+    return spec
+
+
+def mount_depth(destination: str) -> int:
+    """The number of path elements of a mount destination, by which containerd's CRI orders its
+    mounts (``orderedMounts``: a stable sort, so a parent is mounted before what goes under it)."""
+    return len(os.path.normpath(destination).split("/"))
+
 # -- /etc/passwd and /etc/group --------------------------------------------------------------
 # Records are NamedTuples, not dataclasses: `pyctr run` imports this module, and dataclasses
 # (with inspect) would cost more than its whole conversation with the daemon.
