@@ -71,7 +71,7 @@ demo: install ## install, start the daemon, run a container from a locally built
 
 BENCH_ARGS ?=
 bench: install ## side-by-side benchmarks against containerd: JSON with every sample in bench/results/ (BENCH_ARGS="--runs 3")
-	@# W8 times pyctr as an installed package runs: with its bytecode compiled (under
+	@# W9 times pyctr as an installed package runs: with its bytecode compiled (under
 	@# PYTHONDONTWRITEBYTECODE an editable install would compile every module at every start)
 	$(BIN)/python -m compileall -q src >/dev/null
 	$(BIN)/python -m bench $(BENCH_ARGS)
