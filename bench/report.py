@@ -94,8 +94,12 @@ def ratio(m: Metric) -> dict[str, float] | None:
 
 
 def ordered(metrics: Mapping[str, Metric]) -> dict[str, Metric]:
-    """W1 … W7 (stable: metrics of one workload keep their recording order)."""
-    return {m.key: m for m in sorted(metrics.values(), key=lambda m: m.workload)}
+    """W1, W2, … W10 in number order (stable: metrics of one workload keep their recording order)."""
+    def number(m: Metric) -> tuple[int, str]:
+        digits = m.workload.lstrip("W")
+        return (int(digits), "") if digits.isdigit() else (1 << 30, m.workload)
+
+    return {m.key: m for m in sorted(metrics.values(), key=number)}
 
 
 # -- JSON ----------------------------------------------------------------------------------------
