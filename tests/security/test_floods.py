@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -57,16 +56,8 @@ async def _version_burst(address: str, n: int) -> tuple[collections.Counter[str]
     async with grpc.aio.insecure_channel(f"unix:{address}") as ch:
         stub = version_pb2_grpc.VersionStub(ch)
         calls = [asyncio.ensure_future(_outcome(stub.Version(empty_pb2.Empty(), timeout=60))) for _ in range(n)]
-
-        def ctr_then_count() -> tuple[int, int]:
-            # a separate client, while the burst is in flight; the calls still unanswered are counted the
-            # moment ctr exits, from this thread: counted on the loop, after it has worked through the
-            # burst's completions queued before ctr's exit, the count came out 0 in one fresh-clone run
-            r = subprocess.run([CTR, "-a", address, "version"], capture_output=True, timeout=60, check=False)
-            return r.returncode, sum(not c.done() for c in calls)
-
-        await asyncio.sleep(0)  # the calls are started
-        rc, unanswered = await asyncio.to_thread(ctr_then_count)
+        rc, _ = await _ctr_version(address)  # a separate client, while the burst is in flight
+        unanswered = sum(not c.done() for c in calls)
         return collections.Counter(await asyncio.gather(*calls)), rc, unanswered
 
 

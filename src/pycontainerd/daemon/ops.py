@@ -14,7 +14,6 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ class OpsServers:
         self.daemon = daemon
         self.debug: Any = None
         self.metrics: Any = None
-        self._grpc_metrics: Any = None
+        self._interceptor: Any = None
         self._handlers_installed = False
         self._previous_handler: Any = None
         self.registry: Any = None  # pycontainerd.metrics.registry.DaemonMetrics when metrics are served
@@ -109,15 +108,14 @@ class OpsServers:
         except Exception:  # a dump must never take the daemon down
             log.exception("SIGUSR1 stack dump failed")
 
-    def handler_wrappers(self) -> list[Callable[[str, Any], Any]]:
-        """What wraps each gRPC method's handler: the gRPC metrics, when metrics are served."""
+    def interceptors(self) -> list[Any]:
         if self.registry is None:
             return []
-        from ..metrics.grpc import MetricsWrapper
+        from ..metrics.grpc import MetricsInterceptor
 
-        self._grpc_metrics = MetricsWrapper(self.registry.registry,
-                                            histogram=self.daemon.config.metrics.grpc_histogram)
-        return [self._grpc_metrics.wrap]
+        self._interceptor = MetricsInterceptor(self.registry.registry,
+                                               histogram=self.daemon.config.metrics.grpc_histogram)
+        return [self._interceptor]
 
     def _observe_engine(self) -> None:
         """Let the metrics see GC passes, content ingests and layer applies (plugins that loaded)."""

@@ -32,8 +32,7 @@ from ..plugin import PluginSet
 from ..plugin import registry as plugin_registry
 from ..plugin import types as plugin_types
 from . import memory
-from .interceptors import timed
-from .methods import MethodTable
+from .interceptors import TimingInterceptor
 from .ops import OpsServers
 
 log = logging.getLogger("pycontainerd")
@@ -181,15 +180,13 @@ class Daemon:
                 ("grpc.server_max_unrequested_time_in_server", MAX_PENDING_SECONDS),
             ],
             maximum_concurrent_rpcs=None,
+            # per-RPC timing only when it is logged, gRPC metrics only when they are served:
+            # an interceptor costs every call a coroutine hop
+            interceptors=[*self.ops.interceptors(), *([TimingInterceptor()] if _timing_logged() else [])],
         )
-        # services go to one method table, given to the server as one handler (see methods.py)
-        table = MethodTable()
         for p in self.plugins.plugins:
             if p.error is None and hasattr(p.instance, "add_to_server"):
-                p.instance.add_to_server(table)
-        # gRPC metrics only when they are served, per-RPC timing only when it is logged:
-        # wrapped around each method's handler once, not as interceptors run for every call
-        table.install(server, [*self.ops.handler_wrappers(), *([timed] if _timing_logged() else [])])
+                p.instance.add_to_server(server)
         # plugins finish starting (GC's first pass, shim reconnection) before the first call
         # is served, so clients never see a half-restored daemon
         for p in self.plugins.plugins:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -78,11 +78,7 @@ class GRPCMetrics:
                                      buckets=GO_DEFAULT_BUCKETS, registry=registry)
 
 
-class MetricsWrapper:
-    """Counts (and times) the calls of each method: ``wrap`` is applied to each method's
-    handler once, when the daemon gives its method table to the server, not as a grpc.aio
-    interceptor (which runs again for every call, making a new handler each time)."""
-
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, registry: CollectorRegistry, *, histogram: bool) -> None:
         self.m = GRPCMetrics(registry, histogram=histogram)
         # the labelled children of each method (and code), made once: ``labels()`` costs microseconds
@@ -105,8 +101,15 @@ class MetricsWrapper:
             c = self._handled[key] = self.m.handled.labels(*key)
         return c
 
-    def wrap(self, full_method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        service, method = split_method(full_method)
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        service, method = split_method(handler_call_details.method)
         if handler.unary_unary is not None:
             kind, inner, make = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
         elif handler.unary_stream is not None:
