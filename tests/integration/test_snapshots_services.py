@@ -25,6 +25,8 @@ from typing import Any
 import grpc
 import pytest
 
+from pycontainerd.rpc import Server
+
 pytestmark = pytest.mark.root
 
 CTR = "/usr/bin/ctr"
@@ -47,7 +49,7 @@ class Harness:
         self.daemon = _Daemon(base)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server: grpc.aio.Server | None = None
+        self.server: Server | None = None
         self.plugins: Any = None
 
     async def _start(self) -> None:
@@ -85,12 +87,11 @@ class Harness:
             daemon=d,
             required=[r.uri for r in regs],
         )
-        server = grpc.aio.server()
+        server = Server()
         for p in self.plugins.plugins:
             if p.error is None and hasattr(p.instance, "add_to_server"):
                 p.instance.add_to_server(server)
-        server.add_insecure_port(f"unix:{d.address}")
-        await server.start()
+        await server.serve_unix(d.address)
         self.server = server
 
         async def collect() -> None:
@@ -102,7 +103,7 @@ class Harness:
     async def _stop(self) -> None:
         self._collector.cancel()
         if self.server is not None:
-            await self.server.stop(0)
+            await self.server.stop(None)
         for p in reversed(self.plugins.plugins if self.plugins else []):
             closer = getattr(p.instance, "close", None) if p.error is None else None
             if closer is not None:

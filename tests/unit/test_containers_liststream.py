@@ -1,4 +1,4 @@
-"""Containers.ListStream (what ``ctr containers ls`` calls) over a real grpc.aio server: one
+"""Containers.ListStream (what ``ctr containers ls`` calls) over the daemon's gRPC server and grpc's client: one
 message per record, filters, updates seen by the next list; List and Get beside it."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as pb_grpc
 from pycontainerd.metadata.containers import Container, ContainerStore, TypedValue
 from pycontainerd.metadata.db import Database
+from pycontainerd.rpc import Server
 from pycontainerd.services.containers import ContainersService
 
 SPEC = TypedValue("types.containerd.io/opencontainers/runtime-spec/1/Spec", b'{"ociVersion":"1.0.2"}')
@@ -31,12 +32,11 @@ def test_liststream_over_grpc_sends_each_record_and_follows_updates(tmp_path: Pa
         db = Database(tmp_path / "meta.db")
         await db.open()
         store = ContainerStore(db)
-        server = grpc.aio.server()
+        server = Server()
         service = ContainersService(store)
         service.add_to_server(server)
         sock = f"/tmp/pycd-unit-ls-{os.getpid()}.sock"  # tmp_path may be too long for a socket path
-        server.add_insecure_port(f"unix:{sock}")
-        await server.start()
+        await server.serve_unix(sock)
         try:
             for i in range(3):
                 await store.create("ns", _c(f"c{i}", labels={"i": str(i)}))

@@ -9,11 +9,9 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import grpc
-
 from .. import errdefs
 from ..api.cri.runtime.v1 import api_pb2 as pb
-from ..api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
+from ..rpc import Server
 from ..services.common import add_servicer
 from .imagestore import CriImage, CriImageStore, FsUsage, PullAuth
 from .runtime import batches, fill_unimplemented
@@ -33,7 +31,7 @@ def auth_from_pb(a: pb.AuthConfig) -> PullAuth:
                     identity_token=a.identity_token, registry_token=a.registry_token)
 
 
-class ImageService(pb_grpc.ImageServiceServicer):
+class ImageService:
     def __init__(self, store: CriImageStore, runtime_snapshotters: Mapping[str, str] | None = None) -> None:
         self.store = store
         # runtime handler name -> the snapshotter its images unpack into ("" = the CRI default)
@@ -84,9 +82,9 @@ class ImageService(pb_grpc.ImageServiceServicer):
         images, containers = await self.store.fs_usage()
         return pb.ImageFsInfoResponse(image_filesystems=[_fs_pb(images)], container_filesystems=[_fs_pb(containers)])
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_to_server(self, server: Server) -> None:
         fill_unimplemented(self, "ImageService")
-        add_servicer(server, pb_grpc.add_ImageServiceServicer_to_server, self, pb, "ImageService")
+        add_servicer(server, self, pb, "ImageService")
 
 
 def _fs_pb(u: FsUsage) -> pb.FilesystemUsage:

@@ -17,13 +17,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
 
 from .. import __version__, errdefs
 from ..api.cri.runtime.v1 import api_pb2 as pb
-from ..api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from ..cni import PodNetworking
+from ..rpc import Server
 from ..services.common import add_servicer
 from ..streaming.runtime import PortForwardRequest
 from ..streaming.server import StreamServer
@@ -484,9 +483,9 @@ class RuntimeService:
         linux.containers.extend(await self._container_stats(running))
         return out
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_to_server(self, server: Server) -> None:
         fill_unimplemented(self, "RuntimeService")
-        add_servicer(server, pb_grpc.add_RuntimeServiceServicer_to_server, self, pb, "RuntimeService")
+        add_servicer(server, self, pb, "RuntimeService")
 
 
 def _metric(name: str, at: int, labels: list[str], value: int) -> pb.Metric:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import grpc
-
 from .. import errdefs
 from ..cni import CNI
 from ..config import CRIConfig
@@ -16,6 +14,7 @@ from ..events.exchange import Exchange
 from ..fsmodes import private_dir
 from ..metadata.containers import ContainerStore
 from ..plugin import InitContext, SkipPlugin, types
+from ..rpc import Server
 from ..runtime.task_manager import TaskManager
 from ..streaming.server import ServerConfig, StreamServer
 from .containers import Containers
@@ -57,7 +56,7 @@ class CriPlugin:
                                                    for name, rt in config.containerd.runtimes.items()})
         self.runtime_service = RuntimeService(self.runtime_state, self.pods, self.containers, self.stream_server)
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_to_server(self, server: Server) -> None:
         self.runtime_service.add_to_server(server)
         self.image_service.add_to_server(server)
 

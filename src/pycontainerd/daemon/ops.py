@@ -44,7 +44,7 @@ class OpsServers:
         self.daemon = daemon
         self.debug: Any = None
         self.metrics: Any = None
-        self._interceptor: Any = None
+        self._observer: Any = None
         self._handlers_installed = False
         self._previous_handler: Any = None
         self.registry: Any = None  # pycontainerd.metrics.registry.DaemonMetrics when metrics are served
@@ -108,14 +108,14 @@ class OpsServers:
         except Exception:  # a dump must never take the daemon down
             log.exception("SIGUSR1 stack dump failed")
 
-    def interceptors(self) -> list[Any]:
+    def observers(self) -> list[Any]:
+        """The gRPC server's observers: its metrics, when they are served."""
         if self.registry is None:
             return []
-        from ..metrics.grpc import MetricsInterceptor
+        from ..metrics.grpc import GRPCMetrics
 
-        self._interceptor = MetricsInterceptor(self.registry.registry,
-                                               histogram=self.daemon.config.metrics.grpc_histogram)
-        return [self._interceptor]
+        self._observer = GRPCMetrics(self.registry.registry, histogram=self.daemon.config.metrics.grpc_histogram)
+        return [self._observer]
 
     def _observe_engine(self) -> None:
         """Let the metrics see GC passes, content ingests and layer applies (plugins that loaded)."""

@@ -22,8 +22,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from .. import errdefs, fsmodes
 from ..config import Config
 from ..events import Exchange
@@ -31,22 +29,16 @@ from ..metadata.db import Database
 from ..plugin import PluginSet
 from ..plugin import registry as plugin_registry
 from ..plugin import types as plugin_types
+from ..rpc import Server
 from . import memory
-from .interceptors import TimingInterceptor
+from .interceptors import TimingObserver
 from .ops import OpsServers
 
 log = logging.getLogger("pycontainerd")
 
 MAX_MSG = 16 << 20
-# Calls received but not yet picked up by the event loop (grpc.aio takes them one at a time).
-# containerd (grpc-go) has no such backlog and answers every call of a burst; gRPC core's
-# defaults (shed at random past 1000, everything past 3000) turned a burst of a few thousand
-# concurrent calls into CANCELLED answers.  Like containerd, the daemon sets no limit of its
-# own on concurrent calls: memory follows what clients have in flight (about 10 KiB a call,
-# given back once answered).  This is only a last-resort bound far past any real burst;
-# beyond it gRPC answers RESOURCE_EXHAUSTED/CANCELLED.
-MAX_PENDING_CALLS = 1 << 20
-MAX_PENDING_SECONDS = 3600
+# in-flight calls get this long to finish on SIGTERM before they are cancelled
+STOP_GRACE = 2.0
 
 
 class Daemon:
@@ -59,10 +51,12 @@ class Daemon:
         self.exchange = Exchange()
         self.plugins = PluginSet()
         self.uuid = ""
-        self._server: grpc.aio.Server | None = None
+        self._server: Server | None = None
         self._lock_fd: int | None = None
         self._stopping = asyncio.Event()
-        self._serving = False  # the socket path is ours to remove only once we served on it
+        self._serving = False
+        self._bound = False  # the socket path is ours to remove only once we bound it
+        self._sock: socket.socket | None = None  # bound, not yet served on
         self.trimmer = memory.Trimmer()  # the diff service asks it for trims (``trimmer.request``)
         self.ops = OpsServers(self)  # debug socket, metrics endpoint, SIGUSR1 dumps
 
@@ -131,20 +125,18 @@ class Daemon:
             finally:
                 probe.close()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(path))
-        os.chmod(path, 0o660)
-        gid = self.config.grpc.gid
-        uid = self.config.grpc.uid
-        if gid or uid:
-            os.chown(path, uid or -1, gid or -1)
+        try:
+            sock.bind(str(path))
+            os.chmod(path, 0o660)
+            gid = self.config.grpc.gid
+            uid = self.config.grpc.uid
+            if gid or uid:
+                os.chown(path, uid or -1, gid or -1)
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
         return sock
-
-    def _claim_socket_path(self) -> None:
-        # bind once to check for a live daemon and replace a stale socket, then hand the
-        # path to grpc, which must own the listening socket itself
-        sock = self._bind_socket()
-        sock.close()
-        Path(self.address).unlink(missing_ok=True)
 
     async def start(self) -> None:
         from . import builtins
@@ -164,25 +156,15 @@ class Daemon:
             disabled=self.config.disabled_plugins,
             required=self.config.required_plugins,
         )
-        # Bind our own socket first (checks for a live daemon), then let grpc serve on
-        # the path: grpc needs to own the listening socket, so we release ours.
-        await asyncio.to_thread(self._claim_socket_path)
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", self.config.grpc.max_recv_message_size or MAX_MSG),
-                ("grpc.max_send_message_length", self.config.grpc.max_send_message_size or MAX_MSG),
-                ("grpc.so_reuseport", 0),
-                # calls gRPC core holds until our loop picks them up: past the default soft
-                # limit (1000) it sheds them at random, as CANCELLED, and all past 3000
-                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
-                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
-                # and a call left in that backlog for 30 s (the default) is cancelled too
-                ("grpc.server_max_unrequested_time_in_server", MAX_PENDING_SECONDS),
-            ],
-            maximum_concurrent_rpcs=None,
-            # per-RPC timing only when it is logged, gRPC metrics only when they are served:
-            # an interceptor costs every call a coroutine hop
-            interceptors=[*self.ops.interceptors(), *([TimingInterceptor()] if _timing_logged() else [])],
+        # our own socket, bound now (a live daemon on the path is refused, a stale one
+        # replaced) and listened on once the plugins have started: until then clients are refused
+        sock = await asyncio.to_thread(self._bind_socket)
+        self._sock, self._bound = sock, True
+        server = Server(
+            max_receive_message_length=self.config.grpc.max_recv_message_size or MAX_MSG,
+            max_send_message_length=self.config.grpc.max_send_message_size or MAX_MSG,
+            # per-RPC timing only when it is logged, gRPC metrics only when they are served
+            observers=[*self.ops.observers(), *([TimingObserver()] if _timing_logged() else [])],
         )
         for p in self.plugins.plugins:
             if p.error is None and hasattr(p.instance, "add_to_server"):
@@ -193,11 +175,9 @@ class Daemon:
             starter = getattr(p.instance, "start", None) if p.error is None else None
             if starter is not None and asyncio.iscoroutinefunction(starter):
                 await starter()
-        server.add_insecure_port(f"unix:{self.address}")
-        await server.start()
-        os.chmod(self.address, 0o660)
-        if self.config.grpc.gid or self.config.grpc.uid:
-            os.chown(self.address, self.config.grpc.uid or -1, self.config.grpc.gid or -1)
+        sock.listen(1024)
+        await server.serve_unix(sock)
+        self._sock = None  # the server's now
         self._server = server
         self._serving = True
         self.trimmer.start()
@@ -228,7 +208,7 @@ class Daemon:
         if self._serving:
             await self.trimmer.close()
         if self._server is not None:
-            await self._server.stop(grace=2)
+            await self._server.stop(grace=STOP_GRACE)
             self._server = None
         for p in reversed(self.plugins.plugins):
             closer = getattr(p.instance, "close", None) if p.error is None else None
@@ -239,10 +219,14 @@ class Daemon:
                 if asyncio.iscoroutine(res):
                     await res
         await asyncio.to_thread(self.db.close)
-        if self._serving:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._bound:
             with contextlib.suppress(OSError):
                 os.unlink(self.address)
-            self._serving = False
+            self._bound = False
+        self._serving = False
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -1,44 +1,37 @@
-"""What every servicer shares: namespace/lease headers, error mapping, protobuf helpers.
+"""What every servicer shares: namespace/lease headers, registration, protobuf helpers.
 
-Servicer methods raise ``errdefs`` kinds; ``wrap_servicer`` (applied once when a servicer is
-added to the server) turns them into gRPC status codes with their message, so no method
-calls ``context.abort`` itself.  Unexpected exceptions become UNKNOWN with the exception
-text and are logged with a traceback, never a silent hang.
+Servicer methods raise ``errdefs`` kinds and never call ``context.abort`` themselves: the
+server (``rpc.server``, through ``rpc.status.status_of``) turns a kind into its gRPC status
+with the kind's message, and anything unexpected into UNKNOWN with the exception text and a
+logged traceback, never a silent hang.  Servicers are plain classes (no generated
+``*_pb2_grpc`` base): a method a servicer lacks answers UNIMPLEMENTED.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
-from collections.abc import Callable
 from typing import Any
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from .. import errdefs, identifiers
-
-log = logging.getLogger("pycontainerd.services")
+from ..rpc import Server, ServicerContext, StatusCode, code_of_kind
 
 NAMESPACE_HEADER = "containerd-namespace"
 LEASE_HEADER = "containerd-lease"
 
-_CODES: dict[str, grpc.StatusCode] = {c.name: c for c in grpc.StatusCode}
+
+def status_code(exc: errdefs.ContainerdError) -> StatusCode:
+    return code_of_kind(exc.code)
 
 
-def status_code(exc: errdefs.ContainerdError) -> grpc.StatusCode:
-    return _CODES.get(exc.code, grpc.StatusCode.UNKNOWN)
-
-
-def _header(context: grpc.aio.ServicerContext[Any, Any], name: str) -> str | None:
-    for key, value in context.invocation_metadata() or ():
+def _header(context: ServicerContext, name: str) -> str | None:
+    for key, value in context.invocation_metadata():
         if key == name:
             return value if isinstance(value, str) else value.decode()
     return None
 
 
-def namespace_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+def namespace_of(context: ServicerContext) -> str:
     """The request's namespace; InvalidArgument when missing or malformed, like containerd."""
     ns = _header(context, NAMESPACE_HEADER)
     if not ns:
@@ -47,68 +40,13 @@ def namespace_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return ns
 
 
-def lease_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+def lease_of(context: ServicerContext) -> str | None:
     return _header(context, LEASE_HEADER) or None
 
 
-def _abort_args(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
-    if isinstance(exc, errdefs.ContainerdError):
-        return status_code(exc), str(exc)
-    log.exception("unexpected error in %s", method)
-    return grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}"
-
-
-def _wrap(method: Callable[..., Any], name: str) -> Callable[..., Any]:
-    if inspect.isasyncgenfunction(method):
-        # Served as a coroutine that writes each item, not as a generator handed to grpc: when
-        # the client goes away grpc cancels the handler's task, and only a coroutine gets that
-        # CancelledError inside our code.  A generator suspended at ``yield`` would just be
-        # dropped, its ``finally`` (releasing an ingest lock, a subscription) left to whenever
-        # the garbage collector finalizes it.
-        @functools.wraps(method)
-        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            gen = method(request, context)
-            try:
-                async for item in gen:
-                    await context.write(item)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                code, msg = _abort_args(exc, name)
-                await context.abort(code, msg)
-            finally:
-                await gen.aclose()
-
-        return stream
-
-    @functools.wraps(method)
-    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            return await method(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            code, msg = _abort_args(exc, name)
-            await context.abort(code, msg)
-
-    return unary
-
-
-def wrap_servicer(servicer: Any, service_names: list[str]) -> Any:
-    """Wrap each RPC method of ``servicer`` so errdefs kinds become status codes."""
-    for name in service_names:
-        method = getattr(servicer, name, None)
-        if method is not None and (inspect.iscoroutinefunction(method) or inspect.isasyncgenfunction(method)):
-            setattr(servicer, name, _wrap(method, f"{type(servicer).__name__}.{name}"))
-    return servicer
-
-
-def add_servicer(
-    server: grpc.aio.Server, add_fn: Callable[[Any, Any], None], servicer: Any, pb2_module: Any, service: str
-) -> None:
-    """Register a servicer after wrapping its methods for error translation."""
-    methods = list(pb2_module.DESCRIPTOR.services_by_name[service].methods_by_name)
-    add_fn(wrap_servicer(servicer, methods), server)
+def add_servicer(server: Server, servicer: Any, pb2_module: Any, service: str) -> None:
+    """Serve ``pb2_module``'s ``service`` with ``servicer``'s methods of the same names."""
+    server.add_service(pb2_module.DESCRIPTOR.services_by_name[service], servicer)
 
 
 # -- protobuf helpers ---------------------------------------------------------------------

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from google.protobuf import any_pb2, empty_pb2
 
 from .. import errdefs
 from ..api.services.containers.v1 import containers_pb2 as pb
-from ..api.services.containers.v1 import containers_pb2_grpc as pb_grpc
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..plugin import InitContext, Registration, types
+from ..rpc import Server
 from .common import add_servicer, field_paths, namespace_of, ns_from_ts, ts_from_ns
 
 
@@ -64,7 +63,7 @@ def to_pb(c: Container) -> pb.Container:
     return out
 
 
-class ContainersService(pb_grpc.ContainersServicer):
+class ContainersService:
     def __init__(self, store: ContainerStore) -> None:
         self.store = store
 
@@ -99,8 +98,8 @@ class ContainersService(pb_grpc.ContainersServicer):
         await self.store.delete(namespace_of(context), request.id)
         return empty_pb2.Empty()
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(server, pb_grpc.add_ContainersServicer_to_server, self, pb, "Containers")
+    def add_to_server(self, server: Server) -> None:
+        add_servicer(server, self, pb, "Containers")
 
 
 async def _init_store(ctx: InitContext) -> ContainerStore:

@@ -14,12 +14,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 
 from .. import errdefs
 from ..api.services.content.v1 import content_pb2 as pb
-from ..api.services.content.v1 import content_pb2_grpc as pb_grpc
 from ..content.helpers import READ_CHUNK, validate_digest
 from ..content.interfaces import Info, Status
 from ..content.local import LocalStore
@@ -27,6 +25,7 @@ from ..metadata.content import ContentStore, NamespacedContentStore, NamespacedW
 from ..metadata.gc import Scheduler
 from ..metadata.plugin import Metadata
 from ..plugin import InitContext, Registration, types
+from ..rpc import Server
 from .common import add_servicer, field_paths, lease_of, namespace_of, ts_from_ns
 
 LIST_BATCH = 100
@@ -61,7 +60,7 @@ def _digest_arg(digest: str) -> str:
         raise errdefs.InvalidArgument(f"digest {digest!r} failed validation: {reason}") from None
 
 
-class ContentService(pb_grpc.ContentServicer):
+class ContentService:
     def __init__(self, store: ContentStore) -> None:
         self.store = store
 
@@ -185,8 +184,8 @@ class ContentService(pb_grpc.ContentServicer):
         finally:
             await wr.close()
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(server, pb_grpc.add_ContentServicer_to_server, self, pb, "Content")
+    def add_to_server(self, server: Server) -> None:
+        add_servicer(server, self, pb, "Content")
 
 
 async def _init_store(ctx: InitContext) -> ContentStore:

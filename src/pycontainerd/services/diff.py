@@ -12,16 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-
 from .. import errdefs
 from ..api.services.diff.v1 import diff_pb2 as pb
-from ..api.services.diff.v1 import diff_pb2_grpc as pb_grpc
 from ..api.types import descriptor_pb2
 from ..diff.walking import Descriptor, WalkingDiffer
 from ..metadata.content import ContentStore
 from ..mount import Mount
 from ..plugin import InitContext, Registration, types
+from ..rpc import Server
 from .common import add_servicer, lease_of, namespace_of
 from .snapshots import mounts_from_pb
 
@@ -67,7 +65,7 @@ def desc_pb(d: Descriptor) -> descriptor_pb2.Descriptor:
     return descriptor_pb2.Descriptor(media_type=d.media_type, digest=d.digest, size=d.size, annotations=d.annotations)
 
 
-class DiffService(pb_grpc.DiffServicer):
+class DiffService:
     def __init__(self, differ: Differ) -> None:
         self.differ = differ
 
@@ -93,8 +91,8 @@ class DiffService(pb_grpc.DiffServicer):
         )
         return pb.DiffResponse(diff=desc_pb(desc))
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(server, pb_grpc.add_DiffServicer_to_server, self, pb, "Diff")
+    def add_to_server(self, server: Server) -> None:
+        add_servicer(server, self, pb, "Diff")
 
 
 def _other_than_walking(differs: tuple[str, ...]) -> bool:

@@ -11,16 +11,15 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from google.protobuf import any_pb2, empty_pb2, json_format, message
 
 from .. import errdefs, identifiers, typeurl
 from ..api.events import container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2
 from ..api.services.events.v1 import events_pb2 as pb
-from ..api.services.events.v1 import events_pb2_grpc as pb_grpc
 from ..events import Envelope, Exchange
 from ..events.exchange import validate_topic
 from ..plugin import InitContext, Registration, types
+from ..rpc import Server
 from .common import add_servicer, namespace_of, ns_from_ts, ts_from_ns
 
 log = logging.getLogger("pycontainerd.events")
@@ -75,7 +74,7 @@ def to_envelope_pb(env: Envelope) -> pb.Envelope:
     )
 
 
-class EventsService(pb_grpc.EventsServicer):
+class EventsService:
     def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
 
@@ -120,8 +119,8 @@ class EventsService(pb_grpc.EventsServicer):
             except Exception:
                 log.exception("cannot encode event %s", env.topic)
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(server, pb_grpc.add_EventsServicer_to_server, self, pb, "Events")
+    def add_to_server(self, server: Server) -> None:
+        add_servicer(server, self, pb, "Events")
 
 
 async def _init(ctx: InitContext) -> EventsService:

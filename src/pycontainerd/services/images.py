@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 
 from .. import errdefs
 from ..api.services.images.v1 import images_pb2 as pb
-from ..api.services.images.v1 import images_pb2_grpc as pb_grpc
 from ..api.types import descriptor_pb2
 from ..metadata.gc import Scheduler
 from ..metadata.images import Descriptor, Image, ImageStore
 from ..metadata.plugin import Metadata
 from ..plugin import InitContext, Registration, types
+from ..rpc import Server
 from .common import add_servicer, field_paths, namespace_of, ns_from_ts, ts_from_ns
 
 
@@ -42,7 +41,7 @@ def to_pb(im: Image) -> pb.Image:
     )
 
 
-class ImagesService(pb_grpc.ImagesServicer):
+class ImagesService:
     def __init__(self, store: ImageStore) -> None:
         self.store = store
 
@@ -70,8 +69,8 @@ class ImagesService(pb_grpc.ImagesServicer):
         await self.store.delete(namespace_of(context), request.name, sync=request.sync)
         return empty_pb2.Empty()
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(server, pb_grpc.add_ImagesServicer_to_server, self, pb, "Images")
+    def add_to_server(self, server: Server) -> None:
+        add_servicer(server, self, pb, "Images")
 
 
 async def _init_store(ctx: InitContext) -> ImageStore:

@@ -6,14 +6,14 @@ import os
 import platform
 from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 from google.rpc import code_pb2, status_pb2
 
 from .. import errdefs, filters
-from ..api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
+from ..api.services.introspection.v1 import introspection_pb2
 from ..api.types import platform_pb2
 from ..plugin import InitContext, Plugin, Registration, types
+from ..rpc import Server
 from .common import add_servicer
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -55,7 +55,7 @@ def _adaptor(fields: dict[str, Any]) -> Any:
     return get
 
 
-class IntrospectionService(introspection_pb2_grpc.IntrospectionServicer):
+class IntrospectionService:
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
 
@@ -104,14 +104,8 @@ class IntrospectionService(introspection_pb2_grpc.IntrospectionServicer):
                 return introspection_pb2.PluginInfoResponse(plugin=self._to_pb(p))
         raise errdefs.NotFound(f"plugin {request.type}.{request.id}: not found")
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(
-            server,
-            introspection_pb2_grpc.add_IntrospectionServicer_to_server,
-            self,
-            introspection_pb2,
-            "Introspection",
-        )
+    def add_to_server(self, server: Server) -> None:
+        add_servicer(server, self, introspection_pb2, "Introspection")
 
 
 async def _init(ctx: InitContext) -> IntrospectionService:

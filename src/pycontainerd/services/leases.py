@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 
 from ..api.services.leases.v1 import leases_pb2 as pb
-from ..api.services.leases.v1 import leases_pb2_grpc as pb_grpc
 from ..metadata.gc import Scheduler
 from ..metadata.leases import Lease, LeaseStore, Resource
 from ..metadata.plugin import Metadata
 from ..plugin import InitContext, Registration, types
+from ..rpc import Server
 from .common import add_servicer, namespace_of, ts_from_ns
 
 
@@ -24,7 +23,7 @@ def _resource(r: pb.Resource) -> Resource:
     return Resource(id=r.id, type=r.type)
 
 
-class LeasesService(pb_grpc.LeasesServicer):
+class LeasesService:
     def __init__(self, store: LeaseStore) -> None:
         self.store = store
 
@@ -52,8 +51,8 @@ class LeasesService(pb_grpc.LeasesServicer):
         res = await self.store.list_resources(namespace_of(context), request.id)
         return pb.ListResourcesResponse(resources=[pb.Resource(id=r.id, type=r.type) for r in res])
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(server, pb_grpc.add_LeasesServicer_to_server, self, pb, "Leases")
+    def add_to_server(self, server: Server) -> None:
+        add_servicer(server, self, pb, "Leases")
 
 
 async def _init_manager(ctx: InitContext) -> LeaseStore:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 
 from ..api.services.namespaces.v1 import namespaces_pb2 as pb
-from ..api.services.namespaces.v1 import namespaces_pb2_grpc as pb_grpc
 from ..metadata.namespaces import Namespace, NamespaceStore
 from ..plugin import InitContext, Registration, types
+from ..rpc import Server
 from .common import add_servicer, field_paths
 
 
@@ -18,7 +17,7 @@ def _pb(ns: Namespace) -> pb.Namespace:
     return pb.Namespace(name=ns.name, labels=ns.labels)
 
 
-class NamespacesService(pb_grpc.NamespacesServicer):
+class NamespacesService:
     def __init__(self, store: NamespaceStore) -> None:
         self.store = store
 
@@ -41,8 +40,8 @@ class NamespacesService(pb_grpc.NamespacesServicer):
         await self.store.delete(request.name)
         return empty_pb2.Empty()
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(server, pb_grpc.add_NamespacesServicer_to_server, self, pb, "Namespaces")
+    def add_to_server(self, server: Server) -> None:
+        add_servicer(server, self, pb, "Namespaces")
 
 
 async def _init(ctx: InitContext) -> NamespacesService:

@@ -10,17 +10,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 
 from .. import errdefs
 from ..api.services.snapshots.v1 import snapshots_pb2 as pb
-from ..api.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from ..api.types import mount_pb2
 from ..metadata.plugin import Metadata
 from ..metadata.snapshots import NamespacedSnapshotter, SnapshotStore
 from ..mount import Mount
 from ..plugin import InitContext, Registration, types
+from ..rpc import Server
 from ..snapshots.interfaces import Info, Kind
 from .common import add_servicer, field_paths, lease_of, namespace_of, ts_from_ns
 
@@ -64,7 +63,7 @@ def info_pb(info: Info) -> pb.Info:
     )
 
 
-class SnapshotsService(pb_grpc.SnapshotsServicer):
+class SnapshotsService:
     def __init__(self, snapshotters: Snapshotters) -> None:
         self.snapshotters = snapshotters
 
@@ -120,8 +119,8 @@ class SnapshotsService(pb_grpc.SnapshotsServicer):
         await self.snapshotters.get(request.snapshotter).cleanup()
         return empty_pb2.Empty()
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(server, pb_grpc.add_SnapshotsServicer_to_server, self, pb, "Snapshots")
+    def add_to_server(self, server: Server) -> None:
+        add_servicer(server, self, pb, "Snapshots")
 
 
 async def _init_store(ctx: InitContext) -> Snapshotters:

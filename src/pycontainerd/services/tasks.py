@@ -11,7 +11,6 @@ import json
 import logging
 from typing import Any
 
-import grpc
 from google.protobuf import any_pb2, empty_pb2, json_format
 
 from .. import errdefs
@@ -19,11 +18,11 @@ from ..api.cgroups.v1 import metrics_pb2 as metrics_v1
 from ..api.cgroups.v2 import metrics_pb2 as metrics_v2
 from ..api.runtime.v2.runc.options import oci_pb2
 from ..api.services.tasks.v1 import tasks_pb2 as pb
-from ..api.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
 from ..api.types import metrics_pb2
 from ..api.types.task import task_pb2
 from ..metadata.containers import TypedValue
 from ..plugin import InitContext, Registration, types
+from ..rpc import Server
 from ..runtime import bundle as bundlemod
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import Exit, ProcessStatus, RootfsMount, RuncOptions, TaskIO
@@ -131,7 +130,7 @@ def metrics_any(version: str, data: dict[str, Any]) -> any_pb2.Any:
     return any_pb2.Any(type_url=METRICS_V1, value=m1.SerializeToString())
 
 
-class TasksService(pb_grpc.TasksServicer):
+class TasksService:
     def __init__(self, manager: TaskManager) -> None:
         self.manager = manager
 
@@ -258,8 +257,8 @@ class TasksService(pb_grpc.TasksServicer):
         e = await self.manager.wait(namespace_of(context), request.container_id, request.exec_id)
         return pb.WaitResponse(exit_status=e.exit_status, exited_at=ts_from_ns(e.exited_at_ns))
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(server, pb_grpc.add_TasksServicer_to_server, self, pb, "Tasks")
+    def add_to_server(self, server: Server) -> None:
+        add_servicer(server, self, pb, "Tasks")
 
 
 class TasksLocal:

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 
 from .. import __version__
-from ..api.services.version.v1 import version_pb2, version_pb2_grpc
+from ..api.services.version.v1 import version_pb2
 from ..plugin import InitContext, Registration, types
+from ..rpc import Server
 from .common import add_servicer
 
 REVISION = "pycontainerd"
 
 
-class VersionService(version_pb2_grpc.VersionServicer):
+class VersionService:
     async def Version(self, request: empty_pb2.Empty, context: Any) -> version_pb2.VersionResponse:
         return version_pb2.VersionResponse(version=__version__, revision=REVISION)
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        add_servicer(server, version_pb2_grpc.add_VersionServicer_to_server, self, version_pb2, "Version")
+    def add_to_server(self, server: Server) -> None:
+        add_servicer(server, self, version_pb2, "Version")
 
 
 async def _init(ctx: InitContext) -> VersionService:
