@@ -56,7 +56,6 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._serving = False
         self._bound = False  # the socket path is ours to remove only once we bound it
-        self._sock: socket.socket | None = None  # bound, not yet served on
         self.trimmer = memory.Trimmer()  # the diff service asks it for trims (``trimmer.request``)
         self.ops = OpsServers(self)  # debug socket, metrics endpoint, SIGUSR1 dumps
 
@@ -107,7 +106,8 @@ class Daemon:
             os.replace(tmp, p)
             return value
 
-    def _bind_socket(self) -> socket.socket:
+    def _check_socket_path(self) -> None:
+        """Refuse to start when a live daemon serves on our address; remove a stale socket."""
         path = Path(self.address)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
         if path.exists() or path.is_symlink():
@@ -124,6 +124,11 @@ class Daemon:
                 )
             finally:
                 probe.close()
+
+    def _bind_socket(self) -> socket.socket:
+        """Our listening socket (checked again: a daemon may have started meanwhile)."""
+        self._check_socket_path()
+        path = Path(self.address)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(path))
@@ -132,6 +137,7 @@ class Daemon:
             uid = self.config.grpc.uid
             if gid or uid:
                 os.chown(path, uid or -1, gid or -1)
+            sock.listen(1024)
         except BaseException:
             sock.close()
             raise
@@ -156,10 +162,9 @@ class Daemon:
             disabled=self.config.disabled_plugins,
             required=self.config.required_plugins,
         )
-        # our own socket, bound now (a live daemon on the path is refused, a stale one
-        # replaced) and listened on once the plugins have started: until then clients are refused
-        sock = await asyncio.to_thread(self._bind_socket)
-        self._sock, self._bound = sock, True
+        # a live daemon on our address is refused before any plugin starts; the socket itself
+        # appears once the plugins have started (clients never see a half-restored daemon)
+        await asyncio.to_thread(self._check_socket_path)
         server = Server(
             max_receive_message_length=self.config.grpc.max_recv_message_size or MAX_MSG,
             max_send_message_length=self.config.grpc.max_send_message_size or MAX_MSG,
@@ -175,9 +180,13 @@ class Daemon:
             starter = getattr(p.instance, "start", None) if p.error is None else None
             if starter is not None and asyncio.iscoroutinefunction(starter):
                 await starter()
-        sock.listen(1024)
-        await server.serve_unix(sock)
-        self._sock = None  # the server's now
+        sock = await asyncio.to_thread(self._bind_socket)
+        self._bound = True
+        try:
+            await server.serve_unix(sock)
+        except BaseException:
+            sock.close()
+            raise
         self._server = server
         self._serving = True
         self.trimmer.start()
@@ -219,9 +228,6 @@ class Daemon:
                 if asyncio.iscoroutine(res):
                     await res
         await asyncio.to_thread(self.db.close)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
         if self._bound:
             with contextlib.suppress(OSError):
                 os.unlink(self.address)

@@ -32,23 +32,23 @@ class _Children:
 
     def __init__(self, m: GRPCMetrics, labels: tuple[str, str, str]) -> None:
         self.labels = labels
-        self.started = m.started.labels(*labels)
-        self.sent = m.sent.labels(*labels)
-        self.received = m.received.labels(*labels)
+        self.started = m.started_total.labels(*labels)
+        self.sent = m.sent_total.labels(*labels)
+        self.received = m.received_total.labels(*labels)
         self.hist = m.seconds.labels(*labels) if m.seconds is not None else None
         self.handled: dict[StatusCode, Any] = {}
 
 
 class GRPCMetrics:
     def __init__(self, registry: CollectorRegistry, *, histogram: bool) -> None:
-        self.started = Counter("grpc_server_started", "Total number of RPCs started on the server.",
+        self.started_total = Counter("grpc_server_started", "Total number of RPCs started on the server.",
                                _LABELS, registry=registry)
-        self.handled = Counter("grpc_server_handled",
+        self.handled_total = Counter("grpc_server_handled",
                                "Total number of RPCs completed on the server, regardless of success or failure.",
                                (*_LABELS, "grpc_code"), registry=registry)
-        self.received = Counter("grpc_server_msg_received", "Total number of RPC stream messages received on the "
+        self.received_total = Counter("grpc_server_msg_received", "Total number of RPC stream messages received on the "
                                 "server.", _LABELS, registry=registry)
-        self.sent = Counter("grpc_server_msg_sent", "Total number of gRPC stream messages sent by the server.",
+        self.sent_total = Counter("grpc_server_msg_sent", "Total number of gRPC stream messages sent by the server.",
                             _LABELS, registry=registry)
         self.seconds: Histogram | None = None
         if histogram:
@@ -77,7 +77,7 @@ class GRPCMetrics:
         c = self._children(method)
         h = c.handled.get(code)
         if h is None:
-            h = c.handled[code] = self.handled.labels(*c.labels, code.go_name)
+            h = c.handled[code] = self.handled_total.labels(*c.labels, code.go_name)
         h.inc()
         if c.hist is not None:
             c.hist.observe(seconds)

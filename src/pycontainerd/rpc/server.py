@@ -35,7 +35,7 @@ import struct
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.descriptor import ServiceDescriptor
 
@@ -47,6 +47,7 @@ from ..http2.server import (
     RequestReceived,
     ServerConnection,
     ServerSettings,
+    StreamClosedError,
     StreamReset,
     WindowOpened,
 )
@@ -182,19 +183,24 @@ class Call(ServicerContext):
             raise AbortError(StatusCode.RESOURCE_EXHAUSTED,
                              f"Sent message larger than max ({len(data)} vs. {limit})")
         h2 = conn.h2
-        if not self.headers_sent:
-            self.headers_sent = True
-            h2.send_headers(self.stream_id, _RESPONSE_HEADERS)
         payload = _PREFIX.pack(0, len(data)) + data
-        sent = h2.send_data(self.stream_id, payload)
-        while sent < len(payload):
-            # the client's window is shut: what was taken goes out, the rest waits for WINDOW_UPDATE
-            conn.flush()
-            payload = payload[sent:]
-            await self._wait_window()
-            if self.ended:
-                raise asyncio.CancelledError()
+        try:
+            if not self.headers_sent:
+                self.headers_sent = True
+                h2.send_headers(self.stream_id, _RESPONSE_HEADERS)
             sent = h2.send_data(self.stream_id, payload)
+            while sent < len(payload):
+                # the client's window is shut: what was taken goes out, the rest waits for WINDOW_UPDATE
+                conn.flush()
+                payload = payload[sent:]
+                await self._wait_window()
+                if self.ended:
+                    raise asyncio.CancelledError()
+                sent = h2.send_data(self.stream_id, payload)
+        except StreamClosedError:
+            # reset under us (the client's RST_STREAM is on its way as an event)
+            self.ended = True
+            raise asyncio.CancelledError() from None
         observers = conn.server.observers
         if observers:
             for o in observers:
@@ -308,10 +314,12 @@ class Call(ServicerContext):
             self.timer.cancel()
             self.timer = None
         if not conn.closed:
-            conn.h2.send_headers(self.stream_id, _trailers(code, details, not self.headers_sent), end_stream=True)
-            if not self.request_closed:
-                # the answer is complete before the request: ask the client to stop sending
-                conn.h2.reset_stream(self.stream_id, frames.NO_ERROR)
+            with contextlib.suppress(StreamClosedError):  # reset by the client meanwhile
+                conn.h2.send_headers(self.stream_id, _trailers(code, details, not self.headers_sent),
+                                     end_stream=True)
+                if not self.request_closed:
+                    # the answer is complete before the request: ask the client to stop sending
+                    conn.h2.reset_stream(self.stream_id, frames.NO_ERROR)
             conn.flush()
         conn.forget(self)
         self.run_done_callbacks()
@@ -348,9 +356,9 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.peer = _peer_name(transport)
+        # uvloop's transports have the Transport methods without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+        self.peer = _peer_name(self.transport)
         self.server.connections.add(self)
         self.h2.initiate()
         self.flush()
@@ -366,27 +374,19 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
             return
         for ev in events:
-            t = type(ev)
-            if t is RequestReceived:
+            if isinstance(ev, RequestReceived):
                 self._request(ev.stream_id, ev.headers, ev.end_stream)
-            elif t is DataReceived:
+            elif isinstance(ev, DataReceived):
+                # trailers from a client come as an empty DataReceived ending the stream
                 self._data(ev.stream_id, ev.data, ev.flow_length, ev.end_stream)
-            elif t is StreamReset:
+            elif isinstance(ev, StreamReset):
                 self._reset(ev.stream_id)
-            elif t is WindowOpened:
+            elif isinstance(ev, WindowOpened):
                 self._window(ev.stream_id)
-            elif t is ConnectionClosed:
+            elif isinstance(ev, ConnectionClosed):
                 self.goaway_sent = True  # the peer is leaving: no new calls expected
-            else:
-                self._other_event(ev)
         self._start_waiting()
         self.flush()
-
-    def _other_event(self, ev: Any) -> None:
-        # trailers from a client end its request, if the core reports them on their own
-        sid = getattr(ev, "stream_id", None)
-        if sid is not None and getattr(ev, "end_stream", False):
-            self._data(sid, b"", 0, True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -575,8 +575,8 @@ class _Connection(asyncio.Protocol):
 
     def _window(self, sid: int) -> None:
         if sid == 0:
-            for call in list(self.calls.values()):
-                call.window_opened()
+            for c in list(self.calls.values()):
+                c.window_opened()
         else:
             call = self.calls.get(sid)
             if call is not None:

@@ -9,11 +9,10 @@ from typing import Any
 from google.protobuf import empty_pb2
 from google.rpc import code_pb2, status_pb2
 
-from .. import errdefs, filters
+from .. import errdefs, filters, rpc
 from ..api.services.introspection.v1 import introspection_pb2
 from ..api.types import platform_pb2
 from ..plugin import InitContext, Plugin, Registration, types
-from ..rpc import Server
 from .common import add_servicer
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -104,7 +103,7 @@ class IntrospectionService:
                 return introspection_pb2.PluginInfoResponse(plugin=self._to_pb(p))
         raise errdefs.NotFound(f"plugin {request.type}.{request.id}: not found")
 
-    def add_to_server(self, server: Server) -> None:
+    def add_to_server(self, server: rpc.Server) -> None:
         add_servicer(server, self, introspection_pb2, "Introspection")
 
 
