@@ -43,6 +43,19 @@ def test_idle_daemon_leaves_lazy_modules_unloaded() -> None:
     assert not [m for m in LAZY if m in loaded]  # ... but not loaded
 
 
+def test_daemon_modules_never_import_grpc() -> None:
+    """The daemon serves gRPC with its own server (``pycontainerd.rpc``): grpc's ~13 MiB stay out.
+    Every plugin's module, the servicers and the server are imported here as a daemon imports them."""
+    script = SCRIPT.replace("print(json.dumps", "from pycontainerd.rpc import server as _s\n"
+                            "from pycontainerd.services import common, health\n"
+                            "import pycontainerd.cri.wiring, pycontainerd.metrics.grpc, pycontainerd.daemon.ops\n"
+                            "print(json.dumps")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    loaded = set(json.loads(out.stdout))
+    assert "pycontainerd.cri.wiring" in loaded
+    assert not [m for m in loaded if m == "grpc" or m.startswith("grpc.")]
+
+
 def test_lazy_modules_load_on_first_use() -> None:
     from pycontainerd import regexp
     from pycontainerd.diff import compression

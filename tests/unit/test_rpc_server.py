@@ -1,0 +1,267 @@
+"""The daemon's own gRPC server (``pycontainerd.rpc``) as grpc's client sees it: status codes and
+their wording, metadata, deadlines, size limits, compression, streaming both ways, cancellation,
+observers and graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+
+from pycontainerd import errdefs
+from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
+from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
+from pycontainerd.api.services.version.v1 import version_pb2, version_pb2_grpc
+from pycontainerd.rpc import Method, Server, ServicerContext, StatusCode
+from pycontainerd.rpc.server import parse_timeout, percent_encode
+
+Scenario = Callable[[grpc.aio.Channel, Server], Awaitable[None]]
+
+
+class _Version:
+    def __init__(self) -> None:
+        self.metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+    async def Version(self, request: empty_pb2.Empty, context: ServicerContext) -> version_pb2.VersionResponse:
+        self.metadata = context.invocation_metadata()
+        return version_pb2.VersionResponse(version="v", revision="r" * 100)
+
+
+class _Events:
+    """Publish fails the errdefs way, Subscribe streams until cancelled (its finally is observed)."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+        self.deadline: float | None = None
+
+    async def Publish(self, request: events_pb2.PublishRequest, context: ServicerContext) -> empty_pb2.Empty:
+        raise errdefs.NotFound(f"topic {request.topic} ünknown")
+
+    async def Subscribe(self, request: events_pb2.SubscribeRequest, context: ServicerContext
+                        ) -> AsyncIterator[events_pb2.Envelope]:
+        self.deadline = context.time_remaining()
+        try:
+            yield events_pb2.Envelope(topic="/first")
+            await asyncio.Event().wait()
+        finally:
+            self.closed.set()
+
+
+class _Content:
+    """Write echoes each request's size; Read streams ``size`` bytes in 1 MiB messages."""
+
+    async def Write(self, requests: AsyncIterator[content_pb2.WriteContentRequest], context: ServicerContext
+                    ) -> AsyncIterator[content_pb2.WriteContentResponse]:
+        total = 0
+        async for req in requests:
+            total += len(req.data)
+            yield content_pb2.WriteContentResponse(offset=total)
+
+    async def Read(self, request: content_pb2.ReadContentRequest, context: ServicerContext
+                   ) -> AsyncIterator[content_pb2.ReadContentResponse]:
+        chunk = b"x" * (1 << 20)
+        for off in range(0, request.size, len(chunk)):
+            yield content_pb2.ReadContentResponse(offset=off, data=chunk[: request.size - off])
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, Any]] = []
+
+    def started(self, method: Method) -> None:
+        self.events.append(("started", method.name, method.kind))
+
+    def msg_received(self, method: Method) -> None:
+        self.events.append(("received", method.name, None))
+
+    def msg_sent(self, method: Method) -> None:
+        self.events.append(("sent", method.name, None))
+
+    def handled(self, method: Method, code: StatusCode, seconds: float) -> None:
+        self.events.append(("handled", method.name, code))
+
+
+def _serve(scenario: Scenario, *, observer: _Counting | None = None, max_receive: int = 4 << 20,
+           options: list[tuple[str, Any]] | None = None, **servicers: Any) -> None:
+    async def run() -> None:
+        server = Server(max_receive_message_length=max_receive, observers=[observer] if observer else [])
+        server.add_service(version_pb2.DESCRIPTOR.services_by_name["Version"], servicers.get("version", _Version()))
+        server.add_service(events_pb2.DESCRIPTOR.services_by_name["Events"], servicers.get("events", _Events()))
+        server.add_service(content_pb2.DESCRIPTOR.services_by_name["Content"], servicers.get("content", _Content()))
+        sock = f"/tmp/pycd-unit-rpc-{os.getpid()}.sock"
+        if os.path.exists(sock):
+            os.unlink(sock)
+        await server.serve_unix(sock)
+        try:
+            async with grpc.aio.insecure_channel(f"unix:{sock}", options=options or []) as ch:
+                await asyncio.wait_for(scenario(ch, server), 30)
+        finally:
+            await server.stop(0)
+            if os.path.exists(sock):
+                os.unlink(sock)
+
+    asyncio.run(run())
+
+
+async def _code(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value.code(), err.value.details() or ""
+
+
+def test_unary_call_with_metadata_and_binary_metadata() -> None:
+    version = _Version()
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        resp = await version_pb2_grpc.VersionStub(ch).Version(
+            empty_pb2.Empty(), metadata=(("containerd-namespace", "ns1"), ("x-bin", b"\x00\xff")))
+        assert resp.version == "v" and resp.revision == "r" * 100
+        md = dict(version.metadata)
+        assert md["containerd-namespace"] == "ns1"
+        assert md["x-bin"] == b"\x00\xff"
+        assert not [k for k in md if k.startswith(":") or k in ("te", "content-type")]
+
+    _serve(scenario, version=version)
+
+
+def test_errdefs_kind_becomes_its_status_with_the_message_percent_encoded() -> None:
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        code, details = await _code(events_pb2_grpc.EventsStub(ch).Publish(events_pb2.PublishRequest(topic="/t")))
+        assert code == grpc.StatusCode.NOT_FOUND
+        assert details == "topic /t ünknown"
+
+    _serve(scenario)
+
+
+def test_unknown_service_and_method_and_missing_handler_answer_unimplemented() -> None:
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        call = ch.unary_unary("/no.Such/Thing", request_serializer=lambda m: b"", response_deserializer=bytes)
+        assert await _code(call(b"")) == (grpc.StatusCode.UNIMPLEMENTED, "unknown service no.Such")
+        call = ch.unary_unary("/containerd.services.version.v1.Version/Nope", request_serializer=lambda m: b"",
+                              response_deserializer=bytes)
+        assert await _code(call(b"")) == (
+            grpc.StatusCode.UNIMPLEMENTED, "unknown method Nope for service containerd.services.version.v1.Version")
+        # the servicer lacks Forward: what grpc's generated base class answers
+        code = await _code(events_pb2_grpc.EventsStub(ch).Forward(events_pb2.ForwardRequest()))
+        assert code == (grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+
+    _serve(scenario)
+
+
+def test_server_stream_is_cancelled_when_the_client_cancels_and_deadline_is_seen() -> None:
+    events = _Events()
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        call = events_pb2_grpc.EventsStub(ch).Subscribe(events_pb2.SubscribeRequest(), timeout=20)
+        first = await call.read()
+        assert first.topic == "/first"
+        assert events.deadline is not None and 15 < events.deadline <= 21  # grpc rounds its timeout up
+        call.cancel()
+        await asyncio.wait_for(events.closed.wait(), 10)  # the generator's finally ran
+
+    _serve(scenario, events=events)
+
+
+def test_deadline_exceeded_ends_the_call_and_cancels_the_handler() -> None:
+    events = _Events()
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        call = events_pb2_grpc.EventsStub(ch).Subscribe(events_pb2.SubscribeRequest(), timeout=0.5)
+        assert (await call.read()).topic == "/first"
+        code, _ = await _code(call.read())
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        await asyncio.wait_for(events.closed.wait(), 10)
+
+    _serve(scenario, events=events)
+
+
+def test_request_over_the_receive_limit_is_resource_exhausted() -> None:
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        code, details = await _code(events_pb2_grpc.EventsStub(ch).Publish(
+            events_pb2.PublishRequest(topic="x" * 5000)))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details.startswith("Received message larger than max (")
+        # the connection still serves
+        assert (await version_pb2_grpc.VersionStub(ch).Version(empty_pb2.Empty())).version == "v"
+
+    _serve(scenario, max_receive=1000)
+
+
+def test_gzip_compressed_requests_are_decoded() -> None:
+    version = _Version()
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        code, details = await _code(events_pb2_grpc.EventsStub(ch).Publish(
+            events_pb2.PublishRequest(topic="/" + "a" * 3000), compression=grpc.Compression.Gzip))
+        assert code == grpc.StatusCode.NOT_FOUND and details.startswith("topic /aaa")
+
+    _serve(scenario, version=version)
+
+
+def test_bidi_stream_and_large_flow_controlled_server_stream() -> None:
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        stub = content_pb2_grpc.ContentStub(ch)
+
+        async def reqs() -> AsyncIterator[content_pb2.WriteContentRequest]:
+            for n in (10, 100_000, 3 << 20):
+                yield content_pb2.WriteContentRequest(ref="r", data=b"d" * n)
+
+        got = [r.offset async for r in stub.Write(reqs())]
+        assert got == [10, 100_010, 100_010 + (3 << 20)]
+        size = 40 << 20  # many windows' worth: the server waits for WINDOW_UPDATEs
+        total = 0
+        async for r in stub.Read(content_pb2.ReadContentRequest(size=size)):
+            total += len(r.data)
+        assert total == size
+
+    _serve(scenario, options=[("grpc.max_receive_message_length", 8 << 20)])
+
+
+def test_observer_sees_each_call_and_message() -> None:
+    counting = _Counting()
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        await version_pb2_grpc.VersionStub(ch).Version(empty_pb2.Empty())
+        await _code(events_pb2_grpc.EventsStub(ch).Publish(events_pb2.PublishRequest(topic="/t")))
+
+    _serve(scenario, observer=counting)
+    assert counting.events == [
+        ("started", "Version", "unary"), ("received", "Version", None), ("sent", "Version", None),
+        ("handled", "Version", StatusCode.OK),
+        ("started", "Publish", "unary"), ("received", "Publish", None), ("handled", "Publish", StatusCode.NOT_FOUND),
+    ]
+
+
+def test_graceful_stop_lets_a_call_in_flight_finish() -> None:
+    release = asyncio.Event()
+
+    class Slow:
+        async def Version(self, request: Any, context: ServicerContext) -> version_pb2.VersionResponse:
+            await release.wait()
+            return version_pb2.VersionResponse(version="late")
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        call = version_pb2_grpc.VersionStub(ch).Version(empty_pb2.Empty())
+        while not server.live_calls:
+            await asyncio.sleep(0.01)
+        stopping = asyncio.ensure_future(server.stop(10))
+        asyncio.get_running_loop().call_soon(release.set)
+        assert (await call).version == "late"
+        await stopping
+
+    _serve(scenario, version=Slow())
+
+
+def test_wire_helpers() -> None:
+    assert percent_encode("plain text") == "plain text"
+    assert percent_encode("100% ü\n") == "100%25 %C3%BC%0A"
+    assert parse_timeout("100m") == pytest.approx(0.1)
+    assert parse_timeout("5S") == 5.0
+    assert parse_timeout("1H") == 3600.0
+    assert parse_timeout("x") is None
+    assert parse_timeout("123456789S") is None  # at most 8 digits
