@@ -146,10 +146,8 @@ def main(argv: list[str] | None = None) -> None:
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop when it is installed (``PYCONTAINERD_UVLOOP=0`` turns it off).
 
-    Every RPC crosses threads a few times (grpc's completion-queue poller wakes the loop;
-    metadata reads run on worker threads and come back with ``call_soon_threadsafe``);
-    uvloop makes those hand-offs cheaper: ~0.1 ms less per metadata RPC, ~3 ms of the ~30
-    RPCs of a ``ctr run``.
+    Metadata reads run on worker threads and come back with ``call_soon_threadsafe``, and
+    every call is socket reads and writes on the loop: uvloop makes both cheaper.
     """
     if os.environ.get("PYCONTAINERD_UVLOOP", "1") == "0":
         return None

@@ -655,6 +655,19 @@ def _peer_name(transport: asyncio.Transport) -> str:
     return f"unix:{sock}" if isinstance(sock, str) else "unix:"
 
 
+def tls_context(cert_file: str, key_file: str, client_ca_file: str = "") -> ssl_mod.SSLContext:
+    """Server TLS for gRPC: our pair, ALPN "h2", TLS 1.2 or later; with ``client_ca_file``
+    every client must present a certificate that CA signed (containerd's ``tcp_tls_ca``)."""
+    ctx = ssl_mod.SSLContext(ssl_mod.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl_mod.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    ctx.set_alpn_protocols(["h2"])
+    if client_ca_file:
+        ctx.load_verify_locations(cafile=client_ca_file)
+        ctx.verify_mode = ssl_mod.CERT_REQUIRED
+    return ctx
+
+
 class Server:
     """A gRPC server: services added from protobuf descriptors, served on sockets we own."""
 
