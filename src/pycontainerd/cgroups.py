@@ -478,3 +478,42 @@ def read_task_metrics(
             raise errdefs.NotFound("task has no live process and its spec names no cgroupsPath")
         paths = reader.paths_of_spec(cgroups_path, systemd=systemd)
     return reader.mode, reader.stats(paths)
+
+
+# -- placing a process ----------------------------------------------------------------------------
+def place_process(path: str, pid: int, sys_root: Path = Path("/sys/fs/cgroup")) -> list[Path]:
+    """Move ``pid`` into the cgroup ``path``, creating it where missing, as containerd does with
+    its own process for ``[cgroup] path``: on cgroup v2 the one directory; on v1 that path in every
+    mounted hierarchy (a new cpuset cgroup first inherits its parent's cpus and mems, which the
+    kernel leaves empty and which must be set before a process may join).  Returns the cgroup
+    directories joined; raises ``InvalidArgument`` naming the directory that refused."""
+    rel = path.strip("/")
+    if not rel or ".." in rel.split("/"):
+        raise errdefs.InvalidArgument(f"cgroup path {path!r}: must be a path below the cgroup root")
+    if (sys_root / "cgroup.controllers").exists():
+        targets = [sys_root / rel]
+    else:
+        targets = [
+            d / rel for d in sorted(sys_root.iterdir())
+            if not d.is_symlink() and d.is_dir() and d.name != "unified" and (d / "cgroup.procs").exists()
+        ]
+    if not targets:
+        raise errdefs.InvalidArgument(f"cgroup path {path!r}: no cgroup hierarchy mounted under {sys_root}")
+    for target in targets:
+        try:
+            _make_cgroup(target)
+            (target / "cgroup.procs").write_text(str(pid))
+        except OSError as exc:
+            raise errdefs.InvalidArgument(f"cgroup path {path!r}: cannot join {target}: {exc.strerror or exc}") from exc
+    return targets
+
+
+def _make_cgroup(target: Path) -> None:
+    if target.is_dir():
+        return
+    _make_cgroup(target.parent)
+    target.mkdir()
+    for name in ("cpuset.cpus", "cpuset.mems"):  # v1 cpuset only: empty until set
+        own = target / name
+        if own.exists() and not own.read_text().strip():
+            own.write_text((target.parent / name).read_text())

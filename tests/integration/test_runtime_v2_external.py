@@ -405,3 +405,50 @@ def test_oom_event_from_the_go_shim_reaches_ctr_events(ext: Ext) -> None:
         )  # fmt: skip
         assert r.returncode != 0
         wait_for(lambda: ev.lines("/tasks/oom", cid), 15, "/tasks/oom in ctr events")
+
+
+def test_ttrpc_address_and_cgroup_path_from_the_config(busybox_archive: Path) -> None:
+    """``[ttrpc] address`` moves the shims' event socket (Go shims find it through
+    TTRPC_ADDRESS) and ``[cgroup] path`` puts the daemon in that cgroup, created if missing,
+    as containerd does with both; before, both keys were accepted and ignored."""
+    group = f"pycd-opts-{os.getpid()}"
+    events_dir = Path(tempfile.mkdtemp(prefix="pycd-ttrpc-", dir="/tmp"))
+    events_sock = events_dir / "events.ttrpc"
+    conf = f'version = 2\n[ttrpc]\naddress = "{events_sock}"\n[cgroup]\npath = "/{group}"\n'
+    try:
+        with external_daemon(busybox_archive, conf) as ext:
+            assert events_sock.is_socket()
+            assert not os.path.exists(ext.d.address + ".ttrpc")
+            own = Path(f"/proc/{ext.d.pid}/cgroup").read_text().splitlines()
+            # v1: every hierarchy (memory among them); v2: the one line "0::/<group>"
+            assert any(ln.endswith(f":/{group}") and (":memory:" in ln or ln.startswith("0::")) for ln in own), own
+            cid = ext.cid("ttrpc-moved")
+            with ctr_events(ext.d) as ev:
+                ext.d.ctr("run", "-d", "--runtime", SHIM, IMAGE, cid, "sleep", "1000", timeout=60)
+                ext.d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+                # /tasks/exit comes from the Go shim, forwarded over ttrpc to the configured socket
+                wait_for(lambda: ev.lines("/tasks/exit", cid), 15, "/tasks/exit from the Go shim")
+    finally:
+        shutil.rmtree(events_dir, ignore_errors=True)
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            d = hierarchy / group
+            if d.is_dir():
+                wait_for(functools.partial(_rmdir, d), 15, f"{d} to be removed")  # empty once the daemon is gone
+
+
+def _rmdir(d: Path) -> bool:
+    try:
+        d.rmdir()
+    except OSError:
+        return False
+    return True
+
+
+def test_an_unusable_cgroup_path_stops_the_start_naming_the_key(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, 'version = 2\n[cgroup]\npath = "/../escape"\n')
+    try:
+        r = subprocess.run(d.command(), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert "cgroup.path" in r.stderr and "below the cgroup root" in r.stderr
+    finally:
+        d.cleanup()

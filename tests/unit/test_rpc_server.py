@@ -159,7 +159,7 @@ def test_server_stream_is_cancelled_when_the_client_cancels_and_deadline_is_seen
     async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
         call = events_pb2_grpc.EventsStub(ch).Subscribe(events_pb2.SubscribeRequest(), timeout=20)
         first = await call.read()
-        assert first.topic == "/first"
+        assert isinstance(first, events_pb2.Envelope) and first.topic == "/first"
         assert events.deadline is not None and 15 < events.deadline <= 21  # grpc rounds its timeout up
         call.cancel()
         await asyncio.wait_for(events.closed.wait(), 10)  # the generator's finally ran
@@ -172,7 +172,8 @@ def test_deadline_exceeded_ends_the_call_and_cancels_the_handler() -> None:
 
     async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
         call = events_pb2_grpc.EventsStub(ch).Subscribe(events_pb2.SubscribeRequest(), timeout=0.5)
-        assert (await call.read()).topic == "/first"
+        first = await call.read()
+        assert isinstance(first, events_pb2.Envelope) and first.topic == "/first"
         code, _ = await _code(call.read())
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED
         await asyncio.wait_for(events.closed.wait(), 10)

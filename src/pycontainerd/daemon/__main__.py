@@ -82,7 +82,10 @@ def _publish(address: str, namespace: str, topic: str, data: bytes) -> None:
     envelope.timestamp.seconds, envelope.timestamp.nanos = divmod(now, 1_000_000_000)
 
     async def send() -> None:
-        async with await Client.connect(ttrpc_address(address)) as client:
+        # a shim runs us with its own environment, whose TTRPC_ADDRESS names where the daemon
+        # serves events (``[ttrpc] address``); without it, the socket beside the gRPC one
+        events = os.environ.get("TTRPC_ADDRESS") or ttrpc_address(address)
+        async with await Client.connect(events) as client:
             await client.call(
                 "containerd.services.events.ttrpc.v1.Events",
                 "Forward",

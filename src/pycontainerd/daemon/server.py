@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .. import errdefs, fsmodes
+from .. import cgroups, errdefs, fsmodes
 from ..config import Config
 from ..events import Exchange
 from ..metadata.db import Database
@@ -151,6 +151,13 @@ class Daemon:
         self.ops.install_signal_handlers()  # SIGUSR1 dumps stacks from the first moment on
         self.ops.log_startup()
         self._lock_root()
+        if self.config.cgroup.path:
+            # before any worker thread or the shim launcher exists, so they start inside it too
+            try:
+                joined = cgroups.place_process(self.config.cgroup.path, os.getpid())
+            except errdefs.InvalidArgument as exc:
+                raise errdefs.InvalidArgument(f"config key cgroup.path: {exc}") from exc
+            log.info("daemon moved to cgroup %s", ", ".join(map(str, joined)))
         self.uuid = self._server_uuid()
         await self.db.open()
         self.plugins = await plugin_registry.load(

@@ -89,6 +89,8 @@ def external_shims(daemon: Any, defaults: RuntimeDefaults) -> ExternalShims:
         runtime_paths=runtime_paths_from_config(daemon.config),
         self_dir=os.path.dirname(publish_binary()),
         debug=defaults.shim_debug,
+        ttrpc_address=daemon.config.ttrpc.address,
+        ttrpc_owner=(daemon.config.ttrpc.uid, daemon.config.ttrpc.gid),
     )
 
 

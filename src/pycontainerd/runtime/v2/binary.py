@@ -115,11 +115,18 @@ def delete_args(
     return args
 
 
-def shim_env(grpc_address: str, base: Mapping[str, str] | None = None, extra: Sequence[str] = ()) -> dict[str, str]:
-    """The shim's environment: the daemon's, plus ``TTRPC_ADDRESS`` (and ``GOMAXPROCS=2`` unless set,
-    as containerd 1.6 gives its Go shims)."""
+def shim_env(
+    grpc_address: str,
+    base: Mapping[str, str] | None = None,
+    extra: Sequence[str] = (),
+    *,
+    events_address: str = "",
+) -> dict[str, str]:
+    """The shim's environment: the daemon's, plus ``TTRPC_ADDRESS`` (``events_address``, by
+    default beside the gRPC socket) and ``GOMAXPROCS=2`` unless set, as containerd 1.6 gives
+    its Go shims."""
     env = dict(os.environ if base is None else base)
-    env["TTRPC_ADDRESS"] = ttrpc_address(grpc_address)
+    env["TTRPC_ADDRESS"] = events_address or ttrpc_address(grpc_address)
     env.setdefault("GOMAXPROCS", "2")
     for item in extra:
         key, _, value = item.partition("=")

@@ -141,10 +141,14 @@ class ShimManager:
         search_path: str | None = None,
         self_dir: str = "",
         debug: bool = False,
+        ttrpc_address: str = "",
+        ttrpc_owner: tuple[int, int] = (0, 0),
     ) -> None:
         self.exchange = exchange
         self.grpc_address = grpc_address
-        self.ttrpc_address = binarymod.ttrpc_address(grpc_address)
+        # ``[ttrpc] address`` when configured, else beside the gRPC socket (containerd's rule)
+        self.ttrpc_address = ttrpc_address or binarymod.ttrpc_address(grpc_address)
+        self.ttrpc_owner = ttrpc_owner
         self.publish_binary = publish_binary
         self.runtime_paths = dict(runtime_paths or {})
         self.own_runtimes = own_runtimes
@@ -176,7 +180,11 @@ class ShimManager:
         server = Server()
         server.register(EVENTS_SERVICE, {"Forward": Method(events_pb2.ForwardRequest, self._forward)})
         await server.start(self.ttrpc_address)
-        os.chmod(self.ttrpc_address, 0o600)
+        uid, gid = self.ttrpc_owner
+        # only the daemon's user talks to it, unless ``[ttrpc] uid/gid`` name another owner
+        os.chmod(self.ttrpc_address, 0o660 if (uid or gid) else 0o600)
+        if uid or gid:
+            os.chown(self.ttrpc_address, uid or -1, gid or -1)
         self._server = server
         log.info("serving shim events (ttrpc) on %s", self.ttrpc_address)
 
@@ -243,7 +251,7 @@ class ShimManager:
             rc, out, err = await _run(
                 args,
                 cwd=bundle,
-                env=binarymod.shim_env(self.grpc_address),
+                env=binarymod.shim_env(self.grpc_address, events_address=self.ttrpc_address),
                 stdin=opts.SerializeToString() if opts is not None else b"",
                 limit=START_TIMEOUT,
                 what=f"failed to start shim {binary}",
@@ -407,7 +415,7 @@ class ShimManager:
             rc, out, err = await _run(
                 args,
                 cwd=bundle,
-                env=binarymod.shim_env(self.grpc_address),
+                env=binarymod.shim_env(self.grpc_address, events_address=self.ttrpc_address),
                 stdin=b"",
                 limit=DELETE_TIMEOUT,
                 what=f"shim {binary} delete of {namespace}/{container_id}",
