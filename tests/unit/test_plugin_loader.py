@@ -154,8 +154,6 @@ def test_modelled_sections_come_as_loaded() -> None:
          'plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options.CriuImagePath'),
         ('[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\nCriuWorkPath = "/x"\n',
          'plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options.CriuWorkPath'),
-        ('[grpc]\ntcp_address = "127.0.0.1:10010"\n', "grpc.tcp_address"),
-        ('[grpc]\ntcp_tls_cert = "/etc/cert.pem"\n', "grpc.tcp_tls_cert"),
     ],
 )
 def test_options_we_cannot_honour_are_refused_naming_the_key(toml: str, key: str) -> None:

@@ -135,18 +135,15 @@ def _f(default: Any, **meta: Any) -> Any:
 # --- the model -----------------------------------------------------------------------------
 
 
-_NO_TCP = "serving gRPC on TCP is not implemented; use the unix socket (grpc.address)"
-
-
 @dataclass(frozen=True)
 class GRPCConfig:
     address: str = DEFAULT_ADDRESS
-    # containerd serves gRPC on TCP too when this is set; we do not yet, so it is refused
-    # rather than silently ignored (as are the TLS files, which only apply to it)
-    tcp_address: str = _f("", unsupported=(bool, _NO_TCP))
-    tcp_tls_ca: str = _f("", unsupported=(bool, _NO_TCP))
-    tcp_tls_cert: str = _f("", unsupported=(bool, _NO_TCP))
-    tcp_tls_key: str = _f("", unsupported=(bool, _NO_TCP))
+    # gRPC on TCP too (host:port), with TLS when cert and key are given, client certificates
+    # signed by tcp_tls_ca required when it is given (as containerd)
+    tcp_address: str = ""
+    tcp_tls_ca: str = ""
+    tcp_tls_cert: str = ""
+    tcp_tls_key: str = ""
     uid: int = _f(0, minimum=0)
     gid: int = _f(0, minimum=0)
     max_recv_message_size: int = _f(DEFAULT_MAX_MESSAGE_SIZE, minimum=1)

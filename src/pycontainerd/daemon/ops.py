@@ -27,15 +27,18 @@ DEBUG_SOCKET = "debug.sock"
 
 def parse_metrics_address(address: str) -> tuple[str, int]:
     """``host:port`` (``[v6]:port``; an empty host means every interface) → (host, port)."""
+    return parse_host_port(address, "metrics.address", "127.0.0.1:1338")
+
+
+def parse_host_port(address: str, key: str, example: str) -> tuple[str, int]:
+    """``host:port`` of config key ``key`` (``[v6]:port``; an empty host means every interface)."""
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise errdefs.InvalidArgument(
-            f"config key metrics.address: {address!r} is not host:port (e.g. \"127.0.0.1:1338\")"
-        )
+        raise errdefs.InvalidArgument(f"config key {key}: {address!r} is not host:port (e.g. \"{example}\")")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise errdefs.InvalidArgument(f"config key metrics.address: {address!r}: write an IPv6 host as [addr]:port")
+        raise errdefs.InvalidArgument(f"config key {key}: {address!r}: write an IPv6 host as [addr]:port")
     return host or "0.0.0.0", int(port)
 
 

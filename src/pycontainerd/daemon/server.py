@@ -196,10 +196,40 @@ class Daemon:
             raise
         self._server = server
         self._serving = True
+        await self._serve_tcp(server)
         self.trimmer.start()
         await self.ops.start()
         log.info("pycontainerd serving on %s", self.address)
         sd_notify("READY=1")
+
+    async def _serve_tcp(self, server: Server) -> None:
+        """``[grpc] tcp_address``: the same services on TCP, TLS (ALPN h2) with cert and key,
+        client certificates required with ``tcp_tls_ca`` (containerd's rules)."""
+        from ..rpc.server import tls_context
+        from .ops import parse_host_port
+
+        g = self.config.grpc
+        if not g.tcp_address:
+            if g.tcp_tls_cert or g.tcp_tls_key or g.tcp_tls_ca:
+                log.warning("config: grpc.tcp_tls_* set without grpc.tcp_address: not used")
+            return
+        host, port = parse_host_port(g.tcp_address, "grpc.tcp_address", "127.0.0.1:10010")
+        ctx = None
+        if g.tcp_tls_cert or g.tcp_tls_key:
+            if not (g.tcp_tls_cert and g.tcp_tls_key):
+                raise errdefs.InvalidArgument("config keys grpc.tcp_tls_cert and grpc.tcp_tls_key go together")
+            try:
+                ctx = await asyncio.to_thread(tls_context, g.tcp_tls_cert, g.tcp_tls_key, g.tcp_tls_ca)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise errdefs.InvalidArgument(f"config keys grpc.tcp_tls_*: cannot load the TLS files: {exc}") from exc
+        elif g.tcp_tls_ca:
+            raise errdefs.InvalidArgument("config key grpc.tcp_tls_ca needs grpc.tcp_tls_cert and grpc.tcp_tls_key")
+        try:
+            bound = await server.serve_tcp(host, port, ssl=ctx)
+        except OSError as exc:
+            raise errdefs.from_oserror(exc, f"grpc.tcp_address {g.tcp_address}") from exc
+        log.info("pycontainerd serving gRPC%s on tcp %s", " (TLS)" if ctx else "",
+                 ", ".join(f"{a[0]}:{a[1]}" for a in bound))
 
     def _plugin_config(self, reg: plugin_registry.Registration) -> Any:
         """A plugin's decoded config; its warnings (unknown keys) are logged, errors raised."""

@@ -1,0 +1,82 @@
+"""``[grpc] tcp_address``: the daemon serves its gRPC services on TCP too, as containerd does:
+plaintext, or TLS (ALPN h2) with ``tcp_tls_cert``/``tcp_tls_key``, and with ``tcp_tls_ca`` only
+clients presenting a certificate that CA signed.  Checked with grpc's python client; the unix
+socket keeps serving beside it, and the running daemon has not loaded grpc."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+
+from pycontainerd.api.services.namespaces.v1 import namespaces_pb2, namespaces_pb2_grpc
+from pycontainerd.api.services.version.v1 import version_pb2_grpc
+from tests.fixtures.procs import free_port
+from tests.fixtures.registry import make_tls_files
+from tests.integration.daemon import running_daemon
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+
+
+def _version(channel: grpc.Channel) -> str:
+    return version_pb2_grpc.VersionStub(channel).Version(empty_pb2.Empty(), timeout=10).version
+
+
+def test_plaintext_tcp_serves_beside_the_unix_socket_without_grpc_in_the_daemon() -> None:
+    port = free_port()
+    with running_daemon(f'version = 2\n[grpc]\n  tcp_address = "127.0.0.1:{port}"\n') as d:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            assert _version(ch)
+            ns = namespaces_pb2_grpc.NamespacesStub(ch)
+            ns.Create(namespaces_pb2.CreateNamespaceRequest(namespace=namespaces_pb2.Namespace(name="tcp1")),
+                      timeout=10)
+        assert "tcp1" in d.ctr("namespaces", "ls").stdout
+        # grpc's extension module is mapped once grpc is imported: the daemon serves without it
+        maps = Path(f"/proc/{d.pid}/maps").read_text()
+        assert "cygrpc" not in maps and "/grpc/" not in maps
+
+
+def test_tls_with_client_ca_requires_a_client_certificate() -> None:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="pycd-tls-") as tmp:
+        tls = make_tls_files(Path(tmp), client_auth=True)
+        assert tls.client_ca_cert and tls.client_cert and tls.client_key
+        config = (f'version = 2\n[grpc]\n  tcp_address = "127.0.0.1:{port}"\n'
+                  f'  tcp_tls_cert = "{tls.server_cert}"\n  tcp_tls_key = "{tls.server_key}"\n'
+                  f'  tcp_tls_ca = "{tls.client_ca_cert}"\n')
+        with running_daemon(config):
+            ca = tls.ca_cert.read_bytes()
+            good = grpc.ssl_channel_credentials(root_certificates=ca, private_key=tls.client_key.read_bytes(),
+                                                certificate_chain=tls.client_cert.read_bytes())
+            with grpc.secure_channel(f"127.0.0.1:{port}", good) as ch:
+                assert _version(ch)
+            # no client certificate: the handshake fails, no call is served
+            with grpc.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(root_certificates=ca)) as ch:
+                with pytest.raises(grpc.RpcError) as err:
+                    _version(ch)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+            # plaintext to a TLS port is no gRPC either
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch, pytest.raises(grpc.RpcError):
+                _version(ch)
+
+
+def test_tls_without_client_ca_serves_any_client() -> None:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="pycd-tls-") as tmp:
+        tls = make_tls_files(Path(tmp))
+        config = (f'version = 2\n[grpc]\n  tcp_address = "127.0.0.1:{port}"\n'
+                  f'  tcp_tls_cert = "{tls.server_cert}"\n  tcp_tls_key = "{tls.server_key}"\n')
+        with running_daemon(config):
+            creds = grpc.ssl_channel_credentials(root_certificates=tls.ca_cert.read_bytes())
+            with grpc.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+                assert _version(ch)
