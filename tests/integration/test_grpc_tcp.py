@@ -64,7 +64,7 @@ def test_tls_with_client_ca_requires_a_client_certificate() -> None:
             with grpc.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(root_certificates=ca)) as ch:
                 with pytest.raises(grpc.RpcError) as err:
                     _version(ch)
-                assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             # plaintext to a TLS port is no gRPC either
             with grpc.insecure_channel(f"127.0.0.1:{port}") as ch, pytest.raises(grpc.RpcError):
                 _version(ch)
