@@ -30,6 +30,8 @@ def _decode_bin(value: str) -> bytes:
 class ServicerContext:
     """A call's context, as handlers receive it next to the request."""
 
+    __slots__ = ()  # the server's per-call subclass declares the slots
+
     # filled in by the server
     _headers: list[tuple[str, str]]
     _deadline: float | None  # loop time
