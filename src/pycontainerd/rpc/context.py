@@ -30,7 +30,8 @@ def _decode_bin(value: str) -> bytes:
 class ServicerContext:
     """A call's context, as handlers receive it next to the request."""
 
-    __slots__ = ()  # the server's per-call subclass declares the slots
+    # one slotted object per call (the server's subclass adds its own)
+    __slots__ = ("_cancelled", "_code", "_deadline", "_details", "_done_callbacks", "_headers", "_metadata", "_peer")
 
     # filled in by the server
     _headers: list[tuple[str, str]]

@@ -62,6 +62,7 @@ log = logging.getLogger("pycontainerd.rpc")
 DEFAULT_MAX_MESSAGE = 4 << 20  # grpc's default for received messages
 START_BATCH = 64  # calls one connection starts per loop iteration (see the module docstring)
 MAX_WAITING_STARTS = 4096  # past this many requests waiting to start, stop reading the connection
+FLUSH_BYTES = 256 << 10  # streamed output queued before it is written without waiting for the loop
 INBOX_LIMIT = 4 << 20  # bytes of a streaming request buffered before flow control holds the client
 
 _PREFIX = struct.Struct(">BL")
@@ -118,30 +119,8 @@ class _Inbox:
 class Call(ServicerContext):
     """One call: its stream, its state and the handler's context (one object for both)."""
 
-    __slots__ = (
-        "_cancelled",
-        "_code",
-        "_deadline",
-        "_details",
-        "_done_callbacks",
-        "_headers",
-        "_metadata",
-        "_peer",
-        "buffer",
-        "conn",
-        "encoding",
-        "ended",
-        "headers_sent",
-        "held_flow",
-        "inbox",
-        "inbox_bytes",
-        "method",
-        "request_closed",
-        "stream_id",
-        "task",
-        "timer",
-        "window_waiter",
-    )
+    __slots__ = ("buffer", "conn", "encoding", "ended", "headers_sent", "held_flow", "inbox", "inbox_bytes", "method",
+                 "request_closed", "stream_id", "task", "timer", "window_waiter")
 
     def __init__(self, conn: _Connection, stream_id: int, method: Method, headers: list[tuple[str, str]],
                  deadline: float | None, encoding: str | None) -> None:
@@ -206,9 +185,15 @@ class Call(ServicerContext):
             for o in observers:
                 o.msg_sent(self.method)
         if self.method.server_streaming:
-            conn.flush()
-            if conn.write_paused:
-                await conn.drained()
+            # a stream's messages leave together at the end of this loop iteration (a list of
+            # 50 containers: one write, not 50), or at once past FLUSH_BYTES
+            conn.pending_out += len(payload)
+            if conn.pending_out >= FLUSH_BYTES:
+                conn.flush()
+                if conn.write_paused:
+                    await conn.drained()
+            else:
+                conn.flush_soon()
 
     async def _wait_window(self) -> None:
         fut = self.window_waiter = asyncio.get_running_loop().create_future()
@@ -353,6 +338,8 @@ class _Connection(asyncio.Protocol):
         self._start_scheduled = False
         self._reading_paused_for: set[str] = set()
         self.goaway_sent = False
+        self.pending_out = 0  # bytes of streamed messages queued since the last write
+        self._flush_scheduled = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -404,7 +391,17 @@ class _Connection(asyncio.Protocol):
         self._wake_drain()
 
     # -- output ------------------------------------------------------------------------------
+    def flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
     def flush(self) -> None:
+        self.pending_out = 0
         out = self.h2.data_to_send()
         if out and self.transport is not None and not self.closed:
             self.transport.write(out)
@@ -438,7 +435,7 @@ class _Connection(asyncio.Protocol):
     def _request(self, sid: int, headers: list[tuple[str, str]], end_stream: bool) -> None:
         path = verb = ctype = timeout = encoding = None
         for k, v in headers:
-            if k[0] == ":":
+            if k[:1] == ":":
                 if k == ":path":
                     path = v
                 elif k == ":method":
@@ -469,6 +466,7 @@ class _Connection(asyncio.Protocol):
             if seconds is not None:
                 deadline = asyncio.get_running_loop().time() + seconds
         call = Call(self, sid, method, headers, deadline, encoding)
+        call.request_closed = end_stream
         self.calls[sid] = call
         server.live_calls += 1
         if server.observers:
@@ -477,7 +475,6 @@ class _Connection(asyncio.Protocol):
         if self.goaway_sent and server.stopping:
             call.fail(StatusCode.UNAVAILABLE, "server is shutting down")
             return
-        call.request_closed = end_stream
         if method.client_streaming:
             if end_stream:
                 assert call.inbox is not None

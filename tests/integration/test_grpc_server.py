@@ -1,7 +1,9 @@
-"""``[grpc] tcp_address``: the daemon serves its gRPC services on TCP too, as containerd does:
-plaintext, or TLS (ALPN h2) with ``tcp_tls_cert``/``tcp_tls_key``, and with ``tcp_tls_ca`` only
-clients presenting a certificate that CA signed.  Checked with grpc's python client; the unix
-socket keeps serving beside it, and the running daemon has not loaded grpc."""
+"""The daemon's own gRPC server (``pycontainerd.rpc``) as configured by ``[grpc]``, checked with
+grpc's python client: ``max_recv_message_size``/``max_send_message_size`` with grpc's codes and
+wording, and ``tcp_address``: the services on TCP too, as containerd does: plaintext, or TLS
+(ALPN h2) with ``tcp_tls_cert``/``tcp_tls_key``, and with ``tcp_tls_ca`` only clients presenting
+a certificate that CA signed.  The unix socket keeps serving beside it, and the running daemon
+has not loaded grpc."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2
 
+from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
+from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from pycontainerd.api.services.namespaces.v1 import namespaces_pb2, namespaces_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
 from tests.fixtures.procs import free_port
@@ -30,6 +34,22 @@ def _root() -> None:
 
 def _version(channel: grpc.Channel) -> str:
     return version_pb2_grpc.VersionStub(channel).Version(empty_pb2.Empty(), timeout=10).version
+
+
+def test_message_size_limits_from_the_config() -> None:
+    # large enough for `ctr version` (the harness's readiness check), not for the plugin list
+    config = "version = 2\n[grpc]\n  max_recv_message_size = 4096\n  max_send_message_size = 300\n"
+    with running_daemon(config) as d, grpc.insecure_channel(f"unix:{d.address}") as ch:
+        events = events_pb2_grpc.EventsStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            events.Publish(events_pb2.PublishRequest(topic="/" + "x" * 5000), metadata=(("containerd-namespace", "a"),),
+                           timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (err.value.details() or "").startswith("Received message larger than max (")
+        with pytest.raises(grpc.RpcError) as err:
+            introspection_pb2_grpc.IntrospectionStub(ch).Plugins(introspection_pb2.PluginsRequest(), timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (err.value.details() or "").startswith("Sent message larger than max (")
 
 
 def test_plaintext_tcp_serves_beside_the_unix_socket_without_grpc_in_the_daemon() -> None:
