@@ -61,6 +61,8 @@ def normalize_endpoint(endpoint: str) -> str:
 
 
 GRPC_UNKNOWN_METHOD = ("Method not found!", "Method not implemented!")
+# grpc-go's (containerd's, and pycontainerd's own server's) answers for a service or method it lacks
+GRPC_UNKNOWN_PREFIXES = ("unknown service ", "unknown method ")
 
 
 def cri_error(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> errdefs.ContainerdError:
@@ -68,7 +70,7 @@ def cri_error(exc: grpc.aio.AioRpcError, endpoint: str, what: str) -> errdefs.Co
     means the daemon has no CRI API, with a message of the runtime's that this one call is not served."""
     if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
         details = exc.details() or ""
-        if details and details not in GRPC_UNKNOWN_METHOD:
+        if details and details not in GRPC_UNKNOWN_METHOD and not details.startswith(GRPC_UNKNOWN_PREFIXES):
             return errdefs.Unimplemented(f"{what}: {details}" if what else details)
         return errdefs.Unimplemented(
             f"the daemon at {endpoint} does not serve the CRI API ({CRI_API}): {details or 'unimplemented'}")
