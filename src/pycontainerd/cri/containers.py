@@ -49,7 +49,7 @@ from ..oci.spec import (
 )
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, TaskIO
-from . import handlers
+from . import configopts, handlers
 from .crilog import FifoLogger
 from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .phases import Phases
@@ -161,9 +161,10 @@ def oci_resources(res: pb.LinuxContainerResources, *, swap_accounting: bool = Fa
     Memory swap follows containerd 1.6: with swap accounting on the host, the swap limit is the
     one asked for, or the memory limit itself (no swap by default); without it (cgroup v1 with
     no ``memory.memsw.*``, the default on Debian) there is nothing to limit and none is set.
-    Hugepage limits and cgroup v2 ``unified`` keys go to runc as asked: a host without the
-    hugetlb controller, or a cgroup v1 host given ``unified`` keys, fails the start with runc's
-    error naming them (never silently dropped)."""
+    Hugepage limits are the request's; what becomes of them is the CRI config's hugetlb keys'
+    (``configopts.hugepage_limits``: by default, as containerd's, they are not set).  Cgroup v2
+    ``unified`` keys go to runc as asked: a cgroup v1 host fails the start with runc's error naming
+    them (never silently dropped)."""
     out: dict[str, Any] = {}
     cpu: dict[str, Any] = {}
     if res.cpu_shares:
@@ -298,6 +299,7 @@ class Containers:
         self._exec_seq = 0
         self._apparmor: tuple[bool, frozenset[str]] | None = None  # read once, on the first create
         self.swap_accounting = cgroups.swap_accounting()  # a host fact (kernel command line): read once
+        self.hugetlb = cgroups.hugetlb_controller()  # so is the hugetlb controller
         self._exit_handlers: set[asyncio.Task[None]] = set()
         # the RuntimeService's GetContainerEvents feed: (container id, sandbox id, created|started|stopped|deleted)
         self.on_event: Callable[[str, str, str], Awaitable[None]] | None = None
@@ -497,7 +499,7 @@ class Containers:
     async def _security_inputs(self, sb: Sandbox, cfg: pb.ContainerConfig) -> SecurityInputs:
         sc = cfg.linux.security_context
         out = SecurityInputs()
-        wanted = seccomp_request(sc)
+        wanted = seccomp_request(sc, self.pods.config.unset_seccomp_profile)
         if wanted is not None and wanted.type == LOCALHOST:
             out.seccomp_profile = await asyncio.to_thread(load_profile, wanted.ref)
         out.apparmor = self._apparmor if self._apparmor is not None else await asyncio.to_thread(read_apparmor)
@@ -578,13 +580,11 @@ class Containers:
         else:
             proc.pop("noNewPrivileges", None)
         linux = spec["linux"]
+        config = self.pods.config
         # masked and read-only paths are the request's alone, as containerd 1.6's CRI has them (measured:
-        # none when the lists are empty; the kubelet always sends them); privileged drops both below
-        for key, paths in (("maskedPaths", sc.masked_paths), ("readonlyPaths", sc.readonly_paths)):
-            if paths:
-                linux[key] = list(paths)
-            else:
-                linux.pop(key, None)
+        # none when the lists are empty; the kubelet always sends them), unless disable_proc_mount;
+        # privileged drops both below
+        configopts.proc_paths(config, linux, list(sc.masked_paths), list(sc.readonly_paths))
         if sc.privileged:
             if not sb.config.linux.security_context.privileged:
                 raise errdefs.InvalidArgument("no privileged container allowed in a non-privileged sandbox")
@@ -609,15 +609,16 @@ class Containers:
                 caps[key] = [] if "CAP_ALL" in drop else [c for c in cur if c not in drop]
         # the config's devices (after privileged's host devices, as containerd)
         have = {d["path"] for d in linux.get("devices") or []}
-        for entry, rule in sec.devices:
+        for entry, rule in configopts.device_ownership(config, sec.devices, sc.run_as_user.value,
+                                                       sc.run_as_group.value):
             if entry["path"] not in have:
                 linux.setdefault("devices", []).append(entry)
                 have.add(entry["path"])
             linux.setdefault("resources", {}).setdefault("devices", []).append(rule)
-        profile = apparmor_profile(sc, enabled=sec.apparmor[0], loaded=sec.apparmor[1])
+        profile = apparmor_profile(sc, enabled=sec.apparmor[0] and not config.disable_apparmor, loaded=sec.apparmor[1])
         if profile:
             proc["apparmorProfile"] = profile
-        wanted = seccomp_request(sc)
+        wanted = seccomp_request(sc, config.unset_seccomp_profile)
         if wanted is not None and wanted.type == LOCALHOST:
             if sec.seccomp_profile is None:  # create() loads it; never fall back to another profile
                 raise errdefs.FailedPrecondition(f"seccomp profile {wanted.ref!r} was not loaded")
@@ -628,7 +629,10 @@ class Containers:
             spec["root"]["readonly"] = True
         res = cfg.linux.resources
         r = linux.setdefault("resources", {})
-        r.update(oci_resources(res, swap_accounting=self.swap_accounting))
+        if not config.disable_cgroup and cfg.linux.HasField("resources"):
+            r.update(oci_resources(res, swap_accounting=self.swap_accounting))
+            configopts.hugepage_limits(config, r, present=self.hugetlb)
+        configopts.refuse_resource_classes(config, cfg.metadata.name, cfg.annotations, sb.config.annotations)
         if res.oom_score_adj:
             proc["oomScoreAdj"] = self.pods._oom(res.oom_score_adj)
         # the pod's namespaces, through its infra process
@@ -651,8 +655,8 @@ class Containers:
         elif opts.pid == pb.POD or sb.config.linux.security_context.namespace_options.pid == pb.NODE:
             namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
         linux["namespaces"] = namespaces
-        linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid,
-                                            self.pods.systemd_cgroup(sb.runtime_handler))
+        linux["cgroupsPath"] = "" if config.disable_cgroup else cgroups_path(
+            sb.config.linux.cgroup_parent, cid, self.pods.systemd_cgroup(sb.runtime_handler))
         # the pod's files, then the config's mounts (which win for the same destination)
         sdir = self.pods.sandbox_dir(sb.id)
         # CRI's containers see their cgroup (read-only unless privileged), as containerd mounts it
@@ -838,6 +842,7 @@ class Containers:
         c = await self.get(cid)
         async with self.lock(c.id):
             want = oci_resources(res, swap_accounting=self.swap_accounting)
+            configopts.hugepage_limits(self.pods.config, want, present=self.hugetlb)
             if c.state == pb.CONTAINER_RUNNING:
                 current = dict((c.spec.get("linux") or {}).get("resources") or {})
                 await self.tasks.update(NAMESPACE, c.id, merge_resources(current, want))

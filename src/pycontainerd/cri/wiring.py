@@ -4,6 +4,7 @@ never loads the CRI's servicers, its generated API or CNI)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..metadata.containers import ContainerStore
 from ..plugin import InitContext, SkipPlugin, types
 from ..runtime.task_manager import TaskManager
 from ..streaming.server import ServerConfig, StreamServer
+from . import configopts
 from .containers import Containers
 from .images import ImageService
 from .imagestore import NAMESPACE, CriImageStore, registry_settings, snapshotter_root
@@ -94,6 +96,7 @@ def stream_server_config(config: CRIConfig) -> ServerConfig:
 
 async def init(ctx: InitContext) -> CriPlugin:
     config = ctx.typed_config(CRIConfig)
+    configopts.check_selinux(config, host_has_selinux=await asyncio.to_thread(configopts.host_has_selinux))
     snapshotter = config.containerd.snapshotter
     backends = ctx.get_all(types.SNAPSHOT)
     if snapshotter not in backends:
