@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from pycontainerd import cgroups, errdefs
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 from pycontainerd.config import ConfigError, CRIConfig, parse_config
-from pycontainerd.cri import configopts
+from pycontainerd.cri import configopts, volumes
 from pycontainerd.cri.containers import SecurityInputs
 from pycontainerd.cri.sandbox import Sandboxes
 from pycontainerd.oci.spec import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
@@ -244,3 +246,44 @@ def test_cdi_is_refused_naming_the_key(body: str, key: str) -> None:
 
 def test_cdi_defaults_are_accepted() -> None:
     assert cri('enable_cdi = false\ncdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]') == CRIConfig()
+
+
+# -- ignore_image_defined_volumes -----------------------------------------------------------------------
+def test_image_volumes_wanted_unless_ignored_or_mounted(tmp_path: Path) -> None:
+    image = {"config": {"Volumes": {"/var/lib/db": {}, "/data": {}, "/cache/": {}}}}
+    assert volumes.wanted(image, [], ignore=False) == ["/cache/", "/data", "/var/lib/db"]
+    assert volumes.wanted(image, ["/data/", "/cache"], ignore=False) == ["/var/lib/db"]  # a CRI mount wins
+    assert volumes.wanted(image, [], ignore=True) == []  # ignore_image_defined_volumes = true
+    assert volumes.wanted({"config": {}}, [], ignore=False) == []
+    # the spec: bind mounts of their directories, ordered by depth with the pod's files
+    sec = SecurityInputs(volumes=[("/var/lib/db", "/root/v1"), ("/data", "/root/v2")])
+    mounts = _spec(tmp_path, {}, sec=sec)["mounts"]
+    binds = [m for m in mounts if m["type"] == "bind"]
+    assert [m["destination"] for m in binds] == ["/data", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf",
+                                                 "/dev/shm", "/var/lib/db"]
+    assert binds[0] == {"destination": "/data", "type": "bind", "source": "/root/v2",
+                        "options": ["rbind", "rprivate", "rw"]}
+
+
+def test_image_volume_contents_are_copied_with_their_metadata(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "file").write_text("data")
+    (src / "sub" / "file").chmod(0o640)
+    os.link(src / "sub" / "file", src / "hard")
+    (src / "link").symlink_to("sub/file")
+    os.mkfifo(src / "fifo")
+    os.utime(src / "sub" / "file", ns=(10**18, 10**18))
+    src.chmod(0o751)
+    dst.mkdir()
+    volumes._copy_dir(str(src), str(dst))
+    assert (dst / "sub" / "file").read_text() == "data"
+    assert stat.S_IMODE((dst / "sub" / "file").stat().st_mode) == 0o640
+    assert (dst / "sub" / "file").stat().st_mtime_ns == 10**18
+    assert (dst / "hard").stat().st_ino == (dst / "sub" / "file").stat().st_ino
+    assert os.readlink(dst / "link") == "sub/file"
+    assert stat.S_ISFIFO((dst / "fifo").lstat().st_mode)
+    assert stat.S_IMODE(dst.stat().st_mode) == 0o751  # the volume takes the image directory's mode
+    with pytest.raises(errdefs.FailedPrecondition, match="not initially empty"):
+        volumes._copy_dir(str(src), str(dst))
+    volumes.remove(tmp_path, "none")  # nothing there: fine

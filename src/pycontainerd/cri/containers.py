@@ -49,7 +49,7 @@ from ..oci.spec import (
 )
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, TaskIO
-from . import configopts, handlers
+from . import configopts, handlers, volumes
 from .crilog import FifoLogger
 from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .phases import Phases
@@ -209,6 +209,7 @@ class SecurityInputs:
     apparmor: tuple[bool, frozenset[str]] = (False, frozenset())
     target_pid: int = 0
     devices: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (device, cgroup rule)
+    volumes: list[tuple[str, str]] = field(default_factory=list)  # the image's volumes: (container path, host dir)
 
 
 def host_device_entries(devices: list[pb.Device]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -284,7 +285,8 @@ def _rootfs_files(mounts: list[Any]) -> RootfsFiles:
 
 class Containers:
     def __init__(self, *, pods: Sandboxes, images: CriImageStore, containers: ContainerStore, tasks: TaskManager,
-                 state_dir: Path, max_log_line: int, exchange: Exchange | None = None) -> None:
+                 state_dir: Path, max_log_line: int, exchange: Exchange | None = None,
+                 root_dir: Path | None = None) -> None:
         self.exchange = exchange
         self._watcher: asyncio.Task[None] | None = None
         self.pods = pods
@@ -292,6 +294,7 @@ class Containers:
         self.store = containers
         self.tasks = tasks
         self.state_dir = state_dir
+        self.root_dir = root_dir or state_dir  # the plugin's root: the image volumes' directories
         self.max_log_line = max_log_line
         self._names: set[str] = set()
         self._loggers: dict[str, FifoLogger] = {}
@@ -454,6 +457,9 @@ class Containers:
                 wants_all = "ALL" in {c.removeprefix("CAP_") for c in sc.capabilities.add_capabilities}
                 host = await asyncio.to_thread(HostInfo.probe) if sc.privileged or wants_all else None
                 sec = await self._security_inputs(sb, cfg)
+                sec.volumes = await asyncio.to_thread(volumes.fill, self.root_dir, cid, volumes.wanted(
+                    image.config, [m.container_path for m in cfg.mounts],
+                    ignore=self.pods.config.ignore_image_defined_volumes), mounts)
                 spec = self._spec(cid, sb, cfg, image.config, files, host, sec)
                 phases.mark("spec")
                 log_path = ""
@@ -477,6 +483,7 @@ class Containers:
                     extensions={CONTAINER_EXT: ext_value(meta)}))
                 phases.mark("record")
             except BaseException:
+                await asyncio.to_thread(volumes.remove, self.root_dir, cid)
                 with contextlib.suppress(errdefs.ContainerdError):
                     await sn.remove(cid)
                 raise
@@ -674,6 +681,7 @@ class Containers:
         shm = DEV_SHM if opts.ipc == pb.NODE else shm_source(sdir, sb.config)
         pod_files.append({"destination": DEV_SHM, "type": "bind", "source": shm,
                           "options": ["rbind", "rprivate", "rw"]})
+        pod_files += volumes.bind_mounts(sec.volumes)  # the image's volumes (ignore_image_defined_volumes)
         extra: list[dict[str, Any]] = []
         for m in cfg.mounts:
             if m.HasField("image") or m.image_sub_path:
@@ -820,6 +828,7 @@ class Containers:
             with contextlib.suppress(errdefs.NotFound):
                 await self.store.delete(NAMESPACE, c.id)
             await asyncio.to_thread(shutil.rmtree, self.io_dir(c.id), True)
+            await asyncio.to_thread(volumes.remove, self.root_dir, c.id)
         self._locks.pop(c.id, None)
         if stopped:
             await self._emit(c.id, c.sandbox_id, "stopped")

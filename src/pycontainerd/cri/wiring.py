@@ -34,8 +34,8 @@ class CriPlugin:
     """The plugin instance: both servicers, and what the next RPC groups will build on."""
 
     def __init__(self, config: CRIConfig, images: CriImageStore, *, containers: ContainerStore | None = None,
-                 tasks: TaskManager | None = None, state_dir: Path | None = None, exchange: Exchange | None = None
-                 ) -> None:
+                 tasks: TaskManager | None = None, state_dir: Path | None = None, exchange: Exchange | None = None,
+                 root_dir: Path | None = None) -> None:
         self.config = config
         self.images = images
         cni = None
@@ -49,7 +49,7 @@ class CriPlugin:
                                       state_dir=state_dir, cni=cni)
                 self.containers = Containers(pods=self.pods, images=images, containers=containers, tasks=tasks,
                                              state_dir=state_dir, max_log_line=config.max_container_log_line_size,
-                                             exchange=exchange)
+                                             exchange=exchange, root_dir=root_dir)
         self.stream_server: StreamServer | None = None
         if self.pods is not None and self.containers is not None:
             self.stream_server = StreamServer(stream_server_config(config),
@@ -115,7 +115,8 @@ async def init(ctx: InitContext) -> CriPlugin:
     )
     private_dir(ctx.state)
     plugin = CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
-                       tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state, exchange=ctx.daemon.exchange)
+                       tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state, exchange=ctx.daemon.exchange,
+                       root_dir=ctx.root)
     if plugin.containers is not None:
         plugin.containers.watch_oom()
         await plugin.containers.restore()
