@@ -250,7 +250,7 @@ def test_cdi_defaults_are_accepted() -> None:
 
 # -- ignore_image_defined_volumes -----------------------------------------------------------------------
 def test_image_volumes_wanted_unless_ignored_or_mounted(tmp_path: Path) -> None:
-    image = {"config": {"Volumes": {"/var/lib/db": {}, "/data": {}, "/cache/": {}}}}
+    image: dict[str, Any] = {"config": {"Volumes": {"/var/lib/db": {}, "/data": {}, "/cache/": {}}}}
     assert volumes.wanted(image, [], ignore=False) == ["/cache/", "/data", "/var/lib/db"]
     assert volumes.wanted(image, ["/data/", "/cache"], ignore=False) == ["/var/lib/db"]  # a CRI mount wins
     assert volumes.wanted(image, [], ignore=True) == []  # ignore_image_defined_volumes = true

@@ -60,9 +60,9 @@ def fill(root: Path, cid: str, paths: Sequence[str], rootfs: Sequence[Mount]) ->
     out = []
     try:
         for p in paths:
-            host = base / secrets.token_hex(32)
-            host.mkdir(mode=0o755)
-            out.append((p, str(host)))
+            made = base / secrets.token_hex(32)
+            made.mkdir(mode=0o755)
+            out.append((p, str(made)))
         mnt = tempfile.mkdtemp(prefix="pycd-volume-")
         try:
             ro = [Mount(m.type, m.source, [*m.options, "ro"] if m.type == "overlay" else list(m.options), m.target)
