@@ -11,7 +11,7 @@ import pytest
 
 from pycontainerd import errdefs
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
-from pycontainerd.config import RuntimeConfig
+from pycontainerd.config import CRIConfig, RuntimeConfig
 from pycontainerd.cri import security
 from pycontainerd.cri.containers import Containers, SecurityInputs, host_device_entries
 from pycontainerd.cri.sandbox import Sandbox
@@ -114,9 +114,11 @@ def test_parse_seccomp_profile(tmp_path: Path) -> None:
 class _Pods:
     """What ``Containers._spec`` asks of the pods: their directory, the OOM score rule, the cgroup driver."""
 
-    def __init__(self, root: Path, runtimes: dict[str, RuntimeConfig] | None = None) -> None:
+    def __init__(self, root: Path, runtimes: dict[str, RuntimeConfig] | None = None,
+                 config: CRIConfig | None = None) -> None:
         self.root = root
         self.runtimes = runtimes or {}
+        self.config = config or CRIConfig()
 
     def sandbox_dir(self, sid: str) -> Path:
         return self.root / sid
@@ -138,18 +140,23 @@ GROUP = "root:x:0:\nwheel:x:10:root\nstaff:x:50:bob\nbob:x:1000:\n"
 def _spec(tmp_path: Path, sc: dict[str, Any], *, pod_sc: dict[str, Any] | None = None,
           sec: SecurityInputs | None = None, host: HostInfo | None = None,
           mounts: list[pb.Mount] | None = None, runtime: RuntimeConfig | None = None,
-          **cfg_extra: Any) -> dict[str, Any]:
+          config: CRIConfig | None = None, hugetlb: bool = False, pod_extra: dict[str, Any] | None = None,
+          linux_resources: pb.LinuxContainerResources | None = None, **cfg_extra: Any) -> dict[str, Any]:
     c = Containers.__new__(Containers)
-    c.pods = _Pods(tmp_path, {"h": runtime} if runtime else None)  # type: ignore[assignment]
+    c.pods = _Pods(tmp_path, {"h": runtime} if runtime else None, config)  # type: ignore[assignment]
     c.swap_accounting = False
+    c.hugetlb = hugetlb
     sb = Sandbox(id="s" * 64, config=pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u"),
-        linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(**(pod_sc or {})))),
+        linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(**(pod_sc or {}))),
+        **(pod_extra or {})),
         created_at_ns=1, netns="/run/netns/x", ip="", additional_ips=[], ready=True, pid=4242,
         runtime_handler="h" if runtime else "")
     cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="c"), image=pb.ImageSpec(image="busybox"),
                              command=["sh"], mounts=mounts or [], **cfg_extra, linux=pb.LinuxContainerConfig(
                                  security_context=pb.LinuxContainerSecurityContext(**sc)))
+    if linux_resources is not None:
+        cfg.linux.resources.CopyFrom(linux_resources)
     return c._spec("c" * 64, sb, cfg, {"config": {}}, RootfsFiles(PASSWD, GROUP), host, sec)
 
 

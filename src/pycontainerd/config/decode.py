@@ -54,6 +54,7 @@ from .model import (
 # --- decoding ------------------------------------------------------------------------------
 
 
+_SECCOMP_NAMES = frozenset({"runtime/default", "docker/default", "unconfined"})
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -365,6 +366,16 @@ class _Loader:
 
         cri = dec.dataclass(CRIConfig, table, path)
         containerd = cri.containerd
+        unset = cri.unset_seccomp_profile
+        if unset and unset not in _SECCOMP_NAMES and not (
+            unset.startswith("localhost/") and os.path.isabs(unset.removeprefix("localhost/"))
+        ):
+            # containerd reads it at each pod and container without one and fails them all; said once here
+            raise dec.error(
+                (*path, "unset_seccomp_profile"),
+                f"invalid seccomp profile {unset!r}: expected runtime/default, docker/default, unconfined "
+                "or localhost/<absolute path>",
+            )
 
         runtimes_path = (*ctd_path, "runtimes")
         runtimes_raw = dec.table(ctd.get("runtimes", {}), runtimes_path)

@@ -315,6 +315,10 @@ class X509KeyPairStreaming:
     tls_key_file: str = ""
 
 
+_NO_CDI = "CDI device injection (enable_cdi) is not implemented"
+DEFAULT_CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
+
+
 @dataclass(frozen=True)
 class CRIConfig:
     """``[plugins."io.containerd.grpc.v1.cri"]`` (``[plugins.cri]`` in version 1)."""
@@ -347,8 +351,11 @@ class CRIConfig:
     netns_mounts_under_state_dir: bool = False
     enable_unprivileged_ports: bool = False
     enable_unprivileged_icmp: bool = False
-    enable_cdi: bool = False
-    cdi_spec_dirs: tuple[str, ...] = ("/etc/cdi", "/var/run/cdi")
+    enable_cdi: bool = _f(False, unsupported=(bool, _NO_CDI))
+    cdi_spec_dirs: tuple[str, ...] = _f(
+        DEFAULT_CDI_SPEC_DIRS,
+        unsupported=(lambda dirs: tuple(dirs) != DEFAULT_CDI_SPEC_DIRS, _NO_CDI + ", so no CDI spec dirs are read"),
+    )
     image_pull_progress_timeout: float = _f(300.0, duration=True, minimum=0)
     drain_exec_sync_io_timeout: float = _f(0.0, duration=True, minimum=0)
 

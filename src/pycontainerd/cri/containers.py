@@ -49,7 +49,7 @@ from ..oci.spec import (
 )
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, TaskIO
-from . import handlers
+from . import configopts, handlers, volumes
 from .crilog import FifoLogger
 from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .phases import Phases
@@ -161,9 +161,10 @@ def oci_resources(res: pb.LinuxContainerResources, *, swap_accounting: bool = Fa
     Memory swap follows containerd 1.6: with swap accounting on the host, the swap limit is the
     one asked for, or the memory limit itself (no swap by default); without it (cgroup v1 with
     no ``memory.memsw.*``, the default on Debian) there is nothing to limit and none is set.
-    Hugepage limits and cgroup v2 ``unified`` keys go to runc as asked: a host without the
-    hugetlb controller, or a cgroup v1 host given ``unified`` keys, fails the start with runc's
-    error naming them (never silently dropped)."""
+    Hugepage limits are the request's; what becomes of them is the CRI config's hugetlb keys'
+    (``configopts.hugepage_limits``: by default, as containerd's, they are not set).  Cgroup v2
+    ``unified`` keys go to runc as asked: a cgroup v1 host fails the start with runc's error naming
+    them (never silently dropped)."""
     out: dict[str, Any] = {}
     cpu: dict[str, Any] = {}
     if res.cpu_shares:
@@ -208,6 +209,7 @@ class SecurityInputs:
     apparmor: tuple[bool, frozenset[str]] = (False, frozenset())
     target_pid: int = 0
     devices: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (device, cgroup rule)
+    volumes: list[tuple[str, str]] = field(default_factory=list)  # the image's volumes: (container path, host dir)
 
 
 def host_device_entries(devices: list[pb.Device]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -283,7 +285,8 @@ def _rootfs_files(mounts: list[Any]) -> RootfsFiles:
 
 class Containers:
     def __init__(self, *, pods: Sandboxes, images: CriImageStore, containers: ContainerStore, tasks: TaskManager,
-                 state_dir: Path, max_log_line: int, exchange: Exchange | None = None) -> None:
+                 state_dir: Path, max_log_line: int, exchange: Exchange | None = None,
+                 root_dir: Path | None = None) -> None:
         self.exchange = exchange
         self._watcher: asyncio.Task[None] | None = None
         self.pods = pods
@@ -291,6 +294,7 @@ class Containers:
         self.store = containers
         self.tasks = tasks
         self.state_dir = state_dir
+        self.root_dir = root_dir or state_dir  # the plugin's root: the image volumes' directories
         self.max_log_line = max_log_line
         self._names: set[str] = set()
         self._loggers: dict[str, FifoLogger] = {}
@@ -298,6 +302,7 @@ class Containers:
         self._exec_seq = 0
         self._apparmor: tuple[bool, frozenset[str]] | None = None  # read once, on the first create
         self.swap_accounting = cgroups.swap_accounting()  # a host fact (kernel command line): read once
+        self.hugetlb = cgroups.hugetlb_controller()  # so is the hugetlb controller
         self._exit_handlers: set[asyncio.Task[None]] = set()
         # the RuntimeService's GetContainerEvents feed: (container id, sandbox id, created|started|stopped|deleted)
         self.on_event: Callable[[str, str, str], Awaitable[None]] | None = None
@@ -452,6 +457,9 @@ class Containers:
                 wants_all = "ALL" in {c.removeprefix("CAP_") for c in sc.capabilities.add_capabilities}
                 host = await asyncio.to_thread(HostInfo.probe) if sc.privileged or wants_all else None
                 sec = await self._security_inputs(sb, cfg)
+                sec.volumes = await asyncio.to_thread(volumes.fill, self.root_dir, cid, volumes.wanted(
+                    image.config, [m.container_path for m in cfg.mounts],
+                    ignore=self.pods.config.ignore_image_defined_volumes), mounts)
                 spec = self._spec(cid, sb, cfg, image.config, files, host, sec)
                 phases.mark("spec")
                 log_path = ""
@@ -475,6 +483,7 @@ class Containers:
                     extensions={CONTAINER_EXT: ext_value(meta)}))
                 phases.mark("record")
             except BaseException:
+                await asyncio.to_thread(volumes.remove, self.root_dir, cid)
                 with contextlib.suppress(errdefs.ContainerdError):
                     await sn.remove(cid)
                 raise
@@ -497,7 +506,7 @@ class Containers:
     async def _security_inputs(self, sb: Sandbox, cfg: pb.ContainerConfig) -> SecurityInputs:
         sc = cfg.linux.security_context
         out = SecurityInputs()
-        wanted = seccomp_request(sc)
+        wanted = seccomp_request(sc, self.pods.config.unset_seccomp_profile)
         if wanted is not None and wanted.type == LOCALHOST:
             out.seccomp_profile = await asyncio.to_thread(load_profile, wanted.ref)
         out.apparmor = self._apparmor if self._apparmor is not None else await asyncio.to_thread(read_apparmor)
@@ -578,13 +587,11 @@ class Containers:
         else:
             proc.pop("noNewPrivileges", None)
         linux = spec["linux"]
+        config = self.pods.config
         # masked and read-only paths are the request's alone, as containerd 1.6's CRI has them (measured:
-        # none when the lists are empty; the kubelet always sends them); privileged drops both below
-        for key, paths in (("maskedPaths", sc.masked_paths), ("readonlyPaths", sc.readonly_paths)):
-            if paths:
-                linux[key] = list(paths)
-            else:
-                linux.pop(key, None)
+        # none when the lists are empty; the kubelet always sends them), unless disable_proc_mount;
+        # privileged drops both below
+        configopts.proc_paths(config, linux, list(sc.masked_paths), list(sc.readonly_paths))
         if sc.privileged:
             if not sb.config.linux.security_context.privileged:
                 raise errdefs.InvalidArgument("no privileged container allowed in a non-privileged sandbox")
@@ -609,15 +616,16 @@ class Containers:
                 caps[key] = [] if "CAP_ALL" in drop else [c for c in cur if c not in drop]
         # the config's devices (after privileged's host devices, as containerd)
         have = {d["path"] for d in linux.get("devices") or []}
-        for entry, rule in sec.devices:
+        for entry, rule in configopts.device_ownership(config, sec.devices, sc.run_as_user.value,
+                                                       sc.run_as_group.value):
             if entry["path"] not in have:
                 linux.setdefault("devices", []).append(entry)
                 have.add(entry["path"])
             linux.setdefault("resources", {}).setdefault("devices", []).append(rule)
-        profile = apparmor_profile(sc, enabled=sec.apparmor[0], loaded=sec.apparmor[1])
+        profile = apparmor_profile(sc, enabled=sec.apparmor[0] and not config.disable_apparmor, loaded=sec.apparmor[1])
         if profile:
             proc["apparmorProfile"] = profile
-        wanted = seccomp_request(sc)
+        wanted = seccomp_request(sc, config.unset_seccomp_profile)
         if wanted is not None and wanted.type == LOCALHOST:
             if sec.seccomp_profile is None:  # create() loads it; never fall back to another profile
                 raise errdefs.FailedPrecondition(f"seccomp profile {wanted.ref!r} was not loaded")
@@ -628,7 +636,10 @@ class Containers:
             spec["root"]["readonly"] = True
         res = cfg.linux.resources
         r = linux.setdefault("resources", {})
-        r.update(oci_resources(res, swap_accounting=self.swap_accounting))
+        if not config.disable_cgroup and cfg.linux.HasField("resources"):
+            r.update(oci_resources(res, swap_accounting=self.swap_accounting))
+            configopts.hugepage_limits(config, r, present=self.hugetlb)
+        configopts.refuse_resource_classes(config, cfg.metadata.name, cfg.annotations, sb.config.annotations)
         if res.oom_score_adj:
             proc["oomScoreAdj"] = self.pods._oom(res.oom_score_adj)
         # the pod's namespaces, through its infra process
@@ -651,8 +662,8 @@ class Containers:
         elif opts.pid == pb.POD or sb.config.linux.security_context.namespace_options.pid == pb.NODE:
             namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
         linux["namespaces"] = namespaces
-        linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid,
-                                            self.pods.systemd_cgroup(sb.runtime_handler))
+        linux["cgroupsPath"] = "" if config.disable_cgroup else cgroups_path(
+            sb.config.linux.cgroup_parent, cid, self.pods.systemd_cgroup(sb.runtime_handler))
         # the pod's files, then the config's mounts (which win for the same destination)
         sdir = self.pods.sandbox_dir(sb.id)
         # CRI's containers see their cgroup (read-only unless privileged), as containerd mounts it
@@ -670,6 +681,7 @@ class Containers:
         shm = DEV_SHM if opts.ipc == pb.NODE else shm_source(sdir, sb.config)
         pod_files.append({"destination": DEV_SHM, "type": "bind", "source": shm,
                           "options": ["rbind", "rprivate", "rw"]})
+        pod_files += volumes.bind_mounts(sec.volumes)  # the image's volumes (ignore_image_defined_volumes)
         extra: list[dict[str, Any]] = []
         for m in cfg.mounts:
             if m.HasField("image") or m.image_sub_path:
@@ -816,6 +828,7 @@ class Containers:
             with contextlib.suppress(errdefs.NotFound):
                 await self.store.delete(NAMESPACE, c.id)
             await asyncio.to_thread(shutil.rmtree, self.io_dir(c.id), True)
+            await asyncio.to_thread(volumes.remove, self.root_dir, c.id)
         self._locks.pop(c.id, None)
         if stopped:
             await self._emit(c.id, c.sandbox_id, "stopped")
@@ -838,6 +851,7 @@ class Containers:
         c = await self.get(cid)
         async with self.lock(c.id):
             want = oci_resources(res, swap_accounting=self.swap_accounting)
+            configopts.hugepage_limits(self.pods.config, want, present=self.hugetlb)
             if c.state == pb.CONTAINER_RUNNING:
                 current = dict((c.spec.get("linux") or {}).get("resources") or {})
                 await self.tasks.update(NAMESPACE, c.id, merge_resources(current, want))

@@ -48,7 +48,7 @@ from ..oci.spec import SPEC_TYPE_URL, canonical, cri_default_spec, replace_or_ap
 from ..runtime.bundle import own_oom_score_adj
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, RuncOptions, TaskIO
-from . import handlers
+from . import configopts, handlers
 from .imagestore import NAMESPACE, CriImageStore
 from .phases import Phases
 from .security import (
@@ -400,7 +400,7 @@ class Sandboxes:
         # the security context's files before anything is made: a bad profile leaves nothing behind
         sc = cfg.linux.security_context
         refuse_user_namespace(sc.namespace_options)
-        wanted = seccomp_request(sc)
+        wanted = seccomp_request(sc, self.config.unset_seccomp_profile)
         local_seccomp = (await asyncio.to_thread(load_profile, wanted.ref)
                          if wanted is not None and wanted.type == LOCALHOST else None)
         apparmor = await asyncio.to_thread(read_apparmor)
@@ -558,10 +558,10 @@ class Sandboxes:
         if sc.supplemental_groups:
             proc["user"]["additionalGids"] = sorted({*proc["user"].get("additionalGids", []),
                                                       *sc.supplemental_groups})
-        profile = apparmor_profile(sc, enabled=apparmor[0], loaded=apparmor[1])
+        profile = apparmor_profile(sc, enabled=apparmor[0] and not self.config.disable_apparmor, loaded=apparmor[1])
         if profile:
             proc["apparmorProfile"] = profile
-        wanted = seccomp_request(sc)
+        wanted = seccomp_request(sc, self.config.unset_seccomp_profile)
         if wanted is not None and wanted.type == LOCALHOST:
             if local_seccomp is None:  # _run loads it; never fall back to another profile
                 raise errdefs.FailedPrecondition(f"seccomp profile {wanted.ref!r} was not loaded")
@@ -582,10 +582,14 @@ class Sandboxes:
         if ns_opts.pid != pb.NODE:
             namespaces.append({"type": "pid"})
         linux["namespaces"] = namespaces
-        if cfg.linux.sysctls:
-            linux["sysctl"] = dict(cfg.linux.sysctls)
-        linux["cgroupsPath"] = cgroups_path(cfg.linux.cgroup_parent, sid, systemd)
-        linux.setdefault("resources", {}).setdefault("cpu", {})["shares"] = 2
+        sysctls = configopts.sandbox_sysctls(self.config, cfg.linux.sysctls, host_network=host_network(cfg))
+        if sysctls:
+            linux["sysctl"] = sysctls
+        if self.config.disable_cgroup:  # as containerd: no cgroup path, no default shares
+            linux["cgroupsPath"] = ""
+        else:
+            linux["cgroupsPath"] = cgroups_path(cfg.linux.cgroup_parent, sid, systemd)
+            linux.setdefault("resources", {}).setdefault("cpu", {})["shares"] = 2
         # as containerd: the pod's shm and resolv.conf, read-only, after the default mounts (whose
         # /dev/shm tmpfs stays below the bind)
         sdir = self.sandbox_dir(sid)

@@ -4,6 +4,7 @@ never loads the CRI's servicers, its generated API or CNI)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..metadata.containers import ContainerStore
 from ..plugin import InitContext, SkipPlugin, types
 from ..runtime.task_manager import TaskManager
 from ..streaming.server import ServerConfig, StreamServer
+from . import configopts
 from .containers import Containers
 from .images import ImageService
 from .imagestore import NAMESPACE, CriImageStore, registry_settings, snapshotter_root
@@ -32,8 +34,8 @@ class CriPlugin:
     """The plugin instance: both servicers, and what the next RPC groups will build on."""
 
     def __init__(self, config: CRIConfig, images: CriImageStore, *, containers: ContainerStore | None = None,
-                 tasks: TaskManager | None = None, state_dir: Path | None = None, exchange: Exchange | None = None
-                 ) -> None:
+                 tasks: TaskManager | None = None, state_dir: Path | None = None, exchange: Exchange | None = None,
+                 root_dir: Path | None = None) -> None:
         self.config = config
         self.images = images
         cni = None
@@ -47,7 +49,7 @@ class CriPlugin:
                                       state_dir=state_dir, cni=cni)
                 self.containers = Containers(pods=self.pods, images=images, containers=containers, tasks=tasks,
                                              state_dir=state_dir, max_log_line=config.max_container_log_line_size,
-                                             exchange=exchange)
+                                             exchange=exchange, root_dir=root_dir)
         self.stream_server: StreamServer | None = None
         if self.pods is not None and self.containers is not None:
             self.stream_server = StreamServer(stream_server_config(config),
@@ -94,6 +96,7 @@ def stream_server_config(config: CRIConfig) -> ServerConfig:
 
 async def init(ctx: InitContext) -> CriPlugin:
     config = ctx.typed_config(CRIConfig)
+    configopts.check_selinux(config, host_has_selinux=await asyncio.to_thread(configopts.host_has_selinux))
     snapshotter = config.containerd.snapshotter
     backends = ctx.get_all(types.SNAPSHOT)
     if snapshotter not in backends:
@@ -112,7 +115,8 @@ async def init(ctx: InitContext) -> CriPlugin:
     )
     private_dir(ctx.state)
     plugin = CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
-                       tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state, exchange=ctx.daemon.exchange)
+                       tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state, exchange=ctx.daemon.exchange,
+                       root_dir=ctx.root)
     if plugin.containers is not None:
         plugin.containers.watch_oom()
         await plugin.containers.restore()
