@@ -17,6 +17,7 @@ from pycontainerd.config import ConfigError, RuntimeConfig, parse_config
 from pycontainerd.config.model import CNIConfig, CRIConfig, RuntimeOptions
 from pycontainerd.cri import handlers, wiring
 from pycontainerd.cri.containers import Containers
+from pycontainerd.cri.images import ImageService
 from pycontainerd.cri.sandbox import Sandbox, Sandboxes
 from pycontainerd.oci.spec import RootfsFiles
 
@@ -215,3 +216,20 @@ def test_handlers_with_a_cni_conf_dir_get_their_own_cni_load(tmp_path: Path) -> 
     assert based is not None and (based.conf_dir, based.max_conf_num) == (tmp_path / "net.d", 2)  # cni's max
     assert also is not None and (also.conf_dir, also.max_conf_num) == (tmp_path / "also.d", 3)
     assert pods.cni_for("") is default and pods.cni_for("runc") is default
+
+
+def test_pull_image_unpacks_for_the_handlers_snapshotter() -> None:
+    """ImageSpec.runtime_handler (or containerd 1.7's sandbox annotation) names the snapshotter of
+    the pull; the CRI's ("") for a handler without one; an unknown handler is refused."""
+    svc = ImageService(None, {"runc": "", "nativesn": "native"})  # type: ignore[arg-type]
+
+    def which(handler: str = "", annotation: str = "") -> str:
+        req = pb.PullImageRequest(image=pb.ImageSpec(image="x", runtime_handler=handler))
+        if annotation:
+            req.sandbox_config.annotations["io.containerd.cri.runtime-handler"] = annotation
+        return svc._snapshotter_for(req)
+
+    assert (which(), which("runc"), which("nativesn"), which(annotation="nativesn")) == ("", "", "native", "native")
+    assert which("runc", annotation="nativesn") == ""  # the request's field first
+    with pytest.raises(errdefs.NotFound, match="nope"):
+        which("nope")
