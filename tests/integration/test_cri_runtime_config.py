@@ -271,3 +271,17 @@ def _ours_plain(base: Path, cri: str) -> Iterator[Any]:
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
+
+
+def test_a_handler_naming_a_snapshotter_not_loaded_fails_the_cri_plugin_ours_only(setup: Setup) -> None:
+    """(containerd 1.6 has no per-runtime snapshotter key; 1.7 fails only when a pod needs it.)"""
+    runtimes = {"zfs": 'runtime_type = "io.containerd.runc.v2"\nsnapshotter = "zfs"'}
+    opts = CriOptions(sandbox_image=setup.pause_ref, runtimes=runtimes).resolved()
+    base = Path(tempfile.mkdtemp(prefix="pycd-crirtcfg-", dir="/tmp"))
+    with _ours_plain(base, cri_config(base, opts, "overlayfs")) as d:
+        wait_for(lambda: "containerd.runtimes.zfs.snapshotter" in Path(d.log).read_text(errors="replace"), 10,
+                 "the error in the log")
+        assert "'zfs': that snapshotter is not loaded" in Path(d.log).read_text(errors="replace")
+        r = subprocess.run([PYCRICTL, "-r", f"unix://{d.address}", "version"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode != 0
