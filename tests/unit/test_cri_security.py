@@ -16,7 +16,7 @@ from pycontainerd.cri import security
 from pycontainerd.cri.containers import Containers, SecurityInputs, host_device_entries
 from pycontainerd.cri.sandbox import Sandbox
 from pycontainerd.oci.seccomp import load_profile, parse_profile
-from pycontainerd.oci.spec import HostInfo, RootfsFiles
+from pycontainerd.oci.spec import HostInfo, RootfsFiles, cri_default_spec
 
 SP = pb.SecurityProfile
 
@@ -131,6 +131,9 @@ class _Pods:
 
     def runtime(self, handler: str = "") -> RuntimeConfig:
         return self.runtimes.get(handler, RuntimeConfig())
+
+    def container_spec_base(self, handler: str, cid: str) -> dict[str, Any]:
+        return cri_default_spec("k8s.io", cid)
 
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n"

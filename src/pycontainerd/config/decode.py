@@ -405,14 +405,6 @@ class _Loader:
                 from_v1.add(name)
             dec.warn(f"{_dotted(lpath)} is deprecated; used as {_dotted((*runtimes_path, name))}")
 
-        for name, rt in runtimes.items():
-            if rt.snapshotter and rt.snapshotter != containerd.snapshotter:
-                raise dec.error(
-                    (*runtimes_path, name, "snapshotter"),
-                    f"{rt.snapshotter!r} is not supported: the CRI unpacks every image into "
-                    f"containerd.snapshotter ({containerd.snapshotter!r}); a snapshotter per runtime "
-                    "is not implemented",
-                )
         default_name = containerd.default_runtime_name
         if default_name not in runtimes:
             raise dec.error(

@@ -227,11 +227,13 @@ class RuntimeConfig:
     container_annotations: tuple[str, ...] = ()
     privileged_without_host_devices: bool = False
     privileged_without_host_devices_all_devices_allowed: bool = False
-    base_runtime_spec: str = _f("", unsupported=(bool, "a base OCI spec file per runtime is not implemented"))
-    cni_conf_dir: str = _f("", unsupported=(bool, "per-runtime CNI configuration is not implemented; use cni.conf_dir"))
-    cni_max_conf_num: int = _f(
-        0, minimum=0, unsupported=(bool, "per-runtime CNI configuration is not implemented; use cni.max_conf_num")
-    )
+    # a JSON OCI spec file, read once when the CRI plugin starts: the base of the handler's
+    # containers' specs (not of its pods' infra specs, as containerd)
+    base_runtime_spec: str = ""
+    # the handler's pods are networked from this CNI conf dir (its own load), the cni section's otherwise
+    cni_conf_dir: str = ""
+    cni_max_conf_num: int = _f(0, minimum=0)  # 0: cni.max_conf_num
+    # the handler's pods' and containers' snapshots and images (containerd 1.7); "": containerd.snapshotter
     snapshotter: str = ""
     options: RuntimeOptions = field(default_factory=RuntimeOptions, metadata={"manual": True})
 

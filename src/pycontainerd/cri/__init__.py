@@ -12,7 +12,10 @@ Pods and containers are container records in ``k8s.io`` (label ``io.cri-containe
 ``io.cri-containerd.{sandbox,container}.metadata``, JSON), run by the task manager's public
 API; a restarted daemon lists them and reopens the running containers' log FIFOs.  A pod's
 runtime handler (``handlers.py``) is their records' runtime (its ``runtime_type`` and options,
-as ``ctr c info`` shows them), so the task manager runs them on that runtime's shim.
+as ``ctr c info`` shows them), so the task manager runs them on that runtime's shim; its
+``base_runtime_spec`` (read when the plugin starts) is what its containers' specs start from, its
+``cni_conf_dir`` networks its pods (a CNI load of its own), its ``snapshotter`` holds its pods' and
+containers' snapshots (the record names it; images are unpacked there on demand).
 
 Pod stats (PodSandboxStats/ListPodSandboxStats) read, like containerd, the pod's
 ``cgroup_parent`` (no parent: an error; the list leaves such pods out where containerd fails

@@ -39,7 +39,6 @@ from ..oci.spec import (
     HostInfo,
     RootfsFiles,
     canonical,
-    cri_default_spec,
     host_devices,
     mount_depth,
     replace_or_append_env,
@@ -108,6 +107,7 @@ class CriContainer:
     finished_at_ns: int = 0
     reason: str = ""
     runtime_type: str = "io.containerd.runc.v2"  # the record's runtime (its pod's handler's runtime_type)
+    snapshotter: str = ""  # the record's (its pod's handler's, else the CRI's)
 
 
 def _reason(code: int, oom: bool = False) -> str:
@@ -342,7 +342,7 @@ class Containers:
                            started_at_ns=int(meta.get("started_at") or 0),
                            finished_at_ns=int(meta.get("finished_at") or 0),
                            exit_code=int(meta.get("exit_code") or 0), reason=str(meta.get("reason") or ""),
-                           runtime_type=c.runtime_name or "io.containerd.runc.v2")
+                           runtime_type=c.runtime_name or "io.containerd.runc.v2", snapshotter=c.snapshotter)
         if out.finished_at_ns:
             out.state = pb.CONTAINER_EXITED
         elif self.tasks.has_task(NAMESPACE, c.id):
@@ -442,10 +442,11 @@ class Containers:
             except BaseException:
                 await self._drop_lease(lease.id)
                 raise
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE, lease.id)
+            snapshotter = self.pods.snapshotter(sb.runtime_handler)
+            sn = self.images.snapshots.namespaced(snapshotter, NAMESPACE, lease.id)
             phases.mark("image + lease")
             try:
-                mounts = await sn.prepare(cid, image.chain_id, {})
+                mounts = await self.images.prepare(sn, cid, image, snapshotter)
             except BaseException:
                 await self._drop_lease(lease.id)
                 raise
@@ -479,7 +480,7 @@ class Containers:
                     id=cid, runtime_name=rt.runtime_type, runtime_options=handlers.runtime_options(rt),
                     spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()), labels=labels,
                     image=image.references[0] if image.references else image.id,
-                    snapshotter=self.images.snapshotter, snapshot_key=cid,
+                    snapshotter=snapshotter, snapshot_key=cid,
                     extensions={CONTAINER_EXT: ext_value(meta)}))
                 phases.mark("record")
             except BaseException:
@@ -540,7 +541,7 @@ class Containers:
     def _spec(self, cid: str, sb: Sandbox, cfg: pb.ContainerConfig, image_config: dict[str, Any],
               files: RootfsFiles, host: HostInfo | None, sec: SecurityInputs | None = None) -> dict[str, Any]:
         sec = sec or SecurityInputs()
-        spec = cri_default_spec(NAMESPACE, cid)
+        spec = self.pods.container_spec_base(sb.runtime_handler, cid)
         ic = image_config.get("config") or {}
         command, args = list(cfg.command), list(cfg.args)
         if not command and not args:
@@ -710,6 +711,7 @@ class Containers:
         spec["mounts"] = [m for m in mounts if m["destination"] not in dests
                           and not ("/dev" in dests and m["destination"].startswith("/dev/"))] + extra
         spec["annotations"] = {
+            **spec.get("annotations", {}),  # a base spec's (none in the CRI default)
             ANN_CONTAINER_TYPE: KIND_CONTAINER,
             ANN_SANDBOX_ID: sb.id,
             ANN_SANDBOX_NAME: sb.config.metadata.name,
@@ -732,7 +734,7 @@ class Containers:
             if not sb.ready:
                 raise errdefs.FailedPrecondition(f"sandbox {sb.id} of container {c.id} is not ready")
             phases.mark("sandbox")
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+            sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
             mounts = await sn.mounts(c.id)
             phases.mark("mounts")
             # stdio through FIFOs the daemon reads (and, with stdin, holds): the CRI log and
@@ -822,7 +824,7 @@ class Containers:
         async with self.lock(c.id):
             await self.pods.kill_task(c.id, 0)
             stopped = await self._record_exit(c.id)
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+            sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
             with contextlib.suppress(errdefs.NotFound):
                 await sn.remove(c.id)
             with contextlib.suppress(errdefs.NotFound):
@@ -1006,15 +1008,19 @@ class Containers:
             return {}
         out = {m.id: {"at": m.collected_at_ns, "data": m.data, "mode": m.cgroup_version}
                for m in await self.tasks.metrics(NAMESPACE, exprs)}
-        sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+        # the CRI's snapshotter first, then those of handlers with their own
+        sns = [(self.images.snapshots.namespaced(name, NAMESPACE), root)
+               for name, root in self.images.snapshotter_roots.items()]
         for cid in ids or []:  # a container without a live task still has its writable layer
             out.setdefault(cid, {"at": time.time_ns(), "data": {}, "mode": ""})
         for cid, entry in out.items():
-            try:
-                u = await sn.usage(cid)
-            except errdefs.ContainerdError:
-                continue
-            entry["layer"] = {"used_bytes": u.size, "inodes_used": u.inodes, "mountpoint": self.images.snapshotter_root}
+            for sn, root in sns:
+                try:
+                    u = await sn.usage(cid)
+                except errdefs.ContainerdError:
+                    continue
+                entry["layer"] = {"used_bytes": u.size, "inodes_used": u.inodes, "mountpoint": root}
+                break
         return out
 
 

@@ -26,6 +26,7 @@ manifest and config are read (small blobs) to find the id.  The pull itself is
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import logging
 import os
@@ -193,7 +194,8 @@ class CriImageStore:
 
     def __init__(self, *, content: Any, snapshots: Any, differ: Any, images: mdimages.ImageStore, leases: Any,
                  snapshotter: str, snapshotter_root: str, registry: RegistrySettings,
-                 max_concurrent_downloads: int = 3, namespace: str = NAMESPACE) -> None:
+                 max_concurrent_downloads: int = 3, namespace: str = NAMESPACE,
+                 other_roots: dict[str, str] | None = None) -> None:
         self.content = content
         self.snapshots = snapshots
         self.differ = differ
@@ -201,6 +203,8 @@ class CriImageStore:
         self.leases = leases
         self.snapshotter = snapshotter
         self.snapshotter_root = snapshotter_root
+        # every snapshotter CRI snapshots may live in (runtime handlers' own too), the CRI's first
+        self.snapshotter_roots = {snapshotter: snapshotter_root, **(other_roots or {})}
         self.registry = registry
         self.max_concurrent = max_concurrent_downloads or None
         self.ns = namespace
@@ -286,8 +290,9 @@ class CriImageStore:
             return hostsmod.configure(host, hosts_dir=reg.config_path)
         return hostsmod.from_mirrors(host, reg.mirrors, reg.tls)
 
-    async def pull(self, ref: str, auth: PullAuth | None = None) -> str:
-        """Pull and unpack ``ref`` into the CRI namespace; returns the image id."""
+    async def pull(self, ref: str, auth: PullAuth | None = None, snapshotter: str = "") -> str:
+        """Pull and unpack ``ref`` into the CRI namespace; returns the image id.  It is unpacked
+        into ``snapshotter`` (a runtime handler's, containerd 1.7+), the CRI's by default."""
         try:
             name = reference.normalize(ref)
         except errdefs.InvalidArgument as exc:
@@ -307,8 +312,9 @@ class CriImageStore:
             matcher = plat.default()
             fetch = shared.Fetch(store, resolver.fetcher(name), name, matcher, max_concurrent=self.max_concurrent)
             await fetch.walk(root)
-            target = _LayerTarget(self, lease.id)
-            resolved, _top = await shared.unpack_layers(store, target, self.snapshotter, name, root, matcher)
+            snapshotter = snapshotter or self.snapshotter
+            target = _LayerTarget(self, lease.id, snapshotter)
+            resolved, _top = await shared.unpack_layers(store, target, snapshotter, name, root, matcher)
             image_id = resolved.manifest.config.digest
             r = reference.parse(name)
             names = [name]
@@ -324,6 +330,42 @@ class CriImageStore:
                 await self.leases.delete(self.ns, lease.id)
             except errdefs.ContainerdError as exc:
                 log.warning("cri pull: could not delete lease %s: %s", lease.id, exc)
+
+    async def unpack(self, image: CriImage, snapshotter: str) -> None:
+        """The image's layers into ``snapshotter`` unless its top snapshot is there already: an
+        image pulled for another runtime handler is unpacked when a pod or container of a handler
+        with its own snapshotter needs it (containerd 1.7's ``WithNewSnapshot``).  Under a lease of
+        its own; the config's ``containerd.io/gc.ref.snapshot.<snapshotter>`` label keeps the result."""
+        if not image.references:
+            raise errdefs.NotFound(f"image {image.id} has no record in namespace {self.ns}")
+        lease = await self.leases.create(self.ns, labels={"containerd.io/gc.expire": rfc3339(
+            time.time() + LEASE_EXPIRE)})
+        try:
+            target = _LayerTarget(self, lease.id, snapshotter)
+            if await target.exists(image.chain_id):
+                return
+            rec = await self.images.get(self.ns, image.references[0])
+            root = Descriptor(rec.target.media_type, rec.target.digest, rec.target.size)
+            await shared.unpack_layers(self.content.namespaced(self.ns, lease.id), target, snapshotter,
+                                       rec.name, root, plat.default())
+        finally:
+            try:
+                await self.leases.delete(self.ns, lease.id)
+            except errdefs.ContainerdError as exc:
+                log.warning("cri unpack: could not delete lease %s: %s", lease.id, exc)
+
+    async def prepare(self, sn: Any, key: str, image: CriImage, snapshotter: str) -> builtins.list[Mount]:
+        """A writable snapshot ``key`` over the image in ``sn`` (of ``snapshotter``); when its
+        parent is missing there, the image is unpacked into it first, as containerd does."""
+        try:
+            mounts: builtins.list[Mount] = await sn.prepare(key, image.chain_id, {})
+            return mounts
+        except errdefs.NotFound:
+            if not image.chain_id:
+                raise
+        await self.unpack(image, snapshotter)
+        mounts = await sn.prepare(key, image.chain_id, {})
+        return mounts
 
     async def _put_record(self, name: str, root: Descriptor) -> None:
         rec = mdimages.Image(name, mdimages.Descriptor(root.media_type, root.digest, root.size),
@@ -375,8 +417,8 @@ class CriImageStore:
 class _LayerTarget:
     """``remotes.pull.LayerTarget`` over the daemon's snapshot store and differ, under a lease."""
 
-    def __init__(self, store: CriImageStore, lease: str) -> None:
-        self.sn = store.snapshots.namespaced(store.snapshotter, store.ns, lease)
+    def __init__(self, store: CriImageStore, lease: str, snapshotter: str) -> None:
+        self.sn = store.snapshots.namespaced(snapshotter, store.ns, lease)
         self.differ = store.differ
         self.ns = store.ns
         self.lease = lease

@@ -28,7 +28,7 @@ import os
 import secrets
 import shutil
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,6 +222,7 @@ class Sandbox:
     image: str = ""
     runtime_handler: str = ""
     runtime_type: str = RUNTIME_NAME
+    snapshotter: str = ""  # the record's (its handler's when it names one)
 
     @property
     def name(self) -> str:
@@ -232,13 +233,19 @@ class Sandboxes:
     """The pod lifecycle over the daemon's container store, snapshots, task manager, CNI and netns."""
 
     def __init__(self, *, config: CRIConfig, images: CriImageStore, containers: ContainerStore,
-                 tasks: TaskManager, state_dir: Path, cni: CNI | None) -> None:
+                 tasks: TaskManager, state_dir: Path, cni: CNI | None,
+                 handler_cnis: Mapping[str, CNI] | None = None,
+                 base_specs: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.config = config
         self.images = images
         self.containers = containers
         self.tasks = tasks
         self.state_dir = state_dir
         self.cni = cni
+        # the handlers with a cni_conf_dir: their own CNI load; the others use ``cni``
+        self.handler_cnis = dict(handler_cnis or {})
+        # the handlers with a base_runtime_spec: the spec read from it when the plugin started
+        self.base_specs = dict(base_specs or {})
         self._names: set[str] = set()  # pod names being created right now
         self._locks: dict[str, asyncio.Lock] = {}
         self._net_down: set[str] = set()  # pods whose network this daemon tore down (CNI DEL done)
@@ -270,7 +277,7 @@ class Sandboxes:
                        ip=str(data.get("ip") or ""), additional_ips=list(data.get("additional_ips") or []),
                        ready=ready, pid=pid, labels=dict(c.labels), spec=spec, image=c.image,
                        runtime_handler=str(data.get("runtime_handler") or ""),
-                       runtime_type=c.runtime_name or RUNTIME_NAME)
+                       runtime_type=c.runtime_name or RUNTIME_NAME, snapshotter=c.snapshotter)
 
     async def names(self) -> set[str]:
         """The names of the stored pods, from their records alone (no task states asked)."""
@@ -326,6 +333,19 @@ class Sandboxes:
             return self.config.containerd.runtimes[handler]
         except KeyError:
             raise errdefs.NotFound(f"no runtime for {handler!r} is configured") from None
+
+    def cni_for(self, handler: str = "") -> CNI | None:
+        """The CNI a handler's pods are networked with: its ``cni_conf_dir``'s, else the default."""
+        return self.handler_cnis.get(handler, self.cni)
+
+    def snapshotter(self, handler: str = "") -> str:
+        """The snapshotter of a handler's pods and containers: its ``snapshotter``, else the CRI's."""
+        return handlers.snapshotter_of(self.runtime(handler), self.config.containerd.snapshotter)
+
+    def container_spec_base(self, handler: str, cid: str) -> dict[str, Any]:
+        """What a container's spec starts from: its handler's base spec, else the CRI default."""
+        base = self.base_specs.get(handler or self.config.containerd.default_runtime_name)
+        return cri_default_spec(NAMESPACE, cid) if base is None else handlers.from_base(base, NAMESPACE, cid)
 
     def systemd_cgroup(self, handler: str = "") -> bool:
         """Whether the pods of this handler use the systemd cgroup driver (its runc ``SystemdCgroup``)."""
@@ -421,30 +441,32 @@ class Sandboxes:
                                                           under_state_dir=self.config.netns_mounts_under_state_dir))
                 undo.append(lambda p=path: netns.remove(p))
                 phases.mark("netns")
-                if self.cni is None:
+                cni = self.cni_for(handler)
+                if cni is None:
                     raise errdefs.FailedPrecondition("cni plugin not initialized: no CNI network for the pod")
                 pod = self._pod_network(sid, path, cfg)
-                undo.append(lambda n=pod: self._teardown(n))
-                cni_add = asyncio.create_task(self.cni.setup(pod), name=f"cni-add-{sid[:12]}")
+                undo.append(lambda n=pod: self._teardown(n, handler))
+                cni_add = asyncio.create_task(cni.setup(pod), name=f"cni-add-{sid[:12]}")
             spec = self._spec(sid, cfg, image.config, path, self.systemd_cgroup(handler),
                               local_seccomp=local_seccomp, apparmor=apparmor)
             labels = {**dict(cfg.labels), KIND_LABEL: KIND_SANDBOX}
             meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": "", "additional_ips": [],
                     "name": name, "runtime_handler": handler}
             rt = self.runtime(handler)
+            snapshotter = self.snapshotter(handler)
             spec["annotations"] = {**handlers.passthrough(cfg.annotations, rt.pod_annotations), **spec["annotations"]}
             record = Container(
                 id=sid, runtime_name=rt.runtime_type, runtime_options=handlers.runtime_options(rt),
                 spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
                 labels=labels, image=image.references[0] if image.references else image.id,
-                snapshotter=self.images.snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)})
+                snapshotter=snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)})
             phases.mark("spec")
             await self.containers.create(NAMESPACE, record)
             undo.append(lambda: self.containers.delete(NAMESPACE, sid))
             phases.mark("record")
             # after the record that names it: the garbage collector never sees it unreferenced
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
-            mounts = await sn.prepare(sid, image.chain_id, {})
+            sn = self.images.snapshots.namespaced(snapshotter, NAMESPACE)
+            mounts = await self.images.prepare(sn, sid, image, snapshotter)
             undo.append(lambda: sn.remove(sid))
             phases.mark("snapshot")
             await self.tasks.create(NAMESPACE, sid, rootfs=[RootfsMount(mt.type, mt.source, mt.target,
@@ -490,9 +512,10 @@ class Sandboxes:
         return PodNetwork(sandbox_id=sid, netns=path, namespace=m.namespace, name=m.name, uid=m.uid,
                           capabilities=CapabilityArgs(port_mappings=ports))
 
-    async def _teardown(self, pod: PodNetwork) -> None:
-        if self.cni is not None:
-            await self.cni.teardown(pod)
+    async def _teardown(self, pod: PodNetwork, handler: str = "") -> None:
+        cni = self.cni_for(handler)
+        if cni is not None:
+            await cni.teardown(pod)
 
     @staticmethod
     def _write_files(sdir: Path, cfg: pb.PodSandboxConfig) -> None:
@@ -656,7 +679,7 @@ class Sandboxes:
 
     async def _network_down(self, sb: Sandbox) -> None:
         pod = self._pod_network(sb.id, sb.netns, sb.config)
-        await self._teardown(pod)
+        await self._teardown(pod, sb.runtime_handler)
         if await netns.exists(sb.netns):
             await netns.remove(sb.netns)
         self._net_down.add(sb.id)
@@ -668,7 +691,7 @@ class Sandboxes:
             return  # CRI: removing a missing sandbox is success
         await self.stop(sb.id, remove_containers)
         async with self.lock(sb.id):
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+            sn = self.images.snapshots.namespaced(sb.snapshotter or self.images.snapshotter, NAMESPACE)
             with contextlib.suppress(errdefs.NotFound):
                 await sn.remove(sb.id)
             with contextlib.suppress(errdefs.NotFound):
