@@ -533,7 +533,9 @@ class ServerConnection:
         if sid <= self._highest:
             if sid in self._reset_ids:
                 return
-            raise _ConnError(f.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
+            # a new stream's id must grow (RFC 9113 5.1.1); the HEADERS of a stream that ended is
+            # no better (5.1, closed): both are the peer's bug, the connection cannot go on
+            raise _ConnError(f.PROTOCOL_ERROR, f"HEADERS on stream {sid}, not above the last one ({self._highest})")
         if not sid & 1:
             raise _ConnError(f.PROTOCOL_ERROR, f"even stream id {sid} from a client")
         self._highest = sid
