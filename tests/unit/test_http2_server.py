@@ -221,6 +221,14 @@ def test_priority_is_accepted_and_ignored_and_unknown_frames_are_skipped() -> No
     assert p.send(headers(1, end_stream=True)) == [RequestReceived(1, REQUEST, True)]
 
 
+def test_priority_of_the_wrong_size() -> None:
+    p = Peer()
+    p.send(headers(1))
+    assert p.send(frame(PRIORITY, 0, 1, b"\x00\x00\x00")) == [StreamReset(1, fr.FRAME_SIZE_ERROR)]
+    assert [(x.type, x.error_code) for x in p.out()] == [(RST_STREAM, fr.FRAME_SIZE_ERROR)]
+    assert p.fails(frame(PRIORITY, 0, 9, b"\x00")).error_code == fr.FRAME_SIZE_ERROR  # idle: no RST there
+
+
 def test_push_promise_from_a_client_is_a_protocol_error() -> None:
     p = Peer()
     p.send(headers(1))
@@ -307,6 +315,7 @@ def test_send_data_honours_the_peers_windows_and_reports_them_opening() -> None:
     assert p.conn.send_data(1, body[65535:]) == 0  # the connection window is still empty
     assert p.send(window_update(0, 1 << 20)) == [WindowOpened(0)]
     assert p.conn.send_window(1) == 50000
+    assert p.conn.send_window(0) == 1 << 20
     assert p.conn.send_data(1, body[65535:], end_stream=True) == 100000 - 65535
     frames = p.out()
     assert sum(len(x.payload) for x in frames) == 100000 - 65535 and frames[-1].flags == 1

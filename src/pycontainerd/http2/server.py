@@ -18,10 +18,11 @@ Events (frozen, slotted dataclasses): ``RequestReceived``, ``DataReceived`` (tra
 client come as ``DataReceived(sid, b"", 0, end_stream=True)``), ``StreamReset`` (the peer reset
 the stream, or we did because of its error: the stream's handler should stop), ``WindowOpened``
 (0 = the connection window), ``ConnectionClosed`` (the peer's GOAWAY).  PING and SETTINGS are
-acknowledged inside.  ``send_headers``/``send_data`` on a stream that is closed for sending
-(ended, reset, unknown) raise ``StreamClosedError``.  Additions to the documented API:
-``open_streams`` (streams not yet closed, for a graceful shutdown's wait) and ``closed`` (after a
-connection error we raised or our GOAWAY).
+acknowledged inside.  ``send_window(0)`` is the connection's window.  ``send_headers`` and
+``send_data`` on a stream that is closed for sending (ended, reset, unknown) raise
+``StreamClosedError``.  Additions to the documented API: ``open_streams`` (streams not yet
+closed, for a graceful shutdown's wait), ``closed`` (after a connection error we raised or our
+GOAWAY), ``goaway(code, debug=b"")``.
 
 Stream states: open, half-closed(remote) (the peer's END_STREAM), half-closed(local) (ours),
 closed (both, or a reset: forgotten, except the ids we reset recently, whose in-flight frames are
@@ -187,7 +188,10 @@ class ServerConnection:
         return self._dead or self._goaway_sent
 
     def send_window(self, stream_id: int) -> int:
-        """How many DATA bytes ``send_data`` would take now on the stream (0 when closed)."""
+        """How many DATA bytes ``send_data`` would take now on the stream (0 when closed); for
+        stream 0, the connection's window."""
+        if not stream_id:
+            return max(0, self._send_conn)
         stream = self._streams.get(stream_id)
         if stream is None or not stream.local_open:
             return 0
@@ -408,6 +412,8 @@ class ServerConnection:
                     if not sid:
                         raise _ConnError(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
                     if length != 5:
+                        if sid not in self._streams:  # no RST_STREAM on an idle stream: the connection's error
+                            raise _ConnError(f.FRAME_SIZE_ERROR, "PRIORITY payload not 5 bytes")
                         self._stream_error(sid, f.FRAME_SIZE_ERROR)
                     self._empty_frame()
                 elif ftype == f.PUSH_PROMISE:
