@@ -132,6 +132,15 @@ def test_request_split_at_every_byte_gives_the_same_events() -> None:
                       DataReceived(1, b"", 0, True)]
 
 
+def test_bytearray_and_memoryview_input() -> None:
+    p = Peer()
+    wire = headers(1) + data(1, b"abc", end_stream=True)
+    assert p.send() == []
+    events = p.conn.receive_data(bytearray(wire[:20])) + p.conn.receive_data(memoryview(wire)[20:])
+    assert events == [RequestReceived(1, REQUEST, False), DataReceived(1, b"abc", 3, True)]
+    assert all(type(ev.data) is bytes for ev in events if isinstance(ev, DataReceived))
+
+
 def test_padding_and_priority_fields_are_stripped() -> None:
     p = Peer()
     padded_headers = frame(HEADERS, 0x4 | 0x8 | 0x20, 1, b"\x03" + b"\x00\x00\x00\x00\x10" + REQUEST_BLOCK + b"\0" * 3)

@@ -348,11 +348,13 @@ class ServerConnection:
             raise _ConnError(f.ENHANCE_YOUR_CALM, "too many frames without content")
 
     # -- input -------------------------------------------------------------------------------------
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Parse what the peer sent; the events it caused.  On a connection error: GOAWAY is
         queued and ``ProtocolError`` raised (later input is ignored)."""
         if self._dead:
             return []
+        if type(data) is not bytes:  # slices must be bytes: header blocks are cache keys, events carry bytes
+            data = bytes(data)
         if self._inbuf:
             data = self._inbuf + data
             self._inbuf = b""
