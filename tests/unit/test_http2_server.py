@@ -401,6 +401,27 @@ def test_consumed_gives_the_window_back_at_half() -> None:
     assert (WINDOW_UPDATE, 0, 8 * 16384) in [(x.type, x.sid, x.u32) for x in p.out()]
 
 
+def test_data_held_by_reset_streams_goes_back_to_the_connection_window() -> None:
+    # the application drops what a reset call received without calling consumed: the connection
+    # window must not shrink for good (the peer would stall every other call)
+    p = Peer(connection_window_size=128 << 10, initial_window_size=64 << 10)
+    sid = 1
+    for i in range(30):  # 30 x 48 KiB: ten times the connection window
+        p.send(headers(sid), *(data(sid, bytes(16384)) for _ in range(3)))
+        if i % 3 == 0:
+            p.send(rst(sid))  # the peer resets
+        elif i % 3 == 1:
+            p.conn.reset_stream(sid)  # we reset (a deadline)
+        else:
+            p.conn.consumed(sid, 16384)  # part consumed, the rest dropped
+            p.conn.reset_stream(sid)
+        p.conn.consumed(sid, 1 << 20)  # late and too large: ignored for a reset stream
+        sid += 2
+    updates = [x for x in p.out() if x.type == WINDOW_UPDATE]
+    assert sum(x.u32 for x in updates if x.sid == 0) <= 30 * (3 * 16384 + 20) + (128 << 10)
+    assert not p.conn.closed
+
+
 def test_peer_overrunning_our_windows() -> None:
     p = Peer(initial_window_size=20000)
     p.send(headers(1), headers(3))

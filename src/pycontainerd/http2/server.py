@@ -10,7 +10,8 @@ Modelled on hyper-h2/h11; the caller owns the transport::
     conn.send_headers(sid, block, end_stream=False)  # block: HPACK bytes (hpack.encode_block)
     taken = conn.send_data(sid, data, end_stream=False)  # within the peer's windows; the rest
                                                      # waits for WindowOpened(sid or 0)
-    conn.consumed(sid, event.flow_length)            # give receive window back (batched)
+    conn.consumed(sid, event.flow_length)            # give receive window back (batched; done
+                                                     # by itself for what a reset stream held)
     conn.reset_stream(sid, CANCEL); conn.goaway(NO_ERROR)
     transport.write(conn.data_to_send())             # everything queued, as one bytes
 
@@ -124,14 +125,15 @@ class _ConnError(Exception):
 
 
 class _Stream:
-    __slots__ = ("local_open", "recv_window", "remote_open", "send_window", "unacked")
+    __slots__ = ("held", "local_open", "recv_window", "remote_open", "send_window", "unacked")
 
     def __init__(self, send_window: int, recv_window: int, remote_open: bool) -> None:
         self.local_open = True
         self.remote_open = remote_open
         self.send_window = send_window
         self.recv_window = recv_window
-        self.unacked = 0
+        self.unacked = 0  # consumed, not yet given back to the peer
+        self.held = 0  # received, not yet consumed: given back for it if the stream is reset
 
 
 _HEADER = struct.Struct(">HBBBL")
@@ -284,20 +286,28 @@ class ServerConnection:
 
     def reset_stream(self, stream_id: int, error_code: int = f.CANCEL) -> None:
         """Queue RST_STREAM and forget the stream (no-op when it is already closed)."""
-        if self._streams.pop(stream_id, None) is not None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
             self._queue_rst(stream_id, error_code)
+            self._release(stream)
 
     def consumed(self, stream_id: int, n: int) -> None:
         """The application consumed ``n`` flow-controlled bytes of the stream: give them back to the
-        peer, batched (a WINDOW_UPDATE once half a window is owed)."""
+        peer, batched (a WINDOW_UPDATE once half a window is owed).  Once a stream is reset (by
+        either side) what it held is given back at once and ``consumed`` for it is ignored."""
         if n <= 0:
             return
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if stream_id in self._reset_ids:
+                return  # reset: what it held was given back then
+        else:
+            stream.held = max(0, stream.held - n)
         self._conn_unacked += n
         if self._conn_unacked >= self._conn_threshold:
             self._out.append(f.frame(f.WINDOW_UPDATE, 0, 0, _U32.pack(self._conn_unacked)))
             self._recv_conn += self._conn_unacked
             self._conn_unacked = 0
-        stream = self._streams.get(stream_id)
         if stream is not None and stream.remote_open:
             stream.unacked += n
             if stream.unacked >= self._stream_threshold:
@@ -326,6 +336,7 @@ class ServerConnection:
         stream = self._streams.pop(stream_id, None)
         self._queue_rst(stream_id, code)
         if stream is not None:
+            self._release(stream)
             self._events.append(StreamReset(stream_id, code))
         self._count_reset()
 
@@ -333,6 +344,13 @@ class ServerConnection:
         self._resets += 1
         if self._resets > self.settings.max_reset_streams:
             raise _ConnError(f.ENHANCE_YOUR_CALM, "too many streams reset")
+
+    def _release(self, stream: _Stream) -> None:
+        """A reset stream's received bytes not yet consumed go back to the connection window now:
+        an application dropping a reset call's data must not shrink the connection for good."""
+        if stream.held:
+            self._give_back(stream.held)
+            stream.held = 0
 
     def _give_back(self, n: int) -> None:
         """Connection-window bytes nobody will consume (frames of closed or refused streams)."""
@@ -465,6 +483,7 @@ class ServerConnection:
             self._stream_error(sid, f.FLOW_CONTROL_ERROR)
             return
         stream.recv_window -= flow
+        stream.held += flow
         end_stream = flags & f.END_STREAM
         if body:
             self._empty = 0
@@ -648,6 +667,8 @@ class ServerConnection:
         stream = self._streams.pop(sid, None)
         if stream is None:
             return  # already closed: a reset crossing ours, or late
+        self._release(stream)
+        self._remember(sid)
         code = _U32.unpack_from(data, start)[0]
         self._events.append(StreamReset(sid, code))
         if stream.local_open:
