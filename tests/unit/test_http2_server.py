@@ -191,6 +191,28 @@ def test_a_request_without_method_or_path_is_reset() -> None:
     assert [(x.type, x.sid, x.error_code) for x in p.out()] == [(RST_STREAM, 1, fr.PROTOCOL_ERROR)]
 
 
+def test_malformed_requests_are_reset() -> None:
+    base = [(":method", "POST"), (":scheme", "http"), (":path", "/a.B/C")]
+    malformed = [
+        [*base, ("Content-Type", "application/grpc")],  # upper case
+        [*base, ("connection", "keep-alive")],
+        [*base, ("transfer-encoding", "chunked")],
+        [*base, ("te", "gzip")],
+        [*base, (":path", "/again")],
+        [(":method", "POST"), ("x", "y"), (":path", "/late")],
+        [*base, (":status", "200")],
+        [(":method", "POST"), (":scheme", "http")],
+    ]
+    p = Peer()
+    sid = 1
+    for fields in malformed:
+        assert p.send(headers(sid, encode_block(fields), end_stream=True)) == [], fields
+        assert [(x.type, x.sid, x.error_code) for x in p.out()] == [(RST_STREAM, sid, fr.PROTOCOL_ERROR)]
+        sid += 2
+    ok = [*base, ("te", "trailers"), ("x-a", "1")]
+    assert p.send(headers(sid, encode_block(ok), end_stream=True)) == [RequestReceived(sid, ok, True)]
+
+
 # -- stream states and ids --------------------------------------------------------------------------
 def test_even_stream_id_is_a_protocol_error() -> None:
     assert Peer().fails(headers(2)).error_code == fr.PROTOCOL_ERROR

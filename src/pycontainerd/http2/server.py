@@ -40,7 +40,9 @@ errors), net of streams we completed, above ``max_reset_streams`` -> GOAWAY ENHA
 queued between two ``data_to_send`` calls, or more than ``max_empty_frames`` frames in a row
 that carry nothing (empty DATA/CONTINUATION, PRIORITY, unknown types) -> GOAWAY
 ENHANCE_YOUR_CALM (CVE-2019-9512/9515/9518); HPACK table size updates above ours ->
-COMPRESSION_ERROR; even or decreasing stream ids, PUSH_PROMISE, a bad preface -> PROTOCOL_ERROR.
+COMPRESSION_ERROR; even or decreasing stream ids, PUSH_PROMISE, a bad preface -> PROTOCOL_ERROR;
+malformed requests (no :method/:path, unknown, repeated or late pseudo-headers, upper-case names,
+connection-specific fields) -> RST_STREAM PROTOCOL_ERROR, counted like resets.
 Memory per connection is bounded by these: no queue grows with the peer's input except the output
 the caller drains with ``data_to_send`` (and stops reading while its transport is full).
 """
@@ -143,6 +145,30 @@ _SETTING = struct.Struct(">HL")
 _pack_header = _HEADER.pack
 _SETTINGS_ACK = f.frame(f.SETTINGS, f.ACK, 0)
 _BLOCK_431 = encode_block([(":status", "431")])
+
+
+_REQUEST_PSEUDO = frozenset((":method", ":path", ":scheme", ":authority"))
+# connection-specific fields have no place in HTTP/2 (RFC 9113 8.2.2); te only as "trailers"
+_CONNECTION_FIELDS = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"))
+
+
+def _well_formed(headers: list[tuple[str, str]]) -> bool:
+    """RFC 9113 8.1.1/8.2/8.3: :method and :path once each, pseudo-headers first and known, names in
+    lower case, no connection-specific fields.  Malformed requests are reset (PROTOCOL_ERROR)."""
+    seen: set[str] = set()
+    regular = False
+    for name, value in headers:
+        if name[:1] == ":":
+            if regular or name in seen or name not in _REQUEST_PSEUDO:
+                return False
+            seen.add(name)
+        else:
+            regular = True
+            if name in _CONNECTION_FIELDS or (name == "te" and value != "trailers"):
+                return False
+        if not name or name != name.lower():
+            return False
+    return ":method" in seen and ":path" in seen
 
 
 class ServerConnection:
@@ -582,16 +608,7 @@ class ServerConnection:
             self._queue_rst(sid, f.REFUSED_STREAM)
             self._count_reset()
             return
-        # malformed requests (RFC 9113 8.1.1): the pseudo-headers a server needs, before the rest
-        method = path = False
-        for name, _ in headers:
-            if name[:1] != ":":
-                break
-            if name == ":method":
-                method = True
-            elif name == ":path":
-                path = True
-        if not (method and path):
+        if not _well_formed(headers):
             self._queue_rst(sid, f.PROTOCOL_ERROR)
             self._count_reset()
             return
