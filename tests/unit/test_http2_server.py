@@ -213,6 +213,19 @@ def test_malformed_requests_are_reset() -> None:
     assert p.send(headers(sid, encode_block(ok), end_stream=True)) == [RequestReceived(sid, ok, True)]
 
 
+def test_the_well_formed_check_follows_the_dynamic_table() -> None:
+    # the same block bytes (an index into the dynamic table) are checked again once the table changed
+    p = Peer()
+    add_ok = REQUEST_BLOCK + b"\x40\x04x-ok\x011"  # literal with incremental indexing: index 62
+    assert len(p.send(headers(1, add_ok, end_stream=True))) == 1
+    for sid in (3, 5):  # checked once, then from the memo
+        assert len(p.send(headers(sid, REQUEST_BLOCK + b"\xbe", end_stream=True))) == 1
+    p.send(headers(7, REQUEST_BLOCK + b"\x40\x03Bad\x011", end_stream=True))  # malformed, but indexed
+    p.out()
+    assert p.send(headers(9, REQUEST_BLOCK + b"\xbe", end_stream=True)) == []  # 62 is now ("Bad", "1")
+    assert [(x.type, x.sid, x.error_code) for x in p.out()] == [(RST_STREAM, 9, fr.PROTOCOL_ERROR)]
+
+
 # -- stream states and ids --------------------------------------------------------------------------
 def test_even_stream_id_is_a_protocol_error() -> None:
     assert Peer().fails(headers(2)).error_code == fr.PROTOCOL_ERROR

@@ -7,7 +7,8 @@ the dynamic table stays in step with the peer's encoder, but the fields are not 
 blocks that left the dynamic table untouched are cached by their bytes: after its first call a
 grpc-go client sends the same all-indexed block for every call of a method, and a dictionary
 lookup is far cheaper than decoding it again.  The cache is emptied whenever the table changes,
-since indexed fields mean something else then.
+since indexed fields mean something else then; ``Decoder.generation`` counts those changes, so a
+caller can memoise its own facts about a block (the server's well-formedness check) the same way.
 
 ``Encoder``/``encode_block`` are deliberately stateless: static-table indexed fields where name and
 value match exactly, otherwise literals without indexing (with an indexed name when the static
@@ -152,6 +153,9 @@ class Decoder:
         self.max_table_size = max_table_size  # the highest limit the peer may set
         self.max_header_list_size = max_header_list_size
         self._cache: dict[bytes, tuple[tuple[str, str], ...]] = {}
+        # bumped whenever the dynamic table changes: a block decoded in one generation that left
+        # it unchanged means the same thing until the next bump (callers may key facts on that)
+        self.generation = 0
 
     def _entry(self, index: int) -> tuple[str, str]:
         if 0 < index <= _NSTATIC:
@@ -226,6 +230,7 @@ class Decoder:
             raise HPACKError("HPACK: truncated header block") from None
         if changed:
             self._cache.clear()
+            self.generation += 1
         if too_large:
             raise HeaderListTooLarge(f"HPACK: header list larger than {limit} bytes")
         if not changed and n <= _CACHE_MAX_BLOCK:

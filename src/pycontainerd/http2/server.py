@@ -175,6 +175,8 @@ class ServerConnection:
     def __init__(self, settings: ServerSettings | None = None) -> None:
         s = self.settings = settings or ServerSettings()
         self._decoder = Decoder(s.header_table_size, s.max_header_list_size)
+        self._checked: dict[bytes, bool] = {}  # header block -> well formed (see _on_block)
+        self._checked_generation = 0
         self._out: list[bytes | memoryview] = []
         self._inbuf = b""
         self._events: list[Event] = []
@@ -564,6 +566,7 @@ class ServerConnection:
 
     def _on_block(self, sid: int, flags: int, block: bytes) -> None:
         too_large = False
+        generation = self._decoder.generation
         try:
             headers = self._decoder.decode(block)
         except HeaderListTooLarge:
@@ -608,7 +611,18 @@ class ServerConnection:
             self._queue_rst(sid, f.REFUSED_STREAM)
             self._count_reset()
             return
-        if not _well_formed(headers):
+        # a block that left the table alone decodes the same until it changes: check it once
+        if generation != self._checked_generation:
+            self._checked.clear()
+            self._checked_generation = generation
+        ok = self._checked.get(block)
+        if ok is None:
+            ok = _well_formed(headers)
+            if self._decoder.generation == generation and len(block) <= 1024:
+                if len(self._checked) >= 128:
+                    self._checked.clear()
+                self._checked[block] = ok
+        if not ok:
             self._queue_rst(sid, f.PROTOCOL_ERROR)
             self._count_reset()
             return
