@@ -157,14 +157,6 @@ class Decoder:
         # it unchanged means the same thing until the next bump (callers may key facts on that)
         self.generation = 0
 
-    def _entry(self, index: int) -> tuple[str, str]:
-        if 0 < index <= _NSTATIC:
-            return STATIC_TABLE[index - 1]
-        j = index - _NSTATIC - 1
-        if 0 <= j < len(self.table):
-            return self.table[j]
-        raise HPACKError(f"HPACK: no table entry {index}")
-
     def _evict(self) -> None:
         table = self.table
         while self.size > self.max_size and table:
@@ -177,6 +169,8 @@ class Decoder:
         if cached is not None:
             return list(cached)
         headers: list[tuple[str, str]] = []
+        table = self.table  # mutated in place below: the alias stays valid
+        static = STATIC_TABLE
         total = 0
         limit = self.max_header_list_size
         too_large = False
@@ -194,7 +188,8 @@ class Decoder:
                         index, i = _int(data, i, 0x7F)
                     if index == 0:
                         raise HPACKError("HPACK: index 0")
-                    field = STATIC_TABLE[index - 1] if index <= _NSTATIC else self._entry(index)
+                    # an index past the dynamic table raises IndexError: reported as HPACKError below
+                    field = static[index - 1] if index <= _NSTATIC else table[index - _NSTATIC - 1]
                 elif b & 0xE0 == 0x20:  # dynamic table size update (6.3): only before the first field
                     if headers or total:
                         raise HPACKError("HPACK: table size update after a header field")
@@ -209,13 +204,13 @@ class Decoder:
                     indexing = b & 0xC0 == 0x40  # with incremental indexing (6.2.1); else 6.2.2/6.2.3
                     index, i = _int(data, i, 0x3F if indexing else 0x0F)
                     if index:
-                        name = STATIC_TABLE[index - 1][0] if index <= _NSTATIC else self._entry(index)[0]
+                        name = static[index - 1][0] if index <= _NSTATIC else table[index - _NSTATIC - 1][0]
                     else:
                         name, i = _str(data, i)
                     value, i = _str(data, i)
                     field = (name, value)
                     if indexing:
-                        self.table.insert(0, field)
+                        table.insert(0, field)
                         self.size += len(name) + len(value) + ENTRY_OVERHEAD
                         self._evict()
                         changed = True
@@ -227,7 +222,7 @@ class Decoder:
                 if not too_large:
                     headers.append(field)
         except IndexError:
-            raise HPACKError("HPACK: truncated header block") from None
+            raise HPACKError("HPACK: truncated header block, or an index beyond the table") from None
         if changed:
             self._cache.clear()
             self.generation += 1
