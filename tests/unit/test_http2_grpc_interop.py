@@ -209,6 +209,16 @@ def test_grpcio_concurrent_calls_on_one_channel(server: Callable[[ServerSettings
         assert [fut.result() for fut in futures] == [str(i).encode() for i in range(200)]
 
 
+def test_grpcio_burst_beyond_max_concurrent_streams(server: Callable[[ServerSettings], Server]) -> None:
+    # 2000 calls at once on a new channel, 100 streams allowed: grpc core queues them once it has
+    # our SETTINGS (and whatever it opened before that is refused, retried, the connection lives)
+    s = server(ServerSettings(max_concurrent_streams=100))
+    with grpc.insecure_channel(f"unix:{s.path}") as channel:
+        echo = channel.unary_unary("/t.T/Echo", request_serializer=_identity, response_deserializer=_identity)
+        futures = [echo.future(str(i).encode(), timeout=30) for i in range(2000)]
+        assert [fut.result() for fut in futures] == [str(i).encode() for i in range(2000)]
+
+
 def test_real_ctr_version(server: Callable[[ServerSettings], Server]) -> None:
     """grpc-go (the real ctr): Huffman-coded, indexed header blocks, its SETTINGS/WINDOW_UPDATE/PING habits."""
     if not shutil.which("ctr"):

@@ -50,6 +50,16 @@ def test_streams_above_max_concurrent_are_refused() -> None:
     assert [ev.stream_id for ev in p.send(headers(9)) if isinstance(ev, RequestReceived)] == [9]
 
 
+def test_refused_streams_do_not_spend_the_reset_budget() -> None:
+    # a burst sent before our SETTINGS arrived: the excess is refused (the client retries it), the
+    # connection lives on
+    p = Peer(max_concurrent_streams=10, max_reset_streams=20)
+    events = p.send(*(headers(sid, end_stream=True) for sid in range(1, 2 * 500, 2)))
+    assert len(events) == 10
+    assert sum(1 for x in p.out() if x.type == RST_STREAM and x.error_code == fr.REFUSED_STREAM) == 490
+    assert not p.conn.closed
+
+
 def test_a_header_list_above_max_header_list_size_gets_431_and_the_table_stays_in_step() -> None:
     p = Peer(max_header_list_size=1000)
     # literal with incremental indexing, then an indexed reference to it: the table must follow

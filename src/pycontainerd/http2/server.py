@@ -31,7 +31,8 @@ ignored; other frames on closed streams are STREAM_CLOSED errors, RFC 9113 5.1).
 
 Hostile input (each limit a ``ServerSettings`` field): frames above 16 KiB -> FRAME_SIZE_ERROR
 before their payload is buffered; more concurrent streams than advertised -> RST_STREAM
-REFUSED_STREAM; a decoded header list above MAX_HEADER_LIST_SIZE -> a 431 response (the block is
+REFUSED_STREAM (not counted as resets below: clients may open streams before they have our
+SETTINGS, and retry refused ones); a decoded header list above MAX_HEADER_LIST_SIZE -> a 431 response (the block is
 still decoded, the table stays in step); header blocks whose fragments exceed that size or
 ``max_continuation_frames`` -> GOAWAY ENHANCE_YOUR_CALM; the peer overrunning a receive window
 -> FLOW_CONTROL_ERROR; streams reset before we answered them (by the peer, or by us for its
@@ -608,8 +609,9 @@ class ServerConnection:
             self._count_reset()
             return
         if len(self._streams) >= self.settings.max_concurrent_streams:
+            # not counted as a reset: a client may open streams before it has our SETTINGS (grpc
+            # core does, on a busy new channel) and retries refused ones; they cost us no handler
             self._queue_rst(sid, f.REFUSED_STREAM)
-            self._count_reset()
             return
         # a block that left the table alone decodes the same until it changes: check it once
         if generation != self._checked_generation:
