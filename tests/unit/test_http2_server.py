@@ -372,10 +372,26 @@ def test_initial_window_size_changes_apply_to_open_streams() -> None:
     assert p.conn.send_data(1, bytes(60000)) == 60000
     assert p.send(settings((4, 1000))) == []  # 1000 - 65535: the window is now negative
     assert p.conn.send_window(1) == 0 and p.conn.send_data(1, b"x") == 0
-    assert p.send(settings((4, 200000))) == [WindowOpened(1)]
+    assert p.send(settings((4, 200000))) == [WindowOpened(0)]  # every stream's window grew
     assert p.conn.send_window(1) == 200000 - 60000
     p.send(headers(3, end_stream=True))
     assert p.conn.send_window(3) == 200000
+
+
+def test_window_opened_for_the_connection_is_reported_once_per_receive() -> None:
+    p = Peer()
+    p.send(headers(1, end_stream=True), headers(3, end_stream=True))
+    events = p.send(window_update(0, 10), settings((4, 70000)), window_update(0, 10), window_update(3, 5),
+                    settings((4, 80000)), settings((4, 1000)))
+    assert events == [WindowOpened(0), WindowOpened(3)]
+    assert p.conn.send_window(1) == 1000 and p.conn.send_window(3) == 1005
+
+
+def test_a_stream_window_pushed_past_the_limit_by_settings_is_caught_at_its_next_update() -> None:
+    p = Peer()
+    p.send(headers(1, end_stream=True), window_update(1, (1 << 31) - 1 - 65535))  # exactly the limit
+    p.send(settings((4, 70000)))  # now above it
+    assert p.send(window_update(1, 1)) == [StreamReset(1, fr.FLOW_CONTROL_ERROR)]
 
 
 def test_window_update_overflow_is_a_flow_control_error() -> None:

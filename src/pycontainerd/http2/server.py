@@ -18,8 +18,10 @@ Modelled on hyper-h2/h11; the caller owns the transport::
 Events (frozen, slotted dataclasses): ``RequestReceived``, ``DataReceived`` (trailers from the
 client come as ``DataReceived(sid, b"", 0, end_stream=True)``), ``StreamReset`` (the peer reset
 the stream, or we did because of its error: the stream's handler should stop), ``WindowOpened``
-(0 = the connection window), ``ConnectionClosed`` (the peer's GOAWAY).  PING and SETTINGS are
-acknowledged inside.  ``send_window(0)`` is the connection's window.  ``send_headers`` and
+(0: the connection window opened, or SETTINGS_INITIAL_WINDOW_SIZE grew every stream's: wake
+every writer; at most one per ``receive_data``), ``ConnectionClosed`` (the peer's GOAWAY).  PING
+and SETTINGS are acknowledged inside.  ``send_window(0)`` is the connection's window.
+``send_headers`` and
 ``send_data`` on a stream that is closed for sending (ended, reset, unknown) raise
 ``StreamClosedError``.  Additions to the documented API: ``open_streams`` (streams not yet
 closed, for a graceful shutdown's wait), ``closed`` (after a connection error we raised or our
@@ -128,12 +130,14 @@ class _ConnError(Exception):
 
 
 class _Stream:
-    __slots__ = ("held", "local_open", "recv_window", "remote_open", "send_window", "unacked")
+    __slots__ = ("held", "local_open", "recv_window", "remote_open", "send_credit", "unacked")
 
-    def __init__(self, send_window: int, recv_window: int, remote_open: bool) -> None:
+    def __init__(self, recv_window: int, remote_open: bool) -> None:
         self.local_open = True
         self.remote_open = remote_open
-        self.send_window = send_window
+        # the peer's window for the stream minus its SETTINGS_INITIAL_WINDOW_SIZE: a change of that
+        # setting then applies to every open stream at once, without a loop over them per SETTINGS
+        self.send_credit = 0
         self.recv_window = recv_window
         self.unacked = 0  # consumed, not yet given back to the peer
         self.held = 0  # received, not yet consumed: given back for it if the stream is reset
@@ -181,6 +185,7 @@ class ServerConnection:
         self._out: list[bytes | memoryview] = []
         self._inbuf = b""
         self._events: list[Event] = []
+        self._opened_all = False  # WindowOpened(0) already among this receive_data's events
         self._streams: dict[int, _Stream] = {}
         self._reset_ids: dict[int, None] = {}  # recently reset by us, oldest first
         self._highest = 0  # highest stream id the peer opened
@@ -226,7 +231,7 @@ class ServerConnection:
         stream = self._streams.get(stream_id)
         if stream is None or not stream.local_open:
             return 0
-        return max(0, min(stream.send_window, self._send_conn))
+        return max(0, min(self._send_initial + stream.send_credit, self._send_conn))
 
     # -- output ------------------------------------------------------------------------------------
     def initiate(self) -> None:
@@ -292,7 +297,7 @@ class ServerConnection:
                 out.append(_pack_header(0, 0, f.DATA, f.END_STREAM, stream_id))
                 self._end_local(stream_id, stream)
             return 0
-        take = min(n, self._send_conn, stream.send_window)
+        take = min(n, self._send_conn, self._send_initial + stream.send_credit)
         if take <= 0:
             return 0
         flags = f.END_STREAM if end_stream and take == n else 0
@@ -308,7 +313,7 @@ class ServerConnection:
                 out.append(_pack_header(size >> 8, size & 0xFF, f.DATA, flags if last else 0, stream_id))
                 out.append(view[start:start + size])
         self._send_conn -= take
-        stream.send_window -= take
+        stream.send_credit -= take
         if flags:
             self._end_local(stream_id, stream)
         return take
@@ -407,6 +412,7 @@ class ServerConnection:
             self._inbuf = b""
         events: list[Event] = []
         self._events = events
+        self._opened_all = False
         n = len(data)
         pos = 0
         try:
@@ -629,7 +635,7 @@ class ServerConnection:
             self._count_reset()
             return
         self._empty = 0
-        self._streams[sid] = _Stream(self._send_initial, self._recv_initial, not end_stream)
+        self._streams[sid] = _Stream(self._recv_initial, not end_stream)
         self._events.append(RequestReceived(sid, headers, end_stream))
 
     def _remember(self, sid: int) -> None:
@@ -656,15 +662,12 @@ class ServerConnection:
             if key == f.SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
                     raise _ConnError(f.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1")
-                delta = value - self._send_initial
+                # every open stream's window moves with it (send_credit is relative).  A window
+                # pushed above 2^31-1 this way is caught at the stream's next WINDOW_UPDATE
+                # rather than by a loop over all streams per SETTINGS frame (a cheap CPU lever)
+                if value > self._send_initial and self._streams:
+                    self._window_opened_all()
                 self._send_initial = value
-                if delta:
-                    for stream_id, stream in self._streams.items():
-                        stream.send_window += delta
-                        if stream.send_window > f.MAX_WINDOW:
-                            raise _ConnError(f.FLOW_CONTROL_ERROR, "a stream window above 2^31-1")
-                        if delta > 0 and stream.local_open:
-                            self._events.append(WindowOpened(stream_id))
             elif key == f.SETTINGS_MAX_FRAME_SIZE:
                 if not f.DEFAULT_MAX_FRAME_SIZE <= value <= f.MAX_FRAME_SIZE_LIMIT:
                     raise _ConnError(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
@@ -689,6 +692,12 @@ class ServerConnection:
             return
         self._out.append(_pack_header(0, 8, f.PING, f.ACK, 0) + data[start:end])
         self._ack_queued()
+
+    def _window_opened_all(self) -> None:
+        """WindowOpened(0), once per receive_data: every writer may go on (the caller wakes them all)."""
+        if not self._opened_all:
+            self._opened_all = True
+            self._events.append(WindowOpened(0))
 
     def _on_rst(self, data: bytes, start: int, length: int, sid: int) -> None:
         if not sid:
@@ -717,7 +726,7 @@ class ServerConnection:
             self._send_conn += inc
             if self._send_conn > f.MAX_WINDOW:
                 raise _ConnError(f.FLOW_CONTROL_ERROR, "connection window above 2^31-1")
-            self._events.append(WindowOpened(0))
+            self._window_opened_all()
             return
         stream = self._streams.get(sid)
         if stream is None:
@@ -727,8 +736,8 @@ class ServerConnection:
         if not inc:
             self._stream_error(sid, f.PROTOCOL_ERROR)
             return
-        stream.send_window += inc
-        if stream.send_window > f.MAX_WINDOW:
+        stream.send_credit += inc
+        if self._send_initial + stream.send_credit > f.MAX_WINDOW:
             self._stream_error(sid, f.FLOW_CONTROL_ERROR)
             return
         if stream.local_open:
