@@ -122,7 +122,10 @@ def test_rapid_reset_is_enhance_your_calm() -> None:
         events = p.send(headers(sid), rst(sid))
         assert [type(ev) for ev in events] == [RequestReceived, StreamReset]
         sid += 2
-    assert p.fails(headers(sid), rst(sid)).error_code == fr.ENHANCE_YOUR_CALM
+    goaway = p.fails(headers(sid), rst(sid))
+    assert goaway.error_code == fr.ENHANCE_YOUR_CALM
+    assert goaway.payload[8:] == b"too many streams reset"  # the reason, as GOAWAY debug data
+    assert goaway.last_stream_id == sid
 
 
 def test_resets_are_paid_back_by_answered_calls() -> None:
