@@ -1,7 +1,7 @@
 """CRI security contexts checked from inside the containers, on our daemon and containerd 1.6's CRI:
 seccomp (RuntimeDefault, Unconfined, Localhost, the deprecated strings, a bad profile file), AppArmor
 on a host without it, users and groups, no_new_privs, masked/read-only paths, privileged, and the
-pid namespace modes POD / CONTAINER / TARGET.
+pid namespace modes POD / CONTAINER / TARGET / NODE (in pods with and without host pid).
 
 Uses the engines, registry and CNI set-up of ``test_cri_pods`` (module fixtures re-imported here,
 so this module starts its own daemon, containerd and registry).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -319,3 +320,48 @@ def test_devices(engine: Engine, busybox: str, tmp_path: Path) -> None:
         code, msg = pod.create(_sc(), devices=[pb.Device(container_path="/dev/x", host_path=str(tmp_path / "plain"),
                                                          permissions="rw")])
         assert code != grpc.StatusCode.OK, f"[{engine.name}] a plain file was taken as a device: {msg}"
+
+
+def _task_pid(engine: Engine, cid: str) -> int:
+    """The pid of a pod's infra process or a container's, from ``ctr -n k8s.io task ls``."""
+    for line in engine.ctr("task", "ls").splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] == cid:
+            return int(fields[1])
+    raise AssertionError(f"[{engine.name}] no task {cid}")
+
+
+def _ids_of(pid: int) -> tuple[str, str, list[str]]:
+    """(uid, gid, sorted supplementary groups) of a host process, from /proc/<pid>/status."""
+    lines = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return lines["Uid"].split()[0], lines["Gid"].split()[0], sorted(lines["Groups"].split())
+
+
+def _pid_ns(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/pid")
+
+
+def test_container_pid_namespace_against_the_pods(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """A container's pid namespace NODE in a pod without host pid, and CONTAINER in a host-pid pod
+    (requests the kubelet does not make; containerd 1.6 takes them as measured here): NODE joins the
+    pod's namespace (containerd's WithPodNamespaces joins the sandbox's for anything but CONTAINER) --
+    ours ran it in the host's; CONTAINER gets a namespace of its own in either pod."""
+    host = os.readlink("/proc/self/ns/pid")
+    with _pod(engine, busybox, tmp_path) as pod:
+        pod_ns = _pid_ns(_task_pid(engine, pod.id))
+        assert pod_ns != host
+        got = {}
+        for mode in ("NODE", "CONTAINER", "POD"):
+            cid = pod.run(_sc(namespace_options=pb.NamespaceOption(pid=getattr(pb, mode))), name=mode.lower())
+            got[mode] = _pid_ns(_task_pid(engine, cid))
+        assert got["NODE"] == pod_ns, f"[{engine.name}] NODE in a pod without host pid: {got} pod {pod_ns}"
+        assert got["POD"] == pod_ns
+        assert got["CONTAINER"] not in (pod_ns, host)
+    with _pod(engine, busybox, tmp_path, namespace_options=pb.NamespaceOption(pid=pb.NODE)) as pod:
+        assert _pid_ns(_task_pid(engine, pod.id)) == host
+        got = {}
+        for mode in ("NODE", "CONTAINER", "POD"):
+            cid = pod.run(_sc(namespace_options=pb.NamespaceOption(pid=getattr(pb, mode))), name=mode.lower())
+            got[mode] = _pid_ns(_task_pid(engine, cid))
+        assert got["NODE"] == host and got["POD"] == host, f"[{engine.name}] {got}"
+        assert got["CONTAINER"] != host, f"[{engine.name}] {got}"

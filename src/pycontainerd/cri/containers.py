@@ -640,15 +640,16 @@ class Containers:
         for kind, name in (("network", "net"), ("ipc", "ipc"), ("uts", "uts")):
             namespaces.append({"type": kind, "path": f"/proc/{pid}/ns/{name}"})
         # pid, by the container's own option: CONTAINER gets its own, TARGET joins the target
-        # container's, POD the infra process's; NODE the host's: in a host-pid pod through the
-        # infra process, as containerd's spec has it, else left out of the spec
+        # container's, POD and NODE the infra process's, as containerd's WithPodNamespaces (measured
+        # on 1.6: NODE in a pod without host pid runs in the pod's namespace, not the host's; in a
+        # host-pid pod the infra process's is the host's)
         if opts.pid == pb.TARGET:
             if not sec.target_pid:
                 raise errdefs.InvalidArgument("pid namespace TARGET without a running target container")
             namespaces.append({"type": "pid", "path": f"/proc/{sec.target_pid}/ns/pid"})
         elif opts.pid == pb.CONTAINER:
             namespaces.append({"type": "pid"})
-        elif opts.pid == pb.POD or sb.config.linux.security_context.namespace_options.pid == pb.NODE:
+        else:
             namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
         linux["namespaces"] = namespaces
         linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid,
