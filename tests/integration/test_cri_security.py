@@ -337,6 +337,24 @@ def _ids_of(pid: int) -> tuple[str, str, list[str]]:
     return lines["Uid"].split()[0], lines["Gid"].split()[0], sorted(lines["Groups"].split())
 
 
+def test_primary_group_from_the_image_passwd(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """run_as_user without run_as_group: the primary group is the user's in the image's /etc/passwd
+    (both test images list nobody as 65534:65534), for the infra process as for containers; a uid
+    /etc/passwd does not list gets group 0.  Measured on containerd 1.6 (oci.WithUserID on the
+    sandbox image's rootfs); ours gave the pod's infra process group 0."""
+    with _pod(engine, busybox, tmp_path, run_as_user=pb.Int64Value(value=65534)) as pod:
+        assert _ids_of(_task_pid(engine, pod.id)) == ("65534", "65534", ["65534"]), f"[{engine.name}]"
+        cid = pod.run(_sc(run_as_user=pb.Int64Value(value=65534)), name="nobody")
+        assert pod.sh(cid, "id -u; id -g; id -G")[1].split() == ["65534", "65534", "65534"], f"[{engine.name}]"
+        cid = pod.run(_sc(run_as_user=pb.Int64Value(value=1234)), name="unlisted")
+        assert pod.sh(cid, "id -u; id -g")[1].split() == ["1234", "0"], f"[{engine.name}]"
+    with _pod(engine, busybox, tmp_path, run_as_user=pb.Int64Value(value=1234)) as pod:
+        assert _ids_of(_task_pid(engine, pod.id)) == ("1234", "0", ["0"]), f"[{engine.name}]"
+    with _pod(engine, busybox, tmp_path, run_as_user=pb.Int64Value(value=65534),
+              run_as_group=pb.Int64Value(value=3000)) as pod:
+        assert _ids_of(_task_pid(engine, pod.id)) == ("65534", "3000", ["3000"]), f"[{engine.name}]"
+
+
 def _pid_ns(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/ns/pid")
 

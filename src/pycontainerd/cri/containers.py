@@ -69,6 +69,7 @@ from .sandbox import (
     ext_data,
     ext_value,
     new_id,
+    rootfs_files,
     shm_source,
 )
 from .security import (
@@ -259,28 +260,6 @@ def make_mount_sources(mounts: list[pb.Mount]) -> None:
             raise errdefs.from_oserror(exc, f"mount {m.container_path!r}: cannot stat its host path") from exc
 
 
-def _rootfs_files(mounts: list[Any]) -> RootfsFiles:
-    """/etc/passwd and /etc/group of an overlay (or bind) rootfs, read from its layers without mounting."""
-    dirs: list[str] = []
-    for m in mounts:
-        if m.type == "overlay":
-            opts = dict(o.split("=", 1) for o in m.options if "=" in o)
-            if "upperdir" in opts:
-                dirs.append(opts["upperdir"])
-            dirs += opts.get("lowerdir", "").split(":")
-        elif m.type == "bind":
-            dirs.append(m.source)
-
-    def read(rel: str) -> str | None:
-        for d in dirs:
-            p = Path(d) / rel
-            if p.is_file() and not p.is_symlink():
-                return p.read_text(errors="replace")
-        return None
-
-    return RootfsFiles(read("etc/passwd"), read("etc/group"))
-
-
 class Containers:
     def __init__(self, *, pods: Sandboxes, images: CriImageStore, containers: ContainerStore, tasks: TaskManager,
                  state_dir: Path, max_log_line: int, exchange: Exchange | None = None) -> None:
@@ -446,7 +425,7 @@ class Containers:
                 raise
             phases.mark("snapshot")
             try:
-                files = await asyncio.to_thread(_rootfs_files, mounts)
+                files = await asyncio.to_thread(rootfs_files, mounts)
                 phases.mark("passwd+group")
                 sc = cfg.linux.security_context
                 wants_all = "ALL" in {c.removeprefix("CAP_") for c in sc.capabilities.add_capabilities}
