@@ -189,6 +189,14 @@ class RuntimeService:
             })
         return pb.PodSandboxStatusResponse(status=status, info=info)
 
+    async def UpdatePodSandboxResources(self, request: pb.UpdatePodSandboxResourcesRequest, context: Any
+                                        ) -> pb.UpdatePodSandboxResourcesResponse:
+        """1.33's call, made after the kubelet resized the pod's cgroup: recorded (sandbox.py)."""
+        await self.pods.update_resources(request.pod_sandbox_id,
+                                         request.overhead if request.HasField("overhead") else None,
+                                         request.resources if request.HasField("resources") else None)
+        return pb.UpdatePodSandboxResourcesResponse()
+
     async def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:
         f = request.filter
         items = []

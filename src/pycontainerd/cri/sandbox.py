@@ -345,6 +345,31 @@ class Sandboxes:
             raise errdefs.InvalidArgument(f"sandbox id prefix {sid!r} is ambiguous")
         return found[0]
 
+    async def update_resources(self, sid: str, overhead: pb.LinuxContainerResources | None,
+                               resources: pb.LinuxContainerResources | None) -> None:
+        """UpdatePodSandboxResources: the pod's new overhead and resources (each only when given) into
+        its stored config, which PodSandboxStatus shows and a restart keeps.  Nothing else changes:
+        the pod-level cgroup (``cgroup_parent``) is the kubelet's, resized before it calls this (the
+        CRI's contract), and the daemon holds no pod cgroup of its own (the infra process's cgroup
+        holds only it, its containers' are siblings)."""
+        sb = await self.get(sid)
+        if overhead is None and resources is None:
+            return
+        async with self.lock(sb.id):
+            record = await self.containers.get(NAMESPACE, sb.id)
+            meta = ext_data(record, SANDBOX_EXT)
+            if meta is None:
+                raise errdefs.NotFound(f"sandbox {sb.id} has no CRI metadata")
+            cfg = pb.PodSandboxConfig()
+            json_format.ParseDict(meta.get("config") or {}, cfg, ignore_unknown_fields=True)
+            if overhead is not None:
+                cfg.linux.overhead.CopyFrom(overhead)
+            if resources is not None:
+                cfg.linux.resources.CopyFrom(resources)
+            meta["config"] = json_format.MessageToDict(cfg)
+            record.extensions = {**record.extensions, SANDBOX_EXT: ext_value(meta)}
+            await self.containers.update(NAMESPACE, record, ["extensions"])
+
     # -- runtimes -------------------------------------------------------------------------------
     def runtime(self, handler: str = "") -> RuntimeConfig:
         """The runtime of a pod's handler (RuntimeClass); the default one for ``""``."""
