@@ -51,6 +51,7 @@ from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, TaskIO
 from . import handlers
 from .crilog import FifoLogger
+from .execio import ExecFifos
 from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .phases import Phases
 from .sandbox import (
@@ -909,23 +910,15 @@ class Containers:
             raise errdefs.InvalidArgument("exec needs a command")
         self._exec_seq += 1
         exec_id = f"exec-{os.getpid()}-{self._exec_seq}"
-        d = self.io_dir(c.id) / exec_id
-        await asyncio.to_thread(private_dir, d)
+        fifos = await ExecFifos.create(self.io_dir(c.id) / exec_id, ("stdout", "stderr"))
         try:
             outs: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
-            rfds, keep = {}, []
-            for name in outs:
-                p = str(d / name)
-                os.mkfifo(p, 0o600)
-                rfds[name] = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                keep.append(os.open(p, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-            readers = [asyncio.create_task(_drain(rfds[n], outs[n])) for n in outs]
+            readers = [asyncio.create_task(_drain(fifos.take_reader(n), outs[n])) for n in outs]
             proc = dict(c.spec.get("process") or {})
             proc.update(args=list(cmd), terminal=False)
             proc.pop("terminal")
             try:
-                await self.tasks.exec(NAMESPACE, c.id, exec_id, proc,
-                                      TaskIO(stdout=str(d / "stdout"), stderr=str(d / "stderr")))
+                await self.tasks.exec(NAMESPACE, c.id, exec_id, proc, fifos.task_io())
                 await self.tasks.start_process(NAMESPACE, c.id, exec_id)
             except BaseException:
                 for t in readers:
@@ -935,8 +928,7 @@ class Containers:
                 raise
             finally:
                 # the shim holds the write ends once the process started: EOF comes when it exits
-                for fd in keep:
-                    os.close(fd)
+                fifos.release_writers()
             try:
                 try:
                     ex = await asyncio.wait_for(self.tasks.wait(NAMESPACE, c.id, exec_id),
@@ -955,7 +947,7 @@ class Containers:
                 for t in readers:
                     t.cancel()
         finally:
-            await asyncio.to_thread(shutil.rmtree, d, True)
+            await fifos.close()
 
     async def reopen_log(self, cid: str) -> None:
         c = await self.get(cid)
