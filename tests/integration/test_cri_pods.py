@@ -360,6 +360,51 @@ def test_pods_and_containers_survive_a_daemon_restart(ours: Engine, busybox: str
         ours.crictl("rmp", pod, check=False)
 
 
+def test_update_pod_sandbox_resources(engine: Engine, tmp_path: Path) -> None:
+    """1.33's UpdatePodSandboxResources, which the kubelet calls (best effort) after it has resized the
+    pod's cgroup: ours records the new overhead and resources in the pod's config (PodSandboxStatus
+    shows them, a restart keeps them; an unset one is left as it was) and answers OK, a missing pod
+    NOT_FOUND (containerd 2.1+ likewise: it finds the sandbox and hands both to NRI).  containerd 1.6
+    does not have the call: UNIMPLEMENTED."""
+    pod = engine.crictl("runp", str(pod_config(tmp_path))).stdout.strip()
+    res = pb.LinuxContainerResources(cpu_period=100000, cpu_quota=50000, cpu_shares=512,
+                                     memory_limit_in_bytes=256 << 20)
+    overhead = pb.LinuxContainerResources(cpu_shares=8, memory_limit_in_bytes=16 << 20)
+
+    def config() -> Any:
+        code, resp = engine.call("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True))
+        assert code == grpc.StatusCode.OK, resp
+        return json.loads(resp.info["info"])["config"]["linux"]
+
+    try:
+        code, resp = engine.call("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod, overhead=overhead, resources=res))
+        if engine.name == "containerd":
+            assert code == grpc.StatusCode.UNIMPLEMENTED, resp
+            return
+        assert code == grpc.StatusCode.OK, resp
+        want = {"overhead": {"cpuShares": "8", "memoryLimitInBytes": str(16 << 20)},
+                "resources": {"cpuPeriod": "100000", "cpuQuota": "50000", "cpuShares": "512",
+                              "memoryLimitInBytes": str(256 << 20)}}
+        got = config()
+        assert {k: got.get(k) for k in want} == want
+        # only what is given changes: a resize of the containers' sum keeps the overhead
+        code, resp = engine.call("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod[:12], resources=pb.LinuxContainerResources(cpu_shares=1024)))
+        assert code == grpc.StatusCode.OK, resp
+        want["resources"] = {"cpuShares": "1024"}
+        assert {k: config().get(k) for k in want} == want
+        engine.restart()
+        assert {k: config().get(k) for k in want} == want
+        assert engine.crictl_json("inspectp", pod)["status"]["state"] == "SANDBOX_READY"
+        code, resp = engine.call("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id="0" * 64, resources=res))
+        assert code == grpc.StatusCode.NOT_FOUND, resp
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)
+
+
 # Go's RFC3339Nano: the fraction loses its trailing zeros (none at all on a whole second)
 CRI_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z (stdout|stderr) (F|P) (.*)")
 

@@ -43,7 +43,8 @@ checks and the runtime side: exec processes, attach to the daemon-held stdio, di
 in the pod's network namespace).  When an attach's stdin ends, a ``stdin_once`` container's stdin
 is closed if the attach has no terminal; otherwise the attach detaches (containerd 1.6's rule).
 
-What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``):
-UpdatePodSandboxResources. CheckpointContainer answers UNIMPLEMENTED too (as containerd 1.6),
-saying it needs CRIU.
+UpdatePodSandboxResources (1.33) records the pod's new overhead and resources in its config (the
+pod-level cgroup is the kubelet's, resized before the call).  CheckpointContainer answers
+UNIMPLEMENTED (as containerd 1.6), saying it needs CRIU; a method a servicer lacks would answer
+UNIMPLEMENTED by name (``runtime.unimplemented_methods``).
 """

@@ -50,6 +50,7 @@ from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, TaskIO
 from . import configopts, handlers, volumes
 from .crilog import FifoLogger
+from .execio import ExecFifos
 from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .phases import Phases
 from .sandbox import (
@@ -68,6 +69,7 @@ from .sandbox import (
     ext_data,
     ext_value,
     new_id,
+    rootfs_files,
     shm_source,
 )
 from .security import (
@@ -261,28 +263,6 @@ def make_mount_sources(mounts: list[pb.Mount]) -> None:
             raise errdefs.from_oserror(exc, f"mount {m.container_path!r}: cannot stat its host path") from exc
 
 
-def _rootfs_files(mounts: list[Any]) -> RootfsFiles:
-    """/etc/passwd and /etc/group of an overlay (or bind) rootfs, read from its layers without mounting."""
-    dirs: list[str] = []
-    for m in mounts:
-        if m.type == "overlay":
-            opts = dict(o.split("=", 1) for o in m.options if "=" in o)
-            if "upperdir" in opts:
-                dirs.append(opts["upperdir"])
-            dirs += opts.get("lowerdir", "").split(":")
-        elif m.type == "bind":
-            dirs.append(m.source)
-
-    def read(rel: str) -> str | None:
-        for d in dirs:
-            p = Path(d) / rel
-            if p.is_file() and not p.is_symlink():
-                return p.read_text(errors="replace")
-        return None
-
-    return RootfsFiles(read("etc/passwd"), read("etc/group"))
-
-
 class Containers:
     def __init__(self, *, pods: Sandboxes, images: CriImageStore, containers: ContainerStore, tasks: TaskManager,
                  state_dir: Path, max_log_line: int, exchange: Exchange | None = None,
@@ -452,7 +432,7 @@ class Containers:
                 raise
             phases.mark("snapshot")
             try:
-                files = await asyncio.to_thread(_rootfs_files, mounts)
+                files = await asyncio.to_thread(rootfs_files, mounts)
                 phases.mark("passwd+group")
                 sc = cfg.linux.security_context
                 wants_all = "ALL" in {c.removeprefix("CAP_") for c in sc.capabilities.add_capabilities}
@@ -652,15 +632,16 @@ class Containers:
         for kind, name in (("network", "net"), ("ipc", "ipc"), ("uts", "uts")):
             namespaces.append({"type": kind, "path": f"/proc/{pid}/ns/{name}"})
         # pid, by the container's own option: CONTAINER gets its own, TARGET joins the target
-        # container's, POD the infra process's; NODE the host's: in a host-pid pod through the
-        # infra process, as containerd's spec has it, else left out of the spec
+        # container's, POD and NODE the infra process's, as containerd's WithPodNamespaces (measured
+        # on 1.6: NODE in a pod without host pid runs in the pod's namespace, not the host's; in a
+        # host-pid pod the infra process's is the host's)
         if opts.pid == pb.TARGET:
             if not sec.target_pid:
                 raise errdefs.InvalidArgument("pid namespace TARGET without a running target container")
             namespaces.append({"type": "pid", "path": f"/proc/{sec.target_pid}/ns/pid"})
         elif opts.pid == pb.CONTAINER:
             namespaces.append({"type": "pid"})
-        elif opts.pid == pb.POD or sb.config.linux.security_context.namespace_options.pid == pb.NODE:
+        else:
             namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
         linux["namespaces"] = namespaces
         linux["cgroupsPath"] = "" if config.disable_cgroup else cgroups_path(
@@ -945,23 +926,15 @@ class Containers:
             raise errdefs.InvalidArgument("exec needs a command")
         self._exec_seq += 1
         exec_id = f"exec-{os.getpid()}-{self._exec_seq}"
-        d = self.io_dir(c.id) / exec_id
-        await asyncio.to_thread(private_dir, d)
+        fifos = await ExecFifos.create(self.io_dir(c.id) / exec_id, ("stdout", "stderr"))
         try:
             outs: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
-            rfds, keep = {}, []
-            for name in outs:
-                p = str(d / name)
-                os.mkfifo(p, 0o600)
-                rfds[name] = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                keep.append(os.open(p, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-            readers = [asyncio.create_task(_drain(rfds[n], outs[n])) for n in outs]
+            readers = [asyncio.create_task(_drain(fifos.take_reader(n), outs[n])) for n in outs]
             proc = dict(c.spec.get("process") or {})
             proc.update(args=list(cmd), terminal=False)
             proc.pop("terminal")
             try:
-                await self.tasks.exec(NAMESPACE, c.id, exec_id, proc,
-                                      TaskIO(stdout=str(d / "stdout"), stderr=str(d / "stderr")))
+                await self.tasks.exec(NAMESPACE, c.id, exec_id, proc, fifos.task_io())
                 await self.tasks.start_process(NAMESPACE, c.id, exec_id)
             except BaseException:
                 for t in readers:
@@ -971,8 +944,7 @@ class Containers:
                 raise
             finally:
                 # the shim holds the write ends once the process started: EOF comes when it exits
-                for fd in keep:
-                    os.close(fd)
+                fifos.release_writers()
             try:
                 try:
                     ex = await asyncio.wait_for(self.tasks.wait(NAMESPACE, c.id, exec_id),
@@ -991,7 +963,7 @@ class Containers:
                 for t in readers:
                     t.cancel()
         finally:
-            await asyncio.to_thread(shutil.rmtree, d, True)
+            await fifos.close()
 
     async def reopen_log(self, cid: str) -> None:
         c = await self.get(cid)

@@ -30,6 +30,7 @@ from ..streaming.server import StreamServer
 from . import streaming
 from .containers import Containers, signal_enum
 from .events import ContainerEventHub
+from .features import HandlerFeatures
 from .imagestore import NAMESPACE
 from .sandbox import DEFAULT_INTERFACE, Sandboxes
 
@@ -105,6 +106,7 @@ class RuntimeService:
         self._containers = containers
         self._stream_server = stream_server
         self._no_streaming = "the CRI plugin has no streaming server (no task manager)"
+        self._features: HandlerFeatures | None = None
         self.events = ContainerEventHub()
         if containers is not None:
             containers.on_event = self._container_event
@@ -132,11 +134,12 @@ class RuntimeService:
             info["podCIDR"] = json.dumps(self.state.pod_cidr)
             if self._stream_server is not None and self._stream_server.port:
                 info["streamServer"] = json.dumps(self._stream_server.base_url)
-        # what the kubelet may use (1.30+): per handler, neither recursive read-only mounts nor user
-        # namespaces; the Strict supplemental groups policy, yes
-        runtimes = getattr(getattr(self.state.config, "containerd", None), "runtimes", None) or {}
-        handlers = [pb.RuntimeHandler(name=name, features=pb.RuntimeHandlerFeatures())
-                    for name in ["", *sorted(runtimes)]]
+        # what the kubelet may use (1.30+): per handler, recursive read-only mounts where its runc
+        # and the kernel have them, no user namespaces (features.py); the Strict supplemental
+        # groups policy, yes
+        if self._features is None:
+            self._features = HandlerFeatures.for_config(self.state.config)
+        handlers = await self._features.runtime_handlers()
         return pb.StatusResponse(status=status, info=info, runtime_handlers=handlers,
                                  features=pb.RuntimeFeatures(supplemental_groups_policy=True))
 
@@ -185,6 +188,14 @@ class RuntimeService:
                 "config": json_format.MessageToDict(cfg), "netns": sb.netns,
             })
         return pb.PodSandboxStatusResponse(status=status, info=info)
+
+    async def UpdatePodSandboxResources(self, request: pb.UpdatePodSandboxResourcesRequest, context: Any
+                                        ) -> pb.UpdatePodSandboxResourcesResponse:
+        """1.33's call, made after the kubelet resized the pod's cgroup: recorded (sandbox.py)."""
+        await self.pods.update_resources(request.pod_sandbox_id,
+                                         request.overhead if request.HasField("overhead") else None,
+                                         request.resources if request.HasField("resources") else None)
+        return pb.UpdatePodSandboxResourcesResponse()
 
     async def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:
         f = request.filter

@@ -44,7 +44,7 @@ from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..mount.core import Mount as MountRecord
 from ..mount.core import mount_all, unmount_all
 from ..oci.seccomp import default_profile, load_profile
-from ..oci.spec import SPEC_TYPE_URL, canonical, cri_default_spec, replace_or_append_env
+from ..oci.spec import SPEC_TYPE_URL, RootfsFiles, canonical, cri_default_spec, replace_or_append_env, with_user
 from ..runtime.bundle import own_oom_score_adj
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, RuncOptions, TaskIO
@@ -181,6 +181,34 @@ def parent_cgroup(parent: str, systemd: bool) -> str:
     if systemd and base.endswith(".slice"):
         return cgroups.systemd_path(f"{base}:x:y").rsplit("/", 1)[0]
     return parent
+
+
+def rootfs_files(mounts: builtins.list[Any]) -> RootfsFiles:
+    """/etc/passwd and /etc/group of an overlay (or bind) rootfs, read from its layers without mounting."""
+    dirs: list[str] = []
+    for m in mounts:
+        if m.type == "overlay":
+            opts = dict(o.split("=", 1) for o in m.options if "=" in o)
+            if "upperdir" in opts:
+                dirs.append(opts["upperdir"])
+            dirs += opts.get("lowerdir", "").split(":")
+        elif m.type == "bind":
+            dirs.append(m.source)
+
+    def read(rel: str) -> str | None:
+        for d in dirs:
+            p = Path(d) / rel
+            if p.is_file() and not p.is_symlink():
+                return p.read_text(errors="replace")
+        return None
+
+    return RootfsFiles(read("etc/passwd"), read("etc/group"))
+
+
+def _numeric_user(user: str) -> bool:
+    """``uid:gid``: a user string that needs no /etc/passwd or /etc/group to resolve."""
+    uid, sep, gid = user.partition(":")
+    return bool(sep) and uid.isdigit() and gid.isdigit()
 
 
 async def together(undo: list[Any], *steps: tuple[Awaitable[Any], Callable[[], Awaitable[Any]] | None]) -> list[Any]:
@@ -324,6 +352,31 @@ class Sandboxes:
             raise errdefs.InvalidArgument(f"sandbox id prefix {sid!r} is ambiguous")
         return found[0]
 
+    async def update_resources(self, sid: str, overhead: pb.LinuxContainerResources | None,
+                               resources: pb.LinuxContainerResources | None) -> None:
+        """UpdatePodSandboxResources: the pod's new overhead and resources (each only when given) into
+        its stored config, which PodSandboxStatus shows and a restart keeps.  Nothing else changes:
+        the pod-level cgroup (``cgroup_parent``) is the kubelet's, resized before it calls this (the
+        CRI's contract), and the daemon holds no pod cgroup of its own (the infra process's cgroup
+        holds only it, its containers' are siblings)."""
+        sb = await self.get(sid)
+        if overhead is None and resources is None:
+            return
+        async with self.lock(sb.id):
+            record = await self.containers.get(NAMESPACE, sb.id)
+            meta = ext_data(record, SANDBOX_EXT)
+            if meta is None:
+                raise errdefs.NotFound(f"sandbox {sb.id} has no CRI metadata")
+            cfg = pb.PodSandboxConfig()
+            json_format.ParseDict(meta.get("config") or {}, cfg, ignore_unknown_fields=True)
+            if overhead is not None:
+                cfg.linux.overhead.CopyFrom(overhead)
+            if resources is not None:
+                cfg.linux.resources.CopyFrom(resources)
+            meta["config"] = json_format.MessageToDict(cfg)
+            record.extensions = {**record.extensions, SANDBOX_EXT: ext_value(meta)}
+            await self.containers.update(NAMESPACE, record, ["extensions"])
+
     # -- runtimes -------------------------------------------------------------------------------
     def runtime(self, handler: str = "") -> RuntimeConfig:
         """The runtime of a pod's handler (RuntimeClass); the default one for ``""``."""
@@ -447,14 +500,24 @@ class Sandboxes:
                 pod = self._pod_network(sid, path, cfg)
                 undo.append(lambda n=pod: self._teardown(n, handler))
                 cni_add = asyncio.create_task(cni.setup(pod), name=f"cni-add-{sid[:12]}")
-            spec = self._spec(sid, cfg, image.config, path, self.systemd_cgroup(handler),
-                              local_seccomp=local_seccomp, apparmor=apparmor)
+            rt = self.runtime(handler)
+            snapshotter = self.snapshotter(handler)
+
+            def build(files: RootfsFiles | None) -> dict[str, Any]:
+                spec = self._spec(sid, cfg, image.config, path, self.systemd_cgroup(handler),
+                                  local_seccomp=local_seccomp, apparmor=apparmor, files=files)
+                spec["annotations"] = {**handlers.passthrough(cfg.annotations, rt.pod_annotations),
+                                       **spec["annotations"]}
+                return spec
+
+            # a user to look up in the image's /etc/passwd and /etc/group: the spec is completed
+            # once the snapshot (which the record must name first) is there to read them from
+            user = self._user(cfg, image.config)
+            needs_files = bool(user) and not _numeric_user(user)
+            spec = build(None)
             labels = {**dict(cfg.labels), KIND_LABEL: KIND_SANDBOX}
             meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": "", "additional_ips": [],
                     "name": name, "runtime_handler": handler}
-            rt = self.runtime(handler)
-            snapshotter = self.snapshotter(handler)
-            spec["annotations"] = {**handlers.passthrough(cfg.annotations, rt.pod_annotations), **spec["annotations"]}
             record = Container(
                 id=sid, runtime_name=rt.runtime_type, runtime_options=handlers.runtime_options(rt),
                 spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
@@ -469,6 +532,11 @@ class Sandboxes:
             mounts = await self.images.prepare(sn, sid, image, snapshotter)
             undo.append(lambda: sn.remove(sid))
             phases.mark("snapshot")
+            if needs_files:
+                spec = build(await asyncio.to_thread(rootfs_files, mounts))
+                record.spec = TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode())
+                await self.containers.update(NAMESPACE, record, ["spec"])
+                phases.mark("user from passwd")
             await self.tasks.create(NAMESPACE, sid, rootfs=[RootfsMount(mt.type, mt.source, mt.target,
                                                                         tuple(mt.options)) for mt in mounts],
                                     io=TaskIO(), options=self.run_options(handler), runtime_path=rt.runtime_path)
@@ -559,9 +627,19 @@ class Sandboxes:
             return max(adj, own_oom_score_adj())
         return adj
 
+    @staticmethod
+    def _user(cfg: pb.PodSandboxConfig, image_config: dict[str, Any]) -> str:
+        """The infra process's user string: run_as_user[:run_as_group], else the image's ``User``
+        (a group without a user is refused)."""
+        sc = cfg.linux.security_context
+        return user_string("", sc.run_as_user if sc.HasField("run_as_user") else None,
+                           sc.run_as_group if sc.HasField("run_as_group") else None
+                           ) or str((image_config.get("config") or {}).get("User") or "")
+
     def _spec(self, sid: str, cfg: pb.PodSandboxConfig, image_config: dict[str, Any], path: str,
               systemd: bool = False, *, local_seccomp: dict[str, Any] | None = None,
-              apparmor: tuple[bool, frozenset[str]] = (False, frozenset())) -> dict[str, Any]:
+              apparmor: tuple[bool, frozenset[str]] = (False, frozenset()),
+              files: RootfsFiles | None = None) -> dict[str, Any]:
         spec = cri_default_spec(NAMESPACE, sid)
         ic = image_config.get("config") or {}
         args = [*(ic.get("Entrypoint") or []), *(ic.get("Cmd") or [])]
@@ -573,11 +651,12 @@ class Sandboxes:
         proc["cwd"] = ic.get("WorkingDir") or "/"
         proc["oomScoreAdj"] = self._oom(SANDBOX_OOM_SCORE_ADJ)
         sc = cfg.linux.security_context
-        user_string("", sc.run_as_user if sc.HasField("run_as_user") else None,
-                    sc.run_as_group if sc.HasField("run_as_group") else None)  # refuses a group without a user
-        if sc.HasField("run_as_user"):
-            proc["user"] = {"uid": sc.run_as_user.value, "gid": sc.run_as_group.value
-                            if sc.HasField("run_as_group") else 0}
+        # as containerd's: run_as_user (with run_as_group), else the image's user, resolved in the
+        # image's /etc/passwd (a uid without a group takes its passwd group, else 0); files=None
+        # leaves a user that needs them at root until the caller has them
+        user = self._user(cfg, image_config)
+        if user and (files is not None or _numeric_user(user)):
+            with_user(spec, user, files or RootfsFiles(None, None))
         if sc.supplemental_groups:
             proc["user"]["additionalGids"] = sorted({*proc["user"].get("additionalGids", []),
                                                       *sc.supplemental_groups})
