@@ -31,7 +31,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
+from pycontainerd.api.services.namespaces.v1 import namespaces_pb2, namespaces_pb2_grpc
 from tests.fixtures import h2raw as h
 from tests.fixtures.procs import wait_for
 from tests.integration.daemon import CTR, Daemon, running_daemon
@@ -614,6 +616,46 @@ def test_slow_reader_of_a_large_content_read(daemon: Daemon, big_blob: tuple[str
             print(f"[slow reader {reader}] peak +{growth:.1f} MiB, {SLOW_STREAMS} streams of {size >> 20} MiB held")
         # the client went away: the daemon lets go of the blob
         wait_for(lambda: not any(p.startswith(blobs) for p in _fds(daemon.pid)), 15, "the blob's fds to close")
+
+
+EVENT_SUBSCRIBERS = 4
+EVENT_ROUNDS = 200  # x 2 events of ~64 KiB: 25 MiB per subscriber if its backlog were kept
+
+
+def test_subscribers_with_closed_windows_while_events_flood(daemon: Daemon) -> None:
+    """Events.Subscribe streams whose client grants a 16-byte window and never more, while
+    ~25 MiB of events flood: the daemon holds at most a bounded backlog a subscriber (the
+    exchange drops one that falls behind, "event subscriber dropped"), others are served, and
+    the streams are released when the client goes away."""
+    labels = {f"k{j}": "v" * 4000 for j in range(16)}  # ~64 KiB an event
+    md = (("containerd-namespace", "default"),)
+    with Guard(daemon, rss_bound_mib=48) as g, h.RawConn(daemon.address) as c, \
+            grpc.insecure_channel(f"unix:{daemon.address}") as ch:
+        c.handshake((h.INITIAL_WINDOW_SIZE, 16))
+        for i in range(EVENT_SUBSCRIBERS):
+            c.request(1 + 2 * i, h.request_block(h.SUBSCRIBE), h.grpc_message(b""))
+        ns = namespaces_pb2_grpc.NamespacesStub(ch)
+        probes = iter(range(10**6))
+
+        def subscribed() -> bool:  # each stream has seen (the first 16 bytes of) an event
+            ns.Update(namespaces_pb2.UpdateNamespaceRequest(
+                namespace=namespaces_pb2.Namespace(name="default", labels={"probe": str(next(probes))}),
+                update_mask=field_mask_pb2.FieldMask(paths=["labels.probe"])), metadata=md, timeout=30)
+            return len(c.pump(0.05).data_bytes) == EVENT_SUBSCRIBERS
+
+        wait_for(subscribed, BYSTANDER_DEADLINE, "every subscriber to get an event", interval=0.05)
+        dropped0 = daemon.log.read_text(errors="replace").count("event subscriber dropped")
+        for i in range(EVENT_ROUNDS):
+            ns.Create(namespaces_pb2.CreateNamespaceRequest(
+                namespace=namespaces_pb2.Namespace(name=f"flood{i}", labels=labels)), metadata=md, timeout=30)
+            ns.Delete(namespaces_pb2.DeleteNamespaceRequest(name=f"flood{i}"), metadata=md, timeout=30)
+            if i % 50 == 0:
+                g.served()
+        o = c.pump(0.2)
+        assert all(n <= 16 for n in o.data_bytes.values()), f"windows overrun: {o.data_bytes}"
+        dropped = daemon.log.read_text(errors="replace").count("event subscriber dropped") - dropped0
+        print(f"[slow subscribers] peak +{g.peak_growth_mib():.1f} MiB; {dropped} dropped; {o.summary()}")
+        assert dropped == EVENT_SUBSCRIBERS, f"{dropped} of {EVENT_SUBSCRIBERS} stuck subscribers dropped"
 
 
 # -- 7. streams and connections ---------------------------------------------------------------------------------
