@@ -48,18 +48,31 @@ MAX_RECV = 16 * MiB  # the daemon's default max_recv_message_size (daemon/server
 ANSWER_WITHIN = 5.0  # seconds for the server's answer to a protocol error (it is immediate)
 
 
-# -- the daemon, one per module, replaced if an attack killed it ---------------------------------------
+# -- the daemon, one per module, replaced if an attack killed it or left it grown -------------------------
+RESTART_ABOVE = 16  # MiB above its RSS when fresh: memory it kept would hide the next case's growth
+
+
 class _Daemons:
     def __init__(self) -> None:
-        self.stack = contextlib.ExitStack()
+        self.cm: contextlib.AbstractContextManager[Daemon] | None = None
         self.current: Daemon | None = None
+        self.rss0 = 0
 
     def healthy(self) -> Daemon:
         d = self.current
-        if d is None or d.proc is None or d.proc.poll() is not None:
-            self.current = self.stack.enter_context(running_daemon())
-        assert self.current is not None
+        if d is not None and d.proc is not None and d.proc.poll() is None \
+                and _status_kib(d.pid, "VmRSS") <= self.rss0 + RESTART_ABOVE * 1024:
+            return d
+        self.close()
+        self.cm = running_daemon()
+        self.current = self.cm.__enter__()
+        self.rss0 = _status_kib(self.current.pid, "VmRSS")
         return self.current
+
+    def close(self) -> None:
+        cm, self.cm, self.current = self.cm, None, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +80,10 @@ def _daemons() -> Iterator[_Daemons]:
     if os.geteuid() != 0:
         pytest.fail("a real daemon needs root", pytrace=False)
     ds = _Daemons()
-    with ds.stack:
+    try:
         yield ds
+    finally:
+        ds.close()
 
 
 @pytest.fixture
@@ -522,8 +537,9 @@ def test_frame_larger_than_max_frame_size(daemon: Daemon, kind: str) -> None:
             _outcome_connection_error(c, h.FRAME_SIZE_ERROR)
 
 
-@pytest.mark.xfail(reason="grpc.aio takes 12 MiB on a stream whose window is 4 MiB, crediting ~0.4 MiB, without "
-                          "FLOW_CONTROL_ERROR", strict=False)
+@pytest.mark.xfail(reason="grpc.aio mostly takes 12 MiB on a stream whose window is 4 MiB, crediting 0..2.6 MiB, "
+                          "without FLOW_CONTROL_ERROR (now and then it resets the stream PROTOCOL_ERROR: xpass)",
+                   strict=False)
 def test_data_beyond_the_advertised_window(daemon: Daemon) -> None:
     """DATA past the stream's receive window (RFC 9113 6.9.1: FLOW_CONTROL_ERROR, of the stream
     or the connection).  The stream is a server-streaming call whose request is complete, so
