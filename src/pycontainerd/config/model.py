@@ -37,11 +37,30 @@ LINUX_RUNTIME_PLUGIN = "io.containerd.runtime.v1.linux"
 OPT_PLUGIN = "io.containerd.internal.v1.opt"
 CGROUPS_MONITOR_PLUGIN = "io.containerd.monitor.v1.cgroups"
 
+TIMEOUT_SHIM_CLEANUP = "io.containerd.timeout.shim.cleanup"
+TIMEOUT_SHIM_LOAD = "io.containerd.timeout.shim.load"
+TIMEOUT_SHIM_SHUTDOWN = "io.containerd.timeout.shim.shutdown"
+TIMEOUT_TASK_STATE = "io.containerd.timeout.task.state"
+
+# containerd 1.6's timeouts (``[timeouts]``), all honoured (see ``runtime.v2``): a shim's
+# ``delete`` after it died, reconnecting to a shim at start-up, the Shutdown call to a shim,
+# and the State call to a shim behind the tasks service's Get/List
 DEFAULT_TIMEOUTS: Mapping[str, float] = {
-    "io.containerd.timeout.shim.cleanup": 5.0,
-    "io.containerd.timeout.shim.load": 5.0,
-    "io.containerd.timeout.shim.shutdown": 3.0,
-    "io.containerd.timeout.task.state": 2.0,
+    TIMEOUT_SHIM_CLEANUP: 5.0,
+    TIMEOUT_SHIM_LOAD: 5.0,
+    TIMEOUT_SHIM_SHUTDOWN: 3.0,
+    TIMEOUT_TASK_STATE: 2.0,
+}
+
+# timeouts of later containerd versions that a dumped config carries: accepted at containerd's
+# value when our behaviour is that value, else refused (the loader names the key)
+FOREIGN_TIMEOUTS: Mapping[str, tuple[float, str]] = {
+    # bbolt's wait for the metadata file lock (0: wait for ever); our metadata is SQLite
+    "io.containerd.timeout.bolt.open": (0.0, "the metadata store is SQLite, not bolt: there is no bolt lock to wait for"),
+    "io.containerd.timeout.metrics.shimstats": (
+        2.0, "the metrics endpoint reads task cgroups itself and asks no shim for stats"),
+    "io.containerd.timeout.cri.defercleanup": (
+        60.0, "a deferred cleanup deadline for failed CRI sandboxes is not implemented"),
 }
 
 # Plugin ids a config may configure without a warning.  Order matters for version-1
@@ -132,6 +151,10 @@ def _f(default: Any, **meta: Any) -> Any:
     return field(default=default, metadata=meta)
 
 
+def _f_dict(**meta: Any) -> Any:
+    return field(default_factory=dict, metadata=meta)
+
+
 # --- the model -----------------------------------------------------------------------------
 
 
@@ -182,6 +205,8 @@ class CgroupConfig:
 
 @dataclass(frozen=True)
 class ProxyPluginConfig:
+    """``[proxy_plugins.<name>]``: refused (see ``Config.proxy_plugins``); kept to name its keys."""
+
     type: str = ""
     address: str = ""
     platform: str = ""
@@ -189,6 +214,8 @@ class ProxyPluginConfig:
 
 @dataclass(frozen=True)
 class StreamProcessorConfig:
+    """``[stream_processors.<name>]``: refused (see ``Config.stream_processors``)."""
+
     accepts: tuple[str, ...] = ()
     returns: str = ""
     path: str = ""
@@ -245,7 +272,12 @@ class CRIContainerdConfig:
     snapshotter: str = DEFAULT_SNAPSHOTTER
     default_runtime_name: str = DEFAULT_RUNTIME_NAME
     runtimes: dict[str, RuntimeConfig] = field(default_factory=_default_runtimes, metadata={"manual": True})
-    disable_snapshot_annotations: bool = True
+    # false passes image annotations to the snapshotter as labels (for remote snapshotters)
+    disable_snapshot_annotations: bool = _f(True, unsupported=(
+        lambda v: not v,
+        "image annotations for the snapshotter (remote snapshotters such as stargz) are not implemented; "
+        "the overlayfs snapshotter does not use them",
+    ))
     discard_unpacked_layers: bool = False
     ignore_rdt_not_enabled_errors: bool = False
     ignore_blockio_not_enabled_errors: bool = False
@@ -304,9 +336,15 @@ class RegistryConfig:
     headers: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+# containerd 1.6's only key model ("node": keys on the node, through the ocicrypt stream
+# processors); "" turns decryption off.  Neither does anything for an unencrypted image, and
+# an encrypted layer is refused at pull either way (no stream processors: see stream_processors).
+_KEY_MODELS = frozenset({"", "node"})
+
+
 @dataclass(frozen=True)
 class ImageDecryptionConfig:
-    key_model: str = "node"
+    key_model: str = _f("node", choices=_KEY_MODELS)
 
 
 @dataclass(frozen=True)
@@ -383,12 +421,19 @@ class OverlayfsConfig:
 
 @dataclass(frozen=True)
 class LinuxRuntimeConfig:
-    """``[plugins."io.containerd.runtime.v1.linux"]`` (``[plugins.linux]``): the legacy v1 runtime."""
+    """``[plugins."io.containerd.runtime.v1.linux"]`` (``[plugins.linux]``): the legacy v1 runtime.
 
-    shim: str = "containerd-shim"
+    Its tasks run on the runtime v2 task manager (the v1 shim is not implemented): ``runtime``
+    and ``runtime_root`` are used for a CRI runtime of type v1 (see the loader), ``shim_debug``
+    turns shim debug logs on; another v1 shim binary or no shim at all is refused."""
+
+    shim: str = _f("containerd-shim", unsupported=(
+        lambda v: v not in ("", "containerd-shim"),
+        "the v1 shim (containerd-shim) is not implemented: v1 runtime tasks run on the runtime v2 shim",
+    ))
     runtime: str = "runc"
     runtime_root: str = ""
-    no_shim: bool = False
+    no_shim: bool = _f(False, unsupported=(bool, "running runc without a shim is not implemented"))
     shim_debug: bool = False
 
 
@@ -424,7 +469,8 @@ class Config:
     root: str = DEFAULT_ROOT
     state: str = DEFAULT_STATE
     temp: str = ""
-    plugin_dir: str = ""
+    # containerd 1.6 loads Go plugins (.so) from here; a Python daemon cannot
+    plugin_dir: str = _f("", unsupported=(bool, "Go plugins (.so files) cannot be loaded by this daemon"))
     disabled_plugins: tuple[str, ...] = ()
     required_plugins: tuple[str, ...] = ()
     oom_score: int = _f(0, minimum=-1000, maximum=1000)
@@ -438,8 +484,12 @@ class Config:
         default_factory=lambda: dict(DEFAULT_TIMEOUTS),
         metadata={"duration": True, "minimum": 0, "merge": True},
     )
-    proxy_plugins: dict[str, ProxyPluginConfig] = field(default_factory=dict)
-    stream_processors: dict[str, StreamProcessorConfig] = field(default_factory=dict)
+    proxy_plugins: dict[str, ProxyPluginConfig] = _f_dict(
+        unsupported=(bool, "proxy plugins (snapshotters or content stores served over gRPC) are not implemented")
+    )
+    stream_processors: dict[str, StreamProcessorConfig] = _f_dict(
+        unsupported=(bool, "stream processors (external layer decoders, e.g. ocicrypt) are not implemented")
+    )
     # typed plugin sections
     cri: CRIConfig = field(default_factory=CRIConfig, metadata={"plugin": CRI_PLUGIN})
     gc: GCSchedulerConfig = field(default_factory=GCSchedulerConfig, metadata={"plugin": GC_PLUGIN})
