@@ -62,3 +62,44 @@ def test_key_model_is_node_or_off() -> None:
     assert parse_config(f'version = 2\n[{CRI}.image_decryption]\nkey_model = ""\n').cri.image_decryption.key_model == ""
     message = _refused(f'[{CRI}.image_decryption]\nkey_model = "pod"\n')
     assert message.startswith(f"{SRC}: {CRI}.image_decryption.key_model: invalid value 'pod'")
+
+
+# -- oom_score ---------------------------------------------------------------------------------
+
+
+def test_oom_score_is_written_to_the_daemons_own_oom_score_adj() -> None:
+    """In a child process (raising the score is allowed to anyone, and it must not stick to pytest)."""
+    import subprocess
+    import sys
+
+    code = ("from pycontainerd.daemon.oom import apply_oom_score, read_oom_score_adj\n"
+            "assert apply_oom_score(0) is None\n"
+            "before = read_oom_score_adj()\n"
+            "print(apply_oom_score(min(before + 7, 1000)), before, read_oom_score_adj())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    problem, before, after = out.stdout.split()
+    assert problem == "None"
+    assert int(after) == min(int(before) + 7, 1000)
+
+
+def test_oom_score_that_cannot_be_set_is_an_error_naming_the_key(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from pycontainerd.daemon.oom import apply_oom_score
+
+    not_writable = Path(str(tmp_path))  # a directory: the write fails as /proc refuses a lower score
+    message = apply_oom_score(-999, str(not_writable))
+    assert message is not None
+    assert message.startswith("config key oom_score = -999: cannot write ")
+
+
+def test_a_lower_oom_score_without_cap_sys_resource_says_why() -> None:
+    """What these VMs answer: root without CAP_SYS_RESOURCE writing a negative score gets EACCES."""
+    import errno
+
+    from pycontainerd.daemon.oom import failure_message
+
+    message = failure_message(-500, "/proc/self/oom_score_adj", PermissionError(errno.EACCES, "denied"), 0)
+    assert message == ("config key oom_score = -500: cannot write /proc/self/oom_score_adj: Permission denied; "
+                       "lowering oom_score_adj needs CAP_SYS_RESOURCE, which this process does not have "
+                       "(the daemon keeps oom_score_adj 0)")

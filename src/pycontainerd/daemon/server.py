@@ -31,7 +31,7 @@ from ..metadata.db import Database
 from ..plugin import PluginSet
 from ..plugin import registry as plugin_registry
 from ..plugin import types as plugin_types
-from . import memory
+from . import memory, oom
 from .interceptors import TimingInterceptor
 from .ops import OpsServers
 
@@ -153,6 +153,10 @@ class Daemon:
         self.ops.install_signal_handlers()  # SIGUSR1 dumps stacks from the first moment on
         self.ops.log_startup()
         self._lock_root()
+        # oom_score before anything forks (the shim launcher, runc): they inherit it
+        problem = oom.apply_oom_score(self.config.oom_score)
+        if problem is not None:
+            log.error("%s", problem)  # containerd logs it too and starts anyway
         self.uuid = self._server_uuid()
         await self.db.open()
         self.plugins = await plugin_registry.load(
