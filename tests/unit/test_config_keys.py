@@ -103,3 +103,26 @@ def test_a_lower_oom_score_without_cap_sys_resource_says_why() -> None:
     assert message == ("config key oom_score = -500: cannot write /proc/self/oom_score_adj: Permission denied; "
                        "lowering oom_score_adj needs CAP_SYS_RESOURCE, which this process does not have "
                        "(the daemon keeps oom_score_adj 0)")
+
+
+# -- [plugins."io.containerd.monitor.v1.cgroups"] no_prometheus ---------------------------------------
+
+
+@pytest.mark.parametrize("no_prometheus", [False, True])
+def test_no_prometheus_drops_the_task_cgroup_metrics(no_prometheus: bool) -> None:
+    import os
+    from types import SimpleNamespace
+
+    from prometheus_client import generate_latest
+
+    from pycontainerd.daemon.ops import OpsServers
+
+    cfg = parse_config(f'version = 2\n[metrics]\naddress = "127.0.0.1:1338"\n'
+                       f'[plugins."io.containerd.monitor.v1.cgroups"]\nno_prometheus = {str(no_prometheus).lower()}\n')
+    ops = OpsServers(SimpleNamespace(config=cfg))
+    me = SimpleNamespace(id="c1", namespace="default", pid=os.getpid(), cgroups_path="", systemd_cgroup=False,
+                         shim_pid=0)
+    ops.registry.set_tasks([me])
+    text = generate_latest(ops.registry.registry).decode()
+    assert ('{container_id="c1",namespace="default"}' in text) is not no_prometheus  # container_cpu_*, memory...
+    assert "pycontainerd_shims" in text  # the rest of the endpoint is there either way
