@@ -86,6 +86,7 @@ from .task_types import (
     RuntimeDefaults,
     TaskIO,
     TaskMetrics,
+    Timeouts,
 )
 
 log = logging.getLogger("pycontainerd.runtime")
@@ -195,8 +196,10 @@ class TaskManager:
         cgroup_reader: cgroups.CgroupReader | None = None,
         external: ExternalShims | None = None,
         log_dir: Path | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.root = root
+        self.timeouts = timeouts or Timeouts()  # task_state here; the shim ones are the shim manager's
         self.log_dir = log_dir
         self._log_removals: set[asyncio.Task[None]] = set()
         if log_dir is not None:
@@ -475,7 +478,15 @@ class TaskManager:
                 raise errdefs.Unavailable(f"task {container_id}: its shim is gone and cleaning up takes long; retry")
             return self._tombstone_status(t)
         try:
-            st = await shim.state(exec_id)
+            # io.containerd.timeout.task.state: a shim that does not answer in time gives status
+            # unknown (logged), as containerd's tasks service does
+            async with asyncio.timeout(self.timeouts.task_state):
+                st = await shim.state(exec_id)
+        except TimeoutError:
+            log.error("state of task %s/%s%s: the shim did not answer within %gs (io.containerd.timeout.task.state)",
+                      namespace, container_id, f" process {exec_id}" if exec_id else "", self.timeouts.task_state)
+            pid = 0 if exec_id else t.meta.pid
+            return ProcessStatus(container_id=container_id, id=exec_id or container_id, pid=pid, status="unknown")
         except errdefs.NotFound:
             raise
         except errdefs.Unavailable:

@@ -17,7 +17,7 @@ from ..metadata.containers import ContainerStore
 from . import bundle as bundlemod
 from .shim_api import ExternalShims, ShimLauncher
 from .task_manager import TaskManager
-from .task_types import RuntimeDefaults
+from .task_types import RuntimeDefaults, Timeouts
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -50,6 +50,21 @@ def defaults_from_config(daemon_config: Config) -> RuntimeDefaults:
     )
 
 
+# containerd's [timeouts] keys -> Timeouts fields (the config loader refuses any other key)
+TIMEOUT_KEYS = {
+    "io.containerd.timeout.shim.cleanup": "shim_cleanup",
+    "io.containerd.timeout.shim.load": "shim_load",
+    "io.containerd.timeout.shim.shutdown": "shim_shutdown",
+    "io.containerd.timeout.task.state": "task_state",
+}
+
+
+def timeouts_from_config(daemon_config: Config) -> Timeouts:
+    """The runtime's ``Timeouts`` from the config's ``[timeouts]`` (defaults: containerd's)."""
+    values = {attr: daemon_config.timeouts[key] for key, attr in TIMEOUT_KEYS.items() if key in daemon_config.timeouts}
+    return Timeouts(**values)
+
+
 class RuntimeAlias:
     """``io.containerd.runtime.v1.linux``: the same task manager under its legacy plugin name."""
 
@@ -79,10 +94,11 @@ def publish_binary() -> str:
     return shutil.which("pycontainerd") or os.path.join(os.path.dirname(sys.executable), "pycontainerd")
 
 
-def external_shims(daemon: Any, defaults: RuntimeDefaults) -> ExternalShims:
+def external_shims(daemon: Any, defaults: RuntimeDefaults, timeouts: Timeouts | None = None) -> ExternalShims:
     from .v2 import ShimManager
 
     return ShimManager(
+        timeouts=timeouts,
         exchange=daemon.exchange,
         grpc_address=str(daemon.address),
         publish_binary=publish_binary(),
@@ -124,7 +140,8 @@ async def _init_v2(ctx: Any) -> TaskManager:
         log.info("closed %d bundles an older version left open to other users", len(closed))
     daemon = ctx.daemon
     defaults = defaults_from_config(daemon.config)
-    external = external_shims(daemon, defaults)
+    timeouts = timeouts_from_config(daemon.config)
+    external = external_shims(daemon, defaults, timeouts)
     manager = TaskManager(
         root=ctx.state,
         containers=ContainerStore(daemon.db, daemon.exchange),
@@ -134,6 +151,7 @@ async def _init_v2(ctx: Any) -> TaskManager:
         shim_state=Path(daemon.state),
         external=external,
         log_dir=Path(ctx.root) / "logs",
+        timeouts=timeouts,
     )
     await manager.restore()
     return manager

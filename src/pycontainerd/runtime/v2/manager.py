@@ -48,6 +48,7 @@ from ...api.services.ttrpc.events.v1 import events_pb2
 from ...events import Envelope, Exchange
 from ...ttrpc import CallContext, Client, Method, Server
 from . import binary as binarymod
+from ..task_types import Timeouts
 from .shim import ExitInfo, LogDrain, TaskShim, runc_options
 
 log = logging.getLogger("pycontainerd.runtime.v2")
@@ -57,7 +58,6 @@ ADDRESS_FILE = "address"
 BINARY_FILE = "shim-binary-path"
 LOG_FIFO = "log"
 START_TIMEOUT = 30.0
-DELETE_TIMEOUT = 30.0
 OWN_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"})
 # published by the task manager itself; copies from shims are not forwarded a second time
 _MANAGER_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
@@ -141,7 +141,9 @@ class ShimManager:
         search_path: str | None = None,
         self_dir: str = "",
         debug: bool = False,
+        timeouts: Timeouts | None = None,
     ) -> None:
+        self.timeouts = timeouts or Timeouts()  # [timeouts]: shim load, cleanup, shutdown
         self.exchange = exchange
         self.grpc_address = grpc_address
         self.ttrpc_address = binarymod.ttrpc_address(grpc_address)
@@ -267,6 +269,7 @@ class ShimManager:
                 pid=0,
                 options=opts,
                 log_drain=drain,
+                shutdown_timeout=self.timeouts.shim_shutdown,
             )
             try:
                 await shim.connect()
@@ -321,6 +324,7 @@ class ShimManager:
                 pid=pid,
                 options=opts,
                 log_drain=drain,
+                shutdown_timeout=self.timeouts.shim_shutdown,
             )
             if not pid:
                 try:
@@ -361,7 +365,7 @@ class ShimManager:
             raise errdefs.NotFound(f"no shim address in bundle {bundle}")
         namespace, container_id = bundle.parent.name, bundle.name
         try:
-            client = await Client.connect(address, timeout=5)
+            client = await Client.connect(address, timeout=self.timeouts.shim_load)
         except (errdefs.Unavailable, errdefs.NotFound) as exc:
             raise errdefs.NotFound(f"shim of {namespace}/{container_id} at {address} is gone: {exc}") from exc
         drain: LogDrain | None = None
@@ -374,10 +378,18 @@ class ShimManager:
                 drain = None
         shim = TaskShim(
             client, namespace=namespace, container_id=container_id, bundle=bundle, address=address, pid=0,
-            log_drain=drain,
+            log_drain=drain, shutdown_timeout=self.timeouts.shim_shutdown,
         )  # fmt: skip
         try:
-            await shim.connect()
+            # io.containerd.timeout.shim.load: a shim that does not answer Connect in time is
+            # treated as gone (cleaned up), as containerd's loadShim does
+            try:
+                async with asyncio.timeout(self.timeouts.shim_load):
+                    await shim.connect()
+            except TimeoutError as exc:
+                raise errdefs.DeadlineExceeded(
+                    f"shim of {namespace}/{container_id} at {address} did not answer Connect within "
+                    f"{self.timeouts.shim_load:g}s (io.containerd.timeout.shim.load)") from exc
         except BaseException as exc:
             await shim.close()
             if isinstance(exc, errdefs.Unavailable):
@@ -409,7 +421,7 @@ class ShimManager:
                 cwd=bundle,
                 env=binarymod.shim_env(self.grpc_address),
                 stdin=b"",
-                limit=DELETE_TIMEOUT,
+                limit=self.timeouts.shim_cleanup,  # io.containerd.timeout.shim.cleanup
                 what=f"shim {binary} delete of {namespace}/{container_id}",
             )
             if rc != 0:
