@@ -126,3 +126,92 @@ def test_no_prometheus_drops_the_task_cgroup_metrics(no_prometheus: bool) -> Non
     text = generate_latest(ops.registry.registry).decode()
     assert ('{container_id="c1",namespace="default"}' in text) is not no_prometheus  # container_cpu_*, memory...
     assert "pycontainerd_shims" in text  # the rest of the endpoint is there either way
+
+
+# -- CRI image_pull_progress_timeout (virtual clock) -----------------------------------------------
+
+
+def test_a_pull_that_keeps_reading_is_not_cancelled() -> None:
+    import asyncio
+
+    from pycontainerd.cri.imagestore import ProgressWatch
+    from tests.fixtures import virtual_clock
+
+    async def main() -> float:
+        watch = ProgressWatch(3.0, "r/x:1")
+        loop = asyncio.get_running_loop()
+
+        async def fetch() -> float:
+            for i in range(10):  # 20 s in all, a byte every 2 s
+                await asyncio.sleep(2)
+                watch.progress("layer", i, 10, "downloading")
+            return loop.time()
+
+        return await watch.run(fetch())
+
+    assert virtual_clock.run(main()) == 20.0
+
+
+def test_a_pull_without_progress_is_cancelled_after_the_timeout() -> None:
+    import asyncio
+
+    from pycontainerd import errdefs
+    from pycontainerd.cri.imagestore import ProgressWatch
+    from tests.fixtures import virtual_clock
+
+    cancelled_at: list[float] = []
+
+    async def main() -> float:
+        watch = ProgressWatch(5.0, "r/x:1")
+        loop = asyncio.get_running_loop()
+
+        async def fetch() -> None:
+            watch.progress("layer", 0, 10, "downloading")
+            await asyncio.sleep(1)
+            watch.progress("layer", 1, 10, "downloading")  # then the registry goes quiet
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled_at.append(loop.time())
+                raise
+
+        with pytest.raises(errdefs.DeadlineExceeded, match=r"cancel pulling image r/x:1 because of no progress in 5s"):
+            await watch.run(fetch())
+        return loop.time()
+
+    assert virtual_clock.run(main()) == 6.0  # 5 s after the last byte, not after the start
+    assert cancelled_at == [6.0]  # the fetch itself was cancelled
+
+
+def test_progress_timeout_zero_means_none() -> None:
+    import asyncio
+
+    from pycontainerd.cri.imagestore import ProgressWatch
+    from tests.fixtures import virtual_clock
+
+    async def main() -> str:
+        async def fetch() -> str:
+            await asyncio.sleep(10_000)
+            return "done"
+
+        return await ProgressWatch(0.0, "r/x:1").run(fetch())
+
+    assert virtual_clock.run(main()) == "done"
+
+
+# -- CRI containerd.discard_unpacked_layers ------------------------------------------------------------
+
+
+def test_discarded_layers_are_not_referenced_by_their_manifest() -> None:
+    from pycontainerd.images import handlers
+    from pycontainerd.images.models import Descriptor
+
+    config = Descriptor("application/vnd.oci.image.config.v1+json", "sha256:" + "c" * 64, 10)
+    layers = [Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", "sha256:" + f"{i}" * 64, 10)
+              for i in (1, 2)]
+    kept = handlers.child_gc_labels([config, *layers])
+    assert kept == {"containerd.io/gc.ref.content.config": config.digest,
+                    "containerd.io/gc.ref.content.l.0": layers[0].digest,
+                    "containerd.io/gc.ref.content.l.1": layers[1].digest}
+    assert handlers.child_gc_labels([config, *layers], layers=False) == {
+        "containerd.io/gc.ref.content.config": config.digest}

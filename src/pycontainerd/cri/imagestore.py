@@ -25,21 +25,24 @@ manifest and config are read (small blobs) to find the id.  The pull itself is
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from .. import errdefs
+from ..config.durations import format_duration
 from ..images import blobs, handlers, reference
 from ..images import digest as digests
 from ..images import platforms as plat
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     from ..remotes.auth import Credentials
 
 log = logging.getLogger("pycontainerd.cri")
+T = TypeVar("T")
 
 NAMESPACE = "k8s.io"
 IMAGE_LABEL = "io.cri-containerd.image"
@@ -193,8 +197,11 @@ class CriImageStore:
 
     def __init__(self, *, content: Any, snapshots: Any, differ: Any, images: mdimages.ImageStore, leases: Any,
                  snapshotter: str, snapshotter_root: str, registry: RegistrySettings,
-                 max_concurrent_downloads: int = 3, namespace: str = NAMESPACE) -> None:
+                 max_concurrent_downloads: int = 3, namespace: str = NAMESPACE,
+                 discard_unpacked_layers: bool = False, pull_progress_timeout: float = 0.0) -> None:
         self.content = content
+        self.discard_unpacked_layers = discard_unpacked_layers  # containerd.discard_unpacked_layers
+        self.pull_progress_timeout = pull_progress_timeout  # image_pull_progress_timeout (0: none)
         self.snapshots = snapshots
         self.differ = differ
         self.images = images
@@ -305,8 +312,10 @@ class CriImageStore:
             store = self.content.namespaced(self.ns, lease.id)
             name, root = await resolver.resolve(name)
             matcher = plat.default()
-            fetch = shared.Fetch(store, resolver.fetcher(name), name, matcher, max_concurrent=self.max_concurrent)
-            await fetch.walk(root)
+            watch = ProgressWatch(self.pull_progress_timeout, ref)
+            fetch = shared.Fetch(store, resolver.fetcher(name), name, matcher, max_concurrent=self.max_concurrent,
+                                 gc_layers=not self.discard_unpacked_layers, progress=watch.progress)
+            await watch.run(fetch.walk(root))
             target = _LayerTarget(self, lease.id)
             resolved, _top = await shared.unpack_layers(store, target, self.snapshotter, name, root, matcher)
             image_id = resolved.manifest.config.digest
@@ -370,6 +379,49 @@ class CriImageStore:
         now = time.time_ns()
         return (FsUsage(now, self.snapshotter_root, used, inodes),
                 FsUsage(now, self.snapshotter_root, active_used, active_inodes))
+
+
+class ProgressWatch:
+    """``image_pull_progress_timeout``: a fetch that reads no data for this long is cancelled.
+
+    Every progress report of the fetch (a request starting, bytes read, a blob done) resets the
+    clock, as containerd resets it on each byte read from the registry; 0 means no timeout."""
+
+    def __init__(self, timeout: float, ref: str) -> None:
+        self.timeout = timeout
+        self.ref = ref
+        self._last = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def progress(self, key: str, done: int, total: int, status: str) -> None:
+        if self._loop is not None:
+            self._last = self._loop.time()
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        if self.timeout <= 0:
+            return await work
+        loop = self._loop = asyncio.get_running_loop()
+        self._last = loop.time()
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                left = self._last + self.timeout - loop.time()
+                if left <= 0:
+                    break
+                done, _ = await asyncio.wait({task}, timeout=left)
+                if done:
+                    return task.result()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise errdefs.DeadlineExceeded(
+                f"cancel pulling image {self.ref} because of no progress in {format_duration(self.timeout)} "
+                "(image_pull_progress_timeout)")
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 class _LayerTarget:

@@ -109,6 +109,8 @@ async def init(ctx: InitContext) -> CriPlugin:
         registry=registry_settings(config.registry),
         max_concurrent_downloads=config.max_concurrent_downloads,
         namespace=NAMESPACE,
+        discard_unpacked_layers=config.containerd.discard_unpacked_layers,
+        pull_progress_timeout=config.image_pull_progress_timeout,
     )
     private_dir(ctx.state)
     plugin = CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
