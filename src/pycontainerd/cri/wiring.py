@@ -47,7 +47,7 @@ class CriPlugin:
                                       state_dir=state_dir, cni=cni)
                 self.containers = Containers(pods=self.pods, images=images, containers=containers, tasks=tasks,
                                              state_dir=state_dir, max_log_line=config.max_container_log_line_size,
-                                             exchange=exchange)
+                                             exchange=exchange, drain_exec_io_timeout=config.drain_exec_sync_io_timeout)
         self.stream_server: StreamServer | None = None
         if self.pods is not None and self.containers is not None:
             self.stream_server = StreamServer(stream_server_config(config),
