@@ -15,8 +15,8 @@ import pytest
 
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 from pycontainerd.api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
-from tests.fixtures.pytest_plugin import PushedImage
 from tests.fixtures.procs import wait_for
+from tests.fixtures.pytest_plugin import PushedImage
 from tests.fixtures.registry import Fault, FaultProxy
 
 from .daemon import running_daemon

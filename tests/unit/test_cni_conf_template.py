@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_range_else_on_an_empty_list() -> None:
     ],
 )
 def test_other_syntax_is_refused_naming_it(template: str, problem: str) -> None:
-    with pytest.raises(ct.TemplateError, match=problem.replace("$", r"\$").replace("{", r"\{").replace("}", r"\}")):
+    with pytest.raises(ct.TemplateError, match=re.escape(problem)):
         ct.render(template, ct.template_data("10.0.0.0/8"), name="/etc/cni/tpl")
 
 
@@ -144,5 +145,5 @@ def test_a_refused_template_fails_the_call_naming_the_key(tmp_path: Path) -> Non
 
 def test_a_bad_cidr_is_refused(tmp_path: Path) -> None:
     state, _ = _state(tmp_path, DOCS_TEMPLATE)
-    with pytest.raises(errdefs.InvalidArgument, match="10.3.0.0/99"):
+    with pytest.raises(errdefs.InvalidArgument, match=r"10\.3\.0\.0/99"):
         asyncio.run(state.render_cni_conf("10.3.0.0/99"))

@@ -24,7 +24,8 @@ def _refused(toml: str) -> str:
         ('[proxy_plugins.stargz]\ntype = "snapshot"\naddress = "/run/stargz.sock"\n', "proxy_plugins"),
         ('[stream_processors."io.containerd.ocicrypt.decoder.v1.tar"]\naccepts = ["x"]\npath = "ctd-decoder"\n',
          "stream_processors"),
-        ('[plugins."io.containerd.runtime.v1.linux"]\nno_shim = true\n', 'plugins."io.containerd.runtime.v1.linux".no_shim'),
+        ('[plugins."io.containerd.runtime.v1.linux"]\nno_shim = true\n',
+         'plugins."io.containerd.runtime.v1.linux".no_shim'),
         ('[plugins."io.containerd.runtime.v1.linux"]\nshim = "/usr/bin/my-shim"\n',
          'plugins."io.containerd.runtime.v1.linux".shim'),
         (f"[{CRI}.containerd]\ndisable_snapshot_annotations = false\n",
@@ -215,3 +216,129 @@ def test_discarded_layers_are_not_referenced_by_their_manifest() -> None:
                     "containerd.io/gc.ref.content.l.1": layers[1].digest}
     assert handlers.child_gc_labels([config, *layers], layers=False) == {
         "containerd.io/gc.ref.content.config": config.digest}
+
+
+# -- CRI max_concurrent_downloads, cni.max_conf_num, netns_mounts_under_state_dir -----------------------
+
+
+class _SlowRegistry:
+    """A ``Fetcher`` serving one image from memory; it counts the layer downloads running at once."""
+
+    def __init__(self, blobs: dict[str, bytes], together: int) -> None:
+        self.blobs = blobs
+        self.together = together  # each download waits (bounded) until this many run at once
+        self.running = self.most = 0
+        self.left = 5  # layer downloads not finished yet
+
+    async def fetch_bytes(self, desc: object) -> bytes:
+        return self.blobs[desc.digest]  # type: ignore[attr-defined]
+
+    async def copy_blob(self, desc: object, sink: object, offset: int = 0, progress: object = None) -> None:
+        import asyncio
+
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            # the others start, if they may
+            while self.running < min(self.together, self.left) and loop.time() < deadline:
+                await asyncio.sleep(0.005)
+            await sink(self.blobs[desc.digest][offset:])  # type: ignore[attr-defined,operator]
+        finally:
+            self.running -= 1
+            self.left -= 1
+
+
+@pytest.mark.parametrize(("limit", "most"), [(2, 2), (1, 1), (0, 5)])
+def test_max_concurrent_downloads_bounds_the_layer_downloads(tmp_path: object, limit: int, most: int) -> None:
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from pycontainerd.cri.imagestore import CriImageStore
+    from pycontainerd.images import platforms
+    from pycontainerd.images.models import Descriptor
+    from pycontainerd.remotes.pull import Fetch
+    from tests.unit.local_content import run_with_stores
+
+    def blob(data: bytes) -> tuple[str, bytes]:
+        return "sha256:" + hashlib.sha256(data).hexdigest(), data
+
+    blobs = dict(blob(f"layer {i}".encode() * 100) for i in range(5))
+    layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": len(b)}
+              for d, b in blobs.items()]
+    cfg_digest, cfg = blob(b'{"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}')
+    blobs[cfg_digest] = cfg
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": cfg_digest, "size": len(cfg)},
+                           "layers": layers}).encode()
+    m_digest, _ = blob(manifest)
+    blobs[m_digest] = manifest
+    registry = _SlowRegistry(blobs, together=most)
+    # the CRI's store turns the config value into the Fetch's bound (0: none, as containerd)
+    store = CriImageStore(content=None, snapshots=None, differ=None, images=None, leases=None,  # type: ignore[arg-type]
+                          snapshotter="overlayfs", snapshotter_root="/x", registry=None,  # type: ignore[arg-type]
+                          max_concurrent_downloads=limit)
+
+    async def body(local: object, content: object) -> None:
+        fetch = Fetch(content.namespaced("k8s.io"), registry,  # type: ignore[attr-defined,arg-type]
+                      "example.com/x:1",
+                      platforms.default(), max_concurrent=store.max_concurrent)
+        await fetch.walk(Descriptor("application/vnd.oci.image.manifest.v1+json", m_digest, len(manifest)))
+        assert fetch.fetched == 7
+
+    run_with_stores(Path(str(tmp_path)), body)
+    assert registry.most == most
+
+
+def test_max_conf_num_limits_the_networks(tmp_path: object) -> None:
+    import asyncio
+    import json
+    from pathlib import Path
+
+    from pycontainerd.cri.wiring import CriPlugin
+
+    base = Path(str(tmp_path))
+    conf_dir = base / "net.d"
+    conf_dir.mkdir()
+    for i, name in enumerate(("10-a", "20-b", "30-c")):
+        (conf_dir / f"{name}.conflist").write_text(json.dumps(
+            {"cniVersion": "1.0.0", "name": f"net{i}", "plugins": [{"type": "bridge"}]}))
+
+    def names(max_conf_num: int) -> list[str]:
+        cfg = parse_config(f'version = 2\n[{CRI}.cni]\nconf_dir = "{conf_dir}"\nmax_conf_num = {max_conf_num}\n')
+        plugin = CriPlugin(cfg.cri, None, state_dir=base / "state")  # type: ignore[arg-type]
+        cni = plugin.runtime_state.cni
+        return [n.name for n in asyncio.run(cni.networks())]  # type: ignore[union-attr]
+
+    assert names(1) == ["cni-loopback", "net0"]  # the default: the first file only
+    assert names(2) == ["cni-loopback", "net0", "net1"]
+    assert names(0) == ["cni-loopback", "net0", "net1", "net2"]  # 0: all of them
+
+
+def test_netns_mounts_under_state_dir(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from pycontainerd.netns import netns_dir
+
+    state = Path(str(tmp_path)) / "io.containerd.grpc.v1.cri"
+    for toml, want in (("", Path("/var/run/netns")), ("netns_mounts_under_state_dir = true", state / "netns")):
+        cfg = parse_config(f"version = 2\n[{CRI}]\n{toml}\n")
+        assert netns_dir(state, under_state_dir=cfg.cri.netns_mounts_under_state_dir) == want
+
+
+# -- CRI disable_tcp_service, stats_collect_period ------------------------------------------------------------
+
+
+def test_cri_on_tcp_needs_grpc_tcp_address_which_is_refused() -> None:
+    # false alone changes nothing (containerd serves CRI on TCP only on grpc.tcp_address's server)
+    assert parse_config(f"version = 2\n[{CRI}]\ndisable_tcp_service = false\n").cri.disable_tcp_service is False
+    message = _refused(f'[grpc]\ntcp_address = "127.0.0.1:10010"\n[{CRI}]\ndisable_tcp_service = false\n')
+    assert message.startswith(f"{SRC}: grpc.tcp_address: ") and "not supported" in message
+
+
+def test_stats_collect_period_is_at_least_a_second() -> None:
+    assert parse_config(f"version = 2\n[{CRI}]\nstats_collect_period = 1\n").cri.stats_collect_period == 1
+    assert _refused(f"[{CRI}]\nstats_collect_period = 0\n") == f"{SRC}: {CRI}.stats_collect_period: must be >= 1, got 0"

@@ -29,7 +29,8 @@ def test_timeouts_come_from_the_config() -> None:
     assert set(TIMEOUT_KEYS) == set(DEFAULT_TIMEOUTS)
     assert timeouts_from_config(Config()) == Timeouts()  # containerd's defaults on both sides
     cfg = parse_config(
-        'version = 2\n[timeouts]\n"io.containerd.timeout.shim.cleanup" = "7s"\n"io.containerd.timeout.shim.load" = "1m"\n'
+        'version = 2\n[timeouts]\n"io.containerd.timeout.shim.cleanup" = "7s"\n'
+        '"io.containerd.timeout.shim.load" = "1m"\n'
         '"io.containerd.timeout.shim.shutdown" = "250ms"\n"io.containerd.timeout.task.state" = "1.5s"\n'
     )
     assert timeouts_from_config(cfg) == Timeouts(shim_cleanup=7.0, shim_load=60.0, shim_shutdown=0.25,
@@ -145,7 +146,7 @@ def test_shim_cleanup_timeout(tmp_path: Path) -> None:
 
     async def run() -> None:
         t0 = time.monotonic()
-        with pytest.raises(errdefs.DeadlineExceeded, match="timed out after 0.3s"):
+        with pytest.raises(errdefs.DeadlineExceeded, match=r"timed out after 0\.3s"):
             await _manager(tmp_path, Timeouts(shim_cleanup=0.3)).cleanup(
                 namespace="default", container_id="c1", bundle=bundle)
         assert time.monotonic() - t0 < 10

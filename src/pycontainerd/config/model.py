@@ -56,7 +56,8 @@ DEFAULT_TIMEOUTS: Mapping[str, float] = {
 # value when our behaviour is that value, else refused (the loader names the key)
 FOREIGN_TIMEOUTS: Mapping[str, tuple[float, str]] = {
     # bbolt's wait for the metadata file lock (0: wait for ever); our metadata is SQLite
-    "io.containerd.timeout.bolt.open": (0.0, "the metadata store is SQLite, not bolt: there is no bolt lock to wait for"),
+    "io.containerd.timeout.bolt.open": (
+        0.0, "the metadata store is SQLite, not bolt: there is no bolt lock to wait for"),
     "io.containerd.timeout.metrics.shimstats": (
         2.0, "the metrics endpoint reads task cgroups itself and asks no shim for stats"),
     "io.containerd.timeout.cri.defercleanup": (
@@ -149,10 +150,6 @@ class ConfigError(ValueError):
 
 def _f(default: Any, **meta: Any) -> Any:
     return field(default=default, metadata=meta)
-
-
-def _f_dict(**meta: Any) -> Any:
-    return field(default_factory=dict, metadata=meta)
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -371,8 +368,12 @@ class CRIConfig:
     stream_server_port: str = _f("0", as_str=True)
     stream_idle_timeout: float = _f(4 * 3600.0, duration=True, minimum=0)
     enable_tls_streaming: bool = False
+    # false serves the CRI on containerd's TCP server too, which exists only with grpc.tcp_address
+    # (refused at start-up): without it false does nothing, in containerd as here
     disable_tcp_service: bool = True
-    stats_collect_period: int = _f(10, minimum=0)
+    # containerd refreshes snapshot usage (writable layers, ImageFsInfo) every this many seconds;
+    # we read it on each call, so it is never older than the period (a ticker needs >= 1 s)
+    stats_collect_period: int = _f(10, minimum=1)
     max_concurrent_downloads: int = _f(3, minimum=0)
     disable_cgroup: bool = False
     disable_apparmor: bool = False
@@ -484,12 +485,12 @@ class Config:
         default_factory=lambda: dict(DEFAULT_TIMEOUTS),
         metadata={"duration": True, "minimum": 0, "merge": True},
     )
-    proxy_plugins: dict[str, ProxyPluginConfig] = _f_dict(
-        unsupported=(bool, "proxy plugins (snapshotters or content stores served over gRPC) are not implemented")
-    )
-    stream_processors: dict[str, StreamProcessorConfig] = _f_dict(
-        unsupported=(bool, "stream processors (external layer decoders, e.g. ocicrypt) are not implemented")
-    )
+    proxy_plugins: dict[str, ProxyPluginConfig] = field(default_factory=dict, metadata={
+        "unsupported": (bool, "proxy plugins (snapshotters or content stores served over gRPC) are not implemented"),
+    })
+    stream_processors: dict[str, StreamProcessorConfig] = field(default_factory=dict, metadata={
+        "unsupported": (bool, "stream processors (external layer decoders, e.g. ocicrypt) are not implemented"),
+    })
     # typed plugin sections
     cri: CRIConfig = field(default_factory=CRIConfig, metadata={"plugin": CRI_PLUGIN})
     gc: GCSchedulerConfig = field(default_factory=GCSchedulerConfig, metadata={"plugin": GC_PLUGIN})

@@ -103,8 +103,8 @@ class RuntimeState:
             conftemplate.template_data(pod_cidrs)  # the CIDRs must parse, template or not (containerd)
         except ValueError as exc:
             raise errdefs.InvalidArgument(f"get routes: pod CIDR {pod_cidrs!r}: {exc}") from exc
-        cni_cfg = getattr(self.config, "cni", None)
-        template = getattr(cni_cfg, "conf_template", "")
+        cni_cfg = self.config.cni
+        template = cni_cfg.conf_template
         if not template:
             log.info("no cni config template is specified, wait for other system components to drop the config")
             return

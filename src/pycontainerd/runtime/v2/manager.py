@@ -47,8 +47,8 @@ from ...api.runtime.v2.task import shim_pb2
 from ...api.services.ttrpc.events.v1 import events_pb2
 from ...events import Envelope, Exchange
 from ...ttrpc import CallContext, Client, Method, Server
-from . import binary as binarymod
 from ..task_types import Timeouts
+from . import binary as binarymod
 from .shim import ExitInfo, LogDrain, TaskShim, runc_options
 
 log = logging.getLogger("pycontainerd.runtime.v2")
