@@ -152,3 +152,42 @@ def test_shim_cleanup_timeout(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 10
 
     asyncio.run(run())
+
+
+# -- [plugins."io.containerd.runtime.v1.linux"] runtime / runtime_root -----------------------------------
+
+
+def test_v1_linux_runtime_keys_give_its_tasks_their_runc(tmp_path: Path) -> None:
+    """``ctr run --runtime io.containerd.runtime.v1.linux``: its runc binary and root come from the
+    v1 runtime plugin's section; other runc tasks keep the CRI default runtime's."""
+    from pycontainerd.runtime.task_plugin import defaults_from_config
+
+    from .test_runtime_task_manager import FakeLauncher
+
+    cfg = parse_config('version = 2\n[plugins."io.containerd.runtime.v1.linux"]\nruntime = "/usr/bin/crun"\n'
+                       'runtime_root = "/run/crun-v1"\n')
+    defaults = defaults_from_config(cfg)
+    assert (defaults.v1_binary_name, defaults.v1_root) == ("/usr/bin/crun", "/run/crun-v1")
+    assert defaults.binary_name == "runc"
+    assert (defaults_from_config(Config()).v1_binary_name, defaults_from_config(Config()).v1_root) == ("", "")
+
+    seen: dict[str, tuple[str, str | None]] = {}
+
+    class Recording(FakeLauncher):
+        async def launch(self, **kw: Any) -> Any:
+            seen[kw["container_id"]] = (kw["runtime_binary"], kw["runtime_root"])
+            return await super().launch(**kw)
+
+    async def run() -> None:
+        async with Env(tmp_path) as env:
+            env.launcher = Recording()
+            tm = env.manager()
+            tm.defaults = defaults
+            await env.container("v1", runtime="io.containerd.runtime.v1.linux")
+            await env.container("v2")
+            await tm.create("default", "v1", io=TaskIO())
+            await tm.create("default", "v2", io=TaskIO())
+
+    asyncio.run(run())
+    assert seen["v1"] == ("/usr/bin/crun", "/run/crun-v1/default")
+    assert seen["v2"][0] == "runc" and seen["v2"][1] != "/run/crun-v1/default"

@@ -425,8 +425,9 @@ class LinuxRuntimeConfig:
     """``[plugins."io.containerd.runtime.v1.linux"]`` (``[plugins.linux]``): the legacy v1 runtime.
 
     Its tasks run on the runtime v2 task manager (the v1 shim is not implemented): ``runtime``
-    and ``runtime_root`` are used for a CRI runtime of type v1 (see the loader), ``shim_debug``
-    turns shim debug logs on; another v1 shim binary or no shim at all is refused."""
+    and ``runtime_root`` are the runc binary and root of tasks of runtime
+    ``io.containerd.runtime.v1.linux`` and of a CRI runtime of that type (see the loader),
+    ``shim_debug`` turns shim debug logs on; another v1 shim binary or no shim is refused."""
 
     shim: str = _f("containerd-shim", unsupported=(
         lambda v: v not in ("", "containerd-shim"),

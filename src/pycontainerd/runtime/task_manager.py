@@ -91,7 +91,8 @@ from .task_types import (
 
 log = logging.getLogger("pycontainerd.runtime")
 
-RUNC_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"})
+RUNTIME_V1_LINUX = "io.containerd.runtime.v1.linux"
+RUNC_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", RUNTIME_V1_LINUX})
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 UNKNOWN_EXIT = 255
@@ -329,10 +330,13 @@ class TaskManager:
         if container.labels.get(KEEP_LOG_LABEL) == "daemon" and not io.stdout and not io.stderr:
             io = await self._kept_log(namespace, container, io)
         opts = options or RuncOptions()
-        binary = opts.binary_name or self.defaults.binary_name or "runc"
+        v1 = runtime_name == RUNTIME_V1_LINUX  # its runc binary and root are the v1 runtime plugin's
+        v1_binary = self.defaults.v1_binary_name if v1 else ""
+        v1_root = self.defaults.v1_root if v1 else ""
+        binary = opts.binary_name or v1_binary or self.defaults.binary_name or "runc"
         systemd = opts.systemd_cgroup or self.defaults.systemd_cgroup
         # runc's state root for this namespace, as containerd lays it out (<root>/<namespace>)
-        runc_root = opts.root or self.defaults.root or str(self.shim_state / "runc")
+        runc_root = opts.root or v1_root or self.defaults.root or str(self.shim_state / "runc")
         runtime_root = os.path.join(runc_root, namespace)
         mounts = [m.as_dict() for m in rootfs]
 

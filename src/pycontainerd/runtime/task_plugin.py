@@ -34,8 +34,10 @@ def defaults_from_config(daemon_config: Config) -> RuntimeDefaults:
     ``NoPivotRoot`` and ``NoNewKeyring`` (runc create flags) and ``IoUid``/``IoGid`` (owner of
     the stdio pipes); the loader refuses the options we cannot honour (``ShimCgroup``,
     ``Criu*``).  ``[plugins."io.containerd.runtime.v1.linux"] shim_debug`` or a debug log
-    level turn shim debug logs on.  oomScoreAdj is always restricted to the daemon's own
-    score (runc cannot lower it here anyway), whatever CRI's ``restrict_oom_score_adj`` says.
+    level turn shim debug logs on; its ``runtime``/``runtime_root`` are the runc binary and root
+    of the tasks of runtime ``io.containerd.runtime.v1.linux`` (``ctr run --runtime ...``).
+    oomScoreAdj is always restricted to the daemon's own score (runc cannot lower it here
+    anyway), whatever CRI's ``restrict_oom_score_adj`` says.
     """
     opts = daemon_config.cri.default_runtime.options
     return RuntimeDefaults(
@@ -47,6 +49,8 @@ def defaults_from_config(daemon_config: Config) -> RuntimeDefaults:
         io_uid=opts.io_uid,
         io_gid=opts.io_gid,
         shim_debug=daemon_config.linux.shim_debug or daemon_config.debug.level == "debug",
+        v1_binary_name=daemon_config.linux.runtime if daemon_config.linux.runtime != "runc" else "",
+        v1_root=daemon_config.linux.runtime_root,
     )
 
 

@@ -110,6 +110,10 @@ class RuntimeDefaults:
     io_gid: int = 0
     restrict_oom_score_adj: bool = True
     shim_debug: bool = False
+    # tasks of runtime io.containerd.runtime.v1.linux: [plugins.linux] runtime / runtime_root
+    # (empty: as the other runc tasks)
+    v1_binary_name: str = ""
+    v1_root: str = ""
 
 
 @dataclass(frozen=True)
