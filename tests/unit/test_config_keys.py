@@ -342,3 +342,40 @@ def test_cri_on_tcp_needs_grpc_tcp_address_which_is_refused() -> None:
 def test_stats_collect_period_is_at_least_a_second() -> None:
     assert parse_config(f"version = 2\n[{CRI}]\nstats_collect_period = 1\n").cri.stats_collect_period == 1
     assert _refused(f"[{CRI}]\nstats_collect_period = 0\n") == f"{SRC}: {CRI}.stats_collect_period: must be >= 1, got 0"
+
+
+# -- temp, [cgroup] path, [ttrpc] ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[cgroup]\npath = "/pycontainerd"\n', "cgroup.path"),
+        ("[ttrpc]\nuid = 1000\n", "ttrpc.uid"),
+        ("[ttrpc]\ngid = 1000\n", "ttrpc.gid"),
+        ('[grpc]\naddress = "/run/a.sock"\n[ttrpc]\naddress = "/run/elsewhere.sock"\n', "ttrpc.address"),
+    ],
+)
+def test_daemon_sections_we_cannot_honour_are_refused(toml: str, key: str) -> None:
+    message = _refused(toml)
+    assert message.startswith(f"{SRC}: {key}: ") and "not supported" in message
+
+
+def test_ttrpc_at_its_default_place_is_accepted() -> None:
+    cfg = parse_config('version = 2\n[grpc]\naddress = "/run/a.sock"\n[ttrpc]\naddress = "/run/a.sock.ttrpc"\n')
+    assert cfg.ttrpc.address == "/run/a.sock.ttrpc"
+
+
+def test_temp_becomes_the_daemons_tmpdir(tmp_path: object) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    temp = Path(str(tmp_path)) / "ctd-tmp"
+    code = ("import tempfile, os\nfrom pycontainerd.daemon.tempdir import apply_temp_dir\n"
+            "tempfile.gettempdir()\n"  # cached before: the daemon's imports may have asked already
+            f"apply_temp_dir({str(temp)!r})\n"
+            "print(os.environ['TMPDIR'], tempfile.gettempdir(), oct(os.stat(os.environ['TMPDIR']).st_mode & 0o777))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == [str(temp), str(temp), "0o711"]
+    assert _refused('temp = "relative/tmp"\n') == f"{SRC}: temp: must be an absolute path, got 'relative/tmp'"

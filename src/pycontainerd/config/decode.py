@@ -504,6 +504,8 @@ class _Loader:
 
     def validate(self, cfg: Config) -> None:
         dec = self.dec
+        if cfg.temp and not os.path.isabs(cfg.temp):
+            raise dec.error(("temp",), f"must be an absolute path, got {cfg.temp!r}")
         for key in ("root", "state"):
             value = getattr(cfg, key)
             if not value:
@@ -514,6 +516,9 @@ class _Loader:
             raise dec.error(("state",), f"root and state must be different paths, both are {cfg.root!r}")
         if not cfg.grpc.address:
             raise dec.error(("grpc", "address"), "must not be empty")
+        if cfg.ttrpc.address not in ("", f"{cfg.grpc.address}.ttrpc"):
+            raise dec.error(("ttrpc", "address"), f"{cfg.ttrpc.address!r} is not supported: the shims' ttrpc socket "
+                                                  f"is <grpc.address>.ttrpc ({cfg.grpc.address}.ttrpc)")
         for key, seconds in cfg.timeouts.items():
             if key in DEFAULT_TIMEOUTS:
                 continue

@@ -173,11 +173,17 @@ class GRPCConfig:
     max_send_message_size: int = _f(DEFAULT_MAX_MESSAGE_SIZE, minimum=1)
 
 
+_TTRPC_OWNER = "the shims' ttrpc socket (<grpc.address>.ttrpc) stays root's, mode 0600"
+
+
 @dataclass(frozen=True)
 class TTRPCConfig:
+    """``[ttrpc]``: the socket shims publish events to.  Only containerd's default place
+    (``<grpc.address>.ttrpc``, checked by the loader) and owner are implemented."""
+
     address: str = ""
-    uid: int = _f(0, minimum=0)
-    gid: int = _f(0, minimum=0)
+    uid: int = _f(0, minimum=0, unsupported=(bool, _TTRPC_OWNER))
+    gid: int = _f(0, minimum=0, unsupported=(bool, _TTRPC_OWNER))
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,9 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class CgroupConfig:
-    path: str = ""
+    # containerd moves its own process into this cgroup at start-up
+    path: str = _f("", unsupported=(bool, "moving the daemon into a cgroup is not implemented; "
+                                          "start it in one instead (e.g. systemd's Slice=)"))
 
 
 @dataclass(frozen=True)
@@ -470,7 +478,7 @@ class Config:
 
     root: str = DEFAULT_ROOT
     state: str = DEFAULT_STATE
-    temp: str = ""
+    temp: str = ""  # made at start-up and the daemon's TMPDIR (inherited by what it starts)
     # containerd 1.6 loads Go plugins (.so) from here; a Python daemon cannot
     plugin_dir: str = _f("", unsupported=(bool, "Go plugins (.so files) cannot be loaded by this daemon"))
     disabled_plugins: tuple[str, ...] = ()

@@ -31,7 +31,7 @@ from ..metadata.db import Database
 from ..plugin import PluginSet
 from ..plugin import registry as plugin_registry
 from ..plugin import types as plugin_types
-from . import memory, oom
+from . import memory, oom, tempdir
 from .interceptors import TimingInterceptor
 from .ops import OpsServers
 
@@ -157,6 +157,7 @@ class Daemon:
         problem = oom.apply_oom_score(self.config.oom_score)
         if problem is not None:
             log.error("%s", problem)  # containerd logs it too and starts anyway
+        tempdir.apply_temp_dir(self.config.temp)
         self.uuid = self._server_uuid()
         await self.db.open()
         self.plugins = await plugin_registry.load(
