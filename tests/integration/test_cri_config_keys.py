@@ -68,3 +68,25 @@ def test_discard_unpacked_layers(pushed_busybox: PushedImage, fault_proxy: Fault
         assert d.ctr("snapshots", "ls", namespace="k8s.io").stdout.count("Committed") >= len(layers)
         assert image_id in d.ctr("images", "ls", "-q", namespace="k8s.io").stdout.split()
 
+
+
+def test_snapshot_annotations_when_not_disabled(pushed_busybox: PushedImage, fault_proxy: FaultProxy) -> None:
+    """``disable_snapshot_annotations = false``: every snapshot the pull unpacked carries the image's
+    ``containerd.io/snapshot/cri.*`` labels (containerd passes them to the snapshotter)."""
+    import json
+
+    ref = fault_proxy.ref(pushed_busybox.repo, pushed_busybox.tag)
+    with running_daemon(_config(fault_proxy.host, containerd="disable_snapshot_annotations = false")) as d:
+        _pull(str(d.address), ref)
+        names = [line.split()[0] for line in d.ctr("snapshots", "ls", namespace="k8s.io").stdout.splitlines()[1:]]
+        assert len(names) == len(pushed_busybox.image.layers)
+        for name in names:
+            labels = json.loads(d.ctr("snapshots", "info", name, namespace="k8s.io").stdout)["Labels"]
+            assert labels["containerd.io/snapshot/cri.image-ref"] == ref
+            assert labels["containerd.io/snapshot/cri.manifest-digest"] == pushed_busybox.image.manifest.digest
+            assert labels["containerd.io/snapshot/cri.layer-digest"] in {x.digest for x in pushed_busybox.image.layers}
+    with running_daemon(_config(fault_proxy.host)) as d:  # the default: none
+        _pull(str(d.address), ref)
+        for line in d.ctr("snapshots", "ls", namespace="k8s.io").stdout.splitlines()[1:]:
+            info = json.loads(d.ctr("snapshots", "info", line.split()[0], namespace="k8s.io").stdout)
+            assert not any(k.startswith("containerd.io/snapshot/cri.") for k in info.get("Labels", {}))

@@ -28,8 +28,6 @@ def _refused(toml: str) -> str:
          'plugins."io.containerd.runtime.v1.linux".no_shim'),
         ('[plugins."io.containerd.runtime.v1.linux"]\nshim = "/usr/bin/my-shim"\n',
          'plugins."io.containerd.runtime.v1.linux".shim'),
-        (f"[{CRI}.containerd]\ndisable_snapshot_annotations = false\n",
-         f"{CRI}.containerd.disable_snapshot_annotations"),
         ('[timeouts]\n"io.containerd.timeout.bolt.open" = "5s"\n', 'timeouts."io.containerd.timeout.bolt.open"'),
         ('[timeouts]\n"io.containerd.timeout.metrics.shimstats" = "5s"\n',
          'timeouts."io.containerd.timeout.metrics.shimstats"'),
@@ -379,3 +377,39 @@ def test_temp_becomes_the_daemons_tmpdir(tmp_path: object) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.split() == [str(temp), str(temp), "0o711"]
     assert _refused('temp = "relative/tmp"\n') == f"{SRC}: temp: must be an absolute path, got 'relative/tmp'"
+
+
+# -- CRI containerd.disable_snapshot_annotations -------------------------------------------------------------
+
+
+def test_snapshot_annotations_as_containerd_sets_them() -> None:
+    from pycontainerd.cri.imagestore import snapshot_labels
+    from pycontainerd.images import handlers
+    from pycontainerd.images.models import Descriptor
+
+    layer_mt = "application/vnd.oci.image.layer.v1.tar+gzip"
+    layers = [Descriptor(layer_mt, "sha256:" + f"{i}" * 64, 10) for i in (1, 2, 3)]
+    diff_ids = ["sha256:" + f"{c}" * 64 for c in "abc"]
+    manifest = Descriptor("application/vnd.oci.image.manifest.v1+json", "sha256:" + "e" * 64, 100)
+
+    from types import SimpleNamespace
+
+    # what snapshot_labels reads of a handlers.ResolvedImage
+    resolved = SimpleNamespace(manifest_desc=manifest, manifest=SimpleNamespace(layers=layers),
+                               config=SimpleNamespace(diff_ids=diff_ids))
+    got = snapshot_labels(resolved, "docker.io/library/x:1")  # type: ignore[arg-type]
+    top = handlers.chain_id(diff_ids)
+    assert list(got) == [handlers.chain_id(diff_ids[:1]), handlers.chain_id(diff_ids[:2]), top]
+    assert got[handlers.chain_id(diff_ids[:2])] == {
+        "containerd.io/snapshot/cri.image-ref": "docker.io/library/x:1",
+        "containerd.io/snapshot/cri.manifest-digest": manifest.digest,
+        "containerd.io/snapshot/cri.layer-digest": layers[1].digest,
+        "containerd.io/snapshot/cri.image-layers": f"{layers[1].digest},{layers[2].digest}",  # it and those above
+    }
+    # a list longer than a label holds is cut at the last digest that fits
+    many = [Descriptor(layer_mt, "sha256:" + f"{i:064x}", 10) for i in range(100)]
+    resolved.manifest.layers = many
+    resolved.config.diff_ids = ["sha256:" + f"{i + 1000:064x}" for i in range(100)]
+    first = next(iter(snapshot_labels(resolved, "r").values()))  # type: ignore[arg-type]
+    listed = first["containerd.io/snapshot/cri.image-layers"].split(",")
+    assert listed == [d.digest for d in many[: len(listed)]] and 40 < len(listed) < 100

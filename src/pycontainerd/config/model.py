@@ -277,12 +277,9 @@ class CRIContainerdConfig:
     snapshotter: str = DEFAULT_SNAPSHOTTER
     default_runtime_name: str = DEFAULT_RUNTIME_NAME
     runtimes: dict[str, RuntimeConfig] = field(default_factory=_default_runtimes, metadata={"manual": True})
-    # false passes image annotations to the snapshotter as labels (for remote snapshotters)
-    disable_snapshot_annotations: bool = _f(True, unsupported=(
-        lambda v: not v,
-        "image annotations for the snapshotter (remote snapshotters such as stargz) are not implemented; "
-        "the overlayfs snapshotter does not use them",
-    ))
+    # false: each unpacked layer's snapshot gets the image's containerd.io/snapshot/cri.* labels
+    # (image ref, manifest, layer, layers above), for remote snapshotters (cri/imagestore.py)
+    disable_snapshot_annotations: bool = True
     discard_unpacked_layers: bool = False
     ignore_rdt_not_enabled_errors: bool = False
     ignore_blockio_not_enabled_errors: bool = False

@@ -111,6 +111,7 @@ async def init(ctx: InitContext) -> CriPlugin:
         namespace=NAMESPACE,
         discard_unpacked_layers=config.containerd.discard_unpacked_layers,
         pull_progress_timeout=config.image_pull_progress_timeout,
+        snapshot_annotations=not config.containerd.disable_snapshot_annotations,
     )
     private_dir(ctx.state)
     plugin = CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
