@@ -22,6 +22,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -633,3 +634,29 @@ def test_security_context_sysctls_and_mounts(engine: Engine, busybox: str, tmp_p
     finally:
         engine.crictl("stopp", pod, check=False)
         engine.crictl("rmp", pod, check=False)
+
+
+def test_drain_exec_sync_io_timeout(setup: Setup, busybox: str, tmp_path: Path) -> None:
+    """An ExecSync whose command leaves a child holding its output: with drain_exec_sync_io_timeout
+    the call fails after that long, naming the timeout, instead of waiting for the child; output
+    of a command that leaves nothing behind comes back whole."""
+    with _ours(setup, cri_extra='drain_exec_sync_io_timeout = "1s"') as engine:
+        podcfg = pod_config(tmp_path)
+        pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+        try:
+            engine.crictl("pull", busybox)
+            cid = engine.crictl("create", pod, str(container_config(tmp_path, busybox, "sleep 1000")),
+                                str(podcfg)).stdout.strip()
+            engine.crictl("start", cid)
+            code, resp = engine.call("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=["sh", "-c", "echo hi"]))
+            assert code == grpc.StatusCode.OK and resp.stdout == b"hi\n", (code, resp)
+            t0 = time.monotonic()
+            code, resp = engine.call("ExecSync", pb.ExecSyncRequest(
+                container_id=cid, cmd=["sh", "-c", "echo hi; sleep 30 &"], timeout=20))
+            took = time.monotonic() - t0
+            assert code == grpc.StatusCode.UNKNOWN, (code, resp)
+            assert "io in 1s because io is still held by other processes" in str(resp), resp
+            assert took < 15, took
+        finally:
+            engine.crictl("stopp", pod, check=False)
+            engine.crictl("rmp", pod, check=False)

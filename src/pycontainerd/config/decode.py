@@ -25,6 +25,8 @@ from .model import (
     _MODELLED_PLUGINS,
     CGROUPS_MONITOR_PLUGIN,
     CRI_PLUGIN,
+    DEFAULT_TIMEOUTS,
+    FOREIGN_TIMEOUTS,
     GC_PLUGIN,
     KNOWN_PLUGINS,
     LINUX_RUNTIME_PLUGIN,
@@ -190,7 +192,8 @@ class _Decoder:
         """``unsupported`` metadata: (value predicate, why) - an accepted option that we cannot honour."""
         rule = meta.get("unsupported")
         if rule is not None and rule[0](value):
-            raise self.error(path, f"{value!r} is not supported: {rule[1]}")
+            shown = f"a table with {', '.join(map(repr, value))}" if isinstance(value, dict) else repr(value)
+            raise self.error(path, f"{shown} is not supported: {rule[1]}")
         return value
 
     def check_range(self, value: T, path: tuple[str, ...], meta: Mapping[str, Any], shown: Any = None) -> T:
@@ -504,6 +507,8 @@ class _Loader:
 
     def validate(self, cfg: Config) -> None:
         dec = self.dec
+        if cfg.temp and not os.path.isabs(cfg.temp):
+            raise dec.error(("temp",), f"must be an absolute path, got {cfg.temp!r}")
         for key in ("root", "state"):
             value = getattr(cfg, key)
             if not value:
@@ -514,6 +519,18 @@ class _Loader:
             raise dec.error(("state",), f"root and state must be different paths, both are {cfg.root!r}")
         if not cfg.grpc.address:
             raise dec.error(("grpc", "address"), "must not be empty")
+        for key, seconds in cfg.timeouts.items():
+            if key in DEFAULT_TIMEOUTS:
+                continue
+            path = ("timeouts", key)
+            foreign = FOREIGN_TIMEOUTS.get(key)
+            if foreign is None:
+                known = ", ".join(sorted(DEFAULT_TIMEOUTS))
+                raise dec.error(path, f"unknown timeout (the timeouts this daemon honours: {known})")
+            default, why = foreign
+            if seconds != default:
+                raise dec.error(path, f"{format_duration(seconds)!r} is not supported: {why} "
+                                      f"(only containerd's default {format_duration(default)!r} is accepted)")
 
 
 def _runtime_is_set(table: Mapping[str, Any]) -> bool:

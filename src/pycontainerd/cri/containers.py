@@ -266,8 +266,11 @@ def make_mount_sources(mounts: list[pb.Mount]) -> None:
 class Containers:
     def __init__(self, *, pods: Sandboxes, images: CriImageStore, containers: ContainerStore, tasks: TaskManager,
                  state_dir: Path, max_log_line: int, exchange: Exchange | None = None,
-                 root_dir: Path | None = None) -> None:
+                 root_dir: Path | None = None, drain_exec_io_timeout: float = 0.0) -> None:
         self.exchange = exchange
+        # drain_exec_sync_io_timeout: how long ExecSync waits for the output after the process
+        # exited (a child it left may hold the pipes); 0: until the pipes close, as containerd
+        self.drain_exec_io_timeout = drain_exec_io_timeout
         self._watcher: asyncio.Task[None] | None = None
         self.pods = pods
         self.images = images
@@ -954,8 +957,7 @@ class Containers:
                         await self.tasks.kill(NAMESPACE, c.id, signal.SIGKILL, exec_id=exec_id)
                     raise errdefs.DeadlineExceeded(
                         f"command {cmd!r} timed out after {deadline_s}s in container {c.id}") from None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(*readers), 5.0)
+                await self._drain_exec_io(exec_id, readers)
                 return bytes(outs["stdout"]), bytes(outs["stderr"]), ex.exit_status
             finally:
                 with contextlib.suppress(errdefs.ContainerdError):
@@ -964,6 +966,17 @@ class Containers:
                     t.cancel()
         finally:
             await fifos.close()
+
+    async def _drain_exec_io(self, exec_id: str, readers: builtins.list[asyncio.Task[None]]) -> None:
+        """After the exec process exited: its output until the pipes close, at most
+        ``drain_exec_io_timeout`` (0: no limit); past it the call fails (and the caller deletes
+        the exec process, releasing its pipes), as containerd's ``drainExecSyncIO``."""
+        limit = self.drain_exec_io_timeout
+        try:
+            await asyncio.wait_for(asyncio.gather(*readers), limit if limit > 0 else None)
+        except TimeoutError:
+            raise errdefs.Unknown(f"failed to drain exec process {exec_id!r} io in {limit:g}s because io is still "
+                                  "held by other processes (drain_exec_sync_io_timeout)") from None
 
     async def reopen_log(self, cid: str) -> None:
         c = await self.get(cid)

@@ -95,6 +95,36 @@ class RuntimeState:
             return False, NETWORK_NOT_READY_REASON, f"Network plugin returns error: {exc}"
         return True, "", ""
 
+    async def render_cni_conf(self, pod_cidrs: str) -> None:
+        """``cni.conf_template``, as containerd 1.6: once the kubelet sends the pod CIDR(s) and the
+        network is not ready (no usable CNI config), the template is rendered into ``cni.conf_dir``."""
+        from ..cni import conftemplate
+
+        try:
+            conftemplate.template_data(pod_cidrs)  # the CIDRs must parse, template or not (containerd)
+        except ValueError as exc:
+            raise errdefs.InvalidArgument(f"get routes: pod CIDR {pod_cidrs!r}: {exc}") from exc
+        cni_cfg = self.config.cni
+        template = cni_cfg.conf_template
+        if not template:
+            log.info("no cni config template is specified, wait for other system components to drop the config")
+            return
+        if self.cni is None:
+            return
+        try:
+            await self.cni.status()
+            log.info("network plugin is ready, skip generating cni config from template %s", template)
+            return
+        except errdefs.ContainerdError:
+            pass
+        try:
+            path = await asyncio.to_thread(conftemplate.write_conf, template, cni_cfg.conf_dir, pod_cidrs)
+        except conftemplate.TemplateError as exc:
+            raise errdefs.FailedPrecondition(f"cni.conf_template: {exc}") from exc
+        except OSError as exc:
+            raise errdefs.from_oserror(exc, f"generate cni config from template {template}") from exc
+        log.info("generated cni config %s from template %s", path, template)
+
 
 class RuntimeService:
     """Not a subclass of the generated servicer: the methods it lacks are filled in by ``add_to_server``."""
@@ -146,6 +176,8 @@ class RuntimeService:
     async def UpdateRuntimeConfig(self, request: pb.UpdateRuntimeConfigRequest, context: Any
                                   ) -> pb.UpdateRuntimeConfigResponse:
         cidr = request.runtime_config.network_config.pod_cidr
+        if cidr:
+            await self.state.render_cni_conf(cidr)
         if cidr and cidr != self.state.pod_cidr:
             log.info("pod CIDR set to %s", cidr)
             self.state.pod_cidr = cidr

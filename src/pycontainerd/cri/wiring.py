@@ -58,7 +58,8 @@ class CriPlugin:
                                       base_specs=base_specs)
                 self.containers = Containers(pods=self.pods, images=images, containers=containers, tasks=tasks,
                                              state_dir=state_dir, max_log_line=config.max_container_log_line_size,
-                                             exchange=exchange, root_dir=root_dir)
+                                             exchange=exchange, root_dir=root_dir,
+                                             drain_exec_io_timeout=config.drain_exec_sync_io_timeout)
         self.stream_server: StreamServer | None = None
         if self.pods is not None and self.containers is not None:
             self.stream_server = StreamServer(stream_server_config(config),
@@ -150,6 +151,9 @@ async def init(ctx: InitContext) -> CriPlugin:
         namespace=NAMESPACE,
         other_roots={rt.snapshotter: snapshotter_root(ctx.daemon.root, backends[rt.snapshotter], rt.snapshotter)
                      for rt in config.containerd.runtimes.values() if rt.snapshotter and rt.snapshotter != snapshotter},
+        discard_unpacked_layers=config.containerd.discard_unpacked_layers,
+        pull_progress_timeout=config.image_pull_progress_timeout,
+        snapshot_annotations=not config.containerd.disable_snapshot_annotations,
     )
     private_dir(ctx.state)
     plugin = CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
