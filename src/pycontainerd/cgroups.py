@@ -139,6 +139,16 @@ def swap_accounting(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc
         return False
 
 
+def hugetlb_controller(sys_root: Path = Path("/sys")) -> bool:
+    """Whether the hugetlb controller is there (containerd's ``isHugetlbControllerPresent``): cgroup v2
+    lists it in the root's ``cgroup.controllers``, cgroup v1 has its hierarchy ``/sys/fs/cgroup/hugetlb``."""
+    base = sys_root / "fs" / "cgroup"
+    controllers = _read(base / "cgroup.controllers")
+    if controllers is not None:
+        return "hugetlb" in controllers.split()
+    return (base / "hugetlb").is_dir()
+
+
 # -- readers -----------------------------------------------------------------------------------
 def _read(path: Path) -> str | None:
     try:

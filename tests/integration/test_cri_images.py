@@ -357,14 +357,6 @@ def test_status_codes_match_containerd(ours: Engine, theirs: Engine, registries:
     assert not mismatches, "\n".join(mismatches)
 
 
-def test_unimplemented_runtime_methods_say_so(ours: Engine) -> None:
-    # (Attach was the example until the streaming server came, CheckpointContainer until it said why:
-    # test_checkpoint_container_says_why_not)
-    code, msg = ours.code("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id="x"))
-    assert code == grpc.StatusCode.UNIMPLEMENTED
-    assert "UpdatePodSandboxResources" in msg and "not implemented" in msg
-
-
 def test_cri_plugin_listed(ours: Engine) -> None:
     r = subprocess.run([CTR, "-a", ours.address, "plugins", "ls"], capture_output=True, text=True, timeout=30,
                        check=True)
@@ -432,12 +424,15 @@ def test_pull_with_runtime_handler(engine: Engine, registries: Registries) -> No
         assert "no-such-handler" in resp and "configured" in resp
 
 
-def test_update_pod_sandbox_resources_is_unimplemented(engine: Engine) -> None:
-    """1.33's call: neither engine has it; ours names the method (the kubelet treats it as best effort)."""
+def test_update_pod_sandbox_resources_of_a_missing_pod(engine: Engine) -> None:
+    """1.33's call: ours has it (test_cri_pods.py::test_update_pod_sandbox_resources) and answers NOT_FOUND
+    for a pod it does not have; containerd 1.6 does not have it (UNIMPLEMENTED)."""
     code, msg = engine.code("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id="x"))
-    assert code == grpc.StatusCode.UNIMPLEMENTED
     if engine.name == "pycontainerd":
-        assert "UpdatePodSandboxResources" in msg and "not implemented" in msg
+        assert code == grpc.StatusCode.NOT_FOUND, msg
+        assert "'x'" in msg, msg
+    else:
+        assert code == grpc.StatusCode.UNIMPLEMENTED, msg
 
 
 def test_checkpoint_container_says_why_not(engine: Engine) -> None:

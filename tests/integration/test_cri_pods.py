@@ -22,6 +22,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -360,6 +361,51 @@ def test_pods_and_containers_survive_a_daemon_restart(ours: Engine, busybox: str
         ours.crictl("rmp", pod, check=False)
 
 
+def test_update_pod_sandbox_resources(engine: Engine, tmp_path: Path) -> None:
+    """1.33's UpdatePodSandboxResources, which the kubelet calls (best effort) after it has resized the
+    pod's cgroup: ours records the new overhead and resources in the pod's config (PodSandboxStatus
+    shows them, a restart keeps them; an unset one is left as it was) and answers OK, a missing pod
+    NOT_FOUND (containerd 2.1+ likewise: it finds the sandbox and hands both to NRI).  containerd 1.6
+    does not have the call: UNIMPLEMENTED."""
+    pod = engine.crictl("runp", str(pod_config(tmp_path))).stdout.strip()
+    res = pb.LinuxContainerResources(cpu_period=100000, cpu_quota=50000, cpu_shares=512,
+                                     memory_limit_in_bytes=256 << 20)
+    overhead = pb.LinuxContainerResources(cpu_shares=8, memory_limit_in_bytes=16 << 20)
+
+    def config() -> Any:
+        code, resp = engine.call("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True))
+        assert code == grpc.StatusCode.OK, resp
+        return json.loads(resp.info["info"])["config"]["linux"]
+
+    try:
+        code, resp = engine.call("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod, overhead=overhead, resources=res))
+        if engine.name == "containerd":
+            assert code == grpc.StatusCode.UNIMPLEMENTED, resp
+            return
+        assert code == grpc.StatusCode.OK, resp
+        want = {"overhead": {"cpuShares": "8", "memoryLimitInBytes": str(16 << 20)},
+                "resources": {"cpuPeriod": "100000", "cpuQuota": "50000", "cpuShares": "512",
+                              "memoryLimitInBytes": str(256 << 20)}}
+        got = config()
+        assert {k: got.get(k) for k in want} == want
+        # only what is given changes: a resize of the containers' sum keeps the overhead
+        code, resp = engine.call("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod[:12], resources=pb.LinuxContainerResources(cpu_shares=1024)))
+        assert code == grpc.StatusCode.OK, resp
+        want["resources"] = {"cpuShares": "1024"}
+        assert {k: config().get(k) for k in want} == want
+        engine.restart()
+        assert {k: config().get(k) for k in want} == want
+        assert engine.crictl_json("inspectp", pod)["status"]["state"] == "SANDBOX_READY"
+        code, resp = engine.call("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id="0" * 64, resources=res))
+        assert code == grpc.StatusCode.NOT_FOUND, resp
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)
+
+
 # Go's RFC3339Nano: the fraction loses its trailing zeros (none at all on a whole second)
 CRI_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z (stdout|stderr) (F|P) (.*)")
 
@@ -588,3 +634,29 @@ def test_security_context_sysctls_and_mounts(engine: Engine, busybox: str, tmp_p
     finally:
         engine.crictl("stopp", pod, check=False)
         engine.crictl("rmp", pod, check=False)
+
+
+def test_drain_exec_sync_io_timeout(setup: Setup, busybox: str, tmp_path: Path) -> None:
+    """An ExecSync whose command leaves a child holding its output: with drain_exec_sync_io_timeout
+    the call fails after that long, naming the timeout, instead of waiting for the child; output
+    of a command that leaves nothing behind comes back whole."""
+    with _ours(setup, cri_extra='drain_exec_sync_io_timeout = "1s"') as engine:
+        podcfg = pod_config(tmp_path)
+        pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+        try:
+            engine.crictl("pull", busybox)
+            cid = engine.crictl("create", pod, str(container_config(tmp_path, busybox, "sleep 1000")),
+                                str(podcfg)).stdout.strip()
+            engine.crictl("start", cid)
+            code, resp = engine.call("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=["sh", "-c", "echo hi"]))
+            assert code == grpc.StatusCode.OK and resp.stdout == b"hi\n", (code, resp)
+            t0 = time.monotonic()
+            code, resp = engine.call("ExecSync", pb.ExecSyncRequest(
+                container_id=cid, cmd=["sh", "-c", "echo hi; sleep 30 &"], timeout=20))
+            took = time.monotonic() - t0
+            assert code == grpc.StatusCode.UNKNOWN, (code, resp)
+            assert "io in 1s because io is still held by other processes" in str(resp), resp
+            assert took < 15, took
+        finally:
+            engine.crictl("stopp", pod, check=False)
+            engine.crictl("rmp", pod, check=False)

@@ -1,7 +1,7 @@
 """CRI security contexts checked from inside the containers, on our daemon and containerd 1.6's CRI:
 seccomp (RuntimeDefault, Unconfined, Localhost, the deprecated strings, a bad profile file), AppArmor
 on a host without it, users and groups, no_new_privs, masked/read-only paths, privileged, and the
-pid namespace modes POD / CONTAINER / TARGET.
+pid namespace modes POD / CONTAINER / TARGET / NODE (in pods with and without host pid).
 
 Uses the engines, registry and CNI set-up of ``test_cri_pods`` (module fixtures re-imported here,
 so this module starts its own daemon, containerd and registry).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -187,17 +188,29 @@ def test_users_groups_and_flags(engine: Engine, busybox: str, tmp_path: Path) ->
         assert "privileged" in msg, msg
 
 
+def _host_has_rro() -> bool:
+    """What containerd 2.x would decide here: runc lists ``rro`` in ``runc features`` and the kernel is 5.12+."""
+    p = subprocess.run(["runc", "features"], capture_output=True, text=True, check=False, timeout=30)
+    listed = p.returncode == 0 and "rro" in (json.loads(p.stdout).get("mountOptions") or [])
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    return listed and (major, minor) >= (5, 12)
+
+
 def test_status_features(engine: Engine) -> None:
-    """1.30's runtime handlers and features in Status: ours lists its handlers, none with recursive read-only
-    mounts or user namespaces, and says it honours the Strict supplemental groups policy."""
+    """1.30's runtime handlers and features in Status: ours lists its handlers, with recursive read-only
+    mounts exactly when runc and the kernel have them (it said no before although it honours them;
+    on this host runc 1.1.5 lists ``rro`` and the kernel is 6.x, so yes), none with user namespaces,
+    and says it honours the Strict supplemental groups policy.  containerd 1.6 reports no handlers
+    and no features at all."""
     code, resp = engine.call("Status", pb.StatusRequest())
     assert code == grpc.StatusCode.OK, resp
     if engine.name == "containerd":
         assert not resp.runtime_handlers and not resp.HasField("features")
         return
     assert [h.name for h in resp.runtime_handlers] == ["", "runc"]
-    assert not any(h.features.recursive_read_only_mounts or h.features.user_namespaces
-                   for h in resp.runtime_handlers)
+    rro = _host_has_rro()
+    assert [h.features.recursive_read_only_mounts for h in resp.runtime_handlers] == [rro, rro]
+    assert not any(h.features.user_namespaces for h in resp.runtime_handlers)
     assert resp.features.supplemental_groups_policy
 
 
@@ -319,3 +332,66 @@ def test_devices(engine: Engine, busybox: str, tmp_path: Path) -> None:
         code, msg = pod.create(_sc(), devices=[pb.Device(container_path="/dev/x", host_path=str(tmp_path / "plain"),
                                                          permissions="rw")])
         assert code != grpc.StatusCode.OK, f"[{engine.name}] a plain file was taken as a device: {msg}"
+
+
+def _task_pid(engine: Engine, cid: str) -> int:
+    """The pid of a pod's infra process or a container's, from ``ctr -n k8s.io task ls``."""
+    for line in engine.ctr("task", "ls").splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] == cid:
+            return int(fields[1])
+    raise AssertionError(f"[{engine.name}] no task {cid}")
+
+
+def _ids_of(pid: int) -> tuple[str, str, list[str]]:
+    """(uid, gid, sorted supplementary groups) of a host process, from /proc/<pid>/status."""
+    lines = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return lines["Uid"].split()[0], lines["Gid"].split()[0], sorted(lines["Groups"].split())
+
+
+def test_primary_group_from_the_image_passwd(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """run_as_user without run_as_group: the primary group is the user's in the image's /etc/passwd
+    (both test images list nobody as 65534:65534), for the infra process as for containers; a uid
+    /etc/passwd does not list gets group 0.  Measured on containerd 1.6 (oci.WithUserID on the
+    sandbox image's rootfs); ours gave the pod's infra process group 0."""
+    with _pod(engine, busybox, tmp_path, run_as_user=pb.Int64Value(value=65534)) as pod:
+        assert _ids_of(_task_pid(engine, pod.id)) == ("65534", "65534", ["65534"]), f"[{engine.name}]"
+        cid = pod.run(_sc(run_as_user=pb.Int64Value(value=65534)), name="nobody")
+        assert pod.sh(cid, "id -u; id -g; id -G")[1].split() == ["65534", "65534", "65534"], f"[{engine.name}]"
+        cid = pod.run(_sc(run_as_user=pb.Int64Value(value=1234)), name="unlisted")
+        assert pod.sh(cid, "id -u; id -g")[1].split() == ["1234", "0"], f"[{engine.name}]"
+    with _pod(engine, busybox, tmp_path, run_as_user=pb.Int64Value(value=1234)) as pod:
+        assert _ids_of(_task_pid(engine, pod.id)) == ("1234", "0", ["0"]), f"[{engine.name}]"
+    with _pod(engine, busybox, tmp_path, run_as_user=pb.Int64Value(value=65534),
+              run_as_group=pb.Int64Value(value=3000)) as pod:
+        assert _ids_of(_task_pid(engine, pod.id)) == ("65534", "3000", ["3000"]), f"[{engine.name}]"
+
+
+def _pid_ns(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/pid")
+
+
+def test_container_pid_namespace_against_the_pods(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """A container's pid namespace NODE in a pod without host pid, and CONTAINER in a host-pid pod
+    (requests the kubelet does not make; containerd 1.6 takes them as measured here): NODE joins the
+    pod's namespace (containerd's WithPodNamespaces joins the sandbox's for anything but CONTAINER) --
+    ours ran it in the host's; CONTAINER gets a namespace of its own in either pod."""
+    host = os.readlink("/proc/self/ns/pid")
+    with _pod(engine, busybox, tmp_path) as pod:
+        pod_ns = _pid_ns(_task_pid(engine, pod.id))
+        assert pod_ns != host
+        got = {}
+        for mode in ("NODE", "CONTAINER", "POD"):
+            cid = pod.run(_sc(namespace_options=pb.NamespaceOption(pid=getattr(pb, mode))), name=mode.lower())
+            got[mode] = _pid_ns(_task_pid(engine, cid))
+        assert got["NODE"] == pod_ns, f"[{engine.name}] NODE in a pod without host pid: {got} pod {pod_ns}"
+        assert got["POD"] == pod_ns
+        assert got["CONTAINER"] not in (pod_ns, host)
+    with _pod(engine, busybox, tmp_path, namespace_options=pb.NamespaceOption(pid=pb.NODE)) as pod:
+        assert _pid_ns(_task_pid(engine, pod.id)) == host
+        got = {}
+        for mode in ("NODE", "CONTAINER", "POD"):
+            cid = pod.run(_sc(namespace_options=pb.NamespaceOption(pid=getattr(pb, mode))), name=mode.lower())
+            got[mode] = _pid_ns(_task_pid(engine, cid))
+        assert got["NODE"] == host and got["POD"] == host, f"[{engine.name}] {got}"
+        assert got["CONTAINER"] != host, f"[{engine.name}] {got}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
 
 from pycontainerd import errdefs
+from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 from pycontainerd.config import (
     AuthConfig,
     CRIConfig,
@@ -100,7 +102,20 @@ def test_every_unserved_runtime_method_is_unimplemented() -> None:
                 "GetContainerEvents", "ListMetricDescriptors", "ListPodSandboxMetrics", "StreamPodSandboxes",
                 "StreamContainers", "StreamContainerStats", "StreamPodSandboxStats",
                 "StreamPodSandboxMetrics"} & set(missing)
-    assert missing == ["UpdatePodSandboxResources"]
+    assert missing == []
+
+
+def test_an_unserved_method_answers_unimplemented_by_name() -> None:
+    """What ``fill_unimplemented`` gives a servicer for a method it lacks (every RuntimeService method
+    is served now; UpdatePodSandboxResources was the last)."""
+
+    class Bare:
+        pass
+
+    svc = Bare()
+    runtime.fill_unimplemented(svc, "RuntimeService")
+    with pytest.raises(errdefs.Unimplemented, match="RuntimeService/UpdatePodSandboxResources is not implemented"):
+        asyncio.run(svc.UpdatePodSandboxResources(pb.UpdatePodSandboxResourcesRequest(), None))  # type: ignore[attr-defined]
 
 
 def test_every_image_method_is_served() -> None:

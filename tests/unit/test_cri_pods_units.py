@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +206,31 @@ def test_stop_signals() -> None:
     assert signal_enum("SIGUSR1") == pb.SIGUSR1
     assert signal_enum("SIGRTMIN+3") == pb.SIGRTMINPLUS3
     assert signal_enum("9") == pb.RUNTIME_DEFAULT
+
+
+def test_sandbox_user_from_the_image_passwd(tmp_path: Path) -> None:
+    """The infra process's user as containerd's sandbox spec: run_as_user[:run_as_group], else the
+    sandbox image's User, resolved in the image's /etc/passwd (a listed uid takes its group, an
+    unlisted one group 0); without the files a user that needs them stays root until they come."""
+    pods = Sandboxes(config=_config(False), images=None, containers=None, tasks=None,  # type: ignore[arg-type]
+                     state_dir=tmp_path, cni=None)
+    files = RootfsFiles("root:x:0:0::/:/bin/sh\npause:x:65535:65532::/:/bin/false\n",
+                        "root:x:0:\npause:x:65532:\nextra:x:700:pause\n")
+
+    def user(image_user: str = "", files: RootfsFiles | None = None, **sc: Any) -> dict[str, Any]:
+        cfg = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u"))
+        cfg.linux.security_context.MergeFrom(pb.LinuxSandboxSecurityContext(**sc))
+        spec = pods._spec("s" * 64, cfg, {"config": {"Cmd": ["pause"], "User": image_user}}, "/run/netns/x",
+                          files=files)
+        return dict(spec["process"]["user"])
+
+    uid = pb.Int64Value
+    assert user(files=files, run_as_user=uid(value=65535)) == {"uid": 65535, "gid": 65532, "additionalGids": [65532]}
+    assert user(files=files, run_as_user=uid(value=1234)) == {"uid": 1234, "gid": 0, "additionalGids": [0]}
+    assert user(run_as_user=uid(value=5), run_as_group=uid(value=6)) == {"uid": 5, "gid": 6, "additionalGids": [6]}
+    assert user("pause", files) == {"uid": 65535, "gid": 65532, "additionalGids": [65532]}
+    assert user("65535", files) == {"uid": 65535, "gid": 65532, "additionalGids": [65532]}
+    assert user("pause", None)["uid"] == 0  # until the caller has read the files
+    assert user("", files) == {"uid": 0, "gid": 0}
+    with pytest.raises(errdefs.InvalidArgument, match="without user"):
+        user(files=files, run_as_group=uid(value=6))

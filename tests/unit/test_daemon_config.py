@@ -192,7 +192,8 @@ required_plugins = [{CRI}]
   shim = "containerd-shim"
   runtime = "runc"
   runtime_root = "/run/runc-v1"
-  no_shim = true
+  no_shim = false
+  shim_debug = true
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "/opt/ctd"
@@ -427,7 +428,7 @@ def test_v2_full() -> None:
     assert cfg.gc == c.GCSchedulerConfig(0.05, 5, 50, 90.0, 1.5)
     assert cfg.overlayfs.upperdir_label
     assert cfg.overlayfs.root_path == "/data/overlay"
-    assert cfg.linux.no_shim
+    assert cfg.linux.shim_debug and not cfg.linux.no_shim
     assert cfg.linux.runtime_root == "/run/runc-v1"
     assert cfg.opt.path == "/opt/ctd"
     assert cfg.cgroups_monitor.no_prometheus
@@ -480,10 +481,9 @@ def test_gc_legacy_milliseconds() -> None:
 
 
 def test_timeouts_merge_with_defaults() -> None:
-    cfg = load('version = 2\n[timeouts]\n"io.containerd.timeout.shim.load" = "10s"\n"io.example" = "1m"\n')
+    cfg = load('version = 2\n[timeouts]\n"io.containerd.timeout.shim.load" = "10s"\n')
     assert cfg.timeouts["io.containerd.timeout.shim.load"] == 10.0
     assert cfg.timeouts["io.containerd.timeout.shim.cleanup"] == 5.0
-    assert cfg.timeouts["io.example"] == 60.0
 
 
 # --- warnings ----------------------------------------------------------------------------------

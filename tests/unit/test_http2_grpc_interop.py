@@ -1,4 +1,5 @@
-"""``http2.ServerConnection`` against a real gRPC client (grpcio, C core) over a unix socket.
+"""``http2.ServerConnection`` against real gRPC clients over a unix socket: grpcio (C core) and the real
+``ctr`` (grpc-go), which needs no daemon for ``ctr version``: the tiny server answers it.
 
 A tiny asyncio server (the least a gRPC server needs: request headers, one length-prefixed
 message, response headers, messages, trailers) built on the sans-IO connection; grpcio makes
@@ -9,12 +10,14 @@ call that sends more than our initial stream window (our WINDOW_UPDATEs).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import struct
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -35,6 +38,13 @@ RESPONSE_HEADERS = encode_block([(":status", "200"), ("content-type", "applicati
 TRAILERS_OK = encode_block([("grpc-status", "0")])
 
 
+# what `ctr version` asks (protobuf by hand: field 1 and 2, strings)
+CANNED = {
+    "/containerd.services.version.v1.Version/Version": b"\x0a\x06v9.8.7\x12\x07rev-abc",
+    "/containerd.services.introspection.v1.Introspection/Server": b"\x0a\x24" + b"0" * 36,
+}
+
+
 class _Call:
     def __init__(self, headers: list[tuple[str, str]]) -> None:
         self.headers = dict(headers)
@@ -52,8 +62,7 @@ class MiniGrpc(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
         self.conn.initiate()
         self.flush()
 
@@ -93,7 +102,9 @@ class MiniGrpc(asyncio.Protocol):
         request = bytes(call.body[5:])
         path = call.headers[":path"]
         self.conn.send_headers(sid, RESPONSE_HEADERS)
-        if path == "/t.T/Echo":
+        if path in CANNED:
+            call.pending.append((b"\x00" + struct.pack(">I", len(CANNED[path])) + CANNED[path], False))
+        elif path == "/t.T/Echo":
             call.pending.append((b"\x00" + struct.pack(">I", len(request)) + request, False))
         elif path == "/t.T/Chunks":
             for i in range(int(request)):
@@ -196,3 +207,24 @@ def test_grpcio_concurrent_calls_on_one_channel(server: Callable[[ServerSettings
         echo = channel.unary_unary("/t.T/Echo", request_serializer=_identity, response_deserializer=_identity)
         futures = [echo.future(str(i).encode(), timeout=20) for i in range(200)]
         assert [fut.result() for fut in futures] == [str(i).encode() for i in range(200)]
+
+
+def test_grpcio_burst_beyond_max_concurrent_streams(server: Callable[[ServerSettings], Server]) -> None:
+    # 2000 calls at once on a new channel, 100 streams allowed: grpc core queues them once it has
+    # our SETTINGS (and whatever it opened before that is refused, retried, the connection lives)
+    s = server(ServerSettings(max_concurrent_streams=100))
+    with grpc.insecure_channel(f"unix:{s.path}") as channel:
+        echo = channel.unary_unary("/t.T/Echo", request_serializer=_identity, response_deserializer=_identity)
+        futures = [echo.future(str(i).encode(), timeout=30) for i in range(2000)]
+        assert [fut.result() for fut in futures] == [str(i).encode() for i in range(2000)]
+
+
+def test_real_ctr_version(server: Callable[[ServerSettings], Server]) -> None:
+    """grpc-go (the real ctr): Huffman-coded, indexed header blocks, its SETTINGS/WINDOW_UPDATE/PING habits."""
+    if not shutil.which("ctr"):
+        pytest.skip("the real ctr (Debian package containerd) is not installed")
+    s = server(ServerSettings())
+    for _ in range(3):
+        r = subprocess.run(["ctr", "-a", s.path, "version"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "Version:  v9.8.7" in r.stdout and "Revision: rev-abc" in r.stdout

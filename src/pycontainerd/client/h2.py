@@ -5,10 +5,10 @@ asyncio and the generated protobuf modules costs several times what the calls th
 This speaks just enough HTTP/2 (RFC 9113) for gRPC's unary and server-streaming calls over a
 unix socket with prior knowledge:
 
-- requests: a HEADERS frame with literal header fields (never indexed, no Huffman: no encoder
-  state, ``quick.py``'s encoding) and the length-prefixed message as DATA, split to the peer's
+- requests: a HEADERS frame encoded by ``http2.hpack.encode_block`` (static-table indexes or
+  literals, no Huffman: no encoder state) and the length-prefixed message as DATA, split to the peer's
   frame size and send windows (WINDOW_UPDATEs are waited for when they run out);
-- responses: an HPACK decoder (static and dynamic table, Huffman strings; RFC 7541) for
+- responses: ``http2.hpack.Decoder`` (static and dynamic table, Huffman strings; RFC 7541) for
   headers and trailers, DATA reassembled per stream, our receive windows replenished as data
   is consumed; ``grpc-status``/``grpc-message`` become the ``errdefs`` kind like the full client's
   mapping;
@@ -25,10 +25,11 @@ import select
 import struct
 
 from .. import errdefs
-from .quick import (
+from ..http2.frames import (
     ACK,
     CONTINUATION,
     DATA,
+    DEFAULT_WINDOW,
     END_HEADERS,
     END_STREAM,
     GOAWAY,
@@ -39,157 +40,24 @@ from .quick import (
     PRIORITY,
     RST_STREAM,
     SETTINGS,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_FRAME_SIZE,
     WINDOW_UPDATE,
-    _frame,
-    _literal,
-    connect,
 )
+from ..http2.frames import frame as _frame
+from ..http2.hpack import Decoder as Hpack
+from ..http2.hpack import encode_block, huffman_decode
+from .quick import connect
 
-# SETTINGS identifiers (RFC 9113 6.5.2)
-_INITIAL_WINDOW_SIZE, _MAX_FRAME_SIZE = 0x4, 0x5
+__all__ = ["Channel", "Hpack", "huffman_decode"]
+
+_INITIAL_WINDOW_SIZE, _MAX_FRAME_SIZE = SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE
 _RECV_WINDOW = 1 << 24  # what we let the daemon send before we say we consumed it
-_DEFAULT_WINDOW = 65535
+_DEFAULT_WINDOW = DEFAULT_WINDOW
 
 _STATUS = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
            "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
            "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
-
-# -- HPACK (RFC 7541) -------------------------------------------------------------------------------
-_STATIC: tuple[tuple[str, str], ...] = (
-    (":authority", ""), (":method", "GET"), (":method", "POST"), (":path", "/"), (":path", "/index.html"),
-    (":scheme", "http"), (":scheme", "https"), (":status", "200"), (":status", "204"), (":status", "206"),
-    (":status", "304"), (":status", "400"), (":status", "404"), (":status", "500"), ("accept-charset", ""),
-    ("accept-encoding", "gzip, deflate"), ("accept-language", ""), ("accept-ranges", ""), ("accept", ""),
-    ("access-control-allow-origin", ""), ("age", ""), ("allow", ""), ("authorization", ""),
-    ("cache-control", ""), ("content-disposition", ""), ("content-encoding", ""), ("content-language", ""),
-    ("content-length", ""), ("content-location", ""), ("content-range", ""), ("content-type", ""),
-    ("cookie", ""), ("date", ""), ("etag", ""), ("expect", ""), ("expires", ""), ("from", ""), ("host", ""),
-    ("if-match", ""), ("if-modified-since", ""), ("if-none-match", ""), ("if-range", ""),
-    ("if-unmodified-since", ""), ("last-modified", ""), ("link", ""), ("location", ""), ("max-forwards", ""),
-    ("proxy-authenticate", ""), ("proxy-authorization", ""), ("range", ""), ("referer", ""), ("refresh", ""),
-    ("retry-after", ""), ("server", ""), ("set-cookie", ""), ("strict-transport-security", ""),
-    ("transfer-encoding", ""), ("user-agent", ""), ("vary", ""), ("via", ""), ("www-authenticate", ""),
-)
-
-# The Huffman code of RFC 7541 Appendix B is canonical: the code length of each of the 256
-# octets (then EOS, 30 bits) determines every code.  Lengths as chr(48 + length).
-_HUFFMAN_LENGTHS = (
-    "=GLLLLLLLHNLLNLLLLLLLLNLLLLLLLLL6::<=68;::8;8666555666666678?6<:=67777777777777777777777878=C=>6?56565666"
-    "577666567655677777?;>=LDFDDFFFGFGGGGGHGHHFGHGGGGEFGFGGHFEDFFGGEGFFHEFGGEEFEGFGGDFFFGFFGJJDCFGFIJJJKKJHICEJ"
-    "KKJKHEEJJLKKKDHDEFEEGFFIIHHJGJKJJKKKKKLKKKKKJ"
-)
-_huffman_table: dict[tuple[int, int], int] | None = None
-
-
-def _huffman() -> dict[tuple[int, int], int]:
-    """(length, code) → symbol, built once from the canonical code lengths."""
-    global _huffman_table
-    if _huffman_table is None:
-        lengths = [ord(c) - 48 for c in _HUFFMAN_LENGTHS] + [30]
-        table: dict[tuple[int, int], int] = {}
-        code, prev = 0, 0
-        for sym in sorted(range(257), key=lambda s: (lengths[s], s)):
-            if prev:
-                code = (code + 1) << (lengths[sym] - prev)
-            prev = lengths[sym]
-            table[(prev, code)] = sym
-        _huffman_table = table
-    return _huffman_table
-
-
-def huffman_decode(data: bytes) -> bytes:
-    table = _huffman()
-    out = bytearray()
-    code = length = 0
-    for byte in data:
-        for shift in range(7, -1, -1):
-            code = (code << 1) | ((byte >> shift) & 1)
-            length += 1
-            if length >= 5:
-                sym = table.get((length, code))
-                if sym is not None:
-                    if sym == 256:
-                        raise ValueError("HPACK: EOS in a Huffman string")
-                    out.append(sym)
-                    code = length = 0
-            if length > 30:
-                raise ValueError("HPACK: bad Huffman code")
-    if length > 7 or code != (1 << length) - 1:
-        raise ValueError("HPACK: bad Huffman padding")
-    return bytes(out)
-
-
-class Hpack:
-    """The decoding half of HPACK: the dynamic table lives as long as the connection."""
-
-    def __init__(self, max_size: int = 4096) -> None:
-        self.table: list[tuple[str, str]] = []  # newest first
-        self.size = 0
-        self.max_size = max_size
-
-    def _int(self, data: bytes, i: int, bits: int) -> tuple[int, int]:
-        limit = (1 << bits) - 1
-        value = data[i] & limit
-        i += 1
-        if value < limit:
-            return value, i
-        shift = 0
-        while True:
-            b = data[i]
-            i += 1
-            value += (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return value, i
-
-    def _str(self, data: bytes, i: int) -> tuple[str, int]:
-        huff = data[i] & 0x80
-        n, i = self._int(data, i, 7)
-        raw = data[i:i + n]
-        if len(raw) != n:
-            raise ValueError("HPACK: truncated string")
-        return (huffman_decode(raw) if huff else raw).decode("utf-8", "replace"), i + n
-
-    def _entry(self, index: int) -> tuple[str, str]:
-        if 1 <= index <= len(_STATIC):
-            return _STATIC[index - 1]
-        j = index - len(_STATIC) - 1
-        if 0 <= j < len(self.table):
-            return self.table[j]
-        raise ValueError(f"HPACK: no entry {index}")
-
-    def _evict(self) -> None:
-        while self.size > self.max_size and self.table:
-            name, value = self.table.pop()
-            self.size -= len(name.encode()) + len(value.encode()) + 32
-
-    def decode(self, data: bytes) -> list[tuple[str, str]]:
-        headers: list[tuple[str, str]] = []
-        i = 0
-        while i < len(data):
-            b = data[i]
-            if b & 0x80:  # indexed field
-                index, i = self._int(data, i, 7)
-                headers.append(self._entry(index))
-                continue
-            if b & 0xE0 == 0x20:  # dynamic table size update
-                self.max_size, i = self._int(data, i, 5)
-                self._evict()
-                continue
-            indexing = b & 0xC0 == 0x40
-            index, i = self._int(data, i, 6 if indexing else 4)
-            if index:
-                name = self._entry(index)[0]
-            else:
-                name, i = self._str(data, i)
-            value, i = self._str(data, i)
-            headers.append((name, value))
-            if indexing:
-                self.table.insert(0, (name, value))
-                self.size += len(name.encode()) + len(value.encode()) + 32
-                self._evict()
-        return headers
-
 
 # -- the connection -------------------------------------------------------------------------------
 class _Stream:
@@ -238,7 +106,7 @@ class Channel:
         if lease:
             fields.append(("containerd-lease", lease))
         self._streams[sid] = _Stream(self._peer_initial)
-        self._out += _frame(HEADERS, END_HEADERS, sid, b"".join(_literal(k, v) for k, v in fields))
+        self._out += _frame(HEADERS, END_HEADERS, sid, encode_block(fields))
         self._send_data(sid, b"\x00" + struct.pack(">I", len(request)) + request)
         return sid
 

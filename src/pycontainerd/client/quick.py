@@ -6,7 +6,8 @@ gRPC channel retry until its deadline.
 
 ``unary(address, path, request)`` makes one or more unary gRPC calls over a single plain
 HTTP/2 connection written by hand (prior knowledge, no TLS): the preface, a SETTINGS frame, a
-HEADERS frame per call (HPACK literals, never indexed nor Huffman-coded, so no encoder state)
+HEADERS frame per call (``http2.hpack.encode_block``: static-table indexes or literals, never
+Huffman-coded, no encoder state)
 and a DATA frame with the length-prefixed message.  It reads frames until every stream ended
 and returns each call's message bytes, or ``None`` for a call that ended without one (an
 error status): the caller then asks again through the full client, which decodes the status.
@@ -25,13 +26,25 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .. import errdefs
+from ..http2.frames import (
+    ACK,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    PADDED,
+    PING,
+    PREFACE,
+    RST_STREAM,
+    SETTINGS,
+)
+from ..http2.frames import frame as _frame
+from ..http2.hpack import encode_block
 
 if TYPE_CHECKING:
     from socket import socket
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
 START_HINT = ("start it (`pycontainerd &` as root, or `systemctl start pycontainerd`), "
               "or point pyctr at its socket with -a or CONTAINERD_ADDRESS")
 
@@ -89,29 +102,6 @@ def probe(address: str, timeout: float = 2.0) -> None:
 
 
 # -- HTTP/2 + HPACK, the little a unary call needs --------------------------------------------------
-def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([first | value])
-    out = bytearray([first | limit])
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _literal(name: str, value: str) -> bytes:
-    """Literal header field without indexing, new name, no Huffman coding (RFC 7541 6.2.2)."""
-    n, v = name.encode(), value.encode()
-    return b"\x00" + _hpack_int(len(n), 7) + n + _hpack_int(len(v), 7) + v
-
-
-def _frame(ftype: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
-
-
 def _recv_exact(sock: socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
@@ -135,7 +125,7 @@ def unary(address: str, calls: Sequence[tuple[str, bytes]], *, namespace: str = 
         streams: dict[int, bytearray] = {}
         for i, (path, request) in enumerate(calls):
             sid = 1 + 2 * i
-            headers = b"".join(_literal(k, v) for k, v in (
+            headers = encode_block((
                 (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "localhost"),
                 ("content-type", "application/grpc"), ("te", "trailers"), ("containerd-namespace", namespace)))
             out += _frame(HEADERS, END_HEADERS, sid, headers)

@@ -25,6 +25,8 @@ from .model import (
     _MODELLED_PLUGINS,
     CGROUPS_MONITOR_PLUGIN,
     CRI_PLUGIN,
+    DEFAULT_TIMEOUTS,
+    FOREIGN_TIMEOUTS,
     GC_PLUGIN,
     KNOWN_PLUGINS,
     LINUX_RUNTIME_PLUGIN,
@@ -54,6 +56,7 @@ from .model import (
 # --- decoding ------------------------------------------------------------------------------
 
 
+_SECCOMP_NAMES = frozenset({"runtime/default", "docker/default", "unconfined"})
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -189,7 +192,8 @@ class _Decoder:
         """``unsupported`` metadata: (value predicate, why) - an accepted option that we cannot honour."""
         rule = meta.get("unsupported")
         if rule is not None and rule[0](value):
-            raise self.error(path, f"{value!r} is not supported: {rule[1]}")
+            shown = f"a table with {', '.join(map(repr, value))}" if isinstance(value, dict) else repr(value)
+            raise self.error(path, f"{shown} is not supported: {rule[1]}")
         return value
 
     def check_range(self, value: T, path: tuple[str, ...], meta: Mapping[str, Any], shown: Any = None) -> T:
@@ -365,6 +369,16 @@ class _Loader:
 
         cri = dec.dataclass(CRIConfig, table, path)
         containerd = cri.containerd
+        unset = cri.unset_seccomp_profile
+        if unset and unset not in _SECCOMP_NAMES and not (
+            unset.startswith("localhost/") and os.path.isabs(unset.removeprefix("localhost/"))
+        ):
+            # containerd reads it at each pod and container without one and fails them all; said once here
+            raise dec.error(
+                (*path, "unset_seccomp_profile"),
+                f"invalid seccomp profile {unset!r}: expected runtime/default, docker/default, unconfined "
+                "or localhost/<absolute path>",
+            )
 
         runtimes_path = (*ctd_path, "runtimes")
         runtimes_raw = dec.table(ctd.get("runtimes", {}), runtimes_path)
@@ -394,14 +408,6 @@ class _Loader:
                 from_v1.add(name)
             dec.warn(f"{_dotted(lpath)} is deprecated; used as {_dotted((*runtimes_path, name))}")
 
-        for name, rt in runtimes.items():
-            if rt.snapshotter and rt.snapshotter != containerd.snapshotter:
-                raise dec.error(
-                    (*runtimes_path, name, "snapshotter"),
-                    f"{rt.snapshotter!r} is not supported: the CRI unpacks every image into "
-                    f"containerd.snapshotter ({containerd.snapshotter!r}); a snapshotter per runtime "
-                    "is not implemented",
-                )
         default_name = containerd.default_runtime_name
         if default_name not in runtimes:
             raise dec.error(
@@ -501,6 +507,8 @@ class _Loader:
 
     def validate(self, cfg: Config) -> None:
         dec = self.dec
+        if cfg.temp and not os.path.isabs(cfg.temp):
+            raise dec.error(("temp",), f"must be an absolute path, got {cfg.temp!r}")
         for key in ("root", "state"):
             value = getattr(cfg, key)
             if not value:
@@ -511,6 +519,18 @@ class _Loader:
             raise dec.error(("state",), f"root and state must be different paths, both are {cfg.root!r}")
         if not cfg.grpc.address:
             raise dec.error(("grpc", "address"), "must not be empty")
+        for key, seconds in cfg.timeouts.items():
+            if key in DEFAULT_TIMEOUTS:
+                continue
+            path = ("timeouts", key)
+            foreign = FOREIGN_TIMEOUTS.get(key)
+            if foreign is None:
+                known = ", ".join(sorted(DEFAULT_TIMEOUTS))
+                raise dec.error(path, f"unknown timeout (the timeouts this daemon honours: {known})")
+            default, why = foreign
+            if seconds != default:
+                raise dec.error(path, f"{format_duration(seconds)!r} is not supported: {why} "
+                                      f"(only containerd's default {format_duration(default)!r} is accepted)")
 
 
 def _runtime_is_set(table: Mapping[str, Any]) -> bool:

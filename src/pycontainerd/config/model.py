@@ -37,11 +37,31 @@ LINUX_RUNTIME_PLUGIN = "io.containerd.runtime.v1.linux"
 OPT_PLUGIN = "io.containerd.internal.v1.opt"
 CGROUPS_MONITOR_PLUGIN = "io.containerd.monitor.v1.cgroups"
 
+TIMEOUT_SHIM_CLEANUP = "io.containerd.timeout.shim.cleanup"
+TIMEOUT_SHIM_LOAD = "io.containerd.timeout.shim.load"
+TIMEOUT_SHIM_SHUTDOWN = "io.containerd.timeout.shim.shutdown"
+TIMEOUT_TASK_STATE = "io.containerd.timeout.task.state"
+
+# containerd 1.6's timeouts (``[timeouts]``), all honoured (see ``runtime.v2``): a shim's
+# ``delete`` after it died, reconnecting to a shim at start-up, the Shutdown call to a shim,
+# and the State call to a shim behind the tasks service's Get/List
 DEFAULT_TIMEOUTS: Mapping[str, float] = {
-    "io.containerd.timeout.shim.cleanup": 5.0,
-    "io.containerd.timeout.shim.load": 5.0,
-    "io.containerd.timeout.shim.shutdown": 3.0,
-    "io.containerd.timeout.task.state": 2.0,
+    TIMEOUT_SHIM_CLEANUP: 5.0,
+    TIMEOUT_SHIM_LOAD: 5.0,
+    TIMEOUT_SHIM_SHUTDOWN: 3.0,
+    TIMEOUT_TASK_STATE: 2.0,
+}
+
+# timeouts of later containerd versions that a dumped config carries: accepted at containerd's
+# value when our behaviour is that value, else refused (the loader names the key)
+FOREIGN_TIMEOUTS: Mapping[str, tuple[float, str]] = {
+    # bbolt's wait for the metadata file lock (0: wait for ever); our metadata is SQLite
+    "io.containerd.timeout.bolt.open": (
+        0.0, "the metadata store is SQLite, not bolt: there is no bolt lock to wait for"),
+    "io.containerd.timeout.metrics.shimstats": (
+        2.0, "the metrics endpoint reads task cgroups itself and asks no shim for stats"),
+    "io.containerd.timeout.cri.defercleanup": (
+        60.0, "a deferred cleanup deadline for failed CRI sandboxes is not implemented"),
 }
 
 # Plugin ids a config may configure without a warning.  Order matters for version-1
@@ -152,6 +172,9 @@ class GRPCConfig:
 
 @dataclass(frozen=True)
 class TTRPCConfig:
+    """``[ttrpc]``: the socket shims publish events to (empty: ``<grpc.address>.ttrpc``, mode 0600)
+    and its owner (mode 0660 when one is given), as containerd."""
+
     address: str = ""
     uid: int = _f(0, minimum=0)
     gid: int = _f(0, minimum=0)
@@ -174,11 +197,14 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class CgroupConfig:
+    # the daemon moves its own process into this cgroup at start-up (created if missing), as containerd
     path: str = ""
 
 
 @dataclass(frozen=True)
 class ProxyPluginConfig:
+    """``[proxy_plugins.<name>]``: refused (see ``Config.proxy_plugins``); kept to name its keys."""
+
     type: str = ""
     address: str = ""
     platform: str = ""
@@ -186,6 +212,8 @@ class ProxyPluginConfig:
 
 @dataclass(frozen=True)
 class StreamProcessorConfig:
+    """``[stream_processors.<name>]``: refused (see ``Config.stream_processors``)."""
+
     accepts: tuple[str, ...] = ()
     returns: str = ""
     path: str = ""
@@ -224,11 +252,13 @@ class RuntimeConfig:
     container_annotations: tuple[str, ...] = ()
     privileged_without_host_devices: bool = False
     privileged_without_host_devices_all_devices_allowed: bool = False
-    base_runtime_spec: str = _f("", unsupported=(bool, "a base OCI spec file per runtime is not implemented"))
-    cni_conf_dir: str = _f("", unsupported=(bool, "per-runtime CNI configuration is not implemented; use cni.conf_dir"))
-    cni_max_conf_num: int = _f(
-        0, minimum=0, unsupported=(bool, "per-runtime CNI configuration is not implemented; use cni.max_conf_num")
-    )
+    # a JSON OCI spec file, read once when the CRI plugin starts: the base of the handler's
+    # containers' specs (not of its pods' infra specs, as containerd)
+    base_runtime_spec: str = ""
+    # the handler's pods are networked from this CNI conf dir (its own load), the cni section's otherwise
+    cni_conf_dir: str = ""
+    cni_max_conf_num: int = _f(0, minimum=0)  # 0: cni.max_conf_num
+    # the handler's pods' and containers' snapshots and images (containerd 1.7); "": containerd.snapshotter
     snapshotter: str = ""
     options: RuntimeOptions = field(default_factory=RuntimeOptions, metadata={"manual": True})
 
@@ -242,6 +272,8 @@ class CRIContainerdConfig:
     snapshotter: str = DEFAULT_SNAPSHOTTER
     default_runtime_name: str = DEFAULT_RUNTIME_NAME
     runtimes: dict[str, RuntimeConfig] = field(default_factory=_default_runtimes, metadata={"manual": True})
+    # false: each unpacked layer's snapshot gets the image's containerd.io/snapshot/cri.* labels
+    # (image ref, manifest, layer, layers above), for remote snapshotters (cri/imagestore.py)
     disable_snapshot_annotations: bool = True
     discard_unpacked_layers: bool = False
     ignore_rdt_not_enabled_errors: bool = False
@@ -301,15 +333,25 @@ class RegistryConfig:
     headers: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+# containerd 1.6's only key model ("node": keys on the node, through the ocicrypt stream
+# processors); "" turns decryption off.  Neither does anything for an unencrypted image, and
+# an encrypted layer is refused at pull either way (no stream processors: see stream_processors).
+_KEY_MODELS = frozenset({"", "node"})
+
+
 @dataclass(frozen=True)
 class ImageDecryptionConfig:
-    key_model: str = "node"
+    key_model: str = _f("node", choices=_KEY_MODELS)
 
 
 @dataclass(frozen=True)
 class X509KeyPairStreaming:
     tls_cert_file: str = ""
     tls_key_file: str = ""
+
+
+_NO_CDI = "CDI device injection (enable_cdi) is not implemented"
+DEFAULT_CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
 
 
 @dataclass(frozen=True)
@@ -330,8 +372,12 @@ class CRIConfig:
     stream_server_port: str = _f("0", as_str=True)
     stream_idle_timeout: float = _f(4 * 3600.0, duration=True, minimum=0)
     enable_tls_streaming: bool = False
+    # false serves the CRI on containerd's TCP server too, which exists only with grpc.tcp_address
+    # (refused at start-up): without it false does nothing, in containerd as here
     disable_tcp_service: bool = True
-    stats_collect_period: int = _f(10, minimum=0)
+    # containerd refreshes snapshot usage (writable layers, ImageFsInfo) every this many seconds;
+    # we read it on each call, so it is never older than the period (a ticker needs >= 1 s)
+    stats_collect_period: int = _f(10, minimum=1)
     max_concurrent_downloads: int = _f(3, minimum=0)
     disable_cgroup: bool = False
     disable_apparmor: bool = False
@@ -344,8 +390,11 @@ class CRIConfig:
     netns_mounts_under_state_dir: bool = False
     enable_unprivileged_ports: bool = False
     enable_unprivileged_icmp: bool = False
-    enable_cdi: bool = False
-    cdi_spec_dirs: tuple[str, ...] = ("/etc/cdi", "/var/run/cdi")
+    enable_cdi: bool = _f(False, unsupported=(bool, _NO_CDI))
+    cdi_spec_dirs: tuple[str, ...] = _f(
+        DEFAULT_CDI_SPEC_DIRS,
+        unsupported=(lambda dirs: tuple(dirs) != DEFAULT_CDI_SPEC_DIRS, _NO_CDI + ", so no CDI spec dirs are read"),
+    )
     image_pull_progress_timeout: float = _f(300.0, duration=True, minimum=0)
     drain_exec_sync_io_timeout: float = _f(0.0, duration=True, minimum=0)
 
@@ -380,12 +429,20 @@ class OverlayfsConfig:
 
 @dataclass(frozen=True)
 class LinuxRuntimeConfig:
-    """``[plugins."io.containerd.runtime.v1.linux"]`` (``[plugins.linux]``): the legacy v1 runtime."""
+    """``[plugins."io.containerd.runtime.v1.linux"]`` (``[plugins.linux]``): the legacy v1 runtime.
 
-    shim: str = "containerd-shim"
+    Its tasks run on the runtime v2 task manager (the v1 shim is not implemented): ``runtime``
+    and ``runtime_root`` are the runc binary and root of tasks of runtime
+    ``io.containerd.runtime.v1.linux`` and of a CRI runtime of that type (see the loader),
+    ``shim_debug`` turns shim debug logs on; another v1 shim binary or no shim is refused."""
+
+    shim: str = _f("containerd-shim", unsupported=(
+        lambda v: v not in ("", "containerd-shim"),
+        "the v1 shim (containerd-shim) is not implemented: v1 runtime tasks run on the runtime v2 shim",
+    ))
     runtime: str = "runc"
     runtime_root: str = ""
-    no_shim: bool = False
+    no_shim: bool = _f(False, unsupported=(bool, "running runc without a shim is not implemented"))
     shim_debug: bool = False
 
 
@@ -420,8 +477,9 @@ class Config:
 
     root: str = DEFAULT_ROOT
     state: str = DEFAULT_STATE
-    temp: str = ""
-    plugin_dir: str = ""
+    temp: str = ""  # made at start-up and the daemon's TMPDIR (inherited by what it starts)
+    # containerd 1.6 loads Go plugins (.so) from here; a Python daemon cannot
+    plugin_dir: str = _f("", unsupported=(bool, "Go plugins (.so files) cannot be loaded by this daemon"))
     disabled_plugins: tuple[str, ...] = ()
     required_plugins: tuple[str, ...] = ()
     oom_score: int = _f(0, minimum=-1000, maximum=1000)
@@ -435,8 +493,12 @@ class Config:
         default_factory=lambda: dict(DEFAULT_TIMEOUTS),
         metadata={"duration": True, "minimum": 0, "merge": True},
     )
-    proxy_plugins: dict[str, ProxyPluginConfig] = field(default_factory=dict)
-    stream_processors: dict[str, StreamProcessorConfig] = field(default_factory=dict)
+    proxy_plugins: dict[str, ProxyPluginConfig] = field(default_factory=dict, metadata={
+        "unsupported": (bool, "proxy plugins (snapshotters or content stores served over gRPC) are not implemented"),
+    })
+    stream_processors: dict[str, StreamProcessorConfig] = field(default_factory=dict, metadata={
+        "unsupported": (bool, "stream processors (external layer decoders, e.g. ocicrypt) are not implemented"),
+    })
     # typed plugin sections
     cri: CRIConfig = field(default_factory=CRIConfig, metadata={"plugin": CRI_PLUGIN})
     gc: GCSchedulerConfig = field(default_factory=GCSchedulerConfig, metadata={"plugin": GC_PLUGIN})

@@ -12,7 +12,10 @@ Pods and containers are container records in ``k8s.io`` (label ``io.cri-containe
 ``io.cri-containerd.{sandbox,container}.metadata``, JSON), run by the task manager's public
 API; a restarted daemon lists them and reopens the running containers' log FIFOs.  A pod's
 runtime handler (``handlers.py``) is their records' runtime (its ``runtime_type`` and options,
-as ``ctr c info`` shows them), so the task manager runs them on that runtime's shim.
+as ``ctr c info`` shows them), so the task manager runs them on that runtime's shim; its
+``base_runtime_spec`` (read when the plugin starts) is what its containers' specs start from, its
+``cni_conf_dir`` networks its pods (a CNI load of its own), its ``snapshotter`` holds its pods' and
+containers' snapshots (the record names it; images are unpacked there on demand).
 
 Pod stats (PodSandboxStats/ListPodSandboxStats) read, like containerd, the pod's
 ``cgroup_parent`` (no parent: an error; the list leaves such pods out where containerd fails
@@ -40,7 +43,8 @@ checks and the runtime side: exec processes, attach to the daemon-held stdio, di
 in the pod's network namespace).  When an attach's stdin ends, a ``stdin_once`` container's stdin
 is closed if the attach has no terminal; otherwise the attach detaches (containerd 1.6's rule).
 
-What is not served answers UNIMPLEMENTED by name (``runtime.unimplemented_methods``):
-UpdatePodSandboxResources. CheckpointContainer answers UNIMPLEMENTED too (as containerd 1.6),
-saying it needs CRIU.
+UpdatePodSandboxResources (1.33) records the pod's new overhead and resources in its config (the
+pod-level cgroup is the kubelet's, resized before the call).  CheckpointContainer answers
+UNIMPLEMENTED (as containerd 1.6), saying it needs CRIU; a method a servicer lacks would answer
+UNIMPLEMENTED by name (``runtime.unimplemented_methods``).
 """

@@ -39,7 +39,6 @@ from ..oci.spec import (
     HostInfo,
     RootfsFiles,
     canonical,
-    cri_default_spec,
     host_devices,
     mount_depth,
     replace_or_append_env,
@@ -49,8 +48,9 @@ from ..oci.spec import (
 )
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, TaskIO
-from . import handlers
+from . import configopts, handlers, volumes
 from .crilog import FifoLogger
+from .execio import ExecFifos
 from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .phases import Phases
 from .sandbox import (
@@ -69,6 +69,7 @@ from .sandbox import (
     ext_data,
     ext_value,
     new_id,
+    rootfs_files,
     shm_source,
 )
 from .security import (
@@ -108,6 +109,7 @@ class CriContainer:
     finished_at_ns: int = 0
     reason: str = ""
     runtime_type: str = "io.containerd.runc.v2"  # the record's runtime (its pod's handler's runtime_type)
+    snapshotter: str = ""  # the record's (its pod's handler's, else the CRI's)
 
 
 def _reason(code: int, oom: bool = False) -> str:
@@ -161,9 +163,10 @@ def oci_resources(res: pb.LinuxContainerResources, *, swap_accounting: bool = Fa
     Memory swap follows containerd 1.6: with swap accounting on the host, the swap limit is the
     one asked for, or the memory limit itself (no swap by default); without it (cgroup v1 with
     no ``memory.memsw.*``, the default on Debian) there is nothing to limit and none is set.
-    Hugepage limits and cgroup v2 ``unified`` keys go to runc as asked: a host without the
-    hugetlb controller, or a cgroup v1 host given ``unified`` keys, fails the start with runc's
-    error naming them (never silently dropped)."""
+    Hugepage limits are the request's; what becomes of them is the CRI config's hugetlb keys'
+    (``configopts.hugepage_limits``: by default, as containerd's, they are not set).  Cgroup v2
+    ``unified`` keys go to runc as asked: a cgroup v1 host fails the start with runc's error naming
+    them (never silently dropped)."""
     out: dict[str, Any] = {}
     cpu: dict[str, Any] = {}
     if res.cpu_shares:
@@ -208,6 +211,7 @@ class SecurityInputs:
     apparmor: tuple[bool, frozenset[str]] = (False, frozenset())
     target_pid: int = 0
     devices: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (device, cgroup rule)
+    volumes: list[tuple[str, str]] = field(default_factory=list)  # the image's volumes: (container path, host dir)
 
 
 def host_device_entries(devices: list[pb.Device]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -259,38 +263,21 @@ def make_mount_sources(mounts: list[pb.Mount]) -> None:
             raise errdefs.from_oserror(exc, f"mount {m.container_path!r}: cannot stat its host path") from exc
 
 
-def _rootfs_files(mounts: list[Any]) -> RootfsFiles:
-    """/etc/passwd and /etc/group of an overlay (or bind) rootfs, read from its layers without mounting."""
-    dirs: list[str] = []
-    for m in mounts:
-        if m.type == "overlay":
-            opts = dict(o.split("=", 1) for o in m.options if "=" in o)
-            if "upperdir" in opts:
-                dirs.append(opts["upperdir"])
-            dirs += opts.get("lowerdir", "").split(":")
-        elif m.type == "bind":
-            dirs.append(m.source)
-
-    def read(rel: str) -> str | None:
-        for d in dirs:
-            p = Path(d) / rel
-            if p.is_file() and not p.is_symlink():
-                return p.read_text(errors="replace")
-        return None
-
-    return RootfsFiles(read("etc/passwd"), read("etc/group"))
-
-
 class Containers:
     def __init__(self, *, pods: Sandboxes, images: CriImageStore, containers: ContainerStore, tasks: TaskManager,
-                 state_dir: Path, max_log_line: int, exchange: Exchange | None = None) -> None:
+                 state_dir: Path, max_log_line: int, exchange: Exchange | None = None,
+                 root_dir: Path | None = None, drain_exec_io_timeout: float = 0.0) -> None:
         self.exchange = exchange
+        # drain_exec_sync_io_timeout: how long ExecSync waits for the output after the process
+        # exited (a child it left may hold the pipes); 0: until the pipes close, as containerd
+        self.drain_exec_io_timeout = drain_exec_io_timeout
         self._watcher: asyncio.Task[None] | None = None
         self.pods = pods
         self.images = images
         self.store = containers
         self.tasks = tasks
         self.state_dir = state_dir
+        self.root_dir = root_dir or state_dir  # the plugin's root: the image volumes' directories
         self.max_log_line = max_log_line
         self._names: set[str] = set()
         self._loggers: dict[str, FifoLogger] = {}
@@ -298,6 +285,7 @@ class Containers:
         self._exec_seq = 0
         self._apparmor: tuple[bool, frozenset[str]] | None = None  # read once, on the first create
         self.swap_accounting = cgroups.swap_accounting()  # a host fact (kernel command line): read once
+        self.hugetlb = cgroups.hugetlb_controller()  # so is the hugetlb controller
         self._exit_handlers: set[asyncio.Task[None]] = set()
         # the RuntimeService's GetContainerEvents feed: (container id, sandbox id, created|started|stopped|deleted)
         self.on_event: Callable[[str, str, str], Awaitable[None]] | None = None
@@ -337,7 +325,7 @@ class Containers:
                            started_at_ns=int(meta.get("started_at") or 0),
                            finished_at_ns=int(meta.get("finished_at") or 0),
                            exit_code=int(meta.get("exit_code") or 0), reason=str(meta.get("reason") or ""),
-                           runtime_type=c.runtime_name or "io.containerd.runc.v2")
+                           runtime_type=c.runtime_name or "io.containerd.runc.v2", snapshotter=c.snapshotter)
         if out.finished_at_ns:
             out.state = pb.CONTAINER_EXITED
         elif self.tasks.has_task(NAMESPACE, c.id):
@@ -437,21 +425,25 @@ class Containers:
             except BaseException:
                 await self._drop_lease(lease.id)
                 raise
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE, lease.id)
+            snapshotter = self.pods.snapshotter(sb.runtime_handler)
+            sn = self.images.snapshots.namespaced(snapshotter, NAMESPACE, lease.id)
             phases.mark("image + lease")
             try:
-                mounts = await sn.prepare(cid, image.chain_id, {})
+                mounts = await self.images.prepare(sn, cid, image, snapshotter)
             except BaseException:
                 await self._drop_lease(lease.id)
                 raise
             phases.mark("snapshot")
             try:
-                files = await asyncio.to_thread(_rootfs_files, mounts)
+                files = await asyncio.to_thread(rootfs_files, mounts)
                 phases.mark("passwd+group")
                 sc = cfg.linux.security_context
                 wants_all = "ALL" in {c.removeprefix("CAP_") for c in sc.capabilities.add_capabilities}
                 host = await asyncio.to_thread(HostInfo.probe) if sc.privileged or wants_all else None
                 sec = await self._security_inputs(sb, cfg)
+                sec.volumes = await asyncio.to_thread(volumes.fill, self.root_dir, cid, volumes.wanted(
+                    image.config, [m.container_path for m in cfg.mounts],
+                    ignore=self.pods.config.ignore_image_defined_volumes), mounts)
                 spec = self._spec(cid, sb, cfg, image.config, files, host, sec)
                 phases.mark("spec")
                 log_path = ""
@@ -471,10 +463,11 @@ class Containers:
                     id=cid, runtime_name=rt.runtime_type, runtime_options=handlers.runtime_options(rt),
                     spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()), labels=labels,
                     image=image.references[0] if image.references else image.id,
-                    snapshotter=self.images.snapshotter, snapshot_key=cid,
+                    snapshotter=snapshotter, snapshot_key=cid,
                     extensions={CONTAINER_EXT: ext_value(meta)}))
                 phases.mark("record")
             except BaseException:
+                await asyncio.to_thread(volumes.remove, self.root_dir, cid)
                 with contextlib.suppress(errdefs.ContainerdError):
                     await sn.remove(cid)
                 raise
@@ -497,7 +490,7 @@ class Containers:
     async def _security_inputs(self, sb: Sandbox, cfg: pb.ContainerConfig) -> SecurityInputs:
         sc = cfg.linux.security_context
         out = SecurityInputs()
-        wanted = seccomp_request(sc)
+        wanted = seccomp_request(sc, self.pods.config.unset_seccomp_profile)
         if wanted is not None and wanted.type == LOCALHOST:
             out.seccomp_profile = await asyncio.to_thread(load_profile, wanted.ref)
         out.apparmor = self._apparmor if self._apparmor is not None else await asyncio.to_thread(read_apparmor)
@@ -531,7 +524,7 @@ class Containers:
     def _spec(self, cid: str, sb: Sandbox, cfg: pb.ContainerConfig, image_config: dict[str, Any],
               files: RootfsFiles, host: HostInfo | None, sec: SecurityInputs | None = None) -> dict[str, Any]:
         sec = sec or SecurityInputs()
-        spec = cri_default_spec(NAMESPACE, cid)
+        spec = self.pods.container_spec_base(sb.runtime_handler, cid)
         ic = image_config.get("config") or {}
         command, args = list(cfg.command), list(cfg.args)
         if not command and not args:
@@ -578,13 +571,11 @@ class Containers:
         else:
             proc.pop("noNewPrivileges", None)
         linux = spec["linux"]
+        config = self.pods.config
         # masked and read-only paths are the request's alone, as containerd 1.6's CRI has them (measured:
-        # none when the lists are empty; the kubelet always sends them); privileged drops both below
-        for key, paths in (("maskedPaths", sc.masked_paths), ("readonlyPaths", sc.readonly_paths)):
-            if paths:
-                linux[key] = list(paths)
-            else:
-                linux.pop(key, None)
+        # none when the lists are empty; the kubelet always sends them), unless disable_proc_mount;
+        # privileged drops both below
+        configopts.proc_paths(config, linux, list(sc.masked_paths), list(sc.readonly_paths))
         if sc.privileged:
             if not sb.config.linux.security_context.privileged:
                 raise errdefs.InvalidArgument("no privileged container allowed in a non-privileged sandbox")
@@ -609,15 +600,16 @@ class Containers:
                 caps[key] = [] if "CAP_ALL" in drop else [c for c in cur if c not in drop]
         # the config's devices (after privileged's host devices, as containerd)
         have = {d["path"] for d in linux.get("devices") or []}
-        for entry, rule in sec.devices:
+        for entry, rule in configopts.device_ownership(config, sec.devices, sc.run_as_user.value,
+                                                       sc.run_as_group.value):
             if entry["path"] not in have:
                 linux.setdefault("devices", []).append(entry)
                 have.add(entry["path"])
             linux.setdefault("resources", {}).setdefault("devices", []).append(rule)
-        profile = apparmor_profile(sc, enabled=sec.apparmor[0], loaded=sec.apparmor[1])
+        profile = apparmor_profile(sc, enabled=sec.apparmor[0] and not config.disable_apparmor, loaded=sec.apparmor[1])
         if profile:
             proc["apparmorProfile"] = profile
-        wanted = seccomp_request(sc)
+        wanted = seccomp_request(sc, config.unset_seccomp_profile)
         if wanted is not None and wanted.type == LOCALHOST:
             if sec.seccomp_profile is None:  # create() loads it; never fall back to another profile
                 raise errdefs.FailedPrecondition(f"seccomp profile {wanted.ref!r} was not loaded")
@@ -628,7 +620,10 @@ class Containers:
             spec["root"]["readonly"] = True
         res = cfg.linux.resources
         r = linux.setdefault("resources", {})
-        r.update(oci_resources(res, swap_accounting=self.swap_accounting))
+        if not config.disable_cgroup and cfg.linux.HasField("resources"):
+            r.update(oci_resources(res, swap_accounting=self.swap_accounting))
+            configopts.hugepage_limits(config, r, present=self.hugetlb)
+        configopts.refuse_resource_classes(config, cfg.metadata.name, cfg.annotations, sb.config.annotations)
         if res.oom_score_adj:
             proc["oomScoreAdj"] = self.pods._oom(res.oom_score_adj)
         # the pod's namespaces, through its infra process
@@ -640,19 +635,20 @@ class Containers:
         for kind, name in (("network", "net"), ("ipc", "ipc"), ("uts", "uts")):
             namespaces.append({"type": kind, "path": f"/proc/{pid}/ns/{name}"})
         # pid, by the container's own option: CONTAINER gets its own, TARGET joins the target
-        # container's, POD the infra process's; NODE the host's: in a host-pid pod through the
-        # infra process, as containerd's spec has it, else left out of the spec
+        # container's, POD and NODE the infra process's, as containerd's WithPodNamespaces (measured
+        # on 1.6: NODE in a pod without host pid runs in the pod's namespace, not the host's; in a
+        # host-pid pod the infra process's is the host's)
         if opts.pid == pb.TARGET:
             if not sec.target_pid:
                 raise errdefs.InvalidArgument("pid namespace TARGET without a running target container")
             namespaces.append({"type": "pid", "path": f"/proc/{sec.target_pid}/ns/pid"})
         elif opts.pid == pb.CONTAINER:
             namespaces.append({"type": "pid"})
-        elif opts.pid == pb.POD or sb.config.linux.security_context.namespace_options.pid == pb.NODE:
+        else:
             namespaces.append({"type": "pid", "path": f"/proc/{pid}/ns/pid"})
         linux["namespaces"] = namespaces
-        linux["cgroupsPath"] = cgroups_path(sb.config.linux.cgroup_parent, cid,
-                                            self.pods.systemd_cgroup(sb.runtime_handler))
+        linux["cgroupsPath"] = "" if config.disable_cgroup else cgroups_path(
+            sb.config.linux.cgroup_parent, cid, self.pods.systemd_cgroup(sb.runtime_handler))
         # the pod's files, then the config's mounts (which win for the same destination)
         sdir = self.pods.sandbox_dir(sb.id)
         # CRI's containers see their cgroup (read-only unless privileged), as containerd mounts it
@@ -670,6 +666,7 @@ class Containers:
         shm = DEV_SHM if opts.ipc == pb.NODE else shm_source(sdir, sb.config)
         pod_files.append({"destination": DEV_SHM, "type": "bind", "source": shm,
                           "options": ["rbind", "rprivate", "rw"]})
+        pod_files += volumes.bind_mounts(sec.volumes)  # the image's volumes (ignore_image_defined_volumes)
         extra: list[dict[str, Any]] = []
         for m in cfg.mounts:
             if m.HasField("image") or m.image_sub_path:
@@ -698,6 +695,7 @@ class Containers:
         spec["mounts"] = [m for m in mounts if m["destination"] not in dests
                           and not ("/dev" in dests and m["destination"].startswith("/dev/"))] + extra
         spec["annotations"] = {
+            **spec.get("annotations", {}),  # a base spec's (none in the CRI default)
             ANN_CONTAINER_TYPE: KIND_CONTAINER,
             ANN_SANDBOX_ID: sb.id,
             ANN_SANDBOX_NAME: sb.config.metadata.name,
@@ -720,7 +718,7 @@ class Containers:
             if not sb.ready:
                 raise errdefs.FailedPrecondition(f"sandbox {sb.id} of container {c.id} is not ready")
             phases.mark("sandbox")
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+            sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
             mounts = await sn.mounts(c.id)
             phases.mark("mounts")
             # stdio through FIFOs the daemon reads (and, with stdin, holds): the CRI log and
@@ -810,12 +808,13 @@ class Containers:
         async with self.lock(c.id):
             await self.pods.kill_task(c.id, 0)
             stopped = await self._record_exit(c.id)
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+            sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
             with contextlib.suppress(errdefs.NotFound):
                 await sn.remove(c.id)
             with contextlib.suppress(errdefs.NotFound):
                 await self.store.delete(NAMESPACE, c.id)
             await asyncio.to_thread(shutil.rmtree, self.io_dir(c.id), True)
+            await asyncio.to_thread(volumes.remove, self.root_dir, c.id)
         self._locks.pop(c.id, None)
         if stopped:
             await self._emit(c.id, c.sandbox_id, "stopped")
@@ -838,6 +837,7 @@ class Containers:
         c = await self.get(cid)
         async with self.lock(c.id):
             want = oci_resources(res, swap_accounting=self.swap_accounting)
+            configopts.hugepage_limits(self.pods.config, want, present=self.hugetlb)
             if c.state == pb.CONTAINER_RUNNING:
                 current = dict((c.spec.get("linux") or {}).get("resources") or {})
                 await self.tasks.update(NAMESPACE, c.id, merge_resources(current, want))
@@ -929,23 +929,15 @@ class Containers:
             raise errdefs.InvalidArgument("exec needs a command")
         self._exec_seq += 1
         exec_id = f"exec-{os.getpid()}-{self._exec_seq}"
-        d = self.io_dir(c.id) / exec_id
-        await asyncio.to_thread(private_dir, d)
+        fifos = await ExecFifos.create(self.io_dir(c.id) / exec_id, ("stdout", "stderr"))
         try:
             outs: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
-            rfds, keep = {}, []
-            for name in outs:
-                p = str(d / name)
-                os.mkfifo(p, 0o600)
-                rfds[name] = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                keep.append(os.open(p, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-            readers = [asyncio.create_task(_drain(rfds[n], outs[n])) for n in outs]
+            readers = [asyncio.create_task(_drain(fifos.take_reader(n), outs[n])) for n in outs]
             proc = dict(c.spec.get("process") or {})
             proc.update(args=list(cmd), terminal=False)
             proc.pop("terminal")
             try:
-                await self.tasks.exec(NAMESPACE, c.id, exec_id, proc,
-                                      TaskIO(stdout=str(d / "stdout"), stderr=str(d / "stderr")))
+                await self.tasks.exec(NAMESPACE, c.id, exec_id, proc, fifos.task_io())
                 await self.tasks.start_process(NAMESPACE, c.id, exec_id)
             except BaseException:
                 for t in readers:
@@ -955,8 +947,7 @@ class Containers:
                 raise
             finally:
                 # the shim holds the write ends once the process started: EOF comes when it exits
-                for fd in keep:
-                    os.close(fd)
+                fifos.release_writers()
             try:
                 try:
                     ex = await asyncio.wait_for(self.tasks.wait(NAMESPACE, c.id, exec_id),
@@ -966,8 +957,7 @@ class Containers:
                         await self.tasks.kill(NAMESPACE, c.id, signal.SIGKILL, exec_id=exec_id)
                     raise errdefs.DeadlineExceeded(
                         f"command {cmd!r} timed out after {deadline_s}s in container {c.id}") from None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(*readers), 5.0)
+                await self._drain_exec_io(exec_id, readers)
                 return bytes(outs["stdout"]), bytes(outs["stderr"]), ex.exit_status
             finally:
                 with contextlib.suppress(errdefs.ContainerdError):
@@ -975,7 +965,18 @@ class Containers:
                 for t in readers:
                     t.cancel()
         finally:
-            await asyncio.to_thread(shutil.rmtree, d, True)
+            await fifos.close()
+
+    async def _drain_exec_io(self, exec_id: str, readers: builtins.list[asyncio.Task[None]]) -> None:
+        """After the exec process exited: its output until the pipes close, at most
+        ``drain_exec_io_timeout`` (0: no limit); past it the call fails (and the caller deletes
+        the exec process, releasing its pipes), as containerd's ``drainExecSyncIO``."""
+        limit = self.drain_exec_io_timeout
+        try:
+            await asyncio.wait_for(asyncio.gather(*readers), limit if limit > 0 else None)
+        except TimeoutError:
+            raise errdefs.Unknown(f"failed to drain exec process {exec_id!r} io in {limit:g}s because io is still "
+                                  "held by other processes (drain_exec_sync_io_timeout)") from None
 
     async def reopen_log(self, cid: str) -> None:
         c = await self.get(cid)
@@ -992,15 +993,19 @@ class Containers:
             return {}
         out = {m.id: {"at": m.collected_at_ns, "data": m.data, "mode": m.cgroup_version}
                for m in await self.tasks.metrics(NAMESPACE, exprs)}
-        sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+        # the CRI's snapshotter first, then those of handlers with their own
+        sns = [(self.images.snapshots.namespaced(name, NAMESPACE), root)
+               for name, root in self.images.snapshotter_roots.items()]
         for cid in ids or []:  # a container without a live task still has its writable layer
             out.setdefault(cid, {"at": time.time_ns(), "data": {}, "mode": ""})
         for cid, entry in out.items():
-            try:
-                u = await sn.usage(cid)
-            except errdefs.ContainerdError:
-                continue
-            entry["layer"] = {"used_bytes": u.size, "inodes_used": u.inodes, "mountpoint": self.images.snapshotter_root}
+            for sn, root in sns:
+                try:
+                    u = await sn.usage(cid)
+                except errdefs.ContainerdError:
+                    continue
+                entry["layer"] = {"used_bytes": u.size, "inodes_used": u.inodes, "mountpoint": root}
+                break
         return out
 
 

@@ -7,22 +7,38 @@ runtime options (``containerd.runc.v1.Options`` for the runc types, ``runtimeopt
 for any other type), so the task manager launches that runtime's shim; a ``runtime_path`` goes
 with each task create.  The pod's annotations matching ``pod_annotations`` and the container's
 matching ``container_annotations`` (Go ``path.Match`` globs) are copied into the OCI spec.
-Pure: no I/O.
+
+Per handler too, as containerd's CRI: ``base_runtime_spec`` (containerd 1.4+), a JSON OCI spec
+read once when the plugin starts (``parse_base_spec``; the caller reads the file), is what the
+handler's *containers'* specs start from instead of the CRI default (``from_base``: containerd's
+``runtimeSpec`` with a base: its copy, the namespaced cgroup path, then the CRI's own settings on
+top, without clearing the base's rlimits, seccomp or AppArmor); the pods' infra specs never use
+it (containerd passes no base for them).  ``cni_conf_dir``/``cni_max_conf_num`` (1.5+) give the
+handler's pods their own CNI config load, ``snapshotter`` (1.7+) their own snapshotter
+(``snapshotter_of``).  Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+from .. import errdefs
 from ..api.runtime.v2.runc.options import oci_pb2
 from ..config.model import RUNC_TYPES, RuntimeConfig, RuntimeOptions
 from ..metadata.containers import TypedValue
+from ..oci.spec import DEFAULT_UNIX_ENV, replace_or_append_env
 
 RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"
 RUNTIME_OPTIONS_TYPE = "runtimeoptions.v1.Options"
 # the keys of runtimeoptions.v1.Options (a non-runc runtime's options table), proto field numbers
 RUNTIME_OPTIONS_KEYS = {"TypeUrl": 1, "ConfigPath": 2}
+RUNTIMES_KEY = 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes'
+# the parts of a spec the CRI's settings go into: an object (or a list) when the base has them
+_OBJECTS = ("process", "root", "linux", "annotations")
 
 
 def runtime_options(rt: RuntimeConfig) -> TypedValue | None:
@@ -106,3 +122,61 @@ def passthrough(annotations: Mapping[str, str], patterns: Iterable[str]) -> dict
     ``getPassthroughAnnotations``; ``*`` does not cross a ``/``)."""
     regexes = [r for r in (_glob_regex(p) for p in patterns) if r is not None]
     return {k: v for k, v in annotations.items() if any(r.fullmatch(k) for r in regexes)}
+
+
+def runtime_key(handler: str, key: str) -> str:
+    """The config key of one handler's option, as an error names it."""
+    return f"{RUNTIMES_KEY}.{handler}.{key}"
+
+
+def parse_base_spec(data: bytes, *, handler: str, path: str) -> dict[str, Any]:
+    """A handler's ``base_runtime_spec`` file's content as a spec; InvalidArgument naming the key
+    and the file when it is not a JSON object with the runtime-spec's shape (containerd: ``failed
+    to load base OCI spec from file``)."""
+    where = f"{runtime_key(handler, 'base_runtime_spec')} = {path!r}: failed to load base OCI spec from file"
+    try:
+        spec = json.loads(data)
+    except ValueError as exc:
+        raise errdefs.InvalidArgument(f"{where}: not valid JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise errdefs.InvalidArgument(f"{where}: a spec is a JSON object, not {type(spec).__name__}")
+    for key in _OBJECTS:
+        if key in spec and not isinstance(spec[key], dict):
+            raise errdefs.InvalidArgument(f"{where}: {key!r} is not an object")
+    if "mounts" in spec and not (isinstance(spec["mounts"], list)
+                                 and all(isinstance(m, dict) and isinstance(m.get("destination"), str)
+                                         for m in spec["mounts"])):
+        raise errdefs.InvalidArgument(f"{where}: 'mounts' is not a list of mounts with a destination")
+    for parent, key in (("process", "user"), ("process", "capabilities"), ("process", "env"),
+                        ("linux", "namespaces"), ("linux", "resources")):
+        value = spec.get(parent, {}).get(key)
+        want = list if key in ("env", "namespaces") else dict
+        if value is not None and not isinstance(value, want):
+            raise errdefs.InvalidArgument(f"{where}: '{parent}.{key}' is not a{'' if want is list else 'n'} "
+                                          f"{'list' if want is list else 'object'}")
+    return spec
+
+
+def from_base(base: Mapping[str, Any], namespace: str, container_id: str) -> dict[str, Any]:
+    """What a container's spec starts from when its handler has a base spec: a copy of it with
+    the cgroup path of the namespace (``oci.WithNamespacedCgroup``), without a ``/run`` mount
+    (``oci.WithoutRunMount``), the rootfs at ``rootfs`` and the default PATH, as containerd's CRI
+    starts; what the base leaves out that the CRI's settings go into is made empty."""
+    spec = copy.deepcopy(dict(base))
+    spec.setdefault("ociVersion", "1.0.2-dev")
+    proc = spec.setdefault("process", {})
+    proc.setdefault("user", {"uid": 0, "gid": 0})
+    proc.setdefault("capabilities", {})
+    proc["env"] = replace_or_append_env(proc.get("env") or [], DEFAULT_UNIX_ENV)
+    proc.setdefault("cwd", "/")
+    spec["root"] = {**spec.get("root", {}), "path": "rootfs"}
+    spec["mounts"] = [m for m in spec.get("mounts") or [] if m["destination"] != "/run"]
+    linux = spec.setdefault("linux", {})
+    linux.setdefault("namespaces", [])
+    linux["cgroupsPath"] = f"/{namespace}/{container_id}"
+    return spec
+
+
+def snapshotter_of(rt: RuntimeConfig, default: str) -> str:
+    """The snapshotter of a handler's pods, containers and images: its own, else the CRI's."""
+    return rt.snapshotter or default

@@ -16,6 +16,8 @@ from ..services.common import add_servicer
 from .imagestore import CriImage, CriImageStore, FsUsage, PullAuth
 from .runtime import batches, fill_unimplemented
 
+RUNTIME_HANDLER_ANNOTATION = "io.containerd.cri.runtime-handler"
+
 
 def image_pb(img: CriImage) -> pb.Image:
     out = pb.Image(id=img.id, repo_tags=img.repo_tags, repo_digests=img.repo_digests, size=img.size)
@@ -46,17 +48,17 @@ class ImageService:
         for chunk in batches([image_pb(i) for i in await self.store.list()]):
             yield pb.StreamImagesResponse(images=chunk)
 
-    def _check_runtime_handler(self, handler: str) -> None:
-        """ImageSpec.runtime_handler (1.29+): the default's images, or refused naming why."""
+    def _snapshotter_for(self, request: pb.PullImageRequest) -> str:
+        """Where a pull unpacks: the snapshotter of ImageSpec.runtime_handler (1.29+), else of the
+        sandbox config's ``io.containerd.cri.runtime-handler`` annotation (containerd 1.7's way), when
+        that handler names one; "" for the CRI's.  A handler that is not configured is refused."""
+        handler = (request.image.runtime_handler
+                   or request.sandbox_config.annotations.get(RUNTIME_HANDLER_ANNOTATION, ""))
         if not handler:
-            return
+            return ""
         if handler not in self.runtime_snapshotters:
             raise errdefs.NotFound(f"no runtime for {handler!r} is configured: cannot pull an image for it")
-        snapshotter = self.runtime_snapshotters[handler]
-        if snapshotter and snapshotter != self.store.snapshotter:
-            raise errdefs.FailedPrecondition(
-                f"runtime handler {handler!r} uses snapshotter {snapshotter!r}: pycontainerd unpacks CRI images "
-                f"into {self.store.snapshotter!r} only")
+        return self.runtime_snapshotters[handler]
 
     async def ImageStatus(self, request: pb.ImageStatusRequest, context: Any) -> pb.ImageStatusResponse:
         try:
@@ -69,9 +71,9 @@ class ImageService:
         return pb.ImageStatusResponse(image=image_pb(img), info=info)
 
     async def PullImage(self, request: pb.PullImageRequest, context: Any) -> pb.PullImageResponse:
-        self._check_runtime_handler(request.image.runtime_handler)
+        snapshotter = self._snapshotter_for(request)
         auth = auth_from_pb(request.auth) if request.HasField("auth") else None
-        image_id = await self.store.pull(request.image.image, auth)
+        image_id = await self.store.pull(request.image.image, auth, snapshotter=snapshotter)
         return pb.PullImageResponse(image_ref=image_id)
 
     async def RemoveImage(self, request: pb.RemoveImageRequest, context: Any) -> pb.RemoveImageResponse:

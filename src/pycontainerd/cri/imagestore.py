@@ -25,23 +25,29 @@ manifest and config are read (small blobs) to find the id.  The pull itself is
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import builtins
+import contextlib
 import json
 import logging
 import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from .. import errdefs
+from .. import labels as labelsmod
+from ..config.durations import format_duration
 from ..images import blobs, handlers, reference
 from ..images import digest as digests
+from ..images import mediatypes as mt
 from ..images import platforms as plat
 from ..images.models import Descriptor
 from ..metadata import images as mdimages
@@ -55,6 +61,7 @@ if TYPE_CHECKING:
     from ..remotes.auth import Credentials
 
 log = logging.getLogger("pycontainerd.cri")
+T = TypeVar("T")
 
 NAMESPACE = "k8s.io"
 IMAGE_LABEL = "io.cri-containerd.image"
@@ -193,14 +200,23 @@ class CriImageStore:
 
     def __init__(self, *, content: Any, snapshots: Any, differ: Any, images: mdimages.ImageStore, leases: Any,
                  snapshotter: str, snapshotter_root: str, registry: RegistrySettings,
-                 max_concurrent_downloads: int = 3, namespace: str = NAMESPACE) -> None:
+                 max_concurrent_downloads: int = 3, namespace: str = NAMESPACE,
+                 other_roots: dict[str, str] | None = None,
+                 discard_unpacked_layers: bool = False, pull_progress_timeout: float = 0.0,
+                 snapshot_annotations: bool = False) -> None:
         self.content = content
+        # containerd.disable_snapshot_annotations = false: the image's cri.* labels on its snapshots
+        self.snapshot_annotations = snapshot_annotations
+        self.discard_unpacked_layers = discard_unpacked_layers  # containerd.discard_unpacked_layers
+        self.pull_progress_timeout = pull_progress_timeout  # image_pull_progress_timeout (0: none)
         self.snapshots = snapshots
         self.differ = differ
         self.images = images
         self.leases = leases
         self.snapshotter = snapshotter
         self.snapshotter_root = snapshotter_root
+        # every snapshotter CRI snapshots may live in (runtime handlers' own too), the CRI's first
+        self.snapshotter_roots = {snapshotter: snapshotter_root, **(other_roots or {})}
         self.registry = registry
         self.max_concurrent = max_concurrent_downloads or None
         self.ns = namespace
@@ -286,8 +302,9 @@ class CriImageStore:
             return hostsmod.configure(host, hosts_dir=reg.config_path)
         return hostsmod.from_mirrors(host, reg.mirrors, reg.tls)
 
-    async def pull(self, ref: str, auth: PullAuth | None = None) -> str:
-        """Pull and unpack ``ref`` into the CRI namespace; returns the image id."""
+    async def pull(self, ref: str, auth: PullAuth | None = None, snapshotter: str = "") -> str:
+        """Pull and unpack ``ref`` into the CRI namespace; returns the image id.  It is unpacked
+        into ``snapshotter`` (a runtime handler's, containerd 1.7+), the CRI's by default."""
         try:
             name = reference.normalize(ref)
         except errdefs.InvalidArgument as exc:
@@ -305,10 +322,16 @@ class CriImageStore:
             store = self.content.namespaced(self.ns, lease.id)
             name, root = await resolver.resolve(name)
             matcher = plat.default()
-            fetch = shared.Fetch(store, resolver.fetcher(name), name, matcher, max_concurrent=self.max_concurrent)
-            await fetch.walk(root)
-            target = _LayerTarget(self, lease.id)
-            resolved, _top = await shared.unpack_layers(store, target, self.snapshotter, name, root, matcher)
+            watch = ProgressWatch(self.pull_progress_timeout, ref)
+            fetch = shared.Fetch(store, resolver.fetcher(name), name, matcher, max_concurrent=self.max_concurrent,
+                                 gc_layers=not self.discard_unpacked_layers, progress=watch.progress)
+            await watch.run(fetch.walk(root))
+            snapshotter = snapshotter or self.snapshotter
+            extra: dict[str, dict[str, str]] = {}
+            if self.snapshot_annotations:
+                extra = snapshot_labels(await handlers.resolve_manifest(shared.reader(store), root, matcher), name)
+            target = _LayerTarget(self, lease.id, snapshotter, extra)
+            resolved, _top = await shared.unpack_layers(store, target, snapshotter, name, root, matcher)
             image_id = resolved.manifest.config.digest
             r = reference.parse(name)
             names = [name]
@@ -324,6 +347,42 @@ class CriImageStore:
                 await self.leases.delete(self.ns, lease.id)
             except errdefs.ContainerdError as exc:
                 log.warning("cri pull: could not delete lease %s: %s", lease.id, exc)
+
+    async def unpack(self, image: CriImage, snapshotter: str) -> None:
+        """The image's layers into ``snapshotter`` unless its top snapshot is there already: an
+        image pulled for another runtime handler is unpacked when a pod or container of a handler
+        with its own snapshotter needs it (containerd 1.7's ``WithNewSnapshot``).  Under a lease of
+        its own; the config's ``containerd.io/gc.ref.snapshot.<snapshotter>`` label keeps the result."""
+        if not image.references:
+            raise errdefs.NotFound(f"image {image.id} has no record in namespace {self.ns}")
+        lease = await self.leases.create(self.ns, labels={"containerd.io/gc.expire": rfc3339(
+            time.time() + LEASE_EXPIRE)})
+        try:
+            target = _LayerTarget(self, lease.id, snapshotter)
+            if await target.exists(image.chain_id):
+                return
+            rec = await self.images.get(self.ns, image.references[0])
+            root = Descriptor(rec.target.media_type, rec.target.digest, rec.target.size)
+            await shared.unpack_layers(self.content.namespaced(self.ns, lease.id), target, snapshotter,
+                                       rec.name, root, plat.default())
+        finally:
+            try:
+                await self.leases.delete(self.ns, lease.id)
+            except errdefs.ContainerdError as exc:
+                log.warning("cri unpack: could not delete lease %s: %s", lease.id, exc)
+
+    async def prepare(self, sn: Any, key: str, image: CriImage, snapshotter: str) -> builtins.list[Mount]:
+        """A writable snapshot ``key`` over the image in ``sn`` (of ``snapshotter``); when its
+        parent is missing there, the image is unpacked into it first, as containerd does."""
+        try:
+            mounts: builtins.list[Mount] = await sn.prepare(key, image.chain_id, {})
+            return mounts
+        except errdefs.NotFound:
+            if not image.chain_id:
+                raise
+        await self.unpack(image, snapshotter)
+        mounts = await sn.prepare(key, image.chain_id, {})
+        return mounts
 
     async def _put_record(self, name: str, root: Descriptor) -> None:
         rec = mdimages.Image(name, mdimages.Descriptor(root.media_type, root.digest, root.size),
@@ -372,11 +431,88 @@ class CriImageStore:
                 FsUsage(now, self.snapshotter_root, active_used, active_inodes))
 
 
-class _LayerTarget:
-    """``remotes.pull.LayerTarget`` over the daemon's snapshot store and differ, under a lease."""
+class ProgressWatch:
+    """``image_pull_progress_timeout``: a fetch that reads no data for this long is cancelled.
 
-    def __init__(self, store: CriImageStore, lease: str) -> None:
-        self.sn = store.snapshots.namespaced(store.snapshotter, store.ns, lease)
+    Every progress report of the fetch (a request starting, bytes read, a blob done) resets the
+    clock, as containerd resets it on each byte read from the registry; 0 means no timeout."""
+
+    def __init__(self, timeout: float, ref: str) -> None:
+        self.timeout = timeout
+        self.ref = ref
+        self._last = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def progress(self, key: str, done: int, total: int, status: str) -> None:
+        if self._loop is not None:
+            self._last = self._loop.time()
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        if self.timeout <= 0:
+            return await work
+        loop = self._loop = asyncio.get_running_loop()
+        self._last = loop.time()
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                left = self._last + self.timeout - loop.time()
+                if left <= 0:
+                    break
+                done, _ = await asyncio.wait({task}, timeout=left)
+                if done:
+                    return task.result()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise errdefs.DeadlineExceeded(
+                f"cancel pulling image {self.ref} because of no progress in {format_duration(self.timeout)} "
+                "(image_pull_progress_timeout)")
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+def _image_layers(layers: Sequence[Descriptor]) -> str:
+    """``cri.image-layers``: the digests of ``layers``, comma-separated, as many as a label holds."""
+    out = ""
+    for layer in layers:
+        item = f",{layer.digest}" if out else layer.digest
+        try:
+            labelsmod.validate(labelsmod.CRI_SNAPSHOT_IMAGE_LAYERS, out + item)
+        except errdefs.InvalidArgument:
+            break
+        out += item
+    return out
+
+
+def snapshot_labels(resolved: handlers.ResolvedImage, ref: str) -> dict[str, dict[str, str]]:
+    """containerd's snapshot annotations (CRI ``disable_snapshot_annotations = false``), by the chain
+    id of each layer's snapshot: the image ref, the manifest's digest, the layer's digest and the
+    digests of that layer and those above it; remote snapshotters (stargz) read them."""
+    out: dict[str, dict[str, str]] = {}
+    layers = [d for d in resolved.manifest.layers if mt.is_layer(d.media_type)]
+    chain: list[str] = []
+    for i, (layer, diff_id) in enumerate(zip(layers, resolved.config.diff_ids, strict=False)):
+        chain.append(diff_id)
+        out[handlers.chain_id(chain)] = {
+            labelsmod.CRI_SNAPSHOT_IMAGE_REF: ref,
+            labelsmod.CRI_SNAPSHOT_MANIFEST_DIGEST: resolved.manifest_desc.digest,
+            labelsmod.CRI_SNAPSHOT_LAYER_DIGEST: layer.digest,
+            labelsmod.CRI_SNAPSHOT_IMAGE_LAYERS: _image_layers(layers[i:]),
+        }
+    return out
+
+
+class _LayerTarget:
+    """``remotes.pull.LayerTarget`` over the daemon's snapshot store and differ, under a lease;
+    ``extra``: more labels for the snapshot of a chain id (``snapshot_labels``)."""
+
+    def __init__(self, store: CriImageStore, lease: str, snapshotter: str,
+                 extra: dict[str, dict[str, str]] | None = None) -> None:
+        self.extra = extra or {}
+        self.sn = store.snapshots.namespaced(snapshotter, store.ns, lease)
         self.differ = store.differ
         self.ns = store.ns
         self.lease = lease
@@ -392,7 +528,8 @@ class _LayerTarget:
         # the key is "extract-<nanos>-<rand> <chain id>"; containerd's daemon-side unpacker labels
         # the snapshot with the chain id it becomes (remote snapshotters look it up)
         chain_id = key.rsplit(" ", 1)[-1]
-        mounts: list[Mount] = await self.sn.prepare(key, parent, {SNAPSHOT_REF: chain_id})
+        mounts: list[Mount] = await self.sn.prepare(key, parent, {SNAPSHOT_REF: chain_id,
+                                                                  **self.extra.get(chain_id, {})})
         return mounts
 
     async def apply(self, layer: Descriptor, mounts: Any) -> str:
@@ -403,7 +540,7 @@ class _LayerTarget:
         return str(applied.digest)
 
     async def commit(self, name: str, key: str) -> None:
-        await self.sn.commit(name, key, {SNAPSHOT_REF: name})
+        await self.sn.commit(name, key, {SNAPSHOT_REF: name, **self.extra.get(name, {})})
 
     async def remove(self, key: str) -> None:
         await self.sn.remove(key)

@@ -29,6 +29,7 @@ from ..streaming.server import StreamServer
 from . import streaming
 from .containers import Containers, signal_enum
 from .events import ContainerEventHub
+from .features import HandlerFeatures
 from .imagestore import NAMESPACE
 from .sandbox import DEFAULT_INTERFACE, Sandboxes
 
@@ -93,6 +94,36 @@ class RuntimeState:
             return False, NETWORK_NOT_READY_REASON, f"Network plugin returns error: {exc}"
         return True, "", ""
 
+    async def render_cni_conf(self, pod_cidrs: str) -> None:
+        """``cni.conf_template``, as containerd 1.6: once the kubelet sends the pod CIDR(s) and the
+        network is not ready (no usable CNI config), the template is rendered into ``cni.conf_dir``."""
+        from ..cni import conftemplate
+
+        try:
+            conftemplate.template_data(pod_cidrs)  # the CIDRs must parse, template or not (containerd)
+        except ValueError as exc:
+            raise errdefs.InvalidArgument(f"get routes: pod CIDR {pod_cidrs!r}: {exc}") from exc
+        cni_cfg = self.config.cni
+        template = cni_cfg.conf_template
+        if not template:
+            log.info("no cni config template is specified, wait for other system components to drop the config")
+            return
+        if self.cni is None:
+            return
+        try:
+            await self.cni.status()
+            log.info("network plugin is ready, skip generating cni config from template %s", template)
+            return
+        except errdefs.ContainerdError:
+            pass
+        try:
+            path = await asyncio.to_thread(conftemplate.write_conf, template, cni_cfg.conf_dir, pod_cidrs)
+        except conftemplate.TemplateError as exc:
+            raise errdefs.FailedPrecondition(f"cni.conf_template: {exc}") from exc
+        except OSError as exc:
+            raise errdefs.from_oserror(exc, f"generate cni config from template {template}") from exc
+        log.info("generated cni config %s from template %s", path, template)
+
 
 class RuntimeService:
     """Not a subclass of the generated servicer: the methods it lacks are filled in by ``add_to_server``."""
@@ -104,6 +135,7 @@ class RuntimeService:
         self._containers = containers
         self._stream_server = stream_server
         self._no_streaming = "the CRI plugin has no streaming server (no task manager)"
+        self._features: HandlerFeatures | None = None
         self.events = ContainerEventHub()
         if containers is not None:
             containers.on_event = self._container_event
@@ -131,17 +163,20 @@ class RuntimeService:
             info["podCIDR"] = json.dumps(self.state.pod_cidr)
             if self._stream_server is not None and self._stream_server.port:
                 info["streamServer"] = json.dumps(self._stream_server.base_url)
-        # what the kubelet may use (1.30+): per handler, neither recursive read-only mounts nor user
-        # namespaces; the Strict supplemental groups policy, yes
-        runtimes = getattr(getattr(self.state.config, "containerd", None), "runtimes", None) or {}
-        handlers = [pb.RuntimeHandler(name=name, features=pb.RuntimeHandlerFeatures())
-                    for name in ["", *sorted(runtimes)]]
+        # what the kubelet may use (1.30+): per handler, recursive read-only mounts where its runc
+        # and the kernel have them, no user namespaces (features.py); the Strict supplemental
+        # groups policy, yes
+        if self._features is None:
+            self._features = HandlerFeatures.for_config(self.state.config)
+        handlers = await self._features.runtime_handlers()
         return pb.StatusResponse(status=status, info=info, runtime_handlers=handlers,
                                  features=pb.RuntimeFeatures(supplemental_groups_policy=True))
 
     async def UpdateRuntimeConfig(self, request: pb.UpdateRuntimeConfigRequest, context: Any
                                   ) -> pb.UpdateRuntimeConfigResponse:
         cidr = request.runtime_config.network_config.pod_cidr
+        if cidr:
+            await self.state.render_cni_conf(cidr)
         if cidr and cidr != self.state.pod_cidr:
             log.info("pod CIDR set to %s", cidr)
             self.state.pod_cidr = cidr
@@ -184,6 +219,14 @@ class RuntimeService:
                 "config": json_format.MessageToDict(cfg), "netns": sb.netns,
             })
         return pb.PodSandboxStatusResponse(status=status, info=info)
+
+    async def UpdatePodSandboxResources(self, request: pb.UpdatePodSandboxResourcesRequest, context: Any
+                                        ) -> pb.UpdatePodSandboxResourcesResponse:
+        """1.33's call, made after the kubelet resized the pod's cgroup: recorded (sandbox.py)."""
+        await self.pods.update_resources(request.pod_sandbox_id,
+                                         request.overhead if request.HasField("overhead") else None,
+                                         request.resources if request.HasField("resources") else None)
+        return pb.UpdatePodSandboxResourcesResponse()
 
     async def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> pb.ListPodSandboxResponse:
         f = request.filter

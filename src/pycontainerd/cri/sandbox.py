@@ -28,7 +28,7 @@ import os
 import secrets
 import shutil
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +44,11 @@ from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..mount.core import Mount as MountRecord
 from ..mount.core import mount_all, unmount_all
 from ..oci.seccomp import default_profile, load_profile
-from ..oci.spec import SPEC_TYPE_URL, canonical, cri_default_spec, replace_or_append_env
+from ..oci.spec import SPEC_TYPE_URL, RootfsFiles, canonical, cri_default_spec, replace_or_append_env, with_user
 from ..runtime.bundle import own_oom_score_adj
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, RuncOptions, TaskIO
-from . import handlers
+from . import configopts, handlers
 from .imagestore import NAMESPACE, CriImageStore
 from .phases import Phases
 from .security import (
@@ -183,6 +183,34 @@ def parent_cgroup(parent: str, systemd: bool) -> str:
     return parent
 
 
+def rootfs_files(mounts: builtins.list[Any]) -> RootfsFiles:
+    """/etc/passwd and /etc/group of an overlay (or bind) rootfs, read from its layers without mounting."""
+    dirs: list[str] = []
+    for m in mounts:
+        if m.type == "overlay":
+            opts = dict(o.split("=", 1) for o in m.options if "=" in o)
+            if "upperdir" in opts:
+                dirs.append(opts["upperdir"])
+            dirs += opts.get("lowerdir", "").split(":")
+        elif m.type == "bind":
+            dirs.append(m.source)
+
+    def read(rel: str) -> str | None:
+        for d in dirs:
+            p = Path(d) / rel
+            if p.is_file() and not p.is_symlink():
+                return p.read_text(errors="replace")
+        return None
+
+    return RootfsFiles(read("etc/passwd"), read("etc/group"))
+
+
+def _numeric_user(user: str) -> bool:
+    """``uid:gid``: a user string that needs no /etc/passwd or /etc/group to resolve."""
+    uid, sep, gid = user.partition(":")
+    return bool(sep) and uid.isdigit() and gid.isdigit()
+
+
 async def together(undo: list[Any], *steps: tuple[Awaitable[Any], Callable[[], Awaitable[Any]] | None]) -> list[Any]:
     """Independent steps run at once, their results in order.  The undo of each step that
     succeeded goes onto ``undo`` (in the steps' order) whatever happens to the others, then the
@@ -222,6 +250,7 @@ class Sandbox:
     image: str = ""
     runtime_handler: str = ""
     runtime_type: str = RUNTIME_NAME
+    snapshotter: str = ""  # the record's (its handler's when it names one)
 
     @property
     def name(self) -> str:
@@ -232,13 +261,19 @@ class Sandboxes:
     """The pod lifecycle over the daemon's container store, snapshots, task manager, CNI and netns."""
 
     def __init__(self, *, config: CRIConfig, images: CriImageStore, containers: ContainerStore,
-                 tasks: TaskManager, state_dir: Path, cni: CNI | None) -> None:
+                 tasks: TaskManager, state_dir: Path, cni: CNI | None,
+                 handler_cnis: Mapping[str, CNI] | None = None,
+                 base_specs: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.config = config
         self.images = images
         self.containers = containers
         self.tasks = tasks
         self.state_dir = state_dir
         self.cni = cni
+        # the handlers with a cni_conf_dir: their own CNI load; the others use ``cni``
+        self.handler_cnis = dict(handler_cnis or {})
+        # the handlers with a base_runtime_spec: the spec read from it when the plugin started
+        self.base_specs = dict(base_specs or {})
         self._names: set[str] = set()  # pod names being created right now
         self._locks: dict[str, asyncio.Lock] = {}
         self._net_down: set[str] = set()  # pods whose network this daemon tore down (CNI DEL done)
@@ -270,7 +305,7 @@ class Sandboxes:
                        ip=str(data.get("ip") or ""), additional_ips=list(data.get("additional_ips") or []),
                        ready=ready, pid=pid, labels=dict(c.labels), spec=spec, image=c.image,
                        runtime_handler=str(data.get("runtime_handler") or ""),
-                       runtime_type=c.runtime_name or RUNTIME_NAME)
+                       runtime_type=c.runtime_name or RUNTIME_NAME, snapshotter=c.snapshotter)
 
     async def names(self) -> set[str]:
         """The names of the stored pods, from their records alone (no task states asked)."""
@@ -317,6 +352,31 @@ class Sandboxes:
             raise errdefs.InvalidArgument(f"sandbox id prefix {sid!r} is ambiguous")
         return found[0]
 
+    async def update_resources(self, sid: str, overhead: pb.LinuxContainerResources | None,
+                               resources: pb.LinuxContainerResources | None) -> None:
+        """UpdatePodSandboxResources: the pod's new overhead and resources (each only when given) into
+        its stored config, which PodSandboxStatus shows and a restart keeps.  Nothing else changes:
+        the pod-level cgroup (``cgroup_parent``) is the kubelet's, resized before it calls this (the
+        CRI's contract), and the daemon holds no pod cgroup of its own (the infra process's cgroup
+        holds only it, its containers' are siblings)."""
+        sb = await self.get(sid)
+        if overhead is None and resources is None:
+            return
+        async with self.lock(sb.id):
+            record = await self.containers.get(NAMESPACE, sb.id)
+            meta = ext_data(record, SANDBOX_EXT)
+            if meta is None:
+                raise errdefs.NotFound(f"sandbox {sb.id} has no CRI metadata")
+            cfg = pb.PodSandboxConfig()
+            json_format.ParseDict(meta.get("config") or {}, cfg, ignore_unknown_fields=True)
+            if overhead is not None:
+                cfg.linux.overhead.CopyFrom(overhead)
+            if resources is not None:
+                cfg.linux.resources.CopyFrom(resources)
+            meta["config"] = json_format.MessageToDict(cfg)
+            record.extensions = {**record.extensions, SANDBOX_EXT: ext_value(meta)}
+            await self.containers.update(NAMESPACE, record, ["extensions"])
+
     # -- runtimes -------------------------------------------------------------------------------
     def runtime(self, handler: str = "") -> RuntimeConfig:
         """The runtime of a pod's handler (RuntimeClass); the default one for ``""``."""
@@ -326,6 +386,19 @@ class Sandboxes:
             return self.config.containerd.runtimes[handler]
         except KeyError:
             raise errdefs.NotFound(f"no runtime for {handler!r} is configured") from None
+
+    def cni_for(self, handler: str = "") -> CNI | None:
+        """The CNI a handler's pods are networked with: its ``cni_conf_dir``'s, else the default."""
+        return self.handler_cnis.get(handler, self.cni)
+
+    def snapshotter(self, handler: str = "") -> str:
+        """The snapshotter of a handler's pods and containers: its ``snapshotter``, else the CRI's."""
+        return handlers.snapshotter_of(self.runtime(handler), self.config.containerd.snapshotter)
+
+    def container_spec_base(self, handler: str, cid: str) -> dict[str, Any]:
+        """What a container's spec starts from: its handler's base spec, else the CRI default."""
+        base = self.base_specs.get(handler or self.config.containerd.default_runtime_name)
+        return cri_default_spec(NAMESPACE, cid) if base is None else handlers.from_base(base, NAMESPACE, cid)
 
     def systemd_cgroup(self, handler: str = "") -> bool:
         """Whether the pods of this handler use the systemd cgroup driver (its runc ``SystemdCgroup``)."""
@@ -400,7 +473,7 @@ class Sandboxes:
         # the security context's files before anything is made: a bad profile leaves nothing behind
         sc = cfg.linux.security_context
         refuse_user_namespace(sc.namespace_options)
-        wanted = seccomp_request(sc)
+        wanted = seccomp_request(sc, self.config.unset_seccomp_profile)
         local_seccomp = (await asyncio.to_thread(load_profile, wanted.ref)
                          if wanted is not None and wanted.type == LOCALHOST else None)
         apparmor = await asyncio.to_thread(read_apparmor)
@@ -421,32 +494,49 @@ class Sandboxes:
                                                           under_state_dir=self.config.netns_mounts_under_state_dir))
                 undo.append(lambda p=path: netns.remove(p))
                 phases.mark("netns")
-                if self.cni is None:
+                cni = self.cni_for(handler)
+                if cni is None:
                     raise errdefs.FailedPrecondition("cni plugin not initialized: no CNI network for the pod")
                 pod = self._pod_network(sid, path, cfg)
-                undo.append(lambda n=pod: self._teardown(n))
-                cni_add = asyncio.create_task(self.cni.setup(pod), name=f"cni-add-{sid[:12]}")
-            spec = self._spec(sid, cfg, image.config, path, self.systemd_cgroup(handler),
-                              local_seccomp=local_seccomp, apparmor=apparmor)
+                undo.append(lambda n=pod: self._teardown(n, handler))
+                cni_add = asyncio.create_task(cni.setup(pod), name=f"cni-add-{sid[:12]}")
+            rt = self.runtime(handler)
+            snapshotter = self.snapshotter(handler)
+
+            def build(files: RootfsFiles | None) -> dict[str, Any]:
+                spec = self._spec(sid, cfg, image.config, path, self.systemd_cgroup(handler),
+                                  local_seccomp=local_seccomp, apparmor=apparmor, files=files)
+                spec["annotations"] = {**handlers.passthrough(cfg.annotations, rt.pod_annotations),
+                                       **spec["annotations"]}
+                return spec
+
+            # a user to look up in the image's /etc/passwd and /etc/group: the spec is completed
+            # once the snapshot (which the record must name first) is there to read them from
+            user = self._user(cfg, image.config)
+            needs_files = bool(user) and not _numeric_user(user)
+            spec = build(None)
             labels = {**dict(cfg.labels), KIND_LABEL: KIND_SANDBOX}
             meta = {"config": json_format.MessageToDict(cfg), "netns": path, "ip": "", "additional_ips": [],
                     "name": name, "runtime_handler": handler}
-            rt = self.runtime(handler)
-            spec["annotations"] = {**handlers.passthrough(cfg.annotations, rt.pod_annotations), **spec["annotations"]}
             record = Container(
                 id=sid, runtime_name=rt.runtime_type, runtime_options=handlers.runtime_options(rt),
                 spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
                 labels=labels, image=image.references[0] if image.references else image.id,
-                snapshotter=self.images.snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)})
+                snapshotter=snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)})
             phases.mark("spec")
             await self.containers.create(NAMESPACE, record)
             undo.append(lambda: self.containers.delete(NAMESPACE, sid))
             phases.mark("record")
             # after the record that names it: the garbage collector never sees it unreferenced
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
-            mounts = await sn.prepare(sid, image.chain_id, {})
+            sn = self.images.snapshots.namespaced(snapshotter, NAMESPACE)
+            mounts = await self.images.prepare(sn, sid, image, snapshotter)
             undo.append(lambda: sn.remove(sid))
             phases.mark("snapshot")
+            if needs_files:
+                spec = build(await asyncio.to_thread(rootfs_files, mounts))
+                record.spec = TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode())
+                await self.containers.update(NAMESPACE, record, ["spec"])
+                phases.mark("user from passwd")
             await self.tasks.create(NAMESPACE, sid, rootfs=[RootfsMount(mt.type, mt.source, mt.target,
                                                                         tuple(mt.options)) for mt in mounts],
                                     io=TaskIO(), options=self.run_options(handler), runtime_path=rt.runtime_path)
@@ -490,9 +580,10 @@ class Sandboxes:
         return PodNetwork(sandbox_id=sid, netns=path, namespace=m.namespace, name=m.name, uid=m.uid,
                           capabilities=CapabilityArgs(port_mappings=ports))
 
-    async def _teardown(self, pod: PodNetwork) -> None:
-        if self.cni is not None:
-            await self.cni.teardown(pod)
+    async def _teardown(self, pod: PodNetwork, handler: str = "") -> None:
+        cni = self.cni_for(handler)
+        if cni is not None:
+            await cni.teardown(pod)
 
     @staticmethod
     def _write_files(sdir: Path, cfg: pb.PodSandboxConfig) -> None:
@@ -536,9 +627,19 @@ class Sandboxes:
             return max(adj, own_oom_score_adj())
         return adj
 
+    @staticmethod
+    def _user(cfg: pb.PodSandboxConfig, image_config: dict[str, Any]) -> str:
+        """The infra process's user string: run_as_user[:run_as_group], else the image's ``User``
+        (a group without a user is refused)."""
+        sc = cfg.linux.security_context
+        return user_string("", sc.run_as_user if sc.HasField("run_as_user") else None,
+                           sc.run_as_group if sc.HasField("run_as_group") else None
+                           ) or str((image_config.get("config") or {}).get("User") or "")
+
     def _spec(self, sid: str, cfg: pb.PodSandboxConfig, image_config: dict[str, Any], path: str,
               systemd: bool = False, *, local_seccomp: dict[str, Any] | None = None,
-              apparmor: tuple[bool, frozenset[str]] = (False, frozenset())) -> dict[str, Any]:
+              apparmor: tuple[bool, frozenset[str]] = (False, frozenset()),
+              files: RootfsFiles | None = None) -> dict[str, Any]:
         spec = cri_default_spec(NAMESPACE, sid)
         ic = image_config.get("config") or {}
         args = [*(ic.get("Entrypoint") or []), *(ic.get("Cmd") or [])]
@@ -550,18 +651,19 @@ class Sandboxes:
         proc["cwd"] = ic.get("WorkingDir") or "/"
         proc["oomScoreAdj"] = self._oom(SANDBOX_OOM_SCORE_ADJ)
         sc = cfg.linux.security_context
-        user_string("", sc.run_as_user if sc.HasField("run_as_user") else None,
-                    sc.run_as_group if sc.HasField("run_as_group") else None)  # refuses a group without a user
-        if sc.HasField("run_as_user"):
-            proc["user"] = {"uid": sc.run_as_user.value, "gid": sc.run_as_group.value
-                            if sc.HasField("run_as_group") else 0}
+        # as containerd's: run_as_user (with run_as_group), else the image's user, resolved in the
+        # image's /etc/passwd (a uid without a group takes its passwd group, else 0); files=None
+        # leaves a user that needs them at root until the caller has them
+        user = self._user(cfg, image_config)
+        if user and (files is not None or _numeric_user(user)):
+            with_user(spec, user, files or RootfsFiles(None, None))
         if sc.supplemental_groups:
             proc["user"]["additionalGids"] = sorted({*proc["user"].get("additionalGids", []),
                                                       *sc.supplemental_groups})
-        profile = apparmor_profile(sc, enabled=apparmor[0], loaded=apparmor[1])
+        profile = apparmor_profile(sc, enabled=apparmor[0] and not self.config.disable_apparmor, loaded=apparmor[1])
         if profile:
             proc["apparmorProfile"] = profile
-        wanted = seccomp_request(sc)
+        wanted = seccomp_request(sc, self.config.unset_seccomp_profile)
         if wanted is not None and wanted.type == LOCALHOST:
             if local_seccomp is None:  # _run loads it; never fall back to another profile
                 raise errdefs.FailedPrecondition(f"seccomp profile {wanted.ref!r} was not loaded")
@@ -582,10 +684,14 @@ class Sandboxes:
         if ns_opts.pid != pb.NODE:
             namespaces.append({"type": "pid"})
         linux["namespaces"] = namespaces
-        if cfg.linux.sysctls:
-            linux["sysctl"] = dict(cfg.linux.sysctls)
-        linux["cgroupsPath"] = cgroups_path(cfg.linux.cgroup_parent, sid, systemd)
-        linux.setdefault("resources", {}).setdefault("cpu", {})["shares"] = 2
+        sysctls = configopts.sandbox_sysctls(self.config, cfg.linux.sysctls, host_network=host_network(cfg))
+        if sysctls:
+            linux["sysctl"] = sysctls
+        if self.config.disable_cgroup:  # as containerd: no cgroup path, no default shares
+            linux["cgroupsPath"] = ""
+        else:
+            linux["cgroupsPath"] = cgroups_path(cfg.linux.cgroup_parent, sid, systemd)
+            linux.setdefault("resources", {}).setdefault("cpu", {})["shares"] = 2
         # as containerd: the pod's shm and resolv.conf, read-only, after the default mounts (whose
         # /dev/shm tmpfs stays below the bind)
         sdir = self.sandbox_dir(sid)
@@ -652,7 +758,7 @@ class Sandboxes:
 
     async def _network_down(self, sb: Sandbox) -> None:
         pod = self._pod_network(sb.id, sb.netns, sb.config)
-        await self._teardown(pod)
+        await self._teardown(pod, sb.runtime_handler)
         if await netns.exists(sb.netns):
             await netns.remove(sb.netns)
         self._net_down.add(sb.id)
@@ -664,7 +770,7 @@ class Sandboxes:
             return  # CRI: removing a missing sandbox is success
         await self.stop(sb.id, remove_containers)
         async with self.lock(sb.id):
-            sn = self.images.snapshots.namespaced(self.images.snapshotter, NAMESPACE)
+            sn = self.images.snapshots.namespaced(sb.snapshotter or self.images.snapshotter, NAMESPACE)
             with contextlib.suppress(errdefs.NotFound):
                 await sn.remove(sb.id)
             with contextlib.suppress(errdefs.NotFound):

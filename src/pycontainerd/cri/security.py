@@ -7,11 +7,13 @@ string (``seccomp_profile_path`` / ``apparmor_profile``: ``runtime/default``, ``
 - seccomp: privileged -> none; not asked or Unconfined -> none; RuntimeDefault -> our default
   profile (``oci.seccomp.default_profile``, from the bounding capabilities); Localhost -> the
   JSON file at the (absolute) path, refused when it cannot be read or is not a profile.
-- AppArmor: on a host without AppArmor (``/sys/module/apparmor/parameters/enabled`` not ``Y``)
-  nothing is applied and only a Localhost request is refused.  With AppArmor: Unconfined, not
-  asked, or RuntimeDefault for a privileged container -> none; Localhost -> the profile by name
-  when the kernel has it loaded; RuntimeDefault otherwise is refused (pycontainerd does not
-  generate and load containerd's ``cri-containerd.apparmor.d`` profile).
+- seccomp: when the context asks nothing, the CRI config's ``unset_seccomp_profile`` (a string of the
+  deprecated form) is what it asks.
+- AppArmor: on a host without AppArmor (``/sys/module/apparmor/parameters/enabled`` not ``Y``), or
+  with the CRI config's ``disable_apparmor``, nothing is applied and only a Localhost request is
+  refused.  With AppArmor: Unconfined, not asked, or RuntimeDefault for a privileged container ->
+  none; Localhost -> the profile by name when the kernel has it loaded; RuntimeDefault otherwise is
+  refused (pycontainerd does not generate and load containerd's ``cri-containerd.apparmor.d`` profile).
 
 Pure functions: the caller reads files and sysfs (in a thread) and passes what it read.
 """
@@ -76,10 +78,11 @@ def _field(sc: Any, name: str) -> pb.SecurityProfile | None:
     return getattr(sc, name) if sc.HasField(name) else None
 
 
-def seccomp_request(sc: Any) -> Profile | None:
+def seccomp_request(sc: Any, unset: str = "") -> Profile | None:
     """What seccomp a container or sandbox security context gets: None (no filter), RuntimeDefault or
-    Localhost (with an absolute path to load)."""
-    prof = requested(_field(sc, "seccomp"), sc.seccomp_profile_path, "seccomp")
+    Localhost (with an absolute path to load).  ``unset`` is the CRI config's ``unset_seccomp_profile``:
+    the string used when the context asks nothing (neither the message nor the deprecated string)."""
+    prof = requested(_field(sc, "seccomp"), sc.seccomp_profile_path or unset, "seccomp")
     if sc.privileged or prof is None or prof.type == UNCONFINED:
         return None
     if prof.type == LOCALHOST and not os.path.isabs(prof.ref):

@@ -25,20 +25,17 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .. import errdefs, netns
 from ..api.cri.runtime.v1 import api_pb2 as pb
-from ..fsmodes import private_dir
-from ..runtime.task_types import TaskIO
 from ..streaming.runtime import AttachRequest, ExecRequest, InStream, OutStream, StreamIO, TerminalSize
 from .containers import Containers
 from .crilog import Subscriber
+from .execio import ExecFifos
 from .imagestore import NAMESPACE
 from .sandbox import Sandboxes
 
@@ -111,25 +108,12 @@ class CriStreamRuntime:
         exec_id = "exec-" + secrets.token_hex(16)
         d = self.containers.io_dir(c.id) / exec_id
         tasks = self.containers.tasks
-        fds: list[int] = []
-        keep: list[int] = []
+        fifos = ExecFifos(d)  # nothing made yet: what close() undoes if create fails
         helpers: list[asyncio.Task[Any]] = []
         created = started = exited = False
         try:
-            await asyncio.to_thread(private_dir, d)
-            paths = {name: str(d / name) for name, want in (("stdin", io.stdin), ("stdout", io.stdout),
-                                                           ("stderr", None if io.tty else io.stderr)) if want}
-            for p in paths.values():
-                os.mkfifo(p, 0o600)
-            stdin_fd = -1
-            if "stdin" in paths:
-                stdin_fd = os.open(paths["stdin"], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-                fds.append(stdin_fd)
-            outs: list[tuple[int, OutStream]] = []
-            for name, stream in (("stdout", io.stdout), ("stderr", io.stderr)):
-                if name in paths and stream is not None:
-                    outs.append((os.open(paths[name], os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), stream))
-                    keep.append(os.open(paths[name], os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            fifos = await ExecFifos.create(d, [name for name, want in (
+                ("stdin", io.stdin), ("stdout", io.stdout), ("stderr", None if io.tty else io.stderr)) if want])
             proc = dict(c.spec.get("process") or {})
             proc["args"] = list(request.cmd)
             proc["terminal"] = io.tty
@@ -143,21 +127,20 @@ class CriStreamRuntime:
                     size = io.resize.get_nowait()
                 if size is not None and size.width > 0 and size.height > 0:
                     proc["consoleSize"] = {"height": size.height, "width": size.width}
-            await tasks.exec(NAMESPACE, c.id, exec_id, proc, TaskIO(
-                stdin=paths.get("stdin", ""), stdout=paths.get("stdout", ""), stderr=paths.get("stderr", ""),
-                terminal=io.tty))
+            await tasks.exec(NAMESPACE, c.id, exec_id, proc, fifos.task_io(terminal=io.tty))
             created = True
-            readers = [asyncio.create_task(_copy_out(fd, out), name=f"exec-out-{exec_id}") for fd, out in outs]
+            # the read ends (open since create) become the copy tasks' once the exec exists
+            readers = [asyncio.create_task(_copy_out(fifos.take_reader(name), out), name=f"exec-out-{exec_id}")
+                       for name, out in (("stdout", io.stdout), ("stderr", io.stderr))
+                       if name in fifos.paths and out is not None]
             helpers += readers
             wait = asyncio.create_task(tasks.wait(NAMESPACE, c.id, exec_id), name=f"exec-wait-{exec_id}")
             helpers.append(wait)
             await tasks.start_process(NAMESPACE, c.id, exec_id)
             started = True
-            for fd in keep:  # the shim holds the write ends now: EOF comes when the process is gone
-                os.close(fd)
-            keep.clear()
-            if io.stdin is not None and stdin_fd >= 0:
-                helpers.append(asyncio.create_task(self._copy_in(io.stdin, stdin_fd, fds, c.id, exec_id)))
+            fifos.release_writers()  # the shim holds the write ends now: EOF comes when the process is gone
+            if io.stdin is not None and fifos.stdin_fd >= 0:
+                helpers.append(asyncio.create_task(self._copy_in(io.stdin, fifos, c.id, exec_id)))
             if io.resize is not None and io.tty:
                 helpers.append(asyncio.create_task(_resize(io.resize, self.containers, c.id, exec_id)))
             code = (await wait).exit_status
@@ -171,19 +154,17 @@ class CriStreamRuntime:
         finally:
             for t in helpers:
                 t.cancel()
-            await asyncio.shield(self._exec_cleanup(c.id, exec_id, d, created, started and not exited, helpers,
-                                                    fds + keep))
+            await asyncio.shield(self._exec_cleanup(c.id, exec_id, fifos, created, started and not exited, helpers))
 
-    async def _copy_in(self, source: InStream, fd: int, fds: list[int], cid: str, exec_id: str) -> None:
+    async def _copy_in(self, source: InStream, fifos: ExecFifos, cid: str, exec_id: str) -> None:
         while data := await source.read():
-            await _write_fd(fd, data)
-        os.close(fd)
-        fds.remove(fd)
+            await _write_fd(fifos.stdin_fd, data)
+        fifos.close_stdin()
         with contextlib.suppress(errdefs.ContainerdError):
             await self.containers.tasks.close_io(NAMESPACE, cid, exec_id)
 
-    async def _exec_cleanup(self, cid: str, exec_id: str, d: Path, created: bool, running: bool,
-                            helpers: list[asyncio.Task[Any]], fds: list[int]) -> None:
+    async def _exec_cleanup(self, cid: str, exec_id: str, fifos: ExecFifos, created: bool, running: bool,
+                            helpers: list[asyncio.Task[Any]]) -> None:
         tasks = self.containers.tasks
         await asyncio.gather(*helpers, return_exceptions=True)
         try:
@@ -196,10 +177,7 @@ class CriStreamRuntime:
                 with contextlib.suppress(errdefs.ContainerdError):
                     await tasks.delete_process(NAMESPACE, cid, exec_id)
         finally:
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            await asyncio.to_thread(shutil.rmtree, d, True)
+            await fifos.close()
 
     # -- attach -----------------------------------------------------------------------------------
     async def attach(self, request: AttachRequest, io: StreamIO) -> None:

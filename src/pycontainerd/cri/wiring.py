@@ -4,8 +4,10 @@ never loads the CRI's servicers, its generated API or CNI)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 from .. import errdefs
 from ..cni import CNI
@@ -17,6 +19,7 @@ from ..plugin import InitContext, SkipPlugin, types
 from ..rpc import Server
 from ..runtime.task_manager import TaskManager
 from ..streaming.server import ServerConfig, StreamServer
+from . import configopts, handlers
 from .containers import Containers
 from .images import ImageService
 from .imagestore import NAMESPACE, CriImageStore, registry_settings, snapshotter_root
@@ -31,22 +34,31 @@ class CriPlugin:
     """The plugin instance: both servicers, and what the next RPC groups will build on."""
 
     def __init__(self, config: CRIConfig, images: CriImageStore, *, containers: ContainerStore | None = None,
-                 tasks: TaskManager | None = None, state_dir: Path | None = None, exchange: Exchange | None = None
-                 ) -> None:
+                 tasks: TaskManager | None = None, state_dir: Path | None = None, exchange: Exchange | None = None,
+                 root_dir: Path | None = None, base_specs: dict[str, dict[str, Any]] | None = None) -> None:
         self.config = config
         self.images = images
         cni = None
+        self.handler_cnis: dict[str, CNI] = {}
         self.pods: Sandboxes | None = None
         self.containers: Containers | None = None
         if state_dir is not None:
             cni = CNI(conf_dir=config.cni.conf_dir, bin_dirs=config.cni.bin_search_path,
                       cache_dir=state_dir / "cni", max_conf_num=config.cni.max_conf_num, ip_pref=config.cni.ip_pref)
+            # as containerd: a handler with a cni_conf_dir has its own load of it (its
+            # cni_max_conf_num, else the cni section's), sharing the plugins and the result cache
+            self.handler_cnis = {
+                name: CNI(conf_dir=rt.cni_conf_dir, bin_dirs=config.cni.bin_search_path, cache_dir=state_dir / "cni",
+                          max_conf_num=rt.cni_max_conf_num or config.cni.max_conf_num, ip_pref=config.cni.ip_pref)
+                for name, rt in config.containerd.runtimes.items() if rt.cni_conf_dir}
             if containers is not None and tasks is not None:
                 self.pods = Sandboxes(config=config, images=images, containers=containers, tasks=tasks,
-                                      state_dir=state_dir, cni=cni)
+                                      state_dir=state_dir, cni=cni, handler_cnis=self.handler_cnis,
+                                      base_specs=base_specs)
                 self.containers = Containers(pods=self.pods, images=images, containers=containers, tasks=tasks,
                                              state_dir=state_dir, max_log_line=config.max_container_log_line_size,
-                                             exchange=exchange)
+                                             exchange=exchange, root_dir=root_dir,
+                                             drain_exec_io_timeout=config.drain_exec_sync_io_timeout)
         self.stream_server: StreamServer | None = None
         if self.pods is not None and self.containers is not None:
             self.stream_server = StreamServer(stream_server_config(config),
@@ -91,12 +103,40 @@ def stream_server_config(config: CRIConfig) -> ServerConfig:
                         idle_timeout=config.stream_idle_timeout)
 
 
+def read_base_specs(config: CRIConfig) -> dict[str, dict[str, Any]]:
+    """Each handler's ``base_runtime_spec``, read once (blocking: run it in a thread); a missing or
+    invalid file is an error naming the key and the file (containerd's CRI fails to load too)."""
+    out: dict[str, dict[str, Any]] = {}
+    by_path: dict[str, dict[str, Any]] = {}
+    for name, rt in config.containerd.runtimes.items():
+        path = rt.base_runtime_spec
+        if not path:
+            continue
+        if path not in by_path:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                raise errdefs.InvalidArgument(
+                    f"{handlers.runtime_key(name, 'base_runtime_spec')} = {path!r}: failed to load base OCI spec "
+                    f"from file: {exc.strerror or exc}") from None
+            by_path[path] = handlers.parse_base_spec(data, handler=name, path=path)
+        out[name] = by_path[path]
+    return out
+
+
 async def init(ctx: InitContext) -> CriPlugin:
     config = ctx.typed_config(CRIConfig)
+    configopts.check_selinux(config, host_has_selinux=await asyncio.to_thread(configopts.host_has_selinux))
     snapshotter = config.containerd.snapshotter
     backends = ctx.get_all(types.SNAPSHOT)
     if snapshotter not in backends:
         raise SkipPlugin(f"the CRI snapshotter {snapshotter!r} is not loaded (loaded: {', '.join(sorted(backends))})")
+    for name, rt in config.containerd.runtimes.items():
+        if rt.snapshotter and rt.snapshotter not in backends:
+            raise errdefs.FailedPrecondition(
+                f"{handlers.runtime_key(name, 'snapshotter')} = {rt.snapshotter!r}: that snapshotter is not loaded "
+                f"(loaded: {', '.join(sorted(backends))})")
+    base_specs = await asyncio.to_thread(read_base_specs, config)
     store = CriImageStore(
         content=ctx.get(types.SERVICE, "content-service"),
         snapshots=ctx.get(types.SERVICE, "snapshots-service"),
@@ -108,10 +148,16 @@ async def init(ctx: InitContext) -> CriPlugin:
         registry=registry_settings(config.registry),
         max_concurrent_downloads=config.max_concurrent_downloads,
         namespace=NAMESPACE,
+        other_roots={rt.snapshotter: snapshotter_root(ctx.daemon.root, backends[rt.snapshotter], rt.snapshotter)
+                     for rt in config.containerd.runtimes.values() if rt.snapshotter and rt.snapshotter != snapshotter},
+        discard_unpacked_layers=config.containerd.discard_unpacked_layers,
+        pull_progress_timeout=config.image_pull_progress_timeout,
+        snapshot_annotations=not config.containerd.disable_snapshot_annotations,
     )
     private_dir(ctx.state)
     plugin = CriPlugin(config, store, containers=ctx.get(types.SERVICE, "containers-service"),
-                       tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state, exchange=ctx.daemon.exchange)
+                       tasks=ctx.get(types.RUNTIME_V2, "task"), state_dir=ctx.state, exchange=ctx.daemon.exchange,
+                       root_dir=ctx.root, base_specs=base_specs)
     if plugin.containers is not None:
         plugin.containers.watch_oom()
         await plugin.containers.restore()

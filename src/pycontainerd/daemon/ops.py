@@ -56,7 +56,7 @@ class OpsServers:
             parse_metrics_address(cfg.metrics.address)  # refuse a bad address before anything starts
             from ..metrics.registry import DaemonMetrics
 
-            self.registry = DaemonMetrics()
+            self.registry = DaemonMetrics(task_cgroups=not cfg.cgroups_monitor.no_prometheus)
 
     @property
     def debug_address(self) -> str:

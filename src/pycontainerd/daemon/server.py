@@ -30,7 +30,7 @@ from ..plugin import PluginSet
 from ..plugin import registry as plugin_registry
 from ..plugin import types as plugin_types
 from ..rpc import Server
-from . import memory
+from . import memory, oom, tempdir
 from .interceptors import TimingObserver
 from .ops import OpsServers
 
@@ -158,6 +158,11 @@ class Daemon:
             except errdefs.InvalidArgument as exc:
                 raise errdefs.InvalidArgument(f"config key cgroup.path: {exc}") from exc
             log.info("daemon moved to cgroup %s", ", ".join(map(str, joined)))
+        # oom_score before anything forks (the shim launcher, runc): they inherit it
+        problem = oom.apply_oom_score(self.config.oom_score)
+        if problem is not None:
+            log.error("%s", problem)  # containerd logs it too and starts anyway
+        tempdir.apply_temp_dir(self.config.temp)
         self.uuid = self._server_uuid()
         await self.db.open()
         self.plugins = await plugin_registry.load(

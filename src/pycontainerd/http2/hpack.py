@@ -7,7 +7,8 @@ the dynamic table stays in step with the peer's encoder, but the fields are not 
 blocks that left the dynamic table untouched are cached by their bytes: after its first call a
 grpc-go client sends the same all-indexed block for every call of a method, and a dictionary
 lookup is far cheaper than decoding it again.  The cache is emptied whenever the table changes,
-since indexed fields mean something else then.
+since indexed fields mean something else then; ``Decoder.generation`` counts those changes, so a
+caller can memoise its own facts about a block (the server's well-formedness check) the same way.
 
 ``Encoder``/``encode_block`` are deliberately stateless: static-table indexed fields where name and
 value match exactly, otherwise literals without indexing (with an indexed name when the static
@@ -152,14 +153,9 @@ class Decoder:
         self.max_table_size = max_table_size  # the highest limit the peer may set
         self.max_header_list_size = max_header_list_size
         self._cache: dict[bytes, tuple[tuple[str, str], ...]] = {}
-
-    def _entry(self, index: int) -> tuple[str, str]:
-        if 0 < index <= _NSTATIC:
-            return STATIC_TABLE[index - 1]
-        j = index - _NSTATIC - 1
-        if 0 <= j < len(self.table):
-            return self.table[j]
-        raise HPACKError(f"HPACK: no table entry {index}")
+        # bumped whenever the dynamic table changes: a block decoded in one generation that left
+        # it unchanged means the same thing until the next bump (callers may key facts on that)
+        self.generation = 0
 
     def _evict(self) -> None:
         table = self.table
@@ -173,6 +169,8 @@ class Decoder:
         if cached is not None:
             return list(cached)
         headers: list[tuple[str, str]] = []
+        table = self.table  # mutated in place below: the alias stays valid
+        static = STATIC_TABLE
         total = 0
         limit = self.max_header_list_size
         too_large = False
@@ -190,7 +188,8 @@ class Decoder:
                         index, i = _int(data, i, 0x7F)
                     if index == 0:
                         raise HPACKError("HPACK: index 0")
-                    field = STATIC_TABLE[index - 1] if index <= _NSTATIC else self._entry(index)
+                    # an index past the dynamic table raises IndexError: reported as HPACKError below
+                    field = static[index - 1] if index <= _NSTATIC else table[index - _NSTATIC - 1]
                 elif b & 0xE0 == 0x20:  # dynamic table size update (6.3): only before the first field
                     if headers or total:
                         raise HPACKError("HPACK: table size update after a header field")
@@ -205,13 +204,13 @@ class Decoder:
                     indexing = b & 0xC0 == 0x40  # with incremental indexing (6.2.1); else 6.2.2/6.2.3
                     index, i = _int(data, i, 0x3F if indexing else 0x0F)
                     if index:
-                        name = STATIC_TABLE[index - 1][0] if index <= _NSTATIC else self._entry(index)[0]
+                        name = static[index - 1][0] if index <= _NSTATIC else table[index - _NSTATIC - 1][0]
                     else:
                         name, i = _str(data, i)
                     value, i = _str(data, i)
                     field = (name, value)
                     if indexing:
-                        self.table.insert(0, field)
+                        table.insert(0, field)
                         self.size += len(name) + len(value) + ENTRY_OVERHEAD
                         self._evict()
                         changed = True
@@ -223,9 +222,10 @@ class Decoder:
                 if not too_large:
                     headers.append(field)
         except IndexError:
-            raise HPACKError("HPACK: truncated header block") from None
+            raise HPACKError("HPACK: truncated header block, or an index beyond the table") from None
         if changed:
             self._cache.clear()
+            self.generation += 1
         if too_large:
             raise HeaderListTooLarge(f"HPACK: header list larger than {limit} bytes")
         if not changed and n <= _CACHE_MAX_BLOCK:

@@ -10,18 +10,22 @@ Modelled on hyper-h2/h11; the caller owns the transport::
     conn.send_headers(sid, block, end_stream=False)  # block: HPACK bytes (hpack.encode_block)
     taken = conn.send_data(sid, data, end_stream=False)  # within the peer's windows; the rest
                                                      # waits for WindowOpened(sid or 0)
-    conn.consumed(sid, event.flow_length)            # give receive window back (batched)
+    conn.consumed(sid, event.flow_length)            # give receive window back (batched; done
+                                                     # by itself for what a reset stream held)
     conn.reset_stream(sid, CANCEL); conn.goaway(NO_ERROR)
     transport.write(conn.data_to_send())             # everything queued, as one bytes
 
 Events (frozen, slotted dataclasses): ``RequestReceived``, ``DataReceived`` (trailers from the
 client come as ``DataReceived(sid, b"", 0, end_stream=True)``), ``StreamReset`` (the peer reset
 the stream, or we did because of its error: the stream's handler should stop), ``WindowOpened``
-(0 = the connection window), ``ConnectionClosed`` (the peer's GOAWAY).  PING and SETTINGS are
-acknowledged inside.  ``send_headers``/``send_data`` on a stream that is closed for sending
-(ended, reset, unknown) raise ``StreamClosedError``.  Additions to the documented API:
-``open_streams`` (streams not yet closed, for a graceful shutdown's wait) and ``closed`` (after a
-connection error we raised or our GOAWAY).
+(0: the connection window opened, or SETTINGS_INITIAL_WINDOW_SIZE grew every stream's: wake
+every writer; at most one per ``receive_data``), ``ConnectionClosed`` (the peer's GOAWAY).  PING
+and SETTINGS are acknowledged inside.  ``send_window(0)`` is the connection's window.
+``send_headers`` and
+``send_data`` on a stream that is closed for sending (ended, reset, unknown) raise
+``StreamClosedError``.  Additions to the documented API: ``open_streams`` (streams not yet
+closed, for a graceful shutdown's wait), ``closed`` (after a connection error we raised or our
+GOAWAY), ``goaway(code, debug=b"")``.
 
 Stream states: open, half-closed(remote) (the peer's END_STREAM), half-closed(local) (ours),
 closed (both, or a reset: forgotten, except the ids we reset recently, whose in-flight frames are
@@ -29,7 +33,8 @@ ignored; other frames on closed streams are STREAM_CLOSED errors, RFC 9113 5.1).
 
 Hostile input (each limit a ``ServerSettings`` field): frames above 16 KiB -> FRAME_SIZE_ERROR
 before their payload is buffered; more concurrent streams than advertised -> RST_STREAM
-REFUSED_STREAM; a decoded header list above MAX_HEADER_LIST_SIZE -> a 431 response (the block is
+REFUSED_STREAM (not counted as resets below: clients may open streams before they have our
+SETTINGS, and retry refused ones); a decoded header list above MAX_HEADER_LIST_SIZE -> a 431 response (the block is
 still decoded, the table stays in step); header blocks whose fragments exceed that size or
 ``max_continuation_frames`` -> GOAWAY ENHANCE_YOUR_CALM; the peer overrunning a receive window
 -> FLOW_CONTROL_ERROR; streams reset before we answered them (by the peer, or by us for its
@@ -38,7 +43,9 @@ errors), net of streams we completed, above ``max_reset_streams`` -> GOAWAY ENHA
 queued between two ``data_to_send`` calls, or more than ``max_empty_frames`` frames in a row
 that carry nothing (empty DATA/CONTINUATION, PRIORITY, unknown types) -> GOAWAY
 ENHANCE_YOUR_CALM (CVE-2019-9512/9515/9518); HPACK table size updates above ours ->
-COMPRESSION_ERROR; even or decreasing stream ids, PUSH_PROMISE, a bad preface -> PROTOCOL_ERROR.
+COMPRESSION_ERROR; even or decreasing stream ids, PUSH_PROMISE, a bad preface -> PROTOCOL_ERROR;
+malformed requests (no :method/:path, unknown, repeated or late pseudo-headers, upper-case names,
+connection-specific fields) -> RST_STREAM PROTOCOL_ERROR, counted like resets.
 Memory per connection is bounded by these: no queue grows with the peer's input except the output
 the caller drains with ``data_to_send`` (and stops reading while its transport is full).
 """
@@ -123,14 +130,17 @@ class _ConnError(Exception):
 
 
 class _Stream:
-    __slots__ = ("local_open", "recv_window", "remote_open", "send_window", "unacked")
+    __slots__ = ("held", "local_open", "recv_window", "remote_open", "send_credit", "unacked")
 
-    def __init__(self, send_window: int, recv_window: int, remote_open: bool) -> None:
+    def __init__(self, recv_window: int, remote_open: bool) -> None:
         self.local_open = True
         self.remote_open = remote_open
-        self.send_window = send_window
+        # the peer's window for the stream minus its SETTINGS_INITIAL_WINDOW_SIZE: a change of that
+        # setting then applies to every open stream at once, without a loop over them per SETTINGS
+        self.send_credit = 0
         self.recv_window = recv_window
-        self.unacked = 0
+        self.unacked = 0  # consumed, not yet given back to the peer
+        self.held = 0  # received, not yet consumed: given back for it if the stream is reset
 
 
 _HEADER = struct.Struct(">HBBBL")
@@ -142,13 +152,40 @@ _SETTINGS_ACK = f.frame(f.SETTINGS, f.ACK, 0)
 _BLOCK_431 = encode_block([(":status", "431")])
 
 
+_REQUEST_PSEUDO = frozenset((":method", ":path", ":scheme", ":authority"))
+# connection-specific fields have no place in HTTP/2 (RFC 9113 8.2.2); te only as "trailers"
+_CONNECTION_FIELDS = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"))
+
+
+def _well_formed(headers: list[tuple[str, str]]) -> bool:
+    """RFC 9113 8.1.1/8.2/8.3: :method and :path once each, pseudo-headers first and known, names in
+    lower case, no connection-specific fields.  Malformed requests are reset (PROTOCOL_ERROR)."""
+    seen: set[str] = set()
+    regular = False
+    for name, value in headers:
+        if name[:1] == ":":
+            if regular or name in seen or name not in _REQUEST_PSEUDO:
+                return False
+            seen.add(name)
+        else:
+            regular = True
+            if name in _CONNECTION_FIELDS or (name == "te" and value != "trailers"):
+                return False
+        if not name or name != name.lower():
+            return False
+    return ":method" in seen and ":path" in seen
+
+
 class ServerConnection:
     def __init__(self, settings: ServerSettings | None = None) -> None:
         s = self.settings = settings or ServerSettings()
         self._decoder = Decoder(s.header_table_size, s.max_header_list_size)
+        self._checked: dict[bytes, bool] = {}  # header block -> well formed (see _on_block)
+        self._checked_generation = 0
         self._out: list[bytes | memoryview] = []
         self._inbuf = b""
         self._events: list[Event] = []
+        self._opened_all = False  # WindowOpened(0) already among this receive_data's events
         self._streams: dict[int, _Stream] = {}
         self._reset_ids: dict[int, None] = {}  # recently reset by us, oldest first
         self._highest = 0  # highest stream id the peer opened
@@ -187,11 +224,14 @@ class ServerConnection:
         return self._dead or self._goaway_sent
 
     def send_window(self, stream_id: int) -> int:
-        """How many DATA bytes ``send_data`` would take now on the stream (0 when closed)."""
+        """How many DATA bytes ``send_data`` would take now on the stream (0 when closed); for
+        stream 0, the connection's window."""
+        if not stream_id:
+            return max(0, self._send_conn)
         stream = self._streams.get(stream_id)
         if stream is None or not stream.local_open:
             return 0
-        return max(0, min(stream.send_window, self._send_conn))
+        return max(0, min(self._send_initial + stream.send_credit, self._send_conn))
 
     # -- output ------------------------------------------------------------------------------------
     def initiate(self) -> None:
@@ -257,7 +297,7 @@ class ServerConnection:
                 out.append(_pack_header(0, 0, f.DATA, f.END_STREAM, stream_id))
                 self._end_local(stream_id, stream)
             return 0
-        take = min(n, self._send_conn, stream.send_window)
+        take = min(n, self._send_conn, self._send_initial + stream.send_credit)
         if take <= 0:
             return 0
         flags = f.END_STREAM if end_stream and take == n else 0
@@ -273,27 +313,35 @@ class ServerConnection:
                 out.append(_pack_header(size >> 8, size & 0xFF, f.DATA, flags if last else 0, stream_id))
                 out.append(view[start:start + size])
         self._send_conn -= take
-        stream.send_window -= take
+        stream.send_credit -= take
         if flags:
             self._end_local(stream_id, stream)
         return take
 
     def reset_stream(self, stream_id: int, error_code: int = f.CANCEL) -> None:
         """Queue RST_STREAM and forget the stream (no-op when it is already closed)."""
-        if self._streams.pop(stream_id, None) is not None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
             self._queue_rst(stream_id, error_code)
+            self._release(stream)
 
     def consumed(self, stream_id: int, n: int) -> None:
         """The application consumed ``n`` flow-controlled bytes of the stream: give them back to the
-        peer, batched (a WINDOW_UPDATE once half a window is owed)."""
+        peer, batched (a WINDOW_UPDATE once half a window is owed).  Once a stream is reset (by
+        either side) what it held is given back at once and ``consumed`` for it is ignored."""
         if n <= 0:
             return
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if stream_id in self._reset_ids:
+                return  # reset: what it held was given back then
+        else:
+            stream.held = max(0, stream.held - n)
         self._conn_unacked += n
         if self._conn_unacked >= self._conn_threshold:
             self._out.append(f.frame(f.WINDOW_UPDATE, 0, 0, _U32.pack(self._conn_unacked)))
             self._recv_conn += self._conn_unacked
             self._conn_unacked = 0
-        stream = self._streams.get(stream_id)
         if stream is not None and stream.remote_open:
             stream.unacked += n
             if stream.unacked >= self._stream_threshold:
@@ -322,6 +370,7 @@ class ServerConnection:
         stream = self._streams.pop(stream_id, None)
         self._queue_rst(stream_id, code)
         if stream is not None:
+            self._release(stream)
             self._events.append(StreamReset(stream_id, code))
         self._count_reset()
 
@@ -329,6 +378,13 @@ class ServerConnection:
         self._resets += 1
         if self._resets > self.settings.max_reset_streams:
             raise _ConnError(f.ENHANCE_YOUR_CALM, "too many streams reset")
+
+    def _release(self, stream: _Stream) -> None:
+        """A reset stream's received bytes not yet consumed go back to the connection window now:
+        an application dropping a reset call's data must not shrink the connection for good."""
+        if stream.held:
+            self._give_back(stream.held)
+            stream.held = 0
 
     def _give_back(self, n: int) -> None:
         """Connection-window bytes nobody will consume (frames of closed or refused streams)."""
@@ -344,16 +400,19 @@ class ServerConnection:
             raise _ConnError(f.ENHANCE_YOUR_CALM, "too many frames without content")
 
     # -- input -------------------------------------------------------------------------------------
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Parse what the peer sent; the events it caused.  On a connection error: GOAWAY is
         queued and ``ProtocolError`` raised (later input is ignored)."""
         if self._dead:
             return []
+        if type(data) is not bytes:  # slices must be bytes: header blocks are cache keys, events carry bytes
+            data = bytes(data)
         if self._inbuf:
             data = self._inbuf + data
             self._inbuf = b""
         events: list[Event] = []
         self._events = events
+        self._opened_all = False
         n = len(data)
         pos = 0
         try:
@@ -408,6 +467,8 @@ class ServerConnection:
                     if not sid:
                         raise _ConnError(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
                     if length != 5:
+                        if sid not in self._streams:  # no RST_STREAM on an idle stream: the connection's error
+                            raise _ConnError(f.FRAME_SIZE_ERROR, "PRIORITY payload not 5 bytes")
                         self._stream_error(sid, f.FRAME_SIZE_ERROR)
                     self._empty_frame()
                 elif ftype == f.PUSH_PROMISE:
@@ -457,6 +518,7 @@ class ServerConnection:
             self._stream_error(sid, f.FLOW_CONTROL_ERROR)
             return
         stream.recv_window -= flow
+        stream.held += flow
         end_stream = flags & f.END_STREAM
         if body:
             self._empty = 0
@@ -511,6 +573,7 @@ class ServerConnection:
 
     def _on_block(self, sid: int, flags: int, block: bytes) -> None:
         too_large = False
+        generation = self._decoder.generation
         try:
             headers = self._decoder.decode(block)
         except HeaderListTooLarge:
@@ -533,7 +596,9 @@ class ServerConnection:
         if sid <= self._highest:
             if sid in self._reset_ids:
                 return
-            raise _ConnError(f.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
+            # a new stream's id must grow (RFC 9113 5.1.1); the HEADERS of a stream that ended is
+            # no better (5.1, closed): both are the peer's bug, the connection cannot go on
+            raise _ConnError(f.PROTOCOL_ERROR, f"HEADERS on stream {sid}, not above the last one ({self._highest})")
         if not sid & 1:
             raise _ConnError(f.PROTOCOL_ERROR, f"even stream id {sid} from a client")
         self._highest = sid
@@ -550,24 +615,27 @@ class ServerConnection:
             self._count_reset()
             return
         if len(self._streams) >= self.settings.max_concurrent_streams:
+            # not counted as a reset: a client may open streams before it has our SETTINGS (grpc
+            # core does, on a busy new channel) and retries refused ones; they cost us no handler
             self._queue_rst(sid, f.REFUSED_STREAM)
-            self._count_reset()
             return
-        # malformed requests (RFC 9113 8.1.1): the pseudo-headers a server needs, before the rest
-        method = path = False
-        for name, _ in headers:
-            if name[:1] != ":":
-                break
-            if name == ":method":
-                method = True
-            elif name == ":path":
-                path = True
-        if not (method and path):
+        # a block that left the table alone decodes the same until it changes: check it once
+        if generation != self._checked_generation:
+            self._checked.clear()
+            self._checked_generation = generation
+        ok = self._checked.get(block)
+        if ok is None:
+            ok = _well_formed(headers)
+            if self._decoder.generation == generation and len(block) <= 1024:
+                if len(self._checked) >= 128:
+                    self._checked.clear()
+                self._checked[block] = ok
+        if not ok:
             self._queue_rst(sid, f.PROTOCOL_ERROR)
             self._count_reset()
             return
         self._empty = 0
-        self._streams[sid] = _Stream(self._send_initial, self._recv_initial, not end_stream)
+        self._streams[sid] = _Stream(self._recv_initial, not end_stream)
         self._events.append(RequestReceived(sid, headers, end_stream))
 
     def _remember(self, sid: int) -> None:
@@ -594,15 +662,12 @@ class ServerConnection:
             if key == f.SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
                     raise _ConnError(f.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1")
-                delta = value - self._send_initial
+                # every open stream's window moves with it (send_credit is relative).  A window
+                # pushed above 2^31-1 this way is caught at the stream's next WINDOW_UPDATE
+                # rather than by a loop over all streams per SETTINGS frame (a cheap CPU lever)
+                if value > self._send_initial and self._streams:
+                    self._window_opened_all()
                 self._send_initial = value
-                if delta:
-                    for stream_id, stream in self._streams.items():
-                        stream.send_window += delta
-                        if stream.send_window > f.MAX_WINDOW:
-                            raise _ConnError(f.FLOW_CONTROL_ERROR, "a stream window above 2^31-1")
-                        if delta > 0 and stream.local_open:
-                            self._events.append(WindowOpened(stream_id))
             elif key == f.SETTINGS_MAX_FRAME_SIZE:
                 if not f.DEFAULT_MAX_FRAME_SIZE <= value <= f.MAX_FRAME_SIZE_LIMIT:
                     raise _ConnError(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
@@ -628,6 +693,12 @@ class ServerConnection:
         self._out.append(_pack_header(0, 8, f.PING, f.ACK, 0) + data[start:end])
         self._ack_queued()
 
+    def _window_opened_all(self) -> None:
+        """WindowOpened(0), once per receive_data: every writer may go on (the caller wakes them all)."""
+        if not self._opened_all:
+            self._opened_all = True
+            self._events.append(WindowOpened(0))
+
     def _on_rst(self, data: bytes, start: int, length: int, sid: int) -> None:
         if not sid:
             raise _ConnError(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
@@ -638,6 +709,8 @@ class ServerConnection:
         stream = self._streams.pop(sid, None)
         if stream is None:
             return  # already closed: a reset crossing ours, or late
+        self._release(stream)
+        self._remember(sid)
         code = _U32.unpack_from(data, start)[0]
         self._events.append(StreamReset(sid, code))
         if stream.local_open:
@@ -653,7 +726,7 @@ class ServerConnection:
             self._send_conn += inc
             if self._send_conn > f.MAX_WINDOW:
                 raise _ConnError(f.FLOW_CONTROL_ERROR, "connection window above 2^31-1")
-            self._events.append(WindowOpened(0))
+            self._window_opened_all()
             return
         stream = self._streams.get(sid)
         if stream is None:
@@ -663,8 +736,8 @@ class ServerConnection:
         if not inc:
             self._stream_error(sid, f.PROTOCOL_ERROR)
             return
-        stream.send_window += inc
-        if stream.send_window > f.MAX_WINDOW:
+        stream.send_credit += inc
+        if self._send_initial + stream.send_credit > f.MAX_WINDOW:
             self._stream_error(sid, f.FLOW_CONTROL_ERROR)
             return
         if stream.local_open:

@@ -51,11 +51,17 @@ def child_gc_label_prefix(child: Descriptor) -> str:
     return f"{GC_REF_CONTENT}."
 
 
-def child_gc_labels(kids: Sequence[Descriptor]) -> dict[str, str]:
-    """Labels for the parent of ``kids``: one numbered key per child, counted per kind."""
+def child_gc_labels(kids: Sequence[Descriptor], *, layers: bool = True) -> dict[str, str]:
+    """Labels for the parent of ``kids``: one numbered key per child, counted per kind.
+
+    ``layers`` False leaves the layers out (containerd's ``ChildGCLabelsFilterLayers``, CRI's
+    ``discard_unpacked_layers``): nothing references them, so once the pull's lease is gone the
+    garbage collector removes their blobs; the unpacked snapshots stay, referenced by the config."""
     counts: dict[str, int] = {}
     out: dict[str, str] = {}
     for child in kids:
+        if not layers and mt.is_layer(child.media_type):
+            continue
         key = child_gc_label_prefix(child)
         if key.endswith("."):
             n = counts.get(key, 0)

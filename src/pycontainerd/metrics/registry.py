@@ -193,7 +193,9 @@ class ShimCollector(Collector):
 class DaemonMetrics:
     """The registry and the instruments the daemon's code updates."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, task_cgroups: bool = True) -> None:
+        """``task_cgroups`` False (``[plugins."io.containerd.monitor.v1.cgroups"] no_prometheus``):
+        no per-task ``container_*`` cgroup metrics, as containerd's cgroups monitor then registers none."""
         # no ``*_created`` series: containerd (client_golang) has none, and they double the output
         disable_created_metrics()  # type: ignore[no-untyped-call]
         r = self.registry = CollectorRegistry(auto_describe=False)
@@ -202,7 +204,8 @@ class DaemonMetrics:
         PlatformCollector(registry=r)
         self.tasks = TaskCgroupCollector()
         self.shims = ShimCollector()
-        r.register(self.tasks)
+        if task_cgroups:
+            r.register(self.tasks)
         r.register(self.shims)
         self.loop_lag = Gauge("pycontainerd_event_loop_lag_seconds",
                               "How late the event loop woke a due timer (last probe).", registry=r)

@@ -117,8 +117,10 @@ class Fetch:
     """One image's fetch into ``content``; counts what it fetched and what already existed."""
 
     def __init__(self, content: ContentStore, fetcher: Fetcher, name: str, matcher: plat.Matcher,
-                 progress: ProgressFn | None = None, max_concurrent: int | None = None) -> None:
+                 progress: ProgressFn | None = None, max_concurrent: int | None = None,
+                 gc_layers: bool = True) -> None:
         self.content = content
+        self.gc_layers = gc_layers  # False: manifests do not reference their layers (discard after unpack)
         self.fetcher = fetcher
         r = reference.parse(name)
         self.source_key = distribution_source_label(r)
@@ -161,13 +163,13 @@ class Fetch:
             kids: list[Descriptor] = []
             if not mt.is_config(desc.media_type):
                 kids = self._children(desc, await blobs.read_blob(self.content, desc))
-            await self._label_existing(desc, handlers.child_gc_labels(kids))
+            await self._label_existing(desc, handlers.child_gc_labels(kids, layers=self.gc_layers))
             return kids
         try:
             self.progress(key, 0, desc.size, "downloading")
             data = await self.fetcher.fetch_bytes(desc)
             kids = [] if mt.is_config(desc.media_type) else self._children(desc, data)
-            labels = handlers.child_gc_labels(kids)
+            labels = handlers.child_gc_labels(kids, layers=self.gc_layers)
             labels[self.source_key] = self.repo
             st = await w.status()
             if st.offset:

@@ -86,11 +86,13 @@ from .task_types import (
     RuntimeDefaults,
     TaskIO,
     TaskMetrics,
+    Timeouts,
 )
 
 log = logging.getLogger("pycontainerd.runtime")
 
-RUNC_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"})
+RUNTIME_V1_LINUX = "io.containerd.runtime.v1.linux"
+RUNC_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", RUNTIME_V1_LINUX})
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 UNKNOWN_EXIT = 255
@@ -195,8 +197,10 @@ class TaskManager:
         cgroup_reader: cgroups.CgroupReader | None = None,
         external: ExternalShims | None = None,
         log_dir: Path | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.root = root
+        self.timeouts = timeouts or Timeouts()  # task_state here; the shim ones are the shim manager's
         self.log_dir = log_dir
         self._log_removals: set[asyncio.Task[None]] = set()
         if log_dir is not None:
@@ -326,10 +330,13 @@ class TaskManager:
         if container.labels.get(KEEP_LOG_LABEL) == "daemon" and not io.stdout and not io.stderr:
             io = await self._kept_log(namespace, container, io)
         opts = options or RuncOptions()
-        binary = opts.binary_name or self.defaults.binary_name or "runc"
+        v1 = runtime_name == RUNTIME_V1_LINUX  # its runc binary and root are the v1 runtime plugin's
+        v1_binary = self.defaults.v1_binary_name if v1 else ""
+        v1_root = self.defaults.v1_root if v1 else ""
+        binary = opts.binary_name or v1_binary or self.defaults.binary_name or "runc"
         systemd = opts.systemd_cgroup or self.defaults.systemd_cgroup
         # runc's state root for this namespace, as containerd lays it out (<root>/<namespace>)
-        runc_root = opts.root or self.defaults.root or str(self.shim_state / "runc")
+        runc_root = opts.root or v1_root or self.defaults.root or str(self.shim_state / "runc")
         runtime_root = os.path.join(runc_root, namespace)
         mounts = [m.as_dict() for m in rootfs]
 
@@ -475,7 +482,15 @@ class TaskManager:
                 raise errdefs.Unavailable(f"task {container_id}: its shim is gone and cleaning up takes long; retry")
             return self._tombstone_status(t)
         try:
-            st = await shim.state(exec_id)
+            # io.containerd.timeout.task.state: a shim that does not answer in time gives status
+            # unknown (logged), as containerd's tasks service does
+            async with asyncio.timeout(self.timeouts.task_state):
+                st = await shim.state(exec_id)
+        except TimeoutError:
+            log.error("state of task %s/%s%s: the shim did not answer within %gs (io.containerd.timeout.task.state)",
+                      namespace, container_id, f" process {exec_id}" if exec_id else "", self.timeouts.task_state)
+            pid = 0 if exec_id else t.meta.pid
+            return ProcessStatus(container_id=container_id, id=exec_id or container_id, pid=pid, status="unknown")
         except errdefs.NotFound:
             raise
         except errdefs.Unavailable:

@@ -17,7 +17,7 @@ from ..metadata.containers import ContainerStore
 from . import bundle as bundlemod
 from .shim_api import ExternalShims, ShimLauncher
 from .task_manager import TaskManager
-from .task_types import RuntimeDefaults
+from .task_types import RuntimeDefaults, Timeouts
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -34,8 +34,10 @@ def defaults_from_config(daemon_config: Config) -> RuntimeDefaults:
     ``NoPivotRoot`` and ``NoNewKeyring`` (runc create flags) and ``IoUid``/``IoGid`` (owner of
     the stdio pipes); the loader refuses the options we cannot honour (``ShimCgroup``,
     ``Criu*``).  ``[plugins."io.containerd.runtime.v1.linux"] shim_debug`` or a debug log
-    level turn shim debug logs on.  oomScoreAdj is always restricted to the daemon's own
-    score (runc cannot lower it here anyway), whatever CRI's ``restrict_oom_score_adj`` says.
+    level turn shim debug logs on; its ``runtime``/``runtime_root`` are the runc binary and root
+    of the tasks of runtime ``io.containerd.runtime.v1.linux`` (``ctr run --runtime ...``).
+    oomScoreAdj is always restricted to the daemon's own score (runc cannot lower it here
+    anyway), whatever CRI's ``restrict_oom_score_adj`` says.
     """
     opts = daemon_config.cri.default_runtime.options
     return RuntimeDefaults(
@@ -47,7 +49,24 @@ def defaults_from_config(daemon_config: Config) -> RuntimeDefaults:
         io_uid=opts.io_uid,
         io_gid=opts.io_gid,
         shim_debug=daemon_config.linux.shim_debug or daemon_config.debug.level == "debug",
+        v1_binary_name=daemon_config.linux.runtime if daemon_config.linux.runtime != "runc" else "",
+        v1_root=daemon_config.linux.runtime_root,
     )
+
+
+# containerd's [timeouts] keys -> Timeouts fields (the config loader refuses any other key)
+TIMEOUT_KEYS = {
+    "io.containerd.timeout.shim.cleanup": "shim_cleanup",
+    "io.containerd.timeout.shim.load": "shim_load",
+    "io.containerd.timeout.shim.shutdown": "shim_shutdown",
+    "io.containerd.timeout.task.state": "task_state",
+}
+
+
+def timeouts_from_config(daemon_config: Config) -> Timeouts:
+    """The runtime's ``Timeouts`` from the config's ``[timeouts]`` (defaults: containerd's)."""
+    values = {attr: daemon_config.timeouts[key] for key, attr in TIMEOUT_KEYS.items() if key in daemon_config.timeouts}
+    return Timeouts(**values)
 
 
 class RuntimeAlias:
@@ -79,10 +98,11 @@ def publish_binary() -> str:
     return shutil.which("pycontainerd") or os.path.join(os.path.dirname(sys.executable), "pycontainerd")
 
 
-def external_shims(daemon: Any, defaults: RuntimeDefaults) -> ExternalShims:
+def external_shims(daemon: Any, defaults: RuntimeDefaults, timeouts: Timeouts | None = None) -> ExternalShims:
     from .v2 import ShimManager
 
     return ShimManager(
+        timeouts=timeouts,
         exchange=daemon.exchange,
         grpc_address=str(daemon.address),
         publish_binary=publish_binary(),
@@ -126,7 +146,8 @@ async def _init_v2(ctx: Any) -> TaskManager:
         log.info("closed %d bundles an older version left open to other users", len(closed))
     daemon = ctx.daemon
     defaults = defaults_from_config(daemon.config)
-    external = external_shims(daemon, defaults)
+    timeouts = timeouts_from_config(daemon.config)
+    external = external_shims(daemon, defaults, timeouts)
     manager = TaskManager(
         root=ctx.state,
         containers=ContainerStore(daemon.db, daemon.exchange),
@@ -136,6 +157,7 @@ async def _init_v2(ctx: Any) -> TaskManager:
         shim_state=Path(daemon.state),
         external=external,
         log_dir=Path(ctx.root) / "logs",
+        timeouts=timeouts,
     )
     await manager.restore()
     return manager

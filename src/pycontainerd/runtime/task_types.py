@@ -9,6 +9,23 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """containerd's ``[timeouts]`` that the runtime honours (seconds; containerd's defaults):
+
+    ``shim_cleanup`` (``io.containerd.timeout.shim.cleanup``): a dead shim's binary ``delete``;
+    ``shim_load`` (``...shim.load``): reconnecting to a shim at start-up (dial and Connect);
+    ``shim_shutdown`` (``...shim.shutdown``): the Shutdown call that lets a shim exit;
+    ``task_state`` (``...task.state``): the State call behind the tasks service's Get/List (a
+    shim that does not answer in time is reported with status unknown, as containerd does).
+    """
+
+    shim_cleanup: float = 5.0
+    shim_load: float = 5.0
+    shim_shutdown: float = 3.0
+    task_state: float = 2.0
+
+
+@dataclass(frozen=True)
 class RuncOptions:
     """The runc runtime options a task is created with (from ``containerd.runc.v1.Options``)."""
 
@@ -93,6 +110,10 @@ class RuntimeDefaults:
     io_gid: int = 0
     restrict_oom_score_adj: bool = True
     shim_debug: bool = False
+    # tasks of runtime io.containerd.runtime.v1.linux: [plugins.linux] runtime / runtime_root
+    # (empty: as the other runc tasks)
+    v1_binary_name: str = ""
+    v1_root: str = ""
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from ...api.runtime.v2.task import shim_pb2
 from ...api.services.ttrpc.events.v1 import events_pb2
 from ...events import Envelope, Exchange
 from ...ttrpc import CallContext, Client, Method, Server
+from ..task_types import Timeouts
 from . import binary as binarymod
 from .shim import ExitInfo, LogDrain, TaskShim, runc_options
 
@@ -57,7 +58,6 @@ ADDRESS_FILE = "address"
 BINARY_FILE = "shim-binary-path"
 LOG_FIFO = "log"
 START_TIMEOUT = 30.0
-DELETE_TIMEOUT = 30.0
 OWN_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"})
 # published by the task manager itself; copies from shims are not forwarded a second time
 _MANAGER_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
@@ -143,7 +143,9 @@ class ShimManager:
         debug: bool = False,
         ttrpc_address: str = "",
         ttrpc_owner: tuple[int, int] = (0, 0),
+        timeouts: Timeouts | None = None,
     ) -> None:
+        self.timeouts = timeouts or Timeouts()  # [timeouts]: shim load, cleanup, shutdown
         self.exchange = exchange
         self.grpc_address = grpc_address
         # ``[ttrpc] address`` when configured, else beside the gRPC socket (containerd's rule)
@@ -275,6 +277,7 @@ class ShimManager:
                 pid=0,
                 options=opts,
                 log_drain=drain,
+                shutdown_timeout=self.timeouts.shim_shutdown,
             )
             try:
                 await shim.connect()
@@ -329,6 +332,7 @@ class ShimManager:
                 pid=pid,
                 options=opts,
                 log_drain=drain,
+                shutdown_timeout=self.timeouts.shim_shutdown,
             )
             if not pid:
                 try:
@@ -369,7 +373,7 @@ class ShimManager:
             raise errdefs.NotFound(f"no shim address in bundle {bundle}")
         namespace, container_id = bundle.parent.name, bundle.name
         try:
-            client = await Client.connect(address, timeout=5)
+            client = await Client.connect(address, timeout=self.timeouts.shim_load)
         except (errdefs.Unavailable, errdefs.NotFound) as exc:
             raise errdefs.NotFound(f"shim of {namespace}/{container_id} at {address} is gone: {exc}") from exc
         drain: LogDrain | None = None
@@ -382,10 +386,18 @@ class ShimManager:
                 drain = None
         shim = TaskShim(
             client, namespace=namespace, container_id=container_id, bundle=bundle, address=address, pid=0,
-            log_drain=drain,
+            log_drain=drain, shutdown_timeout=self.timeouts.shim_shutdown,
         )  # fmt: skip
         try:
-            await shim.connect()
+            # io.containerd.timeout.shim.load: a shim that does not answer Connect in time is
+            # treated as gone (cleaned up), as containerd's loadShim does
+            try:
+                async with asyncio.timeout(self.timeouts.shim_load):
+                    await shim.connect()
+            except TimeoutError as exc:
+                raise errdefs.DeadlineExceeded(
+                    f"shim of {namespace}/{container_id} at {address} did not answer Connect within "
+                    f"{self.timeouts.shim_load:g}s (io.containerd.timeout.shim.load)") from exc
         except BaseException as exc:
             await shim.close()
             if isinstance(exc, errdefs.Unavailable):
@@ -417,7 +429,7 @@ class ShimManager:
                 cwd=bundle,
                 env=binarymod.shim_env(self.grpc_address, events_address=self.ttrpc_address),
                 stdin=b"",
-                limit=DELETE_TIMEOUT,
+                limit=self.timeouts.shim_cleanup,  # io.containerd.timeout.shim.cleanup
                 what=f"shim {binary} delete of {namespace}/{container_id}",
             )
             if rc != 0:

@@ -49,6 +49,7 @@ PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 RUNC_OPTIONS = oci_pb2.Options.DESCRIPTOR.full_name  # containerd.runc.v1.Options
 CALL_TIMEOUT = 60.0
+SHUTDOWN_TIMEOUT = 3.0  # containerd's io.containerd.timeout.shim.shutdown
 EVENT_QUEUE_LIMIT = 1024
 
 _STATUS = {
@@ -192,8 +193,10 @@ class TaskShim:
         pid: int,
         options: any_pb2.Any | None = None,
         log_drain: LogDrain | None = None,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     ) -> None:
         self.client = client
+        self.shutdown_timeout = shutdown_timeout  # [timeouts] io.containerd.timeout.shim.shutdown
         self.namespace = namespace
         self.id = container_id
         self.bundle = bundle
@@ -400,9 +403,14 @@ class TaskShim:
     async def shutdown(self) -> None:
         """Ask the shim to exit (it does once no task is left); its going away is no error."""
         try:
-            await self._call("Shutdown", shim_pb2.ShutdownRequest(id=self.id), empty_pb2.Empty, 10)
+            await self._call("Shutdown", shim_pb2.ShutdownRequest(id=self.id), empty_pb2.Empty, self.shutdown_timeout)
         except errdefs.Unavailable:
             pass
+        except errdefs.DeadlineExceeded as exc:
+            # containerd logs it and goes on to close the connection and delete the bundle
+            log.error("shutdown of the shim of %s/%s: %s (io.containerd.timeout.shim.shutdown is %gs)",
+                      self.namespace, self.id, exc, self.shutdown_timeout)
+            return
         if self.shares_shim():
             return  # other tasks of its group still use the shim: it stays
         with contextlib.suppress(TimeoutError):
