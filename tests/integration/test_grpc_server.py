@@ -1,23 +1,26 @@
 """The daemon's own gRPC server (``pycontainerd.rpc``) as configured by ``[grpc]``, checked with
 grpc's python client: ``max_recv_message_size``/``max_send_message_size`` with grpc's codes and
-wording, and ``tcp_address``: the services on TCP too, as containerd does: plaintext, or TLS
-(ALPN h2) with ``tcp_tls_cert``/``tcp_tls_key``, and with ``tcp_tls_ca`` only clients presenting
-a certificate that CA signed.  The unix socket keeps serving beside it, and the running daemon
+wording, and ``tcp_address``: a TCP server as containerd's, carrying the CRI when
+``disable_tcp_service = false`` (nothing else): plaintext, or TLS (ALPN h2) with
+``tcp_tls_cert``/``tcp_tls_key``, and with ``tcp_tls_ca`` only clients presenting a certificate
+that CA signed.  The unix socket keeps serving beside it, and the running daemon
 has not loaded grpc."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import empty_pb2
 
+from pycontainerd.api.cri.runtime.v1 import api_pb2 as cri_pb
+from pycontainerd.api.cri.runtime.v1 import api_pb2_grpc as cri_pb_grpc
 from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
-from pycontainerd.api.services.namespaces.v1 import namespaces_pb2, namespaces_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
 from tests.fixtures.procs import free_port
 from tests.fixtures.registry import make_tls_files
@@ -32,8 +35,22 @@ def _root() -> None:
         pytest.skip("needs root")
 
 
+CRI_ON_TCP = '[plugins."io.containerd.grpc.v1.cri"]\n  disable_tcp_service = false\n'
+
+
 def _version(channel: grpc.Channel) -> str:
     return version_pb2_grpc.VersionStub(channel).Version(empty_pb2.Empty(), timeout=10).version
+
+
+def _cri_version(channel: grpc.Channel) -> str:
+    return str(cri_pb_grpc.RuntimeServiceStub(channel).Version(cri_pb.VersionRequest(), timeout=10).runtime_name)
+
+
+def _unimplemented(call: Callable[[], object]) -> str:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    return err.value.details() or ""
 
 
 def test_message_size_limits_from_the_config() -> None:
@@ -52,18 +69,22 @@ def test_message_size_limits_from_the_config() -> None:
         assert (err.value.details() or "").startswith("Sent message larger than max (")
 
 
-def test_plaintext_tcp_serves_beside_the_unix_socket_without_grpc_in_the_daemon() -> None:
+def test_tcp_serves_the_cri_only_with_disable_tcp_service_false_and_the_daemon_has_no_grpc() -> None:
+    """As containerd: the TCP server carries only TCP services (the CRI, when allowed)."""
     port = free_port()
-    with running_daemon(f'version = 2\n[grpc]\n  tcp_address = "127.0.0.1:{port}"\n') as d:
+    with running_daemon(f'version = 2\n[grpc]\n  tcp_address = "127.0.0.1:{port}"\n{CRI_ON_TCP}') as d:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            assert _version(ch)
-            ns = namespaces_pb2_grpc.NamespacesStub(ch)
-            ns.Create(namespaces_pb2.CreateNamespaceRequest(namespace=namespaces_pb2.Namespace(name="tcp1")),
-                      timeout=10)
-        assert "tcp1" in d.ctr("namespaces", "ls").stdout
+            assert _cri_version(ch) == "pycontainerd"
+            assert _unimplemented(lambda: _version(ch)) == "unknown service containerd.services.version.v1.Version"
+        with grpc.insecure_channel(f"unix:{d.address}") as ch:  # the unix socket serves everything
+            assert _version(ch) and _cri_version(ch) == "pycontainerd"
         # grpc's extension module is mapped once grpc is imported: the daemon serves without it
         maps = Path(f"/proc/{d.pid}/maps").read_text()
         assert "cygrpc" not in maps and "/grpc/" not in maps
+    port = free_port()
+    with running_daemon(f'version = 2\n[grpc]\n  tcp_address = "127.0.0.1:{port}"\n') as d, \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert _unimplemented(lambda: _cri_version(ch)) == "unknown service runtime.v1.RuntimeService"
 
 
 def test_tls_with_client_ca_requires_a_client_certificate() -> None:
@@ -73,21 +94,21 @@ def test_tls_with_client_ca_requires_a_client_certificate() -> None:
         assert tls.client_ca_cert and tls.client_cert and tls.client_key
         config = (f'version = 2\n[grpc]\n  tcp_address = "127.0.0.1:{port}"\n'
                   f'  tcp_tls_cert = "{tls.server_cert}"\n  tcp_tls_key = "{tls.server_key}"\n'
-                  f'  tcp_tls_ca = "{tls.client_ca_cert}"\n')
+                  f'  tcp_tls_ca = "{tls.client_ca_cert}"\n{CRI_ON_TCP}')
         with running_daemon(config):
             ca = tls.ca_cert.read_bytes()
             good = grpc.ssl_channel_credentials(root_certificates=ca, private_key=tls.client_key.read_bytes(),
                                                 certificate_chain=tls.client_cert.read_bytes())
             with grpc.secure_channel(f"127.0.0.1:{port}", good) as ch:
-                assert _version(ch)
+                assert _cri_version(ch) == "pycontainerd"
             # no client certificate: the handshake fails, no call is served
             with grpc.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(root_certificates=ca)) as ch:
                 with pytest.raises(grpc.RpcError) as err:
-                    _version(ch)
+                    _cri_version(ch)
                 assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             # plaintext to a TLS port is no gRPC either
             with grpc.insecure_channel(f"127.0.0.1:{port}") as ch, pytest.raises(grpc.RpcError):
-                _version(ch)
+                _cri_version(ch)
 
 
 def test_tls_without_client_ca_serves_any_client() -> None:
@@ -95,8 +116,8 @@ def test_tls_without_client_ca_serves_any_client() -> None:
     with tempfile.TemporaryDirectory(prefix="pycd-tls-") as tmp:
         tls = make_tls_files(Path(tmp))
         config = (f'version = 2\n[grpc]\n  tcp_address = "127.0.0.1:{port}"\n'
-                  f'  tcp_tls_cert = "{tls.server_cert}"\n  tcp_tls_key = "{tls.server_key}"\n')
+                  f'  tcp_tls_cert = "{tls.server_cert}"\n  tcp_tls_key = "{tls.server_key}"\n{CRI_ON_TCP}')
         with running_daemon(config):
             creds = grpc.ssl_channel_credentials(root_certificates=tls.ca_cert.read_bytes())
             with grpc.secure_channel(f"127.0.0.1:{port}", creds) as ch:
-                assert _version(ch)
+                assert _cri_version(ch) == "pycontainerd"

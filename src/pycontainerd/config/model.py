@@ -372,8 +372,8 @@ class CRIConfig:
     stream_server_port: str = _f("0", as_str=True)
     stream_idle_timeout: float = _f(4 * 3600.0, duration=True, minimum=0)
     enable_tls_streaming: bool = False
-    # false serves the CRI on containerd's TCP server too, which exists only with grpc.tcp_address
-    # (refused at start-up): without it false does nothing, in containerd as here
+    # false serves the CRI on the TCP server too, which exists only with grpc.tcp_address: without
+    # it false does nothing, in containerd as here
     disable_tcp_service: bool = True
     # containerd refreshes snapshot usage (writable layers, ImageFsInfo) every this many seconds;
     # we read it on each call, so it is never older than the period (a ticker needs >= 1 s)

@@ -72,6 +72,11 @@ class CriPlugin:
         self.runtime_service.add_to_server(server)
         self.image_service.add_to_server(server)
 
+    def add_to_tcp_server(self, server: Server) -> None:
+        """The TCP server (``[grpc] tcp_address``) serves the CRI only with disable_tcp_service = false."""
+        if not self.config.disable_tcp_service:
+            self.add_to_server(server)
+
     async def start(self) -> None:
         if self.stream_server is None:
             return

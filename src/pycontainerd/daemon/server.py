@@ -52,6 +52,7 @@ class Daemon:
         self.plugins = PluginSet()
         self.uuid = ""
         self._server: Server | None = None
+        self._tcp_server: Server | None = None
         self._lock_fd: int | None = None
         self._stopping = asyncio.Event()
         self._serving = False
@@ -201,15 +202,16 @@ class Daemon:
             raise
         self._server = server
         self._serving = True
-        await self._serve_tcp(server)
+        await self._serve_tcp()
         self.trimmer.start()
         await self.ops.start()
         log.info("pycontainerd serving on %s", self.address)
         sd_notify("READY=1")
 
-    async def _serve_tcp(self, server: Server) -> None:
-        """``[grpc] tcp_address``: the same services on TCP, TLS (ALPN h2) with cert and key,
-        client certificates required with ``tcp_tls_ca`` (containerd's rules)."""
+    async def _serve_tcp(self) -> None:
+        """``[grpc] tcp_address``: a second server, as containerd's: TLS (ALPN h2) with cert and
+        key, client certificates required with ``tcp_tls_ca``; it serves only what plugins offer
+        for TCP (``add_to_tcp_server``: the CRI with disable_tcp_service = false)."""
         from ..rpc.server import tls_context
         from .ops import parse_host_port
 
@@ -229,12 +231,20 @@ class Daemon:
                 raise errdefs.InvalidArgument(f"config keys grpc.tcp_tls_*: cannot load the TLS files: {exc}") from exc
         elif g.tcp_tls_ca:
             raise errdefs.InvalidArgument("config key grpc.tcp_tls_ca needs grpc.tcp_tls_cert and grpc.tcp_tls_key")
+        assert self._server is not None
+        server = Server(max_receive_message_length=self._server.max_receive_message_length,
+                        max_send_message_length=self._server.max_send_message_length,
+                        observers=self._server.observers)
+        for p in self.plugins.plugins:
+            if p.error is None and hasattr(p.instance, "add_to_tcp_server"):
+                p.instance.add_to_tcp_server(server)
         try:
             bound = await server.serve_tcp(host, port, ssl=ctx)
         except OSError as exc:
             raise errdefs.from_oserror(exc, f"grpc.tcp_address {g.tcp_address}") from exc
-        log.info("pycontainerd serving gRPC%s on tcp %s", " (TLS)" if ctx else "",
-                 ", ".join(f"{a[0]}:{a[1]}" for a in bound))
+        self._tcp_server = server
+        log.info("pycontainerd serving gRPC%s on tcp %s (%s)", " (TLS)" if ctx else "",
+                 ", ".join(f"{a[0]}:{a[1]}" for a in bound), ", ".join(sorted(server.services)) or "no services")
 
     def _plugin_config(self, reg: plugin_registry.Registration) -> Any:
         """A plugin's decoded config; its warnings (unknown keys) are logged, errors raised."""
@@ -258,9 +268,10 @@ class Daemon:
         await self.ops.close()
         if self._serving:
             await self.trimmer.close()
-        if self._server is not None:
-            await self._server.stop(grace=STOP_GRACE)
-            self._server = None
+        servers = [s for s in (self._server, self._tcp_server) if s is not None]
+        self._server = self._tcp_server = None
+        if servers:
+            await asyncio.gather(*(s.stop(grace=STOP_GRACE) for s in servers))
         for p in reversed(self.plugins.plugins):
             closer = getattr(p.instance, "close", None) if p.error is None else None
             if closer is None:
