@@ -40,7 +40,7 @@ dotted key.  Plugin sections the model does not type are kept raw in ``Config.pl
 with the same rules (a bad value or an option we cannot honour is a ``ConfigError`` naming
 the key, an unknown key a warning); a section whose id is not a known plugin is kept too,
 with a warning.  Options containerd has but we cannot honour (``slow_chown``, ``ShimCgroup``,
-``Criu*``, ``grpc.tcp_address``, ``plugin_dir``, ``proxy_plugins``, ``stream_processors``, the v1
+``Criu*``, ``plugin_dir``, ``proxy_plugins``, ``stream_processors``, the v1
 runtime's ``no_shim``/``shim``, ``[cgroup] path``, ``[ttrpc]`` uid/gid) are refused (field
 metadata ``unsupported``), never silently ignored; so is a ``[timeouts]`` key other than
 containerd 1.6's four (a later version's key only at containerd's default, where ours is the same).
