@@ -62,6 +62,7 @@ log = logging.getLogger("pycontainerd.rpc")
 DEFAULT_MAX_MESSAGE = 4 << 20  # grpc's default for received messages
 START_BATCH = 64  # calls one connection starts per loop iteration (see the module docstring)
 MAX_WAITING_STARTS = 4096  # past this many requests waiting to start, stop reading the connection
+COPY_BELOW = 64 << 10  # messages smaller than this are sent with their prefix as one piece
 FLUSH_BYTES = 256 << 10  # streamed output queued before it is written without waiting for the loop
 INBOX_LIMIT = 4 << 20  # bytes of a streaming request buffered before flow control holds the client
 
@@ -153,29 +154,31 @@ class Call(ServicerContext):
 
     # -- sending -----------------------------------------------------------------------------
     async def send_message(self, message: Any) -> None:
+        data = message.SerializeToString()
+        del message  # a large message is not kept twice while the window is shut
+        await self.send_serialized(data)
+
+    async def send_serialized(self, data: bytes) -> None:
         if self.ended:
             raise asyncio.CancelledError()
         conn = self.conn
-        data = message.SerializeToString()
         limit = conn.server.max_send_message_length
         if len(data) > limit:
             raise AbortError(StatusCode.RESOURCE_EXHAUSTED,
                              f"Sent message larger than max ({len(data)} vs. {limit})")
         h2 = conn.h2
-        payload = _PREFIX.pack(0, len(data)) + data
+        prefix = _PREFIX.pack(0, len(data))
         try:
             if not self.headers_sent:
                 self.headers_sent = True
                 h2.send_headers(self.stream_id, _RESPONSE_HEADERS)
-            sent = h2.send_data(self.stream_id, payload)
-            while sent < len(payload):
-                # the client's window is shut: what was taken goes out, the rest waits for WINDOW_UPDATE
-                conn.flush()
-                payload = payload[sent:]
-                await self._wait_window()
-                if self.ended:
-                    raise asyncio.CancelledError()
-                sent = h2.send_data(self.stream_id, payload)
+            if len(data) < COPY_BELOW:
+                await self._send_bytes(prefix + data)  # one DATA frame
+            else:
+                # no copy of a large message: its prefix, then the message itself, in frames
+                # that reference it (a stuck reader costs one message, not several copies)
+                await self._send_bytes(prefix)
+                await self._send_bytes(data)
         except StreamClosedError:
             # reset under us (the client's RST_STREAM is on its way as an event)
             self.ended = True
@@ -187,13 +190,28 @@ class Call(ServicerContext):
         if self.method.server_streaming:
             # a stream's messages leave together at the end of this loop iteration (a list of
             # 50 containers: one write, not 50), or at once past FLUSH_BYTES
-            conn.pending_out += len(payload)
+            conn.pending_out += len(data) + 5
             if conn.pending_out >= FLUSH_BYTES:
                 conn.flush()
                 if conn.write_paused:
                     await conn.drained()
             else:
                 conn.flush_soon()
+
+    async def _send_bytes(self, buf: bytes) -> None:
+        h2 = self.conn.h2
+        sent = h2.send_data(self.stream_id, buf)
+        if sent == len(buf):
+            return
+        view = memoryview(buf)
+        while sent < len(view):
+            # the client's window is shut: what was taken goes out, the rest waits for WINDOW_UPDATE
+            self.conn.flush()
+            view = view[sent:]
+            await self._wait_window()
+            if self.ended:
+                raise asyncio.CancelledError()
+            sent = h2.send_data(self.stream_id, cast(bytes, view))  # h2 queues bytes-likes by reference
 
     async def _wait_window(self) -> None:
         fut = self.window_waiter = asyncio.get_running_loop().create_future()
@@ -747,7 +765,9 @@ class Server:
                 agen = handler(arg, call)
                 try:
                     async for item in agen:
-                        await call.send_message(item)
+                        data = item.SerializeToString()
+                        del item  # only the encoded form waits for the client's window
+                        await call.send_serialized(data)
                 finally:
                     await agen.aclose()
             else:
