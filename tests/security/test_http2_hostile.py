@@ -12,8 +12,7 @@ and holds it to the project's rule for hostile input:
 - afterwards the daemon still serves and its open file descriptors are back where they were.
 
 The floods are a few MB, enough to tell bounded from proportional.  The cases grpc.aio failed
-pass on the daemon's own server (``pycontainerd.rpc`` on ``pycontainerd.http2``); a case it
-still fails is marked ``xfail(strict=False)`` naming what it does.
+pass on the daemon's own server (``pycontainerd.rpc`` on ``pycontainerd.http2``).
 """
 
 from __future__ import annotations
@@ -575,13 +574,7 @@ def _ingest(daemon: Daemon, digest: str, size: int) -> None:
     assert r.returncode == 0, r.stderr.decode(errors="replace")
 
 
-@pytest.mark.parametrize("reader", [
-    "tiny-window",
-    # the daemon's server holds ~3 MiB a stream here (the chunk read, its encoding, its share of
-    # the transport's buffer): 24 streams come to ~95 MiB against a bound of 88
-    pytest.param("never-reads", marks=pytest.mark.xfail(
-        reason="~3 MiB held per stuck Content.Read stream whose client never reads its socket", strict=False)),
-])
+@pytest.mark.parametrize("reader", ["tiny-window", "never-reads"])
 def test_slow_reader_of_a_large_content_read(daemon: Daemon, big_blob: tuple[str, int], reader: str) -> None:
     """Content.Read of a 32 MiB blob on 24 streams whose client lets nothing through: a window
     of 16 bytes never updated, or a huge window but a socket never read.  The server may hold

@@ -154,11 +154,12 @@ class Call(ServicerContext):
 
     # -- sending -----------------------------------------------------------------------------
     async def send_message(self, message: Any) -> None:
-        data = message.SerializeToString()
-        del message  # a large message is not kept twice while the window is shut
-        await self.send_serialized(data)
+        await self.send_owned([message])
 
-    async def send_serialized(self, data: bytes) -> None:
+    async def send_owned(self, box: list[Any]) -> None:
+        """Send the message in ``box``, taking it out: the caller keeps no reference, so while
+        the client's window or socket is shut only its encoding is held, once queued not even that."""
+        data = box.pop().SerializeToString()
         if self.ended:
             raise asyncio.CancelledError()
         conn = self.conn
@@ -191,6 +192,7 @@ class Call(ServicerContext):
             # a stream's messages leave together at the end of this loop iteration (a list of
             # 50 containers: one write, not 50), or at once past FLUSH_BYTES
             conn.pending_out += len(data) + 5
+            del data  # the connection's queue holds it until written
             if conn.pending_out >= FLUSH_BYTES:
                 conn.flush()
                 if conn.write_paused:
@@ -765,9 +767,9 @@ class Server:
                 agen = handler(arg, call)
                 try:
                     async for item in agen:
-                        data = item.SerializeToString()
-                        del item  # only the encoded form waits for the client's window
-                        await call.send_serialized(data)
+                        box = [item]
+                        del item  # send_owned takes the only reference
+                        await call.send_owned(box)
                 finally:
                     await agen.aclose()
             else:
