@@ -330,11 +330,15 @@ def test_netns_mounts_under_state_dir(tmp_path: object) -> None:
 # -- CRI disable_tcp_service, stats_collect_period ------------------------------------------------------------
 
 
-def test_cri_on_tcp_needs_grpc_tcp_address_which_is_refused() -> None:
-    # false alone changes nothing (containerd serves CRI on TCP only on grpc.tcp_address's server)
+def test_cri_on_tcp_with_grpc_tcp_address() -> None:
+    # false alone changes nothing (containerd serves CRI on TCP only on grpc.tcp_address's server);
+    # with it the CRI is served there: tests/integration/test_grpc_server.py shows the effect
     assert parse_config(f"version = 2\n[{CRI}]\ndisable_tcp_service = false\n").cri.disable_tcp_service is False
-    message = _refused(f'[grpc]\ntcp_address = "127.0.0.1:10010"\n[{CRI}]\ndisable_tcp_service = false\n')
-    assert message.startswith(f"{SRC}: grpc.tcp_address: ") and "not supported" in message
+    cfg = parse_config(f'version = 2\n[grpc]\ntcp_address = "127.0.0.1:10010"\ntcp_tls_cert = "/c.pem"\n'
+                       f'tcp_tls_key = "/k.pem"\ntcp_tls_ca = "/ca.pem"\n[{CRI}]\ndisable_tcp_service = false\n')
+    assert (cfg.grpc.tcp_address, cfg.grpc.tcp_tls_cert, cfg.grpc.tcp_tls_key, cfg.grpc.tcp_tls_ca) == (
+        "127.0.0.1:10010", "/c.pem", "/k.pem", "/ca.pem")
+    assert cfg.cri.disable_tcp_service is False
 
 
 def test_stats_collect_period_is_at_least_a_second() -> None:
