@@ -9,9 +9,10 @@ the response is HEADERS (``:status 200``), DATA, and trailers with ``grpc-status
 
 Shape: one ``asyncio.Protocol`` per connection feeds bytes to ``ServerConnection`` and acts on
 its events; each call runs as its own task, created once its request is complete (unary
-requests) or at once (streaming requests, fed through a queue).  Output goes through the
-connection object and is written when a step of work is done, so a burst of small answers
-leaves in few writes.
+requests) or at once (streaming requests, fed through a queue).  A unary answer (headers,
+message, trailers) is written at once, in one write; a stream's messages are written together
+at the end of the loop iteration (or past ``FLUSH_BYTES``).  Handlers' errors become the call's
+status through ``status.status_of`` (errdefs kinds by name, anything else UNKNOWN, logged).
 
 Why the call starts are paced (``START_BATCH``): one read can carry thousands of requests of
 one client; starting them all at once would queue thousands of tasks ahead of every other
