@@ -266,3 +266,29 @@ def test_wire_helpers() -> None:
     assert parse_timeout("1H") == 3600.0
     assert parse_timeout("x") is None
     assert parse_timeout("123456789S") is None  # at most 8 digits
+
+
+def test_health_service_check_and_watch() -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from pycontainerd.services.health import HealthService
+
+    health = HealthService()
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        health.add_to_server(server)  # methods may be added before the first call to them
+        stub = health_pb2_grpc.HealthStub(ch)
+        assert await _code(stub.Check(health_pb2.HealthCheckRequest())) == (grpc.StatusCode.NOT_FOUND,
+                                                                            "unknown service")
+        watch = stub.Watch(health_pb2.HealthCheckRequest())
+        first = await watch.read()
+        assert isinstance(first, health_pb2.HealthCheckResponse)
+        assert first.status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        await health.start()  # the daemon's plugins started: SERVING, seen by Check and Watch
+        assert (await stub.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
+        second = await watch.read()
+        assert isinstance(second, health_pb2.HealthCheckResponse)
+        assert second.status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+
+    _serve(scenario)
