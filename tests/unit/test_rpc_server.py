@@ -292,3 +292,37 @@ def test_health_service_check_and_watch() -> None:
         watch.cancel()
 
     _serve(scenario)
+
+
+def _raw_requests(sock: str, blocks: list[bytes]) -> Any:
+    """Each header block as its own stream on one raw HTTP/2 connection (no gRPC client's checks)."""
+    from tests.fixtures import h2raw as h
+
+    with h.RawConn(sock) as c:
+        c.handshake()
+        for i, block in enumerate(blocks):
+            c.request(1 + 2 * i, block, h.grpc_message(b""))
+        return c.observe(lambda o: len(o.ended) >= len(blocks), timeout=10)
+
+
+def test_non_grpc_requests_get_http_errors_and_unknown_paths_trailers_only() -> None:
+    from tests.fixtures import h2raw as h
+
+    def field_block(fields: list[tuple[str, str]]) -> bytes:
+        return b"".join(h.literal(k, v) for k, v in fields)
+
+    base = [(":scheme", "http"), (":authority", "x"), ("te", "trailers")]
+    blocks = [
+        field_block([(":method", "GET"), (":path", h.VERSION), *base, ("content-type", "application/grpc")]),
+        field_block([(":method", "POST"), (":path", h.VERSION), *base, ("content-type", "text/plain")]),
+        h.request_block("/no.Such/Thing"),
+        h.request_block(h.VERSION),
+    ]
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        o = await asyncio.to_thread(_raw_requests, f"/tmp/pycd-unit-rpc-{os.getpid()}.sock", blocks)
+        assert [o.status(sid) for sid in (1, 3, 5, 7)] == ["HTTP 405", "HTTP 415", "UNIMPLEMENTED", "OK"]
+        assert o.message(5) == "unknown service no.Such"
+        assert len(o.headers[5]) == 1  # trailers-only: one header block carrying the status
+
+    _serve(scenario)
