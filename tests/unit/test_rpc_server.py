@@ -330,43 +330,27 @@ def test_non_grpc_requests_get_http_errors_and_unknown_paths_trailers_only() -> 
 
 # -- request memory: what a client may make the server hold ---------------------------------------------------
 class _Hold:
-    """One raw connection that sends requests' messages on many streams within the server's
-    windows, stopping ``short`` bytes before each message's end (nothing completes, nothing is
-    handed to a handler), until the server grants nothing more."""
+    """One raw connection sending requests' messages on many streams within the server's windows
+    (``push``), e.g. stopping a byte before each message's end: nothing completes."""
 
-    def __init__(self, sock: str, path: str, messages: list[bytes], short: int) -> None:
+    def __init__(self, sock: str, path: str, messages: list[bytes]) -> None:
         from tests.fixtures import h2raw as h
 
         self.h = h
         self.c = h.RawConn(sock)
         self.c.handshake()
         self.left: dict[int, memoryview] = {}
-        self.short = short
         for i, msg in enumerate(messages):
             sid = 1 + 2 * i
             self.c.request(sid, h.request_block(path), None, end_stream=False)
             self.left[sid] = memoryview(msg)
         self.sent = 0
 
-    def push(self, keep: int, quiet: float = 0.5) -> int:
-        """Send until the server's windows stop opening (``quiet`` seconds without progress),
-        keeping ``keep`` bytes of each message back; the bytes sent in all."""
-        h, c = self.h, self.c
-        while True:
-            progress = False
-            for sid, view in self.left.items():
-                n = min(len(view) - keep, h.DEFAULT_MAX_FRAME, c.conn_window, c.stream_windows.get(sid, 0))
-                if n > 0:
-                    c.send(h.data(sid, bytes(view[:n]), end_stream=n == len(view)))
-                    c.conn_window -= n
-                    c.stream_windows[sid] -= n
-                    self.left[sid] = view[n:]
-                    self.sent += n
-                    progress = True
-            before = sum(c.stream_windows.values()) + c.conn_window
-            c.pump(0 if progress else quiet)
-            if not progress and sum(c.stream_windows.values()) + c.conn_window == before:
-                return self.sent
+    def push(self, keep: int) -> int:
+        """Send until the server's windows stop opening, keeping ``keep`` bytes of each message
+        back; the bytes sent in all."""
+        self.sent += self.c.send_within_windows(self.left, keep=keep)
+        return self.sent
 
 
 def test_unary_requests_held_unfinished_are_bounded_per_connection_and_complete_later() -> None:
@@ -380,7 +364,7 @@ def test_unary_requests_held_unfinished_are_bounded_per_connection_and_complete_
     sock = f"/tmp/pycd-unit-rpc-{os.getpid()}.sock"
 
     async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
-        hold = await asyncio.to_thread(_Hold, sock, h.VERSION, [body] * 24, 1)
+        hold = await asyncio.to_thread(_Hold, sock, h.VERSION, [body] * 24)
         try:
             held = await asyncio.to_thread(hold.push, 1)
             assert held <= server.connection_budget + 24 * (64 << 10), held
@@ -433,7 +417,7 @@ def test_a_streaming_request_whose_handler_does_not_read_holds_one_message() -> 
     sock = f"/tmp/pycd-unit-rpc-{os.getpid()}.sock"
 
     async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
-        hold = await asyncio.to_thread(_Hold, sock, "/containerd.services.content.v1.Content/Write", [body], 0)
+        hold = await asyncio.to_thread(_Hold, sock, "/containerd.services.content.v1.Content/Write", [body])
         try:
             held = await asyncio.to_thread(hold.push, 1)
             assert held <= (64 << 10) + 2 * len(msg), held
