@@ -195,10 +195,12 @@ class Call(ServicerContext):
             del data  # the connection's queue holds it until written
             if conn.pending_out >= FLUSH_BYTES:
                 conn.flush()
-                if conn.write_paused:
-                    await conn.drained()
             else:
                 conn.flush_soon()
+            if conn.write_paused:
+                # the client is not reading: the handler's next message waits until it does,
+                # even when each message leaves alone (events coming one a loop iteration)
+                await conn.drained()
 
     async def _send_bytes(self, buf: bytes) -> None:
         h2 = self.conn.h2
