@@ -569,25 +569,27 @@ class _Connection(asyncio.Protocol):
                 call.fail(StatusCode.INTERNAL, "Incomplete request message at end of stream")
                 return
             inbox.closed = True
-        elif not inbox.items:
+        elif len(inbox.items) <= 1:
             self._progress(call)
         inbox.wake()
 
     # -- request memory: stream windows and the request budgets ------------------------------
     # A call holds at most its stream's window of request bytes: the initial window (64 KiB),
-    # given back only as the handler takes messages (streaming requests; a unary request's
-    # never), plus grants for a message larger than what the window has left, reserved from a
+    # given back only as the handler takes messages (streaming requests, where the message after
+    # the one waiting for the handler is let in whole; a unary request's window never), plus
+    # grants for a message larger than what the window has left, reserved from a
     # budget per connection and one for the server.  A grant waits (the client's stream stalls)
     # until its budgets have room: granted calls' messages complete and are taken, releasing it.
     # Any one message fits a budget alone, so a client sending a few large messages at once
     # always progresses.  Per connection: max_concurrent_streams x 64 KiB + its budget.
     def _progress(self, call: Call) -> None:
-        """A streaming call's handler has taken every message: let the next one arrive whole."""
+        """A streaming call's handler has at most one message waiting: let the next one arrive
+        whole meanwhile (pipelined: the client sends while the handler works), no further."""
         buf = call.buffer
         if len(buf) >= 5:
             need = 5 + _PREFIX.unpack_from(buf, 0)[1] - len(buf)
-        else:
-            need = 5 - len(buf)
+        else:  # the next prefix: as much as a fresh stream's window, not only its 5 bytes
+            need = self.h2.settings.initial_window_size - len(buf)
         if not call.want:
             self._need(call, need)
 
@@ -652,7 +654,7 @@ class _Connection(asyncio.Protocol):
         if size > pay:
             self.h2.consumed_stream(call.stream_id, size - pay)
         inbox = call.inbox
-        if inbox is not None and not inbox.items and not call.ended:
+        if inbox is not None and len(inbox.items) <= 1 and not call.ended:
             self._progress(call)
         self.flush()
 
