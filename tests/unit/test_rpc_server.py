@@ -407,9 +407,10 @@ class _NeverReads:
         yield content_pb2.WriteContentResponse()
 
 
-def test_a_streaming_request_whose_handler_does_not_read_holds_one_message() -> None:
+def test_a_streaming_request_whose_handler_does_not_read_holds_two_messages() -> None:
     # 40 messages of 200 KiB on a Content.Write stream nobody reads: the server takes the first
-    # message whole (a grant past the 64 KiB window) and then nothing more, not megabytes
+    # message whole (a grant past the 64 KiB window), the next one (let in while the handler
+    # would work on the first), then nothing more; not megabytes (old code: all 8 MiB)
     msg = content_pb2.WriteContentRequest(ref="r", data=b"w" * (200 << 10)).SerializeToString()
     from tests.fixtures import h2raw as h
 

@@ -40,8 +40,8 @@ SETTINGS, and retry refused ones); a header list above MAX_HEADER_LIST_SIZE -> a
 and that stream alone refused, as grpc-go and grpc core do (the block is still decoded, the
 fields past the limit discarded, the table stays in step); header blocks whose raw fragments
 exceed ``max_header_block_size`` (four times the list limit) or ``max_continuation_frames``
--> GOAWAY ENHANCE_YOUR_CALM (a CONTINUATION flood: buffering it would be the attack); the peer overrunning a receive window
--> FLOW_CONTROL_ERROR; streams reset before we answered them (by the peer, or by us for its
+-> GOAWAY ENHANCE_YOUR_CALM (a CONTINUATION flood: buffering it would be the attack); the peer
+overrunning a receive window -> FLOW_CONTROL_ERROR; streams reset before we answered them (by the peer, or by us for its
 errors), net of streams we completed, above ``max_reset_streams`` -> GOAWAY ENHANCE_YOUR_CALM
 (rapid reset, CVE-2023-44487); more than ``max_pending_acks`` PING/SETTINGS acknowledgements
 queued between two ``data_to_send`` calls, or more than ``max_empty_frames`` frames in a row

@@ -20,7 +20,19 @@ connection's next read.  Each connection starts at most a batch per loop iterati
 burst on one connection is served interleaved with the others (tests/security/test_floods.py).
 Why reading pauses: while the transport's write buffer is above its high-water mark (a client
 not reading its answers) or too many requests wait to start, the connection stops reading, so
-memory stays bounded by what we have already accepted.
+memory stays bounded by what we have already accepted.  For the same reason a server stream's
+handler is not asked for its next message while its last one waits for the client's window or
+its socket: a stuck stream costs one message.
+
+Request memory (what a client can make us hold before a handler has it): the connection window
+only paces and is given back as bytes arrive, as in grpc-go; each call is bounded by its
+stream's window, the initial 64 KiB given back only as the handler takes messages (a unary
+request's never), plus grants for a message larger than what is left of it, reserved from a
+budget per connection (``connection_budget``, twice the largest message) and one for the server
+(``budget``, eight times), waiting in order while they are full (``_Connection._need``).
+A unary request's grant goes back when its handler starts, a streaming one's as the handler
+takes the message.  Any one message fits a budget alone, so a client sending several large
+messages at once always progresses; a connection holds at most its budget plus 64 KiB a stream.
 """
 
 from __future__ import annotations
