@@ -87,9 +87,10 @@ class _Counting:
 
 
 def _serve(scenario: Scenario, *, observer: _Counting | None = None, max_receive: int = 4 << 20,
-           options: list[tuple[str, Any]] | None = None, **servicers: Any) -> None:
+           options: list[tuple[str, Any]] | None = None, budget: int = 0, **servicers: Any) -> None:
     async def run() -> None:
-        server = Server(max_receive_message_length=max_receive, observers=[observer] if observer else [])
+        server = Server(max_receive_message_length=max_receive, observers=[observer] if observer else [],
+                        max_request_buffer=budget)
         server.add_service(version_pb2.DESCRIPTOR.services_by_name["Version"], servicers.get("version", _Version()))
         server.add_service(events_pb2.DESCRIPTOR.services_by_name["Events"], servicers.get("events", _Events()))
         server.add_service(content_pb2.DESCRIPTOR.services_by_name["Content"], servicers.get("content", _Content()))
@@ -484,3 +485,31 @@ def test_a_server_stream_to_a_stuck_client_is_not_asked_for_more(reader: str) ->
             c.close()
 
     _serve(scenario, events=flood)
+
+
+def test_the_server_wide_budget_is_shared_and_given_back_when_a_connection_goes() -> None:
+    # one connection holds the whole server-wide budget (2 MiB) with requests it never
+    # completes: a large request on another connection waits for a grant (a small one does not),
+    # and gets it when the first connection goes away
+    from tests.fixtures import h2raw as h
+
+    body = h.grpc_message(h.proto_string(15, b"x" * 900_000))
+    sock = f"/tmp/pycd-unit-rpc-{os.getpid()}.sock"
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        assert server.budget == server.connection_budget == 2 << 20
+        hold = await asyncio.to_thread(_Hold, sock, h.VERSION, [body] * 8)
+        try:
+            await asyncio.to_thread(hold.push, 1)
+            assert server.reserved > server.budget - 900_000
+            raw = ch.unary_unary(h.VERSION, request_serializer=None, response_deserializer=None)
+            big = asyncio.ensure_future(raw(h.proto_string(15, b"y" * 900_000)))
+            assert (await version_pb2_grpc.VersionStub(ch).Version(empty_pb2.Empty())).version == "v"
+            done, _ = await asyncio.wait([big], timeout=0.5)
+            assert not done, "a grant past the server-wide budget"
+        finally:
+            hold.c.close()
+        assert await asyncio.wait_for(big, 10)
+        assert server.reserved == 0
+
+    _serve(scenario, max_receive=1 << 20, budget=2 << 20)

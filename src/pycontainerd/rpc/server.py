@@ -719,7 +719,7 @@ class _Connection(asyncio.Protocol):
             call, request = waiting.popleft()
             if call.ended:
                 continue
-            if call.reserved:  # the request is the handler's now: its grant goes back
+            if call.reserved and call.inbox is None:  # the request is the handler's now: its grant goes back
                 self._release(call, call.reserved)
             if call._deadline is not None:
                 call.timer = loop.call_at(call._deadline, call.expire)
