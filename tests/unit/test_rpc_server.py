@@ -513,3 +513,19 @@ def test_the_server_wide_budget_is_shared_and_given_back_when_a_connection_goes(
         assert server.reserved == 0
 
     _serve(scenario, max_receive=1 << 20, budget=2 << 20)
+
+
+def test_a_request_stream_of_many_small_and_some_large_messages_flows() -> None:
+    # windows given back as the handler takes messages, grants for the large ones: none stuck
+    sizes = [100] * 3000 + [300_000, 10, 2 << 20] * 5 + [40_000] * 50
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        async def reqs() -> AsyncIterator[content_pb2.WriteContentRequest]:
+            for n in sizes:
+                yield content_pb2.WriteContentRequest(ref="r", data=b"d" * n)
+
+        got = [r.offset async for r in content_pb2_grpc.ContentStub(ch).Write(reqs())]
+        assert len(got) == len(sizes) and got[-1] == sum(sizes)
+        assert server.reserved == 0
+
+    _serve(scenario)

@@ -600,8 +600,12 @@ class _Connection(asyncio.Protocol):
         buf = call.buffer
         if len(buf) >= 5:
             need = 5 + _PREFIX.unpack_from(buf, 0)[1] - len(buf)
-        else:  # the next prefix: as much as a fresh stream's window, not only its 5 bytes
+        elif self.h2.window_shortfall(call.stream_id, 5 - len(buf)):
+            # not even the next prefix may come: as much as a fresh stream's window, not 5 bytes
+            # (a round trip each); while it may, small messages need no grant at all
             need = self.h2.settings.initial_window_size - len(buf)
+        else:
+            return
         if not call.want:
             self._need(call, need)
 
