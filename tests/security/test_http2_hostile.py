@@ -367,6 +367,22 @@ def test_header_list_beyond_the_advertised_limit_is_refused(daemon: Daemon, kind
             assert _version_ok(c, 3) == "OK", f"after {kind}: {c.observed.summary()}"
 
 
+def test_header_block_a_little_past_the_limit_costs_only_its_stream(daemon: Daemon) -> None:
+    """A field block twice SETTINGS_MAX_HEADER_LIST_SIZE, in CONTINUATIONs: as grpc-go and grpc
+    core do, only that stream is refused (the block decoded and discarded, the HPACK table in
+    step); the connection, and the calls on it, go on (a GOAWAY would cancel them all)."""
+    with Guard(daemon) as g, h.RawConn(daemon.address) as c:
+        limit = c.handshake().get(h.MAX_HEADER_LIST_SIZE)
+        assert limit is not None
+        c.request(1, h.request_block() + h.literal("x-pad", "p" * 2 * limit), h.grpc_message(b""))
+        o = c.observe(lambda o: _refused_request(o, 1) or 1 in o.ended, timeout=BYSTANDER_DEADLINE)
+        g.served()
+        print(f"[headers 2x] limit {limit}: status {o.status(1)}; {o.summary()}")
+        assert o.goaway is None and not o.closed, f"a connection error for one stream's headers: {o.summary()}"
+        assert _refused_request(o, 1), o.summary()
+        assert _version_ok(c, 3) == "OK", c.observed.summary()
+
+
 # -- 4. floods from a client that never reads --------------------------------------------------------------------
 FLOOD_BYTES = 16 * MiB
 OUTPUT_BOUND = 4 * MiB  # what a server may have queued for a client that reads nothing
@@ -751,6 +767,49 @@ def test_request_above_max_recv_message_size(daemon: Daemon) -> None:
         assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, ei.value
         # the channel still serves
         call(b"", timeout=BYSTANDER_DEADLINE)
+
+
+HELD_STREAMS = 1000
+HELD_MESSAGE = 15 * MiB
+HELD_SEND_CAP = 300 * MiB  # what the attacker tries to make the daemon buffer
+# while held the daemon may buffer its per-connection grant budget (2 x MAX_RECV) and each
+# stream's initial 64 KiB window (x 1.5: buffers grow by steps, the heap fragments), plus the
+# calls' own objects: not 1000 x 15 MiB, nor the 300 MiB sent at it (measured: +93 MiB on a
+# fresh daemon, +115 after the module's other cases).  Completing requests may cost a message's
+# copies besides (the bound of test_hostile_grpc_message)
+HELD_RSS_BOUND = 2 * MAX_RECV // MiB + HELD_STREAMS * 96 // 1024 + 24
+HELD_DONE_RSS_BOUND = HELD_RSS_BOUND + 2 * MAX_RECV // MiB
+
+
+def test_requests_never_completed_on_many_streams(daemon: Daemon) -> None:
+    """1000 streams (the advertised limit) each sending a 15 MiB request slowly and never its
+    last byte: nothing reaches a handler, so whatever the daemon takes it buffers.  It grants
+    windows for only a bounded amount (a budget per connection beyond each stream's initial
+    window), others are served meanwhile, and once the client finishes the requests (up to the
+    bound at a time) they are all answered: no deadlock."""
+    body = h.grpc_message(h.proto_string(15, b"x" * HELD_MESSAGE))
+    with Guard(daemon, rss_bound_mib=HELD_DONE_RSS_BOUND) as g, h.RawConn(daemon.address, timeout=30) as c:
+        limit = c.handshake().get(h.MAX_CONCURRENT_STREAMS) or HELD_STREAMS
+        n = min(limit, HELD_STREAMS)
+        block = h.request_block()
+        c.send(b"".join(h.headers(1 + 2 * i, block) for i in range(n)))
+        for i in range(n):
+            c.stream_windows[1 + 2 * i] = c.server_settings.get(h.INITIAL_WINDOW_SIZE, h.DEFAULT_WINDOW)
+        pending = {1 + 2 * i: memoryview(body) for i in range(n)}
+        sent = c.send_within_windows(pending, keep=1, quiet=1.0, budget=60, max_bytes=HELD_SEND_CAP)
+        g.served()
+        o = c.pump(0.2)
+        held = g.peak_growth_mib()
+        print(f"[held requests] {n} streams: the daemon took {sent / MiB:.0f} MiB of {n * len(body) / MiB:.0f} MiB; "
+              f"peak +{held:.1f} MiB; {o.summary()}")
+        assert o.goaway is None and not o.closed, o.summary()
+        assert sent < HELD_SEND_CAP, f"the daemon took {sent} bytes of requests that never complete"
+        assert held <= HELD_RSS_BOUND, f"peak RSS +{held:.1f} MiB while the requests were held (bound {HELD_RSS_BOUND})"
+        # the client finishes 40 of them (the rest are dropped with the connection): answered OK
+        done = {sid: pending[sid] for sid in list(pending)[:40]}
+        c.send_within_windows(done, quiet=2.0, budget=60)
+        o = c.observe(lambda o: all(sid in o.ended for sid in done), timeout=30)
+        assert [o.status(sid) for sid in done] == ["OK"] * len(done), o.summary()
 
 
 def test_connection_stuck_half_way_through_a_frame(daemon: Daemon) -> None:

@@ -92,13 +92,37 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def test_continuation_bytes_beyond_the_header_list_size_are_enhance_your_calm() -> None:
+def test_a_header_block_past_the_list_size_costs_only_its_stream() -> None:
+    # 8 KiB of raw fields in CONTINUATIONs against a 4 KiB limit (grpc-go and grpc core refuse the
+    # stream, not the connection): 431 on stream 1, the block decoded to its end (the literal with
+    # indexing at its end enters the table), stream 3 served with a reference to that entry
+    p = Peer(max_header_list_size=4096)
+    pad = encode_block([("x-pad", "p" * 8000)])
+    entry = b"\x40" + bytes([7]) + b"x-index" + bytes([5]) + b"value"
+    block = REQUEST_BLOCK + pad + entry
+    chunks = [headers(1, block[:1000], end_headers=False)]
+    chunks += [frame(CONTINUATION, 0, 1, block[i:i + 1000]) for i in range(1000, len(block), 1000)]
+    chunks[-1] = frame(CONTINUATION, 0x4, 1, chunks[-1][9:])
+    assert p.send(*chunks) == []
+    answer, rst_ = p.out()  # the request is not ended: the rest of it is refused too
+    assert (answer.type, answer.sid) == (HEADERS, 1)
+    assert Decoder().decode(answer.payload) == [(":status", "431")]
+    assert (rst_.type, rst_.sid, rst_.error_code) == (RST_STREAM, 1, fr.NO_ERROR)
+    assert not p.conn.closed and p.conn._hb_parts == []
+    (ev,) = p.send(headers(3, REQUEST_BLOCK + b"\xbe", end_stream=True))
+    assert isinstance(ev, RequestReceived) and ev.headers[-1] == ("x-index", "value")
+
+
+def test_continuation_bytes_beyond_the_block_cap_are_enhance_your_calm() -> None:
+    # past max_header_block_size (four times the list limit by default) buffering is the attack
     p = Peer(max_header_list_size=4096)
     chunks = [headers(1, b"\x00" * 100, end_headers=False)]
-    chunks += [frame(CONTINUATION, 0, 1, b"\x00" * 1000) for _ in range(5)]
+    chunks += [frame(CONTINUATION, 0, 1, b"\x00" * 1000) for _ in range(17)]
     goaway = p.fails(*chunks)
     assert goaway.error_code == fr.ENHANCE_YOUR_CALM
     assert p.conn._hb_parts == []  # nothing kept
+    q = Peer(max_header_list_size=4096, max_header_block_size=6000)
+    assert q.fails(*chunks[:7]).error_code == fr.ENHANCE_YOUR_CALM
 
 
 def test_continuation_flood_of_empty_frames_is_enhance_your_calm() -> None:

@@ -12,6 +12,8 @@ Modelled on hyper-h2/h11; the caller owns the transport::
                                                      # waits for WindowOpened(sid or 0)
     conn.consumed(sid, event.flow_length)            # give receive window back (batched; done
                                                      # by itself for what a reset stream held)
+    conn.consumed_connection(sid, n); conn.consumed_stream(sid, n)  # the two halves apart;
+    conn.window_shortfall(sid, need)                 # a grant the stream needs beyond its window
     conn.reset_stream(sid, CANCEL); conn.goaway(NO_ERROR)
     transport.write(conn.data_to_send())             # everything queued, as one bytes
 
@@ -34,10 +36,12 @@ ignored; other frames on closed streams are STREAM_CLOSED errors, RFC 9113 5.1).
 Hostile input (each limit a ``ServerSettings`` field): frames above 16 KiB -> FRAME_SIZE_ERROR
 before their payload is buffered; more concurrent streams than advertised -> RST_STREAM
 REFUSED_STREAM (not counted as resets below: clients may open streams before they have our
-SETTINGS, and retry refused ones); a decoded header list above MAX_HEADER_LIST_SIZE -> a 431 response (the block is
-still decoded, the table stays in step); header blocks whose fragments exceed that size or
-``max_continuation_frames`` -> GOAWAY ENHANCE_YOUR_CALM; the peer overrunning a receive window
--> FLOW_CONTROL_ERROR; streams reset before we answered them (by the peer, or by us for its
+SETTINGS, and retry refused ones); a header list above MAX_HEADER_LIST_SIZE -> a 431 response
+and that stream alone refused, as grpc-go and grpc core do (the block is still decoded, the
+fields past the limit discarded, the table stays in step); header blocks whose raw fragments
+exceed ``max_header_block_size`` (four times the list limit) or ``max_continuation_frames``
+-> GOAWAY ENHANCE_YOUR_CALM (a CONTINUATION flood: buffering it would be the attack); the peer
+overrunning a receive window -> FLOW_CONTROL_ERROR; streams reset before we answered them (by the peer, or by us for its
 errors), net of streams we completed, above ``max_reset_streams`` -> GOAWAY ENHANCE_YOUR_CALM
 (rapid reset, CVE-2023-44487); more than ``max_pending_acks`` PING/SETTINGS acknowledgements
 queued between two ``data_to_send`` calls, or more than ``max_empty_frames`` frames in a row
@@ -113,9 +117,14 @@ class StreamClosedError(Exception):
 @dataclass(slots=True)
 class ServerSettings:
     max_concurrent_streams: int = 1000
-    initial_window_size: int = 1 << 20  # per stream, what the peer may send before we consume
+    # per stream, what the peer may send before we consume: grpc's 64 KiB, since every open stream
+    # may hold that much (a larger message is granted its window as a whole: rpc.server)
+    initial_window_size: int = 64 << 10
     connection_window_size: int = 8 << 20
     max_header_list_size: int = 64 << 10
+    # raw bytes of one header block (HEADERS + CONTINUATIONs) we buffer to decode it; 0: four times
+    # max_header_list_size.  Between the two the stream gets a 431, past this the connection goes
+    max_header_block_size: int = 0
     header_table_size: int = 4096
     max_continuation_frames: int = 64
     max_reset_streams: int = 200
@@ -209,6 +218,7 @@ class ServerConnection:
         self._hb_parts: list[bytes] = []
         self._hb_size = 0
         self._hb_frames = 0
+        self._hb_cap = s.max_header_block_size or 4 * s.max_header_list_size
         # hostile-input counters
         self._resets = 0
         self._pending_acks = 0
@@ -348,6 +358,45 @@ class ServerConnection:
                 self._out.append(f.frame(f.WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.unacked)))
                 stream.recv_window += stream.unacked
                 stream.unacked = 0
+
+    def consumed_connection(self, stream_id: int, n: int) -> None:
+        """Give ``n`` received bytes of the stream back to the connection window only (batched); the
+        stream's own window opens with ``consumed_stream``.  For a caller that bounds what it
+        holds with the streams' windows (gRPC's flow control: the connection window only paces)."""
+        if n <= 0:
+            return
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if stream_id in self._reset_ids:
+                return  # reset: what it held was given back then
+        else:
+            stream.held = max(0, stream.held - n)
+        self._give_back(n)
+
+    def consumed_stream(self, stream_id: int, n: int, now: bool = False) -> None:
+        """Open the stream's receive window by ``n`` (batched, a WINDOW_UPDATE once half a window
+        is owed; ``now``: at once, with what is owed).  ``n`` may exceed what it received: a grant
+        for a message larger than the window.  No-op once the peer ended or reset the stream."""
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.remote_open:
+            return
+        stream.unacked += max(0, n)
+        if stream.unacked and (now or stream.unacked >= self._stream_threshold):
+            inc = min(stream.unacked, f.MAX_WINDOW - stream.recv_window)
+            if inc > 0:
+                self._out.append(f.frame(f.WINDOW_UPDATE, 0, stream_id, _U32.pack(inc)))
+                stream.recv_window += inc
+            stream.unacked = 0
+
+    def window_shortfall(self, stream_id: int, need: int) -> int:
+        """How far the peer's window on the stream falls short of ``need`` more bytes, after sending
+        what ``consumed_stream`` owes it (0 when it suffices, or the stream takes no more input)."""
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.remote_open or stream.recv_window >= need:
+            return 0
+        if stream.unacked:
+            self.consumed_stream(stream_id, 0, now=True)
+        return max(0, need - stream.recv_window)
 
     def goaway(self, error_code: int = f.NO_ERROR, debug: bytes = b"") -> None:
         """Queue GOAWAY naming the highest stream the peer opened; later new streams are ignored."""
@@ -561,8 +610,10 @@ class ServerConnection:
         self._hb_size += end - start
         if self._hb_frames > self.settings.max_continuation_frames:
             raise _ConnError(f.ENHANCE_YOUR_CALM, "too many CONTINUATION frames")
-        if self._hb_size > self.settings.max_header_list_size:
-            raise _ConnError(f.ENHANCE_YOUR_CALM, "header block larger than our MAX_HEADER_LIST_SIZE")
+        if self._hb_size > self._hb_cap:
+            # a block a little past the limit only costs its stream (a 431 once decoded, the fields
+            # past the limit discarded); one this large is a flood: buffering it is the attack
+            raise _ConnError(f.ENHANCE_YOUR_CALM, f"header block larger than {self._hb_cap} bytes")
         if end == start:
             self._empty_frame()
         self._hb_parts.append(data[start:end])

@@ -20,7 +20,19 @@ connection's next read.  Each connection starts at most a batch per loop iterati
 burst on one connection is served interleaved with the others (tests/security/test_floods.py).
 Why reading pauses: while the transport's write buffer is above its high-water mark (a client
 not reading its answers) or too many requests wait to start, the connection stops reading, so
-memory stays bounded by what we have already accepted.
+memory stays bounded by what we have already accepted.  For the same reason a server stream's
+handler is not asked for its next message while its last one waits for the client's window or
+its socket: a stuck stream costs one message.
+
+Request memory (what a client can make us hold before a handler has it): the connection window
+only paces and is given back as bytes arrive, as in grpc-go; each call is bounded by its
+stream's window, the initial 64 KiB given back only as the handler takes messages (a unary
+request's never), plus grants for a message larger than what is left of it, reserved from a
+budget per connection (``connection_budget``, twice the largest message) and one for the server
+(``budget``, eight times), waiting in order while they are full (``_Connection._need``).
+A unary request's grant goes back when its handler starts, a streaming one's as the handler
+takes the message.  Any one message fits a budget alone, so a client sending several large
+messages at once always progresses; a connection holds at most its budget plus 64 KiB a stream.
 """
 
 from __future__ import annotations
@@ -65,7 +77,6 @@ START_BATCH = 64  # calls one connection starts per loop iteration (see the modu
 MAX_WAITING_STARTS = 4096  # past this many requests waiting to start, stop reading the connection
 COPY_BELOW = 64 << 10  # messages smaller than this are sent with their prefix as one piece
 FLUSH_BYTES = 256 << 10  # streamed output queued before it is written without waiting for the loop
-INBOX_LIMIT = 4 << 20  # bytes of a streaming request buffered before flow control holds the client
 
 _PREFIX = struct.Struct(">BL")
 _RESPONSE_HEADERS = hpack.encode_block([(":status", "200"), ("content-type", "application/grpc")])
@@ -121,8 +132,8 @@ class _Inbox:
 class Call(ServicerContext):
     """One call: its stream, its state and the handler's context (one object for both)."""
 
-    __slots__ = ("buffer", "conn", "encoding", "ended", "headers_sent", "held_flow", "inbox", "inbox_bytes", "method",
-                 "request_closed", "stream_id", "task", "timer", "window_waiter")
+    __slots__ = ("buffer", "conn", "encoding", "ended", "headers_sent", "inbox", "method", "request_closed",
+                 "reserved", "stream_id", "task", "timer", "want", "window_waiter")
 
     def __init__(self, conn: _Connection, stream_id: int, method: Method, headers: list[tuple[str, str]],
                  deadline: float | None, encoding: str | None) -> None:
@@ -146,8 +157,8 @@ class Call(ServicerContext):
         self.timer: asyncio.TimerHandle | None = None
         self.window_waiter: asyncio.Future[None] | None = None
         self.inbox: _Inbox | None = _Inbox() if method.client_streaming else None
-        self.inbox_bytes = 0
-        self.held_flow = 0  # received flow-controlled bytes not yet given back (inbox full)
+        self.reserved = 0  # window granted beyond the stream's own, held from the request budgets
+        self.want = 0  # a grant waiting for room in the budgets (the call is in conn.admission)
 
     # -- ServicerContext ---------------------------------------------------------------------
     async def write(self, message: Any) -> None:
@@ -196,10 +207,12 @@ class Call(ServicerContext):
             del data  # the connection's queue holds it until written
             if conn.pending_out >= FLUSH_BYTES:
                 conn.flush()
-                if conn.write_paused:
-                    await conn.drained()
             else:
                 conn.flush_soon()
+            if conn.write_paused:
+                # the client is not reading: the handler's next message waits until it does,
+                # even when each message leaves alone (events coming one a loop iteration)
+                await conn.drained()
 
     async def _send_bytes(self, buf: bytes) -> None:
         h2 = self.conn.h2
@@ -229,9 +242,10 @@ class Call(ServicerContext):
             w.set_result(None)
 
     # -- receiving ---------------------------------------------------------------------------
-    def take_messages(self) -> list[Any] | None:
-        """Split the buffered request bytes into decoded messages; None after ending the call
-        with an error (too large, bad compression, undecodable)."""
+    def take_messages(self) -> list[tuple[Any, int]] | None:
+        """Split the buffered request bytes into decoded messages, each with the bytes it took (its
+        prefix included); None after ending the call with an error (too large, bad compression,
+        undecodable)."""
         buf = self.buffer
         out: list[Any] = []
         pos = 0
@@ -255,7 +269,7 @@ class Call(ServicerContext):
             except Exception as exc:  # protobuf's DecodeError and friends
                 self.fail(StatusCode.INTERNAL, f"Failed to parse request: {exc}")
                 return None
-            out.append(msg)
+            out.append((msg, 5 + length))
         if pos:
             del buf[:pos]
         return out
@@ -292,11 +306,7 @@ class Call(ServicerContext):
                 finally:
                     inbox.waiter = None
             msg, size = inbox.items.popleft()
-            self.inbox_bytes -= size
-            if self.held_flow and self.inbox_bytes < INBOX_LIMIT:
-                held, self.held_flow = self.held_flow, 0
-                self.conn.h2.consumed(self.stream_id, held)
-                self.conn.flush()
+            self.conn.took(self, size)
             yield msg
 
     # -- ending ------------------------------------------------------------------------------
@@ -360,6 +370,8 @@ class _Connection(asyncio.Protocol):
         self._reading_paused_for: set[str] = set()
         self.goaway_sent = False
         self.pending_out = 0  # bytes of streamed messages queued since the last write
+        self.reserved = 0  # window granted to this connection's calls (see _need)
+        self.admission: collections.deque[Call] = collections.deque()  # calls waiting for a grant
         self._flush_scheduled = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -511,12 +523,19 @@ class _Connection(asyncio.Protocol):
 
     def _data(self, sid: int, data: bytes, flow_length: int, end_stream: bool) -> None:
         call = self.calls.get(sid)
+        h2 = self.h2
         if call is None or call.ended:
             # a stream we answered already (or never knew): its bytes still count on the
             # connection's window, so give them back
             if flow_length:
-                self.h2.consumed(sid, flow_length)
+                h2.consumed(sid, flow_length)
             return
+        if flow_length:
+            # the connection window only paces (as in grpc-go): what a call holds is bounded by
+            # its stream's window, the initial one plus grants from the request budgets (_need)
+            h2.consumed_connection(sid, flow_length)
+            if flow_length != len(data):
+                h2.consumed_stream(sid, flow_length - len(data))  # padding: nothing to hold
         if data:
             call.buffer += data
         if end_stream:
@@ -524,17 +543,18 @@ class _Connection(asyncio.Protocol):
         observers = self.server.observers
         inbox = call.inbox
         if inbox is None:
-            # unary request: the whole message arrives before the handler starts
-            if flow_length:
-                self.h2.consumed(sid, flow_length)
+            # unary request: the whole message arrives before the handler starts; its stream
+            # window is never given back, a message larger than it gets a grant for the rest
             if not end_stream:
                 # bounded: a message over the limit is refused as soon as its prefix is seen
-                if len(call.buffer) >= 5:
+                if len(call.buffer) >= 5 and not call.reserved and not call.want:
                     _, length = _PREFIX.unpack_from(call.buffer, 0)
                     limit = self.server.max_receive_message_length
                     if length > limit:
                         call.fail(StatusCode.RESOURCE_EXHAUSTED,
                                   f"Received message larger than max ({length} vs. {limit})")
+                        return
+                    self._need(call, 5 + length - len(call.buffer))
                 return
             msgs = call.take_messages()
             if msgs is None:
@@ -546,33 +566,120 @@ class _Connection(asyncio.Protocol):
             if observers:
                 for o in observers:
                     o.msg_received(call.method)
-            self._queue_start(call, msgs[0])
+            self._queue_start(call, msgs[0][0])
             return
         msgs = call.take_messages()
         if msgs is None:
             return
-        size = len(data) // max(len(msgs), 1) if msgs else 0
-        for m in msgs:
-            inbox.items.append((m, size))
-            call.inbox_bytes += size
+        for item in msgs:
+            inbox.items.append(item)
             if observers:
                 for o in observers:
                     o.msg_received(call.method)
-        if flow_length:
-            if call.inbox_bytes + len(call.buffer) < INBOX_LIMIT:
-                self.h2.consumed(sid, flow_length)
-            else:
-                call.held_flow += flow_length  # given back as the handler takes messages
         if end_stream:
             if call.buffer:
                 call.fail(StatusCode.INTERNAL, "Incomplete request message at end of stream")
                 return
             inbox.closed = True
+        elif len(inbox.items) <= 1:
+            self._progress(call)
         inbox.wake()
+
+    # -- request memory: stream windows and the request budgets ------------------------------
+    # A call holds at most its stream's window of request bytes: the initial window (64 KiB),
+    # given back only as the handler takes messages (streaming requests, where the message after
+    # the one waiting for the handler is let in whole; a unary request's window never), plus
+    # grants for a message larger than what the window has left, reserved from a
+    # budget per connection and one for the server.  A grant waits (the client's stream stalls)
+    # until its budgets have room: granted calls' messages complete and are taken, releasing it.
+    # Any one message fits a budget alone, so a client sending a few large messages at once
+    # always progresses.  Per connection: max_concurrent_streams x 64 KiB + its budget.
+    def _progress(self, call: Call) -> None:
+        """A streaming call's handler has at most one message waiting: let the next one arrive
+        whole meanwhile (pipelined: the client sends while the handler works), no further."""
+        buf = call.buffer
+        if len(buf) >= 5:
+            need = 5 + _PREFIX.unpack_from(buf, 0)[1] - len(buf)
+        elif self.h2.window_shortfall(call.stream_id, 5 - len(buf)):
+            # not even the next prefix may come: as much as a fresh stream's window, not 5 bytes
+            # (a round trip each); while it may, small messages need no grant at all
+            need = self.h2.settings.initial_window_size - len(buf)
+        else:
+            return
+        if not call.want:
+            self._need(call, need)
+
+    def _need(self, call: Call, need: int) -> None:
+        short = self.h2.window_shortfall(call.stream_id, need)
+        if short > 0:
+            call.want = short
+            self.admission.append(call)
+            self._admit()
+
+    def _admit(self) -> None:
+        """Grant the waiting calls' windows, in order, while both budgets have room."""
+        server = self.server
+        q = self.admission
+        if self.closed:
+            q.clear()
+            server.blocked.pop(self, None)
+            return
+        granted = False
+        while q:
+            call = q[0]
+            n = call.want
+            if call.ended or not n:
+                q.popleft()
+                call.want = 0
+                continue
+            if self.reserved + n > server.connection_budget:
+                break  # room comes back as this connection's own grants are released
+            if server.reserved + n > server.budget:
+                server.blocked[self] = None  # woken when another connection releases
+                break
+            q.popleft()
+            call.want = 0
+            call.reserved += n
+            self.reserved += n
+            server.reserved += n
+            self.h2.consumed_stream(call.stream_id, n, now=True)
+            granted = True
+        else:
+            server.blocked.pop(self, None)
+        if granted:
+            self.flush()
+
+    def _release(self, call: Call, n: int) -> None:
+        call.reserved -= n
+        self.reserved -= n
+        server = self.server
+        server.reserved -= n
+        if self.admission:
+            self._admit()
+        if server.blocked:
+            for other in list(server.blocked):
+                if other is not self:
+                    other._admit()
+
+    def took(self, call: Call, size: int) -> None:
+        """The handler took a message of ``size`` bytes: give its window back (first paying back
+        the grant it came with), and let the next message come."""
+        pay = min(size, call.reserved)
+        if pay:
+            self._release(call, pay)
+        if size > pay:
+            self.h2.consumed_stream(call.stream_id, size - pay)
+        inbox = call.inbox
+        if inbox is not None and len(inbox.items) <= 1 and not call.ended:
+            self._progress(call)
+        self.flush()
 
     def forget(self, call: Call) -> None:
         if self.calls.pop(call.stream_id, None) is not None:
             self.server.call_gone()
+        call.want = 0
+        if call.reserved:
+            self._release(call, call.reserved)
 
     def _reset(self, sid: int) -> None:
         call = self.calls.get(sid)
@@ -616,6 +723,8 @@ class _Connection(asyncio.Protocol):
             call, request = waiting.popleft()
             if call.ended:
                 continue
+            if call.reserved and call.inbox is None:  # the request is the handler's now: its grant goes back
+                self._release(call, call.reserved)
             if call._deadline is not None:
                 call.timer = loop.call_at(call._deadline, call.expire)
             call.task = loop.create_task(server.run_call(call, request))
@@ -691,8 +800,17 @@ class Server:
 
     def __init__(self, *, max_receive_message_length: int = DEFAULT_MAX_MESSAGE,
                  max_send_message_length: int = 0x7FFFFFFF, observers: Iterable[Observer] = (),
-                 settings: ServerSettings | None = None) -> None:
+                 settings: ServerSettings | None = None, max_request_buffer_per_connection: int = 0,
+                 max_request_buffer: int = 0) -> None:
         self.max_receive_message_length = max_receive_message_length
+        # request bytes granted beyond the streams' initial windows (rpc's _Connection._need): per
+        # connection (default twice the largest message) and for the whole server (default eight
+        # times); never below one message, or a large one could never be received
+        one = max_receive_message_length + 5
+        self.connection_budget = max(max_request_buffer_per_connection or 2 * max_receive_message_length, one)
+        self.budget = max(max_request_buffer or 8 * max_receive_message_length, self.connection_budget)
+        self.reserved = 0
+        self.blocked: dict[_Connection, None] = {}  # connections whose next grant waits on self.budget
         self.max_send_message_length = max_send_message_length
         self.observers: list[Observer] = list(observers)
         self.settings = settings if settings is not None else ServerSettings()
