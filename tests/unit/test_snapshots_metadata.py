@@ -190,3 +190,29 @@ def test_prepare_whose_commit_fails_removes_the_backend_snapshot(tmp_path: Path)
         assert [i.name for i in await ns.walk()] == ["k"]
 
     _gated_store(tmp_path, body)
+
+
+def test_remove_removes_the_backend_snapshot_while_the_row_commits(tmp_path: Path) -> None:
+    async def body(store: SnapshotStore, db: _GatedDatabase, backend: NativeSnapshotter) -> None:
+        ns = store.namespaced("ns")
+        db.gate.set()
+        await ns.prepare("k")
+        db.gate.clear()
+        real_remove = backend.remove
+        rows_seen: list[int] = []
+
+        async def remove(key: str) -> None:
+            await real_remove(key)
+            # the row's deletion is not committed yet: the gate holds the COMMIT
+            rows_seen.append(await db.read(lambda c: len(c.execute("SELECT 1 FROM snapshots").fetchall())))
+            db.gate.set()
+
+        backend.remove = remove  # type: ignore[method-assign]
+        gated = db.gated
+        await ns.remove("k")
+        assert db.gated == gated + 1
+        assert rows_seen == [1]
+        assert await backend.walk() == []
+        assert await ns.walk() == []
+
+    _gated_store(tmp_path, body)

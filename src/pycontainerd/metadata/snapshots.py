@@ -16,7 +16,8 @@ Ordering against the backend, which is not in our transaction:
   fails the row is deleted again, if the ``COMMIT`` fails the backend snapshot is removed;
 - commit: reserve the name row, commit in the backend, then drop the key row;
 - remove: delete the row (refused while children exist in the namespace), then remove the
-  backend snapshot; a backend failure is logged and left to ``cleanup``/GC.
+  backend snapshot — started before the row's ``COMMIT`` returns, so the syncs overlap; a
+  backend failure is logged and left to ``cleanup``/GC.
 
 So a crash (``kill -9``, power loss) can leave a backend snapshot without a row (``cleanup``
 removes it; it skips those being made, ``_making``) or a row without a backend snapshot
@@ -318,8 +319,30 @@ class SnapshotStore:
             self._delete_row(conn, ns, key, row["backend_key"])
             return str(row["backend_key"])
 
-        bkey = await self.db.write(tx)
+        # as in _create: the backend removal starts before the row's COMMIT (and its sync)
+        # returns, so the two stores' syncs overlap; the reply waits for both
+        loop = asyncio.get_running_loop()
+        removing: builtins.list[asyncio.Task[None]] = []
+
+        def start_backend(bkey: str) -> None:  # on the loop
+            removing.append(loop.create_task(self._remove_backend(bkey)))
+
+        def before_commit(bkey: str) -> None:  # on the writer thread
+            loop.call_soon_threadsafe(start_backend, bkey)
+
+        try:
+            bkey = await self.db.write(tx, before_commit=before_commit)
+        finally:
+            # a COMMIT that failed after the backend removal started leaves a row without its
+            # backend snapshot: hidden by walk, dropped by the next Remove or by reconcile
+            for task in removing:
+                await asyncio.shield(task)
+        if not removing:  # cannot happen (start_backend was scheduled first)
+            await self._remove_backend(bkey)
         self.db.notify_deleted()
+        self._publish(ns, "/snapshot/remove", {"key": key})
+
+    async def _remove_backend(self, bkey: str) -> None:
         try:
             await self.backend.remove(bkey)
         except errdefs.NotFound:
@@ -331,7 +354,6 @@ class SnapshotStore:
                 bkey,
                 exc,
             )
-        self._publish(ns, "/snapshot/remove", {"key": key})
 
     async def walk(self, ns: str, filters: Sequence[str] = ()) -> builtins.list[Info]:
         rows = await self.db.read(
