@@ -39,8 +39,8 @@ def batched_sync(mode: str) -> Iterator[None]:
     old = Database.SYNC_BATCHED
     old_write = Database.write
 
-    async def unbatched(self: Database, fn: Any, *, batch: bool = False) -> Any:
-        return await old_write(self, fn, batch=False)
+    async def unbatched(self: Database, fn: Any, *, batch: bool = False, before_commit: Any = None) -> Any:
+        return await old_write(self, fn, batch=False, before_commit=before_commit)
 
     try:
         if mode == "unbatched":

@@ -149,6 +149,7 @@ class FakeShim:
         self.procs[exec_id] = _Proc(self._pid())
 
     async def state(self, exec_id: str = "") -> _State:
+        self.calls.append(f"state {exec_id}")
         p = self._p(exec_id)
         e = p.exit
         return _State(
@@ -395,7 +396,12 @@ def test_lifecycle(tmp_path: Path) -> None:
             await tm.kill("default", "c1", 9)
             assert (await asyncio.wait_for(waiter, 5)).exit_status == 137
             assert (await tm.wait("default", "c1")).exit_status == 137  # answers at once afterwards
+            # the exit came as an event: Delete does not ask the shim for the state again
+            await wait_for_async(lambda: "/tasks/exit" in env.topics(), 5, "/tasks/exit")
+            fake = env.launcher.shims[bundle]
+            before = len(fake.calls)
             e = await tm.delete("default", "c1")
+            assert "state " not in fake.calls[before:], fake.calls
             assert e.exit_status == 137
             assert e.pid == pid
             assert not bundle.exists()

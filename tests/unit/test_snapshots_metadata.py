@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,111 @@ def test_cleanup_removes_orphaned_backend_snapshots(tmp_path: Path) -> None:
         assert len(list((tmp_path / "native" / "snapshots").iterdir())) == 1
 
     asyncio.run(_with_store(tmp_path, body))
+
+
+class _GatedDatabase(Database):
+    """A Database whose writes with ``before_commit`` hold their COMMIT until ``gate`` is
+    set (or fail instead of committing, with ``fail_commit``)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.gated = 0
+        self.fail_commit = False
+
+    def _run_write(self, fn: Any, synchronous: str | None = None, before_commit: Any = None) -> Any:
+        if before_commit is None:
+            return super()._run_write(fn, synchronous)
+
+        def hold(result: Any) -> None:
+            before_commit(result)
+            self.gated += 1
+            if self.fail_commit:
+                raise sqlite3.OperationalError("disk I/O error (test)")
+            assert self.gate.wait(10), "the backend snapshot was not started before the COMMIT"
+
+        return super()._run_write(fn, synchronous, hold)
+
+
+def _gated_store(tmp: Path, fn: Any) -> None:
+    async def run() -> None:
+        db = _GatedDatabase(tmp / "meta.db")
+        await db.open()
+        backend = NativeSnapshotter(tmp / "native")
+        try:
+            await fn(SnapshotStore(db, "native", backend), db, backend)
+        finally:
+            await backend.close()
+            await asyncio.to_thread(db.close)
+
+    asyncio.run(run())
+
+
+def test_prepare_makes_the_backend_snapshot_while_the_row_commits(tmp_path: Path) -> None:
+    """The backend snapshot is started before the row's COMMIT (and its sync) returns, and a
+    cleanup running meanwhile (the row not yet committed) leaves it alone."""
+
+    async def body(store: SnapshotStore, db: _GatedDatabase, backend: NativeSnapshotter) -> None:
+        real_prepare = backend.prepare
+        seen: list[list[str]] = []
+
+        async def prepare(key: str, parent: str = "", labels: Any = None) -> Any:
+            mounts = await real_prepare(key, parent, labels)
+            await store.cleanup()  # the row is still uncommitted (the gate is shut)
+            seen.append([i.name for i in await backend.walk()])
+            db.gate.set()
+            return mounts
+
+        backend.prepare = prepare  # type: ignore[method-assign]
+        ns = store.namespaced("ns")
+        await ns.prepare("k")
+        assert db.gated == 1
+        assert len(seen) == 1 and len(seen[0]) == 1, seen  # cleanup did not remove it
+        assert [i.name for i in await ns.walk()] == ["k"]
+        assert store._making == set()
+
+    _gated_store(tmp_path, body)
+
+
+def test_prepare_whose_commit_fails_removes_the_backend_snapshot(tmp_path: Path) -> None:
+    async def body(store: SnapshotStore, db: _GatedDatabase, backend: NativeSnapshotter) -> None:
+        db.fail_commit = True
+        ns = store.namespaced("ns")
+        with pytest.raises(Exception, match="disk I/O error"):
+            await ns.prepare("k")
+        assert db.gated == 1
+        assert await backend.walk() == []
+        assert await ns.walk() == []
+        assert store._making == set()
+        db.fail_commit = False
+        db.gate.set()
+        await ns.prepare("k")  # the key is free again
+        assert [i.name for i in await ns.walk()] == ["k"]
+
+    _gated_store(tmp_path, body)
+
+
+def test_remove_removes_the_backend_snapshot_while_the_row_commits(tmp_path: Path) -> None:
+    async def body(store: SnapshotStore, db: _GatedDatabase, backend: NativeSnapshotter) -> None:
+        ns = store.namespaced("ns")
+        db.gate.set()
+        await ns.prepare("k")
+        db.gate.clear()
+        real_remove = backend.remove
+        rows_seen: list[int] = []
+
+        async def remove(key: str) -> None:
+            await real_remove(key)
+            # the row's deletion is not committed yet: the gate holds the COMMIT
+            rows_seen.append(await db.read(lambda c: len(c.execute("SELECT 1 FROM snapshots").fetchall())))
+            db.gate.set()
+
+        backend.remove = remove  # type: ignore[method-assign]
+        gated = db.gated
+        await ns.remove("k")
+        assert db.gated == gated + 1
+        assert rows_seen == [1]
+        assert await backend.walk() == []
+        assert await ns.walk() == []
+
+    _gated_store(tmp_path, body)

@@ -314,7 +314,12 @@ class Database:
             conn.execute(f"PRAGMA synchronous={mode}")
             self._synchronous = mode
 
-    def _run_write(self, fn: Callable[[sqlite3.Connection], T], synchronous: str | None = None) -> T:
+    def _run_write(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        synchronous: str | None = None,
+        before_commit: Callable[[T], None] | None = None,
+    ) -> T:
         conn = self._write_conn
         assert conn is not None, "database not open"
         self._set_synchronous(conn, synchronous or self.SYNC_UNBATCHED)
@@ -323,6 +328,8 @@ class Database:
         try:
             with errdefs.map_errors({sqlite3.IntegrityError: errdefs.AlreadyExists}, "metadata"):
                 result = fn(conn)
+            if before_commit is not None:
+                before_commit(result)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -398,10 +405,26 @@ class Database:
             else:
                 fut.set_exception(value)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T], *, batch: bool = False) -> T:
-        """Run ``fn`` in a write transaction; ``batch=True`` allows group commit (see the docstring)."""
+    async def write(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        batch: bool = False,
+        before_commit: Callable[[T], None] | None = None,
+    ) -> T:
+        """Run ``fn`` in a write transaction; ``batch=True`` allows group commit (see the docstring).
+
+        ``before_commit`` (not with ``batch``) is called on the writer thread with ``fn``'s
+        result once ``fn`` succeeded, right before ``COMMIT`` and its sync: work that only
+        needs the result (e.g. a backend snapshot named by it) can start while the WAL is
+        synced instead of after.  The write is still durable when this returns; if the
+        ``COMMIT`` fails after ``before_commit`` ran, the caller must undo that work."""
         if not batch:
-            return await asyncio.get_running_loop().run_in_executor(self._writer, self._run_write, fn)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._writer, self._run_write, fn, None, before_commit
+            )
+        if before_commit is not None:
+            raise ValueError("before_commit is not supported with batch=True")
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._batch_mu:
             self._batch.append((fn, fut))

@@ -11,13 +11,17 @@ Ordering against the backend, which is not in our transaction:
 
 - prepare/view: insert the row first (a concurrent prepare of the same key then fails with
   AlreadyExists, and the parent cannot be removed under us because it has a child row),
-  then create the backend snapshot; if that fails the row is deleted again;
+  then create the backend snapshot — started once the row is written but before its
+  ``COMMIT`` returns, so the two syncs overlap (the reply waits for both); if the backend
+  fails the row is deleted again, if the ``COMMIT`` fails the backend snapshot is removed;
 - commit: reserve the name row, commit in the backend, then drop the key row;
 - remove: delete the row (refused while children exist in the namespace), then remove the
-  backend snapshot; a backend failure is logged and left to ``cleanup``/GC.
+  backend snapshot — started before the row's ``COMMIT`` returns, so the syncs overlap; a
+  backend failure is logged and left to ``cleanup``/GC.
 
-So a crash (``kill -9``) can leave a backend snapshot without a row (``cleanup`` removes
-it) or a row without a backend snapshot (``reconcile``, run by the GC at start-up, drops it).
+So a crash (``kill -9``, power loss) can leave a backend snapshot without a row (``cleanup``
+removes it; it skips those being made, ``_making``) or a row without a backend snapshot
+(``reconcile``, run by the GC at start-up, drops it).
 
 A lease (``containerd-lease``) given with a write records the resource
 ``("snapshots/<snapshotter>", key)`` in ``lease_resources``.  Events ``/snapshot/prepare``,
@@ -26,7 +30,10 @@ A lease (``containerd-lease``) given with a write records the resource
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
+import functools
 import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -62,6 +69,8 @@ class SnapshotStore:
         self.name = name
         self.backend = backend
         self.exchange = exchange
+        # backend keys of snapshots being made while their row commits (``_create``)
+        self._making: set[str] = set()
 
     @property
     def lease_type(self) -> str:
@@ -205,17 +214,55 @@ class SnapshotStore:
             self._add_lease(conn, ns, lease, key)
             return bkey, pbkey
 
-        bkey, pbkey = await self.db.write(tx)
+        # The backend snapshot is made while the row's COMMIT syncs the WAL (``before_commit``):
+        # its own store's sync then overlaps ours instead of following it.  The reply still
+        # waits for both, so both are durable when it goes out (see the module docstring
+        # for the crash states; ``_making`` keeps ``cleanup`` off the snapshot meanwhile).
+        loop = asyncio.get_running_loop()
+        made: builtins.list[tuple[str, asyncio.Task[builtins.list[Mount]]]] = []
+        abandoned = False
+
+        def start_backend(keys: tuple[str, str]) -> None:  # on the loop
+            if abandoned:
+                return  # the caller left before the write finished: no backend work
+            self._making.add(keys[0])
+            coro = self.backend.view(*keys) if kind == Kind.VIEW else self.backend.prepare(*keys)
+            made.append((keys[0], loop.create_task(coro)))
+
+        def before_commit(keys: tuple[str, str]) -> None:  # on the writer thread
+            loop.call_soon_threadsafe(start_backend, keys)
+
         try:
-            if kind == Kind.VIEW:
-                mounts = await self.backend.view(bkey, pbkey)
-            else:
-                mounts = await self.backend.prepare(bkey, pbkey)
-        except BaseException:
-            await self.db.write(lambda c: self._delete_row(c, ns, key, bkey))
-            raise
+            try:
+                bkey, pbkey = await self.db.write(tx, before_commit=before_commit)
+            except BaseException:
+                abandoned = True
+                # start_backend ran before this resumed (it was scheduled first) unless we were
+                # cancelled: a backend snapshot made for a row that did not commit is removed
+                for made_key, task in made:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(task)
+                        await self.backend.remove(made_key)
+                raise
+            if not made:  # cannot happen (see above); made here rather than never
+                start_backend((bkey, pbkey))
+            try:
+                mounts = await made[0][1]
+            except BaseException:
+                await self.db.write(lambda c: self._delete_row(c, ns, key, bkey))
+                raise
+        finally:
+            for made_key, task in made:
+                if task.done():
+                    self._making.discard(made_key)
+                else:  # we were cancelled: keep cleanup off it until it is done
+                    task.add_done_callback(functools.partial(self._made, made_key))
         self._publish(ns, "/snapshot/prepare", {"key": key, "parent": parent})
         return mounts
+
+    def _made(self, bkey: str, task: asyncio.Task[builtins.list[Mount]]) -> None:
+        del task
+        self._making.discard(bkey)
 
     def _delete_row(self, conn: sqlite3.Connection, ns: str, key: str, bkey: str) -> None:
         conn.execute(
@@ -272,8 +319,30 @@ class SnapshotStore:
             self._delete_row(conn, ns, key, row["backend_key"])
             return str(row["backend_key"])
 
-        bkey = await self.db.write(tx)
+        # as in _create: the backend removal starts before the row's COMMIT (and its sync)
+        # returns, so the two stores' syncs overlap; the reply waits for both
+        loop = asyncio.get_running_loop()
+        removing: builtins.list[asyncio.Task[None]] = []
+
+        def start_backend(bkey: str) -> None:  # on the loop
+            removing.append(loop.create_task(self._remove_backend(bkey)))
+
+        def before_commit(bkey: str) -> None:  # on the writer thread
+            loop.call_soon_threadsafe(start_backend, bkey)
+
+        try:
+            bkey = await self.db.write(tx, before_commit=before_commit)
+        finally:
+            # a COMMIT that failed after the backend removal started leaves a row without its
+            # backend snapshot: hidden by walk, dropped by the next Remove or by reconcile
+            for task in removing:
+                await asyncio.shield(task)
+        if not removing:  # cannot happen (start_backend was scheduled first)
+            await self._remove_backend(bkey)
         self.db.notify_deleted()
+        self._publish(ns, "/snapshot/remove", {"key": key})
+
+    async def _remove_backend(self, bkey: str) -> None:
         try:
             await self.backend.remove(bkey)
         except errdefs.NotFound:
@@ -285,7 +354,6 @@ class SnapshotStore:
                 bkey,
                 exc,
             )
-        self._publish(ns, "/snapshot/remove", {"key": key})
 
     async def walk(self, ns: str, filters: Sequence[str] = ()) -> builtins.list[Info]:
         rows = await self.db.read(
@@ -321,7 +389,7 @@ class SnapshotStore:
             if not leaves:
                 break
             for info in leaves:
-                if info.name in await self._known_now():
+                if info.name in await self._known_now() or info.name in self._making:
                     continue
                 try:
                     await self.backend.remove(info.name)

@@ -577,9 +577,10 @@ class TaskManager:
                 assert t.tombstone is not None
                 exit_ = t.tombstone
             else:
-                st = await t.shim.state("")
-                if st.status not in ("stopped", "created"):
-                    raise errdefs.FailedPrecondition(f"task must be stopped before deletion: {st.status}")
+                if t.last_exit is None:  # once its init exited, a task stays stopped: no need to ask
+                    st = await t.shim.state("")
+                    if st.status not in ("stopped", "created"):
+                        raise errdefs.FailedPrecondition(f"task must be stopped before deletion: {st.status}")
                 e = await t.shim.delete("")
                 exit_ = Exit(e.pid, e.exit_status, e.exited_at_ns)
                 t.deleting = True
