@@ -57,6 +57,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._serving = False
         self._bound = False  # the socket path is ours to remove only once we bound it
+        self._trimming = False  # the trimmer was started (and stop must close it)
         self.trimmer = memory.Trimmer()  # the diff service asks it for trims (``trimmer.request``)
         self.ops = OpsServers(self)  # debug socket, metrics endpoint, SIGUSR1 dumps
 
@@ -193,6 +194,11 @@ class Daemon:
             starter = getattr(p.instance, "start", None) if p.error is None else None
             if starter is not None and asyncio.iscoroutinefunction(starter):
                 await starter()
+        # the trimmer, debug socket and metrics endpoint before the gRPC socket appears: a client
+        # that reached the daemon finds all of it up (a stack dump then shows serve_forever)
+        self.trimmer.start()
+        self._trimming = True
+        await self.ops.start()
         sock = await asyncio.to_thread(self._bind_socket)
         self._bound = True
         try:
@@ -203,8 +209,6 @@ class Daemon:
         self._server = server
         self._serving = True
         await self._serve_tcp()
-        self.trimmer.start()
-        await self.ops.start()
         log.info("pycontainerd serving on %s", self.address)
         sd_notify("READY=1")
 
@@ -266,7 +270,8 @@ class Daemon:
 
     async def stop(self) -> None:
         await self.ops.close()
-        if self._serving:
+        if self._trimming:
+            self._trimming = False
             await self.trimmer.close()
         servers = [s for s in (self._server, self._tcp_server) if s is not None]
         self._server = self._tcp_server = None
