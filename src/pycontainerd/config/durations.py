@@ -44,7 +44,7 @@ def _duration_ns(text: str) -> int:
     q, r = divmod(num, 10**scale)
     if 2 * r > 10**scale or (2 * r == 10**scale and q % 2):  # round half to even, as round() does
         q += 1
-    return sign * q
+    return int(sign * q)
 
 
 def parse_duration(text: str) -> float:

@@ -15,6 +15,7 @@ def apply_temp_dir(path: str) -> None:
         return
     os.makedirs(path, mode=0o711, exist_ok=True)
     os.environ["TMPDIR"] = path
-    tempfile = sys.modules.get("tempfile")  # not imported yet: it reads TMPDIR when it is
-    if tempfile is not None:
+    if "tempfile" in sys.modules:  # not imported yet: it reads TMPDIR when it is
+        import tempfile
+
         tempfile.tempdir = None  # gettempdir() looks again, and finds TMPDIR
