@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import any_pb2, json_format, symbol_database
+from google.protobuf import any_pb2, symbol_database
 
 
 def message_name(type_url: str) -> str:
@@ -28,6 +28,8 @@ def to_dict(packed: any_pb2.Any) -> dict[str, Any] | None:
         cls = symbol_database.Default().GetSymbol(message_name(packed.type_url))
     except KeyError:
         return None
+    from google.protobuf import json_format  # on first use, not at start-up (W6, idle PSS)
+
     msg = cls()
     msg.ParseFromString(packed.value)
     fields: dict[str, Any] = json_format.MessageToDict(msg, preserving_proto_field_name=True)

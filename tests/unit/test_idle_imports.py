@@ -18,12 +18,26 @@ LAZY = [
     "tarfile",  # the first diff (compare.write_diff)
     "pycontainerd.diff.apply",  # the first layer applied
     "pycontainerd.diff.compare",
+    # stdlib and protobuf modules an idle daemon had loaded for one call each (W6, idle PSS)
+    "ctypes.util",  # libc is found as the process's own symbols; find_library ran ldconfig
+    "fractions",  # durations are parsed with integers
+    "decimal",
+    "uuid",  # the server's uuid is formatted from os.urandom
+    "platform",  # introspection's host architecture is os.uname()
+    "tempfile",  # the diff service's temporary mounts
+    "secrets",
+    "google.protobuf.json_format",  # the first event, metrics or typeurl.to_dict
+    "pycontainerd.debug.pprof",  # the debug socket's heap and CPU profiles
+    "tracemalloc",
+    "gzip",
 ]
 
 SCRIPT = """
 import json, os, sys
 os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
 from pycontainerd.daemon import builtins, server  # noqa: F401 - what `pycontainerd` imports to serve
+from pycontainerd.daemon import __main__ as _main  # noqa: F401 - the entry point
+from pycontainerd.debug import server as _debug  # noqa: F401 - the debug socket, always served
 from pycontainerd import filters
 regs = builtins.registrations()
 filters.parse_all(["labels.a==b"])  # a plain filter needs no regexp engine

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
 _NS = {
     "ns": 1,
@@ -28,15 +27,24 @@ def _duration_ns(text: str) -> int:
         return 0
     if not s:
         raise ValueError(f"invalid duration {text!r}")
-    total = Fraction(0)
+    # exact: the sum is num / 10**scale (integers only; fractions and decimal stay unloaded)
+    num, scale = 0, 0
     pos = 0
     while pos < len(s):
         m = _DURATION_PART.match(s, pos)
         if m is None:
             raise ValueError(f'invalid duration {text!r} (expected e.g. "100ms", "1s", "1m30s")')
-        total += Fraction(m.group(1)) * _NS[m.group(2)]
+        whole, _, frac = m.group(1).partition(".")
+        if len(frac) > scale:
+            num *= 10 ** (len(frac) - scale)
+            scale = len(frac)
+        part = int(whole or "0") * 10 ** len(frac) + int(frac or "0")
+        num += part * _NS[m.group(2)] * 10 ** (scale - len(frac))
         pos = m.end()
-    return sign * round(total)
+    q, r = divmod(num, 10**scale)
+    if 2 * r > 10**scale or (2 * r == 10**scale and q % 2):  # round half to even, as round() does
+        q += 1
+    return int(sign * q)
 
 
 def parse_duration(text: str) -> float:

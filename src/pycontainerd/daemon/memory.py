@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import os
 import time
@@ -43,7 +42,9 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 def _libc() -> ctypes.CDLL | None:
     try:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # the process's own symbols, libc's among them (ctypes.util.find_library would run
+        # ldconfig and import tempfile, shutil, random, bz2 and lzma for good: W6, idle PSS)
+        lib = ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
     if not hasattr(lib, "malloc_trim") or not hasattr(lib, "mallopt"):

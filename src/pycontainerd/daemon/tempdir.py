@@ -6,7 +6,7 @@ once and caches it, so that cache is reset too."""
 from __future__ import annotations
 
 import os
-import tempfile
+import sys
 
 
 def apply_temp_dir(path: str) -> None:
@@ -15,4 +15,7 @@ def apply_temp_dir(path: str) -> None:
         return
     os.makedirs(path, mode=0o711, exist_ok=True)
     os.environ["TMPDIR"] = path
-    tempfile.tempdir = None  # gettempdir() looks again, and finds TMPDIR
+    if "tempfile" in sys.modules:  # not imported yet: it reads TMPDIR when it is
+        import tempfile
+
+        tempfile.tempdir = None  # gettempdir() looks again, and finds TMPDIR

@@ -11,7 +11,6 @@ A stack here is a tuple of ``Frame`` (function, file, line), leaf first.
 
 from __future__ import annotations
 
-import gzip
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -139,4 +138,6 @@ class ProfileBuilder:
         return bytes(out)
 
     def encode(self) -> bytes:
+        import gzip  # on the first profile asked for, not at start-up
+
         return gzip.compress(self.encode_raw(), compresslevel=6)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, errdefs, fsmodes
-from . import pprof, stacks
+from . import stacks  # pprof (tracemalloc, pickle, the CPU sampler) loads on the first profile asked for
 from .http import BadRequest, HTTPServer, Request, Response, text
 
 log = logging.getLogger("pycontainerd.debug")
@@ -60,6 +60,8 @@ def _debug_level(req: Request) -> int:
 
 
 def _seconds(req: Request, default: float) -> float:
+    from . import pprof
+
     raw = req.arg("seconds", "")
     if not raw:
         return default
@@ -262,6 +264,8 @@ class DebugServer:
         return Response(200, stacks.profile(entries), PROFILE_CT)
 
     async def _heap(self, debug: int) -> Response:
+        from . import pprof
+
         assert self._profiling is not None
         async with self._profiling:
             started = pprof.heap_start()
@@ -273,6 +277,8 @@ class DebugServer:
         return Response(200, await asyncio.to_thread(b.encode), PROFILE_CT)
 
     async def _profile(self, seconds: float, debug: int) -> Response:
+        from . import pprof
+
         assert self._profiling is not None
         if self._profiling.locked():
             return text(503, "another profile is being taken; retry when it is done")

@@ -20,9 +20,7 @@ import hashlib
 import inspect
 import logging
 import os
-import secrets
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -122,7 +120,7 @@ class WalkingDiffer:
 
     @contextlib.asynccontextmanager
     async def _temp_mounted(self, mounts: Sequence[Mount]) -> AsyncIterator[str]:
-        tmp = await asyncio.to_thread(tempfile.mkdtemp, None, "mount-", str(self.tmp_root))
+        tmp = await asyncio.to_thread(fsmodes.temp_dir, self.tmp_root, "mount-")
         try:
             try:
                 if mounts:
@@ -193,7 +191,7 @@ class WalkingDiffer:
             kind = compression.Compression.ZSTD
         else:
             raise errdefs.Unimplemented(f"unsupported diff media type: {media_type}")
-        ref = ref or f"diff-{secrets.token_hex(16)}"
+        ref = ref or f"diff-{os.urandom(16).hex()}"
         async with (
             self._temp_mounted(read_only(lower)) as lroot,
             self._temp_mounted(read_only(upper)) as uroot,

@@ -19,6 +19,7 @@ Rules (as containerd's metadata store has them):
 from __future__ import annotations
 
 import base64
+import builtins
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -247,6 +248,17 @@ class ContainerStore:
             return [_from_row(r) for r in rows]
 
         return [c for c in await self.db.read(tx) if flt.match(adaptor(c))]
+
+    async def list_all(self, namespace: str) -> tuple[builtins.list[Container], int | None]:
+        """Every container of ``namespace`` and the database generation they belong to (None
+        when a write ran meanwhile): callers may keep what they derive from the list as long
+        as ``db.generation`` has not moved on."""
+
+        def tx(conn: sqlite3.Connection) -> builtins.list[Container]:
+            rows = conn.execute("SELECT * FROM containers WHERE namespace=? ORDER BY id", (namespace,)).fetchall()
+            return [_from_row(r) for r in rows]
+
+        return await self.db.generation_read(tx)
 
     async def create(self, namespace: str, container: Container) -> Container:
         validate(container)

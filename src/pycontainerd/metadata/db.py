@@ -261,6 +261,10 @@ class Database:
         self.on_delete: list[Callable[[], None]] = []
         self.on_mutation: list[Callable[[], None]] = []
         self._closed = False
+        # bumped by the writer thread when a write transaction begins and again when it ends:
+        # odd while one is in flight.  A read that saw the same even value before and after it
+        # reflects the state of that generation (``generation_read``): what readers may cache.
+        self.generation = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -324,16 +328,20 @@ class Database:
         assert conn is not None, "database not open"
         self._set_synchronous(conn, synchronous or self.SYNC_UNBATCHED)
         before = conn.total_changes
-        conn.execute("BEGIN IMMEDIATE")
+        self.generation += 1
         try:
-            with errdefs.map_errors({sqlite3.IntegrityError: errdefs.AlreadyExists}, "metadata"):
-                result = fn(conn)
-            if before_commit is not None:
-                before_commit(result)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                with errdefs.map_errors({sqlite3.IntegrityError: errdefs.AlreadyExists}, "metadata"):
+                    result = fn(conn)
+                if before_commit is not None:
+                    before_commit(result)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            self.generation += 1
         if conn.total_changes != before:
             self._notify_mutation(1)
         return result
@@ -376,6 +384,7 @@ class Database:
         assert conn is not None, "database not open"
         outcomes: list[tuple[bool, Any]] = []
         before = conn.total_changes
+        self.generation += 1
         try:
             self._set_synchronous(conn, self.SYNC_BATCHED)
             conn.execute("BEGIN IMMEDIATE")
@@ -394,9 +403,11 @@ class Database:
                 conn.execute("ROLLBACK")
                 raise
         except BaseException as exc:
+            self.generation += 1
             for _, fut in jobs:
                 fut.set_exception(exc)
             return
+        self.generation += 1
         if conn.total_changes != before:
             self._notify_mutation(sum(1 for ok, _ in outcomes if ok))
         for (ok, value), (_, fut) in zip(outcomes, jobs, strict=True):
@@ -435,6 +446,13 @@ class Database:
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._readers.submit(asyncio.get_running_loop(), fn)
+
+    async def generation_read(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[T, int | None]:
+        """``read(fn)`` and the generation its result belongs to, or None when a write began or
+        ended meanwhile (the result is right for this call, but not one to keep)."""
+        before = self.generation
+        result = await self.read(fn)
+        return result, (before if before % 2 == 0 and self.generation == before else None)
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """For code already on a worker thread (e.g. GC); never call from the event loop."""

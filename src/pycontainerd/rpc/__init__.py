@@ -7,10 +7,11 @@ daemon needs it anyway).
 """
 
 from .context import ServicerContext
+from .encoded import Encoded
 from .methods import Method
 from .observer import Observer
 from .server import Server
 from .status import AbortError, StatusCode, code_of_kind, status_of
 
-__all__ = ["AbortError", "Method", "Observer", "Server", "ServicerContext", "StatusCode", "code_of_kind",
+__all__ = ["AbortError", "Encoded", "Method", "Observer", "Server", "ServicerContext", "StatusCode", "code_of_kind",
            "status_of"]

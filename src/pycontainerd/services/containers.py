@@ -11,7 +11,7 @@ from .. import errdefs
 from ..api.services.containers.v1 import containers_pb2 as pb
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..plugin import InitContext, Registration, types
-from ..rpc import Server
+from ..rpc import Encoded, Server
 from .common import add_servicer, field_paths, namespace_of, ns_from_ts, ts_from_ns
 
 
@@ -63,21 +63,55 @@ def to_pb(c: Container) -> pb.Container:
     return out
 
 
+# the encoded lists kept (``ContainersService._encoded_list``): this many namespaces, each
+# only while its encoding is at most this big
+KEEP_NAMESPACES = 4
+KEEP_BYTES = 4 << 20
+
+
 class ContainersService:
     def __init__(self, store: ContainerStore) -> None:
         self.store = store
+        # namespace -> (database generation, each container's encoded ListContainerMessage):
+        # an unfiltered List/ListStream (``ctr containers ls``) answers from here until the
+        # next metadata write, without a read on a worker thread or any encoding
+        self._encoded: dict[str, tuple[int, list[bytes]]] = {}
+
+    async def _encoded_list(self, ns: str) -> list[bytes]:
+        """Every container of ``ns``, each encoded as a ``ListContainerMessage`` (whose one
+        field has the number of ``ListContainersResponse.containers``: their concatenation is
+        the encoded response too)."""
+        kept = self._encoded.get(ns)
+        if kept is not None and kept[0] == self.store.db.generation:
+            return kept[1]
+        cs, generation = await self.store.list_all(ns)
+        out = [pb.ListContainerMessage(container=to_pb(c)).SerializeToString() for c in cs]
+        if generation is not None and sum(map(len, out)) <= KEEP_BYTES:
+            # what an older generation left is stale: dropped, so at most a few lists are held
+            fresh = {k: v for k, v in self._encoded.items() if v[0] == generation and k != ns}
+            if len(fresh) >= KEEP_NAMESPACES:
+                fresh.pop(next(iter(fresh)))
+            fresh[ns] = (generation, out)
+            self._encoded = fresh
+        return out
 
     async def Get(self, request: pb.GetContainerRequest, context: Any) -> pb.GetContainerResponse:
         c = await self.store.get(namespace_of(context), request.id)
         return pb.GetContainerResponse(container=to_pb(c))
 
-    async def List(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
+    async def List(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse | Encoded:
+        if not request.filters:
+            return Encoded(b"".join(await self._encoded_list(namespace_of(context))))
         cs = await self.store.list(namespace_of(context), list(request.filters))
         return pb.ListContainersResponse(containers=[to_pb(c) for c in cs])
 
     async def ListStream(
         self, request: pb.ListContainersRequest, context: Any
-    ) -> AsyncIterator[pb.ListContainerMessage]:
+    ) -> AsyncIterator[pb.ListContainerMessage | Encoded]:
+        if not request.filters:
+            for data in await self._encoded_list(namespace_of(context)):
+                yield Encoded(data)
+            return
         for c in await self.store.list(namespace_of(context), list(request.filters)):
             yield pb.ListContainerMessage(container=to_pb(c))
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from google.protobuf import any_pb2, empty_pb2, json_format, message
+from google.protobuf import any_pb2, empty_pb2, message
 
 from .. import errdefs, identifiers, typeurl
 from ..api.events import container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2
@@ -58,6 +58,8 @@ def encode_event(env: Envelope) -> any_pb2.Any:
     cls = TOPIC_MESSAGES.get(env.topic)
     if cls is None:
         raise errdefs.InvalidArgument(f"no event type known for topic {env.topic}")
+    from google.protobuf import json_format  # on the first event, not at start-up (W6, idle PSS)
+
     msg = json_format.ParseDict(dict(env.payload), cls(), ignore_unknown_fields=True)
     return any_pb2.Any(type_url=cls.DESCRIPTOR.full_name, value=msg.SerializeToString())
 

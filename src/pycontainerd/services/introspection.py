@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from typing import Any
 
 from google.protobuf import empty_pb2
@@ -19,7 +18,7 @@ _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc
 
 
 def host_platform() -> tuple[str, str, str]:
-    m = platform.machine()
+    m = os.uname().machine  # what platform.machine() answers, without loading platform
     return ("linux", _ARCH.get(m, m), "v7" if m == "armv7l" else "")
 
 

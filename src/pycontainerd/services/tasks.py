@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from google.protobuf import any_pb2, empty_pb2, json_format
+from google.protobuf import any_pb2, empty_pb2
 
 from .. import errdefs
 from ..api.cgroups.v1 import metrics_pb2 as metrics_v1
@@ -123,6 +123,8 @@ def _delete_pb(e: Exit, id_: str = "") -> pb.DeleteResponse:
 
 
 def metrics_any(version: str, data: dict[str, Any]) -> any_pb2.Any:
+    from google.protobuf import json_format  # loaded on first use, not at start-up (W6, idle PSS)
+
     if version == "v2":
         m2 = json_format.ParseDict(data, metrics_v2.Metrics(), ignore_unknown_fields=True)
         return any_pb2.Any(type_url=METRICS_V2, value=m2.SerializeToString())
@@ -243,6 +245,8 @@ class TasksService:
         return empty_pb2.Empty()
 
     async def Metrics(self, request: pb.MetricsRequest, context: Any) -> pb.MetricsResponse:
+        from google.protobuf import json_format
+
         out = []
         for m in await self.manager.metrics(namespace_of(context), list(request.filters)):
             try:

@@ -22,7 +22,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -189,7 +188,7 @@ class DirSnapshotter:
 
     def _create(self, kind: Kind, key: str, parent: str, labels: dict[str, str]) -> list[Mount]:
         with self.ms.transaction() as tx:
-            td = Path(tempfile.mkdtemp(prefix="new-", dir=self.snapshots_dir))
+            td = Path(fsmodes.temp_dir(self.snapshots_dir, "new-"))
             try:
                 snap = tx.create(key, kind, parent, labels)
                 self._populate(td, snap)
@@ -275,7 +274,7 @@ class DirSnapshotter:
                             os.unlink(path)
                         continue
                     if not entry.name.startswith("rm-"):
-                        target = Path(tempfile.mkdtemp(prefix=f"rm-{entry.name}-", dir=self.snapshots_dir))
+                        target = Path(fsmodes.temp_dir(self.snapshots_dir, f"rm-{entry.name}-"))
                         try:
                             os.rename(path, target)  # onto the fresh empty dir: atomic replace
                             path = target

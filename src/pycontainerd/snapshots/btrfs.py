@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import os
 
 from ..plugin import InitContext, Registration, SkipPlugin, types
@@ -23,7 +22,7 @@ class _Statfs(ctypes.Structure):
 
 
 def filesystem_magic(path: str) -> int:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # libc among the process's symbols (no ldconfig run)
     buf = _Statfs()
     if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
         err = ctypes.get_errno()

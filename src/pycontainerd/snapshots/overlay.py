@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from .. import errdefs, fsmodes
@@ -43,7 +42,7 @@ def overlay_supported(root: str | os.PathLike[str]) -> None:
     if "overlay" not in {line.split()[-1] for line in Path("/proc/filesystems").read_text().splitlines() if line}:
         raise SkipPlugin("overlayfs is not supported by the kernel (no 'overlay' in /proc/filesystems)")
     fsmodes.private_dir(root)
-    td = tempfile.mkdtemp(prefix="overlay-check-", dir=root)
+    td = fsmodes.temp_dir(root, "overlay-check-")
     try:
         for d in ("lower1", "lower2", "upper", "work", "merged"):
             os.mkdir(os.path.join(td, d))
