@@ -189,6 +189,13 @@ class ExternalTarget(Target):
         self.ctr("version", timeout=30)
 
 
+def daemon_env() -> dict[str, str]:
+    """The daemon's environment: ours, less PYTHONDONTWRITEBYTECODE (set in some shells and CI
+    images). An installed daemon runs from its compiled bytecode; without it every start
+    recompiles the sources and the idle daemon holds ~2 MiB more, which no user would see."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 class OursTarget(Target):
     """pycontainerd started as `.venv/bin/pycontainerd --root R --state S --address A --config C`;
     with `cri` its CRI plugin is on, configured as the containerd fixture configures containerd's
@@ -220,7 +227,7 @@ class OursTarget(Target):
         self.proc = subprocess.Popen([str(exe), "--root", str(self.base / "root"), "--state", str(self.base / "state"),
                                       "--address", self.address, "--config", str(self.config)],
                                      stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, env=daemon_env())
         logf.close()
         self.daemon_pid = self.proc.pid
         proc = self.proc
