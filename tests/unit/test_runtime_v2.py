@@ -9,6 +9,7 @@ tests/integration/test_runtime_v2_external.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import stat
@@ -441,7 +442,7 @@ def test_a_container_joins_its_groups_running_shim_without_the_fork_server(tmp_p
             # the group's shim gone (its connections closed): the fork server decides again
             await server.close()
             for s in shims:
-                await wait_for_async(lambda s=s: s.closed, 10, f"the connection of {s.id} to close")
+                await wait_for_async(functools.partial(getattr, s, "closed"), 10, f"the connection of {s.id} to close")
             server, _ = await _task_server(tmp_path / "shim.sock")
             shims.append(await mgr.launch_forked(namespace="ns1", container_id="c2", bundle=bundle("c2", "pod1"),
                                                  fork=fork))
