@@ -714,39 +714,21 @@ class Containers:
         async with self.lock(c.id):
             if c.state != pb.CONTAINER_CREATED or self.tasks.has_task(NAMESPACE, c.id):
                 raise errdefs.FailedPrecondition(f"container {c.id} is not in created state")
-            sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
-            log_path = str(c.meta.get("log_path") or "")
-
-            async def fifos() -> FifoLogger:
-                # stdio through FIFOs the daemon reads (and, with stdin, holds): the CRI log and
-                # attached clients get the output; a terminal's output is logged as stdout
-                d = self.io_dir(c.id)
-                await asyncio.to_thread(private_dir, d)
-                lg = FifoLogger(d, log_path, self.max_log_line, tty=c.config.tty, stdin=c.config.stdin)
-                await lg.start()
-                return lg
-
-            # the sandbox's state (a shim call), the rootfs mounts (a database read) and the
-            # FIFOs (a worker thread) are independent: asked at once, not one after the other
-            steps = (asyncio.ensure_future(self.pods.get(c.sandbox_id)), asyncio.ensure_future(sn.mounts(c.id)),
-                     asyncio.ensure_future(fifos()))
-            try:
-                sb, mounts, logger = await asyncio.gather(*steps)
-            except BaseException:
-                for t in steps:
-                    t.cancel()
-                await asyncio.wait(steps)
-                for t in steps:  # every outcome retrieved: the first failure is the one raised
-                    if not t.cancelled():
-                        t.exception()
-                made = steps[2]
-                if not made.cancelled() and made.exception() is None:
-                    await made.result().close()
-                raise
-            phases.mark("sandbox + mounts + fifos")
+            sb = await self.pods.get(c.sandbox_id)
             if not sb.ready:
-                await logger.close()
                 raise errdefs.FailedPrecondition(f"sandbox {sb.id} of container {c.id} is not ready")
+            phases.mark("sandbox")
+            sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
+            mounts = await sn.mounts(c.id)
+            phases.mark("mounts")
+            # stdio through FIFOs the daemon reads (and, with stdin, holds): the CRI log and
+            # attached clients get the output; a terminal's output is logged as stdout
+            log_path = str(c.meta.get("log_path") or "")
+            d = self.io_dir(c.id)
+            await asyncio.to_thread(private_dir, d)
+            logger = FifoLogger(d, log_path, self.max_log_line, tty=c.config.tty, stdin=c.config.stdin)
+            await logger.start()
+            phases.mark("fifos")
             io = TaskIO(stdin=logger.stdin, stdout=logger.stdout, stderr=logger.stderr, terminal=c.config.tty)
             try:
                 await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
