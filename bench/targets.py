@@ -225,7 +225,9 @@ class OursTarget(Target):
             exe = REPO / ".venv" / "bin" / "pycontainerd"
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen([str(exe), "--root", str(self.base / "root"), "--state", str(self.base / "state"),
-                                      "--address", self.address, "--config", str(self.config)],
+                                      "--address", self.address, "--config", str(self.config)]
+                                     + (["--log-level", os.environ["PYCD_BENCH_LOG_LEVEL"]]
+                                        if os.environ.get("PYCD_BENCH_LOG_LEVEL") else []),
                                      stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True, env=daemon_env())
         logf.close()

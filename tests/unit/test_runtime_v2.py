@@ -9,6 +9,7 @@ tests/integration/test_runtime_v2_external.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import stat
@@ -398,3 +399,57 @@ async def _drain(it: AsyncIterator[tuple[str, dict[str, Any]]]) -> AsyncIterator
     async with asyncio.timeout(10):
         async for item in it:
             yield item
+
+
+class _CountingForkServer:
+    """A fork server that 'starts' the scripted shim at ``address`` (pid 4242) and counts it."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.calls: list[str] = []
+
+    async def start_v2(self, params: dict[str, Any]) -> tuple[str, int]:
+        self.calls.append(str(params["id"]))
+        return self.address, 4242
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_container_joins_its_groups_running_shim_without_the_fork_server(tmp_path: Path) -> None:
+    def bundle(cid: str, group: str) -> Path:
+        b = tmp_path / "ns1" / cid
+        b.mkdir(parents=True)
+        (b / "config.json").write_text(json.dumps({"annotations": {"io.kubernetes.cri.sandbox-id": group}}))
+        return b
+
+    async def body() -> None:
+        server, _ = await _task_server(tmp_path / "shim.sock")
+        fork = _CountingForkServer(f"unix://{tmp_path}/shim.sock")
+        mgr = ShimManager(exchange=Exchange(), grpc_address=str(tmp_path / "d.sock"), publish_binary="/bin/true")
+        shims: list[TaskShim] = []
+        try:
+            for cid, group in (("pod1", "pod1"), ("c1", "pod1"), ("other", "pod2")):
+                shims.append(await mgr.launch_forked(namespace="ns1", container_id=cid, bundle=bundle(cid, group),
+                                                     fork=fork))
+            # the pod's container joined the pod's shim directly; another group went to the fork server
+            assert fork.calls == ["pod1", "other"]
+            assert shims[1].pid == 4242 and shims[1].address == shims[0].address
+            assert (tmp_path / "ns1" / "c1" / "address").read_text() == shims[0].address
+            assert shims[1].shares_shim()
+            for s in shims:  # each connection served (accepted) before the server goes
+                await s.connect()
+            # the group's shim gone (its connections closed): the fork server decides again
+            await server.close()
+            for s in shims:
+                await wait_for_async(functools.partial(getattr, s, "closed"), 10, f"the connection of {s.id} to close")
+            server, _ = await _task_server(tmp_path / "shim.sock")
+            shims.append(await mgr.launch_forked(namespace="ns1", container_id="c2", bundle=bundle("c2", "pod1"),
+                                                 fork=fork))
+            assert fork.calls == ["pod1", "other", "c2"]
+        finally:
+            for s in shims:
+                await s.close()
+            await server.close()
+
+    asyncio.run(body())

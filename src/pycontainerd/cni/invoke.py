@@ -14,8 +14,8 @@ by its ``type`` in ``CNI_PATH``, with
 
 Exit status 0 is success (ADD prints a result); anything else is a failure, with the
 error JSON on stdout.  :func:`build_env`, :func:`plugin_stdin` and the capability types
-are pure; :func:`exec_plugin` runs the process with ``asyncio.create_subprocess_exec``
-(never blocking the event loop), a timeout and bounded output.
+are pure; :func:`exec_plugin` runs the process (spawned in a worker thread: never blocking
+the event loop; see ``_Plugin``) with a timeout and bounded output.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,23 +259,166 @@ def find_plugin(ptype: str, dirs: Sequence[str]) -> str:
     raise PluginNotFound(f'CNI plugin "{ptype}" not found in {":".join(dirs) or "(no plugin directories)"}')
 
 
-async def _read_capped(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
-    buf = bytearray()
-    over = False
-    while True:
-        chunk = await stream.read(65536)
-        if not chunk:
-            return bytes(buf), over
-        if len(buf) + len(chunk) > limit:
-            over = True
-            buf.extend(chunk[: max(0, limit - len(buf))])
-        else:
-            buf.extend(chunk)
-
-
 def _tail(data: bytes) -> str:
     text = data.decode(errors="replace").strip()
     return text if len(text) <= STDERR_TAIL else "..." + text[-STDERR_TAIL:]
+
+
+class _Plugin:
+    """One plugin process: spawned off the event loop, its pipes and its exit watched on the loop.
+
+    Why not ``asyncio.create_subprocess_exec``: under uvloop that is libuv's ``uv_spawn``, a
+    ``fork()`` of the whole daemon on the event loop's thread that then waits for the child's
+    ``exec``: 3-25 ms with the loop blocked (page tables of a ~40 MB daemon, a loaded host),
+    twice per pod (loopback, bridge) on RunPodSandbox's path, during the record write and the
+    runc create it overlaps.  ``subprocess.Popen`` in a worker thread uses ``vfork`` (with
+    ``close_fds`` and ``start_new_session``: the same child as before); the pipes are ours,
+    non-blocking, read and written from the loop; the exit is a pidfd readable on the loop (no
+    child watcher: nobody else reaps our children)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdin: int, stdout: int, stderr: int) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.fds = [stdin, stdout, stderr]  # ours; -1 once closed
+        self.pidfd = -1
+        self.pidfd = os.pidfd_open(popen.pid)
+        self._exited: asyncio.Future[int] | None = None
+
+    @classmethod
+    async def spawn(cls, path: str, env: Mapping[str, str]) -> _Plugin:
+        def start() -> _Plugin:
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            ours = (in_w, out_r, err_r)
+            try:
+                popen = subprocess.Popen(  # the configured plugin binary, no shell
+                    [path], stdin=in_r, stdout=out_w, stderr=err_w,
+                    env=dict(env), cwd="/", start_new_session=True, close_fds=True)
+            except BaseException:
+                for fd in ours:
+                    os.close(fd)
+                raise
+            finally:
+                for fd in (in_r, out_w, err_w):
+                    os.close(fd)
+            for fd in ours:
+                os.set_blocking(fd, False)
+            try:
+                return cls(popen, *ours)
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(popen.pid, signal.SIGKILL)
+                popen.wait()
+                for fd in ours:
+                    os.close(fd)
+                raise
+
+        spawning = asyncio.ensure_future(asyncio.to_thread(start))
+        try:
+            return await asyncio.shield(spawning)
+        except asyncio.CancelledError:  # the process is started anyway: killed, reaped, closed
+            with contextlib.suppress(Exception):
+                proc = await spawning
+                await proc.kill()
+                proc.close()
+            raise
+
+    def exited(self) -> asyncio.Future[int]:
+        """The exit status (as ``Popen.returncode``: -N for signal N), once it is reaped."""
+        if self._exited is None:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[int] = loop.create_future()
+            self._exited = fut
+
+            def readable() -> None:
+                loop.remove_reader(self.pidfd)
+                rc = self.popen.wait()  # it has exited: this does not block
+                if not fut.done():
+                    fut.set_result(rc)
+
+            loop.add_reader(self.pidfd, readable)
+        return self._exited
+
+    def _drop(self, i: int) -> None:
+        fd, self.fds[i] = self.fds[i], -1
+        if fd >= 0:
+            loop = asyncio.get_running_loop()
+            if i == 0:
+                loop.remove_writer(fd)
+            else:
+                loop.remove_reader(fd)
+            os.close(fd)
+
+    def _feed(self, data: bytes) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        view = memoryview(data)
+
+        def writable() -> None:
+            nonlocal view
+            try:
+                while view:
+                    view = view[os.write(self.fds[0], view):]
+            except BlockingIOError:
+                return
+            except OSError:  # BrokenPipe: it did not read all of its stdin
+                pass
+            self._drop(0)
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_writer(self.fds[0], writable)
+        return done
+
+    def _collect(self, i: int, limit: int) -> asyncio.Future[tuple[bytes, bool]]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[bytes, bool]] = loop.create_future()
+        buf = bytearray()
+        over = False
+
+        def readable() -> None:
+            nonlocal over
+            try:
+                chunk = os.read(self.fds[i], 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if chunk:
+                if len(buf) + len(chunk) > limit:
+                    over = True
+                    buf.extend(chunk[: max(0, limit - len(buf))])
+                else:
+                    buf.extend(chunk)
+                return
+            self._drop(i)
+            if not done.done():
+                done.set_result((bytes(buf), over))
+
+        loop.add_reader(self.fds[i], readable)
+        return done
+
+    async def run(self, stdin: bytes) -> tuple[tuple[bytes, bool], tuple[bytes, bool], int]:
+        _, out, err = await asyncio.gather(self._feed(stdin), self._collect(1, MAX_OUTPUT),
+                                           self._collect(2, MAX_OUTPUT))
+        rc = await self.exited()
+        return out, err, rc
+
+    async def kill(self) -> None:
+        if self.popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            await self.exited()
+
+    def close(self) -> None:
+        for i in range(3):
+            self._drop(i)
+        if self.pidfd >= 0:
+            if self._exited is None or not self._exited.done():
+                asyncio.get_running_loop().remove_reader(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = -1
 
 
 async def exec_plugin(
@@ -293,46 +437,20 @@ async def exec_plugin(
     ptype = os.path.basename(path)
     command = env.get("CNI_COMMAND", "")
     try:
-        proc = await asyncio.create_subprocess_exec(
-            path,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(env),
-            cwd="/",
-            start_new_session=True,
-        )
+        proc = await _Plugin.spawn(path, env)
     except OSError as exc:
         raise PluginError(f"{what}: cannot run {path}: {exc.strerror or exc}", plugin=ptype, command=command) from exc
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-
-    async def feed() -> None:
-        assert proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            proc.stdin.write(stdin)
-            await proc.stdin.drain()
-        proc.stdin.close()
-
-    async def run() -> tuple[tuple[bytes, bool], tuple[bytes, bool], int]:
-        assert proc.stdout is not None and proc.stderr is not None
-        _, out, err = await asyncio.gather(
-            feed(), _read_capped(proc.stdout, MAX_OUTPUT), _read_capped(proc.stderr, MAX_OUTPUT)
-        )
-        rc = await proc.wait()
-        return out, err, rc
-
     try:
-        (stdout, out_over), (stderr, _), rc = await asyncio.wait_for(run(), deadline)
+        (stdout, out_over), (stderr, _), rc = await asyncio.wait_for(proc.run(stdin), deadline)
     except BaseException as exc:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: helpers it started too
-            await asyncio.shield(proc.wait())
+        await asyncio.shield(proc.kill())  # its own session: helpers it started too
         if isinstance(exc, TimeoutError):
             raise PluginError(
                 f"{what}: timed out after {deadline:g}s (killed)", plugin=ptype, command=command
             ) from None
         raise
+    finally:
+        proc.close()
     if rc != 0:
         info = parse_error(stdout)
         err_text = _tail(stderr)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -71,6 +72,26 @@ def _write_file(path: Path, data: str) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")  # the shim's v2layout
+
+
+def _open_and_group(drain: LogDrain, bundle: Path, container_id: str) -> str:
+    """In a worker thread: the bundle's ``log`` FIFO opened, and the shim group its
+    ``config.json`` names (its grouping annotation, else the container's own id)."""
+    drain.open_fifo()
+    try:
+        with open(bundle / "config.json", "rb") as f:
+            spec = json.load(f)
+    except (OSError, ValueError):
+        return container_id
+    annotations = spec.get("annotations") if isinstance(spec, dict) else None
+    for key in GROUP_ANNOTATIONS:
+        value = (annotations or {}).get(key) if isinstance(annotations, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return container_id
 
 
 def _read_file(path: Path) -> str | None:
@@ -304,49 +325,88 @@ class ShimManager:
         debug: bool = False,
     ) -> TaskShim:
         """Start our own shim through the daemon's fork server (``ForkServer.start_v2``: what
-        ``containerd-shim-pyrunc-v2 start`` does, minus the exec) and connect to it."""
+        ``containerd-shim-pyrunc-v2 start`` does, minus the exec) and connect to it.
+
+        A container whose group (the bundle's grouping annotation: a CRI pod's sandbox id)
+        has a shim we are connected to joins it directly: the bundle's ``address`` file is
+        written and a new connection made, as ``start`` would do after finding the group's
+        socket taken, without the fork server's round trip and a ``Connect`` call (the
+        shim's pid is known).  A group shim whose connection is gone (it exited or is
+        exiting) is not joined: the fork server decides, as before."""
         bundle = Path(bundle)
         opts = runc_options(None, runc)
         drain = LogDrain(bundle / LOG_FIFO, f"{namespace}/{container_id}")
-        await drain.open()
+        group = await asyncio.to_thread(_open_and_group, drain, bundle, container_id)
+        drain.start_reading()
         address = ""
         try:
-            address, pid = await fork.start_v2(
-                {
-                    "namespace": namespace,
-                    "id": container_id,
-                    "bundle": str(bundle),
-                    "address": self.grpc_address,
-                    "ttrpc_address": self.ttrpc_address,
-                    "options": {k: v for k, v in (runc or {}).items() if isinstance(v, (str, int, bool))},
-                    "debug": debug or self.debug,
-                }
-            )
-            client = await Client.connect(address)
-            shim = TaskShim(
-                client,
-                namespace=namespace,
-                container_id=container_id,
-                bundle=bundle,
-                address=address,
-                pid=pid,
-                options=opts,
-                log_drain=drain,
-                shutdown_timeout=self.timeouts.shim_shutdown,
-            )
-            if not pid:
-                try:
-                    await shim.connect()
-                except BaseException:
-                    await client.close()
-                    raise
+            shim = await self._join_group(namespace, container_id, bundle, group, opts, drain)
+            if shim is None:
+                address, pid = await fork.start_v2(
+                    {
+                        "namespace": namespace,
+                        "id": container_id,
+                        "bundle": str(bundle),
+                        "address": self.grpc_address,
+                        "ttrpc_address": self.ttrpc_address,
+                        "options": {k: v for k, v in (runc or {}).items() if isinstance(v, (str, int, bool))},
+                        "debug": debug or self.debug,
+                    }
+                )
+                client = await Client.connect(address)
+                shim = TaskShim(
+                    client,
+                    namespace=namespace,
+                    container_id=container_id,
+                    bundle=bundle,
+                    address=address,
+                    pid=pid,
+                    options=opts,
+                    log_drain=drain,
+                    shutdown_timeout=self.timeouts.shim_shutdown,
+                )
+                if not pid:
+                    try:
+                        await shim.connect()
+                    except BaseException:
+                        await client.close()
+                        raise
         except BaseException:
             drain.close()
             if address:
                 await self._stop_orphan(address, namespace, container_id)
             raise
+        shim.group = group
         self._register(shim)
         return shim
+
+    async def _join_group(self, namespace: str, container_id: str, bundle: Path, group: str,
+                          opts: Any, drain: LogDrain) -> TaskShim | None:
+        """A new ``TaskShim`` on the running shim of ``group`` we are connected to; None if none."""
+        running = next((s for s in self._shims.values()
+                        if group and s.group == group and s.namespace == namespace and not s.closed), None)
+        if running is None or not running.pid:
+            return None
+        try:
+            client = await Client.connect(running.address)
+        except errdefs.ContainerdError:  # gone meanwhile: the fork server decides
+            return None
+        try:
+            await asyncio.to_thread(_write_file, bundle / ADDRESS_FILE, running.address)
+        except BaseException:
+            await client.close()
+            raise
+        return TaskShim(
+            client,
+            namespace=namespace,
+            container_id=container_id,
+            bundle=bundle,
+            address=running.address,
+            pid=running.pid,
+            options=opts,
+            log_drain=drain,
+            shutdown_timeout=self.timeouts.shim_shutdown,
+        )
 
     async def _stop_orphan(self, address: str, namespace: str, container_id: str) -> None:
         """A shim that started but that we could not use: ask it to exit."""

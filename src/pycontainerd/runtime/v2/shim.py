@@ -146,6 +146,10 @@ class LogDrain:
     async def open(self) -> None:
         """Open the FIFO and start copying it into our log (on the event loop's thread)."""
         await asyncio.to_thread(self.open_fifo)
+        self.start_reading()
+
+    def start_reading(self) -> None:
+        """After ``open_fifo`` (done in a worker thread): copy the FIFO into our log."""
         self._loop.add_reader(self._rfd, self._read)
 
     def _read(self) -> None:
@@ -213,6 +217,12 @@ class TaskShim:
         self.on_close: list[Any] = []  # callables run once by close()
         # whether another task we serve uses the same shim (its group): set by the shim manager
         self.shares_shim: Callable[[], bool] = lambda: False
+        self.group = ""  # the shim group (runtime v2 grouping annotation), when the manager knows it
+
+    @property
+    def closed(self) -> bool:
+        """Closed by us, or its connection to the shim is gone (the shim exited)."""
+        return self._closed or self.client.closed
 
     # -- plumbing ------------------------------------------------------------------------------
     async def _call(
