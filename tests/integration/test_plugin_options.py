@@ -190,3 +190,59 @@ def test_runc_options_we_cannot_honour_are_refused(base: Path) -> None:
                          'CriuPath = "/usr/sbin/criu"\n')
     assert "runtimes.runc.options.CriuPath: '/usr/sbin/criu' is not supported" in err
 
+
+
+def test_runc_inherits_only_its_stdio_from_the_shim(base: Path) -> None:
+    """Our shims are forked from the daemon's launcher, which its spawner (uvloop) left
+    holding inheritable copies of its stdio (the daemon's socket, /dev/null, daemon.log):
+    runc, run by the shim, must not get them."""
+    runc = shutil.which("runc")
+    assert runc is not None
+    log = base / "runc-fds.log"
+    wrapper = base / "runc-wrapper"
+    # the wrapper records, for each runc command, the descriptors it would pass on (those
+    # without close-on-exec) beyond its stdio, then runs runc
+    wrapper.write_text(
+        "#!/usr/bin/python3 -I\n"
+        "import os, sys\n"
+        "fds = []\n"
+        "for name in sorted(os.listdir('/proc/self/fd'), key=int):\n"
+        "    fd = int(name)\n"
+        "    try:\n"
+        "        if fd > 2 and os.get_inheritable(fd):\n"
+        "            fds.append(f'{fd}={os.readlink(f\"/proc/self/fd/{fd}\")}')\n"
+        "    except OSError:\n"
+        "        pass\n"
+        f"with open({str(log)!r}, 'a') as f:\n"
+        "    cmd = next((a for a in sys.argv[1:] if a in ('create', 'start', 'kill', 'delete', 'state')), '?')\n"
+        "    f.write(cmd + '|' + ' '.join(fds) + '\\n')\n"
+        f"os.execv({runc!r}, [{runc!r}, *sys.argv[1:]])\n"
+    )
+    wrapper.chmod(0o755)
+    rootfs = _rootfs(base)
+    conf = (
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n'
+        f'BinaryName = "{wrapper}"\n'
+    )
+    with running_daemon(conf) as d:
+        channel = grpc.insecure_channel(f"unix:{d.address}")
+        try:
+            c = containers_pb2.Container(
+                id="fds",
+                spec=any_pb2.Any(
+                    type_url=SPEC_URL, value=json.dumps(_spec("fds", rootfs, ["sh", "-c", "true"])).encode()
+                ),
+            )
+            c.runtime.name = "io.containerd.runc.v2"
+            containers_pb2_grpc.ContainersStub(channel).Create(
+                containers_pb2.CreateContainerRequest(container=c), metadata=(("containerd-namespace", "default"),)
+            )
+            d.ctr("tasks", "start", "fds", timeout=60)
+        finally:
+            d.ctr("tasks", "rm", "-f", "fds", check=False)
+            d.ctr("containers", "rm", "fds", check=False)
+            channel.close()
+        lines = log.read_text().splitlines()
+        assert lines, "the wrapper never ran"
+        assert any(ln.startswith("create|") for ln in lines), lines
+        assert [ln for ln in lines if not ln.endswith("|")] == [], lines

@@ -110,7 +110,21 @@ def start_v2(params: dict[str, Any]) -> dict[str, Any]:
     return {"address": address, "pid": pid, "forked": forked}
 
 
+def close_inherited_fds() -> None:
+    """Close every descriptor above stdio this process was started with: the launcher's
+    spawner (uvloop's spawn) leaves inheritable copies of its stdio (the daemon's socket,
+    /dev/null, daemon.log), which every forked shim, and every runc it runs, would inherit."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:  # the listing's own descriptor, already closed
+                pass
+
+
 def launcher_main() -> int:
+    close_inherited_fds()  # first: nothing of ours is open yet
     control = socket.socket(fileno=0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # shims that exit are reaped by the kernel
     signal.signal(signal.SIGINT, signal.SIG_IGN)
