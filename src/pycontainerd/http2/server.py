@@ -341,23 +341,8 @@ class ServerConnection:
         either side) what it held is given back at once and ``consumed`` for it is ignored."""
         if n <= 0:
             return
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            if stream_id in self._reset_ids:
-                return  # reset: what it held was given back then
-        else:
-            stream.held = max(0, stream.held - n)
-        self._conn_unacked += n
-        if self._conn_unacked >= self._conn_threshold:
-            self._out.append(f.frame(f.WINDOW_UPDATE, 0, 0, _U32.pack(self._conn_unacked)))
-            self._recv_conn += self._conn_unacked
-            self._conn_unacked = 0
-        if stream is not None and stream.remote_open:
-            stream.unacked += n
-            if stream.unacked >= self._stream_threshold:
-                self._out.append(f.frame(f.WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.unacked)))
-                stream.recv_window += stream.unacked
-                stream.unacked = 0
+        self.consumed_connection(stream_id, n)
+        self.consumed_stream(stream_id, n)
 
     def consumed_connection(self, stream_id: int, n: int) -> None:
         """Give ``n`` received bytes of the stream back to the connection window only (batched); the
