@@ -47,6 +47,7 @@ from ...api.events import task_pb2 as _task_events  # noqa: F401 - registers the
 from ...api.runtime.v2.task import shim_pb2
 from ...api.services.ttrpc.events.v1 import events_pb2
 from ...events import Envelope, Exchange
+from ...threads import run_process
 from ...ttrpc import CallContext, Client, Method, Server
 from ..task_types import Timeouts
 from . import binary as binarymod
@@ -128,19 +129,13 @@ async def _run(
 ) -> tuple[int, bytes, bytes]:
     """Run a shim command to its end; (exit code, stdout, stderr).
 
-    ``subprocess.run`` in a worker thread, not the event loop's subprocess support: it closes
-    every inherited descriptor in the child (``close_fds``), and the shim server that ``start``
+    ``threads.run_process``, not the event loop's subprocess support: it closes every
+    inherited descriptor in the child (``close_fds``), and the shim server that ``start``
     forks must not inherit any of ours.  (A descriptor without CLOEXEC, such as uvloop's stdio
     socketpairs, would stay open in the long-lived shim: ``start``'s stdout would never reach
     EOF and the daemon's sockets would leak into every shim.)"""
-
-    def run() -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            args, cwd=cwd, env=env, input=stdin, capture_output=True, timeout=limit, close_fds=True, check=False
-        )
-
     try:
-        done = await asyncio.to_thread(run)
+        done = await run_process(args, cwd=str(cwd), env=env, input=stdin, limit=limit)
     except subprocess.TimeoutExpired as exc:
         raise errdefs.DeadlineExceeded(f"{what}: timed out after {limit}s") from exc
     except OSError as exc:
