@@ -529,3 +529,76 @@ def test_a_request_stream_of_many_small_and_some_large_messages_flows() -> None:
         assert server.reserved == 0
 
     _serve(scenario)
+
+
+# -- a request stream whose call goes away -------------------------------------------------------------------
+class _Reader:
+    """Write reads its request stream in the handler's own task (``inline``) or hands it to a
+    task of its own (a consumer the handler does not cancel), which reads until the stream ends;
+    ``ended`` says how reading ended."""
+
+    def __init__(self, inline: bool) -> None:
+        self.inline = inline
+        self.got = 0
+        self.ended: str | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    async def _read(self, requests: AsyncIterator[content_pb2.WriteContentRequest]) -> None:
+        try:
+            async for _ in requests:
+                self.got += 1
+        except asyncio.CancelledError:
+            self.ended = "cancelled"
+            raise
+        self.ended = "end of stream"
+
+    async def Write(self, requests: AsyncIterator[content_pb2.WriteContentRequest], context: ServicerContext
+                    ) -> AsyncIterator[content_pb2.WriteContentResponse]:
+        if self.inline:
+            await self._read(requests)
+        else:
+            self.reader = asyncio.create_task(self._read(requests))
+            await asyncio.Event().wait()  # the handler's own work, e.g. answering from elsewhere
+        yield content_pb2.WriteContentResponse()
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["handler-reads", "reader-task"])
+@pytest.mark.parametrize("how", ["rst-stream", "deadline", "connection-closed"])
+def test_a_reader_waiting_on_a_request_stream_that_goes_away_is_woken(how: str, inline: bool) -> None:
+    # a Content.Write stream sends one message, the reader waits for the next; then the client
+    # resets the stream (RST_STREAM CANCEL), its deadline passes, or it closes the connection:
+    # the reader must see CancelledError (not a clean end of stream), wherever it reads from.
+    # Old code: the handler's task was cancelled, but a reader in another task waited forever
+    # (only a closed connection woke it, and it then went back to waiting).
+    from tests.fixtures import h2raw as h
+    from tests.fixtures.procs import wait_for_async
+
+    servicer = _Reader(inline)
+    sock = f"/tmp/pycd-unit-rpc-{os.getpid()}.sock"
+    extra = [("grpc-timeout", "300m")] if how == "deadline" else []
+    msg = h.grpc_message(content_pb2.WriteContentRequest(ref="r", data=b"d").SerializeToString())
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        c = await asyncio.to_thread(h.RawConn, sock)
+        try:
+            await asyncio.to_thread(c.handshake)
+            block = h.request_block("/containerd.services.content.v1.Content/Write", extra)
+            assert await asyncio.to_thread(c.request, 1, block, msg, end_stream=False)
+            await wait_for_async(lambda: servicer.got == 1, 10, "the first message read")
+            assert servicer.ended is None
+            if how == "rst-stream":
+                await asyncio.to_thread(c.send, h.rst_stream(1))
+            elif how == "connection-closed":
+                c.close()
+            await wait_for_async(lambda: servicer.ended, 5, "the reader to stop waiting")
+            assert servicer.ended == "cancelled"
+            if servicer.reader is not None:
+                await wait_for_async(servicer.reader.done, 5, "the reader task to end")
+            await wait_for_async(lambda: server.live_calls == 0, 5, "the call to be gone")
+            assert (await version_pb2_grpc.VersionStub(ch).Version(empty_pb2.Empty())).version == "v"
+        finally:
+            c.close()
+            if servicer.reader is not None:
+                servicer.reader.cancel()
+
+    _serve(scenario, content=servicer)

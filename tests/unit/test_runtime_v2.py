@@ -31,6 +31,7 @@ from pycontainerd.events import Envelope, Exchange
 from pycontainerd.metadata.containers import Container, TypedValue
 from pycontainerd.runtime import bundle as bundlemod
 from pycontainerd.runtime.task_manager import TaskManager
+from pycontainerd.runtime.task_types import Timeouts
 from pycontainerd.runtime.v2 import ShimManager, TaskShim, binary, runc_options
 from pycontainerd.ttrpc import CallContext, Client, Method, Server
 from tests.fixtures.procs import wait_for_async
@@ -404,13 +405,14 @@ async def _drain(it: AsyncIterator[tuple[str, dict[str, Any]]]) -> AsyncIterator
 class _CountingForkServer:
     """A fork server that 'starts' the scripted shim at ``address`` (pid 4242) and counts it."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, pid: int = 4242) -> None:
         self.address = address
+        self.pid = pid  # 0: the launcher found the group's socket taken (the manager asks Connect)
         self.calls: list[str] = []
 
     async def start_v2(self, params: dict[str, Any]) -> tuple[str, int]:
         self.calls.append(str(params["id"]))
-        return self.address, 4242
+        return self.address, self.pid
 
     async def close(self) -> None:
         pass
@@ -447,6 +449,41 @@ def test_a_container_joins_its_groups_running_shim_without_the_fork_server(tmp_p
             shims.append(await mgr.launch_forked(namespace="ns1", container_id="c2", bundle=bundle("c2", "pod1"),
                                                  fork=fork))
             assert fork.calls == ["pod1", "other", "c2"]
+        finally:
+            for s in shims:
+                await s.close()
+            await server.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("fork_pid", [4242, 0])
+def test_every_task_shim_of_a_forked_launch_gets_the_managers_settings(tmp_path: Path, fork_pid: int) -> None:
+    # launched through the fork server or joined to its group's shim: the same TaskShim, with
+    # the [timeouts] shim shutdown, the runc options and its log drain; a pid the fork server
+    # did not know (0) is asked with Connect, a known one is not
+    async def body() -> None:
+        server, script = await _task_server(tmp_path / "shim.sock")
+        fork = _CountingForkServer(f"unix://{tmp_path}/shim.sock", fork_pid)
+        mgr = ShimManager(exchange=Exchange(), grpc_address=str(tmp_path / "d.sock"), publish_binary="/bin/true",
+                          timeouts=Timeouts(shim_shutdown=7.5))
+        shims: list[TaskShim] = []
+        try:
+            for cid in ("pod1", "c1"):
+                b = tmp_path / "ns1" / cid
+                b.mkdir(parents=True)
+                (b / "config.json").write_text(json.dumps({"annotations": {"io.kubernetes.cri.sandbox-id": "pod1"}}))
+                shims.append(await mgr.launch_forked(namespace="ns1", container_id=cid, bundle=b, fork=fork,
+                                                     runc={"root": "/run/x"}))
+            assert fork.calls == ["pod1"]  # c1 joined
+            assert [s.pid for s in shims] == [4242, 4242]
+            assert [name for name, _, _ in script.requests] == ([] if fork_pid else ["Connect"])
+            for s in shims:
+                assert s.shutdown_timeout == 7.5
+                assert s.address == f"unix://{tmp_path}/shim.sock"
+                assert s.options is not None and s.options.type_url == "containerd.runc.v1.Options"
+                assert oci_pb2.Options.FromString(s.options.value).root == "/run/x"
+                assert s._log_drain is not None and s._log_drain.path == tmp_path / "ns1" / s.id / "log"
         finally:
             for s in shims:
                 await s.close()

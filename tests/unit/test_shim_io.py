@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -217,3 +218,36 @@ def test_stdin_keeper_goes_at_exit_and_delete(tmp_path: Path) -> None:
             assert _fds() == before + 2
         pio.close()  # Delete
         assert _fds() == before
+
+
+def _nonblocking(fd: int) -> bool:
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+
+
+def test_only_the_shims_ends_of_the_stdio_pipes_are_non_blocking(tmp_path: Path) -> None:
+    # O_NONBLOCK is a property of the open file description, shared with the process holding
+    # the other copy: the process's ends (its stdin, stdout, stderr) must stay blocking, or a
+    # container writing faster than its reader gets EAGAIN; the shim's ends are non-blocking
+    # for its loop.  (runc happens to clear the flag on the stdio it passes on, Go's File.Fd;
+    # a runtime that does not would hand the container what we made.)
+    loop = Loop()
+    paths = {name: str(tmp_path / name) for name in ("stdin", "stdout", "stderr")}
+    for p in paths.values():
+        os.mkfifo(p)
+    readers = [os.open(paths[n], os.O_RDONLY | os.O_NONBLOCK) for n in ("stdout", "stderr")]  # the client
+    pio = loop.run_until_complete(loop.spawn(ProcessIO.open(
+        loop, cast(Reaper, None), container_id="c", namespace="n", stdin=paths["stdin"], stdout=paths["stdout"],
+        stderr=paths["stderr"], terminal=False, console_path="")))
+    child = [os.dup(fd) for fd in pio.child if fd is not None]  # what runc passes on to the process
+    try:
+        assert len(child) == 3
+        assert [_nonblocking(fd) for fd in child] == [False, False, False]
+        loop.run_until_complete(loop.spawn(pio.started()))
+        assert [_nonblocking(fd) for fd in child] == [False, False, False]
+        assert pio.stdin_pump is not None
+        ours = [pio.stdin_pump.sink.fd, *(p.src for p in pio.out_pumps)]
+        assert len(ours) == 3 and all(_nonblocking(fd) for fd in ours)
+    finally:
+        pio.close()
+        for fd in child + readers:
+            os.close(fd)

@@ -19,10 +19,12 @@ import json
 import logging
 import os
 import re
+import subprocess
 from collections.abc import Mapping
 
 from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..config.model import RUNC_TYPES, RuntimeConfig
+from ..threads import run_process
 
 log = logging.getLogger("pycontainerd.cri")
 
@@ -50,24 +52,18 @@ def mount_options(features_json: bytes | str) -> frozenset[str]:
 async def runc_mount_options(binary: str) -> frozenset[str]:
     """What ``<binary> features`` lists as mount options; empty when it cannot tell."""
     try:
-        proc = await asyncio.create_subprocess_exec(binary, "features", stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.DEVNULL)
+        done = await run_process([binary, "features"], limit=PROBE_TIMEOUT)  # off the loop, our fds closed
     except OSError as exc:
         log.info("runtime features: cannot run %s: %s", binary, exc)
         return frozenset()
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    except subprocess.TimeoutExpired:
         log.warning("runtime features: %s features did not answer in %.0f s", binary, PROBE_TIMEOUT)
         return frozenset()
-    if proc.returncode != 0:
+    if done.returncode != 0:
         log.info("runtime features: %s features exited %s (runc before 1.1 has no features command)",
-                 binary, proc.returncode)
+                 binary, done.returncode)
         return frozenset()
-    return mount_options(out)
+    return mount_options(done.stdout)
 
 
 class HandlerFeatures:

@@ -300,6 +300,9 @@ class Call(ServicerContext):
             while not inbox.items:
                 if inbox.closed:
                     return
+                if self.ended:
+                    # reset, cancelled or answered: no more messages will come (not a clean end)
+                    raise asyncio.CancelledError()
                 inbox.waiter = asyncio.get_running_loop().create_future()
                 try:
                     await inbox.waiter
@@ -338,6 +341,8 @@ class Call(ServicerContext):
                     conn.h2.reset_stream(self.stream_id, frames.NO_ERROR)
             conn.flush()
         conn.forget(self)
+        if self.inbox is not None:
+            self.inbox.wake()  # a reader of the request stream outside the handler's task
         self.run_done_callbacks()
 
     def run_done_callbacks(self) -> None:
@@ -683,15 +688,23 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self, sid: int) -> None:
         call = self.calls.get(sid)
-        if call is None:
-            return
+        if call is not None:
+            self._cancel_call(call)
+
+    def _cancel_call(self, call: Call) -> None:
+        """The call's stream (or the whole connection) is gone: nothing more is sent or received
+        on it and its handler is cancelled.  Whatever waits on the stream wakes up: a writer
+        waiting for a window and a reader of the request stream (``Call.requests`` then raises
+        CancelledError), in the handler's task or another one the handler reads it from."""
         self.forget(call)
-        call.ended = True  # the stream is gone: nothing more may be sent on it
+        call.ended = True
         call._cancelled = True
         if call.timer is not None:
             call.timer.cancel()
             call.timer = None
         call.window_opened()
+        if call.inbox is not None:
+            call.inbox.wake()
         if call.task is not None:
             call.task.cancel()
         else:
@@ -747,20 +760,7 @@ class _Connection(asyncio.Protocol):
         calls = list(self.calls.values())
         self._waiting.clear()
         for call in calls:
-            self.forget(call)
-            call.ended = True
-            call._cancelled = True
-            if call.timer is not None:
-                call.timer.cancel()
-                call.timer = None
-            call.window_opened()
-            if call.inbox is not None:
-                call.inbox.wake()
-            if call.task is not None:
-                call.task.cancel()
-            else:
-                self.server.report(call.method, StatusCode.CANCELLED, None)
-                call.run_done_callbacks()
+            self._cancel_call(call)
 
     def goaway(self) -> None:
         if not self.goaway_sent and not self.closed:

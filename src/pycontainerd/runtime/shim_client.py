@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,18 @@ def _python_env() -> dict[str, str]:
     return env
 
 
+def _spawn_launcher(argv: list[str], control: socket.socket) -> subprocess.Popen[bytes]:
+    """In a worker thread: start the launcher with ``control`` as its stdin (closed here, once
+    the child has its copy).  Not the event loop's subprocess support: under uvloop that forks
+    the whole daemon on the loop's thread and passes the daemon's inheritable descriptors on
+    (``threads.run_process`` says more); ``Popen`` uses ``vfork`` and ``close_fds``."""
+    try:
+        return subprocess.Popen(argv, stdin=control.fileno(), stdout=subprocess.DEVNULL, start_new_session=True,
+                                env=_python_env(), close_fds=True)
+    finally:
+        control.close()
+
+
 class ShimLauncher:
     """The pre-imported fork server the shims are launched from (one per daemon)."""
 
@@ -81,7 +94,7 @@ class ShimLauncher:
         # named on the launcher's command line, which every forked shim inherits, so an
         # operator (or a test's cleanup) can tell which daemon's state dir a shim belongs to
         self.owner = owner
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
@@ -94,7 +107,7 @@ class ShimLauncher:
     def _alive(self) -> bool:
         return (
             self._proc is not None
-            and self._proc.returncode is None
+            and self._proc.poll() is None
             and self._writer is not None
             and not self._writer.is_closing()
         )
@@ -105,24 +118,13 @@ class ShimLauncher:
             return
         await self._stop()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv = [self.python, "-s", "-m", "pycontainerd.shim.main", "launcher",
+                *(["--owner", self.owner] if self.owner else [])]
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                self.python,
-                "-s",
-                "-m",
-                "pycontainerd.shim.main",
-                "launcher",
-                *(["--owner", self.owner] if self.owner else []),
-                stdin=child.fileno(),
-                stdout=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-                env=_python_env(),
-            )
+            self._proc = await asyncio.to_thread(_spawn_launcher, argv, child)
         except BaseException:
-            parent.close()
+            parent.close()  # a launcher started meanwhile exits at EOF (Popen reaps it later)
             raise
-        finally:
-            child.close()
         self._reader, self._writer = await asyncio.open_unix_connection(sock=parent)
 
     async def start_v2(self, params: dict[str, Any]) -> tuple[str, int]:
@@ -184,13 +186,13 @@ class ShimLauncher:
                 await self._writer.wait_closed()
         self._writer = self._reader = None
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
+        if proc is not None and proc.poll() is None:
             # it exits on EOF of its control socket; make sure it does not linger
             try:
-                await asyncio.wait_for(proc.wait(), 2.0)
-            except TimeoutError:
+                await asyncio.to_thread(proc.wait, 2.0)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-                await proc.wait()
+                await asyncio.to_thread(proc.wait)
 
     async def close(self) -> None:
         async with self._lock:

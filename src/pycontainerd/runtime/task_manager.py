@@ -63,6 +63,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ from .. import cgroups, errdefs, filters, fsmodes, identifiers, timestamps
 from ..events import Exchange
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..shim.protocol import CreateOptions
+from ..threads import run_process
 from . import bundle as bundlemod
 from . import signals
 from .shim_api import ExitLike, ExternalShims, Shim, ShimLauncher
@@ -828,13 +830,10 @@ class TaskManager:
             args += ["--root", meta.runtime_root]
         args += ["delete", "--force", meta.id]
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-            )
-            _, err = await asyncio.wait_for(proc.communicate(), 30)
-            if proc.returncode != 0 and b"not exist" not in err:
-                log.warning("runc delete --force %s: %s", meta.id, err.decode(errors="replace").strip())
-        except (OSError, TimeoutError) as exc:
+            done = await run_process(args, limit=30)  # off the loop, no descriptor of ours inherited
+            if done.returncode != 0 and b"not exist" not in done.stderr:
+                log.warning("runc delete --force %s: %s", meta.id, done.stderr.decode(errors="replace").strip())
+        except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("runc delete --force %s: %s", meta.id, exc)
 
     @staticmethod

@@ -23,7 +23,10 @@ Theory of operation (the same shape as containerd's runc shim):
 * The container never sees the FIFOs: runc is given pipes (or, with a terminal, hands the
   shim the pty master over ``--console-socket`` with SCM_RIGHTS) and the shim copies
   between pipes and FIFOs.  That is what lets the shim close the container's stdin on
-  CloseIO, survive the daemon, and outlive clients that come and go.
+  CloseIO, survive the daemon, and outlive clients that come and go.  Only the shim's ends
+  are non-blocking: O_NONBLOCK belongs to the open file description, shared with whoever
+  holds it, and a container writing to a non-blocking stdout faster than it is read gets
+  EAGAIN (the same goes for a logging binary's fds).
 * Stdout/stderr destinations (``Sink``) are FIFOs, regular files (``file:///path``: append,
   stdout and stderr to the same file) or a logging binary (``binary:///path?arg=v``: the
   shim starts it with the read ends of two pipes as fds 3 and 4, ``CONTAINER_ID`` and
@@ -348,7 +351,8 @@ class ProcessIO:
     async def _start_logger(self, path: str, args: list[str], container_id: str, namespace: str) -> None:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        ready_r, ready_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # blocking: O_NONBLOCK would be shared with the logger's end; we only poll ours
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         try:
             env = {"CONTAINER_ID": container_id, "CONTAINER_NAMESPACE": namespace}
             try:

@@ -75,21 +75,19 @@ class Runc:
         root: str,
         log_path: str,
         systemd_cgroup: bool = False,
-        debug: bool = False,
     ) -> None:
+        # never --debug, whatever the shim's own -debug: containerd's runc shim does not set
+        # go-runc's Debug either (runc would write its debug lines, nsexec's too, into log.json)
         self.loop = loop
         self.reaper = reaper
         self.binary = binary
         self.root = root
         self.log_path = log_path
         self.systemd_cgroup = systemd_cgroup
-        self.debug = debug
 
     def _argv(self, args: Sequence[str], log_path: str | None = None) -> list[str]:
         log = self.log_path if log_path is None else log_path
         argv = [self.binary, "--root", self.root, "--log", log, "--log-format", "json"]
-        if self.debug:
-            argv.append("--debug")
         if self.systemd_cgroup:
             argv.append("--systemd-cgroup")
         argv.extend(args)

@@ -49,7 +49,7 @@ class ShimConfig:
     runtime_binary: str = "runc"
     runtime_root: str = ""
     systemd_cgroup: bool = False
-    debug: bool = False
+    debug: bool = False  # the shim's -debug (not passed on to runc: see shim.runc.Runc)
 
     @property
     def root(self) -> str:
@@ -118,7 +118,6 @@ class Service:
             root=config.root,
             log_path=os.path.join(config.bundle, "log.json"),
             systemd_cgroup=config.systemd_cgroup,
-            debug=config.debug,
         )
         self.init: Proc | None = None
         self.execs: dict[str, Proc] = {}

@@ -47,6 +47,7 @@ from ...api.events import task_pb2 as _task_events  # noqa: F401 - registers the
 from ...api.runtime.v2.task import shim_pb2
 from ...api.services.ttrpc.events.v1 import events_pb2
 from ...events import Envelope, Exchange
+from ...threads import run_process
 from ...ttrpc import CallContext, Client, Method, Server
 from ..task_types import Timeouts
 from . import binary as binarymod
@@ -128,19 +129,13 @@ async def _run(
 ) -> tuple[int, bytes, bytes]:
     """Run a shim command to its end; (exit code, stdout, stderr).
 
-    ``subprocess.run`` in a worker thread, not the event loop's subprocess support: it closes
-    every inherited descriptor in the child (``close_fds``), and the shim server that ``start``
+    ``threads.run_process``, not the event loop's subprocess support: it closes every
+    inherited descriptor in the child (``close_fds``), and the shim server that ``start``
     forks must not inherit any of ours.  (A descriptor without CLOEXEC, such as uvloop's stdio
     socketpairs, would stay open in the long-lived shim: ``start``'s stdout would never reach
     EOF and the daemon's sockets would leak into every shim.)"""
-
-    def run() -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            args, cwd=cwd, env=env, input=stdin, capture_output=True, timeout=limit, close_fds=True, check=False
-        )
-
     try:
-        done = await asyncio.to_thread(run)
+        done = await run_process(args, cwd=str(cwd), env=env, input=stdin, limit=limit)
     except subprocess.TimeoutExpired as exc:
         raise errdefs.DeadlineExceeded(f"{what}: timed out after {limit}s") from exc
     except OSError as exc:
@@ -288,23 +283,8 @@ class ShimManager:
                 raise errdefs.Unknown(f"failed to start shim {binary}: start printed no address")
             if await asyncio.to_thread(_read_file, bundle / ADDRESS_FILE) != address:
                 await asyncio.to_thread(_write_file, bundle / ADDRESS_FILE, address)
-            client = await Client.connect(address)
-            shim = TaskShim(
-                client,
-                namespace=namespace,
-                container_id=container_id,
-                bundle=bundle,
-                address=address,
-                pid=0,
-                options=opts,
-                log_drain=drain,
-                shutdown_timeout=self.timeouts.shim_shutdown,
-            )
-            try:
-                await shim.connect()
-            except BaseException:
-                await client.close()
-                raise
+            shim = await self._task_shim(await Client.connect(address), namespace, container_id, bundle,
+                                         address, 0, opts, drain)
         except BaseException:
             drain.close()
             if address:
@@ -340,8 +320,10 @@ class ShimManager:
         drain.start_reading()
         address = ""
         try:
-            shim = await self._join_group(namespace, container_id, bundle, group, opts, drain)
-            if shim is None:
+            joined = await self._join_group(namespace, bundle, group)
+            if joined is not None:
+                client, shim_address, pid = joined
+            else:
                 address, pid = await fork.start_v2(
                     {
                         "namespace": namespace,
@@ -353,24 +335,8 @@ class ShimManager:
                         "debug": debug or self.debug,
                     }
                 )
-                client = await Client.connect(address)
-                shim = TaskShim(
-                    client,
-                    namespace=namespace,
-                    container_id=container_id,
-                    bundle=bundle,
-                    address=address,
-                    pid=pid,
-                    options=opts,
-                    log_drain=drain,
-                    shutdown_timeout=self.timeouts.shim_shutdown,
-                )
-                if not pid:
-                    try:
-                        await shim.connect()
-                    except BaseException:
-                        await client.close()
-                        raise
+                client, shim_address = await Client.connect(address), address
+            shim = await self._task_shim(client, namespace, container_id, bundle, shim_address, pid, opts, drain)
         except BaseException:
             drain.close()
             if address:
@@ -380,9 +346,32 @@ class ShimManager:
         self._register(shim)
         return shim
 
-    async def _join_group(self, namespace: str, container_id: str, bundle: Path, group: str,
-                          opts: Any, drain: LogDrain) -> TaskShim | None:
-        """A new ``TaskShim`` on the running shim of ``group`` we are connected to; None if none."""
+    async def _task_shim(self, client: Client, namespace: str, container_id: str, bundle: Path, address: str,
+                         pid: int, opts: Any, drain: LogDrain) -> TaskShim:
+        """The ``TaskShim`` of a task we started or joined, over ``client`` (closed if this fails);
+        a shim whose pid is not known yet (0) is asked with ``Connect``."""
+        shim = TaskShim(
+            client,
+            namespace=namespace,
+            container_id=container_id,
+            bundle=bundle,
+            address=address,
+            pid=pid,
+            options=opts,
+            log_drain=drain,
+            shutdown_timeout=self.timeouts.shim_shutdown,
+        )
+        if not pid:
+            try:
+                await shim.connect()
+            except BaseException:
+                await client.close()
+                raise
+        return shim
+
+    async def _join_group(self, namespace: str, bundle: Path, group: str) -> tuple[Client, str, int] | None:
+        """A new connection to the running shim of ``group`` we are connected to, its address and
+        pid, the bundle's ``address`` file written; None if there is none."""
         running = next((s for s in self._shims.values()
                         if group and s.group == group and s.namespace == namespace and not s.closed), None)
         if running is None or not running.pid:
@@ -396,17 +385,7 @@ class ShimManager:
         except BaseException:
             await client.close()
             raise
-        return TaskShim(
-            client,
-            namespace=namespace,
-            container_id=container_id,
-            bundle=bundle,
-            address=running.address,
-            pid=running.pid,
-            options=opts,
-            log_drain=drain,
-            shutdown_timeout=self.timeouts.shim_shutdown,
-        )
+        return client, running.address, running.pid
 
     async def _stop_orphan(self, address: str, namespace: str, container_id: str) -> None:
         """A shim that started but that we could not use: ask it to exit."""
