@@ -129,13 +129,13 @@ class RuntimeService:
     """Not a subclass of the generated servicer: the methods it lacks are filled in by ``add_to_server``."""
 
     def __init__(self, state: RuntimeState, pods: Sandboxes | None = None, containers: Containers | None = None,
-                 stream_server: StreamServer | None = None) -> None:
+                 stream_server: StreamServer | None = None, *, features: HandlerFeatures | None = None) -> None:
         self.state = state
         self._pods = pods
         self._containers = containers
         self._stream_server = stream_server
         self._no_streaming = "the CRI plugin has no streaming server (no task manager)"
-        self._features: HandlerFeatures | None = None
+        self._features = features
         self.events = ContainerEventHub()
         if containers is not None:
             containers.on_event = self._container_event
@@ -163,9 +163,9 @@ class RuntimeService:
             info["podCIDR"] = json.dumps(self.state.pod_cidr)
             if self._stream_server is not None and self._stream_server.port:
                 info["streamServer"] = json.dumps(self._stream_server.base_url)
-        # what the kubelet may use (1.30+): per handler, recursive read-only mounts where its runc
-        # and the kernel have them, no user namespaces (features.py); the Strict supplemental
-        # groups policy, yes
+        # what the kubelet may use (1.30+): per handler, recursive read-only mounts where its runtime
+        # (runc's features, an external shim's -info) and the kernel have them, no user namespaces
+        # (features.py); the Strict supplemental groups policy, yes
         if self._features is None:
             self._features = HandlerFeatures.for_config(self.state.config)
         handlers = await self._features.runtime_handlers()
