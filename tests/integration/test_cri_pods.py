@@ -300,6 +300,27 @@ def test_pod_lifecycle(engine: Engine, tmp_path: Path) -> None:
         engine.crictl("rmp", pod, check=False)
 
 
+def test_status_verbose_cni_info(engine: Engine) -> None:
+    """A verbose Status shows the CNI as containerd 1.6's does (``crictl info``): ``cniconfig`` (go-cni's
+    config: plugin and conf dirs, the networks as lo then eth0 with their plugins and sources) and
+    ``lastCNILoadStatus`` / ``lastCNILoadStatus.default`` ("OK", or why the config does not load).  Ours
+    lacked all three.  Ours has no ``golang`` (a Go version) and has ``podCIDR`` and ``streamServer``."""
+    code, resp = engine.call("Status", pb.StatusRequest(verbose=True))
+    assert code == grpc.StatusCode.OK, resp
+    info = dict(resp.info)
+    assert (info["lastCNILoadStatus"], info["lastCNILoadStatus.default"]) == ("OK", "OK"), info
+    cni = json.loads(info["cniconfig"])
+    assert (cni["PluginMaxConfNum"], cni["Prefix"]) == (1, "eth") and cni["PluginConfDir"].endswith("/net.d"), cni
+    assert [(n["IFName"], n["Config"]["Name"]) for n in cni["Networks"]] == [
+        ("lo", "cni-loopback"), ("eth0", engine.opts.network_name)], cni
+    eth0 = cni["Networks"][1]["Config"]
+    assert eth0["CNIVersion"] == "0.4.0" and json.loads(eth0["Source"])["name"] == engine.opts.network_name
+    plugins = [p["type"] for p in json.loads(eth0["Source"])["plugins"]]  # ours has portmap, containerd's not
+    assert [p["Network"]["type"] for p in eth0["Plugins"]] == plugins and plugins[0] == "bridge", eth0
+    assert json.loads(eth0["Plugins"][0]["Source"])["bridge"] == engine.opts.bridge
+    assert ("golang" in info) == (engine.name == "containerd"), sorted(info)
+
+
 def test_missing_pods(engine: Engine) -> None:
     missing = "f" * 64
     code, _ = engine.call("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=missing))

@@ -14,14 +14,14 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from google.protobuf import json_format
 
 from .. import __version__, errdefs
 from ..api.cri.runtime.v1 import api_pb2 as pb
-from ..cni import PodNetworking
+from ..cni import CNI, PodNetworking
 from ..rpc import Server
 from ..services.common import add_servicer
 from ..streaming.runtime import PortForwardRequest
@@ -80,10 +80,27 @@ def config_json(obj: Any) -> Any:
 class RuntimeState:
     """What the runtime side knows: the CRI config, the pod CIDR the kubelet sent, the CNI manager."""
 
-    def __init__(self, config: Any, cni: PodNetworking | None = None) -> None:
+    def __init__(self, config: Any, cni: PodNetworking | None = None,
+                 handler_cnis: Mapping[str, PodNetworking] | None = None) -> None:
         self.config = config
         self.pod_cidr = ""
         self.cni = cni
+        self.handler_cnis = dict(handler_cnis or {})  # the handlers with their own cni_conf_dir
+
+    async def cni_info(self) -> dict[str, str]:
+        """A verbose Status' CNI keys, as containerd 1.6's: ``cniconfig`` (go-cni's config of the
+        default network plugin), ``lastCNILoadStatus`` ("OK" or why the default config does not
+        load) and ``lastCNILoadStatus.<name>`` for ``default`` and each handler with its own config."""
+        info: dict[str, str] = {}
+        loaded = {name: net for name, net in (("default", self.cni), *self.handler_cnis.items())
+                  if isinstance(net, CNI)}
+        for name, net in loaded.items():
+            doc, status = await net.describe()
+            if name == "default":
+                info["cniconfig"] = json.dumps(doc)
+            info[f"lastCNILoadStatus.{name}"] = status
+        info["lastCNILoadStatus"] = info.get("lastCNILoadStatus.default", "OK")
+        return info
 
     async def network_ready(self) -> tuple[bool, str, str]:
         if self.cni is None:
@@ -163,6 +180,7 @@ class RuntimeService:
             info["podCIDR"] = json.dumps(self.state.pod_cidr)
             if self._stream_server is not None and self._stream_server.port:
                 info["streamServer"] = json.dumps(self._stream_server.base_url)
+            info.update(await self.state.cni_info())
         # what the kubelet may use (1.30+): per handler, recursive read-only mounts where its runtime
         # (runc's features, an external shim's -info) and the kernel have them, no user namespaces
         # (features.py); the Strict supplemental groups policy, yes

@@ -68,7 +68,7 @@ class CriPlugin:
         if self.pods is not None and self.containers is not None:
             self.stream_server = StreamServer(stream_server_config(config),
                                               CriStreamRuntime(self.containers, self.pods))
-        self.runtime_state = RuntimeState(config, cni)
+        self.runtime_state = RuntimeState(config, cni, self.handler_cnis)
         self.image_service = ImageService(images, {name: rt.snapshotter
                                                    for name, rt in config.containerd.runtimes.items()})
         self.runtime_service = RuntimeService(self.runtime_state, self.pods, self.containers, self.stream_server,
