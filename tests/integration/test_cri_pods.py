@@ -508,6 +508,42 @@ def test_container_lifecycle(engine: Engine, busybox: str, tmp_path: Path) -> No
         engine.crictl("rmp", pod, check=False)
 
 
+def test_container_status_resources(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """ContainerStatus.resources (the kubelet's in-place resize reads them as what the container has):
+    the container's cpu and memory settings as created, then as UpdateContainerResources changed them
+    (what it leaves out is kept).  containerd 1.6 reports them from the spec; ours reported none."""
+    podcfg = pod_config(tmp_path)
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        engine.crictl("pull", busybox)
+        resources = {"cpu_period": 100000, "cpu_quota": 50000, "cpu_shares": 512, "cpuset_cpus": "0",
+                     "memory_limit_in_bytes": 64 << 20}
+        cid = engine.crictl("create", pod, str(container_config(tmp_path, busybox, "sleep 1000",
+                                                                linux={"resources": resources})),
+                            str(podcfg)).stdout.strip()
+
+        def linux() -> Any:
+            code, resp = engine.call("ContainerStatus", pb.ContainerStatusRequest(container_id=cid))
+            assert code == grpc.StatusCode.OK, resp
+            assert resp.status.HasField("resources"), f"[{engine.name}] no resources"
+            return resp.status.resources.linux
+
+        got = linux()
+        assert (got.cpu_period, got.cpu_quota, got.cpu_shares, got.cpuset_cpus, got.memory_limit_in_bytes) == (
+            100000, 50000, 512, "0", 64 << 20), f"[{engine.name}] {got}"
+        assert got.memory_swap_limit_in_bytes in (0, 64 << 20), f"[{engine.name}] {got}"  # swap accounting or not
+        engine.crictl("start", cid)
+        code, msg = engine.call("UpdateContainerResources", pb.UpdateContainerResourcesRequest(
+            container_id=cid, linux=pb.LinuxContainerResources(cpu_shares=256, memory_limit_in_bytes=128 << 20)))
+        assert code == grpc.StatusCode.OK, msg
+        got = linux()
+        assert (got.cpu_period, got.cpu_quota, got.cpu_shares, got.memory_limit_in_bytes) == (
+            100000, 50000, 256, 128 << 20), f"[{engine.name}] {got}"
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)
+
+
 def test_completed_container_and_pod_removal_takes_containers(engine: Engine, busybox: str, tmp_path: Path) -> None:
     podcfg = pod_config(tmp_path)
     pod = engine.crictl("runp", str(podcfg)).stdout.strip()

@@ -584,7 +584,28 @@ def _container_status(c: Any) -> pb.ContainerStatus:
         reason=c.reason if exited else "", message=str(c.meta.get("message") or ""),
         labels=dict(cfg.labels), annotations=dict(cfg.annotations), log_path=str(c.meta.get("log_path") or ""),
         mounts=list(cfg.mounts), image_id=str(c.meta.get("image_id") or ""), user=_container_user(c.spec),
-        stop_signal=signal_enum(str(c.meta.get("stop_signal") or "SIGTERM")))
+        stop_signal=signal_enum(str(c.meta.get("stop_signal") or "SIGTERM")), resources=_container_resources(c.spec))
+
+
+def _container_resources(spec: dict[str, Any]) -> pb.ContainerResources:
+    """ContainerStatus.resources as containerd 1.6's CRI reports them (``copyResourcesToStatus``, at
+    create and after UpdateContainerResources): the spec's ``linux.resources`` (cpu, cpuset, memory
+    limit and swap, hugepage limits, unified) and the process's oom_score_adj.  The kubelet's
+    in-place resize reads them as what the container has."""
+    linux = spec.get("linux")
+    if not isinstance(linux, dict):
+        return pb.ContainerResources()
+    out = pb.LinuxContainerResources(oom_score_adj=int((spec.get("process") or {}).get("oomScoreAdj") or 0))
+    res = linux.get("resources") or {}
+    cpu, memory = res.get("cpu") or {}, res.get("memory") or {}
+    out.cpu_period, out.cpu_quota, out.cpu_shares = (int(cpu.get(k) or 0) for k in ("period", "quota", "shares"))
+    out.cpuset_cpus, out.cpuset_mems = str(cpu.get("cpus") or ""), str(cpu.get("mems") or "")
+    out.memory_limit_in_bytes = int(memory.get("limit") or 0)
+    out.memory_swap_limit_in_bytes = int(memory.get("swap") or 0)
+    out.hugepage_limits.extend(pb.HugepageLimit(page_size=str(h.get("pageSize") or ""), limit=int(h.get("limit") or 0))
+                               for h in res.get("hugepageLimits") or [])
+    out.unified.update({str(k): str(v) for k, v in (res.get("unified") or {}).items()})
+    return pb.ContainerResources(linux=out)
 
 
 def _container_user(spec: dict[str, Any]) -> pb.ContainerUser:
