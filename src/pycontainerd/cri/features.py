@@ -131,7 +131,7 @@ class HandlerFeatures:
             default = None
         return cls(runtimes, default, resolve=resolve)
 
-    async def _rro(self, rt: RuntimeConfig | None, probed: dict[object, frozenset[str]]) -> bool:
+    async def _rro(self, rt: RuntimeConfig | None, probed: dict[object, asyncio.Task[frozenset[str]]]) -> bool:
         if rt is None or self.kernel < RRO_KERNEL:
             return False
         name = rt.runtime_path or rt.runtime_type
@@ -143,22 +143,25 @@ class HandlerFeatures:
         if binary is None:  # the daemon's own shim: its runc's features (what its -info reports)
             runc = rt.options.binary_name or "runc"
             if runc not in probed:
-                probed[runc] = await runc_mount_options(runc)
-            return RRO_OPTION in probed[runc]
+                probed[runc] = asyncio.ensure_future(runc_mount_options(runc))
+            return RRO_OPTION in await probed[runc]
         typed = runtime_options(rt)
         options = (typed.type_url, typed.value) if typed is not None else None
         key = (binary, options)
         if key not in probed:
-            probed[key] = await shim_mount_options(binary, options)
-        return RRO_OPTION in probed[key]
+            probed[key] = asyncio.ensure_future(shim_mount_options(binary, options))
+        return RRO_OPTION in await probed[key]
 
     async def runtime_handlers(self) -> list[pb.RuntimeHandler]:
         async with self._lock:
             if self._answer is None:
-                probed: dict[object, frozenset[str]] = {}
+                # the handlers at once (a shim that does not answer costs its timeout once), each
+                # runtime binary asked once
+                probed: dict[object, asyncio.Task[frozenset[str]]] = {}
+                rro = await asyncio.gather(*(self._rro(rt, probed) for rt in self.handlers.values()))
                 self._answer = [pb.RuntimeHandler(name=name, features=pb.RuntimeHandlerFeatures(
-                    recursive_read_only_mounts=await self._rro(rt, probed), user_namespaces=False))
-                    for name, rt in self.handlers.items()]
+                    recursive_read_only_mounts=ok, user_namespaces=False))
+                    for name, ok in zip(self.handlers, rro, strict=True)]
             return list(self._answer)
 
     async def recursive_read_only(self, handler: str) -> bool:
