@@ -15,6 +15,10 @@ from typing import Any
 
 from google.protobuf import any_pb2, symbol_database
 
+# an OCI runtime's ``features`` document (runtime-spec features.md) in an Any, as JSON: how containerd's
+# typeurl names it (a shim's ``-info`` answer carries one; runtime.v2.info reads it, the shim writes it)
+OCI_FEATURES = "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
+
 
 def message_name(type_url: str) -> str:
     """The full message name in a type URL: the part after the last ``/`` (all of it if none)."""

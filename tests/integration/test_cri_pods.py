@@ -300,6 +300,27 @@ def test_pod_lifecycle(engine: Engine, tmp_path: Path) -> None:
         engine.crictl("rmp", pod, check=False)
 
 
+def test_status_verbose_cni_info(engine: Engine) -> None:
+    """A verbose Status shows the CNI as containerd 1.6's does (``crictl info``): ``cniconfig`` (go-cni's
+    config: plugin and conf dirs, the networks as lo then eth0 with their plugins and sources) and
+    ``lastCNILoadStatus`` / ``lastCNILoadStatus.default`` ("OK", or why the config does not load).  Ours
+    lacked all three.  Ours has no ``golang`` (a Go version) and has ``podCIDR`` and ``streamServer``."""
+    code, resp = engine.call("Status", pb.StatusRequest(verbose=True))
+    assert code == grpc.StatusCode.OK, resp
+    info = dict(resp.info)
+    assert (info["lastCNILoadStatus"], info["lastCNILoadStatus.default"]) == ("OK", "OK"), info
+    cni = json.loads(info["cniconfig"])
+    assert (cni["PluginMaxConfNum"], cni["Prefix"]) == (1, "eth") and cni["PluginConfDir"].endswith("/net.d"), cni
+    assert [(n["IFName"], n["Config"]["Name"]) for n in cni["Networks"]] == [
+        ("lo", "cni-loopback"), ("eth0", engine.opts.network_name)], cni
+    eth0 = cni["Networks"][1]["Config"]
+    assert eth0["CNIVersion"] == "0.4.0" and json.loads(eth0["Source"])["name"] == engine.opts.network_name
+    plugins = [p["type"] for p in json.loads(eth0["Source"])["plugins"]]  # ours has portmap, containerd's not
+    assert [p["Network"]["type"] for p in eth0["Plugins"]] == plugins and plugins[0] == "bridge", eth0
+    assert json.loads(eth0["Plugins"][0]["Source"])["bridge"] == engine.opts.bridge
+    assert ("golang" in info) == (engine.name == "containerd"), sorted(info)
+
+
 def test_missing_pods(engine: Engine) -> None:
     missing = "f" * 64
     code, _ = engine.call("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=missing))
@@ -482,6 +503,42 @@ def test_container_lifecycle(engine: Engine, busybox: str, tmp_path: Path) -> No
         assert code == grpc.StatusCode.OK  # both engines: removing a missing container is success
         code, _ = engine.call("ContainerStatus", pb.ContainerStatusRequest(container_id="e" * 64))
         assert code == grpc.StatusCode.NOT_FOUND
+    finally:
+        engine.crictl("stopp", pod, check=False)
+        engine.crictl("rmp", pod, check=False)
+
+
+def test_container_status_resources(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """ContainerStatus.resources (the kubelet's in-place resize reads them as what the container has):
+    the container's cpu and memory settings as created, then as UpdateContainerResources changed them
+    (what it leaves out is kept).  containerd 1.6 reports them from the spec; ours reported none."""
+    podcfg = pod_config(tmp_path)
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        engine.crictl("pull", busybox)
+        resources = {"cpu_period": 100000, "cpu_quota": 50000, "cpu_shares": 512, "cpuset_cpus": "0",
+                     "memory_limit_in_bytes": 64 << 20}
+        cid = engine.crictl("create", pod, str(container_config(tmp_path, busybox, "sleep 1000",
+                                                                linux={"resources": resources})),
+                            str(podcfg)).stdout.strip()
+
+        def linux() -> Any:
+            code, resp = engine.call("ContainerStatus", pb.ContainerStatusRequest(container_id=cid))
+            assert code == grpc.StatusCode.OK, resp
+            assert resp.status.HasField("resources"), f"[{engine.name}] no resources"
+            return resp.status.resources.linux
+
+        got = linux()
+        assert (got.cpu_period, got.cpu_quota, got.cpu_shares, got.cpuset_cpus, got.memory_limit_in_bytes) == (
+            100000, 50000, 512, "0", 64 << 20), f"[{engine.name}] {got}"
+        assert got.memory_swap_limit_in_bytes in (0, 64 << 20), f"[{engine.name}] {got}"  # swap accounting or not
+        engine.crictl("start", cid)
+        code, msg = engine.call("UpdateContainerResources", pb.UpdateContainerResourcesRequest(
+            container_id=cid, linux=pb.LinuxContainerResources(cpu_shares=256, memory_limit_in_bytes=128 << 20)))
+        assert code == grpc.StatusCode.OK, msg
+        got = linux()
+        assert (got.cpu_period, got.cpu_quota, got.cpu_shares, got.memory_limit_in_bytes) == (
+            100000, 50000, 256, 128 << 20), f"[{engine.name}] {got}"
     finally:
         engine.crictl("stopp", pod, check=False)
         engine.crictl("rmp", pod, check=False)

@@ -6,6 +6,11 @@ installed in the venv's bin, on PATH for both daemons) passing some annotations 
 ``runc-opts`` (the runc type with an ``options`` table) and ``shim-path`` (the runc type with
 ``runtime_path``: Debian's ``containerd-shim-runc-v2``).  A pod's handler is its and its
 containers' container records' runtime (``ctr c info``) and so the shim the task runs on.
+
+Recursive read-only mounts per handler (ours only: containerd 1.6 predates them): what the shim a
+handler's tasks run on supports, asked as containerd 2.x asks (our shim's runc, an external shim's
+``-info``; Debian's 1.6 shim has no ``-info``, so ``shim-path`` has none), and CreateContainer refuses
+``Mount.recursive_read_only`` on a handler without them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +28,10 @@ import pytest
 
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 from pycontainerd.api.runtime.v2.runc.options import oci_pb2
-from tests.fixtures.procs import cmdline, wait_for
+from tests.fixtures.procs import cmdline, unmount_all, wait_for
 
 from .test_cri_pods import Engine, Setup, _ours, _theirs, busybox, container_config, pod_config, setup  # noqa: F401
+from .test_cri_security import _host_has_rro, _pod, _sc
 
 pytestmark = pytest.mark.root
 # ruff: noqa: F811 - the fixtures imported above are parameters here
@@ -188,3 +195,43 @@ def test_status_lists_the_handlers_and_a_restart_keeps_the_external_shim(ours_h:
                  20, "the pod's shim to exit after RemovePodSandbox", interval=0.1)
     finally:
         _remove(ours_h, pod)
+
+
+def test_recursive_read_only_mounts_per_handler(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """Status says per handler whether recursive read-only mounts work: where runc and the kernel have
+    them (here runc 1.1.5 lists ``rro``, kernel 6.x), for ``pyrunc`` through our shim's ``-info``, not
+    for ``shim-path`` (Debian's 1.6 shim answers ``-info`` with its usage: no features; it said yes
+    before, asking runc directly although the tasks run on that shim).  CreateContainer with
+    ``recursive_read_only`` on ``shim-path`` is INVALID_ARGUMENT naming the mount and leaves no
+    container (it was created, the shim passing "rro" on to runc); on ``pyrunc`` the submount is
+    read-only.  containerd 1.6 ignores the field on both: a plain "ro" bind, its submount writable."""
+    if not Path("/usr/bin/containerd-shim-runc-v2").exists():
+        pytest.skip("needs Debian's containerd-shim-runc-v2")
+    rro = _host_has_rro()
+    if engine.name == "pycontainerd":
+        code, resp = engine.call("Status", pb.StatusRequest())
+        assert code.name == "OK", resp
+        assert {h.name: h.features.recursive_read_only_mounts for h in resp.runtime_handlers} == {
+            "": rro, "pyrunc": rro, "runc": rro, "runc-opts": rro, "shim-path": False}
+    vol = tmp_path / "vol"
+    (vol / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "pycd-rro", str(vol / "sub")], check=True)
+    try:
+        for handler in ("shim-path", "pyrunc"):
+            with _pod(engine, busybox, tmp_path, runtime_handler=handler) as pod:
+                m = pb.Mount(container_path="/vol", host_path=str(vol), readonly=True, recursive_read_only=True)
+                code, resp = pod.create(_sc(), mounts=[m])
+                if engine.name == "pycontainerd" and (handler == "shim-path" or not rro):
+                    assert code.name == "INVALID_ARGUMENT", (code, resp)
+                    assert "mount '/vol'" in resp and f"RROUnsupported: runtime handler '{handler}'" in resp, resp
+                    assert engine.crictl("ps", "-a", "-q", "--pod", pod.id).stdout.strip() == ""
+                    continue
+                assert code.name == "OK", f"[{engine.name}] {handler}: {resp}"
+                cid = resp.container_id
+                code, msg = engine.call("StartContainer", pb.StartContainerRequest(container_id=cid))
+                assert code.name == "OK", f"[{engine.name}] {handler}: {msg}"
+                assert pod.sh(cid, "touch /vol/x")[0] != 0
+                sub_writable = pod.sh(cid, "touch /vol/sub/x")[0] == 0
+                assert sub_writable == (engine.name == "containerd"), f"[{engine.name}] {handler}"
+    finally:
+        unmount_all(str(vol))

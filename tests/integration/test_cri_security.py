@@ -37,9 +37,10 @@ SP = pb.SecurityProfile
 class Pod:
     """One pod on an engine, with CreateContainer/StartContainer/ExecSync over gRPC (all fields reachable)."""
 
-    def __init__(self, engine: Engine, busybox: str, config: pb.PodSandboxConfig) -> None:
+    def __init__(self, engine: Engine, busybox: str, config: pb.PodSandboxConfig, runtime_handler: str = "") -> None:
         self.engine, self.busybox, self.config = engine, busybox, config
-        code, resp = engine.call("RunPodSandbox", pb.RunPodSandboxRequest(config=config))
+        code, resp = engine.call("RunPodSandbox", pb.RunPodSandboxRequest(config=config,
+                                                                          runtime_handler=runtime_handler))
         assert code == grpc.StatusCode.OK, f"[{engine.name}] RunPodSandbox: {resp}"
         self.id = resp.pod_sandbox_id
 
@@ -72,12 +73,13 @@ class Pod:
 
 
 @contextlib.contextmanager
-def _pod(engine: Engine, busybox: str, tmp_path: Path, **sandbox_sc: Any) -> Iterator[Pod]:
+def _pod(engine: Engine, busybox: str, tmp_path: Path, *, runtime_handler: str = "",
+         **sandbox_sc: Any) -> Iterator[Pod]:
     cfg = pb.PodSandboxConfig()
     json_format.ParseDict(json.loads(pod_config(tmp_path).read_text()), cfg)
     cfg.linux.security_context.MergeFrom(pb.LinuxSandboxSecurityContext(**sandbox_sc))
     engine.crictl("pull", busybox)
-    pod = Pod(engine, busybox, cfg)
+    pod = Pod(engine, busybox, cfg, runtime_handler)
     try:
         yield pod
     finally:

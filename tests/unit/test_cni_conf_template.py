@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pycontainerd import errdefs
+from pycontainerd.cni import CNI
 from pycontainerd.cni import conftemplate as ct
 from pycontainerd.config import parse_config
 from pycontainerd.cri.runtime import RuntimeState
@@ -147,3 +148,27 @@ def test_a_bad_cidr_is_refused(tmp_path: Path) -> None:
     state, _ = _state(tmp_path, DOCS_TEMPLATE)
     with pytest.raises(errdefs.InvalidArgument, match=r"10\.3\.0\.0/99"):
         asyncio.run(state.render_cni_conf("10.3.0.0/99"))
+
+
+def test_status_cni_info_says_why_a_config_does_not_load(tmp_path: Path) -> None:
+    """A verbose Status' lastCNILoadStatus (containerd 1.6's keys): "OK", or the load error, for the
+    default network plugin and each handler with its own conf dir; cniconfig for the default."""
+    empty, full = tmp_path / "empty", tmp_path / "full"
+    empty.mkdir()
+    full.mkdir()
+    (full / "10-a.conflist").write_text(json.dumps({"cniVersion": "1.0.0", "name": "a", "plugins": [
+        {"type": "bridge", "bridge": "br-a"}]}))
+    cfg = parse_config("version = 2\n")
+
+    def cni(d: Path) -> CNI:
+        return CNI(conf_dir=d, bin_dirs=[str(tmp_path / "bin")], cache_dir=tmp_path / "cache")
+
+    info = asyncio.run(RuntimeState(cfg.cri, cni(empty), {"h": cni(full)}).cni_info())
+    assert info["lastCNILoadStatus"] == info["lastCNILoadStatus.default"]
+    assert "no network config found in" in info["lastCNILoadStatus"] and info["lastCNILoadStatus.h"] == "OK"
+    assert json.loads(info["cniconfig"])["Networks"] == []
+    info = asyncio.run(RuntimeState(cfg.cri, cni(full)).cni_info())
+    assert (info["lastCNILoadStatus"], info["lastCNILoadStatus.default"]) == ("OK", "OK")
+    doc = json.loads(info["cniconfig"])
+    assert [(n["IFName"], n["Config"]["Name"]) for n in doc["Networks"]] == [("lo", "cni-loopback"), ("eth0", "a")]
+    assert doc["Networks"][1]["Config"]["Plugins"][0]["Network"] == {"type": "bridge", "bridge": "br-a"}

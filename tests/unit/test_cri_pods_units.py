@@ -234,3 +234,19 @@ def test_sandbox_user_from_the_image_passwd(tmp_path: Path) -> None:
     assert user("", files) == {"uid": 0, "gid": 0}
     with pytest.raises(errdefs.InvalidArgument, match="without user"):
         user(files=files, run_as_group=uid(value=6))
+
+
+def test_container_status_resources_from_the_spec() -> None:
+    """ContainerStatus.resources as containerd 1.6's copyResourcesToStatus: the spec's linux.resources
+    and the process's oom_score_adj; an empty ContainerResources without a linux section."""
+    spec = {"process": {"oomScoreAdj": 900}, "linux": {"resources": {
+        "cpu": {"period": 100000, "quota": -1, "shares": 2, "cpus": "0-1", "mems": "0"},
+        "memory": {"limit": 1 << 30, "swap": 2 << 30}, "devices": [{"allow": False, "access": "rwm"}],
+        "hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20}], "unified": {"memory.high": "max"}}}}
+    got = runtime._container_resources(spec)
+    assert got == pb.ContainerResources(linux=pb.LinuxContainerResources(
+        cpu_period=100000, cpu_quota=-1, cpu_shares=2, cpuset_cpus="0-1", cpuset_mems="0",
+        memory_limit_in_bytes=1 << 30, memory_swap_limit_in_bytes=2 << 30, oom_score_adj=900,
+        hugepage_limits=[pb.HugepageLimit(page_size="2MB", limit=4 << 20)], unified={"memory.high": "max"}))
+    assert runtime._container_resources({"linux": {}}) == pb.ContainerResources(linux=pb.LinuxContainerResources())
+    assert not runtime._container_resources({}).HasField("linux")

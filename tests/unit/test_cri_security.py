@@ -244,18 +244,21 @@ def test_spec_pid_namespaces(tmp_path: Path) -> None:
 
 
 def test_spec_mounts_recursive_read_only_and_image_volumes(tmp_path: Path) -> None:
-    def opts(m: pb.Mount) -> list[str]:
-        spec = _spec(tmp_path, {}, mounts=[m])
+    def opts(m: pb.Mount, rro: bool = True) -> list[str]:  # rro: the pod's handler supports it
+        spec = _spec(tmp_path, {}, mounts=[m], sec=SecurityInputs(rro=rro))
         return next(x["options"] for x in spec["mounts"] if x["destination"] == "/data")
 
     assert opts(pb.Mount(container_path="/data", host_path="/srv", readonly=True)) == ["rbind", "rprivate", "ro"]
     assert opts(pb.Mount(container_path="/data", host_path="/srv", readonly=True,
                          recursive_read_only=True)) == ["rbind", "rprivate", "rro"]
-    for bad in (pb.Mount(container_path="/data", host_path="/srv", recursive_read_only=True),
-                pb.Mount(container_path="/data", host_path="/srv", readonly=True, recursive_read_only=True,
-                         propagation=pb.PROPAGATION_HOST_TO_CONTAINER)):
-        with pytest.raises(errdefs.InvalidArgument, match="recursive_read_only needs readonly"):
+    for bad, why in ((pb.Mount(container_path="/data", host_path="/srv", recursive_read_only=True),
+                      "recursive_read_only needs readonly"),
+                     (pb.Mount(container_path="/data", host_path="/srv", readonly=True, recursive_read_only=True,
+                               propagation=pb.PROPAGATION_HOST_TO_CONTAINER), "needs private propagation")):
+        with pytest.raises(errdefs.InvalidArgument, match=why):
             opts(bad)
+    with pytest.raises(errdefs.InvalidArgument, match="RROUnsupported"):  # a handler without rro
+        opts(pb.Mount(container_path="/data", host_path="/srv", readonly=True, recursive_read_only=True), rro=False)
     with pytest.raises(errdefs.InvalidArgument, match="image volumes"):
         opts(pb.Mount(container_path="/data", image=pb.ImageSpec(image="busybox")))
 

@@ -1,8 +1,12 @@
-"""The pure parts of the task.v2 shim: socket address, grouping, runc options, events, flags."""
+"""The pure parts of the task.v2 shim: socket address, grouping, runc options, events, flags, ``-info``."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +15,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 from pycontainerd import errdefs
 from pycontainerd.api.events import task_pb2 as events
 from pycontainerd.api.runtime.v2.runc.options import oci_pb2
+from pycontainerd.api.types import introspection_pb2
 from pycontainerd.shim import taskv2, v2layout, v2main
 from pycontainerd.timestamps import format_ns as rfc3339
 
@@ -151,3 +156,36 @@ def test_flags_as_containerd_passes_them() -> None:
 def test_bad_flags(argv: list[str]) -> None:
     with pytest.raises(errdefs.InvalidArgument):
         v2main.parse_flags(argv)
+
+
+def _shim_info(options: any_pb2.Any | None) -> subprocess.CompletedProcess[bytes]:
+    code = "import sys; from pycontainerd.shim import v2main; sys.exit(v2main.main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "-info"], input=options.SerializeToString() if options else b"",
+                          capture_output=True, timeout=60, check=False)
+
+
+def test_info_is_containerd_2s_runtime_info(tmp_path: Path) -> None:
+    """``-info`` (containerd 2.0's shim flag): the options from stdin echoed, the options' runc's
+    ``features`` as the features Any (JSON), none when that runc has no features command; options
+    Create would refuse are refused."""
+    assert v2main.parse_flags(["-info"]).info
+    runc = tmp_path / "runc"
+    runc.write_text("#!/bin/sh\n[ \"$1\" = features ] && echo '{\"mountOptions\": [\"ro\", \"rro\"]}'\n")
+    runc.chmod(0o755)
+    old = tmp_path / "runc-1.0"
+    old.write_text("#!/bin/sh\necho 'No help topic for features' >&2; exit 1\n")
+    old.chmod(0o755)
+    done = _shim_info(_opts(binary_name=str(runc)))
+    assert done.returncode == 0, done.stderr
+    info = introspection_pb2.RuntimeInfo.FromString(done.stdout)
+    assert info.name == "io.containerd.runc.v2" and info.version.version
+    assert oci_pb2.Options.FromString(info.options.value).binary_name == str(runc)
+    assert info.features.type_url == "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
+    assert json.loads(info.features.value) == {"mountOptions": ["ro", "rro"]}
+    done = _shim_info(_opts(binary_name=str(old)))
+    assert done.returncode == 0, done.stderr
+    assert not introspection_pb2.RuntimeInfo.FromString(done.stdout).HasField("features")
+    done = _shim_info(_opts(binary_name=str(tmp_path / "nope")))
+    assert done.returncode == 1 and b"failed to look up the path of" in done.stderr
+    done = _shim_info(any_pb2.Any(type_url="runtimeoptions.v1.Options", value=b""))
+    assert done.returncode == 1 and b"are not supported" in done.stderr

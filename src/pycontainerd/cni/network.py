@@ -18,7 +18,8 @@ before the error is raised, as containerd's RunPodSandbox does: nothing is left 
 
 ``check`` (CHECK, cniVersion >= 0.4.0 and not ``disableCheck``) runs every plugin with the
 cached result.  ``status`` is the CRI's NetworkReady: a config is there and every plugin it
-names is found.
+names is found.  ``describe`` is what a verbose CRI Status shows of it (go-cni's ``GetConfig``
+and whether the config loads, containerd's ``cniconfig`` and ``lastCNILoadStatus``).
 
 The pod IP is chosen as containerd does: among the IPs of ``eth0``, the first IPv4 (or IPv6
 with ``ip_pref = "ipv6"``, or just the first with ``"cni"``); the others are the additional
@@ -319,6 +320,26 @@ class CNI:
             raise errdefs.FailedPrecondition(
                 f"cni plugin not initialized: plugins not found in {':'.join(self.bin_dirs)}: {', '.join(missing)}"
             )
+
+    def config_document(self, networks: Sequence[Network]) -> dict[str, Any]:
+        """The configuration in go-cni's ``GetConfig`` shape (containerd's Status ``cniconfig``)."""
+        def plugin(p: Any) -> dict[str, Any]:
+            return {"Network": dict(p.raw), "Source": json.dumps(p.raw, separators=(",", ":"))}
+
+        return {"PluginDirs": list(self.bin_dirs), "PluginConfDir": str(self.conf_dir),
+                "PluginMaxConfNum": self.max_conf_num, "Prefix": "eth",
+                "Networks": [{"Config": {"Name": n.config.name, "CNIVersion": n.config.cni_version,
+                                         "Plugins": [plugin(p) for p in n.config.plugins],
+                                         "Source": n.config.raw.decode(errors="replace")},
+                              "IFName": n.ifname} for n in networks]}
+
+    async def describe(self) -> tuple[dict[str, Any], str]:
+        """(``config_document`` of the networks that load now, "OK" or why they do not load)."""
+        try:
+            networks = await self.networks()
+        except errdefs.ContainerdError as exc:
+            return self.config_document(()), str(exc)
+        return self.config_document(networks), "OK"
 
     async def status(self) -> None:
         """NetworkReady: returns if a config is present and all its plugins are found, else raises

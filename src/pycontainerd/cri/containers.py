@@ -51,6 +51,7 @@ from ..runtime.task_types import RootfsMount, TaskIO
 from . import configopts, handlers, volumes
 from .crilog import FifoLogger
 from .execio import ExecFifos
+from .features import HandlerFeatures
 from .imagestore import LEASE_EXPIRE, NAMESPACE, CriImageStore, rfc3339
 from .phases import Phases
 from .sandbox import (
@@ -212,6 +213,25 @@ class SecurityInputs:
     target_pid: int = 0
     devices: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (device, cgroup rule)
     volumes: list[tuple[str, str]] = field(default_factory=list)  # the image's volumes: (container path, host dir)
+    rro: bool = False  # the pod's runtime handler supports recursive read-only mounts (features.py)
+
+
+def refuse_recursive_read_only(m: pb.Mount, handler: str, *, supported: bool) -> None:
+    """InvalidArgument naming the mount unless its ``recursive_read_only`` can be honoured: as containerd
+    2.x (``WithMounts``) checks, in its order, the mount must be read-only, the pod's runtime handler must
+    support it (its error is crierrors' ``RROUnsupported``) and its propagation must be private."""
+    where = f"mount {m.container_path!r} (hostPath={m.host_path!r})"
+    if not m.readonly:
+        raise errdefs.InvalidArgument(f"{where}: recursive read-only mount conflicts with RW mount "
+                                      "(recursive_read_only needs readonly = true)")
+    if not supported:
+        name = f"runtime handler {handler!r}" if handler else "the default runtime handler"
+        raise errdefs.InvalidArgument(
+            f"{where}: RROUnsupported: {name} does not support recursive read-only mounts (recursive_read_only "
+            "needs a runtime listing \"rro\" in its features and kernel 5.12+; Status lists the handlers that do)")
+    if m.propagation != pb.PROPAGATION_PRIVATE:
+        raise errdefs.InvalidArgument(f"{where}: recursive read-only mount needs private propagation, got "
+                                      f"{pb.MountPropagation.Name(m.propagation)}")
 
 
 def host_device_entries(devices: list[pb.Device]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -266,8 +286,11 @@ def make_mount_sources(mounts: list[pb.Mount]) -> None:
 class Containers:
     def __init__(self, *, pods: Sandboxes, images: CriImageStore, containers: ContainerStore, tasks: TaskManager,
                  state_dir: Path, max_log_line: int, exchange: Exchange | None = None,
-                 root_dir: Path | None = None, drain_exec_io_timeout: float = 0.0) -> None:
+                 root_dir: Path | None = None, drain_exec_io_timeout: float = 0.0,
+                 features: HandlerFeatures | None = None) -> None:
         self.exchange = exchange
+        # what each runtime handler supports (recursive read-only mounts), shared with Status
+        self.features = features or HandlerFeatures.for_config(pods.config)
         # drain_exec_sync_io_timeout: how long ExecSync waits for the output after the process
         # exited (a child it left may hold the pipes); 0: until the pipes close, as containerd
         self.drain_exec_io_timeout = drain_exec_io_timeout
@@ -499,6 +522,8 @@ class Containers:
             out.devices = await asyncio.to_thread(host_device_entries, list(cfg.devices))
         if cfg.mounts:
             await asyncio.to_thread(make_mount_sources, list(cfg.mounts))
+        if any(m.recursive_read_only for m in cfg.mounts):
+            out.rro = await self.features.recursive_read_only(sb.runtime_handler)
         opts = sc.namespace_options
         if opts.pid == pb.TARGET:
             out.target_pid = await self._pid_target(sb.id, opts.target_id)
@@ -681,9 +706,7 @@ class Containers:
                     pb.PROPAGATION_BIDIRECTIONAL: "rshared"}.get(m.propagation, "rprivate")
             mode = "ro" if m.readonly else "rw"
             if m.recursive_read_only:  # CRI 1.30: read-only all the way down (runc's "rro", kernel 5.12+)
-                if not m.readonly or m.propagation != pb.PROPAGATION_PRIVATE:
-                    raise errdefs.InvalidArgument(f"mount {m.container_path!r}: recursive_read_only needs readonly "
-                                                  "and PROPAGATION_PRIVATE")
+                refuse_recursive_read_only(m, sb.runtime_handler, supported=sec.rro)
                 mode = "rro"
             extra.append({"destination": m.container_path, "type": "bind", "source": m.host_path,
                           "options": ["rbind", prop, mode]})

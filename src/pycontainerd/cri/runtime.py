@@ -14,14 +14,14 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from google.protobuf import json_format
 
 from .. import __version__, errdefs
 from ..api.cri.runtime.v1 import api_pb2 as pb
-from ..cni import PodNetworking
+from ..cni import CNI, PodNetworking
 from ..rpc import Server
 from ..services.common import add_servicer
 from ..streaming.runtime import PortForwardRequest
@@ -80,10 +80,27 @@ def config_json(obj: Any) -> Any:
 class RuntimeState:
     """What the runtime side knows: the CRI config, the pod CIDR the kubelet sent, the CNI manager."""
 
-    def __init__(self, config: Any, cni: PodNetworking | None = None) -> None:
+    def __init__(self, config: Any, cni: PodNetworking | None = None,
+                 handler_cnis: Mapping[str, PodNetworking] | None = None) -> None:
         self.config = config
         self.pod_cidr = ""
         self.cni = cni
+        self.handler_cnis = dict(handler_cnis or {})  # the handlers with their own cni_conf_dir
+
+    async def cni_info(self) -> dict[str, str]:
+        """A verbose Status' CNI keys, as containerd 1.6's: ``cniconfig`` (go-cni's config of the
+        default network plugin), ``lastCNILoadStatus`` ("OK" or why the default config does not
+        load) and ``lastCNILoadStatus.<name>`` for ``default`` and each handler with its own config."""
+        info: dict[str, str] = {}
+        loaded = {name: net for name, net in (("default", self.cni), *self.handler_cnis.items())
+                  if isinstance(net, CNI)}
+        for name, net in loaded.items():
+            doc, status = await net.describe()
+            if name == "default":
+                info["cniconfig"] = json.dumps(doc)
+            info[f"lastCNILoadStatus.{name}"] = status
+        info["lastCNILoadStatus"] = info.get("lastCNILoadStatus.default", "OK")
+        return info
 
     async def network_ready(self) -> tuple[bool, str, str]:
         if self.cni is None:
@@ -129,13 +146,13 @@ class RuntimeService:
     """Not a subclass of the generated servicer: the methods it lacks are filled in by ``add_to_server``."""
 
     def __init__(self, state: RuntimeState, pods: Sandboxes | None = None, containers: Containers | None = None,
-                 stream_server: StreamServer | None = None) -> None:
+                 stream_server: StreamServer | None = None, *, features: HandlerFeatures | None = None) -> None:
         self.state = state
         self._pods = pods
         self._containers = containers
         self._stream_server = stream_server
         self._no_streaming = "the CRI plugin has no streaming server (no task manager)"
-        self._features: HandlerFeatures | None = None
+        self._features = features
         self.events = ContainerEventHub()
         if containers is not None:
             containers.on_event = self._container_event
@@ -163,9 +180,10 @@ class RuntimeService:
             info["podCIDR"] = json.dumps(self.state.pod_cidr)
             if self._stream_server is not None and self._stream_server.port:
                 info["streamServer"] = json.dumps(self._stream_server.base_url)
-        # what the kubelet may use (1.30+): per handler, recursive read-only mounts where its runc
-        # and the kernel have them, no user namespaces (features.py); the Strict supplemental
-        # groups policy, yes
+            info.update(await self.state.cni_info())
+        # what the kubelet may use (1.30+): per handler, recursive read-only mounts where its runtime
+        # (runc's features, an external shim's -info) and the kernel have them, no user namespaces
+        # (features.py); the Strict supplemental groups policy, yes
         if self._features is None:
             self._features = HandlerFeatures.for_config(self.state.config)
         handlers = await self._features.runtime_handlers()
@@ -566,7 +584,28 @@ def _container_status(c: Any) -> pb.ContainerStatus:
         reason=c.reason if exited else "", message=str(c.meta.get("message") or ""),
         labels=dict(cfg.labels), annotations=dict(cfg.annotations), log_path=str(c.meta.get("log_path") or ""),
         mounts=list(cfg.mounts), image_id=str(c.meta.get("image_id") or ""), user=_container_user(c.spec),
-        stop_signal=signal_enum(str(c.meta.get("stop_signal") or "SIGTERM")))
+        stop_signal=signal_enum(str(c.meta.get("stop_signal") or "SIGTERM")), resources=_container_resources(c.spec))
+
+
+def _container_resources(spec: dict[str, Any]) -> pb.ContainerResources:
+    """ContainerStatus.resources as containerd 1.6's CRI reports them (``copyResourcesToStatus``, at
+    create and after UpdateContainerResources): the spec's ``linux.resources`` (cpu, cpuset, memory
+    limit and swap, hugepage limits, unified) and the process's oom_score_adj.  The kubelet's
+    in-place resize reads them as what the container has."""
+    linux = spec.get("linux")
+    if not isinstance(linux, dict):
+        return pb.ContainerResources()
+    out = pb.LinuxContainerResources(oom_score_adj=int((spec.get("process") or {}).get("oomScoreAdj") or 0))
+    res = linux.get("resources") or {}
+    cpu, memory = res.get("cpu") or {}, res.get("memory") or {}
+    out.cpu_period, out.cpu_quota, out.cpu_shares = (int(cpu.get(k) or 0) for k in ("period", "quota", "shares"))
+    out.cpuset_cpus, out.cpuset_mems = str(cpu.get("cpus") or ""), str(cpu.get("mems") or "")
+    out.memory_limit_in_bytes = int(memory.get("limit") or 0)
+    out.memory_swap_limit_in_bytes = int(memory.get("swap") or 0)
+    out.hugepage_limits.extend(pb.HugepageLimit(page_size=str(h.get("pageSize") or ""), limit=int(h.get("limit") or 0))
+                               for h in res.get("hugepageLimits") or [])
+    out.unified.update({str(k): str(v) for k, v in (res.get("unified") or {}).items()})
+    return pb.ContainerResources(linux=out)
 
 
 def _container_user(spec: dict[str, Any]) -> pb.ContainerUser:

@@ -6,7 +6,10 @@ no mount of the ContainerConfig covers gets a directory of its own under the plu
 path (contents, modes, owners, times and xattrs but ``security.selinux``, as containerd's
 ``WithVolumes`` copies them from the mounted snapshot) and bind-mounted there (``rbind``,
 ``rprivate``, ``rw``), ordered with the pod's files.  It goes with the container
-(RemoveContainer removes the directory).
+(RemoveContainer removes the directory).  A volume path the image does not have gets an empty
+directory; one where the image has something other than a directory (a file) is refused at
+CreateContainer, as containerd 1.6 refuses it there (``copyExistingContents``: "source ... is not
+directory"): a directory bind-mounted onto a file would only fail at StartContainer (runc).
 
 ``wanted`` is pure; ``fill`` blocks (mount, copy): run it in a thread.
 """
@@ -71,8 +74,16 @@ def fill(root: Path, cid: str, paths: Sequence[str], rootfs: Sequence[Mount]) ->
             try:
                 for p, host in out:
                     src = resolve_in_root(mnt, p)
-                    if os.path.isdir(src):
-                        _copy_dir(src, host)
+                    try:
+                        mode = os.stat(src).st_mode
+                    except FileNotFoundError:
+                        continue  # not in the image: an empty volume
+                    if not stat.S_ISDIR(mode):
+                        raise errdefs.FailedPrecondition(
+                            f"image volume {p!r}: the image has {_kind(mode)} at {p!r}, not a directory (containerd: "
+                            "taking runtime copy of volume: source is not directory); mount a volume at that path "
+                            "in the container config, or set ignore_image_defined_volumes")
+                    _copy_dir(src, host)
             finally:
                 unmount_all(mnt)
         finally:
@@ -82,6 +93,14 @@ def fill(root: Path, cid: str, paths: Sequence[str], rootfs: Sequence[Mount]) ->
         remove(root, cid)
         raise
     return out
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "something"
 
 
 def remove(root: Path, cid: str) -> None:

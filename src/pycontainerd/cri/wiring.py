@@ -21,6 +21,7 @@ from ..runtime.task_manager import TaskManager
 from ..streaming.server import ServerConfig, StreamServer
 from . import configopts, handlers
 from .containers import Containers
+from .features import HandlerFeatures
 from .images import ImageService
 from .imagestore import NAMESPACE, CriImageStore, registry_settings, snapshotter_root
 from .runtime import RuntimeService, RuntimeState
@@ -42,6 +43,9 @@ class CriPlugin:
         self.handler_cnis: dict[str, CNI] = {}
         self.pods: Sandboxes | None = None
         self.containers: Containers | None = None
+        # what each handler supports, decided for the shim the task manager picks for it
+        external = tasks.external if tasks is not None else None
+        self.features = HandlerFeatures.for_config(config, resolve=external.resolve if external is not None else None)
         if state_dir is not None:
             cni = CNI(conf_dir=config.cni.conf_dir, bin_dirs=config.cni.bin_search_path,
                       cache_dir=state_dir / "cni", max_conf_num=config.cni.max_conf_num, ip_pref=config.cni.ip_pref)
@@ -58,15 +62,17 @@ class CriPlugin:
                 self.containers = Containers(pods=self.pods, images=images, containers=containers, tasks=tasks,
                                              state_dir=state_dir, max_log_line=config.max_container_log_line_size,
                                              exchange=exchange, root_dir=root_dir,
-                                             drain_exec_io_timeout=config.drain_exec_sync_io_timeout)
+                                             drain_exec_io_timeout=config.drain_exec_sync_io_timeout,
+                                             features=self.features)
         self.stream_server: StreamServer | None = None
         if self.pods is not None and self.containers is not None:
             self.stream_server = StreamServer(stream_server_config(config),
                                               CriStreamRuntime(self.containers, self.pods))
-        self.runtime_state = RuntimeState(config, cni)
+        self.runtime_state = RuntimeState(config, cni, self.handler_cnis)
         self.image_service = ImageService(images, {name: rt.snapshotter
                                                    for name, rt in config.containerd.runtimes.items()})
-        self.runtime_service = RuntimeService(self.runtime_state, self.pods, self.containers, self.stream_server)
+        self.runtime_service = RuntimeService(self.runtime_state, self.pods, self.containers, self.stream_server,
+                                              features=self.features)
 
     def add_to_server(self, server: Server) -> None:
         self.runtime_service.add_to_server(server)

@@ -20,6 +20,12 @@ Command line (Go ``flag`` syntax: ``-name value``, ``-name=value``, ``--name val
     Create left in the bundle), unmount ``rootfs``, remove the dead shim's socket (unless a
     shim still answers there), print a ``containerd.task.v2.DeleteResponse`` (protobuf bytes)
     with the recorded exit, else exit 137 as containerd's runc shim reports.
+``-info`` (containerd 2.0's command-like flag; stdin: the runtime options Any, possibly empty)
+    A ``containerd.types.RuntimeInfo`` (protobuf bytes) on stdout, as containerd 2.0's runc shim
+    writes it: name ``io.containerd.runc.v2``, our version, the options read, and as ``features``
+    what the options' runc (``BinaryName``, else ``runc`` on PATH) prints for ``runc features``
+    (left out when that runc has no ``features`` command).  containerd 2.0's CRI reads a
+    handler's features from it (recursive read-only mounts); so does ours for external shims.
 
 Events go to containerd over ttrpc ``containerd.services.events.ttrpc.v1.Events/Forward`` at
 ``$TTRPC_ADDRESS``, as containerd 1.6's shims do (``-publish-binary`` is accepted and unused).
@@ -35,6 +41,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pycontainerd import errdefs
 from pycontainerd.shim import v2layout
@@ -49,7 +56,9 @@ ADDRESS_FILE = v2layout.ADDRESS_FILE
 LOG_FIFO = v2layout.LOG_FIFO
 EXIT_FLUSH = 2.0  # seconds an exiting shim waits for its last events to reach containerd
 
-_BOOL_FLAGS = {"debug", "v", "version"}
+_BOOL_FLAGS = {"debug", "v", "version", "info"}
+RUNTIME_NAME = "io.containerd.runc.v2"  # the -info name: what this shim serves, as containerd's runc shim
+FEATURES_TIMEOUT = 10.0
 
 
 @dataclass
@@ -62,6 +71,7 @@ class Flags:
     socket: str = ""
     debug: bool = False
     version: bool = False
+    info: bool = False
     args: list[str] = field(default_factory=list)
 
 
@@ -81,6 +91,8 @@ def parse_flags(argv: list[str]) -> Flags:
             on = value.lower() not in ("false", "0") if eq else True
             if name == "debug":
                 out.debug = on
+            elif name == "info":
+                out.info = on
             else:
                 out.version = on
         elif key in ("namespace", "id", "address", "publish_binary", "bundle", "socket"):
@@ -96,26 +108,69 @@ def parse_flags(argv: list[str]) -> Flags:
     return out
 
 
-def _read_options() -> dict[str, object]:
-    """containerd writes the runtime options (an Any) on ``start``'s stdin."""
+def _stdin_options() -> Any | None:
+    """The runtime options (an Any) containerd writes on ``start``'s and ``-info``'s stdin; None for none."""
     if os.isatty(0):
-        return {}
+        return None
     try:
         data = sys.stdin.buffer.read()
     except OSError:
-        return {}
+        return None
     if not data:
-        return {}
+        return None
     from google.protobuf import any_pb2
-
-    from pycontainerd.shim import taskv2
 
     value = any_pb2.Any()
     try:
         value.ParseFromString(data)
     except Exception as exc:
         raise errdefs.InvalidArgument(f"runtime options on stdin are not a protobuf Any: {exc}") from exc
+    return value
+
+
+def _read_options() -> dict[str, object]:
+    value = _stdin_options()
+    if value is None:
+        return {}
+    from pycontainerd.shim import taskv2
+
     return taskv2.decode_options(value)
+
+
+def info() -> bytes:
+    """``-info``: this shim's ``containerd.types.RuntimeInfo`` (see the module docstring)."""
+    import shutil
+    import subprocess
+
+    from pycontainerd import __version__
+    from pycontainerd.api.types import introspection_pb2
+    from pycontainerd.shim import taskv2
+    from pycontainerd.typeurl import OCI_FEATURES
+
+    out = introspection_pb2.RuntimeInfo(name=RUNTIME_NAME,
+                                        version=introspection_pb2.RuntimeVersion(version=__version__))
+    binary = "runc"
+    value = _stdin_options()
+    if value is not None:
+        opts = taskv2.decode_options(value)  # refuses what Create would refuse
+        out.options.CopyFrom(value)
+        binary = str(opts.get("binary_name") or "runc")
+    path = shutil.which(binary)
+    if path is None:
+        raise errdefs.NotFound(f"failed to look up the path of {binary!r}: not found on PATH")
+    try:
+        done = subprocess.run([path, "features"], capture_output=True, timeout=FEATURES_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        sys.stderr.write(f"{path} features: {exc}\n")
+        return out.SerializeToString()
+    try:
+        doc = json.loads(done.stdout) if done.returncode == 0 else None
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):  # runc before 1.1 has no features command: no features, as containerd's shim
+        out.features.type_url = OCI_FEATURES
+        out.features.value = json.dumps(doc, separators=(",", ":")).encode()
+    return out.SerializeToString()
 
 
 def _read_spec(bundle: str) -> dict[str, object]:
@@ -303,6 +358,10 @@ def main(argv: list[str]) -> int:
             from pycontainerd import __version__
 
             sys.stdout.write(f"containerd-shim-pyrunc-v2:\n  Version: {__version__}\n")
+            return 0
+        if flags.info:
+            sys.stdout.buffer.write(info())
+            sys.stdout.flush()
             return 0
         cmd = flags.args[0] if flags.args else ""
         if cmd == "start":
