@@ -243,6 +243,9 @@ def test_an_init_killed_before_start_fails_start_cleanly(env: Env) -> None:
             # the shim may or may not have seen the exit yet: either way an error, no hang
             with pytest.raises((errdefs.Unknown, errdefs.FailedPrecondition)):
                 await asyncio.wait_for(c.start(), 10)
+            # the init's end of the FIFO may close (it was killed opening it) before the
+            # shim reaped it: the exit follows
+            await poll_until(functools.partial(_stopped, c), what="stopped after the failed start")
             st = await c.state()
             assert (st.status, st.exit_status) == ("stopped", 137)
             assert (await c.delete()).exit_status == 137

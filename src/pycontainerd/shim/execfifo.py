@@ -15,7 +15,9 @@ started) and answers.
 
 The reader is non-blocking on the shim loop.  Opened with ``O_NONBLOCK`` before any writer
 is there, a FIFO reports no hang-up until a writer has come and gone, so readiness means
-data or the init's end closing.
+data or the init's end closing.  An init killed while it was opening the FIFO closes its end
+without data: Start fails as ``runc start`` would ("cannot start an already running
+container"), and the exit the reaper reports next makes the task stopped.
 """
 
 from __future__ import annotations
