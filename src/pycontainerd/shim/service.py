@@ -127,7 +127,7 @@ class Service:
         self.mounted_rootfs = ""  # <bundle>/rootfs once the rootfs mounts are on it
         self.oom: OOMWatcher | None = None
         self.kill_all_on_exit = False
-        self.poststart_hooks = False  # the spec has some: only ``runc start`` runs them (runc >= 1.5)
+        self.poststart_hooks = False  # the spec has some: left to ``runc start`` (later runc runs them there)
         # set by the task.v2 (ttrpc) server: gets every event as (topic, payload)
         self.event_sink: Callable[[str, dict[str, Any]], None] | None = None
         self.exiting = False
