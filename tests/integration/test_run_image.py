@@ -7,6 +7,8 @@ Delete, then container + snapshot removal.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,36 @@ def test_ctr_run_rm_prints_and_exits_with_code(daemon: Daemon, image: str) -> No
     assert daemon.ctr("containers", "ls", "-q").stdout.split() == []
     assert "r1" not in daemon.ctr("snapshots", "ls").stdout
     assert [m for m in mounts_under(str(daemon.state)) if "/r1/" in m or m.endswith("/r1/rootfs")] == []
+
+
+@pytest.mark.parametrize(("args", "code"), [(["true"], 0), (["false"], 1), (["sh", "-c", "exit 42"], 42)])
+def test_ctr_run_rm_exit_codes_of_processes_that_exit_at_once(daemon: Daemon, image: str, args: list[str],
+                                                              code: int) -> None:
+    # the shim starts the init through runc's exec FIFO (no `runc start`): the exit may come
+    # before that start has answered
+    r = daemon.ctr("run", "--rm", image, "q1", *args, check=False, timeout=60)
+    assert r.returncode == code, r.stderr
+    assert "q1" not in _tasks(daemon)
+    assert daemon.ctr("containers", "ls", "-q").stdout.split() == []
+
+
+def test_ctr_run_detached_is_running_for_runc_too(daemon: Daemon, image: str) -> None:
+    daemon.ctr("run", "-d", image, "d2", "sleep", "1000", timeout=60)
+    try:
+        assert _tasks(daemon)["d2"] == "RUNNING"
+        runc_root = daemon.state / "runc" / "default"
+        st = subprocess.run(["runc", "--root", str(runc_root), "state", "d2"], capture_output=True, text=True,
+                            check=True)
+        assert json.loads(st.stdout)["status"] == "running"
+        assert not (runc_root / "d2" / "exec.fifo").exists()
+        daemon.ctr("tasks", "kill", "-s", "SIGKILL", "d2")
+        wait_for(lambda: _tasks(daemon).get("d2") == "STOPPED", 20, "d2 to stop")
+        r = daemon.ctr("tasks", "rm", "d2")
+        assert r.returncode == 0
+    finally:
+        daemon.ctr("tasks", "kill", "-s", "SIGKILL", "d2", check=False)
+        daemon.ctr("tasks", "rm", "-f", "d2", check=False)
+        daemon.ctr("containers", "rm", "d2", check=False)
 
 
 def test_ctr_run_detached_then_exec_kill_rm(daemon: Daemon, image: str) -> None:

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import shutil
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +58,118 @@ def resolve_binary(binary: str, *, again: bool = False) -> str:
     if found is None:
         found = _FOUND[binary] = shutil.which(binary) or binary
     return found
+
+
+# -- which runtime binary may be started without ``<runtime> start`` -------------------------
+# ``runc start`` of a created container (runc 1.0 and 1.1: ``start.go`` -> ``Container.Exec``)
+# opens ``<root>/<id>/exec.fifo`` for reading, reads it to EOF (``runc init`` writes one byte,
+# then execs the user process, which closes its end), checks it got data and removes the
+# FIFO: the FIFO's existence is what makes runc report "created".  The poststart hooks ran at
+# ``create`` in those versions; later runc moved them to ``start`` (opencontainers/runc#5186),
+# and other runtimes (crun) start differently.  So the shim releases the init itself only for
+# a binary the launcher probed (``probe_runtime``) and found to be runc 1.0 or 1.1 — the very
+# file: its identity (device, inode, size, times) is checked at each start, a replaced binary
+# is unknown until the next launcher.
+FIFO_START_VERSIONS = ((1, 0), (1, 1))
+_RUNC_VERSION = re.compile(rb"^runc version (\d+)\.(\d+)\.(\d+)", re.MULTILINE)
+_Identity = tuple[int, int, int, int, int]
+_PROBED: dict[str, tuple[_Identity, tuple[int, int, int]]] = {}  # path -> (identity, version)
+
+
+def _identity(path: str) -> _Identity | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def parse_runc_version(out: bytes) -> tuple[int, int, int] | None:
+    m = _RUNC_VERSION.search(out)
+    return (int(m[1]), int(m[2]), int(m[3])) if m else None
+
+
+def probe_runtime(binary: str = "runc", timeout: float = 5.0) -> tuple[int, int, int] | None:
+    """Run ``<binary> --version`` once and remember its runc version for that file (blocking:
+    for the launcher, before it forks).  Returns the version, or None (not runc, not found,
+    no answer within ``timeout``: the probe is then killed)."""
+    path = resolve_binary(binary)
+    ident = _identity(path)
+    if ident is None:
+        return None
+    out = bytearray()
+    try:
+        r, w = os.pipe2(os.O_CLOEXEC)
+    except OSError:
+        return None
+    pid = 0
+    deadline = time.monotonic() + timeout
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            pid = os.posix_spawn(
+                path,
+                [path, "--version"],
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, w, 1),
+                    (os.POSIX_SPAWN_DUP2, devnull, 2),
+                ],
+            )
+        finally:
+            os.close(devnull)
+            os.close(w)
+        while len(out) < 4096:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                out.clear()  # no answer in time: unknown
+                break
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        out.clear()
+    finally:
+        os.close(r)
+        if pid:
+            _reap(pid, deadline)
+    version = parse_runc_version(bytes(out))
+    if version is not None and _identity(path) == ident:
+        _PROBED[path] = (ident, version)
+    return version
+
+
+def _reap(pid: int, deadline: float) -> None:
+    """Collect the probe (the launcher ignores SIGCHLD: then the kernel already did); one
+    still running at ``deadline`` is killed."""
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() >= deadline:
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            return
+        time.sleep(0.001)
+
+
+def starts_by_fifo(binary: str) -> bool:
+    """True when ``binary`` is a runc the launcher probed whose ``start`` only releases the
+    init through its exec FIFO (see ``FIFO_START_VERSIONS``), and the file is still that one."""
+    path = resolve_binary(binary)
+    probed = _PROBED.get(path)
+    if probed is None:
+        return False
+    ident, version = probed
+    return version[:2] in FIFO_START_VERSIONS and _identity(path) == ident
 
 
 def _exit_code(status: int) -> int:

@@ -30,11 +30,12 @@ from pycontainerd import errdefs, timestamps
 from pycontainerd.mount import core as mounts
 from pycontainerd.shim import process as ps
 from pycontainerd.shim import protocol
+from pycontainerd.shim.execfifo import FifoStart
 from pycontainerd.shim.io import ProcessIO
 from pycontainerd.shim.loop import Future, Loop
 from pycontainerd.shim.oom import OOMWatcher
 from pycontainerd.shim.reaper import Reaper
-from pycontainerd.shim.runc import Runc, RuncError, is_not_exist, is_not_running
+from pycontainerd.shim.runc import Runc, RuncError, is_not_exist, is_not_running, starts_by_fifo
 
 DRAIN_TIMEOUT = 2.0
 DELETE_EXIT_TIMEOUT = 5.0
@@ -67,6 +68,7 @@ class Proc:
         self.deferred_exit: tuple[int, int] | None = None
         self.spec: dict[str, Any] | None = None
         self.close_stdin_on_start = False
+        self.fifo_start: FifoStart | None = None  # the init's release, while it runs
 
     def exit_info(self) -> dict[str, int]:
         return {"pid": self.rec.pid, "exit_status": self.rec.exit_status, "exited_at_ns": self.rec.exited_at_ns}
@@ -124,6 +126,7 @@ class Service:
         self.mounted_rootfs = ""  # <bundle>/rootfs once the rootfs mounts are on it
         self.oom: OOMWatcher | None = None
         self.kill_all_on_exit = False
+        self.poststart_hooks = False  # the spec has some: left to ``runc start`` (later runc runs them there)
         # set by the task.v2 (ttrpc) server: gets every event as (topic, payload)
         self.event_sink: Callable[[str, dict[str, Any]], None] | None = None
         self.exiting = False
@@ -182,6 +185,8 @@ class Service:
     def _on_exit(self, proc: Proc, status: int, at_ns: int) -> None:
         if proc.starting:
             proc.deferred_exit = (status, at_ns)
+            if proc.fifo_start is not None:
+                proc.fifo_start.init_exited()
             return
         was = proc.rec.state
         if not proc.rec.exited(ps.wait_status_to_exit_code(status), at_ns):
@@ -254,6 +259,7 @@ class Service:
             raise errdefs.from_oserror(exc, "read the bundle's OCI spec") from exc
         namespaces = (spec.get("linux") or {}).get("namespaces") or []
         self.kill_all_on_exit = not any(n.get("type") == "pid" and not n.get("path") for n in namespaces)
+        self.poststart_hooks = bool((spec.get("hooks") or {}).get("poststart"))
         rec = ps.ProcessRecord(
             ps.INIT,
             self.id,
@@ -350,10 +356,7 @@ class Service:
         proc.starting = True
         try:
             if not exec_id:
-                try:
-                    await self.runc.start(self.id)
-                except RuncError as err:
-                    raise errdefs.Unknown(f"OCI runtime start failed: {err.detail or err}") from err
+                await self._start_init(proc)
             else:
                 await self._start_exec(proc)
             if proc.io is not None:
@@ -364,6 +367,30 @@ class Service:
         if exec_id:
             self.publish(protocol.TASK_EXEC_STARTED, {"container_id": self.id, "exec_id": exec_id, "pid": proc.rec.pid})
         return {"pid": proc.rec.pid}
+
+    async def _start_init(self, proc: Proc) -> None:
+        """Release the created init: by its exec FIFO where that is all ``runc start`` would
+        do (``runc.starts_by_fifo``: a probed runc 1.0/1.1; no poststart hooks; no
+        NOTIFY_SOCKET, which ``runc start`` would wait on), saving a runtime process;
+        otherwise, or when the FIFO is not there, with ``runc start``."""
+        release = None
+        if not self.poststart_hooks and "NOTIFY_SOCKET" not in os.environ and starts_by_fifo(self.runc.binary):
+            release = FifoStart.open(self.loop, self.runc.root, self.id)
+        if release is None:
+            try:
+                await self.runc.start(self.id)
+            except RuncError as err:
+                raise errdefs.Unknown(f"OCI runtime start failed: {err.detail or err}") from err
+            return
+        proc.fifo_start = release
+        if proc.deferred_exit is not None:
+            release.init_exited()
+        try:
+            await release.done
+        except errdefs.ContainerdError as err:
+            raise errdefs.Unknown(f"OCI runtime start failed: {err}") from err
+        finally:
+            proc.fifo_start = None
 
     async def _start_exec(self, proc: Proc) -> None:
         rec = proc.rec

@@ -39,10 +39,11 @@ from typing import Any
 
 from pycontainerd.mount import core as mounts
 from pycontainerd.shim import v2layout
+from pycontainerd.shim.execfifo import FIFO_NAME, FifoStart
 from pycontainerd.shim.io import Pump, Sink
 from pycontainerd.shim.loop import Future, Loop
 from pycontainerd.shim.reaper import Reaper
-from pycontainerd.shim.runc import Runc, resolve_binary
+from pycontainerd.shim.runc import Runc, probe_runtime, resolve_binary
 from pycontainerd.shim.service import write_atomic
 
 ROUNDS = 12
@@ -73,6 +74,17 @@ def _round_io(tmp: str) -> None:
     while not (done.done() and timer.done()):
         loop.run_once(0.05)
     loop.run_once(0)
+    # a Start through the exec FIFO: the init's byte, then its end closing at the exec
+    os.makedirs(os.path.join(tmp, "fifo-c"), exist_ok=True)
+    os.mkfifo(os.path.join(tmp, "fifo-c", FIFO_NAME))
+    release = FifoStart.open(loop, tmp, "fifo-c")
+    if release is not None:
+        w = os.open(os.path.join(tmp, "fifo-c", FIFO_NAME), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.write(w, b"0")
+        os.close(w)
+        deadline = time.monotonic() + 5.0
+        while not release.done.done() and time.monotonic() < deadline:
+            loop.run_once(0.05)
     write_atomic(os.path.join(tmp, "state.json"), b"{}")
     # a Create's rootfs mounts: option parsing is pure; the mount(2) calls themselves are not rehearsed
     for m in (mounts.Mount("overlay", "overlay", ["index=off", "workdir=/w", "upperdir=/u", "lowerdir=/l"]),
@@ -322,6 +334,7 @@ def prepare_memory() -> None:
     warm_up()
     warm_after_fork()
     resolve_binary("runc")  # the default runtime, found on PATH once for every shim
+    probe_runtime("runc")  # and its version: may a shim start a container without `runc start`?
     gc.collect()
     fill_pools()
     fill_heap()
