@@ -3,10 +3,11 @@ version``, has NOT loaded: the parts loaded on first use stay out of memory unti
 
 ``tests/unit/test_idle_imports.py`` checks the modules the daemon imports to start; this one
 runs the daemon's entry point with its plugins started (the runtime's deferred shims, the
-command line's fast path), then reads ``sys.modules`` inside it.  Their first use is tested
+command line's fast path, the servicers), then reads ``sys.modules`` inside it.  Their first use is tested
 where it is exercised: a task (``test_tasks_lifecycle``), a restart with live shims
 (``test_shim_restart``), an event published to an idle daemon's events socket
-(``test_runtime_v2_external::test_publish_command_forwards_to_the_daemon``).
+(``test_runtime_v2_external::test_publish_command_forwards_to_the_daemon``), any service's
+first call (every ``ctr`` test).
 """
 
 from __future__ import annotations
@@ -42,6 +43,22 @@ RUNTIME_V2 = [
 ]
 # the command line of a started daemon is read without argparse; `config dump` alone writes TOML
 STARTUP = ["argparse", "gettext", "tomli_w"]
+# the generated modules of the services not called yet (services.common.DeferredModule)
+SERVICES = [
+    "pycontainerd.api.services.containers.v1.containers_pb2",
+    "pycontainerd.api.services.content.v1.content_pb2",
+    "pycontainerd.api.services.diff.v1.diff_pb2",
+    "pycontainerd.api.services.events.v1.events_pb2",
+    "pycontainerd.api.services.images.v1.images_pb2",
+    "pycontainerd.api.services.leases.v1.leases_pb2",
+    "pycontainerd.api.services.namespaces.v1.namespaces_pb2",
+    "pycontainerd.api.services.snapshots.v1.snapshots_pb2",
+    "pycontainerd.api.services.tasks.v1.tasks_pb2",
+    "pycontainerd.api.events.task_pb2",
+    "pycontainerd.api.cgroups.v1.metrics_pb2",
+    "pycontainerd.api.cgroups.v2.metrics_pb2",
+    "pycontainerd.api.types.task.task_pb2",
+]
 
 # the daemon's own entry point (`pycontainerd ARGS`), which on a trigger file dumps sys.modules
 # and stops itself: a watcher thread, no change to the daemon
@@ -109,4 +126,7 @@ def test_idle_daemon_has_not_loaded_the_runtime_v2_manager(base: Path) -> None:
     assert "pycontainerd.runtime.task_manager" in loaded  # the task manager is there ...
     assert "pycontainerd.runtime.v2.binary" in loaded
     assert [m for m in RUNTIME_V2 + STARTUP if m in loaded] == []  # ... its shim machinery is not
+    # ctr version called Version and Introspection (Server: the daemon's UUID) ...
+    assert "pycontainerd.api.services.introspection.v1.introspection_pb2" in loaded
+    assert [m for m in SERVICES if m in loaded] == []  # ... and nothing else
     assert not (base / "pycd.sock.ttrpc").exists()  # a stopped daemon removes its events socket

@@ -40,6 +40,20 @@ LAZY = [
     "pycontainerd.runtime.shim_client",
     "pycontainerd.ttrpc",
     "pycontainerd.api.runtime.v2.task.shim_pb2",
+    # the generated modules of the services: imported at each service's first call
+    # (services.common.DeferredModule, rpc.Server.add_service_loader)
+    "pycontainerd.api.services.containers.v1.containers_pb2",
+    "pycontainerd.api.services.content.v1.content_pb2",
+    "pycontainerd.api.services.diff.v1.diff_pb2",
+    "pycontainerd.api.services.events.v1.events_pb2",
+    "pycontainerd.api.services.images.v1.images_pb2",
+    "pycontainerd.api.services.introspection.v1.introspection_pb2",
+    "pycontainerd.api.services.leases.v1.leases_pb2",
+    "pycontainerd.api.services.namespaces.v1.namespaces_pb2",
+    "pycontainerd.api.services.snapshots.v1.snapshots_pb2",
+    "pycontainerd.api.services.tasks.v1.tasks_pb2",
+    "pycontainerd.api.events.task_pb2",
+    "pycontainerd.api.cgroups.v2.metrics_pb2",
 ]
 
 SCRIPT = """
