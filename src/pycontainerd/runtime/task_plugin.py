@@ -265,6 +265,7 @@ class DeferredShims:
             asyncio.get_running_loop().remove_reader(self._listener.fileno())
         if self._wakeup is None:
             self._wakeup = asyncio.get_running_loop().create_task(self.manager(), name="runtime-v2-load")
+            self._wakeup.add_done_callback(_log_failure)
 
     async def close(self) -> None:
         if self._wakeup is not None:
@@ -284,6 +285,11 @@ class DeferredShims:
                 await self._own.close()
         if self._manager is not None:
             await self._manager.close()
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading the runtime v2 manager for the shims' events socket failed", exc_info=task.exception())
 
 
 class _DeferredLauncher:
