@@ -133,3 +133,19 @@ def test_header_list_limit_still_follows_the_table() -> None:
     with pytest.raises(HeaderListTooLarge):
         d.decode(b"\x40\x01a\x7f\x21" + b"v" * 160)  # a 160-byte value, indexed
     assert d.table == [("a", "v" * 160)]
+
+
+def test_huffman_tables_hold_no_int_objects_of_their_own() -> None:
+    """The decoder's tables (built at the first Huffman string, kept for the process's life) are
+    a byte string and a list of cached small ints: ~36 KiB, where a list of ``state | symbol << 8``
+    entries held ~150 KiB of int objects in every idle daemon (W6, idle PSS)."""
+    import sys
+
+    from pycontainerd.http2 import hpack
+
+    assert huffman_decode(hyper_hpack.huffman.HuffmanEncoder(
+        hyper_hpack.huffman_constants.REQUEST_CODES, hyper_hpack.huffman_constants.REQUEST_CODES_LENGTH,
+    ).encode(b"/containerd.services.version.v1.Version/Version")) == b"/containerd.services.version.v1.Version/Version"
+    assert isinstance(hpack._huff_next, bytes) and hpack._huff_out is not None
+    assert all(-5 <= v <= 256 for v in hpack._huff_out)  # CPython's small-int cache: no object each
+    assert sys.getsizeof(hpack._huff_next) + sys.getsizeof(hpack._huff_out) < 48 << 10

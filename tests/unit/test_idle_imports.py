@@ -30,6 +30,30 @@ LAZY = [
     "pycontainerd.debug.pprof",  # the debug socket's heap and CPU profiles
     "tracemalloc",
     "gzip",
+    "argparse",  # a daemon's command line is read by _serve_args; help, subcommands: argparse
+    "gettext",
+    "tomli_w",  # `config dump|default` only
+    # the runtime v2 manager, ttrpc and the shim API protobufs: the task plugin's DeferredShims
+    # load them with the first shim (tests/integration/test_idle_daemon.py runs the plugins)
+    "pycontainerd.runtime.v2.manager",
+    "pycontainerd.runtime.v2.shim",
+    "pycontainerd.runtime.shim_client",
+    "pycontainerd.ttrpc",
+    "pycontainerd.api.runtime.v2.task.shim_pb2",
+    # the generated modules of the services: imported at each service's first call
+    # (services.common.DeferredModule, rpc.Server.add_service_loader)
+    "pycontainerd.api.services.containers.v1.containers_pb2",
+    "pycontainerd.api.services.content.v1.content_pb2",
+    "pycontainerd.api.services.diff.v1.diff_pb2",
+    "pycontainerd.api.services.events.v1.events_pb2",
+    "pycontainerd.api.services.images.v1.images_pb2",
+    "pycontainerd.api.services.introspection.v1.introspection_pb2",
+    "pycontainerd.api.services.leases.v1.leases_pb2",
+    "pycontainerd.api.services.namespaces.v1.namespaces_pb2",
+    "pycontainerd.api.services.snapshots.v1.snapshots_pb2",
+    "pycontainerd.api.services.tasks.v1.tasks_pb2",
+    "pycontainerd.api.events.task_pb2",
+    "pycontainerd.api.cgroups.v2.metrics_pb2",
 ]
 
 SCRIPT = """
@@ -40,6 +64,8 @@ from pycontainerd.daemon import __main__ as _main  # noqa: F401 - the entry poin
 from pycontainerd.debug import server as _debug  # noqa: F401 - the debug socket, always served
 from pycontainerd import filters
 regs = builtins.registrations()
+from pycontainerd.runtime import task_plugin as _tp  # noqa: F401 - the runtime plugin's module
+assert _main._serve_args(["--root", "/r", "--state=/s", "-a", "/a.sock", "-c", "/c.toml", "-l", "info"])
 filters.parse_all(["labels.a==b"])  # a plain filter needs no regexp engine
 print(json.dumps(sorted(sys.modules)))
 """
@@ -78,3 +104,24 @@ def test_lazy_modules_load_on_first_use() -> None:
     gz = compression.GzipCompressor()
     data = gz.compress(b"x" * 1000) + gz.flush()
     assert b"".join(compression.decompressor(compression.Compression.GZIP, [data])) == b"x" * 1000
+
+
+def test_daemon_command_line_fast_path_reads_what_argparse_reads() -> None:
+    """``_serve_args`` (no argparse in a serving daemon) gives what ``_parser()`` gives, or
+    None so that argparse parses (abbreviations, help, subcommands, option-like values)."""
+    from pycontainerd.daemon.__main__ import _parser, _serve_args
+
+    same = [
+        [],
+        ["--root", "/r", "--state", "/s", "--address", "/a.sock", "--config", "/c.toml", "--log-level", "debug"],
+        ["--root=/r", "-a", "x", "-l", "info", "-c", "c", "--root", "/r2"],
+        ["--root=", "--state", ""],
+        ["--address=a=b"],
+    ]
+    for argv in same:
+        fast = _serve_args(argv)
+        assert fast is not None, argv
+        assert vars(fast) == vars(_parser().parse_args(argv)), argv
+    for argv in (["--roo", "/r"], ["-v"], ["config", "dump"], ["--root"], ["--root", "-x"], ["-c=x"],
+                 ["--root=/r", "publish", "--topic", "t"], ["-h"]):
+        assert _serve_args(argv) is None, argv

@@ -602,3 +602,77 @@ def test_a_reader_waiting_on_a_request_stream_that_goes_away_is_woken(how: str, 
                 servicer.reader.cancel()
 
     _serve(scenario, content=servicer)
+
+
+def test_a_deferred_service_is_loaded_at_its_first_call_and_a_failed_load_is_asked_again() -> None:
+    """``add_service_loader``: the service is known (its unknown methods worded as such) before
+    it is loaded; its first call loads it; a loader that raises fails that call (UNKNOWN,
+    its message) and is asked again by the next one."""
+    asked: list[str] = []
+    failures = [RuntimeError("not yet")]
+
+    def load() -> tuple[Any, Any]:
+        asked.append("leases")
+        if failures:
+            raise failures.pop()
+        from pycontainerd.api.services.leases.v1 import leases_pb2
+
+        class _Leases:
+            async def List(self, request: Any, context: ServicerContext) -> Any:
+                return leases_pb2.ListResponse(leases=[leases_pb2.Lease(id="l1")])
+
+        return leases_pb2.DESCRIPTOR.services_by_name["Leases"], _Leases()
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        from pycontainerd.api.services.leases.v1 import leases_pb2, leases_pb2_grpc
+
+        server.add_service_loader("containerd.services.leases.v1.Leases", load)
+        stub = leases_pb2_grpc.LeasesStub(ch)
+        code, details = await _code(stub.List(leases_pb2.ListRequest()))
+        assert code == grpc.StatusCode.UNKNOWN and "not yet" in details
+        assert [lease.id for lease in (await stub.List(leases_pb2.ListRequest())).leases] == ["l1"]
+        assert [lease.id for lease in (await stub.List(leases_pb2.ListRequest())).leases] == ["l1"]
+        assert asked == ["leases", "leases"]  # loaded once, after the failure
+        assert await _code(stub.Create(leases_pb2.CreateRequest(id="x"))) == (
+            grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        # a deferred service not yet loaded is a known service: an unknown method is worded so
+        server.add_service_loader("containerd.services.namespaces.v1.Namespaces", load)
+        call = ch.unary_unary("/containerd.services.namespaces.v1.Namespaces/Nope",
+                              request_serializer=lambda m: b"", response_deserializer=bytes)
+        code, details = await _code(call(b""))
+        assert code == grpc.StatusCode.UNKNOWN  # its loader answered another service's descriptor
+        assert "answered containerd.services.leases.v1.Leases" in details
+
+    _serve(scenario)
+
+
+def test_servicers_register_their_generated_modules_deferred() -> None:
+    """Importing the daemon's servicer modules imports no generated module (a fresh interpreter);
+    each served ``DeferredModule`` announces its module's protobuf package (the service names
+    the server's loaders are registered under) and, once used, takes the module's place."""
+    import json
+    import subprocess
+    import sys
+
+    script = r"""
+import json, sys
+from pycontainerd.services import containers, content, diff, events, images, introspection, leases
+from pycontainerd.services import namespaces, snapshots, tasks
+import pycontainerd.services.common as common
+before = sorted(m for m in sys.modules if m.startswith("pycontainerd.api.") and m.endswith("_pb2"))
+loaded = {}
+for mod in (containers, content, diff, events, images, introspection, leases, namespaces, snapshots, tasks):
+    for alias, value in list(vars(mod).items()):
+        if isinstance(value, common.DeferredModule) and value.deferred_package:
+            loaded[alias + "@" + mod.__name__] = (value.deferred_package, value.DESCRIPTOR.package,
+                                                  sorted(value.DESCRIPTOR.services_by_name))
+print(json.dumps({"before": before, "loaded": loaded,
+                  "replaced": [type(vars(m)["pb"]).__name__ for m in (containers, leases, tasks)]}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    got = json.loads(out.stdout)
+    assert got["before"] == []  # importing the servicer modules imported no generated service module
+    assert len(got["loaded"]) == 10
+    for where, (announced, actual, services) in got["loaded"].items():
+        assert announced == actual and services, where
+    assert got["replaced"] == ["module"] * 3  # the proxies took their modules' place

@@ -396,6 +396,82 @@ def test_events_service_routes_to_the_shim_or_the_exchange(tmp_path: Path) -> No
     asyncio.run(body())
 
 
+def test_deferred_shims_make_the_manager_on_the_first_event_connection(tmp_path: Path) -> None:
+    """The task plugin's ``DeferredShims``: resolving the daemon's own runtime needs no
+    manager; ``start()`` binds the events socket (0600) without one; the first connection there
+    makes the manager, which serves it (the event reaches the exchange) and removes it at close."""
+    from types import SimpleNamespace
+
+    from pycontainerd.config import parse_config
+    from pycontainerd.runtime.task_plugin import DeferredShims, defaults_from_config
+    from pycontainerd.runtime.task_types import Timeouts
+
+    async def body() -> None:
+        exchange = Exchange()
+        got: list[Envelope] = []
+
+        async def collect() -> None:
+            async for env in exchange.subscribe():
+                got.append(env)
+
+        sub = asyncio.create_task(collect())
+        await asyncio.sleep(0)
+        cfg = parse_config("version = 2\n")
+        daemon = SimpleNamespace(config=cfg, address=tmp_path / "d.sock", state=tmp_path / "state", exchange=exchange)
+        shims = DeferredShims(daemon, defaults_from_config(cfg), Timeouts())
+        events_sock = tmp_path / "d.sock.ttrpc"
+        try:
+            assert shims.resolve("io.containerd.runc.v2") is None
+            assert not shims.loaded
+            await shims.start()
+            assert stat.S_ISSOCK(os.lstat(events_sock).st_mode)
+            assert stat.S_IMODE(os.lstat(events_sock).st_mode) == 0o600
+            assert not shims.loaded
+            env = events_pb2.Envelope(namespace="ns", topic="/tasks/oom")
+            env.event.Pack(ev_task_pb2.TaskOOM(container_id="c9"), type_url_prefix="")
+            env.event.type_url = "containerd.events.TaskOOM"
+            async with await Client.connect(str(events_sock)) as c:
+                await c.call(
+                    "containerd.services.events.ttrpc.v1.Events", "Forward",
+                    events_pb2.ForwardRequest(envelope=env), empty_pb2.Empty, timeout=5,
+                )  # fmt: skip
+            assert shims.loaded
+            await wait_for_async(lambda: len(got) >= 1, 5, "the forwarded event")
+            assert (got[0].namespace, got[0].topic, got[0].payload["container_id"]) == ("ns", "/tasks/oom", "c9")
+        finally:
+            await shims.close()
+            sub.cancel()
+        assert not events_sock.exists()
+
+    asyncio.run(body())
+
+
+def test_deferred_shims_close_unused(tmp_path: Path) -> None:
+    """A daemon that never ran a shim stops without loading the manager; the socket goes."""
+    from types import SimpleNamespace
+
+    from pycontainerd.config import parse_config
+    from pycontainerd.runtime.task_plugin import DeferredShims, defaults_from_config
+    from pycontainerd.runtime.task_types import Timeouts
+
+    async def body() -> None:
+        cfg = parse_config("version = 2\n")
+        daemon = SimpleNamespace(config=cfg, address=tmp_path / "d.sock", state=tmp_path / "state", exchange=Exchange())
+        shims = DeferredShims(daemon, defaults_from_config(cfg), Timeouts())
+        (tmp_path / "d.sock.ttrpc").write_bytes(b"")  # not a socket: never removed as stale
+        with pytest.raises(OSError):
+            await shims.start()
+        os.unlink(tmp_path / "d.sock.ttrpc")
+        shims = DeferredShims(daemon, defaults_from_config(cfg), Timeouts())
+        await shims.start()
+        await shims.launcher.close()
+        await shims.close()
+        assert not shims.loaded
+        assert not (tmp_path / "d.sock.ttrpc").exists()
+
+    asyncio.run(body())
+
+
 async def _drain(it: AsyncIterator[tuple[str, dict[str, Any]]]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     async with asyncio.timeout(10):
         async for item in it:

@@ -17,8 +17,6 @@ from dataclasses import fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import tomli_w
-
 from .durations import format_duration, parse_duration
 from .model import (
     _LOG_LEVELS,
@@ -665,6 +663,8 @@ _HEADER = "# pycontainerd configuration (containerd config.toml, version 2 layou
 
 def dump_config_toml(cfg: Config) -> str:
     """The effective configuration as a version-2 config.toml (``pycontainerd config dump``)."""
+    import tomli_w  # `config dump` and `config default` only
+
     return _HEADER + tomli_w.dumps(_to_document(cfg))
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__, errdefs
 from .. import config as configmod
+
+if TYPE_CHECKING:
+    import argparse
 
 LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL}
@@ -40,7 +44,40 @@ class _JSONFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+# the options a daemon is started with: what ``_serve_args`` reads without argparse
+_SERVE_OPTIONS = {"-c": "config", "--config": "config", "-a": "address", "--address": "address",
+                  "--root": "root", "--state": "state", "-l": "log_level", "--log-level": "log_level"}
+
+
+def _serve_args(argv: Sequence[str]) -> SimpleNamespace | None:
+    """The command line of a daemon being started (only ``_SERVE_OPTIONS``, each ``--opt value``
+    or ``--opt=value``), parsed as ``_parser()`` parses it; None for anything else (help, a
+    subcommand, an abbreviation, a value that looks like an option), which ``_parser()`` then
+    parses or refuses.  argparse, and gettext with it, stay out of the serving daemon (W6, idle PSS)."""
+    out = SimpleNamespace(config=None, address=None, root=None, state=None, log_level=None, version=False,
+                          command=None)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--") and "=" in arg:
+            name, value = arg.split("=", 1)
+            i += 1
+        else:
+            name = arg
+            if i + 1 >= len(argv):
+                return None
+            value = argv[i + 1]
+            i += 2
+        dest = _SERVE_OPTIONS.get(name)
+        if dest is None or value.startswith("-"):
+            return None
+        setattr(out, dest, value)
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(prog="pycontainerd", description="A containerd-compatible container engine.")
     p.add_argument("-c", "--config", default=None, help=f"config file (default {configmod.DEFAULT_CONFIG_PATH})")
     p.add_argument("-a", "--address", default=None, help="gRPC socket path")
@@ -98,7 +135,9 @@ def _publish(address: str, namespace: str, topic: str, data: bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    args: Any = _serve_args(sys.argv[1:] if argv is None else argv)
+    if args is None:
+        args = _parser().parse_args(argv)
     if args.version:
         print(f"pycontainerd {__version__}")
         return

@@ -57,15 +57,18 @@ _HUFFMAN_LENGTHS = (
     "KKJKHEEJJLKKKDHDEFEEGFFIIHHJGJKJJKKKKKLKKKKKJ"
 )
 _EOS = 256
-# (state << 4 | nibble) -> next state | (symbol + 1) << 8, or -1 when the nibble completes EOS.
-# States are the code tree's internal nodes (root 0); four bits complete at most one symbol, since
-# the shortest code has five.  Built on first use: a few thousand steps, not paid by processes that
-# never see a Huffman string.
-_huff_step: list[int] | None = None
+# Indexed by state << 4 | nibble (states are the code tree's internal nodes, root 0; four bits
+# complete at most one symbol, since the shortest code has five): ``_huff_next`` the next state
+# (a byte: the tree has 256 internal nodes), ``_huff_out`` 0, the completed symbol + 1, or -1
+# when the nibble completes EOS.  Every value is a cached small int, so the tables are ~36 KiB,
+# not ~150 KiB of int objects (W6, idle PSS).  Built on first use: a few thousand steps, not
+# paid by processes that never see a Huffman string.
+_huff_next: bytes | None = None
+_huff_out: list[int] | None = None
 _huff_accept: list[bool] | None = None
 
 
-def _build_huffman() -> tuple[list[int], list[bool]]:
+def _build_huffman() -> tuple[bytes, list[int], list[bool]]:
     lengths = [ord(c) - 48 for c in _HUFFMAN_LENGTHS] + [30]
     children: list[list[int]] = [[0, 0]]  # internal node -> [child for bit 0, bit 1]; leaves as ~symbol
     depth, all_ones = [0], [True]
@@ -89,45 +92,50 @@ def _build_huffman() -> tuple[list[int], list[bool]]:
                     all_ones.append(all_ones[node] and bit == 1)
                     children[node][bit] = nxt
                 node = nxt
-    step = [0] * (len(children) << 4)
+    assert len(children) <= 256
+    nexts = bytearray(len(children) << 4)
+    outs = [0] * (len(children) << 4)
     for state in range(len(children)):
         for nibble in range(16):
-            node, emitted, entry = state, 0, 0
+            node, emitted = state, 0
             for shift in (3, 2, 1, 0):
                 child = children[node][(nibble >> shift) & 1]
                 if child < 0:
                     if ~child == _EOS:
-                        entry = -1
+                        emitted, node = -1, 0
                         break
                     emitted, node = ~child + 1, 0
                 else:
                     node = child
-            step[(state << 4) | nibble] = entry if entry < 0 else node | (emitted << 8)
+            nexts[(state << 4) | nibble] = node
+            outs[(state << 4) | nibble] = emitted
     # a string may end inside a code only on its padding: fewer than 8 bits, all ones (a prefix of EOS)
     accept = [state == 0 or (all_ones[state] and depth[state] <= 7) for state in range(len(children))]
-    return step, accept
+    return bytes(nexts), outs, accept
 
 
 def huffman_decode(data: bytes | memoryview) -> bytes:
     """Decode a Huffman-coded string; ValueError (HPACKError) on EOS or bad padding."""
-    global _huff_step, _huff_accept
-    if _huff_step is None or _huff_accept is None:
-        _huff_step, _huff_accept = _build_huffman()
-    step = _huff_step
+    global _huff_next, _huff_out, _huff_accept
+    if _huff_next is None or _huff_out is None or _huff_accept is None:
+        _huff_next, _huff_out, _huff_accept = _build_huffman()
+    nexts, outs = _huff_next, _huff_out
     out = bytearray()
     state = 0
     for byte in data:
-        e = step[(state << 4) | (byte >> 4)]
-        if e < 0:
-            raise HPACKError("HPACK: EOS in a Huffman string")
-        if e > 0xFF:
-            out.append((e >> 8) - 1)
-        e = step[((e & 0xFF) << 4) | (byte & 0xF)]
-        if e < 0:
-            raise HPACKError("HPACK: EOS in a Huffman string")
-        if e > 0xFF:
-            out.append((e >> 8) - 1)
-        state = e & 0xFF
+        i = (state << 4) | (byte >> 4)
+        o = outs[i]
+        if o:
+            if o < 0:
+                raise HPACKError("HPACK: EOS in a Huffman string")
+            out.append(o - 1)
+        i = (nexts[i] << 4) | (byte & 0xF)
+        o = outs[i]
+        if o:
+            if o < 0:
+                raise HPACKError("HPACK: EOS in a Huffman string")
+            out.append(o - 1)
+        state = nexts[i]
     if not _huff_accept[state]:
         raise HPACKError("HPACK: bad Huffman padding")
     return bytes(out)

@@ -491,7 +491,15 @@ class _Connection(asyncio.Protocol):
             self._http_error(sid, "415", end_stream)
             return
         server = self.server
-        method = server.methods.get(path or "")
+        try:
+            method = server.method(path or "")
+        except Exception as exc:  # a deferred service that failed to load: this call fails
+            log.exception("loading the service of %s", path)
+            self.h2.send_headers(sid, _trailers(StatusCode.UNKNOWN, f"loading the service of {path}: {exc}", True),
+                                 end_stream=True)
+            if not end_stream:
+                self.h2.reset_stream(sid, frames.NO_ERROR)
+            return
         if method is None or method.handler is None:
             code, details = StatusCode.UNIMPLEMENTED, server.unimplemented_details(path or "", method)
             self.h2.send_headers(sid, _trailers(code, details, True), end_stream=True)
@@ -816,6 +824,7 @@ class Server:
         self.settings = settings if settings is not None else ServerSettings()
         self.methods: dict[str, Method] = {}
         self.services: set[str] = set()
+        self._loaders: dict[str, Callable[[], tuple[ServiceDescriptor, Any]]] = {}
         self.connections: set[_Connection] = set()
         self.stopping = False
         self.live_calls = 0
@@ -827,6 +836,29 @@ class Server:
         """Serve every method of ``service`` with ``servicer``'s method of the same name."""
         self.services.add(service.full_name)
         self.methods.update(methods_mod.build(service, servicer))
+
+    def add_service_loader(self, full_name: str, load: Callable[[], tuple[ServiceDescriptor, Any]]) -> None:
+        """Serve the service ``full_name`` with what ``load()`` answers (its descriptor and
+        servicer, as ``add_service`` takes them), asked at the service's first call: its
+        generated module is imported then, not at start-up (W6, idle PSS).  A ``load`` that
+        raises fails that call (UNKNOWN) and is asked again at the next one."""
+        self.services.add(full_name)
+        self._loaders[full_name] = load
+
+    def method(self, path: str) -> Method | None:
+        """The method serving ``path`` (a deferred service is loaded here), None if none."""
+        method = self.methods.get(path)
+        if method is None and self._loaders:
+            service = path.lstrip("/").rpartition("/")[0]
+            load = self._loaders.get(service)
+            if load is not None:
+                descriptor, servicer = load()
+                if descriptor.full_name != service:
+                    raise RuntimeError(f"service loader for {service} answered {descriptor.full_name}")
+                del self._loaders[service]
+                self.methods.update(methods_mod.build(descriptor, servicer))
+                method = self.methods.get(path)
+        return method
 
     def unimplemented_details(self, path: str, method: Method | None) -> str:
         if method is not None:

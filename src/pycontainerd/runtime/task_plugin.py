@@ -5,9 +5,12 @@ launchers (our fork-server shim, external runtime v2 binaries) and the registrat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
+import socket
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 from .. import fsmodes
 from ..metadata.containers import ContainerStore
 from . import bundle as bundlemod
-from .shim_api import ExternalShims, ShimLauncher
+from .shim_api import ExitLike, ExternalShims, Shim, ShimLauncher
 from .task_manager import TaskManager
 from .task_types import RuntimeDefaults, Timeouts
+from .v2 import binary as binarymod
 
 if TYPE_CHECKING:
     from ..config import Config
+    from .v2 import ShimManager
 
 log = logging.getLogger("pycontainerd.runtime")
 
@@ -98,7 +103,7 @@ def publish_binary() -> str:
     return shutil.which("pycontainerd") or os.path.join(os.path.dirname(sys.executable), "pycontainerd")
 
 
-def external_shims(daemon: Any, defaults: RuntimeDefaults, timeouts: Timeouts | None = None) -> ExternalShims:
+def external_shims(daemon: Any, defaults: RuntimeDefaults, timeouts: Timeouts | None = None) -> ShimManager:
     from .v2 import ShimManager
 
     return ShimManager(
@@ -137,6 +142,175 @@ def own_launcher(external: ExternalShims, owner: str) -> ShimLauncher:
     return ForkLauncher(external, own_shim_binary(), shim_client.ShimLauncher(owner=owner))
 
 
+class DeferredShims:
+    """The task manager's ``ExternalShims`` and its own ``ShimLauncher`` (``launcher``) until
+    the first shim: the runtime v2 manager, ttrpc, the shim API protobufs and the fork
+    server's client are loaded on first use (a task created, a shim restored or cleaned up
+    after a restart, a connection on the events socket), so an idle daemon never holds them
+    (W6, idle PSS).
+
+    ``start()`` binds the shims' events socket (``[ttrpc] address``, else ``<grpc
+    address>.ttrpc``) at once, with its modes, as containerd does: the first connection there
+    (a shim, or ``pycontainerd publish``) makes the manager, which takes the listening socket
+    over and serves it; a shim started by us never finds the socket missing either, since the
+    manager exists before it is launched.  Resolving a runtime the daemon's own launcher
+    serves needs none of it."""
+
+    def __init__(self, daemon: Any, defaults: RuntimeDefaults, timeouts: Timeouts) -> None:
+        self._daemon = daemon
+        self._defaults = defaults
+        self._timeouts = timeouts
+        self._runtime_paths = runtime_paths_from_config(daemon.config)
+        self._ttrpc_address: str = daemon.config.ttrpc.address or binarymod.ttrpc_address(str(daemon.address))
+        self._ttrpc_owner: tuple[int, int] = (daemon.config.ttrpc.uid, daemon.config.ttrpc.gid)
+        self._manager: ShimManager | None = None
+        self._own: ShimLauncher | None = None
+        self._lock = asyncio.Lock()
+        self._listener: socket.socket | None = None
+        self._wakeup: asyncio.Task[Any] | None = None
+        self._started = False  # start() ran: the events socket is (to be) served
+        self._serving = False  # the manager serves it
+        self.launcher: ShimLauncher = _DeferredLauncher(self)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the runtime v2 manager was made."""
+        return self._manager is not None
+
+    def _made(self) -> ShimManager:
+        if self._manager is None:
+            manager = external_shims(self._daemon, self._defaults, self._timeouts)
+            self._own = own_launcher(manager, owner=str(self._daemon.state))
+            self._manager = manager
+        return self._manager
+
+    async def manager(self) -> ShimManager:
+        """The runtime v2 manager, made on first use and, once ``start()`` ran, serving events."""
+        manager = self._made()
+        if self._started and not self._serving:
+            async with self._lock:
+                if not self._serving:
+                    self._serving = True
+                    sock, self._listener = self._listener, None
+                    if sock is not None:
+                        with contextlib.suppress(Exception):
+                            asyncio.get_running_loop().remove_reader(sock.fileno())
+                    try:
+                        await manager.start(sock=sock)
+                    except Exception as exc:  # as TaskManager.start: logged, not fatal
+                        log.error("cannot serve events for runtime v2 shims: %s", exc)
+        return manager
+
+    async def own_launcher(self) -> ShimLauncher:
+        await self.manager()
+        assert self._own is not None
+        return self._own
+
+    # -- ExternalShims -------------------------------------------------------------------------
+    def resolve(self, runtime_name: str) -> str | None:
+        own = runtime_name in binarymod.OWN_RUNTIMES and not self._runtime_paths.get(runtime_name)
+        if own and self._manager is None:
+            return None  # ShimManager.resolve's answer, without loading it
+        return self._made().resolve(runtime_name)
+
+    async def launch(self, **kwargs: Any) -> Shim:
+        return await (await self.manager()).launch(**kwargs)
+
+    async def connect(self, bundle: Path) -> Shim:
+        return await (await self.manager()).connect(bundle)
+
+    async def cleanup(self, *, namespace: str, container_id: str, bundle: Path) -> ExitLike:
+        return await (await self.manager()).cleanup(namespace=namespace, container_id=container_id, bundle=bundle)
+
+    async def start(self) -> None:
+        """Serve the shims' events: the manager's server if it exists, else the bound socket."""
+        if self._started:
+            return
+        self._started = True
+        if self._manager is not None:
+            await self.manager()
+            return
+        sock = await asyncio.to_thread(self._bind)
+        self._listener = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._connection_waiting)
+        log.info("shim events (ttrpc) socket bound on %s; served from the first shim or connection",
+                 self._ttrpc_address)
+
+    def _bind(self) -> socket.socket:
+        path = binarymod.socket_path(self._ttrpc_address)
+        if not path:
+            raise ValueError(f"ttrpc address {self._ttrpc_address!r} names no socket")
+        if not path.startswith("\0"):
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)  # a stale socket of an earlier daemon
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            sock.listen(100)
+            sock.setblocking(False)
+            if not path.startswith("\0"):
+                uid, gid = self._ttrpc_owner
+                # only the daemon's user talks to it, unless ``[ttrpc] uid/gid`` name another owner
+                os.chmod(path, 0o660 if (uid or gid) else 0o600)
+                if uid or gid:
+                    os.chown(path, uid or -1, gid or -1)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _connection_waiting(self) -> None:
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+        if self._wakeup is None:
+            self._wakeup = asyncio.get_running_loop().create_task(self.manager(), name="runtime-v2-load")
+            self._wakeup.add_done_callback(_log_failure)
+
+    async def close(self) -> None:
+        if self._wakeup is not None:
+            with contextlib.suppress(Exception):
+                await self._wakeup
+        sock, self._listener = self._listener, None
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+            path = binarymod.socket_path(self._ttrpc_address)
+            if not path.startswith("\0"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        if self._own is not None:
+            with contextlib.suppress(Exception):
+                await self._own.close()
+        if self._manager is not None:
+            await self._manager.close()
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading the runtime v2 manager for the shims' events socket failed", exc_info=task.exception())
+
+
+class _DeferredLauncher:
+    """``DeferredShims.launcher``: the daemon's own launcher (``runtime.v2.ForkLauncher``), made on first use."""
+
+    def __init__(self, shims: DeferredShims) -> None:
+        self._shims = shims
+
+    async def launch(self, **kwargs: Any) -> Shim:
+        return await (await self._shims.own_launcher()).launch(**kwargs)
+
+    async def connect(self, bundle: Path) -> Shim:
+        return await (await self._shims.own_launcher()).connect(bundle)
+
+    async def cleanup(self, **kwargs: Any) -> ExitLike:
+        return await (await self._shims.own_launcher()).cleanup(**kwargs)
+
+    async def close(self) -> None:
+        pass  # closed with the DeferredShims (the task manager closes both)
+
+
 async def _init_v2(ctx: Any) -> TaskManager:
     # bundles (container root filesystems) live below: containerd's modes (see
     # runtime.bundle), also for bundles an older version made 0711 (CVE-2021-41103)
@@ -147,12 +321,12 @@ async def _init_v2(ctx: Any) -> TaskManager:
     daemon = ctx.daemon
     defaults = defaults_from_config(daemon.config)
     timeouts = timeouts_from_config(daemon.config)
-    external = external_shims(daemon, defaults, timeouts)
+    external = DeferredShims(daemon, defaults, timeouts)
     manager = TaskManager(
         root=ctx.state,
         containers=ContainerStore(daemon.db, daemon.exchange),
         exchange=daemon.exchange,
-        launcher=own_launcher(external, owner=str(daemon.state)),
+        launcher=external.launcher,
         defaults=defaults,
         shim_state=Path(daemon.state),
         external=external,

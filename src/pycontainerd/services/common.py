@@ -9,6 +9,7 @@ logged traceback, never a silent hang.  Servicers are plain classes (no generate
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -44,8 +45,41 @@ def lease_of(context: ServicerContext) -> str | None:
     return _header(context, LEASE_HEADER) or None
 
 
+class DeferredModule:
+    """A generated module a servicer's module names at import (``pb = DeferredModule(globals(),
+    "pb", "..api.x.v1.x_pb2", package="containerd.x.v1")``) but imports at first use, usually the
+    service's first call (``add_servicer`` registers a deferred module with the server's
+    loader): an idle daemon does not hold the protobuf modules of services nobody called (W6,
+    idle PSS).  On first attribute access the module is imported (``name`` relative to the
+    owner's package) and takes the proxy's place among the owner's globals, so later lookups
+    cost nothing.  ``package`` (the module's protobuf package) names its services without
+    importing it."""
+
+    def __init__(self, owner: dict[str, Any], alias: str, name: str, *, package: str = "") -> None:
+        self.deferred_name = name
+        self.deferred_package = package
+        self._owner = owner
+        self._alias = alias
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):  # copy, pickle and friends probing: not the module's
+            raise AttributeError(attr)
+        module = importlib.import_module(self.deferred_name, self._owner.get("__package__"))
+        if self._owner.get(self._alias) is self:
+            self._owner[self._alias] = module
+        return getattr(module, attr)
+
+
 def add_servicer(server: Server, servicer: Any, pb2_module: Any, service: str) -> None:
-    """Serve ``pb2_module``'s ``service`` with ``servicer``'s methods of the same names."""
+    """Serve ``pb2_module``'s ``service`` with ``servicer``'s methods of the same names; a
+    ``DeferredModule`` is imported at the service's first call."""
+    if isinstance(pb2_module, DeferredModule):
+        deferred = pb2_module
+        if not deferred.deferred_package:
+            raise ValueError(f"{deferred.deferred_name}: a served module is deferred with its protobuf package")
+        server.add_service_loader(f"{deferred.deferred_package}.{service}",
+                                  lambda: (deferred.DESCRIPTOR.services_by_name[service], servicer))
+        return
     server.add_service(pb2_module.DESCRIPTOR.services_by_name[service], servicer)
 
 

@@ -12,12 +12,11 @@ ALREADY_EXISTS, which clients take as "skip this blob".
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
 
 from .. import errdefs
-from ..api.services.content.v1 import content_pb2 as pb
 from ..content.helpers import READ_CHUNK, validate_digest
 from ..content.interfaces import Info, Status
 from ..content.local import LocalStore
@@ -26,7 +25,15 @@ from ..metadata.gc import Scheduler
 from ..metadata.plugin import Metadata
 from ..plugin import InitContext, Registration, types
 from ..rpc import Server
-from .common import add_servicer, field_paths, lease_of, namespace_of, ts_from_ns
+from .common import DeferredModule, add_servicer, field_paths, lease_of, namespace_of, ts_from_ns
+
+if TYPE_CHECKING:
+    from ..api.services.content.v1 import content_pb2 as pb
+else:  # imported at the service's first call (W6, idle PSS)
+    pb = DeferredModule(
+        globals(), "pb", "..api.services.content.v1.content_pb2",
+        package="containerd.services.content.v1",
+    )
 
 LIST_BATCH = 100
 

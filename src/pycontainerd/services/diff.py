@@ -10,18 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errdefs
-from ..api.services.diff.v1 import diff_pb2 as pb
-from ..api.types import descriptor_pb2
 from ..diff.walking import Descriptor, WalkingDiffer
 from ..metadata.content import ContentStore
 from ..mount import Mount
 from ..plugin import InitContext, Registration, types
 from ..rpc import Server
-from .common import add_servicer, lease_of, namespace_of
+from .common import DeferredModule, add_servicer, lease_of, namespace_of
 from .snapshots import mounts_from_pb
+
+if TYPE_CHECKING:
+    from ..api.services.diff.v1 import diff_pb2 as pb
+    from ..api.types import descriptor_pb2
+else:  # imported at the service's first call (W6, idle PSS)
+    pb = DeferredModule(globals(), "pb", "..api.services.diff.v1.diff_pb2", package="containerd.services.diff.v1")
+    descriptor_pb2 = DeferredModule(globals(), "descriptor_pb2", "..api.types.descriptor_pb2")
 
 
 class Differ:

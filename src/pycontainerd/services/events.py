@@ -7,55 +7,70 @@ message's full name (what ``ctr events`` resolves).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import any_pb2, empty_pb2, message
 
 from .. import errdefs, identifiers, typeurl
-from ..api.events import container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2
-from ..api.services.events.v1 import events_pb2 as pb
 from ..events import Envelope, Exchange
 from ..events.exchange import validate_topic
 from ..plugin import InitContext, Registration, types
 from ..rpc import Server
-from .common import add_servicer, namespace_of, ns_from_ts, ts_from_ns
+from .common import DeferredModule, add_servicer, namespace_of, ns_from_ts, ts_from_ns
+
+if TYPE_CHECKING:
+    from ..api.events import container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2
+    from ..api.services.events.v1 import events_pb2 as pb
+else:  # imported at the service's first call (W6, idle PSS)
+    container_pb2 = DeferredModule(globals(), "container_pb2", "..api.events.container_pb2")
+    content_pb2 = DeferredModule(globals(), "content_pb2", "..api.events.content_pb2")
+    image_pb2 = DeferredModule(globals(), "image_pb2", "..api.events.image_pb2")
+    namespace_pb2 = DeferredModule(globals(), "namespace_pb2", "..api.events.namespace_pb2")
+    snapshot_pb2 = DeferredModule(globals(), "snapshot_pb2", "..api.events.snapshot_pb2")
+    task_pb2 = DeferredModule(globals(), "task_pb2", "..api.events.task_pb2")
+    pb = DeferredModule(globals(), "pb", "..api.services.events.v1.events_pb2", package="containerd.services.events.v1")
 
 log = logging.getLogger("pycontainerd.events")
 
-TOPIC_MESSAGES: dict[str, type[message.Message]] = {
-    "/tasks/create": task_pb2.TaskCreate,
-    "/tasks/start": task_pb2.TaskStart,
-    "/tasks/delete": task_pb2.TaskDelete,
-    "/tasks/io": task_pb2.TaskIO,
-    "/tasks/exit": task_pb2.TaskExit,
-    "/tasks/oom": task_pb2.TaskOOM,
-    "/tasks/exec-added": task_pb2.TaskExecAdded,
-    "/tasks/exec-started": task_pb2.TaskExecStarted,
-    "/tasks/paused": task_pb2.TaskPaused,
-    "/tasks/resumed": task_pb2.TaskResumed,
-    "/tasks/checkpointed": task_pb2.TaskCheckpointed,
-    "/containers/create": container_pb2.ContainerCreate,
-    "/containers/update": container_pb2.ContainerUpdate,
-    "/containers/delete": container_pb2.ContainerDelete,
-    "/images/create": image_pb2.ImageCreate,
-    "/images/update": image_pb2.ImageUpdate,
-    "/images/delete": image_pb2.ImageDelete,
-    "/namespaces/create": namespace_pb2.NamespaceCreate,
-    "/namespaces/update": namespace_pb2.NamespaceUpdate,
-    "/namespaces/delete": namespace_pb2.NamespaceDelete,
-    "/snapshot/prepare": snapshot_pb2.SnapshotPrepare,
-    "/snapshot/commit": snapshot_pb2.SnapshotCommit,
-    "/snapshot/remove": snapshot_pb2.SnapshotRemove,
-    "/content/delete": content_pb2.ContentDelete,
-}
+
+@functools.cache
+def topic_messages() -> dict[str, type[message.Message]]:
+    """The ``containerd.events`` message of each topic (built at the first event encoded)."""
+    return {
+        "/tasks/create": task_pb2.TaskCreate,
+        "/tasks/start": task_pb2.TaskStart,
+        "/tasks/delete": task_pb2.TaskDelete,
+        "/tasks/io": task_pb2.TaskIO,
+        "/tasks/exit": task_pb2.TaskExit,
+        "/tasks/oom": task_pb2.TaskOOM,
+        "/tasks/exec-added": task_pb2.TaskExecAdded,
+        "/tasks/exec-started": task_pb2.TaskExecStarted,
+        "/tasks/paused": task_pb2.TaskPaused,
+        "/tasks/resumed": task_pb2.TaskResumed,
+        "/tasks/checkpointed": task_pb2.TaskCheckpointed,
+        "/containers/create": container_pb2.ContainerCreate,
+        "/containers/update": container_pb2.ContainerUpdate,
+        "/containers/delete": container_pb2.ContainerDelete,
+        "/images/create": image_pb2.ImageCreate,
+        "/images/update": image_pb2.ImageUpdate,
+        "/images/delete": image_pb2.ImageDelete,
+        "/namespaces/create": namespace_pb2.NamespaceCreate,
+        "/namespaces/update": namespace_pb2.NamespaceUpdate,
+        "/namespaces/delete": namespace_pb2.NamespaceDelete,
+        "/snapshot/prepare": snapshot_pb2.SnapshotPrepare,
+        "/snapshot/commit": snapshot_pb2.SnapshotCommit,
+        "/snapshot/remove": snapshot_pb2.SnapshotRemove,
+        "/content/delete": content_pb2.ContentDelete,
+    }
 
 
 def encode_event(env: Envelope) -> any_pb2.Any:
     if env.raw is not None:
         return any_pb2.Any(type_url=env.raw[0], value=env.raw[1])
-    cls = TOPIC_MESSAGES.get(env.topic)
+    cls = topic_messages().get(env.topic)
     if cls is None:
         raise errdefs.InvalidArgument(f"no event type known for topic {env.topic}")
     from google.protobuf import json_format  # on the first event, not at start-up (W6, idle PSS)
@@ -66,6 +81,7 @@ def encode_event(env: Envelope) -> any_pb2.Any:
 
 def decode_any(event: any_pb2.Any) -> dict[str, Any]:
     """The fields of a forwarded event, for filters on ``event.<field>``; {} if its type is unknown."""
+    topic_messages()  # the event modules imported: their types known to typeurl
     fields = typeurl.to_dict(event)
     return {} if fields is None else fields
 

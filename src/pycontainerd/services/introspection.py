@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
 from google.rpc import code_pb2, status_pb2
 
 from .. import errdefs, filters, rpc
-from ..api.services.introspection.v1 import introspection_pb2
-from ..api.types import platform_pb2
 from ..plugin import InitContext, Plugin, Registration, types
-from .common import add_servicer
+from .common import DeferredModule, add_servicer
+
+if TYPE_CHECKING:
+    from ..api.services.introspection.v1 import introspection_pb2
+    from ..api.types import platform_pb2
+else:  # imported at the service's first call (W6, idle PSS)
+    introspection_pb2 = DeferredModule(
+        globals(), "introspection_pb2", "..api.services.introspection.v1.introspection_pb2",
+        package="containerd.services.introspection.v1",
+    )
+    platform_pb2 = DeferredModule(globals(), "platform_pb2", "..api.types.platform_pb2")
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
 
-from ..api.services.namespaces.v1 import namespaces_pb2 as pb
 from ..metadata.namespaces import Namespace, NamespaceStore
 from ..plugin import InitContext, Registration, types
 from ..rpc import Server
-from .common import add_servicer, field_paths
+from .common import DeferredModule, add_servicer, field_paths
+
+if TYPE_CHECKING:
+    from ..api.services.namespaces.v1 import namespaces_pb2 as pb
+else:  # imported at the service's first call (W6, idle PSS)
+    pb = DeferredModule(
+        globals(), "pb", "..api.services.namespaces.v1.namespaces_pb2",
+        package="containerd.services.namespaces.v1",
+    )
 
 
 def _pb(ns: Namespace) -> pb.Namespace:

@@ -8,20 +8,28 @@ works in the caller's namespace and, for writes, its lease (``metadata.snapshots
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
 
 from .. import errdefs
-from ..api.services.snapshots.v1 import snapshots_pb2 as pb
-from ..api.types import mount_pb2
 from ..metadata.plugin import Metadata
 from ..metadata.snapshots import NamespacedSnapshotter, SnapshotStore
 from ..mount import Mount
 from ..plugin import InitContext, Registration, types
 from ..rpc import Server
 from ..snapshots.interfaces import Info, Kind
-from .common import add_servicer, field_paths, lease_of, namespace_of, ts_from_ns
+from .common import DeferredModule, add_servicer, field_paths, lease_of, namespace_of, ts_from_ns
+
+if TYPE_CHECKING:
+    from ..api.services.snapshots.v1 import snapshots_pb2 as pb
+    from ..api.types import mount_pb2
+else:  # imported at the service's first call (W6, idle PSS)
+    pb = DeferredModule(
+        globals(), "pb", "..api.services.snapshots.v1.snapshots_pb2",
+        package="containerd.services.snapshots.v1",
+    )
+    mount_pb2 = DeferredModule(globals(), "mount_pb2", "..api.types.mount_pb2")
 
 LIST_BATCH = 100
 

@@ -7,26 +7,36 @@ specs, process specs and resources are JSON in Anys, handed down as dicts.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import any_pb2, empty_pb2
 
 from .. import errdefs
-from ..api.cgroups.v1 import metrics_pb2 as metrics_v1
-from ..api.cgroups.v2 import metrics_pb2 as metrics_v2
-from ..api.runtime.v2.runc.options import oci_pb2
-from ..api.services.tasks.v1 import tasks_pb2 as pb
-from ..api.types import metrics_pb2
-from ..api.types.task import task_pb2
 from ..metadata.containers import TypedValue
 from ..plugin import InitContext, Registration, types
 from ..rpc import Server
 from ..runtime import bundle as bundlemod
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import Exit, ProcessStatus, RootfsMount, RuncOptions, TaskIO
-from .common import add_servicer, namespace_of, ts_from_ns
+from .common import DeferredModule, add_servicer, namespace_of, ts_from_ns
+
+if TYPE_CHECKING:
+    from ..api.cgroups.v1 import metrics_pb2 as metrics_v1
+    from ..api.cgroups.v2 import metrics_pb2 as metrics_v2
+    from ..api.runtime.v2.runc.options import oci_pb2
+    from ..api.services.tasks.v1 import tasks_pb2 as pb
+    from ..api.types import metrics_pb2
+    from ..api.types.task import task_pb2
+else:  # imported at the service's first call (W6, idle PSS)
+    metrics_v1 = DeferredModule(globals(), "metrics_v1", "..api.cgroups.v1.metrics_pb2")
+    metrics_v2 = DeferredModule(globals(), "metrics_v2", "..api.cgroups.v2.metrics_pb2")
+    oci_pb2 = DeferredModule(globals(), "oci_pb2", "..api.runtime.v2.runc.options.oci_pb2")
+    pb = DeferredModule(globals(), "pb", "..api.services.tasks.v1.tasks_pb2", package="containerd.services.tasks.v1")
+    metrics_pb2 = DeferredModule(globals(), "metrics_pb2", "..api.types.metrics_pb2")
+    task_pb2 = DeferredModule(globals(), "task_pb2", "..api.types.task.task_pb2")
 
 log = logging.getLogger("pycontainerd.services.tasks")
 
@@ -35,13 +45,15 @@ PROCESS_DETAILS = "containerd.runc.v1.ProcessDetails"
 METRICS_V1 = "io.containerd.cgroups.v1.Metrics"
 METRICS_V2 = "io.containerd.cgroups.v2.Metrics"
 
-_STATUS = {
-    "created": task_pb2.CREATED,
-    "running": task_pb2.RUNNING,
-    "stopped": task_pb2.STOPPED,
-    "paused": task_pb2.PAUSED,
-    "pausing": task_pb2.PAUSING,
-}
+@functools.cache
+def _statuses() -> dict[str, task_pb2.Status.ValueType]:
+    return {
+        "created": task_pb2.CREATED,
+        "running": task_pb2.RUNNING,
+        "stopped": task_pb2.STOPPED,
+        "paused": task_pb2.PAUSED,
+        "pausing": task_pb2.PAUSING,
+    }
 
 
 def _type_name(type_url: str) -> str:
@@ -108,7 +120,7 @@ def process_pb(p: ProcessStatus) -> task_pb2.Process:
         container_id=p.container_id,
         id=p.id,
         pid=p.pid,
-        status=_STATUS.get(p.status, task_pb2.UNKNOWN),
+        status=_statuses().get(p.status, task_pb2.UNKNOWN),
         stdin=p.stdin,
         stdout=p.stdout,
         stderr=p.stderr,

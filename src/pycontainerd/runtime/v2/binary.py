@@ -28,6 +28,8 @@ from ... import errdefs
 
 BINARY_PREFIX = "containerd-shim"
 TTRPC_SUFFIX = ".ttrpc"
+# the runtimes the daemon's own launcher serves (unless the config names a binary for one)
+OWN_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"})
 
 
 def binary_name(runtime: str) -> str:
@@ -80,6 +82,11 @@ def resolve_runtime_path(runtime: str, *, search_path: str | None = None, self_d
 def ttrpc_address(grpc_address: str) -> str:
     """Where the daemon serves ttrpc (shim events): beside its gRPC socket, as containerd does."""
     return grpc_address.removeprefix("unix://") + TTRPC_SUFFIX
+
+
+def socket_path(address: str) -> str:
+    """The filesystem (or ``\\0``-prefixed abstract) path of a ``unix://`` address or bare path."""
+    return address.removeprefix("unix://")
 
 
 def common_args(*, namespace: str, address: str, publish_binary: str, container_id: str) -> list[str]:

@@ -60,7 +60,7 @@ ADDRESS_FILE = "address"
 BINARY_FILE = "shim-binary-path"
 LOG_FIFO = "log"
 START_TIMEOUT = 30.0
-OWN_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", "io.containerd.runtime.v1.linux"})
+OWN_RUNTIMES = binarymod.OWN_RUNTIMES
 # published by the task manager itself; copies from shims are not forwarded a second time
 _MANAGER_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
 
@@ -175,6 +175,7 @@ class ShimManager:
         self.debug = debug
         self._shims: dict[tuple[str, str], TaskShim] = {}
         self._server: Server | None = None
+        self._bound_path = ""  # the socket start(sock=...) was given, unlinked at close
 
     # -- which binary ------------------------------------------------------------------------
     def resolve(self, runtime_name: str) -> str | None:
@@ -191,18 +192,30 @@ class ShimManager:
         return BinaryLauncher(self, binary)
 
     # -- events ----------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Serve ``Events/Forward`` on ``<grpc address>.ttrpc`` for the shims."""
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Serve ``Events/Forward`` on ``<grpc address>.ttrpc`` for the shims: bound here, or
+        ``sock``, that address already bound and listening (``task_plugin.DeferredShims``),
+        which is then ours to close and unlink."""
         if self._server is not None:
+            if sock is not None:
+                sock.close()
             return
         server = Server()
         server.register(EVENTS_SERVICE, {"Forward": Method(events_pb2.ForwardRequest, self._forward)})
-        await server.start(self.ttrpc_address)
-        uid, gid = self.ttrpc_owner
-        # only the daemon's user talks to it, unless ``[ttrpc] uid/gid`` name another owner
-        os.chmod(self.ttrpc_address, 0o660 if (uid or gid) else 0o600)
-        if uid or gid:
-            os.chown(self.ttrpc_address, uid or -1, gid or -1)
+        if sock is not None:
+            try:
+                await server.start(sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            self._bound_path = binarymod.socket_path(self.ttrpc_address)
+        else:
+            await server.start(self.ttrpc_address)
+            uid, gid = self.ttrpc_owner
+            # only the daemon's user talks to it, unless ``[ttrpc] uid/gid`` name another owner
+            os.chmod(self.ttrpc_address, 0o660 if (uid or gid) else 0o600)
+            if uid or gid:
+                os.chown(self.ttrpc_address, uid or -1, gid or -1)
         self._server = server
         log.info("serving shim events (ttrpc) on %s", self.ttrpc_address)
 
@@ -494,6 +507,10 @@ class ShimManager:
         server, self._server = self._server, None
         if server is not None:
             await server.close(grace=1)
+        path, self._bound_path = self._bound_path, ""
+        if path and not path.startswith("\0"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def runc_root_base(runtime_root: str, namespace: str) -> str:
