@@ -33,6 +33,7 @@ from .. import errdefs
 
 MAX_FRAME = 16 << 20
 _HEADER = struct.Struct(">I")
+HEADER_SIZE = _HEADER.size
 
 # topics
 TASK_EXIT = "/tasks/exit"
@@ -67,6 +68,14 @@ def error(req_id: int, code: str, message: str) -> bytes:
     return encode({"id": req_id, "error": {"code": code, "message": message}})
 
 
+def frame_size(header: bytes) -> int:
+    """The body length a frame's ``HEADER_SIZE``-byte header announces."""
+    (size,) = _HEADER.unpack(header)
+    if size > MAX_FRAME:
+        raise ProtocolError(f"frame of {size} bytes exceeds the {MAX_FRAME} byte limit")
+    return int(size)
+
+
 class Decoder:
     """Accumulates bytes and returns the complete messages they finish.
 
@@ -82,14 +91,12 @@ class Decoder:
         self._buf += data
         out: list[dict[str, Any]] = []
         buf = self._buf
-        while len(buf) >= 4:
-            (size,) = _HEADER.unpack_from(buf)
-            if size > MAX_FRAME:
-                raise ProtocolError(f"frame of {size} bytes exceeds the {MAX_FRAME} byte limit")
-            if len(buf) < 4 + size:
+        while len(buf) >= HEADER_SIZE:
+            size = frame_size(bytes(buf[:HEADER_SIZE]))
+            if len(buf) < HEADER_SIZE + size:
                 break
-            body = bytes(buf[4 : 4 + size])
-            del buf[: 4 + size]
+            body = bytes(buf[HEADER_SIZE : HEADER_SIZE + size])
+            del buf[: HEADER_SIZE + size]
             try:
                 msg = json.loads(body)
             except ValueError as exc:

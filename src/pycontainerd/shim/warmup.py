@@ -11,7 +11,8 @@ slots of the launcher's half-used pymalloc pools and malloc chunks, and the cycl
 - ``hot_code``/``pack_code``: one profiled round of the hot paths finds the code the shims
   run; each such function gets a fresh copy of its code object, allocated together, so
   the code a shim writes to sits on few pages instead of one page per function;
-- ``warm_up``: runs the shim's hot paths — ttrpc frames through ``TaskV2``
+- ``warm_up``: runs the shim's hot paths — a launcher child's answer to the daemon's
+  ``start_v2`` (``shim.main.answer_request``), ttrpc frames through ``TaskV2``
   (Create/Start/Wait/State/Pids/Kill/Delete/Shutdown, with a stand-in runtime script), the
   events ``Forwarder``, the reaper, ``Runc.run``, pumps — enough times for the bytecode to
   specialize, and ``warm_after_fork`` does the same for threading's at-fork handler;
@@ -147,6 +148,33 @@ def _round_v2(tmp: str) -> None:
     os.close(loop._wake_r)
     os.close(loop._wake_w)
     for name in ("v2", "events", v2layout.OPTIONS_FILE):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(tmp, name))
+
+
+def _round_launch(tmp: str) -> None:
+    """What a child of the launcher does before it serves: read the daemon's start_v2
+    request, claim the shim (the group socket bound, here under ``tmp``; ``shim.pid`` and
+    ``address`` written), answer — and once more for a group whose shim answers already."""
+    from pycontainerd.shim import main, protocol
+
+    daemon, ours = socket.socketpair()
+    params = {"namespace": "warmup", "id": "w", "group": "w", "address": os.path.join(tmp, "d.sock"), "bundle": tmp,
+              "ttrpc_address": os.path.join(tmp, "d.sock.ttrpc"), "options": {}}
+    try:
+        daemon.sendall(protocol.request(1, "start_v2", params))
+        shim = main.answer_request(ours, socket_root=tmp)
+        daemon.sendall(protocol.request(2, "start_v2", params))  # the group's shim listens already
+        again = main.answer_request(ours, socket_root=tmp)
+        protocol.Decoder().feed(daemon.recv(1 << 16))
+        if shim is not None:
+            shim.abandon()
+        if again is not None:
+            again.abandon()
+    finally:
+        daemon.close()
+        ours.close()
+    for name in (main.PID_FILE, main.ADDRESS_FILE):
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(tmp, name))
 
@@ -338,6 +366,7 @@ def warm_up(rounds: int = ROUNDS) -> None:
             with open(os.path.join(tmp, "config.json"), "w") as f:
                 f.write('{"linux": {"namespaces": [{"type": "pid"}]}}')
             for _ in range(rounds):
+                _round_launch(tmp)
                 _round_io(tmp)
                 _round_v2(tmp)
     except Exception as exc:
