@@ -28,12 +28,14 @@ from pycontainerd.shim.loop import Future, Loop
 
 PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
+# looked up here, in the launcher, once: CDLL makes the function object on first access
+_prctl = _libc.prctl
 
 Exit = tuple[int, int]  # (waitpid status, exited_at_ns)
 
 
 def set_subreaper() -> None:
-    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 

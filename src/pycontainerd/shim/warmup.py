@@ -195,6 +195,84 @@ def hot_code() -> set[CodeType]:
     return seen
 
 
+# Code every shim runs for a real container that ``warm_up`` cannot rehearse in the launcher
+# (detaching from it, mounting the rootfs, a console or FIFOs, the cgroup's OOM watch, the
+# exit path): packed with the hot code all the same ("module:qualname"; a name that is gone
+# is skipped, tests/unit/test_shim_warmup.py checks they all resolve).
+PER_SHIM_CODE = (
+    "pycontainerd.shim.main:become_shim",
+    "pycontainerd.shim.v2main:ClaimedShim.run",
+    "pycontainerd.shim.v2main:_log_fd",
+    "pycontainerd.shim.v2main:serve",
+    "pycontainerd.shim.reaper:set_subreaper",
+    "pycontainerd.shim.loop:Loop.run_forever",
+    "pycontainerd.shim.loop:Loop.stop",
+    "pycontainerd.shim.loop:TimerHandle.__lt__",
+    "pycontainerd.shim.loop:_noop_handler",
+    "pycontainerd.shim.server:Listening._accept",
+    "pycontainerd.shim.server:Connection.flush_blocking",
+    "pycontainerd.shim.service:_mount",
+    "pycontainerd.shim.service:Service._start_done",
+    "pycontainerd.shim.service:Service.resize_pty",
+    "pycontainerd.mount.core:mount_all",
+    "pycontainerd.mount.core:_mount_one",
+    "pycontainerd.mount.core:_raw_mount",
+    "pycontainerd.mount.core:unmount_all",
+    "pycontainerd.shim.io:parse_uri",
+    "pycontainerd.shim.io:_open_output",
+    "pycontainerd.shim.io:ProcessIO._listen_console",
+    "pycontainerd.shim.io:ProcessIO._console_accept",
+    "pycontainerd.shim.io:ProcessIO.keep_stdin",
+    "pycontainerd.shim.io:ProcessIO.resize",
+    "pycontainerd.shim.io:ProcessIO._terminal_stdin_eof",
+    "pycontainerd.shim.oom:OOMWatcher._watch_v1",
+    "pycontainerd.shim.oom:OOMWatcher._watch_v2",
+    "pycontainerd.shim.oom:OOMWatcher._read_kills",
+    "pycontainerd.shim.oom:OOMWatcher.close",
+    "pycontainerd.shim.runc:Runc.start",
+    "pycontainerd.shim.taskv2:TaskV2.resize_pty",
+    "pycontainerd.shim.ttrpc_loop:Forwarder._readable",
+    "pycontainerd.shim.ttrpc_loop:Forwarder._cancel_deadline",
+    "pycontainerd.shim.ttrpc_loop:Forwarder.flush",
+    "pycontainerd.shim.ttrpc_loop:TtrpcServer.flush",
+    "socket:socket.accept",
+    "socket:socket.family",
+    "socket:socket.type",
+    "socket:_intenum_converter",
+    "socket:recv_fds",
+    "os:makedirs",
+    "posixpath:split",
+    "contextlib:nullcontext.__init__",
+    "contextlib:nullcontext.__enter__",
+    "contextlib:nullcontext.__exit__",
+)
+
+
+def resolve_code(path: str) -> CodeType | None:
+    """The code object of ``PER_SHIM_CODE``'s "module:qualname" (a property's getter), None if
+    the module is not loaded (nothing is imported for it) or the name is gone."""
+    module, _, qualname = path.partition(":")
+    obj: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    obj = getattr(obj, "fget", obj)
+    code = getattr(obj, "__code__", None)
+    return code if isinstance(code, CodeType) else None
+
+
+def with_nested(codes: set[CodeType]) -> set[CodeType]:
+    """``codes`` and every code object nested in them (comprehensions, closures: the
+    functions a running function makes come from its constants)."""
+    out: set[CodeType] = set()
+    todo = list(codes)
+    while todo:
+        code = todo.pop()
+        if code not in out:
+            out.add(code)
+            todo.extend(c for c in code.co_consts if isinstance(c, CodeType))
+    return out
+
+
 def pack_code(hot: set[CodeType]) -> int:
     """Give every function whose code is in ``hot`` a fresh copy of it, allocated now, one
     after the other (nested code objects in ``hot`` too, through the constants).
@@ -342,7 +420,7 @@ def prepare_memory() -> None:
     code packed together (``pack_code``) and specialized (``warm_up``), pymalloc's free
     blocks filled (``fill_pools``), and every object frozen out of the collector's reach
     (``gc.freeze``: a collection in a shim would otherwise write to every object's header)."""
-    hot = hot_code()
+    hot = with_nested(hot_code() | {c for c in map(resolve_code, PER_SHIM_CODE) if c is not None})
     fill_pools()  # the packed copies go to fresh pools, not into the gaps of old ones
     fill_heap()
     pack_code(hot)
