@@ -140,8 +140,7 @@ def read_request(control: socket.socket) -> dict[str, Any]:
     """The daemon's next request frame, and nothing after it (blocking; the daemon sends one
     request at a time and waits for its answer)."""
     header = _recv_exactly(control, protocol.HEADER_SIZE)
-    frame = header + _recv_exactly(control, protocol.frame_size(header))
-    return protocol.Decoder().feed(frame)[0]
+    return protocol.decode_body(_recv_exactly(control, protocol.frame_size(header)))
 
 
 def answer_request(control: socket.socket, socket_root: str = v2layout.SOCKET_ROOT) -> ClaimedShim | None:

@@ -48,9 +48,12 @@ class ProtocolError(Exception):
     """The peer sent something that is not a valid frame; drop the connection."""
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps would make one per call
+
+
 def encode(message: dict[str, Any]) -> bytes:
     """One frame holding ``message``."""
-    body = json.dumps(message, separators=(",", ":")).encode()
+    body = _ENCODER.encode(message).encode()
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(body)} bytes exceeds the {MAX_FRAME} byte limit")
     return _HEADER.pack(len(body)) + body
@@ -76,6 +79,17 @@ def frame_size(header: bytes) -> int:
     return int(size)
 
 
+def decode_body(body: bytes) -> dict[str, Any]:
+    """The message a frame's body holds."""
+    try:
+        msg = json.loads(body)
+    except ValueError as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from exc
+    if not isinstance(msg, dict):
+        raise ProtocolError("frame is not a JSON object")
+    return msg
+
+
 class Decoder:
     """Accumulates bytes and returns the complete messages they finish.
 
@@ -97,13 +111,7 @@ class Decoder:
                 break
             body = bytes(buf[HEADER_SIZE : HEADER_SIZE + size])
             del buf[: HEADER_SIZE + size]
-            try:
-                msg = json.loads(body)
-            except ValueError as exc:
-                raise ProtocolError(f"frame is not JSON: {exc}") from exc
-            if not isinstance(msg, dict):
-                raise ProtocolError("frame is not a JSON object")
-            out.append(msg)
+            out.append(decode_body(body))
         return out
 
     @property
