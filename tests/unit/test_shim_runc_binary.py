@@ -65,3 +65,18 @@ def test_a_runtime_found_nowhere_is_not_found(tmp_path: Path, monkeypatch: pytes
     r = runc.Runc(loop, reaper, binary="no-such-runtime", root=str(tmp_path), log_path=os.devnull)
     with pytest.raises(errdefs.NotFound, match="no-such-runtime"):
         loop.run_until_complete(loop.spawn(r.run(["state", "x"], log_path=os.devnull)))
+
+
+def test_the_runtime_inherits_the_current_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spawned with os.environ's own bytes dict (no per-variable Python in a shim): a
+    variable set or removed after import is what the runtime sees."""
+    _tool(tmp_path / "bin", "env-runtime", 'echo "x=${PYCD_SPAWN_X-unset} y=${PYCD_SPAWN_Y-unset}"')
+    monkeypatch.setenv("PYCD_SPAWN_X", "set after import")
+    monkeypatch.setenv("PYCD_SPAWN_Y", "gone")
+    monkeypatch.delenv("PYCD_SPAWN_Y")
+    loop = Loop()
+    reaper = Reaper(loop)
+    r = runc.Runc(loop, reaper, binary=str(tmp_path / "bin" / "env-runtime"), root=str(tmp_path / "root"),
+                  log_path=os.devnull)
+    out = loop.run_until_complete(loop.spawn(r.run(["state", "x"], log_path=os.devnull)))
+    assert out.strip() == b"x=set after import y=unset"

@@ -33,6 +33,7 @@ from .. import errdefs
 
 MAX_FRAME = 16 << 20
 _HEADER = struct.Struct(">I")
+HEADER_SIZE = _HEADER.size
 
 # topics
 TASK_EXIT = "/tasks/exit"
@@ -47,9 +48,12 @@ class ProtocolError(Exception):
     """The peer sent something that is not a valid frame; drop the connection."""
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps would make one per call
+
+
 def encode(message: dict[str, Any]) -> bytes:
     """One frame holding ``message``."""
-    body = json.dumps(message, separators=(",", ":")).encode()
+    body = _ENCODER.encode(message).encode()
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(body)} bytes exceeds the {MAX_FRAME} byte limit")
     return _HEADER.pack(len(body)) + body
@@ -67,6 +71,25 @@ def error(req_id: int, code: str, message: str) -> bytes:
     return encode({"id": req_id, "error": {"code": code, "message": message}})
 
 
+def frame_size(header: bytes) -> int:
+    """The body length a frame's ``HEADER_SIZE``-byte header announces."""
+    (size,) = _HEADER.unpack(header)
+    if size > MAX_FRAME:
+        raise ProtocolError(f"frame of {size} bytes exceeds the {MAX_FRAME} byte limit")
+    return int(size)
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """The message a frame's body holds."""
+    try:
+        msg = json.loads(body)
+    except ValueError as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from exc
+    if not isinstance(msg, dict):
+        raise ProtocolError("frame is not a JSON object")
+    return msg
+
+
 class Decoder:
     """Accumulates bytes and returns the complete messages they finish.
 
@@ -82,21 +105,13 @@ class Decoder:
         self._buf += data
         out: list[dict[str, Any]] = []
         buf = self._buf
-        while len(buf) >= 4:
-            (size,) = _HEADER.unpack_from(buf)
-            if size > MAX_FRAME:
-                raise ProtocolError(f"frame of {size} bytes exceeds the {MAX_FRAME} byte limit")
-            if len(buf) < 4 + size:
+        while len(buf) >= HEADER_SIZE:
+            size = frame_size(bytes(buf[:HEADER_SIZE]))
+            if len(buf) < HEADER_SIZE + size:
                 break
-            body = bytes(buf[4 : 4 + size])
-            del buf[: 4 + size]
-            try:
-                msg = json.loads(body)
-            except ValueError as exc:
-                raise ProtocolError(f"frame is not JSON: {exc}") from exc
-            if not isinstance(msg, dict):
-                raise ProtocolError("frame is not a JSON object")
-            out.append(msg)
+            body = bytes(buf[HEADER_SIZE : HEADER_SIZE + size])
+            del buf[: HEADER_SIZE + size]
+            out.append(decode_body(body))
         return out
 
     @property

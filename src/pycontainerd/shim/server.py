@@ -138,7 +138,9 @@ def bind_listener(path: str) -> socket.socket:
     """Bind the shim socket at ``path`` (mode 0600, in a 0700 directory: only the daemon
     talks to shims); a stale socket file is replaced, a live one (another shim answering
     there) is AlreadyExists."""
-    fsmodes.private_dir(os.path.dirname(path), chmod=False)
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):  # there after the first shim: spare the pathlib walk
+        fsmodes.private_dir(parent, chmod=False)
     if os.path.exists(path):
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

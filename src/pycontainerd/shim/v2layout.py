@@ -34,11 +34,12 @@ def _go_join(*parts: str) -> str:
     return joined
 
 
-def socket_address(containerd_address: str, namespace: str, group: str) -> str:
+def socket_address(containerd_address: str, namespace: str, group: str, root: str = SOCKET_ROOT) -> str:
     """containerd 1.6 ``shim.SocketAddress``: ``unix:///run/containerd/s/<hex sha256 of
-    Join(address, namespace, group)>`` — how ``ctr shim`` and containerd find a shim."""
+    Join(address, namespace, group)>`` — how ``ctr shim`` and containerd find a shim
+    (``root`` other than ``SOCKET_ROOT`` only for the launcher's warm-up rehearsal)."""
     digest = hashlib.sha256(_go_join(containerd_address, namespace, group).encode()).hexdigest()
-    return f"unix://{SOCKET_ROOT}/{digest}"
+    return f"unix://{root}/{digest}"
 
 
 def group_of(spec: dict[str, Any], container_id: str) -> str:

@@ -39,7 +39,6 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,61 +233,124 @@ def start(flags: Flags) -> str:
     return start_shim(flags, _read_options())[0]
 
 
-def start_shim(
-    flags: Flags,
-    options: dict[str, object],
-    *,
-    ttrpc_address: str | None = None,
-    before_serve: Callable[[], None] | None = None,
-) -> tuple[str, int, bool]:
-    """``start``: the shim's address, its pid (0 for the group's running shim: ask it with
-    Connect) and whether it was forked now.
-
-    Also the daemon's fork server's way to start a shim (``shim.main`` launcher): it passes
-    the options and the events address itself, and ``before_serve`` closes, in the child,
-    what the launcher holds open."""
+def _bind_group(
+    flags: Flags, socket_root: str = v2layout.SOCKET_ROOT, group: str = ""
+) -> tuple[str, str, str, socket.socket | None]:
+    """The container's group socket: (bundle, address, path, the bound listener), or no
+    listener when the group's shim answers there already (``<bundle>/address`` then names it).
+    ``group``: the container's shim group if the caller knows it, else read from the spec."""
     bundle = flags.bundle or os.getcwd()
     if not flags.namespace or not flags.id:
         raise errdefs.InvalidArgument("start needs -namespace and -id")
-    group = v2layout.group_of(_read_spec(bundle), flags.id)
-    address = v2layout.socket_address(flags.address, flags.namespace, group)
+    group = group or v2layout.group_of(_read_spec(bundle), flags.id)
+    address = v2layout.socket_address(flags.address, flags.namespace, group, socket_root)
     path = address.removeprefix("unix://")
     try:
         listener = bind_listener(path)
     except errdefs.AlreadyExists:  # the group's shim answers there: reuse it
         write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode())
+        return bundle, address, path, None
+    return bundle, address, path, listener
+
+
+def _record_shim(bundle: str, address: str, pid: int, options: dict[str, object]) -> None:
+    """A new shim process ``pid``: into the options' ShimCgroup, ``shim.pid`` and ``address``
+    written in the bundle."""
+    shim_cgroup = str(options.get("shim_cgroup") or "")
+    if shim_cgroup:
+        from pycontainerd.shim.taskv2 import join_cgroup
+
+        join_cgroup(shim_cgroup, pid)
+    write_atomic(os.path.join(bundle, PID_FILE), str(pid).encode())
+    write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode())
+
+
+def _unbind(listener: socket.socket, path: str) -> None:
+    listener.close()
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def start_shim(
+    flags: Flags,
+    options: dict[str, object],
+    *,
+    ttrpc_address: str | None = None,
+) -> tuple[str, int, bool]:
+    """``start``: the shim's address, its pid (0 for the group's running shim: ask it with
+    Connect) and whether it was forked now (the binary's ``start``: this process then exits)."""
+    bundle, address, path, listener = _bind_group(flags)
+    if listener is None:
         return address, 0, False  # its pid: ask it (Connect); the socket's owner is whoever bound it
     try:
         pid = os.fork()
         if pid == 0:
 
             def body() -> None:
-                if before_serve is not None:
-                    before_serve()
                 become_shim(_log_fd(bundle))
                 serve(flags, listener, path, ttrpc_address)
 
             run_child(body)
         listener.close()
-        shim_cgroup = str(options.get("shim_cgroup") or "")
         try:
-            if shim_cgroup:
-                from pycontainerd.shim.taskv2 import join_cgroup
-
-                join_cgroup(shim_cgroup, pid)
-            write_atomic(os.path.join(bundle, PID_FILE), str(pid).encode())
-            write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode())
+            _record_shim(bundle, address, pid, options)
         except BaseException:
             os.kill(pid, signal.SIGKILL)
             raise
     except BaseException:
-        listener.close()
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        _unbind(listener, path)
         raise
     return address, pid, True
+
+
+class ClaimedShim:
+    """A shim this process is to become (``claim_shim``): ``run`` serves until the last
+    container is gone, ``abandon`` gives the socket up instead (the answer never reached
+    the daemon)."""
+
+    __slots__ = ("_bundle", "_flags", "_listener", "_path", "_ttrpc_address")
+
+    def __init__(
+        self, flags: Flags, bundle: str, listener: socket.socket, path: str, ttrpc_address: str | None
+    ) -> None:
+        self._flags = flags
+        self._bundle = bundle
+        self._listener = listener
+        self._path = path
+        self._ttrpc_address = ttrpc_address
+
+    def run(self) -> None:
+        become_shim(_log_fd(self._bundle))
+        serve(self._flags, self._listener, self._path, self._ttrpc_address)
+
+    def abandon(self) -> None:
+        _unbind(self._listener, self._path)
+
+
+def claim_shim(
+    flags: Flags,
+    options: dict[str, object],
+    *,
+    ttrpc_address: str | None = None,
+    socket_root: str = v2layout.SOCKET_ROOT,
+    group: str = "",
+) -> tuple[str, int, ClaimedShim | None]:
+    """``start`` without a fork, in a process that becomes the shim itself (a child of the
+    daemon's fork server, ``shim.main`` launcher): the address, this process's pid and the
+    shim to run, or (address, 0, None) when the group's shim answers there already
+    (``group``: the container's shim group when the daemon sent it, else read from the spec)."""
+    bundle, address, path, listener = _bind_group(flags, socket_root, group)
+    if listener is None:
+        return address, 0, None
+    pid = os.getpid()
+    try:
+        _record_shim(bundle, address, pid, options)
+    except BaseException:
+        _unbind(listener, path)
+        raise
+    return address, pid, ClaimedShim(flags, bundle, listener, path, ttrpc_address)
 
 
 def _remove_dead_socket(bundle: str) -> None:

@@ -11,7 +11,8 @@ slots of the launcher's half-used pymalloc pools and malloc chunks, and the cycl
 - ``hot_code``/``pack_code``: one profiled round of the hot paths finds the code the shims
   run; each such function gets a fresh copy of its code object, allocated together, so
   the code a shim writes to sits on few pages instead of one page per function;
-- ``warm_up``: runs the shim's hot paths — ttrpc frames through ``TaskV2``
+- ``warm_up``: runs the shim's hot paths — a launcher child's answer to the daemon's
+  ``start_v2`` (``shim.main.answer_request``), ttrpc frames through ``TaskV2``
   (Create/Start/Wait/State/Pids/Kill/Delete/Shutdown, with a stand-in runtime script), the
   events ``Forwarder``, the reaper, ``Runc.run``, pumps — enough times for the bytecode to
   specialize, and ``warm_after_fork`` does the same for threading's at-fork handler;
@@ -163,6 +164,33 @@ def _round_v2(tmp: str) -> None:
             os.unlink(os.path.join(tmp, name))
 
 
+def _round_launch(tmp: str) -> None:
+    """What a child of the launcher does before it serves: read the daemon's start_v2
+    request, claim the shim (the group socket bound, here under ``tmp``; ``shim.pid`` and
+    ``address`` written), answer — and once more for a group whose shim answers already."""
+    from pycontainerd.shim import main, protocol
+
+    daemon, ours = socket.socketpair()
+    params = {"namespace": "warmup", "id": "w", "group": "w", "address": os.path.join(tmp, "d.sock"), "bundle": tmp,
+              "ttrpc_address": os.path.join(tmp, "d.sock.ttrpc"), "options": {}}
+    try:
+        daemon.sendall(protocol.request(1, "start_v2", params))
+        shim = main.answer_request(ours, socket_root=tmp)
+        daemon.sendall(protocol.request(2, "start_v2", params))  # the group's shim listens already
+        again = main.answer_request(ours, socket_root=tmp)
+        protocol.Decoder().feed(daemon.recv(1 << 16))
+        if shim is not None:
+            shim.abandon()
+        if again is not None:
+            again.abandon()
+    finally:
+        daemon.close()
+        ours.close()
+    for name in (main.PID_FILE, main.ADDRESS_FILE):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(tmp, name))
+
+
 def hot_code() -> set[CodeType]:
     """The code objects one round of the hot paths runs."""
     seen: set[CodeType] = set()
@@ -177,6 +205,84 @@ def hot_code() -> set[CodeType]:
     finally:
         sys.setprofile(None)
     return seen
+
+
+# Code every shim runs for a real container that ``warm_up`` cannot rehearse in the launcher
+# (detaching from it, mounting the rootfs, a console or FIFOs, the cgroup's OOM watch, the
+# exit path): packed with the hot code all the same ("module:qualname"; a name that is gone
+# is skipped, tests/unit/test_shim_warmup.py checks they all resolve).
+PER_SHIM_CODE = (
+    "pycontainerd.shim.main:become_shim",
+    "pycontainerd.shim.v2main:ClaimedShim.run",
+    "pycontainerd.shim.v2main:_log_fd",
+    "pycontainerd.shim.v2main:serve",
+    "pycontainerd.shim.reaper:set_subreaper",
+    "pycontainerd.shim.loop:Loop.run_forever",
+    "pycontainerd.shim.loop:Loop.stop",
+    "pycontainerd.shim.loop:TimerHandle.__lt__",
+    "pycontainerd.shim.loop:_noop_handler",
+    "pycontainerd.shim.server:Listening._accept",
+    "pycontainerd.shim.server:Connection.flush_blocking",
+    "pycontainerd.shim.service:_mount",
+    "pycontainerd.shim.service:Service._start_done",
+    "pycontainerd.shim.service:Service.resize_pty",
+    "pycontainerd.mount.core:mount_all",
+    "pycontainerd.mount.core:_mount_one",
+    "pycontainerd.mount.core:_raw_mount",
+    "pycontainerd.mount.core:unmount_all",
+    "pycontainerd.shim.io:parse_uri",
+    "pycontainerd.shim.io:_open_output",
+    "pycontainerd.shim.io:ProcessIO._listen_console",
+    "pycontainerd.shim.io:ProcessIO._console_accept",
+    "pycontainerd.shim.io:ProcessIO.keep_stdin",
+    "pycontainerd.shim.io:ProcessIO.resize",
+    "pycontainerd.shim.io:ProcessIO._terminal_stdin_eof",
+    "pycontainerd.shim.oom:OOMWatcher._watch_v1",
+    "pycontainerd.shim.oom:OOMWatcher._watch_v2",
+    "pycontainerd.shim.oom:OOMWatcher._read_kills",
+    "pycontainerd.shim.oom:OOMWatcher.close",
+    "pycontainerd.shim.runc:Runc.start",
+    "pycontainerd.shim.taskv2:TaskV2.resize_pty",
+    "pycontainerd.shim.ttrpc_loop:Forwarder._readable",
+    "pycontainerd.shim.ttrpc_loop:Forwarder._cancel_deadline",
+    "pycontainerd.shim.ttrpc_loop:Forwarder.flush",
+    "pycontainerd.shim.ttrpc_loop:TtrpcServer.flush",
+    "socket:socket.accept",
+    "socket:socket.family",
+    "socket:socket.type",
+    "socket:_intenum_converter",
+    "socket:recv_fds",
+    "os:makedirs",
+    "posixpath:split",
+    "contextlib:nullcontext.__init__",
+    "contextlib:nullcontext.__enter__",
+    "contextlib:nullcontext.__exit__",
+)
+
+
+def resolve_code(path: str) -> CodeType | None:
+    """The code object of ``PER_SHIM_CODE``'s "module:qualname" (a property's getter), None if
+    the module is not loaded (nothing is imported for it) or the name is gone."""
+    module, _, qualname = path.partition(":")
+    obj: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    obj = getattr(obj, "fget", obj)
+    code = getattr(obj, "__code__", None)
+    return code if isinstance(code, CodeType) else None
+
+
+def with_nested(codes: set[CodeType]) -> set[CodeType]:
+    """``codes`` and every code object nested in them (comprehensions, closures: the
+    functions a running function makes come from its constants)."""
+    out: set[CodeType] = set()
+    todo = list(codes)
+    while todo:
+        code = todo.pop()
+        if code not in out:
+            out.add(code)
+            todo.extend(c for c in code.co_consts if isinstance(c, CodeType))
+    return out
 
 
 def pack_code(hot: set[CodeType]) -> int:
@@ -326,7 +432,7 @@ def prepare_memory() -> None:
     code packed together (``pack_code``) and specialized (``warm_up``), pymalloc's free
     blocks filled (``fill_pools``), and every object frozen out of the collector's reach
     (``gc.freeze``: a collection in a shim would otherwise write to every object's header)."""
-    hot = hot_code()
+    hot = with_nested(hot_code() | {c for c in map(resolve_code, PER_SHIM_CODE) if c is not None})
     fill_pools()  # the packed copies go to fresh pools, not into the gaps of old ones
     fill_heap()
     pack_code(hot)
@@ -351,6 +457,7 @@ def warm_up(rounds: int = ROUNDS) -> None:
             with open(os.path.join(tmp, "config.json"), "w") as f:
                 f.write('{"linux": {"namespaces": [{"type": "pid"}]}}')
             for _ in range(rounds):
+                _round_launch(tmp)
                 _round_io(tmp)
                 _round_v2(tmp)
     except Exception as exc:

@@ -342,6 +342,7 @@ class ShimManager:
                         "namespace": namespace,
                         "id": container_id,
                         "bundle": str(bundle),
+                        "group": group,  # the fork server's child then need not read the spec
                         "address": self.grpc_address,
                         "ttrpc_address": self.ttrpc_address,
                         "options": {k: v for k, v in (runc or {}).items() if isinstance(v, (str, int, bool))},
