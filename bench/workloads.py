@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fixtures import images
-from tests.fixtures.procs import pss_kib
+from tests.fixtures.procs import pss_kib, uss_kib
 
 from . import quiesce
 from .targets import CTR, NAMESPACE, CtrError, Target
@@ -316,6 +316,10 @@ class Bench:
 
     def w6_sample(self, name: str, title: str, run: int = 0) -> None:
         m = self.metric("W6", name, title, "MiB", "sum of Pss (smaps_rollup) over daemon + shims/helpers")
+        # PSS splits shared pages among their sharers, so it moves with whatever else runs the same
+        # binary (another containerd, another python); USS (private pages only) does not
+        u = self.metric("W6", f"{name}_uss", title.replace("PSS", "USS (private memory)"), "MiB",
+                        "sum of Private_Clean + Private_Dirty (smaps_rollup) over daemon + shims/helpers")
         for t in self.live(m):
             def one(t: Target = t) -> dict[str, Any]:
                 t.ctr("version")
@@ -323,9 +327,11 @@ class Bench:
                     raise RuntimeError("daemon pid unknown (socket owner not found)")
                 mib, shims = t.pss_mib()
                 own = pss_kib(t.daemon_pid) / 1024
+                uss = sum(uss_kib(p) for p in [t.daemon_pid, *t.shim_pids()]) / 1024
                 return {m.key: (mib, {"daemon_mib": round(own, 2), "helpers": shims,
-                                      "task_shims_alive": len(t.task_shim_pids())})}
-            self.sample([m], t, run, one)
+                                      "task_shims_alive": len(t.task_shim_pids())}),
+                        u.key: (uss, {"daemon_mib": round(uss_kib(t.daemon_pid) / 1024, 2), "helpers": shims})}
+            self.sample([m, u], t, run, one)
 
     def w7(self) -> None:
         m = self.metric("W7", "runc_run", "W7 floor: runc run … true", "s",
