@@ -21,6 +21,7 @@ import shutil
 import signal
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,8 @@ log = logging.getLogger("pycontainerd.cri")
 ANN_CONTAINER_NAME = "io.kubernetes.cri.container-name"
 ANN_IMAGE_NAME = "io.kubernetes.cri.image-name"
 KILL_WAIT = 10.0
+ROOTFS_FILES_CACHE = 32  # images whose /etc/passwd and /etc/group are kept
+ROOTFS_FILES_MAX = 256 * 1024  # larger ones are read again at each create
 
 
 def container_name(m: pb.ContainerMetadata, s: pb.PodSandboxMetadata) -> str:
@@ -244,6 +247,21 @@ def host_device_entries(devices: list[pb.Device]) -> list[tuple[dict[str, Any], 
     return out
 
 
+def _make_fifos(d: Path, tty: bool, stdin: bool) -> None:
+    """The container's stdio FIFOs (``crilog.FifoLogger``'s names) in its private IO directory.
+    Blocking: run it in a thread."""
+    private_dir(d)
+    for name in ("stdout", *(() if tty else ("stderr",)), *(("stdin",) if stdin else ())):
+        with contextlib.suppress(FileExistsError):
+            os.mkfifo(d / name, 0o600)
+
+
+def _copy(cfg: pb.ContainerConfig) -> pb.ContainerConfig:
+    out = pb.ContainerConfig()
+    out.CopyFrom(cfg)
+    return out
+
+
 def make_mount_sources(mounts: list[pb.Mount]) -> None:
     """The host paths of ContainerConfig.mounts, as containerd's CRI checks them at CreateContainer: one
     that does not exist is made (a directory, 0755: a hostPath volume without a type); one that cannot
@@ -284,6 +302,14 @@ class Containers:
         self._locks: dict[str, asyncio.Lock] = {}
         self._exec_seq = 0
         self._apparmor: tuple[bool, frozenset[str]] | None = None  # read once, on the first create
+        # what a create learnt that its start needs (the container as created, its rootfs
+        # mounts): taken by the start, dropped by a remove or an update
+        self._created: dict[str, tuple[CriContainer, builtins.list[Any]]] = {}
+        # containers in StartContainer: their record may say started before their task exists
+        # (containerd's CRI keeps a Starting flag the same way)
+        self._starting: set[str] = set()
+        # /etc/passwd and /etc/group of an image's layers, per (snapshotter, chain id): they never change
+        self._rootfs_files: OrderedDict[tuple[str, str], RootfsFiles] = OrderedDict()
         self.swap_accounting = cgroups.swap_accounting()  # a host fact (kernel command line): read once
         self.hugetlb = cgroups.hugetlb_controller()  # so is the hugetlb controller
         self._exit_handlers: set[asyncio.Task[None]] = set()
@@ -297,6 +323,14 @@ class Containers:
             await self.on_event(cid, sandbox_id, kind)
         except Exception as exc:  # an event lost is not a lifecycle step failed
             log.warning("container %s: %s event not sent: %s", cid, kind, exc)
+
+    def _remember_files(self, key: tuple[str, str], files: RootfsFiles) -> None:
+        if not key[1] or sum(len(f or "") for f in files) > ROOTFS_FILES_MAX:
+            return
+        self._rootfs_files[key] = files
+        self._rootfs_files.move_to_end(key)
+        while len(self._rootfs_files) > ROOTFS_FILES_CACHE:
+            self._rootfs_files.popitem(last=False)
 
     def lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())
@@ -341,7 +375,7 @@ class Containers:
                     out.state = pb.CONTAINER_EXITED
                     out.exit_code, out.finished_at_ns = st.exit_status, st.exited_at_ns
                     out.reason = _reason(st.exit_status, bool(meta.get("oom")))
-        elif out.started_at_ns:  # started, and its task is gone (a restart lost it)
+        elif out.started_at_ns and c.id not in self._starting:  # started, its task gone (a restart lost it)
             out.state, out.reason = pb.CONTAINER_EXITED, out.reason or "Unknown"
         return out
 
@@ -392,7 +426,7 @@ class Containers:
     # -- create -----------------------------------------------------------------------------------
     async def create(self, sandbox_id: str, cfg: pb.ContainerConfig) -> str:
         phases = Phases("CreateContainer")
-        sb = await self.pods.get(sandbox_id)
+        sb = await self.pods.get(sandbox_id, known=True)
         phases.mark("sandbox")
         if not sb.ready or not sb.pid:
             raise errdefs.FailedPrecondition(f"sandbox {sb.id} is not ready: cannot create containers in it")
@@ -428,24 +462,35 @@ class Containers:
             snapshotter = self.pods.snapshotter(sb.runtime_handler)
             sn = self.images.snapshots.namespaced(snapshotter, NAMESPACE, lease.id)
             phases.mark("image + lease")
+            # the snapshot is made (its row committed, its directory made) while the spec is built:
+            # the spec needs the rootfs only for /etc/passwd and /etc/group, read once per image
+            # (its layers never change; a new snapshot's upper directory is empty), and for the
+            # image's VOLUMEs, whose content is copied from it
+            preparing = asyncio.ensure_future(self.images.prepare(sn, cid, image, snapshotter))
+            io_dir = self.io_dir(cid)
+            recorded = False
             try:
-                mounts = await self.images.prepare(sn, cid, image, snapshotter)
-            except BaseException:
-                await self._drop_lease(lease.id)
-                raise
-            phases.mark("snapshot")
-            try:
-                files = await asyncio.to_thread(rootfs_files, mounts)
-                phases.mark("passwd+group")
+                wanted_volumes = volumes.wanted(image.config, [m.container_path for m in cfg.mounts],
+                                                ignore=self.pods.config.ignore_image_defined_volumes)
+                files_key = (snapshotter, image.chain_id)
+                files = self._rootfs_files.get(files_key) if image.chain_id else None
+                mounts: builtins.list[Any] | None = None
+                if files is None or wanted_volumes:
+                    mounts = await preparing
+                    phases.mark("snapshot")
+                if files is None:
+                    assert mounts is not None
+                    files = await asyncio.to_thread(rootfs_files, mounts)
+                    self._remember_files(files_key, files)
+                    phases.mark("passwd+group")
                 sc = cfg.linux.security_context
                 wants_all = "ALL" in {c.removeprefix("CAP_") for c in sc.capabilities.add_capabilities}
                 host = await asyncio.to_thread(HostInfo.probe) if sc.privileged or wants_all else None
                 sec = await self._security_inputs(sb, cfg)
-                sec.volumes = await asyncio.to_thread(volumes.fill, self.root_dir, cid, volumes.wanted(
-                    image.config, [m.container_path for m in cfg.mounts],
-                    ignore=self.pods.config.ignore_image_defined_volumes), mounts)
+                if wanted_volumes:
+                    assert mounts is not None
+                    sec.volumes = await asyncio.to_thread(volumes.fill, self.root_dir, cid, wanted_volumes, mounts)
                 spec = self._spec(cid, sb, cfg, image.config, files, host, sec)
-                phases.mark("spec")
                 log_path = ""
                 if sb.config.log_directory and cfg.log_path:
                     log_path = os.path.join(sb.config.log_directory, cfg.log_path)
@@ -459,21 +504,48 @@ class Containers:
                 spec["annotations"] = {**handlers.passthrough(sb.config.annotations, rt.pod_annotations),
                                        **handlers.passthrough(cfg.annotations, rt.container_annotations),
                                        **spec["annotations"]}
-                await self.store.create(NAMESPACE, Container(
+                phases.mark("spec")
+                if mounts is None:
+                    mounts = await preparing
+                    phases.mark("snapshot")
+                # the record, and the lease's end in the same group commit (one transaction, one
+                # sync: the lease goes only with the record that keeps the snapshot); the FIFOs
+                # the start needs are made meanwhile (containerd's CRI makes them at create too)
+                record = Container(
                     id=cid, runtime_name=rt.runtime_type, runtime_options=handlers.runtime_options(rt),
                     spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()), labels=labels,
                     image=image.references[0] if image.references else image.id,
                     snapshotter=snapshotter, snapshot_key=cid,
-                    extensions={CONTAINER_EXT: ext_value(meta)}))
-                phases.mark("record")
+                    extensions={CONTAINER_EXT: ext_value(meta)})
+                made, fifos, _ = await asyncio.gather(
+                    self.store.create(NAMESPACE, record, batch=True),
+                    asyncio.to_thread(_make_fifos, io_dir, cfg.tty, cfg.stdin),
+                    self._drop_lease(lease.id, batch=True), return_exceptions=True)
+                if isinstance(made, BaseException):
+                    raise made
+                recorded = True
+                if isinstance(fifos, BaseException):
+                    raise fifos
+                phases.mark("record + fifos")
+                self._created[cid] = (CriContainer(
+                    id=cid, sandbox_id=sb.id, config=_copy(cfg), meta=meta, created_at_ns=made.created_at_ns,
+                    image=record.image, labels=labels, spec=spec, runtime_type=record.runtime_name,
+                    snapshotter=snapshotter), mounts)
             except BaseException:
+                await asyncio.wait([preparing])
+                prepare_error = None if preparing.cancelled() else preparing.exception()
+                if recorded:
+                    with contextlib.suppress(errdefs.ContainerdError):
+                        await self.store.delete(NAMESPACE, cid)
                 await asyncio.to_thread(volumes.remove, self.root_dir, cid)
-                with contextlib.suppress(errdefs.ContainerdError):
-                    await sn.remove(cid)
+                await asyncio.to_thread(shutil.rmtree, io_dir, True)
+                if prepare_error is None:
+                    with contextlib.suppress(errdefs.ContainerdError):
+                        await sn.remove(cid)
+                await self._drop_lease(lease.id)  # unless the record's commit dropped it already
+                if prepare_error is not None:  # its error first, as when the spec came after it
+                    raise prepare_error from None
                 raise
-            finally:
-                await self._drop_lease(lease.id)
-                phases.mark("lease deleted")
         finally:
             self._names.discard(name)
         await self._emit(cid, sb.id, "created")
@@ -481,9 +553,11 @@ class Containers:
         phases.done(cid)
         return cid
 
-    async def _drop_lease(self, lease_id: str) -> None:
+    async def _drop_lease(self, lease_id: str, *, batch: bool = False) -> None:
         try:
-            await self.images.leases.delete(NAMESPACE, lease_id)
+            await self.images.leases.delete(NAMESPACE, lease_id, batch=batch)
+        except errdefs.NotFound:
+            pass  # dropped already
         except errdefs.ContainerdError as exc:  # it expires on its own
             log.warning("container create: could not delete lease %s: %s", lease_id, exc)
 
@@ -709,42 +783,50 @@ class Containers:
     # -- start / stop / remove --------------------------------------------------------------------
     async def start(self, cid: str) -> None:
         phases = Phases("StartContainer", cid)
-        c = await self.get(cid)
+        # a container this daemon created (and nothing removed or changed since): as it was made
+        created = self._created.pop(cid, None)
+        c = created[0] if created is not None else await self.get(cid)
         phases.mark("record")
         async with self.lock(c.id):
             if c.state != pb.CONTAINER_CREATED or self.tasks.has_task(NAMESPACE, c.id):
                 raise errdefs.FailedPrecondition(f"container {c.id} is not in created state")
-            sb = await self.pods.get(c.sandbox_id)
+            sb = await self.pods.get(c.sandbox_id, known=True)
             if not sb.ready:
                 raise errdefs.FailedPrecondition(f"sandbox {sb.id} of container {c.id} is not ready")
             phases.mark("sandbox")
-            sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
-            mounts = await sn.mounts(c.id)
+            if created is not None:
+                mounts = created[1]
+            else:
+                sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
+                mounts = await sn.mounts(c.id)
             phases.mark("mounts")
             # stdio through FIFOs the daemon reads (and, with stdin, holds): the CRI log and
-            # attached clients get the output; a terminal's output is logged as stdout
+            # attached clients get the output; a terminal's output is logged as stdout.  The
+            # create made them (a container from before a restart gets them here)
             log_path = str(c.meta.get("log_path") or "")
             d = self.io_dir(c.id)
-            await asyncio.to_thread(private_dir, d)
+            if created is None:
+                await asyncio.to_thread(_make_fifos, d, c.config.tty, c.config.stdin)
             logger = FifoLogger(d, log_path, self.max_log_line, tty=c.config.tty, stdin=c.config.stdin)
             await logger.start()
             phases.mark("fifos")
             io = TaskIO(stdin=logger.stdin, stdout=logger.stdout, stderr=logger.stderr, terminal=c.config.tty)
+            # the start time goes into the record while the task is made and started (one call:
+            # the task manager records the create while the shim starts the process); all of it
+            # is over before the answer, and a failed start overwrites it below
+            self._starting.add(c.id)  # created until the task exists, whatever the record says
+            recording = asyncio.ensure_future(self._update_meta(c.id, started_at=time.time_ns()))
             try:
-                await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
-                    RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts],
-                    options=self.pods.run_options(sb.runtime_handler),
-                    runtime_path=self.pods.runtime(sb.runtime_handler).runtime_path)
-                phases.mark("task create")
-                # the start time into the record while the shim starts the process (runc start):
-                # both are over before the answer; a failed start overwrites it below
-                recording = asyncio.ensure_future(self._update_meta(c.id, started_at=time.time_ns()))
                 try:
-                    await self.tasks.start_process(NAMESPACE, c.id)
-                    phases.mark("task start")
+                    await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
+                        RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts],
+                        options=self.pods.run_options(sb.runtime_handler),
+                        runtime_path=self.pods.runtime(sb.runtime_handler).runtime_path, start=True)
+                    phases.mark("task create + start")
                 except BaseException:
                     await asyncio.gather(recording, return_exceptions=True)  # before the StartError write
-                    await self._delete_task(c.id)
+                    if self.tasks.has_task(NAMESPACE, c.id):  # created, its start failed
+                        await self._delete_task(c.id)
                     raise
                 logger.release()
                 self._loggers[c.id] = logger
@@ -755,6 +837,8 @@ class Containers:
                 await self._update_meta(c.id, started_at=now, finished_at=now, exit_code=128,
                                         reason="StartError", message=str(exc))
                 raise
+            finally:
+                self._starting.discard(c.id)
             await recording
             phases.mark("record updated")
             await self._emit(c.id, c.sandbox_id, "started")  # under the lock: before an exit's "stopped"
@@ -805,6 +889,7 @@ class Containers:
             c = await self.get(cid)
         except errdefs.NotFound:
             return  # CRI: removing a missing container is success
+        self._created.pop(c.id, None)
         async with self.lock(c.id):
             await self.pods.kill_task(c.id, 0)
             stopped = await self._record_exit(c.id)
@@ -835,6 +920,7 @@ class Containers:
         A container that is not running (created, or exited: say it exited just before a resize) gets
         the spec only, and OK, as containerd 1.6 answers."""
         c = await self.get(cid)
+        self._created.pop(c.id, None)  # its spec changes: a start reads the record again
         async with self.lock(c.id):
             want = oci_resources(res, swap_accounting=self.swap_accounting)
             configopts.hugepage_limits(self.pods.config, want, present=self.hugetlb)

@@ -285,7 +285,7 @@ class Sandboxes:
         return self.state_dir / "sandboxes" / sid
 
     # -- reading ----------------------------------------------------------------------------------
-    async def _status_of(self, c: Container) -> Sandbox | None:
+    async def _status_of(self, c: Container, *, known: bool = False) -> Sandbox | None:
         data = ext_data(c, SANDBOX_EXT)
         if data is None:
             return None
@@ -293,7 +293,9 @@ class Sandboxes:
         with contextlib.suppress(json_format.ParseError):
             json_format.ParseDict(data.get("config") or {}, cfg, ignore_unknown_fields=True)
         ready, pid = False, 0
-        if self.tasks.has_task(NAMESPACE, c.id):
+        if known and (pid := self.tasks.running_pid(NAMESPACE, c.id)):
+            ready = True  # the task manager saw it start and no exit since: no round trip to the shim
+        elif self.tasks.has_task(NAMESPACE, c.id):
             with contextlib.suppress(errdefs.ContainerdError):
                 st = await self.tasks.get(NAMESPACE, c.id)
                 ready, pid = st.status == "running", st.pid
@@ -331,15 +333,17 @@ class Sandboxes:
                 out.append(sb)
         return out
 
-    async def get(self, sid: str) -> Sandbox:
-        """The sandbox of an id or a unique id prefix; NotFound otherwise."""
+    async def get(self, sid: str, *, known: bool = False) -> Sandbox:
+        """The sandbox of an id or a unique id prefix; NotFound otherwise.  ``known``: a full id's
+        readiness as the task manager knows it when it does (``TaskManager.running_pid``: the
+        container calls' check, as containerd's CRI reads its sandbox store), else from its shim."""
         if not sid:
             raise errdefs.InvalidArgument("sandbox id must not be empty")
         # a full id: one record and its task's state, not a listing with every pod's
         with contextlib.suppress(errdefs.NotFound):
             rec = await self.containers.get(NAMESPACE, sid)
             if rec.labels.get(KIND_LABEL) == KIND_SANDBOX:
-                one = await self._status_of(rec)
+                one = await self._status_of(rec, known=known)
                 if one is not None:
                     return one
         found = [s for s in await self.list() if s.id.startswith(sid)]

@@ -260,7 +260,8 @@ class ContainerStore:
 
         return await self.db.generation_read(tx)
 
-    async def create(self, namespace: str, container: Container) -> Container:
+    async def create(self, namespace: str, container: Container, *, batch: bool = False) -> Container:
+        """``batch``: group-committed with the batched writes queued with it (``Database.write``)."""
         validate(container)
         c = replace(container, labels=dict(container.labels), extensions=dict(container.extensions))
         c.created_at_ns = c.updated_at_ns = now_ns()
@@ -271,7 +272,7 @@ class ContainerStore:
                 raise errdefs.AlreadyExists(f'container "{c.id}": already exists')
             _write_row(conn, namespace, c, insert=True)
 
-        await self.db.write(tx)
+        await self.db.write(tx, batch=batch)
         runtime: dict[str, Any] = {"name": c.runtime_name}
         self._publish(namespace, "/containers/create", {"id": c.id, "image": c.image, "runtime": runtime})
         return c
