@@ -234,3 +234,46 @@ def test_sandbox_user_from_the_image_passwd(tmp_path: Path) -> None:
     assert user("", files) == {"uid": 0, "gid": 0}
     with pytest.raises(errdefs.InvalidArgument, match="without user"):
         user(files=files, run_as_group=uid(value=6))
+
+
+def test_a_pods_containers_see_it_as_the_task_manager_knows_it(tmp_path: Path) -> None:
+    """get(known=True), for CreateContainer/StartContainer: a pod this daemon ran is answered from
+    memory while the task manager knows its task runs (no record read, no State call to its shim);
+    once it does not know (an exit seen, a restart), the record and the shim are asked again."""
+
+    class Tasks:
+        pid = 0
+
+        def running_pid(self, namespace: str, cid: str) -> int:
+            return self.pid
+
+        def has_task(self, namespace: str, cid: str) -> bool:
+            return False
+
+    class Store:
+        reads = 0
+
+        async def get(self, namespace: str, cid: str) -> Any:
+            self.reads += 1
+            raise errdefs.NotFound(f"container {cid!r}")
+
+        async def list(self, namespace: str, filters: Any = ()) -> list[Any]:
+            self.reads += 1
+            return []
+
+    tasks, store = Tasks(), Store()
+    pods = Sandboxes(config=_config(False), images=None, containers=store, tasks=tasks,  # type: ignore[arg-type]
+                     state_dir=tmp_path, cni=None)
+    cfg = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u"))
+    pods._known["s1"] = Sandbox(id="s1", config=cfg, created_at_ns=1, netns="", ip="", additional_ips=[],
+                                ready=True, pid=0)
+    tasks.pid = 4242
+    sb = asyncio.run(pods.get("s1", known=True))
+    assert (sb.id, sb.ready, sb.pid, sb.config.metadata.name, store.reads) == ("s1", True, 4242, "p", 0)
+    with pytest.raises(errdefs.NotFound):  # the other callers always read the record
+        asyncio.run(pods.get("s1"))
+    assert store.reads > 0
+    tasks.pid, store.reads = 0, 0  # its exit seen: the record and the shim decide
+    with pytest.raises(errdefs.NotFound):
+        asyncio.run(pods.get("s1", known=True))
+    assert store.reads > 0

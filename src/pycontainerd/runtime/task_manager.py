@@ -333,8 +333,9 @@ class TaskManager:
             raise errdefs.InvalidArgument(
                 f"container {container_id}: spec has type {container.spec.type_url!r}, want {SPEC_TYPE_URL!r}"
             )
-        spec = bundlemod.parse_spec(container.spec.value, f"container {container_id} spec")
-        spec = bundlemod.adjust_spec(spec, min_oom_score_adj=self._min_oom)
+        parsed = bundlemod.parse_spec(container.spec.value, f"container {container_id} spec")
+        spec = bundlemod.adjust_spec(parsed, min_oom_score_adj=self._min_oom)
+        raw_spec = container.spec.value if spec is parsed else None  # unchanged: its bytes go to config.json
         if container.labels.get(KEEP_LOG_LABEL) == "daemon" and not io.stdout and not io.stderr:
             io = await self._kept_log(namespace, container, io)
         opts = options or RuncOptions()
@@ -368,7 +369,7 @@ class TaskManager:
             )
             if shim_binary is not None:
                 meta.extra["shim_binary"] = shim_binary
-            path = await asyncio.to_thread(self._make_bundle, mounts, namespace, container_id, spec, meta)
+            path = await asyncio.to_thread(self._make_bundle, mounts, namespace, container_id, spec, meta, raw_spec)
             shim: Shim | None = None
             started, started_ok, start_error = 0, False, None
             try:
@@ -466,10 +467,12 @@ class TaskManager:
         container_id: str,
         spec: dict[str, Any],
         meta: bundlemod.BundleMeta,
+        raw_spec: bytes | None = None,
     ) -> Path:
         """Check the rootfs mounts and write the bundle (one worker-thread hop for both)."""
         bundlemod.check_rootfs_mounts(mounts)
-        return bundlemod.create(self.root, namespace, container_id, spec, meta, have_rootfs_mounts=bool(mounts))
+        return bundlemod.create(self.root, namespace, container_id, spec, meta, have_rootfs_mounts=bool(mounts),
+                                raw_spec=raw_spec)
 
     async def _discard_shim(self, shim: Shim | None) -> None:
         if shim is None:
