@@ -553,6 +553,20 @@ def test_create_with_start(tmp_path: Path) -> None:
             assert (await tm.get("default", "c2")).status == "created"
             assert tm.running_pid("default", "c2") == 0
             await tm.delete("default", "c2")
+
+            # record=: the caller's copy of the record (just written) is used, not read again
+            env.launcher.start_error = None
+            await env.container("c3")
+            rec = await env.store.get("default", "c3")
+            spec = json.loads(rec.spec.value)
+            spec["process"]["args"] = ["from", "the", "caller"]
+            rec.spec = TypedValue(SPEC_URL, json.dumps(spec).encode())
+            await tm.create("default", "c3", start=True, record=rec)
+            cfg = json.loads((tmp_path / "state" / "default" / "c3" / "config.json").read_text())
+            assert cfg["process"]["args"] == ["from", "the", "caller"]
+            await tm.kill("default", "c3", 9)
+            await tm.wait("default", "c3")
+            await tm.delete("default", "c3")
             await tm.close()
 
     asyncio.run(run())

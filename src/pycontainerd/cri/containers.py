@@ -303,8 +303,8 @@ class Containers:
         self._exec_seq = 0
         self._apparmor: tuple[bool, frozenset[str]] | None = None  # read once, on the first create
         # what a create learnt that its start needs (the container as created, its rootfs
-        # mounts): taken by the start, dropped by a remove or an update
-        self._created: dict[str, tuple[CriContainer, builtins.list[Any]]] = {}
+        # mounts, its record): taken by the start, dropped by a remove or an update
+        self._created: dict[str, tuple[CriContainer, builtins.list[Any], Container]] = {}
         # containers in StartContainer: their record may say started before their task exists
         # (containerd's CRI keeps a Starting flag the same way)
         self._starting: set[str] = set()
@@ -530,7 +530,7 @@ class Containers:
                 self._created[cid] = (CriContainer(
                     id=cid, sandbox_id=sb.id, config=_copy(cfg), meta=meta, created_at_ns=made.created_at_ns,
                     image=record.image, labels=labels, spec=spec, runtime_type=record.runtime_name,
-                    snapshotter=snapshotter), mounts)
+                    snapshotter=snapshotter), mounts, made)
             except BaseException:
                 await asyncio.wait([preparing])
                 prepare_error = None if preparing.cancelled() else preparing.exception()
@@ -821,7 +821,8 @@ class Containers:
                     await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
                         RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts],
                         options=self.pods.run_options(sb.runtime_handler),
-                        runtime_path=self.pods.runtime(sb.runtime_handler).runtime_path, start=True)
+                        runtime_path=self.pods.runtime(sb.runtime_handler).runtime_path, start=True,
+                        record=created[2] if created is not None else None)
                     phases.mark("task create + start")
                 except BaseException:
                     await asyncio.gather(recording, return_exceptions=True)  # before the StartError write

@@ -313,6 +313,7 @@ class TaskManager:
         runtime_path: str = "",
         task_options: TypedValue | None = None,
         start: bool = False,
+        record: Container | None = None,
     ) -> int:
         """Create a task; ``task_options`` is the request's options Any as it came (an external
         shim gets it, else the container's runtime options, as containerd passes them).
@@ -320,9 +321,15 @@ class TaskManager:
         ``start``: its init started too (``start_process``) in the same call, for a caller that
         acknowledges both at once (the CRI's StartContainer): the bundle's record of the create
         is written while the shim starts the process, both done before the return.  A failed
-        start leaves the task created (the caller deletes it) and raises the start's error."""
+        start leaves the task created (the caller deletes it) and raises the start's error.
+
+        ``record``: the container's record as the caller just wrote it (the CRI's create), used
+        instead of reading it again; its spec, runtime and labels must be the stored ones."""
         identifiers.validate(namespace)
-        container = await self.containers.get(namespace, container_id)
+        if record is not None and record.id == container_id:
+            container = record
+        else:
+            container = await self.containers.get(namespace, container_id)
         runtime_name = runtime_path or container.runtime_name
         shim_binary = self.external.resolve(runtime_name) if self.external is not None and runtime_name else None
         if shim_binary is None:
