@@ -558,6 +558,7 @@ def test_create_with_start(tmp_path: Path) -> None:
             env.launcher.start_error = None
             await env.container("c3")
             rec = await env.store.get("default", "c3")
+            assert rec.spec is not None
             spec = json.loads(rec.spec.value)
             spec["process"]["args"] = ["from", "the", "caller"]
             rec.spec = TypedValue(SPEC_URL, json.dumps(spec).encode())

@@ -441,48 +441,42 @@ class Containers:
         phases.mark("name")
         try:
             cid = new_id()
-            # the snapshot is prepared before the record that references it exists: a lease keeps
-            # the garbage collector (run after a pull's lease goes, say) off it in between.  The
-            # image is looked up while the lease is written; its error comes first, as before.
-            resolving = asyncio.ensure_future(self.images.resolve(cfg.image.image))
-            try:
-                lease = await self.images.leases.create(NAMESPACE, labels={
-                    "containerd.io/gc.expire": rfc3339(time.time() + LEASE_EXPIRE)})
-            except BaseException:
-                await asyncio.wait([resolving])
-                lookup_error = None if resolving.cancelled() else resolving.exception()
-                if lookup_error is not None:
-                    raise lookup_error from None
-                raise
-            try:
-                image = await resolving
-            except BaseException:
-                await self._drop_lease(lease.id)
-                raise
+            image = await self.images.resolve(cfg.image.image)
             snapshotter = self.pods.snapshotter(sb.runtime_handler)
-            sn = self.images.snapshots.namespaced(snapshotter, NAMESPACE, lease.id)
-            phases.mark("image + lease")
-            # the snapshot is made (its row committed, its directory made) while the spec is built:
-            # the spec needs the rootfs only for /etc/passwd and /etc/group, read once per image
+            sn = self.images.snapshots.namespaced(snapshotter, NAMESPACE)
+            phases.mark("image")
+            wanted_volumes = volumes.wanted(image.config, [m.container_path for m in cfg.mounts],
+                                            ignore=self.pods.config.ignore_image_defined_volumes)
+            files_key = (snapshotter, image.chain_id)
+            files = self._rootfs_files.get(files_key) if image.chain_id else None
+            # The spec needs the rootfs only for /etc/passwd and /etc/group, read once per image
             # (its layers never change; a new snapshot's upper directory is empty), and for the
-            # image's VOLUMEs, whose content is copied from it
-            preparing = asyncio.ensure_future(self.images.prepare(sn, cid, image, snapshotter))
+            # image's VOLUMEs, whose content is copied from it.  Without either, the snapshot and
+            # the record that names it are made in one transaction (one commit, one sync; the
+            # garbage collector never sees the snapshot unreferenced, so no lease); else, as
+            # containerd, a lease keeps the snapshot until the record exists.
+            at_once = files is not None and not wanted_volumes and getattr(sn, "store", None) is not None \
+                and getattr(sn.store, "db", None) is self.store.db
             io_dir = self.io_dir(cid)
+            lease_id = ""
+            preparing: asyncio.Future[builtins.list[Any]] | None = None
+            mounts: builtins.list[Any] | None = None
             recorded = False
             try:
-                wanted_volumes = volumes.wanted(image.config, [m.container_path for m in cfg.mounts],
-                                                ignore=self.pods.config.ignore_image_defined_volumes)
-                files_key = (snapshotter, image.chain_id)
-                files = self._rootfs_files.get(files_key) if image.chain_id else None
-                mounts: builtins.list[Any] | None = None
-                if files is None or wanted_volumes:
-                    mounts = await preparing
-                    phases.mark("snapshot")
-                if files is None:
-                    assert mounts is not None
-                    files = await asyncio.to_thread(rootfs_files, mounts)
-                    self._remember_files(files_key, files)
-                    phases.mark("passwd+group")
+                if not at_once:
+                    lease_id = (await self.images.leases.create(NAMESPACE, labels={
+                        "containerd.io/gc.expire": rfc3339(time.time() + LEASE_EXPIRE)})).id
+                    leased = self.images.snapshots.namespaced(snapshotter, NAMESPACE, lease_id)
+                    preparing = asyncio.ensure_future(self.images.prepare(leased, cid, image, snapshotter))
+                    phases.mark("lease")
+                    if files is None or wanted_volumes:
+                        mounts = await preparing
+                        phases.mark("snapshot")
+                    if files is None:
+                        assert mounts is not None
+                        files = await asyncio.to_thread(rootfs_files, mounts)
+                        self._remember_files(files_key, files)
+                        phases.mark("passwd+group")
                 sc = cfg.linux.security_context
                 wants_all = "ALL" in {c.removeprefix("CAP_") for c in sc.capabilities.add_capabilities}
                 host = await asyncio.to_thread(HostInfo.probe) if sc.privileged or wants_all else None
@@ -490,6 +484,7 @@ class Containers:
                 if wanted_volumes:
                     assert mounts is not None
                     sec.volumes = await asyncio.to_thread(volumes.fill, self.root_dir, cid, wanted_volumes, mounts)
+                assert files is not None
                 spec = self._spec(cid, sb, cfg, image.config, files, host, sec)
                 log_path = ""
                 if sb.config.log_directory and cfg.log_path:
@@ -504,37 +499,54 @@ class Containers:
                 spec["annotations"] = {**handlers.passthrough(sb.config.annotations, rt.pod_annotations),
                                        **handlers.passthrough(cfg.annotations, rt.container_annotations),
                                        **spec["annotations"]}
-                phases.mark("spec")
-                if mounts is None:
-                    mounts = await preparing
-                    phases.mark("snapshot")
-                # the record, and the lease's end in the same group commit (one transaction, one
-                # sync: the lease goes only with the record that keeps the snapshot); the FIFOs
-                # the start needs are made meanwhile (containerd's CRI makes them at create too)
                 record = Container(
                     id=cid, runtime_name=rt.runtime_type, runtime_options=handlers.runtime_options(rt),
                     spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()), labels=labels,
                     image=image.references[0] if image.references else image.id,
                     snapshotter=snapshotter, snapshot_key=cid,
                     extensions={CONTAINER_EXT: ext_value(meta)})
-                made, fifos, _ = await asyncio.gather(
-                    self.store.create(NAMESPACE, record, batch=True),
-                    asyncio.to_thread(_make_fifos, io_dir, cfg.tty, cfg.stdin),
-                    self._drop_lease(lease.id, batch=True), return_exceptions=True)
-                if isinstance(made, BaseException):
-                    raise made
-                recorded = True
-                if isinstance(fifos, BaseException):
-                    raise fifos
-                phases.mark("record + fifos")
+                phases.mark("spec")
+                # the stdio FIFOs the start needs are made meanwhile (containerd's CRI makes them
+                # at create too)
+                if at_once:
+                    recorded = True  # from here on a failure removes the record (if it committed)
+                    tx, created = self.store.create_in(NAMESPACE, record)
+                    prepared, fifos = await asyncio.gather(
+                        self.images.prepare(sn, cid, image, snapshotter, with_tx=tx),
+                        asyncio.to_thread(_make_fifos, io_dir, cfg.tty, cfg.stdin), return_exceptions=True)
+                    if isinstance(prepared, BaseException):
+                        raise prepared
+                    mounts, made = prepared, created()
+                    if isinstance(fifos, BaseException):
+                        raise fifos
+                    phases.mark("snapshot + record + fifos")
+                else:
+                    assert preparing is not None
+                    if mounts is None:
+                        mounts = await preparing
+                        phases.mark("snapshot")
+                    # the record, and the lease's end in the same group commit (one transaction,
+                    # one sync: the lease goes only with the record that keeps the snapshot)
+                    stored, fifos, _ = await asyncio.gather(
+                        self.store.create(NAMESPACE, record, batch=True),
+                        asyncio.to_thread(_make_fifos, io_dir, cfg.tty, cfg.stdin),
+                        self._drop_lease(lease_id, batch=True), return_exceptions=True)
+                    if isinstance(stored, BaseException):
+                        raise stored
+                    recorded, made = True, stored
+                    if isinstance(fifos, BaseException):
+                        raise fifos
+                    phases.mark("record + fifos")
                 self._created[cid] = (CriContainer(
                     id=cid, sandbox_id=sb.id, config=_copy(cfg), meta=meta, created_at_ns=made.created_at_ns,
                     image=record.image, labels=labels, spec=spec, runtime_type=record.runtime_name,
                     snapshotter=snapshotter), mounts, made)
             except BaseException:
-                await asyncio.wait([preparing])
-                prepare_error = None if preparing.cancelled() else preparing.exception()
-                if recorded:
+                prepare_error: BaseException | None = None
+                if preparing is not None:
+                    await asyncio.wait([preparing])
+                    prepare_error = None if preparing.cancelled() else preparing.exception()
+                if recorded:  # (an at-once prepare whose backend failed after its commit leaves it)
                     with contextlib.suppress(errdefs.ContainerdError):
                         await self.store.delete(NAMESPACE, cid)
                 await asyncio.to_thread(volumes.remove, self.root_dir, cid)
@@ -542,7 +554,8 @@ class Containers:
                 if prepare_error is None:
                     with contextlib.suppress(errdefs.ContainerdError):
                         await sn.remove(cid)
-                await self._drop_lease(lease.id)  # unless the record's commit dropped it already
+                if lease_id:
+                    await self._drop_lease(lease_id)  # unless the record's commit dropped it already
                 if prepare_error is not None:  # its error first, as when the spec came after it
                     raise prepare_error from None
                 raise
