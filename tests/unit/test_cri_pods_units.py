@@ -277,3 +277,51 @@ def test_a_pods_containers_see_it_as_the_task_manager_knows_it(tmp_path: Path) -
     with pytest.raises(errdefs.NotFound):
         asyncio.run(pods.get("s1", known=True))
     assert store.reads > 0
+
+
+def test_container_names_kept_in_memory(tmp_path: Path) -> None:
+    """CreateContainer's name check: the stored names are read once, then kept through the
+    daemon's own creates and removes; a name that looks taken is checked against the store
+    (a record removed by other means frees it)."""
+    from pycontainerd.cri.sandbox import CONTAINER_EXT, KIND_CONTAINER, KIND_LABEL, ext_value
+    from pycontainerd.metadata.containers import Container
+
+    class Store:
+        def __init__(self) -> None:
+            self.records: list[Container] = []
+            self.reads = 0
+
+        async def list(self, namespace: str, filters: Any = ()) -> list[Container]:
+            self.reads += 1
+            return list(self.records)
+
+    def record(name: str) -> Container:
+        return Container(id=name, labels={KIND_LABEL: KIND_CONTAINER},
+                         extensions={CONTAINER_EXT: ext_value({"name": name})})
+
+    store = Store()
+    store.records = [record("old")]
+    ctrs = Containers(pods=None, images=None, containers=store, tasks=None,  # type: ignore[arg-type]
+                      state_dir=tmp_path, max_log_line=16384)
+
+    async def main() -> None:
+        assert not await ctrs._name_taken("a")
+        assert store.reads == 1
+        assert not await ctrs._name_taken("b")
+        assert store.reads == 1  # from memory
+        assert await ctrs._name_taken("old")  # read once, confirmed by the store
+        ctrs._name_kept("a", True)  # a create of ours
+        store.records.append(record("a"))
+        assert await ctrs._name_taken("a")
+        store.records = []  # removed behind our back (ctr containers rm)
+        assert not await ctrs._name_taken("a")
+        assert not await ctrs._name_taken("old")
+        reads = store.reads
+        assert not await ctrs._name_taken("old")
+        assert store.reads == reads  # the store's answer was kept
+        ctrs._name_kept("c", True)
+        ctrs._name_kept("c", False)  # created and removed by us
+        assert not await ctrs._name_taken("c")
+        assert store.reads == reads
+
+    asyncio.run(main())

@@ -297,7 +297,9 @@ class Containers:
         self.state_dir = state_dir
         self.root_dir = root_dir or state_dir  # the plugin's root: the image volumes' directories
         self.max_log_line = max_log_line
-        self._names: set[str] = set()
+        self._names: set[str] = set()  # names being reserved by a create right now
+        self._stored_names: set[str] | None = None  # the stored containers' (_name_taken)
+        self._names_version = 0
         self._loggers: dict[str, FifoLogger] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._exec_seq = 0
@@ -388,6 +390,32 @@ class Containers:
                 out.add(meta["name"])
         return out
 
+    async def _name_taken(self, name: str) -> bool:
+        """Whether a stored container has ``name``: from the names this daemon read once and kept
+        through its creates and removes (containerd's CRI keeps its name index in memory too);
+        a name found there is checked against the store (a record removed by other means, say
+        ``ctr containers rm``, frees it)."""
+        while self._stored_names is None:
+            version = self._names_version
+            names = await self._names_stored()
+            if version == self._names_version:  # no create or remove of ours ended meanwhile
+                self._stored_names = names
+        if name not in self._stored_names:
+            return False
+        version = self._names_version
+        names = await self._names_stored()
+        if version == self._names_version:
+            self._stored_names = names
+        return name in names
+
+    def _name_kept(self, name: str, stored: bool) -> None:
+        self._names_version += 1
+        if self._stored_names is not None and name:
+            if stored:
+                self._stored_names.add(name)
+            else:
+                self._stored_names.discard(name)
+
     async def list(self) -> list[CriContainer]:
         out = []
         for c in await self.store.list(NAMESPACE, [f"labels.\"{KIND_LABEL}\"=={KIND_CONTAINER}"]):
@@ -435,7 +463,7 @@ class Containers:
         if not cfg.image.image:
             raise errdefs.InvalidArgument("container config must include image.image")
         name = container_name(cfg.metadata, sb.config.metadata)
-        if name in self._names or name in await self._names_stored():
+        if name in self._names or await self._name_taken(name):
             raise errdefs.AlreadyExists(f"failed to reserve container name {name!r}: name is reserved")
         self._names.add(name)
         phases.mark("name")
@@ -537,6 +565,7 @@ class Containers:
                     if isinstance(fifos, BaseException):
                         raise fifos
                     phases.mark("record + fifos")
+                self._name_kept(name, True)
                 self._created[cid] = (CriContainer(
                     id=cid, sandbox_id=sb.id, config=_copy(cfg), meta=meta, created_at_ns=made.created_at_ns,
                     image=record.image, labels=labels, spec=spec, runtime_type=record.runtime_name,
@@ -912,6 +941,7 @@ class Containers:
                 await sn.remove(c.id)
             with contextlib.suppress(errdefs.NotFound):
                 await self.store.delete(NAMESPACE, c.id)
+            self._name_kept(str(c.meta.get("name") or ""), False)
             await asyncio.to_thread(shutil.rmtree, self.io_dir(c.id), True)
             await asyncio.to_thread(volumes.remove, self.root_dir, c.id)
         self._locks.pop(c.id, None)
