@@ -14,6 +14,7 @@ from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 from pycontainerd.config.model import CRIConfig
 from pycontainerd.cri import runtime
 from pycontainerd.cri.containers import Containers, container_name, merge_resources, oci_resources
+from pycontainerd.cri.features import HandlerFeatures
 from pycontainerd.cri.sandbox import (
     InterfaceUsage,
     Sandbox,
@@ -250,3 +251,94 @@ def test_container_status_resources_from_the_spec() -> None:
         hugepage_limits=[pb.HugepageLimit(page_size="2MB", limit=4 << 20)], unified={"memory.high": "max"}))
     assert runtime._container_resources({"linux": {}}) == pb.ContainerResources(linux=pb.LinuxContainerResources())
     assert not runtime._container_resources({}).HasField("linux")
+
+
+def test_a_pods_containers_see_it_as_the_task_manager_knows_it(tmp_path: Path) -> None:
+    """get(known=True), for CreateContainer/StartContainer: a pod this daemon ran is answered from
+    memory while the task manager knows its task runs (no record read, no State call to its shim);
+    once it does not know (an exit seen, a restart), the record and the shim are asked again."""
+
+    class Tasks:
+        pid = 0
+
+        def running_pid(self, namespace: str, cid: str) -> int:
+            return self.pid
+
+        def has_task(self, namespace: str, cid: str) -> bool:
+            return False
+
+    class Store:
+        reads = 0
+
+        async def get(self, namespace: str, cid: str) -> Any:
+            self.reads += 1
+            raise errdefs.NotFound(f"container {cid!r}")
+
+        async def list(self, namespace: str, filters: Any = ()) -> list[Any]:
+            self.reads += 1
+            return []
+
+    tasks, store = Tasks(), Store()
+    pods = Sandboxes(config=_config(False), images=None, containers=store, tasks=tasks,  # type: ignore[arg-type]
+                     state_dir=tmp_path, cni=None)
+    cfg = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u"))
+    pods._known["s1"] = Sandbox(id="s1", config=cfg, created_at_ns=1, netns="", ip="", additional_ips=[],
+                                ready=True, pid=0)
+    tasks.pid = 4242
+    sb = asyncio.run(pods.get("s1", known=True))
+    assert (sb.id, sb.ready, sb.pid, sb.config.metadata.name, store.reads) == ("s1", True, 4242, "p", 0)
+    with pytest.raises(errdefs.NotFound):  # the other callers always read the record
+        asyncio.run(pods.get("s1"))
+    assert store.reads > 0
+    tasks.pid, store.reads = 0, 0  # its exit seen: the record and the shim decide
+    with pytest.raises(errdefs.NotFound):
+        asyncio.run(pods.get("s1", known=True))
+    assert store.reads > 0
+
+
+def test_container_names_kept_in_memory(tmp_path: Path) -> None:
+    """CreateContainer's name check: the stored names are read once, then kept through the
+    daemon's own creates and removes; a name that looks taken is checked against the store
+    (a record removed by other means frees it)."""
+    from pycontainerd.cri.sandbox import CONTAINER_EXT, KIND_CONTAINER, KIND_LABEL, ext_value
+    from pycontainerd.metadata.containers import Container
+
+    class Store:
+        def __init__(self) -> None:
+            self.records: list[Container] = []
+            self.reads = 0
+
+        async def list(self, namespace: str, filters: Any = ()) -> list[Container]:
+            self.reads += 1
+            return list(self.records)
+
+    def record(name: str) -> Container:
+        return Container(id=name, labels={KIND_LABEL: KIND_CONTAINER},
+                         extensions={CONTAINER_EXT: ext_value({"name": name})})
+
+    store = Store()
+    store.records = [record("old")]
+    ctrs = Containers(pods=None, images=None, containers=store, tasks=None,  # type: ignore[arg-type]
+                      state_dir=tmp_path, max_log_line=16384, features=HandlerFeatures({}, None))
+
+    async def main() -> None:
+        assert not await ctrs._name_taken("a")
+        assert store.reads == 1
+        assert not await ctrs._name_taken("b")
+        assert store.reads == 1  # from memory
+        assert await ctrs._name_taken("old")  # read once, confirmed by the store
+        ctrs._name_kept("a", True)  # a create of ours
+        store.records.append(record("a"))
+        assert await ctrs._name_taken("a")
+        store.records = []  # removed behind our back (ctr containers rm)
+        assert not await ctrs._name_taken("a")
+        assert not await ctrs._name_taken("old")
+        reads = store.reads
+        assert not await ctrs._name_taken("old")
+        assert store.reads == reads  # the store's answer was kept
+        ctrs._name_kept("c", True)
+        ctrs._name_kept("c", False)  # created and removed by us
+        assert not await ctrs._name_taken("c")
+        assert store.reads == reads
+
+    asyncio.run(main())

@@ -78,6 +78,7 @@ class FakeShim:
         self.shut = False
         self.gone = asyncio.Event()
         self.calls: list[str] = []
+        self.start_error: Exception | None = None  # set: Start of the init fails with it
 
     def _pid(self) -> int:
         FakeShim.next_pid += 1
@@ -104,6 +105,8 @@ class FakeShim:
 
     async def start(self, exec_id: str = "") -> int:
         p = self._p(exec_id)
+        if self.start_error is not None and not exec_id:
+            raise self.start_error
         p.status = "running"
         if exec_id:
             self.q.put_nowait(("/tasks/exec-started", {"container_id": self.cid, "exec_id": exec_id, "pid": p.pid}))
@@ -218,6 +221,7 @@ class FakeLauncher:
         self.cleaned: list[str] = []
         self.closed = False
         self.hold: asyncio.Event | None = None  # set: cleanup waits for it (a slow runc delete)
+        self.start_error: Exception | None = None  # given to the shims it launches
 
     async def launch(
         self,
@@ -232,6 +236,7 @@ class FakeLauncher:
         debug: bool = False,
     ) -> FakeShim:
         s = FakeShim(container_id, bundle)
+        s.start_error = self.start_error
         self.shims[bundle] = s
         return s
 
@@ -481,6 +486,88 @@ def test_vanished_shim_leaves_tombstone(tmp_path: Path) -> None:
             assert (await tm.delete("default", "c1")).exit_status == 255
             with pytest.raises(errdefs.NotFound):
                 await tm.get("default", "c1")
+            await tm.close()
+
+    asyncio.run(run())
+
+
+def test_running_pid_is_what_the_manager_saw(tmp_path: Path) -> None:
+    """running_pid (the CRI's sandbox check without a State call): the init pid only between
+    a start and an exit, pause or vanished shim the manager saw; 0 whenever it must ask."""
+
+    async def run() -> None:
+        async with Env(tmp_path) as env:
+            tm = env.manager()
+            assert tm.running_pid("default", "c1") == 0  # no task
+            await env.container("c1")
+            pid = await tm.create("default", "c1")
+            assert tm.running_pid("default", "c1") == 0  # created, not started
+            await tm.start_process("default", "c1")
+            assert tm.running_pid("default", "c1") == pid
+            fake = env.launcher.shims[tmp_path / "state" / "default" / "c1"]
+            before = len(fake.calls)
+            assert tm.running_pid("default", "c1") == pid
+            assert fake.calls[before:] == []  # answered without the shim
+            await tm.pause("default", "c1")
+            assert tm.running_pid("default", "c1") == 0
+            await tm.resume("default", "c1")
+            assert tm.running_pid("default", "c1") == pid
+            await tm.kill("default", "c1", 9)
+            await wait_for_async(lambda: tm.running_pid("default", "c1") == 0, 5, "the exit seen")
+            await tm.delete("default", "c1")
+            await env.container("c2")
+            await tm.create("default", "c2")
+            await tm.start_process("default", "c2")
+            env.launcher.shims[tmp_path / "state" / "default" / "c2"].vanish()
+            await wait_for_async(lambda: tm.running_pid("default", "c2") == 0, 15, "the shim's loss seen")
+            await tm.close()
+
+    asyncio.run(run())
+
+
+def test_create_with_start(tmp_path: Path) -> None:
+    """create(start=True), the CRI's StartContainer: one call, the task running, its create
+    recorded in the bundle (pid), create's event before start's; a failed start leaves the
+    task created and raises the start's error."""
+
+    async def run() -> None:
+        async with Env(tmp_path) as env:
+            tm = env.manager()
+            await env.container("c1")
+            pid = await tm.create("default", "c1", start=True)
+            assert (await tm.get("default", "c1")).status == "running"
+            assert tm.running_pid("default", "c1") == pid
+            meta = bundlemod.read_meta(tmp_path / "state" / "default" / "c1")
+            assert meta is not None and meta.pid == pid
+            await wait_for_async(lambda: "/tasks/start" in env.topics(), 5, "/tasks/start")
+            topics = env.topics()
+            assert topics.index("/tasks/create") < topics.index("/tasks/start")
+            await tm.kill("default", "c1", 9)
+            await tm.wait("default", "c1")
+            await tm.delete("default", "c1")
+
+            await env.container("c2")
+            env.launcher.start_error = errdefs.FailedPrecondition("exec: sleep: not found")
+            with pytest.raises(errdefs.FailedPrecondition, match="not found"):
+                await tm.create("default", "c2", start=True)
+            assert (await tm.get("default", "c2")).status == "created"
+            assert tm.running_pid("default", "c2") == 0
+            await tm.delete("default", "c2")
+
+            # record=: the caller's copy of the record (just written) is used, not read again
+            env.launcher.start_error = None
+            await env.container("c3")
+            rec = await env.store.get("default", "c3")
+            assert rec.spec is not None
+            spec = json.loads(rec.spec.value)
+            spec["process"]["args"] = ["from", "the", "caller"]
+            rec.spec = TypedValue(SPEC_URL, json.dumps(spec).encode())
+            await tm.create("default", "c3", start=True, record=rec)
+            cfg = json.loads((tmp_path / "state" / "default" / "c3" / "config.json").read_text())
+            assert cfg["process"]["args"] == ["from", "the", "caller"]
+            await tm.kill("default", "c3", 9)
+            await tm.wait("default", "c3")
+            await tm.delete("default", "c3")
             await tm.close()
 
     asyncio.run(run())

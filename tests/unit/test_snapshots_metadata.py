@@ -216,3 +216,33 @@ def test_remove_removes_the_backend_snapshot_while_the_row_commits(tmp_path: Pat
         assert await ns.walk() == []
 
     _gated_store(tmp_path, body)
+
+
+def test_prepare_with_more_writes_in_its_transaction(tmp_path: Path) -> None:
+    """prepare(with_tx=): the snapshot and another store's record (the CRI's container) commit
+    together; a with_tx that fails rolls the snapshot back and leaves no backend snapshot."""
+    from pycontainerd.metadata.containers import Container, ContainerStore, TypedValue
+
+    spec = TypedValue("types.containerd.io/opencontainers/runtime-spec/1/Spec", b"{}")
+
+    async def body(store: SnapshotStore, db: Database, backend: NativeSnapshotter, events: list[Any]) -> None:
+        containers = ContainerStore(db)
+        sn = store.namespaced("ns")
+        commits = db.generation
+        tx, created = containers.create_in("ns", Container(id="c1", runtime_name="io.containerd.runc.v2", spec=spec,
+                                                           snapshotter="native", snapshot_key="k1"))
+        await sn.prepare("k1", with_tx=tx)
+        assert db.generation - commits == 2  # one write transaction (its begin and its end)
+        assert created().id == "c1"
+        assert (await containers.get("ns", "c1")).snapshot_key == "k1"
+        assert (await sn.stat("k1")).kind == Kind.ACTIVE
+        # the same record again: the container's AlreadyExists, and no snapshot k2 anywhere
+        tx2, _ = containers.create_in("ns", Container(id="c1", runtime_name="io.containerd.runc.v2", spec=spec))
+        with pytest.raises(errdefs.AlreadyExists, match="c1"):
+            await sn.prepare("k2", with_tx=tx2)
+        with pytest.raises(errdefs.NotFound):
+            await sn.stat("k2")
+        await asyncio.sleep(0.05)
+        assert len(await backend.walk()) == 1
+
+    asyncio.run(_with_store(tmp_path, body))

@@ -21,6 +21,7 @@ import shutil
 import signal
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,8 @@ log = logging.getLogger("pycontainerd.cri")
 ANN_CONTAINER_NAME = "io.kubernetes.cri.container-name"
 ANN_IMAGE_NAME = "io.kubernetes.cri.image-name"
 KILL_WAIT = 10.0
+ROOTFS_FILES_CACHE = 32  # images whose /etc/passwd and /etc/group are kept
+ROOTFS_FILES_MAX = 256 * 1024  # larger ones are read again at each create
 
 
 def container_name(m: pb.ContainerMetadata, s: pb.PodSandboxMetadata) -> str:
@@ -264,6 +267,21 @@ def host_device_entries(devices: list[pb.Device]) -> list[tuple[dict[str, Any], 
     return out
 
 
+def _make_fifos(d: Path, tty: bool, stdin: bool) -> None:
+    """The container's stdio FIFOs (``crilog.FifoLogger``'s names) in its private IO directory.
+    Blocking: run it in a thread."""
+    private_dir(d)
+    for name in ("stdout", *(() if tty else ("stderr",)), *(("stdin",) if stdin else ())):
+        with contextlib.suppress(FileExistsError):
+            os.mkfifo(d / name, 0o600)
+
+
+def _copy(cfg: pb.ContainerConfig) -> pb.ContainerConfig:
+    out = pb.ContainerConfig()
+    out.CopyFrom(cfg)
+    return out
+
+
 def make_mount_sources(mounts: list[pb.Mount]) -> None:
     """The host paths of ContainerConfig.mounts, as containerd's CRI checks them at CreateContainer: one
     that does not exist is made (a directory, 0755: a hostPath volume without a type); one that cannot
@@ -302,11 +320,21 @@ class Containers:
         self.state_dir = state_dir
         self.root_dir = root_dir or state_dir  # the plugin's root: the image volumes' directories
         self.max_log_line = max_log_line
-        self._names: set[str] = set()
+        self._names: set[str] = set()  # names being reserved by a create right now
+        self._stored_names: set[str] | None = None  # the stored containers' (_name_taken)
+        self._names_version = 0
         self._loggers: dict[str, FifoLogger] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._exec_seq = 0
         self._apparmor: tuple[bool, frozenset[str]] | None = None  # read once, on the first create
+        # what a create learnt that its start needs (the container as created, its rootfs
+        # mounts, its record): taken by the start, dropped by a remove or an update
+        self._created: dict[str, tuple[CriContainer, builtins.list[Any], Container]] = {}
+        # containers in StartContainer: their record may say started before their task exists
+        # (containerd's CRI keeps a Starting flag the same way)
+        self._starting: set[str] = set()
+        # /etc/passwd and /etc/group of an image's layers, per (snapshotter, chain id): they never change
+        self._rootfs_files: OrderedDict[tuple[str, str], RootfsFiles] = OrderedDict()
         self.swap_accounting = cgroups.swap_accounting()  # a host fact (kernel command line): read once
         self.hugetlb = cgroups.hugetlb_controller()  # so is the hugetlb controller
         self._exit_handlers: set[asyncio.Task[None]] = set()
@@ -320,6 +348,14 @@ class Containers:
             await self.on_event(cid, sandbox_id, kind)
         except Exception as exc:  # an event lost is not a lifecycle step failed
             log.warning("container %s: %s event not sent: %s", cid, kind, exc)
+
+    def _remember_files(self, key: tuple[str, str], files: RootfsFiles) -> None:
+        if not key[1] or sum(len(f or "") for f in files) > ROOTFS_FILES_MAX:
+            return
+        self._rootfs_files[key] = files
+        self._rootfs_files.move_to_end(key)
+        while len(self._rootfs_files) > ROOTFS_FILES_CACHE:
+            self._rootfs_files.popitem(last=False)
 
     def lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())
@@ -364,7 +400,7 @@ class Containers:
                     out.state = pb.CONTAINER_EXITED
                     out.exit_code, out.finished_at_ns = st.exit_status, st.exited_at_ns
                     out.reason = _reason(st.exit_status, bool(meta.get("oom")))
-        elif out.started_at_ns:  # started, and its task is gone (a restart lost it)
+        elif out.started_at_ns and c.id not in self._starting:  # started, its task gone (a restart lost it)
             out.state, out.reason = pb.CONTAINER_EXITED, out.reason or "Unknown"
         return out
 
@@ -376,6 +412,32 @@ class Containers:
             if meta is not None and isinstance(meta.get("name"), str):
                 out.add(meta["name"])
         return out
+
+    async def _name_taken(self, name: str) -> bool:
+        """Whether a stored container has ``name``: from the names this daemon read once and kept
+        through its creates and removes (containerd's CRI keeps its name index in memory too);
+        a name found there is checked against the store (a record removed by other means, say
+        ``ctr containers rm``, frees it)."""
+        while self._stored_names is None:
+            version = self._names_version
+            names = await self._names_stored()
+            if version == self._names_version:  # no create or remove of ours ended meanwhile
+                self._stored_names = names
+        if name not in self._stored_names:
+            return False
+        version = self._names_version
+        names = await self._names_stored()
+        if version == self._names_version:
+            self._stored_names = names
+        return name in names
+
+    def _name_kept(self, name: str, stored: bool) -> None:
+        self._names_version += 1
+        if self._stored_names is not None and name:
+            if stored:
+                self._stored_names.add(name)
+            else:
+                self._stored_names.discard(name)
 
     async def list(self) -> list[CriContainer]:
         out = []
@@ -415,7 +477,7 @@ class Containers:
     # -- create -----------------------------------------------------------------------------------
     async def create(self, sandbox_id: str, cfg: pb.ContainerConfig) -> str:
         phases = Phases("CreateContainer")
-        sb = await self.pods.get(sandbox_id)
+        sb = await self.pods.get(sandbox_id, known=True)
         phases.mark("sandbox")
         if not sb.ready or not sb.pid:
             raise errdefs.FailedPrecondition(f"sandbox {sb.id} is not ready: cannot create containers in it")
@@ -424,51 +486,57 @@ class Containers:
         if not cfg.image.image:
             raise errdefs.InvalidArgument("container config must include image.image")
         name = container_name(cfg.metadata, sb.config.metadata)
-        if name in self._names or name in await self._names_stored():
+        if name in self._names or await self._name_taken(name):
             raise errdefs.AlreadyExists(f"failed to reserve container name {name!r}: name is reserved")
         self._names.add(name)
         phases.mark("name")
         try:
             cid = new_id()
-            # the snapshot is prepared before the record that references it exists: a lease keeps
-            # the garbage collector (run after a pull's lease goes, say) off it in between.  The
-            # image is looked up while the lease is written; its error comes first, as before.
-            resolving = asyncio.ensure_future(self.images.resolve(cfg.image.image))
-            try:
-                lease = await self.images.leases.create(NAMESPACE, labels={
-                    "containerd.io/gc.expire": rfc3339(time.time() + LEASE_EXPIRE)})
-            except BaseException:
-                await asyncio.wait([resolving])
-                lookup_error = None if resolving.cancelled() else resolving.exception()
-                if lookup_error is not None:
-                    raise lookup_error from None
-                raise
-            try:
-                image = await resolving
-            except BaseException:
-                await self._drop_lease(lease.id)
-                raise
+            image = await self.images.resolve(cfg.image.image)
             snapshotter = self.pods.snapshotter(sb.runtime_handler)
-            sn = self.images.snapshots.namespaced(snapshotter, NAMESPACE, lease.id)
-            phases.mark("image + lease")
+            sn = self.images.snapshots.namespaced(snapshotter, NAMESPACE)
+            phases.mark("image")
+            wanted_volumes = volumes.wanted(image.config, [m.container_path for m in cfg.mounts],
+                                            ignore=self.pods.config.ignore_image_defined_volumes)
+            files_key = (snapshotter, image.chain_id)
+            files = self._rootfs_files.get(files_key) if image.chain_id else None
+            # The spec needs the rootfs only for /etc/passwd and /etc/group, read once per image
+            # (its layers never change; a new snapshot's upper directory is empty), and for the
+            # image's VOLUMEs, whose content is copied from it.  Without either, the snapshot and
+            # the record that names it are made in one transaction (one commit, one sync; the
+            # garbage collector never sees the snapshot unreferenced, so no lease); else, as
+            # containerd, a lease keeps the snapshot until the record exists.
+            at_once = files is not None and not wanted_volumes and getattr(sn, "store", None) is not None \
+                and getattr(sn.store, "db", None) is self.store.db
+            io_dir = self.io_dir(cid)
+            lease_id = ""
+            preparing: asyncio.Future[builtins.list[Any]] | None = None
+            mounts: builtins.list[Any] | None = None
+            recorded = False
             try:
-                mounts = await self.images.prepare(sn, cid, image, snapshotter)
-            except BaseException:
-                await self._drop_lease(lease.id)
-                raise
-            phases.mark("snapshot")
-            try:
-                files = await asyncio.to_thread(rootfs_files, mounts)
-                phases.mark("passwd+group")
+                if not at_once:
+                    lease_id = (await self.images.leases.create(NAMESPACE, labels={
+                        "containerd.io/gc.expire": rfc3339(time.time() + LEASE_EXPIRE)})).id
+                    leased = self.images.snapshots.namespaced(snapshotter, NAMESPACE, lease_id)
+                    preparing = asyncio.ensure_future(self.images.prepare(leased, cid, image, snapshotter))
+                    phases.mark("lease")
+                    if files is None or wanted_volumes:
+                        mounts = await preparing
+                        phases.mark("snapshot")
+                    if files is None:
+                        assert mounts is not None
+                        files = await asyncio.to_thread(rootfs_files, mounts)
+                        self._remember_files(files_key, files)
+                        phases.mark("passwd+group")
                 sc = cfg.linux.security_context
                 wants_all = "ALL" in {c.removeprefix("CAP_") for c in sc.capabilities.add_capabilities}
                 host = await asyncio.to_thread(HostInfo.probe) if sc.privileged or wants_all else None
                 sec = await self._security_inputs(sb, cfg)
-                sec.volumes = await asyncio.to_thread(volumes.fill, self.root_dir, cid, volumes.wanted(
-                    image.config, [m.container_path for m in cfg.mounts],
-                    ignore=self.pods.config.ignore_image_defined_volumes), mounts)
+                if wanted_volumes:
+                    assert mounts is not None
+                    sec.volumes = await asyncio.to_thread(volumes.fill, self.root_dir, cid, wanted_volumes, mounts)
+                assert files is not None
                 spec = self._spec(cid, sb, cfg, image.config, files, host, sec)
-                phases.mark("spec")
                 log_path = ""
                 if sb.config.log_directory and cfg.log_path:
                     log_path = os.path.join(sb.config.log_directory, cfg.log_path)
@@ -482,21 +550,67 @@ class Containers:
                 spec["annotations"] = {**handlers.passthrough(sb.config.annotations, rt.pod_annotations),
                                        **handlers.passthrough(cfg.annotations, rt.container_annotations),
                                        **spec["annotations"]}
-                await self.store.create(NAMESPACE, Container(
+                record = Container(
                     id=cid, runtime_name=rt.runtime_type, runtime_options=handlers.runtime_options(rt),
                     spec=TypedValue(SPEC_TYPE_URL, json.dumps(spec).encode()), labels=labels,
                     image=image.references[0] if image.references else image.id,
                     snapshotter=snapshotter, snapshot_key=cid,
-                    extensions={CONTAINER_EXT: ext_value(meta)}))
-                phases.mark("record")
+                    extensions={CONTAINER_EXT: ext_value(meta)})
+                phases.mark("spec")
+                # the stdio FIFOs the start needs are made meanwhile (containerd's CRI makes them
+                # at create too)
+                if at_once:
+                    recorded = True  # from here on a failure removes the record (if it committed)
+                    tx, created = self.store.create_in(NAMESPACE, record)
+                    prepared, fifos = await asyncio.gather(
+                        self.images.prepare(sn, cid, image, snapshotter, with_tx=tx),
+                        asyncio.to_thread(_make_fifos, io_dir, cfg.tty, cfg.stdin), return_exceptions=True)
+                    if isinstance(prepared, BaseException):
+                        raise prepared
+                    mounts, made = prepared, created()
+                    if isinstance(fifos, BaseException):
+                        raise fifos
+                    phases.mark("snapshot + record + fifos")
+                else:
+                    assert preparing is not None
+                    if mounts is None:
+                        mounts = await preparing
+                        phases.mark("snapshot")
+                    # the record, and the lease's end in the same group commit (one transaction,
+                    # one sync: the lease goes only with the record that keeps the snapshot)
+                    stored, fifos, _ = await asyncio.gather(
+                        self.store.create(NAMESPACE, record, batch=True),
+                        asyncio.to_thread(_make_fifos, io_dir, cfg.tty, cfg.stdin),
+                        self._drop_lease(lease_id, batch=True), return_exceptions=True)
+                    if isinstance(stored, BaseException):
+                        raise stored
+                    recorded, made = True, stored
+                    if isinstance(fifos, BaseException):
+                        raise fifos
+                    phases.mark("record + fifos")
+                self._name_kept(name, True)
+                self._created[cid] = (CriContainer(
+                    id=cid, sandbox_id=sb.id, config=_copy(cfg), meta=meta, created_at_ns=made.created_at_ns,
+                    image=record.image, labels=labels, spec=spec, runtime_type=record.runtime_name,
+                    snapshotter=snapshotter), mounts, made)
             except BaseException:
+                prepare_error: BaseException | None = None
+                if preparing is not None:
+                    await asyncio.wait([preparing])
+                    prepare_error = None if preparing.cancelled() else preparing.exception()
+                if recorded:  # (an at-once prepare whose backend failed after its commit leaves it)
+                    with contextlib.suppress(errdefs.ContainerdError):
+                        await self.store.delete(NAMESPACE, cid)
                 await asyncio.to_thread(volumes.remove, self.root_dir, cid)
-                with contextlib.suppress(errdefs.ContainerdError):
-                    await sn.remove(cid)
+                await asyncio.to_thread(shutil.rmtree, io_dir, True)
+                if prepare_error is None:
+                    with contextlib.suppress(errdefs.ContainerdError):
+                        await sn.remove(cid)
+                if lease_id:
+                    await self._drop_lease(lease_id)  # unless the record's commit dropped it already
+                if prepare_error is not None:  # its error first, as when the spec came after it
+                    raise prepare_error from None
                 raise
-            finally:
-                await self._drop_lease(lease.id)
-                phases.mark("lease deleted")
         finally:
             self._names.discard(name)
         await self._emit(cid, sb.id, "created")
@@ -504,9 +618,11 @@ class Containers:
         phases.done(cid)
         return cid
 
-    async def _drop_lease(self, lease_id: str) -> None:
+    async def _drop_lease(self, lease_id: str, *, batch: bool = False) -> None:
         try:
-            await self.images.leases.delete(NAMESPACE, lease_id)
+            await self.images.leases.delete(NAMESPACE, lease_id, batch=batch)
+        except errdefs.NotFound:
+            pass  # dropped already
         except errdefs.ContainerdError as exc:  # it expires on its own
             log.warning("container create: could not delete lease %s: %s", lease_id, exc)
 
@@ -732,42 +848,51 @@ class Containers:
     # -- start / stop / remove --------------------------------------------------------------------
     async def start(self, cid: str) -> None:
         phases = Phases("StartContainer", cid)
-        c = await self.get(cid)
+        # a container this daemon created (and nothing removed or changed since): as it was made
+        created = self._created.pop(cid, None)
+        c = created[0] if created is not None else await self.get(cid)
         phases.mark("record")
         async with self.lock(c.id):
             if c.state != pb.CONTAINER_CREATED or self.tasks.has_task(NAMESPACE, c.id):
                 raise errdefs.FailedPrecondition(f"container {c.id} is not in created state")
-            sb = await self.pods.get(c.sandbox_id)
+            sb = await self.pods.get(c.sandbox_id, known=True)
             if not sb.ready:
                 raise errdefs.FailedPrecondition(f"sandbox {sb.id} of container {c.id} is not ready")
             phases.mark("sandbox")
-            sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
-            mounts = await sn.mounts(c.id)
+            if created is not None:
+                mounts = created[1]
+            else:
+                sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
+                mounts = await sn.mounts(c.id)
             phases.mark("mounts")
             # stdio through FIFOs the daemon reads (and, with stdin, holds): the CRI log and
-            # attached clients get the output; a terminal's output is logged as stdout
+            # attached clients get the output; a terminal's output is logged as stdout.  The
+            # create made them (a container from before a restart gets them here)
             log_path = str(c.meta.get("log_path") or "")
             d = self.io_dir(c.id)
-            await asyncio.to_thread(private_dir, d)
+            if created is None:
+                await asyncio.to_thread(_make_fifos, d, c.config.tty, c.config.stdin)
             logger = FifoLogger(d, log_path, self.max_log_line, tty=c.config.tty, stdin=c.config.stdin)
             await logger.start()
             phases.mark("fifos")
             io = TaskIO(stdin=logger.stdin, stdout=logger.stdout, stderr=logger.stderr, terminal=c.config.tty)
+            # the start time goes into the record while the task is made and started (one call:
+            # the task manager records the create while the shim starts the process); all of it
+            # is over before the answer, and a failed start overwrites it below
+            self._starting.add(c.id)  # created until the task exists, whatever the record says
+            recording = asyncio.ensure_future(self._update_meta(c.id, started_at=time.time_ns()))
             try:
-                await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
-                    RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts],
-                    options=self.pods.run_options(sb.runtime_handler),
-                    runtime_path=self.pods.runtime(sb.runtime_handler).runtime_path)
-                phases.mark("task create")
-                # the start time into the record while the shim starts the process (runc start):
-                # both are over before the answer; a failed start overwrites it below
-                recording = asyncio.ensure_future(self._update_meta(c.id, started_at=time.time_ns()))
                 try:
-                    await self.tasks.start_process(NAMESPACE, c.id)
-                    phases.mark("task start")
+                    await self.tasks.create(NAMESPACE, c.id, io=io, rootfs=[
+                        RootfsMount(m.type, m.source, m.target, tuple(m.options)) for m in mounts],
+                        options=self.pods.run_options(sb.runtime_handler),
+                        runtime_path=self.pods.runtime(sb.runtime_handler).runtime_path, start=True,
+                        record=created[2] if created is not None else None)
+                    phases.mark("task create + start")
                 except BaseException:
                     await asyncio.gather(recording, return_exceptions=True)  # before the StartError write
-                    await self._delete_task(c.id)
+                    if self.tasks.has_task(NAMESPACE, c.id):  # created, its start failed
+                        await self._delete_task(c.id)
                     raise
                 logger.release()
                 self._loggers[c.id] = logger
@@ -778,6 +903,8 @@ class Containers:
                 await self._update_meta(c.id, started_at=now, finished_at=now, exit_code=128,
                                         reason="StartError", message=str(exc))
                 raise
+            finally:
+                self._starting.discard(c.id)
             await recording
             phases.mark("record updated")
             await self._emit(c.id, c.sandbox_id, "started")  # under the lock: before an exit's "stopped"
@@ -828,6 +955,7 @@ class Containers:
             c = await self.get(cid)
         except errdefs.NotFound:
             return  # CRI: removing a missing container is success
+        self._created.pop(c.id, None)
         async with self.lock(c.id):
             await self.pods.kill_task(c.id, 0)
             stopped = await self._record_exit(c.id)
@@ -836,6 +964,7 @@ class Containers:
                 await sn.remove(c.id)
             with contextlib.suppress(errdefs.NotFound):
                 await self.store.delete(NAMESPACE, c.id)
+            self._name_kept(str(c.meta.get("name") or ""), False)
             await asyncio.to_thread(shutil.rmtree, self.io_dir(c.id), True)
             await asyncio.to_thread(volumes.remove, self.root_dir, c.id)
         self._locks.pop(c.id, None)
@@ -858,6 +987,7 @@ class Containers:
         A container that is not running (created, or exited: say it exited just before a resize) gets
         the spec only, and OK, as containerd 1.6 answers."""
         c = await self.get(cid)
+        self._created.pop(c.id, None)  # its spec changes: a start reads the record again
         async with self.lock(c.id):
             want = oci_resources(res, swap_accounting=self.swap_accounting)
             configopts.hugepage_limits(self.pods.config, want, present=self.hugetlb)

@@ -35,7 +35,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -371,17 +371,20 @@ class CriImageStore:
             except errdefs.ContainerdError as exc:
                 log.warning("cri unpack: could not delete lease %s: %s", lease.id, exc)
 
-    async def prepare(self, sn: Any, key: str, image: CriImage, snapshotter: str) -> builtins.list[Mount]:
+    async def prepare(self, sn: Any, key: str, image: CriImage, snapshotter: str, *,
+                      with_tx: Callable[[Any], None] | None = None) -> builtins.list[Mount]:
         """A writable snapshot ``key`` over the image in ``sn`` (of ``snapshotter``); when its
-        parent is missing there, the image is unpacked into it first, as containerd does."""
+        parent is missing there, the image is unpacked into it first, as containerd does.
+        ``with_tx``: the metadata snapshotter's (more writes in the snapshot's transaction)."""
+        extra = {"with_tx": with_tx} if with_tx is not None else {}
         try:
-            mounts: builtins.list[Mount] = await sn.prepare(key, image.chain_id, {})
+            mounts: builtins.list[Mount] = await sn.prepare(key, image.chain_id, {}, **extra)
             return mounts
         except errdefs.NotFound:
             if not image.chain_id:
                 raise
         await self.unpack(image, snapshotter)
-        mounts = await sn.prepare(key, image.chain_id, {})
+        mounts = await sn.prepare(key, image.chain_id, {}, **extra)
         return mounts
 
     async def _put_record(self, name: str, root: Descriptor) -> None:

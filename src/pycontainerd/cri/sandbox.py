@@ -29,7 +29,7 @@ import secrets
 import shutil
 import signal
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +277,10 @@ class Sandboxes:
         self._names: set[str] = set()  # pod names being created right now
         self._locks: dict[str, asyncio.Lock] = {}
         self._net_down: set[str] = set()  # pods whose network this daemon tore down (CNI DEL done)
+        # pods as get(known=True) read them, for their containers' create and start: what those
+        # use of a pod (its id, config but resources, runtime handler) never changes, its
+        # readiness comes from the task manager; dropped when the pod is removed or updated
+        self._known: dict[str, Sandbox] = {}
 
     def lock(self, sid: str) -> asyncio.Lock:
         return self._locks.setdefault(sid, asyncio.Lock())
@@ -285,7 +289,7 @@ class Sandboxes:
         return self.state_dir / "sandboxes" / sid
 
     # -- reading ----------------------------------------------------------------------------------
-    async def _status_of(self, c: Container) -> Sandbox | None:
+    async def _status_of(self, c: Container, *, known: bool = False) -> Sandbox | None:
         data = ext_data(c, SANDBOX_EXT)
         if data is None:
             return None
@@ -293,7 +297,9 @@ class Sandboxes:
         with contextlib.suppress(json_format.ParseError):
             json_format.ParseDict(data.get("config") or {}, cfg, ignore_unknown_fields=True)
         ready, pid = False, 0
-        if self.tasks.has_task(NAMESPACE, c.id):
+        if known and (pid := self.tasks.running_pid(NAMESPACE, c.id)):
+            ready = True  # the task manager saw it start and no exit since: no round trip to the shim
+        elif self.tasks.has_task(NAMESPACE, c.id):
             with contextlib.suppress(errdefs.ContainerdError):
                 st = await self.tasks.get(NAMESPACE, c.id)
                 ready, pid = st.status == "running", st.pid
@@ -331,16 +337,22 @@ class Sandboxes:
                 out.append(sb)
         return out
 
-    async def get(self, sid: str) -> Sandbox:
-        """The sandbox of an id or a unique id prefix; NotFound otherwise."""
+    async def get(self, sid: str, *, known: bool = False) -> Sandbox:
+        """The sandbox of an id or a unique id prefix; NotFound otherwise.  ``known``: a full id's
+        readiness as the task manager knows it when it does (``TaskManager.running_pid``: the
+        container calls' check, as containerd's CRI reads its sandbox store), else from its shim."""
         if not sid:
             raise errdefs.InvalidArgument("sandbox id must not be empty")
+        if known and (seen := self._known.get(sid)) is not None and (pid := self.tasks.running_pid(NAMESPACE, sid)):
+            return replace(seen, ready=True, pid=pid)  # no record read, no round trip to its shim
         # a full id: one record and its task's state, not a listing with every pod's
         with contextlib.suppress(errdefs.NotFound):
             rec = await self.containers.get(NAMESPACE, sid)
             if rec.labels.get(KIND_LABEL) == KIND_SANDBOX:
-                one = await self._status_of(rec)
+                one = await self._status_of(rec, known=known)
                 if one is not None:
+                    if known and one.ready:
+                        self._known[sid] = one
                     return one
         found = [s for s in await self.list() if s.id.startswith(sid)]
         exact = [s for s in found if s.id == sid]
@@ -360,6 +372,7 @@ class Sandboxes:
         CRI's contract), and the daemon holds no pod cgroup of its own (the infra process's cgroup
         holds only it, its containers' are siblings)."""
         sb = await self.get(sid)
+        self._known.pop(sb.id, None)  # its config changes (not what containers use of it: kept simple)
         if overhead is None and resources is None:
             return
         async with self.lock(sb.id):
@@ -524,7 +537,7 @@ class Sandboxes:
                 labels=labels, image=image.references[0] if image.references else image.id,
                 snapshotter=snapshotter, snapshot_key=sid, extensions={SANDBOX_EXT: ext_value(meta)})
             phases.mark("spec")
-            await self.containers.create(NAMESPACE, record)
+            made = await self.containers.create(NAMESPACE, record)
             undo.append(lambda: self.containers.delete(NAMESPACE, sid))
             phases.mark("record")
             # after the record that names it: the garbage collector never sees it unreferenced
@@ -564,6 +577,13 @@ class Sandboxes:
                 except Exception as exc:  # undo what can be undone, report the first failure
                     log.warning("sandbox %s: cleanup after a failed run: %s", sid, exc)
             raise
+        # the pod as get(known=True) would read it back, for its containers' create and start
+        known_cfg = pb.PodSandboxConfig()
+        known_cfg.CopyFrom(cfg)
+        self._known[sid] = Sandbox(
+            id=sid, config=known_cfg, created_at_ns=made.created_at_ns, netns=path, ip=str(meta["ip"]),
+            additional_ips=list(meta["additional_ips"]), ready=True, pid=0, labels=labels, spec=spec,
+            image=record.image, runtime_handler=handler, runtime_type=rt.runtime_type, snapshotter=snapshotter)
         phases.done(sid)
         return sid
 
@@ -769,6 +789,7 @@ class Sandboxes:
         except errdefs.NotFound:
             return  # CRI: removing a missing sandbox is success
         await self.stop(sb.id, remove_containers)
+        self._known.pop(sb.id, None)
         async with self.lock(sb.id):
             sn = self.images.snapshots.namespaced(sb.snapshotter or self.images.snapshotter, NAMESPACE)
             with contextlib.suppress(errdefs.NotFound):

@@ -260,7 +260,18 @@ class ContainerStore:
 
         return await self.db.generation_read(tx)
 
-    async def create(self, namespace: str, container: Container) -> Container:
+    async def create(self, namespace: str, container: Container, *, batch: bool = False) -> Container:
+        """``batch``: group-committed with the batched writes queued with it (``Database.write``)."""
+        tx, created = self.create_in(namespace, container)
+        await self.db.write(tx, batch=batch)
+        return created()
+
+    def create_in(
+        self, namespace: str, container: Container
+    ) -> tuple[Callable[[sqlite3.Connection], None], Callable[[], Container]]:
+        """The create as part of a transaction of another store of the same database (e.g. the
+        snapshot the record names, made in the same commit): the function to run inside that
+        transaction, and the one to call once it committed (the event; the record as stored)."""
         validate(container)
         c = replace(container, labels=dict(container.labels), extensions=dict(container.extensions))
         c.created_at_ns = c.updated_at_ns = now_ns()
@@ -271,10 +282,12 @@ class ContainerStore:
                 raise errdefs.AlreadyExists(f'container "{c.id}": already exists')
             _write_row(conn, namespace, c, insert=True)
 
-        await self.db.write(tx)
-        runtime: dict[str, Any] = {"name": c.runtime_name}
-        self._publish(namespace, "/containers/create", {"id": c.id, "image": c.image, "runtime": runtime})
-        return c
+        def created() -> Container:
+            runtime: dict[str, Any] = {"name": c.runtime_name}
+            self._publish(namespace, "/containers/create", {"id": c.id, "image": c.image, "runtime": runtime})
+            return c
+
+        return tx, created
 
     async def update(self, namespace: str, container: Container, paths: Sequence[str] = ()) -> Container:
         if not container.id:

@@ -148,14 +148,17 @@ class LeaseStore:
         await self.db.write(tx)
         return lease
 
-    async def delete(self, namespace: str, lease_id: str, *, sync: bool = False) -> None:
+    async def delete(self, namespace: str, lease_id: str, *, sync: bool = False, batch: bool = False) -> None:
+        """``batch``: group-committed with the batched writes queued with it (``Database.write``),
+        e.g. the record that holds what the lease protected until then."""
+
         def tx(conn: sqlite3.Connection) -> None:
             cur = conn.execute("DELETE FROM leases WHERE namespace=? AND id=?", (namespace, lease_id))
             if cur.rowcount == 0:
                 raise errdefs.NotFound(f'lease "{lease_id}": not found')
             conn.execute("DELETE FROM lease_resources WHERE namespace=? AND lease=?", (namespace, lease_id))
 
-        await self.db.write(tx)
+        await self.db.write(tx, batch=batch)
         self.db.notify_deleted()
         if sync and self.gc_hook is not None:
             await self.gc_hook()

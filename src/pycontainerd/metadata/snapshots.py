@@ -36,7 +36,7 @@ import contextlib
 import functools
 import logging
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .. import errdefs
 from .. import labels as labelutil
@@ -169,8 +169,12 @@ class SnapshotStore:
         parent: str = "",
         labels: Mapping[str, str] | None = None,
         lease: str | None = None,
+        *,
+        with_tx: Callable[[sqlite3.Connection], None] | None = None,
     ) -> builtins.list[Mount]:
-        return await self._create(ns, Kind.ACTIVE, key, parent, labels, lease)
+        """``with_tx``: more writes of the same database in the snapshot's transaction (e.g. the
+        record that names the snapshot: then no lease is needed to keep it in between)."""
+        return await self._create(ns, Kind.ACTIVE, key, parent, labels, lease, with_tx)
 
     async def view(
         self,
@@ -183,7 +187,8 @@ class SnapshotStore:
         return await self._create(ns, Kind.VIEW, key, parent, labels, lease)
 
     async def _create(
-        self, ns: str, kind: Kind, key: str, parent: str, labels: Mapping[str, str] | None, lease: str | None
+        self, ns: str, kind: Kind, key: str, parent: str, labels: Mapping[str, str] | None, lease: str | None,
+        with_tx: Callable[[sqlite3.Connection], None] | None = None,
     ) -> builtins.list[Mount]:
         if not key:
             raise errdefs.InvalidArgument("snapshot key must not be empty")
@@ -212,6 +217,8 @@ class SnapshotStore:
                 (ns, self.name, key, bkey, parent, dumps(labels), ts, ts),
             )
             self._add_lease(conn, ns, lease, key)
+            if with_tx is not None:
+                with_tx(conn)
             return bkey, pbkey
 
         # The backend snapshot is made while the row's COMMIT syncs the WAL (``before_commit``):
@@ -452,9 +459,10 @@ class NamespacedSnapshotter:
         return await self.store.mounts(self.namespace, key)
 
     async def prepare(
-        self, key: str, parent: str = "", labels: Mapping[str, str] | None = None
+        self, key: str, parent: str = "", labels: Mapping[str, str] | None = None, *,
+        with_tx: Callable[[sqlite3.Connection], None] | None = None,
     ) -> builtins.list[Mount]:
-        return await self.store.prepare(self.namespace, key, parent, labels, self.lease)
+        return await self.store.prepare(self.namespace, key, parent, labels, self.lease, with_tx=with_tx)
 
     async def view(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> builtins.list[Mount]:
         return await self.store.view(self.namespace, key, parent, labels, self.lease)

@@ -104,14 +104,15 @@ def own_oom_score_adj(proc: Path = Path("/proc/self/oom_score_adj")) -> int:
 
 
 def adjust_spec(spec: dict[str, Any], *, min_oom_score_adj: int | None) -> dict[str, Any]:
-    """A copy of ``spec`` with the daemon's policy applied (pure)."""
-    out: dict[str, Any] = json.loads(json.dumps(spec))
-    process = out.get("process")
+    """``spec`` with the daemon's policy applied (pure): ``spec`` itself when the policy changes
+    nothing (the caller may then write the bytes it parsed ``spec`` from), else a copy of what
+    changes (``spec`` and its ``process``; the rest shared, never modified)."""
+    process = spec.get("process")
     if min_oom_score_adj is not None and isinstance(process, dict):
         adj = process.get("oomScoreAdj")
         if isinstance(adj, int) and adj < min_oom_score_adj:
-            process["oomScoreAdj"] = min_oom_score_adj
-    return out
+            return {**spec, "process": {**process, "oomScoreAdj": min_oom_score_adj}}
+    return spec
 
 
 def cgroups_path_of(spec: dict[str, Any]) -> str:
@@ -170,8 +171,10 @@ def create(
     meta: BundleMeta,
     *,
     have_rootfs_mounts: bool,
+    raw_spec: bytes | None = None,
 ) -> Path:
-    """Write a new bundle; AlreadyExists if one is there.  Undone on failure."""
+    """Write a new bundle; AlreadyExists if one is there.  Undone on failure.  ``raw_spec``:
+    ``spec``'s JSON as the caller has it already (written as it is, not encoded again)."""
     identifiers.validate(namespace)
     identifiers.validate(container_id)
     ns_dir = root / namespace
@@ -188,7 +191,7 @@ def create(
             os.chmod(path, USERNS_BUNDLE_MODE)
         (path / ROOTFS).mkdir(mode=ROOTFS_MODE)
         check_root(spec, path, have_rootfs_mounts)
-        atomic_write(path / CONFIG, json.dumps(spec).encode())
+        atomic_write(path / CONFIG, raw_spec if raw_spec is not None else json.dumps(spec).encode())
         write_meta(path, meta)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)

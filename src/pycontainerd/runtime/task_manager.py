@@ -116,6 +116,8 @@ class _Task:
     pump: asyncio.Task[None] | None = None
     last_exit: Exit | None = None  # the init's exit, from the shim's /tasks/exit
     tombstone: Exit | None = None  # set when the shim is gone
+    started: bool = False  # its init was started through this manager (start_process)
+    paused: bool = False  # a pause was asked through this manager and no resume since
     dead: asyncio.Event = field(default_factory=asyncio.Event)
     deleting: bool = False
 
@@ -312,11 +314,24 @@ class TaskManager:
         options: RuncOptions | None = None,
         runtime_path: str = "",
         task_options: TypedValue | None = None,
+        start: bool = False,
+        record: Container | None = None,
     ) -> int:
         """Create a task; ``task_options`` is the request's options Any as it came (an external
-        shim gets it, else the container's runtime options, as containerd passes them)."""
+        shim gets it, else the container's runtime options, as containerd passes them).
+
+        ``start``: its init started too (``start_process``) in the same call, for a caller that
+        acknowledges both at once (the CRI's StartContainer): the bundle's record of the create
+        is written while the shim starts the process, both done before the return.  A failed
+        start leaves the task created (the caller deletes it) and raises the start's error.
+
+        ``record``: the container's record as the caller just wrote it (the CRI's create), used
+        instead of reading it again; its spec, runtime and labels must be the stored ones."""
         identifiers.validate(namespace)
-        container = await self.containers.get(namespace, container_id)
+        if record is not None and record.id == container_id:
+            container = record
+        else:
+            container = await self.containers.get(namespace, container_id)
         runtime_name = runtime_path or container.runtime_name
         shim_binary = self.external.resolve(runtime_name) if self.external is not None and runtime_name else None
         if shim_binary is None:
@@ -327,8 +342,9 @@ class TaskManager:
             raise errdefs.InvalidArgument(
                 f"container {container_id}: spec has type {container.spec.type_url!r}, want {SPEC_TYPE_URL!r}"
             )
-        spec = bundlemod.parse_spec(container.spec.value, f"container {container_id} spec")
-        spec = bundlemod.adjust_spec(spec, min_oom_score_adj=self._min_oom)
+        parsed = bundlemod.parse_spec(container.spec.value, f"container {container_id} spec")
+        spec = bundlemod.adjust_spec(parsed, min_oom_score_adj=self._min_oom)
+        raw_spec = container.spec.value if spec is parsed else None  # unchanged: its bytes go to config.json
         if container.labels.get(KEEP_LOG_LABEL) == "daemon" and not io.stdout and not io.stderr:
             io = await self._kept_log(namespace, container, io)
         opts = options or RuncOptions()
@@ -362,8 +378,9 @@ class TaskManager:
             )
             if shim_binary is not None:
                 meta.extra["shim_binary"] = shim_binary
-            path = await asyncio.to_thread(self._make_bundle, mounts, namespace, container_id, spec, meta)
+            path = await asyncio.to_thread(self._make_bundle, mounts, namespace, container_id, spec, meta, raw_spec)
             shim: Shim | None = None
+            started, started_ok, start_error = 0, False, None
             try:
                 if shim_binary is not None:
                     assert self.external is not None
@@ -407,8 +424,22 @@ class TaskManager:
                 meta.pid = pid
                 meta.shim_pid = shim.pid
                 meta.shim_address = shim.address
-                await asyncio.to_thread(bundlemod.write_meta, path, meta)
+                writing = asyncio.ensure_future(asyncio.to_thread(bundlemod.write_meta, path, meta))
+                if start:
+                    # the record of the create is written while the shim starts the process: a
+                    # daemon that dies before both are done finds no pid recorded (restore then
+                    # removes the task), and neither call was acknowledged
+                    try:
+                        started = await shim.start("")
+                    except BaseException as exc:  # the task stays (created): the caller deletes it
+                        start_error = exc
+                    else:
+                        started_ok = True
+                await writing
             except BaseException:
+                if started_ok and shim is not None:  # the write failed: no task to leave running
+                    with contextlib.suppress(Exception):
+                        await shim.kill("", 9, True)
                 await self._discard_shim(shim)
                 await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
                 raise
@@ -431,6 +462,11 @@ class TaskManager:
                 "pid": pid,
             },
         )
+        if start:
+            if start_error is not None:
+                raise start_error
+            t.started = True
+            self._publish(t, "/tasks/start", {"container_id": container_id, "pid": started})
         return pid
 
     def _make_bundle(
@@ -440,10 +476,12 @@ class TaskManager:
         container_id: str,
         spec: dict[str, Any],
         meta: bundlemod.BundleMeta,
+        raw_spec: bytes | None = None,
     ) -> Path:
         """Check the rootfs mounts and write the bundle (one worker-thread hop for both)."""
         bundlemod.check_rootfs_mounts(mounts)
-        return bundlemod.create(self.root, namespace, container_id, spec, meta, have_rootfs_mounts=bool(mounts))
+        return bundlemod.create(self.root, namespace, container_id, spec, meta, have_rootfs_mounts=bool(mounts),
+                                raw_spec=raw_spec)
 
     async def _discard_shim(self, shim: Shim | None) -> None:
         if shim is None:
@@ -459,10 +497,22 @@ class TaskManager:
         t = self._get(namespace, container_id)
         pid = await self._shim(t).start(exec_id)
         if not exec_id:
+            t.started = True
             self._publish(t, "/tasks/start", {"container_id": container_id, "pid": pid})
         return pid
 
     # -- state ----------------------------------------------------------------------------------
+    def running_pid(self, namespace: str, container_id: str) -> int:
+        """The init pid of a task known to run without asking its shim: one this manager started
+        whose exit, pause, deletion or shim loss it has not seen (containerd's CRI reads a
+        sandbox's state from its own store the same way, kept by the task events); 0 when it does
+        not know (a task restored after a restart, say): then ask ``get``."""
+        t = self._tasks.get((namespace, container_id))
+        if (t is None or not t.started or t.paused or t.deleting or t.last_exit is not None
+                or t.shim is None or t.tombstone is not None):
+            return 0
+        return t.meta.pid
+
     def _tombstone_status(self, t: _Task) -> ProcessStatus:
         assert t.tombstone is not None
         return ProcessStatus(
@@ -650,11 +700,13 @@ class TaskManager:
 
     async def pause(self, namespace: str, container_id: str) -> None:
         t = self._get(namespace, container_id)
+        t.paused = True  # from now on (even if it fails) running_pid asks the shim
         await self._shim(t).pause()
 
     async def resume(self, namespace: str, container_id: str) -> None:
         t = self._get(namespace, container_id)
         await self._shim(t).resume()
+        t.paused = False
 
     async def pids(self, namespace: str, container_id: str) -> list[ProcessPid]:
         t = self._get(namespace, container_id)

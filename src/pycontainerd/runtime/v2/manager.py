@@ -390,15 +390,20 @@ class ShimManager:
                         if group and s.group == group and s.namespace == namespace and not s.closed), None)
         if running is None or not running.pid:
             return None
-        try:
-            client = await Client.connect(running.address)
-        except errdefs.ContainerdError:  # gone meanwhile: the fork server decides
-            return None
+        # the bundle's address file is written while the connection is made (a file we would
+        # remove with the bundle if the shim were gone)
+        connecting = asyncio.ensure_future(Client.connect(running.address))
         try:
             await asyncio.to_thread(_write_file, bundle / ADDRESS_FILE, running.address)
         except BaseException:
-            await client.close()
+            await asyncio.wait([connecting])
+            if not connecting.cancelled() and connecting.exception() is None:
+                await connecting.result().close()
             raise
+        try:
+            client = await connecting
+        except errdefs.ContainerdError:  # gone meanwhile: the fork server decides
+            return None
         return client, running.address, running.pid
 
     async def _stop_orphan(self, address: str, namespace: str, container_id: str) -> None:
