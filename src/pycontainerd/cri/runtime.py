@@ -17,8 +17,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from google.protobuf import json_format
-
 from .. import __version__, errdefs
 from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..cni import CNI, PodNetworking
@@ -26,7 +24,7 @@ from ..rpc import Server
 from ..services.common import add_servicer
 from ..streaming.runtime import PortForwardRequest
 from ..streaming.server import StreamServer
-from . import streaming
+from . import gojson, streaming
 from .containers import Containers, signal_enum
 from .events import ContainerEventHub
 from .features import HandlerFeatures
@@ -230,17 +228,10 @@ class RuntimeService:
     async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest, context: Any
                                ) -> pb.PodSandboxStatusResponse:
         sb = await self.pods.get(request.pod_sandbox_id)
-        cfg = sb.config
         status = _pod_status(sb)
         info: dict[str, str] = {}
         if request.verbose:
-            info["info"] = json.dumps({
-                "pid": sb.pid, "processStatus": "running" if sb.ready else "deleted",
-                "netNamespaceClosed": not sb.netns or not sb.ready, "image": sb.image,
-                "sandboxID": sb.id, "runtimeHandler": sb.runtime_handler, "runtimeType": sb.runtime_type,
-                "runtimeSpec": sb.spec,
-                "config": json_format.MessageToDict(cfg), "netns": sb.netns,
-            })
+            info["info"] = json.dumps(sandbox_info(sb))
         return pb.PodSandboxStatusResponse(status=status, info=info)
 
     async def UpdatePodSandboxResources(self, request: pb.UpdatePodSandboxResourcesRequest, context: Any
@@ -309,13 +300,10 @@ class RuntimeService:
 
     async def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
         c = await self.containers.get(request.container_id)
-        cfg = c.config
         status = _container_status(c)
         info: dict[str, str] = {}
         if request.verbose:
-            info["info"] = json.dumps({"sandboxID": c.sandbox_id, "pid": c.pid, "runtimeSpec": c.spec,
-                                       "config": json_format.MessageToDict(cfg), "snapshotKey": c.id,
-                                       "runtimeType": c.runtime_type})
+            info["info"] = json.dumps(container_info(c))
         return pb.ContainerStatusResponse(status=status, info=info)
 
     async def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
@@ -568,6 +556,26 @@ def _memory_metrics(m: dict[str, Any]) -> list[pb.Metric]:
     _usage_pb(cpu, mem, m)
     return [_metric("container_memory_usage_bytes", m["at"], [], mem.usage_bytes.value),
             _metric("container_memory_working_set_bytes", m["at"], [], mem.working_set_bytes.value)]
+
+
+def container_info(c: Any) -> dict[str, Any]:
+    """ContainerStatus' verbose ``info``: containerd 1.6's keys and value shapes (its ``ContainerInfo``
+    marshalled by Go: ``config`` is the CRI ContainerConfig with proto field names, ``gojson``)."""
+    return {"sandboxID": c.sandbox_id, "pid": c.pid, "removing": False, "snapshotKey": c.snapshot_key,
+            "snapshotter": c.snapshotter, "runtimeType": c.runtime_type,
+            "runtimeOptions": gojson.runtime_options(c.runtime_options), "config": gojson.message(c.config),
+            "runtimeSpec": c.spec}
+
+
+def sandbox_info(sb: Any) -> dict[str, Any]:
+    """PodSandboxStatus' verbose ``info``: containerd 1.6's ``SandboxInfo`` keys and value shapes,
+    with ours beside them (``sandboxID``, ``netns``)."""
+    return {"pid": sb.pid, "processStatus": "running" if sb.ready else "deleted",
+            "netNamespaceClosed": not sb.netns or not sb.ready, "image": sb.image,
+            "snapshotKey": sb.snapshot_key, "snapshotter": sb.snapshotter, "runtimeHandler": sb.runtime_handler,
+            "runtimeType": sb.runtime_type, "runtimeOptions": gojson.runtime_options(sb.runtime_options),
+            "config": gojson.message(sb.config), "runtimeSpec": sb.spec, "cniResult": sb.cni_result,
+            "sandboxID": sb.id, "netns": sb.netns}
 
 
 def _pod_status(sb: Any) -> pb.PodSandboxStatus:
