@@ -405,16 +405,17 @@ def test_update_pod_sandbox_resources(engine: Engine, tmp_path: Path) -> None:
             assert code == grpc.StatusCode.UNIMPLEMENTED, resp
             return
         assert code == grpc.StatusCode.OK, resp
-        want = {"overhead": {"cpuShares": "8", "memoryLimitInBytes": str(16 << 20)},
-                "resources": {"cpuPeriod": "100000", "cpuQuota": "50000", "cpuShares": "512",
-                              "memoryLimitInBytes": str(256 << 20)}}
+        # the verbose info's config as containerd's (Go's encoding/json): proto names, int64s as numbers
+        want: dict[str, Any] = {"overhead": {"cpu_shares": 8, "memory_limit_in_bytes": 16 << 20},
+                                "resources": {"cpu_period": 100000, "cpu_quota": 50000, "cpu_shares": 512,
+                                              "memory_limit_in_bytes": 256 << 20}}
         got = config()
         assert {k: got.get(k) for k in want} == want
         # only what is given changes: a resize of the containers' sum keeps the overhead
         code, resp = engine.call("UpdatePodSandboxResources", pb.UpdatePodSandboxResourcesRequest(
             pod_sandbox_id=pod[:12], resources=pb.LinuxContainerResources(cpu_shares=1024)))
         assert code == grpc.StatusCode.OK, resp
-        want["resources"] = {"cpuShares": "1024"}
+        want["resources"] = {"cpu_shares": 1024}
         assert {k: config().get(k) for k in want} == want
         engine.restart()
         assert {k: config().get(k) for k in want} == want

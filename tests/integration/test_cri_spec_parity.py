@@ -19,6 +19,9 @@ pid namespace too in a host-pid pod.  Three variants (``VARIANTS``): a plain pod
 a read-only rootfs, a tty, a mount and env; host network and pid with a user, capabilities,
 no_new_privs and resources.
 
+The verbose ``info`` around the specs is compared too (``test_verbose_info_matches_containerd``):
+the same keys, the same value shapes, the same ``config``.
+
 Besides the specs, from inside the containers: two containers of one pod share /dev/shm (a file
 one writes, the other reads), and with the pod's IPC namespace NODE they see the host's.
 """
@@ -31,7 +34,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+
+from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
 
 from .test_cri_pods import Engine, container_config, pod_config
 from .test_cri_pods import busybox as busybox
@@ -231,3 +237,89 @@ def test_containers_of_a_pod_share_dev_shm(ours: Engine, theirs: Engine, busybox
             host_file.unlink(missing_ok=True)
         assert f"/sandboxes/{pod}/shm" not in Path("/proc/self/mountinfo").read_text(), \
             f"[{engine.name}] the pod's shm outlives RemovePodSandbox"
+
+
+# keys ours has beside containerd 1.6's in a verbose info (none conflicts with one of its)
+OUR_EXTRA_INFO_KEYS = {"pod": {"sandboxID", "netns"}, "container": set()}
+
+
+def _verbose_info(engine: Engine, kind: str, id_: str) -> dict[str, Any]:
+    if kind == "pod":
+        code, resp = engine.call("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=id_, verbose=True))
+    else:
+        code, resp = engine.call("ContainerStatus", pb.ContainerStatusRequest(container_id=id_, verbose=True))
+    assert code == grpc.StatusCode.OK, resp
+    assert list(resp.info) == ["info"], resp.info
+    info = json.loads(resp.info["info"])
+    assert isinstance(info, dict)
+    return info
+
+
+def _shape(v: Any) -> Any:
+    """A JSON value's shape: objects by key, lists by their items' shapes, scalars by type."""
+    if isinstance(v, dict):
+        return {k: _shape(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return sorted({json.dumps(_shape(x), sort_keys=True) for x in v})
+    return type(v).__name__
+
+
+def test_verbose_info_matches_containerd(ours: Engine, theirs: Engine, busybox: str, tmp_path: Path) -> None:
+    """``crictl inspect`` / ``inspectp``'s ``info`` as containerd 1.6 writes it (Go's encoding/json of
+    its ContainerInfo / SandboxInfo): the same keys, ``config`` the CRI config with proto field names,
+    enums and int64s as numbers, unset fields left out, so that scripts' paths (``.info.pid``,
+    ``.info.config.log_path``, ``.info.runtimeSpec.process.args``) resolve on both engines."""
+    podcfg = pod_config(tmp_path, name=f"info-{uuid.uuid4().hex[:8]}")
+    extra: dict[str, Any] = {
+        "linux": {"security_context": {"run_as_user": {"value": 1234}, "namespace_options": {"pid": 1}},
+                  "resources": {"memory_limit_in_bytes": 128 << 20, "cpu_shares": 512}},
+        "tty": True}
+    infos: dict[str, dict[str, dict[str, Any]]] = {}
+    for engine in (ours, theirs):
+        pod, cid = _pod_and_container(engine, busybox, tmp_path, podcfg, "sleep 1000", **extra)
+        try:
+            pinfo, cinfo = _verbose_info(engine, "pod", pod), _verbose_info(engine, "container", cid)
+            # the paths people script against, through pycrictl's inspect as through the raw answer
+            for info in (cinfo, engine.crictl_json("inspect", cid)["info"]):
+                assert info["pid"] > 0 and info["sandboxID"] == pod and info["snapshotKey"] == cid
+                assert info["snapshotter"] == "overlayfs" and info["removing"] is False
+                assert info["config"]["metadata"]["name"] == "box"
+                assert info["config"]["log_path"] == "box.log"
+                assert info["config"]["linux"]["security_context"]["run_as_user"] == {"value": 1234}
+                assert info["config"]["linux"]["security_context"]["namespace_options"] == {"pid": 1}
+                assert info["config"]["linux"]["resources"]["memory_limit_in_bytes"] == 128 << 20
+                assert info["runtimeSpec"]["process"]["args"] == ["sh", "-c", "sleep 1000"]
+            for info in (pinfo, engine.crictl_json("inspectp", pod)["info"]):
+                assert info["pid"] > 0 and info["snapshotKey"] == pod and info["snapshotter"] == "overlayfs"
+                assert info["processStatus"] == "running" and info["netNamespaceClosed"] is False
+                assert info["config"]["metadata"]["name"] == podcfg.stem
+                assert info["config"]["log_directory"] == str(tmp_path / "logs")
+                assert info["config"]["dns_config"]["servers"] == ["10.0.0.10"]
+                assert "network" not in info["config"]["linux"]["security_context"]["namespace_options"]  # POD: 0
+                assert info["cniResult"]["Interfaces"]["eth0"]["IPConfigs"][0]["IP"]
+                assert info["runtimeSpec"]["process"]["args"]
+            infos[engine.name] = {"pod": pinfo, "container": cinfo}
+        finally:
+            engine.crictl("stopp", pod, check=False)
+            engine.crictl("rmp", pod, check=False)
+    for kind in ("pod", "container"):
+        mine, theirs_ = infos["pycontainerd"][kind], infos["containerd"][kind]
+        assert set(theirs_) - set(mine) == set(), f"{kind}: keys containerd has and ours lacks"
+        assert set(mine) - set(theirs_) == OUR_EXTRA_INFO_KEYS[kind], f"{kind}: keys only ours has"
+        # the CRI config as sent, marshalled the same way
+        assert mine["config"] == theirs_["config"], kind
+        for key in set(theirs_) - {"runtimeSpec"}:
+            a, b = (_normal_cni(x) if key == "cniResult" else x for x in (mine[key], theirs_[key]))
+            assert _shape(a) == _shape(b), (kind, key, mine[key], theirs_[key])
+
+
+def _normal_cni(result: dict[str, Any]) -> dict[str, Any]:
+    """go-cni's Result without what the two networks make differ: the host-side interfaces' names
+    (the veth's, the bridge's), the routes (containerd's fixture conflist has a default route, ours
+    none: the list's items)."""
+    def name(k: str, v: dict[str, Any]) -> str:
+        return k if v["Sandbox"] else "<veth>" if k.startswith("veth") else "<bridge>"
+
+    ifaces = {name(k, v): v for k, v in result["Interfaces"].items()}
+    assert isinstance(result["Routes"], list)
+    return {**result, "Interfaces": ifaces, "Routes": []}

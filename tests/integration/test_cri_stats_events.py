@@ -307,3 +307,83 @@ def test_list_streaming(engine: Engine, tmp_path: Path, busybox: str) -> None:
             got = sorted(key(x) for b in batches for x in getattr(b, sfield))
             assert got == sorted(key(x) for x in getattr(lst(lreq, timeout=60), lfield))
             assert pod in got or ctr in got, (stream, got)
+
+
+def _cgroup_cpu_ns(cgroups_path: str) -> int:
+    """A cgroup's cumulative CPU time, read from the host's cgroupfs (v1 cpuacct or v2 cpu.stat)."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        stat = (CGROUP_ROOT / cgroups_path.lstrip("/") / "cpu.stat").read_text().split()
+        return int(stat[stat.index("usage_usec") + 1]) * 1000
+    return int((CGROUP_ROOT / "cpuacct" / cgroups_path.lstrip("/") / "cpuacct.usage").read_text())
+
+
+def test_container_cpu_rate_and_memory_fields(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """containerd 1.6's container stats (ContainerStats, ListContainerStats, the containers of
+    PodSandboxStats): ``usage_nano_cores`` from the container's previous sample (kubelet's summary
+    API, ``kubectl top``), and the memory fields: usage, working set (<= usage), available (limit -
+    working set), RSS, page faults."""
+    parent = f"/pycd-test-{uuid.uuid4().hex[:12]}"
+    cfg = pod_config(tmp_path, linux={"cgroup_parent": parent})
+    limit = 64 << 20
+    pod = ""
+    try:
+        pod = engine.crictl("runp", str(cfg)).stdout.strip()
+        ccfg = tmp_path / "burn.json"
+        ccfg.write_text(json.dumps({"metadata": {"name": "burn"}, "image": {"image": busybox},
+                                    "command": ["sh", "-c", "while :; do :; done"], "log_path": "burn.log",
+                                    "linux": {"resources": {"memory_limit_in_bytes": limit}}}))
+        ctr = engine.crictl("create", pod, str(ccfg), str(cfg)).stdout.strip()
+        engine.crictl("start", ctr)
+        cgroups_path = engine.crictl_json("inspect", ctr)["info"]["runtimeSpec"]["linux"]["cgroupsPath"]
+
+        def container_stats() -> pb.ContainerStats:
+            code, resp = engine.call("ContainerStats", pb.ContainerStatsRequest(container_id=ctr))
+            assert code == grpc.StatusCode.OK, resp
+            return resp.stats
+
+        def listed() -> pb.ContainerStats:
+            code, resp = engine.call("ListContainerStats", pb.ListContainerStatsRequest(
+                filter=pb.ContainerStatsFilter(id=ctr)))
+            assert code == grpc.StatusCode.OK, resp
+            [s] = resp.stats
+            return s
+
+        def in_pod() -> pb.ContainerStats:
+            [s] = _stats(engine, pod).linux.containers
+            return s
+
+        prev = container_stats()  # the first sample: nothing to compare with yet
+        assert prev.cpu.HasField("usage_nano_cores")
+        for how in (container_stats, listed, in_pod, container_stats):
+            # the container burns CPU: wait until its cgroup has spent 20 ms more than the last sample saw
+            seen: int = prev.cpu.usage_core_nano_seconds.value
+
+            def burnt(seen: int = seen) -> bool:
+                return _cgroup_cpu_ns(cgroups_path) > seen + 20_000_000
+
+            wait_for(burnt, 30, "the container to burn CPU")
+            s = how()
+            assert s.attributes.id == ctr
+            spent = s.cpu.usage_core_nano_seconds.value - prev.cpu.usage_core_nano_seconds.value
+            elapsed = s.cpu.timestamp - prev.cpu.timestamp
+            assert spent > 0 and elapsed > 0, (how.__name__, s.cpu, prev.cpu)
+            # the rate since the previous sample, whichever call took it (integer truncation aside)
+            assert abs(s.cpu.usage_nano_cores.value - spent * 1_000_000_000 // elapsed) <= 1, (how.__name__, s.cpu)
+            assert s.cpu.usage_nano_cores.value > 0
+            m = s.memory
+            for f in ("usage_bytes", "working_set_bytes", "available_bytes", "rss_bytes", "page_faults",
+                      "major_page_faults"):
+                assert m.HasField(f), (how.__name__, f, m)
+            assert m.timestamp > 0
+            assert 0 < m.working_set_bytes.value <= m.usage_bytes.value <= limit, (how.__name__, m)
+            assert m.available_bytes.value == limit - m.working_set_bytes.value, (how.__name__, m)
+            assert m.rss_bytes.value > 0 and m.page_faults.value > 0, (how.__name__, m)
+            prev = s
+    finally:
+        if pod:
+            engine.crictl("stopp", pod, check=False)
+            engine.crictl("rmp", pod, check=False)
+        for d in _cgroup_dirs(parent):
+            for sub in sorted(d.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    sub.rmdir()

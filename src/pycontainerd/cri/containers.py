@@ -114,6 +114,8 @@ class CriContainer:
     reason: str = ""
     runtime_type: str = "io.containerd.runc.v2"  # the record's runtime (its pod's handler's runtime_type)
     snapshotter: str = ""  # the record's (its pod's handler's, else the CRI's)
+    snapshot_key: str = ""
+    runtime_options: TypedValue | None = None  # the record's
 
 
 def _reason(code: int, oom: bool = False) -> str:
@@ -384,7 +386,8 @@ class Containers:
                            started_at_ns=int(meta.get("started_at") or 0),
                            finished_at_ns=int(meta.get("finished_at") or 0),
                            exit_code=int(meta.get("exit_code") or 0), reason=str(meta.get("reason") or ""),
-                           runtime_type=c.runtime_name or "io.containerd.runc.v2", snapshotter=c.snapshotter)
+                           runtime_type=c.runtime_name or "io.containerd.runc.v2", snapshotter=c.snapshotter,
+                           snapshot_key=c.snapshot_key, runtime_options=c.runtime_options)
         if out.finished_at_ns:
             out.state = pb.CONTAINER_EXITED
         elif self.tasks.has_task(NAMESPACE, c.id):

@@ -17,8 +17,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from google.protobuf import json_format
-
 from .. import __version__, errdefs
 from ..api.cri.runtime.v1 import api_pb2 as pb
 from ..cni import CNI, PodNetworking
@@ -26,12 +24,13 @@ from ..rpc import Server
 from ..services.common import add_servicer
 from ..streaming.runtime import PortForwardRequest
 from ..streaming.server import StreamServer
-from . import streaming
+from . import gojson, streaming
 from .containers import Containers, signal_enum
 from .events import ContainerEventHub
 from .features import HandlerFeatures
 from .imagestore import NAMESPACE
 from .sandbox import DEFAULT_INTERFACE, Sandboxes
+from .usage import UsageRates, usage
 
 log = logging.getLogger("pycontainerd.cri")
 
@@ -154,6 +153,9 @@ class RuntimeService:
         self._no_streaming = "the CRI plugin has no streaming server (no task manager)"
         self._features = features
         self.events = ContainerEventHub()
+        # usage_nano_cores: each container's (and pod's) previous CPU sample, as containerd keeps it
+        self.container_rates = UsageRates()
+        self.pod_rates = UsageRates()
         if containers is not None:
             containers.on_event = self._container_event
 
@@ -220,22 +222,16 @@ class RuntimeService:
     async def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest, context: Any
                                ) -> pb.RemovePodSandboxResponse:
         await self.pods.remove(request.pod_sandbox_id, self._remove_pod_containers)
+        self.pod_rates.forget(request.pod_sandbox_id)
         return pb.RemovePodSandboxResponse()
 
     async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest, context: Any
                                ) -> pb.PodSandboxStatusResponse:
         sb = await self.pods.get(request.pod_sandbox_id)
-        cfg = sb.config
         status = _pod_status(sb)
         info: dict[str, str] = {}
         if request.verbose:
-            info["info"] = json.dumps({
-                "pid": sb.pid, "processStatus": "running" if sb.ready else "deleted",
-                "netNamespaceClosed": not sb.netns or not sb.ready, "image": sb.image,
-                "sandboxID": sb.id, "runtimeHandler": sb.runtime_handler, "runtimeType": sb.runtime_type,
-                "runtimeSpec": sb.spec,
-                "config": json_format.MessageToDict(cfg), "netns": sb.netns,
-            })
+            info["info"] = json.dumps(sandbox_info(sb))
         return pb.PodSandboxStatusResponse(status=status, info=info)
 
     async def UpdatePodSandboxResources(self, request: pb.UpdatePodSandboxResourcesRequest, context: Any
@@ -299,17 +295,15 @@ class RuntimeService:
 
     async def RemoveContainer(self, request: pb.RemoveContainerRequest, context: Any) -> pb.RemoveContainerResponse:
         await self.containers.remove(request.container_id)
+        self.container_rates.forget(request.container_id)
         return pb.RemoveContainerResponse()
 
     async def ContainerStatus(self, request: pb.ContainerStatusRequest, context: Any) -> pb.ContainerStatusResponse:
         c = await self.containers.get(request.container_id)
-        cfg = c.config
         status = _container_status(c)
         info: dict[str, str] = {}
         if request.verbose:
-            info["info"] = json.dumps({"sandboxID": c.sandbox_id, "pid": c.pid, "runtimeSpec": c.spec,
-                                       "config": json_format.MessageToDict(cfg), "snapshotKey": c.id,
-                                       "runtimeType": c.runtime_type})
+            info["info"] = json.dumps(container_info(c))
         return pb.ContainerStatusResponse(status=status, info=info)
 
     async def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse:
@@ -382,14 +376,15 @@ class RuntimeService:
 
     async def ContainerStats(self, request: pb.ContainerStatsRequest, context: Any) -> pb.ContainerStatsResponse:
         c = await self.containers.get(request.container_id)
-        stats = await self.containers.stats([c.id])
-        return pb.ContainerStatsResponse(stats=_stats_pb(c, stats.get(c.id)))
+        return pb.ContainerStatsResponse(stats=(await self._container_stats([c]))[0])
 
     async def ListContainerStats(self, request: pb.ListContainerStatsRequest, context: Any
                                  ) -> pb.ListContainerStatsResponse:
         f = request.filter
         chosen = []
-        for c in await self.containers.list():  # every container, as containerd: `crictl stats -a` shows all
+        everything = await self.containers.list()
+        self.container_rates.retain(c.id for c in everything)  # the removed ones' samples go
+        for c in everything:  # every container, as containerd: `crictl stats -a` shows all
             if request.HasField("filter"):
                 if f.id and not c.id.startswith(f.id):
                     continue
@@ -410,7 +405,7 @@ class RuntimeService:
 
     async def _container_stats(self, chosen: list[Any]) -> list[pb.ContainerStats]:
         stats = await self.containers.stats([c.id for c in chosen])
-        return [_stats_pb(c, stats.get(c.id)) for c in chosen]
+        return [_stats_pb(c, stats.get(c.id), self.container_rates) for c in chosen]
 
     async def CheckpointContainer(self, request: pb.CheckpointContainerRequest, context: Any
                                   ) -> pb.CheckpointContainerResponse:
@@ -488,7 +483,9 @@ class RuntimeService:
                                   ) -> pb.ListPodSandboxStatsResponse:
         f = request.filter
         out = []
-        for sb in await self.pods.list():
+        pods = await self.pods.list()
+        self.pod_rates.retain(sb.id for sb in pods)
+        for sb in pods:
             if not sb.ready:  # containerd lists the ready pods only: the others have no live cgroup
                 continue
             if f.id and not sb.id.startswith(f.id):
@@ -520,7 +517,7 @@ class RuntimeService:
             id=sb.id, metadata=sb.config.metadata, labels=dict(sb.config.labels),
             annotations=dict(sb.config.annotations)))
         linux = out.linux
-        _usage_pb(linux.cpu, linux.memory, {"data": data, "at": at, "mode": mode})
+        _usage_pb(linux.cpu, linux.memory, {"data": data, "at": at, "mode": mode}, self.pod_rates, sb.id)
         ifaces = await self.pods.interfaces(sb)
         if ifaces is not None:
             for i in ifaces:
@@ -559,6 +556,26 @@ def _memory_metrics(m: dict[str, Any]) -> list[pb.Metric]:
     _usage_pb(cpu, mem, m)
     return [_metric("container_memory_usage_bytes", m["at"], [], mem.usage_bytes.value),
             _metric("container_memory_working_set_bytes", m["at"], [], mem.working_set_bytes.value)]
+
+
+def container_info(c: Any) -> dict[str, Any]:
+    """ContainerStatus' verbose ``info``: containerd 1.6's keys and value shapes (its ``ContainerInfo``
+    marshalled by Go: ``config`` is the CRI ContainerConfig with proto field names, ``gojson``)."""
+    return {"sandboxID": c.sandbox_id, "pid": c.pid, "removing": False, "snapshotKey": c.snapshot_key,
+            "snapshotter": c.snapshotter, "runtimeType": c.runtime_type,
+            "runtimeOptions": gojson.runtime_options(c.runtime_options), "config": gojson.message(c.config),
+            "runtimeSpec": c.spec}
+
+
+def sandbox_info(sb: Any) -> dict[str, Any]:
+    """PodSandboxStatus' verbose ``info``: containerd 1.6's ``SandboxInfo`` keys and value shapes,
+    with ours beside them (``sandboxID``, ``netns``)."""
+    return {"pid": sb.pid, "processStatus": "running" if sb.ready else "deleted",
+            "netNamespaceClosed": not sb.netns or not sb.ready, "image": sb.image,
+            "snapshotKey": sb.snapshot_key, "snapshotter": sb.snapshotter, "runtimeHandler": sb.runtime_handler,
+            "runtimeType": sb.runtime_type, "runtimeOptions": gojson.runtime_options(sb.runtime_options),
+            "config": gojson.message(sb.config), "runtimeSpec": sb.spec, "cniResult": sb.cni_result,
+            "sandboxID": sb.id, "netns": sb.netns}
 
 
 def _pod_status(sb: Any) -> pb.PodSandboxStatus:
@@ -616,7 +633,7 @@ def _container_user(spec: dict[str, Any]) -> pb.ContainerUser:
         supplemental_groups=[int(g) for g in user.get("additionalGids") or []]))
 
 
-def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
+def _stats_pb(c: Any, m: dict[str, Any] | None, rates: UsageRates | None = None) -> pb.ContainerStats:
     """CRI stats from the task's cgroup metrics (v1 or v2, as ``pycontainerd.cgroups`` reads them)."""
     attrs = pb.ContainerAttributes(id=c.id, metadata=c.config.metadata, labels=dict(c.config.labels),
                                    annotations=dict(c.config.annotations))
@@ -624,7 +641,7 @@ def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
     if m is None:
         return out
     if m.get("data"):  # a container without a live task has no cgroup: only its writable layer
-        _usage_pb(out.cpu, out.memory, m)
+        _usage_pb(out.cpu, out.memory, m, rates, c.id)
     at = m["at"]
     layer = m.get("layer")
     if layer is not None:  # the container's own snapshot: what it wrote
@@ -635,24 +652,22 @@ def _stats_pb(c: Any, m: dict[str, Any] | None) -> pb.ContainerStats:
     return out
 
 
-def _usage_pb(cpu_out: pb.CpuUsage, mem_out: pb.MemoryUsage, m: dict[str, Any]) -> None:
-    """CPU and memory usage from one cgroup's metrics dict (a container's or a pod's)."""
-    data, at = m["data"], m["at"]
-    cpu = data.get("cpu") or {}
-    mem = data.get("memory") or {}
-    if m["mode"] == "v2":
-        cpu_ns = int(cpu.get("usage_usec", 0)) * 1000
-        usage = int(mem.get("usage", 0))
-        inactive = int(mem.get("inactive_file", 0))
-    else:
-        cpu_ns = int((cpu.get("usage") or {}).get("total", 0))
-        usage = int((mem.get("usage") or {}).get("usage", 0))
-        inactive = int(mem.get("total_inactive_file", mem.get("inactive_file", 0)))
+def _usage_pb(cpu_out: pb.CpuUsage, mem_out: pb.MemoryUsage, m: dict[str, Any],
+              rates: UsageRates | None = None, key: str = "") -> None:
+    """CPU and memory usage from one cgroup's metrics dict (a container's or a pod's), as containerd
+    1.6 fills them (``usage.py``); ``usage_nano_cores`` against ``key``'s previous sample in ``rates``."""
+    u, at = usage(m["data"], m["mode"]), m["at"]
     cpu_out.timestamp = at
-    cpu_out.usage_core_nano_seconds.value = cpu_ns
+    cpu_out.usage_core_nano_seconds.value = u.cpu_ns
+    if rates is not None:
+        cpu_out.usage_nano_cores.value = rates.nano_cores(key, u.cpu_ns, at)
     mem_out.timestamp = at
-    mem_out.working_set_bytes.value = max(usage - inactive, 0)
-    mem_out.usage_bytes.value = usage
+    mem_out.working_set_bytes.value = u.working_set
+    mem_out.available_bytes.value = u.available
+    mem_out.usage_bytes.value = u.memory_usage
+    mem_out.rss_bytes.value = u.rss
+    mem_out.page_faults.value = u.page_faults
+    mem_out.major_page_faults.value = u.major_page_faults
 
 
 def batches(items: list[Any], size: int = STREAM_BATCH) -> list[list[Any]]:

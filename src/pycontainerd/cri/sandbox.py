@@ -48,7 +48,7 @@ from ..oci.spec import SPEC_TYPE_URL, RootfsFiles, canonical, cri_default_spec, 
 from ..runtime.bundle import own_oom_score_adj
 from ..runtime.task_manager import TaskManager
 from ..runtime.task_types import RootfsMount, RuncOptions, TaskIO
-from . import configopts, handlers
+from . import configopts, gojson, handlers
 from .imagestore import NAMESPACE, CriImageStore
 from .phases import Phases
 from .security import (
@@ -251,6 +251,9 @@ class Sandbox:
     runtime_handler: str = ""
     runtime_type: str = RUNTIME_NAME
     snapshotter: str = ""  # the record's (its handler's when it names one)
+    snapshot_key: str = ""
+    runtime_options: TypedValue | None = None  # the record's
+    cni_result: dict[str, Any] | None = None  # go-cni's Result of its CNI ADD (gojson.cni_result)
 
     @property
     def name(self) -> str:
@@ -311,7 +314,9 @@ class Sandboxes:
                        ip=str(data.get("ip") or ""), additional_ips=list(data.get("additional_ips") or []),
                        ready=ready, pid=pid, labels=dict(c.labels), spec=spec, image=c.image,
                        runtime_handler=str(data.get("runtime_handler") or ""),
-                       runtime_type=c.runtime_name or RUNTIME_NAME, snapshotter=c.snapshotter)
+                       runtime_type=c.runtime_name or RUNTIME_NAME, snapshotter=c.snapshotter,
+                       snapshot_key=c.snapshot_key, runtime_options=c.runtime_options,
+                       cni_result=data.get("cni_result") if isinstance(data.get("cni_result"), dict) else None)
 
     async def names(self) -> set[str]:
         """The names of the stored pods, from their records alone (no task states asked)."""
@@ -560,7 +565,8 @@ class Sandboxes:
             else:
                 res = await cni_add
                 phases.mark("cni add (rest)")
-                meta.update(ip=res.pod_ip, additional_ips=list(res.additional_ips))
+                meta.update(ip=res.pod_ip, additional_ips=list(res.additional_ips),
+                            cni_result=gojson.cni_result((a.ifname, a.result) for a in res.attachments))
                 # the pod's IPs into its record while its infra process starts: both are over
                 # (or undone) before the answer
                 await together(undo, (self._record_ips(sid, meta), None),
