@@ -114,7 +114,8 @@ class _Task:
     shim: Shim | None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pump: asyncio.Task[None] | None = None
-    last_exit: Exit | None = None  # the init's exit, from the shim's /tasks/exit
+    last_exit: Exit | None = None  # the init's exit, from the shim's /tasks/exit or its Wait
+    io: TaskIO | None = None  # the init's stdio as created (None: restored, ask the shim)
     tombstone: Exit | None = None  # set when the shim is gone
     dead: asyncio.Event = field(default_factory=asyncio.Event)
     deleting: bool = False
@@ -412,7 +413,7 @@ class TaskManager:
                 await self._discard_shim(shim)
                 await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
                 raise
-            t = _Task(namespace, container_id, path, meta, shim)
+            t = _Task(namespace, container_id, path, meta, shim, io=io)
             self._tasks[key] = t
             t.pump = asyncio.create_task(self._pump(t), name=f"shim-events-{namespace}/{container_id}")
         finally:
@@ -483,6 +484,21 @@ class TaskManager:
             if await self._tombstoned(t) is None:
                 raise errdefs.Unavailable(f"task {container_id}: its shim is gone and cleaning up takes long; retry")
             return self._tombstone_status(t)
+        if not exec_id and t.last_exit is not None and t.io is not None:
+            # once its init exited, a task stays stopped until deleted: the recorded exit is
+            # its state (what the shim would answer), no round trip to the shim
+            return ProcessStatus(
+                container_id=container_id,
+                id=container_id,
+                pid=t.last_exit.pid,
+                status="stopped",
+                stdin=t.io.stdin,
+                stdout=t.io.stdout,
+                stderr=t.io.stderr,
+                terminal=t.io.terminal,
+                exit_status=t.last_exit.exit_status,
+                exited_at_ns=t.last_exit.exited_at_ns,
+            )
         try:
             # io.containerd.timeout.task.state: a shim that does not answer in time gives status
             # unknown (logged), as containerd's tasks service does
@@ -558,7 +574,10 @@ class TaskManager:
             return exit_
         try:
             e = await shim.wait(exec_id)
-            return Exit(e.pid, e.exit_status, e.exited_at_ns)
+            exit_ = Exit(e.pid, e.exit_status, e.exited_at_ns)
+            if not exec_id and t.last_exit is None and t.shim is shim:
+                t.last_exit = exit_  # the /tasks/exit event may come later, on its own connection
+            return exit_
         except errdefs.NotFound:
             raise
         except Exception:
