@@ -102,6 +102,8 @@ TOMBSTONE_WAIT = 10.0  # calls on a task whose shim just died wait this long for
 SETTLE_TIMEOUT = 5.0  # list_tasks waits at most this long for deletions finishing in the background
 _RUNTIME_NAME = re.compile(r"io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)")  # fullmatch: no trailing newline
 # topics the manager publishes itself; copies from the shim are dropped
+# the bundle meta's key (``BundleMeta.extra``) saying the rootfs was mounted by this manager
+DAEMON_ROOTFS = "rootfs_mounted_by_daemon"
 _OWN_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
 
 
@@ -363,9 +365,19 @@ class TaskManager:
             )
             if shim_binary is not None:
                 meta.extra["shim_binary"] = shim_binary
+            # Our own shims: the rootfs is mounted here, in a worker thread while the fork
+            # server starts the shim, and Create carries no mounts; this manager then owns the
+            # unmount (at Delete, before the reply, where the shim would do it).  An external
+            # shim gets the mounts in Create, as containerd sends them.
+            premount = shim_binary is None and bool(mounts)
+            if premount:
+                meta.extra[DAEMON_ROOTFS] = True
             path = await asyncio.to_thread(self._make_bundle, mounts, namespace, container_id, spec, meta)
             shim: Shim | None = None
+            mounting: asyncio.Task[None] | None = None
             try:
+                if premount:
+                    mounting = asyncio.create_task(asyncio.to_thread(bundlemod.mount_rootfs, path, mounts))
                 if shim_binary is not None:
                     assert self.external is not None
                     raw = task_options if task_options is not None and task_options.type_url else None
@@ -390,8 +402,10 @@ class TaskManager:
                         systemd_cgroup=systemd,
                         debug=self.defaults.shim_debug,
                     )
+                if mounting is not None:
+                    await mounting
                 pid = await shim.create(
-                    rootfs=mounts,
+                    rootfs=[] if premount else mounts,
                     stdin=io.stdin,
                     stdout=io.stdout,
                     stderr=io.stderr,
@@ -410,6 +424,12 @@ class TaskManager:
                 meta.shim_address = shim.address
                 await asyncio.to_thread(bundlemod.write_meta, path, meta)
             except BaseException:
+                if mounting is not None:
+                    # the cleanup unmounts: only once the mount is done (or failed); wait
+                    # does not cancel it
+                    await asyncio.wait([mounting])
+                    if not mounting.cancelled():
+                        mounting.exception()  # retrieved: the failure that counts is being raised
                 await self._discard_shim(shim)
                 await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
                 raise
@@ -605,6 +625,10 @@ class TaskManager:
                 e = await t.shim.delete("")
                 exit_ = Exit(e.pid, e.exit_status, e.exited_at_ns)
                 t.deleting = True
+                if t.meta.extra.get(DAEMON_ROOTFS):
+                    # mounted by this manager at Create: unmounted where the shim would have
+                    # (its Delete), before the reply, so the snapshot is free once it is out
+                    await self._unmount_rootfs(t)
                 # The task is gone for the API now.  The shim may still be finishing
                 # (``runc delete`` runs after its reply) and the bundle must go: that happens
                 # in the background; a Create of the same id waits for it (``_finishing``).
@@ -883,6 +907,12 @@ class TaskManager:
                 await asyncio.to_thread(bundlemod.remove, trash)
         except Exception as exc:
             log.warning("finishing the deletion of task %s/%s: %s", t.namespace, t.id, exc)
+
+    async def _unmount_rootfs(self, t: _Task) -> None:
+        try:
+            await asyncio.to_thread(bundlemod.unmount_rootfs, t.bundle)
+        except Exception as exc:  # the bundle's removal tries again
+            log.warning("unmounting the rootfs of task %s/%s: %s", t.namespace, t.id, exc)
 
     async def _move_bundle(self, path: Path, meta: bundlemod.BundleMeta) -> Path | None:
         """Delete's last step before the reply: the bundle is renamed away (one rename: the id
