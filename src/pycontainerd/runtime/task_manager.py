@@ -625,15 +625,13 @@ class TaskManager:
                 e = await t.shim.delete("")
                 exit_ = Exit(e.pid, e.exit_status, e.exited_at_ns)
                 t.deleting = True
-                if t.meta.extra.get(DAEMON_ROOTFS):
-                    # mounted by this manager at Create: unmounted where the shim would have
-                    # (its Delete), before the reply, so the snapshot is free once it is out
-                    await self._unmount_rootfs(t)
                 # The task is gone for the API now.  The shim may still be finishing
                 # (``runc delete`` runs after its reply) and the bundle must go: that happens
                 # in the background; a Create of the same id waits for it (``_finishing``).
                 key = (namespace, container_id)
-                trash = await self._move_bundle(t.bundle, t.meta)
+                # a rootfs this manager mounted at Create is unmounted here, where the shim's
+                # Delete would have, before the reply: the snapshot is free once it is out
+                trash = await self._move_bundle(t.bundle, t.meta, unmount=bool(t.meta.extra.get(DAEMON_ROOTFS)))
                 task = asyncio.create_task(
                     self._finish_delete(t, trash), name=f"finish-delete-{namespace}/{container_id}"
                 )
@@ -908,22 +906,25 @@ class TaskManager:
         except Exception as exc:
             log.warning("finishing the deletion of task %s/%s: %s", t.namespace, t.id, exc)
 
-    async def _unmount_rootfs(self, t: _Task) -> None:
-        try:
-            await asyncio.to_thread(bundlemod.unmount_rootfs, t.bundle)
-        except Exception as exc:  # the bundle's removal tries again
-            log.warning("unmounting the rootfs of task %s/%s: %s", t.namespace, t.id, exc)
-
-    async def _move_bundle(self, path: Path, meta: bundlemod.BundleMeta) -> Path | None:
+    async def _move_bundle(self, path: Path, meta: bundlemod.BundleMeta, *, unmount: bool = False) -> Path | None:
         """Delete's last step before the reply: the bundle is renamed away (one rename: the id
         is free at once, and a daemon restart will not mistake it for a task); its files are
-        removed afterwards, off the request's path (``_finish_delete``)."""
+        removed afterwards, off the request's path (``_finish_delete``).  ``unmount``: its
+        rootfs is unmounted first, in the same worker-thread hop."""
         try:
-            return await asyncio.to_thread(bundlemod.move_to_trash, path)
+            return await asyncio.to_thread(self._unmount_and_trash if unmount else bundlemod.move_to_trash, path)
         except Exception as exc:
             log.warning("moving bundle %s away: %s; removing it in place", path, exc)
             await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
             return None
+
+    @staticmethod
+    def _unmount_and_trash(path: Path) -> Path | None:
+        try:
+            bundlemod.unmount_rootfs(path)
+        except Exception as exc:  # the bundle's removal tries again
+            log.warning("unmounting the rootfs of bundle %s: %s", path, exc)
+        return bundlemod.move_to_trash(path)
 
     async def restore(self) -> None:
         """Reconnect to the shims of tasks that survived a daemon restart."""
