@@ -12,6 +12,7 @@ kills leftover shims/containers by pid.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -574,8 +575,8 @@ def test_create_failing_after_the_rootfs_mount_leaves_nothing_mounted(daemon: Da
     for cid, spec, mounts in cases:
         api.create_container(cid, spec)
         try:
-            code, detail = api.code_of(lambda cid=cid, mounts=mounts: api.tasks.Create(
-                tasks_pb2.CreateTaskRequest(container_id=cid, rootfs=mounts), metadata=md, timeout=60))
+            request = tasks_pb2.CreateTaskRequest(container_id=cid, rootfs=mounts)
+            code, detail = api.code_of(functools.partial(api.tasks.Create, request, metadata=md, timeout=60))
             assert code != grpc.StatusCode.OK, (cid, detail)
             assert [m for m in mounts_under(str(daemon.base)) if f"/{cid}" in m] == [], cid
             assert not _bundle(daemon, cid).exists(), cid
