@@ -584,3 +584,27 @@ def test_create_failing_after_the_rootfs_mount_leaves_nothing_mounted(daemon: Da
         finally:
             api.containers.Delete(containers_pb2.DeleteContainerRequest(id=cid), metadata=md, timeout=60)
     wait_for(lambda: daemon.shim_pids() == [], 20, "the failed tasks' shims to exit")
+
+
+def test_rootfs_mounted_by_the_daemon_is_unmounted_after_a_restart(daemon: Daemon, api: Api,
+                                                                   rootfs: Path) -> None:
+    """The bundle meta says who mounted the rootfs: a daemon restarted while the task ran
+    unmounts it at Delete all the same (the shim does not, its Create had no mounts)."""
+    cid = "premount-restart"
+    md = api.md
+    api.create_container(cid, _rootfs_spec(cid, ["sleep", "1000"], rootfs))
+    try:
+        api.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=cid, rootfs=_bind_rootfs(rootfs)), metadata=md,
+                         timeout=60)
+        api.tasks.Start(tasks_pb2.StartRequest(container_id=cid), metadata=md, timeout=60)
+        bundle = _bundle(daemon, cid)
+        assert mounts_under(str(bundle)) == [str(bundle / "rootfs")]
+        daemon.kill9()
+        daemon.start()
+        assert task_rows(daemon)[cid][1] == "RUNNING"
+        daemon.ctr("tasks", "kill", "-s", "KILL", cid)
+        wait_for(lambda: task_rows(daemon)[cid][1] == "STOPPED", 20, f"{cid} to stop")
+        daemon.ctr("tasks", "rm", cid)
+        assert [m for m in mounts_under(str(daemon.base)) if f"/{cid}" in m] == []
+    finally:
+        api.containers.Delete(containers_pb2.DeleteContainerRequest(id=cid), metadata=md, timeout=60)
