@@ -17,10 +17,12 @@ Lifecycle of one task::
 - ``create``: read the container record, check the runtime name, write the bundle
   (spec adjusted, see ``bundle.py``), launch the shim, ask it to create the container with
   the rootfs mounts and stdio paths, publish ``/tasks/create``.  Every step is undone when a
-  later one fails.
+  later one fails.  Our own forked shims get no mounts: the manager mounts the rootfs on
+  the bundle while the shim starts, and owns its unmount (bundle meta ``DAEMON_ROOTFS``).
 - ``wait`` may be called before ``start`` and answers at once for an exited process.
 - ``delete`` answers as soon as the task is gone for the API: the shim has recorded the
-  exit, closed the IO and unmounted the rootfs, and the bundle is renamed away.  The rest
+  exit and closed the IO, the rootfs is unmounted (by the shim, or here if this manager
+  mounted it), and the bundle is renamed away.  The rest
   — the shim's ``runc delete`` (it runs after its reply when the container had its own pid
   namespace), its exit, removing the bundle's files — finishes in the background
   (``_finishing``); a ``create`` of the same id waits for it, and ``list_tasks`` settles it
