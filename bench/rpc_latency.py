@@ -32,6 +32,7 @@ import grpc
 from google.protobuf import any_pb2, empty_pb2
 
 from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+from pycontainerd.api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from pycontainerd.api.services.namespaces.v1 import namespaces_pb2, namespaces_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
 from tests.fixtures.procs import remove_tree, stop_process, wait_for
@@ -40,7 +41,8 @@ from .targets import CTR, ContainerdTarget, ExternalTarget, OursTarget, Target
 
 NAMESPACE = "bench-rpc"
 CONTAINER = "rpc-latency"
-METHODS = ("version", "ns-get", "containers-get", "connect-version", "ctr-version")
+METHODS = ("version", "ns-get", "containers-get", "lease-create-delete", "container-create-delete", "connect-version",
+           "ctr-version")
 SERVED_BY_FLOORS = ("version", "connect-version")  # ctr version also asks Introspection.Server
 MD = (("containerd-namespace", NAMESPACE),)
 
@@ -79,6 +81,7 @@ class Client:
         self.version = version_pb2_grpc.VersionStub(self.channel)
         self.namespaces = namespaces_pb2_grpc.NamespacesStub(self.channel)
         self.containers = containers_pb2_grpc.ContainersStub(self.channel)
+        self.leases = leases_pb2_grpc.LeasesStub(self.channel)
 
     def prepare(self) -> None:
         """The namespace and container the Get calls read (absent ones are created)."""
@@ -101,6 +104,10 @@ class Client:
         if method == "containers-get":
             creq = containers_pb2.GetContainerRequest(id=CONTAINER)
             return lambda: self.containers.Get(creq, metadata=MD)
+        if method == "lease-create-delete":  # two durable writes, as ctr run's NewContainer makes
+            return self._lease_create_delete
+        if method == "container-create-delete":  # two durable writes, as ctr run --rm makes
+            return self._container_create_delete
         if method == "connect-version":
             return lambda: _connect_version(self.address)
         if method == "ctr-version":
@@ -108,6 +115,18 @@ class Client:
             return lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           stdin=subprocess.DEVNULL)
         raise ValueError(method)
+
+
+    def _lease_create_delete(self) -> None:
+        lease = self.leases.Create(leases_pb2.CreateRequest(id="rpc-latency-lease"), metadata=MD).lease
+        self.leases.Delete(leases_pb2.DeleteRequest(id=lease.id), metadata=MD)
+
+    def _container_create_delete(self) -> None:
+        spec = any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Spec", value=b"{}")
+        c = containers_pb2.Container(id="rpc-latency-cd", image="docker.io/library/busybox:latest", spec=spec)
+        c.runtime.name = "io.containerd.runc.v2"
+        self.containers.Create(containers_pb2.CreateContainerRequest(container=c), metadata=MD)
+        self.containers.Delete(containers_pb2.DeleteContainerRequest(id=c.id), metadata=MD)
 
 
 def _connect_version(address: str) -> None:

@@ -12,6 +12,7 @@ kills leftover shims/containers by pid.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -518,3 +519,92 @@ def test_fifty_containers_ten_at_a_time_leave_nothing(daemon: Daemon, api: Api, 
         cg = Path("/sys/fs/cgroup") / ctrl / "default"
         if cg.is_dir():
             assert [p.name for p in cg.iterdir() if p.is_dir() and p.name.startswith("many-")] == []
+
+
+def _bind_rootfs(rootfs: Path) -> list[mount_pb2.Mount]:
+    return [mount_pb2.Mount(type="bind", source=str(rootfs), options=["rbind", "ro"])]
+
+
+def _bundle(daemon: Daemon, cid: str) -> Path:
+    return daemon.state / "io.containerd.runtime.v2.task" / "default" / cid
+
+
+def _rootfs_spec(cid: str, args: list[str], rootfs: Path) -> dict[str, Any]:
+    spec = oci_spec("default", cid, args, rootfs)
+    spec["root"] = {"path": "rootfs", "readonly": True}  # the bundle's, with the rootfs mounts on it
+    return spec
+
+
+def test_rootfs_mounts_are_on_the_bundle_until_delete_answers(daemon: Daemon, api: Api, rootfs: Path) -> None:
+    """Our own shim: the daemon mounts the rootfs while the shim starts and unmounts it at
+    Delete, before the reply (where the shim's Delete would), so nothing stays mounted."""
+    cid = "premount-ok"
+    md = api.md
+    api.create_container(cid, _rootfs_spec(cid, ["sh", "-c", "exit 5"], rootfs))
+    try:
+        api.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=cid, rootfs=_bind_rootfs(rootfs)), metadata=md,
+                         timeout=60)
+        bundle = _bundle(daemon, cid)
+        assert mounts_under(str(bundle)) == [str(bundle / "rootfs")]
+        assert json.loads((bundle / "daemon-task.json").read_text())["extra"]["rootfs_mounted_by_daemon"] is True
+        waiter = api.tasks.Wait.future(tasks_pb2.WaitRequest(container_id=cid), metadata=md, timeout=60)
+        api.tasks.Start(tasks_pb2.StartRequest(container_id=cid), metadata=md, timeout=60)
+        assert waiter.result().exit_status == 5
+        r = api.tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=cid), metadata=md, timeout=60)
+        assert r.exit_status == 5
+        # at the reply already, not later with the bundle's removal
+        assert [m for m in mounts_under(str(daemon.base)) if f"/{cid}" in m] == []
+    finally:
+        api.containers.Delete(containers_pb2.DeleteContainerRequest(id=cid), metadata=md, timeout=60)
+    wait_for(lambda: not _bundle(daemon, cid).exists(), 20, "the bundle's removal")
+
+
+def test_create_failing_after_the_rootfs_mount_leaves_nothing_mounted(daemon: Daemon, api: Api,
+                                                                     rootfs: Path) -> None:
+    """runc create fails (a bind mount of a missing source) after the daemon mounted the
+    rootfs; and a rootfs mount that itself fails: no mount, bundle or shim is left."""
+    md = api.md
+    bad_spec = _rootfs_spec("premount-runc-fails", ["true"], rootfs)
+    bad_spec["mounts"].append({"destination": "/x", "type": "bind", "source": "/nonexistent-pycd-src",
+                               "options": ["rbind"]})
+    cases = [
+        ("premount-runc-fails", bad_spec, _bind_rootfs(rootfs)),
+        ("premount-mount-fails", _rootfs_spec("premount-mount-fails", ["true"], rootfs),
+         [mount_pb2.Mount(type="pycd-no-such-fs", source="none", options=["ro"])]),
+    ]
+    for cid, spec, mounts in cases:
+        api.create_container(cid, spec)
+        try:
+            request = tasks_pb2.CreateTaskRequest(container_id=cid, rootfs=mounts)
+            code, detail = api.code_of(functools.partial(api.tasks.Create, request, metadata=md, timeout=60))
+            assert code != grpc.StatusCode.OK, (cid, detail)
+            assert [m for m in mounts_under(str(daemon.base)) if f"/{cid}" in m] == [], cid
+            assert not _bundle(daemon, cid).exists(), cid
+            assert cid not in task_rows(daemon)
+        finally:
+            api.containers.Delete(containers_pb2.DeleteContainerRequest(id=cid), metadata=md, timeout=60)
+    wait_for(lambda: daemon.shim_pids() == [], 20, "the failed tasks' shims to exit")
+
+
+def test_rootfs_mounted_by_the_daemon_is_unmounted_after_a_restart(daemon: Daemon, api: Api,
+                                                                   rootfs: Path) -> None:
+    """The bundle meta says who mounted the rootfs: a daemon restarted while the task ran
+    unmounts it at Delete all the same (the shim does not, its Create had no mounts)."""
+    cid = "premount-restart"
+    md = api.md
+    api.create_container(cid, _rootfs_spec(cid, ["sleep", "1000"], rootfs))
+    try:
+        api.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=cid, rootfs=_bind_rootfs(rootfs)), metadata=md,
+                         timeout=60)
+        api.tasks.Start(tasks_pb2.StartRequest(container_id=cid), metadata=md, timeout=60)
+        bundle = _bundle(daemon, cid)
+        assert mounts_under(str(bundle)) == [str(bundle / "rootfs")]
+        daemon.kill9()
+        daemon.start()
+        assert task_rows(daemon)[cid][1] == "RUNNING"
+        daemon.ctr("tasks", "kill", "-s", "KILL", cid)
+        wait_for(lambda: task_rows(daemon)[cid][1] == "STOPPED", 20, f"{cid} to stop")
+        daemon.ctr("tasks", "rm", cid)
+        assert [m for m in mounts_under(str(daemon.base)) if f"/{cid}" in m] == []
+    finally:
+        api.containers.Delete(containers_pb2.DeleteContainerRequest(id=cid), metadata=md, timeout=60)

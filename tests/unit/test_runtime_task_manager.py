@@ -635,3 +635,40 @@ def test_restore_after_restart(tmp_path: Path) -> None:
             await tm2.close()
 
     asyncio.run(run())
+
+
+def test_state_after_the_exit_comes_from_the_recorded_exit(tmp_path: Path) -> None:
+    """Once Wait saw the init exit (before its /tasks/exit event arrives, which comes on another
+    connection), Get and Delete answer from that exit without asking the shim (``ctr run --rm``:
+    Wait, Get, Delete); an exec's state still comes from the shim."""
+
+    async def run() -> None:
+        async with Env(tmp_path) as env:
+            tm = env.manager()
+            await env.container("c1")
+            pid = await tm.create("default", "c1", io=TaskIO(stdin="/tmp/in", stdout="/tmp/out", terminal=True))
+            await tm.start_process("default", "c1")
+            await tm.exec("default", "c1", "e1", {"args": ["true"]})
+            fake = env.launcher.shims[tmp_path / "state" / "default" / "c1"]
+            exited_ns = 1_700_000_000_000_000_001
+            p = fake.procs[""]
+            p.status = "stopped"  # the init exits; its event is not here yet
+            p.exit = _Exit(p.pid, 3, exited_ns)
+            p.done.set()
+            e = await tm.wait("default", "c1")
+            assert (e.pid, e.exit_status) == (pid, 3)
+            before = len(fake.calls)
+            st = await tm.get("default", "c1")
+            assert (st.status, st.pid, st.exit_status, st.exited_at_ns) == ("stopped", pid, 3, exited_ns)
+            assert (st.stdin, st.stdout, st.stderr, st.terminal) == ("/tmp/in", "/tmp/out", "", True)
+            assert [t.status for t in await tm.list_tasks("default")] == ["stopped"]
+            assert "state " not in fake.calls[before:], fake.calls
+            assert (await tm.get("default", "c1", "e1")).status == "created"
+            assert fake.calls[-1] == "state e1"
+            await tm.delete_process("default", "c1", "e1")
+            before = len(fake.calls)
+            assert (await tm.delete("default", "c1")).exit_status == 3
+            assert "state " not in fake.calls[before:], fake.calls
+            await tm.close()
+
+    asyncio.run(run())

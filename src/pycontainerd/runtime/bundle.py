@@ -262,12 +262,34 @@ def remove(path: Path) -> None:
     """Unmount whatever is left on ``rootfs`` and delete the bundle (missing is fine)."""
     if not path.exists():
         return
-    rootfs = path / ROOTFS
-    if rootfs.exists():
-        mountpkg.unmount_all(rootfs)
+    unmount_rootfs(path)
     shutil.rmtree(path)
     with contextlib.suppress(OSError):
         path.parent.rmdir()  # the namespace (or trash) dir, once empty
+
+
+def mount_rootfs(path: Path, mounts: list[dict[str, Any]]) -> None:
+    """Mount the task's rootfs mounts (``{"type", "source", "target", "options"}``) on the
+    bundle's ``rootfs/``, as the shim's Create would; a failure leaves nothing mounted."""
+    mountpkg.mount_all(
+        [
+            mountpkg.Mount(
+                type=str(m.get("type") or ""),
+                source=str(m.get("source") or ""),
+                options=[str(o) for o in m.get("options") or ()],
+                target=str(m.get("target") or ""),
+            )
+            for m in mounts
+        ],
+        path / ROOTFS,
+    )
+
+
+def unmount_rootfs(path: Path) -> None:
+    """Unmount everything on (and below) the bundle's ``rootfs/`` (nothing mounted is fine)."""
+    rootfs = path / ROOTFS
+    if rootfs.exists():
+        mountpkg.unmount_all(rootfs)
 
 
 TRASH_DIR = ".deleted"

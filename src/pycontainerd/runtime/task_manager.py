@@ -17,10 +17,12 @@ Lifecycle of one task::
 - ``create``: read the container record, check the runtime name, write the bundle
   (spec adjusted, see ``bundle.py``), launch the shim, ask it to create the container with
   the rootfs mounts and stdio paths, publish ``/tasks/create``.  Every step is undone when a
-  later one fails.
+  later one fails.  Our own forked shims get no mounts: the manager mounts the rootfs on
+  the bundle while the shim starts, and owns its unmount (bundle meta ``DAEMON_ROOTFS``).
 - ``wait`` may be called before ``start`` and answers at once for an exited process.
 - ``delete`` answers as soon as the task is gone for the API: the shim has recorded the
-  exit, closed the IO and unmounted the rootfs, and the bundle is renamed away.  The rest
+  exit and closed the IO, the rootfs is unmounted (by the shim, or here if this manager
+  mounted it), and the bundle is renamed away.  The rest
   — the shim's ``runc delete`` (it runs after its reply when the container had its own pid
   namespace), its exit, removing the bundle's files — finishes in the background
   (``_finishing``); a ``create`` of the same id waits for it, and ``list_tasks`` settles it
@@ -102,6 +104,8 @@ TOMBSTONE_WAIT = 10.0  # calls on a task whose shim just died wait this long for
 SETTLE_TIMEOUT = 5.0  # list_tasks waits at most this long for deletions finishing in the background
 _RUNTIME_NAME = re.compile(r"io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)")  # fullmatch: no trailing newline
 # topics the manager publishes itself; copies from the shim are dropped
+# the bundle meta's key (``BundleMeta.extra``) saying the rootfs was mounted by this manager
+DAEMON_ROOTFS = "rootfs_mounted_by_daemon"
 _OWN_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
 
 
@@ -114,7 +118,8 @@ class _Task:
     shim: Shim | None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pump: asyncio.Task[None] | None = None
-    last_exit: Exit | None = None  # the init's exit, from the shim's /tasks/exit
+    last_exit: Exit | None = None  # the init's exit, from the shim's /tasks/exit or its Wait
+    io: TaskIO | None = None  # the init's stdio as created (None: restored, ask the shim)
     tombstone: Exit | None = None  # set when the shim is gone
     started: bool = False  # its init was started through this manager (start_process)
     paused: bool = False  # a pause was asked through this manager and no resume since
@@ -378,10 +383,20 @@ class TaskManager:
             )
             if shim_binary is not None:
                 meta.extra["shim_binary"] = shim_binary
+            # Our own shims: the rootfs is mounted here, in a worker thread while the fork
+            # server starts the shim, and Create carries no mounts; this manager then owns the
+            # unmount (at Delete, before the reply, where the shim would do it).  An external
+            # shim gets the mounts in Create, as containerd sends them.
+            premount = shim_binary is None and bool(mounts)
+            if premount:
+                meta.extra[DAEMON_ROOTFS] = True
             path = await asyncio.to_thread(self._make_bundle, mounts, namespace, container_id, spec, meta, raw_spec)
             shim: Shim | None = None
+            mounting: asyncio.Task[None] | None = None
             started, started_ok, start_error = 0, False, None
             try:
+                if premount:
+                    mounting = asyncio.create_task(asyncio.to_thread(bundlemod.mount_rootfs, path, mounts))
                 if shim_binary is not None:
                     assert self.external is not None
                     raw = task_options if task_options is not None and task_options.type_url else None
@@ -406,8 +421,10 @@ class TaskManager:
                         systemd_cgroup=systemd,
                         debug=self.defaults.shim_debug,
                     )
+                if mounting is not None:
+                    await mounting
                 pid = await shim.create(
-                    rootfs=mounts,
+                    rootfs=[] if premount else mounts,
                     stdin=io.stdin,
                     stdout=io.stdout,
                     stderr=io.stderr,
@@ -440,10 +457,16 @@ class TaskManager:
                 if started_ok and shim is not None:  # the write failed: no task to leave running
                     with contextlib.suppress(Exception):
                         await shim.kill("", 9, True)
+                if mounting is not None:
+                    # the cleanup unmounts: only once the mount is done (or failed); wait
+                    # does not cancel it
+                    await asyncio.wait([mounting])
+                    if not mounting.cancelled():
+                        mounting.exception()  # retrieved: the failure that counts is being raised
                 await self._discard_shim(shim)
                 await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
                 raise
-            t = _Task(namespace, container_id, path, meta, shim)
+            t = _Task(namespace, container_id, path, meta, shim, io=io)
             self._tasks[key] = t
             t.pump = asyncio.create_task(self._pump(t), name=f"shim-events-{namespace}/{container_id}")
         finally:
@@ -533,6 +556,21 @@ class TaskManager:
             if await self._tombstoned(t) is None:
                 raise errdefs.Unavailable(f"task {container_id}: its shim is gone and cleaning up takes long; retry")
             return self._tombstone_status(t)
+        if not exec_id and t.last_exit is not None and t.io is not None:
+            # once its init exited, a task stays stopped until deleted: the recorded exit is
+            # its state (what the shim would answer), no round trip to the shim
+            return ProcessStatus(
+                container_id=container_id,
+                id=container_id,
+                pid=t.last_exit.pid,
+                status="stopped",
+                stdin=t.io.stdin,
+                stdout=t.io.stdout,
+                stderr=t.io.stderr,
+                terminal=t.io.terminal,
+                exit_status=t.last_exit.exit_status,
+                exited_at_ns=t.last_exit.exited_at_ns,
+            )
         try:
             # io.containerd.timeout.task.state: a shim that does not answer in time gives status
             # unknown (logged), as containerd's tasks service does
@@ -608,7 +646,10 @@ class TaskManager:
             return exit_
         try:
             e = await shim.wait(exec_id)
-            return Exit(e.pid, e.exit_status, e.exited_at_ns)
+            exit_ = Exit(e.pid, e.exit_status, e.exited_at_ns)
+            if not exec_id and t.last_exit is None and t.shim is shim:
+                t.last_exit = exit_  # the /tasks/exit event may come later, on its own connection
+            return exit_
         except errdefs.NotFound:
             raise
         except Exception:
@@ -640,7 +681,9 @@ class TaskManager:
                 # (``runc delete`` runs after its reply) and the bundle must go: that happens
                 # in the background; a Create of the same id waits for it (``_finishing``).
                 key = (namespace, container_id)
-                trash = await self._move_bundle(t.bundle, t.meta)
+                # a rootfs this manager mounted at Create is unmounted here, where the shim's
+                # Delete would have, before the reply: the snapshot is free once it is out
+                trash = await self._move_bundle(t.bundle, t.meta, unmount=bool(t.meta.extra.get(DAEMON_ROOTFS)))
                 task = asyncio.create_task(
                     self._finish_delete(t, trash), name=f"finish-delete-{namespace}/{container_id}"
                 )
@@ -917,16 +960,25 @@ class TaskManager:
         except Exception as exc:
             log.warning("finishing the deletion of task %s/%s: %s", t.namespace, t.id, exc)
 
-    async def _move_bundle(self, path: Path, meta: bundlemod.BundleMeta) -> Path | None:
+    async def _move_bundle(self, path: Path, meta: bundlemod.BundleMeta, *, unmount: bool = False) -> Path | None:
         """Delete's last step before the reply: the bundle is renamed away (one rename: the id
         is free at once, and a daemon restart will not mistake it for a task); its files are
-        removed afterwards, off the request's path (``_finish_delete``)."""
+        removed afterwards, off the request's path (``_finish_delete``).  ``unmount``: its
+        rootfs is unmounted first, in the same worker-thread hop."""
         try:
-            return await asyncio.to_thread(bundlemod.move_to_trash, path)
+            return await asyncio.to_thread(self._unmount_and_trash if unmount else bundlemod.move_to_trash, path)
         except Exception as exc:
             log.warning("moving bundle %s away: %s; removing it in place", path, exc)
             await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
             return None
+
+    @staticmethod
+    def _unmount_and_trash(path: Path) -> Path | None:
+        try:
+            bundlemod.unmount_rootfs(path)
+        except Exception as exc:  # the bundle's removal tries again
+            log.warning("unmounting the rootfs of bundle %s: %s", path, exc)
+        return bundlemod.move_to_trash(path)
 
     async def restore(self) -> None:
         """Reconnect to the shims of tasks that survived a daemon restart."""
