@@ -397,13 +397,18 @@ class Containers:
                 out.state = pb.CONTAINER_UNKNOWN
             else:
                 out.pid = st.pid
+                # the start as the task manager saw it end (the record holds when StartContainer
+                # began: the only time known for a task restored after a restart)
+                out.started_at_ns = self.tasks.started_at(NAMESPACE, c.id) or out.started_at_ns
                 if st.status in ("running", "paused", "pausing"):
                     out.state = pb.CONTAINER_RUNNING
                 elif st.status == "stopped":
                     out.state = pb.CONTAINER_EXITED
                     out.exit_code, out.finished_at_ns = st.exit_status, st.exited_at_ns
                     out.reason = _reason(st.exit_status, bool(meta.get("oom")))
-        elif out.started_at_ns and c.id not in self._starting:  # started, its task gone (a restart lost it)
+        elif c.id in self._starting:  # created until its task exists: not started yet either
+            out.started_at_ns = 0
+        elif out.started_at_ns:  # started, its task gone (a restart lost it)
             out.state, out.reason = pb.CONTAINER_EXITED, out.reason or "Unknown"
         return out
 
@@ -879,9 +884,11 @@ class Containers:
             await logger.start()
             phases.mark("fifos")
             io = TaskIO(stdin=logger.stdin, stdout=logger.stdout, stderr=logger.stderr, terminal=c.config.tty)
-            # the start time goes into the record while the task is made and started (one call:
-            # the task manager records the create while the shim starts the process); all of it
-            # is over before the answer, and a failed start overwrites it below
+            # the record says started (a lower bound of the time) while the task is made and
+            # started (one call: the task manager records the create while the shim starts the
+            # process), so no commit waits for the start; the time reported while the task lives
+            # is the task manager's (taken once the shim's Start answered, as containerd stamps
+            # StartedAt), and the exit's record write keeps it.  A failed start overwrites it below
             self._starting.add(c.id)  # created until the task exists, whatever the record says
             recording = asyncio.ensure_future(self._update_meta(c.id, started_at=time.time_ns()))
             try:
@@ -923,6 +930,7 @@ class Containers:
         had_task = self.tasks.has_task(NAMESPACE, cid)
         if had_task:
             exit_code, exited = 255, time.time_ns()
+            started = self.tasks.started_at(NAMESPACE, cid)  # before the delete forgets it
             with contextlib.suppress(errdefs.NotFound):
                 st = await self.tasks.get(NAMESPACE, cid)
                 if st.status == "stopped":
@@ -930,7 +938,9 @@ class Containers:
             await self._delete_task(cid)
             with contextlib.suppress(errdefs.NotFound):
                 oom = bool((ext_data(await self.store.get(NAMESPACE, cid), CONTAINER_EXT) or {}).get("oom"))
-                await self._update_meta(cid, finished_at=exited, exit_code=exit_code, reason=_reason(exit_code, oom))
+                times = {"started_at": started} if started else {}
+                await self._update_meta(cid, finished_at=exited, exit_code=exit_code, reason=_reason(exit_code, oom),
+                                        **times)
         logger = self._loggers.pop(cid, None)
         if logger is not None:
             with contextlib.suppress(TimeoutError):
