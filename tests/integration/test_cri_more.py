@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -255,3 +256,83 @@ def test_started_at_is_taken_once_the_task_started(engine: Engine, busybox: str,
     finally:
         stop.set()
         engine.crictl("rmp", "-f", pod, check=False)
+
+
+def _process_status(engine: Engine, pod: str) -> str:
+    code, resp = engine.call("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True))
+    assert code == grpc.StatusCode.OK, resp
+    return str(json.loads(resp.info["info"])["processStatus"])
+
+
+def test_pod_info_process_status_is_the_tasks(engine: Engine, tmp_path: Path) -> None:
+    """PodSandboxStatus' verbose ``info.processStatus`` is the infra task's own status, as
+    containerd's CRI asks the task: running, paused (``ctr tasks pause``), running again, and
+    "deleted" once StopPodSandbox removed the task."""
+    pod = engine.crictl("runp", str(pod_config(tmp_path))).stdout.strip()
+    try:
+        assert _process_status(engine, pod) == "running"
+        engine.ctr("tasks", "pause", pod)
+        try:
+            assert _process_status(engine, pod) == "paused"
+        finally:
+            engine.ctr("tasks", "resume", pod)
+        assert _process_status(engine, pod) == "running"
+        engine.crictl("stopp", pod)
+        assert _process_status(engine, pod) == "deleted"
+    finally:
+        engine.crictl("rmp", "-f", pod, check=False)
+
+
+def test_pod_info_process_status_after_the_infra_process_died(engine: Engine, tmp_path: Path) -> None:
+    """An infra process that died: the pod is NOTREADY and its processStatus "deleted" (containerd's
+    CRI deletes the task at the exit; ours keeps it until StopPodSandbox but says the same)."""
+    pod = engine.crictl("runp", str(pod_config(tmp_path))).stdout.strip()
+    try:
+        pid = int(engine.crictl_json("inspectp", pod)["info"]["pid"])
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: engine.crictl_json("inspectp", pod)["status"]["state"] == "SANDBOX_NOTREADY", 30,
+                 "the pod NOTREADY after its infra process died")
+        wait_for(lambda: _process_status(engine, pod) == "deleted", 30, "processStatus deleted")
+        engine.crictl("stopp", pod)
+        assert _process_status(engine, pod) == "deleted"
+    finally:
+        engine.crictl("rmp", "-f", pod, check=False)
+
+
+def test_container_info_removing_while_removed(ours: Engine, busybox: str, tmp_path: Path) -> None:
+    """Verbose ContainerStatus says ``removing`` while a RemoveContainer runs (its task stopped, its
+    snapshot going: many files make that long enough to see), as containerd's Status.Removing; on
+    ours only: containerd's snapshot goes later, in its garbage collection."""
+    podcfg = pod_config(tmp_path)
+    pod = ours.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        ours.crictl("pull", busybox)
+        script = "mkdir /many && cd /many && seq 1 30000 | xargs touch && touch /done && sleep 1000"
+        cid = ours.crictl("create", pod, str(_ctr_config(tmp_path, busybox, script, "many")),
+                          str(podcfg)).stdout.strip()
+        ours.crictl("start", cid)
+        wait_for(lambda: ours.crictl("exec", "-s", cid, "ls", "/done", check=False).returncode == 0, 120,
+                 "the container's files")
+        assert json.loads(ours.call("ContainerStatus", pb.ContainerStatusRequest(
+            container_id=cid, verbose=True))[1].info["info"])["removing"] is False
+        result: list[Any] = []
+        remover = threading.Thread(target=lambda: result.append(
+            ours.call("RemoveContainer", pb.RemoveContainerRequest(container_id=cid))), daemon=True)
+        remover.start()
+        seen: set[bool] = set()
+        gone: grpc.StatusCode | None = None
+        with grpc.insecure_channel(f"unix:{ours.address}") as ch:
+            stub = pb_grpc.RuntimeServiceStub(ch)
+            while gone is None:
+                try:
+                    resp = stub.ContainerStatus(pb.ContainerStatusRequest(container_id=cid, verbose=True), timeout=30)
+                except grpc.RpcError as exc:
+                    gone = exc.code()
+                else:
+                    seen.add(json.loads(resp.info["info"])["removing"])
+        assert gone == grpc.StatusCode.NOT_FOUND
+        remover.join(60)
+        assert result and result[0][0] == grpc.StatusCode.OK, result
+        assert True in seen, seen
+    finally:
+        ours.crictl("rmp", "-f", pod, check=False)

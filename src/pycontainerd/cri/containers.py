@@ -110,6 +110,7 @@ class CriContainer:
     pid: int = 0
     exit_code: int = 0
     started_at_ns: int = 0
+    removing: bool = False  # a RemoveContainer is removing it (containerd's Status.Removing)
     finished_at_ns: int = 0
     reason: str = ""
     runtime_type: str = "io.containerd.runc.v2"  # the record's runtime (its pod's handler's runtime_type)
@@ -335,6 +336,8 @@ class Containers:
         # containers in StartContainer: their record may say started before their task exists
         # (containerd's CRI keeps a Starting flag the same way)
         self._starting: set[str] = set()
+        # containers a RemoveContainer is removing (their task stopped): containerd's Removing flag
+        self._removing: set[str] = set()
         # /etc/passwd and /etc/group of an image's layers, per (snapshotter, chain id): they never change
         self._rootfs_files: OrderedDict[tuple[str, str], RootfsFiles] = OrderedDict()
         self.swap_accounting = cgroups.swap_accounting()  # a host fact (kernel command line): read once
@@ -387,7 +390,8 @@ class Containers:
                            finished_at_ns=int(meta.get("finished_at") or 0),
                            exit_code=int(meta.get("exit_code") or 0), reason=str(meta.get("reason") or ""),
                            runtime_type=c.runtime_name or "io.containerd.runc.v2", snapshotter=c.snapshotter,
-                           snapshot_key=c.snapshot_key, runtime_options=c.runtime_options)
+                           snapshot_key=c.snapshot_key, runtime_options=c.runtime_options,
+                           removing=c.id in self._removing)
         if out.finished_at_ns:
             out.state = pb.CONTAINER_EXITED
         elif self.tasks.has_task(NAMESPACE, c.id):
@@ -972,11 +976,16 @@ class Containers:
         async with self.lock(c.id):
             await self.pods.kill_task(c.id, 0)
             stopped = await self._record_exit(c.id)
-            sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
-            with contextlib.suppress(errdefs.NotFound):
-                await sn.remove(c.id)
-            with contextlib.suppress(errdefs.NotFound):
-                await self.store.delete(NAMESPACE, c.id)
+            # stopped, now removing (as containerd sets Removing once the container is not running)
+            self._removing.add(c.id)
+            try:
+                sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
+                with contextlib.suppress(errdefs.NotFound):
+                    await sn.remove(c.id)
+                with contextlib.suppress(errdefs.NotFound):
+                    await self.store.delete(NAMESPACE, c.id)
+            finally:
+                self._removing.discard(c.id)
             self._name_kept(str(c.meta.get("name") or ""), False)
             await asyncio.to_thread(shutil.rmtree, self.io_dir(c.id), True)
             await asyncio.to_thread(volumes.remove, self.root_dir, c.id)
