@@ -8,7 +8,10 @@ here, so this module starts its own daemon, containerd and registry).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +21,7 @@ import grpc
 import pytest
 
 from pycontainerd.api.cri.runtime.v1 import api_pb2 as pb
+from pycontainerd.api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from tests.fixtures.procs import kill_pids, wait_for
 
 from .test_cri_pods import PYCRICTL, Engine, busybox, engine, ours, pod_config, setup, theirs
@@ -192,3 +196,143 @@ def test_one_shim_per_pod(engine: Engine, busybox: str, tmp_path: Path) -> None:
         assert "shim" in Path(f"/proc/{shim}/cmdline").read_bytes().decode(errors="replace"), shim
     finally:
         engine.crictl("rmp", "-f", pod, check=False)
+
+
+def _forked_at_least_ns(pid: int) -> int:
+    """A wall-clock time (ns) no later than ``pid``'s fork: its start time from /proc (clock
+    ticks since boot, rounded down) moved from the boot clock to the wall clock."""
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK") + offset - 1_000_000  # 1 ms for the two clock reads
+
+
+def test_started_at_is_taken_once_the_task_started(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """ContainerStatus.started_at is stamped after the task started (containerd's StartContainer sets
+    StartedAt after task.Start): within the call, after created_at and after the container's process
+    was forked (by runc create, before the start); while the call runs the container reads CREATED
+    with no start time, then RUNNING, never anything else."""
+    podcfg = pod_config(tmp_path)
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+    stop = threading.Event()
+    seen: list[tuple[int, int]] = []
+    try:
+        engine.crictl("pull", busybox)
+        cid = engine.crictl("create", pod, str(_ctr_config(tmp_path, busybox, "sleep 1000", "timed")),
+                            str(podcfg)).stdout.strip()
+
+        def poll() -> None:
+            with grpc.insecure_channel(f"unix:{engine.address}") as ch:
+                stub = pb_grpc.RuntimeServiceStub(ch)
+                while not stop.is_set():
+                    st = stub.ContainerStatus(pb.ContainerStatusRequest(container_id=cid), timeout=30).status
+                    seen.append((st.state, st.started_at))
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        wait_for(lambda: seen, 30, "the first ContainerStatus")
+        called = time.time_ns()
+        code, detail = engine.call("StartContainer", pb.StartContainerRequest(container_id=cid))
+        returned = time.time_ns()
+        assert code == grpc.StatusCode.OK, detail
+        n = len(seen)
+        wait_for(lambda: len(seen) > n + 1, 30, "ContainerStatus after the start")
+        stop.set()
+        poller.join(30)
+
+        code, resp = engine.call("ContainerStatus", pb.ContainerStatusRequest(container_id=cid, verbose=True))
+        assert code == grpc.StatusCode.OK, resp
+        st = resp.status
+        assert st.state == pb.CONTAINER_RUNNING
+        assert called <= st.started_at <= returned, (called, st.started_at, returned)
+        assert st.started_at >= st.created_at
+        pid = int(json.loads(resp.info["info"])["pid"])
+        assert st.started_at >= _forked_at_least_ns(pid), f"{engine.name}: started_at before its process was forked"
+        states = [s for s, _ in seen]
+        first_running = states.index(pb.CONTAINER_RUNNING)
+        assert set(states[:first_running]) == {pb.CONTAINER_CREATED}, states
+        assert set(states[first_running:]) == {pb.CONTAINER_RUNNING}, states
+        assert all(at == 0 for s, at in seen if s == pb.CONTAINER_CREATED), seen
+        assert {at for s, at in seen if s == pb.CONTAINER_RUNNING} == {st.started_at}, seen
+    finally:
+        stop.set()
+        engine.crictl("rmp", "-f", pod, check=False)
+
+
+def _process_status(engine: Engine, pod: str) -> str:
+    code, resp = engine.call("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True))
+    assert code == grpc.StatusCode.OK, resp
+    return str(json.loads(resp.info["info"])["processStatus"])
+
+
+def test_pod_info_process_status_is_the_tasks(engine: Engine, tmp_path: Path) -> None:
+    """PodSandboxStatus' verbose ``info.processStatus`` is the infra task's own status, as
+    containerd's CRI asks the task: running, paused (``ctr tasks pause``), running again, and
+    "deleted" once StopPodSandbox removed the task."""
+    pod = engine.crictl("runp", str(pod_config(tmp_path))).stdout.strip()
+    try:
+        assert _process_status(engine, pod) == "running"
+        engine.ctr("tasks", "pause", pod)
+        try:
+            assert _process_status(engine, pod) == "paused"
+        finally:
+            engine.ctr("tasks", "resume", pod)
+        assert _process_status(engine, pod) == "running"
+        engine.crictl("stopp", pod)
+        assert _process_status(engine, pod) == "deleted"
+    finally:
+        engine.crictl("rmp", "-f", pod, check=False)
+
+
+def test_pod_info_process_status_after_the_infra_process_died(engine: Engine, tmp_path: Path) -> None:
+    """An infra process that died: the pod is NOTREADY and its processStatus "deleted" (containerd's
+    CRI deletes the task at the exit; ours keeps it until StopPodSandbox but says the same)."""
+    pod = engine.crictl("runp", str(pod_config(tmp_path))).stdout.strip()
+    try:
+        pid = int(engine.crictl_json("inspectp", pod)["info"]["pid"])
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: engine.crictl_json("inspectp", pod)["status"]["state"] == "SANDBOX_NOTREADY", 30,
+                 "the pod NOTREADY after its infra process died")
+        wait_for(lambda: _process_status(engine, pod) == "deleted", 30, "processStatus deleted")
+        engine.crictl("stopp", pod)
+        assert _process_status(engine, pod) == "deleted"
+    finally:
+        engine.crictl("rmp", "-f", pod, check=False)
+
+
+def test_container_info_removing_while_removed(ours: Engine, busybox: str, tmp_path: Path) -> None:
+    """Verbose ContainerStatus says ``removing`` while a RemoveContainer runs (its task stopped, its
+    snapshot going: many files make that long enough to see), as containerd's Status.Removing; on
+    ours only: containerd's snapshot goes later, in its garbage collection."""
+    podcfg = pod_config(tmp_path)
+    pod = ours.crictl("runp", str(podcfg)).stdout.strip()
+    try:
+        ours.crictl("pull", busybox)
+        script = "mkdir /many && cd /many && seq 1 30000 | xargs touch && touch /done && sleep 1000"
+        cid = ours.crictl("create", pod, str(_ctr_config(tmp_path, busybox, script, "many")),
+                          str(podcfg)).stdout.strip()
+        ours.crictl("start", cid)
+        wait_for(lambda: ours.crictl("exec", "-s", cid, "ls", "/done", check=False).returncode == 0, 120,
+                 "the container's files")
+        assert json.loads(ours.call("ContainerStatus", pb.ContainerStatusRequest(
+            container_id=cid, verbose=True))[1].info["info"])["removing"] is False
+        result: list[Any] = []
+        remover = threading.Thread(target=lambda: result.append(
+            ours.call("RemoveContainer", pb.RemoveContainerRequest(container_id=cid))), daemon=True)
+        remover.start()
+        seen: set[bool] = set()
+        gone: grpc.StatusCode | None = None
+        with grpc.insecure_channel(f"unix:{ours.address}") as ch:
+            stub = pb_grpc.RuntimeServiceStub(ch)
+            while gone is None:
+                try:
+                    resp = stub.ContainerStatus(pb.ContainerStatusRequest(container_id=cid, verbose=True), timeout=30)
+                except grpc.RpcError as exc:
+                    gone = exc.code()
+                else:
+                    seen.add(json.loads(resp.info["info"])["removing"])
+        assert gone == grpc.StatusCode.NOT_FOUND
+        remover.join(60)
+        assert result and result[0][0] == grpc.StatusCode.OK, result
+        assert True in seen, seen
+    finally:
+        ours.crictl("rmp", "-f", pod, check=False)

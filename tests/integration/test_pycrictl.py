@@ -261,24 +261,43 @@ def test_our_daemon_serves_images_and_pods(daemon: Any) -> None:
 
 
 def test_cleanup_left_nothing_behind(registry: Registry, tmp_path: Path) -> None:
-    """A pod left running when the fixture ends: the fixture removes its netns, rules and bridge."""
-    with contextlib.ExitStack() as stack:
-        pause = images.build_busybox_image(tmp_path / "pause", name="docker.io/library/pause:3.9",
-                                           cmd=["sleep", "inf"])
-        images.push_to_registry(pause, registry.url, "library/pause", "leak")
-        opts = CriOptions(sandbox_image=registry.ref("library/pause", "leak"), insecure_registries=[registry.host])
-        ctrd = stack.enter_context(running_containerd(cri=opts))
-        assert ctrd.cri is not None
-        cfg = tmp_path / "pod.json"
-        cfg.write_text(json.dumps({"metadata": {"name": "leaky", "namespace": "pycd", "uid": uuid.uuid4().hex}}))
-        r = subprocess.run([PYCRICTL, "-r", ctrd.endpoint, "runp", str(cfg)], capture_output=True, text=True,
-                           timeout=60)
-        assert r.returncode == 0, r.stderr
-        netns = ctrd.pod_netns()
-        bridge, network = ctrd.cri.bridge, ctrd.cri.network_name
-        assert netns and Path(f"/sys/class/net/{bridge}").exists() and _iptables_has(network)
-    assert not any(Path(p).exists() for p in netns), netns
-    assert not Path(f"/sys/class/net/{bridge}").exists()
-    assert not _iptables_has(network)
-    assert all(not p.name.startswith("cni-") or p.name not in {Path(n).name for n in netns}
-               for p in (NETNS_DIR.iterdir() if NETNS_DIR.exists() else []))
+    """A pod left running and one whose infra process died (containerd deleted its task and bundle,
+    not its netns) when the fixture ends: the fixture removes their netns, rules and bridge, and
+    leaves alone an unused ``cni-*`` namespace made meanwhile by someone else (another engine's pod
+    between its netns and its infra process)."""
+    foreign = NETNS_DIR / f"cni-pycd-foreign-{uuid.uuid4().hex[:8]}"
+    try:
+        with contextlib.ExitStack() as stack:
+            pause = images.build_busybox_image(tmp_path / "pause", name="docker.io/library/pause:3.9",
+                                               cmd=["sleep", "inf"])
+            images.push_to_registry(pause, registry.url, "library/pause", "leak")
+            opts = CriOptions(sandbox_image=registry.ref("library/pause", "leak"),
+                              insecure_registries=[registry.host])
+            ctrd = stack.enter_context(running_containerd(cri=opts))
+            assert ctrd.cri is not None
+            pods = []
+            for name in ("leaky", "dead"):
+                cfg = tmp_path / f"{name}.json"
+                cfg.write_text(json.dumps({"metadata": {"name": name, "namespace": "pycd", "uid": uuid.uuid4().hex}}))
+                r = subprocess.run([PYCRICTL, "-r", ctrd.endpoint, "runp", str(cfg)], capture_output=True, text=True,
+                                   timeout=60)
+                assert r.returncode == 0, r.stderr
+                pods.append(r.stdout.strip())
+            netns = ctrd.pod_netns()
+            assert len(netns) == 2, netns
+            r = subprocess.run([PYCRICTL, "-r", ctrd.endpoint, "inspectp", pods[1]], capture_output=True, text=True,
+                               timeout=60)
+            kill_pids([int(json.loads(r.stdout)["info"]["pid"])])
+            wait_for(lambda: len(ctrd.pod_netns()) == 1, 30, "containerd to delete the dead pod's task")
+            assert all(Path(p).exists() for p in netns), netns  # the dead pod's netns stays: no bundle names it
+            subprocess.run(["ip", "netns", "add", foreign.name], check=True, capture_output=True, timeout=30)
+            bridge, network = ctrd.cri.bridge, ctrd.cri.network_name
+            assert Path(f"/sys/class/net/{bridge}").exists() and _iptables_has(network)
+        assert not any(Path(p).exists() for p in netns), netns
+        assert not Path(f"/sys/class/net/{bridge}").exists()
+        assert not _iptables_has(network)
+        assert all(not p.name.startswith("cni-") or p.name not in {Path(n).name for n in netns}
+                   for p in (NETNS_DIR.iterdir() if NETNS_DIR.exists() else []))
+        assert foreign.exists(), "the fixture removed a namespace its containerd did not make"
+    finally:
+        subprocess.run(["ip", "netns", "del", foreign.name], capture_output=True, check=False, timeout=30)

@@ -110,6 +110,7 @@ class CriContainer:
     pid: int = 0
     exit_code: int = 0
     started_at_ns: int = 0
+    removing: bool = False  # a RemoveContainer is removing it (containerd's Status.Removing)
     finished_at_ns: int = 0
     reason: str = ""
     runtime_type: str = "io.containerd.runc.v2"  # the record's runtime (its pod's handler's runtime_type)
@@ -335,6 +336,8 @@ class Containers:
         # containers in StartContainer: their record may say started before their task exists
         # (containerd's CRI keeps a Starting flag the same way)
         self._starting: set[str] = set()
+        # containers a RemoveContainer is removing (their task stopped): containerd's Removing flag
+        self._removing: set[str] = set()
         # /etc/passwd and /etc/group of an image's layers, per (snapshotter, chain id): they never change
         self._rootfs_files: OrderedDict[tuple[str, str], RootfsFiles] = OrderedDict()
         self.swap_accounting = cgroups.swap_accounting()  # a host fact (kernel command line): read once
@@ -387,7 +390,8 @@ class Containers:
                            finished_at_ns=int(meta.get("finished_at") or 0),
                            exit_code=int(meta.get("exit_code") or 0), reason=str(meta.get("reason") or ""),
                            runtime_type=c.runtime_name or "io.containerd.runc.v2", snapshotter=c.snapshotter,
-                           snapshot_key=c.snapshot_key, runtime_options=c.runtime_options)
+                           snapshot_key=c.snapshot_key, runtime_options=c.runtime_options,
+                           removing=c.id in self._removing)
         if out.finished_at_ns:
             out.state = pb.CONTAINER_EXITED
         elif self.tasks.has_task(NAMESPACE, c.id):
@@ -397,13 +401,18 @@ class Containers:
                 out.state = pb.CONTAINER_UNKNOWN
             else:
                 out.pid = st.pid
+                # the start as the task manager saw it end (the record holds when StartContainer
+                # began: the only time known for a task restored after a restart)
+                out.started_at_ns = self.tasks.started_at(NAMESPACE, c.id) or out.started_at_ns
                 if st.status in ("running", "paused", "pausing"):
                     out.state = pb.CONTAINER_RUNNING
                 elif st.status == "stopped":
                     out.state = pb.CONTAINER_EXITED
                     out.exit_code, out.finished_at_ns = st.exit_status, st.exited_at_ns
                     out.reason = _reason(st.exit_status, bool(meta.get("oom")))
-        elif out.started_at_ns and c.id not in self._starting:  # started, its task gone (a restart lost it)
+        elif c.id in self._starting:  # created until its task exists: not started yet either
+            out.started_at_ns = 0
+        elif out.started_at_ns:  # started, its task gone (a restart lost it)
             out.state, out.reason = pb.CONTAINER_EXITED, out.reason or "Unknown"
         return out
 
@@ -879,9 +888,11 @@ class Containers:
             await logger.start()
             phases.mark("fifos")
             io = TaskIO(stdin=logger.stdin, stdout=logger.stdout, stderr=logger.stderr, terminal=c.config.tty)
-            # the start time goes into the record while the task is made and started (one call:
-            # the task manager records the create while the shim starts the process); all of it
-            # is over before the answer, and a failed start overwrites it below
+            # the record says started (a lower bound of the time) while the task is made and
+            # started (one call: the task manager records the create while the shim starts the
+            # process), so no commit waits for the start; the time reported while the task lives
+            # is the task manager's (taken once the shim's Start answered, as containerd stamps
+            # StartedAt), and the exit's record write keeps it.  A failed start overwrites it below
             self._starting.add(c.id)  # created until the task exists, whatever the record says
             recording = asyncio.ensure_future(self._update_meta(c.id, started_at=time.time_ns()))
             try:
@@ -923,6 +934,7 @@ class Containers:
         had_task = self.tasks.has_task(NAMESPACE, cid)
         if had_task:
             exit_code, exited = 255, time.time_ns()
+            started = self.tasks.started_at(NAMESPACE, cid)  # before the delete forgets it
             with contextlib.suppress(errdefs.NotFound):
                 st = await self.tasks.get(NAMESPACE, cid)
                 if st.status == "stopped":
@@ -930,7 +942,9 @@ class Containers:
             await self._delete_task(cid)
             with contextlib.suppress(errdefs.NotFound):
                 oom = bool((ext_data(await self.store.get(NAMESPACE, cid), CONTAINER_EXT) or {}).get("oom"))
-                await self._update_meta(cid, finished_at=exited, exit_code=exit_code, reason=_reason(exit_code, oom))
+                times = {"started_at": started} if started else {}
+                await self._update_meta(cid, finished_at=exited, exit_code=exit_code, reason=_reason(exit_code, oom),
+                                        **times)
         logger = self._loggers.pop(cid, None)
         if logger is not None:
             with contextlib.suppress(TimeoutError):
@@ -962,11 +976,16 @@ class Containers:
         async with self.lock(c.id):
             await self.pods.kill_task(c.id, 0)
             stopped = await self._record_exit(c.id)
-            sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
-            with contextlib.suppress(errdefs.NotFound):
-                await sn.remove(c.id)
-            with contextlib.suppress(errdefs.NotFound):
-                await self.store.delete(NAMESPACE, c.id)
+            # stopped, now removing (as containerd sets Removing once the container is not running)
+            self._removing.add(c.id)
+            try:
+                sn = self.images.snapshots.namespaced(c.snapshotter or self.images.snapshotter, NAMESPACE)
+                with contextlib.suppress(errdefs.NotFound):
+                    await sn.remove(c.id)
+                with contextlib.suppress(errdefs.NotFound):
+                    await self.store.delete(NAMESPACE, c.id)
+            finally:
+                self._removing.discard(c.id)
             self._name_kept(str(c.meta.get("name") or ""), False)
             await asyncio.to_thread(shutil.rmtree, self.io_dir(c.id), True)
             await asyncio.to_thread(volumes.remove, self.root_dir, c.id)

@@ -561,7 +561,7 @@ def _memory_metrics(m: dict[str, Any]) -> list[pb.Metric]:
 def container_info(c: Any) -> dict[str, Any]:
     """ContainerStatus' verbose ``info``: containerd 1.6's keys and value shapes (its ``ContainerInfo``
     marshalled by Go: ``config`` is the CRI ContainerConfig with proto field names, ``gojson``)."""
-    return {"sandboxID": c.sandbox_id, "pid": c.pid, "removing": False, "snapshotKey": c.snapshot_key,
+    return {"sandboxID": c.sandbox_id, "pid": c.pid, "removing": c.removing, "snapshotKey": c.snapshot_key,
             "snapshotter": c.snapshotter, "runtimeType": c.runtime_type,
             "runtimeOptions": gojson.runtime_options(c.runtime_options), "config": gojson.message(c.config),
             "runtimeSpec": c.spec}
@@ -570,7 +570,7 @@ def container_info(c: Any) -> dict[str, Any]:
 def sandbox_info(sb: Any) -> dict[str, Any]:
     """PodSandboxStatus' verbose ``info``: containerd 1.6's ``SandboxInfo`` keys and value shapes,
     with ours beside them (``sandboxID``, ``netns``)."""
-    return {"pid": sb.pid, "processStatus": "running" if sb.ready else "deleted",
+    return {"pid": sb.pid, "processStatus": sb.process_status,
             "netNamespaceClosed": not sb.netns or not sb.ready, "image": sb.image,
             "snapshotKey": sb.snapshot_key, "snapshotter": sb.snapshotter, "runtimeHandler": sb.runtime_handler,
             "runtimeType": sb.runtime_type, "runtimeOptions": gojson.runtime_options(sb.runtime_options),

@@ -254,6 +254,9 @@ class Sandbox:
     snapshot_key: str = ""
     runtime_options: TypedValue | None = None  # the record's
     cni_result: dict[str, Any] | None = None  # go-cni's Result of its CNI ADD (gojson.cni_result)
+    # its task's status as containerd's verbose info says it: the task's own (running, created,
+    # paused, ...), "unknown" when its shim does not answer, "deleted" with no task or an exited one
+    process_status: str = "deleted"
 
     @property
     def name(self) -> str:
@@ -299,13 +302,21 @@ class Sandboxes:
         cfg = pb.PodSandboxConfig()
         with contextlib.suppress(json_format.ParseError):
             json_format.ParseDict(data.get("config") or {}, cfg, ignore_unknown_fields=True)
-        ready, pid = False, 0
+        ready, pid, process_status = False, 0, "deleted"
         if known and (pid := self.tasks.running_pid(NAMESPACE, c.id)):
-            ready = True  # the task manager saw it start and no exit since: no round trip to the shim
+            # the task manager saw it start and no exit since: no round trip to the shim
+            ready, process_status = True, "running"
         elif self.tasks.has_task(NAMESPACE, c.id):
-            with contextlib.suppress(errdefs.ContainerdError):
+            try:
                 st = await self.tasks.get(NAMESPACE, c.id)
-                ready, pid = st.status == "running", st.pid
+            except errdefs.ContainerdError:
+                process_status = "unknown"
+            else:
+                ready, pid, process_status = st.status == "running", st.pid, st.status
+                if st.status == "stopped":
+                    # containerd's CRI deletes a sandbox's task when its infra process exits (ours
+                    # keeps it for StopPodSandbox's cleanup): what it reports then is "deleted"
+                    process_status = "deleted"
         spec: dict[str, Any] = {}
         if c.spec is not None:
             with contextlib.suppress(ValueError):
@@ -316,7 +327,8 @@ class Sandboxes:
                        runtime_handler=str(data.get("runtime_handler") or ""),
                        runtime_type=c.runtime_name or RUNTIME_NAME, snapshotter=c.snapshotter,
                        snapshot_key=c.snapshot_key, runtime_options=c.runtime_options,
-                       cni_result=data.get("cni_result") if isinstance(data.get("cni_result"), dict) else None)
+                       cni_result=data.get("cni_result") if isinstance(data.get("cni_result"), dict) else None,
+                       process_status=process_status)
 
     async def names(self) -> set[str]:
         """The names of the stored pods, from their records alone (no task states asked)."""
@@ -349,7 +361,7 @@ class Sandboxes:
         if not sid:
             raise errdefs.InvalidArgument("sandbox id must not be empty")
         if known and (seen := self._known.get(sid)) is not None and (pid := self.tasks.running_pid(NAMESPACE, sid)):
-            return replace(seen, ready=True, pid=pid)  # no record read, no round trip to its shim
+            return replace(seen, ready=True, pid=pid, process_status="running")  # no record read, no shim call
         # a full id: one record and its task's state, not a listing with every pod's
         with contextlib.suppress(errdefs.NotFound):
             rec = await self.containers.get(NAMESPACE, sid)

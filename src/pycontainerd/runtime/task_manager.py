@@ -122,6 +122,7 @@ class _Task:
     io: TaskIO | None = None  # the init's stdio as created (None: restored, ask the shim)
     tombstone: Exit | None = None  # set when the shim is gone
     started: bool = False  # its init was started through this manager (start_process)
+    started_at_ns: int = 0  # when that start returned (0: not started here, e.g. restored)
     paused: bool = False  # a pause was asked through this manager and no resume since
     dead: asyncio.Event = field(default_factory=asyncio.Event)
     deleting: bool = False
@@ -393,7 +394,7 @@ class TaskManager:
             path = await asyncio.to_thread(self._make_bundle, mounts, namespace, container_id, spec, meta, raw_spec)
             shim: Shim | None = None
             mounting: asyncio.Task[None] | None = None
-            started, started_ok, start_error = 0, False, None
+            started, started_ok, start_error, started_at = 0, False, None, 0
             try:
                 if premount:
                     mounting = asyncio.create_task(asyncio.to_thread(bundlemod.mount_rootfs, path, mounts))
@@ -451,7 +452,7 @@ class TaskManager:
                     except BaseException as exc:  # the task stays (created): the caller deletes it
                         start_error = exc
                     else:
-                        started_ok = True
+                        started_ok, started_at = True, time.time_ns()
                 await writing
             except BaseException:
                 if started_ok and shim is not None:  # the write failed: no task to leave running
@@ -488,7 +489,7 @@ class TaskManager:
         if start:
             if start_error is not None:
                 raise start_error
-            t.started = True
+            t.started, t.started_at_ns = True, started_at
             self._publish(t, "/tasks/start", {"container_id": container_id, "pid": started})
         return pid
 
@@ -520,11 +521,18 @@ class TaskManager:
         t = self._get(namespace, container_id)
         pid = await self._shim(t).start(exec_id)
         if not exec_id:
-            t.started = True
+            t.started, t.started_at_ns = True, time.time_ns()
             self._publish(t, "/tasks/start", {"container_id": container_id, "pid": pid})
         return pid
 
     # -- state ----------------------------------------------------------------------------------
+    def started_at(self, namespace: str, container_id: str) -> int:
+        """When the init of a task this manager started was started (its shim's Start answered,
+        wall clock ns; containerd's CRI stamps StartedAt there); 0 when it does not know (no task,
+        not started yet, or restored after a restart)."""
+        t = self._tasks.get((namespace, container_id))
+        return t.started_at_ns if t is not None and t.started else 0
+
     def running_pid(self, namespace: str, container_id: str) -> int:
         """The init pid of a task known to run without asking its shim: one this manager started
         whose exit, pause, deletion or shim loss it has not seen (containerd's CRI reads a
