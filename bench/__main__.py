@@ -168,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         "runc": _version(["/usr/sbin/runc", "--version"]),
         "cgroups": "v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1",
         "snapshotter": "overlayfs",
-        "shim_grouping": {"pycontainerd": "one shim per container (ctr run: no io.containerd.runc.v2.group)",
-                          "containerd": "one containerd-shim-runc-v2 per container (ctr run: no sandbox grouping)",
+        "shim_grouping": {"pycontainerd": "one shim per container (ctr run: no io.containerd.runc.v2.group); "
+                                          "W5 grouped: one shim for the 50 (the group annotation)",
+                          "containerd": "one containerd-shim-runc-v2 per container (ctr run: no sandbox grouping); "
+                                        "W5 grouped: one containerd-shim-runc-v2 for the 50 (the group annotation)",
                           "W8, W10 (CRI)": "both: one shim per pod (its containers grouped by sandbox id)"},
         "quiescence": {"poll_s": quiesce.POLL, "window_s": quiesce.WINDOW, "deadline_s": quiesce.DEADLINE,
                        "idle_ticks": quiesce.IDLE_TICKS},

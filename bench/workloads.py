@@ -278,7 +278,10 @@ class Bench:
                           f"sum of /proc/PID/smaps_rollup Pss over daemon + shims with {n} running, ÷ {n}")
         tls = self.metric("W5", "tasks_ls", f"W5 ctr tasks ls with {n} present", "s", "ctr tasks ls")
         cls = self.metric("W5", "containers_ls", f"W5 ctr containers ls with {n} present", "s", "ctr containers ls")
-        ms = [start, pss, tls, cls]
+        grouped = self.metric("W5", "pss_per_container_grouped",
+                              f"W5 PSS per running container, the {n} grouped in one shim", "MiB",
+                              f"as above, the {n} started with --annotation {GROUP_ANNOTATION}=<one group>")
+        ms = [start, pss, tls, cls, grouped]
         for t in self.live(*ms):
             self.attempt(ms, t, partial(self.ensure_busybox, t))
         for i, order in self.alternate(self.runs("W5"), *ms):
@@ -312,7 +315,32 @@ class Bench:
                     self.timed_sample(tls, t, i * listing_runs + k, "tasks", "ls")
                     self.timed_sample(cls, t, i * listing_runs + k, "containers", "ls")
                 self.attempt([], t, partial(t.reset, keep_images=[self.imgs.busybox_ref]))
-            self.log(f"  W5 run {i + 1}: start " + _last(start) + " · PSS/ctr " + _last(pss))
+                # the same containers grouped in one shim, as the runc shims of both daemons do for
+                # the group annotation (the CRI groups a pod's containers the same way)
+                gids = [f"{t.prefix}-w5g-{i}-{k}" for k in range(n)]
+
+                group = f"--annotation={GROUP_ANNOTATION}={t.prefix}-w5g-{i}"
+
+                def launch_grouped(t: Target = t, ids: list[str] = gids, group: str = group) -> dict[str, Any]:
+                    for b in range(0, n, batch):
+                        procs = [t.popen("run", "-d", group, self.imgs.busybox_ref, cid, "sleep", "1000000")
+                                 for cid in ids[b:b + batch]]
+                        for cid, p in zip(ids[b:b + batch], procs, strict=True):
+                            _, err = p.communicate(timeout=300)
+                            if p.returncode != 0:
+                                raise CtrError(f"ctr run -d {cid} → exit {p.returncode}: {err.strip()[-400:]}")
+                    _wait_running(t, ids)
+                    return {}
+
+                def memory_grouped(t: Target = t) -> dict[str, Any]:
+                    mib, shims = t.pss_mib()
+                    return {grouped.key: (mib / n, {"shims": shims, "containers": n})}
+
+                self.sample([grouped], t, i, launch_grouped)
+                self.sample([grouped], t, i, memory_grouped)
+                self.attempt([], t, partial(t.reset, keep_images=[self.imgs.busybox_ref]))
+            self.log(f"  W5 run {i + 1}: start " + _last(start) + " · PSS/ctr " + _last(pss)
+                     + " · grouped " + _last(grouped))
 
     def w6_sample(self, name: str, title: str, run: int = 0) -> None:
         m = self.metric("W6", name, title, "MiB", "sum of Pss (smaps_rollup) over daemon + shims/helpers")
@@ -445,6 +473,9 @@ def prepare_bundle(img: images.BuiltImage, bundle: Path) -> None:
     cfg["process"]["args"] = ["true"]
     cfg["root"] = {"path": "rootfs", "readonly": True}
     cfg_path.write_text(json.dumps(cfg, indent=1))
+
+
+GROUP_ANNOTATION = "io.containerd.runc.v2.group"
 
 
 def _wait_running(t: Target, ids: Sequence[str], timeout: float = 60) -> None:
