@@ -8,76 +8,37 @@ shows which runtime commands ran."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pycontainerd import errdefs
-from pycontainerd.events import Exchange
-from pycontainerd.runtime.shim_client import ShimLauncher
-from pycontainerd.runtime.v2 import ShimManager, TaskShim
-from pycontainerd.shim import v2layout
+from pycontainerd.runtime.v2 import TaskShim
 
 from .shim_support import (
-    Bundle,
     FifoReader,
-    base_spec,
-    build_rootfs,
-    cleanup_container,
-    make_bundle,
-    mounts_under,
-    pid_alive,
     poll_until,
 )
+from .test_shim_lifecycle import ShimEnv, busybox, run  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture(scope="session")
-def busybox(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    if not shutil.which("runc"):
-        pytest.skip("runc is not installed")
-    root = tmp_path_factory.mktemp("fiforoot")
-    return build_rootfs(root), base_spec(root)
+class Env(ShimEnv):
+    """The shim tests' environment, plus what runc itself says and which commands it ran."""
 
-
-class Env:
     def __init__(self, tmp: Path, rootfs: Path, spec: dict[str, Any], real_runc: str) -> None:
-        self.tmp = tmp
-        self.rootfs = rootfs
-        self.spec = spec
-        self.ns = "fifostart"
-        self.runc_root = str(tmp / "runc")
-        self.runtime_root = os.path.join(self.runc_root, self.ns)
-        self.bundles = tmp / "bundles"
-        self.bundles.mkdir()
+        super().__init__(tmp, rootfs, spec, ns="fifostart")
         self.calls = tmp / "runc-calls.log"
         self.real_runc = real_runc
-        self.launcher = ShimLauncher()
-        self.manager: ShimManager | None = None
-        self.started: list[tuple[str, int, Path]] = []
-
-    async def start(self) -> None:
-        self.manager = ShimManager(exchange=Exchange(), grpc_address=str(self.tmp / "d.sock"), publish_binary="")
-        await self.manager.start()
-
-    async def launch(self, name: str, args: list[str], spec: dict[str, Any] | None = None) -> tuple[Bundle, TaskShim]:
-        assert self.manager is not None
-        bundle = make_bundle(self.bundles, spec or self.spec, self.rootfs, name, args)
-        client = await self.manager.launch_forked(
-            namespace=self.ns, container_id=name, bundle=bundle.path, fork=self.launcher, runc={"root": self.runc_root}
-        )
-        self.started.append((name, client.pid, bundle.path))
-        return bundle, client
 
     def commands(self, name: str) -> list[str]:
         """The runtime commands run for container ``name`` (``create``, ``start``, ...)."""
@@ -106,26 +67,9 @@ class Env:
         )
         return {c["id"]: c["status"] for c in json.loads(r.stdout or "[]") or []}
 
-    async def finish(self, client: TaskShim, bundle: Bundle) -> None:
-        await client.shutdown()
-        await client.close()
-        await poll_until(lambda: not pid_alive(client.pid), what="shim exit")
-        assert mounts_under(bundle.path) == []
-
-    async def close(self) -> None:
-        if self.manager is not None:
-            await self.manager.close()
-        await self.launcher.close()
-
-    def cleanup(self) -> None:
-        for name, pid, path in self.started:
-            cleanup_container(self.runtime_root, name, pid, path)
-            with contextlib.suppress(OSError):
-                os.unlink(v2layout.socket_address(str(self.tmp / "d.sock"), self.ns, name).removeprefix("unix://"))
-
 
 @pytest.fixture
-def env(tmp_path: Path, busybox: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+def env(tmp_path: Path, busybox: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:  # noqa: F811
     real = shutil.which("runc")
     assert real is not None
     version = subprocess.run([real, "--version"], capture_output=True, text=True, check=True).stdout
@@ -142,17 +86,6 @@ def env(tmp_path: Path, busybox: tuple[Path, dict[str, Any]], monkeypatch: pytes
         yield e
     finally:
         e.cleanup()
-
-
-def run(env: Env, coro: Coroutine[Any, Any, None], timeout: float = 60.0) -> None:
-    async def body() -> None:
-        try:
-            await env.start()
-            await asyncio.wait_for(coro, timeout)
-        finally:
-            await env.close()
-
-    asyncio.run(body())
 
 
 def test_started_without_runc_start_is_running_for_runc_too(env: Env) -> None:

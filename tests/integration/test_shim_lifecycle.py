@@ -51,11 +51,11 @@ def busybox(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
 
 
 class ShimEnv:
-    def __init__(self, tmp: Path, rootfs: Path, spec: dict[str, Any]) -> None:
+    def __init__(self, tmp: Path, rootfs: Path, spec: dict[str, Any], ns: str = "shimtest") -> None:
         self.tmp = tmp
         self.rootfs = rootfs
         self.spec = spec
-        self.ns = "shimtest"
+        self.ns = ns
         self.runc_root = str(tmp / "runc")  # Options.root; runc's state is <root>/<namespace>
         self.runtime_root = os.path.join(self.runc_root, self.ns)
         self.bundles = tmp / "bundles"
@@ -69,9 +69,10 @@ class ShimEnv:
         self.manager = ShimManager(exchange=Exchange(), grpc_address=str(self.tmp / "d.sock"), publish_binary="")
         await self.manager.start()
 
-    async def launch(self, name: str, args: list[str], **process: Any) -> tuple[Bundle, TaskShim]:
+    async def launch(self, name: str, args: list[str], spec: dict[str, Any] | None = None,
+                     **process: Any) -> tuple[Bundle, TaskShim]:
         assert self.manager is not None
-        bundle = make_bundle(self.bundles, self.spec, self.rootfs, name, args, **process)
+        bundle = make_bundle(self.bundles, spec or self.spec, self.rootfs, name, args, **process)
         client = await self.manager.launch_forked(
             namespace=self.ns, container_id=name, bundle=bundle.path, fork=self.launcher, runc={"root": self.runc_root}
         )
