@@ -337,17 +337,24 @@ def test_task_shim_speaks_task_v2(tmp_path: Path) -> None:
     asyncio.run(body())
 
 
+async def _collecting(exchange: Exchange) -> tuple[list[Envelope], asyncio.Task[None]]:
+    """Every envelope ``exchange`` publishes from now on, in a list filled by the returned task
+    (already subscribed when this returns; cancel it when done)."""
+    got: list[Envelope] = []
+
+    async def collect() -> None:
+        async for env in exchange.subscribe():
+            got.append(env)
+
+    sub = asyncio.create_task(collect())
+    await asyncio.sleep(0)
+    return got, sub
+
+
 def test_events_service_routes_to_the_shim_or_the_exchange(tmp_path: Path) -> None:
     async def body() -> None:
         exchange = Exchange()
-        got: list[Envelope] = []
-
-        async def collect() -> None:
-            async for env in exchange.subscribe():
-                got.append(env)
-
-        sub = asyncio.create_task(collect())
-        await asyncio.sleep(0)
+        got, sub = await _collecting(exchange)
         manager = ShimManager(exchange=exchange, grpc_address=str(tmp_path / "d.sock"), publish_binary="/bin/true")
         await manager.start()
         assert stat.S_IMODE(os.stat(tmp_path / "d.sock.ttrpc").st_mode) == 0o600
@@ -408,14 +415,7 @@ def test_deferred_shims_make_the_manager_on_the_first_event_connection(tmp_path:
 
     async def body() -> None:
         exchange = Exchange()
-        got: list[Envelope] = []
-
-        async def collect() -> None:
-            async for env in exchange.subscribe():
-                got.append(env)
-
-        sub = asyncio.create_task(collect())
-        await asyncio.sleep(0)
+        got, sub = await _collecting(exchange)
         cfg = parse_config("version = 2\n")
         daemon = SimpleNamespace(config=cfg, address=tmp_path / "d.sock", state=tmp_path / "state", exchange=exchange)
         shims = DeferredShims(daemon, defaults_from_config(cfg), Timeouts())
