@@ -89,7 +89,7 @@ class Engine:
     log: Path
     opts: CriOptions
     restart: Any = None
-    daemon: Any = None  # ours: the Daemon (pid, state dir)
+    daemon: Any = None  # ours: the Daemon (pid, state dir); theirs: the Containerd
 
     @property
     def endpoint(self) -> str:
@@ -114,6 +114,12 @@ class Engine:
                 return grpc.StatusCode.OK, getattr(pb_grpc.RuntimeServiceStub(ch), name)(request, timeout=120)
             except grpc.RpcError as exc:
                 return exc.code(), exc.details()
+
+    def kill9_and_start(self) -> None:
+        """The daemon killed (SIGKILL) and started again on the same root and state dirs."""
+        assert self.daemon is not None, f"[{self.name}] no daemon to kill"
+        self.daemon.kill9()
+        self.daemon.start()
 
     def remove_all_pods(self) -> None:
         for pod in self.crictl("pods", "-q", check=False).stdout.split():
@@ -198,7 +204,7 @@ def _theirs(s: Setup, **extra: Any) -> Iterator[Engine]:
         pytest.skip("needs containerd (apt-get install containerd)")
     opts = CriOptions(sandbox_image=s.pause_ref, insecure_registries=[s.registry.host], **extra)
     with running_containerd(cri=opts) as c:
-        e = Engine("containerd", c.address, c.log, c.cri or opts)
+        e = Engine("containerd", c.address, c.log, c.cri or opts, daemon=c)
         try:
             yield e
         finally:

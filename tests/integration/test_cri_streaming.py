@@ -419,6 +419,34 @@ def test_stdin_survives_a_daemon_kill_9_and_restart(ours: Engine, pod: tuple[str
     assert ours.crictl_json("inspect", cid)["status"]["state"] == "CONTAINER_RUNNING"
 
 
+def test_started_at_is_the_same_after_a_daemon_kill_9_and_restart(engine: Engine, busybox: str,
+                                                                  tmp_path: Path) -> None:
+    """A running container's ContainerStatus.started_at (and created_at, and its pod's created_at)
+    after the daemon was killed (SIGKILL) and started again is exactly what it was before:
+    containerd keeps the time it stamped in its container's status; ours reported the record's
+    time, taken before the task was made (up to tens of ms earlier)."""
+    podcfg = pod_config(tmp_path)
+    pod = engine.crictl("runp", str(podcfg)).stdout.strip()
+
+    def times() -> tuple[int, int, int]:
+        code, resp = engine.call("ContainerStatus", pb.ContainerStatusRequest(container_id=cid))
+        assert code == grpc.StatusCode.OK, resp
+        assert resp.status.state == pb.CONTAINER_RUNNING, resp.status
+        code, podst = engine.call("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=pod))
+        assert code == grpc.StatusCode.OK, podst
+        return resp.status.created_at, resp.status.started_at, podst.status.created_at
+
+    try:
+        engine.crictl("pull", busybox)
+        cid = start_container(engine, (pod, podcfg), busybox, tmp_path, "sleep 100000", "timed")
+        before = times()
+        assert before[1] >= before[0] > 0, before
+        engine.kill9_and_start()
+        assert times() == before
+    finally:
+        engine.crictl("rmp", "-f", pod, check=False)
+
+
 def test_attach_of_a_stdin_once_container_ends_its_stdin(ours: Engine, pod: tuple[str, Path], busybox: str,
                                                         tmp_path: Path) -> None:
     """``stdin_once``: the first attach's end closes the container's stdin (CloseIO), as containerd's CRI."""

@@ -637,6 +637,36 @@ def test_restore_after_restart(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+def test_started_at_is_the_same_after_a_restart(tmp_path: Path) -> None:
+    """started_at (the CRI's ContainerStatus.started_at) of a task started by create(start=True)
+    or start_process is, after a restart, exactly the time reported before (kept in the bundle's
+    record); 0 for a task created and never started."""
+
+    async def run() -> None:
+        async with Env(tmp_path) as env:
+            tm = env.manager()
+            for cid in ("both", "apart", "created"):
+                await env.container(cid)
+            await tm.create("default", "both", start=True)
+            await tm.create("default", "apart")
+            await tm.start_process("default", "apart")
+            await tm.create("default", "created")
+            before = {cid: tm.started_at("default", cid) for cid in ("both", "apart", "created")}
+            assert before["both"] > 0 and before["apart"] > 0 and before["created"] == 0, before
+            await tm.close()  # daemon goes away; shims live on
+
+            tm2 = env.manager()
+            await tm2.restore()
+            assert {cid: tm2.started_at("default", cid) for cid in before} == before
+            for cid in before:
+                await tm2.kill("default", cid, 9)
+                await tm2.wait("default", cid)
+                await tm2.delete("default", cid)
+            await tm2.close()
+
+    asyncio.run(run())
+
+
 def test_state_after_the_exit_comes_from_the_recorded_exit(tmp_path: Path) -> None:
     """Once Wait saw the init exit (before its /tasks/exit event arrives, which comes on another
     connection), Get and Delete answer from that exit without asking the shim (``ctr run --rm``:

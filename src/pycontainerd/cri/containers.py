@@ -401,8 +401,9 @@ class Containers:
                 out.state = pb.CONTAINER_UNKNOWN
             else:
                 out.pid = st.pid
-                # the start as the task manager saw it end (the record holds when StartContainer
-                # began: the only time known for a task restored after a restart)
+                # the start as the task manager saw it end, kept in the task's bundle across a
+                # restart (the record holds when StartContainer began: a lower bound, for a task
+                # whose bundle predates that)
                 out.started_at_ns = self.tasks.started_at(NAMESPACE, c.id) or out.started_at_ns
                 if st.status in ("running", "paused", "pausing"):
                     out.state = pb.CONTAINER_RUNNING
@@ -892,7 +893,8 @@ class Containers:
             # started (one call: the task manager records the create while the shim starts the
             # process), so no commit waits for the start; the time reported while the task lives
             # is the task manager's (taken once the shim's Start answered, as containerd stamps
-            # StartedAt), and the exit's record write keeps it.  A failed start overwrites it below
+            # StartedAt, and kept in the task's bundle: the same after a daemon restart), and the
+            # exit's record write keeps it.  A failed start overwrites it below
             self._starting.add(c.id)  # created until the task exists, whatever the record says
             recording = asyncio.ensure_future(self._update_meta(c.id, started_at=time.time_ns()))
             try:

@@ -64,6 +64,9 @@ class BundleMeta:
     pid: int = 0
     shim_pid: int = 0
     shim_address: str = ""
+    # when the init's start returned (wall clock ns; 0: not started): what ``started_at`` reports,
+    # kept here so a restarted daemon reports the same time
+    started_at_ns: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -122,7 +122,7 @@ class _Task:
     io: TaskIO | None = None  # the init's stdio as created (None: restored, ask the shim)
     tombstone: Exit | None = None  # set when the shim is gone
     started: bool = False  # its init was started through this manager (start_process)
-    started_at_ns: int = 0  # when that start returned (0: not started here, e.g. restored)
+    started_at_ns: int = 0  # when its init's start returned (0: not started), restored from the bundle
     paused: bool = False  # a pause was asked through this manager and no resume since
     dead: asyncio.Event = field(default_factory=asyncio.Event)
     deleting: bool = False
@@ -328,8 +328,8 @@ class TaskManager:
 
         ``start``: its init started too (``start_process``) in the same call, for a caller that
         acknowledges both at once (the CRI's StartContainer): the bundle's record of the create
-        is written while the shim starts the process, both done before the return.  A failed
-        start leaves the task created (the caller deletes it) and raises the start's error.
+        is written once, after the start, with the start's time.  A failed start leaves the
+        task created (the caller deletes it) and raises the start's error.
 
         ``record``: the container's record as the caller just wrote it (the CRI's create), used
         instead of reading it again; its spec, runtime and labels must be the stored ones."""
@@ -442,10 +442,10 @@ class TaskManager:
                 meta.pid = pid
                 meta.shim_pid = shim.pid
                 meta.shim_address = shim.address
-                writing = asyncio.ensure_future(asyncio.to_thread(bundlemod.write_meta, path, meta))
                 if start:
-                    # the record of the create is written while the shim starts the process: a
-                    # daemon that dies before both are done finds no pid recorded (restore then
+                    # the record of the create is written once the shim started the process, with
+                    # the start's time (what ``started_at`` reports, before and after a restart):
+                    # a daemon that dies before it is written finds no pid recorded (restore then
                     # removes the task), and neither call was acknowledged
                     try:
                         started = await shim.start("")
@@ -453,7 +453,8 @@ class TaskManager:
                         start_error = exc
                     else:
                         started_ok, started_at = True, time.time_ns()
-                await writing
+                        meta.started_at_ns = started_at
+                await asyncio.to_thread(bundlemod.write_meta, path, meta)
             except BaseException:
                 if started_ok and shim is not None:  # the write failed: no task to leave running
                     with contextlib.suppress(Exception):
@@ -522,16 +523,22 @@ class TaskManager:
         pid = await self._shim(t).start(exec_id)
         if not exec_id:
             t.started, t.started_at_ns = True, time.time_ns()
+            t.meta.started_at_ns = t.started_at_ns
+            try:  # the start's time, kept for a restarted daemon
+                await asyncio.to_thread(bundlemod.write_meta, t.bundle, t.meta)
+            except OSError as exc:  # the bundle went (a delete): nothing left to restore
+                log.warning("task %s/%s: recording its start time: %s", namespace, container_id, exc)
             self._publish(t, "/tasks/start", {"container_id": container_id, "pid": pid})
         return pid
 
     # -- state ----------------------------------------------------------------------------------
     def started_at(self, namespace: str, container_id: str) -> int:
-        """When the init of a task this manager started was started (its shim's Start answered,
-        wall clock ns; containerd's CRI stamps StartedAt there); 0 when it does not know (no task,
-        not started yet, or restored after a restart)."""
+        """When the init of a task was started (its shim's Start answered, wall clock ns;
+        containerd's CRI stamps StartedAt there), the same after a restart (the bundle's record
+        keeps it); 0 when it does not know (no task, not started yet, or restored from a bundle
+        written before the time was recorded)."""
         t = self._tasks.get((namespace, container_id))
-        return t.started_at_ns if t is not None and t.started else 0
+        return t.started_at_ns if t is not None else 0
 
     def running_pid(self, namespace: str, container_id: str) -> int:
         """The init pid of a task known to run without asking its shim: one this manager started
@@ -1028,7 +1035,7 @@ class TaskManager:
                 runtime_root=os.path.join(self.defaults.root or str(self.shim_state / "runc"), namespace),
                 cgroups_path=bundlemod.cgroups_path_of(spec),
             )
-        t = _Task(namespace, container_id, path, meta, None)
+        t = _Task(namespace, container_id, path, meta, None, started_at_ns=meta.started_at_ns)
         try:
             if self._is_external(meta):
                 assert self.external is not None
