@@ -283,6 +283,39 @@ def test_pod_info_process_status_is_the_tasks(engine: Engine, tmp_path: Path) ->
         engine.crictl("rmp", "-f", pod, check=False)
 
 
+def test_a_paused_pod_stays_ready_and_stops(engine: Engine, tmp_path: Path) -> None:
+    """A pod whose infra task is paused (``ctr tasks pause``) is still SANDBOX_READY in
+    PodSandboxStatus and ListPodSandbox, as containerd's CRI says (its pod state is its own, set at
+    the start and dropped at the infra process's exit or a stop, not the task's status); ours said
+    NOTREADY.  StopPodSandbox of the paused pod ends it (no hang), then the pod is NOTREADY and
+    RemovePodSandbox removes it."""
+    pod = engine.crictl("runp", str(pod_config(tmp_path))).stdout.strip()
+    try:
+        engine.ctr("tasks", "pause", pod)
+        assert _process_status(engine, pod) == "paused"
+        code, resp = engine.call("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=pod))
+        assert code == grpc.StatusCode.OK, resp
+        assert resp.status.state == pb.SANDBOX_READY
+        code, listed = engine.call("ListPodSandbox", pb.ListPodSandboxRequest())
+        assert code == grpc.StatusCode.OK, listed
+        assert [p.state for p in listed.items if p.id == pod] == [pb.SANDBOX_READY]
+        assert pod in engine.crictl("pods", "-q", "--state", "ready").stdout.split()
+
+        started = time.monotonic()
+        code, resp = engine.call("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+        assert code == grpc.StatusCode.OK, resp
+        assert time.monotonic() - started < 60
+        assert engine.crictl_json("inspectp", pod)["status"]["state"] == "SANDBOX_NOTREADY"
+        assert _process_status(engine, pod) == "deleted"
+        code, resp = engine.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+        assert code == grpc.StatusCode.OK, resp
+        assert pod not in _pods(engine)
+        assert pod not in engine.ctr("containers", "ls", "-q").split()
+    finally:
+        engine.ctr("tasks", "resume", pod, check=False)
+        engine.crictl("rmp", "-f", pod, check=False)
+
+
 def test_pod_info_process_status_after_the_infra_process_died(engine: Engine, tmp_path: Path) -> None:
     """An infra process that died: the pod is NOTREADY and its processStatus "deleted" (containerd's
     CRI deletes the task at the exit; ours keeps it until StopPodSandbox but says the same)."""

@@ -105,8 +105,8 @@ class Engine:
     def crictl_json(self, *args: str) -> Any:
         return json.loads(self.crictl(*args).stdout)
 
-    def ctr(self, *args: str) -> str:
-        return _run(CTR, "-a", self.address, "-n", "k8s.io", *args)
+    def ctr(self, *args: str, check: bool = True) -> str:
+        return _run(CTR, "-a", self.address, "-n", "k8s.io", *args, check=check)
 
     def call(self, name: str, request: Any) -> tuple[grpc.StatusCode, Any]:
         with grpc.insecure_channel(f"unix:{self.address}") as ch:

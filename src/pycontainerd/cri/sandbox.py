@@ -233,6 +233,10 @@ async def together(undo: list[Any], *steps: tuple[Awaitable[Any], Callable[[], A
     return [t.result() for t in tasks]
 
 
+# the infra task's statuses of a ready pod
+_LIVE = frozenset({"running", "paused", "pausing"})
+
+
 @dataclass
 class Sandbox:
     """One pod as stored: its record and metadata, plus whether its infra task runs."""
@@ -312,7 +316,10 @@ class Sandboxes:
             except errdefs.ContainerdError:
                 process_status = "unknown"
             else:
-                ready, pid, process_status = st.status == "running", st.pid, st.status
+                # ready while its infra process lives, paused or not: containerd's CRI reports its
+                # own pod state (ready from the start until the infra's exit or a stop), never the
+                # task's status (a paused pod, ``ctr tasks pause``, stays SANDBOX_READY there)
+                ready, pid, process_status = st.status in _LIVE, st.pid, st.status
                 if st.status == "stopped":
                     # containerd's CRI deletes a sandbox's task when its infra process exits (ours
                     # keeps it for StopPodSandbox's cleanup): what it reports then is "deleted"
