@@ -23,11 +23,11 @@ import pytest
 from pycontainerd import errdefs
 from pycontainerd.runtime.v2 import TaskShim
 
+from .shim_fixtures import ShimEnv, busybox, run  # noqa: F401  (session fixture)
 from .shim_support import (
     FifoReader,
     poll_until,
 )
-from .test_shim_lifecycle import ShimEnv, busybox, run  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.root
 

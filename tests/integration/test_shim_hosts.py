@@ -22,8 +22,8 @@ from pycontainerd.runtime.shim_client import ShimLauncher
 from pycontainerd.runtime.v2 import ShimManager
 from pycontainerd.shim import v2layout
 
+from .shim_fixtures import busybox  # noqa: F401  (session fixture)
 from .shim_support import cleanup_container, make_bundle, pid_alive, poll_until
-from .test_shim_lifecycle import busybox  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.root
 

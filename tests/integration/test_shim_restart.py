@@ -20,8 +20,8 @@ from pycontainerd.runtime.shim_client import read_exit
 from pycontainerd.runtime.v2 import ShimManager
 from pycontainerd.shim import v2layout
 
+from .shim_fixtures import busybox  # noqa: F401  (session fixture)
 from .shim_support import FifoReader, cleanup_container, kill_pid, make_bundle, mounts_under, pid_alive, poll_until
-from .test_shim_lifecycle import busybox  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.root
 

@@ -5,25 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
+from .shim_fixtures import ShimEnv, busybox, env, run
 from .shim_support import make_bundle
-from .test_shim_lifecycle import ShimEnv, busybox, run  # noqa: F401  (session fixture)
+
+__all__ = ["busybox", "env"]  # fixtures, used by name
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-def env(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> Iterator[ShimEnv]:  # noqa: F811
-    e = ShimEnv(tmp_path, *busybox)
-    try:
-        yield e
-    finally:
-        e.cleanup()
 
 
 def test_a_shim_at_debug_level_does_not_run_runc_with_debug(env: ShimEnv) -> None:

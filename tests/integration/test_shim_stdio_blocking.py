@@ -15,27 +15,17 @@ by the shim directly: its readiness fd was non-blocking (fails on the old code).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.fixtures.procs import wait_for_async
 
+from .shim_fixtures import ShimEnv, busybox, env, run
 from .shim_support import FifoReader
-from .test_shim_lifecycle import ShimEnv, busybox, run  # noqa: F401  (session fixture)
+
+__all__ = ["busybox", "env"]  # fixtures, used by name
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-def env(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> Iterator[ShimEnv]:  # noqa: F811
-    e = ShimEnv(tmp_path, *busybox)
-    try:
-        yield e
-    finally:
-        e.cleanup()
 
 
 SIZE = 8 << 20
