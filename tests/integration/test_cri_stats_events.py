@@ -38,19 +38,26 @@ def _cgroup_dirs(parent: str) -> list[Path]:
     return [d / parent.lstrip("/") for d in CGROUP_ROOT.iterdir() if d.is_dir() and not d.is_symlink()]
 
 
+# the container of ``_pod`` unless it is given another (its config but the image)
+WORK: dict[str, Any] = {"metadata": {"name": "work"}, "labels": {"role": "work"}, "log_path": "work.log",
+                        "command": ["sh", "-c", "head -c 3000000 /dev/zero > /tmp/x; sleep 600"]}
+
+
 @contextlib.contextmanager
-def _pod(engine: Engine, tmp_path: Path, busybox: str) -> Iterator[tuple[str, str, str]]:
-    """A pod with a cgroup parent of its own and one running container: (pod, container, parent)."""
+def _pod(engine: Engine, tmp_path: Path, busybox: str,
+         container: dict[str, Any] | None = None) -> Iterator[tuple[str, str, str]]:
+    """A pod with a cgroup parent of its own and one running container (``container``: its config
+    but the image, ``WORK`` by default): (pod, container, parent); the pod and the cgroup parent
+    removed at the end."""
     parent = f"/pycd-test-{uuid.uuid4().hex[:12]}"
     cfg = pod_config(tmp_path, linux={"cgroup_parent": parent,
                                       "security_context": {"namespace_options": {"network": 0}}})
     pod = ""
     try:
         pod = engine.crictl("runp", str(cfg)).stdout.strip()
-        ccfg = tmp_path / "c.json"
-        ccfg.write_text(json.dumps({"metadata": {"name": "work"}, "image": {"image": busybox},
-                                    "command": ["sh", "-c", "head -c 3000000 /dev/zero > /tmp/x; sleep 600"],
-                                    "labels": {"role": "work"}, "log_path": "work.log"}))
+        ccfg_data = {**(container or WORK), "image": {"image": busybox}}
+        ccfg = tmp_path / f"{ccfg_data['metadata']['name']}.json"
+        ccfg.write_text(json.dumps(ccfg_data))
         ctr = engine.crictl("create", pod, str(ccfg), str(cfg)).stdout.strip()
         engine.crictl("start", ctr)
         yield pod, ctr, parent
@@ -322,18 +329,10 @@ def test_container_cpu_rate_and_memory_fields(engine: Engine, busybox: str, tmp_
     PodSandboxStats): ``usage_nano_cores`` from the container's previous sample (kubelet's summary
     API, ``kubectl top``), and the memory fields: usage, working set (<= usage), available (limit -
     working set), RSS, page faults."""
-    parent = f"/pycd-test-{uuid.uuid4().hex[:12]}"
-    cfg = pod_config(tmp_path, linux={"cgroup_parent": parent})
     limit = 64 << 20
-    pod = ""
-    try:
-        pod = engine.crictl("runp", str(cfg)).stdout.strip()
-        ccfg = tmp_path / "burn.json"
-        ccfg.write_text(json.dumps({"metadata": {"name": "burn"}, "image": {"image": busybox},
-                                    "command": ["sh", "-c", "while :; do :; done"], "log_path": "burn.log",
-                                    "linux": {"resources": {"memory_limit_in_bytes": limit}}}))
-        ctr = engine.crictl("create", pod, str(ccfg), str(cfg)).stdout.strip()
-        engine.crictl("start", ctr)
+    burn = {"metadata": {"name": "burn"}, "command": ["sh", "-c", "while :; do :; done"], "log_path": "burn.log",
+            "linux": {"resources": {"memory_limit_in_bytes": limit}}}
+    with _pod(engine, tmp_path, busybox, burn) as (pod, ctr, _parent):
         cgroups_path = engine.crictl_json("inspect", ctr)["info"]["runtimeSpec"]["linux"]["cgroupsPath"]
 
         def container_stats() -> pb.ContainerStats:
@@ -379,11 +378,3 @@ def test_container_cpu_rate_and_memory_fields(engine: Engine, busybox: str, tmp_
             assert m.available_bytes.value == limit - m.working_set_bytes.value, (how.__name__, m)
             assert m.rss_bytes.value > 0 and m.page_faults.value > 0, (how.__name__, m)
             prev = s
-    finally:
-        if pod:
-            engine.crictl("stopp", pod, check=False)
-            engine.crictl("rmp", pod, check=False)
-        for d in _cgroup_dirs(parent):
-            for sub in sorted(d.glob("**/"), key=lambda p: len(p.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
