@@ -15,14 +15,14 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from pycontainerd.cri.features import runc_mount_options
 from pycontainerd.runtime import bundle as bundlemod
 from pycontainerd.runtime.shim_client import ShimLauncher
-from pycontainerd.runtime.task_manager import TaskManager
+from pycontainerd.runtime.task_recovery import runc_force_delete
 from pycontainerd.threads import run_process
 
 RECORDER = """#!{python} -I
@@ -89,8 +89,7 @@ def test_runc_features_and_forced_delete_inherit_only_stdio(
         assert await runc_mount_options(str(script)) == frozenset({"rro", "ro"})
         meta = bundlemod.BundleMeta(namespace="ns", id="c1", runtime_name="io.containerd.runc.v2",
                                     binary_name=str(script), runtime_root="/run/nowhere")
-        # the method uses nothing of the manager's
-        await TaskManager._runc_force_delete(cast(TaskManager, None), meta)
+        await runc_force_delete(meta)
         done = await run_process([str(script), "x", "y"], limit=10)
         assert done.returncode == 0
 

@@ -6,7 +6,7 @@ A *task* is a container's init process plus the processes exec-ed into it.  For 
 the manager owns a bundle (``<state>/<namespace>/<id>/``, see ``bundle.py``) and a shim
 process (``pycontainerd-shim-runc-v2``) that outlives the daemon and drives runc.  The
 manager talks to the shim through the ``Shim`` protocol; it never runs runc itself except to clean
-up after a shim that is gone.
+up after a shim that is gone (``task_recovery.py``).
 
 Lifecycle of one task::
 
@@ -25,8 +25,9 @@ Lifecycle of one task::
   mounted it), and the bundle is renamed away.  The rest
   — the shim's ``runc delete`` (it runs after its reply when the container had its own pid
   namespace), its exit, removing the bundle's files — finishes in the background
-  (``_finishing``); a ``create`` of the same id waits for it, and ``list_tasks`` settles it
-  first, so a listing after a delete sees nothing left behind.
+  (``_finishing``; the work itself is ``TaskRecovery.finish_delete``); a ``create`` of the
+  same id waits for it, and ``list_tasks`` settles it first, so a listing after a delete sees
+  nothing left behind.
 - Shim events (``/tasks/exit``, ``/tasks/oom``, exec added/started, paused/resumed) are
   forwarded to the daemon's exchange under the task's namespace; the manager publishes
   ``/tasks/create``, ``/tasks/start`` and ``/tasks/delete`` itself.
@@ -36,6 +37,17 @@ Lifecycle of one task::
   ``wait``/``delete`` still answer as they would have.
 - On start-up ``restore`` scans the bundles, reconnects to live shims and tombstones the
   rest.  Shutting the daemon down only disconnects: shims and containers live on.
+
+Where each part lives
+---------------------
+- This module: the ``TaskManager`` API (create/start, state, wait, delete, process control),
+  its table of tasks, the shims' event pumps, kept logs, metrics, and ``check_runtime``.
+- ``task_recovery.py`` (``TaskRecovery``, owned by the manager): dead shims and their
+  tombstones, the bundle's move and the background tail of ``delete``, ``restore`` at
+  start-up (and the sweep of kept logs of containers deleted meanwhile).  It reads the
+  manager's public settings and reaches its task table, pumps and kept logs only through
+  ``ManagerHooks`` (``_Hooks`` here).
+- ``task_record.py`` (``TaskRecord``, ``_Task`` here): the record of one task both share.
 
 The shim is reached through the ``Shim``/``ShimLauncher`` protocols (``shim_api.py``), so this
 module carries no I/O details of its own; its value types are in ``task_types.py`` and its
@@ -65,10 +77,8 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +86,11 @@ from .. import cgroups, errdefs, filters, fsmodes, identifiers, timestamps
 from ..events import Exchange
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..shim.protocol import CreateOptions
-from ..threads import run_process
 from . import bundle as bundlemod
 from . import signals
-from .shim_api import ExitLike, ExternalShims, Shim, ShimLauncher
+from .shim_api import ExternalShims, Shim, ShimLauncher
+from .task_record import TaskRecord as _Task
+from .task_recovery import TaskRecovery, cleanup_bundle_sync, discard_shim
 from .task_types import (
     Exit,
     ProcessPid,
@@ -99,7 +110,6 @@ RUNTIME_V1_LINUX = "io.containerd.runtime.v1.linux"
 RUNC_RUNTIMES = frozenset({"io.containerd.runc.v2", "io.containerd.runc.v1", RUNTIME_V1_LINUX})
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
-UNKNOWN_EXIT = 255
 TOMBSTONE_WAIT = 10.0  # calls on a task whose shim just died wait this long for its cleanup
 SETTLE_TIMEOUT = 5.0  # list_tasks waits at most this long for deletions finishing in the background
 _RUNTIME_NAME = re.compile(r"io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)")  # fullmatch: no trailing newline
@@ -107,55 +117,6 @@ _RUNTIME_NAME = re.compile(r"io\.containerd\.([a-z0-9_-]+)\.(v[0-9]+)")  # fullm
 # the bundle meta's key (``BundleMeta.extra``) saying the rootfs was mounted by this manager
 DAEMON_ROOTFS = "rootfs_mounted_by_daemon"
 _OWN_TOPICS = frozenset({"/tasks/create", "/tasks/start", "/tasks/delete"})
-
-
-@dataclass
-class _Task:
-    namespace: str
-    id: str
-    bundle: Path
-    meta: bundlemod.BundleMeta
-    shim: Shim | None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    pump: asyncio.Task[None] | None = None
-    last_exit: Exit | None = None  # the init's exit, from the shim's /tasks/exit or its Wait
-    io: TaskIO | None = None  # the init's stdio as created (None: restored, ask the shim)
-    tombstone: Exit | None = None  # set when the shim is gone
-    started: bool = False  # its init was started through this manager (start_process)
-    started_at_ns: int = 0  # when its init's start returned (0: not started), restored from the bundle
-    paused: bool = False  # a pause was asked through this manager and no resume since
-    dead: asyncio.Event = field(default_factory=asyncio.Event)
-    deleting: bool = False
-
-
-def _runc_children(pid: int) -> list[int]:
-    """Children of ``pid`` that are a ``runc`` command (not a container's ``runc init``)."""
-    out = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids = [int(x) for x in f.read().split()]
-        except (OSError, ValueError):
-            continue
-        for kid in kids:
-            try:
-                with open(f"/proc/{kid}/comm") as f:
-                    if f.read().strip() == "runc":
-                        out.append(kid)
-            except OSError:
-                continue
-    return out
-
-
-def _wait_no_runc_child(pid: int, timeout: float) -> None:
-    """Blocking: wait (at most ``timeout``) until shim ``pid`` runs no ``runc`` command."""
-    deadline = time.monotonic() + timeout
-    while _runc_children(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
 
 
 def _now() -> int:
@@ -227,6 +188,7 @@ class TaskManager:
         self._finishing: dict[tuple[str, str], asyncio.Task[None]] = {}  # deletes finishing after their reply
         self._closing = False
         self._min_oom = bundlemod.own_oom_score_adj() if self.defaults.restrict_oom_score_adj else None
+        self._recovery = TaskRecovery(self, _Hooks(self))
 
     # -- lookup --------------------------------------------------------------------------------
     def require_task(self, namespace: str, container_id: str) -> None:
@@ -241,13 +203,13 @@ class TaskManager:
 
     def _shim(self, t: _Task) -> Shim:
         if t.shim is None:
-            if t.tombstone is None:  # _shim_gone is cleaning up right now
+            if t.tombstone is None:  # TaskRecovery.shim_gone is cleaning up right now
                 raise errdefs.Unavailable(f"task {t.id}: its shim is gone and the task is being cleaned up; retry")
             raise errdefs.NotFound(f"task {t.id}: process already finished: not found")
         return t.shim
 
     async def _tombstoned(self, t: _Task) -> Exit | None:
-        """The task's tombstone once ``_shim_gone`` has left it (waits up to ``TOMBSTONE_WAIT``:
+        """The task's tombstone once ``TaskRecovery.shim_gone`` has left it (waits up to ``TOMBSTONE_WAIT``:
         the cleanup runs ``runc delete`` and unmounts); None if it does not come."""
         if t.tombstone is None and not self._closing:
             with contextlib.suppress(TimeoutError):
@@ -509,14 +471,7 @@ class TaskManager:
                                 raw_spec=raw_spec)
 
     async def _discard_shim(self, shim: Shim | None) -> None:
-        if shim is None:
-            return
-        with contextlib.suppress(Exception):
-            await shim.delete("")
-        with contextlib.suppress(Exception):
-            await shim.shutdown()
-        with contextlib.suppress(Exception):
-            await shim.close()
+        await discard_shim(shim)
 
     async def start_process(self, namespace: str, container_id: str, exec_id: str = "") -> int:
         t = self._get(namespace, container_id)
@@ -698,9 +653,10 @@ class TaskManager:
                 key = (namespace, container_id)
                 # a rootfs this manager mounted at Create is unmounted here, where the shim's
                 # Delete would have, before the reply: the snapshot is free once it is out
-                trash = await self._move_bundle(t.bundle, t.meta, unmount=bool(t.meta.extra.get(DAEMON_ROOTFS)))
+                unmount = bool(t.meta.extra.get(DAEMON_ROOTFS))
+                trash = await self._recovery.move_bundle(t.bundle, t.meta, unmount=unmount)
                 task = asyncio.create_task(
-                    self._finish_delete(t, trash), name=f"finish-delete-{namespace}/{container_id}"
+                    self._recovery.finish_delete(t, trash), name=f"finish-delete-{namespace}/{container_id}"
                 )
                 self._finishing[key] = task
                 task.add_done_callback(functools.partial(self._finished, key))
@@ -853,7 +809,7 @@ class TaskManager:
             if not t.deleting and not self._closing:
                 log.warning("event stream of shim for %s/%s failed: %s", t.namespace, t.id, exc)
         if not t.deleting and not self._closing:
-            await self._shim_gone(t)
+            await self._recovery.shim_gone(t)
 
     def _on_event(self, t: _Task, topic: str, payload: dict[str, Any]) -> None:
         if topic in _OWN_TOPICS:
@@ -874,213 +830,15 @@ class TaskManager:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await pump
 
-    async def _shim_gone(self, t: _Task) -> None:
-        """The shim of a live task disappeared: clean up and leave a tombstone."""
-        async with t.lock:
-            if t.shim is None or self._tasks.get((t.namespace, t.id)) is not t or t.deleting:
-                return
-            log.warning("shim of task %s/%s is gone; cleaning up", t.namespace, t.id)
-            shim, t.shim = t.shim, None
-            with contextlib.suppress(Exception):
-                await shim.close()
-            await self._tombstone(t)
-
-    async def _tombstone(self, t: _Task) -> None:
-        recorded = await self._cleanup_dead(t.bundle, t.meta)
-        exit_ = t.last_exit or recorded
-        t.tombstone = exit_
-        t.dead.set()
-        if t.last_exit is None:
-            self._publish(
-                t,
-                "/tasks/exit",
-                {
-                    "container_id": t.id,
-                    "id": t.id,
-                    "pid": exit_.pid,
-                    "exit_status": exit_.exit_status,
-                    "exited_at": timestamps.format_ns(exit_.exited_at_ns),
-                },
-            )
-
-    async def _cleanup_dead(self, path: Path, meta: bundlemod.BundleMeta) -> Exit:
-        """A task whose shim is gone: runc delete --force, unmount, remove the bundle.
-
-        Returns the exit the shim recorded in the bundle, else 255 (unknown) now."""
-        exit_ = Exit(meta.pid, UNKNOWN_EXIT, _now())
-        try:
-            e: ExitLike
-            if self._is_external(meta):
-                assert self.external is not None
-                e = await self.external.cleanup(namespace=meta.namespace, container_id=meta.id, bundle=path)
-            else:
-                e = await self.launcher.cleanup(
-                    namespace=meta.namespace,
-                    container_id=meta.id,
-                    bundle=path,
-                    runtime_binary=meta.binary_name or "runc",
-                    runtime_root=meta.runtime_root or None,
-                )
-            exit_ = Exit(e.pid or meta.pid, e.exit_status, e.exited_at_ns or _now())
-        except Exception as exc:
-            log.warning("cleanup of task %s/%s through the shim binary failed: %s", meta.namespace, meta.id, exc)
-            await self._runc_force_delete(meta)
-        try:
-            await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
-        except Exception as exc:
-            log.warning("removing bundle %s: %s", path, exc)
-        return exit_
-
-    async def _runc_force_delete(self, meta: bundlemod.BundleMeta) -> None:
-        binary = shutil.which(meta.binary_name or "runc")
-        if not binary:
-            return
-        args = [binary]
-        if meta.runtime_root:
-            args += ["--root", meta.runtime_root]
-        args += ["delete", "--force", meta.id]
-        try:
-            done = await run_process(args, limit=30)  # off the loop, no descriptor of ours inherited
-            if done.returncode != 0 and b"not exist" not in done.stderr:
-                log.warning("runc delete --force %s: %s", meta.id, done.stderr.decode(errors="replace").strip())
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("runc delete --force %s: %s", meta.id, exc)
-
-    @staticmethod
-    def _cleanup_bundle_sync(path: Path, meta: bundlemod.BundleMeta) -> None:
-        del meta
-        bundlemod.remove(path)
+    _cleanup_bundle_sync = staticmethod(cleanup_bundle_sync)  # create's undo removes the bundle so too
 
     def _finished(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         if self._finishing.get(key) is task:
             del self._finishing[key]
 
-    async def _finish_delete(self, t: _Task, trash: Path | None) -> None:
-        """After Delete answered: let the shim finish (it exits once ``runc delete`` is done),
-        disconnect, and remove the bundle's files."""
-        try:
-            if t.shim is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(t.shim.shutdown(), 60)
-                await self._stop_pump(t)
-                with contextlib.suppress(Exception):
-                    await t.shim.close()
-            left: bool = bool(t.meta.runtime_root) and await asyncio.to_thread(Path(t.meta.runtime_root, t.id).is_dir)
-            if left:
-                # the shim died between Delete's reply and its deferred ``runc delete``: runc's state
-                # would make the next create of this id fail ("container with given ID already exists")
-                await self._runc_force_delete(t.meta)
-            if trash is not None:
-                await asyncio.to_thread(bundlemod.remove, trash)
-        except Exception as exc:
-            log.warning("finishing the deletion of task %s/%s: %s", t.namespace, t.id, exc)
-
-    async def _move_bundle(self, path: Path, meta: bundlemod.BundleMeta, *, unmount: bool = False) -> Path | None:
-        """Delete's last step before the reply: the bundle is renamed away (one rename: the id
-        is free at once, and a daemon restart will not mistake it for a task); its files are
-        removed afterwards, off the request's path (``_finish_delete``).  ``unmount``: its
-        rootfs is unmounted first, in the same worker-thread hop."""
-        try:
-            return await asyncio.to_thread(self._unmount_and_trash if unmount else bundlemod.move_to_trash, path)
-        except Exception as exc:
-            log.warning("moving bundle %s away: %s; removing it in place", path, exc)
-            await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
-            return None
-
-    @staticmethod
-    def _unmount_and_trash(path: Path) -> Path | None:
-        try:
-            bundlemod.unmount_rootfs(path)
-        except Exception as exc:  # the bundle's removal tries again
-            log.warning("unmounting the rootfs of bundle %s: %s", path, exc)
-        return bundlemod.move_to_trash(path)
-
     async def restore(self) -> None:
-        """Reconnect to the shims of tasks that survived a daemon restart."""
-        try:
-            await asyncio.to_thread(bundlemod.clean_trash, self.root)
-        except Exception as exc:
-            log.warning("removing leftovers of deleted bundles under %s: %s", self.root, exc)
-        found = await asyncio.to_thread(lambda: list(bundlemod.scan(self.root)))
-        await asyncio.gather(*(self._restore_one(ns, cid, path) for ns, cid, path in found))
-        await self._sweep_kept_logs()
-
-    async def _sweep_kept_logs(self) -> None:
-        """Kept logs of containers deleted while the daemon was down (their delete event never came)."""
-        log_dir = self.log_dir
-        if log_dir is None:
-            return
-
-        def listing() -> list[tuple[str, str]]:
-            out: list[tuple[str, str]] = []
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                for ns in os.scandir(log_dir):
-                    if ns.is_dir(follow_symlinks=False):
-                        out += [(ns.name, f.name[: -len(".log")]) for f in os.scandir(ns.path)
-                                if f.name.endswith(".log") and f.is_file(follow_symlinks=False)]
-            return out
-
-        for namespace, container_id in await asyncio.to_thread(listing):
-            await self._remove_log(namespace, container_id)
-
-    async def _restore_one(self, namespace: str, container_id: str, path: Path) -> None:
-        meta = await asyncio.to_thread(bundlemod.read_meta, path)
-        if meta is None:
-            spec = await asyncio.to_thread(bundlemod.read_spec, path)
-            meta = bundlemod.BundleMeta(
-                namespace=namespace,
-                id=container_id,
-                runtime_name="io.containerd.runc.v2",
-                binary_name=self.defaults.binary_name,
-                runtime_root=os.path.join(self.defaults.root or str(self.shim_state / "runc"), namespace),
-                cgroups_path=bundlemod.cgroups_path_of(spec),
-            )
-        t = _Task(namespace, container_id, path, meta, None, started_at_ns=meta.started_at_ns)
-        try:
-            if self._is_external(meta):
-                assert self.external is not None
-                shim = await self.external.connect(path)
-            else:
-                shim = await self.launcher.connect(path)
-        except Exception as exc:
-            log.info("task %s/%s: shim is gone (%s); cleaning up", namespace, container_id, exc)
-            if meta.pid == 0 or not await self._container_exists(namespace, container_id):
-                # never got past create, or deleted (a Delete finishing when the daemon
-                # stopped): nothing to report, just clean up
-                await self._cleanup_dead(path, meta)
-                return
-            self._tasks[(namespace, container_id)] = t
-            await self._tombstone(t)
-            return
-        t.shim = shim
-        if meta.pid == 0:
-            # the daemon died between launching the shim and recording the create's answer: the
-            # create was never acknowledged, so there is no task — stop whatever the shim got to
-            # start and clean up, or the id stays taken by a task nobody can see (a "ghost")
-            log.info("task %s/%s: create never completed; removing what it left", namespace, container_id)
-            # the shim may still be running `runc create` for the lost request: let it finish, so
-            # the container it makes is killed and deleted below instead of appearing afterwards
-            await asyncio.to_thread(_wait_no_runc_child, shim.pid, 10.0)
-            with contextlib.suppress(Exception):
-                await shim.kill("", 9, True)
-            await self._discard_shim(shim)
-            await self._cleanup_dead(path, meta)
-            return
-        try:
-            await self.containers.get(namespace, container_id)
-        except errdefs.NotFound:
-            log.warning("task %s/%s has no container record; killing it", namespace, container_id)
-            with contextlib.suppress(Exception):
-                await shim.kill("", 9, True)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(shim.wait(""), 10)
-            await self._discard_shim(shim)
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
-            return
-        self._tasks[(namespace, container_id)] = t
-        t.pump = asyncio.create_task(self._pump(t), name=f"shim-events-{namespace}/{container_id}")
-        log.info("restored task %s/%s (shim pid %d)", namespace, container_id, shim.pid)
+        """Reconnect to the shims of tasks that survived a daemon restart (``task_recovery``)."""
+        await self._recovery.restore()
 
     def _runc_settings(self, opts: RuncOptions, **chosen: Any) -> dict[str, Any]:
         """Every runc option the task or the daemon config sets, by ``containerd.runc.v1.Options``
@@ -1090,10 +848,6 @@ class TaskManager:
             out[name] = getattr(opts, name) or getattr(self.defaults, name, None)
         out.update(chosen)
         return {k: v for k, v in out.items() if v}
-
-    def _is_external(self, meta: bundlemod.BundleMeta) -> bool:
-        """Whether the task's shim is an external runtime v2 binary (recorded at create)."""
-        return self.external is not None and bool(meta.extra.get("shim_binary"))
 
     async def start(self) -> None:
         """Called by the daemon once every plugin is loaded: serve the shims' events.
@@ -1105,15 +859,6 @@ class TaskManager:
                 await self.external.start()
             except Exception as exc:
                 log.error("cannot serve events for runtime v2 shims: %s", exc)
-
-    async def _container_exists(self, namespace: str, container_id: str) -> bool:
-        try:
-            await self.containers.get(namespace, container_id)
-        except errdefs.NotFound:
-            return False
-        except Exception:
-            return True  # when in doubt, keep the tombstone
-        return True
 
     async def close(self) -> None:
         """Disconnect from every shim; the shims and their containers keep running."""
@@ -1130,6 +875,28 @@ class TaskManager:
         if self.external is not None:
             with contextlib.suppress(Exception):
                 await self.external.close()
+
+
+class _Hooks:
+    """The manager's side of ``task_recovery.ManagerHooks``: its task table, event pumps and
+    kept logs, as its recovery may use them."""
+
+    def __init__(self, manager: TaskManager) -> None:
+        self._m = manager
+
+    def is_listed(self, t: _Task) -> bool:
+        return self._m._tasks.get((t.namespace, t.id)) is t
+
+    def add(self, t: _Task, *, events: bool) -> None:
+        self._m._tasks[(t.namespace, t.id)] = t
+        if events:
+            t.pump = asyncio.create_task(self._m._pump(t), name=f"shim-events-{t.namespace}/{t.id}")
+
+    async def stop_events(self, t: _Task) -> None:
+        await self._m._stop_pump(t)
+
+    async def remove_log(self, namespace: str, container_id: str) -> None:
+        await self._m._remove_log(namespace, container_id)
 
 
 def _ns_of(value: Any) -> int:
