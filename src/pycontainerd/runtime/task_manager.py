@@ -41,13 +41,14 @@ Lifecycle of one task::
 Where each part lives
 ---------------------
 - This module: the ``TaskManager`` API (create/start, state, wait, delete, process control),
-  its table of tasks, the shims' event pumps, kept logs, metrics, and ``check_runtime``.
+  its table of tasks, the shims' event pumps, kept logs, and ``check_runtime``.
 - ``task_recovery.py`` (``TaskRecovery``, owned by the manager): dead shims and their
   tombstones, the bundle's move and the background tail of ``delete``, ``restore`` at
   start-up (and the sweep of kept logs of containers deleted meanwhile).  It reads the
   manager's public settings and reaches its task table, pumps and kept logs only through
   ``ManagerHooks`` (``_Hooks`` here).
-- ``task_record.py`` (``TaskRecord``, ``_Task`` here): the record of one task both share.
+- ``task_metrics.py`` (``TaskMetricsReader``): the cgroup statistics behind ``metrics``.
+- ``task_record.py`` (``TaskRecord``, ``_Task`` here): the record of one task these share.
 
 The shim is reached through the ``Shim``/``ShimLauncher`` protocols (``shim_api.py``), so this
 module carries no I/O details of its own; its value types are in ``task_types.py`` and its
@@ -82,13 +83,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import cgroups, errdefs, filters, fsmodes, identifiers, timestamps
+from .. import cgroups, errdefs, fsmodes, identifiers, timestamps
 from ..events import Exchange
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..shim.protocol import CreateOptions
 from . import bundle as bundlemod
 from . import signals
 from .shim_api import ExternalShims, Shim, ShimLauncher
+from .task_metrics import TaskMetricsReader
 from .task_record import TaskRecord as _Task
 from .task_recovery import TaskRecovery, cleanup_bundle_sync, discard_shim
 from .task_types import (
@@ -182,7 +184,7 @@ class TaskManager:
         self.launcher = launcher
         self.external = external
         self.defaults = defaults or RuntimeDefaults()
-        self._cgroups = cgroup_reader
+        self._metrics = TaskMetricsReader(cgroup_reader)
         self._tasks: dict[tuple[str, str], _Task] = {}
         self._pending: set[tuple[str, str]] = set()
         self._finishing: dict[tuple[str, str], asyncio.Task[None]] = {}  # deletes finishing after their reply
@@ -758,44 +760,7 @@ class TaskManager:
         ]
 
     async def metrics(self, namespace: str, filter_exprs: Sequence[str] = ()) -> list[TaskMetrics]:
-        flt = filters.parse_all(list(filter_exprs))
-        out: list[TaskMetrics] = []
-        for (ns, cid), t in sorted(self._tasks.items()):
-            if ns != namespace or t.shim is None:
-                continue
-
-            def adaptor(path: tuple[str, ...], t: _Task = t) -> str | None:
-                if not path:
-                    return None
-                if path[0] == "id":
-                    return t.id
-                if path[0] == "namespace":
-                    return t.namespace
-                if path[0] == "runtime":
-                    return t.meta.runtime_name
-                return None
-
-            if not flt.match(adaptor):
-                continue
-            try:
-                st = await t.shim.state("")
-            except Exception:
-                continue
-            if st.status in ("stopped", "unknown"):
-                continue
-            try:
-                mode, data = await asyncio.to_thread(self._read_metrics, st.pid or t.meta.pid, t.meta)
-            except errdefs.NotFound:
-                continue
-            out.append(TaskMetrics(cid, _now(), mode, data))
-        return out
-
-    def _read_metrics(self, pid: int, meta: bundlemod.BundleMeta) -> tuple[str, dict[str, Any]]:
-        if self._cgroups is None:
-            self._cgroups = cgroups.CgroupReader()
-        return cgroups.read_task_metrics(
-            self._cgroups, pid=pid, cgroups_path=meta.cgroups_path, systemd=meta.systemd_cgroup
-        )
+        return await self._metrics.collect(namespace, [t for _, t in sorted(self._tasks.items())], filter_exprs)
 
     # -- shim events ---------------------------------------------------------------------------------
     async def _pump(self, t: _Task) -> None:

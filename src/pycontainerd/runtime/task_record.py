@@ -1,5 +1,5 @@
-"""The task manager's record of one task: what ``task_manager`` and ``task_recovery`` share
-about a task (its bundle, its shim, its known exit, its tombstone).
+"""The task manager's record of one task: what ``task_manager``, ``task_recovery`` and
+``task_metrics`` share about a task (its bundle, its shim, its known exit, its tombstone).
 
 Mutable and internal to the runtime package: the manager's API answers with the value types
 of ``task_types.py`` instead.
