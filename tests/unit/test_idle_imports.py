@@ -40,8 +40,18 @@ LAZY = [
     "pycontainerd.runtime.shim_client",
     "pycontainerd.ttrpc",
     "pycontainerd.api.runtime.v2.task.shim_pb2",
-    # the generated modules of the services: imported at each service's first call
-    # (services.common.DeferredModule, rpc.Server.add_service_loader)
+    # the protobuf runtime: at the first call needing it (the servicers' method tables are static,
+    # services.tables; Version, Introspection.Server and Health.Check have hand-written codecs, rpc.wire)
+    "google.protobuf",
+    "google._upb._message",
+    "google.protobuf.empty_pb2",
+    "google.protobuf.timestamp_pb2",
+    "google.rpc.status_pb2",
+    "grpc_health.v1.health_pb2",
+    "pycontainerd.api.services.version.v1.version_pb2",
+    "pycontainerd.api.types.platform_pb2",
+    # the generated modules of the services: imported at each service's first call needing them
+    # (services.common.DeferredModule, rpc.Server.add_service_table)
     "pycontainerd.api.services.containers.v1.containers_pb2",
     "pycontainerd.api.services.content.v1.content_pb2",
     "pycontainerd.api.services.diff.v1.diff_pb2",
