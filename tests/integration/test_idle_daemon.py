@@ -43,8 +43,10 @@ RUNTIME_V2 = [
     "pycontainerd.api.runtime.v2.task.shim_pb2",
     "pycontainerd.api.services.ttrpc.events.v1.events_pb2",
 ]
-# the command line of a started daemon is read without argparse; `config dump` alone writes TOML
-STARTUP = ["argparse", "gettext", "tomli_w"]
+# the command line of a started daemon is read without argparse; `config dump` alone writes TOML;
+# shutil (it imports bz2 and lzma) at the first rmtree/which (the overlayfs check removes its
+# directories without it), calendar at the first timestamp parsed
+STARTUP = ["argparse", "gettext", "tomli_w", "shutil", "bz2", "lzma", "calendar"]
 # the generated modules of the services not called yet (services.common.DeferredModule)
 SERVICES = [
     "pycontainerd.api.services.containers.v1.containers_pb2",

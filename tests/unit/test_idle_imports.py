@@ -25,6 +25,10 @@ LAZY = [
     "uuid",  # the server's uuid is formatted from os.urandom
     "platform",  # introspection's host architecture is os.uname()
     "tempfile",  # the diff service's temporary mounts
+    "shutil",  # rmtree/which at first use: shutil imports bz2 and lzma
+    "bz2",
+    "lzma",
+    "calendar",  # timestamps.parse_ns (time.strptime loads it anyway)
     "secrets",
     "google.protobuf.json_format",  # the first event, metrics or typeurl.to_dict
     "pycontainerd.debug.pprof",  # the debug socket's heap and CPU profiles

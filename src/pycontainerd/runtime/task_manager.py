@@ -64,7 +64,6 @@ import functools
 import logging
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -779,6 +778,8 @@ class TaskManager:
 
     async def checkpoint(self, namespace: str, container_id: str) -> None:
         self._get(namespace, container_id)
+        import shutil  # at first use: shutil imports bz2 and lzma (W6, idle PSS)
+
         criu = shutil.which("criu")
         raise errdefs.Unimplemented(
             f"checkpoint of task {container_id} is not supported: "
@@ -925,6 +926,8 @@ class TaskManager:
         return exit_
 
     async def _runc_force_delete(self, meta: bundlemod.BundleMeta) -> None:
+        import shutil
+
         binary = shutil.which(meta.binary_name or "runc")
         if not binary:
             return
