@@ -5,7 +5,6 @@ Pure and light (no asyncio, no grpc): the shim imports it too.
 
 from __future__ import annotations
 
-import calendar
 import time
 from datetime import UTC, datetime
 
@@ -35,5 +34,7 @@ def parse_ns(text: str) -> int:
     main, _, frac = text[:-1].partition(".")
     if frac and not frac.isdigit():
         raise ValueError(f"malformed fraction in timestamp {text!r}")
+    import calendar  # at first use (as time.strptime's own modules): not at start-up (W6, idle PSS)
+
     secs = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
     return secs * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])

@@ -11,9 +11,10 @@ registers it in protobuf's default symbol database); callers import the modules 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf import any_pb2, symbol_database
+if TYPE_CHECKING:
+    from google.protobuf import any_pb2
 
 # an OCI runtime's ``features`` document (runtime-spec features.md) in an Any, as JSON: how containerd's
 # typeurl names it (a shim's ``-info`` answer carries one; runtime.v2.info reads it, the shim writes it)
@@ -28,6 +29,8 @@ def message_name(type_url: str) -> str:
 def to_dict(packed: any_pb2.Any) -> dict[str, Any] | None:
     """The fields of the message in ``packed`` keyed by their proto names, or None when its
     type is not registered in this process (each caller decides what an unknown event shows)."""
+    from google.protobuf import symbol_database  # the protobuf runtime: not at start-up (W6, idle PSS)
+
     try:
         cls = symbol_database.Default().GetSymbol(message_name(packed.type_url))
     except KeyError:

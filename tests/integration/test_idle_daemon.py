@@ -1,5 +1,6 @@
 """What a real daemon, started as the bench starts it (W6, idle PSS) and answering ``ctr
-version``, has NOT loaded: the parts loaded on first use stay out of memory until then.
+version`` and health checks, has NOT loaded: the parts loaded on first use stay out of memory
+until then, the protobuf runtime among them (those calls have hand-written codecs, ``rpc.wire``).
 
 ``tests/unit/test_idle_imports.py`` checks the modules the daemon imports to start; this one
 runs the daemon's entry point with its plugins started (the runtime's deferred shims, the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -41,8 +43,10 @@ RUNTIME_V2 = [
     "pycontainerd.api.runtime.v2.task.shim_pb2",
     "pycontainerd.api.services.ttrpc.events.v1.events_pb2",
 ]
-# the command line of a started daemon is read without argparse; `config dump` alone writes TOML
-STARTUP = ["argparse", "gettext", "tomli_w"]
+# the command line of a started daemon is read without argparse; `config dump` alone writes TOML;
+# shutil (it imports bz2 and lzma) at the first rmtree/which (the overlayfs check removes its
+# directories without it), calendar at the first timestamp parsed
+STARTUP = ["argparse", "gettext", "tomli_w", "shutil", "bz2", "lzma", "calendar"]
 # the generated modules of the services not called yet (services.common.DeferredModule)
 SERVICES = [
     "pycontainerd.api.services.containers.v1.containers_pb2",
@@ -60,20 +64,25 @@ SERVICES = [
     "pycontainerd.api.types.task.task_pb2",
 ]
 
-# the daemon's own entry point (`pycontainerd ARGS`), which on a trigger file dumps sys.modules
-# and stops itself: a watcher thread, no change to the daemon
+# the daemon's own entry point (`pycontainerd ARGS`), which dumps sys.modules to N.json for each
+# trigger file N appearing in a directory: a watcher thread, no change to the daemon
 WRAPPER = r"""
-import json, os, signal, sys, threading, time
-trigger, out = sys.argv[1], sys.argv[2]
-sys.argv = ["pycontainerd"] + sys.argv[3:]
+import json, os, sys, threading, time
+triggers = sys.argv[1]
+sys.argv = ["pycontainerd"] + sys.argv[2:]
 
 def watch():
-    while not os.path.exists(trigger):
+    done = set()
+    while True:
+        for name in sorted(set(os.listdir(triggers)) - done):
+            if name.endswith("json") or name.endswith(".tmp"):
+                continue
+            done.add(name)
+            out = os.path.join(triggers, name + ".json")
+            with open(out + ".tmp", "w") as f:
+                json.dump(sorted(sys.modules), f)
+            os.rename(out + ".tmp", out)
         time.sleep(0.02)
-    with open(out + ".tmp", "w") as f:
-        json.dump(sorted(sys.modules), f)
-    os.rename(out + ".tmp", out)
-    os.kill(os.getpid(), signal.SIGTERM)
 
 threading.Thread(target=watch, daemon=True).start()
 from pycontainerd.daemon.__main__ import main
@@ -92,15 +101,49 @@ def base() -> Iterator[Path]:
         subprocess.run(["rm", "-rf", "--one-file-system", str(d)], check=False)
 
 
-def test_idle_daemon_has_not_loaded_the_runtime_v2_manager(base: Path) -> None:
+def _health_check(address: str) -> int:
+    """grpc.health.v1.Health/Check of the whole daemon (service ""), as kubelet probes it."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"unix://{address}") as ch:
+        resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    return int(resp.status)
+
+
+def _introspection_server(address: str) -> tuple[str, int]:
+    import grpc
+    from google.protobuf import empty_pb2
+
+    from pycontainerd.api.services.introspection.v1 import introspection_pb2_grpc
+
+    with grpc.insecure_channel(f"unix://{address}") as ch:
+        resp = introspection_pb2_grpc.IntrospectionStub(ch).Server(empty_pb2.Empty(), timeout=10)
+    return resp.uuid, resp.pid
+
+
+def test_idle_daemon_has_not_loaded_the_runtime_v2_manager_nor_protobuf(base: Path) -> None:
     config = base / "config.toml"
     config.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')  # as the bench's W6
     address = str(base / "pycd.sock")
-    trigger, out = base / "dump", base / "modules.json"
+    triggers = base / "dumps"
+    triggers.mkdir()
+
+    def modules(name: str) -> set[str]:
+        (triggers / name).touch()
+        out = triggers / f"{name}.json"
+        wait_for(out.exists, 30, "the daemon's module list")
+        return set(json.loads(out.read_text()))
+
+    def ctr(*args: str) -> str:
+        p = subprocess.run([CTR, "-a", address, *args], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, (args, p.stdout, p.stderr)
+        return p.stdout
+
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     with open(base / "daemon.log", "wb") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-c", WRAPPER, str(trigger), str(out), "--root", str(base / "root"),
+            [sys.executable, "-c", WRAPPER, str(triggers), "--root", str(base / "root"),
              "--state", str(base / "state"), "--address", address, "--config", str(config)],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
         )  # fmt: skip
@@ -115,9 +158,23 @@ def test_idle_daemon_has_not_loaded_the_runtime_v2_manager(base: Path) -> None:
         events = base / "pycd.sock.ttrpc"
         mode = os.lstat(events).st_mode
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
-        trigger.touch()
-        wait_for(out.exists, 30, "the daemon's module list")
-        loaded = set(json.loads(out.read_text()))
+        version = ctr("version")  # what ctr prints of the daemon: as before the hand-written codecs
+        server = version[version.index("Server:"):]
+        m = re.fullmatch(r"Server:\n  Version:  (\S+)\n  Revision: pycontainerd\n  UUID: ([0-9a-f-]{36})\n", server)
+        assert m is not None, version
+        from pycontainerd import __version__
+
+        assert m.group(1) == __version__
+        assert _health_check(address) == 1  # SERVING
+        loaded = modules("idle")
+        proc_pid_uuid = m.group(2)
+        ctr("namespaces", "create", "idle-test")  # a call that needs protobuf: it loads then
+        assert "idle-test" in ctr("namespaces", "ls")
+        assert ctr("-n", "idle-test", "containers", "ls").split() == ["CONTAINER", "IMAGE", "RUNTIME"]
+        assert _introspection_server(address) == (proc_pid_uuid, proc.pid)  # what the hand codec sent
+        assert _health_check(address) == 1
+        after = modules("after")
+        proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     finally:
         if proc.poll() is None:
@@ -126,7 +183,14 @@ def test_idle_daemon_has_not_loaded_the_runtime_v2_manager(base: Path) -> None:
     assert "pycontainerd.runtime.task_manager" in loaded  # the task manager is there ...
     assert "pycontainerd.runtime.v2.binary" in loaded
     assert [m for m in RUNTIME_V2 + STARTUP if m in loaded] == []  # ... its shim machinery is not
-    # ctr version called Version and Introspection (Server: the daemon's UUID) ...
-    assert "pycontainerd.api.services.introspection.v1.introspection_pb2" in loaded
-    assert [m for m in SERVICES if m in loaded] == []  # ... and nothing else
+    # ctr version called Version and Introspection.Server, a health check Health.Check: all three
+    # served by hand-written codecs, so neither a generated module nor the protobuf runtime is loaded
+    assert [m for m in loaded if m.startswith(("pycontainerd.api.", "google.", "grpc"))] == []
+    assert [m for m in SERVICES if m in loaded] == []
+    # the first calls needing protobuf loaded it (and their services' modules only)
+    assert "google.protobuf" in after
+    assert "pycontainerd.api.services.namespaces.v1.namespaces_pb2" in after
+    assert "pycontainerd.api.services.containers.v1.containers_pb2" in after
+    assert [m for m in SERVICES if m in after] == ["pycontainerd.api.services.containers.v1.containers_pb2",
+                                                   "pycontainerd.api.services.namespaces.v1.namespaces_pb2"]
     assert not (base / "pycd.sock.ttrpc").exists()  # a stopped daemon removes its events socket

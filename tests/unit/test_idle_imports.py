@@ -25,6 +25,10 @@ LAZY = [
     "uuid",  # the server's uuid is formatted from os.urandom
     "platform",  # introspection's host architecture is os.uname()
     "tempfile",  # the diff service's temporary mounts
+    "shutil",  # rmtree/which at first use: shutil imports bz2 and lzma
+    "bz2",
+    "lzma",
+    "calendar",  # timestamps.parse_ns (time.strptime loads it anyway)
     "secrets",
     "google.protobuf.json_format",  # the first event, metrics or typeurl.to_dict
     "pycontainerd.debug.pprof",  # the debug socket's heap and CPU profiles
@@ -40,8 +44,18 @@ LAZY = [
     "pycontainerd.runtime.shim_client",
     "pycontainerd.ttrpc",
     "pycontainerd.api.runtime.v2.task.shim_pb2",
-    # the generated modules of the services: imported at each service's first call
-    # (services.common.DeferredModule, rpc.Server.add_service_loader)
+    # the protobuf runtime: at the first call needing it (the servicers' method tables are static,
+    # services.tables; Version, Introspection.Server and Health.Check have hand-written codecs, rpc.wire)
+    "google.protobuf",
+    "google._upb._message",
+    "google.protobuf.empty_pb2",
+    "google.protobuf.timestamp_pb2",
+    "google.rpc.status_pb2",
+    "grpc_health.v1.health_pb2",
+    "pycontainerd.api.services.version.v1.version_pb2",
+    "pycontainerd.api.types.platform_pb2",
+    # the generated modules of the services: imported at each service's first call needing them
+    # (services.common.DeferredModule, rpc.Server.add_service_table)
     "pycontainerd.api.services.containers.v1.containers_pb2",
     "pycontainerd.api.services.content.v1.content_pb2",
     "pycontainerd.api.services.diff.v1.diff_pb2",

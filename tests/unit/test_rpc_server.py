@@ -604,29 +604,36 @@ def test_a_reader_waiting_on_a_request_stream_that_goes_away_is_woken(how: str, 
     _serve(scenario, content=servicer)
 
 
-def test_a_deferred_service_is_loaded_at_its_first_call_and_a_failed_load_is_asked_again() -> None:
-    """``add_service_loader``: the service is known (its unknown methods worded as such) before
-    it is loaded; its first call loads it; a loader that raises fails that call (UNKNOWN,
-    its message) and is asked again by the next one."""
+def test_a_service_from_its_static_table_loads_its_descriptor_at_its_first_call_and_a_failed_load_is_asked_again(
+) -> None:
+    """``add_service_table``: the service is known (its unknown methods worded as such) before its
+    descriptor is loaded; its first call loads it; a ``describe`` that raises fails that call
+    (UNKNOWN, its message) and is asked again by the next one; a descriptor of another service, or
+    one that disagrees with the table, fails the call too."""
+    from pycontainerd.services.tables import SERVICES
+
     asked: list[str] = []
     failures = [RuntimeError("not yet")]
 
-    def load() -> tuple[Any, Any]:
+    def describe() -> Any:
         asked.append("leases")
         if failures:
             raise failures.pop()
         from pycontainerd.api.services.leases.v1 import leases_pb2
 
-        class _Leases:
-            async def List(self, request: Any, context: ServicerContext) -> Any:
-                return leases_pb2.ListResponse(leases=[leases_pb2.Lease(id="l1")])
+        return leases_pb2.DESCRIPTOR.services_by_name["Leases"]
 
-        return leases_pb2.DESCRIPTOR.services_by_name["Leases"], _Leases()
+    class _Leases:
+        async def List(self, request: Any, context: ServicerContext) -> Any:
+            from pycontainerd.api.services.leases.v1 import leases_pb2
+
+            return leases_pb2.ListResponse(leases=[leases_pb2.Lease(id="l1")])
 
     async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
         from pycontainerd.api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 
-        server.add_service_loader("containerd.services.leases.v1.Leases", load)
+        leases = "containerd.services.leases.v1.Leases"
+        server.add_service_table(leases, SERVICES[leases], _Leases(), describe)
         stub = leases_pb2_grpc.LeasesStub(ch)
         code, details = await _code(stub.List(leases_pb2.ListRequest()))
         assert code == grpc.StatusCode.UNKNOWN and "not yet" in details
@@ -635,13 +642,65 @@ def test_a_deferred_service_is_loaded_at_its_first_call_and_a_failed_load_is_ask
         assert asked == ["leases", "leases"]  # loaded once, after the failure
         assert await _code(stub.Create(leases_pb2.CreateRequest(id="x"))) == (
             grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
-        # a deferred service not yet loaded is a known service: an unknown method is worded so
-        server.add_service_loader("containerd.services.namespaces.v1.Namespaces", load)
-        call = ch.unary_unary("/containerd.services.namespaces.v1.Namespaces/Nope",
-                              request_serializer=lambda m: b"", response_deserializer=bytes)
+        # a service not yet loaded is a known service: an unknown method is worded so (nothing loaded)
+        namespaces = "containerd.services.namespaces.v1.Namespaces"
+        server.add_service_table(namespaces, SERVICES[namespaces], _Leases(), describe)
+        call = ch.unary_unary(f"/{namespaces}/Nope", request_serializer=lambda m: b"", response_deserializer=bytes)
+        assert await _code(call(b"")) == (grpc.StatusCode.UNIMPLEMENTED,
+                                          f"unknown method Nope for service {namespaces}")
+        assert asked == ["leases", "leases"]
+        # its describe answers another service's descriptor: the call fails, and the next one too
+        call = ch.unary_unary(f"/{namespaces}/List", request_serializer=lambda m: b"", response_deserializer=bytes)
+        for _ in range(2):
+            code, details = await _code(call(b""))
+            assert code == grpc.StatusCode.UNKNOWN and f"the descriptor of {namespaces} is {leases}'s" in details
+        # a table that disagrees with the descriptor (a method's kind): refused at the first call
+        images = "containerd.services.images.v1.Images"
+        drifted = [(name, "server_stream" if name == "List" else kind) for name, kind in SERVICES[images]]
+
+        def describe_images() -> Any:
+            from pycontainerd.api.services.images.v1 import images_pb2
+
+            return images_pb2.DESCRIPTOR.services_by_name["Images"]
+
+        server.add_service_table(images, drifted, _Leases(), describe_images)
+        call = ch.unary_unary(f"/{images}/List", request_serializer=lambda m: b"", response_deserializer=bytes)
         code, details = await _code(call(b""))
-        assert code == grpc.StatusCode.UNKNOWN  # its loader answered another service's descriptor
-        assert "answered containerd.services.leases.v1.Leases" in details
+        assert code == grpc.StatusCode.UNKNOWN and "differs from its descriptor" in details
+        assert "('List', 'server_stream')" in details and "('List', 'unary')" in details
+
+    _serve(scenario)
+
+
+def test_a_method_with_its_own_codec_is_served_by_it() -> None:
+    """``add_service_table``'s codecs: the handler gets what the codec parses (here an Empty,
+    read by ``rpc.wire``) and the client what it serializes; the service's descriptor is never
+    asked for; a request the codec refuses fails INTERNAL."""
+    from pycontainerd.services.version import VERSION
+
+    asked: list[str] = []
+    seen: list[Any] = []
+
+    class _Hand:
+        async def Version(self, request: Any, context: ServicerContext) -> dict[str, str]:
+            seen.append(request)
+            return {"version": "v1", "revision": "r"}
+
+    def describe() -> Any:
+        asked.append("version")
+        raise AssertionError("not needed")
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        name = "containerd.hand.v1.Version"  # a service of its own, beside the protobuf one
+        server.add_service_table(name, [("Version", "unary")], _Hand(), describe, {"Version": VERSION})
+        call = ch.unary_unary(f"/{name}/Version", request_serializer=lambda m: m,
+                              response_deserializer=version_pb2.VersionResponse.FromString)
+        resp = await call(b"\x08\x05")  # an unknown field of Empty: skipped
+        assert (resp.version, resp.revision) == ("v1", "r")
+        assert vars(seen[0]) == {}
+        code, details = await _code(call(b"\x0a\x05ab"))  # truncated
+        assert code == grpc.StatusCode.INTERNAL and details.startswith("Failed to parse request")
+        assert asked == []
 
     _serve(scenario)
 

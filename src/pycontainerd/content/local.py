@@ -42,7 +42,6 @@ import errno
 import functools
 import hashlib
 import os
-import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -400,6 +399,8 @@ class LocalStore:
         return [s for s in await asyncio.to_thread(self._list_statuses_sync) if flt.match(status_adaptor(s))]
 
     def abort_sync(self, ref: str) -> None:
+        import shutil  # at first use: shutil imports bz2 and lzma (W6, idle PSS)
+
         root = self.ingest_root(ref)
         try:
             shutil.rmtree(root)
@@ -662,6 +663,8 @@ class LocalWriter:
                 if self._published:
                     _fsync_dir(self._store.blob_path(self._prepared).parent)
                 if self._done:
+                    import shutil
+
                     shutil.rmtree(self._path, ignore_errors=True)
                 elif self._prepared:  # prepared, not published: writable again for a resume
                     with contextlib.suppress(FileNotFoundError):

@@ -20,7 +20,6 @@ import hashlib
 import inspect
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -131,6 +130,8 @@ class WalkingDiffer:
                     await to_thread_uncancelled(unmount_all, tmp)
         finally:
             if not mounts:
+                import shutil  # at first use: shutil imports bz2 and lzma (W6, idle PSS)
+
                 await to_thread_uncancelled(shutil.rmtree, tmp, True)  # a plain dir, nothing mounted
             else:
                 # rmdir, never rmtree: if the unmount failed, the snapshot is still mounted
@@ -162,6 +163,8 @@ class WalkingDiffer:
                 log.warning("walking differ: %s is still mounted; not removing it", entry.path)
                 continue
             if entry.is_dir(follow_symlinks=False):
+                import shutil
+
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:
                 with contextlib.suppress(OSError):

@@ -1,6 +1,7 @@
 """gRPC on asyncio without grpc: the daemon's server (``server``), its handler context
-(``context``), status codes (``status``), method table (``methods``) and per-call hooks
-(``observer``).  Domain-level: never imports grpc or the generated API.
+(``context``), status codes (``status``), method table and codecs (``methods``), the
+hand-written codec of flat messages (``wire``) and per-call hooks (``observer``).  Domain-level:
+never imports grpc or the generated API, and the protobuf runtime only when a method needs it.
 
 This ``__init__`` re-exports the names servicers use; importing it loads the server too (the
 daemon needs it anyway).

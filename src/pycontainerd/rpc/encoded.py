@@ -1,6 +1,6 @@
 """A message already encoded: a handler may answer (or yield) ``Encoded(data)`` where it would
-answer a protobuf message; the server sends ``data`` as is (it only ever calls
-``SerializeToString()`` on what a handler gives it)."""
+answer a message; the server sends ``data`` as is (every method's codec does: protobuf's
+calls ``SerializeToString()``, ``rpc.wire``'s takes ``data``)."""
 
 from __future__ import annotations
 

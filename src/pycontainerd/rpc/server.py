@@ -47,10 +47,8 @@ import ssl as ssl_mod
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, cast
-
-from google.protobuf.descriptor import ServiceDescriptor
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from ..http2 import frames, hpack
 from ..http2.server import (
@@ -69,6 +67,11 @@ from .context import ServicerContext
 from .methods import Method
 from .observer import Observer
 from .status import AbortError, StatusCode, status_of
+
+if TYPE_CHECKING:
+    from google.protobuf.descriptor import ServiceDescriptor
+
+    from .methods import Codec
 
 log = logging.getLogger("pycontainerd.rpc")
 
@@ -171,7 +174,9 @@ class Call(ServicerContext):
     async def send_owned(self, box: list[Any]) -> None:
         """Send the message in ``box``, taking it out: the caller keeps no reference, so while
         the client's window or socket is shut only its encoding is held, once queued not even that."""
-        data = box.pop().SerializeToString()
+        codec = self.method.codec
+        assert codec is not None  # Server.method gave the call a method with its codec
+        data = codec.serialize(box.pop())
         if self.ended:
             raise asyncio.CancelledError()
         conn = self.conn
@@ -250,6 +255,8 @@ class Call(ServicerContext):
         out: list[Any] = []
         pos = 0
         limit = self.conn.server.max_receive_message_length
+        codec = self.method.codec
+        assert codec is not None  # Server.method gave the call a method with its codec
         while len(buf) - pos >= 5:
             flag, length = _PREFIX.unpack_from(buf, pos)
             if length > limit:
@@ -265,8 +272,8 @@ class Call(ServicerContext):
                     return None
                 raw = raw2
             try:
-                msg = self.method.request_type.FromString(raw)
-            except Exception as exc:  # protobuf's DecodeError and friends
+                msg = codec.parse(raw)
+            except Exception as exc:  # protobuf's DecodeError and friends, rpc.wire's
                 self.fail(StatusCode.INTERNAL, f"Failed to parse request: {exc}")
                 return None
             out.append((msg, 5 + length))
@@ -804,7 +811,8 @@ def tls_context(cert_file: str, key_file: str, client_ca_file: str = "") -> ssl_
 
 
 class Server:
-    """A gRPC server: services added from protobuf descriptors, served on sockets we own."""
+    """A gRPC server: services added from protobuf descriptors or from static method tables
+    (``add_service_table``), served on sockets we own."""
 
     def __init__(self, *, max_receive_message_length: int = DEFAULT_MAX_MESSAGE,
                  max_send_message_length: int = 0x7FFFFFFF, observers: Iterable[Observer] = (),
@@ -824,7 +832,7 @@ class Server:
         self.settings = settings if settings is not None else ServerSettings()
         self.methods: dict[str, Method] = {}
         self.services: set[str] = set()
-        self._loaders: dict[str, Callable[[], tuple[ServiceDescriptor, Any]]] = {}
+        self._describers: dict[str, Callable[[], ServiceDescriptor]] = {}
         self.connections: set[_Connection] = set()
         self.stopping = False
         self.live_calls = 0
@@ -837,28 +845,38 @@ class Server:
         self.services.add(service.full_name)
         self.methods.update(methods_mod.build(service, servicer))
 
-    def add_service_loader(self, full_name: str, load: Callable[[], tuple[ServiceDescriptor, Any]]) -> None:
-        """Serve the service ``full_name`` with what ``load()`` answers (its descriptor and
-        servicer, as ``add_service`` takes them), asked at the service's first call: its
-        generated module is imported then, not at start-up (W6, idle PSS).  A ``load`` that
-        raises fails that call (UNKNOWN) and is asked again at the next one."""
+    def add_service_table(self, full_name: str, methods: Iterable[tuple[str, str]], servicer: Any,
+                          describe: Callable[[], ServiceDescriptor],
+                          codecs: Mapping[str, Codec] | None = None) -> None:
+        """Serve the service ``full_name``, whose methods are ``methods`` (name, kind), with
+        ``servicer``'s methods of the same names, without its descriptor: a method in ``codecs``
+        is served with its codec, the others with the protobuf classes of ``describe()``'s
+        descriptor, asked at the first call of one of them (the generated module and the
+        protobuf runtime are imported then, not at start-up: W6, idle PSS).  A ``describe`` that
+        raises, or answers a descriptor that is not this table's, fails that call (UNKNOWN) and
+        is asked again at the next one."""
         self.services.add(full_name)
-        self._loaders[full_name] = load
+        self.methods.update(methods_mod.from_table(full_name, methods, servicer, codecs))
+        self._describers[full_name] = describe
 
     def method(self, path: str) -> Method | None:
-        """The method serving ``path`` (a deferred service is loaded here), None if none."""
+        """The method serving ``path``, None if none; a method with a handler comes with its
+        codec (its service's descriptor loaded here, at its first call needing it)."""
         method = self.methods.get(path)
-        if method is None and self._loaders:
-            service = path.lstrip("/").rpartition("/")[0]
-            load = self._loaders.get(service)
-            if load is not None:
-                descriptor, servicer = load()
-                if descriptor.full_name != service:
-                    raise RuntimeError(f"service loader for {service} answered {descriptor.full_name}")
-                del self._loaders[service]
-                self.methods.update(methods_mod.build(descriptor, servicer))
-                method = self.methods.get(path)
+        if method is not None and method.codec is None and method.handler is not None:
+            self._load_codecs(method.service)
         return method
+
+    def _load_codecs(self, service: str) -> None:
+        descriptor = self._describers[service]()
+        if descriptor.full_name != service:
+            raise RuntimeError(f"the descriptor of {service} is {descriptor.full_name}'s")
+        served = [m for m in self.methods.values() if m.service == service]
+        codecs = methods_mod.protobuf_codecs(descriptor, [(m.name, m.kind) for m in served])
+        for m in served:
+            if m.codec is None:
+                m.codec = codecs[m.name]
+        del self._describers[service]
 
     def unimplemented_details(self, path: str, method: Method | None) -> str:
         if method is not None:

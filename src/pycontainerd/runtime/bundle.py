@@ -35,7 +35,6 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -197,6 +196,8 @@ def create(
         atomic_write(path / CONFIG, raw_spec if raw_spec is not None else json.dumps(spec).encode())
         write_meta(path, meta)
     except BaseException:
+        import shutil  # at first use: shutil imports bz2 and lzma (W6, idle PSS)
+
         shutil.rmtree(path, ignore_errors=True)
         raise
     return path
@@ -266,6 +267,8 @@ def remove(path: Path) -> None:
     if not path.exists():
         return
     unmount_rootfs(path)
+    import shutil
+
     shutil.rmtree(path)
     with contextlib.suppress(OSError):
         path.parent.rmdir()  # the namespace (or trash) dir, once empty

@@ -77,7 +77,6 @@ import functools
 import logging
 import os
 import re
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -744,6 +743,8 @@ class TaskManager:
 
     async def checkpoint(self, namespace: str, container_id: str) -> None:
         self._get(namespace, container_id)
+        import shutil  # at first use: shutil imports bz2 and lzma (W6, idle PSS)
+
         criu = shutil.which("criu")
         raise errdefs.Unimplemented(
             f"checkpoint of task {container_id} is not supported: "

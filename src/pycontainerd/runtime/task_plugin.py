@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import socket
 import stat
 import sys
@@ -100,6 +99,8 @@ def publish_binary() -> str:
     argv0 = sys.argv[0] if sys.argv else ""
     if argv0 and os.path.basename(argv0).startswith("pycontainerd") and os.path.isfile(argv0):
         return os.path.abspath(argv0)
+    import shutil  # at first use: shutil imports bz2 and lzma (W6, idle PSS)
+
     return shutil.which("pycontainerd") or os.path.join(os.path.dirname(sys.executable), "pycontainerd")
 
 
@@ -129,6 +130,8 @@ def own_shim_binary() -> str:
         candidate = os.path.join(directory, OWN_SHIM_BINARY)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
+    import shutil
+
     return shutil.which(OWN_SHIM_BINARY) or OWN_SHIM_BINARY
 
 

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -138,6 +137,8 @@ async def discard_shim(shim: Shim | None) -> None:
 
 async def runc_force_delete(meta: bundlemod.BundleMeta) -> None:
     """``runc delete --force`` of the bundle's container (with its runc binary and root)."""
+    import shutil  # at first use: shutil imports bz2 and lzma (W6, idle PSS)
+
     binary = shutil.which(meta.binary_name or "runc")
     if not binary:
         return

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import any_pb2, empty_pb2
-
 from .. import errdefs
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..plugin import InitContext, Registration, types
@@ -14,12 +12,16 @@ from ..rpc import Encoded, Server
 from .common import DeferredModule, add_servicer, field_paths, namespace_of, ns_from_ts, ts_from_ns
 
 if TYPE_CHECKING:
+    from google.protobuf import any_pb2, empty_pb2
+
     from ..api.services.containers.v1 import containers_pb2 as pb
 else:  # imported at the service's first call (W6, idle PSS)
     pb = DeferredModule(
         globals(), "pb", "..api.services.containers.v1.containers_pb2",
         package="containerd.services.containers.v1",
     )
+    any_pb2 = DeferredModule(globals(), "any_pb2", "google.protobuf.any_pb2")
+    empty_pb2 = DeferredModule(globals(), "empty_pb2", "google.protobuf.empty_pb2")
 
 
 def _typed(a: any_pb2.Any) -> TypedValue:

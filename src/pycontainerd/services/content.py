@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import empty_pb2
-
 from .. import errdefs
 from ..content.helpers import READ_CHUNK, validate_digest
 from ..content.interfaces import Info, Status
@@ -28,12 +26,15 @@ from ..rpc import Server
 from .common import DeferredModule, add_servicer, field_paths, lease_of, namespace_of, ts_from_ns
 
 if TYPE_CHECKING:
+    from google.protobuf import empty_pb2
+
     from ..api.services.content.v1 import content_pb2 as pb
 else:  # imported at the service's first call (W6, idle PSS)
     pb = DeferredModule(
         globals(), "pb", "..api.services.content.v1.content_pb2",
         package="containerd.services.content.v1",
     )
+    empty_pb2 = DeferredModule(globals(), "empty_pb2", "google.protobuf.empty_pb2")
 
 LIST_BATCH = 100
 

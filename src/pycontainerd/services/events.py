@@ -12,8 +12,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import any_pb2, empty_pb2, message
-
 from .. import errdefs, identifiers, typeurl
 from ..events import Envelope, Exchange
 from ..events.exchange import validate_topic
@@ -22,6 +20,8 @@ from ..rpc import Server
 from .common import DeferredModule, add_servicer, namespace_of, ns_from_ts, ts_from_ns
 
 if TYPE_CHECKING:
+    from google.protobuf import any_pb2, empty_pb2, message
+
     from ..api.events import container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2
     from ..api.services.events.v1 import events_pb2 as pb
 else:  # imported at the service's first call (W6, idle PSS)
@@ -32,6 +32,8 @@ else:  # imported at the service's first call (W6, idle PSS)
     snapshot_pb2 = DeferredModule(globals(), "snapshot_pb2", "..api.events.snapshot_pb2")
     task_pb2 = DeferredModule(globals(), "task_pb2", "..api.events.task_pb2")
     pb = DeferredModule(globals(), "pb", "..api.services.events.v1.events_pb2", package="containerd.services.events.v1")
+    any_pb2 = DeferredModule(globals(), "any_pb2", "google.protobuf.any_pb2")
+    empty_pb2 = DeferredModule(globals(), "empty_pb2", "google.protobuf.empty_pb2")
 
 log = logging.getLogger("pycontainerd.events")
 

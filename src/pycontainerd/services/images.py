@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import empty_pb2
-
 from .. import errdefs
 from ..metadata.gc import Scheduler
 from ..metadata.images import Descriptor, Image, ImageStore
@@ -15,11 +13,14 @@ from ..rpc import Server
 from .common import DeferredModule, add_servicer, field_paths, namespace_of, ns_from_ts, ts_from_ns
 
 if TYPE_CHECKING:
+    from google.protobuf import empty_pb2
+
     from ..api.services.images.v1 import images_pb2 as pb
     from ..api.types import descriptor_pb2
 else:  # imported at the service's first call (W6, idle PSS)
     pb = DeferredModule(globals(), "pb", "..api.services.images.v1.images_pb2", package="containerd.services.images.v1")
     descriptor_pb2 = DeferredModule(globals(), "descriptor_pb2", "..api.types.descriptor_pb2")
+    empty_pb2 = DeferredModule(globals(), "empty_pb2", "google.protobuf.empty_pb2")
 
 
 def from_pb(im: pb.Image) -> Image:

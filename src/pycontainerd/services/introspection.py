@@ -1,26 +1,38 @@
-"""Introspection service: which plugins loaded (``ctr plugins ls``) and the server's identity."""
+"""Introspection service: which plugins loaded (``ctr plugins ls``) and the server's identity.
+
+``Server`` (the UUID ``ctr version`` prints) has a hand-written codec (``rpc.wire``): an idle
+daemon answering ``ctr version`` never imports protobuf (W6, idle PSS); Plugins and PluginInfo
+import their generated modules at their first call."""
 
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import empty_pb2
-from google.rpc import code_pb2, status_pb2
-
 from .. import errdefs, filters, rpc
 from ..plugin import InitContext, Plugin, Registration, types
+from ..rpc import wire
 from .common import DeferredModule, add_servicer
 
 if TYPE_CHECKING:
+    from google.rpc import code_pb2, status_pb2
+
     from ..api.services.introspection.v1 import introspection_pb2
     from ..api.types import platform_pb2
-else:  # imported at the service's first call (W6, idle PSS)
+else:  # imported at the first call needing them (W6, idle PSS)
     introspection_pb2 = DeferredModule(
         globals(), "introspection_pb2", "..api.services.introspection.v1.introspection_pb2",
         package="containerd.services.introspection.v1",
     )
     platform_pb2 = DeferredModule(globals(), "platform_pb2", "..api.types.platform_pb2")
+    code_pb2 = DeferredModule(globals(), "code_pb2", "google.rpc.code_pb2")
+    status_pb2 = DeferredModule(globals(), "status_pb2", "google.rpc.status_pb2")
+
+# containerd.services.introspection.v1.ServerResponse without its deprecations (1.7: none here);
+# the request is google.protobuf.Empty
+SERVER = wire.FlatCodec(wire.EMPTY, wire.Schema("containerd.services.introspection.v1.ServerResponse",
+                                                 (1, "uuid", wire.STRING), (2, "pid", wire.UINT64),
+                                                 (3, "pidns", wire.UINT64)))
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -94,13 +106,14 @@ class IntrospectionService:
         ]
         return introspection_pb2.PluginsResponse(plugins=out)
 
-    async def Server(self, request: empty_pb2.Empty, context: Any) -> introspection_pb2.ServerResponse:
+    async def Server(self, request: Any, context: Any) -> dict[str, Any]:
+        """Answers ``SERVER``'s ServerResponse fields."""
         pidns = 0
         try:
             pidns = os.stat("/proc/self/ns/pid").st_ino
         except OSError:
             pass
-        return introspection_pb2.ServerResponse(uuid=self.daemon.uuid, pid=os.getpid(), pidns=pidns)
+        return {"uuid": self.daemon.uuid, "pid": os.getpid(), "pidns": pidns}
 
     async def PluginInfo(
         self, request: introspection_pb2.PluginInfoRequest, context: Any
@@ -111,7 +124,7 @@ class IntrospectionService:
         raise errdefs.NotFound(f"plugin {request.type}.{request.id}: not found")
 
     def add_to_server(self, server: rpc.Server) -> None:
-        add_servicer(server, self, introspection_pb2, "Introspection")
+        add_servicer(server, self, introspection_pb2, "Introspection", {"Server": SERVER})
 
 
 async def _init(ctx: InitContext) -> IntrospectionService:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import empty_pb2
-
 from ..metadata.gc import Scheduler
 from ..metadata.leases import Lease, LeaseStore, Resource
 from ..metadata.plugin import Metadata
@@ -14,9 +12,12 @@ from ..rpc import Server
 from .common import DeferredModule, add_servicer, namespace_of, ts_from_ns
 
 if TYPE_CHECKING:
+    from google.protobuf import empty_pb2
+
     from ..api.services.leases.v1 import leases_pb2 as pb
 else:  # imported at the service's first call (W6, idle PSS)
     pb = DeferredModule(globals(), "pb", "..api.services.leases.v1.leases_pb2", package="containerd.services.leases.v1")
+    empty_pb2 = DeferredModule(globals(), "empty_pb2", "google.protobuf.empty_pb2")
 
 
 def lease_pb(lease: Lease) -> pb.Lease:

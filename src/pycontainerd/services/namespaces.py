@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import empty_pb2
-
 from ..metadata.namespaces import Namespace, NamespaceStore
 from ..plugin import InitContext, Registration, types
 from ..rpc import Server
 from .common import DeferredModule, add_servicer, field_paths
 
 if TYPE_CHECKING:
+    from google.protobuf import empty_pb2
+
     from ..api.services.namespaces.v1 import namespaces_pb2 as pb
 else:  # imported at the service's first call (W6, idle PSS)
     pb = DeferredModule(
         globals(), "pb", "..api.services.namespaces.v1.namespaces_pb2",
         package="containerd.services.namespaces.v1",
     )
+    empty_pb2 = DeferredModule(globals(), "empty_pb2", "google.protobuf.empty_pb2")
 
 
 def _pb(ns: Namespace) -> pb.Namespace:

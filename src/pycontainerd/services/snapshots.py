@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import empty_pb2
-
 from .. import errdefs
 from ..metadata.plugin import Metadata
 from ..metadata.snapshots import NamespacedSnapshotter, SnapshotStore
@@ -22,6 +20,8 @@ from ..snapshots.interfaces import Info, Kind
 from .common import DeferredModule, add_servicer, field_paths, lease_of, namespace_of, ts_from_ns
 
 if TYPE_CHECKING:
+    from google.protobuf import empty_pb2
+
     from ..api.services.snapshots.v1 import snapshots_pb2 as pb
     from ..api.types import mount_pb2
 else:  # imported at the service's first call (W6, idle PSS)
@@ -30,6 +30,7 @@ else:  # imported at the service's first call (W6, idle PSS)
         package="containerd.services.snapshots.v1",
     )
     mount_pb2 = DeferredModule(globals(), "mount_pb2", "..api.types.mount_pb2")
+    empty_pb2 = DeferredModule(globals(), "empty_pb2", "google.protobuf.empty_pb2")
 
 LIST_BATCH = 100
 

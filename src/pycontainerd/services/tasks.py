@@ -12,8 +12,6 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import any_pb2, empty_pb2
-
 from .. import errdefs
 from ..metadata.containers import TypedValue
 from ..plugin import InitContext, Registration, types
@@ -24,6 +22,8 @@ from ..runtime.task_types import Exit, ProcessStatus, RootfsMount, RuncOptions, 
 from .common import DeferredModule, add_servicer, namespace_of, ts_from_ns
 
 if TYPE_CHECKING:
+    from google.protobuf import any_pb2, empty_pb2
+
     from ..api.cgroups.v1 import metrics_pb2 as metrics_v1
     from ..api.cgroups.v2 import metrics_pb2 as metrics_v2
     from ..api.runtime.v2.runc.options import oci_pb2
@@ -37,6 +37,8 @@ else:  # imported at the service's first call (W6, idle PSS)
     pb = DeferredModule(globals(), "pb", "..api.services.tasks.v1.tasks_pb2", package="containerd.services.tasks.v1")
     metrics_pb2 = DeferredModule(globals(), "metrics_pb2", "..api.types.metrics_pb2")
     task_pb2 = DeferredModule(globals(), "task_pb2", "..api.types.task.task_pb2")
+    any_pb2 = DeferredModule(globals(), "any_pb2", "google.protobuf.any_pb2")
+    empty_pb2 = DeferredModule(globals(), "empty_pb2", "google.protobuf.empty_pb2")
 
 log = logging.getLogger("pycontainerd.services.tasks")
 

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -198,6 +197,8 @@ class DirSnapshotter:
                     raise errdefs.from_oserror(exc, f"rename snapshot dir for {key}") from exc
             except BaseException:
                 if td.exists():
+                    import shutil  # at first use: shutil imports bz2 and lzma (W6, idle PSS)
+
                     shutil.rmtree(td, ignore_errors=True)
                 raise
         return self._mounts(snap)
@@ -251,6 +252,8 @@ class DirSnapshotter:
             if isinstance(exc[1], FileNotFoundError):
                 return  # already gone
             log.warning("removing %s: %s", p, exc[1])
+
+        import shutil
 
         shutil.rmtree(path, onerror=onerror)
 

@@ -21,7 +21,6 @@ both run in the bundle directory with ``TTRPC_ADDRESS=<grpc socket>.ttrpc`` in t
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 
 from ... import errdefs
@@ -66,6 +65,8 @@ def resolve_runtime_path(runtime: str, *, search_path: str | None = None, self_d
     name = binary_name(runtime)
     if not name:
         raise _invalid(runtime)
+    import shutil  # at first use: shutil imports bz2 and lzma (W6, idle PSS)
+
     found = shutil.which(name, path=search_path if search_path is not None else os.environ.get("PATH", os.defpath))
     if found is None and self_dir:
         candidate = os.path.join(self_dir, name)
