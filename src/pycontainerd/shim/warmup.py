@@ -413,6 +413,8 @@ def fill_pools() -> int:
 
 
 _HEAP_FILLERS: list[int] = []  # malloc'd blocks filling the heap's free chunks, never freed
+TCACHE_COUNT = 7  # glibc's default tunables glibc.malloc.tcache_count ...
+TCACHE_MAX = 1032  # ... and glibc.malloc.tcache_max (bytes)
 _SIZE = re.compile(r'<size from="(\d+)" to="(\d+)" total="(\d+)" count="(\d+)"/>')
 
 
@@ -455,9 +457,19 @@ def fill_heap() -> int:
     """``fill_pools`` for the C heap: malloc a block into each free chunk of the main arena
     (code objects, dict tables, protobuf arenas live there), kept for the launcher's life,
     so that a shim's mallocs are served from the top of the heap, packed, instead of from
-    chunks spread over the launcher's pages.  Returns how many blocks."""
+    chunks spread over the launcher's pages.  Returns how many blocks.
+
+    glibc's per-thread cache (tcache) holds up to ``TCACHE_COUNT`` freed chunks of every
+    size up to ``TCACHE_MAX`` bytes, which ``malloc_info`` counts as in use: they are taken
+    first, by as many mallocs of every such size (those beyond the cached chunks come from
+    the bins, filled next, or the top of the heap)."""
     try:
         libc = _libc()
+        for size in range(24, TCACHE_MAX + 1, 16):
+            for _ in range(TCACHE_COUNT):
+                ptr = libc.malloc(size)
+                if ptr:
+                    _HEAP_FILLERS.append(ptr)
         for _ in range(3):
             chunks = heap_free_chunks(libc)
             if not chunks:
