@@ -8,9 +8,12 @@ bytecode of functions the first times they run ("quickening"), new objects landi
 slots of the launcher's half-used pymalloc pools and malloc chunks, and the cyclic GC.
 ``prepare_memory`` does, in order:
 
-- ``hot_code``/``pack_code``: one profiled round of the hot paths finds the code the shims
-  run; each such function gets a fresh copy of its code object, allocated together, so
-  the code a shim writes to sits on few pages instead of one page per function;
+- ``hot_code``/``pack_functions``/``pack_code``: a profiled round of the hot paths (the
+  second: what only runs the first time is not the shims' business) finds the code the
+  shims run; each such function gets a fresh function object and a fresh copy of its code
+  object, allocated together (glibc's tcache and the heap's free chunks taken first, so
+  that the copies go to the top of the heap, not into old holes), so the code a shim
+  writes to sits on few pages instead of one page per function;
 - ``warm_up``: runs the shim's hot paths — a launcher child's answer to the daemon's
   ``start_v2`` (``shim.main.answer_request``), ttrpc frames through ``TaskV2``
   (Create/Start/Wait/State/Pids/Kill/Delete/Shutdown, with a stand-in runtime script), the
@@ -21,7 +24,8 @@ slots of the launcher's half-used pymalloc pools and malloc chunks, and the cycl
 - ``gc.freeze()``: the collector never walks (and writes to) the launcher's objects.
 
 Measured (10 shims of running containers, Python 3.11): private dirty memory per shim
-4.0 -> 3.5 MiB.
+4.0 -> 3.5 MiB; with the second-round profile, the packed functions and the tcache taken,
+2.78 -> 2.60 MiB (bench W5: PSS of daemon + shims per container 3.61 -> 3.45 MiB).
 """
 
 from __future__ import annotations
