@@ -103,6 +103,12 @@ def test_repeated_unfiltered_list_reads_the_database_once(tmp_path: Path) -> Non
         assert first == [svc.to_pb(c) for c in await store.list("ns")]
         # a filter still reads and filters
         assert [c.id for c in await _stream(service, "ns", ("labels.i==3",))] == ["c3"]
+        # List first, then ListStream, in a fresh list: the same containers either way
+        await store.create("ns", _c("c5"))
+        resp = pb.ListContainersResponse.FromString(
+            (await service.List(pb.ListContainersRequest(), _Ctx("ns"))).SerializeToString())
+        assert list(resp.containers) == await _stream(service, "ns")
+        assert [c.id for c in resp.containers] == [f"c{i}" for i in range(6)]
 
     _run(tmp_path, body)
 

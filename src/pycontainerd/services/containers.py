@@ -80,24 +80,36 @@ class _EncodedList:
     """Every container of a namespace, each encoded as a ``ListContainerMessage`` (whose one
     field has the number of ``ListContainersResponse.containers``: their concatenation is the
     encoded response too), and, made on first use, the two answers: List's response and
-    ListStream's messages framed as one piece."""
+    ListStream's messages framed as one piece (which then holds the messages: they are not
+    kept twice)."""
 
-    __slots__ = ("_response", "_stream", "generation", "messages")
+    __slots__ = ("_messages", "_response", "_stream", "count", "generation", "size")
 
     def __init__(self, generation: int | None, messages: list[bytes]) -> None:
         self.generation = generation
-        self.messages = messages
+        self.count = len(messages)
+        self.size = sum(map(len, messages))
+        self._messages = messages
         self._response: bytes | None = None
         self._stream: EncodedStream | None = None
 
     def response(self) -> Encoded:
         if self._response is None:
-            self._response = b"".join(self.messages)
+            if self._stream is None:
+                self._response = b"".join(self._messages)
+            else:  # the framed messages without their prefixes
+                data, pos, parts = self._stream.data, 0, []
+                while pos < len(data):
+                    length = int.from_bytes(data[pos + 1:pos + 5], "big")
+                    parts.append(data[pos + 5:pos + 5 + length])
+                    pos += 5 + length
+                self._response = b"".join(parts)
         return Encoded(self._response)
 
     def stream(self) -> EncodedStream:
         if self._stream is None:
-            self._stream = EncodedStream.of(self.messages)
+            self._stream = EncodedStream.of(self._messages)
+            self._messages = []
         return self._stream
 
 
@@ -116,7 +128,7 @@ class ContainersService:
             return kept
         cs, generation = await self.store.list_all(ns)
         out = _EncodedList(generation, [pb.ListContainerMessage(container=to_pb(c)).SerializeToString() for c in cs])
-        if generation is not None and sum(map(len, out.messages)) <= KEEP_BYTES:
+        if generation is not None and out.size <= KEEP_BYTES:
             # what an older generation left is stale: dropped, so at most a few lists are held
             fresh = {k: v for k, v in self._encoded.items() if v.generation == generation and k != ns}
             if len(fresh) >= KEEP_NAMESPACES:
@@ -140,7 +152,7 @@ class ContainersService:
     ) -> AsyncIterator[pb.ListContainerMessage | EncodedStream]:
         if not request.filters:
             listed = await self._encoded_list(namespace_of(context))
-            if listed.messages:
+            if listed.count:
                 yield listed.stream()  # every message at once, framed already
             return
         for c in await self.store.list(namespace_of(context), list(request.filters)):
