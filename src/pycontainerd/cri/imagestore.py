@@ -36,7 +36,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -189,6 +189,12 @@ def _by_id_prefix(images: Sequence[CriImage], prefix: str, namespace: str) -> Cr
     return found[0]
 
 
+def _copy_image(img: CriImage) -> CriImage:
+    """``img`` with lists of its own (its config is the content's, shared as ``_describe`` keeps it)."""
+    return replace(img, repo_tags=list(img.repo_tags), repo_digests=list(img.repo_digests),
+                   references=list(img.references))
+
+
 class CriImageStore:
     """Pull, list, resolve and remove CRI images over the daemon's own stores.
 
@@ -221,6 +227,7 @@ class CriImageStore:
         self.max_concurrent = max_concurrent_downloads or None
         self.ns = namespace
         self._described: OrderedDict[str, _Described] = OrderedDict()
+        self._listed: tuple[int, builtins.list[CriImage]] | None = None  # (database generation, ``list``)
 
     # -- reading -----------------------------------------------------------------------------
     async def _describe(self, target: mdimages.Descriptor) -> _Described:
@@ -249,6 +256,22 @@ class CriImageStore:
         return out
 
     async def list(self) -> list[CriImage]:
+        """Every image of the namespace.  What a list found is kept while the metadata
+        database has not changed (its generation: any write, a record's or content's, moves
+        it on), so CreateContainer's and RunPodSandbox's resolve need no read; callers get
+        copies (their lists are theirs to change)."""
+        db = getattr(self.images, "db", None)
+        generation = db.generation if db is not None else None
+        kept = self._listed
+        if kept is not None and kept[0] == generation:
+            return [_copy_image(i) for i in kept[1]]
+        out = await self._list()
+        if db is not None and generation is not None and generation % 2 == 0 and db.generation == generation:
+            self._listed = (generation, out)  # no write began or ended meanwhile
+            return [_copy_image(i) for i in out]
+        return out
+
+    async def _list(self) -> builtins.list[CriImage]:
         records = await self.images.list(self.ns)
         by_id: dict[str, CriImage] = {}
         for rec in records:
