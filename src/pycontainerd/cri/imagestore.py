@@ -227,7 +227,7 @@ class CriImageStore:
         self.max_concurrent = max_concurrent_downloads or None
         self.ns = namespace
         self._described: OrderedDict[str, _Described] = OrderedDict()
-        self._listed: tuple[int, builtins.list[CriImage]] | None = None  # (database generation, ``list``)
+        self._listed: tuple[int, builtins.list[CriImage]] | None = None  # (``images.writes()``, ``list``)
 
     # -- reading -----------------------------------------------------------------------------
     async def _describe(self, target: mdimages.Descriptor) -> _Described:
@@ -256,22 +256,24 @@ class CriImageStore:
         return out
 
     async def list(self) -> list[CriImage]:
-        """Every image of the namespace.  What a list found is kept while the metadata
-        database has not changed (its generation: any write, a record's or content's, moves
-        it on), so CreateContainer's and RunPodSandbox's resolve need no read; callers get
-        copies (their lists are theirs to change)."""
-        db = getattr(self.images, "db", None)
-        generation = db.generation if db is not None else None
+        """Every image of the namespace.  What a list found is kept until an image record
+        changes (``ImageStore.writes``: through any store of the database), so CreateContainer's
+        and RunPodSandbox's resolve need no read; callers get copies (their lists are theirs to
+        change).  A list in which a record's content could not be read is not kept (the
+        content may come without a record write); content, once read, is ``_describe``'s."""
+        writes = self.images.writes()
         kept = self._listed
-        if kept is not None and kept[0] == generation:
+        if kept is not None and writes is not None and kept[0] == writes:
             return [_copy_image(i) for i in kept[1]]
-        out = await self._list()
-        if db is not None and generation is not None and generation % 2 == 0 and db.generation == generation:
-            self._listed = (generation, out)  # no write began or ended meanwhile
+        out, complete = await self._list()
+        if complete and writes is not None and self.images.writes() == writes:
+            self._listed = (writes, out)  # no image write began or ended meanwhile
             return [_copy_image(i) for i in out]
         return out
 
-    async def _list(self) -> builtins.list[CriImage]:
+    async def _list(self) -> tuple[builtins.list[CriImage], bool]:
+        """The images, and whether every record's content could be read."""
+        complete = True
         records = await self.images.list(self.ns)
         by_id: dict[str, CriImage] = {}
         for rec in records:
@@ -279,6 +281,7 @@ class CriImageStore:
                 d = await self._describe(rec.target)
             except errdefs.ContainerdError as exc:
                 log.debug("image %s in %s is not usable by CRI: %s", rec.name, self.ns, exc)
+                complete = False
                 continue
             img = by_id.get(d.id)
             if img is None:
@@ -298,7 +301,7 @@ class CriImageStore:
         for img in by_id.values():
             img.repo_tags.sort()
             img.repo_digests.sort()
-        return sorted(by_id.values(), key=lambda i: i.id)
+        return sorted(by_id.values(), key=lambda i: i.id), complete
 
     async def resolve(self, ref: str) -> CriImage:
         """The image named by id, tag or digest reference, or by a unique id prefix (``sha256:0646``,
