@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
 from pycontainerd.metadata.containers import Container, ContainerStore, TypedValue
 from pycontainerd.metadata.db import Database
+from pycontainerd.rpc import EncodedStream
 from pycontainerd.services import containers as svc
 
 T = TypeVar("T")
@@ -39,10 +41,26 @@ def _c(cid: str, **kw: Any) -> Container:
     return Container(id=cid, runtime_name="io.containerd.runc.v2", spec=SPEC, **kw)
 
 
+def _messages(item: Any) -> list[bytes]:
+    """What one yielded item puts on the wire, as messages: an ``EncodedStream`` is several,
+    each behind its gRPC prefix (uncompressed; ``count`` of them, the largest ``largest``)."""
+    if not isinstance(item, EncodedStream):
+        return [item.SerializeToString()]
+    out, pos, data = [], 0, item.data
+    while pos < len(data):
+        flag, length = struct.unpack_from(">BL", data, pos)
+        assert flag == 0
+        out.append(data[pos + 5:pos + 5 + length])
+        pos += 5 + length
+    assert pos == len(data) and len(out) == item.count and max(map(len, out)) == item.largest
+    return out
+
+
 async def _stream(service: svc.ContainersService, ns: str, filters: tuple[str, ...] = ()) -> list[pb.Container]:
     ctx = _Ctx(ns)
-    return [pb.ListContainerMessage.FromString(m.SerializeToString()).container
-            async for m in service.ListStream(pb.ListContainersRequest(filters=list(filters)), ctx)]
+    return [pb.ListContainerMessage.FromString(m).container
+            async for item in service.ListStream(pb.ListContainersRequest(filters=list(filters)), ctx)
+            for m in _messages(item)]
 
 
 class _Ctx:
@@ -79,10 +97,27 @@ def test_repeated_unfiltered_list_reads_the_database_once(tmp_path: Path) -> Non
             (await service.List(pb.ListContainersRequest(), _Ctx("ns"))).SerializeToString())
         assert list(resp.containers) == first
         assert db.reads == reads  # answered from what the first list encoded
+        items = [i async for i in service.ListStream(pb.ListContainersRequest(), _Ctx("ns"))]
+        assert len(items) == 1 and isinstance(items[0], EncodedStream)  # the five framed, one piece
         # what the uncached path builds, field for field
         assert first == [svc.to_pb(c) for c in await store.list("ns")]
         # a filter still reads and filters
         assert [c.id for c in await _stream(service, "ns", ("labels.i==3",))] == ["c3"]
+        # List first, then ListStream, in a fresh list: the same containers either way
+        await store.create("ns", _c("c5"))
+        resp = pb.ListContainersResponse.FromString(
+            (await service.List(pb.ListContainersRequest(), _Ctx("ns"))).SerializeToString())
+        assert list(resp.containers) == await _stream(service, "ns")
+        assert [c.id for c in resp.containers] == [f"c{i}" for i in range(6)]
+
+    _run(tmp_path, body)
+
+
+def test_an_empty_namespace_streams_nothing(tmp_path: Path) -> None:
+    async def body(db: CountingDatabase, store: ContainerStore, service: svc.ContainersService) -> None:
+        assert [i async for i in service.ListStream(pb.ListContainersRequest(), _Ctx("none"))] == []
+        resp = await service.List(pb.ListContainersRequest(), _Ctx("none"))
+        assert resp.SerializeToString() == b""
 
     _run(tmp_path, body)
 

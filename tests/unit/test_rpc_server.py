@@ -17,7 +17,7 @@ from pycontainerd import errdefs
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2, version_pb2_grpc
-from pycontainerd.rpc import Method, Server, ServicerContext, StatusCode
+from pycontainerd.rpc import EncodedStream, Method, Server, ServicerContext, StatusCode
 from pycontainerd.rpc.server import parse_timeout, percent_encode
 
 Scenario = Callable[[grpc.aio.Channel, Server], Awaitable[None]]
@@ -237,6 +237,45 @@ def test_observer_sees_each_call_and_message() -> None:
         ("handled", "Version", StatusCode.OK),
         ("started", "Publish", "unary"), ("received", "Publish", None), ("handled", "Publish", StatusCode.NOT_FOUND),
     ]
+
+
+class _FramedContent(_Content):
+    """Read answers ``size`` messages of ``offset`` 0..size-1 (each with 1 KiB of data), framed
+    at once as one ``EncodedStream``, then one more message the usual way."""
+
+    async def Read(self, request: content_pb2.ReadContentRequest, context: ServicerContext
+                   ) -> AsyncIterator[Any]:
+        yield EncodedStream.of([content_pb2.ReadContentResponse(offset=i, data=b"d" * 1024).SerializeToString()
+                                for i in range(request.size)])
+        yield content_pb2.ReadContentResponse(offset=request.size)
+
+
+def test_an_encoded_stream_arrives_as_its_messages() -> None:
+    # 300 KiB framed in one piece: several of the client's windows (the rest waits for WINDOW_UPDATE)
+    counting = _Counting()
+
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        got = [r async for r in content_pb2_grpc.ContentStub(ch).Read(content_pb2.ReadContentRequest(size=300))]
+        assert [r.offset for r in got] == list(range(301))
+        assert all(r.data == b"d" * 1024 for r in got[:300]) and not got[300].data
+
+    _serve(scenario, observer=counting, content=_FramedContent())
+    assert counting.events.count(("sent", "Read", None)) == 301  # each message counted
+
+
+def test_an_encoded_stream_with_a_message_over_the_send_limit_is_resource_exhausted() -> None:
+    async def scenario(ch: grpc.aio.Channel, server: Server) -> None:
+        server.max_send_message_length = 1000
+        code, details = await _code(_collect(content_pb2_grpc.ContentStub(ch).Read(
+            content_pb2.ReadContentRequest(size=3))))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details.startswith("Sent message larger than max (")
+
+    _serve(scenario, content=_FramedContent())
+
+
+async def _collect(stream: Any) -> list[Any]:
+    return [r async for r in stream]
 
 
 def test_graceful_stop_lets_a_call_in_flight_finish() -> None:

@@ -222,6 +222,7 @@ class FakeLauncher:
         self.closed = False
         self.hold: asyncio.Event | None = None  # set: cleanup waits for it (a slow runc delete)
         self.start_error: Exception | None = None  # given to the shims it launches
+        self.groups: dict[str, str | None] = {}  # container id -> the group the manager named
 
     async def launch(
         self,
@@ -234,7 +235,9 @@ class FakeLauncher:
         runtime_root: str | None = None,
         systemd_cgroup: bool = False,
         debug: bool = False,
+        group: str | None = None,
     ) -> FakeShim:
+        self.groups[container_id] = group
         s = FakeShim(container_id, bundle)
         s.start_error = self.start_error
         self.shims[bundle] = s
@@ -571,6 +574,37 @@ def test_create_with_start(tmp_path: Path) -> None:
             await tm.close()
 
     asyncio.run(run())
+
+
+def test_create_names_the_shim_group_of_the_spec(tmp_path: Path) -> None:
+    """The launcher is told the shim group the spec names (the CRI's sandbox id, the group
+    annotation), else the container's own id: it need not read config.json back."""
+
+    async def run() -> None:
+        async with Env(tmp_path) as env:
+            tm = env.manager()
+            await env.container("alone")
+            spec = {"ociVersion": "1.0.2", "process": {"args": ["sh"]}, "root": {"path": str(env.rootfs)},
+                    "annotations": {"io.kubernetes.cri.sandbox-id": "pod1"}}
+            await env.container("in-pod", spec=spec)
+            spec = {**spec, "annotations": {"io.containerd.runc.v2.group": "g", "io.kubernetes.cri.sandbox-id": "p"}}
+            await env.container("grouped", spec=spec)
+            for cid in ("alone", "in-pod", "grouped"):
+                await tm.create("default", cid)
+            assert env.launcher.groups == {"alone": "alone", "in-pod": "pod1", "grouped": "g"}
+            for cid in ("alone", "in-pod", "grouped"):
+                await tm.delete("default", cid)
+            await tm.close()
+
+    asyncio.run(run())
+
+
+def test_shim_group() -> None:
+    assert bundlemod.shim_group({"annotations": {"io.kubernetes.cri.sandbox-id": "s"}}, "c") == "s"
+    assert bundlemod.shim_group({"annotations": {"io.kubernetes.cri.sandbox-id": ""}}, "c") == "c"
+    assert bundlemod.shim_group({"annotations": {"io.containerd.runc.v2.group": 3}}, "c") == "c"
+    assert bundlemod.shim_group({"annotations": None}, "c") == "c"
+    assert bundlemod.shim_group([], "c") == "c"
 
 
 def test_calls_while_a_dead_shim_is_cleaned_up(tmp_path: Path) -> None:

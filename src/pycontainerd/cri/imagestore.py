@@ -36,7 +36,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -189,6 +189,12 @@ def _by_id_prefix(images: Sequence[CriImage], prefix: str, namespace: str) -> Cr
     return found[0]
 
 
+def _copy_image(img: CriImage) -> CriImage:
+    """``img`` with lists of its own (its config is the content's, shared as ``_describe`` keeps it)."""
+    return replace(img, repo_tags=list(img.repo_tags), repo_digests=list(img.repo_digests),
+                   references=list(img.references))
+
+
 class CriImageStore:
     """Pull, list, resolve and remove CRI images over the daemon's own stores.
 
@@ -221,6 +227,7 @@ class CriImageStore:
         self.max_concurrent = max_concurrent_downloads or None
         self.ns = namespace
         self._described: OrderedDict[str, _Described] = OrderedDict()
+        self._listed: tuple[int, builtins.list[CriImage]] | None = None  # (``images.writes()``, ``list``)
 
     # -- reading -----------------------------------------------------------------------------
     async def _describe(self, target: mdimages.Descriptor) -> _Described:
@@ -249,6 +256,24 @@ class CriImageStore:
         return out
 
     async def list(self) -> list[CriImage]:
+        """Every image of the namespace.  What a list found is kept until an image record
+        changes (``ImageStore.writes``: through any store of the database), so CreateContainer's
+        and RunPodSandbox's resolve need no read; callers get copies (their lists are theirs to
+        change).  A list in which a record's content could not be read is not kept (the
+        content may come without a record write); content, once read, is ``_describe``'s."""
+        writes = self.images.writes()
+        kept = self._listed
+        if kept is not None and writes is not None and kept[0] == writes:
+            return [_copy_image(i) for i in kept[1]]
+        out, complete = await self._list()
+        if complete and writes is not None and self.images.writes() == writes:
+            self._listed = (writes, out)  # no image write began or ended meanwhile
+            return [_copy_image(i) for i in out]
+        return out
+
+    async def _list(self) -> tuple[builtins.list[CriImage], bool]:
+        """The images, and whether every record's content could be read."""
+        complete = True
         records = await self.images.list(self.ns)
         by_id: dict[str, CriImage] = {}
         for rec in records:
@@ -256,6 +281,7 @@ class CriImageStore:
                 d = await self._describe(rec.target)
             except errdefs.ContainerdError as exc:
                 log.debug("image %s in %s is not usable by CRI: %s", rec.name, self.ns, exc)
+                complete = False
                 continue
             img = by_id.get(d.id)
             if img is None:
@@ -275,7 +301,7 @@ class CriImageStore:
         for img in by_id.values():
             img.repo_tags.sort()
             img.repo_digests.sort()
-        return sorted(by_id.values(), key=lambda i: i.id)
+        return sorted(by_id.values(), key=lambda i: i.id), complete
 
     async def resolve(self, ref: str) -> CriImage:
         """The image named by id, tag or digest reference, or by a unique id prefix (``sha256:0646``,

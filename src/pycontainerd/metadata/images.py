@@ -17,14 +17,18 @@ returning (``ctr images rm --sync``).
 from __future__ import annotations
 
 import sqlite3
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from .. import errdefs, filters
 from .. import labels as labelutil
 from ..content.helpers import is_valid_digest
 from ..events import Exchange
 from .db import Database, dumps, ensure_namespace, loads, now_ns
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -165,8 +169,26 @@ def _write(conn: sqlite3.Connection, ns: str, im: Image) -> None:
     )
 
 
+class _Writes:
+    """The image writes of one database (whichever ``ImageStore`` made them): how many began
+    or ended so far, and how many are in flight."""
+
+    __slots__ = ("count", "in_flight")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.in_flight = 0
+
+
+_WRITES: weakref.WeakKeyDictionary[Database, _Writes] = weakref.WeakKeyDictionary()
+
+
 class ImageStore:
-    """Namespaced image records in the metadata database."""
+    """Namespaced image records in the metadata database.
+
+    ``writes()`` tells a reader that keeps what it derived from the records (the CRI's image
+    list) whether an image write happened since: it is ``None`` while one is in flight, and
+    changes with each write that began or ended."""
 
     def __init__(
         self, db: Database, exchange: Exchange | None = None, *, collect: Callable[[], Awaitable[object]] | None = None
@@ -179,6 +201,25 @@ class ImageStore:
     def _publish(self, ns: str, topic: str, payload: dict[str, object]) -> None:
         if self.exchange is not None:
             self.exchange.publish(ns, topic, payload)
+
+    def writes(self) -> int | None:
+        """The image writes that began or ended so far in this database; None while one is in flight."""
+        w = _WRITES.get(self.db)
+        if w is None:
+            return 0
+        return None if w.in_flight else w.count
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        w = _WRITES.get(self.db)
+        if w is None:
+            w = _WRITES[self.db] = _Writes()
+        w.count += 1
+        w.in_flight += 1
+        try:
+            return await self.db.write(fn)
+        finally:
+            w.in_flight -= 1
+            w.count += 1
 
     async def get(self, namespace: str, name: str) -> Image:
         im = await self.db.read(lambda c: _get(c, namespace, name))
@@ -211,7 +252,7 @@ class ImageStore:
                 raise errdefs.AlreadyExists(f'image "{im.name}": already exists')
             _write(conn, namespace, im)
 
-        await self.db.write(tx)
+        await self._write(tx)
         self._publish(namespace, "/images/create", {"name": im.name, "labels": dict(im.labels)})
         return im
 
@@ -230,7 +271,7 @@ class ImageStore:
             _write(conn, namespace, updated)
             return updated
 
-        updated = await self.db.write(tx)
+        updated = await self._write(tx)
         self._publish(namespace, "/images/update", {"name": updated.name, "labels": dict(updated.labels)})
         return updated
 
@@ -240,7 +281,7 @@ class ImageStore:
             if cur.rowcount == 0:
                 raise errdefs.NotFound(f'image "{name}": not found')
 
-        await self.db.write(tx)
+        await self._write(tx)
         self.db.notify_deleted()
         self._publish(namespace, "/images/delete", {"name": name})
         if sync and self.gc_hook is not None:

@@ -8,11 +8,11 @@ daemon needs it anyway).
 """
 
 from .context import ServicerContext
-from .encoded import Encoded
+from .encoded import Encoded, EncodedStream
 from .methods import Method
 from .observer import Observer
 from .server import Server
 from .status import AbortError, StatusCode, code_of_kind, status_of
 
-__all__ = ["AbortError", "Encoded", "Method", "Observer", "Server", "ServicerContext", "StatusCode", "code_of_kind",
-           "status_of"]
+__all__ = ["AbortError", "Encoded", "EncodedStream", "Method", "Observer", "Server", "ServicerContext", "StatusCode",
+           "code_of_kind", "status_of"]

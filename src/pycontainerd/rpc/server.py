@@ -64,6 +64,7 @@ from ..http2.server import (
 )
 from . import methods as methods_mod
 from .context import ServicerContext
+from .encoded import EncodedStream
 from .methods import Method
 from .observer import Observer
 from .status import AbortError, StatusCode, status_of
@@ -173,29 +174,36 @@ class Call(ServicerContext):
 
     async def send_owned(self, box: list[Any]) -> None:
         """Send the message in ``box``, taking it out: the caller keeps no reference, so while
-        the client's window or socket is shut only its encoding is held, once queued not even that."""
+        the client's window or socket is shut only its encoding is held, once queued not even that.
+        An ``EncodedStream`` (a server stream's messages, framed already) goes out as it is."""
         codec = self.method.codec
         assert codec is not None  # Server.method gave the call a method with its codec
-        data = codec.serialize(box.pop())
+        item = box.pop()
+        framed = item if type(item) is EncodedStream else None
+        data = item.data if framed is not None else codec.serialize(item)
+        del item
         if self.ended:
             raise asyncio.CancelledError()
         conn = self.conn
         limit = conn.server.max_send_message_length
-        if len(data) > limit:
-            raise AbortError(StatusCode.RESOURCE_EXHAUSTED,
-                             f"Sent message larger than max ({len(data)} vs. {limit})")
+        size = framed.largest if framed is not None else len(data)
+        if size > limit:
+            raise AbortError(StatusCode.RESOURCE_EXHAUSTED, f"Sent message larger than max ({size} vs. {limit})")
+        if framed is not None and not self.method.server_streaming:
+            raise AbortError(StatusCode.INTERNAL, "a stream of messages answers a server-streaming method only")
         h2 = conn.h2
-        prefix = _PREFIX.pack(0, len(data))
         try:
             if not self.headers_sent:
                 self.headers_sent = True
                 h2.send_headers(self.stream_id, _RESPONSE_HEADERS)
-            if len(data) < COPY_BELOW:
-                await self._send_bytes(prefix + data)  # one DATA frame
+            if framed is not None:
+                await self._send_bytes(data)  # by reference: its frames point into it
+            elif len(data) < COPY_BELOW:
+                await self._send_bytes(_PREFIX.pack(0, len(data)) + data)  # one DATA frame
             else:
                 # no copy of a large message: its prefix, then the message itself, in frames
                 # that reference it (a stuck reader costs one message, not several copies)
-                await self._send_bytes(prefix)
+                await self._send_bytes(_PREFIX.pack(0, len(data)))
                 await self._send_bytes(data)
         except StreamClosedError:
             # reset under us (the client's RST_STREAM is on its way as an event)
@@ -203,12 +211,13 @@ class Call(ServicerContext):
             raise asyncio.CancelledError() from None
         observers = conn.server.observers
         if observers:
-            for o in observers:
-                o.msg_sent(self.method)
+            for _ in range(framed.count if framed is not None else 1):
+                for o in observers:
+                    o.msg_sent(self.method)
         if self.method.server_streaming:
             # a stream's messages leave together at the end of this loop iteration (a list of
             # 50 containers: one write, not 50), or at once past FLUSH_BYTES
-            conn.pending_out += len(data) + 5
+            conn.pending_out += len(data) + (5 if framed is None else 0)
             del data  # the connection's queue holds it until written
             if conn.pending_out >= FLUSH_BYTES:
                 conn.flush()

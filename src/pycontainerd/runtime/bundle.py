@@ -203,6 +203,21 @@ def create(
     return path
 
 
+# the annotations that put a container in a shim group (the shim's v2layout reads the same)
+GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
+
+
+def shim_group(spec: Any, container_id: str) -> str:
+    """The shim group ``spec`` names (its grouping annotation), else the container's own id."""
+    annotations = spec.get("annotations") if isinstance(spec, dict) else None
+    if isinstance(annotations, dict):
+        for key in GROUP_ANNOTATIONS:
+            value = annotations.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return container_id
+
+
 def userns_root_gid(spec: dict[str, Any]) -> int | None:
     """The host gid that the container's gid 0 maps to, when it runs in a user namespace
     with mappings (``None`` otherwise)."""

@@ -95,7 +95,12 @@ class ShimLauncher(Protocol):
         runtime_root: str | None = None,
         systemd_cgroup: bool = False,
         debug: bool = False,
-    ) -> Shim: ...
+        group: str | None = None,
+    ) -> Shim:
+        """Start (or join) the shim of a written bundle.  ``group``: the shim group its spec
+        names (``bundle.shim_group``), when the caller has the spec at hand; else the
+        launcher reads it from the bundle if it needs it."""
+        ...
 
     async def connect(self, bundle: Path) -> Shim: ...
 

@@ -384,6 +384,7 @@ class TaskManager:
                         runtime_root=runtime_root,
                         systemd_cgroup=systemd,
                         debug=self.defaults.shim_debug,
+                        group=bundlemod.shim_group(spec, container_id),
                     )
                 if mounting is not None:
                     await mounting

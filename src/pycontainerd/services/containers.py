@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .. import errdefs
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..plugin import InitContext, Registration, types
-from ..rpc import Encoded, Server
+from ..rpc import Encoded, EncodedStream, Server
 from .common import DeferredModule, add_servicer, field_paths, namespace_of, ns_from_ts, ts_from_ns
 
 if TYPE_CHECKING:
@@ -78,29 +78,64 @@ KEEP_NAMESPACES = 4
 KEEP_BYTES = 4 << 20
 
 
+class _EncodedList:
+    """Every container of a namespace, each encoded as a ``ListContainerMessage`` (whose one
+    field has the number of ``ListContainersResponse.containers``: their concatenation is the
+    encoded response too), and, made on first use, the two answers: List's response and
+    ListStream's messages framed as one piece (which then holds the messages: they are not
+    kept twice)."""
+
+    __slots__ = ("_messages", "_response", "_stream", "count", "generation", "size")
+
+    def __init__(self, generation: int | None, messages: list[bytes]) -> None:
+        self.generation = generation
+        self.count = len(messages)
+        self.size = sum(map(len, messages))
+        self._messages = messages
+        self._response: bytes | None = None
+        self._stream: EncodedStream | None = None
+
+    def response(self) -> Encoded:
+        if self._response is None:
+            if self._stream is None:
+                self._response = b"".join(self._messages)
+            else:  # the framed messages without their prefixes
+                data, pos, parts = self._stream.data, 0, []
+                while pos < len(data):
+                    length = int.from_bytes(data[pos + 1:pos + 5], "big")
+                    parts.append(data[pos + 5:pos + 5 + length])
+                    pos += 5 + length
+                self._response = b"".join(parts)
+        return Encoded(self._response)
+
+    def stream(self) -> EncodedStream:
+        if self._stream is None:
+            self._stream = EncodedStream.of(self._messages)
+            self._messages = []
+        return self._stream
+
+
 class ContainersService:
     def __init__(self, store: ContainerStore) -> None:
         self.store = store
-        # namespace -> (database generation, each container's encoded ListContainerMessage):
-        # an unfiltered List/ListStream (``ctr containers ls``) answers from here until the
-        # next metadata write, without a read on a worker thread or any encoding
-        self._encoded: dict[str, tuple[int, list[bytes]]] = {}
+        # namespace -> its containers encoded, as of a database generation: an unfiltered
+        # List/ListStream (``ctr containers ls``) answers from here until the next metadata
+        # write, without a read on a worker thread or any encoding
+        self._encoded: dict[str, _EncodedList] = {}
 
-    async def _encoded_list(self, ns: str) -> list[bytes]:
-        """Every container of ``ns``, each encoded as a ``ListContainerMessage`` (whose one
-        field has the number of ``ListContainersResponse.containers``: their concatenation is
-        the encoded response too)."""
+    async def _encoded_list(self, ns: str) -> _EncodedList:
+        """Every container of ``ns``, encoded (kept while the database has not changed)."""
         kept = self._encoded.get(ns)
-        if kept is not None and kept[0] == self.store.db.generation:
-            return kept[1]
+        if kept is not None and kept.generation == self.store.db.generation:
+            return kept
         cs, generation = await self.store.list_all(ns)
-        out = [pb.ListContainerMessage(container=to_pb(c)).SerializeToString() for c in cs]
-        if generation is not None and sum(map(len, out)) <= KEEP_BYTES:
+        out = _EncodedList(generation, [pb.ListContainerMessage(container=to_pb(c)).SerializeToString() for c in cs])
+        if generation is not None and out.size <= KEEP_BYTES:
             # what an older generation left is stale: dropped, so at most a few lists are held
-            fresh = {k: v for k, v in self._encoded.items() if v[0] == generation and k != ns}
+            fresh = {k: v for k, v in self._encoded.items() if v.generation == generation and k != ns}
             if len(fresh) >= KEEP_NAMESPACES:
                 fresh.pop(next(iter(fresh)))
-            fresh[ns] = (generation, out)
+            fresh[ns] = out
             self._encoded = fresh
         return out
 
@@ -110,16 +145,17 @@ class ContainersService:
 
     async def List(self, request: pb.ListContainersRequest, context: Any) -> pb.ListContainersResponse | Encoded:
         if not request.filters:
-            return Encoded(b"".join(await self._encoded_list(namespace_of(context))))
+            return (await self._encoded_list(namespace_of(context))).response()
         cs = await self.store.list(namespace_of(context), list(request.filters))
         return pb.ListContainersResponse(containers=[to_pb(c) for c in cs])
 
     async def ListStream(
         self, request: pb.ListContainersRequest, context: Any
-    ) -> AsyncIterator[pb.ListContainerMessage | Encoded]:
+    ) -> AsyncIterator[pb.ListContainerMessage | EncodedStream]:
         if not request.filters:
-            for data in await self._encoded_list(namespace_of(context)):
-                yield Encoded(data)
+            listed = await self._encoded_list(namespace_of(context))
+            if listed.count:
+                yield listed.stream()  # every message at once, framed already
             return
         for c in await self.store.list(namespace_of(context), list(request.filters)):
             yield pb.ListContainerMessage(container=to_pb(c))

@@ -49,6 +49,7 @@ from ...api.services.ttrpc.events.v1 import events_pb2
 from ...events import Envelope, Exchange
 from ...threads import run_process
 from ...ttrpc import CallContext, Client, Method, Server
+from ..bundle import shim_group
 from ..task_types import Timeouts
 from . import binary as binarymod
 from .shim import ExitInfo, LogDrain, TaskShim, runc_options
@@ -75,9 +76,6 @@ def _write_file(path: Path, data: str) -> None:
     os.replace(tmp, path)
 
 
-GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")  # the shim's v2layout
-
-
 def _open_and_group(drain: LogDrain, bundle: Path, container_id: str) -> str:
     """In a worker thread: the bundle's ``log`` FIFO opened, and the shim group its
     ``config.json`` names (its grouping annotation, else the container's own id)."""
@@ -87,12 +85,15 @@ def _open_and_group(drain: LogDrain, bundle: Path, container_id: str) -> str:
             spec = json.load(f)
     except (OSError, ValueError):
         return container_id
-    annotations = spec.get("annotations") if isinstance(spec, dict) else None
-    for key in GROUP_ANNOTATIONS:
-        value = (annotations or {}).get(key) if isinstance(annotations, dict) else None
-        if isinstance(value, str) and value:
-            return value
-    return container_id
+    return shim_group(spec, container_id)
+
+
+def _open_and_address(drain: LogDrain, bundle: Path, address: str) -> None:
+    """In a worker thread: the bundle's ``log`` FIFO opened and, joining a group's shim at
+    ``address``, the bundle's ``address`` file written."""
+    drain.open_fifo()
+    if address:
+        _write_file(bundle / ADDRESS_FILE, address)
 
 
 def _read_file(path: Path) -> str | None:
@@ -316,6 +317,7 @@ class ShimManager:
         fork: ForkServer,
         runc: dict[str, Any] | None = None,
         debug: bool = False,
+        group: str | None = None,
     ) -> TaskShim:
         """Start our own shim through the daemon's fork server (``ForkServer.start_v2``: what
         ``containerd-shim-pyrunc-v2 start`` does, minus the exec) and connect to it.
@@ -325,15 +327,28 @@ class ShimManager:
         written and a new connection made, as ``start`` would do after finding the group's
         socket taken, without the fork server's round trip and a ``Connect`` call (the
         shim's pid is known).  A group shim whose connection is gone (it exited or is
-        exiting) is not joined: the fork server decides, as before."""
+        exiting) is not joined: the fork server decides, as before.  ``group``: the group the
+        bundle's spec names, when the caller has the spec (its ``config.json`` is not read again)."""
         bundle = Path(bundle)
         opts = runc_options(None, runc)
         drain = LogDrain(bundle / LOG_FIFO, f"{namespace}/{container_id}")
-        group = await asyncio.to_thread(_open_and_group, drain, bundle, container_id)
+        joined: tuple[Client, str, int] | None = None
+        known = group is not None
+        if group is None:
+            group = await asyncio.to_thread(_open_and_group, drain, bundle, container_id)
+        else:
+            # the caller read the group from the spec: the group's shim is connected to while
+            # one worker-thread hop opens the log FIFO and writes the bundle's address file
+            try:
+                joined = await self._join_known_group(drain, namespace, bundle, group)
+            except BaseException:
+                drain.close()
+                raise
         drain.start_reading()
         address = ""
         try:
-            joined = await self._join_group(namespace, bundle, group)
+            if not known:
+                joined = await self._join_group(namespace, bundle, group)
             if joined is not None:
                 client, shim_address, pid = joined
             else:
@@ -383,12 +398,40 @@ class ShimManager:
                 raise
         return shim
 
+    def _group_shim(self, namespace: str, group: str) -> TaskShim | None:
+        """The running shim of ``group`` we are connected to (its pid known), if any."""
+        running = next((s for s in self._shims.values()
+                        if group and s.group == group and s.namespace == namespace and not s.closed), None)
+        return running if running is not None and running.pid else None
+
+    async def _join_known_group(self, drain: LogDrain, namespace: str, bundle: Path,
+                                group: str) -> tuple[Client, str, int] | None:
+        """``drain``'s FIFO opened and, when ``group`` has a running shim, a new connection to it
+        made meanwhile (the bundle's ``address`` file written in the same worker-thread hop):
+        what ``_join_group`` answers, without a hop of its own."""
+        running = self._group_shim(namespace, group)
+        if running is None:
+            await asyncio.to_thread(drain.open_fifo)
+            return None
+        connecting = asyncio.ensure_future(Client.connect(running.address))
+        try:
+            await asyncio.to_thread(_open_and_address, drain, bundle, running.address)
+        except BaseException:
+            await asyncio.wait([connecting])
+            if not connecting.cancelled() and connecting.exception() is None:
+                await connecting.result().close()
+            raise
+        try:
+            client = await connecting
+        except errdefs.ContainerdError:  # gone meanwhile: the fork server decides
+            return None
+        return client, running.address, running.pid
+
     async def _join_group(self, namespace: str, bundle: Path, group: str) -> tuple[Client, str, int] | None:
         """A new connection to the running shim of ``group`` we are connected to, its address and
         pid, the bundle's ``address`` file written; None if there is none."""
-        running = next((s for s in self._shims.values()
-                        if group and s.group == group and s.namespace == namespace and not s.closed), None)
-        if running is None or not running.pid:
+        running = self._group_shim(namespace, group)
+        if running is None:
             return None
         # the bundle's address file is written while the connection is made (a file we would
         # remove with the bundle if the shim were gone)
@@ -549,8 +592,9 @@ class BinaryLauncher:
         runtime_root: str | None = None,
         systemd_cgroup: bool = False,
         debug: bool = False,
+        group: str | None = None,
     ) -> TaskShim:
-        del state_dir  # the shim picks its own socket (runtime v2: /run/containerd/s/<hash>)
+        del state_dir, group  # the shim picks its own socket (runtime v2: /run/containerd/s/<hash>) and group
         root = runc_root_base(runtime_root or "", namespace)
         runc = {"binary_name": runtime_binary, "root": root, "systemd_cgroup": systemd_cgroup}
         return await self.manager.launch(
@@ -608,12 +652,14 @@ class ForkLauncher(BinaryLauncher):
         runtime_root: str | None = None,
         systemd_cgroup: bool = False,
         debug: bool = False,
+        group: str | None = None,
     ) -> TaskShim:
         del state_dir  # the shim's socket is containerd's: /run/containerd/s/<hash>
         root = runc_root_base(runtime_root or "", namespace)
         runc = {"binary_name": runtime_binary, "root": root, "systemd_cgroup": systemd_cgroup}
         return await self.manager.launch_forked(
-            namespace=namespace, container_id=container_id, bundle=bundle, fork=self.fork, runc=runc, debug=debug
+            namespace=namespace, container_id=container_id, bundle=bundle, fork=self.fork, runc=runc, debug=debug,
+            group=group,
         )
 
     async def close(self) -> None:
