@@ -80,9 +80,9 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import cgroups, errdefs, fsmodes, identifiers, timestamps
+from .. import errdefs, fsmodes, identifiers, timestamps
 from ..events import Exchange
 from ..metadata.containers import Container, ContainerStore, TypedValue
 from ..shim.protocol import CreateOptions
@@ -104,6 +104,9 @@ from .task_types import (
     TaskMetrics,
     Timeouts,
 )
+
+if TYPE_CHECKING:
+    from .. import cgroups  # the cgroup readers load at the first metrics call (task_metrics: W6, idle PSS)
 
 log = logging.getLogger("pycontainerd.runtime")
 
