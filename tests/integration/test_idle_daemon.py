@@ -49,9 +49,11 @@ RUNTIME_V2 = [
 STARTUP = ["argparse", "gettext", "tomli_w", "shutil", "bz2", "lzma", "calendar"]
 # our modules used by one kind of call: the filter language at the first filtered call (a list,
 # an events subscription), cgroups at the first metrics call, the stack walker at the first dump,
-# the codecs at the first apply or diff
+# the codecs at the first apply or diff, the shim protocols (annotations) and CreateOptions with the
+# first task
 FIRST_USE = ["pycontainerd.filters", "pycontainerd.regexp", "pycontainerd.cgroups", "pycontainerd.debug.stacks",
-             "pycontainerd.debug.profile", "pycontainerd.diff.compression"]
+             "pycontainerd.debug.profile", "pycontainerd.diff.compression",
+             "pycontainerd.runtime.shim_api", "pycontainerd.shim.protocol"]
 # the generated modules of the services not called yet (services.common.DeferredModule)
 SERVICES = [
     "pycontainerd.api.services.containers.v1.containers_pb2",

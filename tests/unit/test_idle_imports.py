@@ -74,6 +74,8 @@ LAZY = [
     "pycontainerd.cgroups",
     "pycontainerd.debug.stacks",
     "pycontainerd.debug.profile",
+    "pycontainerd.runtime.shim_api",  # the task manager's shim protocols: annotations only
+    "pycontainerd.shim.protocol",  # CreateOptions: the first task created
 ]
 # loaded by the first filtered call (a list, an events subscription): SCRIPT itself parses a filter
 FILTERS = ["pycontainerd.filters", "pycontainerd.regexp"]
