@@ -47,6 +47,13 @@ RUNTIME_V2 = [
 # shutil (it imports bz2 and lzma) at the first rmtree/which (the overlayfs check removes its
 # directories without it), calendar at the first timestamp parsed
 STARTUP = ["argparse", "gettext", "tomli_w", "shutil", "bz2", "lzma", "calendar"]
+# our modules used by one kind of call: the filter language at the first filtered call (a list,
+# an events subscription), cgroups at the first metrics call, the stack walker at the first dump,
+# the codecs at the first apply or diff, the shim protocols (annotations) and CreateOptions with the
+# first task
+FIRST_USE = ["pycontainerd.filters", "pycontainerd.regexp", "pycontainerd.cgroups", "pycontainerd.debug.stacks",
+             "pycontainerd.debug.profile", "pycontainerd.diff.compression",
+             "pycontainerd.runtime.shim_api", "pycontainerd.shim.protocol"]
 # the generated modules of the services not called yet (services.common.DeferredModule)
 SERVICES = [
     "pycontainerd.api.services.containers.v1.containers_pb2",
@@ -171,6 +178,11 @@ def test_idle_daemon_has_not_loaded_the_runtime_v2_manager_nor_protobuf(base: Pa
         ctr("namespaces", "create", "idle-test")  # a call that needs protobuf: it loads then
         assert "idle-test" in ctr("namespaces", "ls")
         assert ctr("-n", "idle-test", "containers", "ls").split() == ["CONTAINER", "IMAGE", "RUNTIME"]
+        # a filtered list: the filter language loads then (a bad filter is still InvalidArgument)
+        assert ctr("-n", "idle-test", "containers", "ls", "labels.a==b").split() == ["CONTAINER", "IMAGE", "RUNTIME"]
+        bad = subprocess.run([CTR, "-a", address, "-n", "idle-test", "containers", "ls", "labels.a=="],
+                             capture_output=True, text=True, timeout=30)
+        assert bad.returncode != 0 and "parse error" in bad.stderr and "invalid argument" in bad.stderr, bad.stderr
         assert _introspection_server(address) == (proc_pid_uuid, proc.pid)  # what the hand codec sent
         assert _health_check(address) == 1
         after = modules("after")
@@ -182,13 +194,14 @@ def test_idle_daemon_has_not_loaded_the_runtime_v2_manager_nor_protobuf(base: Pa
             proc.wait(10)
     assert "pycontainerd.runtime.task_manager" in loaded  # the task manager is there ...
     assert "pycontainerd.runtime.v2.binary" in loaded
-    assert [m for m in RUNTIME_V2 + STARTUP if m in loaded] == []  # ... its shim machinery is not
+    assert [m for m in RUNTIME_V2 + STARTUP + FIRST_USE if m in loaded] == []  # ... its shim machinery is not
     # ctr version called Version and Introspection.Server, a health check Health.Check: all three
     # served by hand-written codecs, so neither a generated module nor the protobuf runtime is loaded
     assert [m for m in loaded if m.startswith(("pycontainerd.api.", "google.", "grpc"))] == []
     assert [m for m in SERVICES if m in loaded] == []
     # the first calls needing protobuf loaded it (and their services' modules only)
     assert "google.protobuf" in after
+    assert "pycontainerd.filters" in after  # the filtered containers ls
     assert "pycontainerd.api.services.namespaces.v1.namespaces_pb2" in after
     assert "pycontainerd.api.services.containers.v1.containers_pb2" in after
     assert [m for m in SERVICES if m in after] == ["pycontainerd.api.services.containers.v1.containers_pb2",

@@ -18,6 +18,7 @@ LAZY = [
     "tarfile",  # the first diff (compare.write_diff)
     "pycontainerd.diff.apply",  # the first layer applied
     "pycontainerd.diff.compare",
+    "pycontainerd.diff.compression",  # the codecs: the first apply or diff (W6, idle PSS)
     # stdlib and protobuf modules an idle daemon had loaded for one call each (W6, idle PSS)
     "ctypes.util",  # libc is found as the process's own symbols; find_library ran ldconfig
     "fractions",  # durations are parsed with integers
@@ -68,7 +69,16 @@ LAZY = [
     "pycontainerd.api.services.tasks.v1.tasks_pb2",
     "pycontainerd.api.events.task_pb2",
     "pycontainerd.api.cgroups.v2.metrics_pb2",
+    # our own modules used by one kind of call only: cgroups at the first metrics call (or with
+    # [cgroup] path set), the stack walker at the first goroutine dump or SIGUSR1 (W6, idle PSS)
+    "pycontainerd.cgroups",
+    "pycontainerd.debug.stacks",
+    "pycontainerd.debug.profile",
+    "pycontainerd.runtime.shim_api",  # the task manager's shim protocols: annotations only
+    "pycontainerd.shim.protocol",  # CreateOptions: the first task created
 ]
+# loaded by the first filtered call (a list, an events subscription): SCRIPT itself parses a filter
+FILTERS = ["pycontainerd.filters", "pycontainerd.regexp"]
 
 SCRIPT = """
 import json, os, sys
@@ -85,8 +95,8 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
-def _modules_after_startup_imports() -> set[str]:
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=120)
+def _modules_after_startup_imports(script: str = SCRIPT) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
     return set(json.loads(out.stdout))
 
 
@@ -95,6 +105,15 @@ def test_idle_daemon_leaves_lazy_modules_unloaded() -> None:
     assert "pycontainerd.cri.plugin" in loaded  # registered ...
     assert "pycontainerd.diff.walking" in loaded
     assert not [m for m in LAZY if m in loaded]  # ... but not loaded
+
+
+def test_idle_daemon_leaves_the_filter_language_unloaded() -> None:
+    script = SCRIPT.replace("from pycontainerd import filters\n", "").replace('filters.parse_all(["labels.a==b"])', "")
+    assert "filters" not in script
+    loaded = _modules_after_startup_imports(script)
+    assert "pycontainerd.events.exchange" in loaded
+    assert "pycontainerd.metadata.containers" in loaded
+    assert [m for m in FILTERS if m in loaded] == []
 
 
 def test_daemon_modules_never_import_grpc() -> None:

@@ -21,7 +21,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .. import cgroups, errdefs, fsmodes
+from .. import errdefs, fsmodes
 from ..config import Config
 from ..events import Exchange
 from ..metadata.db import Database
@@ -154,6 +154,8 @@ class Daemon:
         self._lock_root()
         if self.config.cgroup.path:
             # before any worker thread or the shim launcher exists, so they start inside it too
+            from .. import cgroups  # only with [cgroup] path set (W6, idle PSS)
+
             try:
                 joined = cgroups.place_process(self.config.cgroup.path, os.getpid())
             except errdefs.InvalidArgument as exc:

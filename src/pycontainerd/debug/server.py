@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, errdefs, fsmodes
-from . import stacks  # pprof (tracemalloc, pickle, the CPU sampler) loads on the first profile asked for
 from .http import BadRequest, HTTPServer, Request, Response, text
 
 log = logging.getLogger("pycontainerd.debug")
@@ -258,6 +257,8 @@ class DebugServer:
         return text(404, f"unknown profile {name!r}")
 
     def goroutine(self, debug: int) -> Response:
+        from . import stacks  # the stack walker and pprof builder at the first dump (W6, idle PSS)
+
         entries = stacks.all_entries(self.main_loop)
         if debug > 0:
             return text(200, stacks.text(entries, debug))
@@ -291,6 +292,8 @@ class DebugServer:
 
 def dump_stacks(state_dir: Path, loop: asyncio.AbstractEventLoop | None = None) -> Path | None:
     """SIGUSR1: every thread's and task's stack to the log and to a file under the state dir."""
+    from . import stacks  # at the first dump (W6, idle PSS); pprof (tracemalloc, the CPU sampler) at the first profile
+
     body = stacks.text(stacks.all_entries(loop), 2)
     log.info("=== BEGIN stack dump (SIGUSR1) ===\n%s=== END stack dump ===", body)
     name = f"pycontainerd.{time.strftime('%Y%m%dT%H%M%S')}.{time.time_ns() % 10**9:09d}.stacks.log"

@@ -33,26 +33,34 @@ from ..mount import Mount, mount_all, read_only, unmount_all
 from ..mount.mount import MNT_DETACH, mountinfo
 from ..plugin import InitContext, Registration, types
 from ..threads import to_thread_uncancelled
-from . import compression
 
 if TYPE_CHECKING:
+    from . import compression
     from .apply import ApplyResult, BlockingSource
 
 LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
 
 log = logging.getLogger("pycontainerd.diff")
 
-_APPLY_MEDIA_TYPES = {
-    compression.MEDIA_TYPE_LAYER,
-    compression.MEDIA_TYPE_LAYER_GZIP,
-    compression.MEDIA_TYPE_LAYER_ZSTD,
-    compression.MEDIA_TYPE_DOCKER_LAYER,
-    compression.MEDIA_TYPE_DOCKER_LAYER_GZIP,
-    compression.MEDIA_TYPE_DOCKER_FOREIGN,
+_NONDISTRIBUTABLE_MEDIA_TYPES = {
     "application/vnd.oci.image.layer.nondistributable.v1.tar",
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
     "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 }
+
+
+def _apply_media_types() -> set[str]:
+    from . import compression  # the codecs and media types at the first apply or diff (W6, idle PSS)
+
+    return {
+        compression.MEDIA_TYPE_LAYER,
+        compression.MEDIA_TYPE_LAYER_GZIP,
+        compression.MEDIA_TYPE_LAYER_ZSTD,
+        compression.MEDIA_TYPE_DOCKER_LAYER,
+        compression.MEDIA_TYPE_DOCKER_LAYER_GZIP,
+        compression.MEDIA_TYPE_DOCKER_FOREIGN,
+        *_NONDISTRIBUTABLE_MEDIA_TYPES,
+    }
 
 
 @dataclass
@@ -83,8 +91,10 @@ class WalkingDiffer:
 
     # -- apply ----------------------------------------------------------------------------------
     async def apply(self, desc: Descriptor, mounts: Sequence[Mount], provider: Provider) -> Descriptor:
+        from . import compression  # at the first apply (W6, idle PSS)
+
         mt = desc.media_type.split(";")[0].strip()
-        if mt and mt not in _APPLY_MEDIA_TYPES and compression.from_media_type(mt) is None:
+        if mt and mt not in _apply_media_types() and compression.from_media_type(mt) is None:
             raise errdefs.Unimplemented(f"unsupported diff media type: {desc.media_type}")
         started = time.monotonic()
         open_blob = getattr(provider, "open_blob", None)
@@ -185,6 +195,8 @@ class WalkingDiffer:
         ref: str = "",
         labels: Mapping[str, str] | None = None,
     ) -> Descriptor:
+        from . import compression  # at the first diff (W6, idle PSS)
+
         media_type = media_type or compression.MEDIA_TYPE_LAYER_GZIP
         if media_type == compression.MEDIA_TYPE_LAYER:
             kind = compression.Compression.NONE
@@ -214,6 +226,8 @@ class WalkingDiffer:
 
     async def _stream_diff(self, lroot: str, uroot: str, kind: compression.Compression, writer: Any) -> tuple[str, int]:
         """Run the walk in a thread; compressed chunks go to ``writer`` from the loop."""
+        from . import compression  # at the first diff (W6, idle PSS)
+
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[bytes | None] = asyncio.Queue(16)
         hasher = hashlib.sha256()

@@ -20,9 +20,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import errdefs, filters, identifiers
+from .. import errdefs, identifiers
+
+if TYPE_CHECKING:
+    from .. import filters
 
 log = logging.getLogger("pycontainerd.events")
 
@@ -142,6 +145,7 @@ class Exchange:
 
     async def subscribe(self, exprs: Sequence[str] = ()) -> AsyncIterator[Envelope]:
         """Events matching ``exprs`` from now on; ResourceExhausted ends it when it falls too far behind."""
+        from .. import filters  # the filter language (and regexp) at the first filtered call: W6, idle PSS
         sub = _Subscriber(filters.parse_all(list(exprs)))
         self._subscribers.add(sub)
         try:

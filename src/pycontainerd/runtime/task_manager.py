@@ -80,15 +80,13 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import cgroups, errdefs, fsmodes, identifiers, timestamps
+from .. import errdefs, fsmodes, identifiers, timestamps
 from ..events import Exchange
 from ..metadata.containers import Container, ContainerStore, TypedValue
-from ..shim.protocol import CreateOptions
 from . import bundle as bundlemod
 from . import signals
-from .shim_api import ExternalShims, Shim, ShimLauncher
 from .task_metrics import TaskMetricsReader
 from .task_record import TaskRecord as _Task
 from .task_recovery import TaskRecovery, cleanup_bundle_sync, discard_shim
@@ -104,6 +102,10 @@ from .task_types import (
     TaskMetrics,
     Timeouts,
 )
+
+if TYPE_CHECKING:
+    from .. import cgroups  # the cgroup readers load at the first metrics call (task_metrics: W6, idle PSS)
+    from .shim_api import ExternalShims, Shim, ShimLauncher  # protocols, for annotations only (W6, idle PSS)
 
 log = logging.getLogger("pycontainerd.runtime")
 
@@ -388,6 +390,8 @@ class TaskManager:
                     )
                 if mounting is not None:
                     await mounting
+                from ..shim.protocol import CreateOptions  # with the first task (W6, idle PSS)
+
                 pid = await shim.create(
                     rootfs=[] if premount else mounts,
                     stdin=io.stdin,

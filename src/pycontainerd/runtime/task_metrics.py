@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import cgroups, errdefs, filters
+from .. import errdefs
+
+if TYPE_CHECKING:
+    from .. import cgroups
 from . import bundle as bundlemod
 from .task_record import TaskRecord
 from .task_types import TaskMetrics
@@ -27,6 +30,7 @@ class TaskMetricsReader:
     ) -> list[TaskMetrics]:
         """Metrics of the tasks of ``namespace`` among ``tasks`` (in their order) that match
         the filters and whose shim says they are neither stopped nor unknown."""
+        from .. import filters  # the filter language (and regexp) at the first filtered call: W6, idle PSS
         flt = filters.parse_all(list(filter_exprs))
         out: list[TaskMetrics] = []
         for t in tasks:
@@ -60,6 +64,8 @@ class TaskMetricsReader:
         return out
 
     def _read_metrics(self, pid: int, meta: bundlemod.BundleMeta) -> tuple[str, dict[str, Any]]:
+        from .. import cgroups  # the cgroup readers at the first metrics call (W6, idle PSS)
+
         if self._cgroups is None:
             self._cgroups = cgroups.CgroupReader()
         return cgroups.read_task_metrics(

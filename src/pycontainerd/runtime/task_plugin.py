@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from .. import fsmodes
 from ..metadata.containers import ContainerStore
 from . import bundle as bundlemod
-from .shim_api import ExitLike, ExternalShims, Shim, ShimLauncher
 from .task_manager import TaskManager
 from .task_types import RuntimeDefaults, Timeouts
 from .v2 import binary as binarymod
 
 if TYPE_CHECKING:
     from ..config import Config
+    from .shim_api import ExitLike, ExternalShims, Shim, ShimLauncher  # protocols, for annotations only (W6, idle PSS)
     from .v2 import ShimManager
 
 log = logging.getLogger("pycontainerd.runtime")

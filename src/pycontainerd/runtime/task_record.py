@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import bundle as bundlemod
-from .shim_api import Shim
 from .task_types import Exit, TaskIO
+
+if TYPE_CHECKING:
+    from .shim_api import Shim  # protocols, for annotations only (W6, idle PSS)
 
 
 @dataclass

@@ -31,16 +31,18 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .. import errdefs, timestamps
 from ..events import Exchange
 from ..metadata.containers import ContainerStore
 from ..threads import run_process
 from . import bundle as bundlemod
-from .shim_api import ExitLike, ExternalShims, Shim, ShimLauncher
 from .task_record import TaskRecord
 from .task_types import Exit, RuntimeDefaults
+
+if TYPE_CHECKING:
+    from .shim_api import ExitLike, ExternalShims, Shim, ShimLauncher  # protocols, for annotations only (W6, idle PSS)
 
 log = logging.getLogger("pycontainerd.runtime")
 
