@@ -36,7 +36,7 @@ import os
 import socket
 import stat
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -413,19 +413,7 @@ class ShimManager:
         if running is None:
             await asyncio.to_thread(drain.open_fifo)
             return None
-        connecting = asyncio.ensure_future(Client.connect(running.address))
-        try:
-            await asyncio.to_thread(_open_and_address, drain, bundle, running.address)
-        except BaseException:
-            await asyncio.wait([connecting])
-            if not connecting.cancelled() and connecting.exception() is None:
-                await connecting.result().close()
-            raise
-        try:
-            client = await connecting
-        except errdefs.ContainerdError:  # gone meanwhile: the fork server decides
-            return None
-        return client, running.address, running.pid
+        return await _connect_during(running, _open_and_address, drain, bundle, running.address)
 
     async def _join_group(self, namespace: str, bundle: Path, group: str) -> tuple[Client, str, int] | None:
         """A new connection to the running shim of ``group`` we are connected to, its address and
@@ -435,19 +423,7 @@ class ShimManager:
             return None
         # the bundle's address file is written while the connection is made (a file we would
         # remove with the bundle if the shim were gone)
-        connecting = asyncio.ensure_future(Client.connect(running.address))
-        try:
-            await asyncio.to_thread(_write_file, bundle / ADDRESS_FILE, running.address)
-        except BaseException:
-            await asyncio.wait([connecting])
-            if not connecting.cancelled() and connecting.exception() is None:
-                await connecting.result().close()
-            raise
-        try:
-            client = await connecting
-        except errdefs.ContainerdError:  # gone meanwhile: the fork server decides
-            return None
-        return client, running.address, running.pid
+        return await _connect_during(running, _write_file, bundle / ADDRESS_FILE, running.address)
 
     async def _stop_orphan(self, address: str, namespace: str, container_id: str) -> None:
         """A shim that started but that we could not use: ask it to exit."""
@@ -664,3 +640,22 @@ class ForkLauncher(BinaryLauncher):
 
     async def close(self) -> None:
         await self.fork.close()
+
+
+async def _connect_during(running: TaskShim, work: Callable[..., None], *args: Any) -> tuple[Client, str, int] | None:
+    """A new connection to ``running`` (a group's shim), made while ``work(*args)`` runs on a
+    worker thread; its address and pid with it, or None if the shim went away meanwhile (the
+    fork server then decides).  A failure of ``work`` closes the connection and is raised."""
+    connecting = asyncio.ensure_future(Client.connect(running.address))
+    try:
+        await asyncio.to_thread(work, *args)
+    except BaseException:
+        await asyncio.wait([connecting])
+        if not connecting.cancelled() and connecting.exception() is None:
+            await connecting.result().close()
+        raise
+    try:
+        client = await connecting
+    except errdefs.ContainerdError:
+        return None
+    return client, running.address, running.pid
