@@ -22,19 +22,12 @@ import pytest
 from pycontainerd.events import Exchange
 from pycontainerd.runtime.shim_client import ShimLauncher
 from pycontainerd.runtime.v2 import ShimManager, TaskShim
+from tests.fixtures.procs import pss_kib, uss_kib
 
 from .shim_fixtures import busybox  # noqa: F401  (session fixture)
 from .shim_support import cleanup_container, make_bundle, pid_alive, poll_until
 
 pytestmark = pytest.mark.root
-
-
-def pss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_shim_latency_and_memory(tmp_path: Path, busybox: tuple[Path, dict[str, Any]]) -> None:  # noqa: F811
@@ -106,6 +99,8 @@ def test_shim_latency_and_memory(tmp_path: Path, busybox: tuple[Path, dict[str, 
         # shims of several containers may share one process (a shim host): count each once
         pss = [pss_kib(pid) for pid in {c.pid for c in clients}]  # one per container (no group annotation)
         report[f"PSS per shim KiB (mean of {n}, launcher alive)"] = sum(pss) / n
+        uss = [uss_kib(pid) for pid in {c.pid for c in clients}]
+        report[f"USS per shim KiB (mean of {n})"] = sum(uss) / n
         report["launcher PSS KiB"] = pss_kib(launcher.pid)
         for c in clients:
             await c.kill("", 9)
@@ -124,9 +119,16 @@ def test_shim_latency_and_memory(tmp_path: Path, busybox: tuple[Path, dict[str, 
         # launcher's pages are split 6 ways); the launcher's child answering the request, libc's
         # fork and the per-shim code packed to 5.2-5.3 MiB (5.06-5.11 MiB measured later); the
         # hot code profiled on a second round and glibc's tcache taken before the copies are
-        # made (they had landed in its chunks, all over the heap) to 4.90-4.91 MiB.  containerd's
-        # Go shim: 2.7 MiB with 50 running (bench W5; issue 10)
-        assert report[f"PSS per shim KiB (mean of {n}, launcher alive)"] < 5376
+        # made (they had landed in its chunks, all over the heap) to 4.90-4.91 MiB on a busy
+        # machine, 5.38-5.43 MiB on a quiet one.  PSS splits libpython's and the other shared
+        # pages among every process mapping them, so it moves with whatever else runs Python:
+        # the guard on it is loose, and the one on USS (the pages only the shim holds: what
+        # each more container costs) is tight: 2.65 MiB measured (2.78 before the tcache and
+        # second-round changes).  containerd's Go shim: 2.7 MiB PSS with 50 running (bench W5;
+        # issue 10)
+        memory = {k: v for k, v in report.items() if "SS" in k}
+        assert report[f"PSS per shim KiB (mean of {n}, launcher alive)"] < 5888, memory
+        assert report[f"USS per shim KiB (mean of {n})"] < 2816, memory
 
     async def main() -> None:
         try:
