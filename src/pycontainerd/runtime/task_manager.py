@@ -48,7 +48,7 @@ Where each part lives
   manager's public settings and reaches its task table, pumps and kept logs only through
   ``ManagerHooks`` (``_Hooks`` here).
 - ``task_metrics.py`` (``TaskMetricsReader``): the cgroup statistics behind ``metrics``.
-- ``task_record.py`` (``TaskRecord``, ``_Task`` here): the record of one task these share.
+- ``task_record.py`` (``TaskRecord``): the record of one task these share.
 
 The shim is reached through the ``Shim``/``ShimLauncher`` protocols (``shim_api.py``), so this
 module carries no I/O details of its own; its value types are in ``task_types.py`` and its
@@ -88,7 +88,7 @@ from ..metadata.containers import Container, ContainerStore, TypedValue
 from . import bundle as bundlemod
 from . import signals
 from .task_metrics import TaskMetricsReader
-from .task_record import TaskRecord as _Task
+from .task_record import TaskRecord
 from .task_recovery import TaskRecovery, cleanup_bundle_sync, discard_shim
 from .task_types import (
     Exit,
@@ -186,7 +186,7 @@ class TaskManager:
         self.external = external
         self.defaults = defaults or RuntimeDefaults()
         self._metrics = TaskMetricsReader(cgroup_reader)
-        self._tasks: dict[tuple[str, str], _Task] = {}
+        self._tasks: dict[tuple[str, str], TaskRecord] = {}
         self._pending: set[tuple[str, str]] = set()
         self._finishing: dict[tuple[str, str], asyncio.Task[None]] = {}  # deletes finishing after their reply
         self._closing = False
@@ -198,20 +198,20 @@ class TaskManager:
         """NotFound unless the container has a task (for checks that containerd makes in this order)."""
         self._get(namespace, container_id)
 
-    def _get(self, namespace: str, container_id: str) -> _Task:
+    def _get(self, namespace: str, container_id: str) -> TaskRecord:
         t = self._tasks.get((namespace, container_id))
         if t is None:
             raise errdefs.NotFound(f"task {container_id} not found")
         return t
 
-    def _shim(self, t: _Task) -> Shim:
+    def _shim(self, t: TaskRecord) -> Shim:
         if t.shim is None:
             if t.tombstone is None:  # TaskRecovery.shim_gone is cleaning up right now
                 raise errdefs.Unavailable(f"task {t.id}: its shim is gone and the task is being cleaned up; retry")
             raise errdefs.NotFound(f"task {t.id}: process already finished: not found")
         return t.shim
 
-    async def _tombstoned(self, t: _Task) -> Exit | None:
+    async def _tombstoned(self, t: TaskRecord) -> Exit | None:
         """The task's tombstone once ``TaskRecovery.shim_gone`` has left it (waits up to ``TOMBSTONE_WAIT``:
         the cleanup runs ``runc delete`` and unmounts); None if it does not come."""
         if t.tombstone is None and not self._closing:
@@ -219,7 +219,7 @@ class TaskManager:
                 await asyncio.wait_for(t.dead.wait(), TOMBSTONE_WAIT)
         return t.tombstone
 
-    def _publish(self, t: _Task, topic: str, payload: dict[str, Any]) -> None:
+    def _publish(self, t: TaskRecord, topic: str, payload: dict[str, Any]) -> None:
         self.exchange.publish(t.namespace, topic, payload)
 
     def has_task(self, namespace: str, container_id: str) -> bool:
@@ -436,7 +436,7 @@ class TaskManager:
                 await self._discard_shim(shim)
                 await asyncio.to_thread(self._cleanup_bundle_sync, path, meta)
                 raise
-            t = _Task(namespace, container_id, path, meta, shim, io=io)
+            t = TaskRecord(namespace, container_id, path, meta, shim, io=io)
             self._tasks[key] = t
             t.pump = asyncio.create_task(self._pump(t), name=f"shim-events-{namespace}/{container_id}")
         finally:
@@ -512,7 +512,7 @@ class TaskManager:
             return 0
         return t.meta.pid
 
-    def _tombstone_status(self, t: _Task) -> ProcessStatus:
+    def _tombstone_status(self, t: TaskRecord) -> ProcessStatus:
         assert t.tombstone is not None
         return ProcessStatus(
             container_id=t.id,
@@ -769,7 +769,7 @@ class TaskManager:
         return await self._metrics.collect(namespace, [t for _, t in sorted(self._tasks.items())], filter_exprs)
 
     # -- shim events ---------------------------------------------------------------------------------
-    async def _pump(self, t: _Task) -> None:
+    async def _pump(self, t: TaskRecord) -> None:
         assert t.shim is not None
         try:
             async for topic, payload in t.shim.events():
@@ -782,7 +782,7 @@ class TaskManager:
         if not t.deleting and not self._closing:
             await self._recovery.shim_gone(t)
 
-    def _on_event(self, t: _Task, topic: str, payload: dict[str, Any]) -> None:
+    def _on_event(self, t: TaskRecord, topic: str, payload: dict[str, Any]) -> None:
         if topic in _OWN_TOPICS:
             return
         if topic == "/tasks/exit" and payload.get("id", t.id) in ("", t.id):
@@ -793,7 +793,7 @@ class TaskManager:
             )
         self.exchange.publish(t.namespace, topic, payload)
 
-    async def _stop_pump(self, t: _Task) -> None:
+    async def _stop_pump(self, t: TaskRecord) -> None:
         pump, t.pump = t.pump, None
         if pump is None or pump is asyncio.current_task():
             return
@@ -855,15 +855,15 @@ class _Hooks:
     def __init__(self, manager: TaskManager) -> None:
         self._m = manager
 
-    def is_listed(self, t: _Task) -> bool:
+    def is_listed(self, t: TaskRecord) -> bool:
         return self._m._tasks.get((t.namespace, t.id)) is t
 
-    def add(self, t: _Task, *, events: bool) -> None:
+    def add(self, t: TaskRecord, *, events: bool) -> None:
         self._m._tasks[(t.namespace, t.id)] = t
         if events:
             t.pump = asyncio.create_task(self._m._pump(t), name=f"shim-events-{t.namespace}/{t.id}")
 
-    async def stop_events(self, t: _Task) -> None:
+    async def stop_events(self, t: TaskRecord) -> None:
         await self._m._stop_pump(t)
 
     async def remove_log(self, namespace: str, container_id: str) -> None:
