@@ -265,6 +265,10 @@ class Database:
         # odd while one is in flight.  A read that saw the same even value before and after it
         # reflects the state of that generation (``generation_read``): what readers may cache.
         self.generation = 0
+        # name -> [writes begun or ended, writes in flight] (``counted_write``): for readers that
+        # keep what they derived from one table only (the CRI's image list), which ``generation``
+        # (any write) would invalidate at every step
+        self._counted: dict[str, list[int]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -453,6 +457,24 @@ class Database:
         before = self.generation
         result = await self.read(fn)
         return result, (before if before % 2 == 0 and self.generation == before else None)
+
+    async def counted_write(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``write(fn)``, counted under ``name`` (``counted_writes``) when it begins and when it ends."""
+        counts = self._counted.setdefault(name, [0, 0])
+        counts[0] += 1
+        counts[1] += 1
+        try:
+            return await self.write(fn)
+        finally:
+            counts[1] -= 1
+            counts[0] += 1
+
+    def counted_writes(self, name: str) -> int | None:
+        """How many ``counted_write``s under ``name`` began or ended so far; None while one is in flight."""
+        counts = self._counted.get(name)
+        if counts is None:
+            return 0
+        return None if counts[1] else counts[0]
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """For code already on a worker thread (e.g. GC); never call from the event loop."""

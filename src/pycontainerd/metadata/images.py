@@ -17,7 +17,6 @@ returning (``ctr images rm --sync``).
 from __future__ import annotations
 
 import sqlite3
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -169,20 +168,6 @@ def _write(conn: sqlite3.Connection, ns: str, im: Image) -> None:
     )
 
 
-class _Writes:
-    """The image writes of one database (whichever ``ImageStore`` made them): how many began
-    or ended so far, and how many are in flight."""
-
-    __slots__ = ("count", "in_flight")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.in_flight = 0
-
-
-_WRITES: weakref.WeakKeyDictionary[Database, _Writes] = weakref.WeakKeyDictionary()
-
-
 class ImageStore:
     """Namespaced image records in the metadata database.
 
@@ -204,22 +189,10 @@ class ImageStore:
 
     def writes(self) -> int | None:
         """The image writes that began or ended so far in this database; None while one is in flight."""
-        w = _WRITES.get(self.db)
-        if w is None:
-            return 0
-        return None if w.in_flight else w.count
+        return self.db.counted_writes("images")
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        w = _WRITES.get(self.db)
-        if w is None:
-            w = _WRITES[self.db] = _Writes()
-        w.count += 1
-        w.in_flight += 1
-        try:
-            return await self.db.write(fn)
-        finally:
-            w.in_flight -= 1
-            w.count += 1
+        return await self.db.counted_write("images", fn)
 
     async def get(self, namespace: str, name: str) -> Image:
         im = await self.db.read(lambda c: _get(c, namespace, name))
